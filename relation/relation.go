@@ -158,3 +158,8 @@ func fold(ident string, quoted bool) string {
 	}
 	return strings.ToLower(ident)
 }
+
+// UnchangedTOAST is the value pgoutput reports for a TOASTed column that an
+// UPDATE did not modify: the value exists but was not sent. It must never
+// reach a record; the source resolves it to the real value first.
+type UnchangedTOAST struct{}
