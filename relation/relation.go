@@ -18,7 +18,8 @@ import (
 type Kind uint8
 
 // The supported kinds and the Go value a non-NULL column of that kind decodes
-// to. NULL is always nil.
+// to. NULL is always nil. [DecodeText] produces these values from
+// PostgreSQL's text output.
 const (
 	Unsupported Kind = iota // no decoding; the column must be excluded or overridden
 	Int16                   // int32
@@ -86,6 +87,12 @@ type Table struct {
 	Name       string
 	Columns    []Column
 	PrimaryKey []string
+	// Identity lists the columns PostgreSQL writes into the old tuple of an
+	// UPDATE or DELETE (the replica identity). nil with IdentityFull set
+	// means every column; empty without it means none (REPLICA IDENTITY
+	// NOTHING, or a default identity on a table without primary key).
+	Identity     []string
+	IdentityFull bool
 }
 
 // QualifiedName is schema.name, quoted only where needed for reading.

@@ -1,0 +1,178 @@
+// Package config is replicator's one typed configuration: loaded by viper from
+// a YAML file, REPLICATOR_* environment variables and command-line flags,
+// defaulted in one place and validated with messages that name the key.
+//
+// It is the only package that imports viper. Components receive their own
+// sub-struct, never a *viper.Viper.
+package config
+
+import (
+	"fmt"
+	"time"
+)
+
+// Key names, kept as constants so messages, defaults and flags agree.
+const (
+	KeyDataDir            = "data_dir"
+	KeyLogLevel           = "log.level"
+	KeyLogFormat          = "log.format"
+	KeySourceURL          = "source.url"
+	KeySourceSlot         = "source.slot"
+	KeySourcePublication  = "source.publication"
+	KeySourceSnapshot     = "source.snapshot"
+	KeySourceStatus       = "source.status_interval"
+	KeySourceNumeric      = "source.unconstrained_numeric"
+	KeyKafkaBrokers       = "kafka.brokers"
+	KeyKafkaListen        = "kafka.listen"
+	KeyKafkaClientID      = "kafka.client_id"
+	KeyKafkaPartitions    = "kafka.partitions"
+	KeyKafkaReplication   = "kafka.replication_factor"
+	KeyKafkaCompression   = "kafka.compression"
+	KeyKafkaMaxBuffered   = "kafka.max_buffered_records"
+	KeyKafkaLinger        = "kafka.linger"
+	KeyKafkaTLSEnabled    = "kafka.tls.enabled"
+	KeyKafkaTLSCA         = "kafka.tls.ca_file"
+	KeyKafkaTLSCert       = "kafka.tls.cert_file"
+	KeyKafkaTLSKey        = "kafka.tls.key_file"
+	KeyKafkaTLSInsecure   = "kafka.tls.insecure_skip_verify"
+	KeyKafkaSASLMechanism = "kafka.sasl.mechanism"
+	KeyKafkaSASLUser      = "kafka.sasl.username"
+	KeyKafkaSASLPassword  = "kafka.sasl.password"
+	KeyRegistryURL        = "registry.url"
+	KeyRegistryListen     = "registry.listen"
+	KeyRegistryUser       = "registry.username"
+	KeyRegistryPassword   = "registry.password"
+	KeyRegistryCA         = "registry.ca_file"
+	KeyMetricsListen      = "metrics.listen"
+	KeyEntities           = "entities"
+)
+
+// Snapshot modes for source.snapshot.
+const (
+	SnapshotInitial = "initial" // publish existing rows once, when the slot is created
+	SnapshotNever   = "never"   // stream changes only
+)
+
+// Config is the whole configuration. Every field's default is set in
+// setDefaults and documented in docs/CONFIG.md.
+type Config struct {
+	// DataDir holds the embedded broker's log, the embedded registry's
+	// schemas and the source's snapshot state. Default "./data".
+	DataDir  string         `mapstructure:"data_dir"`
+	Log      LogConfig      `mapstructure:"log"`
+	Source   SourceConfig   `mapstructure:"source"`
+	Kafka    KafkaConfig    `mapstructure:"kafka"`
+	Registry RegistryConfig `mapstructure:"registry"`
+	Metrics  MetricsConfig  `mapstructure:"metrics"`
+	Entities []Entity       `mapstructure:"entities"`
+}
+
+// LogConfig selects the slog handler.
+type LogConfig struct {
+	Level  string `mapstructure:"level"`  // debug|info|warn|error, default info
+	Format string `mapstructure:"format"` // text|json, default text
+}
+
+// SourceConfig is the PostgreSQL side.
+type SourceConfig struct {
+	// URL is a libpq connection URL or DSN; sslmode and certificates pass
+	// through. Required. Never logged unredacted.
+	URL         string `mapstructure:"url"`
+	Slot        string `mapstructure:"slot"`        // default "replicator"
+	Publication string `mapstructure:"publication"` // default "replicator"
+	Snapshot    string `mapstructure:"snapshot"`    // initial|never, default initial
+	// StatusInterval is how often the confirmed LSN is reported to
+	// PostgreSQL. Default 10s.
+	StatusInterval time.Duration `mapstructure:"status_interval"`
+	// UnconstrainedNumeric is how a numeric column without precision is
+	// exported: string (default, lossless) or double.
+	UnconstrainedNumeric string `mapstructure:"unconstrained_numeric"`
+}
+
+// KafkaConfig is the broker side. No Brokers means the embedded broker.
+type KafkaConfig struct {
+	Brokers            []string      `mapstructure:"brokers"`
+	Listen             string        `mapstructure:"listen"`               // embedded broker address, default 127.0.0.1:9092
+	ClientID           string        `mapstructure:"client_id"`            // default "replicator"
+	Partitions         int           `mapstructure:"partitions"`           // default partitions for new topics, default 6
+	ReplicationFactor  int           `mapstructure:"replication_factor"`   // default -1 (broker default)
+	Compression        string        `mapstructure:"compression"`          // none|lz4|zstd|snappy|gzip, default none
+	MaxBufferedRecords int           `mapstructure:"max_buffered_records"` // back-pressure bound, default 100000
+	Linger             time.Duration `mapstructure:"linger"`               // default 0
+	TLS                TLSConfig     `mapstructure:"tls"`
+	SASL               SASLConfig    `mapstructure:"sasl"`
+}
+
+// TLSConfig enables TLS to the brokers.
+type TLSConfig struct {
+	Enabled            bool   `mapstructure:"enabled"`
+	CAFile             string `mapstructure:"ca_file"`
+	CertFile           string `mapstructure:"cert_file"`
+	KeyFile            string `mapstructure:"key_file"`
+	InsecureSkipVerify bool   `mapstructure:"insecure_skip_verify"`
+}
+
+// SASLConfig authenticates to the brokers.
+type SASLConfig struct {
+	Mechanism string `mapstructure:"mechanism"` // PLAIN|SCRAM-SHA-256|SCRAM-SHA-512; empty = none
+	Username  string `mapstructure:"username"`
+	Password  string `mapstructure:"password"`
+}
+
+// RegistryConfig is the schema registry. No URL means the embedded registry.
+type RegistryConfig struct {
+	URL      string `mapstructure:"url"`
+	Listen   string `mapstructure:"listen"` // embedded registry address, default 127.0.0.1:8081
+	Username string `mapstructure:"username"`
+	Password string `mapstructure:"password"`
+	CAFile   string `mapstructure:"ca_file"`
+}
+
+// MetricsConfig exposes Prometheus metrics when Listen is set.
+type MetricsConfig struct {
+	Listen string `mapstructure:"listen"` // e.g. 127.0.0.1:9187; empty = off
+}
+
+// Entity is one table exported as an entity topic. Only Table is required.
+type Entity struct {
+	// Name defaults to the table name without its schema.
+	Name string `mapstructure:"name"`
+	// Table is "table" (schema public) or "schema.table"; quote parts to
+	// keep case: '"Sales"."Orders"'.
+	Table string `mapstructure:"table"`
+	// Topic defaults to Name.
+	Topic string `mapstructure:"topic"`
+	// Key columns; default the primary key.
+	Key []string `mapstructure:"key"`
+	// Columns exported in the value; default all.
+	Columns []string `mapstructure:"columns"`
+	// AsString columns are exported as their PostgreSQL text.
+	AsString []string `mapstructure:"as_string"`
+	// Partitions for the topic when created; default kafka.partitions.
+	Partitions int `mapstructure:"partitions"`
+}
+
+// EmbeddedKafka reports whether the embedded broker is used.
+func (c *Config) EmbeddedKafka() bool { return len(c.Kafka.Brokers) == 0 }
+
+// EmbeddedRegistry reports whether the embedded registry is used.
+func (c *Config) EmbeddedRegistry() bool { return c.Registry.URL == "" }
+
+// String renders the config with secrets redacted, for logs and `check`.
+func (c Config) String() string {
+	c.Source.URL = RedactURL(c.Source.URL)
+	if c.Kafka.SASL.Password != "" {
+		c.Kafka.SASL.Password = redacted
+	}
+	c.Registry.URL = RedactURL(c.Registry.URL)
+	if c.Registry.Password != "" {
+		c.Registry.Password = redacted
+	}
+	return fmt.Sprintf("%+v", struct {
+		DataDir  string
+		Source   SourceConfig
+		Kafka    KafkaConfig
+		Registry RegistryConfig
+		Entities []Entity
+	}{c.DataDir, c.Source, c.Kafka, c.Registry, c.Entities})
+}

@@ -1,0 +1,175 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+func writeConfig(t *testing.T, yaml string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "replicator.yaml")
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+const minimal = `
+source:
+  url: postgres://u@localhost/db
+entities:
+  - table: orders
+`
+
+func TestLoadDefaults(t *testing.T) {
+	cfg, err := Load(writeConfig(t, minimal), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"data_dir", cfg.DataDir, "./data"},
+		{"slot", cfg.Source.Slot, "replicator"},
+		{"publication", cfg.Source.Publication, "replicator"},
+		{"snapshot", cfg.Source.Snapshot, SnapshotInitial},
+		{"status_interval", cfg.Source.StatusInterval, 10 * time.Second},
+		{"kafka.listen", cfg.Kafka.Listen, "127.0.0.1:9092"},
+		{"registry.listen", cfg.Registry.Listen, "127.0.0.1:8081"},
+		{"embedded kafka", cfg.EmbeddedKafka(), true},
+		{"embedded registry", cfg.EmbeddedRegistry(), true},
+		{"entity name", cfg.Entities[0].Name, "orders"},
+		{"entity topic", cfg.Entities[0].Topic, "orders"},
+		{"entity partitions", cfg.Entities[0].Partitions, 6},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("%s: got %v, want %v", c.name, c.got, c.want)
+		}
+	}
+}
+
+func TestEntityNames(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ table, name string }{
+		{"orders", "orders"},
+		{"sales.Orders", "orders"},
+		{`"Sales"."Order Lines"`, "Order Lines"},
+		{`public."a.b"`, "a.b"},
+	}
+	for _, tt := range tests {
+		if got := defaultEntityName(tt.table); got != tt.name {
+			t.Errorf("defaultEntityName(%q): got %q, want %q", tt.table, got, tt.name)
+		}
+	}
+}
+
+func TestEnvironmentAndFlagsOverrideFile(t *testing.T) {
+	t.Setenv("REPLICATOR_SOURCE_URL", "postgres://env@localhost/db")
+	t.Setenv("REPLICATOR_SOURCE_SLOT", "from_env")
+	t.Setenv("REPLICATOR_KAFKA_BROKERS", "a:9092,b:9092")
+	t.Setenv("REPLICATOR_SOURCE_STATUS_INTERVAL", "250ms")
+	fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
+	AddFlags(fs)
+	if err := fs.Parse([]string{"--data-dir", "/var/lib/replicator"}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load(writeConfig(t, minimal+"data_dir: /from/file\n"), fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Source.URL != "postgres://env@localhost/db" {
+		t.Errorf("source.url: got %q, want the environment's", cfg.Source.URL)
+	}
+	if cfg.Source.Slot != "from_env" {
+		t.Errorf("source.slot: got %q, want from_env", cfg.Source.Slot)
+	}
+	if strings.Join(cfg.Kafka.Brokers, ",") != "a:9092,b:9092" {
+		t.Errorf("kafka.brokers: got %v, want [a:9092 b:9092]", cfg.Kafka.Brokers)
+	}
+	if cfg.Source.StatusInterval != 250*time.Millisecond {
+		t.Errorf("source.status_interval: got %v, want 250ms", cfg.Source.StatusInterval)
+	}
+	if cfg.DataDir != "/var/lib/replicator" {
+		t.Errorf("data_dir: got %q, want the flag's /var/lib/replicator", cfg.DataDir)
+	}
+}
+
+func TestLoadRejects(t *testing.T) {
+	tests := []struct {
+		name string
+		yaml string
+		want []string // every substring must appear in the error
+	}{
+		{"unknown top-level key", minimal + "bogus: 1\n", []string{"unknown config key bogus"}},
+		{"unknown nested key", "source:\n  url: x\n  slott: y\nentities: [{table: t}]\n", []string{"unknown config key source.slott"}},
+		{"unknown entity key", "source: {url: x}\nentities:\n  - table: t\n    colums: [a]\n", []string{"entities[0].colums"}},
+		{"missing url and entities", "data_dir: x\n", []string{"source.url: required", "entities: at least one entity"}},
+		{"bad values reported together", `
+source:
+  url: postgres://x
+  slot: Bad-Slot
+  snapshot: sometimes
+kafka:
+  compression: brotli
+  partitions: 0
+entities:
+  - table: t
+`, []string{"source.slot", "source.snapshot", "kafka.compression", "kafka.partitions"}},
+		{"entity problems", `
+source: {url: postgres://x}
+entities:
+  - table: a
+  - table: public.a
+  - table: b
+    topic: "bad topic"
+    key: [id, id]
+  - name: c
+`, []string{"entities[1].table", "already exported", "entities[2].topic", "entities[2].key", "listed twice", "entities[3].table: required"}},
+		{"bad duration", "source:\n  url: x\n  status_interval: soon\nentities: [{table: t}]\n", []string{"status_interval"}},
+		{"missing file", "", []string{"does not exist"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "missing.yaml")
+			if tt.yaml != "" {
+				path = writeConfig(t, tt.yaml)
+			}
+			_, err := Load(path, nil)
+			if err == nil {
+				t.Fatal("got no error")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestRedaction(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ in, want string }{
+		{"postgres://u:secret@h/db", "postgres://u:xxxxx@h/db"},
+		{"postgres://u@h/db?password=secret&sslmode=require", "postgres://u@h/db?password=xxxxx&sslmode=require"},
+		{"host=h user=u password=secret dbname=d", "host=h user=u password=xxxxx dbname=d"},
+		{"host=h password='se cret' dbname=d", "host=h password=xxxxx dbname=d"},
+		{"postgres://u@h/db", "postgres://u@h/db"},
+	}
+	for _, tt := range tests {
+		if got := RedactURL(tt.in); got != tt.want {
+			t.Errorf("RedactURL(%q): got %q, want %q", tt.in, got, tt.want)
+		}
+	}
+	cfg := Config{Source: SourceConfig{URL: "postgres://u:topsecret@h/db"}, Kafka: KafkaConfig{SASL: SASLConfig{Password: "alsosecret"}}}
+	if s := cfg.String(); strings.Contains(s, "topsecret") || strings.Contains(s, "alsosecret") {
+		t.Errorf("Config.String leaks a secret: %s", s)
+	}
+}

@@ -1,0 +1,198 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"sort"
+	"strings"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/replicator/replicator/relation"
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+)
+
+// EnvPrefix prefixes every environment override: source.url is
+// REPLICATOR_SOURCE_URL, kafka.sasl.password is REPLICATOR_KAFKA_SASL_PASSWORD.
+const EnvPrefix = "REPLICATOR"
+
+// flagKeys maps the command-line flags defined by [AddFlags] to their keys.
+var flagKeys = map[string]string{
+	"data-dir":      KeyDataDir,
+	"log-level":     KeyLogLevel,
+	"source-url":    KeySourceURL,
+	"kafka-brokers": KeyKafkaBrokers,
+	"registry-url":  KeyRegistryURL,
+}
+
+// AddFlags defines the flags that override config keys. Precedence: flag >
+// environment > file > default.
+func AddFlags(fs *pflag.FlagSet) {
+	fs.String("data-dir", "", "override "+KeyDataDir)
+	fs.String("log-level", "", "override "+KeyLogLevel+" (debug|info|warn|error)")
+	fs.String("source-url", "", "override "+KeySourceURL)
+	fs.StringSlice("kafka-brokers", nil, "override "+KeyKafkaBrokers)
+	fs.String("registry-url", "", "override "+KeyRegistryURL)
+}
+
+func setDefaults(v *viper.Viper) {
+	v.SetDefault(KeyDataDir, "./data")
+	v.SetDefault(KeyLogLevel, "info")
+	v.SetDefault(KeyLogFormat, "text")
+	v.SetDefault(KeySourceURL, "")
+	v.SetDefault(KeySourceSlot, "replicator")
+	v.SetDefault(KeySourcePublication, "replicator")
+	v.SetDefault(KeySourceSnapshot, SnapshotInitial)
+	v.SetDefault(KeySourceStatus, "10s")
+	v.SetDefault(KeySourceNumeric, "string")
+	v.SetDefault(KeyKafkaBrokers, []string{})
+	v.SetDefault(KeyKafkaListen, "127.0.0.1:9092")
+	v.SetDefault(KeyKafkaClientID, "replicator")
+	v.SetDefault(KeyKafkaPartitions, 6)
+	v.SetDefault(KeyKafkaReplication, -1)
+	v.SetDefault(KeyKafkaCompression, "none")
+	v.SetDefault(KeyKafkaMaxBuffered, 100000)
+	v.SetDefault(KeyKafkaLinger, "0s")
+	v.SetDefault(KeyKafkaTLSEnabled, false)
+	v.SetDefault(KeyKafkaTLSCA, "")
+	v.SetDefault(KeyKafkaTLSCert, "")
+	v.SetDefault(KeyKafkaTLSKey, "")
+	v.SetDefault(KeyKafkaTLSInsecure, false)
+	v.SetDefault(KeyKafkaSASLMechanism, "")
+	v.SetDefault(KeyKafkaSASLUser, "")
+	v.SetDefault(KeyKafkaSASLPassword, "")
+	v.SetDefault(KeyRegistryURL, "")
+	v.SetDefault(KeyRegistryListen, "127.0.0.1:8081")
+	v.SetDefault(KeyRegistryUser, "")
+	v.SetDefault(KeyRegistryPassword, "")
+	v.SetDefault(KeyRegistryCA, "")
+	v.SetDefault(KeyMetricsListen, "")
+}
+
+// Load reads the YAML file at path (optional: "" means defaults, env and
+// flags only), applies REPLICATOR_* environment overrides and the flags set
+// in fs (may be nil), and validates the result. Every problem is reported at
+// once, each naming its key.
+func Load(path string, fs *pflag.FlagSet) (*Config, error) {
+	v := viper.New()
+	setDefaults(v)
+	v.SetEnvPrefix(EnvPrefix)
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	if fs != nil {
+		for name, key := range flagKeys {
+			if f := fs.Lookup(name); f != nil {
+				if err := v.BindPFlag(key, f); err != nil {
+					return nil, fmt.Errorf("bind flag --%s: %w", name, err)
+				}
+			}
+		}
+	}
+	if path != "" {
+		v.SetConfigFile(path)
+		v.SetConfigType("yaml")
+		if err := v.ReadInConfig(); err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				return nil, fmt.Errorf("config file %s does not exist", path)
+			}
+			return nil, fmt.Errorf("read config %s: %w", path, err)
+		}
+	}
+	if err := unknownKeys(v); err != nil {
+		return nil, err
+	}
+	var cfg Config
+	err := v.Unmarshal(&cfg, func(dc *mapstructure.DecoderConfig) {
+		dc.ErrorUnused = true
+		dc.DecodeHook = mapstructure.ComposeDecodeHookFunc(
+			mapstructure.StringToTimeDurationHookFunc(),
+			mapstructure.StringToSliceHookFunc(","),
+		)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("decode config: %w", err)
+	}
+	cfg.applyEntityDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+// unknownKeys rejects keys the Config does not define, naming each one, so a
+// typo never silently falls back to a default.
+func unknownKeys(v *viper.Viper) error {
+	known := map[string]bool{}
+	collectKeys(reflect.TypeOf(Config{}), "", known)
+	var errs []error
+	for _, k := range v.AllKeys() {
+		if !known[k] && !strings.HasPrefix(k, KeyEntities+".") {
+			errs = append(errs, fmt.Errorf("unknown config key %s", k))
+		}
+	}
+	entityKeys := map[string]bool{}
+	collectKeys(reflect.TypeOf(Entity{}), "", entityKeys)
+	if raw, ok := v.Get(KeyEntities).([]any); ok {
+		for i, e := range raw {
+			m, ok := e.(map[string]any)
+			if !ok {
+				errs = append(errs, fmt.Errorf("%s[%d]: want a mapping with at least table:", KeyEntities, i))
+				continue
+			}
+			var names []string
+			for k := range m {
+				names = append(names, k)
+			}
+			sort.Strings(names)
+			for _, k := range names {
+				if !entityKeys[strings.ToLower(k)] {
+					errs = append(errs, fmt.Errorf("unknown config key %s[%d].%s (known: name, table, topic, key, columns, as_string, partitions)", KeyEntities, i, k))
+				}
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func collectKeys(t reflect.Type, prefix string, into map[string]bool) {
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		tag := f.Tag.Get("mapstructure")
+		if tag == "" {
+			continue
+		}
+		key := prefix + tag
+		if f.Type.Kind() == reflect.Struct && f.Type.String() != "time.Duration" {
+			collectKeys(f.Type, key+".", into)
+			continue
+		}
+		into[key] = true
+	}
+}
+
+func (c *Config) applyEntityDefaults() {
+	for i := range c.Entities {
+		e := &c.Entities[i]
+		if e.Name == "" && e.Table != "" {
+			e.Name = defaultEntityName(e.Table)
+		}
+		if e.Topic == "" {
+			e.Topic = e.Name
+		}
+		if e.Partitions == 0 {
+			e.Partitions = c.Kafka.Partitions
+		}
+	}
+}
+
+// defaultEntityName is the table part of "schema.table" as PostgreSQL
+// reads it; "" when the name does not parse (Validate reports that).
+func defaultEntityName(table string) string {
+	_, name, err := relation.ParseQualifiedName(table)
+	if err != nil {
+		return ""
+	}
+	return name
+}
