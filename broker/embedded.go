@@ -1,0 +1,242 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Embedded broker defaults applied by [StartEmbedded] to zero fields.
+const (
+	DefaultEmbeddedListen     = "127.0.0.1:9092"
+	DefaultCompactionInterval = 30 * time.Second
+)
+
+// compactionConfig is the kfake broker config that sets how often the
+// cleaner runs (kfake's default is one hour).
+const compactionConfig = "log.cleaner.backoff.ms"
+
+// EmbeddedConfig configures [StartEmbedded].
+type EmbeddedConfig struct {
+	// Listen is the host:port the broker listens on and advertises in
+	// metadata. Default [DefaultEmbeddedListen]; port 0 picks a free port
+	// (see [Embedded.Addr]). A wildcard host (0.0.0.0, ::) accepts remote
+	// connections but is also what metadata advertises, which only
+	// clients on this machine can dial: give a routable address instead.
+	Listen string
+	// DataDir persists topics, records, producer IDs and group offsets
+	// across restarts. Empty keeps everything in memory. One process at a
+	// time: a second broker on the same directory fails to start.
+	DataDir string
+	// SyncWrites fsyncs every produced batch before acknowledging it.
+	// Off by default, matching Kafka: an acknowledged batch has been
+	// written to the OS (it survives kill -9 of this process, not a power
+	// loss); segments are synced on roll and on Close.
+	SyncWrites bool
+	// CompactionInterval is how often compacted topics are cleaned. Default
+	// [DefaultCompactionInterval].
+	CompactionInterval time.Duration
+	// Logger receives kfake's log lines when set: kfake errors and warnings
+	// at their level, everything else (per-request chatter) at debug.
+	// Nil discards them.
+	Logger *slog.Logger
+}
+
+// Embedded is a single-node Kafka-protocol broker running in this process,
+// built on franz-go's kfake: the real wire protocol, idempotent and
+// transactional produce, consumer groups, compaction and on-disk
+// persistence. Any Kafka client can talk to it. Its methods are safe for
+// concurrent use.
+type Embedded struct {
+	cluster *kfake.Cluster
+	addr    string
+	unlock  func() error // releases the DataDir lock; nil without DataDir or once released
+
+	closeOnce sync.Once
+}
+
+// StartEmbedded starts the broker and returns once it accepts connections.
+//
+// With a DataDir written by an earlier run (closed cleanly or killed), kfake
+// reloads it: topics with their configs and IDs, every record batch whose
+// segment write completed, committed offsets and idempotent producer state.
+// The broker listens on exactly the configured host and port; a port in
+// use fails with an error naming the address and the kafka.listen key.
+// Automatic topic creation is off: topics come from [EnsureTopics].
+func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
+	if cfg.Listen == "" {
+		cfg.Listen = DefaultEmbeddedListen
+	}
+	if cfg.CompactionInterval == 0 {
+		cfg.CompactionInterval = DefaultCompactionInterval
+	}
+	if cfg.CompactionInterval < time.Millisecond {
+		return nil, fmt.Errorf("embedded broker: compaction interval %v: want at least 1ms", cfg.CompactionInterval)
+	}
+	if _, _, err := net.SplitHostPort(cfg.Listen); err != nil {
+		return nil, fmt.Errorf("%s %q: %w", keyListen, cfg.Listen, err)
+	}
+
+	e := &Embedded{}
+	if cfg.DataDir != "" {
+		if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+			return nil, fmt.Errorf("embedded broker data dir: %w", err)
+		}
+		unlock, err := lockDir(filepath.Join(cfg.DataDir, "replicator.lock"))
+		if err != nil {
+			return nil, fmt.Errorf("embedded broker data dir %s: %w", cfg.DataDir, err)
+		}
+		e.unlock = unlock
+	}
+
+	// kfake always asks its ListenFn for 127.0.0.1:<port>; we bind the
+	// configured address ourselves and hand that listener over instead, so
+	// any host works and a bind error surfaces before any state is loaded.
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		e.release()
+		return nil, fmt.Errorf("%s %s: %w", keyListen, cfg.Listen, err)
+	}
+	var handed atomic.Bool
+	listenFn := func(string, string) (net.Listener, error) {
+		if handed.Swap(true) {
+			return nil, errors.New("embedded broker: only one listener")
+		}
+		return ln, nil
+	}
+
+	intervalMs := strconv.FormatInt(cfg.CompactionInterval.Milliseconds(), 10)
+	opts := []kfake.Opt{
+		kfake.NumBrokers(1),
+		kfake.ListenFn(listenFn),
+		kfake.BrokerConfigs(map[string]string{compactionConfig: intervalMs}),
+	}
+	if cfg.DataDir != "" {
+		opts = append(opts, kfake.DataDir(cfg.DataDir))
+	}
+	if cfg.SyncWrites {
+		opts = append(opts, kfake.SyncWrites())
+	}
+	if cfg.Logger != nil {
+		opts = append(opts, kfake.WithLogger(slogAdapter{cfg.Logger}))
+	}
+	c, err := kfake.NewCluster(opts...)
+	if err != nil {
+		ln.Close()
+		e.release()
+		return nil, fmt.Errorf("embedded broker: %w", err)
+	}
+	e.cluster = c
+	e.addr = dialAddr(cfg.Listen, ln.Addr())
+
+	if cfg.DataDir != "" {
+		// kfake starts its compaction ticker only when a request creates,
+		// deletes or reconfigures a topic, not when it reloads compacted
+		// topics from disk. Re-setting the interval through the protocol
+		// runs that refresh, so a restarted broker keeps compacting.
+		if err := e.refreshCompaction(ctx, intervalMs); err != nil {
+			e.Close()
+			return nil, fmt.Errorf("embedded broker: start compaction: %w", err)
+		}
+	}
+	return e, nil
+}
+
+// refreshCompaction sets the cluster-wide cleaner interval over the wire.
+func (e *Embedded) refreshCompaction(ctx context.Context, intervalMs string) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.addr))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	resps, err := kadm.NewClient(cl).AlterBrokerConfigs(ctx, []kadm.AlterConfig{{
+		Op:    kadm.SetConfig,
+		Name:  compactionConfig,
+		Value: kadm.StringPtr(intervalMs),
+	}})
+	if err != nil {
+		return err
+	}
+	for _, r := range resps {
+		if r.Err != nil {
+			return r.Err
+		}
+	}
+	return nil
+}
+
+// Addr is the address clients should dial (seed broker). With port 0 it
+// holds the port picked; a wildcard host is replaced by loopback.
+func (e *Embedded) Addr() string { return e.addr }
+
+// Cluster is the underlying kfake cluster, for tests and tooling: Compact
+// to force a compaction pass, ControlKey to inject broker errors. Calling
+// its methods after [Embedded.Close] blocks forever (kfake serves them on a
+// loop that Close stops).
+func (e *Embedded) Cluster() *kfake.Cluster { return e.cluster }
+
+// Close stops the broker: it stops accepting connections, persists its
+// state to the DataDir (kfake logs, but cannot return, a failure to do so)
+// and then releases the DataDir. Safe to call more than once.
+func (e *Embedded) Close() {
+	e.closeOnce.Do(func() {
+		// Order matters: kfake must finish writing its state before
+		// another process may take the directory.
+		e.cluster.Close()
+		e.release()
+	})
+}
+
+// release drops the DataDir lock, if held.
+func (e *Embedded) release() {
+	if e.unlock != nil {
+		_ = e.unlock() // closing the lock file releases the lock even on error
+		e.unlock = nil
+	}
+}
+
+// dialAddr is the address a local client dials for a broker configured
+// with listen and bound at bound: the configured host (the port bound, for
+// port 0), with a wildcard host replaced by loopback. Go binds a wildcard
+// "tcp" listen dual-stack, so bound alone cannot tell 0.0.0.0 from ::.
+func dialAddr(listen string, bound net.Addr) string {
+	host, _, _ := net.SplitHostPort(listen)
+	_, port, _ := net.SplitHostPort(bound.String())
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+		if ip != nil && ip.To4() == nil {
+			host = "::1"
+		}
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// slogAdapter routes kfake's printf-style logs to slog.
+type slogAdapter struct{ l *slog.Logger }
+
+func (a slogAdapter) Logf(level kfake.LogLevel, msg string, args ...any) {
+	lvl := slog.LevelDebug
+	switch level {
+	case kfake.LogLevelError:
+		lvl = slog.LevelError
+	case kfake.LogLevelWarn:
+		lvl = slog.LevelWarn
+	}
+	ctx := context.Background()
+	if !a.l.Enabled(ctx, lvl) {
+		return
+	}
+	a.l.Log(ctx, lvl, fmt.Sprintf(msg, args...), slog.String("component", "kfake"))
+}
