@@ -1,0 +1,196 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/replicator/replicator/pgcluster"
+	"github.com/replicator/replicator/pgcluster/pgtest"
+)
+
+// One cluster serves every test in this file; each test uses its own
+// database so they do not see each other's tables.
+func newDatabase(t *testing.T, pg *pgcluster.Cluster, ddl string) string {
+	t.Helper()
+	name := strings.ToLower(strings.NewReplacer("/", "_", " ", "_").Replace(t.Name()))
+	if err := pg.CreateDatabase(context.Background(), name); err != nil {
+		t.Fatal(err)
+	}
+	conn := pgtest.Connect(t, pg.DSN(name))
+	if _, err := conn.Exec(context.Background(), ddl); err != nil {
+		t.Fatalf("ddl: %v", err)
+	}
+	return pg.DSN(name)
+}
+
+func writeYAML(t *testing.T, body string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "replicator.yaml")
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+func runCLI(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	err := run(ctx, args, &out, &out)
+	return out.String(), err
+}
+
+const badTables = `
+CREATE TABLE good (id bigint PRIMARY KEY, name text, price numeric(8,2), at timestamptz);
+CREATE TABLE nokey (a int, b text);
+CREATE TABLE shapes (id int PRIMARY KEY, p point, label text);
+`
+
+func TestCheckReportsEveryProblem(t *testing.T) {
+	pg := pgtest.Start(t)
+	dsn := newDatabase(t, pg, badTables)
+	cfg := writeYAML(t, fmt.Sprintf(`
+source: {url: %q}
+data_dir: %q
+entities:
+  - table: good
+  - table: nokey
+  - table: shapes
+  - table: missing
+`, dsn, t.TempDir()))
+	out, err := runCLI(t, "check", "--config", cfg)
+	if err == nil {
+		t.Fatalf("check passed; output:\n%s", out)
+	}
+	for _, want := range []string{
+		"nokey", "primary key", // no key, and says how to fix
+		"shapes", "p", "point", // unmappable type names table, column, type
+		"missing", "does not exist",
+		"entities[3].table",
+		"ok    PostgreSQL server",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("check output does not mention %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestCheckPassesOnAGoodSetup(t *testing.T) {
+	pg := pgtest.Start(t)
+	dsn := newDatabase(t, pg, badTables)
+	cfg := writeYAML(t, fmt.Sprintf(`
+source: {url: %q}
+data_dir: %q
+entities:
+  - table: good
+  - table: shapes
+    columns: [id, label]
+  - table: nokey
+    key: [a]
+    as_string: [b]
+`, dsn, t.TempDir()))
+	if out, err := runCLI(t, "check", "--config", cfg); err != nil {
+		t.Fatalf("check failed: %v\n%s", err, out)
+	}
+}
+
+func TestRunRefusesBadInput(t *testing.T) {
+	pg := pgtest.Start(t)
+	replicaOnly := pgtest.Start(t, pgtest.Setting("wal_level", "replica"))
+	dsn := newDatabase(t, pg, badTables+`CREATE ROLE secretive LOGIN PASSWORD 'right';`)
+	// Password authentication for one role, trust for the rest.
+	hba := filepath.Join(pg.Dir(), "data", "pg_hba.conf")
+	old, err := os.ReadFile(hba)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(hba, append([]byte("host all secretive 127.0.0.1/32 scram-sha-256\n"), old...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := pg.Exec(context.Background(), `SELECT pg_reload_conf()`); err != nil {
+		t.Fatal(err)
+	}
+	wrongPassword := strings.Replace(dsn, "postgres@", "secretive:wrong@", 1)
+
+	tests := []struct {
+		name    string
+		url     string
+		extra   string
+		entity  string
+		want    []string
+		notWant string
+	}{
+		{name: "table without primary key", url: dsn, entity: "nokey", want: []string{"nokey", "primary key", "key:"}},
+		{name: "unknown table", url: dsn, entity: "nosuch", want: []string{"nosuch", "does not exist"}},
+		{name: "unmappable type", url: dsn, entity: "shapes", want: []string{"shapes", "p", "point", "as_string"}},
+		{name: "wal_level not logical", url: replicaOnly.DSN("postgres"), entity: "pg_catalog.pg_class", want: []string{"wal_level", "logical", "ALTER SYSTEM"}},
+		{name: "wrong password", url: wrongPassword, entity: "good", want: []string{"password", "secretive"}, notWant: "wrong@"},
+		{name: "unreachable broker", url: dsn, entity: "good", extra: fmt.Sprintf("kafka: {brokers: [%q]}\n", closedAddr(t)), want: []string{"kafka.brokers"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := writeYAML(t, fmt.Sprintf("source: {url: %q, slot: s_%d}\ndata_dir: %q\nregistry: {listen: %q}\n%sentities:\n  - table: %s\n",
+				tt.url, time.Now().UnixNano()%1e6, t.TempDir(), closedAddr(t), tt.extra, tt.entity))
+			out, err := runCLI(t, "run", "--config", cfg)
+			if err == nil {
+				t.Fatalf("run succeeded; output:\n%s", out)
+			}
+			msg := err.Error() + "\n" + out
+			for _, w := range tt.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("error does not mention %q:\n%s", w, msg)
+				}
+			}
+			if tt.notWant != "" && strings.Contains(msg, tt.notWant) {
+				t.Errorf("error leaks %q:\n%s", tt.notWant, msg)
+			}
+		})
+	}
+}
+
+func TestSchemaPrintsSubjects(t *testing.T) {
+	pg := pgtest.Start(t)
+	dsn := newDatabase(t, pg, badTables)
+	cfg := writeYAML(t, fmt.Sprintf("source: {url: %q}\nentities:\n  - table: good\n    topic: shop.good\n", dsn))
+	out, err := runCLI(t, "schema", "--config", cfg)
+	if err != nil {
+		t.Fatalf("schema: %v\n%s", err, out)
+	}
+	for _, want := range []string{"# subject shop.good-key", "# subject shop.good-value", `"decimal"`, `"timestamp-micros"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("schema output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestInvalidConfigNamesKeys(t *testing.T) {
+	cfg := writeYAML(t, "source: {url: x, snapshot: often}\nentities: [{table: t, partitions: -1}]\nkafka: {compresion: lz4}\n")
+	out, err := runCLI(t, "run", "--config", cfg)
+	if err == nil {
+		t.Fatal("run accepted an invalid config")
+	}
+	for _, want := range []string{"kafka.compresion", "source.snapshot"} {
+		if !strings.Contains(err.Error()+out, want) {
+			t.Errorf("error does not name %s: %v", want, err)
+		}
+	}
+}

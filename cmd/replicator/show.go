@@ -1,0 +1,184 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/hamba/avro/v2"
+	"github.com/replicator/replicator/mapping"
+	"github.com/replicator/replicator/registry"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// shownRecord is one record read back from an entity topic.
+type shownRecord struct {
+	partition int32
+	offset    int64
+	op        string
+	key       map[string]any
+	value     map[string]any // nil: tombstone
+}
+
+// showTopics reads every entity topic back from the broker, like any
+// consumer would, and prints counts per topic, a few decoded records and a
+// tombstone.
+func showTopics(ctx context.Context, ep endpoints, out io.Writer) error {
+	rcl, err := registry.NewClient(registry.ClientConfig{URL: ep.RegistryURL})
+	if err != nil {
+		return err
+	}
+	codec := mapping.NewCodec()
+	schemas := map[int]avro.Schema{}
+	decode := func(b []byte) (map[string]any, error) {
+		id, payload, err := mapping.SplitConfluent(b)
+		if err != nil {
+			return nil, err
+		}
+		s, ok := schemas[id]
+		if !ok {
+			ss, err := rcl.SchemaByID(ctx, id)
+			if err != nil {
+				return nil, fmt.Errorf("fetch schema %d: %w", id, err)
+			}
+			if s, err = codec.Parse(ss.Schema); err != nil {
+				return nil, err
+			}
+			schemas[id] = s
+		}
+		return codec.Decode(s, payload)
+	}
+	for _, e := range ep.Entities {
+		records, err := readAll(ctx, ep.Brokers, e.Topic(), decode)
+		if err != nil {
+			return err
+		}
+		keys, tombstones, ops := map[string]bool{}, 0, map[string]int{}
+		for _, r := range records {
+			keys[fmt.Sprint(r.key)] = true
+			ops[r.op]++
+			if r.value == nil {
+				tombstones++
+			}
+		}
+		fmt.Fprintf(out, "\n--- topic %s: %d records, %d distinct keys, %d tombstones; by op: %s\n",
+			e.Topic(), len(records), len(keys), tombstones, formatOps(ops))
+		shown := 0
+		for _, r := range records {
+			if r.value != nil && (shown < 2 || r.op == "u" && shown < 3) {
+				fmt.Fprintf(out, "    p%d@%d op=%s key=%s value=%s\n", r.partition, r.offset, r.op, formatMap(r.key), formatMap(r.value))
+				shown++
+			}
+		}
+		for _, r := range records {
+			if r.value == nil {
+				fmt.Fprintf(out, "    p%d@%d op=%s key=%s value=null (tombstone)\n", r.partition, r.offset, r.op, formatMap(r.key))
+				break
+			}
+		}
+	}
+	return nil
+}
+
+// readAll consumes a topic from the start up to its end offsets at call
+// time.
+func readAll(ctx context.Context, brokers []string, topic string, decode func([]byte) (map[string]any, error)) ([]shownRecord, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		return nil, fmt.Errorf("consumer: %w", err)
+	}
+	defer cl.Close()
+	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
+	if err != nil {
+		return nil, fmt.Errorf("end offsets of %s: %w", topic, err)
+	}
+	want := map[int32]int64{}
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Offset > 0 {
+			want[o.Partition] = o.Offset
+		}
+	})
+	got := map[int32]int64{}
+	var records []shownRecord
+	for {
+		complete := true
+		for p, end := range want {
+			if got[p] < end {
+				complete = false
+			}
+		}
+		if complete {
+			return records, nil
+		}
+		fs := cl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("read %s: %w", topic, err)
+		}
+		var ferr error
+		fs.EachError(func(_ string, _ int32, err error) { ferr = err })
+		if ferr != nil {
+			return nil, fmt.Errorf("read %s: %w", topic, ferr)
+		}
+		var derr error
+		fs.EachRecord(func(r *kgo.Record) {
+			got[r.Partition] = r.Offset + 1
+			rec := shownRecord{partition: r.Partition, offset: r.Offset}
+			for _, h := range r.Headers {
+				if h.Key == "op" {
+					rec.op = string(h.Value)
+				}
+			}
+			var err error
+			if rec.key, err = decode(r.Key); err != nil {
+				derr = err
+			}
+			if r.Value != nil {
+				if rec.value, err = decode(r.Value); err != nil {
+					derr = err
+				}
+			}
+			records = append(records, rec)
+		})
+		if derr != nil {
+			return nil, fmt.Errorf("decode a record of %s: %w", topic, derr)
+		}
+	}
+}
+
+func formatOps(ops map[string]int) string {
+	var parts []string
+	for _, op := range []string{"r", "c", "u", "d"} {
+		if ops[op] > 0 {
+			parts = append(parts, fmt.Sprintf("%s=%d", op, ops[op]))
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+func formatMap(m map[string]any) string {
+	names := make([]string, 0, len(m))
+	for k := range m {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	parts := make([]string, len(names))
+	for i, k := range names {
+		v := m[k]
+		switch x := v.(type) {
+		case time.Time:
+			v = x.Format(time.RFC3339Nano)
+		case string:
+			v = fmt.Sprintf("%q", x)
+		case nil:
+			v = "null"
+		}
+		parts[i] = fmt.Sprintf("%s:%v", k, v)
+	}
+	return "{" + strings.Join(parts, " ") + "}"
+}

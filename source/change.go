@@ -1,0 +1,82 @@
+package source
+
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/replicator/replicator/relation"
+)
+
+// Op is what happened to a row.
+type Op uint8
+
+const (
+	OpInsert   Op = iota + 1 // INSERT in the WAL
+	OpUpdate                 // UPDATE in the WAL
+	OpDelete                 // DELETE in the WAL
+	OpSnapshot               // row read by the initial snapshot
+)
+
+// String is the one-letter code used in record headers (Debezium's
+// convention: c, u, d, r).
+func (o Op) String() string {
+	switch o {
+	case OpInsert:
+		return "c"
+	case OpUpdate:
+		return "u"
+	case OpDelete:
+		return "d"
+	case OpSnapshot:
+		return "r"
+	default:
+		return "?"
+	}
+}
+
+// Change is one row event. The source reuses Change values: a handler must
+// not keep the pointer after Handle returns, only the values it copied and
+// the [Ack].
+type Change struct {
+	Op Op
+	// Table is the configured table the row belongs to, shaped as the row
+	// is (columns in attribute order).
+	Table *relation.Table
+	// TableIndex is the position of Table in the tables given to [New].
+	TableIndex int
+	// New is the row after the change (insert, update, snapshot); nil for
+	// a delete. Values follow relation.Kind's documentation.
+	New []any
+	// Old is the old tuple PostgreSQL sent: for a delete, and for an
+	// update that changed the replica identity (or any update under
+	// REPLICA IDENTITY FULL); nil otherwise. Columns outside the replica
+	// identity are nil.
+	Old []any
+	// LSN is the commit LSN of the transaction (the consistent point for
+	// snapshot rows); CommitTime and XID identify the transaction.
+	LSN        pglogrepl.LSN
+	CommitTime time.Time
+	XID        uint32
+	// Ack must be called exactly once, when every record made from this
+	// change is durable in Kafka.
+	Ack Ack
+}
+
+// Ack is the receipt of one change. The zero Ack is a no-op.
+type Ack struct{ m *txnMark }
+
+// Done records that the change is durable. Safe for concurrent use.
+func (a Ack) Done() {
+	if a.m != nil {
+		a.m.pending.Add(-1)
+	}
+}
+
+// txnMark is one transaction in flight: how many of its changes are not yet
+// acknowledged, and, once its COMMIT was read, the LSN to confirm.
+type txnMark struct {
+	pending atomic.Int64
+	end     pglogrepl.LSN // written before sealed is set
+	sealed  atomic.Bool
+}

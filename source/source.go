@@ -1,0 +1,126 @@
+// Package source reads a PostgreSQL database as a stream of row changes:
+// it owns the publication and the logical replication slot, the initial
+// snapshot read at the slot's exported snapshot, the pgoutput stream, the
+// decoding of column values, and the LSN confirmed back to the server.
+//
+// The LSN it confirms never passes a change whose [Ack] has not been called,
+// so a crash at any moment replays, never loses.
+package source
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/replicator/replicator/relation"
+)
+
+// Snapshot modes.
+const (
+	SnapshotInitial = "initial"
+	SnapshotNever   = "never"
+)
+
+// Config is what the source needs. Zero values take the documented defaults.
+type Config struct {
+	URL         string // libpq URL; required
+	Slot        string // validated replication slot name; required
+	Publication string // validated publication name; required
+	// Snapshot is SnapshotInitial (default) or SnapshotNever.
+	Snapshot string
+	// StatusInterval is the period of standby status updates; default 10s.
+	StatusInterval time.Duration
+	// StateDir holds the snapshot state file; required.
+	StateDir string
+	// ShutdownTimeout bounds the final flush and confirmation on stop;
+	// default 30s.
+	ShutdownTimeout time.Duration
+	Logger          *slog.Logger
+}
+
+// Handler receives every change, in commit order, from the stream
+// goroutine. Handle may block (that is the back-pressure); it must call the
+// change's Ack once its records are durable.
+type Handler interface {
+	Handle(ctx context.Context, c *Change) error
+	// Flush blocks until every change given to Handle so far has been
+	// acknowledged, or fails with why not.
+	Flush(ctx context.Context) error
+}
+
+// Source streams the configured tables. It is not safe for concurrent use:
+// one Run at a time.
+type Source struct {
+	cfg    Config
+	tables []relation.Table
+	byName map[string]int
+	log    *slog.Logger
+}
+
+// New validates the configuration. tables are the configured tables as the
+// catalog describes them (see [LoadTable]), after any overrides.
+func New(cfg Config, tables []relation.Table) (*Source, error) {
+	if cfg.URL == "" || cfg.Slot == "" || cfg.Publication == "" || cfg.StateDir == "" {
+		return nil, errors.New("source: URL, Slot, Publication and StateDir are required")
+	}
+	if len(tables) == 0 {
+		return nil, errors.New("source: no tables")
+	}
+	switch cfg.Snapshot {
+	case "":
+		cfg.Snapshot = SnapshotInitial
+	case SnapshotInitial, SnapshotNever:
+	default:
+		return nil, fmt.Errorf("source: snapshot mode %q is not %s or %s", cfg.Snapshot, SnapshotInitial, SnapshotNever)
+	}
+	if cfg.StatusInterval <= 0 {
+		cfg.StatusInterval = 10 * time.Second
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Source{cfg: cfg, tables: tables, byName: map[string]int{}, log: cfg.Logger}
+	for i, t := range tables {
+		s.byName[t.Schema+"."+t.Name] = i
+	}
+	return s, nil
+}
+
+// Run prepares the publication and slot, publishes the initial snapshot
+// when the slot is new, then streams until ctx ends or an error occurs. On
+// ctx's end it stops reading, waits (up to ShutdownTimeout) for the handler
+// to acknowledge what it was given, confirms that position, and returns nil.
+func (s *Source) Run(ctx context.Context, h Handler) error {
+	conn, err := Connect(ctx, s.cfg.URL)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+
+	created, err := ensurePublication(ctx, conn, s.cfg.Publication, s.tables)
+	if err != nil {
+		return err
+	}
+	if created {
+		s.log.Info("created publication", "publication", s.cfg.Publication, "tables", len(s.tables))
+	}
+
+	repl, err := connectReplication(ctx, s.cfg.URL)
+	if err != nil {
+		return err
+	}
+	defer repl.Close(context.WithoutCancel(ctx))
+
+	start, err := s.prepareSlot(ctx, conn, repl, h)
+	if err != nil {
+		return err
+	}
+	st := &stream{src: s, repl: repl, sql: conn, h: h, cp: newCheckpoint(start)}
+	return st.run(ctx, start)
+}
+

@@ -1,0 +1,87 @@
+package source
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+)
+
+// snapshotState is what the source remembers between runs about the initial
+// snapshot of its slot. It lives in a small JSON file under the data dir,
+// written atomically (temp file + rename + fsync of the directory).
+//
+// A slot whose snapshot is not recorded as complete is never trusted: the
+// stream from its consistent point would miss the rows that existed before
+// it. On start such a slot is dropped and created again, and the snapshot
+// redone from the new consistent point (records may repeat; at-least-once).
+type snapshotState struct {
+	Slot          string        `json:"slot"`
+	ConsistentLSN pglogrepl.LSN `json:"consistent_lsn"`
+	CreatedAt     time.Time     `json:"created_at"`
+	Complete      bool          `json:"complete"`
+	CompletedAt   time.Time     `json:"completed_at,omitzero"`
+	Rows          int64         `json:"rows"`
+}
+
+func statePath(dir, slot string) string {
+	return filepath.Join(dir, "slot-"+slot+".json")
+}
+
+func readState(dir, slot string) (snapshotState, bool, error) {
+	var s snapshotState
+	b, err := os.ReadFile(statePath(dir, slot))
+	if errors.Is(err, os.ErrNotExist) {
+		return s, false, nil
+	}
+	if err != nil {
+		return s, false, fmt.Errorf("read snapshot state: %w", err)
+	}
+	if err := json.Unmarshal(b, &s); err != nil {
+		return s, false, fmt.Errorf("parse snapshot state %s: %w", statePath(dir, slot), err)
+	}
+	return s, s.Slot == slot, nil
+}
+
+func writeState(dir string, s snapshotState) error {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return fmt.Errorf("create state dir: %w", err)
+	}
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode snapshot state: %w", err)
+	}
+	final := statePath(dir, s.Slot)
+	tmp, err := os.CreateTemp(dir, ".slot-*.tmp")
+	if err != nil {
+		return fmt.Errorf("write snapshot state: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write snapshot state: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("sync snapshot state: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write snapshot state: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), final); err != nil {
+		return fmt.Errorf("write snapshot state: %w", err)
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync state dir: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync state dir: %w", err)
+	}
+	return nil
+}
