@@ -61,7 +61,7 @@ func runCLI(t *testing.T, args ...string) (string, error) {
 
 const badTables = `
 CREATE TABLE good (id bigint PRIMARY KEY, name text, price numeric(8,2), at timestamptz);
-CREATE TABLE nokey (a int, b text);
+CREATE TABLE nokey (a int NOT NULL, b text);
 CREATE TABLE shapes (id int PRIMARY KEY, p point, label text);
 `
 
@@ -141,7 +141,7 @@ func TestRunRefusesBadInput(t *testing.T) {
 	}{
 		{name: "table without primary key", url: dsn, entity: "nokey", want: []string{"nokey", "primary key", "key:"}},
 		{name: "unknown table", url: dsn, entity: "nosuch", want: []string{"nosuch", "does not exist"}},
-		{name: "unmappable type", url: dsn, entity: "shapes", want: []string{"shapes", "p", "point", "as_string"}},
+		{name: "unmappable type", url: dsn, entity: "shapes", want: []string{"shapes", "p", "point", "as_string:"}},
 		{name: "wal_level not logical", url: replicaOnly.DSN("postgres"), entity: "pg_catalog.pg_class", want: []string{"wal_level", "logical", "ALTER SYSTEM"}},
 		{name: "wrong password", url: wrongPassword, entity: "good", want: []string{"password", "secretive"}, notWant: "wrong@"},
 		{name: "unreachable broker", url: dsn, entity: "good", extra: fmt.Sprintf("kafka: {brokers: [%q]}\n", closedAddr(t)), want: []string{"kafka.brokers"}},
