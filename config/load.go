@@ -100,22 +100,21 @@ func Load(path string, fs *pflag.FlagSet) (*Config, error) {
 			return nil, fmt.Errorf("read config %s: %w", path, err)
 		}
 	}
-	if err := unknownKeys(v); err != nil {
-		return nil, err
-	}
+	unknown := unknownKeys(v)
 	var cfg Config
 	err := v.Unmarshal(&cfg, func(dc *mapstructure.DecoderConfig) {
-		dc.ErrorUnused = true
+		// unknownKeys has named them already, with the full key path.
+		dc.ErrorUnused = false
 		dc.DecodeHook = mapstructure.ComposeDecodeHookFunc(
 			mapstructure.StringToTimeDurationHookFunc(),
 			mapstructure.StringToSliceHookFunc(","),
 		)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("decode config: %w", err)
+		return nil, errors.Join(unknown, fmt.Errorf("decode config: %w", err))
 	}
 	cfg.applyEntityDefaults()
-	if err := cfg.Validate(); err != nil {
+	if err := errors.Join(unknown, cfg.Validate()); err != nil {
 		return nil, err
 	}
 	return &cfg, nil
