@@ -194,3 +194,22 @@ func TestInvalidConfigNamesKeys(t *testing.T) {
 		}
 	}
 }
+
+// The demo is the README's first command: it must run end to end by itself
+// and show the user what landed on the topics.
+func TestDemo(t *testing.T) {
+	out, err := runCLI(t, "demo", "--kafka-listen", closedAddr(t), "--registry-listen", closedAddr(t))
+	if err != nil {
+		t.Fatalf("demo: %v\n%s", err, out)
+	}
+	for _, want := range []string{
+		"--- topic customers: 65 records, 60 distinct keys, 0 tombstones; by op: r=50 c=10 u=5",
+		"--- topic orders: 258 records, 203 distinct keys, 4 tombstones; by op: r=200 c=2 u=52 d=4",
+		"value=null (tombstone)",
+		"==> done",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+}

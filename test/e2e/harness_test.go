@@ -196,8 +196,11 @@ func waitCaughtUp(t *testing.T, conn *pgx.Conn, slot string, p *process) {
 
 // topicRecord is one consumed record with its decoded key and value.
 type topicRecord struct {
-	Key     map[string]any
-	KeyRaw  string
+	Partition int32
+	Offset    int64
+	ValueLen  int // -1 for a tombstone
+	Key       map[string]any
+	KeyRaw    string
 	Value   map[string]any // nil for a tombstone
 	Headers map[string]string
 }
@@ -270,9 +273,10 @@ func readTopic(t *testing.T, brokers, registryURL, topic string) []topicRecord {
 		}
 		fs.EachError(func(tp string, p int32, err error) { t.Fatalf("fetch %s/%d: %v", tp, p, err) })
 		fs.EachRecord(func(r *kgo.Record) {
-			rec := topicRecord{Key: decode(r.Key), KeyRaw: string(r.Key), Headers: map[string]string{}}
+			rec := topicRecord{Partition: r.Partition, Offset: r.Offset, ValueLen: -1, Key: decode(r.Key), KeyRaw: string(r.Key), Headers: map[string]string{}}
 			if r.Value != nil {
 				rec.Value = decode(r.Value)
+				rec.ValueLen = len(r.Value)
 			}
 			for _, h := range r.Headers {
 				rec.Headers[h.Key] = string(h.Value)

@@ -75,6 +75,8 @@ entities:
 	records := readTopic(t, brokerAddr, registryURL, "bank.accounts")
 	assertConverged(t, records, tableState(t, conn, accountsState), []string{"7", "8", "9", "10", "502"})
 	assertHeaders(t, records)
+	assertTopicLayout(t, brokerAddr, "bank.accounts", 3, records)
+	assertKcatReads(t, brokerAddr, "bank.accounts", records)
 
 	// A clean stop confirms everything; changes written while it is down
 	// arrive after the restart, nothing missing and no snapshot repeated.
