@@ -249,4 +249,3 @@ func waitConfirmed(ctx context.Context, cfg *config.Config) error {
 		}
 	}
 }
-

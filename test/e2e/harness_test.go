@@ -201,8 +201,8 @@ type topicRecord struct {
 	ValueLen  int // -1 for a tombstone
 	Key       map[string]any
 	KeyRaw    string
-	Value   map[string]any // nil for a tombstone
-	Headers map[string]string
+	Value     map[string]any // nil for a tombstone
+	Headers   map[string]string
 }
 
 // readTopic consumes a topic from the start to its current end and decodes
