@@ -43,7 +43,6 @@ const (
 	KeyRegistryUser       = "registry.username"
 	KeyRegistryPassword   = "registry.password"
 	KeyRegistryCA         = "registry.ca_file"
-	KeyMetricsListen      = "metrics.listen"
 	KeyEntities           = "entities"
 )
 
@@ -63,7 +62,6 @@ type Config struct {
 	Source   SourceConfig   `mapstructure:"source"`
 	Kafka    KafkaConfig    `mapstructure:"kafka"`
 	Registry RegistryConfig `mapstructure:"registry"`
-	Metrics  MetricsConfig  `mapstructure:"metrics"`
 	Entities []Entity       `mapstructure:"entities"`
 }
 
@@ -126,11 +124,6 @@ type RegistryConfig struct {
 	Username string `mapstructure:"username"`
 	Password string `mapstructure:"password"`
 	CAFile   string `mapstructure:"ca_file"`
-}
-
-// MetricsConfig exposes Prometheus metrics when Listen is set.
-type MetricsConfig struct {
-	Listen string `mapstructure:"listen"` // e.g. 127.0.0.1:9187; empty = off
 }
 
 // Entity is one table exported as an entity topic. Only Table is required.

@@ -68,7 +68,6 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault(KeyRegistryUser, "")
 	v.SetDefault(KeyRegistryPassword, "")
 	v.SetDefault(KeyRegistryCA, "")
-	v.SetDefault(KeyMetricsListen, "")
 }
 
 // Load reads the YAML file at path (optional: "" means defaults, env and

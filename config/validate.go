@@ -100,11 +100,6 @@ func (c *Config) Validate() error {
 	} else if _, _, err := net.SplitHostPort(c.Registry.Listen); err != nil {
 		bad(KeyRegistryListen, "%q is not host:port", c.Registry.Listen)
 	}
-	if c.Metrics.Listen != "" {
-		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
-			bad(KeyMetricsListen, "%q is not host:port", c.Metrics.Listen)
-		}
-	}
 	errs = append(errs, c.validateEntities()...)
 	return errors.Join(errs...)
 }
