@@ -151,7 +151,7 @@ func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, re
 	}
 	pents, err := registerSchemas(ctx, rcl, entities)
 	if err != nil {
-		return err
+		return fmt.Errorf("schema registry %s (%s): %w", config.RedactURL(registryURL), config.KeyRegistryURL, err)
 	}
 
 	src, err := source.New(source.Config{
