@@ -144,12 +144,20 @@ func TestRunRefusesBadInput(t *testing.T) {
 		{name: "unmappable type", url: dsn, entity: "shapes", want: []string{"shapes", "p", "point", "as_string:"}},
 		{name: "wal_level not logical", url: replicaOnly.DSN("postgres"), entity: "pg_catalog.pg_class", want: []string{"wal_level", "logical", "ALTER SYSTEM"}},
 		{name: "wrong password", url: wrongPassword, entity: "good", want: []string{"password", "secretive"}, notWant: "wrong@"},
+		{name: "unreachable registry", url: dsn, entity: "good", extra: fmt.Sprintf("registry: {url: %q}\n", "http://"+closedAddr(t)), want: []string{"registry.url"}},
 		{name: "unreachable broker", url: dsn, entity: "good", extra: fmt.Sprintf("kafka: {brokers: [%q]}\n", closedAddr(t)), want: []string{"kafka.brokers"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg := writeYAML(t, fmt.Sprintf("source: {url: %q, slot: s_%d}\ndata_dir: %q\nregistry: {listen: %q}\n%sentities:\n  - table: %s\n",
-				tt.url, time.Now().UnixNano()%1e6, t.TempDir(), closedAddr(t), tt.extra, tt.entity))
+			extra := tt.extra
+			if !strings.Contains(extra, "registry:") {
+				extra += fmt.Sprintf("registry: {listen: %q}\n", closedAddr(t))
+			}
+			if !strings.Contains(extra, "kafka:") {
+				extra += fmt.Sprintf("kafka: {listen: %q}\n", closedAddr(t))
+			}
+			cfg := writeYAML(t, fmt.Sprintf("source: {url: %q, slot: s_%d}\ndata_dir: %q\n%sentities:\n  - table: %s\n",
+				tt.url, time.Now().UnixNano()%1e6, t.TempDir(), extra, tt.entity))
 			out, err := runCLI(t, "run", "--config", cfg)
 			if err == nil {
 				t.Fatalf("run succeeded; output:\n%s", out)
