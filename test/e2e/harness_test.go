@@ -336,7 +336,8 @@ func pgText(v any) string {
 	}
 }
 
-// tableState reads every row as column → text, keyed by the id column.
+// tableState reads every row as column → text, keyed by the query's "key"
+// column when it has one (not compared), else by its "id" column.
 func tableState(t *testing.T, conn *pgx.Conn, query string) map[string]map[string]string {
 	t.Helper()
 	rows, err := conn.Query(context.Background(), query, pgx.QueryExecModeSimpleProtocol)
@@ -356,7 +357,13 @@ func tableState(t *testing.T, conn *pgx.Conn, query string) map[string]map[strin
 				row[f.Name] = string(raw[i])
 			}
 		}
-		out[row["id"]] = row
+		key, ok := row["key"]
+		if ok {
+			delete(row, "key")
+		} else {
+			key = row["id"]
+		}
+		out[key] = row
 	}
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
@@ -431,6 +438,22 @@ func waitSlot(t *testing.T, conn *pgx.Conn, slot string, p *process) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("slot %s not created within 60s; output:\n%s", slot, p.output.String())
+		}
+	}
+}
+
+// waitOutput polls until the process has printed want.
+func waitOutput(t *testing.T, p *process, want string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(p.output.String(), want) {
+		select {
+		case err := <-p.done:
+			t.Fatalf("replicator exited (%v) before printing %q; output:\n%s", err, want, p.output.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replicator did not print %q within 60s; output:\n%s", want, p.output.String())
 		}
 	}
 }

@@ -87,6 +87,7 @@ entities:
 	before := len(records)
 
 	p = startReplicator(t, "run", "--config", cfgPath)
+	waitOutput(t, p, "msg=streaming")
 	waitCaughtUp(t, conn, "replicator", p)
 	records = readTopic(t, brokerAddr, registryURL, "bank.accounts")
 	assertConverged(t, records, tableState(t, conn, accountsState), []string{"2", "7", "8", "9", "10", "502"})
