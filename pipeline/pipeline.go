@@ -51,13 +51,22 @@ type Pipeline struct {
 	// Flush fails with it and nothing after it is acknowledged.
 	failure atomic.Pointer[error]
 
+	// inFlight counts records handed to the producer whose promise has not
+	// returned; settled gets a token each time it drops to zero. Flush
+	// waits on these because kgo's Flush does not: a record that fails
+	// before it is buffered (larger than the buffer, context canceled
+	// while Produce blocked) has its promise run later on another
+	// goroutine, after Flush may already have returned.
+	inFlight atomic.Int64
+	settled  chan struct{}
+
 	pairs sync.Pool // *pairAck for key changes
 }
 
 // New returns a pipeline producing with prod. entities is indexed by the
 // source's TableIndex.
 func New(entities []Entity, prod producer) *Pipeline {
-	p := &Pipeline{entities: entities, prod: prod}
+	p := &Pipeline{entities: entities, prod: prod, settled: make(chan struct{}, 1)}
 	p.pairs.New = func() any { return new(pairAck) }
 	return p
 }
@@ -76,6 +85,12 @@ func (p *Pipeline) fail(err error) {
 
 // Handle maps one change to its records and hands them to the producer.
 func (p *Pipeline) Handle(ctx context.Context, c *source.Change) error {
+	return p.handle(ctx, c, c.Ack)
+}
+
+// handle is Handle acknowledging through ack: c.Ack in production, a
+// counting acker in tests (source.Ack values can only come from the source).
+func (p *Pipeline) handle(ctx context.Context, c *source.Change, ack acker) error {
 	if err := p.Err(); err != nil {
 		return err
 	}
@@ -90,7 +105,7 @@ func (p *Pipeline) Handle(ctx context.Context, c *source.Change) error {
 		if err != nil {
 			return err
 		}
-		p.produce(ctx, r, c.Ack)
+		p.produce(ctx, r, ack)
 	case source.OpUpdate:
 		r, err := p.upsert(e, c, c.New, headers)
 		if err != nil {
@@ -105,7 +120,7 @@ func (p *Pipeline) Handle(ctx context.Context, c *source.Change) error {
 				// Same partition only if the keys hash alike; order across the
 				// two keys does not matter, each key's own order does.
 				pair := p.pairs.Get().(*pairAck)
-				pair.ack = c.Ack
+				pair.ack = ack
 				pair.left.Store(2)
 				pair.pool = &p.pairs
 				p.produce(ctx, p.tombstone(e, oldKey, headers), pair)
@@ -113,7 +128,7 @@ func (p *Pipeline) Handle(ctx context.Context, c *source.Change) error {
 				return nil
 			}
 		}
-		p.produce(ctx, r, c.Ack)
+		p.produce(ctx, r, ack)
 	case source.OpDelete:
 		if c.Old == nil {
 			return fmt.Errorf("delete from %s at LSN %s: PostgreSQL sent no old key (REPLICA IDENTITY NOTHING?): set REPLICA IDENTITY DEFAULT or FULL", c.Table.QualifiedName(), c.LSN)
@@ -122,17 +137,25 @@ func (p *Pipeline) Handle(ctx context.Context, c *source.Change) error {
 		if err != nil {
 			return err
 		}
-		p.produce(ctx, p.tombstone(e, key, headers), c.Ack)
+		p.produce(ctx, p.tombstone(e, key, headers), ack)
 	default:
 		return fmt.Errorf("change for %s: unknown op %d", c.Table.QualifiedName(), c.Op)
 	}
 	return nil
 }
 
-// Flush waits until every record handed to the producer is acknowledged.
+// Flush waits until every record handed to the producer is acknowledged
+// or failed, and returns the first failure.
 func (p *Pipeline) Flush(ctx context.Context) error {
 	if err := p.prod.Flush(ctx); err != nil {
 		return fmt.Errorf("flush producer: %w", err)
+	}
+	for p.inFlight.Load() > 0 {
+		select {
+		case <-p.settled: // may be stale: check again
+		case <-ctx.Done():
+			return fmt.Errorf("flush producer: %w", ctx.Err())
+		}
 	}
 	return p.Err()
 }
@@ -142,12 +165,19 @@ func (p *Pipeline) Flush(ctx context.Context) error {
 type acker interface{ Done() }
 
 func (p *Pipeline) produce(ctx context.Context, r *kgo.Record, a acker) {
+	p.inFlight.Add(1)
 	p.prod.Produce(ctx, r, func(r *kgo.Record, err error) {
 		if err != nil {
 			p.fail(fmt.Errorf("produce to %s: %w", r.Topic, err))
-			return
+		} else {
+			a.Done()
 		}
-		a.Done()
+		if p.inFlight.Add(-1) == 0 {
+			select {
+			case p.settled <- struct{}{}:
+			default: // a token is already waiting
+			}
+		}
 	})
 }
 
@@ -219,7 +249,7 @@ func keyText(e *Entity, c *source.Change, row []any) string {
 // pairAck acknowledges a change after both of its records (old-key
 // tombstone and new record) are durable.
 type pairAck struct {
-	ack  source.Ack
+	ack  acker
 	left atomic.Int32
 	pool *sync.Pool
 }
@@ -227,7 +257,7 @@ type pairAck struct {
 func (a *pairAck) Done() {
 	if a.left.Add(-1) == 0 {
 		ack := a.ack
-		a.ack = source.Ack{}
+		a.ack = nil
 		a.pool.Put(a)
 		ack.Done()
 	}
