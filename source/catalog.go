@@ -47,20 +47,27 @@ var baseKinds = map[uint32]relation.Kind{
 var ErrTableNotFound = errors.New("table not found")
 
 // LoadTable reads a table's columns, types, primary key and replica
-// identity from the catalog.
+// identity from the catalog. A partitioned table is refused: not supported
+// yet.
 func LoadTable(ctx context.Context, conn *pgx.Conn, schema, name string) (relation.Table, error) {
 	t := relation.Table{Schema: schema, Name: name}
 	qualified := pgx.Identifier{schema, name}.Sanitize()
 	var oid uint32
-	var ident string
+	var ident, kind string
 	err := conn.QueryRow(ctx,
-		`SELECT c.oid, c.relreplident::text FROM pg_class c WHERE c.oid = to_regclass($1) AND c.relkind IN ('r','p')`,
-		qualified).Scan(&oid, &ident)
+		`SELECT c.oid, c.relreplident::text, c.relkind::text FROM pg_class c WHERE c.oid = to_regclass($1) AND c.relkind IN ('r','p')`,
+		qualified).Scan(&oid, &ident, &kind)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return t, fmt.Errorf("table %s: %w", qualified, ErrTableNotFound)
 	}
 	if err != nil {
 		return t, fmt.Errorf("look up table %s: %w", qualified, err)
+	}
+	if kind == "p" {
+		// SELECT FROM ONLY a partitioned table reads no rows, and pgoutput
+		// names the partitions, not the table, unless the publication has
+		// publish_via_partition_root: refuse rather than publish nothing.
+		return t, fmt.Errorf("table %s is partitioned: partitioned tables are not supported yet", qualified)
 	}
 	rows, err := conn.Query(ctx, `
 		SELECT a.attname, a.atttypid, a.atttypmod, a.attnotnull, format_type(a.atttypid, a.atttypmod)

@@ -95,16 +95,18 @@ func New(cfg Config, tables []relation.Table) (*Source, error) {
 // when the slot is new, then streams until ctx ends or an error occurs. On
 // ctx's end it stops reading, waits (up to ShutdownTimeout) for the handler
 // to acknowledge what it was given, confirms that position, and returns nil.
+// It returns nil too when ctx ends before streaming began (an unfinished
+// snapshot is redone on the next start).
 func (s *Source) Run(ctx context.Context, h Handler) error {
 	conn, err := Connect(ctx, s.cfg.URL)
 	if err != nil {
-		return err
+		return s.setupFailed(ctx, err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 
 	created, err := ensurePublication(ctx, conn, s.cfg.Publication, s.tables)
 	if err != nil {
-		return err
+		return s.setupFailed(ctx, err)
 	}
 	if created {
 		s.log.Info("created publication", "publication", s.cfg.Publication, "tables", len(s.tables))
@@ -112,15 +114,25 @@ func (s *Source) Run(ctx context.Context, h Handler) error {
 
 	repl, err := connectReplication(ctx, s.cfg.URL)
 	if err != nil {
-		return err
+		return s.setupFailed(ctx, err)
 	}
 	defer repl.Close(context.WithoutCancel(ctx))
 
 	start, err := s.prepareSlot(ctx, conn, repl, h)
 	if err != nil {
-		return err
+		return s.setupFailed(ctx, err)
 	}
 	st := &stream{src: s, repl: repl, sql: conn, h: h, cp: newCheckpoint(start)}
 	return st.run(ctx, start)
 }
 
+// setupFailed returns err from a step before streaming, or nil when ctx has
+// ended: a stop requested during setup or the snapshot is a clean stop, as
+// one while streaming is (nothing was confirmed yet).
+func (s *Source) setupFailed(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		s.log.Info("stopped before streaming", "error", err)
+		return nil
+	}
+	return err
+}

@@ -54,7 +54,7 @@ func (st *stream) run(ctx context.Context, start pglogrepl.LSN) error {
 		PluginArgs: []string{"proto_version '1'", "publication_names " + quoteLiteral(s.cfg.Publication)},
 	})
 	if err != nil {
-		return fmt.Errorf("start replication on slot %s: %w", s.cfg.Slot, err)
+		return s.setupFailed(ctx, fmt.Errorf("start replication on slot %s: %w", s.cfg.Slot, err))
 	}
 	s.log.Info("streaming", "slot", s.cfg.Slot, "publication", s.cfg.Publication, "from_lsn", start)
 	st.rels = map[uint32]*streamRel{}
@@ -86,6 +86,12 @@ func (st *stream) run(ctx context.Context, start pglogrepl.LSN) error {
 		switch msg := msg.(type) {
 		case *pgproto3.CopyData:
 			if err := st.copyData(ctx, msg.Data); err != nil {
+				if ctx.Err() != nil {
+					// Stopped while a change was being handed over (Handle
+					// blocked by back-pressure, a re-read): a stop like any
+					// other. The interrupted change was never acknowledged.
+					return st.shutdown(ctx)
+				}
 				return err
 			}
 		case *pgproto3.ErrorResponse:
@@ -247,7 +253,7 @@ func (st *stream) row(ctx context.Context, op Op, relID uint32, oldTuple, newTup
 		if c.New, err = decodeTuple(t, newTuple); err != nil {
 			return err
 		}
-		if err := st.resolveUnchanged(ctx, c); err != nil {
+		if err := st.resolveUnchanged(ctx, c, newTuple); err != nil {
 			return err
 		}
 		if c.New == nil {
@@ -287,7 +293,10 @@ func decodeTuple(t *relation.Table, tuple *pglogrepl.TupleData) ([]any, error) {
 // row by its primary key. The re-read sees the row as it is now, possibly
 // newer than this change; the changes in between follow in the WAL, so the
 // topic still converges. When the row no longer exists c.New becomes nil.
-func (st *stream) resolveUnchanged(ctx context.Context, c *Change) error {
+// The key is sent as the text of newTuple, as the server printed it: pgx
+// passes a string in text format for any type, whereas some decoded values
+// (a time.Duration) have no parameter encoding of their own.
+func (st *stream) resolveUnchanged(ctx context.Context, c *Change, newTuple *pglogrepl.TupleData) error {
 	var missing []int
 	for i, v := range c.New {
 		if _, ok := v.(relation.UnchangedTOAST); ok {
@@ -315,7 +324,10 @@ func (st *stream) resolveUnchanged(ctx context.Context, c *Change) error {
 	var args []any
 	for _, k := range t.PrimaryKey {
 		_, idx, _ := t.Column(k)
-		args = append(args, c.New[idx])
+		if newTuple.Columns[idx].DataType != pglogrepl.TupleDataTypeText {
+			return fmt.Errorf("table %s: an UPDATE left TOASTed columns unsent and the value of key column %s too: set REPLICA IDENTITY FULL on it", t.QualifiedName(), k)
+		}
+		args = append(args, string(newTuple.Columns[idx].Data))
 		where = append(where, fmt.Sprintf("%s = $%d", pgx.Identifier{k}.Sanitize(), len(args)))
 	}
 	sql := "SELECT " + strings.Join(cols, ", ") + " FROM " + pgx.Identifier{t.Schema, t.Name}.Sanitize() + " WHERE " + strings.Join(where, " AND ")
@@ -345,4 +357,3 @@ func (st *stream) resolveUnchanged(ctx context.Context, c *Change) error {
 	}
 	return nil
 }
-
