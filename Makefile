@@ -4,7 +4,7 @@
 
 GO ?= go
 
-.PHONY: test build demo
+.PHONY: test build demo bench
 
 test:
 	$(GO) vet ./... && $(GO) test -race -tags e2e -count=1 -timeout 20m ./...
@@ -14,3 +14,10 @@ build:
 
 demo:
 	$(GO) run ./cmd/replicator demo
+
+# The benchmark suite (bench/, docs/BENCHMARKS.md): full size by default,
+# e.g. `make bench BENCH_ARGS='-scale 0.1 -runs 3'` for a quick run.
+BENCH_ARGS ?=
+
+bench:
+	$(GO) run ./bench $(BENCH_ARGS)

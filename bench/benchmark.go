@@ -1,0 +1,205 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/replicator/replicator/bench/stats"
+)
+
+// A benchmark measures one or more subjects against a ceiling, the best a
+// minimal program can do with the same work, measured in the same run, so
+// that every figure comes with a ratio that does not depend on the machine.
+//
+// Adding a benchmark is a constructor returning this struct (closures over
+// its own fixture) and one line in main's list.
+type benchmark struct {
+	name  string // selects it on the command line; "stream" also selects "stream-…"
+	about string // what is measured and how, for docs/BENCHMARKS.md (markdown)
+
+	// setup prepares what every run needs (a cluster, data, slots) and
+	// describes the workload. teardown is called once all runs are done,
+	// also after a failure.
+	setup func(ctx context.Context) (workload string, teardown func() error, err error)
+
+	ceiling  subject
+	subjects []subject // usually one; compared with the ceiling one by one
+	metrics  []metric
+}
+
+// A subject is one measured program. run is called once per run (1-based)
+// and returns that run's figures, keyed by metric.
+type subject struct {
+	name string
+	run  func(ctx context.Context, run int) (sample, error)
+}
+
+// sample holds the figures of one run of one subject, by metric key.
+type sample map[string]float64
+
+// A metric is one figure every subject (or just some) reports.
+type metric struct {
+	key   string
+	label string
+	unit  string
+	// ratio prints subject/ceiling for every subject.
+	ratio  bool
+	target *target
+	chart  chartKind
+}
+
+// chartKind says where a metric appears in docs/benchmarks.png.
+type chartKind int
+
+const (
+	chartNone    chartKind = iota
+	chartRatio             // a bar of the subject/ceiling ratio, with its target
+	chartLatency           // bars of the subject's and the ceiling's medians (ms)
+)
+
+// A target is the bar a subject's figure must clear.
+type target struct {
+	ofRatio bool    // compares subject/ceiling, else the subject's own figure
+	atLeast bool    // ≥ value, else ≤ value
+	value   float64 // in the metric's unit, or a plain ratio
+	text    string  // as stated in the issue, e.g. "≥ 0.9× bare reader"
+}
+
+// met reports whether x clears the target.
+func (t *target) met(x float64) bool {
+	if math.IsNaN(x) {
+		return false
+	}
+	if t.atLeast {
+		return x >= t.value
+	}
+	return x <= t.value
+}
+
+// result is what running one benchmark produced.
+type result struct {
+	bench    *benchmark
+	workload string
+	ceiling  []sample   // by run
+	subjects [][]sample // by subject, then run
+	elapsed  time.Duration
+	err      error // the first failure; the samples before it are kept
+}
+
+// value returns the figures of key for samples (NaN where missing).
+func values(samples []sample, key string) []float64 {
+	xs := make([]float64, len(samples))
+	for i, s := range samples {
+		x, ok := s[key]
+		if !ok {
+			x = math.NaN()
+		}
+		xs[i] = x
+	}
+	return xs
+}
+
+// ratios returns subject/ceiling of key, run by run.
+func (r *result) ratios(subj int, key string) []float64 {
+	s := values(r.subjects[subj], key)
+	c := values(r.ceiling, key)
+	n := min(len(s), len(c))
+	xs := make([]float64, n)
+	for i := range n {
+		xs[i] = s[i] / c[i]
+	}
+	return xs
+}
+
+// verdict is a target checked against the median of the runs.
+type verdict struct {
+	summary stats.Summary // of the figure the target is about
+	met     bool
+}
+
+// check evaluates m's target for subject subj.
+func (r *result) check(m metric, subj int) (verdict, bool) {
+	if m.target == nil {
+		return verdict{}, false
+	}
+	var xs []float64
+	if m.target.ofRatio {
+		xs = r.ratios(subj, m.key)
+	} else {
+		xs = values(r.subjects[subj], m.key)
+	}
+	s := stats.Summarize(xs)
+	return verdict{summary: s, met: s.N > 0 && m.target.met(s.Median)}, true
+}
+
+// runBenchmark sets b up and runs its ceiling and subjects runs times,
+// alternating which goes first so that neither always meets a warmer or
+// colder machine.
+func runBenchmark(ctx context.Context, b *benchmark, runs int, progress func(format string, args ...any)) *result {
+	start := time.Now()
+	r := &result{bench: b, subjects: make([][]sample, len(b.subjects))}
+	defer func() { r.elapsed = time.Since(start) }()
+
+	progress("%s: setting up", b.name)
+	workload, teardown, err := b.setup(ctx)
+	if err != nil {
+		r.err = fmt.Errorf("setup: %w", err)
+		return r
+	}
+	r.workload = workload
+	defer func() {
+		if err := teardown(); err != nil && r.err == nil {
+			r.err = fmt.Errorf("teardown: %w", err)
+		}
+	}()
+	progress("%s: %s (setup %s)", b.name, workload, time.Since(start).Round(time.Second))
+
+	for run := 1; run <= runs; run++ {
+		order := make([]int, 0, len(b.subjects)+1) // -1 is the ceiling
+		for i := range b.subjects {
+			order = append(order, i)
+		}
+		if run%2 == 1 {
+			order = append([]int{-1}, order...)
+		} else {
+			order = append(order, -1)
+		}
+		for _, i := range order {
+			s := b.ceiling
+			if i >= 0 {
+				s = b.subjects[i]
+			}
+			t := time.Now()
+			smp, err := s.run(ctx, run)
+			if err != nil {
+				r.err = fmt.Errorf("run %d, %s: %w", run, s.name, err)
+				return r
+			}
+			if i < 0 {
+				r.ceiling = append(r.ceiling, smp)
+			} else {
+				r.subjects[i] = append(r.subjects[i], smp)
+			}
+			progress("%s: run %d/%d %s: %s (%s)", b.name, run, runs, s.name, b.brief(smp), time.Since(t).Round(100*time.Millisecond))
+		}
+	}
+	return r
+}
+
+// brief renders a sample on one line for progress output.
+func (b *benchmark) brief(s sample) string {
+	out := ""
+	for _, m := range b.metrics {
+		x, ok := s[m.key]
+		if !ok {
+			continue
+		}
+		if out != "" {
+			out += ", "
+		}
+		out += m.label + " " + formatValue(x, m.unit)
+	}
+	return out
+}

@@ -1,0 +1,217 @@
+// Command bench is replicator's benchmark suite. Every benchmark measures
+// replicator against a ceiling (the least a minimal program needs for the
+// same work) in the same run, repeats it, and reports the median, the
+// spread and the ratio, against the targets of the issue. It writes the
+// figures to docs/BENCHMARKS.md and docs/benchmarks.png.
+//
+//	go run ./bench [-scale F] [-runs N] [-duration D] [name...]
+//
+// It needs the PostgreSQL server binaries (as the tests do) and starts its
+// own throwaway clusters; everything runs on loopback.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// options are the command line.
+type options struct {
+	scale    float64
+	runs     int
+	duration time.Duration // of each latency load
+	doc      string        // markdown report; "" writes none
+	chart    string        // PNG chart; "" draws none
+	work     string        // parent of the scratch directory
+	keep     bool          // keep the scratch directory (logs, broker data)
+	note     string        // added to the report's header
+	names    []string
+}
+
+func parseOptions(args []string, stderr io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Float64Var(&o.scale, "scale", 1, "workload size relative to the issue's (1M-row backlog, 5M-row transaction, 1M-row table)")
+	fs.IntVar(&o.runs, "runs", 3, "runs per benchmark (at least 3 for a report)")
+	fs.DurationVar(&o.duration, "duration", 0, "length of each latency load (default 60s × scale, at least 10s)")
+	fs.StringVar(&o.doc, "doc", "docs/BENCHMARKS.md", "markdown report to write, relative to the module root (\"\" for none)")
+	fs.StringVar(&o.chart, "chart", "docs/benchmarks.png", "PNG chart to write, relative to the module root (\"\" for none)")
+	fs.StringVar(&o.work, "work", "", "directory for scratch files (default the system temp dir)")
+	fs.BoolVar(&o.keep, "keep", false, "keep the scratch directory: logs and broker data of every run")
+	fs.StringVar(&o.note, "note", "", "a sentence to add to the report's header (e.g. why the run is scaled)")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: go run ./bench [flags] [name...]\n\nnames: stream, latency (latency-1k, latency-10k), large-txn, snapshot; default all\n\nflags:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	o.names = fs.Args()
+	switch {
+	case o.scale <= 0 || o.scale > 10:
+		return o, fmt.Errorf("-scale %g: want 0 < scale ≤ 10", o.scale)
+	case o.runs < 1 || o.runs > 10:
+		return o, fmt.Errorf("-runs %d: want 1..10", o.runs)
+	case o.duration < 0 || o.duration > 10*time.Minute:
+		return o, fmt.Errorf("-duration %s: want up to 10m", o.duration)
+	}
+	if o.duration == 0 {
+		o.duration = max(10*time.Second, time.Duration(float64(time.Minute)*o.scale).Round(time.Second))
+	}
+	return o, nil
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	opts, err := parseOptions(args, stderr)
+	if err != nil {
+		return err
+	}
+	root, err := moduleRoot()
+	if err != nil {
+		return err
+	}
+	work, err := os.MkdirTemp(opts.work, "replicator-bench-*")
+	if err != nil {
+		return err
+	}
+	if opts.keep {
+		fmt.Fprintln(stderr, "scratch directory (kept):", work)
+	} else {
+		defer os.RemoveAll(work)
+	}
+	h := &harness{opts: opts, root: root, work: work, progress: stderr}
+
+	benchmarks := []benchmark{
+		streamBenchmark(h),
+		latencyBenchmark(h, 1_000),
+		latencyBenchmark(h, 10_000),
+		largeTxnBenchmark(h),
+		snapshotBenchmark(h),
+	}
+	selected, err := selectBenchmarks(benchmarks, opts.names)
+	if err != nil {
+		return err
+	}
+
+	load := loadAvg()
+	start := time.Now()
+	h.logf("building replicator, bare reader and broker process")
+	if err := h.build(ctx); err != nil {
+		return err
+	}
+	var results []*result
+	var failed []error
+	for _, b := range selected {
+		r := runBenchmark(ctx, b, opts.runs, h.logf)
+		printResult(stdout, r)
+		results = append(results, r)
+		if r.err != nil {
+			failed = append(failed, fmt.Errorf("%s: %w", b.name, r.err))
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if ctx.Err() != nil {
+		return ctx.Err() // interrupted: leave the report as it was
+	}
+	m := describeMachine(ctx, root, args)
+	m.suiteTotal = time.Since(start)
+	m.loadBefore = load
+	fmt.Fprintf(stdout, "\nsuite: %s, scale %g, %d runs\n", m.suiteTotal.Round(time.Second), opts.scale, opts.runs)
+
+	inRoot := func(p string) string {
+		if filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join(root, p)
+	}
+	chart := ""
+	if opts.chart != "" {
+		path := inRoot(opts.chart)
+		if err := writeChart(path, results); err != nil {
+			return fmt.Errorf("chart: %w", err)
+		}
+		if opts.doc != "" {
+			if chart, err = filepath.Rel(filepath.Dir(inRoot(opts.doc)), path); err != nil {
+				return err
+			}
+		}
+	}
+	if opts.doc != "" {
+		path := inRoot(opts.doc)
+		if err := writeDoc(path, m, opts, results, chart); err != nil {
+			return fmt.Errorf("report: %w", err)
+		}
+		fmt.Fprintln(stdout, "wrote", path)
+	}
+	return errors.Join(failed...)
+}
+
+// selectBenchmarks returns the benchmarks named (a name also selects every
+// benchmark whose name starts with it and a dash), or all.
+func selectBenchmarks(all []benchmark, names []string) ([]*benchmark, error) {
+	var out []*benchmark
+	for i := range all {
+		if len(names) == 0 {
+			out = append(out, &all[i])
+		}
+	}
+	for _, n := range names {
+		found := false
+		for i := range all {
+			if all[i].name == n || strings.HasPrefix(all[i].name, n+"-") {
+				out = append(out, &all[i])
+				found = true
+			}
+		}
+		if !found {
+			known := make([]string, len(all))
+			for i, b := range all {
+				known[i] = b.name
+			}
+			return nil, fmt.Errorf("no benchmark %q (have %s)", n, strings.Join(known, ", "))
+		}
+	}
+	return out, nil
+}
+
+// moduleRoot finds the directory of replicator's go.mod, from the working
+// directory up.
+func moduleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && strings.HasPrefix(string(b), "module github.com/replicator/replicator\n") {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("run bench inside the replicator module (go run ./bench)")
+		}
+		dir = parent
+	}
+}

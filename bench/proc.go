@@ -1,0 +1,275 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// clockTicks is USER_HZ, the unit of utime and stime in /proc/<pid>/stat:
+// 100 on every Linux architecture Go supports.
+const clockTicks = 100
+
+// stopTimeout bounds a clean stop (SIGTERM) before SIGKILL.
+const stopTimeout = 60 * time.Second
+
+// child is a process started by the benchmark: replicator, the bare
+// reader or the separate broker. Its stderr lines go to a log file, and the
+// first line containing each watched pattern is timestamped as it arrives.
+type child struct {
+	name    string
+	cmd     *exec.Cmd
+	logPath string
+	started time.Time
+
+	done    chan struct{} // closed once the process has exited
+	waitErr error         // set before done is closed
+
+	out *lineWriter // stderr
+	std *syncBuffer // stdout
+}
+
+// startChild starts bin with args, logging its stderr to logPath and
+// timestamping the first line that contains each of patterns. The child
+// gets the environment without REPLICATOR_* variables, which would
+// override its config.
+func startChild(name, logPath string, patterns []string, bin string, args ...string) (*child, error) {
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	c := &child{name: name, logPath: logPath, done: make(chan struct{}), std: &syncBuffer{}}
+	c.out = newLineWriter(logFile, patterns)
+	c.cmd = exec.Command(bin, args...)
+	c.cmd.Stdout = c.std
+	c.cmd.Stderr = c.out
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "REPLICATOR_") {
+			c.cmd.Env = append(c.cmd.Env, kv)
+		}
+	}
+	c.started = time.Now()
+	if err := c.cmd.Start(); err != nil {
+		logFile.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	go func() { // owned by c: done is closed when it ends
+		c.waitErr = c.cmd.Wait() // also waits for the stderr copy
+		logFile.Close()
+		close(c.done)
+	}()
+	return c, nil
+}
+
+// dir is the directory of the child's log, where it keeps its data.
+func (c *child) dir() string { return filepath.Dir(c.logPath) }
+
+// pid is the child's process id.
+func (c *child) pid() int { return c.cmd.Process.Pid }
+
+// waitLine waits until a line containing pattern (one of those given to
+// startChild) has been written, and returns when it arrived.
+func (c *child) waitLine(ctx context.Context, pattern string, timeout time.Duration) (time.Time, error) {
+	ch, ok := c.out.watch[pattern]
+	if !ok {
+		return time.Time{}, fmt.Errorf("%s: pattern %q not watched", c.name, pattern)
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-ch.seen:
+		return ch.at, nil
+	case <-c.done:
+		select {
+		case <-ch.seen: // written just before exiting
+			return ch.at, nil
+		default:
+		}
+		return time.Time{}, fmt.Errorf("%s exited (%v) before logging %q:\n%s", c.name, c.waitErr, pattern, c.out.tail())
+	case <-t.C:
+		return time.Time{}, fmt.Errorf("%s did not log %q within %s:\n%s", c.name, pattern, timeout, c.out.tail())
+	case <-ctx.Done():
+		return time.Time{}, ctx.Err()
+	}
+}
+
+// alive reports an error if the child has exited.
+func (c *child) alive() error {
+	select {
+	case <-c.done:
+		return fmt.Errorf("%s exited (%v):\n%s", c.name, c.waitErr, c.out.tail())
+	default:
+		return nil
+	}
+}
+
+// stop sends SIGTERM and waits for a clean exit, killing the process if it
+// does not exit within stopTimeout. A non-zero exit is an error.
+func (c *child) stop() error {
+	select {
+	case <-c.done:
+	default:
+		_ = c.cmd.Process.Signal(syscall.SIGTERM)
+		t := time.NewTimer(stopTimeout)
+		defer t.Stop()
+		select {
+		case <-c.done:
+		case <-t.C:
+			_ = c.cmd.Process.Kill()
+			<-c.done
+			return fmt.Errorf("%s did not stop within %s of SIGTERM; killed:\n%s", c.name, stopTimeout, c.out.tail())
+		}
+	}
+	if c.waitErr != nil {
+		return fmt.Errorf("%s: %w:\n%s", c.name, c.waitErr, c.out.tail())
+	}
+	return nil
+}
+
+// kill ends the child at once, for cleanup after a failure.
+func (c *child) kill() {
+	select {
+	case <-c.done:
+	default:
+		_ = c.cmd.Process.Kill()
+		<-c.done
+	}
+}
+
+// stdout returns what the child wrote to stdout.
+func (c *child) stdout() []byte { return c.std.Bytes() }
+
+// procCPU returns the user+system CPU time pid has used so far.
+func procCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) may hold spaces: fields count from the
+	// last ')'. utime and stime are fields 14 and 15.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: no ')'", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+	}
+	return time.Duration(utime+stime) * time.Second / clockTicks, nil
+}
+
+// procPeakRSS returns pid's peak resident set size (VmHWM) in bytes.
+func procPeakRSS(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.Lines(string(b)) {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("/proc/%d/status VmHWM: %w", pid, err)
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, fmt.Errorf("/proc/%d/status: no VmHWM", pid)
+}
+
+// lineWatch is the first arrival of a pattern.
+type lineWatch struct {
+	seen chan struct{} // closed on the first matching line
+	at   time.Time     // set before seen is closed
+}
+
+// lineWriter splits what a child writes into lines, appends them to a log
+// file, keeps the last few for error messages, and timestamps the first
+// line matching each watched pattern. exec copies to it from one goroutine.
+type lineWriter struct {
+	file  *os.File
+	watch map[string]*lineWatch // fixed at construction; read concurrently
+
+	mu      sync.Mutex // guards partial and last
+	partial []byte
+	last    []string
+}
+
+func newLineWriter(f *os.File, patterns []string) *lineWriter {
+	w := &lineWriter{file: f, watch: map[string]*lineWatch{}}
+	for _, p := range patterns {
+		w.watch[p] = &lineWatch{seen: make(chan struct{})}
+	}
+	return w
+}
+
+func (w *lineWriter) Write(p []byte) (int, error) {
+	now := time.Now()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	_, _ = w.file.Write(p) // the log is best effort; the process must not block on it
+	w.partial = append(w.partial, p...)
+	for {
+		i := bytes.IndexByte(w.partial, '\n')
+		if i < 0 {
+			break
+		}
+		line := string(w.partial[:i])
+		w.partial = w.partial[i+1:]
+		for pattern, lw := range w.watch {
+			select {
+			case <-lw.seen:
+				continue
+			default:
+			}
+			if strings.Contains(line, pattern) {
+				lw.at = now
+				close(lw.seen)
+			}
+		}
+		w.last = append(w.last, line)
+		if len(w.last) > 20 {
+			w.last = w.last[1:]
+		}
+	}
+	return len(p), nil
+}
+
+// tail returns the last lines written, indented.
+func (w *lineWriter) tail() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	lines := append(append([]string(nil), w.last...), string(w.partial))
+	return "    " + strings.Join(lines, "\n    ")
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent use.
+type syncBuffer struct {
+	mu sync.Mutex // guards b
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) Bytes() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return bytes.Clone(s.b.Bytes())
+}

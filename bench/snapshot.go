@@ -1,0 +1,140 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/replicator/replicator/pgcluster"
+)
+
+// Log lines of replicator's initial snapshot.
+const (
+	logSlotCreated      = "created replication slot"
+	logSnapshotComplete = "initial snapshot complete"
+)
+
+// copySQL reads the table the way the ceiling does.
+const copySQL = "COPY (SELECT " + columns + " FROM ONLY public." + tableName + ") TO STDOUT"
+
+// snapshotBench is the fixture of the snapshot benchmark: a loaded,
+// vacuumed, cached table.
+type snapshotBench struct {
+	h    *harness
+	cl   *pgcluster.Cluster
+	conn *pgx.Conn
+	rows int64
+}
+
+func snapshotBenchmark(h *harness) benchmark {
+	s := &snapshotBench{h: h}
+	return benchmark{
+		name: "snapshot",
+		about: "A table of N rows, vacuumed (frozen) and read once before the runs so that every reader finds it in shared buffers. " +
+			"Subject: a fresh `replicator run` (`source.snapshot: initial`, new slot, empty data_dir, embedded broker), " +
+			"timed from its \"created replication slot\" log line to its \"initial snapshot complete\" line, which it logs " +
+			"once every row is acknowledged by the broker and the state file says complete. Ceiling: " +
+			"`COPY (SELECT …) TO STDOUT` of the same table in text format, read to io.Discard through pgconn's CopyTo.",
+		setup:    s.setup,
+		ceiling:  subject{name: "COPY TO STDOUT", run: s.copy},
+		subjects: []subject{{name: "replicator, embedded broker", run: s.replicator}},
+		metrics: []metric{
+			{key: "rows_per_s", label: "throughput", unit: "rows/s", ratio: true, chart: chartRatio,
+				target: &target{ofRatio: true, atLeast: true, value: 0.8, text: "≥ 0.8× COPY"}},
+			{key: "seconds", label: "time", unit: "s"},
+			{key: "cpu_s", label: "replicator CPU", unit: "s"},
+			{key: "peak_rss_mb", label: "peak RSS", unit: "MB"},
+			{key: "total_s", label: "start to complete", unit: "s"},
+		},
+	}
+}
+
+func (s *snapshotBench) setup(ctx context.Context) (string, func() error, error) {
+	var err error
+	s.cl, s.conn, err = startCluster(ctx)
+	if err != nil {
+		return "", nil, err
+	}
+	teardown := func() error {
+		return errors.Join(s.conn.Close(context.Background()), s.cl.Close())
+	}
+	fail := func(err error) (string, func() error, error) { return "", nil, errors.Join(err, teardown()) }
+	s.rows = scaled(1_000_000, s.h.opts.scale, txnRows)
+	if err := changeInBatches(ctx, s.cl.DSN(""), 1, s.rows, 50_000, 2, insertSQL); err != nil {
+		return fail(fmt.Errorf("load: %w", err))
+	}
+	for _, sql := range []string{"VACUUM (FREEZE, ANALYZE) " + tableName, "CHECKPOINT"} {
+		if _, err := s.conn.Exec(ctx, sql); err != nil {
+			return fail(fmt.Errorf("%s: %w", sql, err))
+		}
+	}
+	if _, err := s.copy(ctx, 0); err != nil { // warm the cache
+		return fail(err)
+	}
+	var size int64
+	var row float64
+	if err := s.conn.QueryRow(ctx, "SELECT pg_table_size('"+tableName+"'), avg(pg_column_size(t.*)) FROM "+tableName+" t").Scan(&size, &row); err != nil {
+		return fail(err)
+	}
+	return fmt.Sprintf("table of %s rows (%.0f bytes per row on average), %.0f MB", thousands(s.rows), row, mb(size)), teardown, nil
+}
+
+func (s *snapshotBench) copy(ctx context.Context, _ int) (sample, error) {
+	t := time.Now()
+	tag, err := s.conn.PgConn().CopyTo(ctx, io.Discard, copySQL)
+	if err != nil {
+		return nil, fmt.Errorf("copy: %w", err)
+	}
+	d := time.Since(t)
+	if tag.RowsAffected() != s.rows {
+		return nil, fmt.Errorf("copy: %d rows, want %d", tag.RowsAffected(), s.rows)
+	}
+	return sample{"rows_per_s": float64(s.rows) / d.Seconds(), "seconds": d.Seconds()}, nil
+}
+
+func (s *snapshotBench) replicator(ctx context.Context, run int) (sample, error) {
+	slot := fmt.Sprintf("snap_%d", run)
+	rp, err := s.h.startReplicator(replicatorRun{name: fmt.Sprintf("snapshot-%d-replicator", run), dsn: s.cl.DSN(""),
+		slot: slot, snapshot: "initial", patterns: []string{logSlotCreated, logSnapshotComplete}})
+	if err != nil {
+		return nil, err
+	}
+	defer rp.kill()
+	t0, err := rp.waitLine(ctx, logSlotCreated, 2*time.Minute)
+	if err != nil {
+		return nil, err
+	}
+	cpu0, err := procCPU(rp.pid())
+	if err != nil {
+		return nil, err
+	}
+	t1, err := rp.waitLine(ctx, logSnapshotComplete, streamTimeout(s.rows))
+	if err != nil {
+		return nil, err
+	}
+	cpu1, err1 := procCPU(rp.pid())
+	rss, err2 := procPeakRSS(rp.pid())
+	if err := errors.Join(err1, err2); err != nil {
+		return nil, err
+	}
+	if err := checkRecords(ctx, rp.brokers, s.rows); err != nil {
+		return nil, err
+	}
+	if err := rp.stop(); err != nil {
+		return nil, err
+	}
+	if err := dropSlot(ctx, s.conn, slot); err != nil {
+		return nil, err
+	}
+	d := t1.Sub(t0)
+	return sample{
+		"rows_per_s":  float64(s.rows) / d.Seconds(),
+		"seconds":     d.Seconds(),
+		"cpu_s":       (cpu1 - cpu0).Seconds(),
+		"peak_rss_mb": mb(rss),
+		"total_s":     t1.Sub(rp.started).Seconds(),
+	}, s.h.cleanup(rp.dir)
+}
