@@ -13,37 +13,41 @@ import (
 
 // Key names, kept as constants so messages, defaults and flags agree.
 const (
-	KeyDataDir            = "data_dir"
-	KeyLogLevel           = "log.level"
-	KeyLogFormat          = "log.format"
-	KeySourceURL          = "source.url"
-	KeySourceSlot         = "source.slot"
-	KeySourcePublication  = "source.publication"
-	KeySourceSnapshot     = "source.snapshot"
-	KeySourceStatus       = "source.status_interval"
-	KeySourceNumeric      = "source.unconstrained_numeric"
-	KeyKafkaBrokers       = "kafka.brokers"
-	KeyKafkaListen        = "kafka.listen"
-	KeyKafkaClientID      = "kafka.client_id"
-	KeyKafkaPartitions    = "kafka.partitions"
-	KeyKafkaReplication   = "kafka.replication_factor"
-	KeyKafkaCompression   = "kafka.compression"
-	KeyKafkaMaxBuffered   = "kafka.max_buffered_records"
-	KeyKafkaLinger        = "kafka.linger"
-	KeyKafkaTLSEnabled    = "kafka.tls.enabled"
-	KeyKafkaTLSCA         = "kafka.tls.ca_file"
-	KeyKafkaTLSCert       = "kafka.tls.cert_file"
-	KeyKafkaTLSKey        = "kafka.tls.key_file"
-	KeyKafkaTLSInsecure   = "kafka.tls.insecure_skip_verify"
-	KeyKafkaSASLMechanism = "kafka.sasl.mechanism"
-	KeyKafkaSASLUser      = "kafka.sasl.username"
-	KeyKafkaSASLPassword  = "kafka.sasl.password"
-	KeyRegistryURL        = "registry.url"
-	KeyRegistryListen     = "registry.listen"
-	KeyRegistryUser       = "registry.username"
-	KeyRegistryPassword   = "registry.password"
-	KeyRegistryCA         = "registry.ca_file"
-	KeyEntities           = "entities"
+	KeyDataDir           = "data_dir"
+	KeyLogLevel          = "log.level"
+	KeyLogFormat         = "log.format"
+	KeySourceURL         = "source.url"
+	KeySourceSlot        = "source.slot"
+	KeySourcePublication = "source.publication"
+	KeySourceSnapshot    = "source.snapshot"
+	KeySourceStatus      = "source.status_interval"
+	KeySourceNumeric     = "source.unconstrained_numeric"
+	// Reconnect backoff when the connection to PostgreSQL is lost.
+	KeySourceReconnectInitial = "source.reconnect.initial_backoff"
+	KeySourceReconnectMax     = "source.reconnect.max_backoff"
+	KeySourceReconnectGiveUp  = "source.reconnect.give_up_after"
+	KeyKafkaBrokers           = "kafka.brokers"
+	KeyKafkaListen            = "kafka.listen"
+	KeyKafkaClientID          = "kafka.client_id"
+	KeyKafkaPartitions        = "kafka.partitions"
+	KeyKafkaReplication       = "kafka.replication_factor"
+	KeyKafkaCompression       = "kafka.compression"
+	KeyKafkaMaxBuffered       = "kafka.max_buffered_records"
+	KeyKafkaLinger            = "kafka.linger"
+	KeyKafkaTLSEnabled        = "kafka.tls.enabled"
+	KeyKafkaTLSCA             = "kafka.tls.ca_file"
+	KeyKafkaTLSCert           = "kafka.tls.cert_file"
+	KeyKafkaTLSKey            = "kafka.tls.key_file"
+	KeyKafkaTLSInsecure       = "kafka.tls.insecure_skip_verify"
+	KeyKafkaSASLMechanism     = "kafka.sasl.mechanism"
+	KeyKafkaSASLUser          = "kafka.sasl.username"
+	KeyKafkaSASLPassword      = "kafka.sasl.password"
+	KeyRegistryURL            = "registry.url"
+	KeyRegistryListen         = "registry.listen"
+	KeyRegistryUser           = "registry.username"
+	KeyRegistryPassword       = "registry.password"
+	KeyRegistryCA             = "registry.ca_file"
+	KeyEntities               = "entities"
 )
 
 // Snapshot modes for source.snapshot.
@@ -85,6 +89,18 @@ type SourceConfig struct {
 	// UnconstrainedNumeric is how a numeric column without precision is
 	// exported: string (default, lossless) or double.
 	UnconstrainedNumeric string `mapstructure:"unconstrained_numeric"`
+	// Reconnect is the backoff after a lost connection to PostgreSQL.
+	Reconnect ReconnectConfig `mapstructure:"reconnect"`
+}
+
+// ReconnectConfig is how `run` rides out a PostgreSQL restart or a network
+// cut: exponential backoff between attempts, transient failures only.
+type ReconnectConfig struct {
+	InitialBackoff time.Duration `mapstructure:"initial_backoff"` // first wait, doubled per attempt; default 500ms
+	MaxBackoff     time.Duration `mapstructure:"max_backoff"`     // cap on the wait; default 30s
+	// GiveUpAfter exits with the last error once PostgreSQL has been
+	// unreachable this long; default 0 = keep trying.
+	GiveUpAfter time.Duration `mapstructure:"give_up_after"`
 }
 
 // KafkaConfig is the broker side. No Brokers means the embedded broker.

@@ -40,6 +40,9 @@ func TestLoadDefaults(t *testing.T) {
 		{"publication", cfg.Source.Publication, "replicator"},
 		{"snapshot", cfg.Source.Snapshot, SnapshotInitial},
 		{"status_interval", cfg.Source.StatusInterval, 10 * time.Second},
+		{"reconnect.initial_backoff", cfg.Source.Reconnect.InitialBackoff, 500 * time.Millisecond},
+		{"reconnect.max_backoff", cfg.Source.Reconnect.MaxBackoff, 30 * time.Second},
+		{"reconnect.give_up_after", cfg.Source.Reconnect.GiveUpAfter, time.Duration(0)},
 		{"kafka.listen", cfg.Kafka.Listen, "127.0.0.1:9092"},
 		{"registry.listen", cfg.Registry.Listen, "127.0.0.1:8081"},
 		{"embedded kafka", cfg.EmbeddedKafka(), true},
@@ -133,6 +136,11 @@ entities:
   - name: c
 `, []string{"entities[1].table", "already exported", "entities[2].topic", "entities[2].key", "listed twice", "entities[3].table: required"}},
 		{"bad duration", "source:\n  url: x\n  status_interval: soon\nentities: [{table: t}]\n", []string{"status_interval"}},
+		{"bad reconnect backoff", "source:\n  url: x\n  reconnect:\n    initial_backoff: 0s\n    give_up_after: -1s\nentities: [{table: t}]\n",
+			[]string{"source.reconnect.initial_backoff", "source.reconnect.give_up_after"}},
+		{"reconnect max below initial", "source:\n  url: x\n  reconnect: {initial_backoff: 5s, max_backoff: 1s}\nentities: [{table: t}]\n",
+			[]string{"source.reconnect.max_backoff: 1s is below source.reconnect.initial_backoff"}},
+		{"unknown reconnect key", "source:\n  url: x\n  reconnect: {max_wait: 1s}\nentities: [{table: t}]\n", []string{"unknown config key source.reconnect.max_wait"}},
 		{"missing file", "", []string{"does not exist"}},
 	}
 	for _, tt := range tests {

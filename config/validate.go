@@ -56,6 +56,14 @@ func (c *Config) Validate() error {
 	if c.Source.StatusInterval <= 0 {
 		bad(KeySourceStatus, "must be a positive duration such as 10s")
 	}
+	if rc := c.Source.Reconnect; rc.InitialBackoff <= 0 {
+		bad(KeySourceReconnectInitial, "must be a positive duration such as 500ms")
+	} else if rc.MaxBackoff < rc.InitialBackoff {
+		bad(KeySourceReconnectMax, "%v is below %s (%v)", rc.MaxBackoff, KeySourceReconnectInitial, rc.InitialBackoff)
+	}
+	if c.Source.Reconnect.GiveUpAfter < 0 {
+		bad(KeySourceReconnectGiveUp, "must be 0 (never give up) or a positive duration such as 10m")
+	}
 	switch c.Source.UnconstrainedNumeric {
 	case "string", "double":
 	default:

@@ -28,7 +28,7 @@ func (s *Source) prepareSlot(ctx context.Context, conn *pgx.Conn, repl *pgconn.P
 		return 0, fmt.Errorf("replication slot %s uses plugin %s, not pgoutput: choose another source.slot or drop it (SELECT pg_drop_replication_slot('%s'))", s.cfg.Slot, slot.plugin, s.cfg.Slot)
 	}
 	if slot.exists && slot.active {
-		return 0, fmt.Errorf("replication slot %s is in use by another process: is another replicator running with the same source.slot?", s.cfg.Slot)
+		return 0, slotInUse(fmt.Errorf("replication slot %s is in use by another process: is another replicator running with the same source.slot?", s.cfg.Slot))
 	}
 	state, haveState, err := readState(s.cfg.StateDir, s.cfg.Slot)
 	if err != nil {

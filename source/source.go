@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/replicator/replicator/relation"
 )
 
@@ -37,7 +38,9 @@ type Config struct {
 	// ShutdownTimeout bounds the final flush and confirmation on stop;
 	// default 30s.
 	ShutdownTimeout time.Duration
-	Logger          *slog.Logger
+	// Reconnect is the backoff when the connection to PostgreSQL is lost.
+	Reconnect Reconnect
+	Logger    *slog.Logger
 }
 
 // Handler receives every change, in commit order, from the stream
@@ -81,6 +84,10 @@ func New(cfg Config, tables []relation.Table) (*Source, error) {
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 30 * time.Second
 	}
+	if cfg.Reconnect.InitialBackoff < 0 || cfg.Reconnect.MaxBackoff < 0 || cfg.Reconnect.GiveUpAfter < 0 {
+		return nil, fmt.Errorf("source: negative reconnect setting %+v", cfg.Reconnect)
+	}
+	cfg.Reconnect.setDefaults()
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -97,7 +104,83 @@ func New(cfg Config, tables []relation.Table) (*Source, error) {
 // to acknowledge what it was given, confirms that position, and returns nil.
 // It returns nil too when ctx ends before streaming began (an unfinished
 // snapshot is redone on the next start).
+//
+// A transient failure ([IsTransient]: the server restarted, the network
+// dropped) does not end Run: it waits for the handler to acknowledge every
+// change of the lost session (Handler.Flush), then connects again after a
+// backoff (see [Reconnect]) and resumes from the newest acknowledged
+// position. A handler that cannot flush (Kafka refused a record) ends Run
+// with its error, as does any permanent failure.
 func (s *Source) Run(ctx context.Context, h Handler) error {
+	rc := s.cfg.Reconnect
+	var (
+		resume   pglogrepl.LSN // acknowledged by the handler in an earlier session
+		attempt  int           // reconnect attempts since the last stable session
+		lostAt   time.Time     // when the current outage began
+		streamed bool          // a session of this Run got the slot and streamed
+	)
+	for {
+		began := time.Now()
+		var sess session
+		err := s.session(ctx, h, resume, &sess)
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		streamed = streamed || sess.st != nil
+		if !IsTransient(err) && !(streamed && isSlotInUse(err)) {
+			return err
+		}
+		// The records of the lost session are still on their way to Kafka.
+		// Waiting for them keeps one rule for the checkpoint: what the next
+		// session starts from is acknowledged. A failed produce surfaces
+		// here and ends Run instead of being retried.
+		if ferr := h.Flush(ctx); ferr != nil {
+			if ctx.Err() != nil {
+				s.log.Info("stopped while reconnecting to the source; unconfirmed changes will be streamed again on restart", "error", err)
+				return nil
+			}
+			return fmt.Errorf("source connection lost (%w); waiting for in-flight records: %w", err, ferr)
+		}
+		if sess.st != nil {
+			resume = max(resume, sess.st.cp.advance())
+		}
+		if time.Since(began) > rc.MaxBackoff {
+			attempt = 0 // the session was healthy for a while: a new outage
+		}
+		attempt++
+		if attempt == 1 {
+			lostAt = time.Now()
+		}
+		if rc.GiveUpAfter > 0 && time.Since(lostAt) >= rc.GiveUpAfter {
+			return fmt.Errorf("source unreachable for %v after %d attempts, giving up (source.reconnect.give_up_after): %w",
+				time.Since(lostAt).Round(time.Second), attempt-1, err)
+		}
+		wait := rc.delay(attempt, randomJitter())
+		s.log.Warn("source connection failed; reconnecting", "attempt", attempt, "backoff", wait,
+			"outage", time.Since(lostAt).Round(time.Millisecond), "resume_lsn", resume, "error", err)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			s.log.Info("stopped while reconnecting to the source")
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// session is what one connection's attempt left behind for Run.
+type session struct {
+	st *stream // set once the slot is prepared and streaming starts
+}
+
+// session runs one connection's worth of Run: publication, slot (and
+// snapshot), stream. It starts streaming at resume when that is newer than
+// the slot's confirmed position: everything before resume was acknowledged
+// in an earlier session whose final confirmation never reached the server.
+// (A slot created since has a consistent point beyond any LSN seen before
+// it, so max never skips a new slot's changes.)
+func (s *Source) session(ctx context.Context, h Handler, resume pglogrepl.LSN, sess *session) error {
 	conn, err := Connect(ctx, s.cfg.URL)
 	if err != nil {
 		return s.setupFailed(ctx, err)
@@ -122,8 +205,9 @@ func (s *Source) Run(ctx context.Context, h Handler) error {
 	if err != nil {
 		return s.setupFailed(ctx, err)
 	}
-	st := &stream{src: s, repl: repl, sql: conn, h: h, cp: newCheckpoint(start)}
-	return st.run(ctx, start)
+	start = max(start, resume)
+	sess.st = &stream{src: s, repl: repl, sql: conn, h: h, cp: newCheckpoint(start)}
+	return sess.st.run(ctx, start)
 }
 
 // setupFailed returns err from a step before streaming, or nil when ctx has

@@ -96,6 +96,8 @@ func (st *stream) run(ctx context.Context, start pglogrepl.LSN) error {
 			}
 		case *pgproto3.ErrorResponse:
 			return fmt.Errorf("replication stream: %w", pgconn.ErrorResponseToPgError(msg))
+		case *pgproto3.CopyDone, *pgproto3.CommandComplete:
+			return fmt.Errorf("replication stream on slot %s: %w", s.cfg.Slot, errStreamEnded)
 		default:
 			return fmt.Errorf("replication stream: unexpected message %T", msg)
 		}
