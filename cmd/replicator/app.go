@@ -121,7 +121,7 @@ func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, re
 		log.Info("embedded schema registry listening", "url", registryURL)
 	}
 
-	kcl, err := newKafkaClient(cfg, brokers)
+	kcl, err := newKafkaClient(cfg, brokers, log)
 	if err != nil {
 		return err
 	}
@@ -177,7 +177,7 @@ func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, re
 	return src.Run(ctx, pipeline.New(pents, kcl))
 }
 
-func newKafkaClient(cfg *config.Config, brokers []string) (*kgo.Client, error) {
+func newKafkaClient(cfg *config.Config, brokers []string, log *slog.Logger) (*kgo.Client, error) {
 	bc := broker.Config{
 		Brokers:  brokers,
 		ClientID: cfg.Kafka.ClientID,
@@ -196,6 +196,9 @@ func newKafkaClient(cfg *config.Config, brokers []string) (*kgo.Client, error) {
 		Linger:             cfg.Kafka.Linger,
 		Compression:        cfg.Kafka.Compression,
 	})...)
+	if log != nil {
+		opts = append(opts, broker.ClientLogger(log))
+	}
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("kafka client: %w", err)
