@@ -262,8 +262,8 @@ func TestRunGivesUp(t *testing.T) {
 		h.failing.Store(true)
 		db.exec(`SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1`, db.name)
 		err := r.wait(t)
-		if err == nil || !strings.Contains(err.Error(), "MESSAGE_TOO_LARGE") || !strings.Contains(err.Error(), "waiting for in-flight records") {
-			t.Fatalf("Run: got %v, want the flush failure after the lost connection", err)
+		if err == nil || !strings.Contains(err.Error(), "MESSAGE_TOO_LARGE") || !strings.Contains(err.Error(), "wait for in-flight records after the source connection was lost") || IsTransient(err) {
+			t.Fatalf("Run: got %v (transient %v), want the permanent flush failure after the lost connection", err, IsTransient(err))
 		}
 	})
 

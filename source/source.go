@@ -123,12 +123,16 @@ func (s *Source) Run(ctx context.Context, h Handler) error {
 		began := time.Now()
 		var sess session
 		err := s.session(ctx, h, resume, &sess)
+		lasted := time.Since(began)
 		if err == nil || ctx.Err() != nil {
 			return err
 		}
 		streamed = streamed || sess.st != nil
 		if !IsTransient(err) && !(streamed && isSlotInUse(err)) {
 			return err
+		}
+		if sess.st != nil {
+			s.log.Warn("source connection lost; waiting for in-flight records before reconnecting", "error", err)
 		}
 		// The records of the lost session are still on their way to Kafka.
 		// Waiting for them keeps one rule for the checkpoint: what the next
@@ -139,12 +143,14 @@ func (s *Source) Run(ctx context.Context, h Handler) error {
 				s.log.Info("stopped while reconnecting to the source; unconfirmed changes will be streamed again on restart", "error", err)
 				return nil
 			}
-			return fmt.Errorf("source connection lost (%w); waiting for in-flight records: %w", err, ferr)
+			// Only ferr is wrapped: what ends Run is the handler's failure,
+			// not the (transient) lost connection.
+			return fmt.Errorf("wait for in-flight records after the source connection was lost (%v): %w", err, ferr)
 		}
 		if sess.st != nil {
 			resume = max(resume, sess.st.cp.advance())
 		}
-		if time.Since(began) > rc.MaxBackoff {
+		if lasted > rc.MaxBackoff {
 			attempt = 0 // the session was healthy for a while: a new outage
 		}
 		attempt++
