@@ -88,6 +88,15 @@ type ProducerConfig struct {
 //   - bounded buffering (MaxBufferedRecords, MaxBufferedBytes): a slow
 //     broker blocks Produce instead of growing memory.
 //
+// Broker outages: with the zero DeliveryTimeout and RecordRetries a record
+// is never failed because the broker is down or slow; the request is
+// retried (after kgo's request timeout when the broker does not answer)
+// until it is acknowledged, and Produce blocks once the buffer is full, so
+// the source stops reading and the WAL waits in PostgreSQL. An outage of
+// any length therefore loses nothing and does not end the process (the
+// e2e test TestBrokerOutageBackPressure holds the broker away for a
+// minute); what ends it is the operator, or a record the broker refuses.
+//
 // Unknown-topic errors keep kgo's default of failing a record after 4
 // metadata loads that do not find its topic: topics are created up front by
 // [EnsureTopics], and a missing one is a configuration error, not something
