@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/replicator/replicator/pgcluster/pgtest"
+	"github.com/replicator/replicator/relation"
 )
 
 // failingFlush is a fakeHandler whose Flush fails once failing is set, like
@@ -288,4 +289,21 @@ func TestRunGivesUp(t *testing.T) {
 			t.Fatalf("Run stopped during an hour's backoff: got %v, want nil", err)
 		}
 	})
+}
+
+func TestNewReconnectSettings(t *testing.T) {
+	t.Parallel()
+	tables := []relation.Table{{Schema: "public", Name: "t"}}
+	cfg := Config{URL: "postgres://x", Slot: "s", Publication: "p", StateDir: t.TempDir()}
+	src, err := New(cfg, tables)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rc := src.cfg.Reconnect; rc.InitialBackoff != DefaultInitialBackoff || rc.MaxBackoff != DefaultMaxBackoff || rc.GiveUpAfter != 0 {
+		t.Errorf("reconnect defaults: got %+v, want %v, %v, never give up", rc, DefaultInitialBackoff, DefaultMaxBackoff)
+	}
+	cfg.Reconnect.GiveUpAfter = -time.Second
+	if _, err := New(cfg, tables); err == nil || !strings.Contains(err.Error(), "negative reconnect setting") {
+		t.Errorf("negative give-up: got %v, want an error", err)
+	}
 }

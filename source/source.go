@@ -38,9 +38,10 @@ type Config struct {
 	// ShutdownTimeout bounds the final flush and confirmation on stop;
 	// default 30s.
 	ShutdownTimeout time.Duration
+	Logger          *slog.Logger
+
 	// Reconnect is the backoff when the connection to PostgreSQL is lost.
 	Reconnect Reconnect
-	Logger    *slog.Logger
 }
 
 // Handler receives every change, in commit order, from the stream

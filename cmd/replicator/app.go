@@ -160,13 +160,13 @@ func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, re
 		Publication:    cfg.Source.Publication,
 		Snapshot:       cfg.Source.Snapshot,
 		StatusInterval: cfg.Source.StatusInterval,
+		StateDir:       filepath.Join(cfg.DataDir, "source"),
+		Logger:         log,
 		Reconnect: source.Reconnect{
 			InitialBackoff: cfg.Source.Reconnect.InitialBackoff,
 			MaxBackoff:     cfg.Source.Reconnect.MaxBackoff,
 			GiveUpAfter:    cfg.Source.Reconnect.GiveUpAfter,
 		},
-		StateDir: filepath.Join(cfg.DataDir, "source"),
-		Logger:   log,
 	}, tables)
 	if err != nil {
 		return err
