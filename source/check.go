@@ -48,7 +48,7 @@ func CheckServer(ctx context.Context, conn *pgx.Conn, slot, publication string) 
 		problems = append(problems, fmt.Errorf("replication slot %s exists with plugin %s, not pgoutput: choose another source.slot", slot, slotInfo.plugin))
 	}
 	if slotInfo.exists && slotInfo.active {
-		problems = append(problems, fmt.Errorf("replication slot %s is in use by another process", slot))
+		problems = append(problems, slotInUse(fmt.Errorf("replication slot %s is in use by another process", slot)))
 	}
 	if !slotInfo.exists {
 		var maxSlots, used int

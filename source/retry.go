@@ -117,9 +117,20 @@ func (e *slotInUseError) Unwrap() error { return e.err }
 
 func slotInUse(err error) error { return &slotInUseError{err: err} }
 
-// isSlotInUse reports a slot held by another session: our own check before
+// slotInUseGrace is how long after Run starts a slot held by another
+// session is waited out rather than reported: a replicator restarted right
+// after a crash (kill -9) finds its slot still held by the walsender of the
+// dead process until the server notices the closed connection, which takes
+// moments. A slot still held after this is another process's.
+const slotInUseGrace = 15 * time.Second
+
+// IsSlotInUse reports whether err says that the replication slot is held
+// by another session: from [CheckServer], from Run's own check before
 // streaming, or START_REPLICATION's object_in_use ("replication slot ... is
-// active for PID ...").
+// active for PID ..."). Run waits such an error out for a while (see
+// [Source.Run]), so a pre-flight check before Run need not fail on it.
+func IsSlotInUse(err error) bool { return isSlotInUse(err) }
+
 func isSlotInUse(err error) bool {
 	var e *slotInUseError
 	if errors.As(err, &e) {

@@ -307,3 +307,43 @@ func TestNewReconnectSettings(t *testing.T) {
 		t.Errorf("negative give-up: got %v, want an error", err)
 	}
 }
+
+// TestRunWaitsOutHeldSlotAtStart: a source started while its slot is still
+// held (as right after a kill -9, before the server notices the dead
+// walsender) waits for it with backoff instead of failing, and streams once
+// the slot is free.
+func TestRunWaitsOutHeldSlotAtStart(t *testing.T) {
+	t.Parallel()
+	pg := startCluster(t)
+	db := newDB(t, pg, "held", `CREATE TABLE items (id int PRIMARY KEY)`)
+	dir := t.TempDir()
+	first := run(t, db.newSource(dir, nil, nil, "items"), newFakeHandler(false))
+	db.waitStreamable(dir)
+	db.waitSlot("active", func(s slotInfo) bool { return s.active })
+
+	logs := &logBuffer{}
+	h := newFakeHandler(false)
+	second := run(t, db.newSource(dir, logs, func(c *Config) {
+		c.Reconnect = Reconnect{InitialBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}
+	}, "items"), h)
+	deadline := time.Now().Add(waitTimeout)
+	for !strings.Contains(logs.String(), "is in use by another process") {
+		select {
+		case <-second.done:
+			t.Fatalf("second Run returned %v while the slot was held, want it to wait", second.err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("second Run logged no wait for the held slot within %v; log:\n%s", waitTimeout, logs.String())
+		}
+		time.Sleep(10 * time.Millisecond) // polling interval toward the deadline
+	}
+	if err := first.stop(t); err != nil {
+		t.Fatalf("first Run: %v", err)
+	}
+	db.exec(`INSERT INTO items VALUES (1)`)
+	second.waitChanges(t, h, "the insert, streamed by the second source", atLeast(1))
+	if err := second.stop(t); err != nil {
+		t.Fatalf("second Run: %v", err)
+	}
+}

@@ -111,9 +111,12 @@ func New(cfg Config, tables []relation.Table) (*Source, error) {
 // change of the lost session (Handler.Flush), then connects again after a
 // backoff (see [Reconnect]) and resumes from the newest acknowledged
 // position. A handler that cannot flush (Kafka refused a record) ends Run
-// with its error, as does any permanent failure.
+// with its error, as does any permanent failure. A slot held by another
+// session is waited out the same way after a lost connection, and for
+// [slotInUseGrace] after Run starts (a restart right after a crash).
 func (s *Source) Run(ctx context.Context, h Handler) error {
 	rc := s.cfg.Reconnect
+	runStart := time.Now()
 	var (
 		resume   pglogrepl.LSN // acknowledged by the handler in an earlier session
 		attempt  int           // reconnect attempts since the last stable session
@@ -129,7 +132,12 @@ func (s *Source) Run(ctx context.Context, h Handler) error {
 			return err
 		}
 		streamed = streamed || sess.st != nil
-		if !IsTransient(err) && !(streamed && isSlotInUse(err)) {
+		// A held slot is ours when this Run streamed before (the server has
+		// not noticed the lost connection yet), and probably ours shortly
+		// after start (a restart after a crash); otherwise it belongs to
+		// someone else and waiting would hide that.
+		slotWait := isSlotInUse(err) && (streamed || time.Since(runStart) < slotInUseGrace)
+		if !IsTransient(err) && !slotWait {
 			return err
 		}
 		if sess.st != nil {

@@ -81,7 +81,15 @@ func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, re
 	if err != nil {
 		return err
 	}
-	problems := source.CheckServer(ctx, conn, cfg.Source.Slot, cfg.Source.Publication)
+	var problems []error
+	for _, p := range source.CheckServer(ctx, conn, cfg.Source.Slot, cfg.Source.Publication) {
+		// Right after a crash the slot is still held by the dead process's
+		// walsender for a moment; the source waits that out and reports a
+		// slot that stays in use itself.
+		if !source.IsSlotInUse(p) {
+			problems = append(problems, p)
+		}
+	}
 	var tables []relation.Table
 	var entities []*mapping.Entity
 	if len(problems) == 0 {
