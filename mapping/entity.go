@@ -310,3 +310,22 @@ func (r *record) nullError(column string) error {
 	}
 	return fmt.Errorf("column %q: NULL in a column that was NOT NULL when the entity was built", column)
 }
+
+// MarkUnused sets [relation.Column.Unused] on every column of t that the
+// entity reads neither as a key nor as a value field, and clears it on the
+// others, so that the source leaves those columns undecoded: a column
+// excluded from columns: may then have a type or hold a value (an infinite
+// timestamp) that has no Avro form. t must be the table the entity was
+// built from.
+func (e *Entity) MarkUnused(t *relation.Table) {
+	for i := range t.Columns {
+		t.Columns[i].Unused = true
+	}
+	for _, r := range []*record{&e.key, &e.value} {
+		for _, f := range r.fields {
+			if f.index < len(t.Columns) {
+				t.Columns[f.index].Unused = false
+			}
+		}
+	}
+}

@@ -35,6 +35,22 @@ func (o Op) String() string {
 	}
 }
 
+// verb names the operation in messages.
+func (o Op) verb() string {
+	switch o {
+	case OpInsert:
+		return "insert"
+	case OpUpdate:
+		return "update"
+	case OpDelete:
+		return "delete"
+	case OpSnapshot:
+		return "snapshot read"
+	default:
+		return "change"
+	}
+}
+
 // Change is one row event. The source reuses Change values: a handler must
 // not keep the pointer after Handle returns, only the values it copied and
 // the [Ack].

@@ -246,18 +246,25 @@ func (st *stream) row(ctx context.Context, op Op, relID uint32, oldTuple, newTup
 	var err error
 	if oldTuple != nil {
 		if c.Old, err = decodeTuple(t, oldTuple); err != nil {
-			return err
+			return fmt.Errorf("%s at LSN %s, old row: %w", op.verb(), st.txnLSN, err)
 		}
 	}
 	if newTuple != nil {
 		if c.New, err = decodeTuple(t, newTuple); err != nil {
-			return err
+			return fmt.Errorf("%s at LSN %s: %w", op.verb(), st.txnLSN, err)
 		}
 		if err := st.resolveUnchanged(ctx, c, newTuple); err != nil {
-			return err
+			return fmt.Errorf("%s at LSN %s: %w", op.verb(), st.txnLSN, err)
 		}
 		if c.New == nil {
-			return nil // the row is gone by now; the DELETE that follows in the WAL says so
+			// The row is gone by now: a later change in the WAL removes
+			// its current key (a DELETE, or an UPDATE moving it away).
+			// Nothing later names the key this UPDATE moved it from,
+			// so that one is removed here.
+			if !goneKeyChange(c) {
+				return nil
+			}
+			c.Op = OpDelete
 		}
 	}
 	c.Ack = st.cp.track(st.txn)
@@ -273,11 +280,16 @@ func decodeTuple(t *relation.Table, tuple *pglogrepl.TupleData) ([]any, error) {
 		switch col.DataType {
 		case pglogrepl.TupleDataTypeNull:
 		case pglogrepl.TupleDataTypeToast:
-			row[i] = relation.UnchangedTOAST{}
+			if !t.Columns[i].Unused {
+				row[i] = relation.UnchangedTOAST{}
+			}
 		case pglogrepl.TupleDataTypeText:
+			if t.Columns[i].Unused {
+				continue
+			}
 			v, err := relation.DecodeText(&t.Columns[i].Type, col.Data)
 			if err != nil {
-				return nil, fmt.Errorf("table %s column %s: %w", t.QualifiedName(), t.Columns[i].Name, err)
+				return nil, valueError(t, tupleKey(t, tuple), i, err)
 			}
 			row[i] = v
 		default:
@@ -288,16 +300,19 @@ func decodeTuple(t *relation.Table, tuple *pglogrepl.TupleData) ([]any, error) {
 }
 
 // resolveUnchanged replaces unchanged TOAST markers in c.New with real
-// values, so a record always carries the row's full state: from the old
-// tuple when the table's replica identity is FULL, else by re-reading the
-// row by its primary key. The re-read sees the row as it is now, possibly
-// newer than this change; the changes in between follow in the WAL, so the
-// topic still converges. When the row no longer exists c.New becomes nil.
+// values, so a record always carries the row's full state. When the
+// table's replica identity is FULL they come from the old tuple: exact.
+// Otherwise the whole row is re-read by its primary key, and c.New becomes
+// the row as it is now: possibly newer than this change, but a state the
+// row really had (never this change's columns mixed with later values of
+// the others). The changes in between follow in the WAL, so the topic
+// converges. When the row no longer exists c.New becomes nil.
+//
 // The key is sent as the text of newTuple, as the server printed it: pgx
 // passes a string in text format for any type, whereas some decoded values
 // (a time.Duration) have no parameter encoding of their own.
 func (st *stream) resolveUnchanged(ctx context.Context, c *Change, newTuple *pglogrepl.TupleData) error {
-	var missing []int
+	missing := false
 	for i, v := range c.New {
 		if _, ok := v.(relation.UnchangedTOAST); ok {
 			if c.Old != nil && c.Table.IdentityFull {
@@ -306,19 +321,19 @@ func (st *stream) resolveUnchanged(ctx context.Context, c *Change, newTuple *pgl
 					continue
 				}
 			}
-			missing = append(missing, i)
+			missing = true
 		}
 	}
-	if len(missing) == 0 {
+	if !missing {
 		return nil
 	}
 	t := c.Table
 	if len(t.PrimaryKey) == 0 {
 		return fmt.Errorf("table %s: an UPDATE left TOASTed columns unsent and the table has no primary key to re-read them by: set REPLICA IDENTITY FULL on it", t.QualifiedName())
 	}
-	cols := make([]string, len(missing))
-	for i, idx := range missing {
-		cols[i] = pgx.Identifier{t.Columns[idx].Name}.Sanitize()
+	cols := make([]string, len(t.Columns))
+	for i, col := range t.Columns {
+		cols[i] = pgx.Identifier{col.Name}.Sanitize()
 	}
 	var where []string
 	var args []any
@@ -343,17 +358,36 @@ func (st *stream) resolveUnchanged(ctx context.Context, c *Change, newTuple *pgl
 		c.New = nil
 		return nil
 	}
-	raw := rows.RawValues()
-	for i, idx := range missing {
-		if raw[i] == nil {
-			c.New[idx] = nil
-			continue
-		}
-		v, err := relation.DecodeText(&t.Columns[idx].Type, raw[i])
-		if err != nil {
-			return fmt.Errorf("table %s column %s: %w", t.QualifiedName(), t.Columns[idx].Name, err)
-		}
-		c.New[idx] = v
+	row, err := decodeRow(t, rows.RawValues())
+	if err != nil {
+		return fmt.Errorf("re-read unchanged TOAST columns: %w", err)
 	}
+	c.New = row
 	return nil
+}
+
+// goneKeyChange reports whether c, an UPDATE whose row was gone when
+// re-read, moved the row away from a key that must now be removed: its
+// old tuple (sent because the key changed) names a different key.
+func goneKeyChange(c *Change) bool {
+	if c.Op != OpUpdate || c.Old == nil {
+		return false
+	}
+	for _, k := range c.Table.PrimaryKey {
+		_, idx, _ := c.Table.Column(k)
+		if c.Old[idx] == nil {
+			return false // not sent: the identity is not the key
+		}
+	}
+	return true
+}
+
+// tupleKey renders the key of a pgoutput tuple for error messages.
+func tupleKey(t *relation.Table, tuple *pglogrepl.TupleData) string {
+	return rowKey(t, func(i int) ([]byte, bool) {
+		if i >= len(tuple.Columns) || tuple.Columns[i].DataType != pglogrepl.TupleDataTypeText {
+			return nil, false
+		}
+		return tuple.Columns[i].Data, true
+	})
 }

@@ -65,6 +65,7 @@ func loadEntities(ctx context.Context, cfg *config.Config, conn *pgx.Conn) ([]re
 			errs = append(errs, fmt.Errorf("%s (%s): %w", key, e.Name, err))
 			continue
 		}
+		ent.MarkUnused(&tables[i]) // the source skips columns no entity reads
 		entities[i] = ent
 	}
 	if err := errors.Join(errs...); err != nil {

@@ -140,6 +140,7 @@ func unwrapUnion(v any) any {
 // embedded broker and registry addresses and the config file.
 type e2eEnv struct {
 	dataDir, brokerAddr, registryAddr, cfgPath string
+	slot                                       string // slot and publication name
 }
 
 func newEnv(t *testing.T) *e2eEnv {
@@ -150,13 +151,17 @@ func newEnv(t *testing.T) *e2eEnv {
 
 func (e *e2eEnv) registryURL() string { return "http://" + e.registryAddr }
 
-// writeConfig writes the config file: the common part, then entities (YAML
-// list items, indented by two spaces).
-func (e *e2eEnv) writeConfig(t *testing.T, dsn, entities string) {
+// writeConfig writes the config file: the common part with slot and
+// publication named slot, then entities (YAML list items, indented by two
+// spaces).
+func (e *e2eEnv) writeConfig(t *testing.T, dsn, slot, entities string) {
 	t.Helper()
+	e.slot = slot
 	cfg := fmt.Sprintf(`data_dir: %q
 source:
   url: %q
+  slot: %s
+  publication: %s
   status_interval: 100ms
 kafka:
   listen: %q
@@ -164,7 +169,7 @@ kafka:
 registry:
   listen: %q
 entities:
-%s`, filepath.Join(e.dataDir, "data"), dsn, e.brokerAddr, e.registryAddr, entities)
+%s`, filepath.Join(e.dataDir, "data"), dsn, slot, slot, e.brokerAddr, e.registryAddr, entities)
 	if err := os.WriteFile(e.cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -295,7 +295,7 @@ func TestTypeMatrix(t *testing.T) {
 	insertMatrix(t, conn, 0) // read by the snapshot
 
 	env := newEnv(t)
-	env.writeConfig(t, pg.DSN("postgres"), `  - table: '"Inventory"."AllTypes"'
+	env.writeConfig(t, pg.DSN("postgres"), "replicator", `  - table: '"Inventory"."AllTypes"'
     name: AllTypes
     topic: inventory.all_types
   - table: '"Quoted Keys"'
