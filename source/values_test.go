@@ -18,6 +18,7 @@ func valuesTable() *relation.Table {
 		{Name: "valid_until", Type: relation.Type{Kind: relation.Timestamp, Name: "timestamp without time zone"}},
 		{Name: "shape", Type: relation.Type{Kind: relation.Unsupported, Name: "point"}, Unused: true},
 		{Name: "hidden", Type: relation.Type{Kind: relation.Date, Name: "date"}, Unused: true},
+		{Name: "tags", Type: relation.Type{Kind: relation.Array, Name: "integer[]", Elem: &relation.Type{Kind: relation.Int32, Name: "integer"}}},
 	}}
 }
 
@@ -33,18 +34,24 @@ func TestDecodeRowAndTuple(t *testing.T) {
 	}{
 		{
 			name: "unused columns are not decoded, whatever they hold",
-			raw:  []string{"Île 😀", "7", "1969-12-31 23:59:59.5", "(1,2)", "infinity"},
-			want: []any{"Île 😀", int32(7), time.Date(1969, 12, 31, 23, 59, 59, 5e8, time.UTC), nil, nil},
+			raw:  []string{"Île 😀", "7", "1969-12-31 23:59:59.5", "(1,2)", "infinity", "{1,NULL}"},
+			want: []any{"Île 😀", int32(7), time.Date(1969, 12, 31, 23, 59, 59, 5e8, time.UTC), nil, nil, []any{int32(1), nil}},
 		},
 		{
 			name:    "infinity names the table, key and column, and the way out",
-			raw:     []string{"Île 😀", "7", "infinity", "NULL", "NULL"},
+			raw:     []string{"Île 😀", "7", "infinity", "NULL", "NULL", "NULL"},
 			wantErr: `table Sales.Orders key ("Région", "id")=(Île 😀, 7) column "valid_until" (timestamp without time zone): parse timestamp "infinity": infinite date or timestamp has no time.Time value: an infinite date or timestamp has no Avro date or timestamp value; list the column in as_string: to export PostgreSQL's text ('infinity') instead, exclude it from columns:, or change the value`,
 			isInf:   true,
 		},
 		{
+			// PostgreSQL does not enforce an array column's dimensions.
+			name:    "a two-dimensional value in an array column",
+			raw:     []string{"a", "8", "NULL", "NULL", "NULL", "{{1,2},{3,4}}"},
+			wantErr: `table Sales.Orders key ("Région", "id")=(a, 8) column "tags" (integer[]): parse array "{{1,2},{3,4}}": multi-dimensional arrays are not supported`,
+		},
+		{
 			name:    "a key value that is not sent is shown as ?",
-			raw:     []string{"NULL", "x", "NULL", "NULL", "NULL"},
+			raw:     []string{"NULL", "x", "NULL", "NULL", "NULL", "NULL"},
 			wantErr: `table Sales.Orders key ("Région", "id")=(?, x) column "id" (integer): parse int32 "x": invalid syntax`,
 		},
 	}
@@ -96,10 +103,10 @@ func TestDecodeTupleUnusedTOAST(t *testing.T) {
 		return &pglogrepl.TupleDataColumn{DataType: typ, Data: []byte(data)}
 	}
 	got, err := decodeTuple(tbl, &pglogrepl.TupleData{Columns: []*pglogrepl.TupleDataColumn{
-		col('t', "a"), col('t', "1"), col('u', ""), col('u', ""), col('n', ""),
+		col('t', "a"), col('t', "1"), col('u', ""), col('u', ""), col('n', ""), col('n', ""),
 	}})
 	// An unused column never needs its value: no re-read for it.
-	want := []any{"a", int32(1), relation.UnchangedTOAST{}, nil, nil}
+	want := []any{"a", int32(1), relation.UnchangedTOAST{}, nil, nil, nil}
 	if err != nil || !reflect.DeepEqual(got, want) {
 		t.Errorf("decodeTuple: got %#v, %v; want %#v", got, err, want)
 	}

@@ -63,75 +63,95 @@ func TestRefusedValueStopsTheReplicator(t *testing.T) {
 		p.stop(t)
 	})
 
-	t.Run("NaN in a numeric(p,s) in the stream", func(t *testing.T) {
-		conn := newDatabase(t, pg, admin, "refused_stream")
-		mustExec(t, conn, `CREATE TABLE priced (id bigint PRIMARY KEY, price numeric(10,2))`)
-		env := newEnv(t)
-		entity := "  - table: priced\n    topic: priced\n"
-		env.writeConfig(t, pg.DSN("refused_stream"), "refused_stream", entity)
-		p := startReplicator(t, "run", "--config", env.cfgPath)
-		waitOutput(t, p, "msg=streaming")
-		mustExec(t, conn, `INSERT INTO priced VALUES (1, 1.50)`)
-		waitCaughtUp(t, conn, env.slot, p)
-		var xid string
-		tx, err := conn.Begin(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tx.Exec(context.Background(), `INSERT INTO priced VALUES (2, 'NaN')`); err != nil {
-			t.Fatal(err)
-		}
-		if err := tx.QueryRow(context.Background(), `SELECT pg_current_xact_id()::text`).Scan(&xid); err != nil {
-			t.Fatal(err)
-		}
-		if err := tx.Commit(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		mustExec(t, conn, `INSERT INTO priced VALUES (3, 2.00)`)
-
-		want := []string{"public.priced key 2", `column "price"`, "NaN cannot be represented as an Avro decimal", "as_string:"}
-		for attempt := 1; attempt <= 2; attempt++ {
-			if attempt == 2 {
-				p = startReplicator(t, "run", "--config", env.cfgPath)
-			}
-			if err := p.waitExit(t, 90*time.Second); err == nil {
-				t.Fatalf("start %d: replicator exited cleanly, want a failure on key 2; output:\n%s", attempt, p.output.String())
-			}
-			assertOutput(t, p, want)
-			// The slot still holds the refused transaction: the LSN was not
-			// confirmed past it.
-			var pending int
-			err := conn.QueryRow(context.Background(), `SELECT count(*) FROM pg_logical_slot_peek_binary_changes($2::name, NULL, NULL,
-				'proto_version', '1', 'publication_names', $2::text) WHERE xid::text = $1`, xid, env.slot).Scan(&pending)
+	streamCases := []struct {
+		name, db, typ, good, bad, after string
+		want                            []string
+		wantText                        map[string]string // after the fix, by key
+	}{
+		{
+			name: "NaN in a numeric(p,s) in the stream", db: "refused_nan", typ: "numeric(10,2)",
+			good: "1.50", bad: "NaN", after: "2.00",
+			want:     []string{"public.priced key 2", `column "price"`, "NaN cannot be represented as an Avro decimal", "as_string:"},
+			wantText: map[string]string{"2": "NaN", "3": "2.00"},
+		},
+		{
+			name: "-infinity in a date array in the stream", db: "refused_inf", typ: "date[]",
+			good: "{2024-01-01}", bad: "{1969-12-31,NULL,-infinity}", after: "{0001-01-01 BC}",
+			want:     []string{`table public.priced key ("id")=(2) column "price" (date[])`, `element 3`, "-infinity", "as_string:"},
+			wantText: map[string]string{"2": "{1969-12-31,NULL,-infinity}", "3": "{\"0001-01-01 BC\"}"},
+		},
+	}
+	for _, tc := range streamCases {
+		t.Run(tc.name, func(t *testing.T) {
+			conn := newDatabase(t, pg, admin, tc.db)
+			mustExec(t, conn, `CREATE TABLE priced (id bigint PRIMARY KEY, price `+tc.typ+`)`)
+			env := newEnv(t)
+			env.writeConfig(t, pg.DSN(tc.db), tc.db, "  - table: priced\n    topic: priced\n")
+			p := startReplicator(t, "run", "--config", env.cfgPath)
+			waitOutput(t, p, "msg=streaming")
+			mustExec(t, conn, `INSERT INTO priced VALUES (1, $1)`, tc.good)
+			waitCaughtUp(t, conn, env.slot, p)
+			var xid string
+			tx, err := conn.Begin(context.Background())
 			if err != nil {
-				t.Fatalf("peek the slot: %v", err)
+				t.Fatal(err)
 			}
-			if pending == 0 {
-				t.Errorf("start %d: the slot no longer holds transaction %s: its LSN was confirmed although its row was refused", attempt, xid)
+			if _, err := tx.Exec(context.Background(), `INSERT INTO priced VALUES (2, $1)`, tc.bad); err != nil {
+				t.Fatal(err)
 			}
-		}
+			if err := tx.QueryRow(context.Background(), `SELECT pg_current_xact_id()::text`).Scan(&xid); err != nil {
+				t.Fatal(err)
+			}
+			if err := tx.Commit(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			mustExec(t, conn, `INSERT INTO priced VALUES (3, $1)`, tc.after)
 
-		env.writeConfig(t, pg.DSN("refused_stream"), "refused_stream", "  - table: priced\n    topic: priced.text\n    as_string: [price]\n")
-		p = startReplicator(t, "run", "--config", env.cfgPath)
-		waitCaughtUp(t, conn, env.slot, p)
-		var keys []string
-		for _, r := range readTopicGoavro(t, env.brokerAddr, env.registryURL(), "priced") {
-			id, _ := gotInt(r.Key["id"])
-			keys = append(keys, id)
-		}
-		if strings.Join(keys, ",") != "1" {
-			t.Errorf("topic priced: got keys %v, want only 1 (2 refused, 3 after it)", keys)
-		}
-		got := map[string]string{}
-		for _, r := range latestAvroByKey(readTopicGoavro(t, env.brokerAddr, env.registryURL(), "priced.text")) {
-			id, _ := gotInt(r.Key["id"])
-			got[id], _ = gotString(unwrapUnion(r.Value["price"]))
-		}
-		if got["2"] != "NaN" || got["3"] != "2.00" {
-			t.Errorf("priced.text after the fix: got %v, want 2 → NaN and 3 → 2.00 (nothing after the refused row lost)", got)
-		}
-		p.stop(t)
-	})
+			for attempt := 1; attempt <= 2; attempt++ {
+				if attempt == 2 {
+					p = startReplicator(t, "run", "--config", env.cfgPath)
+				}
+				if err := p.waitExit(t, 90*time.Second); err == nil {
+					t.Fatalf("start %d: replicator exited cleanly, want a failure on key 2; output:\n%s", attempt, p.output.String())
+				}
+				assertOutput(t, p, tc.want)
+				// The slot still holds the refused transaction: the LSN was not
+				// confirmed past it.
+				var pending int
+				err := conn.QueryRow(context.Background(), `SELECT count(*) FROM pg_logical_slot_peek_binary_changes($2::name, NULL, NULL,
+					'proto_version', '1', 'publication_names', $2::text) WHERE xid::text = $1`, xid, env.slot).Scan(&pending)
+				if err != nil {
+					t.Fatalf("peek the slot: %v", err)
+				}
+				if pending == 0 {
+					t.Errorf("start %d: the slot no longer holds transaction %s: its LSN was confirmed although its row was refused", attempt, xid)
+				}
+			}
+
+			env.writeConfig(t, pg.DSN(tc.db), tc.db, "  - table: priced\n    topic: priced.text\n    as_string: [price]\n")
+			p = startReplicator(t, "run", "--config", env.cfgPath)
+			waitCaughtUp(t, conn, env.slot, p)
+			var keys []string
+			for _, r := range readTopicGoavro(t, env.brokerAddr, env.registryURL(), "priced") {
+				id, _ := gotInt(r.Key["id"])
+				keys = append(keys, id)
+			}
+			if strings.Join(keys, ",") != "1" {
+				t.Errorf("topic priced: got keys %v, want only 1 (2 refused, 3 after it)", keys)
+			}
+			got := map[string]string{}
+			for _, r := range latestAvroByKey(readTopicGoavro(t, env.brokerAddr, env.registryURL(), "priced.text")) {
+				id, _ := gotInt(r.Key["id"])
+				got[id], _ = gotString(unwrapUnion(r.Value["price"]))
+			}
+			for id, w := range tc.wantText {
+				if got[id] != w {
+					t.Errorf("priced.text after the fix, key %s: got %q, want %q (nothing after the refused row lost)", id, got[id], w)
+				}
+			}
+			p.stop(t)
+		})
+	}
 }
 
 // newDatabase creates a database and connects to it (session in UTC).
