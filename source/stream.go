@@ -367,8 +367,12 @@ func (st *stream) resolveUnchanged(ctx context.Context, c *Change, newTuple *pgl
 }
 
 // goneKeyChange reports whether c, an UPDATE whose row was gone when
-// re-read, moved the row away from a key that must now be removed: its
-// old tuple (sent because the key changed) names a different key.
+// re-read, may have moved the row away from a key that must now be
+// removed: its old tuple holds the key. PostgreSQL sends the old tuple when
+// the replica identity changed, which under the default identity means the
+// key did. Under an identity index that changed while the key did not, the
+// delete is early but harmless: the row is gone, and a later change in the
+// WAL removes that key anyway.
 func goneKeyChange(c *Change) bool {
 	if c.Op != OpUpdate || c.Old == nil {
 		return false
