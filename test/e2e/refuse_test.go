@@ -77,7 +77,7 @@ func TestRefusedValueStopsTheReplicator(t *testing.T) {
 		{
 			name: "-infinity in a date array in the stream", db: "refused_inf", typ: "date[]",
 			good: "{2024-01-01}", bad: "{1969-12-31,NULL,-infinity}", after: "{0001-01-01 BC}",
-			want:     []string{`table public.priced key ("id")=(2) column "price" (date[])`, `element 3`, "-infinity", "as_string:"},
+			want:     []string{"insert at LSN ", `table public.priced key ("id")=(2) column "price" (date[])`, `element 3`, "-infinity", "as_string:"},
 			wantText: map[string]string{"2": "{1969-12-31,NULL,-infinity}", "3": "{\"0001-01-01 BC\"}"},
 		},
 	}
