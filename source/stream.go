@@ -302,15 +302,11 @@ func decodeTuple(t *relation.Table, tuple *pglogrepl.TupleData) ([]any, error) {
 // resolveUnchanged replaces unchanged TOAST markers in c.New with real
 // values, so a record always carries the row's full state. When the
 // table's replica identity is FULL they come from the old tuple: exact.
-// Otherwise the whole row is re-read by its primary key, and c.New becomes
-// the row as it is now: possibly newer than this change, but a state the
-// row really had (never this change's columns mixed with later values of
-// the others). The changes in between follow in the WAL, so the topic
-// converges. When the row no longer exists c.New becomes nil.
-//
-// The key is sent as the text of newTuple, as the server printed it: pgx
-// passes a string in text format for any type, whereas some decoded values
-// (a time.Duration) have no parameter encoding of their own.
+// Otherwise the whole row is re-read by its primary key (see [reread]) and
+// c.New becomes the row as of this change or later: a state the row really
+// had, never this change's columns beside later values of the others. The
+// changes after it follow in the WAL, so the topic converges. When the row
+// no longer exists c.New becomes nil.
 func (st *stream) resolveUnchanged(ctx context.Context, c *Change, newTuple *pglogrepl.TupleData) error {
 	missing := false
 	for i, v := range c.New {
@@ -331,39 +327,99 @@ func (st *stream) resolveUnchanged(ctx context.Context, c *Change, newTuple *pgl
 	if len(t.PrimaryKey) == 0 {
 		return fmt.Errorf("table %s: an UPDATE left TOASTed columns unsent and the table has no primary key to re-read them by: set REPLICA IDENTITY FULL on it", t.QualifiedName())
 	}
-	cols := make([]string, len(t.Columns))
-	for i, col := range t.Columns {
-		cols[i] = pgx.Identifier{col.Name}.Sanitize()
-	}
-	var where []string
-	var args []any
+	var keys []string
 	for _, k := range t.PrimaryKey {
 		_, idx, _ := t.Column(k)
 		if newTuple.Columns[idx].DataType != pglogrepl.TupleDataTypeText {
 			return fmt.Errorf("table %s: an UPDATE left TOASTed columns unsent and the value of key column %s too: set REPLICA IDENTITY FULL on it", t.QualifiedName(), k)
 		}
-		args = append(args, string(newTuple.Columns[idx].Data))
-		where = append(where, fmt.Sprintf("%s = $%d", pgx.Identifier{k}.Sanitize(), len(args)))
+		keys = append(keys, string(newTuple.Columns[idx].Data))
 	}
-	sql := "SELECT " + strings.Join(cols, ", ") + " FROM " + pgx.Identifier{t.Schema, t.Name}.Sanitize() + " WHERE " + strings.Join(where, " AND ")
-	rows, err := st.sql.Query(ctx, sql, append([]any{pgx.QueryResultFormats{pgx.TextFormatCode}}, args...)...)
-	if err != nil {
-		return fmt.Errorf("re-read unchanged TOAST columns of %s: %w", t.QualifiedName(), err)
-	}
-	defer rows.Close()
-	if !rows.Next() {
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("re-read unchanged TOAST columns of %s: %w", t.QualifiedName(), err)
-		}
-		c.New = nil
-		return nil
-	}
-	row, err := decodeRow(t, rows.RawValues())
+	row, err := st.reread(ctx, t, c.XID, keys)
 	if err != nil {
 		return fmt.Errorf("re-read unchanged TOAST columns: %w", err)
 	}
 	c.New = row
 	return nil
+}
+
+// Bounds of the wait for a committed transaction to become visible.
+const (
+	minVisibleWait = time.Millisecond
+	maxVisibleWait = 100 * time.Millisecond
+)
+
+// reread reads the row of t whose primary key has the given text values,
+// as of transaction xid or later, and returns it decoded (nil when the row
+// does not exist).
+//
+// The walsender may send a transaction as soon as its commit record is
+// flushed, a moment before the transaction becomes visible to other
+// sessions. A plain re-read in that moment sees the row before the change:
+// published as the row's state, with no later change to correct it, the
+// topic would never converge. So the statement also asks whether xid is
+// visible in its own snapshot, and is repeated until it is: then the row it
+// read is xid's version or a later one.
+//
+// xid is the 32-bit id from the BEGIN message; txid_current_snapshot's ids
+// carry the epoch, which is taken from the snapshot's xmax (xid is older
+// than xmax, so it is in xmax's epoch or the one before). The key values
+// are sent as text, as the server printed them: pgx passes a string in text
+// format for any type, whereas some decoded values (a time.Duration) have
+// no parameter encoding of their own.
+func (st *stream) reread(ctx context.Context, t *relation.Table, xid uint32, keys []string) ([]any, error) {
+	cols := make([]string, len(t.Columns))
+	for i, col := range t.Columns {
+		cols[i] = "t." + pgx.Identifier{col.Name}.Sanitize()
+	}
+	args := []any{pgx.QueryResultFormats{pgx.TextFormatCode}, int64(xid)}
+	where := make([]string, len(t.PrimaryKey))
+	for i, k := range t.PrimaryKey {
+		args = append(args, keys[i])
+		where[i] = fmt.Sprintf("t.%s = $%d", pgx.Identifier{k}.Sanitize(), len(args)-1)
+	}
+	sql := `SELECT txid_visible_in_snapshot(x.id, x.s), t.ctid IS NOT NULL, ` + strings.Join(cols, ", ") + `
+		FROM (SELECT s, (((txid_snapshot_xmax(s) >> 32)
+				- CASE WHEN $1::bigint >= (txid_snapshot_xmax(s) & 4294967295) THEN 1 ELSE 0 END) << 32) | $1::bigint AS id
+			FROM txid_current_snapshot() s) x
+		LEFT JOIN ` + pgx.Identifier{t.Schema, t.Name}.Sanitize() + ` t ON ` + strings.Join(where, " AND ")
+	for wait := minVisibleWait; ; wait = min(2*wait, maxVisibleWait) {
+		row, visible, err := st.rereadOnce(ctx, t, sql, args)
+		if err != nil || visible {
+			return row, err
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return nil, fmt.Errorf("wait for transaction %d to become visible: %w", xid, ctx.Err())
+		case <-timer.C:
+		}
+	}
+}
+
+// rereadOnce runs reread's statement once.
+func (st *stream) rereadOnce(ctx context.Context, t *relation.Table, sql string, args []any) (row []any, visible bool, err error) {
+	rows, err := st.sql.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, false, fmt.Errorf("%s: %w", t.QualifiedName(), err)
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return nil, false, fmt.Errorf("%s: %w", t.QualifiedName(), err)
+		}
+		return nil, false, fmt.Errorf("%s: the re-read returned no row", t.QualifiedName())
+	}
+	raw := rows.RawValues()
+	if string(raw[0]) != "t" {
+		return nil, false, nil
+	}
+	if string(raw[1]) != "t" {
+		return nil, true, nil // gone
+	}
+	row, err = decodeRow(t, raw[2:])
+	return row, true, err
 }
 
 // goneKeyChange reports whether c, an UPDATE whose row was gone when

@@ -1,0 +1,65 @@
+package source
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/replicator/replicator/pgcluster/pgtest"
+)
+
+// TestRereadWaitsForVisibility: the re-read of unchanged TOAST values never
+// returns the row as it was before the change's transaction. The walsender
+// can send a transaction a moment before it is visible to other sessions;
+// here the transaction is simply kept open, which is the same to a reader.
+func TestRereadWaitsForVisibility(t *testing.T) {
+	t.Parallel()
+	pg := startCluster(t)
+	db := newDB(t, pg, "reread", `CREATE TABLE "Big Rows" ("Id" int PRIMARY KEY, n int, body text);
+		INSERT INTO "Big Rows" VALUES (1, 0, 'old'), (2, 0, 'two')`)
+	ctx := context.Background()
+	conn, err := Connect(ctx, db.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	st := &stream{sql: conn}
+	tbl := db.table("Big Rows")
+
+	writer := pgtest.Connect(t, db.dsn)
+	tx, err := writer.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	var xid int64
+	if err := tx.QueryRow(ctx, `UPDATE "Big Rows" SET n = 1, body = 'new' WHERE "Id" = 1 RETURNING txid_current()`).Scan(&xid); err != nil {
+		t.Fatal(err)
+	}
+
+	// Not visible yet: the re-read keeps waiting rather than return n = 0.
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	row, err := st.reread(short, &tbl, uint32(xid), []string{"1"})
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("re-read while the transaction is not visible: got %v, %v; want it to wait until the deadline", row, err)
+	}
+
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, waitTimeout)
+	defer cancel()
+	row, err = st.reread(wctx, &tbl, uint32(xid), []string{"1"})
+	if want := []any{int32(1), int32(1), "new"}; err != nil || !reflect.DeepEqual(row, want) {
+		t.Errorf("re-read once visible: got %v, %v; want %v", row, err, want)
+	}
+	// A transaction long visible, a row that is gone: nil, at once.
+	db.exec(`DELETE FROM "Big Rows" WHERE "Id" = 2`)
+	row, err = st.reread(wctx, &tbl, uint32(xid), []string{"2"})
+	if err != nil || row != nil {
+		t.Errorf("re-read of a deleted row: got %v, %v; want nil, nil", row, err)
+	}
+}
