@@ -2,7 +2,6 @@ package registry
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/hamba/avro/v2"
@@ -57,16 +56,24 @@ func CheckCompatible(level Level, prev, next string) error {
 		return fmt.Errorf("parse new schema: %w", err)
 	}
 	sc := avro.NewSchemaCompatibility()
-	var errs []error
-	if err := sc.Compatible(ns, ps); err != nil {
-		errs = append(errs, fmt.Errorf("not BACKWARD compatible (the new schema cannot read records written with the old one): %w", err))
-	}
+	back := sc.Compatible(ns, ps)
+	var fwd error
 	if level == LevelFull {
-		if err := sc.Compatible(ps, ns); err != nil {
-			errs = append(errs, fmt.Errorf("not FORWARD compatible (consumers still on the old schema cannot read new records): %w", err))
-		}
+		fwd = sc.Compatible(ps, ns)
 	}
-	return errors.Join(errs...)
+	const (
+		backMsg = "not BACKWARD compatible (the new schema cannot read records written with the old one)"
+		fwdMsg  = "not FORWARD compatible (consumers still on the old schema cannot read new records)"
+	)
+	switch {
+	case back != nil && fwd != nil:
+		return fmt.Errorf("%s: %w; %s: %w", backMsg, back, fwdMsg, fwd)
+	case back != nil:
+		return fmt.Errorf("%s: %w", backMsg, back)
+	case fwd != nil:
+		return fmt.Errorf("%s: %w", fwdMsg, fwd)
+	}
+	return nil
 }
 
 // Evolve registers avroSchema under subject like [Register], after checking
