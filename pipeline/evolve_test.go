@@ -189,3 +189,21 @@ func TestFollowShapeChecksLocally(t *testing.T) {
 		t.Fatalf("versions after ADD COLUMN: got %v, %v; want 2", vs, err)
 	}
 }
+
+// TestFollowShapeSameAvro: a type change PostgreSQL sees (text to varchar)
+// but Avro does not registers nothing and keeps the schema ids.
+func TestFollowShapeSameAvro(t *testing.T) {
+	t.Parallel()
+	old := accountsTable()
+	next := *old
+	next.Columns = slices.Clone(old.Columns)
+	next.Columns[colEmail].Type = relation.Type{Kind: relation.Text, OID: 1043, Name: "character varying(80)"}
+	reg := &fakeSchemas{}
+	p := New(specEntities(t, old, mapping.Spec{Name: "account", Topic: "accounts"}), &fakeProducer{}, WithSchemas(reg))
+	if _, err := p.FollowShape(t.Context(), 0, old, &next, testLSN); err != nil {
+		t.Fatalf("FollowShape: %v", err)
+	}
+	if len(reg.calls) != 0 || p.entities[0].ValueSchemaID != valueSchemaID || p.entities[0].KeySchemaID != keySchemaID {
+		t.Errorf("got registrations %v and ids %d/%d, want none and the old ids", reg.calls, p.entities[0].KeySchemaID, p.entities[0].ValueSchemaID)
+	}
+}
