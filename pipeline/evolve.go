@@ -80,7 +80,7 @@ func (p *Pipeline) refused(where string, idx int, e *Entity, what string, err er
 		if inc.Local {
 			by = "replicator's compatibility check (entities[].compatibility)"
 		}
-		return fmt.Errorf("%s: the new %s schema of entity %q is refused by %s: %w. Nothing was produced with it and the change is not confirmed, so every restart stops here again. Revert the change in PostgreSQL, or, once the topic's consumers can read it, set entities[%d].compatibility: none (and the subject's compatibility in an external registry to NONE), restart, then set it back: see docs/OPERATIONS.md, Incompatible schema changes",
+		return fmt.Errorf("%s: the new %s schema of entity %q is refused by %s: %w. Nothing was produced with it and the change is not confirmed, so every restart stops here again. Once the topic's consumers can read the new shape, set entities[%d].compatibility: none (and the subject's compatibility in an external registry to NONE), restart, then set it back; or start the entity over on a new topic: see docs/OPERATIONS.md, Incompatible schema changes",
 			where, what, e.Spec.Name, by, err, idx)
 	}
 	return fmt.Errorf("%s: register the new %s schema of entity %q: %w", where, what, e.Spec.Name, err)

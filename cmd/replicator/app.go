@@ -165,7 +165,7 @@ func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, re
 	if err != nil {
 		return fmt.Errorf("%s: %w", config.KeyRegistryURL, err)
 	}
-	pents, err := registerSchemas(ctx, cfg, rcl, entities)
+	pents, err := registerSchemas(ctx, cfg, rcl, tables, entities)
 	if err != nil {
 		return fmt.Errorf("schema registry %s (%s): %w", config.RedactURL(registryURL), config.KeyRegistryURL, err)
 	}
@@ -237,13 +237,26 @@ func pingKafka(ctx context.Context, cl *kgo.Client, brokers []string) error {
 // locally under the entity's compatibility level against the subject's
 // latest version and then by the registry (the table may have changed while
 // replicator was stopped), and returns the pipeline's view of the entities.
-func registerSchemas(ctx context.Context, cfg *config.Config, rcl *sr.Client, entities []*mapping.Entity) ([]pipeline.Entity, error) {
+// An entity whose latest registered value schema has a nullable field for a
+// column now NOT NULL (a column added while streaming) is rebuilt to keep
+// it nullable; entities[i] is replaced then.
+func registerSchemas(ctx context.Context, cfg *config.Config, rcl *sr.Client, tables []relation.Table, entities []*mapping.Entity) ([]pipeline.Entity, error) {
 	out := make([]pipeline.Entity, len(entities))
 	for i, e := range entities {
 		ce := cfg.Entities[i]
 		level, err := registry.ParseLevel(ce.Compatibility)
 		if err != nil {
 			return nil, fmt.Errorf("%s[%d].compatibility: %w", config.KeyEntities, i, err)
+		}
+		spec := entitySpec(ce)
+		if spec.Nullable, err = keptNullable(ctx, rcl, e.ValueSubject(), &tables[i]); err != nil {
+			return nil, fmt.Errorf("entity %s: %w", e.Name(), err)
+		}
+		if len(spec.Nullable) > 0 {
+			if e, err = mapping.NewEntity(spec, &tables[i], mappingOptions(cfg)); err != nil {
+				return nil, fmt.Errorf("%s[%d] (%s): %w", config.KeyEntities, i, ce.Name, err)
+			}
+			entities[i] = e
 		}
 		keyID, err := registry.Evolve(ctx, rcl, e.KeySubject(), e.KeySchema(), level)
 		if err != nil {
@@ -259,17 +272,42 @@ func registerSchemas(ctx context.Context, cfg *config.Config, rcl *sr.Client, en
 		}
 		out[i] = pipeline.Entity{
 			Mapping: e, KeySchemaID: keyID, ValueSchemaID: valueID,
-			Spec: entitySpec(ce), Options: mappingOptions(cfg),
+			Spec: spec, Options: mappingOptions(cfg),
 			Compatibility: level, OnTruncate: onTruncate,
 		}
 	}
 	return out, nil
 }
 
+// keptNullable returns the columns that are NOT NULL in t but nullable in
+// the subject's latest registered version: they stay nullable, or the new
+// version would be incompatible for no reason.
+func keptNullable(ctx context.Context, rcl *sr.Client, subject string, t *relation.Table) ([]string, error) {
+	latest, err := rcl.SchemaByVersion(ctx, subject, -1)
+	if err != nil {
+		var re *sr.ResponseError
+		if errors.As(err, &re) && (re.ErrorCode == sr.ErrSubjectNotFound.Code || re.ErrorCode == sr.ErrVersionNotFound.Code) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("read latest schema of subject %q: %w", subject, err)
+	}
+	cols, err := mapping.NullableColumns(latest.Schema.Schema)
+	if err != nil {
+		return nil, fmt.Errorf("subject %q version %d: %w", subject, latest.Version, err)
+	}
+	var keep []string
+	for _, name := range cols {
+		if c, _, ok := t.Column(name); ok && !c.Nullable {
+			keep = append(keep, name)
+		}
+	}
+	return keep, nil
+}
+
 func startupRefused(i int, e *mapping.Entity, err error) error {
 	var inc *registry.IncompatibleError
 	if errors.As(err, &inc) {
-		return fmt.Errorf("entity %s: the table changed incompatibly since its schema was registered: %w. Revert the change in PostgreSQL, or, once the topic's consumers can read it, set %s[%d].compatibility: none (and the subject's compatibility in an external registry to NONE), restart, then set it back (docs/OPERATIONS.md, Incompatible schema changes)",
+		return fmt.Errorf("entity %s: the table changed incompatibly since its schema was registered: %w. Once the topic's consumers can read the new shape, set %s[%d].compatibility: none (and the subject's compatibility in an external registry to NONE), restart, then set it back; or start the entity over on a new topic (docs/OPERATIONS.md, Incompatible schema changes)",
 			e.Name(), err, config.KeyEntities, i)
 	}
 	return fmt.Errorf("entity %s: %w", e.Name(), err)

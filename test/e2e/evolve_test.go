@@ -172,7 +172,7 @@ func TestSchemaEvolutionAddColumn(t *testing.T) {
 
 	// The ALTER and rows in the new shape in one transaction, then more.
 	mustExec(t, env.conn, `BEGIN;
-		ALTER TABLE orders ADD COLUMN color text;
+		ALTER TABLE orders ADD COLUMN color text, ADD COLUMN size int NOT NULL DEFAULT 1;
 		INSERT INTO orders VALUES (21, 21, 'new', 'red');
 		UPDATE orders SET color = 'blue' WHERE id = 1;
 		COMMIT`)
@@ -200,8 +200,10 @@ func TestSchemaEvolutionAddColumn(t *testing.T) {
 	if err := avro.NewSchemaCompatibility().Compatible(v1, v2); err != nil {
 		t.Errorf("version 2 is not FORWARD compatible with version 1: %v", err)
 	}
-	if !strings.Contains(vs[1].Schema.Schema, `"color"`) || !strings.Contains(vs[1].Schema.Schema, `"default":null`) {
-		t.Errorf("version 2 = %s, want a field color with default null", vs[1].Schema.Schema)
+	for _, f := range []string{"color", "size"} {
+		if !strings.Contains(vs[1].Schema.Schema, `{"name":"`+f+`","type":["null",`) {
+			t.Errorf("version 2 = %s, want a nullable field %s with default null", vs[1].Schema.Schema, f)
+		}
 	}
 	if n := len(env.versions(t, "narrow-value")); n != 1 {
 		t.Errorf("narrow-value: got %d versions, want 1 (column c is not exported)", n)
@@ -227,20 +229,24 @@ func TestSchemaEvolutionAddColumn(t *testing.T) {
 	if after != 3 {
 		t.Errorf("got %d records after the ALTER, want 3", after)
 	}
-	assertConverged(t, withDefaultNull(records, "color"), tableState(t, env.conn, `SELECT id, qty, note, color FROM orders`), nil)
+	if r, _ := latestKey(records, "21"); pgText(r.Value["size"]) != "1" {
+		t.Errorf("key 21: size %v, want 1", r.Value["size"])
+	}
+	assertConverged(t, withoutField(withDefaultNull(records, "color"), "size"), tableState(t, env.conn, `SELECT id, qty, note, color FROM orders`), nil)
 	narrow := readTopic(t, env.broker, env.registryURL, "narrow")
 	assertConverged(t, narrow, tableState(t, env.conn, `SELECT id, a FROM narrow`), nil)
 
-	// Restart on the changed catalog: same schemas, nothing new registered.
+	// Restart on the changed catalog (size is NOT NULL there): same
+	// schemas, nothing new registered.
 	p.stop(t)
-	mustExec(t, env.conn, `INSERT INTO orders VALUES (22, 22, NULL, 'green')`)
+	mustExec(t, env.conn, `INSERT INTO orders VALUES (22, 22, NULL, 'green', 5)`)
 	p = env.start(t)
 	waitOutput(t, p, "msg=streaming")
 	waitCaughtUp(t, env.conn, "replicator", p)
 	if n := len(env.versions(t, "orders-value")); n != 2 {
 		t.Errorf("orders-value after a restart: got %d versions, want 2", n)
 	}
-	assertConverged(t, withDefaultNull(readTopic(t, env.broker, env.registryURL, "orders"), "color"), tableState(t, env.conn, `SELECT id, qty, note, color FROM orders`), nil)
+	assertConverged(t, withoutField(withDefaultNull(readTopic(t, env.broker, env.registryURL, "orders"), "color"), "size"), tableState(t, env.conn, `SELECT id, qty, note, color FROM orders`), nil)
 	p.stop(t)
 }
 
@@ -263,6 +269,15 @@ func latestKey(records []topicRecord, id string) (topicRecord, bool) {
 		}
 	}
 	return topicRecord{}, false
+}
+
+// withoutField drops field from every value, for comparing with a table
+// query that leaves the column out.
+func withoutField(records []topicRecord, field string) []topicRecord {
+	for _, r := range records {
+		delete(r.Value, field)
+	}
+	return records
 }
 
 // TestSchemaEvolutionIncompatible: a DROP of a NOT NULL column, a type
