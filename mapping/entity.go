@@ -190,7 +190,8 @@ func (b *builder) record(name string, cols []int, isKey bool) record {
 		if fname != col.Name {
 			opts = append(opts, avro.WithProps(map[string]any{PropColumn: col.Name}))
 		}
-		if col.Nullable && !isKey {
+		optional := (col.Nullable || slices.Contains(b.spec.Nullable, col.Name)) && !isKey
+		if optional {
 			u, err := nullable(typ)
 			if err != nil {
 				b.fail("column %q: %v", col.Name, err)
@@ -205,7 +206,7 @@ func (b *builder) record(name string, cols []int, isKey bool) record {
 			continue
 		}
 		fields = append(fields, f)
-		r.fields = append(r.fields, field{column: col.Name, index: i, nullable: col.Nullable && !isKey, enc: enc})
+		r.fields = append(r.fields, field{column: col.Name, index: i, nullable: optional, enc: enc})
 		r.columns = append(r.columns, col.Name)
 	}
 	if len(b.errs) > 0 {

@@ -16,6 +16,7 @@ const (
 	OpUpdate                 // UPDATE in the WAL
 	OpDelete                 // DELETE in the WAL
 	OpSnapshot               // row read by the initial snapshot
+	OpTruncate               // TRUNCATE of the whole table (see truncater)
 )
 
 // String is the one-letter code used in record headers (Debezium's
@@ -30,6 +31,8 @@ func (o Op) String() string {
 		return "d"
 	case OpSnapshot:
 		return "r"
+	case OpTruncate:
+		return "t"
 	default:
 		return "?"
 	}

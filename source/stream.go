@@ -29,6 +29,9 @@ type stream struct {
 	cp   *checkpoint
 
 	rels map[uint32]*streamRel
+	// shapes is the shape each configured table (by index) is decoded
+	// with in this session; nil until its first RELATION (see evolve.go).
+	shapes map[int]*relation.Table
 
 	// current transaction
 	txn     *txnMark
@@ -183,7 +186,7 @@ func (st *stream) walData(ctx context.Context, data []byte) error {
 		st.cp.seal(st.txn, m.TransactionEndLSN)
 		st.txn = nil
 	case *pglogrepl.RelationMessage:
-		return st.relation(m)
+		return st.relation(ctx, m)
 	case *pglogrepl.InsertMessage:
 		return st.row(ctx, OpInsert, m.RelationID, nil, m.Tuple)
 	case *pglogrepl.UpdateMessage:
@@ -191,41 +194,8 @@ func (st *stream) walData(ctx context.Context, data []byte) error {
 	case *pglogrepl.DeleteMessage:
 		return st.row(ctx, OpDelete, m.RelationID, m.OldTuple, nil)
 	case *pglogrepl.TruncateMessage:
-		for _, id := range m.RelationIDs {
-			if rel := st.rels[id]; rel != nil && rel.idx >= 0 {
-				return fmt.Errorf("TRUNCATE of %s at LSN %s: truncation is not supported yet; the replicator stops rather than leave deleted rows on the topic. Republish the entity after removing the slot position, or see docs/OPERATIONS.md", rel.table.QualifiedName(), st.txnLSN)
-			}
-		}
+		return st.truncate(ctx, m)
 	}
-	return nil
-}
-
-// relation maps a RELATION message to a configured table and checks that
-// the columns pgoutput will send are the ones the table was loaded with.
-func (st *stream) relation(m *pglogrepl.RelationMessage) error {
-	idx, ok := st.src.byName[m.Namespace+"."+m.RelationName]
-	if !ok {
-		st.rels[m.RelationID] = &streamRel{idx: -1}
-		return nil
-	}
-	t := &st.src.tables[idx]
-	same := len(m.Columns) == len(t.Columns)
-	for i := 0; same && i < len(m.Columns); i++ {
-		same = m.Columns[i].Name == t.Columns[i].Name && m.Columns[i].DataType == t.Columns[i].Type.OID
-	}
-	if !same {
-		have := make([]string, len(t.Columns))
-		for i, c := range t.Columns {
-			have[i] = c.Name
-		}
-		got := make([]string, len(m.Columns))
-		for i, c := range m.Columns {
-			got[i] = c.Name
-		}
-		return fmt.Errorf("table %s changed while streaming (columns were [%s], WAL now has [%s]): schema changes are not supported yet; restart replicator after the change is complete",
-			t.QualifiedName(), strings.Join(have, ", "), strings.Join(got, ", "))
-	}
-	st.rels[m.RelationID] = &streamRel{idx: idx, table: t}
 	return nil
 }
 
