@@ -57,6 +57,9 @@ func (p *Pipeline) FollowShape(ctx context.Context, idx int, prev, next *relatio
 		}
 	}
 	e.Mapping, e.KeySchemaID, e.ValueSchemaID = ent, keyID, valueID
+	// The source leaves columns the entity does not read undecoded: an
+	// added column outside columns: may have any type.
+	ent.MarkUnused(&table)
 	return &table, nil
 }
 

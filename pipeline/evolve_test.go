@@ -73,6 +73,11 @@ func TestFollowShapeAddColumn(t *testing.T) {
 			if len(got.Columns) != numColumns+1 {
 				t.Fatalf("returned table: %d columns, want %d", len(got.Columns), numColumns+1)
 			}
+			// A column the entity does not read is left undecoded by the
+			// source, whatever its type.
+			if unused := got.Columns[numColumns].Unused; unused != (tc.spec.Columns != nil) {
+				t.Errorf("added column: Unused %v, want %v", unused, tc.spec.Columns != nil)
+			}
 			if !slices.Equal(reg.calls, tc.wantCalls) {
 				t.Errorf("registrations: got %v, want %v", reg.calls, tc.wantCalls)
 			}

@@ -49,6 +49,8 @@ func (o Op) verb() string {
 		return "delete"
 	case OpSnapshot:
 		return "snapshot read"
+	case OpTruncate:
+		return "truncate"
 	default:
 		return "change"
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -305,9 +306,22 @@ func (st *stream) resolveUnchanged(ctx context.Context, c *Change, newTuple *pgl
 		}
 		keys = append(keys, string(newTuple.Columns[idx].Data))
 	}
-	row, err := st.reread(ctx, t, c.XID, keys)
+	row, dropped, err := st.reread(ctx, t, c.XID, keys)
 	if err != nil {
 		return fmt.Errorf("re-read unchanged TOAST columns: %w", err)
+	}
+	if row == nil {
+		c.New = nil
+		return nil
+	}
+	// A column dropped since this change keeps the change's value; an
+	// unchanged TOAST value of one is lost to the re-read.
+	for _, i := range dropped {
+		if _, ok := c.New[i].(relation.UnchangedTOAST); ok {
+			return fmt.Errorf("table %s key %s column %q: the UPDATE left its TOASTed value unsent and the column has been dropped since, so it cannot be re-read: set REPLICA IDENTITY FULL on tables whose large columns may be dropped while replicator lags; to go on, drop the slot and the state file and take a new snapshot (docs/OPERATIONS.md)",
+				t.QualifiedName(), tupleKey(t, newTuple), t.Columns[i].Name)
+		}
+		row[i] = c.New[i]
 	}
 	c.New = row
 	return nil
@@ -331,16 +345,50 @@ const (
 // visible in its own snapshot, and is repeated until it is: then the row it
 // read is xid's version or a later one.
 //
+// The catalog may be ahead of the stream: a column of t may have been
+// dropped since. The columns t has that the table no longer has are then
+// read as NULL and listed in dropped, for the caller to fill.
+//
 // xid is the 32-bit id from the BEGIN message; txid_current_snapshot's ids
 // carry the epoch, which is taken from the snapshot's xmax (xid is older
 // than xmax, so it is in xmax's epoch or the one before). The key values
 // are sent as text, as the server printed them: pgx passes a string in text
 // format for any type, whereas some decoded values (a time.Duration) have
 // no parameter encoding of their own.
-func (st *stream) reread(ctx context.Context, t *relation.Table, xid uint32, keys []string) ([]any, error) {
+func (st *stream) reread(ctx context.Context, t *relation.Table, xid uint32, keys []string) (row []any, dropped []int, err error) {
+	sql, args := rereadSQL(t, xid, keys, nil)
+	for wait := minVisibleWait; ; wait = min(2*wait, maxVisibleWait) {
+		row, visible, err := st.rereadOnce(ctx, t, sql, args)
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "42703" && dropped == nil { // undefined_column
+			if dropped, err = st.droppedColumns(ctx, t); err != nil {
+				return nil, nil, err
+			}
+			sql, args = rereadSQL(t, xid, keys, dropped)
+			continue
+		}
+		if err != nil || visible {
+			return row, dropped, err
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return nil, nil, fmt.Errorf("wait for transaction %d to become visible: %w", xid, ctx.Err())
+		case <-timer.C:
+		}
+	}
+}
+
+// rereadSQL is reread's statement and arguments; the columns at the
+// indexes in dropped are read as NULL.
+func rereadSQL(t *relation.Table, xid uint32, keys []string, dropped []int) (string, []any) {
 	cols := make([]string, len(t.Columns))
 	for i, col := range t.Columns {
 		cols[i] = "t." + pgx.Identifier{col.Name}.Sanitize()
+		if slices.Contains(dropped, i) {
+			cols[i] = "NULL"
+		}
 	}
 	args := []any{pgx.QueryResultFormats{pgx.TextFormatCode}, int64(xid)}
 	where := make([]string, len(t.PrimaryKey))
@@ -353,19 +401,27 @@ func (st *stream) reread(ctx context.Context, t *relation.Table, xid uint32, key
 				- CASE WHEN $1::bigint >= (txid_snapshot_xmax(s) & 4294967295) THEN 1 ELSE 0 END) << 32) | $1::bigint AS id
 			FROM txid_current_snapshot() s) x
 		LEFT JOIN ` + pgx.Identifier{t.Schema, t.Name}.Sanitize() + ` t ON ` + strings.Join(where, " AND ")
-	for wait := minVisibleWait; ; wait = min(2*wait, maxVisibleWait) {
-		row, visible, err := st.rereadOnce(ctx, t, sql, args)
-		if err != nil || visible {
-			return row, err
-		}
-		timer := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-			return nil, fmt.Errorf("wait for transaction %d to become visible: %w", xid, ctx.Err())
-		case <-timer.C:
+	return sql, args
+}
+
+// droppedColumns lists the indexes of t's columns the table no longer has.
+func (st *stream) droppedColumns(ctx context.Context, t *relation.Table) ([]int, error) {
+	rows, err := st.sql.Query(ctx, `SELECT attname FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped`,
+		pgx.Identifier{t.Schema, t.Name}.Sanitize())
+	if err != nil {
+		return nil, fmt.Errorf("read the columns of %s: %w", t.QualifiedName(), err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("read the columns of %s: %w", t.QualifiedName(), err)
+	}
+	dropped := []int{}
+	for i, col := range t.Columns {
+		if !slices.Contains(names, col.Name) {
+			dropped = append(dropped, i)
 		}
 	}
+	return dropped, nil
 }
 
 // rereadOnce runs reread's statement once.
