@@ -162,7 +162,20 @@ type Entity struct {
 	AsString []string `mapstructure:"as_string"`
 	// Partitions for the topic when created; default kafka.partitions.
 	Partitions int `mapstructure:"partitions"`
+	// OnTruncate is what a TRUNCATE of the table does: tombstone (default:
+	// every key live on the topic gets a tombstone) or fail (stop).
+	OnTruncate string `mapstructure:"on_truncate"`
+	// Compatibility is what a new schema version must meet against the
+	// latest registered one, checked by replicator itself before the
+	// registry: full (default), backward or none.
+	Compatibility string `mapstructure:"compatibility"`
 }
+
+// OnTruncate values.
+const (
+	OnTruncateTombstone = "tombstone"
+	OnTruncateFail      = "fail"
+)
 
 // EmbeddedKafka reports whether the embedded broker is used.
 func (c *Config) EmbeddedKafka() bool { return len(c.Kafka.Brokers) == 0 }

@@ -50,6 +50,8 @@ func TestLoadDefaults(t *testing.T) {
 		{"entity name", cfg.Entities[0].Name, "orders"},
 		{"entity topic", cfg.Entities[0].Topic, "orders"},
 		{"entity partitions", cfg.Entities[0].Partitions, 6},
+		{"entity on_truncate", cfg.Entities[0].OnTruncate, OnTruncateTombstone},
+		{"entity compatibility", cfg.Entities[0].Compatibility, "full"},
 	}
 	for _, c := range checks {
 		if c.got != c.want {
@@ -135,6 +137,13 @@ entities:
     key: [id, id]
   - name: c
 `, []string{"entities[1].table", "already exported", "entities[2].topic", "entities[2].key", "listed twice", "entities[3].table: required"}},
+		{"bad truncate and compatibility", `
+source: {url: postgres://x}
+entities:
+  - table: a
+    on_truncate: ignore
+    compatibility: FULL_TRANSITIVE
+`, []string{"entities[0].on_truncate", `"ignore"`, "tombstone, fail", "entities[0].compatibility", "full, backward, none"}},
 		{"bad duration", "source:\n  url: x\n  status_interval: soon\nentities: [{table: t}]\n", []string{"status_interval"}},
 		{"bad reconnect backoff", "source:\n  url: x\n  reconnect:\n    initial_backoff: 0s\n    give_up_after: -1s\nentities: [{table: t}]\n",
 			[]string{"source.reconnect.initial_backoff", "source.reconnect.give_up_after"}},

@@ -149,7 +149,7 @@ func unknownKeys(v *viper.Viper) error {
 			sort.Strings(names)
 			for _, k := range names {
 				if !entityKeys[strings.ToLower(k)] {
-					errs = append(errs, fmt.Errorf("unknown config key %s[%d].%s (known: name, table, topic, key, columns, as_string, partitions)", KeyEntities, i, k))
+					errs = append(errs, fmt.Errorf("unknown config key %s[%d].%s (known: name, table, topic, key, columns, as_string, partitions, on_truncate, compatibility)", KeyEntities, i, k))
 				}
 			}
 		}
@@ -184,6 +184,12 @@ func (c *Config) applyEntityDefaults() {
 		}
 		if e.Partitions == 0 {
 			e.Partitions = c.Kafka.Partitions
+		}
+		if e.OnTruncate == "" {
+			e.OnTruncate = OnTruncateTombstone
+		}
+		if e.Compatibility == "" {
+			e.Compatibility = "full"
 		}
 	}
 }

@@ -147,6 +147,16 @@ func (c *Config) validateEntities() []error {
 		if e.Partitions < 1 {
 			errs = append(errs, fmt.Errorf("%s.partitions: must be at least 1", key))
 		}
+		switch e.OnTruncate {
+		case OnTruncateTombstone, OnTruncateFail:
+		default:
+			errs = append(errs, fmt.Errorf("%s.on_truncate: %q is not one of %s, %s", key, e.OnTruncate, OnTruncateTombstone, OnTruncateFail))
+		}
+		switch e.Compatibility {
+		case "full", "backward", "none":
+		default:
+			errs = append(errs, fmt.Errorf("%s.compatibility: %q is not one of full, backward, none", key, e.Compatibility))
+		}
 		for _, list := range []struct {
 			name string
 			cols []string

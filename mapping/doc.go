@@ -35,6 +35,16 @@
 // they are excluded from the entity or exported as text with as_string:
 // ([ApplyOverrides]).
 //
+// # Values without an Avro form
+//
+// Float NaN and infinities are carried as IEEE values. A value that the
+// field's Avro type cannot hold is an encoding error naming the column: NaN
+// in a numeric(p,s), a timestamp past 294247 AD, an unconstrained numeric
+// beyond a double in [NumericAsDouble] mode. Infinite dates and timestamps
+// never get here: relation's decoding refuses them ([relation.ErrInfinity]).
+// Nothing is clamped or replaced; the way out is as_string:, which exports
+// PostgreSQL's text (docs/ARCHITECTURE.md lists every edge).
+//
 // # Names
 //
 // Avro names must match [A-Za-z_][A-Za-z0-9_]*. A PostgreSQL identifier is

@@ -161,11 +161,16 @@ const (
 	minMicroSeconds = math.MinInt64/1_000_000 + 1
 )
 
+// errTimestampRange is PostgreSQL's last 30,000 years of timestamps (up to
+// 294276 AD), which PostgreSQL holds and an Avro long of microseconds
+// since 1970 does not.
+var errTimestampRange = errors.New("timestamp out of the range of Avro microseconds (years 290308 BC to 294247 AD): list the column in as_string: to export PostgreSQL's text")
+
 // appendMicros appends the Unix time sec (+ nsec) in microseconds,
 // rounding toward the past.
 func appendMicros(dst []byte, sec int64, nsec int) ([]byte, error) {
 	if sec < minMicroSeconds || sec > maxMicroSeconds {
-		return dst, errors.New("timestamp out of the range of Avro microseconds")
+		return dst, errTimestampRange
 	}
 	return appendLong(dst, sec*1_000_000+int64(nsec/1000)), nil
 }

@@ -190,7 +190,8 @@ func (b *builder) record(name string, cols []int, isKey bool) record {
 		if fname != col.Name {
 			opts = append(opts, avro.WithProps(map[string]any{PropColumn: col.Name}))
 		}
-		if col.Nullable && !isKey {
+		optional := (col.Nullable || slices.Contains(b.spec.Nullable, col.Name)) && !isKey
+		if optional {
 			u, err := nullable(typ)
 			if err != nil {
 				b.fail("column %q: %v", col.Name, err)
@@ -205,7 +206,7 @@ func (b *builder) record(name string, cols []int, isKey bool) record {
 			continue
 		}
 		fields = append(fields, f)
-		r.fields = append(r.fields, field{column: col.Name, index: i, nullable: col.Nullable && !isKey, enc: enc})
+		r.fields = append(r.fields, field{column: col.Name, index: i, nullable: optional, enc: enc})
 		r.columns = append(r.columns, col.Name)
 	}
 	if len(b.errs) > 0 {
@@ -309,4 +310,23 @@ func (r *record) nullError(column string) error {
 		return fmt.Errorf("key column %q: NULL, but keys must be NOT NULL", column)
 	}
 	return fmt.Errorf("column %q: NULL in a column that was NOT NULL when the entity was built", column)
+}
+
+// MarkUnused sets [relation.Column.Unused] on every column of t that the
+// entity reads neither as a key nor as a value field, and clears it on the
+// others, so that the source leaves those columns undecoded: a column
+// excluded from columns: may then have a type or hold a value (an infinite
+// timestamp) that has no Avro form. t must be the table the entity was
+// built from.
+func (e *Entity) MarkUnused(t *relation.Table) {
+	for i := range t.Columns {
+		t.Columns[i].Unused = true
+	}
+	for _, r := range []*record{&e.key, &e.value} {
+		for _, f := range r.fields {
+			if f.index < len(t.Columns) {
+				t.Columns[f.index].Unused = false
+			}
+		}
+	}
 }

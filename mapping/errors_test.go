@@ -278,8 +278,8 @@ func TestAppendErrors(t *testing.T) {
 		{"numeric beyond double", dbl, false, set("num", "1"+strings.Repeat("0", 400)), `column "num": numeric value is beyond the range of a double: export unconstrained numeric as string`},
 		{"numeric not a number", dbl, false, set("num_n", "abc"), `column "num_n": numeric text is not a number`},
 		{"date out of range", e, false, set("d", time.Date(6000000, 1, 1, 0, 0, 0, 0, time.UTC)), `column "d": date out of the range of an Avro date`},
-		{"timestamp out of range", e, false, set("ts", time.Date(294277, 1, 1, 0, 0, 0, 0, time.UTC)), `column "ts": timestamp out of the range of Avro microseconds`},
-		{"timestamptz out of range", e, false, set("tstz_n", time.Date(-300000, 1, 1, 0, 0, 0, 0, time.UTC)), `column "tstz_n": timestamp out of the range of Avro microseconds`},
+		{"timestamp out of range", e, false, set("ts", time.Date(294277, 1, 1, 0, 0, 0, 0, time.UTC)), `column "ts": timestamp out of the range of Avro microseconds (years 290308 BC to 294247 AD): list the column in as_string: to export PostgreSQL's text`},
+		{"timestamptz out of range", e, false, set("tstz_n", time.Date(-300000, 1, 1, 0, 0, 0, 0, time.UTC)), `column "tstz_n": timestamp out of the range of Avro microseconds (years 290308 BC to 294247 AD): list the column in as_string: to export PostgreSQL's text`},
 		{"short row", e, false, kitchenRow()[:3], `row has 3 values, want 42 (one per table column)`},
 		{"short key row", e, true, []any{int64(1), "t"}, `row has 2 values, want 42 (one per table column)`},
 	}

@@ -27,6 +27,13 @@ type Spec struct {
 	// AsString lists columns exported as their PostgreSQL text whatever
 	// their type (see [ApplyOverrides]).
 	AsString []string
+	// Nullable lists value columns exported as ["null", T] with default
+	// null even though the table declares them NOT NULL: a column added
+	// while streaming got such a field (its NOT NULL could not be known),
+	// and making it required later would be an incompatible schema change.
+	// Names the table does not have are ignored. Fields of the key
+	// record are never nullable.
+	Nullable []string
 }
 
 // NumericMode says how a numeric column without a declared precision and

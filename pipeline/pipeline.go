@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 
 	"github.com/replicator/replicator/mapping"
+	"github.com/replicator/replicator/registry"
 	"github.com/replicator/replicator/source"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -39,13 +40,25 @@ type Entity struct {
 	Mapping       *mapping.Entity
 	KeySchemaID   int
 	ValueSchemaID int
+	// Spec and Options are what Mapping was built from: [Pipeline.FollowShape]
+	// rebuilds it with them when the table's shape changes.
+	Spec    mapping.Spec
+	Options mapping.Options
+	// Compatibility is what a new schema version must meet, checked
+	// locally before the registry is asked; empty means registry.LevelFull.
+	Compatibility registry.Level
+	// OnTruncate is what a TRUNCATE of the table does; default
+	// TruncateTombstone.
+	OnTruncate OnTruncate
 }
 
 // Pipeline is a source.Handler. Handle is called from one goroutine;
 // promises run on the producer's goroutines.
 type Pipeline struct {
-	entities []Entity
+	entities []Entity // written only by FollowShape, on Handle's goroutine
 	prod     producer
+	schemas  schemaRegistry // nil: a changed schema cannot be registered
+	keys     liveKeyReader  // nil: a TRUNCATE cannot be published
 
 	// failure holds the first produce error; once set every Handle and
 	// Flush fails with it and nothing after it is acknowledged.
@@ -63,11 +76,28 @@ type Pipeline struct {
 	pairs sync.Pool // *pairAck for key changes
 }
 
+// Option configures a [Pipeline].
+type Option func(*Pipeline)
+
+// WithSchemas lets the pipeline register new schema versions when a table's
+// shape changes (*registry.Schemas); without it a changed schema stops the
+// stream.
+func WithSchemas(s schemaRegistry) Option { return func(p *Pipeline) { p.schemas = s } }
+
+// WithLiveKeys lets the pipeline read which keys a topic holds, to
+// tombstone them on TRUNCATE (*TopicKeys); without it a TRUNCATE stops the
+// stream.
+func WithLiveKeys(r liveKeyReader) Option { return func(p *Pipeline) { p.keys = r } }
+
 // New returns a pipeline producing with prod. entities is indexed by the
-// source's TableIndex.
-func New(entities []Entity, prod producer) *Pipeline {
+// source's TableIndex; the pipeline owns the slice from now on (a shape
+// change replaces its elements).
+func New(entities []Entity, prod producer, opts ...Option) *Pipeline {
 	p := &Pipeline{entities: entities, prod: prod, settled: make(chan struct{}, 1)}
 	p.pairs.New = func() any { return new(pairAck) }
+	for _, o := range opts {
+		o(p)
+	}
 	return p
 }
 
@@ -214,6 +244,7 @@ var (
 	opBytes = map[source.Op][]byte{
 		source.OpInsert: []byte("c"), source.OpUpdate: []byte("u"),
 		source.OpDelete: []byte("d"), source.OpSnapshot: []byte("r"),
+		source.OpTruncate: []byte("t"), // tombstones say "d" (see tombstone)
 	}
 	opDelete = []byte("d")
 )

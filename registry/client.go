@@ -115,10 +115,19 @@ func loadCAFile(path string) (*x509.CertPool, error) {
 type IncompatibleError struct {
 	Subject  string
 	Messages []string
+	// Local is set when replicator's own check refused the schema (see
+	// [Evolve]), not the registry; Version is then the latest version it
+	// was checked against, and Level the level required.
+	Local   bool
+	Version int
+	Level   Level
 }
 
 func (e *IncompatibleError) Error() string {
 	msg := fmt.Sprintf("schema for subject %q is incompatible with its latest version", e.Subject)
+	if e.Local {
+		msg = fmt.Sprintf("schema for subject %q is not %s compatible with its latest version %d", e.Subject, e.Level, e.Version)
+	}
 	if len(e.Messages) > 0 {
 		msg += ": " + strings.Join(e.Messages, "; ")
 	}

@@ -77,6 +77,11 @@ type Column struct {
 	Name     string
 	Type     Type
 	Nullable bool
+	// Unused marks a column no entity reads (neither key nor exported):
+	// the source does not decode it and its value is always nil. An
+	// unused column may hold what no Avro type can (an Unsupported type,
+	// an infinite timestamp) without stopping anything.
+	Unused bool
 }
 
 // Table is a published table: its qualified name, every live column in

@@ -149,9 +149,8 @@ func (r *typeResolver) resolve(ctx context.Context, oid uint32, typmod int32) (r
 	for depth := 0; depth < 10; depth++ {
 		if k, ok := baseKinds[oid]; ok {
 			t.Kind = k
-			if k == relation.Numeric && typmod >= 4 {
-				t.Precision = int((typmod - 4) >> 16 & 0xffff)
-				t.Scale = int(int16((typmod-4)&0x7ff<<5) >> 5) // 11-bit signed since PostgreSQL 15
+			if k == relation.Numeric {
+				t.Precision, t.Scale = numericTypmod(typmod)
 			}
 			return t, nil
 		}

@@ -16,6 +16,7 @@ const (
 	OpUpdate                 // UPDATE in the WAL
 	OpDelete                 // DELETE in the WAL
 	OpSnapshot               // row read by the initial snapshot
+	OpTruncate               // TRUNCATE of the whole table (see truncater)
 )
 
 // String is the one-letter code used in record headers (Debezium's
@@ -30,8 +31,28 @@ func (o Op) String() string {
 		return "d"
 	case OpSnapshot:
 		return "r"
+	case OpTruncate:
+		return "t"
 	default:
 		return "?"
+	}
+}
+
+// verb names the operation in messages.
+func (o Op) verb() string {
+	switch o {
+	case OpInsert:
+		return "insert"
+	case OpUpdate:
+		return "update"
+	case OpDelete:
+		return "delete"
+	case OpSnapshot:
+		return "snapshot read"
+	case OpTruncate:
+		return "truncate"
+	default:
+		return "change"
 	}
 }
 

@@ -8,7 +8,6 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
-	"github.com/replicator/replicator/relation"
 )
 
 // snapshot publishes every row of every table as seen by the exported
@@ -69,17 +68,9 @@ func (s *Source) snapshotTable(ctx context.Context, tx pgx.Tx, idx int, consiste
 	var n int64
 	ch := Change{Op: OpSnapshot, Table: t, TableIndex: idx, LSN: consistent, CommitTime: at}
 	for rows.Next() {
-		raw := rows.RawValues()
-		row := make([]any, len(raw))
-		for i, b := range raw {
-			if b == nil {
-				continue
-			}
-			v, err := relation.DecodeText(&t.Columns[i].Type, b)
-			if err != nil {
-				return n, fmt.Errorf("read %s: column %s: %w", t.QualifiedName(), t.Columns[i].Name, err)
-			}
-			row[i] = v
+		row, err := decodeRow(t, rows.RawValues())
+		if err != nil {
+			return n, fmt.Errorf("snapshot: %w", err)
 		}
 		ch.New = row
 		ch.Ack = cp.track(mark)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -29,6 +30,9 @@ type stream struct {
 	cp   *checkpoint
 
 	rels map[uint32]*streamRel
+	// shapes is the shape each configured table (by index) is decoded
+	// with in this session; nil until its first RELATION (see evolve.go).
+	shapes map[int]*relation.Table
 
 	// current transaction
 	txn     *txnMark
@@ -185,7 +189,7 @@ func (st *stream) walData(ctx context.Context, data []byte) error {
 		st.cp.seal(st.txn, m.TransactionEndLSN)
 		st.txn = nil
 	case *pglogrepl.RelationMessage:
-		return st.relation(m)
+		return st.relation(ctx, m)
 	case *pglogrepl.InsertMessage:
 		return st.row(ctx, OpInsert, m.RelationID, nil, m.Tuple)
 	case *pglogrepl.UpdateMessage:
@@ -193,41 +197,8 @@ func (st *stream) walData(ctx context.Context, data []byte) error {
 	case *pglogrepl.DeleteMessage:
 		return st.row(ctx, OpDelete, m.RelationID, m.OldTuple, nil)
 	case *pglogrepl.TruncateMessage:
-		for _, id := range m.RelationIDs {
-			if rel := st.rels[id]; rel != nil && rel.idx >= 0 {
-				return fmt.Errorf("TRUNCATE of %s at LSN %s: truncation is not supported yet; the replicator stops rather than leave deleted rows on the topic. Republish the entity after removing the slot position, or see docs/OPERATIONS.md", rel.table.QualifiedName(), st.txnLSN)
-			}
-		}
+		return st.truncate(ctx, m)
 	}
-	return nil
-}
-
-// relation maps a RELATION message to a configured table and checks that
-// the columns pgoutput will send are the ones the table was loaded with.
-func (st *stream) relation(m *pglogrepl.RelationMessage) error {
-	idx, ok := st.src.byName[m.Namespace+"."+m.RelationName]
-	if !ok {
-		st.rels[m.RelationID] = &streamRel{idx: -1}
-		return nil
-	}
-	t := &st.src.tables[idx]
-	same := len(m.Columns) == len(t.Columns)
-	for i := 0; same && i < len(m.Columns); i++ {
-		same = m.Columns[i].Name == t.Columns[i].Name && m.Columns[i].DataType == t.Columns[i].Type.OID
-	}
-	if !same {
-		have := make([]string, len(t.Columns))
-		for i, c := range t.Columns {
-			have[i] = c.Name
-		}
-		got := make([]string, len(m.Columns))
-		for i, c := range m.Columns {
-			got[i] = c.Name
-		}
-		return fmt.Errorf("table %s changed while streaming (columns were [%s], WAL now has [%s]): schema changes are not supported yet; restart replicator after the change is complete",
-			t.QualifiedName(), strings.Join(have, ", "), strings.Join(got, ", "))
-	}
-	st.rels[m.RelationID] = &streamRel{idx: idx, table: t}
 	return nil
 }
 
@@ -248,18 +219,25 @@ func (st *stream) row(ctx context.Context, op Op, relID uint32, oldTuple, newTup
 	var err error
 	if oldTuple != nil {
 		if c.Old, err = decodeTuple(t, oldTuple); err != nil {
-			return err
+			return fmt.Errorf("%s at LSN %s, old row: %w", op.verb(), st.txnLSN, err)
 		}
 	}
 	if newTuple != nil {
 		if c.New, err = decodeTuple(t, newTuple); err != nil {
-			return err
+			return fmt.Errorf("%s at LSN %s: %w", op.verb(), st.txnLSN, err)
 		}
 		if err := st.resolveUnchanged(ctx, c, newTuple); err != nil {
-			return err
+			return fmt.Errorf("%s at LSN %s: %w", op.verb(), st.txnLSN, err)
 		}
 		if c.New == nil {
-			return nil // the row is gone by now; the DELETE that follows in the WAL says so
+			// The row is gone by now: a later change in the WAL removes
+			// its current key (a DELETE, or an UPDATE moving it away).
+			// Nothing later names the key this UPDATE moved it from,
+			// so that one is removed here.
+			if !goneKeyChange(c) {
+				return nil
+			}
+			c.Op = OpDelete
 		}
 	}
 	c.Ack = st.cp.track(st.txn)
@@ -275,11 +253,16 @@ func decodeTuple(t *relation.Table, tuple *pglogrepl.TupleData) ([]any, error) {
 		switch col.DataType {
 		case pglogrepl.TupleDataTypeNull:
 		case pglogrepl.TupleDataTypeToast:
-			row[i] = relation.UnchangedTOAST{}
+			if !t.Columns[i].Unused {
+				row[i] = relation.UnchangedTOAST{}
+			}
 		case pglogrepl.TupleDataTypeText:
+			if t.Columns[i].Unused {
+				continue
+			}
 			v, err := relation.DecodeText(&t.Columns[i].Type, col.Data)
 			if err != nil {
-				return nil, fmt.Errorf("table %s column %s: %w", t.QualifiedName(), t.Columns[i].Name, err)
+				return nil, valueError(t, tupleKey(t, tuple), i, err)
 			}
 			row[i] = v
 		default:
@@ -290,16 +273,15 @@ func decodeTuple(t *relation.Table, tuple *pglogrepl.TupleData) ([]any, error) {
 }
 
 // resolveUnchanged replaces unchanged TOAST markers in c.New with real
-// values, so a record always carries the row's full state: from the old
-// tuple when the table's replica identity is FULL, else by re-reading the
-// row by its primary key. The re-read sees the row as it is now, possibly
-// newer than this change; the changes in between follow in the WAL, so the
-// topic still converges. When the row no longer exists c.New becomes nil.
-// The key is sent as the text of newTuple, as the server printed it: pgx
-// passes a string in text format for any type, whereas some decoded values
-// (a time.Duration) have no parameter encoding of their own.
+// values, so a record always carries the row's full state. When the
+// table's replica identity is FULL they come from the old tuple: exact.
+// Otherwise the whole row is re-read by its primary key (see [reread]) and
+// c.New becomes the row as of this change or later: a state the row really
+// had, never this change's columns beside later values of the others. The
+// changes after it follow in the WAL, so the topic converges. When the row
+// no longer exists c.New becomes nil.
 func (st *stream) resolveUnchanged(ctx context.Context, c *Change, newTuple *pglogrepl.TupleData) error {
-	var missing []int
+	missing := false
 	for i, v := range c.New {
 		if _, ok := v.(relation.UnchangedTOAST); ok {
 			if c.Old != nil && c.Table.IdentityFull {
@@ -308,54 +290,192 @@ func (st *stream) resolveUnchanged(ctx context.Context, c *Change, newTuple *pgl
 					continue
 				}
 			}
-			missing = append(missing, i)
+			missing = true
 		}
 	}
-	if len(missing) == 0 {
+	if !missing {
 		return nil
 	}
 	t := c.Table
 	if len(t.PrimaryKey) == 0 {
 		return fmt.Errorf("table %s: an UPDATE left TOASTed columns unsent and the table has no primary key to re-read them by: set REPLICA IDENTITY FULL on it", t.QualifiedName())
 	}
-	cols := make([]string, len(missing))
-	for i, idx := range missing {
-		cols[i] = pgx.Identifier{t.Columns[idx].Name}.Sanitize()
-	}
-	var where []string
-	var args []any
+	var keys []string
 	for _, k := range t.PrimaryKey {
 		_, idx, _ := t.Column(k)
 		if newTuple.Columns[idx].DataType != pglogrepl.TupleDataTypeText {
 			return fmt.Errorf("table %s: an UPDATE left TOASTed columns unsent and the value of key column %s too: set REPLICA IDENTITY FULL on it", t.QualifiedName(), k)
 		}
-		args = append(args, string(newTuple.Columns[idx].Data))
-		where = append(where, fmt.Sprintf("%s = $%d", pgx.Identifier{k}.Sanitize(), len(args)))
+		keys = append(keys, string(newTuple.Columns[idx].Data))
 	}
-	sql := "SELECT " + strings.Join(cols, ", ") + " FROM " + pgx.Identifier{t.Schema, t.Name}.Sanitize() + " WHERE " + strings.Join(where, " AND ")
-	rows, err := st.sql.Query(ctx, sql, append([]any{pgx.QueryResultFormats{pgx.TextFormatCode}}, args...)...)
+	row, dropped, err := st.reread(ctx, t, c.XID, keys)
 	if err != nil {
-		return fmt.Errorf("re-read unchanged TOAST columns of %s: %w", t.QualifiedName(), err)
+		return fmt.Errorf("re-read unchanged TOAST columns: %w", err)
+	}
+	if row == nil {
+		c.New = nil
+		return nil
+	}
+	// A column dropped since this change keeps the change's value; an
+	// unchanged TOAST value of one is lost to the re-read.
+	for _, i := range dropped {
+		if _, ok := c.New[i].(relation.UnchangedTOAST); ok {
+			return fmt.Errorf("table %s key %s column %q: the UPDATE left its TOASTed value unsent and the column has been dropped since, so it cannot be re-read: set REPLICA IDENTITY FULL on tables whose large columns may be dropped while replicator lags; to go on, drop the slot and the state file and take a new snapshot (docs/OPERATIONS.md)",
+				t.QualifiedName(), tupleKey(t, newTuple), t.Columns[i].Name)
+		}
+		row[i] = c.New[i]
+	}
+	c.New = row
+	return nil
+}
+
+// Bounds of the wait for a committed transaction to become visible.
+const (
+	minVisibleWait = time.Millisecond
+	maxVisibleWait = 100 * time.Millisecond
+)
+
+// reread reads the row of t whose primary key has the given text values,
+// as of transaction xid or later, and returns it decoded (nil when the row
+// does not exist).
+//
+// The walsender may send a transaction as soon as its commit record is
+// flushed, a moment before the transaction becomes visible to other
+// sessions. A plain re-read in that moment sees the row before the change:
+// published as the row's state, with no later change to correct it, the
+// topic would never converge. So the statement also asks whether xid is
+// visible in its own snapshot, and is repeated until it is: then the row it
+// read is xid's version or a later one.
+//
+// The catalog may be ahead of the stream: a column of t may have been
+// dropped since. The columns t has that the table no longer has are then
+// read as NULL and listed in dropped, for the caller to fill.
+//
+// xid is the 32-bit id from the BEGIN message; txid_current_snapshot's ids
+// carry the epoch, which is taken from the snapshot's xmax (xid is older
+// than xmax, so it is in xmax's epoch or the one before). The key values
+// are sent as text, as the server printed them: pgx passes a string in text
+// format for any type, whereas some decoded values (a time.Duration) have
+// no parameter encoding of their own.
+func (st *stream) reread(ctx context.Context, t *relation.Table, xid uint32, keys []string) (row []any, dropped []int, err error) {
+	sql, args := rereadSQL(t, xid, keys, nil)
+	for wait := minVisibleWait; ; wait = min(2*wait, maxVisibleWait) {
+		row, visible, err := st.rereadOnce(ctx, t, sql, args)
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "42703" && dropped == nil { // undefined_column
+			if dropped, err = st.droppedColumns(ctx, t); err != nil {
+				return nil, nil, err
+			}
+			sql, args = rereadSQL(t, xid, keys, dropped)
+			continue
+		}
+		if err != nil || visible {
+			return row, dropped, err
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return nil, nil, fmt.Errorf("wait for transaction %d to become visible: %w", xid, ctx.Err())
+		case <-timer.C:
+		}
+	}
+}
+
+// rereadSQL is reread's statement and arguments; the columns at the
+// indexes in dropped are read as NULL.
+func rereadSQL(t *relation.Table, xid uint32, keys []string, dropped []int) (string, []any) {
+	cols := make([]string, len(t.Columns))
+	for i, col := range t.Columns {
+		cols[i] = "t." + pgx.Identifier{col.Name}.Sanitize()
+		if slices.Contains(dropped, i) {
+			cols[i] = "NULL"
+		}
+	}
+	args := []any{pgx.QueryResultFormats{pgx.TextFormatCode}, int64(xid)}
+	where := make([]string, len(t.PrimaryKey))
+	for i, k := range t.PrimaryKey {
+		args = append(args, keys[i])
+		where[i] = fmt.Sprintf("t.%s = $%d", pgx.Identifier{k}.Sanitize(), len(args)-1)
+	}
+	sql := `SELECT txid_visible_in_snapshot(x.id, x.s), t.ctid IS NOT NULL, ` + strings.Join(cols, ", ") + `
+		FROM (SELECT s, (((txid_snapshot_xmax(s) >> 32)
+				- CASE WHEN $1::bigint >= (txid_snapshot_xmax(s) & 4294967295) THEN 1 ELSE 0 END) << 32) | $1::bigint AS id
+			FROM txid_current_snapshot() s) x
+		LEFT JOIN ` + pgx.Identifier{t.Schema, t.Name}.Sanitize() + ` t ON ` + strings.Join(where, " AND ")
+	return sql, args
+}
+
+// droppedColumns lists the indexes of t's columns the table no longer has.
+func (st *stream) droppedColumns(ctx context.Context, t *relation.Table) ([]int, error) {
+	rows, err := st.sql.Query(ctx, `SELECT attname FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped`,
+		pgx.Identifier{t.Schema, t.Name}.Sanitize())
+	if err != nil {
+		return nil, fmt.Errorf("read the columns of %s: %w", t.QualifiedName(), err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("read the columns of %s: %w", t.QualifiedName(), err)
+	}
+	dropped := []int{}
+	for i, col := range t.Columns {
+		if !slices.Contains(names, col.Name) {
+			dropped = append(dropped, i)
+		}
+	}
+	return dropped, nil
+}
+
+// rereadOnce runs reread's statement once.
+func (st *stream) rereadOnce(ctx context.Context, t *relation.Table, sql string, args []any) (row []any, visible bool, err error) {
+	rows, err := st.sql.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, false, fmt.Errorf("%s: %w", t.QualifiedName(), err)
 	}
 	defer rows.Close()
 	if !rows.Next() {
 		if err := rows.Err(); err != nil {
-			return fmt.Errorf("re-read unchanged TOAST columns of %s: %w", t.QualifiedName(), err)
+			return nil, false, fmt.Errorf("%s: %w", t.QualifiedName(), err)
 		}
-		c.New = nil
-		return nil
+		return nil, false, fmt.Errorf("%s: the re-read returned no row", t.QualifiedName())
 	}
 	raw := rows.RawValues()
-	for i, idx := range missing {
-		if raw[i] == nil {
-			c.New[idx] = nil
-			continue
-		}
-		v, err := relation.DecodeText(&t.Columns[idx].Type, raw[i])
-		if err != nil {
-			return fmt.Errorf("table %s column %s: %w", t.QualifiedName(), t.Columns[idx].Name, err)
-		}
-		c.New[idx] = v
+	if string(raw[0]) != "t" {
+		return nil, false, nil
 	}
-	return nil
+	if string(raw[1]) != "t" {
+		return nil, true, nil // gone
+	}
+	row, err = decodeRow(t, raw[2:])
+	return row, true, err
+}
+
+// goneKeyChange reports whether c, an UPDATE whose row was gone when
+// re-read, may have moved the row away from a key that must now be
+// removed: its old tuple holds the key. PostgreSQL sends the old tuple when
+// the replica identity changed, which under the default identity means the
+// key did. Under an identity index that changed while the key did not, the
+// delete is early but harmless: the row is gone, and a later change in the
+// WAL removes that key anyway.
+func goneKeyChange(c *Change) bool {
+	if c.Op != OpUpdate || c.Old == nil {
+		return false
+	}
+	for _, k := range c.Table.PrimaryKey {
+		_, idx, _ := c.Table.Column(k)
+		if c.Old[idx] == nil {
+			return false // not sent: the identity is not the key
+		}
+	}
+	return true
+}
+
+// tupleKey renders the key of a pgoutput tuple for error messages.
+func tupleKey(t *relation.Table, tuple *pglogrepl.TupleData) string {
+	return rowKey(t, func(i int) ([]byte, bool) {
+		if i >= len(tuple.Columns) || tuple.Columns[i].DataType != pglogrepl.TupleDataTypeText {
+			return nil, false
+		}
+		return tuple.Columns[i].Data, true
+	})
 }

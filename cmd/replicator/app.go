@@ -32,10 +32,7 @@ type endpoints struct {
 // loadEntities reads every configured table from the catalog and builds its
 // mapping, reporting every problem at once.
 func loadEntities(ctx context.Context, cfg *config.Config, conn *pgx.Conn) ([]relation.Table, []*mapping.Entity, error) {
-	opts := mapping.Options{UnconstrainedNumeric: mapping.NumericAsString}
-	if cfg.Source.UnconstrainedNumeric == "double" {
-		opts.UnconstrainedNumeric = mapping.NumericAsDouble
-	}
+	opts := mappingOptions(cfg)
 	var errs []error
 	tables := make([]relation.Table, len(cfg.Entities))
 	entities := make([]*mapping.Entity, len(cfg.Entities))
@@ -60,17 +57,33 @@ func loadEntities(ctx context.Context, cfg *config.Config, conn *pgx.Conn) ([]re
 			continue
 		}
 		tables[i] = t
-		ent, err := mapping.NewEntity(mapping.Spec{Name: e.Name, Topic: e.Topic, Key: e.Key, Columns: e.Columns}, &tables[i], opts)
+		ent, err := mapping.NewEntity(entitySpec(e), &tables[i], opts)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s (%s): %w", key, e.Name, err))
 			continue
 		}
+		ent.MarkUnused(&tables[i]) // the source skips columns no entity reads
 		entities[i] = ent
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, nil, err
 	}
 	return tables, entities, nil
+}
+
+func mappingOptions(cfg *config.Config) mapping.Options {
+	opts := mapping.Options{UnconstrainedNumeric: mapping.NumericAsString}
+	if cfg.Source.UnconstrainedNumeric == "double" {
+		opts.UnconstrainedNumeric = mapping.NumericAsDouble
+	}
+	return opts
+}
+
+// entitySpec is the mapping of a configured entity. AsString is included:
+// NewEntity applies it to a table that already has it applied, which
+// changes nothing, and a table rebuilt after a schema change needs it.
+func entitySpec(e config.Entity) mapping.Spec {
+	return mapping.Spec{Name: e.Name, Topic: e.Topic, Key: e.Key, Columns: e.Columns, AsString: e.AsString}
 }
 
 // runReplicator is `replicator run`: it starts the embedded broker and
@@ -129,6 +142,10 @@ func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, re
 		log.Info("embedded schema registry listening", "url", registryURL)
 	}
 
+	kopts, err := kafkaOptions(cfg, brokers)
+	if err != nil {
+		return err
+	}
 	kcl, err := newKafkaClient(cfg, brokers, log)
 	if err != nil {
 		return err
@@ -157,7 +174,7 @@ func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, re
 	if err != nil {
 		return fmt.Errorf("%s: %w", config.KeyRegistryURL, err)
 	}
-	pents, err := registerSchemas(ctx, rcl, entities)
+	pents, err := registerSchemas(ctx, cfg, rcl, tables, entities)
 	if err != nil {
 		return fmt.Errorf("schema registry %s (%s): %w", config.RedactURL(registryURL), config.KeyRegistryURL, err)
 	}
@@ -182,10 +199,14 @@ func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, re
 	if ready != nil {
 		ready(endpoints{Brokers: brokers, RegistryURL: registryURL, Entities: entities})
 	}
-	return src.Run(ctx, pipeline.New(pents, kcl))
+	return src.Run(ctx, pipeline.New(pents, kcl,
+		pipeline.WithSchemas(registry.NewSchemas(rcl)),
+		pipeline.WithLiveKeys(pipeline.NewTopicKeys(kopts...))))
 }
 
-func newKafkaClient(cfg *config.Config, brokers []string, log *slog.Logger) (*kgo.Client, error) {
+// kafkaOptions are the connection options (brokers, TLS, SASL) without
+// producer settings: what a short-lived consumer needs.
+func kafkaOptions(cfg *config.Config, brokers []string) ([]kgo.Opt, error) {
 	bc := broker.Config{
 		Brokers:  brokers,
 		ClientID: cfg.Kafka.ClientID,
@@ -195,7 +216,11 @@ func newKafkaClient(cfg *config.Config, brokers []string, log *slog.Logger) (*kg
 		},
 		SASL: broker.SASLConfig{Mechanism: cfg.Kafka.SASL.Mechanism, Username: cfg.Kafka.SASL.Username, Password: cfg.Kafka.SASL.Password},
 	}
-	opts, err := bc.ClientOptions()
+	return bc.ClientOptions()
+}
+
+func newKafkaClient(cfg *config.Config, brokers []string, log *slog.Logger) (*kgo.Client, error) {
+	opts, err := kafkaOptions(cfg, brokers)
 	if err != nil {
 		return nil, err
 	}
@@ -225,20 +250,82 @@ func pingKafka(ctx context.Context, cl *kgo.Client, brokers []string) error {
 	return nil
 }
 
-// registerSchemas registers every entity's key and value schema (checking
-// compatibility first) and returns the pipeline's view of the entities.
-func registerSchemas(ctx context.Context, rcl *sr.Client, entities []*mapping.Entity) ([]pipeline.Entity, error) {
+// registerSchemas registers every entity's key and value schema, checked
+// locally under the entity's compatibility level against the subject's
+// latest version and then by the registry (the table may have changed while
+// replicator was stopped), and returns the pipeline's view of the entities.
+// An entity whose latest registered value schema has a nullable field for a
+// column now NOT NULL (a column added while streaming) is rebuilt to keep
+// it nullable; entities[i] is replaced then.
+func registerSchemas(ctx context.Context, cfg *config.Config, rcl *sr.Client, tables []relation.Table, entities []*mapping.Entity) ([]pipeline.Entity, error) {
 	out := make([]pipeline.Entity, len(entities))
 	for i, e := range entities {
-		keyID, err := registry.Register(ctx, rcl, e.KeySubject(), e.KeySchema())
+		ce := cfg.Entities[i]
+		level, err := registry.ParseLevel(ce.Compatibility)
 		if err != nil {
+			return nil, fmt.Errorf("%s[%d].compatibility: %w", config.KeyEntities, i, err)
+		}
+		spec := entitySpec(ce)
+		if spec.Nullable, err = keptNullable(ctx, rcl, e.ValueSubject(), &tables[i]); err != nil {
 			return nil, fmt.Errorf("entity %s: %w", e.Name(), err)
 		}
-		valueID, err := registry.Register(ctx, rcl, e.ValueSubject(), e.ValueSchema())
-		if err != nil {
-			return nil, fmt.Errorf("entity %s: %w", e.Name(), err)
+		if len(spec.Nullable) > 0 {
+			if e, err = mapping.NewEntity(spec, &tables[i], mappingOptions(cfg)); err != nil {
+				return nil, fmt.Errorf("%s[%d] (%s): %w", config.KeyEntities, i, ce.Name, err)
+			}
+			entities[i] = e
 		}
-		out[i] = pipeline.Entity{Mapping: e, KeySchemaID: keyID, ValueSchemaID: valueID}
+		keyID, err := registry.Evolve(ctx, rcl, e.KeySubject(), e.KeySchema(), level)
+		if err != nil {
+			return nil, startupRefused(i, e, err)
+		}
+		valueID, err := registry.Evolve(ctx, rcl, e.ValueSubject(), e.ValueSchema(), level)
+		if err != nil {
+			return nil, startupRefused(i, e, err)
+		}
+		onTruncate := pipeline.TruncateTombstone
+		if ce.OnTruncate == config.OnTruncateFail {
+			onTruncate = pipeline.TruncateFail
+		}
+		out[i] = pipeline.Entity{
+			Mapping: e, KeySchemaID: keyID, ValueSchemaID: valueID,
+			Spec: spec, Options: mappingOptions(cfg),
+			Compatibility: level, OnTruncate: onTruncate,
+		}
 	}
 	return out, nil
+}
+
+// keptNullable returns the columns that are NOT NULL in t but nullable in
+// the subject's latest registered version: they stay nullable, or the new
+// version would be incompatible for no reason.
+func keptNullable(ctx context.Context, rcl *sr.Client, subject string, t *relation.Table) ([]string, error) {
+	latest, err := rcl.SchemaByVersion(ctx, subject, -1)
+	if err != nil {
+		var re *sr.ResponseError
+		if errors.As(err, &re) && (re.ErrorCode == sr.ErrSubjectNotFound.Code || re.ErrorCode == sr.ErrVersionNotFound.Code) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("read latest schema of subject %q: %w", subject, err)
+	}
+	cols, err := mapping.NullableColumns(latest.Schema.Schema)
+	if err != nil {
+		return nil, fmt.Errorf("subject %q version %d: %w", subject, latest.Version, err)
+	}
+	var keep []string
+	for _, name := range cols {
+		if c, _, ok := t.Column(name); ok && !c.Nullable {
+			keep = append(keep, name)
+		}
+	}
+	return keep, nil
+}
+
+func startupRefused(i int, e *mapping.Entity, err error) error {
+	var inc *registry.IncompatibleError
+	if errors.As(err, &inc) {
+		return fmt.Errorf("entity %s: the table changed incompatibly since its schema was registered: %w. Once the topic's consumers can read the new shape, set %s[%d].compatibility: none (and the subject's compatibility in an external registry to NONE), restart, then set it back; or start the entity over on a new topic (docs/OPERATIONS.md, Incompatible schema changes)",
+			e.Name(), err, config.KeyEntities, i)
+	}
+	return fmt.Errorf("entity %s: %w", e.Name(), err)
 }

@@ -1,0 +1,88 @@
+package source
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/replicator/replicator/pgcluster/pgtest"
+	"github.com/replicator/replicator/relation"
+)
+
+// TestReread: the re-read of unchanged TOAST values never returns the row
+// as it was before the change's transaction (the walsender can send a
+// transaction a moment before it is visible to other sessions; here the
+// transaction is simply kept open, which is the same to a reader), and
+// copes with columns dropped since the change.
+func TestReread(t *testing.T) {
+	t.Parallel()
+	pg := startCluster(t)
+	db := newDB(t, pg, "reread", `CREATE TABLE "Big Rows" ("Id" int PRIMARY KEY, n int, body text);
+		INSERT INTO "Big Rows" VALUES (1, 0, 'old'), (2, 0, 'two')`)
+	ctx := context.Background()
+	conn, err := Connect(ctx, db.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	st := &stream{sql: conn}
+	tbl := db.table("Big Rows")
+
+	writer := pgtest.Connect(t, db.dsn)
+	tx, err := writer.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	var xid int64
+	if err := tx.QueryRow(ctx, `UPDATE "Big Rows" SET n = 1, body = 'new' WHERE "Id" = 1 RETURNING txid_current()`).Scan(&xid); err != nil {
+		t.Fatal(err)
+	}
+
+	// Not visible yet: the re-read keeps waiting rather than return n = 0.
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	row, _, err := st.reread(short, &tbl, uint32(xid), []string{"1"})
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("re-read while the transaction is not visible: got %v, %v; want it to wait until the deadline", row, err)
+	}
+
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, waitTimeout)
+	defer cancel()
+	row, _, err = st.reread(wctx, &tbl, uint32(xid), []string{"1"})
+	if want := []any{int32(1), int32(1), "new"}; err != nil || !reflect.DeepEqual(row, want) {
+		t.Errorf("re-read once visible: got %v, %v; want %v", row, err, want)
+	}
+	// A transaction long visible, a row that is gone: nil, at once.
+	db.exec(`DELETE FROM "Big Rows" WHERE "Id" = 2`)
+	row, _, err = st.reread(wctx, &tbl, uint32(xid), []string{"2"})
+	if err != nil || row != nil {
+		t.Errorf("re-read of a deleted row: got %v, %v; want nil, nil", row, err)
+	}
+
+	// The catalog ahead of the stream: a column dropped since the change
+	// keeps the change's value, unless that is the unsent TOAST value.
+	db.exec(`ALTER TABLE "Big Rows" DROP COLUMN n`)
+	tuple := &pglogrepl.TupleData{Columns: []*pglogrepl.TupleDataColumn{
+		{DataType: pglogrepl.TupleDataTypeText, Data: []byte("1")},
+		{DataType: pglogrepl.TupleDataTypeText, Data: []byte("7")},
+		{DataType: pglogrepl.TupleDataTypeToast},
+	}}
+	c := Change{Op: OpUpdate, Table: &tbl, XID: uint32(xid), New: []any{int32(1), int32(7), relation.UnchangedTOAST{}}}
+	if err := st.resolveUnchanged(wctx, &c, tuple); err != nil || !reflect.DeepEqual(c.New, []any{int32(1), int32(7), "new"}) {
+		t.Errorf("re-read with column n dropped since: got %v, %v; want [1 7 new]", c.New, err)
+	}
+	db.exec(`ALTER TABLE "Big Rows" DROP COLUMN body`)
+	c = Change{Op: OpUpdate, Table: &tbl, XID: uint32(xid), New: []any{int32(1), int32(7), relation.UnchangedTOAST{}}}
+	err = st.resolveUnchanged(wctx, &c, tuple)
+	if want := `table public.Big Rows key ("Id")=(1) column "body": the UPDATE left its TOASTed value unsent and the column has been dropped since`; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("re-read with the TOAST column dropped since: got %v, want an error containing %q", err, want)
+	}
+}
