@@ -374,7 +374,7 @@ func TestSnapshot(t *testing.T) {
 					t.Fatalf("state after the failed snapshot: got %+v, want incomplete with a consistent LSN", st)
 				}
 			},
-			wantReason: "the initial snapshot did not complete",
+			wantReason: "the previous initial snapshot did not complete",
 		},
 		{
 			name: "state file lost", db: "state_lost",
@@ -389,7 +389,7 @@ func TestSnapshot(t *testing.T) {
 					t.Fatal(err)
 				}
 			},
-			wantReason: "no snapshot state in data_dir",
+			wantReason: "data_dir holds no snapshot state for it",
 		},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -435,7 +435,7 @@ func TestSnapshot(t *testing.T) {
 				t.Errorf("new state: got %+v, want 21 rows and a consistent point after the old slot's %s", st, old.confirmed)
 			}
 			log := logs.String()
-			for _, want := range []string{"recreating replication slot", tt.wantReason, "created replication slot", "initial snapshot complete"} {
+			for _, want := range []string{LogSnapshotRestart, tt.wantReason, "created replication slot", "initial snapshot complete"} {
 				if !strings.Contains(log, want) {
 					t.Errorf("log: got %q, want it to contain %q", log, want)
 				}
