@@ -420,7 +420,7 @@ func estimateRows(ctx context.Context, conn *pgx.Conn, t *relation.Table) (int64
 	return int64(n), nil
 }
 
-// escapedLiteral is an E'' string literal, which reads the same whatever
+// escapedLiteral is an E” string literal, which reads the same whatever
 // standard_conforming_strings is.
 func escapedLiteral(b []byte) string {
 	var sb strings.Builder
