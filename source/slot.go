@@ -59,11 +59,16 @@ func (s *Source) prepareSlot(ctx context.Context, conn *pgx.Conn, repl *pgconn.P
 			s.log.Warn(LogSnapshotRestart,
 				"slot", s.cfg.Slot, "reason", "the previous initial snapshot did not complete (stopped or crashed)",
 				"previous_consistent_lsn", state.ConsistentLSN, "previous_started_at", state.CreatedAt,
-				"effect", "rows already published are published again; none is missed")
+				"effect", "rows already published are published again, rows deleted since get a tombstone; none is missed")
 		} else {
 			s.log.Warn(LogSnapshotRestart,
 				"slot", s.cfg.Slot, "reason", "the slot exists but data_dir holds no snapshot state for it ("+statePath(s.cfg.StateDir, s.cfg.Slot)+")",
-				"effect", "rows already published are published again; none is missed")
+				"effect", "rows already published are published again, rows deleted since get a tombstone; none is missed")
+		}
+		if wantSnapshot {
+			if err := s.keepPrevSlot(ctx, conn); err != nil {
+				return 0, err
+			}
 		}
 		if err := dropSlot(ctx, repl, s.cfg.Slot); err != nil {
 			return 0, err
@@ -72,7 +77,7 @@ func (s *Source) prepareSlot(ctx context.Context, conn *pgx.Conn, repl *pgconn.P
 		s.log.Warn(LogSnapshotRestart,
 			"slot", s.cfg.Slot, "reason", "the previous initial snapshot did not complete and its slot is gone",
 			"previous_consistent_lsn", state.ConsistentLSN, "previous_started_at", state.CreatedAt,
-			"effect", "rows already published are published again; none is missed")
+			"effect", "rows already published are published again, rows deleted since get a tombstone; none is missed")
 	}
 
 	res, err := createSlot(ctx, repl, s.cfg.Slot, wantSnapshot)
@@ -92,6 +97,11 @@ func (s *Source) prepareSlot(ctx context.Context, conn *pgx.Conn, repl *pgconn.P
 		return consistent, nil
 	}
 
+	// Rows deleted since the abandoned slot's position get their
+	// tombstones before the new snapshot's records (see ghosts.go).
+	if err := s.replayDeletes(ctx, conn, consistent, h); err != nil {
+		return 0, fmt.Errorf("initial snapshot: %w", err)
+	}
 	rows, err := s.snapshot(ctx, conn, res.SnapshotName, consistent, h)
 	if err != nil {
 		return 0, fmt.Errorf("initial snapshot: %w", err)
