@@ -1,8 +1,6 @@
 package source
 
 import (
-	"os"
-	"runtime/pprof"
 	"bytes"
 	"cmp"
 	"context"
@@ -109,12 +107,6 @@ func (s *Source) snapshot(ctx context.Context, conn *pgx.Conn, snapshotName stri
 		s.reportProgress(prog, stopReport)
 	}()
 
-	if f := os.Getenv("SNAP_CPUPROFILE"); f != "" { // TEMP
-		pf, _ := os.Create(f)
-		pprof.StartCPUProfile(pf)
-		defer pf.Close()
-		defer pprof.StopCPUProfile()
-	}
 	cp := newCheckpoint(0)
 	mark := cp.begin()
 	ch := Change{Op: OpSnapshot, LSN: consistent, CommitTime: started}
