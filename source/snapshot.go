@@ -1,11 +1,13 @@
 package source
 
 import (
+	"bufio"
 	"bytes"
 	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"sync"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/replicator/replicator/relation"
 	"golang.org/x/sync/errgroup"
 )
@@ -27,7 +30,7 @@ const (
 	// batchRows is how many decoded rows a reader hands to the emitter at
 	// once: enough to make the hand-over cheap, small enough that the rows
 	// in flight (batchRows × (2 × workers + workers + 1)) stay a few MB.
-	batchRows = 256
+	batchRows = 1024
 )
 
 // The initial snapshot.
@@ -173,7 +176,7 @@ func (s *Source) reportProgress(prog *progress, stop <-chan struct{}) {
 // snapshotWorker reads tables from jobs until none is left, in its own
 // transaction at the exported snapshot.
 func (s *Source) snapshotWorker(ctx context.Context, snapshotName string, jobs <-chan int, out chan<- *rowBatch, prog *progress) error {
-	conn, err := Connect(ctx, s.cfg.URL)
+	conn, err := connectSnapshot(ctx, s.cfg.URL)
 	if err != nil {
 		return fmt.Errorf("snapshot connection: %w", err)
 	}
@@ -203,6 +206,33 @@ func (s *Source) snapshotWorker(ctx context.Context, snapshotName string, jobs <
 			"seconds", d.Round(time.Millisecond).Seconds(), "rows_per_s", int64(float64(n)/max(d.Seconds(), 1e-9)))
 	}
 	return nil
+}
+
+// snapshotReadBuffer is the read buffer of a snapshot connection. COPY
+// sends one small message per row; when the reader falls behind, the
+// socket fills up and one read takes many rows instead of pgproto3's
+// default 8 KB.
+const snapshotReadBuffer = 256 << 10
+
+// connectSnapshot is [Connect] with a larger read buffer.
+func connectSnapshot(ctx context.Context, url string) (*pgx.Conn, error) {
+	pcfg, err := parseConfig(url, false)
+	if err != nil {
+		return nil, err
+	}
+	pcfg.BuildFrontend = func(r io.Reader, w io.Writer) *pgproto3.Frontend {
+		return pgproto3.NewFrontend(bufio.NewReaderSize(r, snapshotReadBuffer), w)
+	}
+	cfg, err := pgx.ParseConfig("")
+	if err != nil {
+		return nil, fmt.Errorf("pgx config: %w", err)
+	}
+	cfg.Config = *pcfg
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, explainConnectError(fmt.Errorf("connect: %w", err))
+	}
+	return conn, nil
 }
 
 // tableReader reads one table in key-ordered chunks. It is the io.Writer
