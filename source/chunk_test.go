@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -98,6 +100,73 @@ func TestSnapshotChunks(t *testing.T) {
 					t.Errorf("row %d column %s: decoded %v (%v), want %v (%v)", r+1, tbl.Columns[c].Name, got, gerr, exp, eerr)
 				}
 			}
+		}
+	})
+
+	t.Run("memory is bounded: the reader waits for the handler", func(t *testing.T) {
+		t.Parallel()
+		// About 30 MB of COPY output: more than the socket buffers hold.
+		db := newDB(t, pg, "bounded", `
+			CREATE TABLE big (id int PRIMARY KEY, pad text NOT NULL);
+			INSERT INTO big SELECT g, repeat('x', 200) FROM generate_series(1, 150000) g;
+			ANALYZE big;`)
+		release := make(chan struct{})
+		h := newFakeHandler(false)
+		h.before = func(ctx context.Context, n int, _ *Change) error {
+			if n == 0 { // a broker that does not take anything
+				select {
+				case <-release:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+			return nil
+		}
+		dir, logs := t.TempDir(), &logBuffer{}
+		r := run(t, db.newSource(dir, logs, func(c *Config) {
+			c.ProgressInterval = 20 * time.Millisecond
+			c.SnapshotChunkRows = 1_000_000
+		}, "big"), h)
+		// PostgreSQL blocks on a full socket once the reader stops reading.
+		deadline := time.Now().Add(waitTimeout)
+		for {
+			var n int
+			err := db.conn.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
+				WHERE datname = $1 AND wait_event = 'ClientWrite' AND query LIKE 'COPY %'`, db.name).Scan(&n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n == 1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the snapshot's COPY never blocked on a full socket; log:\n%s", logs.String())
+			}
+			time.Sleep(10 * time.Millisecond) // polling pg_stat_activity
+		}
+		// A progress line written now tells how much was read ahead.
+		seen := len(logs.String())
+		line := regexp.MustCompile(`msg="snapshot progress" table=public.big rows=0 estimated_rows=150000 percent=0 rows_per_s=0 buffered_rows=([0-9]+)`)
+		var m []string
+		for m == nil {
+			if time.Now().After(deadline) {
+				t.Fatalf("no progress line; log:\n%s", logs.String())
+			}
+			time.Sleep(10 * time.Millisecond) // polling the log
+			m = line.FindStringSubmatch(logs.String()[seen:])
+		}
+		// The channel (2 per worker), the batch the emitter holds; the one
+		// being filled is not counted yet.
+		buffered, _ := strconv.Atoi(m[1])
+		if limit := (2*1 + 1) * batchRows; buffered == 0 || buffered > limit {
+			t.Errorf("rows read ahead of a blocked handler: got %d, want 1..%d (of 150000)", buffered, limit)
+		}
+		t.Logf("%d rows read ahead of the blocked handler", buffered)
+		close(release)
+		db.waitState(dir, "complete", func(s snapshotState) bool { return s.Complete })
+		r.waitChanges(t, h, "every row", atLeast(150000))
+		if err := r.stop(t); err != nil {
+			t.Fatalf("Run after cancel: got %v, want nil", err)
 		}
 	})
 
@@ -225,6 +294,7 @@ func TestProgressLines(t *testing.T) {
 	p := newProgress([]string{"public.big", "public.fresh", "public.done", "public.queued"}, []int64{1000, -1, 10, 5},
 		slog.New(slog.NewTextHandler(logs, nil)), nil)
 	p.start(0, t0)
+	p.queue(0, 1524)
 	p.add(0, 500)
 	p.start(1, t0)
 	p.add(1, 40)
@@ -234,8 +304,8 @@ func TestProgressLines(t *testing.T) {
 	p.report(t0.Add(2 * time.Second))
 	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
 	want := []string{
-		`msg="snapshot progress" table=public.big rows=500 estimated_rows=1000 percent=50 rows_per_s=250 eta=2s`,
-		`msg="snapshot progress" table=public.fresh rows=40 rows_per_s=20`,
+		`msg="snapshot progress" table=public.big rows=500 estimated_rows=1000 percent=50 rows_per_s=250 eta=2s buffered_rows=1024`,
+		`msg="snapshot progress" table=public.fresh rows=40 rows_per_s=20 buffered_rows=0`,
 	}
 	if len(lines) != len(want) {
 		t.Fatalf("got %d lines, want %d (tables in progress only):\n%s", len(lines), len(want), logs.String())
@@ -250,7 +320,7 @@ func TestProgressLines(t *testing.T) {
 	p.add(0, 700)
 	logs.buf.Reset()
 	p.report(t0.Add(4 * time.Second))
-	if !strings.Contains(logs.String(), "table=public.big rows=1200 estimated_rows=1200 percent=100 rows_per_s=300 eta=0s") {
+	if !strings.Contains(logs.String(), "table=public.big rows=1200 estimated_rows=1200 percent=100 rows_per_s=300 eta=0s buffered_rows=324") {
 		t.Errorf("stale estimate: got %q", logs.String())
 	}
 

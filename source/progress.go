@@ -23,8 +23,9 @@ type progress struct {
 
 type tableProgress struct {
 	name     string
-	estimate int64 // from reltuples; < 0 when unknown (never analyzed)
-	done     atomic.Int64
+	estimate int64        // from reltuples; < 0 when unknown (never analyzed)
+	done     atomic.Int64 // rows handed to the handler
+	queued   atomic.Int64 // rows decoded and passed to the emitter
 	started  atomic.Int64 // UnixNano; 0 until its first chunk is read
 	finished atomic.Int64 // UnixNano; 0 until every row is handed over
 }
@@ -41,11 +42,13 @@ func newProgress(names []string, estimates []int64, log *slog.Logger, bar io.Wri
 func (p *progress) start(i int, now time.Time)  { p.tables[i].started.Store(now.UnixNano()) }
 func (p *progress) finish(i int, now time.Time) { p.tables[i].finished.Store(now.UnixNano()) }
 func (p *progress) add(i int, n int64)          { p.tables[i].done.Add(n) }
+func (p *progress) queue(i int, n int64)        { p.tables[i].queued.Add(n) }
 
 // tableStat is what a report says about one table at one moment.
 type tableStat struct {
 	name     string
 	done     int64
+	buffered int64 // decoded, waiting for the handler
 	estimate int64 // < 0 unknown
 	rate     float64
 	eta      time.Duration // < 0 unknown
@@ -53,6 +56,7 @@ type tableStat struct {
 
 func (t *tableProgress) stat(now time.Time) tableStat {
 	st := tableStat{name: t.name, done: t.done.Load(), estimate: t.estimate, eta: -1}
+	st.buffered = max(0, t.queued.Load()-st.done)
 	if st.estimate >= 0 && st.done > st.estimate {
 		// reltuples is an estimate: never report more than 100 %.
 		st.estimate = st.done
@@ -92,6 +96,9 @@ func (p *progress) report(now time.Time) {
 		if st.eta >= 0 {
 			attrs = append(attrs, "eta", st.eta.String())
 		}
+		// Rows read ahead of the handler: near the bound (a few batches)
+		// when Kafka is the bottleneck, near zero when PostgreSQL is.
+		attrs = append(attrs, "buffered_rows", st.buffered)
 		p.log.Info("snapshot progress", attrs...)
 	}
 }

@@ -196,6 +196,7 @@ func (s *Source) snapshotWorker(ctx context.Context, snapshotName string, jobs <
 		t0 := time.Now()
 		prog.start(idx, t0)
 		tr := newTableReader(&s.tables[idx], idx, s.cfg.SnapshotChunkRows, out)
+		tr.prog = prog
 		n, err := tr.read(ctx, conn)
 		if err != nil {
 			return err
@@ -244,6 +245,7 @@ type tableReader struct {
 	chunk int64
 	out   chan<- *rowBatch
 	ctx   context.Context // of the current read, for the blocking send
+	prog  *progress       // counts the rows passed on; nil in tests
 
 	sel  string // the select list
 	from string
@@ -428,6 +430,9 @@ func (r *tableReader) send() error {
 	}
 	select {
 	case r.out <- r.batch:
+		if r.prog != nil {
+			r.prog.queue(r.idx, int64(len(r.batch.rows)))
+		}
 		r.batch = nil
 		return nil
 	case <-r.ctx.Done():
