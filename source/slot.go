@@ -65,10 +65,8 @@ func (s *Source) prepareSlot(ctx context.Context, conn *pgx.Conn, repl *pgconn.P
 				"slot", s.cfg.Slot, "reason", "the slot exists but data_dir holds no snapshot state for it ("+statePath(s.cfg.StateDir, s.cfg.Slot)+")",
 				"effect", "rows already published are published again, rows deleted since get a tombstone; none is missed")
 		}
-		if wantSnapshot {
-			if err := s.keepPrevSlot(ctx, conn); err != nil {
-				return 0, err
-			}
+		if err := s.keepPrevSlot(ctx, conn); err != nil {
+			return 0, err
 		}
 		if err := dropSlot(ctx, repl, s.cfg.Slot); err != nil {
 			return 0, err
