@@ -270,6 +270,10 @@ func TestUnescapeCopy(t *testing.T) {
 	if _, err := unescapeCopy(nil, []byte(`end\`)); err == nil {
 		t.Error("unescapeCopy of a trailing backslash: got no error")
 	}
+	plain, _, err := splitCopyLine([]byte("a\t\tb\t"), nil, nil)
+	if err != nil || len(plain) != 4 || string(plain[0]) != "a" || plain[1] == nil || len(plain[1]) != 0 || string(plain[2]) != "b" || plain[3] == nil || len(plain[3]) != 0 {
+		t.Errorf("splitCopyLine without escapes: got %q, %v; want [a, \"\", b, \"\"] with empty strings, not NULLs", plain, err)
+	}
 	fields, _, err := splitCopyLine([]byte("1\t\\N\t\ta\\tb\t\\\\N"), nil, nil)
 	if err != nil {
 		t.Fatal(err)

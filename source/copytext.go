@@ -22,6 +22,18 @@ import (
 func splitCopyLine(line []byte, fields [][]byte, scratch []byte) ([][]byte, []byte, error) {
 	fields = fields[:0]
 	scratch = scratch[:0]
+	if bytes.IndexByte(line, '\\') < 0 {
+		// The common case: nothing escaped and no NULL, so fields are the
+		// tab-separated slices of line.
+		for {
+			end := bytes.IndexByte(line, '\t')
+			if end < 0 {
+				return append(fields, line), scratch, nil
+			}
+			fields = append(fields, line[:end])
+			line = line[end+1:]
+		}
+	}
 	// Escaped fields are appended to scratch; their offsets are recorded
 	// first and the slices taken at the end, since appending may move it.
 	type span struct{ field, from, to int }

@@ -137,13 +137,13 @@ func (s *Source) snapshot(ctx context.Context, conn *pgx.Conn, snapshotName stri
 	readErr := <-readDone
 	close(stopReport)
 	reporter.Wait()
+	prog.close(time.Now())
 	if err := errors.Join(emitErr, readErr); err != nil {
 		if emitErr != nil && errors.Is(readErr, context.Canceled) {
 			err = emitErr // the workers stopped because the emitter failed
 		}
 		return total, err
 	}
-	prog.close(time.Now())
 
 	cp.seal(mark, consistent)
 	if err := h.Flush(ctx); err != nil {
