@@ -78,6 +78,8 @@ func (s *Source) replayDeletes(ctx context.Context, conn *pgx.Conn, until pglogr
 	if err != nil {
 		return fmt.Errorf("start replication on slot %s: %w", prev, err)
 	}
+	s.log.Info("tombstoning rows deleted since the interrupted snapshot's position", "slot", prev,
+		"from_lsn", info.confirmed, "to_lsn", until)
 	r := &deleteReplay{src: s, h: h, rels: map[uint32]*streamRel{}, cp: newCheckpoint(0)}
 	r.mark = r.cp.begin()
 	if err := r.run(ctx, repl, until); err != nil {
