@@ -21,6 +21,9 @@ const (
 	KeySourcePublication  = "source.publication"
 	KeySourceSnapshot     = "source.snapshot"
 	KeySourceStatus       = "source.status_interval"
+	KeySnapshotWorkers    = "source.snapshot_workers"
+	KeySnapshotChunkRows  = "source.snapshot_chunk_rows"
+	KeySnapshotProgress   = "source.snapshot_progress_interval"
 	KeySourceNumeric      = "source.unconstrained_numeric"
 	KeyKafkaBrokers       = "kafka.brokers"
 	KeyKafkaListen        = "kafka.listen"
@@ -89,6 +92,15 @@ type SourceConfig struct {
 	// StatusInterval is how often the confirmed LSN is reported to
 	// PostgreSQL. Default 10s.
 	StatusInterval time.Duration `mapstructure:"status_interval"`
+	// SnapshotWorkers is how many connections read the initial snapshot
+	// in parallel (one table each at a time). Default 2, 1 to 64.
+	SnapshotWorkers int `mapstructure:"snapshot_workers"`
+	// SnapshotChunkRows is the rows per key-ordered chunk of a table read
+	// by the initial snapshot. Default 50000, 100 to 10000000.
+	SnapshotChunkRows int `mapstructure:"snapshot_chunk_rows"`
+	// SnapshotProgressInterval is how often snapshot progress is logged
+	// (when stderr is not a terminal). Default 10s.
+	SnapshotProgressInterval time.Duration `mapstructure:"snapshot_progress_interval"`
 	// UnconstrainedNumeric is how a numeric column without precision is
 	// exported: string (default, lossless) or double.
 	UnconstrainedNumeric string `mapstructure:"unconstrained_numeric"`

@@ -40,6 +40,9 @@ func TestLoadDefaults(t *testing.T) {
 		{"publication", cfg.Source.Publication, "replicator"},
 		{"snapshot", cfg.Source.Snapshot, SnapshotInitial},
 		{"status_interval", cfg.Source.StatusInterval, 10 * time.Second},
+		{"snapshot_workers", cfg.Source.SnapshotWorkers, 2},
+		{"snapshot_chunk_rows", cfg.Source.SnapshotChunkRows, 50000},
+		{"snapshot_progress_interval", cfg.Source.SnapshotProgressInterval, 10 * time.Second},
 		{"reconnect.initial_backoff", cfg.Source.Reconnect.InitialBackoff, 500 * time.Millisecond},
 		{"reconnect.max_backoff", cfg.Source.Reconnect.MaxBackoff, 30 * time.Second},
 		{"reconnect.give_up_after", cfg.Source.Reconnect.GiveUpAfter, time.Duration(0)},
@@ -127,6 +130,14 @@ kafka:
 entities:
   - table: t
 `, []string{"source.slot", "source.snapshot", "kafka.compression", "kafka.partitions"}},
+		{"snapshot settings out of range", `
+source:
+  url: postgres://x
+  snapshot_workers: 0
+  snapshot_chunk_rows: 10
+  snapshot_progress_interval: 1ms
+entities: [{table: t}]
+`, []string{"source.snapshot_workers", "source.snapshot_chunk_rows", "source.snapshot_progress_interval"}},
 		{"entity problems", `
 source: {url: postgres://x}
 entities:

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/replicator/replicator/relation"
 )
@@ -55,6 +56,15 @@ func (c *Config) Validate() error {
 	}
 	if c.Source.StatusInterval <= 0 {
 		bad(KeySourceStatus, "must be a positive duration such as 10s")
+	}
+	if c.Source.SnapshotWorkers < 1 || c.Source.SnapshotWorkers > 64 {
+		bad(KeySnapshotWorkers, "%d must be between 1 and 64 (connections reading the initial snapshot in parallel)", c.Source.SnapshotWorkers)
+	}
+	if c.Source.SnapshotChunkRows < 100 || c.Source.SnapshotChunkRows > 10_000_000 {
+		bad(KeySnapshotChunkRows, "%d must be between 100 and 10000000 (rows per chunk of the initial snapshot)", c.Source.SnapshotChunkRows)
+	}
+	if c.Source.SnapshotProgressInterval < 100*time.Millisecond {
+		bad(KeySnapshotProgress, "must be a duration of at least 100ms such as 10s")
 	}
 	if rc := c.Source.Reconnect; rc.InitialBackoff <= 0 {
 		bad(KeySourceReconnectInitial, "must be a positive duration such as 500ms")

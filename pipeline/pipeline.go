@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/replicator/replicator/mapping"
 	"github.com/replicator/replicator/registry"
@@ -74,6 +75,18 @@ type Pipeline struct {
 	settled  chan struct{}
 
 	pairs sync.Pool // *pairAck for key changes
+
+	// last holds the headers of the previous change: every change of a
+	// transaction, and every row of the snapshot, has the same op, LSN,
+	// commit time and XID, so their records share one read-only slice
+	// instead of formatting it per row. Only Handle's goroutine uses it.
+	last struct {
+		op      source.Op
+		lsn     uint64
+		time    time.Time
+		xid     uint32
+		headers []kgo.RecordHeader
+	}
 }
 
 // Option configures a [Pipeline].
@@ -128,7 +141,7 @@ func (p *Pipeline) handle(ctx context.Context, c *source.Change, ack acker) erro
 		return fmt.Errorf("change for table index %d: no such entity", c.TableIndex)
 	}
 	e := &p.entities[c.TableIndex]
-	headers := changeHeaders(c)
+	headers := p.headers(c)
 	switch c.Op {
 	case source.OpInsert, source.OpSnapshot:
 		r, err := p.upsert(e, c, c.New, headers)
@@ -248,6 +261,18 @@ var (
 	}
 	opDelete = []byte("d")
 )
+
+// headers returns the change's headers, reusing the previous change's when
+// they would be equal. Records never modify their headers.
+func (p *Pipeline) headers(c *source.Change) []kgo.RecordHeader {
+	l := &p.last
+	if l.headers != nil && l.op == c.Op && l.lsn == uint64(c.LSN) && l.xid == c.XID && l.time.Equal(c.CommitTime) {
+		return l.headers
+	}
+	l.op, l.lsn, l.time, l.xid = c.Op, uint64(c.LSN), c.CommitTime, c.XID
+	l.headers = changeHeaders(c)
+	return l.headers
+}
 
 func changeHeaders(c *source.Change) []kgo.RecordHeader {
 	h := make([]kgo.RecordHeader, 0, 4)

@@ -10,6 +10,18 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
+// Log messages of the snapshot's life cycle, for operators and tests.
+const (
+	// LogSnapshotRestart: an earlier initial snapshot did not complete;
+	// the slot is recreated and the snapshot starts again from a new
+	// consistent point (never resumed: the rows of the old snapshot were
+	// read at a point the new slot does not stream from).
+	LogSnapshotRestart = "initial snapshot incomplete: starting it again from a new consistent point"
+	// LogSnapshotComplete: every snapshot row is acknowledged and the
+	// state file says complete.
+	LogSnapshotComplete = "initial snapshot complete"
+)
+
 // prepareSlot makes sure a slot exists whose stream, together with what was
 // published before, misses nothing, and returns the LSN to stream from.
 //
@@ -40,15 +52,30 @@ func (s *Source) prepareSlot(ctx context.Context, conn *pgx.Conn, repl *pgconn.P
 			s.log.Info("resuming from replication slot", "slot", s.cfg.Slot, "confirmed_lsn", slot.confirmed)
 			return slot.confirmed, nil
 		}
-		reason := "no snapshot state in data_dir"
+		// The stream from this slot's consistent point lacks the rows that
+		// existed before it, and not all of them are known to be published:
+		// the only safe way on is a new slot and a new snapshot.
 		if haveState {
-			reason = "the initial snapshot did not complete"
+			s.log.Warn(LogSnapshotRestart,
+				"slot", s.cfg.Slot, "reason", "the previous initial snapshot did not complete (stopped or crashed)",
+				"previous_consistent_lsn", state.ConsistentLSN, "previous_started_at", state.CreatedAt,
+				"effect", "rows already published are published again, rows deleted since get a tombstone; none is missed")
+		} else {
+			s.log.Warn(LogSnapshotRestart,
+				"slot", s.cfg.Slot, "reason", "the slot exists but data_dir holds no snapshot state for it ("+statePath(s.cfg.StateDir, s.cfg.Slot)+")",
+				"effect", "rows already published are published again, rows deleted since get a tombstone; none is missed")
 		}
-		s.log.Warn("recreating replication slot and starting the snapshot again from a new consistent point; rows may be published twice",
-			"slot", s.cfg.Slot, "reason", reason)
+		if err := s.keepPrevSlot(ctx, conn); err != nil {
+			return 0, err
+		}
 		if err := dropSlot(ctx, repl, s.cfg.Slot); err != nil {
 			return 0, err
 		}
+	} else if wantSnapshot && haveState && !state.Complete {
+		s.log.Warn(LogSnapshotRestart,
+			"slot", s.cfg.Slot, "reason", "the previous initial snapshot did not complete and its slot is gone",
+			"previous_consistent_lsn", state.ConsistentLSN, "previous_started_at", state.CreatedAt,
+			"effect", "rows already published are published again, rows deleted since get a tombstone; none is missed")
 	}
 
 	res, err := createSlot(ctx, repl, s.cfg.Slot, wantSnapshot)
@@ -68,7 +95,12 @@ func (s *Source) prepareSlot(ctx context.Context, conn *pgx.Conn, repl *pgconn.P
 		return consistent, nil
 	}
 
-	rows, err := s.snapshot(ctx, res.SnapshotName, consistent, h)
+	// Rows deleted since the abandoned slot's position get their
+	// tombstones before the new snapshot's records (see ghosts.go).
+	if err := s.replayDeletes(ctx, conn, consistent, h); err != nil {
+		return 0, fmt.Errorf("initial snapshot: %w", err)
+	}
+	rows, err := s.snapshot(ctx, conn, res.SnapshotName, consistent, h)
 	if err != nil {
 		return 0, fmt.Errorf("initial snapshot: %w", err)
 	}
@@ -76,6 +108,7 @@ func (s *Source) prepareSlot(ctx context.Context, conn *pgx.Conn, repl *pgconn.P
 	if err := writeState(s.cfg.StateDir, state); err != nil {
 		return 0, err
 	}
-	s.log.Info("initial snapshot complete", "rows", rows, "consistent_lsn", consistent)
+	s.log.Info(LogSnapshotComplete, "rows", rows, "consistent_lsn", consistent,
+		"seconds", state.CompletedAt.Sub(state.CreatedAt).Round(time.Millisecond).Seconds())
 	return consistent, nil
 }

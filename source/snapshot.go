@@ -1,46 +1,150 @@
 package source
 
 import (
+	"bufio"
+	"bytes"
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/replicator/replicator/relation"
+	"golang.org/x/sync/errgroup"
 )
+
+// Snapshot defaults.
+const (
+	DefaultSnapshotWorkers   = 2
+	DefaultSnapshotChunkRows = 50_000
+	DefaultProgressInterval  = 10 * time.Second
+	// barInterval is how often a terminal progress bar is redrawn.
+	barInterval = 250 * time.Millisecond
+	// batchRows is how many decoded rows a reader hands to the emitter at
+	// once: enough to make the hand-over cheap, small enough that the rows
+	// in flight (batchRows × (2 × workers + workers + 1)) stay a few MB.
+	batchRows = 1024
+)
+
+// The initial snapshot.
+//
+// Workers (source.snapshot_workers) each open a connection and a REPEATABLE
+// READ transaction that imports the snapshot exported with the slot, so
+// every one of them sees exactly the transactions committed before the
+// slot's consistent point. Tables are handed out largest first; a worker
+// reads its table in key-ordered chunks (keyset pagination on the primary
+// key: COPY (SELECT ... WHERE key > last ORDER BY key LIMIT n) TO STDOUT),
+// parses COPY's text format, decodes the values, and passes batches of rows
+// over a bounded channel to the emitter, the calling goroutine, which is
+// the only one to call the Handler (its contract: one goroutine). Reading
+// and decoding thus overlap with encoding and producing, and memory holds a
+// fixed number of batches whatever the table size. The replication
+// connection stays idle throughout so the exported snapshot stays valid.
+
+// rowBatch is up to batchRows rows of one table.
+type rowBatch struct {
+	table int
+	rows  [][]any
+}
 
 // snapshot publishes every row of every table as seen by the exported
 // snapshot, as OpSnapshot changes stamped with the consistent point, and
-// waits until all are acknowledged. It uses its own connection: the
-// replication connection must stay idle for the snapshot to stay valid.
-func (s *Source) snapshot(ctx context.Context, snapshotName string, consistent pglogrepl.LSN, h Handler) (int64, error) {
-	conn, err := Connect(ctx, s.cfg.URL)
-	if err != nil {
-		return 0, err
+// waits until all are acknowledged. conn is the source's SQL connection,
+// used for the row estimates.
+func (s *Source) snapshot(ctx context.Context, conn *pgx.Conn, snapshotName string, consistent pglogrepl.LSN, h Handler) (int64, error) {
+	started := time.Now().UTC()
+	names := make([]string, len(s.tables))
+	estimates := make([]int64, len(s.tables))
+	for i := range s.tables {
+		names[i] = s.tables[i].QualifiedName()
+		n, err := estimateRows(ctx, conn, &s.tables[i])
+		if err != nil {
+			return 0, err
+		}
+		estimates[i] = n
 	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
-	if err != nil {
-		return 0, fmt.Errorf("begin snapshot transaction: %w", err)
+	prog := newProgress(names, estimates, s.log, s.cfg.Progress)
+
+	// Largest first, so the last table to finish is a small one.
+	order := make([]int, len(s.tables))
+	for i := range order {
+		order[i] = i
 	}
-	defer tx.Rollback(context.WithoutCancel(ctx))
-	if _, err := tx.Exec(ctx, "SET TRANSACTION SNAPSHOT "+quoteLiteral(snapshotName)); err != nil {
-		return 0, fmt.Errorf("import snapshot %s: %w", snapshotName, err)
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(estimates[b], estimates[a]) })
+	jobs := make(chan int, len(order))
+	for _, i := range order {
+		jobs <- i
 	}
+	close(jobs)
+	workers := min(s.cfg.SnapshotWorkers, len(s.tables))
+	s.log.Info("initial snapshot started", "tables", len(s.tables), "workers", workers,
+		"chunk_rows", s.cfg.SnapshotChunkRows, "estimated_rows", sum(estimates), "consistent_lsn", consistent)
+
+	rctx, cancelRead := context.WithCancel(ctx)
+	defer cancelRead()
+	g, gctx := errgroup.WithContext(rctx)
+	batches := make(chan *rowBatch, 2*workers)
+	for range workers {
+		g.Go(func() error {
+			return s.snapshotWorker(gctx, snapshotName, jobs, batches, prog)
+		})
+	}
+	readDone := make(chan error, 1)
+	go func() { // owned here: ends when every worker has, which cancelRead forces
+		readDone <- g.Wait()
+		close(batches)
+	}()
+
+	var reporter sync.WaitGroup
+	stopReport := make(chan struct{})
+	reporter.Add(1)
+	go func() { // owned here: stopped by stopReport before snapshot returns
+		defer reporter.Done()
+		s.reportProgress(prog, stopReport)
+	}()
 
 	cp := newCheckpoint(0)
 	mark := cp.begin()
-	started := time.Now().UTC()
+	ch := Change{Op: OpSnapshot, LSN: consistent, CommitTime: started}
 	var total int64
-	for i := range s.tables {
-		n, err := s.snapshotTable(ctx, tx, i, consistent, started, cp, mark, h)
-		total += n
-		if err != nil {
-			return total, err
+	var emitErr error
+	for b := range batches {
+		if emitErr != nil {
+			continue // draining after a failure: the workers are being stopped
 		}
-		s.log.Info("snapshot table read", "table", s.tables[i].QualifiedName(), "rows", n)
+		ch.Table, ch.TableIndex = &s.tables[b.table], b.table
+		for _, row := range b.rows {
+			ch.New = row
+			ch.Ack = cp.track(mark)
+			if err := h.Handle(ctx, &ch); err != nil {
+				emitErr = err
+				cancelRead()
+				break
+			}
+			total++
+		}
+		if emitErr == nil {
+			prog.add(b.table, int64(len(b.rows)))
+		}
 	}
+	readErr := <-readDone
+	close(stopReport)
+	reporter.Wait()
+	prog.close(time.Now())
+	if err := errors.Join(emitErr, readErr); err != nil {
+		if emitErr != nil && errors.Is(readErr, context.Canceled) {
+			err = emitErr // the workers stopped because the emitter failed
+		}
+		return total, err
+	}
+
 	cp.seal(mark, consistent)
 	if err := h.Flush(ctx); err != nil {
 		return total, fmt.Errorf("wait for snapshot acknowledgements: %w", err)
@@ -51,40 +155,323 @@ func (s *Source) snapshot(ctx context.Context, snapshotName string, consistent p
 	return total, nil
 }
 
-func (s *Source) snapshotTable(ctx context.Context, tx pgx.Tx, idx int, consistent pglogrepl.LSN, at time.Time, cp *checkpoint, mark *txnMark, h Handler) (int64, error) {
-	t := &s.tables[idx]
+// reportProgress reports until stop is closed.
+func (s *Source) reportProgress(prog *progress, stop <-chan struct{}) {
+	every := s.cfg.ProgressInterval
+	if prog.bar != nil {
+		every = barInterval
+	}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case now := <-tick.C:
+			prog.report(now)
+		}
+	}
+}
+
+// snapshotWorker reads tables from jobs until none is left, in its own
+// transaction at the exported snapshot.
+func (s *Source) snapshotWorker(ctx context.Context, snapshotName string, jobs <-chan int, out chan<- *rowBatch, prog *progress) error {
+	conn, err := connectSnapshot(ctx, s.cfg.URL)
+	if err != nil {
+		return fmt.Errorf("snapshot connection: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return fmt.Errorf("begin snapshot transaction: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	if _, err := tx.Exec(ctx, "SET TRANSACTION SNAPSHOT "+quoteLiteral(snapshotName)); err != nil {
+		return fmt.Errorf("import snapshot %s: %w", snapshotName, err)
+	}
+	for idx := range jobs {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		t0 := time.Now()
+		prog.start(idx, t0)
+		tr := newTableReader(&s.tables[idx], idx, s.cfg.SnapshotChunkRows, out)
+		tr.prog = prog
+		n, err := tr.read(ctx, conn)
+		if err != nil {
+			return err
+		}
+		prog.finish(idx, time.Now())
+		d := time.Since(t0)
+		s.log.Info("snapshot table read", "table", s.tables[idx].QualifiedName(), "rows", n,
+			"seconds", d.Round(time.Millisecond).Seconds(), "rows_per_s", int64(float64(n)/max(d.Seconds(), 1e-9)))
+	}
+	return nil
+}
+
+// snapshotReadBuffer is the read buffer of a snapshot connection. COPY
+// sends one small message per row; when the reader falls behind, the
+// socket fills up and one read takes many rows instead of pgproto3's
+// default 8 KB.
+const snapshotReadBuffer = 256 << 10
+
+// connectSnapshot is [Connect] with a larger read buffer.
+func connectSnapshot(ctx context.Context, url string) (*pgx.Conn, error) {
+	pcfg, err := parseConfig(url, false)
+	if err != nil {
+		return nil, err
+	}
+	pcfg.BuildFrontend = func(r io.Reader, w io.Writer) *pgproto3.Frontend {
+		return pgproto3.NewFrontend(bufio.NewReaderSize(r, snapshotReadBuffer), w)
+	}
+	cfg, err := pgx.ParseConfig("")
+	if err != nil {
+		return nil, fmt.Errorf("pgx config: %w", err)
+	}
+	cfg.Config = *pcfg
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, explainConnectError(fmt.Errorf("connect: %w", err))
+	}
+	return conn, nil
+}
+
+// tableReader reads one table in key-ordered chunks. It is the io.Writer
+// COPY's output goes to: each line is split, unescaped, decoded and added
+// to the current batch, which is sent when full.
+type tableReader struct {
+	t     *relation.Table
+	idx   int
+	chunk int64
+	out   chan<- *rowBatch
+	ctx   context.Context // of the current read, for the blocking send
+	prog  *progress       // counts the rows passed on; nil in tests
+
+	sel  string // the select list
+	from string
+	keys []int // column indices of the key; nil: read in one pass
+	by   string
+
+	batch   *rowBatch
+	vals    []any // slab the batch's rows are cut from
+	partial []byte
+	fields  [][]byte
+	scratch []byte
+	lastKey [][]byte // key text of the last row read, owned copies
+	rows    int64    // rows of the current chunk
+}
+
+func newTableReader(t *relation.Table, idx int, chunk int, out chan<- *rowBatch) *tableReader {
+	r := &tableReader{t: t, idx: idx, chunk: int64(chunk), out: out}
 	cols := make([]string, len(t.Columns))
 	for i, c := range t.Columns {
 		cols[i] = pgx.Identifier{c.Name}.Sanitize()
 	}
-	sql := "SELECT " + strings.Join(cols, ", ") + " FROM ONLY " + pgx.Identifier{t.Schema, t.Name}.Sanitize()
-	// The simple protocol returns every column in text format: the same
-	// bytes pgoutput sends, decoded by the same functions.
-	rows, err := tx.Query(ctx, sql, pgx.QueryExecModeSimpleProtocol)
-	if err != nil {
-		return 0, fmt.Errorf("read %s: %w", t.QualifiedName(), err)
-	}
-	defer rows.Close()
-	var n int64
-	ch := Change{Op: OpSnapshot, Table: t, TableIndex: idx, LSN: consistent, CommitTime: at}
-	for rows.Next() {
-		row, err := decodeRow(t, rows.RawValues())
-		if err != nil {
-			return n, fmt.Errorf("snapshot: %w", err)
+	r.sel = strings.Join(cols, ", ")
+	r.from = pgx.Identifier{t.Schema, t.Name}.Sanitize()
+	// Keyset pagination needs a unique, non-null key: the primary key. A
+	// table without one (an entity with a configured key) is read in one
+	// pass; memory stays bounded all the same, as rows are streamed.
+	if len(t.PrimaryKey) > 0 {
+		by := make([]string, len(t.PrimaryKey))
+		for i, k := range t.PrimaryKey {
+			_, ci, ok := t.Column(k)
+			if !ok {
+				r.keys = nil
+				break
+			}
+			r.keys = append(r.keys, ci)
+			by[i] = pgx.Identifier{k}.Sanitize()
 		}
-		ch.New = row
-		ch.Ack = cp.track(mark)
-		if err := h.Handle(ctx, &ch); err != nil {
-			return n, err
+		if r.keys != nil {
+			r.by = strings.Join(by, ", ")
 		}
-		n++
 	}
-	if err := rows.Err(); err != nil {
-		return n, fmt.Errorf("read %s: %w", t.QualifiedName(), err)
+	r.lastKey = make([][]byte, len(r.keys))
+	return r
+}
+
+// chunkSQL is the COPY statement of the next chunk. COPY takes no
+// parameters, so the last key is spliced in as escaped string literals,
+// which PostgreSQL types from the key columns they are compared with.
+func (r *tableReader) chunkSQL(first bool) string {
+	var b strings.Builder
+	b.WriteString("COPY (SELECT " + r.sel + " FROM ONLY " + r.from)
+	if r.keys != nil {
+		if !first {
+			b.WriteString(" WHERE (" + r.by + ") > (")
+			for i, k := range r.lastKey {
+				if i > 0 {
+					b.WriteString(", ")
+				}
+				b.WriteString(escapedLiteral(k))
+			}
+			b.WriteString(")")
+		}
+		fmt.Fprintf(&b, " ORDER BY %s LIMIT %d", r.by, r.chunk)
+	}
+	b.WriteString(") TO STDOUT")
+	return b.String()
+}
+
+// read sends every row of the table to out and returns how many.
+func (r *tableReader) read(ctx context.Context, conn *pgx.Conn) (int64, error) {
+	r.ctx = ctx
+	defer func() { r.ctx = nil }()
+	var total int64
+	for first := true; ; first = false {
+		r.rows = 0
+		sql := r.chunkSQL(first)
+		if _, err := conn.PgConn().CopyTo(ctx, r, sql); err != nil {
+			return total, fmt.Errorf("read %s: %w", r.t.QualifiedName(), err)
+		}
+		if len(r.partial) > 0 {
+			return total, fmt.Errorf("read %s: COPY output ends in an incomplete line", r.t.QualifiedName())
+		}
+		total += r.rows
+		if r.keys == nil || r.rows < r.chunk {
+			break
+		}
+	}
+	if err := r.send(); err != nil {
+		return total, err
+	}
+	return total, nil
+}
+
+// Write takes COPY output: PostgreSQL sends one line per message, but
+// nothing here depends on it.
+func (r *tableReader) Write(p []byte) (int, error) {
+	n := len(p)
+	if len(r.partial) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			r.partial = append(r.partial, p...)
+			return n, nil
+		}
+		r.partial = append(r.partial, p[:i]...)
+		if err := r.row(r.partial); err != nil {
+			return 0, err
+		}
+		r.partial = r.partial[:0]
+		p = p[i+1:]
+	}
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			r.partial = append(r.partial, p...)
+			break
+		}
+		if err := r.row(p[:i]); err != nil {
+			return 0, err
+		}
+		p = p[i+1:]
 	}
 	return n, nil
 }
 
+// row decodes one COPY line into the batch.
+func (r *tableReader) row(line []byte) error {
+	var err error
+	r.fields, r.scratch, err = splitCopyLine(line, r.fields, r.scratch)
+	cols := r.t.Columns
+	if err == nil && len(r.fields) != len(cols) {
+		err = fmt.Errorf("COPY returned %d columns, want %d", len(r.fields), len(cols))
+	}
+	if err != nil {
+		return fmt.Errorf("read %s: %w", r.t.QualifiedName(), err)
+	}
+	if len(r.vals) < len(cols) {
+		r.vals = make([]any, batchRows*len(cols))
+	}
+	row := r.vals[:len(cols):len(cols)]
+	r.vals = r.vals[len(cols):]
+	for i, f := range r.fields {
+		if f == nil || cols[i].Unused {
+			continue
+		}
+		v, err := relation.DecodeText(&cols[i].Type, f)
+		if err != nil {
+			key := rowKey(r.t, func(k int) ([]byte, bool) { return r.fields[k], r.fields[k] != nil })
+			return fmt.Errorf("snapshot: %w", valueError(r.t, key, i, err))
+		}
+		row[i] = v
+	}
+	for i, k := range r.keys {
+		r.lastKey[i] = append(r.lastKey[i][:0], r.fields[k]...)
+	}
+	if r.batch == nil {
+		r.batch = &rowBatch{table: r.idx, rows: make([][]any, 0, batchRows)}
+	}
+	r.batch.rows = append(r.batch.rows, row)
+	r.rows++
+	if len(r.batch.rows) == batchRows {
+		return r.send()
+	}
+	return nil
+}
+
+// send hands the current batch to the emitter, waiting while it is busy:
+// that wait is what bounds memory.
+func (r *tableReader) send() error {
+	if r.batch == nil || len(r.batch.rows) == 0 {
+		return nil
+	}
+	select {
+	case r.out <- r.batch:
+		if r.prog != nil {
+			r.prog.queue(r.idx, int64(len(r.batch.rows)))
+		}
+		r.batch = nil
+		return nil
+	case <-r.ctx.Done():
+		return r.ctx.Err()
+	}
+}
+
+// estimateRows is PostgreSQL's estimate of the table's row count, or -1
+// when it has none (never vacuumed or analyzed).
+func estimateRows(ctx context.Context, conn *pgx.Conn, t *relation.Table) (int64, error) {
+	var n float64
+	err := conn.QueryRow(ctx, `SELECT c.reltuples::float8 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2`,
+		t.Schema, t.Name).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("estimate rows of %s: %w", t.QualifiedName(), err)
+	}
+	if n < 0 {
+		return -1, nil
+	}
+	return int64(n), nil
+}
+
+// escapedLiteral is an E” string literal, which reads the same whatever
+// standard_conforming_strings is.
+func escapedLiteral(b []byte) string {
+	var sb strings.Builder
+	sb.Grow(len(b) + 3)
+	sb.WriteString("E'")
+	for _, c := range b {
+		switch c {
+		case '\'':
+			sb.WriteString("''")
+		case '\\':
+			sb.WriteString(`\\`)
+		default:
+			sb.WriteByte(c)
+		}
+	}
+	sb.WriteByte('\'')
+	return sb.String()
+}
+
 func quoteLiteral(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
+}
+
+func sum(xs []int64) int64 {
+	var t int64
+	for _, x := range xs {
+		t += max(x, 0)
+	}
+	return t
 }

@@ -20,6 +20,7 @@ import (
 func TestSnapshot(t *testing.T) {
 	t.Parallel()
 	pg := startCluster(t)
+	errBoom := errors.New("boom: producer died")
 
 	t.Run("handoff", func(t *testing.T) {
 		t.Parallel()
@@ -347,9 +348,67 @@ func TestSnapshot(t *testing.T) {
 		}
 	})
 
+	t.Run("rows deleted while the snapshot was interrupted get tombstones", func(t *testing.T) {
+		t.Parallel()
+		db := newDB(t, pg, "ghosts", `
+			CREATE TABLE items (id int PRIMARY KEY, v text);
+			INSERT INTO items SELECT i, 'v' FROM generate_series(1, 20) i;`)
+		dir := t.TempDir()
+		h := newFakeHandler(false)
+		h.before = func(_ context.Context, n int, _ *Change) error {
+			if n == 5 {
+				return errBoom
+			}
+			return nil
+		}
+		if err := run(t, db.newSource(dir, nil, nil, "items"), h).wait(t); !errors.Is(err, errBoom) {
+			t.Fatalf("first Run: got %v, want the handler's error", err)
+		}
+		published := ids(h.got())
+		if len(published) != 5 {
+			t.Fatalf("first Run published %v, want 5 rows", published)
+		}
+		db.waitSlot("left behind, inactive", func(s slotInfo) bool { return s.exists && !s.active })
+		// Published by the failed run, then deleted or re-keyed: neither the
+		// new snapshot nor the new stream would ever mention them.
+		db.exec(`DELETE FROM items WHERE id = $1`, published[0])
+		db.exec(`UPDATE items SET id = 100 WHERE id = $1`, published[1])
+		db.exec(`DELETE FROM items WHERE id = 7`) // maybe never published: a tombstone does no harm
+
+		logs, h2 := &logBuffer{}, newFakeHandler(false)
+		r := run(t, db.newSource(dir, logs, nil, "items"), h2)
+		db.waitState(dir, "complete", func(s snapshotState) bool { return s.Complete })
+		got := r.waitChanges(t, h2, "tombstones and the snapshot", atLeast(3+18))
+		if err := r.stop(t); err != nil {
+			t.Fatalf("second Run after cancel: got %v, want nil", err)
+		}
+		if len(got) != 21 {
+			t.Fatalf("changes: got %d (%s), want 3 deletes then 18 snapshot rows", len(got), summarize(got))
+		}
+		var dels []int32
+		for _, c := range got[:3] {
+			if c.Op != OpDelete || c.Old == nil {
+				t.Fatalf("changes: got %s, want the 3 deletes first", summarize(got))
+			}
+			dels = append(dels, c.Old[0].(int32))
+		}
+		if want := []int32{published[0], published[1], 7}; !slices.Equal(dels, want) {
+			t.Errorf("tombstoned keys: got %v, want %v", dels, want)
+		}
+		if snaps := filter(got[3:], byOp(OpSnapshot)); len(snaps) != 18 {
+			t.Errorf("snapshot rows after the tombstones: got %d, want 18", len(snaps))
+		}
+		var n int
+		if err := db.conn.QueryRow(context.Background(), `SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1`, prevSlotName(db.name)).Scan(&n); err != nil || n != 0 {
+			t.Errorf("previous slot %s: %d left (%v), want dropped", prevSlotName(db.name), n, err)
+		}
+		if !strings.Contains(logs.String(), "tombstoned rows deleted while the snapshot was interrupted") || !strings.Contains(logs.String(), "tombstones=3") {
+			t.Errorf("log lacks the tombstone line:\n%s", logs.String())
+		}
+	})
+
 	// A slot whose snapshot is not known to be complete is not trusted: it
 	// is dropped and created again, and the snapshot redone.
-	errBoom := errors.New("boom: producer died")
 	for _, tt := range []struct {
 		name       string
 		db         string
@@ -374,7 +433,7 @@ func TestSnapshot(t *testing.T) {
 					t.Fatalf("state after the failed snapshot: got %+v, want incomplete with a consistent LSN", st)
 				}
 			},
-			wantReason: "the initial snapshot did not complete",
+			wantReason: "the previous initial snapshot did not complete",
 		},
 		{
 			name: "state file lost", db: "state_lost",
@@ -389,7 +448,7 @@ func TestSnapshot(t *testing.T) {
 					t.Fatal(err)
 				}
 			},
-			wantReason: "no snapshot state in data_dir",
+			wantReason: "data_dir holds no snapshot state for it",
 		},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -435,7 +494,7 @@ func TestSnapshot(t *testing.T) {
 				t.Errorf("new state: got %+v, want 21 rows and a consistent point after the old slot's %s", st, old.confirmed)
 			}
 			log := logs.String()
-			for _, want := range []string{"recreating replication slot", tt.wantReason, "created replication slot", "initial snapshot complete"} {
+			for _, want := range []string{LogSnapshotRestart, tt.wantReason, "created replication slot", "initial snapshot complete"} {
 				if !strings.Contains(log, want) {
 					t.Errorf("log: got %q, want it to contain %q", log, want)
 				}

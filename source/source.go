@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"time"
 
@@ -35,6 +36,19 @@ type Config struct {
 	StatusInterval time.Duration
 	// StateDir holds the snapshot state file; required.
 	StateDir string
+	// SnapshotWorkers is how many connections read the initial snapshot
+	// in parallel, one table each at a time; default
+	// DefaultSnapshotWorkers.
+	SnapshotWorkers int
+	// SnapshotChunkRows is the number of rows per key-ordered chunk of a
+	// table with a primary key; default DefaultSnapshotChunkRows.
+	SnapshotChunkRows int
+	// ProgressInterval is the period of snapshot progress log lines;
+	// default DefaultProgressInterval.
+	ProgressInterval time.Duration
+	// Progress, when set (a terminal), gets a progress bar of the snapshot
+	// instead of periodic log lines.
+	Progress io.Writer
 	// ShutdownTimeout bounds the final flush and confirmation on stop;
 	// default 30s.
 	ShutdownTimeout time.Duration
@@ -81,6 +95,15 @@ func New(cfg Config, tables []relation.Table) (*Source, error) {
 	}
 	if cfg.StatusInterval <= 0 {
 		cfg.StatusInterval = 10 * time.Second
+	}
+	if cfg.SnapshotWorkers <= 0 {
+		cfg.SnapshotWorkers = DefaultSnapshotWorkers
+	}
+	if cfg.SnapshotChunkRows <= 0 {
+		cfg.SnapshotChunkRows = DefaultSnapshotChunkRows
+	}
+	if cfg.ProgressInterval <= 0 {
+		cfg.ProgressInterval = DefaultProgressInterval
 	}
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 30 * time.Second

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"path/filepath"
 	"time"
@@ -89,7 +90,10 @@ func entitySpec(e config.Entity) mapping.Spec {
 // runReplicator is `replicator run`: it starts the embedded broker and
 // registry when configured so, prepares topics and schemas, and streams
 // until ctx ends. ready, if set, is called once streaming can begin.
-func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, ready func(endpoints)) error {
+//
+// progress, when not nil (a terminal), gets the snapshot's progress bar
+// instead of periodic log lines.
+func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, progress io.Writer, ready func(endpoints)) error {
 	conn, err := source.Connect(ctx, cfg.Source.URL)
 	if err != nil {
 		return err
@@ -187,6 +191,11 @@ func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, re
 		StatusInterval: cfg.Source.StatusInterval,
 		StateDir:       filepath.Join(cfg.DataDir, "source"),
 		Logger:         log,
+
+		SnapshotWorkers:   cfg.Source.SnapshotWorkers,
+		SnapshotChunkRows: cfg.Source.SnapshotChunkRows,
+		ProgressInterval:  cfg.Source.SnapshotProgressInterval,
+		Progress:          progress,
 		Reconnect: source.Reconnect{
 			InitialBackoff: cfg.Source.Reconnect.InitialBackoff,
 			MaxBackoff:     cfg.Source.Reconnect.MaxBackoff,

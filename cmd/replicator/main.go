@@ -71,7 +71,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				if err != nil {
 					return err
 				}
-				return runReplicator(cmd.Context(), cfg, log, nil)
+				return runReplicator(cmd.Context(), cfg, log, terminal(stderr), nil)
 			},
 		},
 		&cobra.Command{
@@ -112,4 +112,18 @@ func newLogger(w io.Writer, c config.LogConfig) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// terminal returns w when it is a terminal (a character device), for
+// progress bars; nil otherwise, and then progress goes to the log.
+func terminal(w io.Writer) io.Writer {
+	f, ok := w.(*os.File)
+	if !ok {
+		return nil
+	}
+	st, err := f.Stat()
+	if err != nil || st.Mode()&os.ModeCharDevice == 0 {
+		return nil
+	}
+	return w
 }

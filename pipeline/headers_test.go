@@ -1,0 +1,47 @@
+package pipeline
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/replicator/replicator/source"
+)
+
+// TestHeadersFollowEveryChange: records of consecutive changes share a
+// header slice only while op, LSN, commit time and XID are all the same;
+// any one difference gives the record its own headers.
+func TestHeadersFollowEveryChange(t *testing.T) {
+	table := accountsTable()
+	fake := &fakeProducer{}
+	p := New(newEntities(t, table, "accounts"), fake)
+	base := change(table, source.OpInsert, accountRow(1, 1), nil)
+	steps := []struct {
+		name string
+		mod  func(c *source.Change)
+		want map[string]string
+	}{
+		{"first", func(*source.Change) {}, map[string]string{HeaderOp: "c", HeaderLSN: testLSNText, HeaderXID: "4711"}},
+		{"same transaction", func(*source.Change) {}, map[string]string{HeaderOp: "c", HeaderLSN: testLSNText, HeaderXID: "4711"}},
+		{"other op", func(c *source.Change) { c.Op = source.OpUpdate }, map[string]string{HeaderOp: "u", HeaderLSN: testLSNText}},
+		{"other LSN", func(c *source.Change) { c.LSN++ }, map[string]string{HeaderOp: "u", HeaderLSN: (testLSN + 1).String()}},
+		{"other XID", func(c *source.Change) { c.XID++ }, map[string]string{HeaderXID: "4712"}},
+		{"other time", func(c *source.Change) { c.CommitTime = c.CommitTime.Add(time.Microsecond) },
+			map[string]string{HeaderCommitTime: testCommitTime.Add(time.Microsecond).UTC().Format("2006-01-02T15:04:05.000000Z07:00")}},
+		{"snapshot, no XID", func(c *source.Change) { c.Op, c.XID = source.OpSnapshot, 0 }, map[string]string{HeaderOp: "r", HeaderXID: ""}},
+	}
+	// Each step changes one thing of the previous change.
+	c := *base
+	for i, s := range steps {
+		s.mod(&c)
+		if err := p.Handle(context.Background(), &c); err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		got := headers(t, fake.produced()[i].r)
+		for k, v := range s.want {
+			if got[k] != v {
+				t.Errorf("%s: header %s = %q, want %q (all: %v)", s.name, k, got[k], v, got)
+			}
+		}
+	}
+}
