@@ -139,8 +139,13 @@ func (h *harness) startReplicator(rr replicatorRun) (*replicatorProc, error) {
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		return nil, err
 	}
+	args := []string{"run", "--config", path}
+	if h.opts.profile != "" {
+		// Written when the run is stopped; profiling costs a few percent.
+		args = append(args, "--profile-dir", filepath.Join(h.opts.profile, rr.name))
+	}
 	c, err := startChild("replicator", filepath.Join(dir, "replicator.log"), append(rr.patterns, "msg=streaming"),
-		h.replicator, "run", "--config", path)
+		h.replicator, args...)
 	if err != nil {
 		return nil, err
 	}

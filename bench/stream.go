@@ -131,10 +131,11 @@ func (s *streamBench) bare(ctx context.Context, run int) (sample, error) {
 }
 
 func (s *streamBench) replicator(ctx context.Context, run int, external bool) (sample, error) {
-	_, slot, name := s.slotNames(run)
+	_, slot, ext := s.slotNames(run)
 	if external {
-		slot = name
+		slot = ext
 	}
+	name := slot // names the run's directory (and profile): one per subject
 	var brokers []string
 	var broker *child
 	var brokerCPU0 time.Duration

@@ -15,9 +15,9 @@ import (
 )
 
 // maxReceiveWait bounds one blocking receive so that a stop request is seen
-// promptly. The receive context cannot derive from Run's ctx: cancelling a
-// pgconn read closes the connection, and the final status update still has
-// to go out on it.
+// promptly. The receive cannot watch Run's ctx: cancelling a pgconn read
+// closes the connection, and the final status update still has to go out
+// on it.
 const maxReceiveWait = 250 * time.Millisecond
 
 // stream is one START_REPLICATION session.
@@ -40,6 +40,10 @@ type stream struct {
 	reported   pglogrepl.LSN // last LSN sent in a status update
 	nextStatus time.Time
 	change     Change
+	rows       rowParser // row messages, parsed without allocating
+	// readDeadline is the read deadline set on repl's connection (see
+	// armReceive); zero when it must be set again.
+	readDeadline time.Time
 }
 
 // streamRel maps a pgoutput relation to a configured table.
@@ -70,13 +74,10 @@ func (st *stream) run(ctx context.Context, start pglogrepl.LSN) error {
 				return err
 			}
 		}
-		wait := time.Now().Add(maxReceiveWait)
-		if st.nextStatus.Before(wait) {
-			wait = st.nextStatus
+		if err := st.armReceive(); err != nil {
+			return err
 		}
-		rctx, cancel := context.WithDeadline(context.Background(), wait)
-		msg, err := st.repl.ReceiveMessage(rctx)
-		cancel()
+		msg, err := st.repl.ReceiveMessage(context.Background())
 		if err != nil {
 			if pgconn.Timeout(err) {
 				continue
@@ -100,6 +101,30 @@ func (st *stream) run(ctx context.Context, start pglogrepl.LSN) error {
 			return fmt.Errorf("replication stream: unexpected message %T", msg)
 		}
 	}
+}
+
+// armReceive bounds the next blocking receive by maxReceiveWait and the
+// next status update, with a read deadline on the connection rather than a
+// deadline context per message: that context costs a timer and a pgconn
+// context watcher per message, a tenth of the receive loop's CPU in the
+// stream profile (docs/PERFORMANCE-NOTES.md). A deadline that has not
+// passed and is not later than the next status update still holds, so a
+// busy stream moves it a few times a second. A timeout leaves the
+// connection usable (pgconn closes it on any other read error).
+func (st *stream) armReceive() error {
+	now := time.Now()
+	if now.Before(st.readDeadline) && !st.readDeadline.After(st.nextStatus) {
+		return nil
+	}
+	d := now.Add(maxReceiveWait)
+	if st.nextStatus.Before(d) {
+		d = st.nextStatus
+	}
+	if err := st.repl.Conn().SetReadDeadline(d); err != nil {
+		return fmt.Errorf("receive from slot %s: set read deadline: %w", st.src.cfg.Slot, err)
+	}
+	st.readDeadline = d
+	return nil
 }
 
 func (st *stream) copyData(ctx context.Context, data []byte) error {
@@ -146,6 +171,9 @@ func (st *stream) sendStatus(ctx context.Context) error {
 	}
 	st.reported = lsn
 	st.nextStatus = time.Now().Add(st.src.cfg.StatusInterval)
+	// pgconn clears the connection's deadline when a context it watched is
+	// canceled during a call such as the one above: set it again.
+	st.readDeadline = time.Time{}
 	return nil
 }
 
@@ -168,6 +196,13 @@ func (st *stream) shutdown(ctx context.Context) error {
 }
 
 func (st *stream) walData(ctx context.Context, data []byte) error {
+	if len(data) > 0 && (data[0] == 'I' || data[0] == 'U' || data[0] == 'D') {
+		op, relID, oldTuple, newTuple, err := st.rows.parse(data)
+		if err != nil {
+			return err
+		}
+		return st.row(ctx, op, relID, oldTuple, newTuple)
+	}
 	msg, err := pglogrepl.Parse(data)
 	if err != nil {
 		return fmt.Errorf("parse pgoutput message: %w", err)
@@ -184,12 +219,6 @@ func (st *stream) walData(ctx context.Context, data []byte) error {
 		st.txn = nil
 	case *pglogrepl.RelationMessage:
 		return st.relation(m)
-	case *pglogrepl.InsertMessage:
-		return st.row(ctx, OpInsert, m.RelationID, nil, m.Tuple)
-	case *pglogrepl.UpdateMessage:
-		return st.row(ctx, OpUpdate, m.RelationID, m.OldTuple, m.NewTuple)
-	case *pglogrepl.DeleteMessage:
-		return st.row(ctx, OpDelete, m.RelationID, m.OldTuple, nil)
 	case *pglogrepl.TruncateMessage:
 		for _, id := range m.RelationIDs {
 			if rel := st.rels[id]; rel != nil && rel.idx >= 0 {
