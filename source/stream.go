@@ -69,12 +69,13 @@ func (st *stream) run(ctx context.Context, start pglogrepl.LSN) error {
 		if ctx.Err() != nil {
 			return st.shutdown(ctx)
 		}
-		if !time.Now().Before(st.nextStatus) {
+		now := time.Now() // once per message: reading the clock shows in the profile
+		if !now.Before(st.nextStatus) {
 			if err := st.sendStatus(ctx); err != nil {
 				return err
 			}
 		}
-		if err := st.armReceive(); err != nil {
+		if err := st.armReceive(now); err != nil {
 			return err
 		}
 		msg, err := st.repl.ReceiveMessage(context.Background())
@@ -111,8 +112,7 @@ func (st *stream) run(ctx context.Context, start pglogrepl.LSN) error {
 // passed and is not later than the next status update still holds, so a
 // busy stream moves it a few times a second. A timeout leaves the
 // connection usable (pgconn closes it on any other read error).
-func (st *stream) armReceive() error {
-	now := time.Now()
+func (st *stream) armReceive(now time.Time) error {
 	if now.Before(st.readDeadline) && !st.readDeadline.After(st.nextStatus) {
 		return nil
 	}
