@@ -43,7 +43,7 @@ func streamBenchmark(h *harness) benchmark {
 			{name: "replicator, embedded broker", run: func(ctx context.Context, run int) (sample, error) {
 				return s.replicator(ctx, run, false)
 			}},
-			{name: "replicator, broker process", run: func(ctx context.Context, run int) (sample, error) {
+			{name: subjectBrokerProcess, run: func(ctx context.Context, run int) (sample, error) {
 				return s.replicator(ctx, run, true)
 			}},
 		},
