@@ -4,8 +4,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/replicator/replicator/relation"
 )
 
 // rowParser parses pgoutput's row messages (INSERT, UPDATE, DELETE) into
@@ -126,4 +128,34 @@ func opName(op Op) string {
 	default:
 		return "DELETE"
 	}
+}
+
+// isPlainString reports whether relation.DecodeText returns a column of
+// kind k as its text, unchanged and unchecked.
+func isPlainString(k relation.Kind) bool {
+	return k == relation.Text || k == relation.JSON || k == relation.Enum
+}
+
+// rowStrings returns the text of every plain-string column of tuple (see
+// isPlainString), concatenated in column order into one string: a row's
+// strings then cost one allocation instead of one each (they live and die
+// together, with the row). decodeTuple slices it back apart.
+func rowStrings(t *relation.Table, tuple *pglogrepl.TupleData) string {
+	n := 0
+	for i, col := range tuple.Columns {
+		if col.DataType == pglogrepl.TupleDataTypeText && isPlainString(t.Columns[i].Type.Kind) {
+			n += len(col.Data)
+		}
+	}
+	if n == 0 {
+		return ""
+	}
+	var b strings.Builder
+	b.Grow(n)
+	for i, col := range tuple.Columns {
+		if col.DataType == pglogrepl.TupleDataTypeText && isPlainString(t.Columns[i].Type.Kind) {
+			b.Write(col.Data)
+		}
+	}
+	return b.String()
 }

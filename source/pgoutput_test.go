@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/replicator/replicator/relation"
 )
 
 // tupleBytes encodes a TupleData: nil is NULL, "\x00u" unchanged TOAST,
@@ -169,4 +170,37 @@ func FuzzRowParser(f *testing.F) {
 			t.Fatalf("columns hold %d bytes of a %d-byte message", total, len(msg))
 		}
 	})
+}
+
+// TestDecodeTupleSharesOneString: plain-string columns come out of one
+// concatenated string (rowStrings) and must equal what DecodeText gives
+// each, around NULLs, unchanged TOAST, empty strings and other kinds, and
+// stay intact once the message buffer is reused.
+func TestDecodeTupleSharesOneString(t *testing.T) {
+	kinds := []relation.Kind{relation.Text, relation.Int64, relation.JSON, relation.Text, relation.Enum, relation.Text, relation.Numeric, relation.Text}
+	table := &relation.Table{Schema: "public", Name: "t"}
+	for i, k := range kinds {
+		table.Columns = append(table.Columns, relation.Column{Name: "c" + strconv.Itoa(i), Type: relation.Type{Kind: k}})
+	}
+	msg := rowMsg('I', 1, []byte("N"), tupleBytes(
+		[]byte("héllo"), []byte("42"), []byte(`{"a": [1, 2]}`), nil, []byte("happy"), []byte(""), []byte("12.50"), []byte("\x00u")))
+	var p rowParser
+	_, _, _, tuple, err := p.parse(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	row, err := decodeTuple(table, tuple)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clear(msg) // the receive buffer is reused for the next message
+	want := []any{"héllo", int64(42), `{"a": [1, 2]}`, nil, "happy", "", "12.50", relation.UnchangedTOAST{}}
+	if len(row) != len(want) {
+		t.Fatalf("row %v, want %v", row, want)
+	}
+	for i := range want {
+		if row[i] != want[i] {
+			t.Errorf("column %d (%v): got %#v, want %#v", i, kinds[i], row[i], want[i])
+		}
+	}
 }

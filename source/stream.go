@@ -298,12 +298,17 @@ func decodeTuple(t *relation.Table, tuple *pglogrepl.TupleData) ([]any, error) {
 		return nil, fmt.Errorf("table %s: tuple has %d columns, want %d", t.QualifiedName(), len(tuple.Columns), len(t.Columns))
 	}
 	row := make([]any, len(t.Columns))
+	strs := rowStrings(t, tuple)
 	for i, col := range tuple.Columns {
 		switch col.DataType {
 		case pglogrepl.TupleDataTypeNull:
 		case pglogrepl.TupleDataTypeToast:
 			row[i] = relation.UnchangedTOAST{}
 		case pglogrepl.TupleDataTypeText:
+			if isPlainString(t.Columns[i].Type.Kind) {
+				row[i], strs = strs[:len(col.Data)], strs[len(col.Data):]
+				continue
+			}
 			v, err := relation.DecodeText(&t.Columns[i].Type, col.Data)
 			if err != nil {
 				return nil, fmt.Errorf("table %s column %s: %w", t.QualifiedName(), t.Columns[i].Name, err)
