@@ -130,6 +130,9 @@ func (h *harness) startReplicator(rr replicatorRun) (*replicatorProc, error) {
 	if len(rr.brokers) > 0 {
 		cfg["kafka"] = map[string]any{"brokers": rr.brokers}
 	}
+	if h.opts.linger > 0 {
+		cfg["kafka"].(map[string]any)["linger"] = h.opts.linger.String()
+	}
 	// JSON is YAML: no YAML encoder needed.
 	b, err := json.MarshalIndent(cfg, "", "  ")
 	if err != nil {

@@ -45,6 +45,7 @@ type options struct {
 	keep     bool          // keep the scratch directory (logs, broker data)
 	note     string        // added to the report's header
 	profile  string        // directory for pprof profiles of every replicator run; "" for none
+	linger   time.Duration // kafka.linger of every replicator run (0: its default)
 	names    []string
 }
 
@@ -60,6 +61,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.work, "work", "", "directory for scratch files (default the system temp dir)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the scratch directory: logs and broker data of every run")
 	fs.StringVar(&o.profile, "profile", "", "write CPU and allocation profiles of every `replicator run` into DIR/<run> (its --profile-dir)")
+	fs.DurationVar(&o.linger, "linger", 0, "set kafka.linger of every `replicator run` (default: replicator's own default)")
 	fs.StringVar(&o.note, "note", "", "a sentence to add to the report's header (e.g. why the run is scaled)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: go run ./bench [flags] [name...]\n\nnames: stream, latency (latency-1k, latency-10k), large-txn, snapshot; default all\n\nflags:")

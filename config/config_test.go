@@ -41,6 +41,7 @@ func TestLoadDefaults(t *testing.T) {
 		{"snapshot", cfg.Source.Snapshot, SnapshotInitial},
 		{"status_interval", cfg.Source.StatusInterval, 10 * time.Second},
 		{"kafka.listen", cfg.Kafka.Listen, "127.0.0.1:9092"},
+		{"kafka.linger", cfg.Kafka.Linger, 2 * time.Millisecond},
 		{"registry.listen", cfg.Registry.Listen, "127.0.0.1:8081"},
 		{"embedded kafka", cfg.EmbeddedKafka(), true},
 		{"embedded registry", cfg.EmbeddedRegistry(), true},
