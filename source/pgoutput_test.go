@@ -3,9 +3,11 @@ package source
 import (
 	"bytes"
 	"encoding/binary"
+	"net"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/replicator/replicator/relation"
@@ -201,6 +203,62 @@ func TestDecodeTupleSharesOneString(t *testing.T) {
 	for i := range want {
 		if row[i] != want[i] {
 			t.Errorf("column %d (%v): got %#v, want %#v", i, kinds[i], row[i], want[i])
+		}
+	}
+}
+
+// deadlineConn records the read deadlines set on it.
+type deadlineConn struct {
+	net.Conn
+	set []time.Time
+}
+
+func (c *deadlineConn) SetReadDeadline(t time.Time) error {
+	c.set = append(c.set, t)
+	return nil
+}
+
+// TestReadDeadlineArm: the receive bound is set when there is none, when
+// it has passed, when the next status update is due sooner, after a reset
+// and on a new connection; left alone otherwise (a busy stream must not
+// pay for it per message).
+func TestReadDeadlineArm(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	ms := func(n int) time.Time { return t0.Add(time.Duration(n) * time.Millisecond) }
+	c1, c2 := &deadlineConn{}, &deadlineConn{}
+	var r readDeadline
+	steps := []struct {
+		name      string
+		conn      *deadlineConn
+		now, next time.Time
+		reset     bool
+		want      time.Time // zero: not set
+	}{
+		{name: "first", conn: c1, now: ms(0), next: ms(10_000), want: ms(250)},
+		{name: "still holds", conn: c1, now: ms(100), next: ms(10_000)},
+		{name: "passed", conn: c1, now: ms(250), next: ms(10_000), want: ms(500)},
+		{name: "status due sooner", conn: c1, now: ms(300), next: ms(400), want: ms(400)},
+		{name: "status deadline holds", conn: c1, now: ms(350), next: ms(400)},
+		{name: "status moved later: still bounded", conn: c1, now: ms(380), next: ms(10_000)},
+		{name: "reset after a status update", conn: c1, now: ms(390), next: ms(10_000), reset: true, want: ms(640)},
+		{name: "new connection", conn: c2, now: ms(400), next: ms(10_000), want: ms(650)},
+	}
+	for _, s := range steps {
+		if s.reset {
+			r = readDeadline{}
+		}
+		n1, n2 := len(c1.set), len(c2.set)
+		if err := r.arm(s.conn, s.now, s.next); err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		var got []time.Time
+		got = append(got, c1.set[n1:]...)
+		got = append(got, c2.set[n2:]...)
+		switch {
+		case s.want.IsZero() && len(got) != 0:
+			t.Errorf("%s: set %v, want nothing", s.name, got)
+		case !s.want.IsZero() && (len(got) != 1 || !got[0].Equal(s.want) || len(s.conn.set) == 0 || !s.conn.set[len(s.conn.set)-1].Equal(s.want)):
+			t.Errorf("%s: set %v, want %v on its connection", s.name, got, s.want)
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"time"
 
@@ -40,10 +41,8 @@ type stream struct {
 	reported   pglogrepl.LSN // last LSN sent in a status update
 	nextStatus time.Time
 	change     Change
-	rows       rowParser // row messages, parsed without allocating
-	// readDeadline is the read deadline set on repl's connection (see
-	// armReceive); zero when it must be set again.
-	readDeadline time.Time
+	rows       rowParser    // row messages, parsed without allocating
+	deadline   readDeadline // bounds each receive (see armReceive)
 }
 
 // streamRel maps a pgoutput relation to a configured table.
@@ -113,17 +112,34 @@ func (st *stream) run(ctx context.Context, start pglogrepl.LSN) error {
 // busy stream moves it a few times a second. A timeout leaves the
 // connection usable (pgconn closes it on any other read error).
 func (st *stream) armReceive(now time.Time) error {
-	if now.Before(st.readDeadline) && !st.readDeadline.After(st.nextStatus) {
+	if err := st.deadline.arm(st.repl.Conn(), now, st.nextStatus); err != nil {
+		return fmt.Errorf("receive from slot %s: set read deadline: %w", st.src.cfg.Slot, err)
+	}
+	return nil
+}
+
+// readDeadline is the read deadline last set, and on which connection (a
+// new one, after a reconnect, always gets its own). The zero value sets
+// one at the next arm.
+type readDeadline struct {
+	at   time.Time
+	conn net.Conn
+}
+
+// arm makes sure conn's read deadline is at most maxReceiveWait after now
+// and not after next (the next status update), moving it only when needed.
+func (r *readDeadline) arm(conn net.Conn, now, next time.Time) error {
+	if conn == r.conn && now.Before(r.at) && !r.at.After(next) {
 		return nil
 	}
 	d := now.Add(maxReceiveWait)
-	if st.nextStatus.Before(d) {
-		d = st.nextStatus
+	if next.Before(d) {
+		d = next
 	}
-	if err := st.repl.Conn().SetReadDeadline(d); err != nil {
-		return fmt.Errorf("receive from slot %s: set read deadline: %w", st.src.cfg.Slot, err)
+	if err := conn.SetReadDeadline(d); err != nil {
+		return err
 	}
-	st.readDeadline = d
+	r.at, r.conn = d, conn
 	return nil
 }
 
@@ -173,7 +189,7 @@ func (st *stream) sendStatus(ctx context.Context) error {
 	st.nextStatus = time.Now().Add(st.src.cfg.StatusInterval)
 	// pgconn clears the connection's deadline when a context it watched is
 	// canceled during a call such as the one above: set it again.
-	st.readDeadline = time.Time{}
+	st.deadline = readDeadline{}
 	return nil
 }
 
