@@ -65,6 +65,9 @@ type target struct {
 	atLeast bool    // ≥ value, else ≤ value
 	value   float64 // in the metric's unit, or a plain ratio
 	text    string  // as stated in the issue, e.g. "≥ 0.9× bare reader"
+	// subject, when set, is the only subject the target applies to (the
+	// benchmark's about text says why); the others are reported, not judged.
+	subject string
 }
 
 // met reports whether x clears the target.
@@ -121,7 +124,7 @@ type verdict struct {
 
 // check evaluates m's target for subject subj.
 func (r *result) check(m metric, subj int) (verdict, bool) {
-	if m.target == nil {
+	if m.target == nil || (m.target.subject != "" && m.target.subject != r.bench.subjects[subj].name) {
 		return verdict{}, false
 	}
 	var xs []float64

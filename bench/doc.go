@@ -95,8 +95,12 @@ func writeDoc(path string, m machine, opts options, results []*result, chart str
 	w("- RSS is VmHWM from /proc (peak over the process's life); CPU is utime + stime from /proc over the timed window.\n")
 	w("- Rows are about 250 bytes of column data (the snapshot workload gives `pg_column_size` of a whole row): " +
 		"`bigint` key, `text` ×3, `numeric(12,2)`, `timestamptz`, `text[]`, `jsonb`, `int`, `bool`.\n")
-	w("- The broker, embedded or not, compacts compacted topics every %s (`broker.DefaultCompactionInterval`): "+
-		"a measurement longer than that includes compaction passes.\n", broker.DefaultCompactionInterval)
+	w("- The broker, embedded or not, compacts its topics once they have grown by %d MiB and by what its last pass left "+
+		"(checked every %s; `broker.DefaultCompactionMinDirtyBytes`): a measurement that writes more than that includes "+
+		"compaction passes, which pause produce (the `compacted its topics` log line gives their sizes and duration). "+
+		"The replicator runs with its defaults (`kafka.linger` 2 ms) unless `-linger` is given.\n",
+		broker.DefaultCompactionMinDirtyBytes>>20, broker.DefaultCompactionInterval)
+	w("- `-profile DIR` writes CPU and allocation profiles of every `replicator run` to DIR (its hidden `--profile-dir` flag).\n")
 	w("- `-keep` keeps the scratch directory: every process's log, its config, and for each latency run of replicator " +
 		"`latency.csv` (receive time and latency of every record), to see when latency spikes.\n")
 	return writeFile(path, b.Bytes())

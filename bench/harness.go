@@ -130,6 +130,9 @@ func (h *harness) startReplicator(rr replicatorRun) (*replicatorProc, error) {
 	if len(rr.brokers) > 0 {
 		cfg["kafka"] = map[string]any{"brokers": rr.brokers}
 	}
+	if h.opts.linger > 0 {
+		cfg["kafka"].(map[string]any)["linger"] = h.opts.linger.String()
+	}
 	// JSON is YAML: no YAML encoder needed.
 	b, err := json.MarshalIndent(cfg, "", "  ")
 	if err != nil {
@@ -139,8 +142,13 @@ func (h *harness) startReplicator(rr replicatorRun) (*replicatorProc, error) {
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		return nil, err
 	}
+	args := []string{"run", "--config", path}
+	if h.opts.profile != "" {
+		// Written when the run is stopped; profiling costs a few percent.
+		args = append(args, "--profile-dir", filepath.Join(h.opts.profile, rr.name))
+	}
 	c, err := startChild("replicator", filepath.Join(dir, "replicator.log"), append(rr.patterns, "msg=streaming"),
-		h.replicator, "run", "--config", path)
+		h.replicator, args...)
 	if err != nil {
 		return nil, err
 	}

@@ -28,14 +28,23 @@ func largeTxnBenchmark(h *harness) benchmark {
 		about: "One transaction inserting M rows (one `INSERT … SELECT generate_series`), written after the slots were created. " +
 			"pgoutput protocol 1 sends nothing before the commit, so the walsender decodes (and spills) the whole transaction, " +
 			"then sends it in one burst: the reader must hold memory bounded by back-pressure, not by the transaction's size. " +
-			"Subject: `replicator run` with its embedded broker (its RSS includes the broker's), peak RSS (VmHWM) read just " +
-			"before it is stopped. Reference: the bare reader's peak RSS on the same transaction. Timed as in `stream`.",
-		setup:    s.setup,
-		ceiling:  subject{name: "bare reader", run: s.bare},
-		subjects: []subject{{name: "replicator, embedded broker", run: s.replicator}},
+			"Subjects: `replicator run` with the broker (kfake) in a separate process on loopback, and with its embedded broker; " +
+			"peak RSS (VmHWM) of the replicator process, read just before it is stopped, and of the broker process. " +
+			"The RSS target applies to the first: the guarantee is that `replicator run` never holds a transaction in memory, " +
+			"and that process is the replicator alone. With the embedded broker the same process also holds the broker, whose " +
+			"compaction passes (kfake's: stop-the-world, reading the whole log back and holding the surviving records in memory " +
+			"while rewriting it) grow with the topic, not with anything the replicator holds; its RSS is reported, not judged. " +
+			"Reference: the bare reader's peak RSS on the same transaction. Timed as in `stream`.",
+		setup:   s.setup,
+		ceiling: subject{name: "bare reader", run: s.bare},
+		subjects: []subject{
+			{name: subjectBrokerProcess, run: func(ctx context.Context, run int) (sample, error) { return s.replicator(ctx, run, true) }},
+			{name: "replicator, embedded broker", run: func(ctx context.Context, run int) (sample, error) { return s.replicator(ctx, run, false) }},
+		},
 		metrics: []metric{
 			{key: "peak_rss_mb", label: "peak RSS", unit: "MB", ratio: true,
-				target: &target{atLeast: false, value: 300, text: "peak RSS ≤ 300 MB"}},
+				target: &target{atLeast: false, value: 300, text: "peak RSS ≤ 300 MB", subject: subjectBrokerProcess}},
+			{key: "broker_peak_rss_mb", label: "broker process peak RSS", unit: "MB"},
 			{key: "rows_per_s", label: "throughput", unit: "rows/s", ratio: true},
 			{key: "seconds", label: "time", unit: "s"},
 			{key: "cpu_s", label: "reader CPU", unit: "s", ratio: true},
@@ -55,7 +64,7 @@ func (s *largeTxnBench) setup(ctx context.Context) (string, func() error, error)
 	}
 	fail := func(err error) (string, func() error, error) { return "", nil, errors.Join(err, teardown()) }
 	for run := 1; run <= s.h.opts.runs; run++ {
-		if err := createSlots(ctx, s.conn, fmt.Sprintf("bare_%d", run), fmt.Sprintf("rep_%d", run)); err != nil {
+		if err := createSlots(ctx, s.conn, fmt.Sprintf("bare_%d", run), fmt.Sprintf("rep_%d", run), fmt.Sprintf("ext_%d", run)); err != nil {
 			return fail(err)
 		}
 	}
@@ -97,9 +106,21 @@ func (s *largeTxnBench) bare(ctx context.Context, run int) (sample, error) {
 	return s.sample(f), nil
 }
 
-func (s *largeTxnBench) replicator(ctx context.Context, run int) (sample, error) {
+func (s *largeTxnBench) replicator(ctx context.Context, run int, external bool) (sample, error) {
 	slot := fmt.Sprintf("rep_%d", run)
-	rp, err := s.h.startReplicator(replicatorRun{name: fmt.Sprintf("large-%d-replicator", run), dsn: s.cl.DSN(""), slot: slot, snapshot: "never"})
+	var brokers []string
+	var broker *child
+	if external {
+		slot = fmt.Sprintf("ext_%d", run)
+		var addr string
+		var err error
+		if broker, addr, err = s.h.startKfakeServer(fmt.Sprintf("large-%d-kfake", run)); err != nil {
+			return nil, err
+		}
+		defer broker.kill()
+		brokers = []string{addr}
+	}
+	rp, err := s.h.startReplicator(replicatorRun{name: fmt.Sprintf("large-%d-%s", run, slot), dsn: s.cl.DSN(""), slot: slot, snapshot: "never", brokers: brokers})
 	if err != nil {
 		return nil, err
 	}
@@ -111,10 +132,26 @@ func (s *largeTxnBench) replicator(ctx context.Context, run int) (sample, error)
 	if err := checkRecords(ctx, rp.brokers, s.rows); err != nil {
 		return nil, err
 	}
+	smp := s.sample(f)
+	if broker != nil {
+		rss, err := procPeakRSS(broker.pid())
+		if err != nil {
+			return nil, err
+		}
+		smp["broker_peak_rss_mb"] = mb(rss)
+	}
 	if err := rp.stop(); err != nil {
 		return nil, err
 	}
-	return s.sample(f), s.h.cleanup(rp.dir)
+	if broker != nil {
+		if err := broker.stop(); err != nil {
+			return nil, err
+		}
+		if err := s.h.cleanup(broker.dir()); err != nil {
+			return nil, err
+		}
+	}
+	return smp, s.h.cleanup(rp.dir)
 }
 
 func (s *largeTxnBench) sample(f streamFigures) sample {
@@ -126,3 +163,7 @@ func (s *largeTxnBench) sample(f streamFigures) sample {
 		"walsender_cpu_s": f.walCPU.Seconds(),
 	}
 }
+
+// subjectBrokerProcess names the subjects that run replicator against
+// kfake in a separate process.
+const subjectBrokerProcess = "replicator, broker process"

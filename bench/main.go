@@ -44,6 +44,8 @@ type options struct {
 	work     string        // parent of the scratch directory
 	keep     bool          // keep the scratch directory (logs, broker data)
 	note     string        // added to the report's header
+	profile  string        // directory for pprof profiles of every replicator run; "" for none
+	linger   time.Duration // kafka.linger of every replicator run (0: its default)
 	names    []string
 }
 
@@ -58,6 +60,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.chart, "chart", "docs/benchmarks.png", "PNG chart to write, relative to the module root (\"\" for none)")
 	fs.StringVar(&o.work, "work", "", "directory for scratch files (default the system temp dir)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the scratch directory: logs and broker data of every run")
+	fs.StringVar(&o.profile, "profile", "", "write CPU and allocation profiles of every `replicator run` into DIR/<run> (its --profile-dir)")
+	fs.DurationVar(&o.linger, "linger", 0, "set kafka.linger of every `replicator run` (default: replicator's own default)")
 	fs.StringVar(&o.note, "note", "", "a sentence to add to the report's header (e.g. why the run is scaled)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: go run ./bench [flags] [name...]\n\nnames: stream, latency (latency-1k, latency-10k), large-txn, snapshot; default all\n\nflags:")
@@ -74,6 +78,13 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("-runs %d: want 1..10", o.runs)
 	case o.duration < 0 || o.duration > 10*time.Minute:
 		return o, fmt.Errorf("-duration %s: want up to 10m", o.duration)
+	}
+	if o.profile != "" {
+		abs, err := filepath.Abs(o.profile) // the replicator runs in another directory
+		if err != nil {
+			return o, fmt.Errorf("-profile %s: %w", o.profile, err)
+		}
+		o.profile = abs
 	}
 	if o.duration == 0 {
 		o.duration = max(10*time.Second, time.Duration(float64(time.Minute)*o.scale).Round(time.Second))

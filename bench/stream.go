@@ -43,7 +43,7 @@ func streamBenchmark(h *harness) benchmark {
 			{name: "replicator, embedded broker", run: func(ctx context.Context, run int) (sample, error) {
 				return s.replicator(ctx, run, false)
 			}},
-			{name: "replicator, broker process", run: func(ctx context.Context, run int) (sample, error) {
+			{name: subjectBrokerProcess, run: func(ctx context.Context, run int) (sample, error) {
 				return s.replicator(ctx, run, true)
 			}},
 		},
@@ -131,10 +131,11 @@ func (s *streamBench) bare(ctx context.Context, run int) (sample, error) {
 }
 
 func (s *streamBench) replicator(ctx context.Context, run int, external bool) (sample, error) {
-	_, slot, name := s.slotNames(run)
+	_, slot, ext := s.slotNames(run)
 	if external {
-		slot = name
+		slot = ext
 	}
+	name := slot // names the run's directory (and profile): one per subject
 	var brokers []string
 	var broker *child
 	var brokerCPU0 time.Duration

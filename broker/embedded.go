@@ -13,18 +13,17 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
-	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// Embedded broker defaults applied by [StartEmbedded] to zero fields.
+// Embedded broker defaults applied by [StartEmbedded] to zero fields (and
+// [DefaultCompactionMinDirtyBytes]).
 const (
 	DefaultEmbeddedListen     = "127.0.0.1:9092"
 	DefaultCompactionInterval = 30 * time.Second
 )
 
-// compactionConfig is the kfake broker config that sets how often the
+// compactionConfig is the kfake broker config that sets how often its own
 // cleaner runs (kfake's default is one hour).
 const compactionConfig = "log.cleaner.backoff.ms"
 
@@ -45,9 +44,16 @@ type EmbeddedConfig struct {
 	// written to the OS (it survives kill -9 of this process, not a power
 	// loss); segments are synced on roll and on Close.
 	SyncWrites bool
-	// CompactionInterval is how often compacted topics are cleaned. Default
+	// CompactionInterval is how often the broker checks whether its
+	// compacted topics are due for a compaction pass. Default
 	// [DefaultCompactionInterval].
 	CompactionInterval time.Duration
+	// CompactionMinDirtyBytes: a pass is due once the compacted topics
+	// have grown, since the last pass, by at least this many bytes and by
+	// at least as much as that pass left. Default
+	// [DefaultCompactionMinDirtyBytes], whose documentation says why a
+	// pass is worth avoiding.
+	CompactionMinDirtyBytes int64
 	// Logger receives kfake's log lines when set: kfake errors and warnings
 	// at their level, everything else (per-request chatter) at debug.
 	// Nil discards them.
@@ -63,6 +69,10 @@ type Embedded struct {
 	cluster *kfake.Cluster
 	addr    string
 	unlock  func() error // releases the DataDir lock; nil without DataDir or once released
+
+	compactor     *compactor
+	stopCompactor context.CancelFunc
+	compactorDone chan struct{}
 
 	closeOnce sync.Once
 }
@@ -84,6 +94,12 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 	}
 	if cfg.CompactionInterval < time.Millisecond {
 		return nil, fmt.Errorf("embedded broker: compaction interval %v: want at least 1ms", cfg.CompactionInterval)
+	}
+	if cfg.CompactionMinDirtyBytes == 0 {
+		cfg.CompactionMinDirtyBytes = DefaultCompactionMinDirtyBytes
+	}
+	if cfg.CompactionMinDirtyBytes < 0 {
+		return nil, fmt.Errorf("embedded broker: compaction min dirty bytes %d is negative", cfg.CompactionMinDirtyBytes)
 	}
 	if _, _, err := net.SplitHostPort(cfg.Listen); err != nil {
 		return nil, fmt.Errorf("%s %q: %w", keyListen, cfg.Listen, err)
@@ -117,11 +133,11 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 		return ln, nil
 	}
 
-	intervalMs := strconv.FormatInt(cfg.CompactionInterval.Milliseconds(), 10)
 	opts := []kfake.Opt{
 		kfake.NumBrokers(1),
 		kfake.ListenFn(listenFn),
-		kfake.BrokerConfigs(map[string]string{compactionConfig: intervalMs}),
+		// Our compactor decides when to compact, not kfake's ticker.
+		kfake.BrokerConfigs(map[string]string{compactionConfig: strconv.FormatInt(kfakeCleanerOff.Milliseconds(), 10)}),
 	}
 	if cfg.DataDir != "" {
 		opts = append(opts, kfake.DataDir(cfg.DataDir))
@@ -141,40 +157,19 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 	e.cluster = c
 	e.addr = dialAddr(cfg.Listen, ln.Addr())
 
-	if cfg.DataDir != "" {
-		// kfake starts its compaction ticker only when a request creates,
-		// deletes or reconfigures a topic, not when it reloads compacted
-		// topics from disk. Re-setting the interval through the protocol
-		// runs that refresh, so a restarted broker keeps compacting.
-		if err := e.refreshCompaction(ctx, intervalMs); err != nil {
-			e.Close()
-			return nil, fmt.Errorf("embedded broker: start compaction: %w", err)
-		}
+	// The compactor also covers topics reloaded from disk, for which kfake
+	// would not start its own ticker.
+	e.compactor = &compactor{
+		cluster: c, addr: e.addr, interval: cfg.CompactionInterval,
+		minDirty: cfg.CompactionMinDirtyBytes, log: cfg.Logger,
 	}
+	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	e.stopCompactor, e.compactorDone = cancel, make(chan struct{})
+	go func() {
+		defer close(e.compactorDone)
+		e.compactor.run(cctx)
+	}()
 	return e, nil
-}
-
-// refreshCompaction sets the cluster-wide cleaner interval over the wire.
-func (e *Embedded) refreshCompaction(ctx context.Context, intervalMs string) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(e.addr))
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	resps, err := kadm.NewClient(cl).AlterBrokerConfigs(ctx, []kadm.AlterConfig{{
-		Op:    kadm.SetConfig,
-		Name:  compactionConfig,
-		Value: kadm.StringPtr(intervalMs),
-	}})
-	if err != nil {
-		return err
-	}
-	for _, r := range resps {
-		if r.Err != nil {
-			return r.Err
-		}
-	}
-	return nil
 }
 
 // Addr is the address clients should dial (seed broker). With port 0 it
@@ -192,8 +187,11 @@ func (e *Embedded) Cluster() *kfake.Cluster { return e.cluster }
 // and then releases the DataDir. Safe to call more than once.
 func (e *Embedded) Close() {
 	e.closeOnce.Do(func() {
-		// Order matters: kfake must finish writing its state before
-		// another process may take the directory.
+		// Order matters: the compactor calls the cluster, which blocks
+		// forever once closed, and kfake must finish writing its state
+		// before another process may take the directory.
+		e.stopCompactor()
+		<-e.compactorDone
 		e.cluster.Close()
 		e.release()
 	})

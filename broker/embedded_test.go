@@ -202,7 +202,7 @@ func TestCompaction(t *testing.T) {
 
 // TestCompactionTicker checks that compaction runs on its own, on a fresh
 // broker and on one reloaded from disk (where kfake itself would not start
-// its ticker).
+// its ticker), once the topics have grown by the configured amount.
 func TestCompactionTicker(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -215,7 +215,7 @@ func TestCompactionTicker(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			const topic = "tick"
-			cfg := EmbeddedConfig{DataDir: t.TempDir(), CompactionInterval: 20 * time.Millisecond}
+			cfg := EmbeddedConfig{DataDir: t.TempDir(), CompactionInterval: 20 * time.Millisecond, CompactionMinDirtyBytes: 1}
 			e := startEmbedded(t, cfg)
 			ensure(t, newAdmin(t, e.Addr()), TopicSpec{Name: topic, Partitions: 1})
 			if tc.restart {

@@ -48,7 +48,10 @@ type ProducerConfig struct {
 
 	// Linger is how long a partition waits for more records before its
 	// batch is sent. Zero sends as soon as possible; batches still grow
-	// while a request is in flight, so under load batching happens anyway.
+	// while a request is in flight, so under a backlog batching happens
+	// anyway, but at moderate rates zero costs a request per few records
+	// (replicator's kafka.linger defaults to 2ms for that, see
+	// docs/CONFIG.md).
 	Linger time.Duration
 
 	// BatchMaxBytes caps a record batch before compression and must not

@@ -127,7 +127,7 @@ type KafkaConfig struct {
 	ReplicationFactor  int           `mapstructure:"replication_factor"`   // default -1 (broker default)
 	Compression        string        `mapstructure:"compression"`          // none|lz4|zstd|snappy|gzip, default none
 	MaxBufferedRecords int           `mapstructure:"max_buffered_records"` // back-pressure bound, default 100000
-	Linger             time.Duration `mapstructure:"linger"`               // default 0
+	Linger             time.Duration `mapstructure:"linger"`               // default 2ms
 	TLS                TLSConfig     `mapstructure:"tls"`
 	SASL               SASLConfig    `mapstructure:"sasl"`
 }

@@ -47,6 +47,7 @@ func TestLoadDefaults(t *testing.T) {
 		{"reconnect.max_backoff", cfg.Source.Reconnect.MaxBackoff, 30 * time.Second},
 		{"reconnect.give_up_after", cfg.Source.Reconnect.GiveUpAfter, time.Duration(0)},
 		{"kafka.listen", cfg.Kafka.Listen, "127.0.0.1:9092"},
+		{"kafka.linger", cfg.Kafka.Linger, 2 * time.Millisecond},
 		{"registry.listen", cfg.Registry.Listen, "127.0.0.1:8081"},
 		{"embedded kafka", cfg.EmbeddedKafka(), true},
 		{"embedded registry", cfg.EmbeddedRegistry(), true},

@@ -60,7 +60,7 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault(KeyKafkaReplication, -1)
 	v.SetDefault(KeyKafkaCompression, "none")
 	v.SetDefault(KeyKafkaMaxBuffered, 100000)
-	v.SetDefault(KeyKafkaLinger, "0s")
+	v.SetDefault(KeyKafkaLinger, "2ms") // see docs/CONFIG.md
 	v.SetDefault(KeyKafkaTLSEnabled, false)
 	v.SetDefault(KeyKafkaTLSCA, "")
 	v.SetDefault(KeyKafkaTLSCert, "")

@@ -87,6 +87,9 @@ type Pipeline struct {
 		xid     uint32
 		headers []kgo.RecordHeader
 	}
+
+	// Used by Handle only (one goroutine), to save per-record work.
+	scratch []byte // encoding buffer; each record gets an exact-size copy
 }
 
 // Option configures a [Pipeline].
@@ -229,21 +232,27 @@ func (p *Pipeline) upsert(e *Entity, c *source.Change, row []any, headers []kgo.
 	if err != nil {
 		return nil, err
 	}
-	value := mapping.AppendConfluentHeader(make([]byte, 0, 128), e.ValueSchemaID)
+	value := mapping.AppendConfluentHeader(p.scratch[:0], e.ValueSchemaID)
 	value, err = e.Mapping.AppendValue(value, row)
+	p.scratch = value
 	if err != nil {
 		return nil, fmt.Errorf("encode value of %s key %s at LSN %s: %w", c.Table.QualifiedName(), keyText(e, c, row), c.LSN, err)
 	}
-	return &kgo.Record{Topic: e.Mapping.Topic(), Key: key, Value: value, Headers: headers}, nil
+	return &kgo.Record{Topic: e.Mapping.Topic(), Key: key, Value: bytes.Clone(value), Headers: headers}, nil
 }
 
+// key encodes the record key. Like the value it is encoded into the
+// scratch buffer and copied out at its exact size: growing a fresh buffer
+// per record cost more (allocations and copies) and left slack capacity in
+// every buffered record.
 func (p *Pipeline) key(e *Entity, c *source.Change, row []any) ([]byte, error) {
-	key := mapping.AppendConfluentHeader(make([]byte, 0, 32), e.KeySchemaID)
+	key := mapping.AppendConfluentHeader(p.scratch[:0], e.KeySchemaID)
 	key, err := e.Mapping.AppendKey(key, row)
+	p.scratch = key
 	if err != nil {
 		return nil, fmt.Errorf("encode key of %s at LSN %s: %w", c.Table.QualifiedName(), c.LSN, err)
 	}
-	return key, nil
+	return bytes.Clone(key), nil
 }
 
 func (p *Pipeline) tombstone(e *Entity, key []byte, headers []kgo.RecordHeader) *kgo.Record {
@@ -263,7 +272,10 @@ var (
 )
 
 // headers returns the change's headers, reusing the previous change's when
-// they would be equal. Records never modify their headers.
+// they would be equal: the records of a transaction (and the snapshot's rows)
+// share one read-only slice, and formatting it per record was about a tenth
+// of the stream's CPU (docs/BENCHMARKS.md). Nothing may modify a header in
+// place (tombstone copies the slice).
 func (p *Pipeline) headers(c *source.Change) []kgo.RecordHeader {
 	l := &p.last
 	if l.headers != nil && l.op == c.Op && l.lsn == uint64(c.LSN) && l.xid == c.XID && l.time.Equal(c.CommitTime) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"time"
@@ -16,9 +17,9 @@ import (
 )
 
 // maxReceiveWait bounds one blocking receive so that a stop request is seen
-// promptly. The receive context cannot derive from Run's ctx: cancelling a
-// pgconn read closes the connection, and the final status update still has
-// to go out on it.
+// promptly. The receive cannot watch Run's ctx: cancelling a pgconn read
+// closes the connection, and the final status update still has to go out
+// on it.
 const maxReceiveWait = 250 * time.Millisecond
 
 // stream is one START_REPLICATION session.
@@ -44,6 +45,8 @@ type stream struct {
 	reported   pglogrepl.LSN // last LSN sent in a status update
 	nextStatus time.Time
 	change     Change
+	rows       rowParser    // row messages, parsed without allocating
+	deadline   readDeadline // bounds each receive (see armReceive)
 }
 
 // streamRel maps a pgoutput relation to a configured table.
@@ -69,18 +72,16 @@ func (st *stream) run(ctx context.Context, start pglogrepl.LSN) error {
 		if ctx.Err() != nil {
 			return st.shutdown(ctx)
 		}
-		if !time.Now().Before(st.nextStatus) {
+		now := time.Now() // once per message: reading the clock shows in the profile
+		if !now.Before(st.nextStatus) {
 			if err := st.sendStatus(ctx); err != nil {
 				return err
 			}
 		}
-		wait := time.Now().Add(maxReceiveWait)
-		if st.nextStatus.Before(wait) {
-			wait = st.nextStatus
+		if err := st.armReceive(now); err != nil {
+			return err
 		}
-		rctx, cancel := context.WithDeadline(context.Background(), wait)
-		msg, err := st.repl.ReceiveMessage(rctx)
-		cancel()
+		msg, err := st.repl.ReceiveMessage(context.Background())
 		if err != nil {
 			if pgconn.Timeout(err) {
 				continue
@@ -106,6 +107,46 @@ func (st *stream) run(ctx context.Context, start pglogrepl.LSN) error {
 			return fmt.Errorf("replication stream: unexpected message %T", msg)
 		}
 	}
+}
+
+// armReceive bounds the next blocking receive by maxReceiveWait and the
+// next status update, with a read deadline on the connection rather than a
+// deadline context per message: that context costs a timer and a pgconn
+// context watcher per message, a tenth of the receive loop's CPU in the
+// stream profile (docs/PERFORMANCE-NOTES.md). A deadline that has not
+// passed and is not later than the next status update still holds, so a
+// busy stream moves it a few times a second. A timeout leaves the
+// connection usable (pgconn closes it on any other read error).
+func (st *stream) armReceive(now time.Time) error {
+	if err := st.deadline.arm(st.repl.Conn(), now, st.nextStatus); err != nil {
+		return fmt.Errorf("receive from slot %s: set read deadline: %w", st.src.cfg.Slot, err)
+	}
+	return nil
+}
+
+// readDeadline is the read deadline last set, and on which connection (a
+// new one, after a reconnect, always gets its own). The zero value sets
+// one at the next arm.
+type readDeadline struct {
+	at   time.Time
+	conn net.Conn
+}
+
+// arm makes sure conn's read deadline is at most maxReceiveWait after now
+// and not after next (the next status update), moving it only when needed.
+func (r *readDeadline) arm(conn net.Conn, now, next time.Time) error {
+	if conn == r.conn && now.Before(r.at) && !r.at.After(next) {
+		return nil
+	}
+	d := now.Add(maxReceiveWait)
+	if next.Before(d) {
+		d = next
+	}
+	if err := conn.SetReadDeadline(d); err != nil {
+		return err
+	}
+	r.at, r.conn = d, conn
+	return nil
 }
 
 func (st *stream) copyData(ctx context.Context, data []byte) error {
@@ -152,6 +193,9 @@ func (st *stream) sendStatus(ctx context.Context) error {
 	}
 	st.reported = lsn
 	st.nextStatus = time.Now().Add(st.src.cfg.StatusInterval)
+	// pgconn clears the connection's deadline when a context it watched is
+	// canceled during a call such as the one above: set it again.
+	st.deadline = readDeadline{}
 	return nil
 }
 
@@ -174,6 +218,13 @@ func (st *stream) shutdown(ctx context.Context) error {
 }
 
 func (st *stream) walData(ctx context.Context, data []byte) error {
+	if len(data) > 0 && (data[0] == 'I' || data[0] == 'U' || data[0] == 'D') {
+		op, relID, oldTuple, newTuple, err := st.rows.parse(data)
+		if err != nil {
+			return err
+		}
+		return st.row(ctx, op, relID, oldTuple, newTuple)
+	}
 	msg, err := pglogrepl.Parse(data)
 	if err != nil {
 		return fmt.Errorf("parse pgoutput message: %w", err)
@@ -190,12 +241,6 @@ func (st *stream) walData(ctx context.Context, data []byte) error {
 		st.txn = nil
 	case *pglogrepl.RelationMessage:
 		return st.relation(ctx, m)
-	case *pglogrepl.InsertMessage:
-		return st.row(ctx, OpInsert, m.RelationID, nil, m.Tuple)
-	case *pglogrepl.UpdateMessage:
-		return st.row(ctx, OpUpdate, m.RelationID, m.OldTuple, m.NewTuple)
-	case *pglogrepl.DeleteMessage:
-		return st.row(ctx, OpDelete, m.RelationID, m.OldTuple, nil)
 	case *pglogrepl.TruncateMessage:
 		return st.truncate(ctx, m)
 	}
@@ -249,6 +294,7 @@ func decodeTuple(t *relation.Table, tuple *pglogrepl.TupleData) ([]any, error) {
 		return nil, fmt.Errorf("table %s: tuple has %d columns, want %d", t.QualifiedName(), len(tuple.Columns), len(t.Columns))
 	}
 	row := make([]any, len(t.Columns))
+	strs := rowStrings(t, tuple)
 	for i, col := range tuple.Columns {
 		switch col.DataType {
 		case pglogrepl.TupleDataTypeNull:
@@ -258,6 +304,10 @@ func decodeTuple(t *relation.Table, tuple *pglogrepl.TupleData) ([]any, error) {
 			}
 		case pglogrepl.TupleDataTypeText:
 			if t.Columns[i].Unused {
+				continue
+			}
+			if isPlainString(t.Columns[i].Type.Kind) {
+				row[i], strs = strs[:len(col.Data)], strs[len(col.Data):]
 				continue
 			}
 			v, err := relation.DecodeText(&t.Columns[i].Type, col.Data)

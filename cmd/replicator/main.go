@@ -61,19 +61,31 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cfg, newLogger(stderr, cfg.Log), nil
 	}
 
-	root.AddCommand(
-		&cobra.Command{
-			Use:   "run",
-			Short: "Stream PostgreSQL changes to entity topics (daemon)",
-			Args:  cobra.NoArgs,
-			RunE: func(cmd *cobra.Command, _ []string) error {
-				cfg, log, err := load(cmd)
+	runCmd := &cobra.Command{
+		Use:   "run",
+		Short: "Stream PostgreSQL changes to entity topics (daemon)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
+			if dir, _ := cmd.Flags().GetString("profile-dir"); dir != "" {
+				stop, err := startProfiles(dir)
 				if err != nil {
 					return err
 				}
-				return runReplicator(cmd.Context(), cfg, log, terminal(stderr), nil)
-			},
+				defer func() { err = errors.Join(err, stop()) }()
+			}
+			cfg, log, err := load(cmd)
+			if err != nil {
+				return err
+			}
+			return runReplicator(cmd.Context(), cfg, log, terminal(stderr), nil)
 		},
+	}
+	// Hidden: a diagnostic for developers, not a setting (docs/OPERATIONS.md).
+	runCmd.Flags().String("profile-dir", "", "write cpu.pprof and allocs.pprof of this run into this directory when it exits")
+	_ = runCmd.Flags().MarkHidden("profile-dir")
+
+	root.AddCommand(
+		runCmd,
 		&cobra.Command{
 			Use:   "check",
 			Short: "Validate the config and the PostgreSQL and Kafka prerequisites",
