@@ -126,7 +126,7 @@ func (st *stream) run(ctx context.Context, start pglogrepl.LSN) error {
 // next status update, with a read deadline on the connection rather than a
 // deadline context per message: that context costs a timer and a pgconn
 // context watcher per message, a tenth of the receive loop's CPU in the
-// stream profile (docs/PERFORMANCE-NOTES.md). A deadline that has not
+// stream profile (docs/BENCHMARKS.md, "What the profiles showed"). A deadline that has not
 // passed and is not later than the next status update still holds, so a
 // busy stream moves it a few times a second. A timeout leaves the
 // connection usable (pgconn closes it on any other read error).
