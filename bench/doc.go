@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	_ "embed"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,6 +12,13 @@ import (
 
 	"github.com/replicator/replicator/broker"
 )
+
+// analysis is the hand-written account of what the profiles showed and
+// what changed, copied into every report so that it stays next to the
+// figures it explains.
+//
+//go:embed analysis.md
+var analysis string
 
 // writeDoc writes docs/BENCHMARKS.md from the results: machine facts, the
 // command, the targets, every figure, and the method. chart is the PNG's
@@ -82,6 +90,7 @@ func writeDoc(path string, m machine, opts options, results []*result, chart str
 		w("\n")
 	}
 
+	w("%s\n\n", strings.TrimSpace(analysis))
 	w("## Method\n\n")
 	w("- `go run ./bench [-scale F] [-runs N] [-duration D] [name…]` (`make bench`, `make bench BENCH_ARGS='-scale 0.1 -runs 3'`). " +
 		"Names select benchmarks (`stream`, `latency` = both rates, `large-txn`, `snapshot`).\n")

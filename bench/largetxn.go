@@ -2,27 +2,17 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
-	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
-	"github.com/replicator/replicator/pgcluster"
 )
 
 // largeTxnBench is the fixture of the large-transaction benchmark: one
-// transaction inserting many rows, written after every run's slots were
-// created.
-type largeTxnBench struct {
-	h      *harness
-	cl     *pgcluster.Cluster
-	conn   *pgx.Conn
-	rows   int64
-	target pglogrepl.LSN
-}
+// transaction inserting many rows.
+type largeTxnBench struct{ walBacklog }
 
 func largeTxnBenchmark(h *harness) benchmark {
-	s := &largeTxnBench{h: h}
+	s := &largeTxnBench{walBacklog{h: h, prefix: "large"}}
 	return benchmark{
 		name: "large-txn",
 		about: "One transaction inserting M rows (one `INSERT … SELECT generate_series`), written after the slots were created. " +
@@ -54,104 +44,33 @@ func largeTxnBenchmark(h *harness) benchmark {
 }
 
 func (s *largeTxnBench) setup(ctx context.Context) (string, func() error, error) {
-	var err error
-	s.cl, s.conn, err = startCluster(ctx)
-	if err != nil {
-		return "", nil, err
-	}
-	teardown := func() error {
-		return errors.Join(s.conn.Close(context.Background()), s.cl.Close())
-	}
-	fail := func(err error) (string, func() error, error) { return "", nil, errors.Join(err, teardown()) }
-	for run := 1; run <= s.h.opts.runs; run++ {
-		if err := createSlots(ctx, s.conn, fmt.Sprintf("bare_%d", run), fmt.Sprintf("rep_%d", run), fmt.Sprintf("ext_%d", run)); err != nil {
-			return fail(err)
+	return s.walBacklog.setup(ctx, func(ctx context.Context, _ string, conn *pgx.Conn) (int64, string, error) {
+		rows := scaled(5_000_000, s.h.opts.scale, txnRows)
+		if _, err := conn.Exec(ctx, insertSQL(1, rows)); err != nil {
+			return 0, "", fmt.Errorf("large transaction: %w", err)
 		}
-	}
-	start, err := currentLSN(ctx, s.conn)
-	if err != nil {
-		return fail(err)
-	}
-	s.rows = scaled(5_000_000, s.h.opts.scale, txnRows)
-	if _, err := s.conn.Exec(ctx, insertSQL(1, s.rows)); err != nil {
-		return fail(fmt.Errorf("large transaction: %w", err))
-	}
-	if s.target, err = currentLSN(ctx, s.conn); err != nil {
-		return fail(err)
-	}
-	if _, err := s.conn.Exec(ctx, "CHECKPOINT"); err != nil {
-		return fail(err)
-	}
-	return fmt.Sprintf("one transaction of %s inserts, %.0f MB of WAL", thousands(s.rows), mb(int64(s.target-start))), teardown, nil
+		return rows, fmt.Sprintf("one transaction of %s inserts", thousands(rows)), nil
+	})
 }
 
 func (s *largeTxnBench) bare(ctx context.Context, run int) (sample, error) {
-	slot := fmt.Sprintf("bare_%d", run)
-	c, err := s.h.startBareReader(fmt.Sprintf("large-%d-bare", run), s.cl.DSN(""), slot, -1)
+	f, err := s.walBacklog.bare(ctx, run)
 	if err != nil {
 		return nil, err
-	}
-	defer c.kill()
-	f, err := measureStream(ctx, s.conn, c, slot, bareApp, s.target, streamTimeout(s.rows))
-	if err != nil {
-		return nil, err
-	}
-	res, err := bareResult(c)
-	if err != nil {
-		return nil, err
-	}
-	if res.Rows != s.rows {
-		return nil, fmt.Errorf("bare reader read %d rows, want %d", res.Rows, s.rows)
 	}
 	return s.sample(f), nil
 }
 
 func (s *largeTxnBench) replicator(ctx context.Context, run int, external bool) (sample, error) {
-	slot := fmt.Sprintf("rep_%d", run)
-	var brokers []string
-	var broker *child
-	if external {
-		slot = fmt.Sprintf("ext_%d", run)
-		var addr string
-		var err error
-		if broker, addr, err = s.h.startKfakeServer(fmt.Sprintf("large-%d-kfake", run)); err != nil {
-			return nil, err
-		}
-		defer broker.kill()
-		brokers = []string{addr}
-	}
-	rp, err := s.h.startReplicator(replicatorRun{name: fmt.Sprintf("large-%d-%s", run, slot), dsn: s.cl.DSN(""), slot: slot, snapshot: "never", brokers: brokers})
+	f, bf, err := s.walBacklog.replicator(ctx, run, external)
 	if err != nil {
-		return nil, err
-	}
-	defer rp.kill()
-	f, err := measureStream(ctx, s.conn, rp.child, slot, "replicator", s.target, streamTimeout(s.rows))
-	if err != nil {
-		return nil, err
-	}
-	if err := checkRecords(ctx, rp.brokers, s.rows); err != nil {
 		return nil, err
 	}
 	smp := s.sample(f)
-	if broker != nil {
-		rss, err := procPeakRSS(broker.pid())
-		if err != nil {
-			return nil, err
-		}
-		smp["broker_peak_rss_mb"] = mb(rss)
+	if external {
+		smp["broker_peak_rss_mb"] = mb(bf.peakRSS)
 	}
-	if err := rp.stop(); err != nil {
-		return nil, err
-	}
-	if broker != nil {
-		if err := broker.stop(); err != nil {
-			return nil, err
-		}
-		if err := s.h.cleanup(broker.dir()); err != nil {
-			return nil, err
-		}
-	}
-	return smp, s.h.cleanup(rp.dir)
+	return smp, nil
 }
 
 func (s *largeTxnBench) sample(f streamFigures) sample {

@@ -59,6 +59,7 @@ func TestWriteDoc(t *testing.T) {
 		"| stream | replicator, embedded broker | ≥ 0.9× bare reader | 0.67× (0.65× – 0.70×) of bare reader | **MISS** |",
 		"| latency-10k | replicator, embedded broker | p99 ≤ 50 ms at 10k rows/s | 983.0 ms (912.0 – 1236.0) | **MISS** |",
 		"![throughput ratios and latency percentiles](benchmarks.png)",
+		"## What the profiles showed, and what changed",
 	} {
 		if !strings.Contains(doc, want) {
 			t.Errorf("report lacks %q:\n%s", want, doc)

@@ -2,29 +2,17 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"os"
-	"time"
 
-	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
-	"github.com/replicator/replicator/pgcluster"
 )
 
-// streamBench is the fixture of the stream benchmark: a backlog of changes
-// written after every run's slots were created, so that every run of every
-// reader streams exactly the same WAL.
-type streamBench struct {
-	h      *harness
-	cl     *pgcluster.Cluster
-	conn   *pgx.Conn
-	rows   int64         // changes in the backlog
-	target pglogrepl.LSN // pg_current_wal_lsn() after the backlog
-}
+// streamBench is the fixture of the stream benchmark: a backlog of
+// inserts, updates and deletes in many transactions.
+type streamBench struct{ walBacklog }
 
 func streamBenchmark(h *harness) benchmark {
-	s := &streamBench{h: h}
+	s := &streamBench{walBacklog{h: h, prefix: "stream"}}
 	return benchmark{
 		name: "stream",
 		about: "A backlog of N inserts, N updates and N/5 deletes in 1,000-row transactions is written " +
@@ -62,127 +50,41 @@ func streamBenchmark(h *harness) benchmark {
 	}
 }
 
-func (s *streamBench) slotNames(run int) (bare, embedded, external string) {
-	return fmt.Sprintf("bare_%d", run), fmt.Sprintf("emb_%d", run), fmt.Sprintf("ext_%d", run)
-}
-
 func (s *streamBench) setup(ctx context.Context) (string, func() error, error) {
-	var err error
-	s.cl, s.conn, err = startCluster(ctx)
-	if err != nil {
-		return "", nil, err
-	}
-	teardown := func() error {
-		return errors.Join(s.conn.Close(context.Background()), s.cl.Close())
-	}
-	fail := func(err error) (string, func() error, error) { return "", nil, errors.Join(err, teardown()) }
-
-	for run := 1; run <= s.h.opts.runs; run++ {
-		b, e, x := s.slotNames(run)
-		if err := createSlots(ctx, s.conn, b, e, x); err != nil {
-			return fail(err)
+	return s.walBacklog.setup(ctx, func(ctx context.Context, dsn string, _ *pgx.Conn) (int64, string, error) {
+		n := scaled(1_000_000, s.h.opts.scale, txnRows)
+		for _, step := range []struct {
+			to   int64
+			stmt func(lo, hi int64) string
+		}{{n, insertSQL}, {n, updateSQL}, {n / 5, deleteSQL}} {
+			if err := changeInBatches(ctx, dsn, 1, step.to, txnRows, 2, step.stmt); err != nil {
+				return 0, "", fmt.Errorf("backlog: %w", err)
+			}
 		}
-	}
-	start, err := currentLSN(ctx, s.conn)
-	if err != nil {
-		return fail(err)
-	}
-	n := scaled(1_000_000, s.h.opts.scale, txnRows)
-	dsn := s.cl.DSN("")
-	for _, step := range []struct {
-		to   int64
-		stmt func(lo, hi int64) string
-	}{{n, insertSQL}, {n, updateSQL}, {n / 5, deleteSQL}} {
-		if err := changeInBatches(ctx, dsn, 1, step.to, txnRows, 2, step.stmt); err != nil {
-			return fail(fmt.Errorf("backlog: %w", err))
-		}
-	}
-	if s.target, err = currentLSN(ctx, s.conn); err != nil {
-		return fail(err)
-	}
-	if _, err := s.conn.Exec(ctx, "CHECKPOINT"); err != nil {
-		return fail(err)
-	}
-	s.rows = 2*n + n/5
-	workload := fmt.Sprintf("backlog of %s inserts + %s updates + %s deletes = %s changes in %s-row transactions, %.0f MB of WAL",
-		thousands(n), thousands(n), thousands(n/5), thousands(s.rows), thousands(txnRows), mb(int64(s.target-start)))
-	return workload, teardown, nil
+		rows := 2*n + n/5
+		return rows, fmt.Sprintf("backlog of %s inserts + %s updates + %s deletes = %s changes in %s-row transactions",
+			thousands(n), thousands(n), thousands(n/5), thousands(rows), thousands(txnRows)), nil
+	})
 }
 
 func (s *streamBench) bare(ctx context.Context, run int) (sample, error) {
-	slot, _, _ := s.slotNames(run)
-	c, err := s.h.startBareReader(fmt.Sprintf("stream-%d-bare", run), s.cl.DSN(""), slot, -1)
+	f, err := s.walBacklog.bare(ctx, run)
 	if err != nil {
 		return nil, err
-	}
-	defer c.kill()
-	f, err := measureStream(ctx, s.conn, c, slot, bareApp, s.target, streamTimeout(s.rows))
-	if err != nil {
-		return nil, err
-	}
-	res, err := bareResult(c)
-	if err != nil {
-		return nil, err
-	}
-	if res.Rows != s.rows {
-		return nil, fmt.Errorf("bare reader read %d rows, want %d", res.Rows, s.rows)
 	}
 	return s.sample(f), nil
 }
 
 func (s *streamBench) replicator(ctx context.Context, run int, external bool) (sample, error) {
-	_, slot, ext := s.slotNames(run)
-	if external {
-		slot = ext
-	}
-	name := slot // names the run's directory (and profile): one per subject
-	var brokers []string
-	var broker *child
-	var brokerCPU0 time.Duration
-	if external {
-		var addr string
-		var err error
-		if broker, addr, err = s.h.startKfakeServer(fmt.Sprintf("stream-%d-kfake", run)); err != nil {
-			return nil, err
-		}
-		defer broker.kill()
-		brokers = []string{addr}
-		if brokerCPU0, err = procCPU(broker.pid()); err != nil {
-			return nil, err
-		}
-	}
-	rp, err := s.h.startReplicator(replicatorRun{name: fmt.Sprintf("stream-%d-%s", run, name), dsn: s.cl.DSN(""), slot: slot, snapshot: "never", brokers: brokers})
-	if err != nil {
-		return nil, err
-	}
-	defer rp.kill()
-	f, err := measureStream(ctx, s.conn, rp.child, slot, "replicator", s.target, streamTimeout(s.rows))
+	f, bf, err := s.walBacklog.replicator(ctx, run, external)
 	if err != nil {
 		return nil, err
 	}
 	smp := s.sample(f)
-	if broker != nil {
-		cpu, err := procCPU(broker.pid())
-		if err != nil {
-			return nil, err
-		}
-		smp["broker_cpu_s"] = (cpu - brokerCPU0).Seconds()
+	if external {
+		smp["broker_cpu_s"] = bf.cpu.Seconds()
 	}
-	if err := checkRecords(ctx, rp.brokers, s.rows); err != nil {
-		return nil, err
-	}
-	if err := rp.stop(); err != nil {
-		return nil, err
-	}
-	if broker != nil {
-		if err := broker.stop(); err != nil {
-			return nil, err
-		}
-		if err := s.h.cleanup(broker.dir()); err != nil {
-			return nil, err
-		}
-	}
-	return smp, s.h.cleanup(rp.dir)
+	return smp, nil
 }
 
 func (s *streamBench) sample(f streamFigures) sample {
@@ -196,13 +98,4 @@ func (s *streamBench) sample(f streamFigures) sample {
 		"peak_rss_mb":     mb(f.peakRSS),
 		"startup_s":       f.startup.Seconds(),
 	}
-}
-
-// cleanup removes a run's directory (broker data can be large) unless the
-// scratch directory is kept.
-func (h *harness) cleanup(dir string) error {
-	if h.opts.keep {
-		return nil
-	}
-	return os.RemoveAll(dir)
 }

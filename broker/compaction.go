@@ -23,7 +23,7 @@ import (
 // the old fixed 30 s interval the passes came ever longer as the topics
 // grew: a 10,000 rows/s load saw its p99 latency go from 5 ms to about
 // 1 s, and a 5M-row transaction peaked at ~670 MB RSS
-// (docs/PERFORMANCE-NOTES.md). Compacting only when the topics have grown
+// (docs/BENCHMARKS.md, "What the profiles showed"). Compacting only when the topics have grown
 // by at least this much, and by at least what the last pass left (Kafka's
 // min.cleanable.dirty.ratio of 0.5), makes passes rare and their cost
 // proportional to what was written since. Kafka itself never cleans a

@@ -309,7 +309,12 @@ func (r *record) nullError(column string) error {
 	if r.isKey {
 		return fmt.Errorf("key column %q: NULL, but keys must be NOT NULL", column)
 	}
-	return fmt.Errorf("column %q: NULL in a column that was NOT NULL when the entity was built", column)
+	// pgoutput does not announce ALTER COLUMN ... DROP NOT NULL: the first
+	// NULL is where it shows. A restart reads the column as nullable and
+	// registers the union, which old readers cannot read (BACKWARD only).
+	return fmt.Errorf("column %q: NULL in a column that was NOT NULL when the entity was built; "+
+		"if its NOT NULL was dropped since, set the entity's compatibility: backward and restart, "+
+		"so that the field is registered as nullable (docs/OPERATIONS.md, Schema changes)", column)
 }
 
 // MarkUnused sets [relation.Column.Unused] on every column of t that the

@@ -265,7 +265,7 @@ func TestAppendErrors(t *testing.T) {
 		{"wrong Go type in array", e, false, set("ints", []any{int32(1), "2"}), `column "ints": array element [2]: got Go type string, want int32`},
 		{"array not a slice", e, false, set("ints", []int32{1}), `column "ints": got Go type []int32, want []any`},
 		{"unchanged TOAST", e, false, set("txt_n", relation.UnchangedTOAST{}), `column "txt_n": unchanged TOAST value: the source must resolve it to the stored value before encoding`},
-		{"NULL in a NOT NULL column", e, false, set("txt", nil), `column "txt": NULL in a column that was NOT NULL when the entity was built`},
+		{"NULL in a NOT NULL column", e, false, set("txt", nil), `column "txt": NULL in a column that was NOT NULL when the entity was built; if its NOT NULL was dropped since, set the entity's compatibility: backward and restart, so that the field is registered as nullable (docs/OPERATIONS.md, Schema changes)`},
 		{"NULL key", e, true, set("tenant", nil), `key column "tenant": NULL, but keys must be NOT NULL`},
 		{"key wrong type", e, true, set("id", int32(1)), `column "id": got Go type int32, want int64`},
 		{"NaN in a decimal", e, false, set("dec", "NaN"), `column "dec": NaN cannot be represented as an Avro decimal: list it in as_string: to export this column as text`},

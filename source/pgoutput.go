@@ -14,7 +14,7 @@ import (
 // tuples it reuses from one message to the next. pglogrepl.Parse allocates
 // a message, a tuple, a column struct and a copy of every column's bytes
 // per row, and copies those bytes one at a time: the largest cost of the
-// receive loop in the stream profile (docs/PERFORMANCE-NOTES.md). Here a
+// receive loop in the stream profile (docs/BENCHMARKS.md, "What the profiles showed"). Here a
 // column's Data aliases the message, so it is valid only until the next
 // message is received: decodeTuple copies what it keeps.
 type rowParser struct {

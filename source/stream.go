@@ -7,6 +7,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -47,6 +48,7 @@ type stream struct {
 	change     Change
 	rows       rowParser    // row messages, parsed without allocating
 	deadline   readDeadline // bounds each receive (see armReceive)
+	guard      stallGuard   // answers the server while a hand-over blocks
 }
 
 // streamRel maps a pgoutput relation to a configured table.
@@ -66,7 +68,15 @@ func (st *stream) run(ctx context.Context, start pglogrepl.LSN) error {
 	s.log.Info("streaming", "slot", s.cfg.Slot, "publication", s.cfg.Publication, "from_lsn", start)
 	st.rels = map[uint32]*streamRel{}
 	st.reported = start
+	st.guard.confirmed(start)
 	st.nextStatus = time.Now().Add(s.cfg.StatusInterval)
+	gctx, stopGuard := context.WithCancel(ctx)
+	var guardDone sync.WaitGroup
+	guardDone.Go(func() { st.guard.run(gctx, st.repl, s.cfg.StatusInterval, s.log) })
+	defer func() {
+		stopGuard()
+		guardDone.Wait()
+	}()
 
 	for {
 		if ctx.Err() != nil {
@@ -90,7 +100,10 @@ func (st *stream) run(ctx context.Context, start pglogrepl.LSN) error {
 		}
 		switch msg := msg.(type) {
 		case *pgproto3.CopyData:
-			if err := st.copyData(ctx, msg.Data); err != nil {
+			st.guard.enter(now)
+			err := st.copyData(ctx, msg.Data)
+			st.guard.leave()
+			if err != nil {
 				if ctx.Err() != nil {
 					// Stopped while a change was being handed over (Handle
 					// blocked by back-pressure, a re-read): a stop like any
@@ -113,7 +126,7 @@ func (st *stream) run(ctx context.Context, start pglogrepl.LSN) error {
 // next status update, with a read deadline on the connection rather than a
 // deadline context per message: that context costs a timer and a pgconn
 // context watcher per message, a tenth of the receive loop's CPU in the
-// stream profile (docs/PERFORMANCE-NOTES.md). A deadline that has not
+// stream profile (docs/BENCHMARKS.md, "What the profiles showed"). A deadline that has not
 // passed and is not later than the next status update still holds, so a
 // busy stream moves it a few times a second. A timeout leaves the
 // connection usable (pgconn closes it on any other read error).
@@ -192,6 +205,7 @@ func (st *stream) sendStatus(ctx context.Context) error {
 		st.src.log.Debug("confirmed", "lsn", lsn, "in_flight_txns", st.cp.inFlight())
 	}
 	st.reported = lsn
+	st.guard.confirmed(lsn)
 	st.nextStatus = time.Now().Add(st.src.cfg.StatusInterval)
 	// pgconn clears the connection's deadline when a context it watched is
 	// canceled during a call such as the one above: set it again.

@@ -432,3 +432,55 @@ func TestTruncateFail(t *testing.T) {
 		t.Errorf("slot confirmed %s, past the TRUNCATE at %s", c, at)
 	}
 }
+
+// TestDropNotNull: pgoutput does not announce ALTER COLUMN ... DROP NOT
+// NULL, so the first NULL in the column stops the replicator with a message
+// saying what to do, and nothing past it is confirmed; following it
+// (compatibility: backward, restart) registers the field as nullable and
+// the row goes through.
+func TestDropNotNull(t *testing.T) {
+	env := newEvolveEnv(t, evolveDDL, evolveEntities)
+	p := env.start(t)
+	waitSlot(t, env.conn, "replicator", p)
+	waitCaughtUp(t, env.conn, "replicator", p)
+
+	mustExec(t, env.conn, `ALTER TABLE orders ALTER COLUMN qty DROP NOT NULL`)
+	changeAt := currentLSN(t, env.conn)
+	mustExec(t, env.conn, `UPDATE orders SET qty = NULL WHERE id = 3`)
+	if err := p.waitExit(t, 90*time.Second); err == nil {
+		t.Fatalf("replicator exited 0 on a NULL it cannot encode; output:\n%s", p.output.String())
+	}
+	out := p.output.String()
+	for _, w := range []string{`column "qty": NULL`, "compatibility: backward", "docs/OPERATIONS.md"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("output does not contain %q:\n%s", w, out)
+		}
+	}
+	if c := confirmed(t, env.conn); c > changeAt {
+		t.Errorf("slot confirmed %s, past the NULL written after %s", c, changeAt)
+	}
+
+	cfg, err := os.ReadFile(env.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg = []byte(strings.Replace(string(cfg), "  - table: orders\n", "  - table: orders\n    compatibility: backward\n", 1))
+	if err := os.WriteFile(env.cfgPath, cfg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p = env.start(t)
+	waitCaughtUp(t, env.conn, "replicator", p)
+	p.stop(t)
+	env.whileStopped(t, func(brokerAddr, registryURL string) {
+		if n := len(subjectVersions(t, registryURL, "orders-value")); n != 2 {
+			t.Errorf("orders-value: got %d versions, want 2 (qty nullable)", n)
+		}
+		r, ok := latestKey(readTopic(t, brokerAddr, registryURL, "orders"), "3")
+		if !ok || r.Value == nil {
+			t.Fatalf("orders key 3: no record (found %v)", ok)
+		}
+		if v, has := r.Value["qty"]; !has || v != nil {
+			t.Errorf("orders key 3: qty = %#v, want null", v)
+		}
+	})
+}

@@ -206,9 +206,31 @@ type topicRecord struct {
 }
 
 // readTopic consumes a topic from the start to its current end and decodes
-// every record with the schema its Confluent header names, fetched from the
-// registry.
+// every record with hamba/avro and the schema its Confluent header names,
+// fetched from the registry.
 func readTopic(t *testing.T, brokers, registryURL, topic string) []topicRecord {
+	t.Helper()
+	cache := &avro.SchemaCache{}
+	return readTopicWith(t, brokers, registryURL, topic, func(schema string) (func([]byte) (map[string]any, error), error) {
+		s, err := avro.ParseWithCache(schema, "", cache)
+		if err != nil {
+			return nil, err
+		}
+		return func(b []byte) (map[string]any, error) {
+			var m map[string]any
+			err := avro.Unmarshal(s, b, &m)
+			return m, err
+		}, nil
+	})
+}
+
+// avroDecoder builds the decoder of one registered schema (its text).
+type avroDecoder func(schema string) (func(payload []byte) (map[string]any, error), error)
+
+// readTopicWith consumes a topic from the start to its current end and
+// decodes every key and value, framed in the Confluent wire format, with
+// the decoder newDecoder builds for the schema its header names.
+func readTopicWith(t *testing.T, brokers, registryURL, topic string, newDecoder avroDecoder) []topicRecord {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -231,28 +253,27 @@ func readTopic(t *testing.T, brokers, registryURL, topic string) []topicRecord {
 	if err != nil {
 		t.Fatal(err)
 	}
-	schemas := map[int]avro.Schema{}
-	cache := &avro.SchemaCache{}
+	decoders := map[int]func([]byte) (map[string]any, error){}
 	decode := func(b []byte) map[string]any {
 		t.Helper()
 		if len(b) < 5 || b[0] != 0 {
 			t.Fatalf("record in %s lacks the Confluent header: % x", topic, b)
 		}
 		id := int(binary.BigEndian.Uint32(b[1:5]))
-		s, ok := schemas[id]
+		d, ok := decoders[id]
 		if !ok {
 			ss, err := rcl.SchemaByID(ctx, id)
 			if err != nil {
 				t.Fatalf("schema %d: %v", id, err)
 			}
-			if s, err = avro.ParseWithCache(ss.Schema, "", cache); err != nil {
-				t.Fatalf("parse schema %d: %v", id, err)
+			if d, err = newDecoder(ss.Schema); err != nil {
+				t.Fatalf("parse schema %d of %s: %v\n%s", id, topic, err, ss.Schema)
 			}
-			schemas[id] = s
+			decoders[id] = d
 		}
-		var m map[string]any
-		if err := avro.Unmarshal(s, b[5:], &m); err != nil {
-			t.Fatalf("decode record of %s with schema %d: %v", topic, id, err)
+		m, err := d(b[5:])
+		if err != nil {
+			t.Fatalf("decode a record of %s with schema %d: %v", topic, id, err)
 		}
 		return m
 	}

@@ -157,7 +157,15 @@ entities:
 	p := startReplicator(t, "run", "--config", cfgPath)
 	waitOutput(t, p, "msg=streaming")
 	waitCaughtUp(t, conn, "replicator", p)
-	registryURL := "http://" + registryAddr
+	assertMixedWorkloadConverged(t, conn, brokerAddr, "http://"+registryAddr)
+	p.stop(t)
+}
+
+// assertMixedWorkloadConverged checks the three tables of the mixed
+// workload (items, lines, tags) against their topics and reports the
+// duplicates (at-least-once repeats) each topic holds.
+func assertMixedWorkloadConverged(t *testing.T, conn *pgx.Conn, brokerAddr, registryURL string) {
+	t.Helper()
 	tables := []struct {
 		topic, query string
 		key          func(map[string]any) string
@@ -172,7 +180,6 @@ entities:
 		convergedBy(t, tb.topic, records, state, tb.key)
 		t.Logf("%s: %d records for %d live rows, %d duplicate records (at-least-once repeats)", tb.topic, len(records), len(state), duplicates(records))
 	}
-	p.stop(t)
 }
 
 // convergedBy checks the latest record per key against the table.

@@ -207,21 +207,7 @@ entities:
 		t.Fatalf("replicator exited (%v); output:\n%s", err, p.output.String())
 	default:
 	}
-	registryURL := "http://" + registryAddr
-	tables := []struct {
-		topic, query string
-		key          func(map[string]any) string
-	}{
-		{"items", `SELECT id, v, note FROM items`, func(k map[string]any) string { return pgText(k["id"]) }},
-		{"lines", `SELECT tenant || '/' || id AS key, tenant, id, qty FROM lines`, func(k map[string]any) string { return pgText(k["tenant"]) + "/" + pgText(k["id"]) }},
-		{"tags", `SELECT id, n FROM tags`, func(k map[string]any) string { return pgText(k["id"]) }},
-	}
-	for _, tb := range tables {
-		records := readTopic(t, brokerAddr, registryURL, tb.topic)
-		state := tableState(t, conn, tb.query)
-		convergedBy(t, tb.topic, records, state, tb.key)
-		t.Logf("%s: %d records for %d live rows, %d duplicate records", tb.topic, len(records), len(state), duplicates(records))
-	}
+	assertMixedWorkloadConverged(t, conn, brokerAddr, "http://"+registryAddr)
 	if n := strings.Count(p.output.String(), attempt); n < 3*outages {
 		t.Errorf("reconnect attempts logged: got %d, want at least %d", n, 3*outages)
 	}

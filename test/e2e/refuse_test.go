@@ -50,7 +50,7 @@ func TestRefusedValueStopsTheReplicator(t *testing.T) {
 			}
 		}
 		got := map[string]string{}
-		for _, r := range latestAvroByKey(readTopicGoavro(t, env.brokerAddr, env.registryURL(), "refused.text")) {
+		for _, r := range latestByKey(readTopicGoavro(t, env.brokerAddr, env.registryURL(), "refused.text")) {
 			id, _ := gotInt(r.Key["id"])
 			got[id], _ = gotString(unwrapUnion(r.Value["valid_until"]))
 		}
@@ -140,7 +140,7 @@ func TestRefusedValueStopsTheReplicator(t *testing.T) {
 				t.Errorf("topic priced: got keys %v, want only 1 (2 refused, 3 after it)", keys)
 			}
 			got := map[string]string{}
-			for _, r := range latestAvroByKey(readTopicGoavro(t, env.brokerAddr, env.registryURL(), "priced.text")) {
+			for _, r := range latestByKey(readTopicGoavro(t, env.brokerAddr, env.registryURL(), "priced.text")) {
 				id, _ := gotInt(r.Key["id"])
 				got[id], _ = gotString(unwrapUnion(r.Value["price"]))
 			}

@@ -125,8 +125,8 @@ func TestUnchangedTOAST(t *testing.T) {
 				t.Errorf("%s key %s (op %s): got n=%s body %s doc %s, a state the row never had (a placeholder, a null or a mix of two states)", topic, id, r.Headers["op"], s.n, s.body, s.doc)
 			}
 		}
-		latest := map[string]avroRecord{}
-		for _, r := range latestAvroByKey(records) {
+		latest := map[string]topicRecord{}
+		for _, r := range latestByKey(records) {
 			id, _ := gotInt(r.Key["id"])
 			latest[id] = r
 		}

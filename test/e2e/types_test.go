@@ -352,7 +352,7 @@ func TestTypeMatrix(t *testing.T) {
 
 // checkMatrix compares the latest record of every key with the table, and
 // checks that deleted keys end in a tombstone.
-func checkMatrix(t *testing.T, conn *pgx.Conn, records []avroRecord) {
+func checkMatrix(t *testing.T, conn *pgx.Conn, records []topicRecord) {
 	t.Helper()
 	var exprs []string
 	for _, c := range matrixCols {
@@ -389,8 +389,8 @@ func checkMatrix(t *testing.T, conn *pgx.Conn, records []avroRecord) {
 		t.Fatalf("table has %d rows, want %d", len(want), 2*len(matrixRows)-1)
 	}
 
-	latest := map[string]avroRecord{}
-	for _, r := range latestAvroByKey(records) {
+	latest := map[string]topicRecord{}
+	for _, r := range latestByKey(records) {
 		id, err := gotInt(r.Key["id"])
 		if err != nil {
 			t.Fatalf("key %v: id: %v", r.Key, err)
@@ -484,7 +484,7 @@ func normArray(c typeCol, js string) string {
 	return string(b)
 }
 
-func checkQuotedKeys(t *testing.T, conn *pgx.Conn, records []avroRecord) {
+func checkQuotedKeys(t *testing.T, conn *pgx.Conn, records []topicRecord) {
 	t.Helper()
 	state := map[string]string{}
 	rows, err := conn.Query(context.Background(), `SELECT "Région", "Id"::text, coalesce("Value"::text, 'NULL') FROM "Quoted Keys"`, pgx.QueryExecModeSimpleProtocol)
@@ -497,7 +497,7 @@ func checkQuotedKeys(t *testing.T, conn *pgx.Conn, records []avroRecord) {
 	}
 	rows.Close()
 	latest := map[string]map[string]any{}
-	for _, r := range latestAvroByKey(records) {
+	for _, r := range latestByKey(records) {
 		region, err1 := gotString(r.Key["R_gion"])
 		id, err2 := gotInt(r.Key["Id"])
 		if err1 != nil || err2 != nil || len(r.Key) != 2 {

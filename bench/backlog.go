@@ -1,0 +1,169 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/replicator/replicator/pgcluster"
+)
+
+// walBacklog is the fixture of the benchmarks that stream WAL written
+// before any reader starts (stream, large-txn): a cluster with one slot per
+// reader and run, created before the WAL is written, so that every run of
+// every reader streams exactly the same WAL.
+type walBacklog struct {
+	h      *harness
+	prefix string // names each run's directory: <prefix>-<run>-<slot>
+	cl     *pgcluster.Cluster
+	conn   *pgx.Conn
+	rows   int64         // changes in the backlog
+	target pglogrepl.LSN // pg_current_wal_lsn() after the backlog
+}
+
+// backlogWriter writes the backlog and returns how many changes it holds
+// and a description of it.
+type backlogWriter func(ctx context.Context, dsn string, conn *pgx.Conn) (rows int64, what string, err error)
+
+// slotNames are run's slots: the bare reader's, and replicator's with the
+// embedded broker and with the broker process.
+func slotNames(run int) (bare, embedded, external string) {
+	return fmt.Sprintf("bare_%d", run), fmt.Sprintf("emb_%d", run), fmt.Sprintf("ext_%d", run)
+}
+
+// setup starts the cluster, creates every run's slots and writes the
+// backlog; the description it returns adds the WAL's size.
+func (b *walBacklog) setup(ctx context.Context, write backlogWriter) (string, func() error, error) {
+	var err error
+	b.cl, b.conn, err = startCluster(ctx)
+	if err != nil {
+		return "", nil, err
+	}
+	teardown := func() error {
+		return errors.Join(b.conn.Close(context.Background()), b.cl.Close())
+	}
+	fail := func(err error) (string, func() error, error) { return "", nil, errors.Join(err, teardown()) }
+	for run := 1; run <= b.h.opts.runs; run++ {
+		bare, emb, ext := slotNames(run)
+		if err := createSlots(ctx, b.conn, bare, emb, ext); err != nil {
+			return fail(err)
+		}
+	}
+	start, err := currentLSN(ctx, b.conn)
+	if err != nil {
+		return fail(err)
+	}
+	rows, what, err := write(ctx, b.cl.DSN(""), b.conn)
+	if err != nil {
+		return fail(err)
+	}
+	if b.target, err = currentLSN(ctx, b.conn); err != nil {
+		return fail(err)
+	}
+	if _, err := b.conn.Exec(ctx, "CHECKPOINT"); err != nil {
+		return fail(err)
+	}
+	b.rows = rows
+	return fmt.Sprintf("%s, %.0f MB of WAL", what, mb(int64(b.target-start))), teardown, nil
+}
+
+// bare streams the backlog with the bare reader and checks it read every
+// change.
+func (b *walBacklog) bare(ctx context.Context, run int) (streamFigures, error) {
+	slot, _, _ := slotNames(run)
+	c, err := b.h.startBareReader(fmt.Sprintf("%s-%d-bare", b.prefix, run), b.cl.DSN(""), slot, -1)
+	if err != nil {
+		return streamFigures{}, err
+	}
+	defer c.kill()
+	f, err := measureStream(ctx, b.conn, c, slot, bareApp, b.target, streamTimeout(b.rows))
+	if err != nil {
+		return f, err
+	}
+	res, err := bareResult(c)
+	if err != nil {
+		return f, err
+	}
+	if res.Rows != b.rows {
+		return f, fmt.Errorf("bare reader read %d rows, want %d", res.Rows, b.rows)
+	}
+	return f, nil
+}
+
+// brokerFigures are the broker process's, when there is one.
+type brokerFigures struct {
+	cpu     time.Duration // over the replicator's timed window (and its start-up)
+	peakRSS int64
+}
+
+// replicator streams the backlog with `replicator run`, with its embedded
+// broker or with kfake in a separate process (external), and checks that
+// the topic holds exactly one record per change.
+func (b *walBacklog) replicator(ctx context.Context, run int, external bool) (streamFigures, brokerFigures, error) {
+	var bf brokerFigures
+	_, slot, ext := slotNames(run)
+	if external {
+		slot = ext
+	}
+	var brokers []string
+	var broker *child
+	var brokerCPU0 time.Duration
+	if external {
+		var addr string
+		var err error
+		if broker, addr, err = b.h.startKfakeServer(fmt.Sprintf("%s-%d-kfake", b.prefix, run)); err != nil {
+			return streamFigures{}, bf, err
+		}
+		defer broker.kill()
+		brokers = []string{addr}
+		if brokerCPU0, err = procCPU(broker.pid()); err != nil {
+			return streamFigures{}, bf, err
+		}
+	}
+	// The run's directory (and profile) is named by its slot: one per subject.
+	rp, err := b.h.startReplicator(replicatorRun{name: fmt.Sprintf("%s-%d-%s", b.prefix, run, slot), dsn: b.cl.DSN(""), slot: slot, snapshot: "never", brokers: brokers})
+	if err != nil {
+		return streamFigures{}, bf, err
+	}
+	defer rp.kill()
+	f, err := measureStream(ctx, b.conn, rp.child, slot, "replicator", b.target, streamTimeout(b.rows))
+	if err != nil {
+		return f, bf, err
+	}
+	if broker != nil {
+		cpu, err1 := procCPU(broker.pid())
+		rss, err2 := procPeakRSS(broker.pid())
+		if err := errors.Join(err1, err2); err != nil {
+			return f, bf, err
+		}
+		bf = brokerFigures{cpu: cpu - brokerCPU0, peakRSS: rss}
+	}
+	if err := checkRecords(ctx, rp.brokers, b.rows); err != nil {
+		return f, bf, err
+	}
+	if err := rp.stop(); err != nil {
+		return f, bf, err
+	}
+	if broker != nil {
+		if err := broker.stop(); err != nil {
+			return f, bf, err
+		}
+		if err := b.h.cleanup(broker.dir()); err != nil {
+			return f, bf, err
+		}
+	}
+	return f, bf, b.h.cleanup(rp.dir)
+}
+
+// cleanup removes a run's directory (broker data can be large) unless the
+// scratch directory is kept.
+func (h *harness) cleanup(dir string) error {
+	if h.opts.keep {
+		return nil
+	}
+	return os.RemoveAll(dir)
+}
