@@ -386,8 +386,13 @@ func (r *tableReader) row(line []byte) error {
 	}
 	row := r.vals[:len(cols):len(cols)]
 	r.vals = r.vals[len(cols):]
+	strs := fieldStrings(cols, r.fields)
 	for i, f := range r.fields {
 		if f == nil || cols[i].Unused {
+			continue
+		}
+		if isPlainString(cols[i].Type.Kind) {
+			row[i], strs = strs[:len(f)], strs[len(f):]
 			continue
 		}
 		v, err := relation.DecodeText(&cols[i].Type, f)
