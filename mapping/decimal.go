@@ -36,7 +36,9 @@ func appendDecimal(dst []byte, s string, precision, scale int) ([]byte, error) {
 	if (intPart == "" && frac == "") || !allDigits(intPart) || !allDigits(frac) {
 		switch s {
 		case "NaN", "Infinity", "-Infinity":
-			return dst, fmt.Errorf("%s cannot be represented as an Avro decimal: list it in as_string: to export this column as text", s)
+			// A copy, so that s does not escape: the text path converts
+			// []byte to string on the stack to call this.
+			return dst, fmt.Errorf("%s cannot be represented as an Avro decimal: list it in as_string: to export this column as text", strings.Clone(s))
 		}
 		return dst, errors.New("numeric text is not a plain decimal number")
 	}

@@ -133,6 +133,10 @@ func encDate(dst []byte, v any) ([]byte, error) {
 	if !ok {
 		return dst, wrongType(v, "time.Time")
 	}
+	return appendDate(dst, t)
+}
+
+func appendDate(dst []byte, t time.Time) ([]byte, error) {
 	_, offset := t.Zone()
 	sec := t.Unix() + int64(offset)
 	days := sec / secondsPerDay
@@ -181,6 +185,10 @@ func encTimestamp(dst []byte, v any) ([]byte, error) {
 	if !ok {
 		return dst, wrongType(v, "time.Time")
 	}
+	return appendTimestamp(dst, t)
+}
+
+func appendTimestamp(dst []byte, t time.Time) ([]byte, error) {
 	return appendMicros(dst, t.Unix(), t.Nanosecond())
 }
 
@@ -192,6 +200,10 @@ func encLocalTimestamp(dst []byte, v any) ([]byte, error) {
 	if !ok {
 		return dst, wrongType(v, "time.Time")
 	}
+	return appendLocalTimestamp(dst, t)
+}
+
+func appendLocalTimestamp(dst []byte, t time.Time) ([]byte, error) {
 	_, offset := t.Zone()
 	return appendMicros(dst, t.Unix()+int64(offset), t.Nanosecond())
 }

@@ -37,6 +37,7 @@ type field struct {
 	index    int    // position in the row
 	nullable bool   // ["null", T]
 	enc      encodeFunc
+	encText  textEncodeFunc
 }
 
 // NewEntity validates spec against t and builds the entity's schemas and
@@ -206,7 +207,8 @@ func (b *builder) record(name string, cols []int, isKey bool) record {
 			continue
 		}
 		fields = append(fields, f)
-		r.fields = append(r.fields, field{column: col.Name, index: i, nullable: optional, enc: enc})
+		r.fields = append(r.fields, field{column: col.Name, index: i, nullable: optional,
+			enc: enc, encText: textEncoder(col.Type, b.opts, enc)})
 		r.columns = append(r.columns, col.Name)
 	}
 	if len(b.errs) > 0 {
@@ -299,7 +301,47 @@ func (r *record) append(dst []byte, row []any, width int) ([]byte, error) {
 		}
 		var err error
 		if dst, err = f.enc(dst, v); err != nil {
-			return dst[:start], fmt.Errorf("column %q: %w", f.column, err)
+			return dst[:start], &ColumnError{Index: f.index, Column: f.column, Err: err}
+		}
+	}
+	return dst, nil
+}
+
+// AppendKeyText is [Entity.AppendKey] for a row given as PostgreSQL's text
+// output (as relation.DecodeText reads it): one value per table column, nil
+// for NULL. It writes what AppendKey writes for the decoded row, and fails
+// where decoding or encoding would, with a [*ColumnError].
+func (e *Entity) AppendKeyText(dst []byte, row [][]byte) ([]byte, error) {
+	return e.key.appendText(dst, row, e.width)
+}
+
+// AppendValueText is [Entity.AppendValue] for a row given as text, as for
+// [Entity.AppendKeyText].
+func (e *Entity) AppendValueText(dst []byte, row [][]byte) ([]byte, error) {
+	return e.value.appendText(dst, row, e.width)
+}
+
+func (r *record) appendText(dst []byte, row [][]byte, width int) ([]byte, error) {
+	if len(row) != width {
+		return dst, fmt.Errorf("row has %d values, want %d (one per table column)", len(row), width)
+	}
+	start := len(dst)
+	for i := range r.fields {
+		f := &r.fields[i]
+		text := row[f.index]
+		if text == nil {
+			if !f.nullable {
+				return dst[:start], r.nullError(f.column)
+			}
+			dst = append(dst, 0) // union index 0: null
+			continue
+		}
+		if f.nullable {
+			dst = append(dst, 2) // union index 1
+		}
+		var err error
+		if dst, err = f.encText(dst, text); err != nil {
+			return dst[:start], &ColumnError{Index: f.index, Column: f.column, Err: err}
 		}
 	}
 	return dst, nil

@@ -78,6 +78,34 @@ func TestHandleRefusesChanges(t *testing.T) {
 			wantText: []string{"public.accounts", "op 99"},
 		},
 		{
+			name: "snapshot row with an infinite timestamp",
+			c: func() *source.Change {
+				text := accountText(42, 1)
+				text[colCreated] = []byte("infinity")
+				return textChange(table, text)
+			}(),
+			wantText: []string{`snapshot read at LSN ` + testLSNText + `: table public.accounts key ("id")=(42) column "created" (timestamp with time zone)`,
+				`parse timestamptz "infinity"`, "as_string:"},
+		},
+		{
+			name: "snapshot row with a text that is no integer",
+			c: func() *source.Change {
+				text := accountText(42, 1)
+				text[colVersion] = []byte("1.5")
+				return textChange(table, text)
+			}(),
+			wantText: []string{`table public.accounts key ("id")=(42) column "version" (integer): parse int32 "1.5": invalid syntax`},
+		},
+		{
+			name: "snapshot row with a NULL in a NOT NULL column",
+			c: func() *source.Change {
+				text := accountText(42, 1)
+				text[colEmail] = nil
+				return textChange(table, text)
+			}(),
+			wantText: []string{"encode value of public.accounts key 42 at LSN " + testLSNText, `column "email": NULL`},
+		},
+		{
 			name: "unknown table index",
 			c: func() *source.Change {
 				c := change(table, source.OpInsert, accountRow(42, 1), nil)

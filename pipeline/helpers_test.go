@@ -337,3 +337,27 @@ func sameMap(got, want map[string]any) bool {
 	}
 	return true
 }
+
+// accountText is accountRow as PostgreSQL prints it, the way the snapshot
+// hands rows over (source.Change.Text).
+func accountText(id int64, version int32) [][]byte {
+	return [][]byte{
+		fmt.Appendf(nil, "%d", id),
+		fmt.Appendf(nil, "user%d@example.com", id),
+		[]byte("1234.50"),
+		[]byte("t"),
+		[]byte("2024-03-05 13:07:09.123456+00"),
+		[]byte("likes long walks"),
+		[]byte(`\xdeadbeef`),
+		fmt.Appendf(nil, "%d", version),
+		[]byte("0.25"),
+		[]byte("1990-07-14"),
+	}
+}
+
+// textChange is a snapshot change of accountsTable given as text.
+func textChange(table *relation.Table, text [][]byte) *source.Change {
+	c := change(table, source.OpSnapshot, nil, nil)
+	c.Text = text
+	return c
+}

@@ -8,6 +8,7 @@ package pipeline
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -74,7 +75,8 @@ type Pipeline struct {
 	inFlight atomic.Int64
 	settled  chan struct{}
 
-	pairs sync.Pool // *pairAck for key changes
+	pairs   sync.Pool                // *pairAck for key changes
+	promise func(*kgo.Record, error) // p.produced, made once
 
 	// last holds the headers of the previous change: every change of a
 	// transaction, and every row of the snapshot, has the same op, LSN,
@@ -111,6 +113,7 @@ func WithLiveKeys(r liveKeyReader) Option { return func(p *Pipeline) { p.keys = 
 func New(entities []Entity, prod producer, opts ...Option) *Pipeline {
 	p := &Pipeline{entities: entities, prod: prod, settled: make(chan struct{}, 1)}
 	p.pairs.New = func() any { return new(pairAck) }
+	p.promise = p.produced
 	for _, o := range opts {
 		o(p)
 	}
@@ -147,13 +150,13 @@ func (p *Pipeline) handle(ctx context.Context, c *source.Change, ack acker) erro
 	headers := p.headers(c)
 	switch c.Op {
 	case source.OpInsert, source.OpSnapshot:
-		r, err := p.upsert(e, c, c.New, headers)
+		r, err := p.upsert(e, c, headers)
 		if err != nil {
 			return err
 		}
 		p.produce(ctx, r, ack)
 	case source.OpUpdate:
-		r, err := p.upsert(e, c, c.New, headers)
+		r, err := p.upsert(e, c, headers)
 		if err != nil {
 			return err
 		}
@@ -210,35 +213,85 @@ func (p *Pipeline) Flush(ctx context.Context) error {
 // with one record, pairAck for a key change.
 type acker interface{ Done() }
 
-func (p *Pipeline) produce(ctx context.Context, r *kgo.Record, a acker) {
-	p.inFlight.Add(1)
-	p.prod.Produce(ctx, r, func(r *kgo.Record, err error) {
-		if err != nil {
-			p.fail(fmt.Errorf("produce to %s: %w", r.Topic, err))
-		} else {
-			a.Done()
-		}
-		if p.inFlight.Add(-1) == 0 {
-			select {
-			case p.settled <- struct{}{}:
-			default: // a token is already waiting
-			}
-		}
-	})
+// outRecord is a record with the receipt its promise acknowledges, in one
+// allocation; with one promise function for every record, producing costs
+// no closure per record.
+type outRecord struct {
+	kgo.Record
+	receipt receipt
 }
 
-func (p *Pipeline) upsert(e *Entity, c *source.Change, row []any, headers []kgo.RecordHeader) (*kgo.Record, error) {
-	key, err := p.key(e, c, row)
+// receipt rides in the record's Context, kgo's field for enriching
+// records. It wraps the Produce context, which kgo would have put there,
+// so that canceling works as it would without it.
+type receipt struct {
+	context.Context
+	ack acker
+}
+
+func (p *Pipeline) produce(ctx context.Context, r *outRecord, a acker) {
+	r.receipt = receipt{Context: ctx, ack: a}
+	r.Record.Context = &r.receipt
+	p.inFlight.Add(1)
+	p.prod.Produce(ctx, &r.Record, p.promise)
+}
+
+// produced is every record's promise.
+func (p *Pipeline) produced(r *kgo.Record, err error) {
 	if err != nil {
-		return nil, err
+		p.fail(fmt.Errorf("produce to %s: %w", r.Topic, err))
+	} else {
+		r.Context.(*receipt).ack.Done()
 	}
-	value := mapping.AppendConfluentHeader(p.scratch[:0], e.ValueSchemaID)
-	value, err = e.Mapping.AppendValue(value, row)
-	p.scratch = value
+	if p.inFlight.Add(-1) == 0 {
+		select {
+		case p.settled <- struct{}{}:
+		default: // a token is already waiting
+		}
+	}
+}
+
+// upsert makes the record of the row after the change, from c.Text when
+// the source gave it as text, else from c.New. Key and value are encoded
+// into the scratch buffer and copied out together, at their exact size, in
+// one allocation.
+func (p *Pipeline) upsert(e *Entity, c *source.Change, headers []kgo.RecordHeader) (*outRecord, error) {
+	buf := mapping.AppendConfluentHeader(p.scratch[:0], e.KeySchemaID)
+	var err error
+	if c.Text != nil {
+		buf, err = e.Mapping.AppendKeyText(buf, c.Text)
+	} else {
+		buf, err = e.Mapping.AppendKey(buf, c.New)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("encode value of %s key %s at LSN %s: %w", c.Table.QualifiedName(), keyText(e, c, row), c.LSN, err)
+		p.scratch = buf
+		return nil, encodeError(c, fmt.Errorf("encode key of %s at LSN %s: %w", c.Table.QualifiedName(), c.LSN, err))
 	}
-	return &kgo.Record{Topic: e.Mapping.Topic(), Key: key, Value: bytes.Clone(value), Headers: headers}, nil
+	keyLen := len(buf)
+	buf = mapping.AppendConfluentHeader(buf, e.ValueSchemaID)
+	if c.Text != nil {
+		buf, err = e.Mapping.AppendValueText(buf, c.Text)
+	} else {
+		buf, err = e.Mapping.AppendValue(buf, c.New)
+	}
+	p.scratch = buf
+	if err != nil {
+		return nil, encodeError(c, fmt.Errorf("encode value of %s key %s at LSN %s: %w", c.Table.QualifiedName(), keyText(e, c), c.LSN, err))
+	}
+	out := bytes.Clone(buf)
+	return &outRecord{Record: kgo.Record{Topic: e.Mapping.Topic(), Key: out[:keyLen:keyLen], Value: out[keyLen:], Headers: headers}}, nil
+}
+
+// encodeError is err, or for a row given as text whose column could not
+// be decoded or encoded, the source's account of it: the table, the row's
+// key as PostgreSQL prints it, the column and its type, and the way out
+// (the text path decodes what the source would otherwise have decoded).
+func encodeError(c *source.Change, err error) error {
+	var ce *mapping.ColumnError
+	if c.Text == nil || !errors.As(err, &ce) {
+		return err
+	}
+	return c.ValueError(ce.Index, ce.Err)
 }
 
 // key encodes the record key. Like the value it is encoded into the
@@ -255,11 +308,11 @@ func (p *Pipeline) key(e *Entity, c *source.Change, row []any) ([]byte, error) {
 	return bytes.Clone(key), nil
 }
 
-func (p *Pipeline) tombstone(e *Entity, key []byte, headers []kgo.RecordHeader) *kgo.Record {
+func (p *Pipeline) tombstone(e *Entity, key []byte, headers []kgo.RecordHeader) *outRecord {
 	h := make([]kgo.RecordHeader, len(headers))
 	copy(h, headers)
 	h[0].Value = opDelete
-	return &kgo.Record{Topic: e.Mapping.Topic(), Key: key, Headers: h}
+	return &outRecord{Record: kgo.Record{Topic: e.Mapping.Topic(), Key: key, Headers: h}}
 }
 
 var (
@@ -299,16 +352,22 @@ func changeHeaders(c *source.Change) []kgo.RecordHeader {
 	return h
 }
 
-// keyText renders the key columns for an error message. Keys are
-// identifiers, not row contents, so they may appear in errors.
-func keyText(e *Entity, c *source.Change, row []any) string {
+// keyText renders the key columns of the row after the change for an
+// error message. Keys are identifiers, not row contents, so they may
+// appear in errors.
+func keyText(e *Entity, c *source.Change) string {
 	var b bytes.Buffer
 	for i, name := range e.Mapping.KeyColumns() {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		if _, idx, ok := c.Table.Column(name); ok {
-			fmt.Fprintf(&b, "%v", row[idx])
+		_, idx, ok := c.Table.Column(name)
+		switch {
+		case !ok:
+		case c.Text != nil:
+			b.Write(c.Text[idx])
+		default:
+			fmt.Fprintf(&b, "%v", c.New[idx])
 		}
 	}
 	return b.String()

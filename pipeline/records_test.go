@@ -214,3 +214,32 @@ func TestHandleDoesNotKeepTheChange(t *testing.T) {
 		}
 	}
 }
+
+// A row given as text makes the same record as the same row given as
+// values, and the source may reuse the text once Handle returns.
+func TestHandleTextRowMatchesValues(t *testing.T) {
+	t.Parallel()
+	table := accountsTable()
+	fake := &fakeProducer{}
+	p := New(newEntities(t, table, "accounts"), fake)
+	text := accountText(42, 7)
+	if err := p.Handle(t.Context(), textChange(table, text)); err != nil {
+		t.Fatalf("Handle text: %v", err)
+	}
+	if err := p.Handle(t.Context(), change(table, source.OpSnapshot, accountRow(42, 7), nil)); err != nil {
+		t.Fatalf("Handle values: %v", err)
+	}
+	for _, v := range text {
+		clear(v) // what the source does with its batch buffers next
+	}
+	got := fake.produced()
+	if len(got) != 2 {
+		t.Fatalf("records: got %d, want 2", len(got))
+	}
+	fromText, fromValues := got[0].r, got[1].r
+	if !bytes.Equal(fromText.Key, fromValues.Key) || !bytes.Equal(fromText.Value, fromValues.Value) {
+		t.Errorf("record from text: key %x value %x; from values: key %x value %x",
+			fromText.Key, fromText.Value, fromValues.Key, fromValues.Value)
+	}
+	checkHeaders(t, fromText, wantHeaders("r", false))
+}

@@ -1,103 +1,37 @@
 package relation
 
 import (
-	"bytes"
 	"strconv"
 )
 
-// parseArray parses array_out text of one dimension, {e1,e2,...}, and decodes
-// every element as elem with [DecodeText]. An unquoted NULL (any case) is a
-// NULL element and becomes nil; "NULL" in quotes is the string.
-//
-// array_out quotes an element that is empty, is NULL in any case, or holds
-// one of {}",\ or white space, and escapes " and \ inside quotes with a
-// backslash. The delimiter is ',' for every kind replicator supports (only
-// box uses ';'). An array whose lower bound is not 1 prints as
-// [lo:hi]={...}, and a multi-dimensional one as {{...},...}; both are
-// rejected, as neither fits the []any contract.
+// parseArray decodes array_out text of one dimension (see scanArray) into
+// []any, every element decoded with [DecodeText]; a NULL element is nil.
 func parseArray(elem *Type, s []byte) ([]any, error) {
-	if elem == nil {
-		return nil, errArrayNoElem
+	var out []any
+	if len(s) > 2 {
+		out = make([]any, 0, countElements(s))
+	} else {
+		out = []any{}
 	}
-	if elem.Kind == Array {
-		return nil, errArrayNested
-	}
-	if len(s) > 0 && s[0] == '[' {
-		return nil, errArrayBounds
-	}
-	if len(s) < 2 || s[0] != '{' || s[len(s)-1] != '}' {
-		return nil, errSyntax
-	}
-	body := s[1 : len(s)-1]
-	if len(body) == 0 {
-		return []any{}, nil
-	}
-	if body[0] == '{' {
-		return nil, errArrayDims
-	}
-
-	// Commas bound the element count from above (quoted elements may hold
-	// more), and counting them is cheaper than growing the slice.
-	out := make([]any, 0, bytes.Count(body, []byte{','})+1)
-	// unescaped holds a quoted element with its backslashes removed. It is
-	// reused for every element, and starts on the stack: DecodeText never
-	// returns a value that aliases its input, nor keeps it.
-	var stack [128]byte
-	unescaped := stack[:0]
-	for i := 0; ; {
-		var el []byte
-		null := false
-		if i < len(body) && body[i] == '"' {
-			i++
-			start, escapes := i, false
-			for ; i < len(body) && body[i] != '"'; i++ {
-				if body[i] == '\\' {
-					escapes = true
-					i++
-				}
-			}
-			if i >= len(body) {
-				return nil, errArrayQuote
-			}
-			el = body[start:i]
-			i++ // closing quote
-			if escapes {
-				unescaped = unescape(unescaped[:0], el)
-				el = unescaped
-			}
-		} else {
-			start := i
-			for ; i < len(body) && body[i] != ','; i++ {
-				switch body[i] {
-				case '"', '\\', '{', '}', ' ', '\t', '\n', '\v', '\f', '\r':
-					return nil, errArrayUnquote
-				}
-			}
-			el = body[start:i]
-			if len(el) == 0 {
-				return nil, errArrayEmpty
-			}
-			null = isNull(el)
-		}
-
+	_, err := scanArray(elem, s, func(el []byte, null bool) error {
 		if null {
 			out = append(out, nil)
-		} else {
-			v, err := DecodeText(elem, el)
-			if err != nil {
-				return nil, &elementError{index: len(out) + 1, err: err}
-			}
-			out = append(out, v)
+			return nil
 		}
-
-		if i == len(body) {
-			return out, nil
+		v, err := DecodeText(elem, el)
+		if err != nil {
+			return &elementError{index: len(out) + 1, err: err}
 		}
-		if body[i] != ',' {
-			return nil, errArrayDelim
-		}
-		i++
+		out = append(out, v)
+		return nil
+	})
+	if cb, ok := err.(*callbackError); ok {
+		return nil, cb.err
 	}
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // unescape appends quoted to dst with each backslash escape replaced by the

@@ -56,52 +56,31 @@ func DecodeText(t *Type, src []byte) (any, error) {
 		return nil, errors.New("decode text: nil type")
 	}
 	switch t.Kind {
-	case Int16:
-		v, err := parseInt(src, -1<<15, 1<<15-1)
+	case Int16, Int32:
+		v, err := DecodeInt(t, src)
 		if err != nil {
-			return nil, newParseError(t.Kind, src, err)
-		}
-		return int32(v), nil
-	case Int32:
-		v, err := parseInt(src, -1<<31, 1<<31-1)
-		if err != nil {
-			return nil, newParseError(t.Kind, src, err)
+			return nil, err
 		}
 		return int32(v), nil
 	case Int64:
-		v, err := parseInt(src, -1<<63, 1<<63-1)
-		if err != nil {
-			return nil, newParseError(t.Kind, src, err)
-		}
-		return v, nil
+		return unboxed(DecodeInt(t, src))
 	case Float32:
-		v, err := parseFloat(src, 32)
+		v, err := DecodeFloat(t, src)
 		if err != nil {
-			return nil, newParseError(t.Kind, src, err)
+			return nil, err
 		}
 		return float32(v), nil
 	case Float64:
-		v, err := parseFloat(src, 64)
-		if err != nil {
-			return nil, newParseError(t.Kind, src, err)
-		}
-		return v, nil
+		return unboxed(DecodeFloat(t, src))
 	case Numeric:
-		if !validNumeric(src) {
-			return nil, newParseError(t.Kind, src, errSyntax)
+		if err := CheckNumeric(t, src); err != nil {
+			return nil, err
 		}
 		return string(src), nil
 	case Text, JSON, Enum:
 		return string(src), nil
 	case Bool:
-		// boolout prints t and f; a bool cast to text reads true and false.
-		switch string(src) {
-		case "t", "true":
-			return true, nil
-		case "f", "false":
-			return false, nil
-		}
-		return nil, newParseError(t.Kind, src, errSyntax)
+		return unboxed(DecodeBool(t, src))
 	case Bytes:
 		v, err := parseBytea(src)
 		if err != nil {
@@ -109,17 +88,13 @@ func DecodeText(t *Type, src []byte) (any, error) {
 		}
 		return v, nil
 	case UUID:
-		v, err := parseUUID(src)
+		v, err := DecodeUUID(t, src)
 		if err != nil {
-			return nil, newParseError(t.Kind, src, err)
+			return nil, err
 		}
-		return v, nil
+		return string(v[:]), nil
 	case Date, Timestamp, TimestampTZ:
-		v, err := parseDateTime(t.Kind, src)
-		if err != nil {
-			return nil, newParseError(t.Kind, src, err)
-		}
-		return v, nil
+		return unboxed(DecodeDateTime(t, src))
 	case Time:
 		v, err := parseTimeOfDay(src)
 		if err != nil {
@@ -134,6 +109,15 @@ func DecodeText(t *Type, src []byte) (any, error) {
 		return v, nil
 	}
 	return nil, &unsupportedError{kind: t.Kind, name: t.Name}
+}
+
+// unboxed returns v boxed, or nil with err: DecodeText returns no value
+// with an error.
+func unboxed[T any](v T, err error) (any, error) {
+	if err != nil {
+		return nil, err
+	}
+	return v, nil
 }
 
 // parseInt parses a base-10 integer in [lo, hi]: an optional sign and at
@@ -260,16 +244,16 @@ func parseBytea(s []byte) ([]byte, error) {
 
 // parseUUID validates the 8-4-4-4-12 hex form uuid_out prints and returns it
 // in lower case.
-func parseUUID(s []byte) (string, error) {
-	if len(s) != 36 {
-		return "", errSyntax
-	}
+func parseUUID(s []byte) ([36]byte, error) {
 	var buf [36]byte
+	if len(s) != 36 {
+		return buf, errSyntax
+	}
 	for i, c := range s {
 		switch i {
 		case 8, 13, 18, 23:
 			if c != '-' {
-				return "", errSyntax
+				return buf, errSyntax
 			}
 		default:
 			switch {
@@ -277,12 +261,12 @@ func parseUUID(s []byte) (string, error) {
 			case c >= 'A' && c <= 'F':
 				c += 'a' - 'A'
 			default:
-				return "", errSyntax
+				return buf, errSyntax
 			}
 		}
 		buf[i] = c
 	}
-	return string(buf[:]), nil
+	return buf, nil
 }
 
 func isDigit(c byte) bool { return c-'0' <= 9 }
@@ -323,12 +307,16 @@ func (e *parseError) Unwrap() error { return e.err }
 
 // unsupportedError reports a Kind that has no text decoding.
 type unsupportedError struct {
-	kind Kind
-	name string
+	kind    Kind
+	name    string
+	decoder string // the unboxed decoder called, if not DecodeText
 }
 
 func (e *unsupportedError) Error() string {
 	msg := "decode text: kind " + e.kind.String() + " is not supported"
+	if e.decoder != "" {
+		msg = e.decoder + ": kind " + e.kind.String() + " is not supported"
+	}
 	if e.name != "" {
 		msg += " (type " + strconv.Quote(e.name) + ")"
 	}

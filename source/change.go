@@ -1,6 +1,7 @@
 package source
 
 import (
+	"fmt"
 	"sync/atomic"
 	"time"
 
@@ -67,8 +68,16 @@ type Change struct {
 	// TableIndex is the position of Table in the tables given to [New].
 	TableIndex int
 	// New is the row after the change (insert, update, snapshot); nil for
-	// a delete. Values follow relation.Kind's documentation.
+	// a delete, and for a row given as Text. Values follow relation.Kind's
+	// documentation.
 	New []any
+	// Text is the row after the change as PostgreSQL's text output, in
+	// place of New: one value per column, as relation.DecodeText reads it,
+	// nil for NULL and for unused columns. The snapshot hands its rows over
+	// this way, so that the handler encodes them without boxing every value
+	// (mapping.Entity.AppendValueText). Text and its values are only valid
+	// during Handle; [Change.Values] decodes them.
+	Text [][]byte
 	// Old is the old tuple PostgreSQL sent: for a delete, and for an
 	// update that changed the replica identity (or any update under
 	// REPLICA IDENTITY FULL); nil otherwise. Columns outside the replica
@@ -82,6 +91,25 @@ type Change struct {
 	// Ack must be called exactly once, when every record made from this
 	// change is durable in Kafka.
 	Ack Ack
+}
+
+// Values returns the row after the change as Go values: New, or Text
+// decoded. A value that cannot be decoded is an error naming the table,
+// the row's key and the column ([Change.ValueError]).
+func (c *Change) Values() ([]any, error) {
+	if c.Text == nil {
+		return c.New, nil
+	}
+	return decodeRow(c.Table, c.Text)
+}
+
+// ValueError reports that column col of Text could not be decoded or
+// encoded because of err: it names the change, the table, the row's key
+// and the column, and says how to carry the value where there is a way
+// (the message a refused value stops the source with).
+func (c *Change) ValueError(col int, err error) error {
+	key := rowKey(c.Table, func(k int) ([]byte, bool) { return c.Text[k], c.Text[k] != nil })
+	return fmt.Errorf("%s at LSN %s: %w", c.Op.verb(), c.LSN, valueError(c.Table, key, col, err))
 }
 
 // Ack is the receipt of one change. The zero Ack is a no-op.

@@ -27,10 +27,15 @@ const (
 	DefaultProgressInterval  = 10 * time.Second
 	// barInterval is how often a terminal progress bar is redrawn.
 	barInterval = 250 * time.Millisecond
-	// batchRows is how many decoded rows a reader hands to the emitter at
-	// once: enough to make the hand-over cheap, small enough that the rows
-	// in flight (batchRows × (2 × workers + workers + 1)) stay a few MB.
-	batchRows = 1024
+	// batchRows and batchBytes bound the rows a reader hands to the
+	// emitter at once: enough to make the hand-over cheap, small enough
+	// that the batches in flight (2 × workers queued, one filling per
+	// worker, one being emitted) stay a few MB whatever the row size.
+	batchRows  = 1024
+	batchBytes = 1 << 20
+	// maxKeptBatch is the largest batch buffer kept for reuse: one that grew
+	// past it for a few huge rows is left to the collector.
+	maxKeptBatch = 4 * batchBytes
 )
 
 // The initial snapshot.
@@ -41,17 +46,84 @@ const (
 // slot's consistent point. Tables are handed out largest first; a worker
 // reads its table in key-ordered chunks (keyset pagination on the primary
 // key: COPY (SELECT ... WHERE key > last ORDER BY key LIMIT n) TO STDOUT),
-// parses COPY's text format, decodes the values, and passes batches of rows
-// over a bounded channel to the emitter, the calling goroutine, which is
-// the only one to call the Handler (its contract: one goroutine). Reading
-// and decoding thus overlap with encoding and producing, and memory holds a
+// parses COPY's text format, and passes batches of rows over a bounded
+// channel to the emitter, the calling goroutine, which is the only one to
+// call the Handler (its contract: one goroutine). Rows go over as text
+// (Change.Text): the handler encodes them straight from it, and a batch's
+// buffers are reused once it is emitted, so a row costs no allocation
+// here. Reading overlaps with encoding and producing, and memory holds a
 // fixed number of batches whatever the table size. The replication
 // connection stays idle throughout so the exported snapshot stays valid.
 
-// rowBatch is up to batchRows rows of one table.
+// rowBatch is up to batchRows rows of one table, as text: the values of
+// every row back to back in data, and where each starts and ends in offs.
 type rowBatch struct {
 	table int
-	rows  [][]any
+	width int    // columns per row
+	rows  int    // rows in the batch
+	data  []byte // every non-NULL value's bytes
+	offs  []int  // per value: start and end in data; start -1 for NULL
+}
+
+// add appends one row of fields (nil for NULL), leaving out the columns
+// the caller marks unused.
+func (b *rowBatch) add(fields [][]byte, cols []relation.Column) {
+	for i, f := range fields {
+		if f == nil || cols[i].Unused {
+			b.offs = append(b.offs, -1, -1)
+			continue
+		}
+		b.offs = append(b.offs, len(b.data))
+		b.data = append(b.data, f...)
+		b.offs = append(b.offs, len(b.data))
+	}
+	b.rows++
+}
+
+// row returns row i's values in dst (grown to the batch's width); they
+// alias the batch.
+func (b *rowBatch) row(i int, dst [][]byte) [][]byte {
+	dst = slices.Grow(dst[:0], b.width)[:b.width]
+	offs := b.offs[2*i*b.width : 2*(i+1)*b.width]
+	for c := range dst {
+		from, to := offs[2*c], offs[2*c+1]
+		if from < 0 {
+			dst[c] = nil
+			continue
+		}
+		dst[c] = b.data[from:to:to]
+	}
+	return dst
+}
+
+// full reports whether the batch should be sent.
+func (b *rowBatch) full() bool { return b.rows >= batchRows || len(b.data) >= batchBytes }
+
+// batchPool recycles batches between the readers and the emitter.
+type batchPool chan *rowBatch
+
+// get returns an empty batch for table idx of the given width.
+func (p batchPool) get(idx, width int) *rowBatch {
+	var b *rowBatch
+	select {
+	case b = <-p:
+		b.data, b.offs, b.rows = b.data[:0], b.offs[:0], 0
+	default:
+		b = &rowBatch{}
+	}
+	b.table, b.width = idx, width
+	return b
+}
+
+// put returns an emitted batch; its rows' values must no longer be used.
+func (p batchPool) put(b *rowBatch) {
+	if cap(b.data) > maxKeptBatch {
+		return
+	}
+	select {
+	case p <- b:
+	default: // enough kept
+	}
 }
 
 // snapshot publishes every row of every table as seen by the exported
@@ -91,9 +163,10 @@ func (s *Source) snapshot(ctx context.Context, conn *pgx.Conn, snapshotName stri
 	defer cancelRead()
 	g, gctx := errgroup.WithContext(rctx)
 	batches := make(chan *rowBatch, 2*workers)
+	pool := make(batchPool, 3*workers+1) // every batch that can be in flight
 	for range workers {
 		g.Go(func() error {
-			return s.snapshotWorker(gctx, snapshotName, jobs, batches, prog)
+			return s.snapshotWorker(gctx, snapshotName, jobs, batches, pool, prog)
 		})
 	}
 	readDone := make(chan error, 1)
@@ -115,13 +188,15 @@ func (s *Source) snapshot(ctx context.Context, conn *pgx.Conn, snapshotName stri
 	ch := Change{Op: OpSnapshot, LSN: consistent, CommitTime: started}
 	var total int64
 	var emitErr error
+	var row [][]byte
 	for b := range batches {
 		if emitErr != nil {
 			continue // draining after a failure: the workers are being stopped
 		}
 		ch.Table, ch.TableIndex = &s.tables[b.table], b.table
-		for _, row := range b.rows {
-			ch.New = row
+		for i := range b.rows {
+			row = b.row(i, row)
+			ch.Text = row
 			ch.Ack = cp.track(mark)
 			if err := h.Handle(ctx, &ch); err != nil {
 				emitErr = err
@@ -131,8 +206,9 @@ func (s *Source) snapshot(ctx context.Context, conn *pgx.Conn, snapshotName stri
 			total++
 		}
 		if emitErr == nil {
-			prog.add(b.table, int64(len(b.rows)))
+			prog.add(b.table, int64(b.rows))
 		}
+		pool.put(b)
 	}
 	readErr := <-readDone
 	close(stopReport)
@@ -175,7 +251,7 @@ func (s *Source) reportProgress(prog *progress, stop <-chan struct{}) {
 
 // snapshotWorker reads tables from jobs until none is left, in its own
 // transaction at the exported snapshot.
-func (s *Source) snapshotWorker(ctx context.Context, snapshotName string, jobs <-chan int, out chan<- *rowBatch, prog *progress) error {
+func (s *Source) snapshotWorker(ctx context.Context, snapshotName string, jobs <-chan int, out chan<- *rowBatch, pool batchPool, prog *progress) error {
 	conn, err := connectSnapshot(ctx, s.cfg.URL)
 	if err != nil {
 		return fmt.Errorf("snapshot connection: %w", err)
@@ -196,7 +272,7 @@ func (s *Source) snapshotWorker(ctx context.Context, snapshotName string, jobs <
 		t0 := time.Now()
 		prog.start(idx, t0)
 		tr := newTableReader(&s.tables[idx], idx, s.cfg.SnapshotChunkRows, out)
-		tr.prog = prog
+		tr.prog, tr.pool = prog, pool
 		n, err := tr.read(ctx, conn)
 		if err != nil {
 			return err
@@ -237,13 +313,14 @@ func connectSnapshot(ctx context.Context, url string) (*pgx.Conn, error) {
 }
 
 // tableReader reads one table in key-ordered chunks. It is the io.Writer
-// COPY's output goes to: each line is split, unescaped, decoded and added
-// to the current batch, which is sent when full.
+// COPY's output goes to: each line is split, unescaped and added to the
+// current batch, which is sent when full.
 type tableReader struct {
 	t     *relation.Table
 	idx   int
 	chunk int64
 	out   chan<- *rowBatch
+	pool  batchPool       // where batches come from; nil: allocate each
 	ctx   context.Context // of the current read, for the blocking send
 	prog  *progress       // counts the rows passed on; nil in tests
 
@@ -253,7 +330,6 @@ type tableReader struct {
 	by   string
 
 	batch   *rowBatch
-	vals    []any // slab the batch's rows are cut from
 	partial []byte
 	fields  [][]byte
 	scratch []byte
@@ -370,7 +446,8 @@ func (r *tableReader) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// row decodes one COPY line into the batch.
+// row adds one COPY line to the batch. Its values are decoded and checked
+// by the handler (Change.Text), which names the row of a refused value.
 func (r *tableReader) row(line []byte) error {
 	var err error
 	r.fields, r.scratch, err = splitCopyLine(line, r.fields, r.scratch)
@@ -381,36 +458,15 @@ func (r *tableReader) row(line []byte) error {
 	if err != nil {
 		return fmt.Errorf("read %s: %w", r.t.QualifiedName(), err)
 	}
-	if len(r.vals) < len(cols) {
-		r.vals = make([]any, batchRows*len(cols))
-	}
-	row := r.vals[:len(cols):len(cols)]
-	r.vals = r.vals[len(cols):]
-	strs := fieldStrings(cols, r.fields)
-	for i, f := range r.fields {
-		if f == nil || cols[i].Unused {
-			continue
-		}
-		if isPlainString(cols[i].Type.Kind) {
-			row[i], strs = strs[:len(f)], strs[len(f):]
-			continue
-		}
-		v, err := relation.DecodeText(&cols[i].Type, f)
-		if err != nil {
-			key := rowKey(r.t, func(k int) ([]byte, bool) { return r.fields[k], r.fields[k] != nil })
-			return fmt.Errorf("snapshot: %w", valueError(r.t, key, i, err))
-		}
-		row[i] = v
-	}
 	for i, k := range r.keys {
 		r.lastKey[i] = append(r.lastKey[i][:0], r.fields[k]...)
 	}
 	if r.batch == nil {
-		r.batch = &rowBatch{table: r.idx, rows: make([][]any, 0, batchRows)}
+		r.batch = r.pool.get(r.idx, len(cols))
 	}
-	r.batch.rows = append(r.batch.rows, row)
+	r.batch.add(r.fields, cols)
 	r.rows++
-	if len(r.batch.rows) == batchRows {
+	if r.batch.full() {
 		return r.send()
 	}
 	return nil
@@ -419,13 +475,13 @@ func (r *tableReader) row(line []byte) error {
 // send hands the current batch to the emitter, waiting while it is busy:
 // that wait is what bounds memory.
 func (r *tableReader) send() error {
-	if r.batch == nil || len(r.batch.rows) == 0 {
+	if r.batch == nil || r.batch.rows == 0 {
 		return nil
 	}
 	select {
 	case r.out <- r.batch:
 		if r.prog != nil {
-			r.prog.queue(r.idx, int64(len(r.batch.rows)))
+			r.prog.queue(r.idx, int64(r.batch.rows))
 		}
 		r.batch = nil
 		return nil

@@ -54,6 +54,15 @@ func newFakeHandler(hold bool) *fakeHandler {
 }
 
 func (h *fakeHandler) Handle(ctx context.Context, c *Change) error {
+	if c.Text != nil { // valid only during Handle: keep the decoded row
+		row, err := c.Values()
+		if err != nil {
+			return err
+		}
+		decoded := *c
+		decoded.New, decoded.Text = row, nil
+		c = &decoded
+	}
 	if h.before != nil {
 		h.mu.Lock()
 		n := len(h.changes)

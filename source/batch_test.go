@@ -1,0 +1,80 @@
+package source
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/replicator/replicator/relation"
+)
+
+// A batch gives back each row's values as added: NULL and unused columns
+// as nil, an empty text as empty but not NULL.
+func TestRowBatchKeepsRows(t *testing.T) {
+	cols := []relation.Column{{Name: "id"}, {Name: "skip", Unused: true}, {Name: "v"}}
+	rows := [][][]byte{
+		{[]byte("1"), []byte("unused"), []byte("one")},
+		{[]byte("2"), nil, nil},
+		{[]byte("3"), []byte("x"), []byte{}},
+	}
+	var pool batchPool // nil: allocates
+	b := pool.get(4, len(cols))
+	for _, r := range rows {
+		b.add(r, cols)
+	}
+	if b.table != 4 || b.rows != 3 {
+		t.Fatalf("batch: table %d, %d rows; want 4, 3", b.table, b.rows)
+	}
+	var got [][]byte
+	for i, r := range rows {
+		got = b.row(i, got)
+		want := [][]byte{r[0], nil, r[2]}
+		for c := range want {
+			if (got[c] == nil) != (want[c] == nil) || !bytes.Equal(got[c], want[c]) {
+				t.Errorf("row %d column %d: got %q (nil %v), want %q (nil %v)", i, c, got[c], got[c] == nil, want[c], want[c] == nil)
+			}
+		}
+	}
+	// A value cannot reach into the next one's bytes.
+	got = b.row(0, got)
+	if cap(got[0]) != len(got[0]) {
+		t.Errorf("row 0 id: capacity %d beyond its length %d", cap(got[0]), len(got[0]))
+	}
+}
+
+// A batch is sent when it holds batchRows rows or batchBytes of values,
+// whichever comes first; an emitted batch is reused empty, unless it grew
+// past maxKeptBatch.
+func TestRowBatchBoundsAndReuse(t *testing.T) {
+	cols := []relation.Column{{Name: "v"}}
+	pool := make(batchPool, 2)
+	b := pool.get(0, 1)
+	for range batchRows - 1 {
+		b.add([][]byte{[]byte("x")}, cols)
+	}
+	if b.full() {
+		t.Fatalf("full at %d rows, want not before %d", b.rows, batchRows)
+	}
+	b.add([][]byte{[]byte("x")}, cols)
+	if !b.full() {
+		t.Fatalf("not full at %d rows", b.rows)
+	}
+	pool.put(b)
+	again := pool.get(1, 1)
+	if again != b || again.rows != 0 || len(again.data) != 0 || len(again.offs) != 0 || again.table != 1 {
+		t.Errorf("reused batch: same %v, %d rows, %d bytes, %d offsets, table %d; want the same batch, empty, table 1",
+			again == b, again.rows, len(again.data), len(again.offs), again.table)
+	}
+
+	big := pool.get(0, 1)
+	big.add([][]byte{[]byte(strings.Repeat("y", batchBytes))}, cols)
+	if !big.full() {
+		t.Errorf("a batch of one %d-byte row is not full", batchBytes)
+	}
+	huge := pool.get(0, 1)
+	huge.add([][]byte{[]byte(strings.Repeat("z", maxKeptBatch+1))}, cols)
+	pool.put(huge)
+	if next := pool.get(0, 1); next == huge {
+		t.Errorf("a batch grown past maxKeptBatch was kept for reuse")
+	}
+}
