@@ -226,7 +226,7 @@ func encArray(elem encodeFunc) encodeFunc {
 				dst = append(dst, 2) // union index 1
 				var err error
 				if dst, err = elem(dst, x); err != nil {
-					return dst, fmt.Errorf("array element [%d]: %w", i+1, err)
+					return dst, fmt.Errorf("element %d: %w", i+1, err)
 				}
 			}
 		}

@@ -151,7 +151,7 @@ func arrayTextEncoder(t relation.Type, elem textEncodeFunc) textEncodeFunc {
 			dst = append(dst, 2) // union index 1
 			var err error
 			if dst, err = elem(dst, el); err != nil {
-				return fmt.Errorf("array element [%d]: %w", i, err)
+				return fmt.Errorf("element %d: %w", i, err)
 			}
 			return nil
 		})

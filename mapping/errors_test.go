@@ -262,7 +262,7 @@ func TestAppendErrors(t *testing.T) {
 		want   string
 	}{
 		{"wrong Go type", e, false, set("i4", int64(1)), `column "i4": got Go type int64, want int32`},
-		{"wrong Go type in array", e, false, set("ints", []any{int32(1), "2"}), `column "ints": array element [2]: got Go type string, want int32`},
+		{"wrong Go type in array", e, false, set("ints", []any{int32(1), "2"}), `column "ints": element 2: got Go type string, want int32`},
 		{"array not a slice", e, false, set("ints", []int32{1}), `column "ints": got Go type []int32, want []any`},
 		{"unchanged TOAST", e, false, set("txt_n", relation.UnchangedTOAST{}), `column "txt_n": unchanged TOAST value: the source must resolve it to the stored value before encoding`},
 		{"NULL in a NOT NULL column", e, false, set("txt", nil), `column "txt": NULL in a column that was NOT NULL when the entity was built; if its NOT NULL was dropped since, set the entity's compatibility: backward and restart, so that the field is registered as nullable (docs/OPERATIONS.md, Schema changes)`},
@@ -270,7 +270,7 @@ func TestAppendErrors(t *testing.T) {
 		{"key wrong type", e, true, set("id", int32(1)), `column "id": got Go type int32, want int64`},
 		{"NaN in a decimal", e, false, set("dec", "NaN"), `column "dec": NaN cannot be represented as an Avro decimal: list it in as_string: to export this column as text`},
 		{"Infinity in a decimal", e, false, set("dec_n", "-Infinity"), `column "dec_n": -Infinity cannot be represented as an Avro decimal: list it in as_string: to export this column as text`},
-		{"NaN in a decimal array", e, false, set("decs", []any{"NaN"}), `column "decs": array element [1]: NaN cannot be represented as an Avro decimal: list it in as_string: to export this column as text`},
+		{"NaN in a decimal array", e, false, set("decs", []any{"NaN"}), `column "decs": element 1: NaN cannot be represented as an Avro decimal: list it in as_string: to export this column as text`},
 		{"too many fractional digits", e, false, set("dec", "1.0000000001"), `column "dec": numeric value has 10 fractional digits, more than scale 9`},
 		{"too many integer digits", e, false, set("dec", big), `column "dec": numeric value has 30 integer digits, more than precision 38 with scale 9 allows`},
 		{"exponent form", e, false, set("dec", "1e5"), `column "dec": numeric text is not a plain decimal number`},

@@ -100,7 +100,11 @@ func (c *Change) Values() ([]any, error) {
 	if c.Text == nil {
 		return c.New, nil
 	}
-	return decodeRow(c.Table, c.Text)
+	row, err := decodeRow(c.Table, c.Text)
+	if err != nil {
+		return nil, fmt.Errorf("%s at LSN %s: %w", c.Op.verb(), c.LSN, err)
+	}
+	return row, nil
 }
 
 // ValueError reports that column col of Text could not be decoded or
