@@ -78,3 +78,40 @@ func TestRowBatchBoundsAndReuse(t *testing.T) {
 		t.Errorf("a batch grown past maxKeptBatch was kept for reuse")
 	}
 }
+
+// A line with nothing escaped is cut at its tabs as splitCopyLine would
+// cut it; a line with too few or too many columns is refused and leaves
+// the batch as it was.
+func TestRowBatchAddLine(t *testing.T) {
+	cols := []relation.Column{{Name: "id"}, {Name: "skip", Unused: true}, {Name: "v"}, {Name: "w"}}
+	var pool batchPool
+	b := pool.get(0, len(cols))
+	lines := []string{"1\tx\tone\t", "2\t\t\ttwo", "3\ty\t{a,b}\t{\"k\": 1}"}
+	for _, l := range lines {
+		if err := b.addLine([]byte(l), cols); err != nil {
+			t.Fatalf("addLine(%q): %v", l, err)
+		}
+	}
+	for _, bad := range []string{"4\tx\tthree", "5\tx\ty\tz\textra"} {
+		if err := b.addLine([]byte(bad), cols); err == nil || !strings.Contains(err.Error(), "want 4") {
+			t.Errorf("addLine(%q): got %v, want a column count error", bad, err)
+		}
+	}
+	if b.rows != len(lines) {
+		t.Fatalf("rows: got %d, want %d", b.rows, len(lines))
+	}
+	var got [][]byte
+	for i, l := range lines {
+		want, _, err := splitCopyLine([]byte(l), nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[1] = nil // unused
+		got = b.row(i, got)
+		for c := range want {
+			if (got[c] == nil) != (want[c] == nil) || !bytes.Equal(got[c], want[c]) {
+				t.Errorf("line %d column %d: got %q, want %q", i, c, got[c], want[c])
+			}
+		}
+	}
+}

@@ -80,6 +80,30 @@ func (b *rowBatch) add(fields [][]byte, cols []relation.Column) {
 	b.rows++
 }
 
+// addLine appends one COPY line in which nothing is escaped (no
+// backslash, so no NULL either): its values are the tab-separated parts.
+func (b *rowBatch) addLine(line []byte, cols []relation.Column) error {
+	if n := bytes.Count(line, []byte{'\t'}) + 1; n != len(cols) {
+		return fmt.Errorf("COPY returned %d columns, want %d", n, len(cols))
+	}
+	from := len(b.data)
+	b.data = append(b.data, line...)
+	for i := range cols {
+		to := len(b.data)
+		if i < len(cols)-1 {
+			to = from + bytes.IndexByte(b.data[from:], '\t')
+		}
+		if cols[i].Unused {
+			b.offs = append(b.offs, -1, -1)
+		} else {
+			b.offs = append(b.offs, from, to)
+		}
+		from = to + 1
+	}
+	b.rows++
+	return nil
+}
+
 // row returns row i's values in dst (grown to the batch's width); they
 // alias the batch.
 func (b *rowBatch) row(i int, dst [][]byte) [][]byte {
@@ -449,23 +473,39 @@ func (r *tableReader) Write(p []byte) (int, error) {
 // row adds one COPY line to the batch. Its values are decoded and checked
 // by the handler (Change.Text), which names the row of a refused value.
 func (r *tableReader) row(line []byte) error {
-	var err error
-	r.fields, r.scratch, err = splitCopyLine(line, r.fields, r.scratch)
 	cols := r.t.Columns
-	if err == nil && len(r.fields) != len(cols) {
-		err = fmt.Errorf("COPY returned %d columns, want %d", len(r.fields), len(cols))
+	if r.batch == nil {
+		r.batch = r.pool.get(r.idx, len(cols))
+	}
+	var err error
+	if bytes.IndexByte(line, '\\') < 0 {
+		// Nothing escaped and no NULL, the common case: the line is copied
+		// whole and cut at its tabs, with no field slices in between.
+		err = r.batch.addLine(line, cols)
+	} else {
+		r.fields, r.scratch, err = splitCopyLine(line, r.fields, r.scratch)
+		if err == nil && len(r.fields) != len(cols) {
+			err = fmt.Errorf("COPY returned %d columns, want %d", len(r.fields), len(cols))
+		}
+		if err == nil {
+			r.batch.add(r.fields, cols)
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("read %s: %w", r.t.QualifiedName(), err)
 	}
-	for i, k := range r.keys {
-		r.lastKey[i] = append(r.lastKey[i][:0], r.fields[k]...)
-	}
-	if r.batch == nil {
-		r.batch = r.pool.get(r.idx, len(cols))
-	}
-	r.batch.add(r.fields, cols)
 	r.rows++
+	if r.keys != nil && r.rows == r.chunk {
+		// The last row of a full chunk: the next chunk starts after its
+		// key. Key columns may be unused by the entity, so they are taken
+		// from the line, not the batch.
+		if r.fields, r.scratch, err = splitCopyLine(line, r.fields, r.scratch); err != nil {
+			return fmt.Errorf("read %s: %w", r.t.QualifiedName(), err)
+		}
+		for i, k := range r.keys {
+			r.lastKey[i] = append(r.lastKey[i][:0], r.fields[k]...)
+		}
+	}
 	if r.batch.full() {
 		return r.send()
 	}
