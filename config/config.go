@@ -24,6 +24,7 @@ const (
 	KeySnapshotWorkers    = "source.snapshot_workers"
 	KeySnapshotChunkRows  = "source.snapshot_chunk_rows"
 	KeySnapshotProgress   = "source.snapshot_progress_interval"
+	KeySnapshotGCPercent  = "source.snapshot_gc_percent"
 	KeySourceNumeric      = "source.unconstrained_numeric"
 	KeyKafkaBrokers       = "kafka.brokers"
 	KeyKafkaListen        = "kafka.listen"
@@ -101,6 +102,10 @@ type SourceConfig struct {
 	// SnapshotProgressInterval is how often snapshot progress is logged
 	// (when stderr is not a terminal). Default 10s.
 	SnapshotProgressInterval time.Duration `mapstructure:"snapshot_progress_interval"`
+	// SnapshotGCPercent is Go's GC target (as GOGC) while the initial
+	// snapshot runs, restored after it; 0 leaves it alone. Default 200;
+	// ignored when the GOGC environment variable is set.
+	SnapshotGCPercent int `mapstructure:"snapshot_gc_percent"`
 	// UnconstrainedNumeric is how a numeric column without precision is
 	// exported: string (default, lossless) or double.
 	UnconstrainedNumeric string `mapstructure:"unconstrained_numeric"`

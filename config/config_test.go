@@ -43,6 +43,7 @@ func TestLoadDefaults(t *testing.T) {
 		{"snapshot_workers", cfg.Source.SnapshotWorkers, 2},
 		{"snapshot_chunk_rows", cfg.Source.SnapshotChunkRows, 50000},
 		{"snapshot_progress_interval", cfg.Source.SnapshotProgressInterval, 10 * time.Second},
+		{"snapshot_gc_percent", cfg.Source.SnapshotGCPercent, 200},
 		{"reconnect.initial_backoff", cfg.Source.Reconnect.InitialBackoff, 500 * time.Millisecond},
 		{"reconnect.max_backoff", cfg.Source.Reconnect.MaxBackoff, 30 * time.Second},
 		{"reconnect.give_up_after", cfg.Source.Reconnect.GiveUpAfter, time.Duration(0)},
@@ -137,8 +138,9 @@ source:
   snapshot_workers: 0
   snapshot_chunk_rows: 10
   snapshot_progress_interval: 1ms
+  snapshot_gc_percent: -1
 entities: [{table: t}]
-`, []string{"source.snapshot_workers", "source.snapshot_chunk_rows", "source.snapshot_progress_interval"}},
+`, []string{"source.snapshot_workers", "source.snapshot_chunk_rows", "source.snapshot_progress_interval", "source.snapshot_gc_percent"}},
 		{"entity problems", `
 source: {url: postgres://x}
 entities:

@@ -63,6 +63,9 @@ func (c *Config) Validate() error {
 	if c.Source.SnapshotChunkRows < 100 || c.Source.SnapshotChunkRows > 10_000_000 {
 		bad(KeySnapshotChunkRows, "%d must be between 100 and 10000000 (rows per chunk of the initial snapshot)", c.Source.SnapshotChunkRows)
 	}
+	if c.Source.SnapshotGCPercent < 0 || c.Source.SnapshotGCPercent > 1000 {
+		bad(KeySnapshotGCPercent, "%d must be between 0 and 1000 (Go's GC target during the initial snapshot, as GOGC; 0 leaves it alone)", c.Source.SnapshotGCPercent)
+	}
 	if c.Source.SnapshotProgressInterval < 100*time.Millisecond {
 		bad(KeySnapshotProgress, "must be a duration of at least 100ms such as 10s")
 	}

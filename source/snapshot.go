@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -183,6 +184,10 @@ func (s *Source) snapshot(ctx context.Context, conn *pgx.Conn, snapshotName stri
 	s.log.Info("initial snapshot started", "tables", len(s.tables), "workers", workers,
 		"chunk_rows", s.cfg.SnapshotChunkRows, "estimated_rows", sum(estimates), "consistent_lsn", consistent)
 
+	if pct := s.cfg.SnapshotGCPercent; pct > 0 {
+		prev := debug.SetGCPercent(pct)
+		defer debug.SetGCPercent(prev)
+	}
 	rctx, cancelRead := context.WithCancel(ctx)
 	defer cancelRead()
 	g, gctx := errgroup.WithContext(rctx)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"runtime/metrics"
 	"slices"
 	"strings"
 	"sync"
@@ -21,6 +22,35 @@ func TestSnapshot(t *testing.T) {
 	t.Parallel()
 	pg := startCluster(t)
 	errBoom := errors.New("boom: producer died")
+
+	t.Run("GC target while the snapshot runs", func(t *testing.T) {
+		t.Parallel()
+		db := newDB(t, pg, "gogc", `
+			CREATE TABLE items (id int PRIMARY KEY, v text);
+			INSERT INTO items SELECT i, 'before' FROM generate_series(1, 10) i;`)
+		before := gcPercent(t)
+		h := newFakeHandler(false)
+		var mu sync.Mutex
+		seen := map[Op]uint64{}
+		h.before = func(_ context.Context, _ int, c *Change) error {
+			mu.Lock()
+			defer mu.Unlock()
+			seen[c.Op] = gcPercent(t)
+			return nil
+		}
+		r := run(t, db.newSource(t.TempDir(), nil, func(c *Config) { c.SnapshotGCPercent = 345 }, "items"), h)
+		r.waitChanges(t, h, "the snapshot", atLeast(10))
+		db.exec(`INSERT INTO items VALUES (11, 'after')`)
+		r.waitChanges(t, h, "the row written after it", atLeast(11))
+		if err := r.stop(t); err != nil {
+			t.Fatalf("Run after cancel: got %v, want nil", err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if seen[OpSnapshot] != 345 || seen[OpInsert] != before {
+			t.Errorf("GOGC: got %d during the snapshot and %d streaming after it, want 345 then %d (as before)", seen[OpSnapshot], seen[OpInsert], before)
+		}
+	})
 
 	t.Run("handoff", func(t *testing.T) {
 		t.Parallel()
@@ -510,4 +540,15 @@ func seq(from, to int32) []int32 {
 		s = append(s, i)
 	}
 	return s
+}
+
+// gcPercent is the Go GC target in effect (GOGC).
+func gcPercent(t *testing.T) uint64 {
+	t.Helper()
+	sample := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+	metrics.Read(sample)
+	if sample[0].Value.Kind() != metrics.KindUint64 {
+		t.Fatalf("runtime metric %s is not available", sample[0].Name)
+	}
+	return sample[0].Value.Uint64()
 }

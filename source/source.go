@@ -43,6 +43,12 @@ type Config struct {
 	// SnapshotChunkRows is the number of rows per key-ordered chunk of a
 	// table with a primary key; default DefaultSnapshotChunkRows.
 	SnapshotChunkRows int
+	// SnapshotGCPercent is Go's GC target (debug.SetGCPercent) while the
+	// initial snapshot runs, restored when it ends; 0 leaves it alone. The
+	// snapshot is a CPU-bound bulk copy whose live heap is bounded (a few
+	// batches and the producer's buffer), so fewer collections trade a
+	// little memory for a sixth of its CPU (docs/BENCHMARKS.md).
+	SnapshotGCPercent int
 	// ProgressInterval is the period of snapshot progress log lines;
 	// default DefaultProgressInterval.
 	ProgressInterval time.Duration
