@@ -35,6 +35,12 @@ func TestRowBatchKeepsRows(t *testing.T) {
 			}
 		}
 	}
+	// Empty values in a batch that holds no byte at all are still not NULL.
+	empty := pool.get(0, 2)
+	empty.add([][]byte{{}, nil}, cols[:2:2])
+	if got := empty.row(0, nil); got[0] == nil || len(got[0]) != 0 || got[1] != nil {
+		t.Errorf("row of an empty value and a NULL: got %#v, want [[] nil]", got)
+	}
 	// A value cannot reach into the next one's bytes.
 	got = b.row(0, got)
 	if cap(got[0]) != len(got[0]) {

@@ -117,6 +117,9 @@ func (b *rowBatch) row(i int, dst [][]byte) [][]byte {
 			continue
 		}
 		dst[c] = b.data[from:to:to]
+		if dst[c] == nil {
+			dst[c] = []byte{} // empty, not NULL, though no byte was added yet
+		}
 	}
 	return dst
 }
