@@ -126,6 +126,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	load := loadAvg()
 	start := time.Now()
+	// The source measured is the one built now, whatever is committed or
+	// edited while the suite runs.
+	built := gitDescribe(ctx, root)
 	h.logf("building replicator, bare reader and broker process")
 	if err := h.build(ctx); err != nil {
 		return err
@@ -147,6 +150,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return ctx.Err() // interrupted: leave the report as it was
 	}
 	m := describeMachine(ctx, root, args)
+	m.commit = built
 	m.suiteTotal = time.Since(start)
 	m.loadBefore = load
 	fmt.Fprintf(stdout, "\nsuite: %s, scale %g, %d runs\n", m.suiteTotal.Round(time.Second), opts.scale, opts.runs)
