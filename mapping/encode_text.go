@@ -94,29 +94,20 @@ func textEncoder(t relation.Type, opts Options, enc encodeFunc) textEncodeFunc {
 			}
 			return appendText(dst, v[:]), nil
 		}
-	case relation.Date:
-		return func(dst, text []byte) ([]byte, error) {
-			v, err := relation.DecodeDateTime(&t, text)
-			if err != nil {
-				return dst, err
-			}
-			return appendDate(dst, v)
+	case relation.Date, relation.Timestamp, relation.TimestampTZ:
+		appendTime := appendTimestamp
+		switch t.Kind {
+		case relation.Date:
+			appendTime = appendDate
+		case relation.Timestamp:
+			appendTime = appendLocalTimestamp
 		}
-	case relation.Timestamp:
 		return func(dst, text []byte) ([]byte, error) {
 			v, err := relation.DecodeDateTime(&t, text)
 			if err != nil {
 				return dst, err
 			}
-			return appendLocalTimestamp(dst, v)
-		}
-	case relation.TimestampTZ:
-		return func(dst, text []byte) ([]byte, error) {
-			v, err := relation.DecodeDateTime(&t, text)
-			if err != nil {
-				return dst, err
-			}
-			return appendTimestamp(dst, v)
+			return appendTime(dst, v)
 		}
 	case relation.Array:
 		if t.Elem != nil {
