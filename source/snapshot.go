@@ -526,10 +526,13 @@ func (r *tableReader) send() error {
 	if r.batch == nil || r.batch.rows == 0 {
 		return nil
 	}
+	// Once sent the batch is the emitter's, and back in the pool for
+	// another reader soon after: nothing of it may be read here.
+	rows := r.batch.rows
 	select {
 	case r.out <- r.batch:
 		if r.prog != nil {
-			r.prog.queue(r.idx, int64(r.batch.rows))
+			r.prog.queue(r.idx, int64(rows))
 		}
 		r.batch = nil
 		return nil
