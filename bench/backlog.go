@@ -21,6 +21,7 @@ type walBacklog struct {
 	prefix string // names each run's directory: <prefix>-<run>-<slot>
 	cl     *pgcluster.Cluster
 	conn   *pgx.Conn
+	runs   int           // runs to create slots for (runsOf the benchmark)
 	rows   int64         // changes in the backlog
 	target pglogrepl.LSN // pg_current_wal_lsn() after the backlog
 }
@@ -47,7 +48,7 @@ func (b *walBacklog) setup(ctx context.Context, write backlogWriter) (string, fu
 		return errors.Join(b.conn.Close(context.Background()), b.cl.Close())
 	}
 	fail := func(err error) (string, func() error, error) { return "", nil, errors.Join(err, teardown()) }
-	for run := 1; run <= b.h.opts.runs; run++ {
+	for run := 1; run <= b.runs; run++ {
 		bare, emb, ext := slotNames(run)
 		if err := createSlots(ctx, b.conn, bare, emb, ext); err != nil {
 			return fail(err)

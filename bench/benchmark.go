@@ -27,6 +27,11 @@ type benchmark struct {
 	ceiling  subject
 	subjects []subject // usually one; compared with the ceiling one by one
 	metrics  []metric
+
+	// reportRuns, when more than -runs' default, is how many runs a report
+	// takes (-runs given on the command line wins): for a benchmark whose
+	// runs vary more than the others', a median over more of them.
+	reportRuns int
 }
 
 // A subject is one measured program. run is called once per run (1-based)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"io"
 	"math"
 	"testing"
 )
@@ -83,6 +84,30 @@ func TestThousands(t *testing.T) {
 	for in, want := range map[int64]string{0: "0", 999: "999", 1000: "1,000", 2200000: "2,200,000", -12345: "-12,345"} {
 		if got := thousands(in); got != want {
 			t.Errorf("thousands(%d): got %q, want %q", in, got, want)
+		}
+	}
+}
+
+// A benchmark that asks for more runs gets them in a report, unless -runs
+// was given: then it applies to all.
+func TestRunsOf(t *testing.T) {
+	stream := &benchmark{name: "stream", reportRuns: 5}
+	plain := &benchmark{name: "snapshot"}
+	for _, tt := range []struct {
+		args              []string
+		stream, snapshot int
+	}{
+		{nil, 5, 3},
+		{[]string{"-runs", "3"}, 3, 3},
+		{[]string{"-runs", "1"}, 1, 1},
+		{[]string{"-runs", "7"}, 7, 7},
+	} {
+		o, err := parseOptions(tt.args, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, got2 := o.runsOf(stream), o.runsOf(plain); got != tt.stream || got2 != tt.snapshot {
+			t.Errorf("%v: runs %d (stream), %d (snapshot); want %d, %d", tt.args, got, got2, tt.stream, tt.snapshot)
 		}
 	}
 }

@@ -50,7 +50,11 @@ func writeDoc(path string, m machine, opts options, results []*result, chart str
 	w("| Go | %s |\n", m.goVersion)
 	w("| replicator | %s |\n", m.commit)
 	w("| command | `%s` |\n", m.command)
-	w("| runs | %d per benchmark (ceiling and subjects alternate which goes first) |\n", opts.runs)
+	if opts.runsSet {
+		w("| runs | %d per benchmark (ceiling and subjects alternate which goes first) |\n", opts.runs)
+	} else {
+		w("| runs | %d per benchmark, more where a benchmark's runs vary more (its section gives the count; ceiling and subjects alternate which goes first) |\n", opts.runs)
+	}
 	w("| scale | %g%s |\n", opts.scale, map[bool]string{true: " (full size)", false: " (**scaled**)"}[opts.scale == 1])
 	w("| wall clock | %s for the whole suite |\n", m.suiteTotal.Round(time.Second))
 	w("| load average before | %s (1, 5, 15 min): anything else running shares the 2 cores |\n\n", m.loadBefore)

@@ -13,7 +13,7 @@ type largeTxnBench struct{ walBacklog }
 
 func largeTxnBenchmark(h *harness) benchmark {
 	s := &largeTxnBench{walBacklog{h: h, prefix: "large"}}
-	return benchmark{
+	b := benchmark{
 		name: "large-txn",
 		about: "One transaction inserting M rows (one `INSERT … SELECT generate_series`), written after the slots were created. " +
 			"pgoutput protocol 1 sends nothing before the commit, so the walsender decodes (and spills) the whole transaction, " +
@@ -41,6 +41,8 @@ func largeTxnBenchmark(h *harness) benchmark {
 			{key: "walsender_cpu_s", label: "walsender CPU", unit: "s"},
 		},
 	}
+	s.runs = h.opts.runsOf(&b)
+	return b
 }
 
 func (s *largeTxnBench) setup(ctx context.Context) (string, func() error, error) {

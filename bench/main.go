@@ -38,6 +38,7 @@ func main() {
 type options struct {
 	scale    float64
 	runs     int
+	runsSet  bool          // -runs was given: it applies to every benchmark
 	duration time.Duration // of each latency load
 	doc      string        // markdown report; "" writes none
 	chart    string        // PNG chart; "" draws none
@@ -71,6 +72,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		return o, err
 	}
 	o.names = fs.Args()
+	fs.Visit(func(f *flag.Flag) { o.runsSet = o.runsSet || f.Name == "runs" })
 	switch {
 	case o.scale <= 0 || o.scale > 10:
 		return o, fmt.Errorf("-scale %g: want 0 < scale ≤ 10", o.scale)
@@ -90,6 +92,15 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		o.duration = max(10*time.Second, time.Duration(float64(time.Minute)*o.scale).Round(time.Second))
 	}
 	return o, nil
+}
+
+// runsOf is how many times b runs: -runs when given, else at least b's
+// own reportRuns.
+func (o options) runsOf(b *benchmark) int {
+	if o.runsSet {
+		return o.runs
+	}
+	return max(o.runs, b.reportRuns)
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -136,7 +147,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var results []*result
 	var failed []error
 	for _, b := range selected {
-		r := runBenchmark(ctx, b, opts.runs, h.logf)
+		r := runBenchmark(ctx, b, opts.runsOf(b), h.logf)
 		printResult(stdout, r)
 		results = append(results, r)
 		if r.err != nil {
