@@ -94,7 +94,7 @@ func TestRunsOf(t *testing.T) {
 	stream := &benchmark{name: "stream", reportRuns: 5}
 	plain := &benchmark{name: "snapshot"}
 	for _, tt := range []struct {
-		args              []string
+		args             []string
 		stream, snapshot int
 	}{
 		{nil, 5, 3},
