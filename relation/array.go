@@ -1,6 +1,7 @@
 package relation
 
 import (
+	"bytes"
 	"strconv"
 )
 
@@ -33,6 +34,10 @@ func parseArray(elem *Type, s []byte) ([]any, error) {
 	}
 	return out, nil
 }
+
+// countElements bounds the element count of array text from above: quoted
+// elements may hold commas.
+func countElements(s []byte) int { return bytes.Count(s, []byte{','}) + 1 }
 
 // unescape appends quoted to dst with each backslash escape replaced by the
 // byte it escapes.

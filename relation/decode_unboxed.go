@@ -1,9 +1,6 @@
 package relation
 
-import (
-	"bytes"
-	"time"
-)
+import "time"
 
 // The decoders below are DecodeText for one family of kinds, returning the
 // value unboxed. An encoder that writes each value as soon as it is decoded
@@ -117,10 +114,10 @@ func ScanArray(t *Type, src []byte, each func(el []byte, null bool) error) (int,
 		return 0, wrongKind(t, "ScanArray")
 	}
 	n, err := scanArray(t.Elem, src, each)
+	if cb, ok := err.(*callbackError); ok {
+		return n, cb.err
+	}
 	if err != nil {
-		if _, ok := err.(*callbackError); ok {
-			return n, err.(*callbackError).err
-		}
 		return n, newParseError(t.Kind, src, err)
 	}
 	return n, nil
@@ -226,7 +223,3 @@ func scanArray(elem *Type, s []byte, each func(el []byte, null bool) error) (int
 func wrongKind(t *Type, decoder string) error {
 	return &unsupportedError{kind: t.Kind, name: t.Name, decoder: decoder}
 }
-
-// countElements bounds the element count of array text from above: quoted
-// elements may hold commas.
-func countElements(s []byte) int { return bytes.Count(s, []byte{','}) + 1 }

@@ -164,25 +164,3 @@ func rowStrings(t *relation.Table, tuple *pglogrepl.TupleData) string {
 func rowString(c *relation.Column, col *pglogrepl.TupleDataColumn) bool {
 	return col.DataType == pglogrepl.TupleDataTypeText && !c.Unused && isPlainString(c.Type.Kind)
 }
-
-// fieldStrings is rowStrings for a row read as text fields (nil for NULL),
-// as the snapshot reads it.
-func fieldStrings(cols []relation.Column, fields [][]byte) string {
-	n := 0
-	for i, f := range fields {
-		if f != nil && !cols[i].Unused && isPlainString(cols[i].Type.Kind) {
-			n += len(f)
-		}
-	}
-	if n == 0 {
-		return ""
-	}
-	var b strings.Builder
-	b.Grow(n)
-	for i, f := range fields {
-		if f != nil && !cols[i].Unused && isPlainString(cols[i].Type.Kind) {
-			b.Write(f)
-		}
-	}
-	return b.String()
-}
