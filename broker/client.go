@@ -8,10 +8,12 @@
 package broker
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 
@@ -25,6 +27,7 @@ import (
 // package so that a message points at the line of YAML to fix.
 const (
 	keyBrokers       = "kafka.brokers"
+	keyTLSEnabled    = "kafka.tls.enabled"
 	keyTLSCA         = "kafka.tls.ca_file"
 	keyTLSCert       = "kafka.tls.cert_file"
 	keyTLSKey        = "kafka.tls.key_file"
@@ -56,6 +59,10 @@ type Config struct {
 	TLS TLSConfig
 	// SASL authenticates to the brokers. Off when Mechanism is empty.
 	SASL SASLConfig
+	// Dial, when set, opens the connections instead of a TCP dialer:
+	// [Embedded.DialContext] for a client in the embedded broker's
+	// process. It cannot be combined with TLS.
+	Dial func(ctx context.Context, network, host string) (net.Conn, error)
 }
 
 // TLSConfig enables TLS to the brokers.
@@ -107,10 +114,15 @@ func (c Config) ClientOptions() ([]kgo.Opt, error) {
 	}
 
 	tc, err := c.TLS.config()
-	if err != nil {
+	switch {
+	case err != nil:
 		errs = append(errs, err)
-	} else if tc != nil {
+	case tc != nil && c.Dial != nil:
+		errs = append(errs, fmt.Errorf("%s: the embedded broker speaks plain text; set kafka.brokers to use TLS", keyTLSEnabled))
+	case tc != nil:
 		opts = append(opts, kgo.DialTLSConfig(tc))
+	case c.Dial != nil:
+		opts = append(opts, kgo.Dialer(c.Dial))
 	}
 
 	mech, err := c.SASL.mechanism()

@@ -44,6 +44,7 @@ func TestClientOptionsErrors(t *testing.T) {
 		{"missing ca", Config{Brokers: ok, TLS: TLSConfig{Enabled: true, CAFile: filepath.Join(dir, "nope.pem")}}, []string{"kafka.tls.ca_file", "nope.pem"}},
 		{"ca not pem", Config{Brokers: ok, TLS: TLSConfig{Enabled: true, CAFile: notPEM}}, []string{"kafka.tls.ca_file", "no PEM"}},
 		{"cert without key", Config{Brokers: ok, TLS: TLSConfig{Enabled: true, CertFile: notPEM}}, []string{"kafka.tls.key_file"}},
+		{"tls to the embedded broker", Config{Brokers: ok, TLS: TLSConfig{Enabled: true}, Dial: (&net.Dialer{}).DialContext}, []string{"kafka.tls.enabled", "embedded broker"}},
 		{"all at once", Config{SASL: SASLConfig{Mechanism: "X", Username: "u", Password: "hunter2"}}, []string{"kafka.brokers", "kafka.sasl.mechanism"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -68,6 +68,7 @@ type EmbeddedConfig struct {
 type Embedded struct {
 	cluster *kfake.Cluster
 	addr    string
+	ln      *inProcessListener
 	unlock  func() error // releases the DataDir lock; nil without DataDir or once released
 
 	compactor     *compactor
@@ -125,12 +126,13 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 		e.release()
 		return nil, fmt.Errorf("%s %s: %w", keyListen, cfg.Listen, err)
 	}
+	e.ln = newInProcessListener(ln)
 	var handed atomic.Bool
 	listenFn := func(string, string) (net.Listener, error) {
 		if handed.Swap(true) {
 			return nil, errors.New("embedded broker: only one listener")
 		}
-		return ln, nil
+		return e.ln, nil
 	}
 
 	opts := []kfake.Opt{
@@ -150,7 +152,7 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 	}
 	c, err := kfake.NewCluster(opts...)
 	if err != nil {
-		ln.Close()
+		e.ln.Close()
 		e.release()
 		return nil, fmt.Errorf("embedded broker: %w", err)
 	}
@@ -175,6 +177,17 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 // Addr is the address clients should dial (seed broker). With port 0 it
 // holds the port picked; a wildcard host is replaced by loopback.
 func (e *Embedded) Addr() string { return e.addr }
+
+// DialContext is a kgo dialer (kgo.Dialer) for a client in this process:
+// the broker's own address is connected in memory, without the network;
+// any other address is dialed over TCP.
+func (e *Embedded) DialContext(ctx context.Context, network, host string) (net.Conn, error) {
+	if host == e.addr || host == e.ln.Addr().String() {
+		return e.ln.dial(ctx)
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, network, host)
+}
 
 // Cluster is the underlying kfake cluster, for tests and tooling: Compact
 // to force a compaction pass, ControlKey to inject broker errors. Calling

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,6 +11,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -290,4 +292,46 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// TestEmbeddedInProcessDial: a client in the broker's process, dialing with
+// Embedded.DialContext, reaches it in memory (every connection it opens),
+// a TCP client reads what it produced, and once the broker is closed an
+// in-process dial fails instead of waiting.
+func TestEmbeddedInProcessDial(t *testing.T) {
+	t.Parallel()
+	const topic, n = "in-process", 100
+	e := startEmbedded(t, EmbeddedConfig{})
+	ensure(t, newAdmin(t, e.Addr()), TopicSpec{Name: topic, Partitions: 3})
+
+	var dials, inMemory atomic.Int32
+	dial := func(ctx context.Context, network, host string) (net.Conn, error) {
+		c, err := e.DialContext(ctx, network, host)
+		dials.Add(1)
+		if err == nil && c.LocalAddr().Network() == "pipe" {
+			inMemory.Add(1)
+		}
+		return c, err
+	}
+	opts, err := Config{Brokers: []string{e.Addr()}, Dial: dial}.ClientOptions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := kgo.NewClient(append(opts, ProducerOptions(ProducerConfig{})...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	produceKeyed(t, cl, topic, n)
+	if d, m := dials.Load(), inMemory.Load(); d == 0 || m != d {
+		t.Errorf("in-process producer: %d dials, %d of them in memory; want all in memory", d, m)
+	}
+	checkKeyed(t, consumeN(t, e.Addr(), topic, n), n)
+
+	e.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+	defer cancel()
+	if _, err := e.DialContext(ctx, "tcp", e.Addr()); !errors.Is(err, errListenerClosed) {
+		t.Errorf("dial after Close: got %v, want %v", err, errListenerClosed)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"time"
@@ -120,6 +121,7 @@ func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, pr
 	}
 
 	brokers := cfg.Kafka.Brokers
+	var dial dialFunc // the embedded broker is dialed in memory
 	if cfg.EmbeddedKafka() {
 		emb, err := broker.StartEmbedded(ctx, broker.EmbeddedConfig{
 			Listen:  cfg.Kafka.Listen,
@@ -130,7 +132,7 @@ func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, pr
 			return fmt.Errorf("start embedded broker (%s): %w", config.KeyKafkaListen, err)
 		}
 		defer emb.Close()
-		brokers = []string{emb.Addr()}
+		brokers, dial = []string{emb.Addr()}, emb.DialContext
 		log.Info("embedded Kafka broker listening", "addr", emb.Addr(), "data_dir", filepath.Join(cfg.DataDir, "kafka"))
 	}
 	registryURL := cfg.Registry.URL
@@ -147,11 +149,11 @@ func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, pr
 		log.Info("embedded schema registry listening", "url", registryURL)
 	}
 
-	kopts, err := kafkaOptions(cfg, brokers)
+	kopts, err := kafkaOptions(cfg, brokers, dial)
 	if err != nil {
 		return err
 	}
-	kcl, err := newKafkaClient(cfg, brokers, log)
+	kcl, err := newKafkaClient(cfg, brokers, dial, log)
 	if err != nil {
 		return err
 	}
@@ -215,11 +217,15 @@ func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, pr
 		pipeline.WithLiveKeys(pipeline.NewTopicKeys(kopts...))))
 }
 
+// dialFunc opens a connection to a broker (kgo.Dialer); nil dials TCP.
+type dialFunc = func(ctx context.Context, network, host string) (net.Conn, error)
+
 // kafkaOptions are the connection options (brokers, TLS, SASL) without
 // producer settings: what a short-lived consumer needs.
-func kafkaOptions(cfg *config.Config, brokers []string) ([]kgo.Opt, error) {
+func kafkaOptions(cfg *config.Config, brokers []string, dial dialFunc) ([]kgo.Opt, error) {
 	bc := broker.Config{
 		Brokers:  brokers,
+		Dial:     dial,
 		ClientID: cfg.Kafka.ClientID,
 		TLS: broker.TLSConfig{
 			Enabled: cfg.Kafka.TLS.Enabled, CAFile: cfg.Kafka.TLS.CAFile, CertFile: cfg.Kafka.TLS.CertFile,
@@ -230,8 +236,8 @@ func kafkaOptions(cfg *config.Config, brokers []string) ([]kgo.Opt, error) {
 	return bc.ClientOptions()
 }
 
-func newKafkaClient(cfg *config.Config, brokers []string, log *slog.Logger) (*kgo.Client, error) {
-	opts, err := kafkaOptions(cfg, brokers)
+func newKafkaClient(cfg *config.Config, brokers []string, dial dialFunc, log *slog.Logger) (*kgo.Client, error) {
+	opts, err := kafkaOptions(cfg, brokers, dial)
 	if err != nil {
 		return nil, err
 	}

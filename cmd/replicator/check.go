@@ -63,7 +63,7 @@ func runCheck(ctx context.Context, path string, flags *pflag.FlagSet, out io.Wri
 	}
 
 	if !cfg.EmbeddedKafka() {
-		kcl, err := newKafkaClient(cfg, cfg.Kafka.Brokers, nil) // check reports the failure itself
+		kcl, err := newKafkaClient(cfg, cfg.Kafka.Brokers, nil, nil) // check reports the failure itself
 		if err == nil {
 			err = pingKafka(ctx, kcl, cfg.Kafka.Brokers)
 			kcl.Close()
