@@ -62,8 +62,11 @@ type Config struct {
 	// Dial, when set, opens the connections instead of a TCP dialer:
 	// [Embedded.DialContext] for a client in the embedded broker's
 	// process. It cannot be combined with TLS.
-	Dial func(ctx context.Context, network, host string) (net.Conn, error)
+	Dial DialFunc
 }
+
+// DialFunc opens a connection to a broker (a kgo.Dialer).
+type DialFunc = func(ctx context.Context, network, host string) (net.Conn, error)
 
 // TLSConfig enables TLS to the brokers.
 type TLSConfig struct {

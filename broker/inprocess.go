@@ -92,10 +92,9 @@ func (l *inProcessListener) dial(ctx context.Context) (net.Conn, error) {
 	case l.conns <- accepted{conn: server}:
 		return client, nil
 	case <-l.done:
-		err := errListenerClosed
 		server.Close()
 		client.Close()
-		return nil, err
+		return nil, errListenerClosed
 	case <-ctx.Done():
 		server.Close()
 		client.Close()

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"time"
@@ -121,7 +120,7 @@ func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, pr
 	}
 
 	brokers := cfg.Kafka.Brokers
-	var dial dialFunc // the embedded broker is dialed in memory
+	var dial broker.DialFunc // the embedded broker is dialed in memory
 	if cfg.EmbeddedKafka() {
 		emb, err := broker.StartEmbedded(ctx, broker.EmbeddedConfig{
 			Listen:  cfg.Kafka.Listen,
@@ -217,12 +216,9 @@ func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, pr
 		pipeline.WithLiveKeys(pipeline.NewTopicKeys(kopts...))))
 }
 
-// dialFunc opens a connection to a broker (kgo.Dialer); nil dials TCP.
-type dialFunc = func(ctx context.Context, network, host string) (net.Conn, error)
-
 // kafkaOptions are the connection options (brokers, TLS, SASL) without
 // producer settings: what a short-lived consumer needs.
-func kafkaOptions(cfg *config.Config, brokers []string, dial dialFunc) ([]kgo.Opt, error) {
+func kafkaOptions(cfg *config.Config, brokers []string, dial broker.DialFunc) ([]kgo.Opt, error) {
 	bc := broker.Config{
 		Brokers:  brokers,
 		Dial:     dial,
@@ -236,7 +232,7 @@ func kafkaOptions(cfg *config.Config, brokers []string, dial dialFunc) ([]kgo.Op
 	return bc.ClientOptions()
 }
 
-func newKafkaClient(cfg *config.Config, brokers []string, dial dialFunc, log *slog.Logger) (*kgo.Client, error) {
+func newKafkaClient(cfg *config.Config, brokers []string, dial broker.DialFunc, log *slog.Logger) (*kgo.Client, error) {
 	opts, err := kafkaOptions(cfg, brokers, dial)
 	if err != nil {
 		return nil, err
