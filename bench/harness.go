@@ -159,7 +159,7 @@ func (h *harness) startReplicator(rr replicatorRun) (*replicatorProc, error) {
 // "streaming" once replication has started.
 // With latency >= 0 it records commit→receive latencies, leaving out the
 // first latency rows.
-func (h *harness) startBareReader(name, dsn, slot string, latency int64) (*child, error) {
+func (h *harness) startBareReader(name, dsn, slot string, latency int64, extra ...string) (*child, error) {
 	dir, err := h.dir(name)
 	if err != nil {
 		return nil, err
@@ -169,6 +169,7 @@ func (h *harness) startBareReader(name, dsn, slot string, latency int64) (*child
 	if latency >= 0 {
 		args = append(args, "-latency", "-latency-skip", fmt.Sprint(latency))
 	}
+	args = append(args, extra...)
 	return startChild("bare reader", filepath.Join(dir, "barereader.log"), []string{"msg=streaming"}, h.bareReader, args...)
 }
 
@@ -216,6 +217,7 @@ type streamFigures struct {
 	elapsed  time.Duration // streaming → target confirmed
 	cpu      time.Duration // of the reader process while streaming
 	walCPU   time.Duration // of its walsender while streaming
+	segments int64         // TCP data segments the walsender sent while streaming; -1 if unknown
 	peakRSS  int64         // of the reader process, whole life
 	finished time.Time
 }
@@ -232,24 +234,29 @@ func measureStream(ctx context.Context, conn *pgx.Conn, c *child, slot, app stri
 		return f, err
 	}
 	f.startup = t0.Sub(c.started)
-	wal, err := walsenderPID(ctx, conn, app)
+	wal, err := findWalsender(ctx, conn, app)
 	if err != nil {
 		return f, errors.Join(err, c.alive())
 	}
 	cpu0, err1 := procCPU(c.pid())
-	wal0, err2 := procCPU(wal)
+	wal0, err2 := procCPU(wal.pid)
 	if err := errors.Join(err1, err2); err != nil {
 		return f, err
 	}
+	segs0, segsErr := tcpSegmentsSent(ctx, wal.serverPort, wal.clientPort)
 	t1, err := waitConfirmed(ctx, conn, slot, target, timeout, c.alive)
 	if err != nil {
 		return f, err
 	}
 	cpu1, err1 := procCPU(c.pid())
-	wal1, err2 := procCPU(wal)
+	wal1, err2 := procCPU(wal.pid)
 	rss, err3 := procPeakRSS(c.pid())
 	if err := errors.Join(err1, err2, err3); err != nil {
 		return f, err
+	}
+	f.segments = -1 // a figure to explain the others, not worth failing a run over
+	if segs1, err := tcpSegmentsSent(ctx, wal.serverPort, wal.clientPort); err == nil && segsErr == nil {
+		f.segments = segs1 - segs0
 	}
 	f.elapsed, f.cpu, f.walCPU, f.peakRSS, f.finished = t1.Sub(t0), cpu1-cpu0, wal1-wal0, rss, t1
 	return f, nil

@@ -203,25 +203,33 @@ func waitConfirmed(ctx context.Context, conn *pgx.Conn, slot string, target pglo
 	}
 }
 
-// walsenderPID returns the pid of the walsender serving application_name
-// app, waiting for it to appear.
-func walsenderPID(ctx context.Context, conn *pgx.Conn, app string) (int, error) {
+// walsender is the server process streaming to one reader, and its TCP
+// connection's ports (0 when the reader came over a Unix socket).
+type walsender struct {
+	pid                    int
+	serverPort, clientPort int
+}
+
+// findWalsender returns the walsender serving application_name app,
+// waiting for it to appear.
+func findWalsender(ctx context.Context, conn *pgx.Conn, app string) (walsender, error) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		var pid int
-		err := conn.QueryRow(ctx, "SELECT pid FROM pg_stat_replication WHERE application_name = $1", app).Scan(&pid)
+		var w walsender
+		err := conn.QueryRow(ctx, `SELECT pid, coalesce(client_port, 0), coalesce(inet_server_port(), 0)
+			FROM pg_stat_replication WHERE application_name = $1`, app).Scan(&w.pid, &w.clientPort, &w.serverPort)
 		if err == nil {
-			return pid, nil
+			return w, nil
 		}
 		if !errors.Is(err, pgx.ErrNoRows) {
-			return 0, fmt.Errorf("walsender of %s: %w", app, err)
+			return w, fmt.Errorf("walsender of %s: %w", app, err)
 		}
 		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("no walsender with application_name %s", app)
+			return w, fmt.Errorf("no walsender with application_name %s", app)
 		}
 		select {
 		case <-ctx.Done():
-			return 0, ctx.Err()
+			return w, ctx.Err()
 		case <-time.After(pollInterval):
 		}
 	}

@@ -273,3 +273,40 @@ func (s *syncBuffer) Bytes() []byte {
 	defer s.mu.Unlock()
 	return bytes.Clone(s.b.Bytes())
 }
+
+// tcpSegmentsSent returns how many data segments the loopback TCP
+// connection from local port src to port dst has sent so far, as ss
+// (iproute2) reports it (data_segs_out). On loopback the sender pays for
+// every segment's receive processing too, so this count says much of what
+// a walsender's CPU time will be (bench/analysis.md).
+func tcpSegmentsSent(ctx context.Context, src, dst int) (int64, error) {
+	filter := fmt.Sprintf("( sport = :%d and dport = :%d )", src, dst)
+	out, err := exec.CommandContext(ctx, "ss", "-tinH", "state", "established", filter).Output()
+	if err != nil {
+		return 0, fmt.Errorf("ss %s: %w", filter, err)
+	}
+	n, err := parseDataSegsOut(out)
+	if err != nil {
+		return 0, fmt.Errorf("ss %s: %w", filter, err)
+	}
+	return n, nil
+}
+
+// parseDataSegsOut reads data_segs_out from the output of ss -ti for one
+// connection.
+func parseDataSegsOut(out []byte) (int64, error) {
+	var found []int64
+	for _, field := range strings.Fields(string(out)) {
+		if v, ok := strings.CutPrefix(field, "data_segs_out:"); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("data_segs_out %q: %w", v, err)
+			}
+			found = append(found, n)
+		}
+	}
+	if len(found) != 1 {
+		return 0, fmt.Errorf("want data_segs_out of one connection, found %d", len(found))
+	}
+	return found[0], nil
+}

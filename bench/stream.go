@@ -24,7 +24,9 @@ func streamBenchmark(h *harness) benchmark {
 			"broker (kfake) in a separate process on loopback. Ceiling: the bare reader (`bench/barereader`): " +
 			"pgoutput parsed, every column's text decoded to a typed value, LSN confirmed as it goes; no Avro, no Kafka. " +
 			"CPU is user+system time from /proc over the timed window (replicator's includes its embedded broker's, when embedded); the walsender is found in " +
-			"`pg_stat_replication` by application_name. Every run checks that the topic holds exactly one record per change.",
+			"`pg_stat_replication` by application_name. Walsender TCP segments: the data segments its connection sent over the timed window " +
+			"(`ss -ti`, data_segs_out); on loopback the walsender pays for each one's receive too, so they explain much of its CPU (bench/analysis.md). " +
+			"Every run checks that the topic holds exactly one record per change.",
 		setup:   s.setup,
 		ceiling: subject{name: "bare reader", run: s.bare},
 		subjects: []subject{
@@ -43,13 +45,15 @@ func streamBenchmark(h *harness) benchmark {
 			{key: "cpu_us_per_row", label: "reader CPU per row", unit: "µs"},
 			{key: "walsender_cpu_s", label: "walsender CPU", unit: "s", ratio: true},
 			{key: "walsender_busy", label: "walsender busy", unit: "%"},
+			{key: "walsender_segments", label: "walsender TCP segments", unit: "segments", ratio: true},
 			{key: "broker_cpu_s", label: "broker process CPU", unit: "s"},
 			{key: "peak_rss_mb", label: "reader peak RSS", unit: "MB"},
 			{key: "startup_s", label: "start-up", unit: "s"},
 		},
-		// Its ratio wanders ±0.1× from run to run on a 2-core VM (the bare
-		// reader alone by 15 %): five runs make the median steadier.
-		reportRuns: 5,
+		// Its ratio wanders 0.8–1.2× from run to run on a 2-core VM, with
+		// the walsender's TCP segment count (bench/analysis.md); the median
+		// of five still moved by ±0.1× between reports, nine steady it.
+		reportRuns: 9,
 	}
 	s.runs = h.opts.runsOf(&b)
 	return b
@@ -93,7 +97,7 @@ func (s *streamBench) replicator(ctx context.Context, run int, external bool) (s
 }
 
 func (s *streamBench) sample(f streamFigures) sample {
-	return sample{
+	smp := sample{
 		"rows_per_s":      float64(s.rows) / f.elapsed.Seconds(),
 		"seconds":         f.elapsed.Seconds(),
 		"cpu_s":           f.cpu.Seconds(),
@@ -103,4 +107,8 @@ func (s *streamBench) sample(f streamFigures) sample {
 		"peak_rss_mb":     mb(f.peakRSS),
 		"startup_s":       f.startup.Seconds(),
 	}
+	if f.segments >= 0 {
+		smp["walsender_segments"] = float64(f.segments)
+	}
+	return smp
 }
