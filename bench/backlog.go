@@ -24,17 +24,26 @@ type walBacklog struct {
 	runs   int           // runs to create slots for (runsOf the benchmark)
 	rows   int64         // changes in the backlog
 	target pglogrepl.LSN // pg_current_wal_lsn() after the backlog
+	// readers name the readers that stream the backlog in every run, each
+	// from its own slot <reader>_<run>; default bare, emb and ext (the bare
+	// reader, replicator with its embedded broker and with the broker
+	// process).
+	readers []string
 }
 
 // backlogWriter writes the backlog and returns how many changes it holds
 // and a description of it.
 type backlogWriter func(ctx context.Context, dsn string, conn *pgx.Conn) (rows int64, what string, err error)
 
-// slotNames are run's slots: the bare reader's, and replicator's with the
-// embedded broker and with the broker process.
-func slotNames(run int) (bare, embedded, external string) {
-	return fmt.Sprintf("bare_%d", run), fmt.Sprintf("emb_%d", run), fmt.Sprintf("ext_%d", run)
-}
+// Readers of the stream benchmarks, naming their slots.
+const (
+	readerBare     = "bare"
+	readerEmbedded = "emb"
+	readerExternal = "ext"
+)
+
+// slotName is reader's slot in run.
+func slotName(reader string, run int) string { return fmt.Sprintf("%s_%d", reader, run) }
 
 // setup starts the cluster, creates every run's slots and writes the
 // backlog; the description it returns adds the WAL's size.
@@ -48,9 +57,16 @@ func (b *walBacklog) setup(ctx context.Context, write backlogWriter) (string, fu
 		return errors.Join(b.conn.Close(context.Background()), b.cl.Close())
 	}
 	fail := func(err error) (string, func() error, error) { return "", nil, errors.Join(err, teardown()) }
+	readers := b.readers
+	if len(readers) == 0 {
+		readers = []string{readerBare, readerEmbedded, readerExternal}
+	}
 	for run := 1; run <= b.runs; run++ {
-		bare, emb, ext := slotNames(run)
-		if err := createSlots(ctx, b.conn, bare, emb, ext); err != nil {
+		slots := make([]string, len(readers))
+		for i, r := range readers {
+			slots[i] = slotName(r, run)
+		}
+		if err := createSlots(ctx, b.conn, slots...); err != nil {
 			return fail(err)
 		}
 	}
@@ -75,8 +91,14 @@ func (b *walBacklog) setup(ctx context.Context, write backlogWriter) (string, fu
 // bare streams the backlog with the bare reader and checks it read every
 // change.
 func (b *walBacklog) bare(ctx context.Context, run int) (streamFigures, error) {
-	slot, _, _ := slotNames(run)
-	c, err := b.h.startBareReader(fmt.Sprintf("%s-%d-bare", b.prefix, run), b.cl.DSN(""), slot, -1)
+	return b.bareAs(ctx, run, readerBare)
+}
+
+// bareAs streams the backlog with the bare reader from reader's slot,
+// passing it args (e.g. -lean), and checks it read every change.
+func (b *walBacklog) bareAs(ctx context.Context, run int, reader string, args ...string) (streamFigures, error) {
+	slot := slotName(reader, run)
+	c, err := b.h.startBareReader(fmt.Sprintf("%s-%d-%s", b.prefix, run, reader), b.cl.DSN(""), slot, -1, args...)
 	if err != nil {
 		return streamFigures{}, err
 	}
@@ -106,9 +128,9 @@ type brokerFigures struct {
 // the topic holds exactly one record per change.
 func (b *walBacklog) replicator(ctx context.Context, run int, external bool) (streamFigures, brokerFigures, error) {
 	var bf brokerFigures
-	_, slot, ext := slotNames(run)
+	slot := slotName(readerEmbedded, run)
 	if external {
-		slot = ext
+		slot = slotName(readerExternal, run)
 	}
 	var brokers []string
 	var broker *child

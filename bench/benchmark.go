@@ -32,6 +32,11 @@ type benchmark struct {
 	// takes (-runs given on the command line wins): for a benchmark whose
 	// runs vary more than the others', a median over more of them.
 	reportRuns int
+
+	// optional leaves it out of the default set (all): it runs only when
+	// named. For measurements that check the suite itself rather than
+	// replicator.
+	optional bool
 }
 
 // A subject is one measured program. run is called once per run (1-based)

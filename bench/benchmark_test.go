@@ -47,7 +47,7 @@ func TestCheckTargets(t *testing.T) {
 
 func TestSelectBenchmarks(t *testing.T) {
 	t.Parallel()
-	all := []benchmark{{name: "stream"}, {name: "latency-1k"}, {name: "latency-10k"}, {name: "snapshot"}}
+	all := []benchmark{{name: "stream"}, {name: "latency-1k"}, {name: "latency-10k"}, {name: "snapshot"}, {name: "lean-reader", optional: true}}
 	tests := []struct {
 		names []string
 		want  []string
@@ -55,6 +55,7 @@ func TestSelectBenchmarks(t *testing.T) {
 		{nil, []string{"stream", "latency-1k", "latency-10k", "snapshot"}},
 		{[]string{"latency"}, []string{"latency-1k", "latency-10k"}},
 		{[]string{"snapshot", "latency-10k"}, []string{"snapshot", "latency-10k"}},
+		{[]string{"lean-reader"}, []string{"lean-reader"}}, // optional: only by name
 	}
 	for _, tt := range tests {
 		got, err := selectBenchmarks(all, tt.names)
@@ -108,6 +109,22 @@ func TestRunsOf(t *testing.T) {
 		}
 		if got, got2 := o.runsOf(stream), o.runsOf(plain); got != tt.stream || got2 != tt.snapshot {
 			t.Errorf("%v: runs %d (stream), %d (snapshot); want %d, %d", tt.args, got, got2, tt.stream, tt.snapshot)
+		}
+	}
+}
+
+func TestCommandLine(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "go run ./bench"},
+		{[]string{"-runs", "3", "stream"}, "go run ./bench -runs 3 stream"},
+		{[]string{"-chart", "", "-note", "it's scaled"}, `go run ./bench -chart '' -note 'it'\''s scaled'`},
+	} {
+		if got := commandLine(tt.args); got != tt.want {
+			t.Errorf("commandLine(%q): got %s, want %s", tt.args, got, tt.want)
 		}
 	}
 }

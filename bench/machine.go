@@ -49,7 +49,7 @@ func describeMachine(ctx context.Context, root string, args []string) machine {
 		memory:    procField("/proc/meminfo", "MemTotal"),
 		goVersion: runtime.Version(),
 		date:      time.Now().UTC(),
-		command:   strings.TrimSpace("go run ./bench " + strings.Join(args, " ")),
+		command:   commandLine(args),
 	}
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		m.kernel = "Linux " + strings.TrimSpace(string(b))
@@ -103,4 +103,17 @@ func procField(path, name string) string {
 		}
 	}
 	return "unknown"
+}
+
+// commandLine is the command that ran the suite, with args quoted where a
+// shell would need it, so that it can be pasted back.
+func commandLine(args []string) string {
+	parts := []string{"go", "run", "./bench"}
+	for _, a := range args {
+		if a == "" || strings.ContainsAny(a, " \t\n'\"$`\\|&;<>()*?[]#~") {
+			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+		parts = append(parts, a)
+	}
+	return strings.Join(parts, " ")
 }

@@ -65,7 +65,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.linger, "linger", 0, "set kafka.linger of every `replicator run` (default: replicator's own default)")
 	fs.StringVar(&o.note, "note", "", "a sentence to add to the report's header (e.g. why the run is scaled)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: go run ./bench [flags] [name...]\n\nnames: stream, latency (latency-1k, latency-10k), large-txn, snapshot; default all\n\nflags:")
+		fmt.Fprintln(stderr, "usage: go run ./bench [flags] [name...]\n\nnames: stream, latency (latency-1k, latency-10k), large-txn, snapshot; default all of these.\nlean-reader (only when named): the stream backlog read by the bare reader and by a leaner one\n\nflags:")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -129,6 +129,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		latencyBenchmark(h, 10_000),
 		largeTxnBenchmark(h),
 		snapshotBenchmark(h),
+		leanReaderBenchmark(h),
 	}
 	selected, err := selectBenchmarks(benchmarks, opts.names)
 	if err != nil {
@@ -195,11 +196,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 }
 
 // selectBenchmarks returns the benchmarks named (a name also selects every
-// benchmark whose name starts with it and a dash), or all.
+// benchmark whose name starts with it and a dash), or all but the optional ones.
 func selectBenchmarks(all []benchmark, names []string) ([]*benchmark, error) {
 	var out []*benchmark
 	for i := range all {
-		if len(names) == 0 {
+		if len(names) == 0 && !all[i].optional {
 			out = append(out, &all[i])
 		}
 	}

@@ -66,3 +66,29 @@ func TestWriteDoc(t *testing.T) {
 		}
 	}
 }
+
+// A report of benchmarks without targets (lean-reader) says so rather
+// than print an empty table.
+func TestWriteDocWithoutTargets(t *testing.T) {
+	t.Parallel()
+	h := &harness{opts: options{runs: 3, scale: 1}}
+	lean := leanReaderBenchmark(h)
+	res := []*result{{bench: &lean, workload: "backlog", elapsed: time.Minute,
+		ceiling:  []sample{{"rows_per_s": 260_000}, {"rows_per_s": 250_000}, {"rows_per_s": 270_000}},
+		subjects: [][]sample{{{"rows_per_s": 170_000}, {"rows_per_s": 180_000}, {"rows_per_s": 175_000}}}}}
+	path := filepath.Join(t.TempDir(), "lean.md")
+	if err := writeDoc(path, machine{cpus: 2}, options{runs: 3, scale: 1}, res, ""); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	if !strings.Contains(doc, "None: the benchmarks run here have no target.") || strings.Contains(doc, "| benchmark | subject | target |") {
+		t.Errorf("report of lean-reader: want no target table:\n%s", doc)
+	}
+	if !strings.Contains(doc, "|  | bare reader, lean | 175,000 rows/s |") {
+		t.Errorf("report of lean-reader lacks the lean reader's throughput:\n%s", doc)
+	}
+}

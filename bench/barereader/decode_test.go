@@ -65,3 +65,12 @@ func TestDecodeErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestIsRowChange(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]bool{"I...": true, "U...": true, "D...": true, "B...": false, "C...": false, "R...": false, "T...": false, "": false} {
+		if got := isRowChange([]byte(in)); got != want {
+			t.Errorf("isRowChange(%q): got %v, want %v", in, got, want)
+		}
+	}
+}

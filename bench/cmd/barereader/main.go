@@ -40,6 +40,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&cfg.StatusInterval, "status-interval", 10*time.Second, "how often to confirm the LSN")
 	fs.BoolVar(&cfg.Latency, "latency", false, "record commit→receive latency per row")
 	fs.Int64Var(&cfg.LatencySkip, "latency-skip", 0, "leave the first n rows out of the latencies (warm-up)")
+	fs.BoolVar(&cfg.Lean, "lean", false, "read as cheaply as possible: count row changes without parsing or decoding them")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
