@@ -29,6 +29,17 @@ type walBacklog struct {
 	// reader, replicator with its embedded broker and with the broker
 	// process).
 	readers []string
+
+	segmentsNoted bool // why segments could not be counted was logged
+}
+
+// noteSegments logs, once, why a run's walsender segments could not be
+// counted (e.g. no ss): the report then shows "–" for them.
+func (b *walBacklog) noteSegments(f streamFigures) {
+	if f.segsErr != nil && !b.segmentsNoted {
+		b.segmentsNoted = true
+		b.h.logf("%s: walsender TCP segments not counted: %v", b.prefix, f.segsErr)
+	}
 }
 
 // backlogWriter writes the backlog and returns how many changes it holds
@@ -104,6 +115,7 @@ func (b *walBacklog) bareAs(ctx context.Context, run int, reader string, args ..
 	}
 	defer c.kill()
 	f, err := measureStream(ctx, b.conn, c, slot, bareApp, b.target, streamTimeout(b.rows))
+	b.noteSegments(f)
 	if err != nil {
 		return f, err
 	}
@@ -154,6 +166,7 @@ func (b *walBacklog) replicator(ctx context.Context, run int, external bool) (st
 	}
 	defer rp.kill()
 	f, err := measureStream(ctx, b.conn, rp.child, slot, "replicator", b.target, streamTimeout(b.rows))
+	b.noteSegments(f)
 	if err != nil {
 		return f, bf, err
 	}

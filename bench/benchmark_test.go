@@ -122,6 +122,7 @@ func TestCommandLine(t *testing.T) {
 		{nil, "go run ./bench"},
 		{[]string{"-runs", "3", "stream"}, "go run ./bench -runs 3 stream"},
 		{[]string{"-chart", "", "-note", "it's scaled"}, `go run ./bench -chart '' -note 'it'\''s scaled'`},
+		{[]string{"-note", "{a,b}!", "-work", "/tmp/x-1"}, `go run ./bench -note '{a,b}!' -work /tmp/x-1`},
 	} {
 		if got := commandLine(tt.args); got != tt.want {
 			t.Errorf("commandLine(%q): got %s, want %s", tt.args, got, tt.want)

@@ -218,6 +218,7 @@ type streamFigures struct {
 	cpu      time.Duration // of the reader process while streaming
 	walCPU   time.Duration // of its walsender while streaming
 	segments int64         // TCP data segments the walsender sent while streaming; -1 if unknown
+	segsErr  error         // why segments is unknown
 	peakRSS  int64         // of the reader process, whole life
 	finished time.Time
 }
@@ -254,9 +255,11 @@ func measureStream(ctx context.Context, conn *pgx.Conn, c *child, slot, app stri
 	if err := errors.Join(err1, err2, err3); err != nil {
 		return f, err
 	}
-	f.segments = -1 // a figure to explain the others, not worth failing a run over
-	if segs1, err := tcpSegmentsSent(ctx, wal.serverPort, wal.clientPort); err == nil && segsErr == nil {
-		f.segments = segs1 - segs0
+	// A figure that explains the others, not worth failing a run over.
+	segs1, err := tcpSegmentsSent(ctx, wal.serverPort, wal.clientPort)
+	f.segments, f.segsErr = segs1-segs0, errors.Join(segsErr, err)
+	if f.segsErr != nil {
+		f.segments = -1
 	}
 	f.elapsed, f.cpu, f.walCPU, f.peakRSS, f.finished = t1.Sub(t0), cpu1-cpu0, wal1-wal0, rss, t1
 	return f, nil

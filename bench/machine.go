@@ -110,10 +110,19 @@ func procField(path, name string) string {
 func commandLine(args []string) string {
 	parts := []string{"go", "run", "./bench"}
 	for _, a := range args {
-		if a == "" || strings.ContainsAny(a, " \t\n'\"$`\\|&;<>()*?[]#~") {
+		if a == "" || strings.IndexFunc(a, needsQuote) >= 0 {
 			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
 		}
 		parts = append(parts, a)
 	}
 	return strings.Join(parts, " ")
+}
+
+// needsQuote reports whether a shell could read r as anything but itself.
+func needsQuote(r rune) bool {
+	switch {
+	case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
+		return false
+	}
+	return !strings.ContainsRune("_@%+=:,./-", r)
 }

@@ -204,7 +204,9 @@ func waitConfirmed(ctx context.Context, conn *pgx.Conn, slot string, target pglo
 }
 
 // walsender is the server process streaming to one reader, and its TCP
-// connection's ports (0 when the reader came over a Unix socket).
+// connection's ports. The server port is the one the harness's own
+// connection uses (inet_server_port()): the benchmark cluster listens on
+// one port. clientPort is -1 for a Unix-socket connection (none here).
 type walsender struct {
 	pid                    int
 	serverPort, clientPort int
@@ -216,7 +218,7 @@ func findWalsender(ctx context.Context, conn *pgx.Conn, app string) (walsender, 
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		var w walsender
-		err := conn.QueryRow(ctx, `SELECT pid, coalesce(client_port, 0), coalesce(inet_server_port(), 0)
+		err := conn.QueryRow(ctx, `SELECT pid, coalesce(client_port, -1), coalesce(inet_server_port(), -1)
 			FROM pg_stat_replication WHERE application_name = $1`, app).Scan(&w.pid, &w.clientPort, &w.serverPort)
 		if err == nil {
 			return w, nil

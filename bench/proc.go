@@ -280,6 +280,9 @@ func (s *syncBuffer) Bytes() []byte {
 // every segment's receive processing too, so this count says much of what
 // a walsender's CPU time will be (bench/analysis.md).
 func tcpSegmentsSent(ctx context.Context, src, dst int) (int64, error) {
+	if src <= 0 || dst <= 0 {
+		return 0, fmt.Errorf("not a TCP connection (ports %d, %d)", src, dst)
+	}
 	filter := fmt.Sprintf("( sport = :%d and dport = :%d )", src, dst)
 	out, err := exec.CommandContext(ctx, "ss", "-tinH", "state", "established", filter).Output()
 	if err != nil {

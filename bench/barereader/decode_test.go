@@ -74,3 +74,26 @@ func TestIsRowChange(t *testing.T) {
 		}
 	}
 }
+
+func TestDeadlineStale(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	wait := now.Add(250 * time.Millisecond)
+	tests := []struct {
+		name string
+		set  time.Time
+		want bool
+	}{
+		{"never set", time.Time{}, true},
+		{"passed", now.Add(-time.Millisecond), true},
+		{"due now", now, true},
+		{"holds", now.Add(100 * time.Millisecond), false},
+		{"same as wait", wait, false},
+		{"later than wait", wait.Add(time.Millisecond), true},
+	}
+	for _, tt := range tests {
+		if got := deadlineStale(now, tt.set, wait); got != tt.want {
+			t.Errorf("%s: deadlineStale = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}

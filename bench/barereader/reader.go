@@ -1,8 +1,8 @@
 // Package barereader is the ceiling that replicator's stream benchmarks are
 // measured against: the least a client must do to consume a pgoutput slot.
 // It starts replication, parses every pgoutput message, decodes every
-// column's text into a typed value, and confirms each transaction's end LSN
-// as soon as it has been read. No Avro, no Kafka, no buffering.
+// column's text into a typed value (unless Config.Lean), and confirms each
+// transaction's end LSN as soon as it has been read. No Avro, no Kafka, no buffering.
 //
 // It confirms the way replicator's source does (status updates every
 // StatusInterval, an immediate reply when the server asks for one, the
@@ -106,6 +106,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if cfg.StatusInterval <= 0 {
 		cfg.StatusInterval = 10 * time.Second
 	}
+	if cfg.Lean && cfg.Latency {
+		return Result{}, errors.New("a lean reader does not look at rows' transactions: Lean and Latency do not go together")
+	}
 	pcfg, err := pgconn.ParseConfig(cfg.URL)
 	if err != nil {
 		return Result{}, fmt.Errorf("parse url: %w", err)
@@ -178,15 +181,21 @@ func (r *reader) receive(wait time.Time) (pgproto3.BackendMessage, error) {
 		defer cancel()
 		return r.conn.ReceiveMessage(ctx)
 	}
-	// A deadline that has not passed and is not later than wait still
-	// holds, so a busy stream moves it a few times a second.
-	if now := time.Now(); !now.Before(r.deadline) || r.deadline.After(wait) {
+	if deadlineStale(time.Now(), r.deadline, wait) {
 		if err := r.conn.Conn().SetReadDeadline(wait); err != nil {
 			return nil, fmt.Errorf("set read deadline: %w", err)
 		}
 		r.deadline = wait
 	}
 	return r.conn.ReceiveMessage(context.Background())
+}
+
+// deadlineStale reports whether the read deadline set must move before a
+// receive that may wait until wait: it has passed, or it is later than
+// wait. One that still holds is kept, so a busy stream moves it a few
+// times a second rather than once per message.
+func deadlineStale(now, set, wait time.Time) bool {
+	return !now.Before(set) || set.After(wait)
 }
 
 // sendStatus confirms the last transaction read or, when idle, the
@@ -199,7 +208,10 @@ func (r *reader) sendStatus(ctx context.Context) error {
 	if err := pglogrepl.SendStandbyStatusUpdate(ctx, r.conn, pglogrepl.StandbyStatusUpdate{WALWritePosition: r.confirmed}); err != nil {
 		return fmt.Errorf("send standby status: %w", err)
 	}
-	r.deadline = time.Time{} // pgconn clears it when a context it watched ends
+	// Defensive: should a call that watched a context have cleared the
+	// connection's deadline, the next receive sets it again rather than
+	// block without one.
+	r.deadline = time.Time{}
 	return nil
 }
 
