@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/replicator/replicator/broker"
 	"github.com/replicator/replicator/source"
@@ -206,9 +207,11 @@ func TestBackPressure(t *testing.T) {
 	consume(t, b.Addr(), topic, total)
 }
 
-// A Handle blocked on a full buffer returns when its context ends (the
-// source is stopping); the change it was handling is never acknowledged and
-// Flush reports why.
+// A Handle blocked on a full buffer returns once its context has ended
+// (the source is stopping) and the stop grace has passed; the change it
+// was handling is never acknowledged, the pipeline produces nothing more,
+// and Flush delivers what was buffered without reporting the stop as a
+// failure.
 func TestBackPressureCanceled(t *testing.T) {
 	t.Parallel()
 	const maxBuffered = 10
@@ -218,7 +221,7 @@ func TestBackPressureCanceled(t *testing.T) {
 	table := accountsTable()
 	log := blockLogger{blocked: make(chan struct{}, 1)}
 	cl := newClient(t, b.Addr(), &broker.ProducerConfig{MaxBufferedRecords: maxBuffered}, kgo.WithLogger(log))
-	p := New(newEntities(t, table, topic), cl)
+	p := New(newEntities(t, table, topic), cl, WithStopGrace(10*time.Millisecond))
 	_, release := holdProduce(t, b.Cluster())
 	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
 	defer cancel()
@@ -253,9 +256,11 @@ func TestBackPressureCanceled(t *testing.T) {
 	}
 
 	release()
-	err := p.Flush(ctx)
-	if !errors.Is(err, context.Canceled) {
-		t.Fatalf("Flush: got %v, want %v", err, context.Canceled)
+	if err := p.Flush(ctx); err != nil {
+		t.Fatalf("Flush after the stop: got %v, want nil", err)
+	}
+	if err := p.handle(ctx, change(table, source.OpInsert, accountRow(maxBuffered+1, 1), nil), &countAck{}); !errors.Is(err, errAbandoned) {
+		t.Errorf("handle after a change was abandoned: got %v, want %v", err, errAbandoned)
 	}
 	if n := acks[maxBuffered].count(); n != 0 {
 		t.Errorf("acks of the canceled change: got %d, want 0", n)
@@ -265,4 +270,39 @@ func TestBackPressureCanceled(t *testing.T) {
 			t.Errorf("change %d (buffered before the cancel): got %d acks, want 1", i, n)
 		}
 	}
+}
+
+// A stop (the context Handle was given ends) does not drop the records
+// already handed to the producer: shutdown's Flush delivers and
+// acknowledges them, and reports no failure.
+func TestStopDeliversBufferedRecords(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t)
+	topic := topicName(t)
+	ensureTopic(t, b.Addr(), topic, 3, nil)
+	table := accountsTable()
+	// A long linger keeps the records buffered when the stop comes; Flush
+	// sends them regardless.
+	p := New(newEntities(t, table, topic), newClient(t, b.Addr(), &broker.ProducerConfig{Linger: time.Minute}))
+	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+	defer cancel()
+	run, stop := context.WithCancel(ctx)
+
+	const n = 20
+	acks := make([]countAck, n)
+	for i := range n {
+		if err := p.handle(run, change(table, source.OpInsert, accountRow(int64(i), 1), nil), &acks[i]); err != nil {
+			t.Fatalf("handle %d: %v", i, err)
+		}
+	}
+	stop()
+	if err := p.Flush(ctx); err != nil {
+		t.Fatalf("Flush after the stop: %v", err)
+	}
+	for i := range acks {
+		if got := acks[i].count(); got != 1 {
+			t.Errorf("change %d: got %d acks, want 1", i, got)
+		}
+	}
+	consume(t, b.Addr(), topic, n)
 }

@@ -65,6 +65,23 @@ type Pipeline struct {
 	// failure holds the first produce error; once set every Handle and
 	// Flush fails with it and nothing after it is acknowledged.
 	failure atomic.Pointer[error]
+	// abandoned is set when a record was given up because its produce
+	// context ended (stopGrace after a stop) before it was delivered: that
+	// is not a failure, but nothing may be produced after it, or a later
+	// record of its key could land before its replay.
+	abandoned atomic.Bool
+
+	// Records are produced with a context that outlives Handle's by
+	// stopGrace: kgo fails a buffered record once its Produce context
+	// ends, and a stop must leave what was handed over to the final Flush
+	// to deliver, not drop it; a Produce still waiting for room gives up
+	// stopGrace after the stop. run caches that context for Handle's
+	// context (Handle's goroutine only).
+	stopGrace time.Duration
+	run       struct {
+		ctx, produce context.Context
+		release      func() bool // stops the timer that ends produce
+	}
 
 	// inFlight counts records handed to the producer whose promise has not
 	// returned; settled gets a token each time it drops to zero. Flush
@@ -107,11 +124,22 @@ func WithSchemas(s schemaRegistry) Option { return func(p *Pipeline) { p.schemas
 // stream.
 func WithLiveKeys(r liveKeyReader) Option { return func(p *Pipeline) { p.keys = r } }
 
+// DefaultStopGrace is how long records handed to the producer outlive a
+// stop. A healthy broker takes milliseconds; against one that is down, a
+// stop waits this long for room in a full buffer before the source's own
+// shutdown timeout starts.
+const DefaultStopGrace = 10 * time.Second
+
+// WithStopGrace sets how long, once Handle's context ends, a Produce
+// waiting for room keeps waiting and buffered records stay deliverable
+// (default DefaultStopGrace).
+func WithStopGrace(d time.Duration) Option { return func(p *Pipeline) { p.stopGrace = d } }
+
 // New returns a pipeline producing with prod. entities is indexed by the
 // source's TableIndex; the pipeline owns the slice from now on (a shape
 // change replaces its elements).
 func New(entities []Entity, prod producer, opts ...Option) *Pipeline {
-	p := &Pipeline{entities: entities, prod: prod, settled: make(chan struct{}, 1)}
+	p := &Pipeline{entities: entities, prod: prod, settled: make(chan struct{}, 1), stopGrace: DefaultStopGrace}
 	p.pairs.New = func() any { return new(pairAck) }
 	p.promise = p.produced
 	for _, o := range opts {
@@ -141,6 +169,14 @@ func (p *Pipeline) Handle(ctx context.Context, c *source.Change) error {
 // counting acker in tests (source.Ack values can only come from the source).
 func (p *Pipeline) handle(ctx context.Context, c *source.Change, ack acker) error {
 	if err := p.Err(); err != nil {
+		return err
+	}
+	if p.abandoned.Load() {
+		return errAbandoned
+	}
+	if err := ctx.Err(); err != nil {
+		// Stopping: an abandoned record's promise may not have run yet, so
+		// the flag above may still be unset; produce nothing after it.
 		return err
 	}
 	if c.TableIndex < 0 || c.TableIndex >= len(p.entities) {
@@ -222,25 +258,51 @@ type outRecord struct {
 }
 
 // receipt rides in the record's Context, kgo's field for enriching
-// records. It wraps the Produce context, which kgo would have put there,
+// records. It wraps the produce context, which kgo would have put there,
 // so that canceling works as it would without it.
 type receipt struct {
 	context.Context
 	ack acker
 }
 
+// produceContext is the context records handed over under ctx are
+// produced with: ctx's values, ended stopGrace after ctx ends.
+func (p *Pipeline) produceContext(ctx context.Context) context.Context {
+	if ctx == p.run.ctx {
+		return p.run.produce
+	}
+	if p.run.release != nil {
+		p.run.release()
+	}
+	produce, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	grace := p.stopGrace
+	p.run.release = context.AfterFunc(ctx, func() { time.AfterFunc(grace, cancel) })
+	p.run.ctx, p.run.produce = ctx, produce
+	return produce
+}
+
+// errAbandoned is what Handle returns after a record was abandoned.
+var errAbandoned = errors.New("pipeline: a change was abandoned when its Handle's context ended; nothing more is produced")
+
 func (p *Pipeline) produce(ctx context.Context, r *outRecord, a acker) {
-	r.receipt = receipt{Context: ctx, ack: a}
+	pctx := p.produceContext(ctx)
+	r.receipt = receipt{Context: pctx, ack: a}
 	r.Record.Context = &r.receipt
 	p.inFlight.Add(1)
-	p.prod.Produce(ctx, &r.Record, p.promise)
+	p.prod.Produce(pctx, &r.Record, p.promise)
 }
 
 // produced is every record's promise.
 func (p *Pipeline) produced(r *kgo.Record, err error) {
-	if err != nil {
+	switch {
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		// Its produce context ended (stopGrace after a stop): given up,
+		// never acknowledged, so its transaction is not confirmed and is
+		// replayed on restart.
+		p.abandoned.Store(true)
+	case err != nil:
 		p.fail(fmt.Errorf("produce to %s: %w", r.Topic, err))
-	} else {
+	default:
 		r.Context.(*receipt).ack.Done()
 	}
 	if p.inFlight.Add(-1) == 0 {
