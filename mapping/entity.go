@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/hamba/avro/v2"
 	"github.com/replicator/replicator/relation"
@@ -123,7 +124,29 @@ func (b *builder) keyColumns() []int {
 			idx = append(idx, i)
 		}
 	}
+	b.keyInIdentity(names)
 	return idx
+}
+
+// keyInIdentity fails unless every key column is in the table's replica
+// identity, the columns PostgreSQL writes into the old row of an UPDATE or
+// DELETE: otherwise an UPDATE that changes the key arrives without the old
+// key, whose last record would stay live on the topic forever, and a
+// DELETE arrives without the key to tombstone. A table with no identity
+// at all is left alone: PostgreSQL refuses its UPDATEs and DELETEs while it
+// is published.
+func (b *builder) keyInIdentity(names []string) {
+	t := b.table
+	if t.IdentityFull || len(t.Identity) == 0 {
+		return
+	}
+	for _, name := range names {
+		if !slices.Contains(t.Identity, name) {
+			b.fail("key column %q is not in the table's replica identity (%s): the old key of an UPDATE that changes it, "+
+				"and the key of a DELETE, would not reach replicator; choose key: columns within the identity, or run "+
+				"ALTER TABLE %s.%s REPLICA IDENTITY FULL", name, strings.Join(t.Identity, ", "), t.Schema, t.Name)
+		}
+	}
 }
 
 // valueColumns returns the indexes of the exported columns in attribute

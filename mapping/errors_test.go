@@ -120,6 +120,14 @@ func TestNewEntityErrors(t *testing.T) {
 			want: []string{`entity "" (table public.kitchen_sink): the entity has no name`, `the entity has no topic`},
 		},
 		{
+			name: "key outside the replica identity", table: &relation.Table{Schema: "public", Name: "users", PrimaryKey: []string{"id"}, Identity: []string{"id"},
+				Columns: []relation.Column{col("id", tInt8, false), col("email", tText, false)}},
+			spec: Spec{Name: "users", Topic: "users", Key: []string{"email"}},
+			want: []string{`entity "users" (table public.users): key column "email" is not in the table's replica identity (id): ` +
+				`the old key of an UPDATE that changes it, and the key of a DELETE, would not reach replicator; ` +
+				`choose key: columns within the identity, or run ALTER TABLE public.users REPLICA IDENTITY FULL`},
+		},
+		{
 			name: "listed twice", table: kitchenSink(),
 			spec: Spec{Name: "k", Topic: "k", Key: []string{"id", "id"}, Columns: []string{"i4", "i4"}},
 			want: []string{`key column "id" is listed twice in key:`, `column "i4" is listed twice in columns:`},
@@ -316,4 +324,27 @@ func errString(err error) string {
 		return "<nil>"
 	}
 	return err.Error()
+}
+
+// Keys the replica identity covers are accepted: within the identity's
+// columns, any key under REPLICA IDENTITY FULL, and any key of a table
+// without identity (PostgreSQL refuses its UPDATEs and DELETEs itself).
+func TestKeyWithinReplicaIdentity(t *testing.T) {
+	t.Parallel()
+	cols := []relation.Column{col("id", tInt8, false), col("email", tText, false)}
+	for _, tt := range []struct {
+		name     string
+		identity []string
+		full     bool
+	}{
+		{"identity index on the key", []string{"email"}, false},
+		{"key within a wider identity", []string{"id", "email"}, false},
+		{"identity full", nil, true},
+		{"no identity", nil, false},
+	} {
+		table := &relation.Table{Schema: "public", Name: "users", PrimaryKey: []string{"id"}, Identity: tt.identity, IdentityFull: tt.full, Columns: cols}
+		if _, err := NewEntity(Spec{Name: "users", Topic: "users", Key: []string{"email"}}, table, Options{}); err != nil {
+			t.Errorf("%s: %v", tt.name, err)
+		}
+	}
 }
