@@ -3,6 +3,8 @@ package source
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -49,6 +51,11 @@ func (s *Source) prepareSlot(ctx context.Context, conn *pgx.Conn, repl *pgconn.P
 	wantSnapshot := s.cfg.Snapshot == SnapshotInitial
 	if slot.exists {
 		if !wantSnapshot || (haveState && state.Complete) {
+			if wantSnapshot {
+				if err := s.checkSnapshotted(state); err != nil {
+					return 0, err
+				}
+			}
 			s.log.Info("resuming from replication slot", "slot", s.cfg.Slot, "confirmed_lsn", slot.confirmed)
 			return slot.confirmed, nil
 		}
@@ -87,7 +94,7 @@ func (s *Source) prepareSlot(ctx context.Context, conn *pgx.Conn, repl *pgconn.P
 		return 0, fmt.Errorf("slot %s consistent point %q: %w", s.cfg.Slot, res.ConsistentPoint, err)
 	}
 	s.log.Info("created replication slot", "slot", s.cfg.Slot, "consistent_lsn", consistent)
-	state = snapshotState{Slot: s.cfg.Slot, ConsistentLSN: consistent, CreatedAt: time.Now().UTC(), Complete: !wantSnapshot}
+	state = snapshotState{Slot: s.cfg.Slot, ConsistentLSN: consistent, CreatedAt: time.Now().UTC(), Complete: !wantSnapshot, Tables: s.tableNames()}
 	if err := writeState(s.cfg.StateDir, state); err != nil {
 		return 0, err
 	}
@@ -111,4 +118,44 @@ func (s *Source) prepareSlot(ctx context.Context, conn *pgx.Conn, repl *pgconn.P
 	s.log.Info(LogSnapshotComplete, "rows", rows, "consistent_lsn", consistent,
 		"seconds", state.CompletedAt.Sub(state.CreatedAt).Round(time.Millisecond).Seconds())
 	return consistent, nil
+}
+
+// tableNames are the configured tables' qualified names.
+func (s *Source) tableNames() []string {
+	names := make([]string, len(s.tables))
+	for i := range s.tables {
+		names[i] = s.tables[i].QualifiedName()
+	}
+	return names
+}
+
+// checkSnapshotted refuses to resume a slot whose initial snapshot did not
+// read every configured table: a table added to the configuration since
+// then has rows that streaming alone never publishes.
+func (s *Source) checkSnapshotted(state snapshotState) error {
+	if len(state.Tables) == 0 {
+		return nil // written before the tables were recorded: nothing to compare
+	}
+	var added []string
+	for _, name := range s.tableNames() {
+		if !slices.Contains(state.Tables, name) {
+			added = append(added, name)
+		}
+	}
+	if len(added) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%s added to the configuration after the initial snapshot of slot %s (completed %s): "+
+		"rows written before then would never be published. To publish them, snapshot again: stop, drop the slot "+
+		"(SELECT pg_drop_replication_slot('%s')) and delete %s; the next run snapshots every configured table "+
+		"(records already published repeat, none is missed). Or stream only their changes from now on with source.snapshot: never",
+		tableList(added), s.cfg.Slot, state.CompletedAt.Format(time.RFC3339), s.cfg.Slot, statePath(s.cfg.StateDir, s.cfg.Slot))
+}
+
+// tableList names tables in an error: "table a" or "tables a, b".
+func tableList(names []string) string {
+	if len(names) == 1 {
+		return "table " + names[0] + " was"
+	}
+	return "tables " + strings.Join(names, ", ") + " were"
 }

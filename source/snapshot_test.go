@@ -531,6 +531,50 @@ func TestSnapshot(t *testing.T) {
 			}
 		})
 	}
+
+	// A table configured after the initial snapshot was never read: its
+	// older rows would never be published, so resuming the slot is
+	// refused with the way out; the tables snapshotted are recorded.
+	t.Run("table added after the snapshot", func(t *testing.T) {
+		t.Parallel()
+		db := newDB(t, pg, "added", `
+			CREATE TABLE items (id int PRIMARY KEY, v text);
+			CREATE TABLE extra (id int PRIMARY KEY, v text);
+			INSERT INTO items SELECT i, 'x' FROM generate_series(1, 5) i;
+			INSERT INTO extra SELECT i, 'x' FROM generate_series(1, 7) i;`)
+		dir := t.TempDir()
+		h := newFakeHandler(false)
+		r := run(t, db.newSource(dir, nil, nil, "items"), h)
+		r.waitChanges(t, h, "the snapshot of items", atLeast(5))
+		if err := r.stop(t); err != nil {
+			t.Fatalf("first run: %v", err)
+		}
+		st, ok, err := readState(dir, "added")
+		if err != nil || !ok || !st.Complete || !slices.Equal(st.Tables, []string{"public.items"}) {
+			t.Fatalf("state after the snapshot: got %+v (found %v, %v), want complete with tables [public.items]", st, ok, err)
+		}
+
+		err = run(t, db.newSource(dir, nil, nil, "items", "extra"), newFakeHandler(false)).wait(t)
+		for _, want := range []string{"table public.extra was added to the configuration after the initial snapshot of slot added",
+			"SELECT pg_drop_replication_slot('added')", statePath(dir, "added"), "source.snapshot: never"} {
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("resume with a table added: got %v, want an error containing %q", err, want)
+			}
+		}
+
+		// Streaming only (snapshot: never) resumes as before.
+		never := func(c *Config) { c.Snapshot = SnapshotNever }
+		h2 := newFakeHandler(false)
+		r2 := run(t, db.newSource(dir, nil, never, "items", "extra"), h2)
+		db.exec(`INSERT INTO extra VALUES (8, 'new')`)
+		got := r2.waitChanges(t, h2, "the new row of extra", atLeast(1))
+		if len(got) != 1 || got[0].Op != OpInsert || got[0].TableIndex != 1 || got[0].New[0] != int32(8) {
+			t.Errorf("streamed after resuming: got %s, want only the insert of 8 into extra", summarize(got))
+		}
+		if err := r2.stop(t); err != nil {
+			t.Fatalf("resume with snapshot never: %v", err)
+		}
+	})
 }
 
 // seq returns from..to.

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -571,7 +572,7 @@ func TestSnapshotState(t *testing.T) {
 	if _, ok, err := readState(dir, "s1"); ok || err != nil {
 		t.Fatalf("readState of a missing file: got ok=%v err=%v, want false, nil", ok, err)
 	}
-	want := snapshotState{Slot: "s1", ConsistentLSN: 0x16B3748, CreatedAt: time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC), Rows: 7}
+	want := snapshotState{Slot: "s1", ConsistentLSN: 0x16B3748, CreatedAt: time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC), Rows: 7, Tables: []string{"public.a", "s.b"}}
 	if err := writeState(dir, want); err != nil {
 		t.Fatal(err)
 	}
@@ -583,7 +584,7 @@ func TestSnapshotState(t *testing.T) {
 	if err != nil || !ok {
 		t.Fatalf("readState: got ok=%v err=%v, want true, nil", ok, err)
 	}
-	if got != want {
+	if !reflect.DeepEqual(got, want) {
 		t.Errorf("readState: got %+v, want %+v", got, want)
 	}
 	if entries, _ := filepath.Glob(filepath.Join(dir, "*")); len(entries) != 1 {

@@ -26,6 +26,11 @@ type snapshotState struct {
 	Complete      bool          `json:"complete"`
 	CompletedAt   time.Time     `json:"completed_at,omitzero"`
 	Rows          int64         `json:"rows"`
+	// Tables are the tables the snapshot read (qualified names). A table
+	// configured later was never snapshotted: resuming would never
+	// publish its older rows. Empty in state files written before it was
+	// recorded.
+	Tables []string `json:"tables,omitempty"`
 }
 
 func statePath(dir, slot string) string {
