@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -171,6 +172,10 @@ func TestProduceFailureStopsThePipeline(t *testing.T) {
 		{"key change, tombstone fails", change(table, source.OpUpdate, accountRow(2, 2), keyOnly(1)), []error{errBroker, nil}},
 		{"key change, record fails", change(table, source.OpUpdate, accountRow(2, 2), keyOnly(1)), []error{nil, errBroker}},
 		{"key change, both fail", change(table, source.OpUpdate, accountRow(2, 2), keyOnly(1)), []error{errBroker, errBroker}},
+		// Context errors while the run goes on are failures, not a stop:
+		// a dial timeout, a canceled request inside the client.
+		{"timeout", change(table, source.OpInsert, accountRow(1, 1), nil), []error{fmt.Errorf("%w: dial: %w", errBroker, context.DeadlineExceeded)}},
+		{"canceled, run alive", change(table, source.OpInsert, accountRow(1, 1), nil), []error{fmt.Errorf("%w: %w", errBroker, context.Canceled)}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()

@@ -295,10 +295,11 @@ func (p *Pipeline) produce(ctx context.Context, r *outRecord, a acker) {
 // produced is every record's promise.
 func (p *Pipeline) produced(r *kgo.Record, err error) {
 	switch {
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, context.Canceled) && r.Context.(*receipt).Err() != nil:
 		// Its produce context ended (stopGrace after a stop): given up,
 		// never acknowledged, so its transaction is not confirmed and is
-		// replayed on restart.
+		// replayed on restart. Any other error, a timeout included, is a
+		// failure.
 		p.abandoned.Store(true)
 	case err != nil:
 		p.fail(fmt.Errorf("produce to %s: %w", r.Topic, err))
