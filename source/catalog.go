@@ -129,6 +129,10 @@ func indexColumns(ctx context.Context, conn *pgx.Conn, table uint32, flag string
 		FROM pg_index i
 		JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
 		WHERE i.indrelid = $1 AND i.`+flag+`
+		  -- key columns only: an index's INCLUDE columns follow its
+		  -- indnkeyatts key columns and are neither unique nor sent as
+		  -- the replica identity
+		  AND array_position(i.indkey::int2[], a.attnum) < array_lower(i.indkey::int2[], 1) + i.indnkeyatts
 		ORDER BY array_position(i.indkey::int2[], a.attnum)`, table)
 	if err != nil {
 		return nil, err

@@ -28,6 +28,10 @@ CREATE UNIQUE INDEX ident_index_yx ON ident_index (y, x);
 ALTER TABLE ident_index REPLICA IDENTITY USING INDEX ident_index_yx;
 CREATE TABLE ident_nothing (id int PRIMARY KEY, v text);
 ALTER TABLE ident_nothing REPLICA IDENTITY NOTHING;
+-- INCLUDE columns are carried by the index, not part of its key
+CREATE TABLE ident_include (id int NOT NULL, tenant int NOT NULL, note text NOT NULL, PRIMARY KEY (id) INCLUDE (note));
+CREATE UNIQUE INDEX ident_include_t ON ident_include (tenant) INCLUDE (id);
+ALTER TABLE ident_include REPLICA IDENTITY USING INDEX ident_include_t;
 CREATE TABLE no_key (v text);
 
 CREATE TABLE generated (id int PRIMARY KEY, a int, twice int GENERATED ALWAYS AS (a * 2) STORED, z text);
@@ -112,6 +116,7 @@ func testLoadTable(t *testing.T, pg *pgcluster.Cluster) {
 			{table: "ident_full", wantColumns: []string{"id", "v"}, wantPK: []string{"id"}, wantFull: true},
 			{table: "ident_index", wantColumns: []string{"id", "x", "y"}, wantPK: []string{"id"}, wantIdentity: []string{"y", "x"}},
 			{table: "ident_nothing", wantColumns: []string{"id", "v"}, wantPK: []string{"id"}},
+			{table: "ident_include", wantColumns: []string{"id", "tenant", "note"}, wantPK: []string{"id"}, wantIdentity: []string{"tenant"}},
 			{table: "no_key", wantColumns: []string{"v"}},
 			{table: "generated", wantColumns: []string{"id", "a", "z"}, wantPK: []string{"id"}, wantIdentity: []string{"id"}},
 			{table: "dropped", wantColumns: []string{"id", "kept"}, wantPK: []string{"id"}, wantIdentity: []string{"id"}},
