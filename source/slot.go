@@ -146,10 +146,10 @@ func (s *Source) checkSnapshotted(state snapshotState) error {
 		return nil
 	}
 	return fmt.Errorf("%s added to the configuration after the initial snapshot of slot %s (completed %s): "+
-		"rows written before then would never be published. To publish them, snapshot again: stop, drop the slot "+
-		"(SELECT pg_drop_replication_slot('%s')) and delete %s; the next run snapshots every configured table "+
-		"(records already published repeat, none is missed). Or stream only their changes from now on with source.snapshot: never",
-		tableList(added), s.cfg.Slot, state.CompletedAt.Format(time.RFC3339), s.cfg.Slot, statePath(s.cfg.StateDir, s.cfg.Slot))
+		"rows written before then would never be published. To publish them, snapshot again: stop and delete %s "+
+		"(keep the slot: the next run tombstones from it the rows deleted since, then snapshots every configured table; "+
+		"records already published repeat, none is missed). Or stream only their changes from now on with source.snapshot: never",
+		tableList(added), s.cfg.Slot, state.CompletedAt.Format(time.RFC3339), statePath(s.cfg.StateDir, s.cfg.Slot))
 }
 
 // tableList names tables in an error: "table a" or "tables a, b".
