@@ -144,7 +144,7 @@ func (b *builder) keyInIdentity(names []string) {
 		if !slices.Contains(t.Identity, name) {
 			b.fail("key column %q is not in the table's replica identity (%s): the old key of an UPDATE that changes it, "+
 				"and the key of a DELETE, would not reach replicator; choose key: columns within the identity, or run "+
-				"ALTER TABLE %s.%s REPLICA IDENTITY FULL", name, strings.Join(t.Identity, ", "), t.Schema, t.Name)
+				"ALTER TABLE %s.%s REPLICA IDENTITY FULL", name, strings.Join(t.Identity, ", "), sqlIdent(t.Schema), sqlIdent(t.Name))
 		}
 	}
 }
@@ -402,4 +402,20 @@ func (e *Entity) MarkUnused(t *relation.Table) {
 			}
 		}
 	}
+}
+
+// sqlIdent is name as an SQL identifier in a suggested statement: as is
+// when PostgreSQL would read it unquoted, else double-quoted.
+func sqlIdent(name string) string {
+	plain := name != ""
+	for i, r := range name {
+		if !(r >= 'a' && r <= 'z' || r == '_' || i > 0 && (r >= '0' && r <= '9' || r == '$')) {
+			plain = false
+			break
+		}
+	}
+	if plain {
+		return name
+	}
+	return `"` + strings.ReplaceAll(name, `"`, `""`) + `"`
 }

@@ -348,3 +348,12 @@ func TestKeyWithinReplicaIdentity(t *testing.T) {
 		}
 	}
 }
+
+func TestSQLIdent(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{"users": "users", "user_2": "user_2", "Sales": `"Sales"`, "a b": `"a b"`, `x"y`: `"x""y"`, "2x": `"2x"`, "": `""`} {
+		if got := sqlIdent(in); got != want {
+			t.Errorf("sqlIdent(%q): got %s, want %s", in, got, want)
+		}
+	}
+}
