@@ -29,15 +29,7 @@ func leanReaderBenchmark(h *harness) benchmark {
 			}
 			return s.sample(f), nil
 		}}},
-		metrics: []metric{
-			{key: "rows_per_s", label: "throughput", unit: "rows/s", ratio: true},
-			{key: "seconds", label: "time", unit: "s"},
-			{key: "cpu_s", label: "reader CPU", unit: "s", ratio: true},
-			{key: "cpu_us_per_row", label: "reader CPU per row", unit: "µs"},
-			{key: "walsender_cpu_s", label: "walsender CPU", unit: "s", ratio: true},
-			{key: "walsender_busy", label: "walsender busy", unit: "%"},
-			{key: "walsender_segments", label: "walsender TCP segments", unit: "segments", ratio: true},
-		},
+		metrics:    append([]metric{{key: "rows_per_s", label: "throughput", unit: "rows/s", ratio: true}}, readerMetrics()...),
 		reportRuns: 7,
 	}
 	s.runs = h.opts.runsOf(&b)

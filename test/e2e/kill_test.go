@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/replicator/replicator/pgcluster"
 	"github.com/replicator/replicator/pgcluster/pgtest"
 	"golang.org/x/sync/errgroup"
 )
@@ -94,45 +95,18 @@ func writeLoad(ctx context.Context, dsn string, writer int, written *atomic.Int6
 // tables from several writers while replicator run is SIGKILLed at random
 // moments and restarted; at the end every topic converges to its table.
 func TestNoLossUnderKill9(t *testing.T) {
-	pg := pgtest.Start(t)
-	conn := connect(t, pg)
-	mustExec(t, conn, killDDL)
-
-	dataDir := t.TempDir()
-	brokerAddr, registryAddr := freeAddr(t), freeAddr(t)
-	cfgPath := filepath.Join(dataDir, "replicator.yaml")
-	cfg := fmt.Sprintf(`data_dir: %q
-source:
-  url: %q
-  status_interval: 100ms
-kafka:
-  listen: %q
-  partitions: 4
-registry:
-  listen: %q
-entities:
-  - table: items
-  - table: lines
-  - table: tags
-`, filepath.Join(dataDir, "data"), pg.DSN("postgres"), brokerAddr, registryAddr)
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	mw := startMixedWorkload(t, "")
 
 	const target = 200_000
-	var written atomic.Int64
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	g, gctx := errgroup.WithContext(ctx)
-	for w := 0; w < 3; w++ {
-		g.Go(func() error { return writeLoad(gctx, pg.DSN("postgres"), w, &written, target, 60*time.Millisecond) })
-	}
+	g, gctx, written := mw.write(ctx, 3, target, 60*time.Millisecond)
 
 	rng := rand.New(rand.NewPCG(7, 7))
 	kills := 0
 	// Keep killing while the writers run, and at least six times.
 	for kills < 6 || written.Load() < target && gctx.Err() == nil {
-		p := startReplicator(t, "run", "--config", cfgPath)
+		p := startReplicator(t, "run", "--config", mw.cfgPath)
 		// Let it run between 0.2 s and 2.5 s: some kills land in the
 		// snapshot, some mid-stream, some right after a start.
 		select {
@@ -154,10 +128,65 @@ entities:
 		t.Fatalf("writers wrote %d changes, want at least %d", written.Load(), target)
 	}
 
-	p := startReplicator(t, "run", "--config", cfgPath)
+	mw.assertConverged(t)
+}
+
+// mixedWorkload is a cluster holding the mixed workload's three tables
+// (killDDL) and a replicator config that streams them.
+type mixedWorkload struct {
+	pg                                *pgcluster.Cluster
+	conn                              *pgx.Conn
+	cfgPath, brokerAddr, registryAddr string
+}
+
+// startMixedWorkload starts the cluster and writes the config; kafkaExtra
+// holds more lines for its kafka: section (indented by two spaces).
+func startMixedWorkload(t *testing.T, kafkaExtra string) *mixedWorkload {
+	t.Helper()
+	mw := &mixedWorkload{pg: pgtest.Start(t), brokerAddr: freeAddr(t), registryAddr: freeAddr(t)}
+	mw.conn = connect(t, mw.pg)
+	mustExec(t, mw.conn, killDDL)
+	dataDir := t.TempDir()
+	mw.cfgPath = filepath.Join(dataDir, "replicator.yaml")
+	cfg := fmt.Sprintf(`data_dir: %q
+source:
+  url: %q
+  status_interval: 100ms
+kafka:
+  listen: %q
+  partitions: 4
+%sregistry:
+  listen: %q
+entities:
+  - table: items
+  - table: lines
+  - table: tags
+`, filepath.Join(dataDir, "data"), mw.pg.DSN("postgres"), mw.brokerAddr, kafkaExtra, mw.registryAddr)
+	if err := os.WriteFile(mw.cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return mw
+}
+
+// write starts n writers (writeLoad) that stop once target changes are
+// written in total or ctx ends; the caller waits on the group.
+func (mw *mixedWorkload) write(ctx context.Context, n int, target int64, pace time.Duration) (*errgroup.Group, context.Context, *atomic.Int64) {
+	var written atomic.Int64
+	g, gctx := errgroup.WithContext(ctx)
+	for w := range n {
+		g.Go(func() error { return writeLoad(gctx, mw.pg.DSN("postgres"), w, &written, target, pace) })
+	}
+	return g, gctx, &written
+}
+
+// assertConverged runs replicator until it has caught up and checks every
+// topic against its table.
+func (mw *mixedWorkload) assertConverged(t *testing.T) {
+	t.Helper()
+	p := startReplicator(t, "run", "--config", mw.cfgPath)
 	waitOutput(t, p, "msg=streaming")
-	waitCaughtUp(t, conn, "replicator", p)
-	assertMixedWorkloadConverged(t, conn, brokerAddr, "http://"+registryAddr)
+	waitCaughtUp(t, mw.conn, "replicator", p)
+	assertMixedWorkloadConverged(t, mw.conn, mw.brokerAddr, "http://"+mw.registryAddr)
 	p.stop(t)
 }
 

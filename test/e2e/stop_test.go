@@ -4,16 +4,9 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
-	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/replicator/replicator/pgcluster/pgtest"
-	"golang.org/x/sync/errgroup"
 )
 
 // TestGracefulStopUnderLoad: SIGTERM while changes stream in is a clean
@@ -24,46 +17,17 @@ import (
 // buffer keeps the stream under back-pressure while it catches up after
 // each restart; a one-second linger keeps records buffered.
 func TestGracefulStopUnderLoad(t *testing.T) {
-	pg := pgtest.Start(t)
-	conn := connect(t, pg)
-	mustExec(t, conn, killDDL)
-
-	dataDir := t.TempDir()
-	brokerAddr, registryAddr := freeAddr(t), freeAddr(t)
-	cfgPath := filepath.Join(dataDir, "replicator.yaml")
-	cfg := fmt.Sprintf(`data_dir: %q
-source:
-  url: %q
-  status_interval: 100ms
-kafka:
-  listen: %q
-  partitions: 4
-  linger: 1s
-  max_buffered_records: 200
-registry:
-  listen: %q
-entities:
-  - table: items
-  - table: lines
-  - table: tags
-`, filepath.Join(dataDir, "data"), pg.DSN("postgres"), brokerAddr, registryAddr)
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	mw := startMixedWorkload(t, "  linger: 1s\n  max_buffered_records: 200\n")
 
 	const target = 150_000
-	var written atomic.Int64
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	g, gctx := errgroup.WithContext(ctx)
-	for w := 0; w < 2; w++ {
-		g.Go(func() error { return writeLoad(gctx, pg.DSN("postgres"), w, &written, target, 60*time.Millisecond) })
-	}
+	g, gctx, written := mw.write(ctx, 2, target, 60*time.Millisecond)
 
 	rng := rand.New(rand.NewPCG(3, 9))
 	stops := 0
 	for stops < 4 || written.Load() < target && gctx.Err() == nil {
-		p := startReplicator(t, "run", "--config", cfgPath)
+		p := startReplicator(t, "run", "--config", mw.cfgPath)
 		waitOutput(t, p, "msg=streaming")
 		select {
 		case err := <-p.done:
@@ -78,9 +42,5 @@ entities:
 		t.Fatal(err)
 	}
 
-	p := startReplicator(t, "run", "--config", cfgPath)
-	waitOutput(t, p, "msg=streaming")
-	waitCaughtUp(t, conn, "replicator", p)
-	assertMixedWorkloadConverged(t, conn, brokerAddr, "http://"+registryAddr)
-	p.stop(t)
+	mw.assertConverged(t)
 }
