@@ -118,7 +118,7 @@ func (s *streamBench) sample(f streamFigures) sample {
 		"peak_rss_mb":     mb(f.peakRSS),
 		"startup_s":       f.startup.Seconds(),
 	}
-	if f.segments >= 0 {
+	if f.segsErr == nil {
 		smp["walsender_segments"] = float64(f.segments)
 	}
 	return smp
