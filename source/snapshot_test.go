@@ -546,6 +546,10 @@ func TestSnapshot(t *testing.T) {
 		h := newFakeHandler(false)
 		r := run(t, db.newSource(dir, nil, nil, "items"), h)
 		r.waitChanges(t, h, "the snapshot of items", atLeast(5))
+		// A streamed change means the snapshot completed: streaming starts
+		// only once its state is written.
+		db.exec(`INSERT INTO items VALUES (6, 'streamed')`)
+		r.waitChanges(t, h, "a change streamed after the snapshot", atLeast(6))
 		if err := r.stop(t); err != nil {
 			t.Fatalf("first run: %v", err)
 		}
@@ -567,9 +571,12 @@ func TestSnapshot(t *testing.T) {
 		h2 := newFakeHandler(false)
 		r2 := run(t, db.newSource(dir, nil, never, "items", "extra"), h2)
 		db.exec(`INSERT INTO extra VALUES (8, 'new')`)
-		got := r2.waitChanges(t, h2, "the new row of extra", atLeast(1))
-		if len(got) != 1 || got[0].Op != OpInsert || got[0].TableIndex != 1 || got[0].New[0] != int32(8) {
-			t.Errorf("streamed after resuming: got %s, want only the insert of 8 into extra", summarize(got))
+		ofExtra := func(c Change) bool { return c.TableIndex == 1 }
+		got := r2.waitChanges(t, h2, "the new row of extra", func(cs []Change) bool { return len(filter(cs, ofExtra)) > 0 })
+		// items' last change may come again (at-least-once); extra's only
+		// change is the new row: its older rows are not snapshotted.
+		if ex := filter(got, ofExtra); len(ex) != 1 || ex[0].Op != OpInsert || ex[0].New[0] != int32(8) {
+			t.Errorf("extra after resuming: got %s, want only the insert of 8", summarize(ex))
 		}
 		if err := r2.stop(t); err != nil {
 			t.Fatalf("resume with snapshot never: %v", err)
