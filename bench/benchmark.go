@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"syscall"
 	"time"
 
 	"github.com/replicator/replicator/bench/stats"
@@ -184,6 +185,9 @@ func runBenchmark(ctx context.Context, b *benchmark, runs int, progress func(for
 			if i >= 0 {
 				s = b.subjects[i]
 			}
+			if d := settle(); d > time.Second {
+				progress("%s: run %d/%d %s: wrote back earlier writes first (%s)", b.name, run, runs, s.name, d.Round(100*time.Millisecond))
+			}
 			t := time.Now()
 			smp, err := s.run(ctx, run)
 			if err != nil {
@@ -215,4 +219,16 @@ func (b *benchmark) brief(s sample) string {
 		out += m.label + " " + formatValue(x, m.unit)
 	}
 	return out
+}
+
+// settle writes every dirty page out before a timed run and returns how
+// long that took. The setup's and the previous runs' writes (PostgreSQL
+// runs with fsync off; the broker keeps its log in files) are otherwise
+// written back by the kernel some thirty seconds later, on the same two
+// cores, during whichever run happens to be timed then: it was seen to
+// land in the stream's runs (up to 600 MB at once).
+func settle() time.Duration {
+	t := time.Now()
+	syscall.Sync()
+	return time.Since(t)
 }

@@ -107,6 +107,8 @@ func writeDoc(path string, m machine, opts options, results []*result, chart str
 		"and the broker process once with `go build`; everything talks over loopback.\n")
 	w("- Every run measures the ceiling and each subject once; ratios are taken run by run (subject ÷ ceiling of the same run), " +
 		"then summarised. Median, min – max and spread ((max − min) ÷ median) are over the runs.\n")
+	w("- Before every timed run the harness calls sync(2), so that no earlier writes (the setup's WAL and tables, " +
+		"written with fsync off, or a previous run's broker log) are written back by the kernel during the run.\n")
 	w("- Every load loop is bounded in count and in time; every wait has a deadline. Nothing here is a timed unit test.\n")
 	w("- Throughput ends when `confirmed_flush_lsn` reaches the target, which both readers report every 100 ms and the " +
 		"benchmark polls every 20 ms: a stream timing can be late by up to ~0.12 s, for both alike.\n")
