@@ -41,6 +41,14 @@ func (p *Pipeline) truncate(ctx context.Context, c *source.Change, ack acker) er
 	if err := p.Err(); err != nil {
 		return err
 	}
+	// As in handle: nothing is produced or acknowledged after a record
+	// was abandoned, or once stopping.
+	if p.abandoned.Load() {
+		return errAbandoned
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if c.TableIndex < 0 || c.TableIndex >= len(p.entities) {
 		return fmt.Errorf("truncate of table index %d: no such entity", c.TableIndex)
 	}

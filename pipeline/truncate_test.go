@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 
@@ -121,6 +122,31 @@ func TestTruncateFailAndEmpty(t *testing.T) {
 		}
 		if n := len(prod.produced()); n != 0 || ack.count() != 1 {
 			t.Errorf("got %d records and %d acks, want none and 1", n, ack.count())
+		}
+	})
+	t.Run("after an abandoned record", func(t *testing.T) {
+		prod := &fakeProducer{}
+		p := New(newEntities(t, table, topic), prod, WithLiveKeys(topicKeys(t, b.Addr())))
+		p.abandoned.Store(true) // a stop gave up on a record before this TRUNCATE
+		var ack countAck
+		if err := p.truncate(t.Context(), change(table, source.OpTruncate, nil, nil), &ack); !errors.Is(err, errAbandoned) {
+			t.Errorf("Truncate: got %v, want errAbandoned", err)
+		}
+		if n := len(prod.produced()); n != 0 || ack.count() != 0 {
+			t.Errorf("got %d records and %d acks, want none: nothing is acknowledged after an abandoned record", n, ack.count())
+		}
+	})
+	t.Run("stopping", func(t *testing.T) {
+		prod := &fakeProducer{}
+		p := New(newEntities(t, table, topic), prod, WithLiveKeys(topicKeys(t, b.Addr())))
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		var ack countAck
+		if err := p.truncate(ctx, change(table, source.OpTruncate, nil, nil), &ack); !errors.Is(err, context.Canceled) {
+			t.Errorf("Truncate: got %v, want context.Canceled", err)
+		}
+		if n := len(prod.produced()); n != 0 || ack.count() != 0 {
+			t.Errorf("got %d records and %d acks, want none", n, ack.count())
 		}
 	})
 	t.Run("no reader", func(t *testing.T) {
