@@ -125,12 +125,23 @@ func TestCheckpoint(t *testing.T) {
 			},
 		},
 		{
-			name: "empty transactions between others pass once reached",
+			name: "empty transactions between others pass once reached, holding no slot",
 			steps: []cpStep{
 				begin("A"), track("A", "a1"), seal("A", 100),
 				begin("B"), seal("B", 150),
-				begin("C"), seal("C", 160), wantConfirmed(start, 3),
-				ackDone("a1"), wantConfirmed(160, 0),
+				begin("C"), seal("C", 160), wantConfirmed(start, 1),
+				begin("D"), track("D", "d1"), seal("D", 200),
+				begin("E"), seal("E", 210), wantConfirmed(start, 2),
+				ackDone("a1"), wantConfirmed(160, 1),
+				ackDone("d1"), wantConfirmed(210, 0),
+			},
+		},
+		{
+			name: "an empty transaction behind an unsealed one waits in line",
+			steps: []cpStep{
+				begin("A"), track("A", "a1"),
+				begin("B"), seal("B", 150), wantConfirmed(start, 2),
+				ackDone("a1"), seal("A", 100), wantConfirmed(150, 0),
 			},
 		},
 		{
@@ -182,6 +193,30 @@ func TestCheckpoint(t *testing.T) {
 				step(t, f)
 			}
 		})
+	}
+}
+
+// TestCheckpointEmptyTransactionsHoldNoMemory: while acknowledgements
+// stall (a broker outage), transactions without changes for the handler
+// keep coming; the queue must not grow with them.
+func TestCheckpointEmptyTransactionsHoldNoMemory(t *testing.T) {
+	t.Parallel()
+	cp := newCheckpoint(1)
+	m := cp.begin()
+	ack := cp.track(m)
+	cp.seal(m, 10)
+	for i := range 100_000 {
+		cp.seal(cp.begin(), pglogrepl.LSN(20+i))
+	}
+	if got := cp.inFlight(); got != 1 {
+		t.Fatalf("inFlight after 100,000 empty transactions behind an unacknowledged one: got %d, want 1", got)
+	}
+	if got := cp.advance(); got != 1 {
+		t.Fatalf("advance before the ack: got %s, want 0/1", got)
+	}
+	ack.Done()
+	if got, want := cp.advance(), pglogrepl.LSN(20+100_000-1); got != want {
+		t.Fatalf("advance after the ack: got %s, want %s (the last empty transaction's end)", got, want)
 	}
 }
 
