@@ -14,7 +14,8 @@ import (
 )
 
 // ensurePublication creates the publication for exactly the configured
-// tables, or adds the configured tables an existing publication lacks.
+// tables, or adds the configured tables an existing publication lacks
+// once it is known not to lose their changes ([CheckPublication]).
 // Tables it holds beyond ours are left alone (their changes are skipped).
 // A role without CREATE on the database can still run when a DBA has
 // created the publication beforehand.
@@ -34,6 +35,11 @@ func ensurePublication(ctx context.Context, conn *pgx.Conn, name string, tables 
 	}
 	if err != nil {
 		return false, fmt.Errorf("look up publication %s: %w", name, err)
+	}
+	// Refused before anything is added to it: a publication that would
+	// lose changes is an operator's decision to undo, not ours.
+	if err := errors.Join(CheckPublication(ctx, conn, name, tables)...); err != nil {
+		return false, err
 	}
 	if allTables {
 		return false, nil

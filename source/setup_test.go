@@ -31,6 +31,14 @@ func publicTables(names ...string) []relation.Table {
 	return ts
 }
 
+func tableWithColumns(name string, columns ...string) relation.Table {
+	t := relation.Table{Schema: "public", Name: name}
+	for _, c := range columns {
+		t.Columns = append(t.Columns, relation.Column{Name: c})
+	}
+	return t
+}
+
 // publicationTables lists the tables of a publication as schema.name,
 // sorted.
 func publicationTables(t *testing.T, conn *pgx.Conn, pub string) []string {
@@ -58,6 +66,12 @@ func testEnsurePublication(t *testing.T, pg *pgcluster.Cluster) {
 		CREATE PUBLICATION has_a_b FOR TABLE a, b;
 		CREATE PUBLICATION all_tables FOR ALL TABLES;
 		CREATE PUBLICATION owned_by_postgres FOR TABLE a;
+		CREATE TABLE d (id int PRIMARY KEY, name text, secret text);
+		CREATE PUBLICATION no_deletes FOR TABLE a WITH (publish = 'insert, update');
+		CREATE PUBLICATION all_but_truncate FOR ALL TABLES WITH (publish = 'insert, update, delete');
+		CREATE PUBLICATION filtered FOR TABLE a WHERE (id > 10);
+		CREATE PUBLICATION some_columns FOR TABLE d (id, name);
+		CREATE PUBLICATION every_column FOR TABLE d (id, name, secret);
 		CREATE ROLE limited LOGIN;
 		GRANT SELECT ON ALL TABLES IN SCHEMA public TO limited;
 	`)
@@ -103,6 +117,30 @@ func testEnsurePublication(t *testing.T, pg *pgcluster.Cluster) {
 			tables: publicTables("a", "b"), wantErr: `the role needs ownership of the publication (or have a DBA run: ALTER PUBLICATION "owned_by_postgres" ADD TABLE "public"."b")`,
 		},
 		{
+			name: "one that does not publish deletes is refused, untouched", pub: "no_deletes",
+			tables:     publicTables("a", "b"),
+			wantErr:    `publication no_deletes does not publish delete, truncate: those changes would never reach the topics; ALTER PUBLICATION "no_deletes" SET (publish = 'insert, update, delete, truncate')`,
+			wantTables: []string{"public.a"},
+		},
+		{
+			name: "so is FOR ALL TABLES without truncate", pub: "all_but_truncate",
+			tables: publicTables("a"), wantErr: "publication all_but_truncate does not publish truncate",
+		},
+		{
+			name: "a row filter is refused", pub: "filtered",
+			tables:  publicTables("a"),
+			wantErr: `publication filtered filters the rows of table public.a (WHERE (id > 10)): the topics would miss the other rows, and the snapshot would disagree with the stream; publish the whole table (BEGIN; ALTER PUBLICATION "filtered" DROP TABLE "public"."a"; ALTER PUBLICATION "filtered" ADD TABLE "public"."a"; COMMIT;)`,
+		},
+		{
+			name: "a column list that leaves a column out is refused", pub: "some_columns",
+			tables:  []relation.Table{tableWithColumns("d", "id", "name", "secret")},
+			wantErr: "publication some_columns leaves column(s) secret of table public.d out of its column list",
+		},
+		{
+			name: "a column list of every column is accepted", pub: "every_column",
+			tables: []relation.Table{tableWithColumns("d", "id", "name", "secret")}, wantTables: []string{"public.d"},
+		},
+		{
 			name: "a missing table fails", pub: "with_missing",
 			tables: publicTables("nope"), wantErr: `create publication with_missing`,
 		},
@@ -124,6 +162,11 @@ func testEnsurePublication(t *testing.T, pg *pgcluster.Cluster) {
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("ensurePublication: got error %v, want one containing %q", err, tt.wantErr)
+				}
+				if tt.wantTables != nil {
+					if got := publicationTables(t, conn, tt.pub); !reflect.DeepEqual(got, tt.wantTables) {
+						t.Errorf("tables of %s after the refusal: got %v, want %v", tt.pub, got, tt.wantTables)
+					}
 				}
 				return
 			}

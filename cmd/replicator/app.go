@@ -113,6 +113,9 @@ func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, pr
 	if len(problems) == 0 {
 		tables, entities, err = loadEntities(ctx, cfg, conn)
 		problems = append(problems, err)
+		if err == nil {
+			problems = append(problems, source.CheckPublication(ctx, conn, cfg.Source.Publication, tables)...)
+		}
 	}
 	conn.Close(ctx)
 	if err := errors.Join(problems...); err != nil {

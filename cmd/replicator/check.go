@@ -60,6 +60,7 @@ func runCheck(ctx context.Context, path string, flags *pflag.FlagSet, out io.Wri
 			errs = append(errs, source.CheckTable(ctx, conn, &tables[i])...)
 		}
 		report(fmt.Sprintf("entities (%d tables)", len(tables)), errs...)
+		report("publication "+cfg.Source.Publication, source.CheckPublication(ctx, conn, cfg.Source.Publication, tables)...)
 	}
 
 	if !cfg.EmbeddedKafka() {

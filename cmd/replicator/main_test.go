@@ -63,6 +63,7 @@ const badTables = `
 CREATE TABLE good (id bigint PRIMARY KEY, name text, price numeric(8,2), at timestamptz);
 CREATE TABLE nokey (a int NOT NULL, b text);
 CREATE TABLE shapes (id int PRIMARY KEY, p point, label text);
+CREATE PUBLICATION no_deletes FOR TABLE good WITH (publish = 'insert, update');
 `
 
 func TestCheckReportsEveryProblem(t *testing.T) {
@@ -134,6 +135,7 @@ func TestRunRefusesBadInput(t *testing.T) {
 	tests := []struct {
 		name    string
 		url     string
+		pub     string // source.publication; default replicator's
 		extra   string
 		entity  string
 		want    []string
@@ -144,6 +146,7 @@ func TestRunRefusesBadInput(t *testing.T) {
 		{name: "unmappable type", url: dsn, entity: "shapes", want: []string{"shapes", "p", "point", "as_string:"}},
 		{name: "wal_level not logical", url: replicaOnly.DSN("postgres"), entity: "pg_catalog.pg_class", want: []string{"wal_level", "logical", "ALTER SYSTEM"}},
 		{name: "wrong password", url: wrongPassword, entity: "good", want: []string{"password", "secretive"}, notWant: "wrong@"},
+		{name: "publication that would lose deletes", url: dsn, pub: "no_deletes", entity: "good", want: []string{"publication no_deletes does not publish delete, truncate", `ALTER PUBLICATION "no_deletes" SET (publish = 'insert, update, delete, truncate')`}},
 		{name: "unreachable registry", url: dsn, entity: "good", extra: fmt.Sprintf("registry: {url: %q}\n", "http://"+closedAddr(t)), want: []string{"registry.url"}},
 		{name: "unreachable broker", url: dsn, entity: "good", extra: fmt.Sprintf("kafka: {brokers: [%q]}\n", closedAddr(t)), want: []string{"kafka.brokers"}},
 	}
@@ -156,8 +159,12 @@ func TestRunRefusesBadInput(t *testing.T) {
 			if !strings.Contains(extra, "kafka:") {
 				extra += fmt.Sprintf("kafka: {listen: %q}\n", closedAddr(t))
 			}
-			cfg := writeYAML(t, fmt.Sprintf("source: {url: %q, slot: s_%d}\ndata_dir: %q\n%sentities:\n  - table: %s\n",
-				tt.url, time.Now().UnixNano()%1e6, t.TempDir(), extra, tt.entity))
+			pub := tt.pub
+			if pub == "" {
+				pub = "replicator"
+			}
+			cfg := writeYAML(t, fmt.Sprintf("source: {url: %q, slot: s_%d, publication: %s}\ndata_dir: %q\n%sentities:\n  - table: %s\n",
+				tt.url, time.Now().UnixNano()%1e6, pub, t.TempDir(), extra, tt.entity))
 			out, err := runCLI(t, "run", "--config", cfg)
 			if err == nil {
 				t.Fatalf("run succeeded; output:\n%s", out)
