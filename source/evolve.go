@@ -177,19 +177,25 @@ func (st *stream) truncate(ctx context.Context, m *pglogrepl.TruncateMessage) er
 		if rel.idx < 0 {
 			continue
 		}
-		tr, ok := st.h.(truncater)
-		if !ok {
-			return fmt.Errorf("TRUNCATE of %s at LSN %s: the handler cannot publish a truncation; the replicator stops rather than leave deleted rows on the topic (see docs/OPERATIONS.md)", rel.table.QualifiedName(), st.txnLSN)
-		}
 		if st.txn == nil {
 			return fmt.Errorf("pgoutput: TRUNCATE of %s outside a transaction", rel.table.QualifiedName())
 		}
 		c := &st.change
 		*c = Change{Op: OpTruncate, Table: rel.table, TableIndex: rel.idx, LSN: st.txnLSN, CommitTime: st.txnTime, XID: st.txnXID}
-		c.Ack = st.cp.track(st.txn)
-		if err := tr.Truncate(ctx, c); err != nil {
+		if err := handOverTruncate(ctx, st.h, c, st.cp, st.txn); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// handOverTruncate hands c, a TRUNCATE of one configured table in the
+// transaction m, to h. A handler that cannot publish one stops the source.
+func handOverTruncate(ctx context.Context, h Handler, c *Change, cp *checkpoint, m *txnMark) error {
+	tr, ok := h.(truncater)
+	if !ok {
+		return fmt.Errorf("TRUNCATE of %s at LSN %s: the handler cannot publish a truncation; the replicator stops rather than leave deleted rows on the topic (see docs/OPERATIONS.md)", c.Table.QualifiedName(), c.LSN)
+	}
+	c.Ack = cp.track(m)
+	return tr.Truncate(ctx, c)
 }

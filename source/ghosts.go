@@ -5,12 +5,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/replicator/replicator/relation"
 )
 
 // Redoing an interrupted snapshot from a new consistent point leaves one
@@ -80,7 +82,7 @@ func (s *Source) replayDeletes(ctx context.Context, conn *pgx.Conn, until pglogr
 	}
 	s.log.Info("tombstoning rows deleted since the interrupted snapshot's position", "slot", prev,
 		"from_lsn", info.confirmed, "to_lsn", until)
-	r := &deleteReplay{src: s, h: h, rels: map[uint32]*streamRel{}, cp: newCheckpoint(0)}
+	r := &deleteReplay{src: s, h: h, rels: map[uint32]*replayRel{}, cp: newCheckpoint(0)}
 	r.mark = r.cp.begin()
 	if err := r.run(ctx, repl, until); err != nil {
 		return fmt.Errorf("tombstone rows deleted since slot %s's position %s: %w", prev, info.confirmed, err)
@@ -127,7 +129,7 @@ func (s *Source) dropSlotSQL(ctx context.Context, conn *pgx.Conn, name string) e
 type deleteReplay struct {
 	src  *Source
 	h    Handler
-	rels map[uint32]*streamRel
+	rels map[uint32]*replayRel
 	cp   *checkpoint
 	mark *txnMark
 	n    int64
@@ -211,22 +213,71 @@ func (r *deleteReplay) walData(ctx context.Context, data []byte, until pglogrepl
 		r.inTxn = false
 		return m.CommitLSN >= until, nil
 	case *pglogrepl.RelationMessage:
-		if idx, ok := r.src.byName[m.Namespace+"."+m.RelationName]; ok {
-			// A table whose columns changed since is decoded by name only
-			// where it matches; a mismatch is not fatal here, as the new
-			// snapshot reads the table as it is now.
-			r.rels[m.RelationID] = &streamRel{idx: idx, table: &r.src.tables[idx]}
-		} else {
-			r.rels[m.RelationID] = &streamRel{idx: -1}
-		}
+		r.rels[m.RelationID] = r.relation(m)
 	case *pglogrepl.DeleteMessage:
 		return false, r.tombstone(ctx, m.RelationID, m.OldTuple, nil)
 	case *pglogrepl.UpdateMessage:
 		if m.OldTuple != nil {
 			return false, r.tombstone(ctx, m.RelationID, m.OldTuple, m.NewTuple)
 		}
+	case *pglogrepl.TruncateMessage:
+		return false, r.truncate(ctx, m)
 	}
 	return false, nil
+}
+
+// replayRel is a relation of the replayed stream: the configured table,
+// and where each of its columns is in the tuples of the shape the WAL had
+// then, which may differ from the table's shape now (columns added or
+// dropped since): columns are matched by name.
+type replayRel struct {
+	idx   int // -1: not configured
+	table *relation.Table
+	at    []int // per table column, its position in the WAL's tuples; -1: absent then
+}
+
+func (r *deleteReplay) relation(m *pglogrepl.RelationMessage) *replayRel {
+	idx, ok := r.src.byName[m.Namespace+"."+m.RelationName]
+	if !ok {
+		return &replayRel{idx: -1}
+	}
+	t := &r.src.tables[idx]
+	rel := &replayRel{idx: idx, table: t, at: make([]int, len(t.Columns))}
+	for i := range t.Columns {
+		rel.at[i] = slices.IndexFunc(m.Columns, func(c *pglogrepl.RelationMessageColumn) bool { return c.Name == t.Columns[i].Name })
+	}
+	return rel
+}
+
+// text is the value of table column i in tuple, if the tuple has one.
+func (rel *replayRel) text(tuple *pglogrepl.TupleData, i int) ([]byte, bool) {
+	at := rel.at[i]
+	if at < 0 || at >= len(tuple.Columns) || tuple.Columns[at].DataType != pglogrepl.TupleDataTypeText {
+		return nil, false
+	}
+	return tuple.Columns[at].Data, true
+}
+
+// truncate hands a TRUNCATE of configured tables to the handler, which
+// tombstones every key live on their topics: rows the interrupted run
+// published and the TRUNCATE removed are in neither the new snapshot nor
+// the new stream. The new snapshot's records follow the tombstones.
+func (r *deleteReplay) truncate(ctx context.Context, m *pglogrepl.TruncateMessage) error {
+	for _, id := range m.RelationIDs {
+		rel := r.rels[id]
+		if rel == nil {
+			return fmt.Errorf("pgoutput: TRUNCATE of unknown relation %d", id)
+		}
+		if rel.idx < 0 {
+			continue
+		}
+		r.change = Change{Op: OpTruncate, Table: rel.table, TableIndex: rel.idx, LSN: r.txnLSN, CommitTime: r.txnTime, XID: r.txnXID}
+		if err := handOverTruncate(ctx, r.h, &r.change, r.cp, r.mark); err != nil {
+			return err
+		}
+		r.n++
+	}
+	return nil
 }
 
 // tombstone hands a delete of the old tuple's key to the handler; for an
@@ -240,22 +291,42 @@ func (r *deleteReplay) tombstone(ctx context.Context, relID uint32, oldTuple, ne
 		return nil
 	}
 	t := rel.table
-	if len(oldTuple.Columns) != len(t.Columns) {
-		return nil // the table changed shape since; its rows are re-read by the new snapshot
+	// Columns are taken by name from the WAL's shape and decoded as the
+	// table has them now: a row deleted before a column was added or
+	// dropped still gets its tombstone.
+	for _, k := range t.PrimaryKey {
+		_, i, _ := t.Column(k)
+		if _, ok := rel.text(oldTuple, i); !ok {
+			// The key then was not the key now (changed since): its
+			// records were keyed otherwise and cannot be named.
+			r.src.log.Warn("a row deleted while the snapshot was interrupted lacks today's key column: no tombstone for it",
+				"table", t.QualifiedName(), "column", k, "lsn", r.txnLSN)
+			return nil
+		}
 	}
-	if newTuple != nil && len(t.PrimaryKey) > 0 && len(newTuple.Columns) == len(t.Columns) {
+	if newTuple != nil {
 		same := true
 		for _, k := range t.PrimaryKey {
 			_, i, _ := t.Column(k)
-			same = same && bytes.Equal(oldTuple.Columns[i].Data, newTuple.Columns[i].Data)
+			o, _ := rel.text(oldTuple, i)
+			n, _ := rel.text(newTuple, i)
+			same = same && bytes.Equal(o, n)
 		}
 		if same {
 			return nil
 		}
 	}
-	old, err := decodeTuple(t, oldTuple)
-	if err != nil {
-		return err
+	old := make([]any, len(t.Columns))
+	for i := range t.Columns {
+		text, ok := rel.text(oldTuple, i)
+		if !ok || t.Columns[i].Unused {
+			continue
+		}
+		v, err := relation.DecodeText(&t.Columns[i].Type, text)
+		if err != nil {
+			return valueError(t, tupleKeyByName(rel, oldTuple), i, err)
+		}
+		old[i] = v
 	}
 	r.change = Change{Op: OpDelete, Table: t, TableIndex: rel.idx, Old: old, LSN: r.txnLSN, CommitTime: r.txnTime, XID: r.txnXID}
 	r.change.Ack = r.cp.track(r.mark)
@@ -264,4 +335,9 @@ func (r *deleteReplay) tombstone(ctx context.Context, relID uint32, oldTuple, ne
 	}
 	r.n++
 	return nil
+}
+
+// tupleKeyByName renders the primary key of a replayed tuple for an error.
+func tupleKeyByName(rel *replayRel, tuple *pglogrepl.TupleData) string {
+	return rowKey(rel.table, func(i int) ([]byte, bool) { return rel.text(tuple, i) })
 }

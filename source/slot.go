@@ -56,6 +56,11 @@ func (s *Source) prepareSlot(ctx context.Context, conn *pgx.Conn, repl *pgconn.P
 					return 0, err
 				}
 			}
+			if haveState && state.Complete {
+				if err := s.recordTables(state); err != nil {
+					return 0, err
+				}
+			}
 			s.log.Info("resuming from replication slot", "slot", s.cfg.Slot, "confirmed_lsn", slot.confirmed)
 			return slot.confirmed, nil
 		}
@@ -136,12 +141,7 @@ func (s *Source) checkSnapshotted(state snapshotState) error {
 	if len(state.Tables) == 0 {
 		return nil // written before the tables were recorded: nothing to compare
 	}
-	var added []string
-	for _, name := range s.tableNames() {
-		if !slices.Contains(state.Tables, name) {
-			added = append(added, name)
-		}
-	}
+	added := s.unrecorded(state)
 	if len(added) == 0 {
 		return nil
 	}
@@ -150,6 +150,39 @@ func (s *Source) checkSnapshotted(state snapshotState) error {
 		"(keep the slot: the next run tombstones from it the rows deleted since, then snapshots every configured table; "+
 		"records already published repeat, none is missed). Or stream only their changes from now on with source.snapshot: never",
 		tableList(added), s.cfg.Slot, state.CompletedAt.Format(time.RFC3339), statePath(s.cfg.StateDir, s.cfg.Slot))
+}
+
+// recordTables adds to the slot's state the configured tables it does not
+// list: those streamed only by choice (source.snapshot: never), so that
+// going back to snapshot: initial does not refuse them again, or all of
+// them when the state predates the table list, so that a table added
+// later is checked (checkSnapshotted).
+func (s *Source) recordTables(state snapshotState) error {
+	added := s.unrecorded(state)
+	if len(added) == 0 {
+		return nil
+	}
+	reason := "streamed without a snapshot (source.snapshot: never): their rows from before the slot are not published"
+	if len(state.Tables) == 0 {
+		reason = "the state file predates its table list: taken to be the tables snapshotted"
+	}
+	state.Tables = append(state.Tables, added...)
+	if err := writeState(s.cfg.StateDir, state); err != nil {
+		return err
+	}
+	s.log.Info("recorded tables in the slot's state", "slot", s.cfg.Slot, "tables", strings.Join(added, ", "), "reason", reason)
+	return nil
+}
+
+// unrecorded are the configured tables the state does not list.
+func (s *Source) unrecorded(state snapshotState) []string {
+	var names []string
+	for _, name := range s.tableNames() {
+		if !slices.Contains(state.Tables, name) {
+			names = append(names, name)
+		}
+	}
+	return names
 }
 
 // tableList names tables in an error: "table a" or "tables a, b".

@@ -384,21 +384,7 @@ func TestSnapshot(t *testing.T) {
 			CREATE TABLE items (id int PRIMARY KEY, v text);
 			INSERT INTO items SELECT i, 'v' FROM generate_series(1, 20) i;`)
 		dir := t.TempDir()
-		h := newFakeHandler(false)
-		h.before = func(_ context.Context, n int, _ *Change) error {
-			if n == 5 {
-				return errBoom
-			}
-			return nil
-		}
-		if err := run(t, db.newSource(dir, nil, nil, "items"), h).wait(t); !errors.Is(err, errBoom) {
-			t.Fatalf("first Run: got %v, want the handler's error", err)
-		}
-		published := ids(h.got())
-		if len(published) != 5 {
-			t.Fatalf("first Run published %v, want 5 rows", published)
-		}
-		db.waitSlot("left behind, inactive", func(s slotInfo) bool { return s.exists && !s.active })
+		published := interruptSnapshot(t, db, dir)
 		// Published by the failed run, then deleted or re-keyed: neither the
 		// new snapshot nor the new stream would ever mention them.
 		db.exec(`DELETE FROM items WHERE id = $1`, published[0])
@@ -434,6 +420,35 @@ func TestSnapshot(t *testing.T) {
 		}
 		if !strings.Contains(logs.String(), "tombstoned rows deleted while the snapshot was interrupted") || !strings.Contains(logs.String(), "tombstones=3") {
 			t.Errorf("log lacks the tombstone line:\n%s", logs.String())
+		}
+	})
+
+	// A TRUNCATE, and a delete from before a column was added, while the
+	// snapshot was interrupted: both removed rows the failed run had
+	// published, which neither the new snapshot nor the new stream
+	// mention.
+	t.Run("a TRUNCATE or a shape change while the snapshot was interrupted", func(t *testing.T) {
+		t.Parallel()
+		db := newDB(t, pg, "ghosts_shape", `
+			CREATE TABLE items (id int PRIMARY KEY, v text);
+			INSERT INTO items SELECT i, 'v' FROM generate_series(1, 20) i;`)
+		dir := t.TempDir()
+		published := interruptSnapshot(t, db, dir)
+		db.exec(`DELETE FROM items WHERE id = $1`, published[0]) // two columns then, three now
+		db.exec(`ALTER TABLE items ADD COLUMN w int`)
+		db.exec(`TRUNCATE items`)
+		db.exec(`INSERT INTO items (id, v) SELECT i, 'new' FROM generate_series(1, 3) i`)
+
+		h2 := truncatingHandler{newFakeHandler(false)}
+		r := run(t, db.newSource(dir, nil, nil, "items"), h2)
+		db.waitState(dir, "complete", func(s snapshotState) bool { return s.Complete })
+		got := r.waitChanges(t, h2.fakeHandler, "a tombstone, the truncation and the snapshot", atLeast(1+1+3))
+		if err := r.stop(t); err != nil {
+			t.Fatalf("second Run after cancel: got %v, want nil", err)
+		}
+		if len(got) != 5 || got[0].Op != OpDelete || got[0].Old == nil || got[0].Old[0] != published[0] ||
+			got[1].Op != OpTruncate || got[1].Table.Name != "items" || len(filter(got[2:], byOp(OpSnapshot))) != 3 {
+			t.Fatalf("changes: got %s, want the delete of %d, the TRUNCATE, then 3 snapshot rows", summarize(got), published[0])
 		}
 	})
 
@@ -581,7 +596,68 @@ func TestSnapshot(t *testing.T) {
 		if err := r2.stop(t); err != nil {
 			t.Fatalf("resume with snapshot never: %v", err)
 		}
+		// Streaming extra only was recorded as the operator's choice: back
+		// on snapshot: initial, the slot resumes.
+		if st, _, err := readState(dir, "added"); err != nil || !slices.Equal(st.Tables, []string{"public.items", "public.extra"}) {
+			t.Fatalf("state after streaming extra only: got tables %v (%v), want [public.items public.extra]", st.Tables, err)
+		}
+		h3 := newFakeHandler(false)
+		r3 := run(t, db.newSource(dir, nil, nil, "items", "extra"), h3)
+		db.exec(`INSERT INTO extra VALUES (9, 'new')`)
+		r3.waitChanges(t, h3, "the insert of 9", func(cs []Change) bool {
+			return slices.ContainsFunc(cs, func(c Change) bool { return c.TableIndex == 1 && c.New != nil && c.New[0] == int32(9) })
+		})
+		if err := r3.stop(t); err != nil {
+			t.Fatalf("resume on snapshot initial after never: %v", err)
+		}
+
+		// A state file written before the table list existed gets one on
+		// the next resume, so a table added after that is refused.
+		st.Tables = nil
+		if err := writeState(dir, st); err != nil {
+			t.Fatal(err)
+		}
+		h4 := newFakeHandler(false)
+		r4 := run(t, db.newSource(dir, nil, nil, "items"), h4)
+		db.exec(`INSERT INTO items VALUES (10, 'streamed')`) // streamed once resumed, so after the state is written
+		r4.waitChanges(t, h4, "the insert of 10", func(cs []Change) bool {
+			return slices.ContainsFunc(cs, func(c Change) bool { return c.New != nil && c.New[0] == int32(10) })
+		})
+		if err := r4.stop(t); err != nil {
+			t.Fatalf("resume from an old state file: %v", err)
+		}
+		if st, _, err := readState(dir, "added"); err != nil || !slices.Equal(st.Tables, []string{"public.items"}) {
+			t.Fatalf("old state file after a resume: got tables %v (%v), want [public.items]", st.Tables, err)
+		}
+		err = run(t, db.newSource(dir, nil, nil, "items", "extra"), newFakeHandler(false)).wait(t)
+		if err == nil || !strings.Contains(err.Error(), "table public.extra was added to the configuration") {
+			t.Errorf("resume with a table added after the old state file was upgraded: got %v, want a refusal naming public.extra", err)
+		}
 	})
+}
+
+// interruptSnapshot runs the source on items until its handler fails at
+// the sixth row of the initial snapshot, and returns the keys of the five
+// published before, once the slot is left behind inactive.
+func interruptSnapshot(t *testing.T, db *testDB, dir string) []int32 {
+	t.Helper()
+	errBoom := errors.New("boom: the handler failed")
+	h := newFakeHandler(false)
+	h.before = func(_ context.Context, n int, _ *Change) error {
+		if n == 5 {
+			return errBoom
+		}
+		return nil
+	}
+	if err := run(t, db.newSource(dir, nil, nil, "items"), h).wait(t); !errors.Is(err, errBoom) {
+		t.Fatalf("first Run: got %v, want the handler's error", err)
+	}
+	published := ids(h.got())
+	if len(published) != 5 {
+		t.Fatalf("first Run published %v, want 5 rows", published)
+	}
+	db.waitSlot("left behind, inactive", func(s slotInfo) bool { return s.exists && !s.active })
+	return published
 }
 
 // seq returns from..to.

@@ -54,6 +54,12 @@ func newFakeHandler(hold bool) *fakeHandler {
 	return &fakeHandler{hold: hold, held: map[int]Ack{}, drained: drained, changed: make(chan struct{})}
 }
 
+// truncatingHandler is a fakeHandler that takes TRUNCATEs too, recorded
+// as changes.
+type truncatingHandler struct{ *fakeHandler }
+
+func (h truncatingHandler) Truncate(ctx context.Context, c *Change) error { return h.Handle(ctx, c) }
+
 func (h *fakeHandler) Handle(ctx context.Context, c *Change) error {
 	if c.Text != nil { // valid only during Handle: keep the decoded row
 		row, err := c.Values()

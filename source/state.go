@@ -26,10 +26,12 @@ type snapshotState struct {
 	Complete      bool          `json:"complete"`
 	CompletedAt   time.Time     `json:"completed_at,omitzero"`
 	Rows          int64         `json:"rows"`
-	// Tables are the tables the snapshot read (qualified names). A table
+	// Tables are the tables whose rows from before the slot are accounted
+	// for (qualified names): read by the initial snapshot, or streamed
+	// only by the operator's choice (source.snapshot: never). A table
 	// configured later was never snapshotted: resuming would never
 	// publish its older rows. Empty in state files written before it was
-	// recorded.
+	// recorded, until the next resume fills it in (recordTables).
 	Tables []string `json:"tables,omitempty"`
 }
 
