@@ -200,6 +200,14 @@ func (s *Source) Run(ctx context.Context, h Handler) error {
 				time.Since(lostAt).Round(time.Second), attempt-1, err)
 		}
 		wait := rc.delay(attempt, randomJitter())
+		if isSlotInUse(err) && !streamed {
+			// Waiting out a slot held at start: the last look is when the
+			// grace ends, not a whole backoff past it (up to twice as long
+			// before a second replicator on the slot was told).
+			if left := slotInUseGrace - time.Since(runStart); left > 0 && left < wait {
+				wait = left
+			}
+		}
 		s.log.Warn("source connection failed; reconnecting", "attempt", attempt, "backoff", wait,
 			"outage", time.Since(lostAt).Round(time.Millisecond), "resume_lsn", resume, "error", err)
 		t := time.NewTimer(wait)
