@@ -168,15 +168,7 @@ func (p *Pipeline) Handle(ctx context.Context, c *source.Change) error {
 // handle is Handle acknowledging through ack: c.Ack in production, a
 // counting acker in tests (source.Ack values can only come from the source).
 func (p *Pipeline) handle(ctx context.Context, c *source.Change, ack acker) error {
-	if err := p.Err(); err != nil {
-		return err
-	}
-	if p.abandoned.Load() {
-		return errAbandoned
-	}
-	if err := ctx.Err(); err != nil {
-		// Stopping: an abandoned record's promise may not have run yet, so
-		// the flag above may still be unset; produce nothing after it.
+	if err := p.accepting(ctx); err != nil {
 		return err
 	}
 	if c.TableIndex < 0 || c.TableIndex >= len(p.entities) {
@@ -279,6 +271,20 @@ func (p *Pipeline) produceContext(ctx context.Context) context.Context {
 	p.run.release = context.AfterFunc(ctx, func() { time.AfterFunc(grace, cancel) })
 	p.run.ctx, p.run.produce = ctx, produce
 	return produce
+}
+
+// accepting is why a change handed over under ctx must not be produced,
+// or nil: a failure, an abandoned record, or a stop.
+func (p *Pipeline) accepting(ctx context.Context) error {
+	if err := p.Err(); err != nil {
+		return err
+	}
+	if p.abandoned.Load() {
+		return errAbandoned
+	}
+	// Stopping: an abandoned record's promise may not have run yet, so the
+	// flag above may still be unset; produce nothing after it.
+	return ctx.Err()
 }
 
 // errAbandoned is what Handle returns after a record was abandoned.

@@ -38,15 +38,7 @@ func (p *Pipeline) Truncate(ctx context.Context, c *source.Change) error {
 }
 
 func (p *Pipeline) truncate(ctx context.Context, c *source.Change, ack acker) error {
-	if err := p.Err(); err != nil {
-		return err
-	}
-	// As in handle: nothing is produced or acknowledged after a record
-	// was abandoned, or once stopping.
-	if p.abandoned.Load() {
-		return errAbandoned
-	}
-	if err := ctx.Err(); err != nil {
+	if err := p.accepting(ctx); err != nil {
 		return err
 	}
 	if c.TableIndex < 0 || c.TableIndex >= len(p.entities) {
