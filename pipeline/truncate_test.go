@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/replicator/replicator/broker"
+	"github.com/replicator/replicator/cdc"
 	"github.com/replicator/replicator/source"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -66,7 +67,7 @@ func TestTruncateTombstonesLiveKeys(t *testing.T) {
 	truncTombstones := 0
 	for _, r := range records {
 		latest[string(r.Key)] = r
-		if op := headers(t, r)[HeaderOp]; r.Value == nil && op != "d" {
+		if op := headers(t, r)[cdc.HeaderOp]; r.Value == nil && op != "d" {
 			t.Errorf("tombstone op header: got %q, want d", op)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hamba/avro/v2"
+	"github.com/replicator/replicator/cdc"
 	"github.com/replicator/replicator/mapping"
 	"github.com/replicator/replicator/registry"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -19,7 +20,7 @@ import (
 type shownRecord struct {
 	partition int32
 	offset    int64
-	op        string
+	op        cdc.Op // 0 when the record has no valid op header
 	key       map[string]any
 	value     map[string]any // nil: tombstone
 }
@@ -57,7 +58,7 @@ func showTopics(ctx context.Context, ep endpoints, out io.Writer) error {
 		if err != nil {
 			return err
 		}
-		keys, tombstones, ops := map[string]bool{}, 0, map[string]int{}
+		keys, tombstones, ops := map[string]bool{}, 0, map[cdc.Op]int{}
 		for _, r := range records {
 			keys[fmt.Sprint(r.key)] = true
 			ops[r.op]++
@@ -69,7 +70,7 @@ func showTopics(ctx context.Context, ep endpoints, out io.Writer) error {
 			e.Topic(), len(records), len(keys), tombstones, formatOps(ops))
 		shown := 0
 		for _, r := range records {
-			if r.value != nil && (shown < 2 || r.op == "u" && shown < 3) {
+			if r.value != nil && (shown < 2 || r.op == cdc.OpUpdate && shown < 3) {
 				fmt.Fprintf(out, "    p%d@%d op=%s key=%s value=%s\n", r.partition, r.offset, r.op, formatMap(r.key), formatMap(r.value))
 				shown++
 			}
@@ -129,11 +130,7 @@ func readAll(ctx context.Context, brokers []string, topic string, decode func([]
 		fs.EachRecord(func(r *kgo.Record) {
 			got[r.Partition] = r.Offset + 1
 			rec := shownRecord{partition: r.Partition, offset: r.Offset}
-			for _, h := range r.Headers {
-				if h.Key == "op" {
-					rec.op = string(h.Value)
-				}
-			}
+			rec.op, _ = cdc.RecordOp(r.Headers) // shown as "?" when missing
 			var err error
 			if rec.key, err = decode(r.Key); err != nil {
 				derr = err
@@ -151,9 +148,9 @@ func readAll(ctx context.Context, brokers []string, topic string, decode func([]
 	}
 }
 
-func formatOps(ops map[string]int) string {
+func formatOps(ops map[cdc.Op]int) string {
 	var parts []string
-	for _, op := range []string{"r", "c", "u", "d"} {
+	for _, op := range []cdc.Op{cdc.OpRead, cdc.OpCreate, cdc.OpUpdate, cdc.OpDelete, 0} {
 		if ops[op] > 0 {
 			parts = append(parts, fmt.Sprintf("%s=%d", op, ops[op]))
 		}
