@@ -1,0 +1,137 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// EndOffsets returns, per partition of topic, the offset after the last
+// record a read_committed consumer can read now: the last stable offset,
+// which is the high watermark when no transaction is open (replicator's
+// producers are not transactional, so for its topics it is the number of
+// records ever written to the partition). A topic that does not exist is
+// an error.
+func EndOffsets(ctx context.Context, adm *kadm.Client, topic string) (map[int32]int64, error) {
+	return listOffsets(ctx, adm.ListCommittedOffsets, topic, "end")
+}
+
+func listOffsets(ctx context.Context, list func(context.Context, ...string) (kadm.ListedOffsets, error), topic, which string) (map[int32]int64, error) {
+	listed, err := list(ctx, topic)
+	if err == nil {
+		err = listed.Error()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list %s offsets of topic %s: %w", which, topic, err)
+	}
+	out := map[int32]int64{}
+	listed.Each(func(o kadm.ListedOffset) { out[o.Partition] = o.Offset })
+	return out, nil
+}
+
+// ReadToEnd reads topic from the start of each partition to the end it
+// had when the call began, and calls fn with each record in offset order
+// within its partition (partitions interleave). It returns the end offsets
+// it read to, per partition, from which a later read may continue.
+//
+// from, when not nil, gives the offset to start a partition at (the next
+// offset to read, as a consumer commits it); a partition it lacks starts
+// at its log start offset, and an offset before the log start starts
+// there. A partition with nothing between its start and its end is not
+// read at all.
+//
+// It reads with a client of its own, built from opts (connection options
+// such as [Config.ClientOptions] returns; no consumer or producer
+// options), closed before it returns, so it may run beside a producer of
+// the same topic: records produced after the call began are not read. It
+// reads committed records only (isolation read_committed) and skips the
+// markers of transactions, so a transactional producer's topics end where
+// a consumer's would; offsets a compaction removed are skipped by the
+// broker. fn is called from the calling goroutine; a record is valid only
+// during the call unless fn keeps it (fn may keep it). Reading stops at the
+// first error fn returns, which ReadToEnd returns as is, or when ctx ends.
+func ReadToEnd(ctx context.Context, opts []kgo.Opt, topic string, from map[int32]int64, fn func(*kgo.Record) error) (map[int32]int64, error) {
+	adminCl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("client for topic %s: %w", topic, err)
+	}
+	adm := kadm.NewClient(adminCl)
+	starts, err := listOffsets(ctx, adm.ListStartOffsets, topic, "start")
+	var ends map[int32]int64
+	if err == nil {
+		ends, err = EndOffsets(ctx, adm, topic)
+	}
+	adminCl.Close()
+	if err != nil {
+		return nil, err
+	}
+
+	// Partitions to read: where they start and the offset they read to.
+	at := map[int32]kgo.Offset{}
+	left := map[int32]int64{}
+	for p, end := range ends {
+		start := starts[p]
+		if o, ok := from[p]; ok && o > start {
+			start = o
+		}
+		if start < end {
+			at[p] = kgo.NewOffset().At(start)
+			left[p] = end
+		}
+	}
+	if len(left) == 0 {
+		return ends, nil
+	}
+	cl, err := kgo.NewClient(append(slices.Clone(opts),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: at}),
+		// An offset below the log start (records deleted since the
+		// start offsets were listed) resumes at the start.
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		// A transaction's commit marker takes an offset of its own, the
+		// last one of a partition when the transaction was the last thing
+		// written: kept, so that the read can see it has reached the end.
+		kgo.KeepControlRecords(),
+	)...)
+	if err != nil {
+		return nil, fmt.Errorf("consumer of topic %s: %w", topic, err)
+	}
+	defer cl.Close()
+	for len(left) > 0 {
+		fs := cl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("read topic %s to its end (%d partitions left): %w", topic, len(left), err)
+		}
+		var ferr error
+		fs.EachError(func(_ string, p int32, err error) {
+			ferr = errors.Join(ferr, fmt.Errorf("fetch partition %d: %w", p, err))
+		})
+		if ferr != nil {
+			return nil, fmt.Errorf("read topic %s: %w", topic, ferr)
+		}
+		for it := fs.RecordIter(); !it.Done(); {
+			if err := ctx.Err(); err != nil {
+				return nil, fmt.Errorf("read topic %s to its end (%d partitions left): %w", topic, len(left), err)
+			}
+			r := it.Next()
+			end, ok := left[r.Partition]
+			if !ok || r.Offset >= end {
+				continue // past the end this call reads to
+			}
+			if r.Offset+1 >= end {
+				delete(left, r.Partition)
+			}
+			if r.Attrs.IsControl() {
+				continue
+			}
+			if err := fn(r); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return ends, nil
+}
