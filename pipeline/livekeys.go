@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"bytes"
 	"context"
 	"slices"
 
@@ -8,8 +9,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// TopicKeys reads which keys are live on a topic, with a short-lived
-// consumer client of its own per call. Safe for concurrent use.
+// TopicKeys reads the keys of a topic's records, with a short-lived
+// consumer client of its own per call (broker.ReadToEnd). Safe for
+// concurrent use.
 type TopicKeys struct {
 	opts []kgo.Opt
 }
@@ -20,24 +22,19 @@ func NewTopicKeys(opts ...kgo.Opt) *TopicKeys {
 	return &TopicKeys{opts: slices.Clone(opts)}
 }
 
-// LiveKeys reads topic from the start of every partition to the end offset
-// it had when the call began, and returns the keys whose latest record in
-// that range has a value: the keys a compacted topic still holds a row
-// for. Memory is one entry per live key. Records appended after the call
-// began are not read; the caller makes sure there are none it needs (the
-// pipeline flushes first and is the topic's only producer).
-func (r *TopicKeys) LiveKeys(ctx context.Context, topic string) (map[string]struct{}, error) {
-	live := map[string]struct{}{}
+// EachKey reads topic from the start of every partition to the end offset
+// it had when the call began, and calls fn with each record's key, and
+// whether the record has a value (a tombstone has none), in offset order
+// within a partition. The key is fn's to keep. It holds nothing between
+// records: memory does not grow with the topic. Records appended after the
+// call began are not read; the caller makes sure there are none it needs
+// (the pipeline flushes first and is the topic's only producer). An error
+// of fn stops the read and is returned as is.
+func (r *TopicKeys) EachKey(ctx context.Context, topic string, fn func(key []byte, live bool) error) error {
 	_, err := broker.ReadToEnd(ctx, r.opts, topic, nil, func(rec *kgo.Record) error {
-		if rec.Value == nil {
-			delete(live, string(rec.Key))
-		} else {
-			live[string(rec.Key)] = struct{}{}
-		}
-		return nil
+		// A copy: the record's key shares the fetched batch's memory,
+		// which the caller would keep alive as long as it keeps the key.
+		return fn(bytes.Clone(rec.Key), rec.Value != nil)
 	})
-	if err != nil {
-		return nil, err
-	}
-	return live, nil
+	return err
 }

@@ -53,7 +53,12 @@ type Pipeline struct {
 	entities []Entity // written only by FollowShape, on Handle's goroutine
 	prod     producer
 	schemas  schemaRegistry // nil: a changed schema cannot be registered
-	keys     liveKeyReader  // nil: a TRUNCATE cannot be published
+	keys     keyReader      // nil: a TRUNCATE cannot be published
+
+	// truncateDedupe bounds the keys a TRUNCATE remembers having
+	// tombstoned; truncatePeak is the most it held at once (tests read
+	// it). Handle's goroutine only.
+	truncateDedupe, truncatePeak int
 
 	// failure holds the first produce error; once set every Handle and
 	// Flush fails with it and nothing after it is acknowledged.
@@ -115,7 +120,7 @@ func WithSchemas(s schemaRegistry) Option { return func(p *Pipeline) { p.schemas
 // WithLiveKeys lets the pipeline read which keys a topic holds, to
 // tombstone them on TRUNCATE (*TopicKeys); without it a TRUNCATE stops the
 // stream.
-func WithLiveKeys(r liveKeyReader) Option { return func(p *Pipeline) { p.keys = r } }
+func WithLiveKeys(r keyReader) Option { return func(p *Pipeline) { p.keys = r } }
 
 // DefaultStopGrace is how long records handed to the producer outlive a
 // stop. A healthy broker takes milliseconds; against one that is down, a
@@ -132,7 +137,8 @@ func WithStopGrace(d time.Duration) Option { return func(p *Pipeline) { p.stopGr
 // source's TableIndex; the pipeline owns the slice from now on (a shape
 // change replaces its elements).
 func New(entities []Entity, prod producer, opts ...Option) *Pipeline {
-	p := &Pipeline{entities: entities, prod: prod, settled: make(chan struct{}, 1), stopGrace: DefaultStopGrace}
+	p := &Pipeline{entities: entities, prod: prod, settled: make(chan struct{}, 1), stopGrace: DefaultStopGrace,
+		truncateDedupe: DefaultTruncateDedupeKeys}
 	p.pairs.New = func() any { return new(pairAck) }
 	p.promise = p.produced
 	for _, o := range opts {
