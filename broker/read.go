@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // EndOffsets returns, per partition of topic, the offset after the last
@@ -101,14 +103,33 @@ func ReadToEnd(ctx context.Context, opts []kgo.Opt, topic string, from map[int32
 		return nil, fmt.Errorf("consumer of topic %s: %w", topic, err)
 	}
 	defer cl.Close()
+	next := map[int32]int64{} // per partition, the offset after the last record seen
+	for p, o := range at {
+		next[p] = o.EpochOffset().Offset
+	}
 	for len(left) > 0 {
-		fs := cl.PollFetches(ctx)
+		// Poll for at most probeAfter: a partition whose records up to its
+		// end were all removed by compaction gives the consumer nothing to
+		// read, and only a direct look at the partition tells that apart
+		// from records still on their way.
+		pctx, cancel := context.WithTimeout(ctx, probeAfter)
+		fs := cl.PollFetches(pctx)
+		idle := pctx.Err() != nil && fs.NumRecords() == 0
+		cancel()
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("read topic %s to its end (%d partitions left): %w", topic, len(left), err)
 		}
+		if idle {
+			if err := probeEnds(ctx, cl, topic, next, left); err != nil {
+				return nil, err
+			}
+			continue
+		}
 		var ferr error
 		fs.EachError(func(_ string, p int32, err error) {
-			ferr = errors.Join(ferr, fmt.Errorf("fetch partition %d: %w", p, err))
+			if !errors.Is(err, context.DeadlineExceeded) || p >= 0 { // not the poll's own timeout
+				ferr = errors.Join(ferr, fmt.Errorf("fetch partition %d: %w", p, err))
+			}
 		})
 		if ferr != nil {
 			return nil, fmt.Errorf("read topic %s: %w", topic, ferr)
@@ -122,6 +143,7 @@ func ReadToEnd(ctx context.Context, opts []kgo.Opt, topic string, from map[int32
 			if !ok || r.Offset >= end {
 				continue // past the end this call reads to
 			}
+			next[r.Partition] = r.Offset + 1
 			if r.Offset+1 >= end {
 				delete(left, r.Partition)
 			}
@@ -134,4 +156,99 @@ func ReadToEnd(ctx context.Context, opts []kgo.Opt, topic string, from map[int32
 		}
 	}
 	return ends, nil
+}
+
+// probeAfter is how long ReadToEnd polls without a record before it looks
+// at the partitions left itself (probeEnds).
+const probeAfter = 2 * time.Second
+
+// probeEnds removes from left the partitions with nothing left to read
+// before their end: on Kafka, compaction may remove every record from
+// some offset to a partition's end (the segment rolled and its last
+// records were tombstones older than delete.retention.ms), and the
+// consumer then waits for records that will never come. It fetches each
+// partition left at next[p], directly from its leader, as a consumer
+// would: a partition is done when the broker has no batch from there up
+// to the end, or only batches without a record to read (aborted,
+// markers). A partition that still has records is left to the consumer,
+// and any doubt (an error, a leader moving) leaves it for the next probe.
+func probeEnds(ctx context.Context, cl *kgo.Client, topic string, next, left map[int32]int64) error {
+	meta, err := kadm.NewClient(cl).Metadata(ctx, topic)
+	if err != nil {
+		return fmt.Errorf("read topic %s: metadata: %w", topic, err)
+	}
+	td, ok := meta.Topics[topic]
+	if !ok || td.Err != nil {
+		return nil // the consumer reports what is wrong with the topic
+	}
+	for p, end := range left {
+		pd, ok := td.Partitions[p]
+		if !ok || pd.Err != nil {
+			continue
+		}
+		if partitionDrained(ctx, cl, topic, td.ID, pd.Leader, p, next[p], end) {
+			delete(left, p)
+		}
+	}
+	return nil
+}
+
+// partitionDrained reports whether partition p of topic holds no record to
+// read in [from, end), asking its leader; false when unsure.
+func partitionDrained(ctx context.Context, cl *kgo.Client, topic string, id [16]byte, leader, p int32, from, end int64) bool {
+	// A few rounds, each past what the last one found unreadable
+	// (aborted records, markers): a fetch answers at most one response's
+	// worth.
+	for range 8 {
+		req := kmsg.NewPtrFetchRequest()
+		req.ReplicaID = -1
+		req.MaxWaitMillis = 0
+		req.MinBytes = 1
+		req.MaxBytes = 1 << 20
+		req.IsolationLevel = 1
+		req.SessionEpoch = -1
+		rt := kmsg.NewFetchRequestTopic()
+		rt.Topic, rt.TopicID = topic, id
+		rp := kmsg.NewFetchRequestTopicPartition()
+		rp.Partition, rp.FetchOffset, rp.PartitionMaxBytes = p, from, 1<<20
+		rp.CurrentLeaderEpoch, rp.LogStartOffset = -1, -1
+		rt.Partitions = append(rt.Partitions, rp)
+		req.Topics = append(req.Topics, rt)
+		resp, err := req.RequestWith(ctx, cl.Broker(int(leader)))
+		if err != nil || resp.ErrorCode != 0 || len(resp.Topics) != 1 || len(resp.Topics[0].Partitions) != 1 {
+			return false
+		}
+		part := &resp.Topics[0].Partitions[0]
+		if part.ErrorCode != 0 || part.Partition != p {
+			return false
+		}
+		if len(part.RecordBatches) == 0 {
+			// Nothing from `from` on; the end was below the high
+			// watermark when the read began.
+			return part.HighWatermark >= end
+		}
+		fp, after := kgo.ProcessFetchPartition(kgo.ProcessFetchPartitionOpts{
+			KeepControlRecords: true,
+			Offset:             from,
+			IsolationLevel:     kgo.ReadCommitted(),
+			Topic:              topic,
+			Partition:          p,
+		}, part, kgo.DefaultDecompressor(), nil)
+		if fp.Err != nil {
+			return false
+		}
+		for _, r := range fp.Records {
+			if r.Offset < end && !r.Attrs.IsControl() {
+				return false // a record to read: the consumer will get it
+			}
+		}
+		if after >= end {
+			return true
+		}
+		if after <= from {
+			return false
+		}
+		from = after
+	}
+	return false
 }

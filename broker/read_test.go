@@ -6,10 +6,12 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // readTopic runs ReadToEnd against addr and returns the records it passed
@@ -253,5 +255,64 @@ func TestEndOffsets(t *testing.T) {
 	}
 	if want := map[int32]int64{0: 0, 1: 2}; !maps.Equal(ends, want) {
 		t.Errorf("got %v, want %v", ends, want)
+	}
+}
+
+// TestReadToEndCompactedTail: on Kafka, compaction can remove every record
+// from some offset to a partition's end, leaving the consumer nothing to
+// read while its end offset stays; kfake never compacts a partition's last
+// batch, so the broker is made to answer as Kafka would: an end offset of
+// 5 over 3 records, and no batch from offset 3 on. The read ends with the
+// 3 records, once it has asked the partition directly.
+func TestReadToEndCompactedTail(t *testing.T) {
+	t.Parallel()
+	e := startEmbedded(t, EmbeddedConfig{})
+	const topic, end = "read-to-end-compacted-tail", 5
+	ensure(t, newAdmin(t, e.Addr()), TopicSpec{Name: topic, Partitions: 1})
+	produceTo(t, manualProducer(t, e.Addr()), topic, 0, "a", "1", "b", "2", "c", "3")
+
+	c := e.Cluster()
+	c.ControlKey(kmsg.ListOffsets.Int16(), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		req := kr.(*kmsg.ListOffsetsRequest)
+		if len(req.Topics) != 1 || req.Topics[0].Topic != topic || req.Topics[0].Partitions[0].Timestamp != -1 {
+			return nil, nil, false
+		}
+		resp := req.ResponseKind().(*kmsg.ListOffsetsResponse)
+		rt := kmsg.NewListOffsetsResponseTopic()
+		rt.Topic = topic
+		for _, p := range req.Topics[0].Partitions {
+			rp := kmsg.NewListOffsetsResponseTopicPartition()
+			rp.Partition, rp.Offset, rp.Timestamp = p.Partition, end, -1
+			rt.Partitions = append(rt.Partitions, rp)
+		}
+		resp.Topics = append(resp.Topics, rt)
+		return resp, nil, true
+	})
+	var probes atomic.Int32 // counted on the broker's goroutine
+	c.ControlKey(kmsg.Fetch.Int16(), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		req := kr.(*kmsg.FetchRequest)
+		if req.MaxWaitMillis != 0 || len(req.Topics) != 1 || len(req.Topics[0].Partitions) != 1 || req.Topics[0].Partitions[0].FetchOffset < 3 {
+			return nil, nil, false // the consumer's fetches: kfake answers
+		}
+		probes.Add(1)
+		resp := req.ResponseKind().(*kmsg.FetchResponse)
+		rt := kmsg.NewFetchResponseTopic()
+		rt.Topic, rt.TopicID = req.Topics[0].Topic, req.Topics[0].TopicID
+		rp := kmsg.NewFetchResponseTopicPartition()
+		rp.Partition, rp.HighWatermark, rp.LastStableOffset = req.Topics[0].Partitions[0].Partition, end, end
+		rt.Partitions = append(rt.Partitions, rp)
+		resp.Topics = append(resp.Topics, rt)
+		return resp, nil, true
+	})
+
+	got, ends := readTopic(t, e.Addr(), topic, nil)
+	checkRead(t, got, map[int32][]string{0: {"a=1", "b=2", "c=3"}})
+	if want := map[int32]int64{0: end}; !maps.Equal(ends, want) {
+		t.Errorf("end offsets: got %v, want %v", ends, want)
+	}
+	if probes.Load() == 0 {
+		t.Errorf("the partition was never asked directly")
 	}
 }
