@@ -52,10 +52,10 @@ func listOffsets(ctx context.Context, list func(context.Context, ...string) (kad
 // the same topic: records produced after the call began are not read. It
 // reads committed records only (isolation read_committed) and skips the
 // markers of transactions, so a transactional producer's topics end where
-// a consumer's would; offsets a compaction removed are skipped by the
-// broker. fn is called from the calling goroutine; a record is valid only
-// during the call unless fn keeps it (fn may keep it). Reading stops at the
-// first error fn returns, which ReadToEnd returns as is, or when ctx ends.
+// a consumer's would; offsets a compaction removed are skipped, up to the
+// end included (see probeEnds). fn is called from the calling goroutine
+// and may keep the record. Reading stops at the first error fn returns,
+// which ReadToEnd returns as is, or when ctx ends.
 func ReadToEnd(ctx context.Context, opts []kgo.Opt, topic string, from map[int32]int64, fn func(*kgo.Record) error) (map[int32]int64, error) {
 	adminCl, err := kgo.NewClient(opts...)
 	if err != nil {
