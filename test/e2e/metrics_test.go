@@ -335,4 +335,3 @@ func checkDashboard(t *testing.T, s scrape) {
 		t.Error("docs/grafana-dashboard.json has no queries")
 	}
 }
-
