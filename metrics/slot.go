@@ -14,6 +14,10 @@ import (
 // server.
 const MinSlotPollInterval = time.Second
 
+// slotPollTimeout bounds one poll, connecting included: a server too busy
+// to answer within it counts as a failed poll, not a stuck poller.
+const slotPollTimeout = 10 * time.Second
+
 // SlotPoller reads the replication slot from pg_replication_slots every
 // Interval on a connection of its own (not the stream's, which must never
 // wait for it), for the slot metrics and the lag. A failed read is counted
@@ -68,7 +72,7 @@ func (p *SlotPoller) Run(ctx context.Context) error {
 // poll reads the slot once, connecting first if needed, and returns the
 // connection to use next time (nil after a failure).
 func (p *SlotPoller) poll(ctx context.Context, conn *pgx.Conn) *pgx.Conn {
-	qctx, cancel := context.WithTimeout(ctx, p.interval)
+	qctx, cancel := context.WithTimeout(ctx, slotPollTimeout)
 	defer cancel()
 	var err error
 	if conn == nil {

@@ -43,7 +43,7 @@ type slotReport struct {
 	ActivePID    int    `json:"active_pid,omitempty"`
 	ConfirmedLSN string `json:"confirmed_lsn,omitempty"`
 	CurrentLSN   string `json:"current_wal_lsn,omitempty"`
-	RetainedWALB uint64 `json:"retained_wal_bytes"`
+	RetainedWAL  uint64 `json:"retained_wal_bytes"`
 	LagBytes     uint64 `json:"lag_bytes"`
 	WALStatus    string `json:"wal_status,omitempty"`
 	SourceError  string `json:"error,omitempty"`
@@ -151,7 +151,7 @@ func collectStatus(ctx context.Context, cfg *config.Config, maxRetained, maxLag 
 	} else {
 		rep.Slot = slotReport{
 			Name: slot.Name, Exists: slot.Exists, Active: slot.Active, ActivePID: slot.ActivePID,
-			RetainedWALB: slot.RetainedBytes(), LagBytes: slot.LagBytes(), WALStatus: slot.WALStatus,
+			RetainedWAL: slot.RetainedBytes(), LagBytes: slot.LagBytes(), WALStatus: slot.WALStatus,
 		}
 		if slot.Exists {
 			rep.Slot.ConfirmedLSN, rep.Slot.CurrentLSN = slot.ConfirmedLSN.String(), slot.CurrentLSN.String()
@@ -265,7 +265,7 @@ func printStatus(w io.Writer, rep statusReport) error {
 		fmt.Fprintf(tw, "slot\t%s\t%s\n", s.Name, state)
 		fmt.Fprintf(tw, "\tconfirmed LSN\t%s (server WAL at %s)\n", s.ConfirmedLSN, s.CurrentLSN)
 		fmt.Fprintf(tw, "\tlag\t%s\n", bytesText(s.LagBytes))
-		fmt.Fprintf(tw, "\tretained WAL\t%s\n", bytesText(s.RetainedWALB))
+		fmt.Fprintf(tw, "\tretained WAL\t%s\n", bytesText(s.RetainedWAL))
 		if s.WALStatus != "" {
 			fmt.Fprintf(tw, "\twal_status\t%s\n", s.WALStatus)
 		}

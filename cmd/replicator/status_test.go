@@ -95,7 +95,7 @@ entities: [{table: items}]
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
 		t.Fatalf("status --json: %v: %q", err, out)
 	}
-	if rep.Slot.Active || rep.Slot.RetainedWALB == 0 || len(rep.Attention) != 1 || !strings.Contains(rep.Attention[0], "inactive") || rep.KafkaError == "" {
+	if rep.Slot.Active || rep.Slot.RetainedWAL == 0 || len(rep.Attention) != 1 || !strings.Contains(rep.Attention[0], "inactive") || rep.KafkaError == "" {
 		t.Errorf("status --json of a stopped replicator: %+v", rep)
 	}
 	out, err = runCLI(t, "status", "--config", cfgPath, "--max-retained-wal-bytes", "0")
