@@ -181,9 +181,14 @@ func TestServer(t *testing.T) {
 	if code, body := get(t, base+"/healthz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "blocked") {
 		t.Errorf("/healthz with the stream loop stuck: %d %q, want 503 naming it", code, body)
 	}
-	f.set(func(f *fakeParts) { f.rep.HandoverSince = time.Time{} })
+	f.set(func(f *fakeParts) { f.rep.HandoverSince, f.rep.LoopAt = time.Time{}, time.Now() })
 	if code, _ := get(t, base+"/healthz"); code != http.StatusOK {
 		t.Errorf("/healthz after the hand-over: %d, want 200", code)
+	}
+	// A loop that stopped coming round to receive, wherever it is stuck.
+	f.set(func(f *fakeParts) { f.rep.LoopAt = time.Now().Add(-time.Minute) })
+	if code, body := get(t, base+"/healthz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "come round to receive") {
+		t.Errorf("/healthz with the stream loop gone: %d %q, want 503 naming it", code, body)
 	}
 
 	stop()

@@ -48,7 +48,7 @@ func (r *Replication) AddTo(reg prometheus.Registerer, h *Health) error {
 		return fmt.Errorf("register replication metrics: %w", err)
 	}
 	h.AddReady("stream", r.ready)
-	h.AddCheck("stream", r.handover)
+	h.AddCheck("stream", r.loop)
 	h.AddWatchdog("producer", &Watchdog{
 		Bound: r.stall,
 		What:  "records in flight and none acknowledged by Kafka",
@@ -77,18 +77,22 @@ func (r *Replication) ready(time.Time) error {
 	return nil
 }
 
-// handover fails while the stream goroutine has been handing one message
-// over for longer than the bound (back-pressure from a stalled broker, a
-// registry that does not answer): it is not reading the stream.
-func (r *Replication) handover(now time.Time) error {
+// loop fails while the stream loop has not come round to receive for
+// longer than the bound: blocked handing one change over (back-pressure
+// from a stalled broker, a registry that does not answer) or anywhere
+// else. It is not reading the stream.
+func (r *Replication) loop(now time.Time) error {
 	p := r.parts.Load()
 	if p == nil {
 		return nil
 	}
-	since := p.source().HandoverSince
-	if !since.IsZero() && now.Sub(since) > r.stall {
+	rep := p.source()
+	if since := rep.HandoverSince; !since.IsZero() && now.Sub(since) > r.stall {
 		return fmt.Errorf("the stream loop has been blocked handing one change to the pipeline for %s (bound %s): Kafka is not taking records (see replicator_records_in_flight, replicator_backpressure_seconds_total)",
 			now.Sub(since).Round(time.Second), r.stall)
+	}
+	if rep.Phase == source.PhaseStreaming && !rep.LoopAt.IsZero() && now.Sub(rep.LoopAt) > r.stall {
+		return fmt.Errorf("the stream loop has not come round to receive for %s (bound %s)", now.Sub(rep.LoopAt).Round(time.Second), r.stall)
 	}
 	return nil
 }

@@ -43,6 +43,7 @@ type Stats struct {
 	pendingSince atomic.Int64  // UnixNano commit time of the oldest unacknowledged transaction; 0: none
 	rows         atomic.Uint64 // row changes the stream handed to the handler
 	reconnects   atomic.Uint64
+	loopAt       atomic.Int64 // UnixNano of the stream loop's last publishStats
 	guard        atomic.Pointer[stallGuard] // the current stream's
 	progress     atomic.Pointer[progress]   // the last snapshot's
 }
@@ -70,6 +71,11 @@ type Report struct {
 	// TRUNCATE, a schema registration), zero when it is not in a
 	// hand-over: one that lasts is a stuck loop.
 	HandoverSince time.Time
+	// LoopAt is when the stream loop last came round to receive (it does
+	// at least every 250 ms while it runs; published every second): a
+	// streaming source whose LoopAt is old has a stuck loop. Zero before
+	// the first stream.
+	LoopAt time.Time
 	// Rows is how many row changes the stream has handed to the handler
 	// (snapshot rows are in Snapshot).
 	Rows uint64
@@ -99,6 +105,9 @@ func (s *Stats) Report() Report {
 	}
 	if ns := s.pendingSince.Load(); ns != 0 {
 		r.PendingSince = time.Unix(0, ns)
+	}
+	if ns := s.loopAt.Load(); ns != 0 {
+		r.LoopAt = time.Unix(0, ns)
 	}
 	if g := s.guard.Load(); g != nil {
 		if ns := g.busySince.Load(); ns != 0 {
@@ -131,6 +140,7 @@ func (s *Stats) streaming(st *stream, start pglogrepl.LSN) {
 	s.guard.Store(&st.guard)
 	s.confirmed.Store(uint64(start))
 	s.pendingSince.Store(0)
+	s.loopAt.Store(time.Now().UnixNano())
 	s.setPhase(PhaseStreaming)
 }
 
@@ -143,5 +153,6 @@ func (st *stream) publishStats(now time.Time) {
 	s.pendingSince.Store(st.cp.oldestCommit())
 	s.rows.Add(st.rowsSeen)
 	st.rowsSeen = 0
+	s.loopAt.Store(now.UnixNano())
 	st.nextStats = now.Add(statsInterval)
 }

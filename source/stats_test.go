@@ -71,6 +71,10 @@ func TestStats(t *testing.T) {
 	waitReport(t, r, src, fmt.Sprintf("confirmed %s and nothing pending", end), func(rep Report) bool {
 		return rep.PendingSince.IsZero() && rep.ConfirmedLSN >= end && rep.ServerWALEnd > 0
 	})
+	// The loop comes round at least every second while it streams.
+	waitReport(t, r, src, "the stream loop coming round", func(rep Report) bool {
+		return time.Since(rep.LoopAt) < 3*time.Second && rep.LoopAt.After(before)
+	})
 
 	conn := db.conn
 	st, err := ReadSlotStatus(context.Background(), conn, db.name)
