@@ -75,7 +75,9 @@ func TestStatsBackPressure(t *testing.T) {
 		t.Fatalf("back-pressure %v below the buffer limit, want 0", bp)
 	}
 	done := make(chan error, 1)
-	go func() { done <- p.handle(context.Background(), change(table, source.OpInsert, accountRow(2, 1), nil), &ack) }()
+	go func() {
+		done <- p.handle(context.Background(), change(table, source.OpInsert, accountRow(2, 1), nil), &ack)
+	}()
 	<-prod.entered // Produce is blocked: the buffer is full
 	close(prod.release)
 	if err := <-done; err != nil {

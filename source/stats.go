@@ -43,7 +43,7 @@ type Stats struct {
 	pendingSince atomic.Int64  // UnixNano commit time of the oldest unacknowledged transaction; 0: none
 	rows         atomic.Uint64 // row changes the stream handed to the handler
 	reconnects   atomic.Uint64
-	loopAt       atomic.Int64 // UnixNano of the stream loop's last publishStats
+	loopAt       atomic.Int64               // UnixNano of the stream loop's last publishStats
 	guard        atomic.Pointer[stallGuard] // the current stream's
 	progress     atomic.Pointer[progress]   // the last snapshot's
 }
