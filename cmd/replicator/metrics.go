@@ -7,6 +7,7 @@ import (
 	"log/slog"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/replicator/replicator/config"
 	"github.com/replicator/replicator/mapping"
 	"github.com/replicator/replicator/metrics"
@@ -35,23 +36,36 @@ func newObserved(cfg *config.Config, log *slog.Logger) (*observed, error) {
 	}
 	o.repl = metrics.NewReplication(cfg.Metrics.StallTimeout, o.slot, o.schemas)
 	if cfg.Metrics.Listen != "" {
-		v := currentVersion()
-		reg := metrics.NewRegistry(v.Version, v.Commit, v.GoVersion)
-		health := &metrics.Health{}
-		if err := o.repl.AddTo(reg, health); err != nil {
+		srv, err := listenMetrics(cfg, log, o.repl.AddTo)
+		if err != nil {
 			return nil, err
 		}
-		srv, err := metrics.Listen(cfg.Metrics.Listen, reg, health, log)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", config.KeyMetricsListen, err)
-		}
 		o.server = srv
-		log.Info("serving metrics", "addr", srv.Addr(), "paths", "/metrics /healthz /readyz")
 	}
 	if cfg.Log.StatsInterval > 0 {
 		o.stats = metrics.NewStatsLog(cfg.Log.StatsInterval, o.repl, log)
 	}
 	return o, nil
+}
+
+// listenMetrics binds metrics.listen with a registry holding the Go,
+// process and build collectors and what add registers (a command's
+// collectors and health checks). A long-running command other than run
+// (the sink) calls it with its own add and runs the server in its
+// errgroup.
+func listenMetrics(cfg *config.Config, log *slog.Logger, add func(prometheus.Registerer, *metrics.Health) error) (*metrics.Server, error) {
+	v := currentVersion()
+	reg := metrics.NewRegistry(v.Version, v.Commit, v.GoVersion)
+	health := &metrics.Health{}
+	if err := add(reg, health); err != nil {
+		return nil, err
+	}
+	srv, err := metrics.Listen(cfg.Metrics.Listen, reg, health, log)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", config.KeyMetricsListen, err)
+	}
+	log.Info("serving metrics", "addr", srv.Addr(), "paths", "/metrics /healthz /readyz")
+	return srv, nil
 }
 
 // attach points the metrics at the running source and pipeline.
