@@ -95,6 +95,7 @@ func (p *Pipeline) truncate(ctx context.Context, c *source.Change, ack acker) er
 		p.truncatePeak = max(p.truncatePeak, len(seen))
 		all.left.Add(1)
 		p.produce(ctx, p.tombstone(e, key, headers), all)
+		p.count(c.TableIndex, source.OpDelete, 1)
 		return p.accepting(ctx)
 	})
 	if err != nil {
