@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/replicator/replicator/bench/barereader"
+	"github.com/replicator/replicator/broker"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -285,15 +286,14 @@ func topicRecords(ctx context.Context, brokers []string) (int64, error) {
 	defer cl.Close()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, tableName)
+	ends, err := broker.EndOffsets(ctx, kadm.NewClient(cl), tableName)
 	if err != nil {
-		return 0, fmt.Errorf("end offsets of %s: %w", tableName, err)
-	}
-	if err := ends.Error(); err != nil {
-		return 0, fmt.Errorf("end offsets of %s: %w", tableName, err)
+		return 0, err
 	}
 	var n int64
-	ends.Each(func(o kadm.ListedOffset) { n += o.Offset })
+	for _, o := range ends {
+		n += o
+	}
 	return n, nil
 }
 

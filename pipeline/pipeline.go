@@ -15,18 +15,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/replicator/replicator/cdc"
 	"github.com/replicator/replicator/mapping"
 	"github.com/replicator/replicator/registry"
 	"github.com/replicator/replicator/source"
 	"github.com/twmb/franz-go/pkg/kgo"
-)
-
-// Record header names. Change metadata lives here, never in the value.
-const (
-	HeaderOp         = "op"        // c, u, d, r (see source.Op)
-	HeaderLSN        = "lsn"       // commit LSN, PostgreSQL's X/X form
-	HeaderCommitTime = "commit_ts" // RFC 3339 with microseconds, UTC
-	HeaderXID        = "xid"       // transaction id (absent for snapshot rows)
 )
 
 // producer is the part of *kgo.Client the pipeline uses. Produce blocks when
@@ -60,7 +53,12 @@ type Pipeline struct {
 	entities []Entity // written only by FollowShape, on Handle's goroutine
 	prod     producer
 	schemas  schemaRegistry // nil: a changed schema cannot be registered
-	keys     liveKeyReader  // nil: a TRUNCATE cannot be published
+	keys     keyReader      // nil: a TRUNCATE cannot be published
+
+	// truncateDedupe bounds the keys a TRUNCATE remembers having
+	// tombstoned; truncatePeak is the most it held at once (tests read
+	// it). Handle's goroutine only.
+	truncateDedupe, truncatePeak int
 
 	// failure holds the first produce error; once set every Handle and
 	// Flush fails with it and nothing after it is acknowledged.
@@ -125,7 +123,7 @@ func WithSchemas(s schemaRegistry) Option { return func(p *Pipeline) { p.schemas
 // WithLiveKeys lets the pipeline read which keys a topic holds, to
 // tombstone them on TRUNCATE (*TopicKeys); without it a TRUNCATE stops the
 // stream.
-func WithLiveKeys(r liveKeyReader) Option { return func(p *Pipeline) { p.keys = r } }
+func WithLiveKeys(r keyReader) Option { return func(p *Pipeline) { p.keys = r } }
 
 // DefaultStopGrace is how long records handed to the producer outlive a
 // stop. A healthy broker takes milliseconds; against one that is down, a
@@ -142,7 +140,8 @@ func WithStopGrace(d time.Duration) Option { return func(p *Pipeline) { p.stopGr
 // source's TableIndex; the pipeline owns the slice from now on (a shape
 // change replaces its elements).
 func New(entities []Entity, prod producer, opts ...Option) *Pipeline {
-	p := &Pipeline{entities: entities, prod: prod, settled: make(chan struct{}, 1), stopGrace: DefaultStopGrace, counters: newCounters(len(entities))}
+	p := &Pipeline{entities: entities, prod: prod, settled: make(chan struct{}, 1), stopGrace: DefaultStopGrace,
+		counters: newCounters(len(entities)), truncateDedupe: DefaultTruncateDedupeKeys}
 	p.pairs.New = func() any { return new(pairAck) }
 	p.promise = p.produced
 	for _, o := range opts {
@@ -397,14 +396,25 @@ func (p *Pipeline) tombstone(e *Entity, key []byte, headers []kgo.RecordHeader) 
 	return &outRecord{Record: kgo.Record{Topic: e.Mapping.Topic(), Key: key, Headers: h}}
 }
 
-var (
-	opBytes = map[source.Op][]byte{
-		source.OpInsert: []byte("c"), source.OpUpdate: []byte("u"),
-		source.OpDelete: []byte("d"), source.OpSnapshot: []byte("r"),
-		source.OpTruncate: []byte("t"), // tombstones say "d" (see tombstone)
+// opDelete is the op header of every tombstone; read-only, shared by all.
+var opDelete = []byte(cdc.OpDelete.String())
+
+// topicOp is the op a change's records say on the topic (package cdc).
+// A TRUNCATE's records are tombstones, which say d (see tombstone).
+func topicOp(op source.Op) cdc.Op {
+	switch op {
+	case source.OpInsert:
+		return cdc.OpCreate
+	case source.OpUpdate:
+		return cdc.OpUpdate
+	case source.OpSnapshot:
+		return cdc.OpRead
+	case source.OpDelete, source.OpTruncate:
+		return cdc.OpDelete
+	default:
+		return 0 // Handle refuses the change
 	}
-	opDelete = []byte("d")
-)
+}
 
 // headers returns the change's headers, reusing the previous change's when
 // they would be equal: the records of a transaction (and the snapshot's rows)
@@ -424,12 +434,12 @@ func (p *Pipeline) headers(c *source.Change) []kgo.RecordHeader {
 func changeHeaders(c *source.Change) []kgo.RecordHeader {
 	h := make([]kgo.RecordHeader, 0, 4)
 	h = append(h,
-		kgo.RecordHeader{Key: HeaderOp, Value: opBytes[c.Op]},
-		kgo.RecordHeader{Key: HeaderLSN, Value: []byte(c.LSN.String())},
-		kgo.RecordHeader{Key: HeaderCommitTime, Value: c.CommitTime.UTC().AppendFormat(nil, "2006-01-02T15:04:05.000000Z07:00")},
+		kgo.RecordHeader{Key: cdc.HeaderOp, Value: []byte(topicOp(c.Op).String())},
+		kgo.RecordHeader{Key: cdc.HeaderLSN, Value: []byte(c.LSN.String())},
+		kgo.RecordHeader{Key: cdc.HeaderCommitTime, Value: c.CommitTime.UTC().AppendFormat(nil, cdc.CommitTimeLayout)},
 	)
 	if c.XID != 0 {
-		h = append(h, kgo.RecordHeader{Key: HeaderXID, Value: strconv.AppendUint(nil, uint64(c.XID), 10)})
+		h = append(h, kgo.RecordHeader{Key: cdc.HeaderXID, Value: strconv.AppendUint(nil, uint64(c.XID), 10)})
 	}
 	return h
 }
