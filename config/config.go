@@ -202,11 +202,11 @@ func (c *Config) EmbeddedRegistry() bool { return c.Registry.URL == "" }
 
 // String renders the config with secrets redacted, for logs and `check`.
 func (c Config) String() string {
-	c.Source.URL = RedactURL(c.Source.URL)
+	c.Source.URL = RedactSourceURL(c.Source.URL)
 	if c.Kafka.SASL.Password != "" {
 		c.Kafka.SASL.Password = redacted
 	}
-	c.Registry.URL = RedactURL(c.Registry.URL)
+	c.Registry.URL = RedactRegistryURL(c.Registry.URL)
 	if c.Registry.Password != "" {
 		c.Registry.Password = redacted
 	}

@@ -21,6 +21,15 @@ var replicationIdent = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
 // topicName is Kafka's legal topic alphabet.
 var topicName = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
 
+// MaxPartitions bounds kafka.partitions and an entity's partitions: a
+// topic's partitions cost the broker memory and file handles each, and a
+// typo (99999999999) must not become a request for a billion of them.
+const MaxPartitions = 10_000
+
+// maxReplication bounds kafka.replication_factor: no cluster has more
+// brokers than this, and the protocol's field is 16 bits.
+const maxReplication = 100
+
 // Validate reports every problem at once, each naming its key and how to fix it.
 func (c *Config) Validate() error {
 	var errs []error
@@ -54,9 +63,13 @@ func (c *Config) Validate() error {
 	default:
 		bad(KeySourceSnapshot, "%q is not one of %s, %s", c.Source.Snapshot, SnapshotInitial, SnapshotNever)
 	}
-	if c.Source.StatusInterval <= 0 {
-		bad(KeySourceStatus, "must be a positive duration such as 10s")
+	durationIn := func(key string, d, lo, hi time.Duration, why string) {
+		if d < lo || d > hi {
+			bad(key, "%v must be between %v and %v (%s)", d, lo, hi, why)
+		}
 	}
+	durationIn(KeySourceStatus, c.Source.StatusInterval, 100*time.Millisecond, 10*time.Minute,
+		"how often the confirmed LSN is reported to PostgreSQL; keep it below the server's wal_sender_timeout")
 	if c.Source.SnapshotWorkers < 1 || c.Source.SnapshotWorkers > 64 {
 		bad(KeySnapshotWorkers, "%d must be between 1 and 64 (connections reading the initial snapshot in parallel)", c.Source.SnapshotWorkers)
 	}
@@ -66,16 +79,17 @@ func (c *Config) Validate() error {
 	if c.Source.SnapshotGCPercent < 0 || c.Source.SnapshotGCPercent > 1000 {
 		bad(KeySnapshotGCPercent, "%d must be between 0 and 1000 (Go's GC target during the initial snapshot, as GOGC; 0 leaves it alone)", c.Source.SnapshotGCPercent)
 	}
-	if c.Source.SnapshotProgressInterval < 100*time.Millisecond {
-		bad(KeySnapshotProgress, "must be a duration of at least 100ms such as 10s")
-	}
-	if rc := c.Source.Reconnect; rc.InitialBackoff <= 0 {
-		bad(KeySourceReconnectInitial, "must be a positive duration such as 500ms")
+	durationIn(KeySnapshotProgress, c.Source.SnapshotProgressInterval, 100*time.Millisecond, 24*time.Hour,
+		"how often snapshot progress is logged")
+	if rc := c.Source.Reconnect; rc.InitialBackoff < 10*time.Millisecond || rc.InitialBackoff > time.Minute {
+		bad(KeySourceReconnectInitial, "%v must be between 10ms and 1m0s (the first wait before reconnecting)", rc.InitialBackoff)
 	} else if rc.MaxBackoff < rc.InitialBackoff {
 		bad(KeySourceReconnectMax, "%v is below %s (%v)", rc.MaxBackoff, KeySourceReconnectInitial, rc.InitialBackoff)
+	} else {
+		durationIn(KeySourceReconnectMax, rc.MaxBackoff, rc.InitialBackoff, time.Hour, "the longest wait between reconnect attempts")
 	}
-	if c.Source.Reconnect.GiveUpAfter < 0 {
-		bad(KeySourceReconnectGiveUp, "must be 0 (never give up) or a positive duration such as 10m")
+	if g := c.Source.Reconnect.GiveUpAfter; g < 0 || (g > 0 && g < time.Second) || g > 365*24*time.Hour {
+		bad(KeySourceReconnectGiveUp, "%v must be 0s (never give up) or between 1s and 8760h0m0s, such as 10m", g)
 	}
 	switch c.Source.UnconstrainedNumeric {
 	case "string", "double":
@@ -92,20 +106,22 @@ func (c *Config) Validate() error {
 			bad(KeyKafkaListen, "%q is not host:port", c.Kafka.Listen)
 		}
 	}
-	if c.Kafka.Partitions < 1 {
-		bad(KeyKafkaPartitions, "must be at least 1")
+	if c.Kafka.Partitions < 1 || c.Kafka.Partitions > MaxPartitions {
+		bad(KeyKafkaPartitions, "%d must be between 1 and %d (partitions of each topic created)", c.Kafka.Partitions, MaxPartitions)
 	}
-	if c.Kafka.ReplicationFactor == 0 || c.Kafka.ReplicationFactor < -1 {
-		bad(KeyKafkaReplication, "must be -1 (broker default) or at least 1")
+	if r := c.Kafka.ReplicationFactor; r != -1 && (r < 1 || r > maxReplication) {
+		bad(KeyKafkaReplication, "%d must be -1 (broker default) or between 1 and %d", r, maxReplication)
 	}
 	switch c.Kafka.Compression {
 	case "none", "lz4", "zstd", "snappy", "gzip":
 	default:
 		bad(KeyKafkaCompression, "%q is not one of none, lz4, zstd, snappy, gzip", c.Kafka.Compression)
 	}
-	if c.Kafka.MaxBufferedRecords < 1 {
-		bad(KeyKafkaMaxBuffered, "must be at least 1")
+	if c.Kafka.MaxBufferedRecords < 1 || c.Kafka.MaxBufferedRecords > 10_000_000 {
+		bad(KeyKafkaMaxBuffered, "%d must be between 1 and 10000000 (records in flight before the stream pauses)", c.Kafka.MaxBufferedRecords)
 	}
+	durationIn(KeyKafkaLinger, c.Kafka.Linger, 0, 10*time.Second,
+		"how long a partition waits for more records before its batch is sent; 0 sends at once")
 	switch strings.ToUpper(c.Kafka.SASL.Mechanism) {
 	case "", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512":
 	default:
@@ -116,7 +132,7 @@ func (c *Config) Validate() error {
 	}
 	if c.Registry.URL != "" {
 		if u, err := url.Parse(c.Registry.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			bad(KeyRegistryURL, "%q is not an http(s) URL", RedactURL(c.Registry.URL))
+			bad(KeyRegistryURL, "%q is not an http(s) URL", RedactRegistryURL(c.Registry.URL))
 		}
 	} else if _, _, err := net.SplitHostPort(c.Registry.Listen); err != nil {
 		bad(KeyRegistryListen, "%q is not host:port", c.Registry.Listen)
@@ -157,8 +173,8 @@ func (c *Config) validateEntities() []error {
 			errs = append(errs, fmt.Errorf("%s.topic: %q is already used by %s[%d]", key, e.Topic, KeyEntities, j))
 		}
 		topics[e.Topic] = i
-		if e.Partitions < 1 {
-			errs = append(errs, fmt.Errorf("%s.partitions: must be at least 1", key))
+		if e.Partitions < 1 || e.Partitions > MaxPartitions {
+			errs = append(errs, fmt.Errorf("%s.partitions: %d must be between 1 and %d", key, e.Partitions, MaxPartitions))
 		}
 		switch e.OnTruncate {
 		case OnTruncateTombstone, OnTruncateFail:

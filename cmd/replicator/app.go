@@ -119,7 +119,7 @@ func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, pr
 	}
 	conn.Close(ctx)
 	if err := errors.Join(problems...); err != nil {
-		return fmt.Errorf("source %s is not ready:\n%w", config.RedactURL(cfg.Source.URL), err)
+		return fmt.Errorf("source %s is not ready:\n%w", config.RedactSourceURL(cfg.Source.URL), err)
 	}
 
 	brokers := cfg.Kafka.Brokers
@@ -185,7 +185,7 @@ func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, pr
 	}
 	pents, err := registerSchemas(ctx, cfg, rcl, tables, entities)
 	if err != nil {
-		return fmt.Errorf("schema registry %s (%s): %w", config.RedactURL(registryURL), config.KeyRegistryURL, err)
+		return fmt.Errorf("schema registry %s (%s): %w", config.RedactRegistryURL(registryURL), config.KeyRegistryURL, err)
 	}
 
 	src, err := source.New(source.Config{

@@ -45,11 +45,11 @@ func runCheck(ctx context.Context, path string, flags *pflag.FlagSet, out io.Wri
 
 	conn, err := source.Connect(ctx, cfg.Source.URL)
 	if err != nil {
-		report("PostgreSQL "+config.RedactURL(cfg.Source.URL), err)
+		report("PostgreSQL "+config.RedactSourceURL(cfg.Source.URL), err)
 		return exitError{msg: "check failed"}
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	report("PostgreSQL server "+config.RedactURL(cfg.Source.URL), source.CheckServer(ctx, conn, cfg.Source.Slot, cfg.Source.Publication)...)
+	report("PostgreSQL server "+config.RedactSourceURL(cfg.Source.URL), source.CheckServer(ctx, conn, cfg.Source.Slot, cfg.Source.Publication)...)
 
 	tables, _, err := loadEntities(ctx, cfg, conn)
 	if err != nil {
@@ -74,7 +74,7 @@ func runCheck(ctx context.Context, path string, flags *pflag.FlagSet, out io.Wri
 		report("Kafka: embedded broker on " + cfg.Kafka.Listen)
 	}
 	if !cfg.EmbeddedRegistry() {
-		report("schema registry "+config.RedactURL(cfg.Registry.URL), pingRegistry(ctx, cfg))
+		report("schema registry "+config.RedactRegistryURL(cfg.Registry.URL), pingRegistry(ctx, cfg))
 	} else {
 		report("schema registry: embedded on " + cfg.Registry.Listen)
 	}
