@@ -111,7 +111,7 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 		if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 			return nil, fmt.Errorf("embedded broker data dir: %w", err)
 		}
-		unlock, err := lockDir(filepath.Join(cfg.DataDir, "replicator.lock"))
+		unlock, err := lockDir(filepath.Join(cfg.DataDir, lockFileName))
 		if err != nil {
 			return nil, fmt.Errorf("embedded broker data dir %s: %w", cfg.DataDir, err)
 		}

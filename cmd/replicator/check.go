@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/replicator/replicator/broker"
 	"github.com/replicator/replicator/config"
 	"github.com/replicator/replicator/registry"
 	"github.com/replicator/replicator/source"
@@ -71,12 +73,12 @@ func runCheck(ctx context.Context, path string, flags *pflag.FlagSet, out io.Wri
 		}
 		report(fmt.Sprintf("Kafka %v", cfg.Kafka.Brokers), err)
 	} else {
-		report("Kafka: embedded broker on " + cfg.Kafka.Listen)
+		report("Kafka: embedded broker on "+cfg.Kafka.Listen, broker.CheckEmbedded(cfg.Kafka.Listen, filepath.Join(cfg.DataDir, "kafka")))
 	}
 	if !cfg.EmbeddedRegistry() {
 		report("schema registry "+config.RedactRegistryURL(cfg.Registry.URL), pingRegistry(ctx, cfg))
 	} else {
-		report("schema registry: embedded on " + cfg.Registry.Listen)
+		report("schema registry: embedded on "+cfg.Registry.Listen, registry.CheckEmbedded(cfg.Registry.Listen, filepath.Join(cfg.DataDir, "registry")))
 	}
 	if len(problems) > 0 {
 		fmt.Fprintf(out, "%d problem(s) found\n", len(problems))
