@@ -114,6 +114,7 @@ func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, pr
 		tables, entities, err = loadEntities(ctx, cfg, conn)
 		problems = append(problems, err)
 		if err == nil {
+			problems = append(problems, source.CheckPrivileges(ctx, conn, cfg.Source.Publication, tables)...)
 			problems = append(problems, source.CheckPublication(ctx, conn, cfg.Source.Publication, tables)...)
 		}
 	}

@@ -62,7 +62,8 @@ func runCheck(ctx context.Context, path string, flags *pflag.FlagSet, out io.Wri
 			errs = append(errs, source.CheckTable(ctx, conn, &tables[i])...)
 		}
 		report(fmt.Sprintf("entities (%d tables)", len(tables)), errs...)
-		report("publication "+cfg.Source.Publication, source.CheckPublication(ctx, conn, cfg.Source.Publication, tables)...)
+		report("publication "+cfg.Source.Publication, append(source.CheckPrivileges(ctx, conn, cfg.Source.Publication, tables),
+			source.CheckPublication(ctx, conn, cfg.Source.Publication, tables)...)...)
 	}
 
 	if !cfg.EmbeddedKafka() {
