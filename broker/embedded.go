@@ -54,6 +54,11 @@ type EmbeddedConfig struct {
 	// [DefaultCompactionMinDirtyBytes], whose documentation says why a
 	// pass is worth avoiding.
 	CompactionMinDirtyBytes int64
+	// SASL, when its Mechanism is set, makes every client authenticate as
+	// its one user (a superuser). Required when Listen is not a loopback
+	// address (SCRAM-SHA-256 or SCRAM-SHA-512 there: the embedded broker
+	// has no TLS, and PLAIN would send the password in clear).
+	SASL SASLConfig
 	// Logger receives kfake's log lines when set: kfake errors and warnings
 	// at their level, everything else (per-request chatter) at debug.
 	// Nil discards them.
@@ -105,6 +110,10 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 	if _, _, err := net.SplitHostPort(cfg.Listen); err != nil {
 		return nil, fmt.Errorf("%s %q: %w", keyListen, cfg.Listen, err)
 	}
+	authOpts, clientAuth, err := embeddedAuth(cfg.Listen, cfg.SASL)
+	if err != nil {
+		return nil, fmt.Errorf("embedded broker: %w", err)
+	}
 
 	e := &Embedded{}
 	if cfg.DataDir != "" {
@@ -141,6 +150,7 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 		// Our compactor decides when to compact, not kfake's ticker.
 		kfake.BrokerConfigs(map[string]string{compactionConfig: strconv.FormatInt(kfakeCleanerOff.Milliseconds(), 10)}),
 	}
+	opts = append(opts, authOpts...)
 	if cfg.DataDir != "" {
 		opts = append(opts, kfake.DataDir(cfg.DataDir))
 	}
@@ -163,7 +173,7 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 	// would not start its own ticker.
 	e.compactor = &compactor{
 		cluster: c, addr: e.addr, interval: cfg.CompactionInterval,
-		minDirty: cfg.CompactionMinDirtyBytes, log: cfg.Logger,
+		minDirty: cfg.CompactionMinDirtyBytes, log: cfg.Logger, clientOpts: clientAuth,
 	}
 	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	e.stopCompactor, e.compactorDone = cancel, make(chan struct{})

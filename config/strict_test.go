@@ -35,6 +35,11 @@ func TestLoadRejectsBadScalars(t *testing.T) {
 		{"tls enabled word", "kafka: {tls: {enabled: maybe}}\n", []string{"kafka.tls.enabled: \"maybe\" is not true or false"}},
 		{"url as a mapping", "", []string{"source.url: want a string, got a mapping"}},
 		{"give up too short", "source: {reconnect: {give_up_after: 1ns}}\n", []string{"source.reconnect.give_up_after"}},
+		{"open broker", "kafka: {listen: '0.0.0.0:9092'}\n", []string{"kafka.listen: 0.0.0.0:9092 is not a loopback address", "kafka.sasl.mechanism", "kafka.sasl.password"}},
+		{"open broker with PLAIN", "kafka: {listen: '10.1.2.3:9092', sasl: {mechanism: PLAIN, username: u, password: p}}\n", []string{"kafka.sasl.mechanism: PLAIN with kafka.listen 10.1.2.3:9092 would send the password in clear"}},
+		{"sasl without password", "kafka: {brokers: ['k:9092'], sasl: {mechanism: SCRAM-SHA-256, username: u}}\n", []string{"kafka.sasl.password: required"}},
+		{"open registry", "registry: {listen: ':8081'}\n", []string{"registry.listen: :8081 is not a loopback address", "registry.username", "registry.password"}},
+		{"registry user without password", "registry: {username: u}\n", []string{"registry.username: registry.username and registry.password: set both or neither"}},
 		{"max backoff huge", "source: {reconnect: {max_backoff: 1000h}}\n", []string{"source.reconnect.max_backoff: 1000h0m0s must be between"}},
 	}
 	for _, tt := range tests {
@@ -114,6 +119,28 @@ entities: [{table: t, key: [1, id], partitions: 3.0}]
 		if c.got != c.want {
 			t.Errorf("%s: got %v, want %v", c.name, c.got, c.want)
 		}
+	}
+}
+
+// TestOpenListenWithCredentials: the embedded services may listen on the
+// network once they require credentials.
+func TestOpenListenWithCredentials(t *testing.T) {
+	t.Setenv("REPLICATOR_KAFKA_SASL_PASSWORD", "from-env")
+	t.Setenv("REPLICATOR_REGISTRY_PASSWORD", "from-env")
+	cfg, err := Load(writeConfig(t, `
+source: {url: postgres://x}
+kafka: {listen: '0.0.0.0:9092', sasl: {mechanism: SCRAM-SHA-512, username: replicator}}
+registry: {listen: '[::]:8081', username: replicator}
+entities: [{table: t}]
+`), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Kafka.SASL.Password != "from-env" || cfg.Registry.Password != "from-env" {
+		t.Errorf("passwords from the environment: got %q, %q", cfg.Kafka.SASL.Password, cfg.Registry.Password)
+	}
+	if s := cfg.String(); strings.Contains(s, "from-env") {
+		t.Errorf("String leaks a password: %s", s)
 	}
 }
 

@@ -104,7 +104,18 @@ func (c *Config) Validate() error {
 	if c.EmbeddedKafka() {
 		if _, _, err := net.SplitHostPort(c.Kafka.Listen); err != nil {
 			bad(KeyKafkaListen, "%q is not host:port", c.Kafka.Listen)
+		} else if !isLoopback(c.Kafka.Listen) {
+			switch strings.ToUpper(c.Kafka.SASL.Mechanism) {
+			case "":
+				bad(KeyKafkaListen, "%s is not a loopback address: the embedded broker would serve anyone who can reach it; set %s (SCRAM-SHA-256 or SCRAM-SHA-512), %s and %s (better REPLICATOR_KAFKA_SASL_PASSWORD) so that it requires them, or listen on 127.0.0.1",
+					c.Kafka.Listen, KeyKafkaSASLMechanism, KeyKafkaSASLUser, KeyKafkaSASLPassword)
+			case "PLAIN":
+				bad(KeyKafkaSASLMechanism, "PLAIN with %s %s would send the password in clear over the network (the embedded broker has no TLS): use SCRAM-SHA-256 or SCRAM-SHA-512", KeyKafkaListen, c.Kafka.Listen)
+			}
 		}
+	}
+	if c.Kafka.SASL.Mechanism != "" && c.Kafka.SASL.Password == "" {
+		bad(KeyKafkaSASLPassword, "required when %s is set (set it through REPLICATOR_KAFKA_SASL_PASSWORD rather than the file)", KeyKafkaSASLMechanism)
 	}
 	if c.Kafka.Partitions < 1 || c.Kafka.Partitions > MaxPartitions {
 		bad(KeyKafkaPartitions, "%d must be between 1 and %d (partitions of each topic created)", c.Kafka.Partitions, MaxPartitions)
@@ -136,6 +147,14 @@ func (c *Config) Validate() error {
 		}
 	} else if _, _, err := net.SplitHostPort(c.Registry.Listen); err != nil {
 		bad(KeyRegistryListen, "%q is not host:port", c.Registry.Listen)
+	} else {
+		if (c.Registry.Username == "") != (c.Registry.Password == "") {
+			bad(KeyRegistryUser, "%s and %s: set both or neither (the embedded registry then requires them)", KeyRegistryUser, KeyRegistryPassword)
+		}
+		if c.Registry.Username == "" && !isLoopback(c.Registry.Listen) {
+			bad(KeyRegistryListen, "%s is not a loopback address: the embedded registry would serve anyone who can reach it; set %s and %s (better REPLICATOR_REGISTRY_PASSWORD) so that it requires them, or listen on 127.0.0.1",
+				c.Registry.Listen, KeyRegistryUser, KeyRegistryPassword)
+		}
 	}
 	errs = append(errs, c.validateEntities()...)
 	return errors.Join(errs...)
@@ -203,4 +222,19 @@ func (c *Config) validateEntities() []error {
 		}
 	}
 	return errs
+}
+
+// isLoopback reports whether a listen address accepts only connections
+// from this machine: a loopback IP or "localhost" (an empty host or a
+// wildcard listens on every interface).
+func isLoopback(listen string) bool {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -37,6 +37,9 @@ type EmbeddedConfig struct {
 	// Empty keeps everything in memory. One process at a time: a second
 	// registry on the same directory fails to start.
 	DataDir string
+	// Username and Password, when set, are required of every request
+	// (HTTP basic auth). Required when Listen is not a loopback address.
+	Username, Password string
 }
 
 // Embedded is a Confluent-compatible schema registry served from this
@@ -86,6 +89,9 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 	if _, _, err := net.SplitHostPort(cfg.Listen); err != nil {
 		return nil, fmt.Errorf("%s %q: %w", keyListen, cfg.Listen, err)
 	}
+	if err := checkAuth(cfg); err != nil {
+		return nil, fmt.Errorf("embedded registry: %w", err)
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -119,7 +125,7 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 	}
 	e.url = "http://" + dialAddr(cfg.Listen, ln.Addr())
 	e.srv = &http.Server{
-		Handler:           e.reg.Handler(),
+		Handler:           requireBasicAuth(e.reg.Handler(), cfg.Username, cfg.Password),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	go func() {

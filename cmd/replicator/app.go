@@ -129,6 +129,7 @@ func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, pr
 		emb, err := broker.StartEmbedded(ctx, broker.EmbeddedConfig{
 			Listen:  cfg.Kafka.Listen,
 			DataDir: filepath.Join(cfg.DataDir, "kafka"),
+			SASL:    broker.SASLConfig{Mechanism: cfg.Kafka.SASL.Mechanism, Username: cfg.Kafka.SASL.Username, Password: cfg.Kafka.SASL.Password},
 			Logger:  log,
 		})
 		if err != nil {
@@ -142,7 +143,9 @@ func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, pr
 	if cfg.EmbeddedRegistry() {
 		reg, err := registry.StartEmbedded(ctx, registry.EmbeddedConfig{
 			Listen:  cfg.Registry.Listen,
-			DataDir: filepath.Join(cfg.DataDir, "registry"),
+			DataDir:  filepath.Join(cfg.DataDir, "registry"),
+			Username: cfg.Registry.Username,
+			Password: cfg.Registry.Password,
 		})
 		if err != nil {
 			return fmt.Errorf("start embedded registry (%s): %w", config.KeyRegistryListen, err)

@@ -1,0 +1,106 @@
+package broker
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+func TestIsLoopback(t *testing.T) {
+	t.Parallel()
+	for addr, want := range map[string]bool{
+		"127.0.0.1:9092": true, "127.1.2.3:1": true, "[::1]:9092": true, "localhost:9092": true,
+		"0.0.0.0:9092": false, ":9092": false, "[::]:9092": false, "10.0.0.5:9092": false,
+		"kafka.example.com:9092": false, "no-port": false,
+	} {
+		if got := IsLoopback(addr); got != want {
+			t.Errorf("IsLoopback(%q) = %v, want %v", addr, got, want)
+		}
+	}
+}
+
+// TestEmbeddedRefusesOpenNetworkListen: a broker that anyone on the
+// network could use is refused before it binds anything.
+func TestEmbeddedRefusesOpenNetworkListen(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		sasl SASLConfig
+		want string
+	}{
+		{SASLConfig{}, "kafka.listen 0.0.0.0:0 is not a loopback address"},
+		{SASLConfig{Mechanism: "PLAIN", Username: "u", Password: "p"}, "PLAIN would send the password in clear"},
+		{SASLConfig{Mechanism: "SCRAM-SHA-256", Username: "u"}, "kafka.sasl.password: required"},
+	}
+	for _, tt := range tests {
+		_, err := StartEmbedded(t.Context(), EmbeddedConfig{Listen: "0.0.0.0:0", SASL: tt.sasl})
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("SASL %+v: got %v, want an error containing %q", tt.sasl.Mechanism, err, tt.want)
+		}
+		if err != nil && tt.sasl.Password != "" && strings.Contains(err.Error(), tt.sasl.Password+" ") {
+			t.Errorf("error quotes the password: %v", err)
+		}
+	}
+	// With SCRAM it is accepted (checked without binding 0.0.0.0 here).
+	if _, _, err := embeddedAuth("0.0.0.0:9092", SASLConfig{Mechanism: "scram-sha-512", Username: "u", Password: "p"}); err != nil {
+		t.Errorf("SCRAM-SHA-512 on a wildcard address: %v", err)
+	}
+}
+
+// TestEmbeddedSASL: with SASL on, a client without credentials (or with
+// a wrong password) gets nothing; one with them creates, produces and
+// consumes.
+func TestEmbeddedSASL(t *testing.T) {
+	t.Parallel()
+	for _, mech := range []string{MechanismScramSHA256, MechanismScramSHA512} {
+		t.Run(mech, func(t *testing.T) {
+			t.Parallel()
+			creds := SASLConfig{Mechanism: mech, Username: "replicator", Password: "s3cret pass"}
+			e := startEmbedded(t, EmbeddedConfig{SASL: creds, DataDir: t.TempDir(), CompactionInterval: 10 * time.Millisecond})
+
+			for name, sasl := range map[string]SASLConfig{
+				"no credentials": {},
+				"wrong password": {Mechanism: mech, Username: "replicator", Password: "guess"},
+			} {
+				opts, err := Config{Brokers: []string{e.Addr()}, SASL: sasl}.ClientOptions()
+				if err != nil {
+					t.Fatal(err)
+				}
+				cl, err := kgo.NewClient(append(opts, kgo.RequestRetries(0))...)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+				_, err = kadm.NewClient(cl).CreateTopic(ctx, 1, 1, nil, "stolen")
+				cancel()
+				cl.Close()
+				if err == nil {
+					t.Errorf("%s: CreateTopic succeeded", name)
+				}
+			}
+
+			opts, err := Config{Brokers: []string{e.Addr()}, SASL: creds}.ClientOptions()
+			if err != nil {
+				t.Fatal(err)
+			}
+			cl, err := kgo.NewClient(opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(cl.Close)
+			ensure(t, kadm.NewClient(cl), TopicSpec{Name: "allowed", Partitions: 1})
+			ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+			defer cancel()
+			if err := cl.ProduceSync(ctx, &kgo.Record{Topic: "allowed", Key: []byte("k"), Value: []byte("v")}).FirstErr(); err != nil {
+				t.Fatalf("produce with credentials: %v", err)
+			}
+			topics, err := kadm.NewClient(cl).ListTopics(ctx)
+			if err != nil || !topics.Has("allowed") || topics.Has("stolen") {
+				t.Errorf("topics: got %v (%v), want allowed and not stolen", topics.Names(), err)
+			}
+		})
+	}
+}
