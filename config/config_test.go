@@ -249,4 +249,11 @@ func TestValidateDoesNotQuoteSecrets(t *testing.T) {
 	if strings.Contains(err.Error(), "regsecret") {
 		t.Errorf("error leaks the password: %v", err)
 	}
+	_, err = Load(writeConfig(t, "source: {url: 'postgres://u:pg/secret@h/db?x=1@2'}\nentities: [{table: t}]\n"), nil)
+	if err == nil || !strings.Contains(err.Error(), "source.url: does not parse") {
+		t.Fatalf("got %v, want a source.url parse error", err)
+	}
+	if strings.Contains(err.Error(), "secret") {
+		t.Errorf("error leaks the password: %v", err)
+	}
 }

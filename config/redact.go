@@ -33,20 +33,24 @@ func RedactSourceURL(s string) string {
 	if s == "" {
 		return s
 	}
-	hidden := "(" + KeySourceURL + " does not parse: not shown)"
-	if !pgconnParses(s) {
-		return hidden
-	}
-	out, ok := "", false
-	if strings.HasPrefix(s, "postgres://") || strings.HasPrefix(s, "postgresql://") {
-		out, ok = redactURL(s)
-	} else {
-		out, ok = redactKeywordValue(s)
-	}
+	out, ok := redactSource(s)
 	if !ok {
-		return hidden
+		return "(" + KeySourceURL + " does not parse: not shown)"
 	}
 	return out
+}
+
+// redactSource is RedactSourceURL, reporting whether s has unambiguous
+// boundaries (pgconn parses it, and so do net/url or our keyword/value
+// reader) rather than a placeholder.
+func redactSource(s string) (string, bool) {
+	if !pgconnParses(s) {
+		return "", false
+	}
+	if strings.HasPrefix(s, "postgres://") || strings.HasPrefix(s, "postgresql://") {
+		return redactURL(s)
+	}
+	return redactKeywordValue(s)
 }
 
 // RedactRegistryURL renders an http(s) URL without its user password or

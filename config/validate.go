@@ -51,6 +51,8 @@ func (c *Config) Validate() error {
 	}
 	if c.Source.URL == "" {
 		bad(KeySourceURL, "required: the PostgreSQL connection URL, e.g. postgres://user@host:5432/db (or set REPLICATOR_SOURCE_URL)")
+	} else if _, ok := redactSource(c.Source.URL); !ok {
+		bad(KeySourceURL, "does not parse (not shown: it may hold a password): write postgres://user:password@host:5432/db with special characters percent-encoded (@ as %%40, / as %%2F, : as %%3A), or host=h user=u dbname=d with values containing spaces in single quotes")
 	}
 	if !replicationIdent.MatchString(c.Source.Slot) {
 		bad(KeySourceSlot, "%q must be 1-63 characters of a-z, 0-9 and _ and not start with a digit", c.Source.Slot)

@@ -142,7 +142,7 @@ func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, pr
 	registryURL := cfg.Registry.URL
 	if cfg.EmbeddedRegistry() {
 		reg, err := registry.StartEmbedded(ctx, registry.EmbeddedConfig{
-			Listen:  cfg.Registry.Listen,
+			Listen:   cfg.Registry.Listen,
 			DataDir:  filepath.Join(cfg.DataDir, "registry"),
 			Username: cfg.Registry.Username,
 			Password: cfg.Registry.Password,
