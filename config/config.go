@@ -47,6 +47,8 @@ const (
 	KeyRegistryUser       = "registry.username"
 	KeyRegistryPassword   = "registry.password"
 	KeyRegistryCA         = "registry.ca_file"
+	KeyRegistryCert       = "registry.cert_file"
+	KeyRegistryKey        = "registry.key_file"
 	KeyEntities           = "entities"
 )
 
@@ -160,6 +162,11 @@ type RegistryConfig struct {
 	Username string `mapstructure:"username"`
 	Password string `mapstructure:"password"`
 	CAFile   string `mapstructure:"ca_file"`
+	// CertFile and KeyFile make the embedded registry serve HTTPS with
+	// this certificate (CAFile then verifies it for replicator's own
+	// client). Not used with URL.
+	CertFile string `mapstructure:"cert_file"`
+	KeyFile  string `mapstructure:"key_file"`
 }
 
 // Entity is one table exported as an entity topic. Only Table is required.

@@ -77,6 +77,8 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault(KeyRegistryUser, "")
 	v.SetDefault(KeyRegistryPassword, "")
 	v.SetDefault(KeyRegistryCA, "")
+	v.SetDefault(KeyRegistryCert, "")
+	v.SetDefault(KeyRegistryKey, "")
 }
 
 // MaxFileSize bounds the config file: a config is a few KiB, and reading

@@ -40,6 +40,8 @@ func TestLoadRejectsBadScalars(t *testing.T) {
 		{"sasl without password", "kafka: {brokers: ['k:9092'], sasl: {mechanism: SCRAM-SHA-256, username: u}}\n", []string{"kafka.sasl.password: required"}},
 		{"open registry", "registry: {listen: ':8081'}\n", []string{"registry.listen: :8081 is not a loopback address", "registry.username", "registry.password"}},
 		{"registry user without password", "registry: {username: u}\n", []string{"registry.username: registry.username and registry.password: set both or neither"}},
+		{"registry cert without key", "registry: {cert_file: c.pem}\n", []string{"registry.cert_file: registry.cert_file and registry.key_file: set both or neither"}},
+		{"registry cert with external registry", "registry: {url: 'https://r:8081', cert_file: c.pem, key_file: k.pem}\n", []string{"registry.cert_file", "not used with registry.url"}},
 		{"max backoff huge", "source: {reconnect: {max_backoff: 1000h}}\n", []string{"source.reconnect.max_backoff: 1000h0m0s must be between"}},
 	}
 	for _, tt := range tests {

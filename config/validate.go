@@ -147,6 +147,11 @@ func (c *Config) Validate() error {
 		if u, err := url.Parse(c.Registry.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			bad(KeyRegistryURL, "%q is not an http(s) URL", RedactRegistryURL(c.Registry.URL))
 		}
+		if c.Registry.CertFile != "" || c.Registry.KeyFile != "" {
+			bad(KeyRegistryCert, "%s and %s are the embedded registry's certificate: not used with %s", KeyRegistryCert, KeyRegistryKey, KeyRegistryURL)
+		}
+	} else if (c.Registry.CertFile == "") != (c.Registry.KeyFile == "") {
+		bad(KeyRegistryCert, "%s and %s: set both or neither", KeyRegistryCert, KeyRegistryKey)
 	} else if _, _, err := net.SplitHostPort(c.Registry.Listen); err != nil {
 		bad(KeyRegistryListen, "%q is not host:port", c.Registry.Listen)
 	} else {

@@ -3,6 +3,7 @@ package registry
 import (
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -58,3 +59,26 @@ func requireBasicAuth(next http.Handler, user, password string) http.Handler {
 		next.ServeHTTP(w, r)
 	})
 }
+
+// serverTLS is the embedded registry's TLS configuration: nil without
+// CertFile and KeyFile (plain HTTP), an error naming the keys if only one
+// is set or the pair does not load.
+func serverTLS(cfg EmbeddedConfig) (*tls.Config, error) {
+	if cfg.CertFile == "" && cfg.KeyFile == "" {
+		return nil, nil
+	}
+	if cfg.CertFile == "" || cfg.KeyFile == "" {
+		return nil, fmt.Errorf("%s and %s: set both or neither", keyCert, keyKey)
+	}
+	cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("%s, %s: %w", keyCert, keyKey, err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+}
+
+// Keys of the embedded registry's server certificate, named in errors.
+const (
+	keyCert = "registry.cert_file"
+	keyKey  = "registry.key_file"
+)

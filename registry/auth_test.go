@@ -2,7 +2,17 @@ package registry
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -91,5 +101,75 @@ func TestEmbeddedBasicAuth(t *testing.T) {
 	}
 	if _, err := anon.Subjects(ctx); err == nil {
 		t.Errorf("Subjects without credentials: got no error")
+	}
+}
+
+// selfSigned writes a self-signed certificate for 127.0.0.1 (its own CA)
+// and its key, and returns their paths.
+func selfSigned(t *testing.T) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "registry test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
+// TestEmbeddedTLS: with a certificate the registry serves HTTPS only; a
+// client trusting its CA registers, one that does not is refused.
+func TestEmbeddedTLS(t *testing.T) {
+	t.Parallel()
+	certFile, keyFile := selfSigned(t)
+	e := startEmbedded(t, EmbeddedConfig{CertFile: certFile, KeyFile: keyFile, Username: "u", Password: "p"})
+	if !strings.HasPrefix(e.URL(), "https://") {
+		t.Fatalf("URL %s: want https://", e.URL())
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	cl, err := NewClient(ClientConfig{URL: e.URL(), Username: "u", Password: "p", CAFile: certFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.CreateSchema(ctx, "x-value", sr.Schema{Schema: `"string"`}); err != nil {
+		t.Fatalf("register over TLS: %v", err)
+	}
+	untrusting, err := NewClient(ClientConfig{URL: e.URL(), Username: "u", Password: "p"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := untrusting.Subjects(ctx); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Errorf("client without the CA: got %v, want a certificate error", err)
+	}
+	plain, err := NewClient(ClientConfig{URL: "http://" + strings.TrimPrefix(e.URL(), "https://"), Username: "u", Password: "p"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := plain.Subjects(ctx); err == nil {
+		t.Errorf("plain HTTP to the TLS registry: got no error")
+	}
+	if _, err := StartEmbedded(t.Context(), EmbeddedConfig{Listen: "127.0.0.1:0", CertFile: certFile}); err == nil || !strings.Contains(err.Error(), "registry.key_file") {
+		t.Errorf("cert without key: got %v, want an error naming registry.key_file", err)
 	}
 }

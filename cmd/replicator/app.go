@@ -146,6 +146,8 @@ func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, pr
 			DataDir:  filepath.Join(cfg.DataDir, "registry"),
 			Username: cfg.Registry.Username,
 			Password: cfg.Registry.Password,
+			CertFile: cfg.Registry.CertFile,
+			KeyFile:  cfg.Registry.KeyFile,
 		})
 		if err != nil {
 			return fmt.Errorf("start embedded registry (%s): %w", config.KeyRegistryListen, err)
