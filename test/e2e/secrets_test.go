@@ -4,7 +4,16 @@ package e2e
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
+	"math/big"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -27,7 +36,7 @@ import (
 // broker's SASL password) and in the file (the embedded registry's
 // password): a run, a check, a run that fails to connect and one whose URL
 // does not parse. No secret and no row value appears in any output. The
-// embedded broker and registry require their credentials: a client without
+// embedded broker and registry (over HTTPS) require their credentials: a client without
 // them gets nothing, one with them reads the records.
 func TestSecretsStayOutOfOutput(t *testing.T) {
 	const (
@@ -54,6 +63,7 @@ func TestSecretsStayOutOfOutput(t *testing.T) {
 	}
 	dataDir := t.TempDir()
 	brokerAddr, registryAddr := freeAddr(t), freeAddr(t)
+	certFile, keyFile, caPool := selfSignedCert(t)
 	writeConfig := func(name, sourceURL string) string {
 		path := filepath.Join(dataDir, name)
 		cfg := fmt.Sprintf(`data_dir: %q
@@ -63,9 +73,9 @@ kafka:
   listen: %q
   partitions: 1
   sasl: {mechanism: SCRAM-SHA-256, username: replicator}
-registry: {listen: %q, username: replicator, password: %q}
+registry: {listen: %q, username: replicator, password: %q, cert_file: %q, key_file: %q, ca_file: %q}
 entities: [{table: vault}]
-`, filepath.Join(dataDir, "data"), sourceURL, brokerAddr, registryAddr, registryPassword)
+`, filepath.Join(dataDir, "data"), sourceURL, brokerAddr, registryAddr, registryPassword, certFile, keyFile, certFile)
 		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -95,9 +105,17 @@ entities: [{table: vault}]
 	if n := countRecords(t, brokerAddr, "vault", kgo.SASL(scram.Auth{User: "replicator", Pass: kafkaPassword}.AsSha256Mechanism())); n != 2 {
 		t.Errorf("records read with credentials: got %d, want 2", n)
 	}
-	// The registry: 401 without credentials, the subjects with them.
+	// The registry, over HTTPS only: 401 without credentials, the subjects
+	// with them.
+	if resp, err := http.Get("http://" + registryAddr + "/subjects"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Errorf("plain HTTP to the registry: got 200")
+		}
+	}
+	httpsClient := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: caPool}}}
 	for _, auth := range []bool{false, true} {
-		req, err := http.NewRequest(http.MethodGet, "http://"+registryAddr+"/subjects", nil)
+		req, err := http.NewRequest(http.MethodGet, "https://"+registryAddr+"/subjects", nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -106,7 +124,7 @@ entities: [{table: vault}]
 			req.SetBasicAuth("replicator", registryPassword)
 			want = http.StatusOK
 		}
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := httpsClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -204,4 +222,43 @@ func countRecords(t *testing.T, brokers, topic string, opts ...kgo.Opt) int {
 		n += fs.NumRecords()
 	}
 	return n
+}
+
+// selfSignedCert writes a self-signed certificate for 127.0.0.1 (its own
+// CA) and its key; it returns their paths and a pool trusting it.
+func selfSignedCert(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "e2e registry"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return certFile, keyFile, pool
 }
