@@ -42,6 +42,7 @@ func TestLoadRejectsBadScalars(t *testing.T) {
 		{"registry user without password", "registry: {username: u}\n", []string{"registry.username: registry.username and registry.password: set both or neither"}},
 		{"registry cert without key", "registry: {cert_file: c.pem}\n", []string{"registry.cert_file: registry.cert_file and registry.key_file: set both or neither"}},
 		{"registry cert with external registry", "registry: {url: 'https://r:8081', cert_file: c.pem, key_file: k.pem}\n", []string{"registry.cert_file", "not used with registry.url"}},
+		{"embedded TLS without key", "kafka: {tls: {enabled: true, cert_file: c.pem}}\n", []string{"kafka.tls.enabled: the embedded broker serves TLS with kafka.tls.cert_file and kafka.tls.key_file: set both"}},
 		{"max backoff huge", "source: {reconnect: {max_backoff: 1000h}}\n", []string{"source.reconnect.max_backoff: 1000h0m0s must be between"}},
 	}
 	for _, tt := range tests {
@@ -97,7 +98,7 @@ func TestLoadAcceptsTypedScalars(t *testing.T) {
 	t.Setenv("REPLICATOR_KAFKA_LINGER", "0")
 	cfg, err := Load(writeConfig(t, `
 source: {url: postgres://x, status_interval: 1m30s, reconnect: {give_up_after: 0}}
-kafka: {client_id: 123, replication_factor: 3}
+kafka: {client_id: 123, replication_factor: 3, tls: {cert_file: c.pem, key_file: k.pem}}
 entities: [{table: t, key: [1, id], partitions: 3.0}]
 `), nil)
 	if err != nil {
@@ -137,6 +138,14 @@ entities: [{table: t}]
 `), nil)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if _, err := Load(writeConfig(t, `
+source: {url: postgres://x}
+kafka: {listen: '0.0.0.0:9092', sasl: {mechanism: PLAIN, username: replicator}, tls: {enabled: true, cert_file: c.pem, key_file: k.pem}}
+registry: {username: replicator}
+entities: [{table: t}]
+`), nil); err != nil {
+		t.Errorf("PLAIN over TLS on the network: %v", err)
 	}
 	if cfg.Kafka.SASL.Password != "from-env" || cfg.Registry.Password != "from-env" {
 		t.Errorf("passwords from the environment: got %q, %q", cfg.Kafka.SASL.Password, cfg.Registry.Password)

@@ -112,8 +112,13 @@ func (c *Config) Validate() error {
 				bad(KeyKafkaListen, "%s is not a loopback address: the embedded broker would serve anyone who can reach it; set %s (SCRAM-SHA-256 or SCRAM-SHA-512), %s and %s (better REPLICATOR_KAFKA_SASL_PASSWORD) so that it requires them, or listen on 127.0.0.1",
 					c.Kafka.Listen, KeyKafkaSASLMechanism, KeyKafkaSASLUser, KeyKafkaSASLPassword)
 			case "PLAIN":
-				bad(KeyKafkaSASLMechanism, "PLAIN with %s %s would send the password in clear over the network (the embedded broker has no TLS): use SCRAM-SHA-256 or SCRAM-SHA-512", KeyKafkaListen, c.Kafka.Listen)
+				if !c.Kafka.TLS.Enabled {
+					bad(KeyKafkaSASLMechanism, "PLAIN with %s %s would send the password in clear over the network: use SCRAM-SHA-256 or SCRAM-SHA-512, or serve TLS (%s with %s and %s)", KeyKafkaListen, c.Kafka.Listen, KeyKafkaTLSEnabled, KeyKafkaTLSCert, KeyKafkaTLSKey)
+				}
 			}
+		}
+		if c.Kafka.TLS.Enabled && (c.Kafka.TLS.CertFile == "" || c.Kafka.TLS.KeyFile == "") {
+			bad(KeyKafkaTLSEnabled, "the embedded broker serves TLS with %s and %s: set both", KeyKafkaTLSCert, KeyKafkaTLSKey)
 		}
 	}
 	if c.Kafka.SASL.Mechanism != "" && c.Kafka.SASL.Password == "" {

@@ -130,7 +130,11 @@ func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, pr
 			Listen:  cfg.Kafka.Listen,
 			DataDir: filepath.Join(cfg.DataDir, "kafka"),
 			SASL:    broker.SASLConfig{Mechanism: cfg.Kafka.SASL.Mechanism, Username: cfg.Kafka.SASL.Username, Password: cfg.Kafka.SASL.Password},
-			Logger:  log,
+			// kafka.tls.cert_file and key_file are the embedded broker's own
+			// certificate (config.Validate requires both with TLS enabled).
+			CertFile: embeddedTLSFile(cfg, cfg.Kafka.TLS.CertFile),
+			KeyFile:  embeddedTLSFile(cfg, cfg.Kafka.TLS.KeyFile),
+			Logger:   log,
 		})
 		if err != nil {
 			return fmt.Errorf("start embedded broker (%s): %w", config.KeyKafkaListen, err)
@@ -227,6 +231,14 @@ func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, pr
 
 // kafkaOptions are the connection options (brokers, TLS, SASL) without
 // producer settings: what a short-lived consumer needs.
+// embeddedTLSFile is f when the embedded broker serves TLS, "" otherwise.
+func embeddedTLSFile(cfg *config.Config, f string) string {
+	if !cfg.Kafka.TLS.Enabled {
+		return ""
+	}
+	return f
+}
+
 func kafkaOptions(cfg *config.Config, brokers []string, dial broker.DialFunc) ([]kgo.Opt, error) {
 	bc := broker.Config{
 		Brokers:  brokers,
@@ -237,6 +249,11 @@ func kafkaOptions(cfg *config.Config, brokers []string, dial broker.DialFunc) ([
 			KeyFile: cfg.Kafka.TLS.KeyFile, InsecureSkipVerify: cfg.Kafka.TLS.InsecureSkipVerify,
 		},
 		SASL: broker.SASLConfig{Mechanism: cfg.Kafka.SASL.Mechanism, Username: cfg.Kafka.SASL.Username, Password: cfg.Kafka.SASL.Password},
+	}
+	if dial != nil {
+		// The embedded broker's in-process dialer speaks TLS itself when
+		// the broker serves it.
+		bc.TLS = broker.TLSConfig{}
 	}
 	return bc.ClientOptions()
 }

@@ -36,7 +36,7 @@ import (
 // broker's SASL password) and in the file (the embedded registry's
 // password): a run, a check, a run that fails to connect and one whose URL
 // does not parse. No secret and no row value appears in any output. The
-// embedded broker and registry (over HTTPS) require their credentials: a client without
+// embedded broker and registry (over TLS) require their credentials: a client without
 // them gets nothing, one with them reads the records.
 func TestSecretsStayOutOfOutput(t *testing.T) {
 	const (
@@ -73,9 +73,10 @@ kafka:
   listen: %q
   partitions: 1
   sasl: {mechanism: SCRAM-SHA-256, username: replicator}
+  tls: {enabled: true, cert_file: %q, key_file: %q}
 registry: {listen: %q, username: replicator, password: %q, cert_file: %q, key_file: %q, ca_file: %q}
 entities: [{table: vault}]
-`, filepath.Join(dataDir, "data"), sourceURL, brokerAddr, registryAddr, registryPassword, certFile, keyFile, certFile)
+`, filepath.Join(dataDir, "data"), sourceURL, brokerAddr, certFile, keyFile, registryAddr, registryPassword, certFile, keyFile, certFile)
 		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -90,8 +91,10 @@ entities: [{table: vault}]
 	mustExec(t, conn, `INSERT INTO vault VALUES (2, $1)`, rowStream)
 	waitCaughtUp(t, conn, "replicator", p)
 
-	// The broker: nothing without credentials, both records with them.
-	anon, err := kgo.NewClient(kgo.SeedBrokers(brokerAddr), kgo.RequestRetries(0))
+	// The broker, over TLS only: nothing without credentials, both records
+	// with them.
+	brokerTLS := kgo.DialTLSConfig(&tls.Config{RootCAs: caPool})
+	anon, err := kgo.NewClient(kgo.SeedBrokers(brokerAddr), kgo.RequestRetries(0), brokerTLS)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +105,7 @@ entities: [{table: vault}]
 	if err == nil {
 		t.Errorf("a client without SASL credentials read the topic's offsets")
 	}
-	if n := countRecords(t, brokerAddr, "vault", kgo.SASL(scram.Auth{User: "replicator", Pass: kafkaPassword}.AsSha256Mechanism())); n != 2 {
+	if n := countRecords(t, brokerAddr, "vault", brokerTLS, kgo.SASL(scram.Auth{User: "replicator", Pass: kafkaPassword}.AsSha256Mechanism())); n != 2 {
 		t.Errorf("records read with credentials: got %d, want 2", n)
 	}
 	// The registry, over HTTPS only: 401 without credentials, the subjects
