@@ -136,16 +136,16 @@ func toBool(data any) (any, error) {
 	return nil, fmt.Errorf("want true or false, got %s", describe(data))
 }
 
-// toString accepts YAML scalars: `client_id: 123` is the string "123". A
-// mapping or a list where a string belongs is an error.
+// toString accepts strings only: YAML reads `password: 0123` as the number
+// 83 (or 123) and `client_id: 1e3` as 1000, so converting a number back
+// would silently change what was written. Quoting keeps it as written.
 func toString(data any) (any, error) {
-	switch v := data.(type) {
-	case string:
+	if v, ok := data.(string); ok {
 		return v, nil
-	case int, int64, uint64, bool:
-		return fmt.Sprint(v), nil
-	case float64:
-		return strconv.FormatFloat(v, 'f', -1, 64), nil
+	}
+	switch data.(type) {
+	case int, int64, uint64, float64, bool:
+		return nil, fmt.Errorf("want a string, got %s: quote it ('...') so that YAML keeps it exactly as written", describe(data))
 	}
 	return nil, fmt.Errorf("want a string, got %s", describe(data))
 }

@@ -43,6 +43,8 @@ func TestLoadRejectsBadScalars(t *testing.T) {
 		{"registry cert without key", "registry: {cert_file: c.pem}\n", []string{"registry.cert_file: registry.cert_file and registry.key_file: set both or neither"}},
 		{"registry cert with external registry", "registry: {url: 'https://r:8081', cert_file: c.pem, key_file: k.pem}\n", []string{"registry.cert_file", "not used with registry.url"}},
 		{"embedded TLS without key", "kafka: {tls: {enabled: true, cert_file: c.pem}}\n", []string{"kafka.tls.enabled: the embedded broker serves TLS with kafka.tls.cert_file and kafka.tls.key_file: set both"}},
+		{"numeric password", "kafka: {brokers: ['k:9092'], sasl: {mechanism: PLAIN, username: u, password: 0123}}\n", []string{"kafka.sasl.password: want a string, got a number: quote it"}},
+		{"numeric column name", "", []string{"entities[0].key[0]: want a string, got a number"}},
 		{"max backoff huge", "source: {reconnect: {max_backoff: 1000h}}\n", []string{"source.reconnect.max_backoff: 1000h0m0s must be between"}},
 	}
 	for _, tt := range tests {
@@ -51,6 +53,8 @@ func TestLoadRejectsBadScalars(t *testing.T) {
 			switch tt.name {
 			case "entity zero partitions":
 				yaml = "source: {url: postgres://x}\nentities: [{table: t, partitions: 0}]\n"
+			case "numeric column name":
+				yaml = "source: {url: postgres://x}\nentities: [{table: t, key: [1]}]\n"
 			case "url as a mapping":
 				yaml = "source: {url: {a: b}}\nentities: [{table: t}]\n"
 			case "entity huge partitions":
@@ -98,8 +102,8 @@ func TestLoadAcceptsTypedScalars(t *testing.T) {
 	t.Setenv("REPLICATOR_KAFKA_LINGER", "0")
 	cfg, err := Load(writeConfig(t, `
 source: {url: postgres://x, status_interval: 1m30s, reconnect: {give_up_after: 0}}
-kafka: {client_id: 123, replication_factor: 3, tls: {cert_file: c.pem, key_file: k.pem}}
-entities: [{table: t, key: [1, id], partitions: 3.0}]
+kafka: {client_id: '123', replication_factor: 3, tls: {cert_file: c.pem, key_file: k.pem}}
+entities: [{table: t, key: ['1', id], partitions: 3.0}]
 `), nil)
 	if err != nil {
 		t.Fatal(err)
