@@ -243,6 +243,13 @@ func TestLeastPrivilege(t *testing.T) {
 	}
 	defer conn.Close(ctx)
 
+	// The tables load without USAGE on their schema, so that the checks
+	// below can name it.
+	for _, tbl := range tables {
+		if _, err := LoadTable(ctx, conn, tbl.Schema, tbl.Name); err != nil {
+			t.Errorf("LoadTable(%s.%s) as streamer: %v", tbl.Schema, tbl.Name, err)
+		}
+	}
 	var problems []error
 	problems = append(problems, CheckPrivileges(ctx, conn, "leastpriv", tables)...)
 	for i := range tables {
