@@ -5,7 +5,8 @@ import "testing"
 // fullConfig sets every key, so the fuzzer starts from real key names.
 const fullConfig = `
 data_dir: ./data
-log: {level: debug, format: json}
+log: {level: debug, format: json, stats_interval: 1m}
+metrics: {listen: 127.0.0.1:9187, stall_timeout: 60s, slot_poll_interval: 10s}
 source:
   url: postgres://u:secret@localhost:5432/db?sslmode=require&sslpassword=pw
   slot: replicator
@@ -29,7 +30,7 @@ kafka:
   linger: 2ms
   tls: {enabled: true, ca_file: ca.pem, cert_file: c.pem, key_file: k.pem, insecure_skip_verify: false}
   sasl: {mechanism: SCRAM-SHA-256, username: u, password: p}
-registry: {url: "http://u:p@localhost:8081", listen: 127.0.0.1:8081, username: u, password: p, ca_file: ca.pem}
+registry: {url: "http://u:p@localhost:8081", listen: 127.0.0.1:8081, username: u, password: p, ca_file: ca.pem, cert_file: c.pem, key_file: k.pem}
 entities:
   - name: orders
     table: public.orders

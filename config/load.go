@@ -79,6 +79,7 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault(KeyRegistryCA, "")
 	v.SetDefault(KeyRegistryCert, "")
 	v.SetDefault(KeyRegistryKey, "")
+	setOpsDefaults(v)
 }
 
 // MaxFileSize bounds the config file: a config is a few KiB, and reading

@@ -45,6 +45,8 @@ func TestLoadRejectsBadScalars(t *testing.T) {
 		{"embedded TLS without key", "kafka: {tls: {enabled: true, cert_file: c.pem}}\n", []string{"kafka.tls.enabled: the embedded broker serves TLS with kafka.tls.cert_file and kafka.tls.key_file: set both"}},
 		{"numeric password", "kafka: {brokers: ['k:9092'], sasl: {mechanism: PLAIN, username: u, password: 0123}}\n", []string{"kafka.sasl.password: want a string, got a number: quote it"}},
 		{"numeric column name", "", []string{"entities[0].key[0]: want a string, got a number"}},
+		{"stall timeout huge", "metrics: {stall_timeout: 1000h}\n", []string{"metrics.stall_timeout: 1000h0m0s is above the maximum of 24h0m0s"}},
+		{"slot poll without unit", "metrics: {slot_poll_interval: 10}\n", []string{"metrics.slot_poll_interval", "has no unit"}},
 		{"max backoff huge", "source: {reconnect: {max_backoff: 1000h}}\n", []string{"source.reconnect.max_backoff: 1000h0m0s must be between"}},
 	}
 	for _, tt := range tests {

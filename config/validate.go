@@ -169,6 +169,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	errs = append(errs, c.validateEntities()...)
+	errs = append(errs, c.validateOps()...)
 	return errors.Join(errs...)
 }
 
