@@ -61,7 +61,8 @@ type Config struct {
 	SASL SASLConfig
 	// Dial, when set, opens the connections instead of a TCP dialer:
 	// [Embedded.DialContext] for a client in the embedded broker's
-	// process. It cannot be combined with TLS.
+	// process. It cannot be combined with TLS: [Embedded.DialContext]
+	// does TLS itself when the broker serves it.
 	Dial DialFunc
 }
 
@@ -121,7 +122,7 @@ func (c Config) ClientOptions() ([]kgo.Opt, error) {
 	case err != nil:
 		errs = append(errs, err)
 	case tc != nil && c.Dial != nil:
-		errs = append(errs, fmt.Errorf("%s: the embedded broker speaks plain text; set kafka.brokers to use TLS", keyTLSEnabled))
+		errs = append(errs, fmt.Errorf("%s with an in-process dialer: the embedded broker's dialer does TLS itself (EmbeddedConfig.CertFile); leave TLS out of this client", keyTLSEnabled))
 	case tc != nil:
 		opts = append(opts, kgo.DialTLSConfig(tc))
 	case c.Dial != nil:

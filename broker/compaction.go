@@ -45,6 +45,8 @@ type compactor struct {
 	interval time.Duration
 	minDirty int64
 	log      *slog.Logger // nil: no log
+	// clientOpts authenticate the compactor's client (SASL).
+	clientOpts []kgo.Opt
 
 	adm *kadm.Client
 	cl  *kgo.Client
@@ -107,7 +109,7 @@ func (c *compactor) check(ctx context.Context) (bool, error) {
 // cleanup.policy compact.
 func (c *compactor) compactedBytes(ctx context.Context) (int64, error) {
 	if c.adm == nil {
-		cl, err := kgo.NewClient(kgo.SeedBrokers(c.addr))
+		cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(c.addr)}, c.clientOpts...)...)
 		if err != nil {
 			return 0, fmt.Errorf("admin client: %w", err)
 		}

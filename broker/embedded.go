@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // Embedded broker defaults applied by [StartEmbedded] to zero fields (and
@@ -54,6 +56,15 @@ type EmbeddedConfig struct {
 	// [DefaultCompactionMinDirtyBytes], whose documentation says why a
 	// pass is worth avoiding.
 	CompactionMinDirtyBytes int64
+	// SASL, when its Mechanism is set, makes every client authenticate as
+	// its one user (a superuser). Required when Listen is not a loopback
+	// address (SCRAM-SHA-256 or SCRAM-SHA-512 there: the embedded broker
+	// has no TLS, and PLAIN would send the password in clear).
+	SASL SASLConfig
+	// CertFile and KeyFile, when set, make the broker serve TLS only, with
+	// this PEM certificate and key. [Embedded.DialContext] then speaks TLS
+	// too, pinned to this certificate.
+	CertFile, KeyFile string
 	// Logger receives kfake's log lines when set: kfake errors and warnings
 	// at their level, everything else (per-request chatter) at debug.
 	// Nil discards them.
@@ -69,7 +80,10 @@ type Embedded struct {
 	cluster *kfake.Cluster
 	addr    string
 	ln      *inProcessListener
-	unlock  func() error // releases the DataDir lock; nil without DataDir or once released
+	// clientTLS is the TLS configuration of in-process connections when
+	// the broker serves TLS; nil otherwise.
+	clientTLS *tls.Config
+	unlock    func() error // releases the DataDir lock; nil without DataDir or once released
 
 	compactor     *compactor
 	stopCompactor context.CancelFunc
@@ -105,13 +119,21 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 	if _, _, err := net.SplitHostPort(cfg.Listen); err != nil {
 		return nil, fmt.Errorf("%s %q: %w", keyListen, cfg.Listen, err)
 	}
+	tlsOpts, clientTLS, err := embeddedTLS(cfg.CertFile, cfg.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("embedded broker: %w", err)
+	}
+	authOpts, clientAuth, err := embeddedAuth(cfg.Listen, cfg.SASL, clientTLS != nil)
+	if err != nil {
+		return nil, fmt.Errorf("embedded broker: %w", err)
+	}
 
-	e := &Embedded{}
+	e := &Embedded{clientTLS: clientTLS}
 	if cfg.DataDir != "" {
 		if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 			return nil, fmt.Errorf("embedded broker data dir: %w", err)
 		}
-		unlock, err := lockDir(filepath.Join(cfg.DataDir, "replicator.lock"))
+		unlock, err := lockDir(filepath.Join(cfg.DataDir, lockFileName))
 		if err != nil {
 			return nil, fmt.Errorf("embedded broker data dir %s: %w", cfg.DataDir, err)
 		}
@@ -141,6 +163,8 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 		// Our compactor decides when to compact, not kfake's ticker.
 		kfake.BrokerConfigs(map[string]string{compactionConfig: strconv.FormatInt(kfakeCleanerOff.Milliseconds(), 10)}),
 	}
+	opts = append(opts, authOpts...)
+	opts = append(opts, tlsOpts...)
 	if cfg.DataDir != "" {
 		opts = append(opts, kfake.DataDir(cfg.DataDir))
 	}
@@ -164,6 +188,7 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 	e.compactor = &compactor{
 		cluster: c, addr: e.addr, interval: cfg.CompactionInterval,
 		minDirty: cfg.CompactionMinDirtyBytes, log: cfg.Logger,
+		clientOpts: append(clientAuth, kgo.Dialer(e.DialContext)),
 	}
 	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	e.stopCompactor, e.compactorDone = cancel, make(chan struct{})
@@ -183,7 +208,11 @@ func (e *Embedded) Addr() string { return e.addr }
 // any other address is dialed over TCP.
 func (e *Embedded) DialContext(ctx context.Context, network, host string) (net.Conn, error) {
 	if host == e.addr || host == e.ln.Addr().String() {
-		return e.ln.dial(ctx)
+		c, err := e.ln.dial(ctx)
+		if err != nil || e.clientTLS == nil {
+			return c, err
+		}
+		return tls.Client(c, e.clientTLS), nil
 	}
 	var d net.Dialer
 	return d.DialContext(ctx, network, host)

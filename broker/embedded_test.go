@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -154,11 +155,22 @@ func TestEmbeddedListen(t *testing.T) {
 
 	t.Run("wildcard host dials loopback", func(t *testing.T) {
 		t.Parallel()
-		e := startEmbedded(t, EmbeddedConfig{Listen: "0.0.0.0:0"})
+		// A wildcard listens on the network: credentials are required.
+		creds := SASLConfig{Mechanism: MechanismScramSHA256, Username: "u", Password: "p"}
+		e := startEmbedded(t, EmbeddedConfig{Listen: "0.0.0.0:0", SASL: creds})
 		if !strings.HasPrefix(e.Addr(), "127.0.0.1:") {
 			t.Fatalf("Addr: got %s, want 127.0.0.1:<port>", e.Addr())
 		}
-		ensure(t, newAdmin(t, e.Addr()), TopicSpec{Name: "w", Partitions: 1})
+		opts, err := Config{Brokers: []string{e.Addr()}, SASL: creds}.ClientOptions()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cl, err := kgo.NewClient(opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(cl.Close)
+		ensure(t, kadm.NewClient(cl), TopicSpec{Name: "w", Partitions: 1})
 	})
 }
 

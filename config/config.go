@@ -47,6 +47,8 @@ const (
 	KeyRegistryUser       = "registry.username"
 	KeyRegistryPassword   = "registry.password"
 	KeyRegistryCA         = "registry.ca_file"
+	KeyRegistryCert       = "registry.cert_file"
+	KeyRegistryKey        = "registry.key_file"
 	KeyEntities           = "entities"
 )
 
@@ -164,6 +166,11 @@ type RegistryConfig struct {
 	Username string `mapstructure:"username"`
 	Password string `mapstructure:"password"`
 	CAFile   string `mapstructure:"ca_file"`
+	// CertFile and KeyFile make the embedded registry serve HTTPS with
+	// this certificate (CAFile then verifies it for replicator's own
+	// client). Not used with URL.
+	CertFile string `mapstructure:"cert_file"`
+	KeyFile  string `mapstructure:"key_file"`
 }
 
 // Entity is one table exported as an entity topic. Only Table is required.
@@ -206,11 +213,11 @@ func (c *Config) EmbeddedRegistry() bool { return c.Registry.URL == "" }
 
 // String renders the config with secrets redacted, for logs and `check`.
 func (c Config) String() string {
-	c.Source.URL = RedactURL(c.Source.URL)
+	c.Source.URL = RedactSourceURL(c.Source.URL)
 	if c.Kafka.SASL.Password != "" {
 		c.Kafka.SASL.Password = redacted
 	}
-	c.Registry.URL = RedactURL(c.Registry.URL)
+	c.Registry.URL = RedactRegistryURL(c.Registry.URL)
 	if c.Registry.Password != "" {
 		c.Registry.Password = redacted
 	}

@@ -189,18 +189,71 @@ func TestRedaction(t *testing.T) {
 	t.Parallel()
 	tests := []struct{ in, want string }{
 		{"postgres://u:secret@h/db", "postgres://u:xxxxx@h/db"},
+		{"postgresql://u:secret@h:5433/db", "postgresql://u:xxxxx@h:5433/db"},
 		{"postgres://u@h/db?password=secret&sslmode=require", "postgres://u@h/db?password=xxxxx&sslmode=require"},
+		{"postgres://u@h/db?sslpassword=secret&sslkey=/k.pem", "postgres://u@h/db?sslkey=%2Fk.pem&sslpassword=xxxxx"},
+		{"postgres://u@h/db?pass%77ord=secret", "postgres://u@h/db?password=xxxxx"},
+		{"postgres://u@h/db?password=a&password=secret", "postgres://u@h/db?password=xxxxx"},
+		{"postgres://u:p%40ss%2Fword@h/db", "postgres://u:xxxxx@h/db"},
 		{"host=h user=u password=secret dbname=d", "host=h user=u password=xxxxx dbname=d"},
 		{"host=h password='se cret' dbname=d", "host=h password=xxxxx dbname=d"},
+		{`host=h password='it\'s secret' sslpassword = secret dbname=d`, "host=h password=xxxxx sslpassword=xxxxx dbname=d"},
+		{`host=h password=sec\ ret`, "host=h password=xxxxx"},
+		{"host=h application_name='my app'", "host=h application_name='my app'"},
 		{"postgres://u@h/db", "postgres://u@h/db"},
+		// Unparsable: never shown, whatever part the password is in.
+		{"postgres://u:p@ss/word@h/db", "(source.url does not parse: not shown)"},
+		{"postgres://u:secret@h:port/db", "(source.url does not parse: not shown)"},
+		{"host=h password='secret", "(source.url does not parse: not shown)"},
+		{"secret", "(source.url does not parse: not shown)"},
 	}
 	for _, tt := range tests {
-		if got := RedactURL(tt.in); got != tt.want {
-			t.Errorf("RedactURL(%q): got %q, want %q", tt.in, got, tt.want)
+		got := RedactSourceURL(tt.in)
+		if got != tt.want {
+			t.Errorf("RedactSourceURL(%q): got %q, want %q", tt.in, got, tt.want)
+		}
+		if strings.Contains(got, "secret") || strings.Contains(got, "p@ss") {
+			t.Errorf("RedactSourceURL(%q) leaks: %q", tt.in, got)
 		}
 	}
-	cfg := Config{Source: SourceConfig{URL: "postgres://u:topsecret@h/db"}, Kafka: KafkaConfig{SASL: SASLConfig{Password: "alsosecret"}}}
-	if s := cfg.String(); strings.Contains(s, "topsecret") || strings.Contains(s, "alsosecret") {
-		t.Errorf("Config.String leaks a secret: %s", s)
+	reg := []struct{ in, want string }{
+		{"https://u:secret@reg:8081", "https://u:xxxxx@reg:8081"},
+		{"http://reg:8081/?token=secret&x=1", "http://reg:8081/?token=xxxxx&x=1"},
+		{"http://u:secret@reg:port", "(registry.url does not parse: not shown)"},
+		{"http://u:sec%zzret@reg", "(registry.url does not parse: not shown)"},
+	}
+	for _, tt := range reg {
+		if got := RedactRegistryURL(tt.in); got != tt.want {
+			t.Errorf("RedactRegistryURL(%q): got %q, want %q", tt.in, got, tt.want)
+		}
+	}
+	cfg := Config{
+		Source:   SourceConfig{URL: "postgres://u:topsecret@h/db?sslpassword=keysecret"},
+		Kafka:    KafkaConfig{SASL: SASLConfig{Password: "alsosecret"}},
+		Registry: RegistryConfig{URL: "http://u:regsecret@h:8081", Password: "basicsecret"},
+	}
+	for _, secret := range []string{"topsecret", "keysecret", "alsosecret", "regsecret", "basicsecret"} {
+		if s := cfg.String(); strings.Contains(s, secret) {
+			t.Errorf("Config.String leaks %s: %s", secret, s)
+		}
+	}
+}
+
+// TestValidateDoesNotQuoteSecrets: a registry.url that is not an http URL
+// is refused without printing it.
+func TestValidateDoesNotQuoteSecrets(t *testing.T) {
+	_, err := Load(writeConfig(t, "source: {url: x}\nregistry: {url: 'ftp://u:regsecret@h'}\nentities: [{table: t}]\n"), nil)
+	if err == nil || !strings.Contains(err.Error(), "registry.url") {
+		t.Fatalf("got %v, want a registry.url error", err)
+	}
+	if strings.Contains(err.Error(), "regsecret") {
+		t.Errorf("error leaks the password: %v", err)
+	}
+	_, err = Load(writeConfig(t, "source: {url: 'postgres://u:pg/secret@h/db?x=1@2'}\nentities: [{table: t}]\n"), nil)
+	if err == nil || !strings.Contains(err.Error(), "source.url: does not parse") {
+		t.Fatalf("got %v, want a source.url parse error", err)
+	}
+	if strings.Contains(err.Error(), "secret") {
+		t.Errorf("error leaks the password: %v", err)
 	}
 }

@@ -1,8 +1,10 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"reflect"
 	"sort"
@@ -75,14 +77,65 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault(KeyRegistryUser, "")
 	v.SetDefault(KeyRegistryPassword, "")
 	v.SetDefault(KeyRegistryCA, "")
+	v.SetDefault(KeyRegistryCert, "")
+	v.SetDefault(KeyRegistryKey, "")
 	setOpsDefaults(v)
 }
+
+// MaxFileSize bounds the config file: a config is a few KiB, and reading
+// /dev/zero or a multi-GiB file by mistake must fail at once, not fill memory.
+const MaxFileSize = 4 << 20
 
 // Load reads the YAML file at path (optional: "" means defaults, env and
 // flags only), applies REPLICATOR_* environment overrides and the flags set
 // in fs (may be nil), and validates the result. Every problem is reported at
 // once, each naming its key.
 func Load(path string, fs *pflag.FlagSet) (*Config, error) {
+	var data []byte
+	if path != "" {
+		var err error
+		if data, err = readFile(path); err != nil {
+			return nil, err
+		}
+	}
+	return load(data, path != "", fs)
+}
+
+// readFile reads a config file, refusing what is not a regular file (a
+// device, a FIFO, a directory) or larger than MaxFileSize before reading it.
+func readFile(path string) ([]byte, error) {
+	st, err := os.Stat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("config file %s does not exist", path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read config %s: %w", path, err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("config file %s is not a regular file (%s): pass the path of a YAML file", path, st.Mode().Type())
+	}
+	if st.Size() > MaxFileSize {
+		return nil, fmt.Errorf("config file %s is %d bytes, more than the %d a config may have: is it the right file?", path, st.Size(), MaxFileSize)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config %s: %w", path, err)
+	}
+	defer f.Close()
+	// The file may have grown since Stat: read one byte past the limit to tell.
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read config %s: %w", path, err)
+	}
+	if len(data) > MaxFileSize {
+		return nil, fmt.Errorf("config file %s is more than the %d bytes a config may have: is it the right file?", path, MaxFileSize)
+	}
+	return data, nil
+}
+
+// load decodes YAML data (if hasFile), the environment and flags into a
+// validated Config. It never panics, whatever data holds (FuzzLoad).
+func load(data []byte, hasFile bool, fs *pflag.FlagSet) (*Config, error) {
 	v := viper.New()
 	setDefaults(v)
 	v.SetEnvPrefix(EnvPrefix)
@@ -97,14 +150,10 @@ func Load(path string, fs *pflag.FlagSet) (*Config, error) {
 			}
 		}
 	}
-	if path != "" {
-		v.SetConfigFile(path)
+	if hasFile {
 		v.SetConfigType("yaml")
-		if err := v.ReadInConfig(); err != nil {
-			if errors.Is(err, os.ErrNotExist) {
-				return nil, fmt.Errorf("config file %s does not exist", path)
-			}
-			return nil, fmt.Errorf("read config %s: %w", path, err)
+		if err := v.ReadConfig(bytes.NewReader(data)); err != nil {
+			return nil, fmt.Errorf("read config: %w", err)
 		}
 	}
 	unknown := unknownKeys(v)
@@ -112,16 +161,19 @@ func Load(path string, fs *pflag.FlagSet) (*Config, error) {
 	err := v.Unmarshal(&cfg, func(dc *mapstructure.DecoderConfig) {
 		// unknownKeys has named them already, with the full key path.
 		dc.ErrorUnused = false
+		// strictScalars does the conversions weak typing did, strictly.
+		dc.WeaklyTypedInput = false
 		dc.DecodeHook = mapstructure.ComposeDecodeHookFunc(
-			mapstructure.StringToTimeDurationHookFunc(),
 			mapstructure.StringToSliceHookFunc(","),
+			strictScalars,
 		)
 	})
 	if err != nil {
-		return nil, errors.Join(unknown, fmt.Errorf("decode config: %w", err))
+		return nil, errors.Join(unknown, decodeErrors(err))
 	}
+	zero := explicitZeroPartitions(v, &cfg)
 	cfg.applyEntityDefaults()
-	if err := errors.Join(unknown, cfg.Validate()); err != nil {
+	if err := errors.Join(unknown, zero, cfg.Validate()); err != nil {
 		return nil, err
 	}
 	return &cfg, nil
@@ -156,6 +208,25 @@ func unknownKeys(v *viper.Viper) error {
 				if !entityKeys[strings.ToLower(k)] {
 					errs = append(errs, fmt.Errorf("unknown config key %s[%d].%s (known: name, table, topic, key, columns, as_string, partitions, on_truncate, compatibility)", KeyEntities, i, k))
 				}
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// explicitZeroPartitions reports an entity that sets partitions: 0, which
+// would otherwise read as unset and silently become kafka.partitions.
+func explicitZeroPartitions(v *viper.Viper, cfg *Config) error {
+	raw, _ := v.Get(KeyEntities).([]any)
+	var errs []error
+	for i, e := range raw {
+		m, ok := e.(map[string]any)
+		if !ok || i >= len(cfg.Entities) {
+			continue
+		}
+		for k := range m {
+			if strings.EqualFold(k, "partitions") && cfg.Entities[i].Partitions == 0 {
+				errs = append(errs, fmt.Errorf("%s[%d].partitions: 0 must be between 1 and %d (leave it out for %s)", KeyEntities, i, MaxPartitions, KeyKafkaPartitions))
 			}
 		}
 	}

@@ -22,6 +22,9 @@ const (
 	defaultStallTimeout      = "60s"
 	defaultSlotPollInterval  = "10s"
 	defaultMetricsListenHint = "127.0.0.1:9187"
+	// maxOpsInterval bounds the intervals above: longer is a typo (a
+	// missing unit read as hours), not a setting.
+	maxOpsInterval = 24 * time.Hour
 )
 
 // MetricsConfig is the Prometheus and health listener.
@@ -50,6 +53,8 @@ func (c *Config) validateOps() []error {
 	var errs []error
 	if d := c.Log.StatsInterval; d != 0 && d < minStatsInterval {
 		errs = append(errs, fmt.Errorf("%s: %v is below the minimum of %v (0 turns the line off; default %s)", KeyLogStatsInterval, d, minStatsInterval, defaultLogStatsInterval))
+	} else if d > maxOpsInterval {
+		errs = append(errs, fmt.Errorf("%s: %v is above the maximum of %v (0 turns the line off; default %s)", KeyLogStatsInterval, d, maxOpsInterval, defaultLogStatsInterval))
 	}
 	if c.Metrics.Listen != "" {
 		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
@@ -58,9 +63,13 @@ func (c *Config) validateOps() []error {
 	}
 	if c.Metrics.StallTimeout < minStallTimeout {
 		errs = append(errs, fmt.Errorf("%s: %v is below the minimum of %v (default %s)", KeyMetricsStallTimeout, c.Metrics.StallTimeout, minStallTimeout, defaultStallTimeout))
+	} else if c.Metrics.StallTimeout > maxOpsInterval {
+		errs = append(errs, fmt.Errorf("%s: %v is above the maximum of %v (default %s)", KeyMetricsStallTimeout, c.Metrics.StallTimeout, maxOpsInterval, defaultStallTimeout))
 	}
 	if c.Metrics.SlotPollInterval < minSlotPollInterval {
 		errs = append(errs, fmt.Errorf("%s: %v is below the minimum of %v (default %s)", KeyMetricsSlotPoll, c.Metrics.SlotPollInterval, minSlotPollInterval, defaultSlotPollInterval))
+	} else if c.Metrics.SlotPollInterval > maxOpsInterval {
+		errs = append(errs, fmt.Errorf("%s: %v is above the maximum of %v (default %s)", KeyMetricsSlotPoll, c.Metrics.SlotPollInterval, maxOpsInterval, defaultSlotPollInterval))
 	}
 	return errs
 }

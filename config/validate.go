@@ -21,6 +21,15 @@ var replicationIdent = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
 // topicName is Kafka's legal topic alphabet.
 var topicName = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
 
+// MaxPartitions bounds kafka.partitions and an entity's partitions: a
+// topic's partitions cost the broker memory and file handles each, and a
+// typo (99999999999) must not become a request for a billion of them.
+const MaxPartitions = 10_000
+
+// maxReplication bounds kafka.replication_factor: no cluster has more
+// brokers than this, and the protocol's field is 16 bits.
+const maxReplication = 100
+
 // Validate reports every problem at once, each naming its key and how to fix it.
 func (c *Config) Validate() error {
 	var errs []error
@@ -42,6 +51,8 @@ func (c *Config) Validate() error {
 	}
 	if c.Source.URL == "" {
 		bad(KeySourceURL, "required: the PostgreSQL connection URL, e.g. postgres://user@host:5432/db (or set REPLICATOR_SOURCE_URL)")
+	} else if _, ok := redactSource(c.Source.URL); !ok {
+		bad(KeySourceURL, "does not parse (not shown: it may hold a password): write postgres://user:password@host:5432/db with special characters percent-encoded (@ as %%40, / as %%2F, : as %%3A), or host=h user=u dbname=d with values containing spaces in single quotes")
 	}
 	if !replicationIdent.MatchString(c.Source.Slot) {
 		bad(KeySourceSlot, "%q must be 1-63 characters of a-z, 0-9 and _ and not start with a digit", c.Source.Slot)
@@ -54,9 +65,13 @@ func (c *Config) Validate() error {
 	default:
 		bad(KeySourceSnapshot, "%q is not one of %s, %s", c.Source.Snapshot, SnapshotInitial, SnapshotNever)
 	}
-	if c.Source.StatusInterval <= 0 {
-		bad(KeySourceStatus, "must be a positive duration such as 10s")
+	durationIn := func(key string, d, lo, hi time.Duration, why string) {
+		if d < lo || d > hi {
+			bad(key, "%v must be between %v and %v (%s)", d, lo, hi, why)
+		}
 	}
+	durationIn(KeySourceStatus, c.Source.StatusInterval, 100*time.Millisecond, 10*time.Minute,
+		"how often the confirmed LSN is reported to PostgreSQL; keep it below the server's wal_sender_timeout")
 	if c.Source.SnapshotWorkers < 1 || c.Source.SnapshotWorkers > 64 {
 		bad(KeySnapshotWorkers, "%d must be between 1 and 64 (connections reading the initial snapshot in parallel)", c.Source.SnapshotWorkers)
 	}
@@ -66,16 +81,17 @@ func (c *Config) Validate() error {
 	if c.Source.SnapshotGCPercent < 0 || c.Source.SnapshotGCPercent > 1000 {
 		bad(KeySnapshotGCPercent, "%d must be between 0 and 1000 (Go's GC target during the initial snapshot, as GOGC; 0 leaves it alone)", c.Source.SnapshotGCPercent)
 	}
-	if c.Source.SnapshotProgressInterval < 100*time.Millisecond {
-		bad(KeySnapshotProgress, "must be a duration of at least 100ms such as 10s")
-	}
-	if rc := c.Source.Reconnect; rc.InitialBackoff <= 0 {
-		bad(KeySourceReconnectInitial, "must be a positive duration such as 500ms")
+	durationIn(KeySnapshotProgress, c.Source.SnapshotProgressInterval, 100*time.Millisecond, 24*time.Hour,
+		"how often snapshot progress is logged")
+	if rc := c.Source.Reconnect; rc.InitialBackoff < 10*time.Millisecond || rc.InitialBackoff > time.Minute {
+		bad(KeySourceReconnectInitial, "%v must be between 10ms and 1m0s (the first wait before reconnecting)", rc.InitialBackoff)
 	} else if rc.MaxBackoff < rc.InitialBackoff {
 		bad(KeySourceReconnectMax, "%v is below %s (%v)", rc.MaxBackoff, KeySourceReconnectInitial, rc.InitialBackoff)
+	} else {
+		durationIn(KeySourceReconnectMax, rc.MaxBackoff, rc.InitialBackoff, time.Hour, "the longest wait between reconnect attempts")
 	}
-	if c.Source.Reconnect.GiveUpAfter < 0 {
-		bad(KeySourceReconnectGiveUp, "must be 0 (never give up) or a positive duration such as 10m")
+	if g := c.Source.Reconnect.GiveUpAfter; g < 0 || (g > 0 && g < time.Second) || g > 365*24*time.Hour {
+		bad(KeySourceReconnectGiveUp, "%v must be 0s (never give up) or between 1s and 8760h0m0s, such as 10m", g)
 	}
 	switch c.Source.UnconstrainedNumeric {
 	case "string", "double":
@@ -90,22 +106,40 @@ func (c *Config) Validate() error {
 	if c.EmbeddedKafka() {
 		if _, _, err := net.SplitHostPort(c.Kafka.Listen); err != nil {
 			bad(KeyKafkaListen, "%q is not host:port", c.Kafka.Listen)
+		} else if !isLoopback(c.Kafka.Listen) {
+			switch strings.ToUpper(c.Kafka.SASL.Mechanism) {
+			case "":
+				bad(KeyKafkaListen, "%s is not a loopback address: the embedded broker would serve anyone who can reach it; set %s (SCRAM-SHA-256 or SCRAM-SHA-512), %s and %s (better REPLICATOR_KAFKA_SASL_PASSWORD) so that it requires them, or listen on 127.0.0.1",
+					c.Kafka.Listen, KeyKafkaSASLMechanism, KeyKafkaSASLUser, KeyKafkaSASLPassword)
+			case "PLAIN":
+				if !c.Kafka.TLS.Enabled {
+					bad(KeyKafkaSASLMechanism, "PLAIN with %s %s would send the password in clear over the network: use SCRAM-SHA-256 or SCRAM-SHA-512, or serve TLS (%s with %s and %s)", KeyKafkaListen, c.Kafka.Listen, KeyKafkaTLSEnabled, KeyKafkaTLSCert, KeyKafkaTLSKey)
+				}
+			}
+		}
+		if c.Kafka.TLS.Enabled && (c.Kafka.TLS.CertFile == "" || c.Kafka.TLS.KeyFile == "") {
+			bad(KeyKafkaTLSEnabled, "the embedded broker serves TLS with %s and %s: set both", KeyKafkaTLSCert, KeyKafkaTLSKey)
 		}
 	}
-	if c.Kafka.Partitions < 1 {
-		bad(KeyKafkaPartitions, "must be at least 1")
+	if c.Kafka.SASL.Mechanism != "" && c.Kafka.SASL.Password == "" {
+		bad(KeyKafkaSASLPassword, "required when %s is set (set it through REPLICATOR_KAFKA_SASL_PASSWORD rather than the file)", KeyKafkaSASLMechanism)
 	}
-	if c.Kafka.ReplicationFactor == 0 || c.Kafka.ReplicationFactor < -1 {
-		bad(KeyKafkaReplication, "must be -1 (broker default) or at least 1")
+	if c.Kafka.Partitions < 1 || c.Kafka.Partitions > MaxPartitions {
+		bad(KeyKafkaPartitions, "%d must be between 1 and %d (partitions of each topic created)", c.Kafka.Partitions, MaxPartitions)
+	}
+	if r := c.Kafka.ReplicationFactor; r != -1 && (r < 1 || r > maxReplication) {
+		bad(KeyKafkaReplication, "%d must be -1 (broker default) or between 1 and %d", r, maxReplication)
 	}
 	switch c.Kafka.Compression {
 	case "none", "lz4", "zstd", "snappy", "gzip":
 	default:
 		bad(KeyKafkaCompression, "%q is not one of none, lz4, zstd, snappy, gzip", c.Kafka.Compression)
 	}
-	if c.Kafka.MaxBufferedRecords < 1 {
-		bad(KeyKafkaMaxBuffered, "must be at least 1")
+	if c.Kafka.MaxBufferedRecords < 1 || c.Kafka.MaxBufferedRecords > 10_000_000 {
+		bad(KeyKafkaMaxBuffered, "%d must be between 1 and 10000000 (records in flight before the stream pauses)", c.Kafka.MaxBufferedRecords)
 	}
+	durationIn(KeyKafkaLinger, c.Kafka.Linger, 0, 10*time.Second,
+		"how long a partition waits for more records before its batch is sent; 0 sends at once")
 	switch strings.ToUpper(c.Kafka.SASL.Mechanism) {
 	case "", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512":
 	default:
@@ -116,10 +150,23 @@ func (c *Config) Validate() error {
 	}
 	if c.Registry.URL != "" {
 		if u, err := url.Parse(c.Registry.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			bad(KeyRegistryURL, "%q is not an http(s) URL", RedactURL(c.Registry.URL))
+			bad(KeyRegistryURL, "%q is not an http(s) URL", RedactRegistryURL(c.Registry.URL))
 		}
+		if c.Registry.CertFile != "" || c.Registry.KeyFile != "" {
+			bad(KeyRegistryCert, "%s and %s are the embedded registry's certificate: not used with %s", KeyRegistryCert, KeyRegistryKey, KeyRegistryURL)
+		}
+	} else if (c.Registry.CertFile == "") != (c.Registry.KeyFile == "") {
+		bad(KeyRegistryCert, "%s and %s: set both or neither", KeyRegistryCert, KeyRegistryKey)
 	} else if _, _, err := net.SplitHostPort(c.Registry.Listen); err != nil {
 		bad(KeyRegistryListen, "%q is not host:port", c.Registry.Listen)
+	} else {
+		if (c.Registry.Username == "") != (c.Registry.Password == "") {
+			bad(KeyRegistryUser, "%s and %s: set both or neither (the embedded registry then requires them)", KeyRegistryUser, KeyRegistryPassword)
+		}
+		if c.Registry.Username == "" && !isLoopback(c.Registry.Listen) {
+			bad(KeyRegistryListen, "%s is not a loopback address: the embedded registry would serve anyone who can reach it; set %s and %s (better REPLICATOR_REGISTRY_PASSWORD) so that it requires them, or listen on 127.0.0.1",
+				c.Registry.Listen, KeyRegistryUser, KeyRegistryPassword)
+		}
 	}
 	errs = append(errs, c.validateEntities()...)
 	errs = append(errs, c.validateOps()...)
@@ -158,8 +205,8 @@ func (c *Config) validateEntities() []error {
 			errs = append(errs, fmt.Errorf("%s.topic: %q is already used by %s[%d]", key, e.Topic, KeyEntities, j))
 		}
 		topics[e.Topic] = i
-		if e.Partitions < 1 {
-			errs = append(errs, fmt.Errorf("%s.partitions: must be at least 1", key))
+		if e.Partitions < 1 || e.Partitions > MaxPartitions {
+			errs = append(errs, fmt.Errorf("%s.partitions: %d must be between 1 and %d", key, e.Partitions, MaxPartitions))
 		}
 		switch e.OnTruncate {
 		case OnTruncateTombstone, OnTruncateFail:
@@ -188,4 +235,19 @@ func (c *Config) validateEntities() []error {
 		}
 	}
 	return errs
+}
+
+// isLoopback reports whether a listen address accepts only connections
+// from this machine: a loopback IP or "localhost" (an empty host or a
+// wildcard listens on every interface).
+func isLoopback(listen string) bool {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

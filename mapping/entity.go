@@ -73,7 +73,7 @@ func NewEntity(spec Spec, t *relation.Table, opts Options) (*Entity, error) {
 	keyCols := b.keyColumns()
 	valueCols := b.valueColumns()
 	key := b.record(avroName(spec.Name)+"_key", keyCols, true)
-	value := b.record(avroName(spec.Name), valueCols, false)
+	value := b.record(avroTypeName(spec.Name), valueCols, false)
 	if len(b.errs) > 0 {
 		return nil, errors.Join(b.errs...)
 	}

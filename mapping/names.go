@@ -40,5 +40,29 @@ func nameChar(c byte) bool {
 
 func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 
+// reservedTypeNames are the names a named type (record, enum, fixed) or a
+// namespace part must not take: the Avro specification forbids defining a
+// primitive type name in any namespace, and implementations reserve their
+// schema keywords too (python-avro recurses forever resolving a record
+// named "int"; it refuses "record", "error", "union"… as type names).
+var reservedTypeNames = map[string]bool{
+	"null": true, "boolean": true, "int": true, "long": true, "float": true,
+	"double": true, "bytes": true, "string": true,
+	"record": true, "enum": true, "array": true, "map": true, "fixed": true,
+	"union": true, "error": true, "request": true, "error_union": true,
+}
+
+// avroTypeName is [avroName] for a named type or a namespace part: a
+// reserved name gets a "_" suffix ("int" becomes "int_"). Field names are
+// not type names and keep [avroName]: the specification allows a field
+// named "int", and renaming it would change existing schemas.
+func avroTypeName(ident string) string {
+	n := avroName(ident)
+	if reservedTypeNames[n] {
+		return n + "_"
+	}
+	return n
+}
+
 // namespace is the Avro namespace of every record of a PostgreSQL schema.
-func namespace(pgSchema string) string { return "replicator." + avroName(pgSchema) }
+func namespace(pgSchema string) string { return "replicator." + avroTypeName(pgSchema) }

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -37,6 +38,12 @@ type EmbeddedConfig struct {
 	// Empty keeps everything in memory. One process at a time: a second
 	// registry on the same directory fails to start.
 	DataDir string
+	// Username and Password, when set, are required of every request
+	// (HTTP basic auth). Required when Listen is not a loopback address.
+	Username, Password string
+	// CertFile and KeyFile, when set, are the PEM certificate and key the
+	// registry serves HTTPS with ([Embedded.URL] is then https://).
+	CertFile, KeyFile string
 }
 
 // Embedded is a Confluent-compatible schema registry served from this
@@ -86,6 +93,13 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 	if _, _, err := net.SplitHostPort(cfg.Listen); err != nil {
 		return nil, fmt.Errorf("%s %q: %w", keyListen, cfg.Listen, err)
 	}
+	if err := checkAuth(cfg); err != nil {
+		return nil, fmt.Errorf("embedded registry: %w", err)
+	}
+	tlsConfig, err := serverTLS(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("embedded registry: %w", err)
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -118,8 +132,12 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 		return nil, fmt.Errorf("%s %s: %w", keyListen, cfg.Listen, err)
 	}
 	e.url = "http://" + dialAddr(cfg.Listen, ln.Addr())
+	if tlsConfig != nil {
+		ln = tls.NewListener(ln, tlsConfig)
+		e.url = "https://" + dialAddr(cfg.Listen, ln.Addr())
+	}
 	e.srv = &http.Server{
-		Handler:           e.reg.Handler(),
+		Handler:           requireBasicAuth(e.reg.Handler(), cfg.Username, cfg.Password),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	go func() {

@@ -54,9 +54,12 @@ func LoadTable(ctx context.Context, conn *pgx.Conn, schema, name string) (relati
 	qualified := pgx.Identifier{schema, name}.Sanitize()
 	var oid uint32
 	var ident, kind string
+	// By name through the catalog rather than to_regclass, which fails
+	// without USAGE on the schema: CheckPrivileges then names the GRANT.
 	err := conn.QueryRow(ctx,
-		`SELECT c.oid, c.relreplident::text, c.relkind::text FROM pg_class c WHERE c.oid = to_regclass($1) AND c.relkind IN ('r','p')`,
-		qualified).Scan(&oid, &ident, &kind)
+		`SELECT c.oid, c.relreplident::text, c.relkind::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r','p')`,
+		schema, name).Scan(&oid, &ident, &kind)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return t, fmt.Errorf("table %s: %w", qualified, ErrTableNotFound)
 	}

@@ -14,8 +14,8 @@ import (
 
 // CheckServer reports every server-side prerequisite that is not met, each
 // saying how to fix it: wal_level, the role's REPLICATION attribute, free
-// replication slots and WAL senders, and whether the publication can be
-// created or already exists.
+// replication slots and WAL senders. Privileges on the tables and the
+// publication are [CheckPrivileges]'s.
 func CheckServer(ctx context.Context, conn *pgx.Conn, slot, publication string) []error {
 	var problems []error
 	var walLevel string
@@ -26,22 +26,15 @@ func CheckServer(ctx context.Context, conn *pgx.Conn, slot, publication string) 
 		problems = append(problems, fmt.Errorf("wal_level is %q, logical decoding needs 'logical': ALTER SYSTEM SET wal_level = logical, then restart PostgreSQL", walLevel))
 	}
 	var role string
-	var replication, super, canCreate bool
+	var replication, super bool
 	err := conn.QueryRow(ctx, `
-		SELECT current_user, r.rolreplication, r.rolsuper, has_database_privilege(current_database(), 'CREATE')
-		FROM pg_roles r WHERE r.rolname = current_user`).Scan(&role, &replication, &super, &canCreate)
+		SELECT current_user, r.rolreplication, r.rolsuper
+		FROM pg_roles r WHERE r.rolname = current_user`).Scan(&role, &replication, &super)
 	if err != nil {
 		return append(problems, fmt.Errorf("read role attributes: %w", err))
 	}
 	if !replication && !super {
 		problems = append(problems, fmt.Errorf("role %s lacks the REPLICATION attribute: ALTER ROLE %s REPLICATION", role, pgx.Identifier{role}.Sanitize()))
-	}
-	var pubExists bool
-	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)`, publication).Scan(&pubExists); err != nil {
-		return append(problems, fmt.Errorf("look up publication %s: %w", publication, err))
-	}
-	if !pubExists && !canCreate && !super {
-		problems = append(problems, fmt.Errorf("publication %s does not exist and role %s may not create it: GRANT CREATE ON DATABASE to the role, or have the owner of the tables run CREATE PUBLICATION %s FOR TABLE ...", publication, role, publication))
 	}
 	slotInfo, err := lookupSlot(ctx, conn, slot)
 	if err != nil {
@@ -71,12 +64,21 @@ func CheckServer(ctx context.Context, conn *pgx.Conn, slot, publication string) 
 // shape (key, types) is checked by the mapping.
 func CheckTable(ctx context.Context, conn *pgx.Conn, t *relation.Table) []error {
 	var canSelect bool
+	var role string
 	ident := pgx.Identifier{t.Schema, t.Name}.Sanitize()
-	if err := conn.QueryRow(ctx, `SELECT has_table_privilege(to_regclass($1), 'SELECT')`, ident).Scan(&canSelect); err != nil {
+	// By name through the catalog: to_regclass needs USAGE on the schema,
+	// which CheckPrivileges reports on its own.
+	err := conn.QueryRow(ctx, `
+		SELECT has_table_privilege(c.oid, 'SELECT'), current_user FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = $1 AND c.relname = $2`, t.Schema, t.Name).Scan(&canSelect, &role)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return []error{fmt.Errorf("table %s does not exist", ident)}
+	}
+	if err != nil {
 		return []error{fmt.Errorf("table %s: check SELECT privilege: %w", ident, err)}
 	}
 	if !canSelect {
-		return []error{fmt.Errorf("table %s: role lacks SELECT: GRANT SELECT ON %s TO the replicator role", ident, ident)}
+		return []error{fmt.Errorf("table %s: role %s lacks SELECT: GRANT SELECT ON %s TO %s", ident, role, ident, pgx.Identifier{role}.Sanitize())}
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -22,11 +23,15 @@ var sessionParams = map[string]string{
 	"application_name":   "replicator",
 }
 
-func parseConfig(url string, replication bool) (*pgconn.Config, error) {
-	cfg, err := pgconn.ParseConfig(url)
+// parseConfig parses source.url with pgx's own parser, so pgx's URL
+// parameters (statement_cache_capacity, default_query_exec_mode, …) configure
+// pgx instead of reaching the server as unknown settings, and then pins
+// sessionParams. For a replication connection only the embedded
+// pgconn.Config is used; pgx's settings do not apply to it.
+func parseConfig(url string, replication bool) (*pgx.ConnConfig, error) {
+	cfg, err := pgx.ParseConfig(url)
 	if err != nil {
-		// pgconn's ParseConfigError already redacts the connection string.
-		return nil, fmt.Errorf("parse source.url: %w", err)
+		return nil, parseURLError(err)
 	}
 	for k, v := range sessionParams {
 		if _, set := cfg.RuntimeParams[k]; !set || k != "application_name" {
@@ -39,13 +44,34 @@ func parseConfig(url string, replication bool) (*pgconn.Config, error) {
 	return cfg, nil
 }
 
+// parseURLError explains a source.url that does not parse without quoting
+// any of it: pgconn redacts a malformed URL only on a best-effort basis, and
+// net/url's errors quote the whole URL, password included. A parse failure
+// that is not about syntax (an sslkey file that cannot be read, a bad
+// sslmode) names no secret and is kept.
+func parseURLError(err error) error {
+	if !strings.Contains(err.Error(), "failed to parse as") {
+		var pce *pgconn.ParseConfigError
+		if errors.As(err, &pce) && pce.Unwrap() != nil {
+			var ue *url.Error
+			if !errors.As(pce.Unwrap(), &ue) {
+				return fmt.Errorf("source.url: %w", pce.Unwrap())
+			}
+		}
+	}
+	return errors.New("source.url does not parse (not shown, it may hold a password): write a URL " +
+		"postgres://user:password@host:5432/db?sslmode=verify-full with special characters in the password " +
+		"percent-encoded (@ as %40, / as %2F, : as %3A), or key=value pairs host=h user=u dbname=d with " +
+		"values containing spaces in single quotes")
+}
+
 // connectReplication opens a logical replication connection.
 func connectReplication(ctx context.Context, url string) (*pgconn.PgConn, error) {
 	cfg, err := parseConfig(url, true)
 	if err != nil {
 		return nil, err
 	}
-	conn, err := pgconn.ConnectConfig(ctx, cfg)
+	conn, err := pgconn.ConnectConfig(ctx, &cfg.Config)
 	if err != nil {
 		return nil, explainConnectError(fmt.Errorf("connect for replication: %w", err))
 	}
@@ -55,15 +81,10 @@ func connectReplication(ctx context.Context, url string) (*pgconn.PgConn, error)
 // Connect opens an ordinary SQL connection with replicator's session
 // settings.
 func Connect(ctx context.Context, url string) (*pgx.Conn, error) {
-	pcfg, err := parseConfig(url, false)
+	cfg, err := parseConfig(url, false)
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := pgx.ParseConfig("")
-	if err != nil {
-		return nil, fmt.Errorf("pgx config: %w", err)
-	}
-	cfg.Config = *pcfg
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, explainConnectError(fmt.Errorf("connect: %w", err))

@@ -326,18 +326,13 @@ const snapshotReadBuffer = 256 << 10
 
 // connectSnapshot is [Connect] with a larger read buffer.
 func connectSnapshot(ctx context.Context, url string) (*pgx.Conn, error) {
-	pcfg, err := parseConfig(url, false)
+	cfg, err := parseConfig(url, false)
 	if err != nil {
 		return nil, err
 	}
-	pcfg.BuildFrontend = func(r io.Reader, w io.Writer) *pgproto3.Frontend {
+	cfg.BuildFrontend = func(r io.Reader, w io.Writer) *pgproto3.Frontend {
 		return pgproto3.NewFrontend(bufio.NewReaderSize(r, snapshotReadBuffer), w)
 	}
-	cfg, err := pgx.ParseConfig("")
-	if err != nil {
-		return nil, fmt.Errorf("pgx config: %w", err)
-	}
-	cfg.Config = *pcfg
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, explainConnectError(fmt.Errorf("connect: %w", err))

@@ -114,12 +114,13 @@ func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, pr
 		tables, entities, err = loadEntities(ctx, cfg, conn)
 		problems = append(problems, err)
 		if err == nil {
+			problems = append(problems, source.CheckPrivileges(ctx, conn, cfg.Source.Publication, tables)...)
 			problems = append(problems, source.CheckPublication(ctx, conn, cfg.Source.Publication, tables)...)
 		}
 	}
 	conn.Close(ctx)
 	if err := errors.Join(problems...); err != nil {
-		return fmt.Errorf("source %s is not ready:\n%w", config.RedactURL(cfg.Source.URL), err)
+		return fmt.Errorf("source %s is not ready:\n%w", config.RedactSourceURL(cfg.Source.URL), err)
 	}
 
 	brokers := cfg.Kafka.Brokers
@@ -128,7 +129,12 @@ func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, pr
 		emb, err := broker.StartEmbedded(ctx, broker.EmbeddedConfig{
 			Listen:  cfg.Kafka.Listen,
 			DataDir: filepath.Join(cfg.DataDir, "kafka"),
-			Logger:  log,
+			SASL:    broker.SASLConfig{Mechanism: cfg.Kafka.SASL.Mechanism, Username: cfg.Kafka.SASL.Username, Password: cfg.Kafka.SASL.Password},
+			// kafka.tls.cert_file and key_file are the embedded broker's own
+			// certificate (config.Validate requires both with TLS enabled).
+			CertFile: embeddedTLSFile(cfg, cfg.Kafka.TLS.CertFile),
+			KeyFile:  embeddedTLSFile(cfg, cfg.Kafka.TLS.KeyFile),
+			Logger:   log,
 		})
 		if err != nil {
 			return fmt.Errorf("start embedded broker (%s): %w", config.KeyKafkaListen, err)
@@ -140,8 +146,12 @@ func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, pr
 	registryURL := cfg.Registry.URL
 	if cfg.EmbeddedRegistry() {
 		reg, err := registry.StartEmbedded(ctx, registry.EmbeddedConfig{
-			Listen:  cfg.Registry.Listen,
-			DataDir: filepath.Join(cfg.DataDir, "registry"),
+			Listen:   cfg.Registry.Listen,
+			DataDir:  filepath.Join(cfg.DataDir, "registry"),
+			Username: cfg.Registry.Username,
+			Password: cfg.Registry.Password,
+			CertFile: cfg.Registry.CertFile,
+			KeyFile:  cfg.Registry.KeyFile,
 		})
 		if err != nil {
 			return fmt.Errorf("start embedded registry (%s): %w", config.KeyRegistryListen, err)
@@ -185,7 +195,7 @@ func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, pr
 	}
 	pents, err := registerSchemas(ctx, cfg, rcl, tables, entities)
 	if err != nil {
-		return fmt.Errorf("schema registry %s (%s): %w", config.RedactURL(registryURL), config.KeyRegistryURL, err)
+		return fmt.Errorf("schema registry %s (%s): %w", config.RedactRegistryURL(registryURL), config.KeyRegistryURL, err)
 	}
 	obs.schemas.Add(2 * len(pents)) // a key and a value schema each
 
@@ -225,6 +235,14 @@ func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, pr
 
 // kafkaOptions are the connection options (brokers, TLS, SASL) without
 // producer settings: what a short-lived consumer needs.
+// embeddedTLSFile is f when the embedded broker serves TLS, "" otherwise.
+func embeddedTLSFile(cfg *config.Config, f string) string {
+	if !cfg.Kafka.TLS.Enabled {
+		return ""
+	}
+	return f
+}
+
 func kafkaOptions(cfg *config.Config, brokers []string, dial broker.DialFunc) ([]kgo.Opt, error) {
 	bc := broker.Config{
 		Brokers:  brokers,
@@ -235,6 +253,11 @@ func kafkaOptions(cfg *config.Config, brokers []string, dial broker.DialFunc) ([
 			KeyFile: cfg.Kafka.TLS.KeyFile, InsecureSkipVerify: cfg.Kafka.TLS.InsecureSkipVerify,
 		},
 		SASL: broker.SASLConfig{Mechanism: cfg.Kafka.SASL.Mechanism, Username: cfg.Kafka.SASL.Username, Password: cfg.Kafka.SASL.Password},
+	}
+	if dial != nil {
+		// The embedded broker's in-process dialer speaks TLS itself when
+		// the broker serves it.
+		bc.TLS = broker.TLSConfig{}
 	}
 	return bc.ClientOptions()
 }

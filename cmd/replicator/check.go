@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/replicator/replicator/broker"
 	"github.com/replicator/replicator/config"
 	"github.com/replicator/replicator/registry"
 	"github.com/replicator/replicator/source"
@@ -45,11 +47,11 @@ func runCheck(ctx context.Context, path string, flags *pflag.FlagSet, out io.Wri
 
 	conn, err := source.Connect(ctx, cfg.Source.URL)
 	if err != nil {
-		report("PostgreSQL "+config.RedactURL(cfg.Source.URL), err)
+		report("PostgreSQL "+config.RedactSourceURL(cfg.Source.URL), err)
 		return exitError{msg: "check failed"}
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	report("PostgreSQL server "+config.RedactURL(cfg.Source.URL), source.CheckServer(ctx, conn, cfg.Source.Slot, cfg.Source.Publication)...)
+	report("PostgreSQL server "+config.RedactSourceURL(cfg.Source.URL), source.CheckServer(ctx, conn, cfg.Source.Slot, cfg.Source.Publication)...)
 
 	tables, _, err := loadEntities(ctx, cfg, conn)
 	if err != nil {
@@ -60,7 +62,8 @@ func runCheck(ctx context.Context, path string, flags *pflag.FlagSet, out io.Wri
 			errs = append(errs, source.CheckTable(ctx, conn, &tables[i])...)
 		}
 		report(fmt.Sprintf("entities (%d tables)", len(tables)), errs...)
-		report("publication "+cfg.Source.Publication, source.CheckPublication(ctx, conn, cfg.Source.Publication, tables)...)
+		report("publication "+cfg.Source.Publication, append(source.CheckPrivileges(ctx, conn, cfg.Source.Publication, tables),
+			source.CheckPublication(ctx, conn, cfg.Source.Publication, tables)...)...)
 	}
 
 	if !cfg.EmbeddedKafka() {
@@ -71,12 +74,12 @@ func runCheck(ctx context.Context, path string, flags *pflag.FlagSet, out io.Wri
 		}
 		report(fmt.Sprintf("Kafka %v", cfg.Kafka.Brokers), err)
 	} else {
-		report("Kafka: embedded broker on " + cfg.Kafka.Listen)
+		report("Kafka: embedded broker on "+cfg.Kafka.Listen, broker.CheckEmbedded(cfg.Kafka.Listen, filepath.Join(cfg.DataDir, "kafka")))
 	}
 	if !cfg.EmbeddedRegistry() {
-		report("schema registry "+config.RedactURL(cfg.Registry.URL), pingRegistry(ctx, cfg))
+		report("schema registry "+config.RedactRegistryURL(cfg.Registry.URL), pingRegistry(ctx, cfg))
 	} else {
-		report("schema registry: embedded on " + cfg.Registry.Listen)
+		report("schema registry: embedded on "+cfg.Registry.Listen, registry.CheckEmbedded(cfg.Registry.Listen, filepath.Join(cfg.DataDir, "registry")))
 	}
 	if cfg.Metrics.Listen != "" {
 		report("metrics: /metrics, /healthz and /readyz on " + cfg.Metrics.Listen + " (" + config.KeyMetricsListen + ")")

@@ -11,8 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/replicator/replicator/broker"
 	"github.com/replicator/replicator/pgcluster"
 	"github.com/replicator/replicator/pgcluster/pgtest"
+	"github.com/replicator/replicator/registry"
 )
 
 // One cluster serves every test in this file; each test uses its own
@@ -98,9 +100,12 @@ entities:
 func TestCheckPassesOnAGoodSetup(t *testing.T) {
 	pg := pgtest.Start(t)
 	dsn := newDatabase(t, pg, badTables)
+	dataDir, kafkaAddr, registryAddr := t.TempDir(), closedAddr(t), closedAddr(t)
 	cfg := writeYAML(t, fmt.Sprintf(`
 source: {url: %q}
 data_dir: %q
+kafka: {listen: %q}
+registry: {listen: %q}
 entities:
   - table: good
   - table: shapes
@@ -108,9 +113,34 @@ entities:
   - table: nokey
     key: [a]
     as_string: [b]
-`, dsn, t.TempDir()))
+`, dsn, dataDir, kafkaAddr, registryAddr))
 	if out, err := runCLI(t, "check", "--config", cfg); err != nil {
 		t.Fatalf("check failed: %v\n%s", err, out)
+	}
+
+	// The same config while a replicator runs on it: both addresses are
+	// taken and both data directories locked.
+	emb, err := broker.StartEmbedded(t.Context(), broker.EmbeddedConfig{Listen: kafkaAddr, DataDir: filepath.Join(dataDir, "kafka")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(emb.Close)
+	reg, err := registry.StartEmbedded(t.Context(), registry.EmbeddedConfig{Listen: registryAddr, DataDir: filepath.Join(dataDir, "registry")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = reg.Close(context.Background()) })
+	out, err := runCLI(t, "check", "--config", cfg)
+	if err == nil {
+		t.Fatalf("check passed with the embedded services' ports and data_dir in use:\n%s", out)
+	}
+	for _, want := range []string{
+		"FAIL  Kafka: embedded broker", "kafka.listen: cannot listen on " + kafkaAddr, filepath.Join(dataDir, "kafka") + " is in use by another process",
+		"FAIL  schema registry: embedded", "registry.listen: cannot listen on " + registryAddr, filepath.Join(dataDir, "registry") + " is in use by another process",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("check output does not mention %q:\n%s", want, out)
+		}
 	}
 }
 

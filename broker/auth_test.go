@@ -1,0 +1,211 @@
+package broker
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+func TestIsLoopback(t *testing.T) {
+	t.Parallel()
+	for addr, want := range map[string]bool{
+		"127.0.0.1:9092": true, "127.1.2.3:1": true, "[::1]:9092": true, "localhost:9092": true,
+		"0.0.0.0:9092": false, ":9092": false, "[::]:9092": false, "10.0.0.5:9092": false,
+		"kafka.example.com:9092": false, "no-port": false,
+	} {
+		if got := IsLoopback(addr); got != want {
+			t.Errorf("IsLoopback(%q) = %v, want %v", addr, got, want)
+		}
+	}
+}
+
+// TestEmbeddedRefusesOpenNetworkListen: a broker that anyone on the
+// network could use is refused before it binds anything.
+func TestEmbeddedRefusesOpenNetworkListen(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		sasl SASLConfig
+		want string
+	}{
+		{SASLConfig{}, "kafka.listen 0.0.0.0:0 is not a loopback address"},
+		{SASLConfig{Mechanism: "PLAIN", Username: "u", Password: "p"}, "PLAIN would send the password in clear"},
+		{SASLConfig{Mechanism: "SCRAM-SHA-256", Username: "u"}, "kafka.sasl.password: required"},
+	}
+	for _, tt := range tests {
+		_, err := StartEmbedded(t.Context(), EmbeddedConfig{Listen: "0.0.0.0:0", SASL: tt.sasl})
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("SASL %+v: got %v, want an error containing %q", tt.sasl.Mechanism, err, tt.want)
+		}
+		if err != nil && tt.sasl.Password != "" && strings.Contains(err.Error(), tt.sasl.Password+" ") {
+			t.Errorf("error quotes the password: %v", err)
+		}
+	}
+	// With SCRAM it is accepted (checked without binding 0.0.0.0 here).
+	if _, _, err := embeddedAuth("0.0.0.0:9092", SASLConfig{Mechanism: "scram-sha-512", Username: "u", Password: "p"}, false); err != nil {
+		t.Errorf("SCRAM-SHA-512 on a wildcard address: %v", err)
+	}
+}
+
+// TestEmbeddedSASL: with SASL on, a client without credentials (or with
+// a wrong password) gets nothing; one with them creates, produces and
+// consumes.
+func TestEmbeddedSASL(t *testing.T) {
+	t.Parallel()
+	for _, mech := range []string{MechanismScramSHA256, MechanismScramSHA512} {
+		t.Run(mech, func(t *testing.T) {
+			t.Parallel()
+			creds := SASLConfig{Mechanism: mech, Username: "replicator", Password: "s3cret pass"}
+			e := startEmbedded(t, EmbeddedConfig{SASL: creds, DataDir: t.TempDir(), CompactionInterval: 10 * time.Millisecond})
+
+			for name, sasl := range map[string]SASLConfig{
+				"no credentials": {},
+				"wrong password": {Mechanism: mech, Username: "replicator", Password: "guess"},
+			} {
+				opts, err := Config{Brokers: []string{e.Addr()}, SASL: sasl}.ClientOptions()
+				if err != nil {
+					t.Fatal(err)
+				}
+				cl, err := kgo.NewClient(append(opts, kgo.RequestRetries(0))...)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+				_, err = kadm.NewClient(cl).CreateTopic(ctx, 1, 1, nil, "stolen")
+				cancel()
+				cl.Close()
+				if err == nil {
+					t.Errorf("%s: CreateTopic succeeded", name)
+				}
+			}
+
+			opts, err := Config{Brokers: []string{e.Addr()}, SASL: creds}.ClientOptions()
+			if err != nil {
+				t.Fatal(err)
+			}
+			cl, err := kgo.NewClient(opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(cl.Close)
+			ensure(t, kadm.NewClient(cl), TopicSpec{Name: "allowed", Partitions: 1})
+			ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+			defer cancel()
+			if err := cl.ProduceSync(ctx, &kgo.Record{Topic: "allowed", Key: []byte("k"), Value: []byte("v")}).FirstErr(); err != nil {
+				t.Fatalf("produce with credentials: %v", err)
+			}
+			topics, err := kadm.NewClient(cl).ListTopics(ctx)
+			if err != nil || !topics.Has("allowed") || topics.Has("stolen") {
+				t.Errorf("topics: got %v (%v), want allowed and not stolen", topics.Names(), err)
+			}
+		})
+	}
+}
+
+// TestEmbeddedTLS: with a certificate the broker serves TLS only: a TCP
+// client trusting it (and with the SASL credentials) produces, a plain one
+// gets nothing, and the in-process dialer speaks TLS by itself.
+func TestEmbeddedTLS(t *testing.T) {
+	t.Parallel()
+	certFile, keyFile, pool := selfSigned(t)
+	creds := SASLConfig{Mechanism: MechanismPlain, Username: "replicator", Password: "pw"}
+	e := startEmbedded(t, EmbeddedConfig{SASL: creds, CertFile: certFile, KeyFile: keyFile})
+
+	opts, err := Config{Brokers: []string{e.Addr()}, SASL: creds}.ClientOptions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsClient, err := kgo.NewClient(append(opts, kgo.DialTLSConfig(&tls.Config{RootCAs: pool}))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(tlsClient.Close)
+	ensure(t, kadm.NewClient(tlsClient), TopicSpec{Name: "secure", Partitions: 1})
+	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+	defer cancel()
+	if err := tlsClient.ProduceSync(ctx, &kgo.Record{Topic: "secure", Value: []byte("v")}).FirstErr(); err != nil {
+		t.Fatalf("produce over TLS: %v", err)
+	}
+
+	plain, err := kgo.NewClient(append(opts, kgo.RequestRetries(0))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pctx, pcancel := context.WithTimeout(t.Context(), 5*time.Second)
+	_, err = kadm.NewClient(plain).ListTopics(pctx)
+	pcancel()
+	plain.Close()
+	if err == nil {
+		t.Errorf("a plain-text client listed the topics of a TLS broker")
+	}
+
+	opts, err = Config{Brokers: []string{e.Addr()}, SASL: creds, Dial: e.DialContext}.ClientOptions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	inproc, err := kgo.NewClient(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(inproc.Close)
+	if err := inproc.ProduceSync(ctx, &kgo.Record{Topic: "secure", Value: []byte("w")}).FirstErr(); err != nil {
+		t.Fatalf("produce in process: %v", err)
+	}
+	if _, err := StartEmbedded(t.Context(), EmbeddedConfig{Listen: "127.0.0.1:0", CertFile: certFile}); err == nil || !strings.Contains(err.Error(), "kafka.tls.key_file") {
+		t.Errorf("cert without key: got %v, want an error naming kafka.tls.key_file", err)
+	}
+	if _, _, err := embeddedAuth("0.0.0.0:9092", creds, true); err != nil {
+		t.Errorf("PLAIN over TLS on a wildcard address: %v", err)
+	}
+}
+
+func selfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "broker test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return certFile, keyFile, pool
+}
