@@ -16,7 +16,7 @@ import (
 type discardHandler struct{}
 
 func (discardHandler) Handle(_ context.Context, c *Change) error { c.Ack.Done(); return nil }
-func (discardHandler) Flush(context.Context) error                { return nil }
+func (discardHandler) Flush(context.Context) error               { return nil }
 
 // xlogData wraps a pgoutput message as the CopyData payload of an XLogData.
 func xlogData(msg []byte) []byte {
