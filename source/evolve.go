@@ -43,6 +43,11 @@ type truncater interface {
 // the relation changed, so a message whose columns differ from the shape in
 // use announces an ALTER TABLE, effective from this transaction on.
 func (st *stream) relation(ctx context.Context, m *pglogrepl.RelationMessage) (*walRel, error) {
+	// Rows held for a re-read were decoded in the shape before this one:
+	// the handler gets them before it follows the change.
+	if err := st.release(ctx, false); err != nil {
+		return nil, err
+	}
 	idx, ok := st.src.byName[m.Namespace+"."+m.RelationName]
 	if !ok {
 		return &walRel{idx: -1}, nil
@@ -166,6 +171,9 @@ func columnNames(t *relation.Table) string {
 // truncate hands a TRUNCATE of a configured table to the handler, so it
 // can tombstone what the topic still holds.
 func (st *stream) truncate(ctx context.Context, rel *walRel) error {
+	if err := st.release(ctx, false); err != nil {
+		return err
+	}
 	c := &st.change
 	*c = st.r.change(OpTruncate, rel)
 	return handOverTruncate(ctx, st.h, c, st.cp, st.txn)

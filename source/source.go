@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -81,6 +82,9 @@ type Source struct {
 	tables []relation.Table
 	byName map[string]int
 	log    *slog.Logger
+	// rereads counts the statements run to re-read unchanged TOAST
+	// values (reread.go), for tests.
+	rereads atomic.Int64
 }
 
 // New validates the configuration. tables are the configured tables as the

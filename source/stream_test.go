@@ -446,6 +446,91 @@ func TestStream(t *testing.T) {
 		}
 	})
 
+	// The re-reads of a transaction are batched: one statement per table
+	// for the rows its changes left as they were (only the unsent
+	// columns), one more for rows changed again since (read whole, as they
+	// are now). Here every transaction is read only after all are
+	// committed: the handler blocks on a marker before them.
+	t.Run("unchanged TOAST re-read in batches", func(t *testing.T) {
+		t.Parallel()
+		db := newDB(t, pg, "toast_batch", toastDDL)
+		body := toastedBody(t, db)
+		db.exec(`INSERT INTO big SELECT i, 0, body FROM big, generate_series(10, 14) i WHERE id = 1;
+			INSERT INTO big SELECT i, 0, body FROM big, generate_series(20, 24) i WHERE id = 1`)
+		dir := t.TempDir()
+		gate := make(chan struct{})
+		h := newFakeHandler(false)
+		h.before = func(ctx context.Context, _ int, c *Change) error {
+			if c.Op == OpInsert && c.New[0] == int32(99) {
+				select {
+				case <-gate:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+			return nil
+		}
+		src := db.newSource(dir, nil, nil, "big")
+		r := run(t, src, h)
+		db.waitStreamable(dir)
+		before := src.rereads.Load()
+		for _, sql := range []string{
+			`INSERT INTO big VALUES (99, 0, 'marker')`,
+			// Five rows in one transaction: one statement.
+			`UPDATE big SET n = 1 WHERE id BETWEEN 10 AND 14`,
+			// Then, before it is read: 20 is updated again, 21 deleted,
+			// and 23's key change to 230 deleted too (its old key must be
+			// removed); 22 is as the transaction left it.
+			`BEGIN; UPDATE big SET n = 2 WHERE id IN (20, 21, 22); UPDATE big SET id = 230, n = 2 WHERE id = 23; COMMIT`,
+			`UPDATE big SET n = 3, body = 'changed' WHERE id = 20`,
+			`DELETE FROM big WHERE id = 21`,
+			`DELETE FROM big WHERE id = 230`,
+			// A row updated again later in the same transaction: read
+			// whole, as the transaction left it (n = 8), never n = 7
+			// beside the body of n = 8.
+			`BEGIN; UPDATE big SET n = 7 WHERE id = 24; UPDATE big SET n = 8, body = 'later' WHERE id = 24; COMMIT`,
+			`INSERT INTO big VALUES (98, 0, 'end')`,
+		} {
+			db.exec(sql)
+		}
+		close(gate)
+		got := r.waitChanges(t, h, "the last insert", func(cs []Change) bool {
+			return slices.ContainsFunc(cs, func(c Change) bool { return c.Op == OpInsert && c.New[0] == int32(98) })
+		})
+		if err := r.stop(t); err != nil {
+			t.Fatalf("Run after cancel: got %v, want nil", err)
+		}
+		marker := slices.IndexFunc(got, func(c Change) bool { return c.Op == OpInsert && c.New[0] == int32(99) })
+		var lines []string
+		for _, c := range got[marker+1:] {
+			row := c.New
+			if row == nil {
+				row = c.Old
+			}
+			b := describe(row[2])
+			if row[2] == body {
+				b = "body"
+			}
+			lines = append(lines, fmt.Sprintf("%s %v %v %s", c.Op, row[0], row[1], b))
+		}
+		want := []string{
+			"u 10 1 body", "u 11 1 body", "u 12 1 body", "u 13 1 body", "u 14 1 body",
+			`u 20 3 "changed"`, "u 22 2 body", "d 23 <nil> <nil>",
+			`u 20 3 "changed"`, "d 21 <nil> <nil>", "d 230 <nil> <nil>",
+			`u 24 8 "later"`, `u 24 8 "later"`,
+			`c 98 0 "end"`,
+		}
+		if !slices.Equal(lines, want) {
+			t.Errorf("changes after the marker:\n got %s\nwant %s", strings.Join(lines, " | "), strings.Join(want, " | "))
+		}
+		// One statement for the five rows; two for the transaction with
+		// rows changed since (unsent columns, then 20 whole); one for 24
+		// changed again in its own transaction (whole).
+		if n := src.rereads.Load() - before; n != 4 {
+			t.Errorf("re-read statements: got %d, want 4", n)
+		}
+	})
+
 	t.Run("types", func(t *testing.T) {
 		t.Parallel()
 		db := newDB(t, pg, "types", `
@@ -769,7 +854,7 @@ func TestResolveUnchangedWithoutQuery(t *testing.T) {
 			t.Parallel()
 			st := &stream{} // no sql connection: a query would panic
 			c := tt.c
-			err := st.resolveUnchanged(context.Background(), &c, tuple)
+			err := resolve(context.Background(), st, &c, tuple)
 			if goneKeyChange(&c) && c.Table == staleKey {
 				t.Errorf("goneKeyChange with a stale key list: got true, want false")
 			}
