@@ -29,6 +29,10 @@ type walBacklog struct {
 	// reader, replicator with its embedded broker and with the broker
 	// process).
 	readers []string
+	// prepare, when set, runs after the cluster started and before the
+	// slots are created: data the backlog changes, kept out of the WAL the
+	// readers stream.
+	prepare func(ctx context.Context, dsn string, conn *pgx.Conn) error
 
 	segmentsNoted bool // why segments could not be counted was logged
 }
@@ -68,6 +72,11 @@ func (b *walBacklog) setup(ctx context.Context, write backlogWriter) (string, fu
 		return errors.Join(b.conn.Close(context.Background()), b.cl.Close())
 	}
 	fail := func(err error) (string, func() error, error) { return "", nil, errors.Join(err, teardown()) }
+	if b.prepare != nil {
+		if err := b.prepare(ctx, b.cl.DSN(""), b.conn); err != nil {
+			return fail(err)
+		}
+	}
 	readers := b.readers
 	if len(readers) == 0 {
 		readers = []string{readerBare, readerEmbedded, readerExternal}
