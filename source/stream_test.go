@@ -805,8 +805,9 @@ func TestDecodeTuple(t *testing.T) {
 	}
 }
 
-// TestResolveUnchangedWithoutQuery covers the paths of resolveUnchanged
-// that never reach the database (the re-read is covered by TestStream).
+// TestResolveUnchangedWithoutQuery covers the paths of the TOAST
+// resolution (fillFromOld, hold) that never reach the database (the
+// re-read is covered by TestStream and TestReread).
 func TestResolveUnchangedWithoutQuery(t *testing.T) {
 	t.Parallel()
 	cols := []relation.Column{
@@ -860,12 +861,12 @@ func TestResolveUnchangedWithoutQuery(t *testing.T) {
 			}
 			if tt.wantErr != "" {
 				if err == nil || !strings.HasPrefix(err.Error(), tt.wantErr) {
-					t.Fatalf("resolveUnchanged: got %v, want %q", err, tt.wantErr)
+					t.Fatalf("resolve: got %v, want %q", err, tt.wantErr)
 				}
 				return
 			}
 			if err != nil || !reflect.DeepEqual(c.New, tt.want) {
-				t.Errorf("resolveUnchanged: got %#v, %v; want %#v", c.New, err, tt.want)
+				t.Errorf("resolve: got %#v, %v; want %#v", c.New, err, tt.want)
 			}
 		})
 	}
