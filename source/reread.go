@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -131,17 +132,124 @@ func namedKey(table int, at []int, tuple *pglogrepl.TupleData) string {
 	return b.String()
 }
 
+// rereadChunk is the most changes to re-read per statement when the
+// statements of a transaction are pipelined (see release).
+const rereadChunk = 256
+
 // release re-reads what the held changes lack and hands them over in WAL
 // order. complete says the transaction was read to its end (COMMIT), so
 // which later changes of it name a key is known.
+//
+// A transaction with more than rereadChunk re-reads is re-read in chunks
+// by a goroutine of release's, one chunk ahead of the hand-over: the
+// server reads the next rows while the handler encodes and produces the
+// previous ones. The SQL connection is the goroutine's meanwhile: the
+// stream goroutine only waits and hands over.
 func (st *stream) release(ctx context.Context, complete bool) error {
 	if len(st.held) == 0 {
 		return nil
 	}
 	held := st.held
-	if err := st.rereadHeld(ctx, held, complete); err != nil {
+	narrow := lastToName(held, complete)
+	ends := chunkEnds(held)
+	var err error
+	if len(ends) == 1 {
+		if err = st.rereadHeld(ctx, held, narrow); err == nil {
+			err = st.handOver(ctx, held)
+		}
+	} else {
+		err = st.pipelined(ctx, held, narrow, ends)
+	}
+	if err != nil {
 		return err
 	}
+	clear(held)
+	st.held = held[:0]
+	return nil
+}
+
+// lastToName reports, per held change, whether it may be re-read narrowly:
+// it needs a re-read, the transaction was read to its end, and no later
+// change of it names the same row.
+func lastToName(held []heldChange, complete bool) []bool {
+	narrow := make([]bool, len(held))
+	if !complete {
+		return narrow
+	}
+	later := map[string]bool{}
+	for i := len(held) - 1; i >= 0; i-- {
+		h := &held[i]
+		narrow[i] = h.toast && h.newKey != "" && !later[h.newKey]
+		later[h.newKey], later[h.oldKey] = true, true
+	}
+	return narrow
+}
+
+// chunkEnds splits held into runs of at most rereadChunk changes to
+// re-read, and returns the end (exclusive) of each.
+func chunkEnds(held []heldChange) []int {
+	var ends []int
+	n := 0
+	for i := range held {
+		if held[i].toast {
+			if n == rereadChunk {
+				ends = append(ends, i)
+				n = 0
+			}
+			n++
+		}
+	}
+	return append(ends, len(held))
+}
+
+// pipelined re-reads the chunks of held ending at ends on a goroutine
+// while it hands over those already read, in order.
+func (st *stream) pipelined(ctx context.Context, held []heldChange, narrow []bool, ends []int) error {
+	rctx, cancel := context.WithCancel(ctx)
+	var reader sync.WaitGroup
+	defer func() {
+		cancel()
+		reader.Wait()
+	}()
+	// read carries one result per chunk; its buffer keeps the reader at
+	// most one chunk ahead of the one being read.
+	read := make(chan error, 1)
+	reader.Go(func() {
+		from := 0
+		for _, to := range ends {
+			err := st.rereadHeld(rctx, held[from:to], narrow[from:to])
+			select {
+			case read <- err:
+			case <-rctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+			from = to
+		}
+	})
+	from := 0
+	for _, to := range ends {
+		select {
+		case err := <-read:
+			if err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if err := st.handOver(ctx, held[from:to]); err != nil {
+			return err
+		}
+		from = to
+	}
+	return nil
+}
+
+// handOver gives the held changes to the handler in order, but those
+// whose row was gone.
+func (st *stream) handOver(ctx context.Context, held []heldChange) error {
 	for i := range held {
 		if held[i].gone {
 			continue
@@ -153,25 +261,13 @@ func (st *stream) release(ctx context.Context, complete bool) error {
 			return err
 		}
 	}
-	clear(held)
-	st.held = held[:0]
 	return nil
 }
 
 // rereadHeld fills in the unchanged TOAST values of the held changes, one
-// statement per table for the rows re-read narrowly, one for those
-// re-read whole.
-func (st *stream) rereadHeld(ctx context.Context, held []heldChange, complete bool) error {
-	// narrow: a change is the last of the transaction to name its row.
-	narrow := make([]bool, len(held))
-	if complete {
-		later := map[string]bool{}
-		for i := len(held) - 1; i >= 0; i-- {
-			h := &held[i]
-			narrow[i] = h.toast && h.newKey != "" && !later[h.newKey]
-			later[h.newKey], later[h.oldKey] = true, true
-		}
-	}
+// statement per table for the rows re-read narrowly (narrow), one for
+// those re-read whole.
+func (st *stream) rereadHeld(ctx context.Context, held []heldChange, narrow []bool) error {
 	var tables []*relation.Table
 	for i := range held {
 		if held[i].toast && !slices.Contains(tables, held[i].c.Table) {

@@ -97,7 +97,7 @@ func resolve(ctx context.Context, st *stream, c *Change, tuple *pglogrepl.TupleD
 	if err := st.hold(ctx, c, nil, tuple, true); err != nil {
 		return err
 	}
-	if err := st.rereadHeld(ctx, st.held, true); err != nil {
+	if err := st.rereadHeld(ctx, st.held, lastToName(st.held, true)); err != nil {
 		return err
 	}
 	*c = st.held[0].c

@@ -3,6 +3,7 @@ package source
 import (
 	"bytes"
 	"context"
+	"crypto/md5"
 	"errors"
 	"fmt"
 	"reflect"
@@ -526,6 +527,77 @@ func TestStream(t *testing.T) {
 		// One statement for the five rows; two for the transaction with
 		// rows changed since (unsent columns, then 20 whole); one for 24
 		// changed again in its own transaction (whole).
+		if n := src.rereads.Load() - before; n != 4 {
+			t.Errorf("re-read statements: got %d, want 4", n)
+		}
+	})
+
+	// A transaction with more re-reads than one statement takes
+	// (rereadChunk) is re-read in chunks, one ahead of the hand-over, and
+	// handed over in WAL order all the same.
+	t.Run("unchanged TOAST re-read of a large transaction in chunks", func(t *testing.T) {
+		t.Parallel()
+		db := newDB(t, pg, "toast_chunks", `
+			CREATE TABLE mid (id int PRIMARY KEY, n int, body text);
+			ALTER TABLE mid ALTER COLUMN body SET STORAGE EXTERNAL;
+			INSERT INTO mid SELECT i, 0, repeat(md5(i::text), 100) FROM generate_series(1, 600) i;`)
+		dir := t.TempDir()
+		gate := make(chan struct{})
+		h := newFakeHandler(false)
+		h.before = func(ctx context.Context, _ int, c *Change) error {
+			if c.Op == OpInsert && c.New[0] == int32(999) {
+				select {
+				case <-gate:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+			return nil
+		}
+		src := db.newSource(dir, nil, nil, "mid")
+		r := run(t, src, h)
+		db.waitStreamable(dir)
+		before := src.rereads.Load()
+		for _, sql := range []string{
+			`INSERT INTO mid VALUES (999, 0, 'marker')`,
+			`UPDATE mid SET n = 1 WHERE id <= 600`,
+			`UPDATE mid SET n = 2, body = 'changed' WHERE id = 300`,
+			`DELETE FROM mid WHERE id = 400`,
+			`INSERT INTO mid VALUES (998, 0, 'end')`,
+		} {
+			db.exec(sql)
+		}
+		close(gate)
+		got := r.waitChanges(t, h, "the last insert", func(cs []Change) bool {
+			return slices.ContainsFunc(cs, func(c Change) bool { return c.Op == OpInsert && c.New[0] == int32(998) })
+		})
+		if err := r.stop(t); err != nil {
+			t.Fatalf("Run after cancel: got %v, want nil", err)
+		}
+		marker := slices.IndexFunc(got, func(c Change) bool { return c.Op == OpInsert && c.New[0] == int32(999) })
+		got = got[marker+1:]
+		if len(got) != 599+3 {
+			t.Fatalf("changes after the marker: got %d (%s), want 599 updates, then an update, a delete and an insert", len(got), summarize(got))
+		}
+		seen := map[int32]bool{}
+		for _, c := range got[:599] {
+			id := c.New[0].(int32)
+			want := []any{id, int32(1), strings.Repeat(fmt.Sprintf("%x", md5.Sum([]byte(fmt.Sprint(id)))), 100)}
+			if id == 300 {
+				want = []any{id, int32(2), "changed"} // updated again since: read whole
+			}
+			if c.Op != OpUpdate || seen[id] || id == 400 || !reflect.DeepEqual(c.New, want) {
+				t.Fatalf("update of %d: got %s [%v %v %s], want one update %v %v %s", id, c.Op, c.New[0], c.New[1], describe(c.New[2]), want[0], want[1], describe(want[2]))
+			}
+			seen[id] = true
+		}
+		if c := got[599]; c.Op != OpUpdate || c.New[0] != int32(300) || c.New[2] != "changed" {
+			t.Errorf("after the large transaction: got %s %v, want the update of 300", c.Op, c.New)
+		}
+		if c := got[600]; c.Op != OpDelete || c.Old[0] != int32(400) {
+			t.Errorf("then: got %s %v, want the delete of 400", c.Op, c.Old)
+		}
+		// Three chunks of at most 256 (unsent columns only), and 300 whole.
 		if n := src.rereads.Load() - before; n != 4 {
 			t.Errorf("re-read statements: got %d, want 4", n)
 		}
