@@ -85,7 +85,8 @@ func fillFromOld(c *Change) (missing bool) {
 
 // hold adds c to st.held; toast says it needs a re-read. The tuples are
 // read for the keys before they go (they alias the received message).
-func (st *stream) hold(ctx context.Context, c *Change, oldTuple, newTuple *pglogrepl.TupleData, toast bool) error {
+// The caller releases st.held once it holds maxHeld changes.
+func (st *stream) hold(c *Change, oldTuple, newTuple *pglogrepl.TupleData, toast bool) error {
 	t := c.Table
 	h := heldChange{c: *c, toast: toast}
 	at, keyErr := keyIndexes(t)
@@ -108,9 +109,6 @@ func (st *stream) hold(ctx context.Context, c *Change, oldTuple, newTuple *pglog
 		h.oldKey = namedKey(c.TableIndex, at, oldTuple)
 	}
 	st.held = append(st.held, h)
-	if len(st.held) >= maxHeld {
-		return st.release(ctx, false)
-	}
 	return nil
 }
 

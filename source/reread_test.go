@@ -94,7 +94,7 @@ func resolve(ctx context.Context, st *stream, c *Change, tuple *pglogrepl.TupleD
 		return nil
 	}
 	st.held = st.held[:0]
-	if err := st.hold(ctx, c, nil, tuple, true); err != nil {
+	if err := st.hold(c, nil, tuple, true); err != nil {
 		return err
 	}
 	if err := st.rereadHeld(ctx, st.held, lastToName(st.held, true)); err != nil {

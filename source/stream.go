@@ -161,8 +161,11 @@ func (st *stream) row(ctx context.Context, op Op, rel *walRel, oldTuple, newTupl
 	if missing || len(st.held) > 0 {
 		// Behind a change waiting for its re-read, every change waits
 		// too: the handler gets them in WAL order (see reread.go).
-		if err := st.hold(ctx, c, oldTuple, newTuple, missing); err != nil {
+		if err := st.hold(c, oldTuple, newTuple, missing); err != nil {
 			return fmt.Errorf("%s at LSN %s: %w", op.verb(), c.LSN, err)
+		}
+		if len(st.held) >= maxHeld {
+			return st.release(ctx, false)
 		}
 		return nil
 	}

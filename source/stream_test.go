@@ -532,6 +532,36 @@ func TestStream(t *testing.T) {
 		}
 	})
 
+	// A TRUNCATE in the transaction of a change waiting for its re-read:
+	// the change is re-read (whole: the rest of the transaction is not
+	// known yet) and handed over before the TRUNCATE. pgoutput describes
+	// the truncated table again (RELATION) just before it, which releases
+	// held changes as the TRUNCATE does.
+	t.Run("unchanged TOAST re-read before a TRUNCATE of its transaction", func(t *testing.T) {
+		t.Parallel()
+		db := newDB(t, pg, "toast_truncate", toastDDL)
+		body := toastedBody(t, db)
+		dir := t.TempDir()
+		h := truncatingHandler{newFakeHandler(false)}
+		src := db.newSource(dir, nil, nil, "big", "big_full")
+		r := run(t, src, h)
+		db.waitStreamable(dir)
+		db.exec(`UPDATE big_full SET n = 5 WHERE id = 1`)
+		r.waitChanges(t, h.fakeHandler, "the update of big_full", func(cs []Change) bool { return slices.ContainsFunc(cs, byOp(OpUpdate)) })
+		db.exec(`BEGIN; UPDATE big SET n = 1 WHERE id = 1; TRUNCATE big_full; COMMIT`)
+		got := r.waitChanges(t, h.fakeHandler, "the TRUNCATE", func(cs []Change) bool { return slices.ContainsFunc(cs, byOp(OpTruncate)) })
+		if err := r.stop(t); err != nil {
+			t.Fatalf("Run after cancel: got %v, want nil", err)
+		}
+		got = filter(got, func(c Change) bool { return c.Op != OpSnapshot })
+		if len(got) != 3 || got[1].Op != OpUpdate || got[1].Table.Name != "big" || got[2].Op != OpTruncate || got[2].Table.Name != "big_full" {
+			t.Fatalf("changes: got %s, want the update of big_full, then the update of big, then the TRUNCATE of big_full", summarize(got))
+		}
+		if c := got[1]; c.New[1] != int32(1) || c.New[2] != body {
+			t.Errorf("update of big: got [%v %v %s], want [1 1 <the 100 KB body>]", c.New[0], c.New[1], describe(c.New[2]))
+		}
+	})
+
 	// A transaction with more re-reads than one statement takes
 	// (rereadChunk) is re-read in chunks, one ahead of the hand-over, and
 	// handed over in WAL order all the same.
