@@ -33,6 +33,9 @@ type walBacklog struct {
 	// slots are created: data the backlog changes, kept out of the WAL the
 	// readers stream.
 	prepare func(ctx context.Context, dsn string, conn *pgx.Conn) error
+	// tables are replicator's entities (schema public); nil: the bench
+	// table alone.
+	tables []string
 
 	segmentsNoted bool // why segments could not be counted was logged
 }
@@ -169,7 +172,7 @@ func (b *walBacklog) replicator(ctx context.Context, run int, external bool) (st
 		}
 	}
 	// The run's directory (and profile) is named by its slot: one per subject.
-	rp, err := b.h.startReplicator(replicatorRun{name: fmt.Sprintf("%s-%d-%s", b.prefix, run, slot), dsn: b.cl.DSN(""), slot: slot, snapshot: "never", brokers: brokers})
+	rp, err := b.h.startReplicator(replicatorRun{name: fmt.Sprintf("%s-%d-%s", b.prefix, run, slot), dsn: b.cl.DSN(""), slot: slot, snapshot: "never", brokers: brokers, tables: b.tables})
 	if err != nil {
 		return streamFigures{}, bf, err
 	}
@@ -187,7 +190,7 @@ func (b *walBacklog) replicator(ctx context.Context, run int, external bool) (st
 		}
 		bf = brokerFigures{cpu: cpu - brokerCPU0, peakRSS: rss}
 	}
-	if err := checkRecords(ctx, rp.brokers, b.rows); err != nil {
+	if err := checkRecords(ctx, rp.brokers, b.rows, b.tables...); err != nil {
 		return f, bf, err
 	}
 	if err := rp.stop(); err != nil {

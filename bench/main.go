@@ -65,7 +65,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.linger, "linger", 0, "set kafka.linger of every `replicator run` (default: replicator's own default)")
 	fs.StringVar(&o.note, "note", "", "a sentence to add to the report's header (e.g. why the run is scaled)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: go run ./bench [flags] [name...]\n\nnames: stream, latency (latency-1k, latency-10k), large-txn, snapshot, toast, one-row, jsonb; default all of these.\nlean-reader (only when named): the stream backlog read by the bare reader and by a leaner one\n\nflags:")
+		fmt.Fprintln(stderr, "usage: go run ./bench [flags] [name...]\n\nnames: stream, latency (latency-1k, latency-10k), large-txn, snapshot, toast, one-row, jsonb, wide, tables; default all of these.\nlean-reader (only when named): the stream backlog read by the bare reader and by a leaner one\n\nflags:")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -132,6 +132,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		toastBenchmark(h),
 		oneRowBenchmark(h),
 		jsonbBenchmark(h),
+		wideBenchmark(h),
+		tablesBenchmark(h),
 		leanReaderBenchmark(h),
 	}
 	selected, err := selectBenchmarks(benchmarks, opts.names)
