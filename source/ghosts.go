@@ -80,6 +80,7 @@ func (s *Source) replayDeletes(ctx context.Context, conn *pgx.Conn, until pglogr
 	if err := r.r.start(ctx, s.cfg.Publication, info.confirmed); err != nil {
 		return err
 	}
+	r.r.nextStatus = time.Time{} // ask for a keepalive at once: there may be nothing to read
 	s.log.Info("tombstoning rows deleted since the interrupted snapshot's position", "slot", prev,
 		"from_lsn", info.confirmed, "to_lsn", until)
 	r.mark = r.cp.begin()
