@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/replicator/replicator/bench/barereader"
+	"github.com/replicator/replicator/broker"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -133,6 +134,13 @@ func (h *harness) startReplicator(rr replicatorRun) (*replicatorProc, error) {
 	}
 	if h.opts.linger > 0 {
 		cfg["kafka"].(map[string]any)["linger"] = h.opts.linger.String()
+	}
+	if h.opts.metrics {
+		metricsListen, err := freeAddr()
+		if err != nil {
+			return nil, err
+		}
+		cfg["metrics"] = map[string]any{"listen": metricsListen}
 	}
 	// JSON is YAML: no YAML encoder needed.
 	b, err := json.MarshalIndent(cfg, "", "  ")
@@ -295,15 +303,17 @@ func topicRecords(ctx context.Context, brokers []string, tables ...string) (int6
 	defer cl.Close()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, tables...)
-	if err != nil {
-		return 0, fmt.Errorf("end offsets of %s: %w", strings.Join(tables, ", "), err)
-	}
-	if err := ends.Error(); err != nil {
-		return 0, fmt.Errorf("end offsets of %s: %w", strings.Join(tables, ", "), err)
-	}
+	adm := kadm.NewClient(cl)
 	var n int64
-	ends.Each(func(o kadm.ListedOffset) { n += o.Offset })
+	for _, table := range tables {
+		ends, err := broker.EndOffsets(ctx, adm, table)
+		if err != nil {
+			return 0, err
+		}
+		for _, o := range ends {
+			n += o
+		}
+	}
 	return n, nil
 }
 

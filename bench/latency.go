@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/replicator/replicator/bench/stats"
+	"github.com/replicator/replicator/cdc"
 	"github.com/replicator/replicator/pgcluster"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
@@ -19,10 +20,6 @@ import (
 
 // tickInterval is the load generator's period: one transaction per tick.
 const tickInterval = 10 * time.Millisecond
-
-// headerCommitTime is the record header replicator stamps with the
-// transaction's commit time (RFC 3339, µs, UTC).
-const headerCommitTime = "commit_ts"
 
 // latencyBench is the fixture of a latency benchmark at one write rate.
 type latencyBench struct {
@@ -305,12 +302,10 @@ func latencySample(l stats.Latencies, rate float64) sample {
 
 // commitTime reads a record's commit_ts header.
 func commitTime(r *kgo.Record) (time.Time, error) {
-	for _, h := range r.Headers {
-		if h.Key == headerCommitTime {
-			return time.Parse(time.RFC3339Nano, string(h.Value))
-		}
+	if v, ok := cdc.Header(r.Headers, cdc.HeaderCommitTime); ok {
+		return cdc.ParseCommitTime(v)
 	}
-	return time.Time{}, fmt.Errorf("record at %s/%d/%d has no %s header", r.Topic, r.Partition, r.Offset, headerCommitTime)
+	return time.Time{}, fmt.Errorf("record at %s/%d/%d has no %s header", r.Topic, r.Partition, r.Offset, cdc.HeaderCommitTime)
 }
 
 // waitGroup waits for g. After timeout, or once alive reports that the

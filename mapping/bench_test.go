@@ -109,3 +109,27 @@ func BenchmarkDecode(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkAppendValueText is the snapshot's path: the row of benchTable
+// as PostgreSQL's text, encoded without decoding it into values.
+func BenchmarkAppendValueText(b *testing.B) {
+	table, _ := benchTable()
+	e, err := NewEntity(Spec{Name: "orders", Topic: "orders"}, table, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	row := [][]byte{[]byte("123456789"), []byte("0b0b3f0e-8f4e-4a3c-9d2b-7f1c3a2e5d6f"), []byte("shipped"), []byte("3"),
+		[]byte("1234.50"), []byte("please leave the parcel at the back door, next to the blue bin"), []byte("t"),
+		[]byte("2024-05-01 12:00:00.123456+00"), nil, []byte("{gift,express}")}
+	dst, err := e.AppendValueText(nil, row)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(dst)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if dst, err = e.AppendValueText(dst[:0], row); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"time"
 
 	"github.com/replicator/replicator/relation"
 )
@@ -21,102 +22,111 @@ import (
 // given as its PostgreSQL text, without any union index, to dst.
 type textEncodeFunc func(dst, text []byte) ([]byte, error)
 
-// textEncoder returns the text encoder of a column of type t whose value
-// encoder is enc (from columnType).
-func textEncoder(t relation.Type, opts Options, enc encodeFunc) textEncodeFunc {
-	switch t.Kind {
-	case relation.Int16, relation.Int32, relation.Int64:
-		return func(dst, text []byte) ([]byte, error) {
-			v, err := relation.DecodeInt(&t, text)
-			if err != nil {
-				return dst, err
-			}
-			return appendLong(dst, v), nil
+// The text encoders of each kind, as columnCodec pairs them with the
+// kind's schema and value encoder. Each closes over its column's type.
+
+func textInt(t relation.Type) textEncodeFunc {
+	return func(dst, text []byte) ([]byte, error) {
+		v, err := relation.DecodeInt(&t, text)
+		if err != nil {
+			return dst, err
 		}
-	case relation.Float32:
-		return func(dst, text []byte) ([]byte, error) {
-			v, err := relation.DecodeFloat(&t, text)
-			if err != nil {
-				return dst, err
-			}
-			return binary.LittleEndian.AppendUint32(dst, math.Float32bits(float32(v))), nil
-		}
-	case relation.Float64:
-		return func(dst, text []byte) ([]byte, error) {
-			v, err := relation.DecodeFloat(&t, text)
-			if err != nil {
-				return dst, err
-			}
-			return binary.LittleEndian.AppendUint64(dst, math.Float64bits(v)), nil
-		}
-	case relation.Numeric:
-		switch {
-		case t.Precision == 0 && t.Scale == 0 && opts.UnconstrainedNumeric == NumericAsDouble:
-			return func(dst, text []byte) ([]byte, error) {
-				if err := relation.CheckNumeric(&t, text); err != nil {
-					return dst, err
-				}
-				return encNumericDouble(dst, string(text))
-			}
-		case t.Precision == 0 && t.Scale == 0:
-			return func(dst, text []byte) ([]byte, error) {
-				if err := relation.CheckNumeric(&t, text); err != nil {
-					return dst, err
-				}
-				return appendText(dst, text), nil
-			}
-		default:
-			return func(dst, text []byte) ([]byte, error) {
-				if err := relation.CheckNumeric(&t, text); err != nil {
-					return dst, err
-				}
-				return appendDecimal(dst, string(text), t.Precision, t.Scale)
-			}
-		}
-	case relation.Text, relation.JSON, relation.Enum:
-		return func(dst, text []byte) ([]byte, error) { return appendText(dst, text), nil }
-	case relation.Bool:
-		return func(dst, text []byte) ([]byte, error) {
-			v, err := relation.DecodeBool(&t, text)
-			if err != nil {
-				return dst, err
-			}
-			if v {
-				return append(dst, 1), nil
-			}
-			return append(dst, 0), nil
-		}
-	case relation.UUID:
-		return func(dst, text []byte) ([]byte, error) {
-			v, err := relation.DecodeUUID(&t, text)
-			if err != nil {
-				return dst, err
-			}
-			return appendText(dst, v[:]), nil
-		}
-	case relation.Date, relation.Timestamp, relation.TimestampTZ:
-		appendTime := appendTimestamp
-		switch t.Kind {
-		case relation.Date:
-			appendTime = appendDate
-		case relation.Timestamp:
-			appendTime = appendLocalTimestamp
-		}
-		return func(dst, text []byte) ([]byte, error) {
-			v, err := relation.DecodeDateTime(&t, text)
-			if err != nil {
-				return dst, err
-			}
-			return appendTime(dst, v)
-		}
-	case relation.Array:
-		if t.Elem != nil {
-			if _, elemEnc, err := columnType(*t.Elem, opts); err == nil {
-				return arrayTextEncoder(t, textEncoder(*t.Elem, opts, elemEnc))
-			}
-		}
+		return appendLong(dst, v), nil
 	}
-	// Kinds rarely met in bulk (bytea, time) go through the Go value.
+}
+
+func textFloat32(t relation.Type) textEncodeFunc {
+	return func(dst, text []byte) ([]byte, error) {
+		v, err := relation.DecodeFloat(&t, text)
+		if err != nil {
+			return dst, err
+		}
+		return binary.LittleEndian.AppendUint32(dst, math.Float32bits(float32(v))), nil
+	}
+}
+
+func textFloat64(t relation.Type) textEncodeFunc {
+	return func(dst, text []byte) ([]byte, error) {
+		v, err := relation.DecodeFloat(&t, text)
+		if err != nil {
+			return dst, err
+		}
+		return binary.LittleEndian.AppendUint64(dst, math.Float64bits(v)), nil
+	}
+}
+
+// textNumericDouble encodes an unconstrained numeric exported as a double.
+func textNumericDouble(t relation.Type) textEncodeFunc {
+	return func(dst, text []byte) ([]byte, error) {
+		if err := relation.CheckNumeric(&t, text); err != nil {
+			return dst, err
+		}
+		return encNumericDouble(dst, string(text))
+	}
+}
+
+// textNumeric encodes an unconstrained numeric exported as its text.
+func textNumeric(t relation.Type) textEncodeFunc {
+	return func(dst, text []byte) ([]byte, error) {
+		if err := relation.CheckNumeric(&t, text); err != nil {
+			return dst, err
+		}
+		return appendText(dst, text), nil
+	}
+}
+
+// textDecimal encodes a numeric(p,s) as an Avro decimal.
+func textDecimal(t relation.Type) textEncodeFunc {
+	return func(dst, text []byte) ([]byte, error) {
+		if err := relation.CheckNumeric(&t, text); err != nil {
+			return dst, err
+		}
+		return appendDecimal(dst, string(text), t.Precision, t.Scale)
+	}
+}
+
+// textString encodes a value whose text is the value (text, json, enum).
+func textString(dst, text []byte) ([]byte, error) { return appendText(dst, text), nil }
+
+func textBool(t relation.Type) textEncodeFunc {
+	return func(dst, text []byte) ([]byte, error) {
+		v, err := relation.DecodeBool(&t, text)
+		if err != nil {
+			return dst, err
+		}
+		if v {
+			return append(dst, 1), nil
+		}
+		return append(dst, 0), nil
+	}
+}
+
+func textUUID(t relation.Type) textEncodeFunc {
+	return func(dst, text []byte) ([]byte, error) {
+		v, err := relation.DecodeUUID(&t, text)
+		if err != nil {
+			return dst, err
+		}
+		return appendText(dst, v[:]), nil
+	}
+}
+
+// textDateTime encodes a date, timestamp or timestamptz with appendTime,
+// the kind's value encoder on a time.Time.
+func textDateTime(t relation.Type, appendTime func([]byte, time.Time) ([]byte, error)) textEncodeFunc {
+	return func(dst, text []byte) ([]byte, error) {
+		v, err := relation.DecodeDateTime(&t, text)
+		if err != nil {
+			return dst, err
+		}
+		return appendTime(dst, v)
+	}
+}
+
+// textViaValue decodes the text into its Go value and encodes that with
+// enc: for kinds rarely met in bulk (bytea, time), where a boxed value per
+// row is not worth an unboxed path.
+func textViaValue(t relation.Type, enc encodeFunc) textEncodeFunc {
 	return func(dst, text []byte) ([]byte, error) {
 		v, err := relation.DecodeText(&t, text)
 		if err != nil {

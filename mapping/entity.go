@@ -188,7 +188,7 @@ func (b *builder) record(name string, cols []int, isKey bool) record {
 	byName := make(map[string]string, len(cols)) // Avro name → column
 	for _, i := range cols {
 		col := b.table.Columns[i]
-		typ, enc, err := columnType(col.Type, b.opts)
+		c, err := columnCodec(col.Type, b.opts)
 		if err != nil {
 			if isKey {
 				b.fail("key column %q has type %s, %v: list it in as_string: or choose other key: columns",
@@ -199,6 +199,7 @@ func (b *builder) record(name string, cols []int, isKey bool) record {
 			}
 			continue
 		}
+		typ := c.schema
 		fname := avroName(col.Name)
 		if other, dup := byName[fname]; dup {
 			what, fix := "columns", "exclude one of them from columns: or rename one"
@@ -231,7 +232,7 @@ func (b *builder) record(name string, cols []int, isKey bool) record {
 		}
 		fields = append(fields, f)
 		r.fields = append(r.fields, field{column: col.Name, index: i, nullable: optional,
-			enc: enc, encText: textEncoder(col.Type, b.opts, enc)})
+			enc: c.enc, encText: c.text})
 		r.columns = append(r.columns, col.Name)
 	}
 	if len(b.errs) > 0 {

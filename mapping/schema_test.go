@@ -3,9 +3,11 @@ package mapping
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"flag"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/replicator/replicator/relation"
@@ -154,4 +156,30 @@ func equalStrings(a, b []string) bool {
 		}
 	}
 	return true
+}
+
+// TestEveryKindHasACodec: every kind relation decodes has a schema, a value
+// encoder and a text encoder in columnCodec; a kind added without its case
+// fails here.
+func TestEveryKindHasACodec(t *testing.T) {
+	t.Parallel()
+	n := 0
+	for k := relation.Kind(1); !strings.HasPrefix(k.String(), "kind("); k++ {
+		n++
+		typ := relation.Type{Kind: k}
+		if k == relation.Array {
+			typ.Elem = &relation.Type{Kind: relation.Int32}
+		}
+		c, err := columnCodec(typ, Options{})
+		if err != nil || c.schema == nil || c.enc == nil || c.text == nil {
+			t.Errorf("kind %s: got schema %v, value encoder set %t, text encoder set %t, error %v; want all three",
+				k, c.schema, c.enc != nil, c.text != nil, err)
+		}
+	}
+	if n < 17 {
+		t.Errorf("walked %d kinds, want every kind after unsupported (17 when this test was written)", n)
+	}
+	if _, err := columnCodec(relation.Type{Kind: relation.Unsupported}, Options{}); !errors.Is(err, errUnsupportedType) {
+		t.Errorf("unsupported kind: got %v, want errUnsupportedType", err)
+	}
 }

@@ -13,7 +13,7 @@ import (
 // what the value was (row values stay out of logs).
 type encodeFunc func(dst []byte, v any) ([]byte, error)
 
-// Problems columnType reports; the caller adds the entity, column and fix.
+// Problems columnCodec reports; the caller adds the entity, column and fix.
 var (
 	errUnsupportedType = errors.New("which replicator cannot map to Avro")
 	errNestedArray     = errors.New("an array of arrays, which replicator cannot map to Avro")
@@ -21,71 +21,88 @@ var (
 	errDecimalScale    = errors.New("with a scale outside 0..precision, which an Avro decimal cannot represent")
 )
 
-// columnType returns the Avro schema of a non-NULL value of type t (the
-// nullable union is added by the caller) and the function that encodes it.
-func columnType(t relation.Type, opts Options) (avro.Schema, encodeFunc, error) {
+// codec is everything mapping does with a non-NULL value of one column
+// type: its Avro schema (the nullable union is added by the caller) and the
+// two ways to encode it.
+type codec struct {
+	schema avro.Schema
+	enc    encodeFunc     // from the Go value relation.DecodeText returns
+	text   textEncodeFunc // from PostgreSQL's text, without decoding it (the snapshot)
+}
+
+// columnCodec is the one place mapping knows each relation kind: for a
+// column of type t, its Avro schema, its value encoder and its text
+// encoder together, so a new kind is one case here (TestEveryKindHasACodec
+// fails until it has one). It runs when an entity is built, never per row.
+func columnCodec(t relation.Type, opts Options) (codec, error) {
+	prim := func(typ avro.Type, logical avro.LogicalType) avro.Schema {
+		if logical == "" {
+			return avro.NewPrimitiveSchema(typ, nil)
+		}
+		return avro.NewPrimitiveSchema(typ, avro.NewPrimitiveLogicalSchema(logical))
+	}
 	switch t.Kind {
 	case relation.Int16, relation.Int32:
-		return avro.NewPrimitiveSchema(avro.Int, nil), encInt32, nil
+		return codec{prim(avro.Int, ""), encInt32, textInt(t)}, nil
 	case relation.Int64:
-		return avro.NewPrimitiveSchema(avro.Long, nil), encInt64, nil
+		return codec{prim(avro.Long, ""), encInt64, textInt(t)}, nil
 	case relation.Float32:
-		return avro.NewPrimitiveSchema(avro.Float, nil), encFloat32, nil
+		return codec{prim(avro.Float, ""), encFloat32, textFloat32(t)}, nil
 	case relation.Float64:
-		return avro.NewPrimitiveSchema(avro.Double, nil), encFloat64, nil
+		return codec{prim(avro.Double, ""), encFloat64, textFloat64(t)}, nil
 	case relation.Numeric:
 		if t.Precision == 0 && t.Scale == 0 {
 			if opts.UnconstrainedNumeric == NumericAsDouble {
-				return avro.NewPrimitiveSchema(avro.Double, nil), encNumericDouble, nil
+				return codec{prim(avro.Double, ""), encNumericDouble, textNumericDouble(t)}, nil
 			}
-			return avro.NewPrimitiveSchema(avro.String, nil), encString, nil
+			return codec{prim(avro.String, ""), encString, textNumeric(t)}, nil
 		}
 		// PostgreSQL 15 accepts numeric(2,-3) and numeric(2,5); the Avro
 		// specification requires 0 <= scale <= precision.
 		if t.Precision <= 0 || t.Scale < 0 || t.Scale > t.Precision {
-			return nil, nil, errDecimalScale
+			return codec{}, errDecimalScale
 		}
-		return avro.NewPrimitiveSchema(avro.Bytes, avro.NewDecimalLogicalSchema(t.Precision, t.Scale)),
-			encDecimal(t.Precision, t.Scale), nil
+		return codec{avro.NewPrimitiveSchema(avro.Bytes, avro.NewDecimalLogicalSchema(t.Precision, t.Scale)),
+			encDecimal(t.Precision, t.Scale), textDecimal(t)}, nil
 	case relation.Text, relation.JSON, relation.Enum:
-		return avro.NewPrimitiveSchema(avro.String, nil), encString, nil
+		return codec{prim(avro.String, ""), encString, textString}, nil
 	case relation.Bool:
-		return avro.NewPrimitiveSchema(avro.Boolean, nil), encBool, nil
+		return codec{prim(avro.Boolean, ""), encBool, textBool(t)}, nil
 	case relation.Bytes:
-		return avro.NewPrimitiveSchema(avro.Bytes, nil), encBytes, nil
+		return codec{prim(avro.Bytes, ""), encBytes, textViaValue(t, encBytes)}, nil
 	case relation.UUID:
-		return avro.NewPrimitiveSchema(avro.String, avro.NewPrimitiveLogicalSchema(avro.UUID)), encString, nil
+		return codec{prim(avro.String, avro.UUID), encString, textUUID(t)}, nil
 	case relation.Date:
-		return avro.NewPrimitiveSchema(avro.Int, avro.NewPrimitiveLogicalSchema(avro.Date)), encDate, nil
+		return codec{prim(avro.Int, avro.Date), encDate, textDateTime(t, appendDate)}, nil
 	case relation.Time:
-		return avro.NewPrimitiveSchema(avro.Long, avro.NewPrimitiveLogicalSchema(avro.TimeMicros)), encTime, nil
+		return codec{prim(avro.Long, avro.TimeMicros), encTime, textViaValue(t, encTime)}, nil
 	case relation.Timestamp:
-		return avro.NewPrimitiveSchema(avro.Long, avro.NewPrimitiveLogicalSchema(avro.LocalTimestampMicros)), encLocalTimestamp, nil
+		return codec{prim(avro.Long, avro.LocalTimestampMicros), encLocalTimestamp, textDateTime(t, appendLocalTimestamp)}, nil
 	case relation.TimestampTZ:
-		return avro.NewPrimitiveSchema(avro.Long, avro.NewPrimitiveLogicalSchema(avro.TimestampMicros)), encTimestamp, nil
+		return codec{prim(avro.Long, avro.TimestampMicros), encTimestamp, textDateTime(t, appendTimestamp)}, nil
 	case relation.Array:
 		if t.Elem == nil {
-			return nil, nil, errNoElemType
+			return codec{}, errNoElemType
 		}
 		if t.Elem.Kind == relation.Array {
-			return nil, nil, errNestedArray
+			return codec{}, errNestedArray
 		}
-		items, enc, err := columnType(*t.Elem, opts)
+		elem, err := columnCodec(*t.Elem, opts)
 		switch {
 		case errors.Is(err, errUnsupportedType):
-			return nil, nil, fmt.Errorf("whose element type %s replicator cannot map to Avro", typeName(*t.Elem))
+			return codec{}, fmt.Errorf("whose element type %s replicator cannot map to Avro", typeName(*t.Elem))
 		case errors.Is(err, errDecimalScale):
-			return nil, nil, fmt.Errorf("whose element type %s is a numeric %w", typeName(*t.Elem), err)
+			return codec{}, fmt.Errorf("whose element type %s is a numeric %w", typeName(*t.Elem), err)
 		case err != nil:
-			return nil, nil, fmt.Errorf("whose element type %s is %w", typeName(*t.Elem), err)
+			return codec{}, fmt.Errorf("whose element type %s is %w", typeName(*t.Elem), err)
 		}
-		u, err := nullable(items)
+		u, err := nullable(elem.schema)
 		if err != nil {
-			return nil, nil, err
+			return codec{}, err
 		}
-		return avro.NewArraySchema(u), encArray(enc), nil
+		return codec{avro.NewArraySchema(u), encArray(elem.enc), arrayTextEncoder(t, elem.text)}, nil
 	default:
-		return nil, nil, errUnsupportedType
+		return codec{}, errUnsupportedType
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/replicator/replicator/broker"
+	"github.com/replicator/replicator/cdc"
 	"github.com/replicator/replicator/mapping"
 	"github.com/replicator/replicator/source"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -97,8 +98,8 @@ func TestAckKeyChangeAfterBothRecords(t *testing.T) {
 			if tomb := recs[0].r; tomb.Value != nil || !bytes.Equal(tomb.Key, oldKey) {
 				t.Errorf("first record: got key %x value %x, want the tombstone of key %x", tomb.Key, tomb.Value, oldKey)
 			}
-			if rec := recs[1].r; rec.Value == nil || headers(t, rec)[HeaderOp] != "u" {
-				t.Errorf("second record: got value %x op %q, want the new record with op u", rec.Value, headers(t, rec)[HeaderOp])
+			if rec := recs[1].r; rec.Value == nil || headers(t, rec)[cdc.HeaderOp] != "u" {
+				t.Errorf("second record: got value %x op %q, want the new record with op u", rec.Value, headers(t, rec)[cdc.HeaderOp])
 			}
 
 			fake.complete(tt.order[0], nil)

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/replicator/replicator/cdc"
 	"github.com/replicator/replicator/source"
 )
 
@@ -21,14 +22,14 @@ func TestHeadersFollowEveryChange(t *testing.T) {
 		mod  func(c *source.Change)
 		want map[string]string
 	}{
-		{"first", func(*source.Change) {}, map[string]string{HeaderOp: "c", HeaderLSN: testLSNText, HeaderXID: "4711"}},
-		{"same transaction", func(*source.Change) {}, map[string]string{HeaderOp: "c", HeaderLSN: testLSNText, HeaderXID: "4711"}},
-		{"other op", func(c *source.Change) { c.Op = source.OpUpdate }, map[string]string{HeaderOp: "u", HeaderLSN: testLSNText}},
-		{"other LSN", func(c *source.Change) { c.LSN++ }, map[string]string{HeaderOp: "u", HeaderLSN: (testLSN + 1).String()}},
-		{"other XID", func(c *source.Change) { c.XID++ }, map[string]string{HeaderXID: "4712"}},
+		{"first", func(*source.Change) {}, map[string]string{cdc.HeaderOp: "c", cdc.HeaderLSN: testLSNText, cdc.HeaderXID: "4711"}},
+		{"same transaction", func(*source.Change) {}, map[string]string{cdc.HeaderOp: "c", cdc.HeaderLSN: testLSNText, cdc.HeaderXID: "4711"}},
+		{"other op", func(c *source.Change) { c.Op = source.OpUpdate }, map[string]string{cdc.HeaderOp: "u", cdc.HeaderLSN: testLSNText}},
+		{"other LSN", func(c *source.Change) { c.LSN++ }, map[string]string{cdc.HeaderOp: "u", cdc.HeaderLSN: (testLSN + 1).String()}},
+		{"other XID", func(c *source.Change) { c.XID++ }, map[string]string{cdc.HeaderXID: "4712"}},
 		{"other time", func(c *source.Change) { c.CommitTime = c.CommitTime.Add(time.Microsecond) },
-			map[string]string{HeaderCommitTime: testCommitTime.Add(time.Microsecond).UTC().Format("2006-01-02T15:04:05.000000Z07:00")}},
-		{"snapshot, no XID", func(c *source.Change) { c.Op, c.XID = source.OpSnapshot, 0 }, map[string]string{HeaderOp: "r", HeaderXID: ""}},
+			map[string]string{cdc.HeaderCommitTime: testCommitTime.Add(time.Microsecond).UTC().Format(cdc.CommitTimeLayout)}},
+		{"snapshot, no XID", func(c *source.Change) { c.Op, c.XID = source.OpSnapshot, 0 }, map[string]string{cdc.HeaderOp: "r", cdc.HeaderXID: ""}},
 	}
 	// Each step changes one thing of the previous change.
 	c := *base

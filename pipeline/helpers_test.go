@@ -245,17 +245,14 @@ func endOffsetSum(t testing.TB, addr, topic string) int64 {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
 	defer cancel()
-	offs, err := kadm.NewClient(newClient(t, addr, nil)).ListEndOffsets(ctx, topic)
+	ends, err := broker.EndOffsets(ctx, kadm.NewClient(newClient(t, addr, nil)), topic)
 	if err != nil {
-		t.Fatalf("ListEndOffsets %s: %v", topic, err)
+		t.Fatal(err)
 	}
 	var sum int64
-	offs.Each(func(o kadm.ListedOffset) {
-		if o.Err != nil {
-			t.Fatalf("ListEndOffsets %s[%d]: %v", topic, o.Partition, o.Err)
-		}
-		sum += o.Offset
-	})
+	for _, o := range ends {
+		sum += o
+	}
 	return sum
 }
 

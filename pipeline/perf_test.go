@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/replicator/replicator/cdc"
 	"github.com/replicator/replicator/source"
 )
 
@@ -34,10 +35,10 @@ func TestHandleHeadersFollowEachTransaction(t *testing.T) {
 	want := []map[string]string{
 		wantHeaders("c", true),
 		wantHeaders("u", true),
-		{HeaderOp: "c", HeaderLSN: pglogrepl.LSN(0x20).String(), HeaderCommitTime: "2025-01-02T03:04:05.000006Z", HeaderXID: "9"},
-		{HeaderOp: "c", HeaderLSN: "0/20", HeaderCommitTime: "2025-01-02T03:04:05.000006Z", HeaderXID: "10"},
-		{HeaderOp: "c", HeaderLSN: "0/20", HeaderCommitTime: "2025-01-02T03:04:05.000007Z", HeaderXID: "10"},
-		{HeaderOp: "d", HeaderLSN: "0/20", HeaderCommitTime: "2025-01-02T03:04:05.000007Z", HeaderXID: "10"},
+		{cdc.HeaderOp: "c", cdc.HeaderLSN: pglogrepl.LSN(0x20).String(), cdc.HeaderCommitTime: "2025-01-02T03:04:05.000006Z", cdc.HeaderXID: "9"},
+		{cdc.HeaderOp: "c", cdc.HeaderLSN: "0/20", cdc.HeaderCommitTime: "2025-01-02T03:04:05.000006Z", cdc.HeaderXID: "10"},
+		{cdc.HeaderOp: "c", cdc.HeaderLSN: "0/20", cdc.HeaderCommitTime: "2025-01-02T03:04:05.000007Z", cdc.HeaderXID: "10"},
+		{cdc.HeaderOp: "d", cdc.HeaderLSN: "0/20", cdc.HeaderCommitTime: "2025-01-02T03:04:05.000007Z", cdc.HeaderXID: "10"},
 		wantHeaders("r", false),
 	}
 	var kvs [][]byte

@@ -15,18 +15,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/replicator/replicator/cdc"
 	"github.com/replicator/replicator/mapping"
 	"github.com/replicator/replicator/registry"
 	"github.com/replicator/replicator/source"
 	"github.com/twmb/franz-go/pkg/kgo"
-)
-
-// Record header names. Change metadata lives here, never in the value.
-const (
-	HeaderOp         = "op"        // c, u, d, r (see source.Op)
-	HeaderLSN        = "lsn"       // commit LSN, PostgreSQL's X/X form
-	HeaderCommitTime = "commit_ts" // RFC 3339 with microseconds, UTC
-	HeaderXID        = "xid"       // transaction id (absent for snapshot rows)
 )
 
 // producer is the part of *kgo.Client the pipeline uses. Produce blocks when
@@ -60,7 +53,12 @@ type Pipeline struct {
 	entities []Entity // written only by FollowShape, on Handle's goroutine
 	prod     producer
 	schemas  schemaRegistry // nil: a changed schema cannot be registered
-	keys     liveKeyReader  // nil: a TRUNCATE cannot be published
+	keys     keyReader      // nil: a TRUNCATE cannot be published
+
+	// truncateDedupe bounds the keys a TRUNCATE remembers having
+	// tombstoned; truncatePeak is the most it held at once (tests read
+	// it). Handle's goroutine only.
+	truncateDedupe, truncatePeak int
 
 	// failure holds the first produce error; once set every Handle and
 	// Flush fails with it and nothing after it is acknowledged.
@@ -92,6 +90,9 @@ type Pipeline struct {
 	inFlight atomic.Int64
 	settled  chan struct{}
 
+	counters    counters // for Stats
+	bufferLimit int64    // the producer's buffer size; 0: unknown (WithBufferLimit)
+
 	pairs   sync.Pool                // *pairAck for key changes
 	promise func(*kgo.Record, error) // p.produced, made once
 
@@ -122,7 +123,7 @@ func WithSchemas(s schemaRegistry) Option { return func(p *Pipeline) { p.schemas
 // WithLiveKeys lets the pipeline read which keys a topic holds, to
 // tombstone them on TRUNCATE (*TopicKeys); without it a TRUNCATE stops the
 // stream.
-func WithLiveKeys(r liveKeyReader) Option { return func(p *Pipeline) { p.keys = r } }
+func WithLiveKeys(r keyReader) Option { return func(p *Pipeline) { p.keys = r } }
 
 // DefaultStopGrace is how long records handed to the producer outlive a
 // stop. A healthy broker takes milliseconds; against one that is down, a
@@ -139,7 +140,8 @@ func WithStopGrace(d time.Duration) Option { return func(p *Pipeline) { p.stopGr
 // source's TableIndex; the pipeline owns the slice from now on (a shape
 // change replaces its elements).
 func New(entities []Entity, prod producer, opts ...Option) *Pipeline {
-	p := &Pipeline{entities: entities, prod: prod, settled: make(chan struct{}, 1), stopGrace: DefaultStopGrace}
+	p := &Pipeline{entities: entities, prod: prod, settled: make(chan struct{}, 1), stopGrace: DefaultStopGrace,
+		counters: newCounters(len(entities)), truncateDedupe: DefaultTruncateDedupeKeys}
 	p.pairs.New = func() any { return new(pairAck) }
 	p.promise = p.produced
 	for _, o := range opts {
@@ -183,6 +185,7 @@ func (p *Pipeline) handle(ctx context.Context, c *source.Change, ack acker) erro
 			return err
 		}
 		p.produce(ctx, r, ack)
+		p.count(c.TableIndex, c.Op, 1)
 	case source.OpUpdate:
 		r, err := p.upsert(e, c, headers)
 		if err != nil {
@@ -202,10 +205,13 @@ func (p *Pipeline) handle(ctx context.Context, c *source.Change, ack acker) erro
 				pair.pool = &p.pairs
 				p.produce(ctx, p.tombstone(e, oldKey, headers), pair)
 				p.produce(ctx, r, pair)
+				p.count(c.TableIndex, source.OpDelete, 1)
+				p.count(c.TableIndex, source.OpUpdate, 1)
 				return nil
 			}
 		}
 		p.produce(ctx, r, ack)
+		p.count(c.TableIndex, source.OpUpdate, 1)
 	case source.OpDelete:
 		if c.Old == nil {
 			return fmt.Errorf("delete from %s at LSN %s: PostgreSQL sent no old key (REPLICA IDENTITY NOTHING?): set REPLICA IDENTITY DEFAULT or FULL", c.Table.QualifiedName(), c.LSN)
@@ -215,6 +221,7 @@ func (p *Pipeline) handle(ctx context.Context, c *source.Change, ack acker) erro
 			return err
 		}
 		p.produce(ctx, p.tombstone(e, key, headers), ack)
+		p.count(c.TableIndex, source.OpDelete, 1)
 	default:
 		return fmt.Errorf("change for %s: unknown op %d", c.Table.QualifiedName(), c.Op)
 	}
@@ -294,7 +301,10 @@ func (p *Pipeline) produce(ctx context.Context, r *outRecord, a acker) {
 	pctx := p.produceContext(ctx)
 	r.receipt = receipt{Context: pctx, ack: a}
 	r.Record.Context = &r.receipt
-	p.inFlight.Add(1)
+	if n := p.inFlight.Add(1); p.bufferLimit > 0 && n > p.bufferLimit {
+		p.produceTimed(pctx, &r.Record)
+		return
+	}
 	p.prod.Produce(pctx, &r.Record, p.promise)
 }
 
@@ -308,8 +318,10 @@ func (p *Pipeline) produced(r *kgo.Record, err error) {
 		// failure.
 		p.abandoned.Store(true)
 	case err != nil:
+		p.counters.failed.Add(1)
 		p.fail(fmt.Errorf("produce to %s: %w", r.Topic, err))
 	default:
+		p.counters.acked.Add(1)
 		r.Context.(*receipt).ack.Done()
 	}
 	if p.inFlight.Add(-1) == 0 {
@@ -384,14 +396,25 @@ func (p *Pipeline) tombstone(e *Entity, key []byte, headers []kgo.RecordHeader) 
 	return &outRecord{Record: kgo.Record{Topic: e.Mapping.Topic(), Key: key, Headers: h}}
 }
 
-var (
-	opBytes = map[source.Op][]byte{
-		source.OpInsert: []byte("c"), source.OpUpdate: []byte("u"),
-		source.OpDelete: []byte("d"), source.OpSnapshot: []byte("r"),
-		source.OpTruncate: []byte("t"), // tombstones say "d" (see tombstone)
+// opDelete is the op header of every tombstone; read-only, shared by all.
+var opDelete = []byte(cdc.OpDelete.String())
+
+// topicOp is the op a change's records say on the topic (package cdc).
+// A TRUNCATE's records are tombstones, which say d (see tombstone).
+func topicOp(op source.Op) cdc.Op {
+	switch op {
+	case source.OpInsert:
+		return cdc.OpCreate
+	case source.OpUpdate:
+		return cdc.OpUpdate
+	case source.OpSnapshot:
+		return cdc.OpRead
+	case source.OpDelete, source.OpTruncate:
+		return cdc.OpDelete
+	default:
+		return 0 // Handle refuses the change
 	}
-	opDelete = []byte("d")
-)
+}
 
 // headers returns the change's headers, reusing the previous change's when
 // they would be equal: the records of a transaction (and the snapshot's rows)
@@ -411,12 +434,12 @@ func (p *Pipeline) headers(c *source.Change) []kgo.RecordHeader {
 func changeHeaders(c *source.Change) []kgo.RecordHeader {
 	h := make([]kgo.RecordHeader, 0, 4)
 	h = append(h,
-		kgo.RecordHeader{Key: HeaderOp, Value: opBytes[c.Op]},
-		kgo.RecordHeader{Key: HeaderLSN, Value: []byte(c.LSN.String())},
-		kgo.RecordHeader{Key: HeaderCommitTime, Value: c.CommitTime.UTC().AppendFormat(nil, "2006-01-02T15:04:05.000000Z07:00")},
+		kgo.RecordHeader{Key: cdc.HeaderOp, Value: []byte(topicOp(c.Op).String())},
+		kgo.RecordHeader{Key: cdc.HeaderLSN, Value: []byte(c.LSN.String())},
+		kgo.RecordHeader{Key: cdc.HeaderCommitTime, Value: c.CommitTime.UTC().AppendFormat(nil, cdc.CommitTimeLayout)},
 	)
 	if c.XID != 0 {
-		h = append(h, kgo.RecordHeader{Key: HeaderXID, Value: strconv.AppendUint(nil, uint64(c.XID), 10)})
+		h = append(h, kgo.RecordHeader{Key: cdc.HeaderXID, Value: strconv.AppendUint(nil, uint64(c.XID), 10)})
 	}
 	return h
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/replicator/replicator/broker"
+	"github.com/replicator/replicator/cdc"
 	"github.com/replicator/replicator/mapping"
 	"github.com/replicator/replicator/relation"
 	"github.com/replicator/replicator/source"
@@ -66,9 +67,9 @@ func checkHeaders(t *testing.T, r *kgo.Record, want map[string]string) {
 }
 
 func wantHeaders(op string, withXID bool) map[string]string {
-	h := map[string]string{HeaderOp: op, HeaderLSN: testLSNText, HeaderCommitTime: testCommitTimeText}
+	h := map[string]string{cdc.HeaderOp: op, cdc.HeaderLSN: testLSNText, cdc.HeaderCommitTime: testCommitTimeText}
 	if withXID {
-		h[HeaderXID] = "4711"
+		h[cdc.HeaderXID] = "4711"
 	}
 	return h
 }
@@ -209,8 +210,8 @@ func TestHandleDoesNotKeepTheChange(t *testing.T) {
 		if kv := append(append([]byte(nil), s.r.Key...), s.r.Value...); !bytes.Equal(kv, want[i]) {
 			t.Errorf("record %d changed after Handle returned: got %x, want %x", i, kv, want[i])
 		}
-		if h := headers(t, s.r); h[HeaderLSN] != testLSNText {
-			t.Errorf("record %d lsn header after Handle returned: got %q, want %q", i, h[HeaderLSN], testLSNText)
+		if h := headers(t, s.r); h[cdc.HeaderLSN] != testLSNText {
+			t.Errorf("record %d lsn header after Handle returned: got %q, want %q", i, h[cdc.HeaderLSN], testLSNText)
 		}
 	}
 }

@@ -19,20 +19,38 @@ const (
 	TruncateFail
 )
 
-// liveKeyReader lists the keys whose latest record on a topic is not a
-// tombstone (*TopicKeys).
-type liveKeyReader interface {
-	LiveKeys(ctx context.Context, topic string) (map[string]struct{}, error)
+// keyReader reads the keys of a topic's records, to its end at the call
+// (*TopicKeys).
+type keyReader interface {
+	EachKey(ctx context.Context, topic string, fn func(key []byte, live bool) error) error
+}
+
+// DefaultTruncateDedupeKeys is how many keys a TRUNCATE remembers having
+// tombstoned (see [WithTruncateDedupeKeys]): about 10 MB of short keys.
+const DefaultTruncateDedupeKeys = 100_000
+
+// WithTruncateDedupeKeys bounds the memory a TRUNCATE takes: it remembers
+// at most n keys it has already given a tombstone, to skip a key's older
+// records (default [DefaultTruncateDedupeKeys]; less than 1 means 1). A key
+// met again after the set was cleared gets a second tombstone, which is
+// harmless; memory is this set plus the producer's buffer
+// (kafka.max_buffered_records), whatever the number of keys.
+func WithTruncateDedupeKeys(n int) Option {
+	return func(p *Pipeline) { p.truncateDedupe = max(n, 1) }
 }
 
 // Truncate publishes a TRUNCATE of c.Table (see source's truncater): the
 // source cannot know which rows the table held, the topic can. So it waits
-// until every record handed over before is acknowledged, reads the topic
-// to its end, and produces a tombstone for every key whose latest record
-// is not one, all acknowledged through c.Ack. Records of later changes are
-// produced after the tombstones, so per key they follow them. Only the set
-// of live keys is held in memory, never values. With TruncateFail it
-// returns an error instead and produces nothing.
+// until every record handed over before is acknowledged, then reads the
+// topic to its end and, as it reads, produces a tombstone for the key of
+// every record with a value: every key live before the TRUNCATE has one
+// such record, so every one gets a tombstone (a key whose latest record
+// was already a tombstone may get another, which changes nothing). All are
+// acknowledged through c.Ack, once the read has ended and every tombstone
+// is durable. Records of later changes are produced after the tombstones,
+// so per key they follow them. Memory is bounded: a set of at most
+// WithTruncateDedupeKeys keys skips a key's repeated records, never values.
+// With TruncateFail it returns an error instead and produces nothing.
 func (p *Pipeline) Truncate(ctx context.Context, c *source.Change) error {
 	return p.truncate(ctx, c, c.Ack)
 }
@@ -56,20 +74,34 @@ func (p *Pipeline) truncate(ctx context.Context, c *source.Change, ack acker) er
 	if err := p.Flush(ctx); err != nil {
 		return fmt.Errorf("TRUNCATE of %s at LSN %s: wait for the records before it: %w", c.Table.QualifiedName(), c.LSN, err)
 	}
-	live, err := p.keys.LiveKeys(ctx, topic)
-	if err != nil {
-		return fmt.Errorf("TRUNCATE of %s at LSN %s: read the live keys of topic %s: %w", c.Table.QualifiedName(), c.LSN, topic, err)
-	}
-	if len(live) == 0 {
-		ack.Done()
-		return nil
-	}
 	headers := changeHeaders(c)
+	// The read holds one share of the ack, released when it has ended:
+	// until then the count of tombstones is not known. A failed read
+	// never releases it, so the TRUNCATE is not confirmed.
 	all := &allAck{ack: ack}
-	all.left.Store(int64(len(live)))
-	for k := range live {
-		p.produce(ctx, p.tombstone(e, []byte(k), headers), all)
+	all.left.Store(1)
+	seen := make(map[string]struct{})
+	err := p.keys.EachKey(ctx, topic, func(key []byte, live bool) error {
+		if !live {
+			return nil
+		}
+		if _, dup := seen[string(key)]; dup {
+			return nil
+		}
+		if len(seen) >= p.truncateDedupe {
+			clear(seen)
+		}
+		seen[string(key)] = struct{}{}
+		p.truncatePeak = max(p.truncatePeak, len(seen))
+		all.left.Add(1)
+		p.produce(ctx, p.tombstone(e, key, headers), all)
+		p.count(c.TableIndex, source.OpDelete, 1)
+		return p.accepting(ctx)
+	})
+	if err != nil {
+		return fmt.Errorf("TRUNCATE of %s at LSN %s: tombstone the keys live on topic %s: %w", c.Table.QualifiedName(), c.LSN, topic, err)
 	}
+	all.Done()
 	return p.Err()
 }
 

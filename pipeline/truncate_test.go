@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/replicator/replicator/broker"
+	"github.com/replicator/replicator/cdc"
 	"github.com/replicator/replicator/source"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -22,7 +23,9 @@ func topicKeys(t *testing.T, addr string) *TopicKeys {
 
 // TestTruncateTombstonesLiveKeys: every key whose latest record is a value
 // gets a tombstone, acknowledged as one change; a record after the
-// TRUNCATE follows its key's tombstone.
+// TRUNCATE follows its key's tombstone. Keys 3 (deleted) and 4 (moved to
+// 40) had a value before, so they get a tombstone too, which changes
+// nothing.
 func TestTruncateTombstonesLiveKeys(t *testing.T) {
 	t.Parallel()
 	b := startBroker(t)
@@ -60,13 +63,14 @@ func TestTruncateTombstonesLiveKeys(t *testing.T) {
 	if got := acks.count(); got != 13 {
 		t.Errorf("change acks: got %d, want 13", got)
 	}
-	// 10 inserts, a delete, a key change (2), 9 live keys, an insert.
-	records := consume(t, b.Addr(), topic, 23)
+	// 10 inserts, a delete, a key change (2), 11 keys that had a value,
+	// an insert.
+	records := consume(t, b.Addr(), topic, 25)
 	latest := map[string]*kgo.Record{}
 	truncTombstones := 0
 	for _, r := range records {
 		latest[string(r.Key)] = r
-		if op := headers(t, r)[HeaderOp]; r.Value == nil && op != "d" {
+		if op := headers(t, r)[cdc.HeaderOp]; r.Value == nil && op != "d" {
 			t.Errorf("tombstone op header: got %q, want d", op)
 		}
 	}
@@ -86,6 +90,83 @@ func TestTruncateTombstonesLiveKeys(t *testing.T) {
 	}
 	if len(latest) != 11 || truncTombstones != 10 {
 		t.Errorf("keys: got %d (%d ending in a tombstone), want 11 (10)", len(latest), truncTombstones)
+	}
+}
+
+// TestTruncateMemoryIsBounded: with thousands of keys, some updated and
+// some deleted, a TRUNCATE remembering at most 50 keys still leaves every
+// key's latest record a tombstone, acknowledged as one change, and never
+// holds more than 50 keys (reading the whole set first held them all).
+func TestTruncateMemoryIsBounded(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t)
+	topic := topicName(t)
+	ensureTopic(t, b.Addr(), topic, 3, nil)
+	table := accountsTable()
+	const bound = 50
+	p := New(newEntities(t, table, topic), newClient(t, b.Addr(), &broker.ProducerConfig{}),
+		WithLiveKeys(topicKeys(t, b.Addr())), WithTruncateDedupeKeys(bound))
+	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+	defer cancel()
+	var acks countAck
+	const keys = 3000
+	var changes int32
+	for round := int32(1); round <= 2; round++ {
+		for id := int64(1); id <= keys; id++ {
+			c := change(table, source.OpInsert, accountRow(id, round), nil)
+			if round == 2 {
+				c = change(table, source.OpUpdate, accountRow(id, round), nil)
+				if id%10 == 0 {
+					c = change(table, source.OpDelete, nil, keyOnly(id))
+				}
+			}
+			if err := p.handle(ctx, c, &acks); err != nil {
+				t.Fatalf("Handle: %v", err)
+			}
+			changes++
+		}
+	}
+	var truncAck countAck
+	if err := p.truncate(ctx, change(table, source.OpTruncate, nil, nil), &truncAck); err != nil {
+		t.Fatalf("Truncate: %v", err)
+	}
+	if err := p.Flush(ctx); err != nil {
+		t.Fatalf("Flush: %v", err)
+	}
+	if got := truncAck.count(); got != 1 {
+		t.Errorf("truncate acks: got %d, want 1", got)
+	}
+	if got := acks.count(); got != changes {
+		t.Errorf("change acks: got %d, want %d", got, changes)
+	}
+	if p.truncatePeak > bound || p.truncatePeak == 0 {
+		t.Errorf("keys held by the TRUNCATE: got at most %d, want 1..%d", p.truncatePeak, bound)
+	}
+
+	latest := map[string]bool{} // key → latest record has a value
+	tombstones := 0
+	_, err := broker.ReadToEnd(ctx, topicKeys(t, b.Addr()).opts, topic, nil, func(r *kgo.Record) error {
+		latest[string(r.Key)] = r.Value != nil
+		if r.Value == nil {
+			tombstones++
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("read %s: %v", topic, err)
+	}
+	if len(latest) != keys {
+		t.Errorf("keys on the topic: got %d, want %d", len(latest), keys)
+	}
+	for k, live := range latest {
+		if live {
+			t.Errorf("key %x: latest record is a value, want the TRUNCATE's tombstone", k)
+		}
+	}
+	// The deletes' tombstones, then at least one per key (every key had a
+	// value), at most one per record with a value (two per key).
+	if got := tombstones - keys/10; got < keys || got > 2*keys {
+		t.Errorf("TRUNCATE tombstones: got %d, want %d to %d", got, keys, 2*keys)
 	}
 }
 
@@ -157,8 +238,8 @@ func TestTruncateFailAndEmpty(t *testing.T) {
 	})
 }
 
-// BenchmarkLiveKeys measures reading a topic's live keys, what a TRUNCATE
-// costs before its tombstones: b.N rounds over 200,000 records of 100,000
+// BenchmarkLiveKeys measures reading a topic's keys, what a TRUNCATE costs
+// besides its tombstones: b.N rounds over 200,000 records of 100,000
 // keys on 3 partitions of an in-process broker.
 func BenchmarkLiveKeys(b *testing.B) {
 	br := startBroker(b)
@@ -188,12 +269,12 @@ func BenchmarkLiveKeys(b *testing.B) {
 	r := NewTopicKeys(opts...)
 	b.ResetTimer()
 	for b.Loop() {
-		live, err := r.LiveKeys(ctx, topic)
-		if err != nil {
+		n := 0
+		if err := r.EachKey(ctx, topic, func([]byte, bool) error { n++; return nil }); err != nil {
 			b.Fatal(err)
 		}
-		if len(live) != keys-keys/10 {
-			b.Fatalf("live keys: got %d, want %d", len(live), keys-keys/10)
+		if n != records {
+			b.Fatalf("records read: got %d, want %d", n, records)
 		}
 	}
 	b.ReportMetric(float64(records)*float64(b.N)/b.Elapsed().Seconds(), "records/s")

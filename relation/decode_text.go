@@ -55,69 +55,17 @@ func DecodeText(t *Type, src []byte) (any, error) {
 	if t == nil {
 		return nil, errors.New("decode text: nil type")
 	}
-	switch t.Kind {
-	case Int16, Int32:
-		v, err := DecodeInt(t, src)
-		if err != nil {
-			return nil, err
-		}
-		return int32(v), nil
-	case Int64:
-		return unboxed(DecodeInt(t, src))
-	case Float32:
-		v, err := DecodeFloat(t, src)
-		if err != nil {
-			return nil, err
-		}
-		return float32(v), nil
-	case Float64:
-		return unboxed(DecodeFloat(t, src))
-	case Numeric:
-		if err := CheckNumeric(t, src); err != nil {
-			return nil, err
-		}
-		return string(src), nil
-	case Text, JSON, Enum:
-		return string(src), nil
-	case Bool:
-		return unboxed(DecodeBool(t, src))
-	case Bytes:
-		v, err := parseBytea(src)
-		if err != nil {
-			return nil, newParseError(t.Kind, src, err)
-		}
-		return v, nil
-	case UUID:
-		v, err := DecodeUUID(t, src)
-		if err != nil {
-			return nil, err
-		}
-		return string(v[:]), nil
-	case Date, Timestamp, TimestampTZ:
-		return unboxed(DecodeDateTime(t, src))
-	case Time:
-		v, err := parseTimeOfDay(src)
-		if err != nil {
-			return nil, newParseError(t.Kind, src, err)
-		}
-		return v, nil
-	case Array:
+	if t.Kind == Array {
 		v, err := parseArray(t.Elem, src)
 		if err != nil {
 			return nil, newParseError(t.Kind, src, err)
 		}
 		return v, nil
 	}
-	return nil, &unsupportedError{kind: t.Kind, name: t.Name}
-}
-
-// unboxed returns v boxed, or nil with err: DecodeText returns no value
-// with an error.
-func unboxed[T any](v T, err error) (any, error) {
-	if err != nil {
-		return nil, err
+	if k := kindOf(t.Kind); k != nil && k.decode != nil {
+		return k.decode(k, t, src)
 	}
-	return v, nil
+	return nil, &unsupportedError{kind: t.Kind, name: t.Name}
 }
 
 // parseInt parses a base-10 integer in [lo, hi]: an optional sign and at

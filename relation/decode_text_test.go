@@ -305,3 +305,26 @@ func pgFloat(v float64, bitSize int) string {
 	}
 	return strconv.FormatFloat(v, 'g', -1, bitSize)
 }
+
+// TestEveryKindIsDescribed: every Kind has a name and, but for
+// Unsupported, a text decoding; a kind added without its entry in kinds
+// fails here.
+func TestEveryKindIsDescribed(t *testing.T) {
+	t.Parallel()
+	for k := Unsupported; k < kindEnd; k++ {
+		d := kindOf(k)
+		if d == nil || d.name == "" {
+			t.Errorf("kind %d has no entry in kinds", k)
+			continue
+		}
+		typ := &Type{Kind: k}
+		if k == Array {
+			typ.Elem = &Type{Kind: Int32}
+		}
+		_, err := DecodeText(typ, []byte("x"))
+		var unsupported *unsupportedError
+		if got := errors.As(err, &unsupported); got != (k == Unsupported) {
+			t.Errorf("DecodeText of kind %s: got %v, want an unsupported-kind error only for unsupported", k, err)
+		}
+	}
+}

@@ -12,18 +12,11 @@ import "time"
 
 // DecodeInt decodes an Int16, Int32 or Int64 value.
 func DecodeInt(t *Type, src []byte) (int64, error) {
-	var lo, hi int64
-	switch t.Kind {
-	case Int16:
-		lo, hi = -1<<15, 1<<15-1
-	case Int32:
-		lo, hi = -1<<31, 1<<31-1
-	case Int64:
-		lo, hi = -1<<63, 1<<63-1
-	default:
+	k := kindOf(t.Kind)
+	if k == nil || k.hi == 0 {
 		return 0, wrongKind(t, "DecodeInt")
 	}
-	v, err := parseInt(src, lo, hi)
+	v, err := parseInt(src, k.lo, k.hi)
 	if err != nil {
 		return 0, newParseError(t.Kind, src, err)
 	}
@@ -33,15 +26,11 @@ func DecodeInt(t *Type, src []byte) (int64, error) {
 // DecodeFloat decodes a Float32 or Float64 value; a Float32 is rounded to
 // float32 precision (converting the result to float32 is exact).
 func DecodeFloat(t *Type, src []byte) (float64, error) {
-	bits := 64
-	switch t.Kind {
-	case Float32:
-		bits = 32
-	case Float64:
-	default:
+	k := kindOf(t.Kind)
+	if k == nil || k.floatBits == 0 {
 		return 0, wrongKind(t, "DecodeFloat")
 	}
-	v, err := parseFloat(src, bits)
+	v, err := parseFloat(src, k.floatBits)
 	if err != nil {
 		return 0, newParseError(t.Kind, src, err)
 	}
@@ -65,14 +54,23 @@ func DecodeBool(t *Type, src []byte) (bool, error) {
 	if t.Kind != Bool {
 		return false, wrongKind(t, "DecodeBool")
 	}
-	// boolout prints t and f; a bool cast to text reads true and false.
+	v, err := parseBool(src)
+	if err != nil {
+		return false, newParseError(t.Kind, src, err)
+	}
+	return v, nil
+}
+
+// parseBool parses boolout's t and f, and the true and false of a bool
+// cast to text.
+func parseBool(src []byte) (bool, error) {
 	switch string(src) {
 	case "t", "true":
 		return true, nil
 	case "f", "false":
 		return false, nil
 	}
-	return false, newParseError(t.Kind, src, errSyntax)
+	return false, errSyntax
 }
 
 // DecodeUUID decodes a UUID value into its canonical text, in lower case.
@@ -90,9 +88,7 @@ func DecodeUUID(t *Type, src []byte) ([36]byte, error) {
 // DecodeDateTime decodes a Date, Timestamp or TimestampTZ value, in UTC as
 // documented on the kinds; 'infinity' is an error wrapping [ErrInfinity].
 func DecodeDateTime(t *Type, src []byte) (time.Time, error) {
-	switch t.Kind {
-	case Date, Timestamp, TimestampTZ:
-	default:
+	if k := kindOf(t.Kind); k == nil || !k.dateTime {
 		return time.Time{}, wrongKind(t, "DecodeDateTime")
 	}
 	v, err := parseDateTime(t.Kind, src)

@@ -39,19 +39,13 @@ const (
 	JSON                    // string (json and jsonb text)
 	Enum                    // string: the label
 	Array                   // []any of the element kind's values (nil for NULL elements); one dimension
+
+	kindEnd // not a kind: the number of kinds (a new kind goes before it)
 )
 
-var kindNames = [...]string{
-	Unsupported: "unsupported", Int16: "int16", Int32: "int32", Int64: "int64",
-	Float32: "float32", Float64: "float64", Numeric: "numeric", Text: "text",
-	Bool: "bool", Bytes: "bytes", UUID: "uuid", Date: "date", Time: "time",
-	Timestamp: "timestamp", TimestampTZ: "timestamptz", JSON: "json", Enum: "enum",
-	Array: "array",
-}
-
 func (k Kind) String() string {
-	if int(k) < len(kindNames) {
-		return kindNames[k]
+	if d := kindOf(k); d != nil {
+		return d.name
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }

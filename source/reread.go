@@ -255,6 +255,7 @@ func (st *stream) handOver(ctx context.Context, held []heldChange) error {
 		c := &st.change
 		*c = held[i].c
 		c.Ack = st.cp.track(st.txn)
+		st.rowsSeen++
 		if err := st.h.Handle(ctx, c); err != nil {
 			return err
 		}

@@ -33,17 +33,20 @@ type stream struct {
 	reported pglogrepl.LSN // last LSN sent in a status update
 	change   Change
 	guard    stallGuard // answers the server while a hand-over blocks
+	rowsSeen uint64     // row changes handed over since the last publishStats
 }
 
 func (st *stream) run(ctx context.Context, start pglogrepl.LSN) error {
 	s := st.src
 	st.r = newWALReader(st.repl, s.cfg.Slot, st, s.cfg.StatusInterval, &st.guard)
+	st.r.tick, st.r.tickEvery = st.publishStats, statsInterval
 	if err := st.r.start(ctx, s.cfg.Publication, start); err != nil {
 		return s.setupFailed(ctx, err)
 	}
 	s.log.Info("streaming", "slot", s.cfg.Slot, "publication", s.cfg.Publication, "from_lsn", start)
 	st.reported = start
 	st.guard.confirmed(start)
+	s.stats.streaming(st, start)
 	gctx, stopGuard := context.WithCancel(ctx)
 	var guardDone sync.WaitGroup
 	guardDone.Go(func() { st.guard.run(gctx, st.repl, s.cfg.StatusInterval, s.log) })
@@ -116,6 +119,7 @@ func (st *stream) shutdown(ctx context.Context) error {
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
 	defer cancel()
 	flushErr := st.h.Flush(fctx)
+	st.publishStats(time.Now())
 	lsn := st.cp.advance()
 	if err := pglogrepl.SendStandbyStatusUpdate(fctx, st.repl, pglogrepl.StandbyStatusUpdate{WALWritePosition: lsn}); err != nil {
 		return errors.Join(flushErr, fmt.Errorf("send final standby status: %w", err))
@@ -129,6 +133,7 @@ func (st *stream) shutdown(ctx context.Context) error {
 
 func (st *stream) begin() error {
 	st.txn = st.cp.begin()
+	st.txn.commit = st.r.txn.time.UnixNano()
 	return nil
 }
 
@@ -170,6 +175,7 @@ func (st *stream) row(ctx context.Context, op Op, rel *walRel, oldTuple, newTupl
 		return nil
 	}
 	c.Ack = st.cp.track(st.txn)
+	st.rowsSeen++
 	return st.h.Handle(ctx, c)
 }
 

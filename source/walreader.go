@@ -41,6 +41,13 @@ type walReader struct {
 	nextStatus time.Time
 	rows       rowParser    // row messages, parsed without allocating
 	deadline   readDeadline // bounds each receive (see armReceive)
+
+	// tick, when set, is called from the receive loop every tickEvery
+	// (the stream publishes its Stats with it): a clock comparison per
+	// message rather than a call.
+	tick      func(now time.Time)
+	tickEvery time.Duration
+	nextTick  time.Time
 }
 
 // walTxn is the transaction being read: BEGIN seen, COMMIT not yet.
@@ -141,6 +148,10 @@ func (r *walReader) run(ctx context.Context) error {
 			return err
 		}
 		now := time.Now() // once per message: reading the clock shows in the profile
+		if r.tick != nil && !now.Before(r.nextTick) {
+			r.tick(now)
+			r.nextTick = now.Add(r.tickEvery)
+		}
 		if !now.Before(r.nextStatus) {
 			if err := r.sendStatus(ctx); err != nil {
 				return err

@@ -94,7 +94,7 @@ func entitySpec(e config.Entity) mapping.Spec {
 //
 // progress, when not nil (a terminal), gets the snapshot's progress bar
 // instead of periodic log lines.
-func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, progress io.Writer, ready func(endpoints)) error {
+func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, progress io.Writer, ready func(endpoints), obs *observed) error {
 	conn, err := source.Connect(ctx, cfg.Source.URL)
 	if err != nil {
 		return err
@@ -187,6 +187,7 @@ func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, pr
 	if err != nil {
 		return fmt.Errorf("schema registry %s (%s): %w", config.RedactURL(registryURL), config.KeyRegistryURL, err)
 	}
+	obs.schemas.Add(2 * len(pents)) // a key and a value schema each
 
 	src, err := source.New(source.Config{
 		URL:            cfg.Source.URL,
@@ -214,9 +215,12 @@ func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, pr
 	if ready != nil {
 		ready(endpoints{Brokers: brokers, RegistryURL: registryURL, Entities: entities})
 	}
-	return src.Run(ctx, pipeline.New(pents, kcl,
-		pipeline.WithSchemas(registry.NewSchemas(rcl)),
-		pipeline.WithLiveKeys(pipeline.NewTopicKeys(kopts...))))
+	pipe := pipeline.New(pents, kcl,
+		pipeline.WithSchemas(obs.schemas.Wrap(registry.NewSchemas(rcl))),
+		pipeline.WithLiveKeys(pipeline.NewTopicKeys(kopts...)),
+		pipeline.WithBufferLimit(cfg.Kafka.MaxBufferedRecords))
+	obs.attach(src, pipe, entities)
+	return src.Run(ctx, pipe)
 }
 
 // kafkaOptions are the connection options (brokers, TLS, SASL) without

@@ -9,9 +9,10 @@ import (
 	"time"
 
 	"github.com/hamba/avro/v2"
+	"github.com/replicator/replicator/broker"
+	"github.com/replicator/replicator/cdc"
 	"github.com/replicator/replicator/mapping"
 	"github.com/replicator/replicator/registry"
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -19,7 +20,7 @@ import (
 type shownRecord struct {
 	partition int32
 	offset    int64
-	op        string
+	op        cdc.Op // 0 when the record has no valid op header
 	key       map[string]any
 	value     map[string]any // nil: tombstone
 }
@@ -53,11 +54,11 @@ func showTopics(ctx context.Context, ep endpoints, out io.Writer) error {
 		return codec.Decode(s, payload)
 	}
 	for _, e := range ep.Entities {
-		records, err := readAll(ctx, ep.Brokers, e.Topic(), decode)
+		records, err := readAll(ctx, []kgo.Opt{kgo.SeedBrokers(ep.Brokers...)}, e.Topic(), decode)
 		if err != nil {
 			return err
 		}
-		keys, tombstones, ops := map[string]bool{}, 0, map[string]int{}
+		keys, tombstones, ops := map[string]bool{}, 0, map[cdc.Op]int{}
 		for _, r := range records {
 			keys[fmt.Sprint(r.key)] = true
 			ops[r.op]++
@@ -69,7 +70,7 @@ func showTopics(ctx context.Context, ep endpoints, out io.Writer) error {
 			e.Topic(), len(records), len(keys), tombstones, formatOps(ops))
 		shown := 0
 		for _, r := range records {
-			if r.value != nil && (shown < 2 || r.op == "u" && shown < 3) {
+			if r.value != nil && (shown < 2 || r.op == cdc.OpUpdate && shown < 3) {
 				fmt.Fprintf(out, "    p%d@%d op=%s key=%s value=%s\n", r.partition, r.offset, r.op, formatMap(r.key), formatMap(r.value))
 				shown++
 			}
@@ -86,74 +87,32 @@ func showTopics(ctx context.Context, ep endpoints, out io.Writer) error {
 
 // readAll consumes a topic from the start up to its end offsets at call
 // time.
-func readAll(ctx context.Context, brokers []string, topic string, decode func([]byte) (map[string]any, error)) ([]shownRecord, error) {
+func readAll(ctx context.Context, opts []kgo.Opt, topic string, decode func([]byte) (map[string]any, error)) ([]shownRecord, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	if err != nil {
-		return nil, fmt.Errorf("consumer: %w", err)
-	}
-	defer cl.Close()
-	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
-	if err != nil {
-		return nil, fmt.Errorf("end offsets of %s: %w", topic, err)
-	}
-	want := map[int32]int64{}
-	ends.Each(func(o kadm.ListedOffset) {
-		if o.Offset > 0 {
-			want[o.Partition] = o.Offset
-		}
-	})
-	got := map[int32]int64{}
 	var records []shownRecord
-	for {
-		complete := true
-		for p, end := range want {
-			if got[p] < end {
-				complete = false
-			}
+	_, err := broker.ReadToEnd(ctx, opts, topic, nil, func(r *kgo.Record) error {
+		rec := shownRecord{partition: r.Partition, offset: r.Offset}
+		rec.op, _ = cdc.RecordOp(r.Headers) // shown as "?" when missing
+		var err error
+		if rec.key, err = decode(r.Key); err == nil && r.Value != nil {
+			rec.value, err = decode(r.Value)
 		}
-		if complete {
-			return records, nil
+		if err != nil {
+			return fmt.Errorf("decode the record of %s at partition %d offset %d: %w", topic, r.Partition, r.Offset, err)
 		}
-		fs := cl.PollFetches(ctx)
-		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("read %s: %w", topic, err)
-		}
-		var ferr error
-		fs.EachError(func(_ string, _ int32, err error) { ferr = err })
-		if ferr != nil {
-			return nil, fmt.Errorf("read %s: %w", topic, ferr)
-		}
-		var derr error
-		fs.EachRecord(func(r *kgo.Record) {
-			got[r.Partition] = r.Offset + 1
-			rec := shownRecord{partition: r.Partition, offset: r.Offset}
-			for _, h := range r.Headers {
-				if h.Key == "op" {
-					rec.op = string(h.Value)
-				}
-			}
-			var err error
-			if rec.key, err = decode(r.Key); err != nil {
-				derr = err
-			}
-			if r.Value != nil {
-				if rec.value, err = decode(r.Value); err != nil {
-					derr = err
-				}
-			}
-			records = append(records, rec)
-		})
-		if derr != nil {
-			return nil, fmt.Errorf("decode a record of %s: %w", topic, derr)
-		}
+		records = append(records, rec)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
+	return records, nil
 }
 
-func formatOps(ops map[string]int) string {
+func formatOps(ops map[cdc.Op]int) string {
 	var parts []string
-	for _, op := range []string{"r", "c", "u", "d"} {
+	for _, op := range []cdc.Op{cdc.OpRead, cdc.OpCreate, cdc.OpUpdate, cdc.OpDelete, 0} {
 		if ops[op] > 0 {
 			parts = append(parts, fmt.Sprintf("%s=%d", op, ops[op]))
 		}

@@ -23,8 +23,8 @@ import (
 	"github.com/hamba/avro/v2"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+	"github.com/replicator/replicator/broker"
 	"github.com/replicator/replicator/pgcluster"
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sr"
 )
@@ -234,21 +234,6 @@ func readTopicWith(t *testing.T, brokers, registryURL, topic string, newDecoder 
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
-	if err != nil {
-		t.Fatalf("list end offsets of %s: %v", topic, err)
-	}
-	want := map[int32]int64{}
-	ends.Each(func(o kadm.ListedOffset) {
-		if o.Offset > 0 {
-			want[o.Partition] = o.Offset
-		}
-	})
 	rcl, err := sr.NewClient(sr.URLs(registryURL))
 	if err != nil {
 		t.Fatal(err)
@@ -278,33 +263,20 @@ func readTopicWith(t *testing.T, brokers, registryURL, topic string, newDecoder 
 		return m
 	}
 	var out []topicRecord
-	got := map[int32]int64{}
-	done := func() bool {
-		for p, end := range want {
-			if got[p] < end {
-				return false
-			}
+	_, err = broker.ReadToEnd(ctx, []kgo.Opt{kgo.SeedBrokers(brokers)}, topic, nil, func(r *kgo.Record) error {
+		rec := topicRecord{Partition: r.Partition, Offset: r.Offset, ValueLen: -1, Key: decode(r.Key), KeyRaw: string(r.Key), Headers: map[string]string{}}
+		if r.Value != nil {
+			rec.Value = decode(r.Value)
+			rec.ValueLen = len(r.Value)
 		}
-		return true
-	}
-	for !done() {
-		fs := cl.PollFetches(ctx)
-		if err := ctx.Err(); err != nil {
-			t.Fatalf("consume %s: reached %v of %v: %v", topic, got, want, err)
+		for _, h := range r.Headers {
+			rec.Headers[h.Key] = string(h.Value)
 		}
-		fs.EachError(func(tp string, p int32, err error) { t.Fatalf("fetch %s/%d: %v", tp, p, err) })
-		fs.EachRecord(func(r *kgo.Record) {
-			rec := topicRecord{Partition: r.Partition, Offset: r.Offset, ValueLen: -1, Key: decode(r.Key), KeyRaw: string(r.Key), Headers: map[string]string{}}
-			if r.Value != nil {
-				rec.Value = decode(r.Value)
-				rec.ValueLen = len(r.Value)
-			}
-			for _, h := range r.Headers {
-				rec.Headers[h.Key] = string(h.Value)
-			}
-			out = append(out, rec)
-			got[r.Partition] = r.Offset + 1
-		})
+		out = append(out, rec)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("consume %s: %v", topic, err)
 	}
 	return out
 }

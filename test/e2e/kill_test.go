@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/replicator/replicator/cdc"
 	"github.com/replicator/replicator/pgcluster"
 	"github.com/replicator/replicator/pgcluster/pgtest"
 	"golang.org/x/sync/errgroup"
@@ -262,7 +263,7 @@ func duplicates(records []topicRecord) int {
 	seen := map[string]bool{}
 	n := 0
 	for _, r := range records {
-		id := r.KeyRaw + "|" + r.Headers["lsn"] + "|" + r.Headers["op"]
+		id := r.KeyRaw + "|" + r.Headers[cdc.HeaderLSN] + "|" + r.Headers[cdc.HeaderOp]
 		if seen[id] {
 			n++
 		}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/replicator/replicator/cdc"
 	"github.com/replicator/replicator/pgcluster/pgtest"
 )
 
@@ -103,12 +104,12 @@ func assertHeaders(t *testing.T, records []topicRecord) {
 	t.Helper()
 	ops := map[string]int{}
 	for _, r := range records {
-		ops[r.Headers["op"]]++
-		if r.Headers["lsn"] == "" || r.Headers["commit_ts"] == "" {
+		ops[r.Headers[cdc.HeaderOp]]++
+		if r.Headers[cdc.HeaderLSN] == "" || r.Headers[cdc.HeaderCommitTime] == "" {
 			t.Fatalf("record %v: missing lsn or commit_ts header: %v", r.Key, r.Headers)
 		}
-		if (r.Value == nil) != (r.Headers["op"] == "d") {
-			t.Errorf("record %v: op %q with value %v", r.Key, r.Headers["op"], r.Value)
+		if (r.Value == nil) != (r.Headers[cdc.HeaderOp] == "d") {
+			t.Errorf("record %v: op %q with value %v", r.Key, r.Headers[cdc.HeaderOp], r.Value)
 		}
 	}
 	// 500 snapshot rows; inserts 501, 502, 10010; deletes 7, 8, 9, 502, old key 10.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+	"github.com/replicator/replicator/cdc"
 	"github.com/replicator/replicator/pgcluster/pgtest"
 	"golang.org/x/sync/errgroup"
 )
@@ -206,12 +207,12 @@ func checkKeyHistories(t *testing.T, topic string, records []topicRecord, snapsh
 			h = &history{n: -1}
 			keys[key] = h
 		}
-		lsn, err := pglogrepl.ParseLSN(r.Headers["lsn"])
+		lsn, err := pglogrepl.ParseLSN(r.Headers[cdc.HeaderLSN])
 		if err != nil {
-			fail("key %s: lsn header %q: %v", key, r.Headers["lsn"], err)
+			fail("key %s: lsn header %q: %v", key, r.Headers[cdc.HeaderLSN], err)
 			continue
 		}
-		switch op := r.Headers["op"]; op {
+		switch op := r.Headers[cdc.HeaderOp]; op {
 		case "r":
 			h.snaps++
 			if h.snaps > snapshots {
@@ -247,7 +248,7 @@ func checkKeyHistories(t *testing.T, topic string, records []topicRecord, snapsh
 			continue
 		}
 		if n < h.n {
-			fail("key %s: n went back from %d to %d (op %s)", key, h.n, n, r.Headers["op"])
+			fail("key %s: n went back from %d to %d (op %s)", key, h.n, n, r.Headers[cdc.HeaderOp])
 		}
 		h.n = n
 	}

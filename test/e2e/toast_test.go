@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/replicator/replicator/cdc"
 	"github.com/replicator/replicator/pgcluster/pgtest"
 )
 
@@ -118,11 +119,11 @@ func TestUnchangedTOAST(t *testing.T) {
 			}
 			s, err := recordState(r.Value)
 			if err != nil {
-				t.Errorf("%s key %s (op %s): %v", topic, id, r.Headers["op"], err)
+				t.Errorf("%s key %s (op %s): %v", topic, id, r.Headers[cdc.HeaderOp], err)
 				continue
 			}
 			if !states[tbl][id][s] {
-				t.Errorf("%s key %s (op %s): got n=%s body %s doc %s, a state the row never had (a placeholder, a null or a mix of two states)", topic, id, r.Headers["op"], s.n, s.body, s.doc)
+				t.Errorf("%s key %s (op %s): got n=%s body %s doc %s, a state the row never had (a placeholder, a null or a mix of two states)", topic, id, r.Headers[cdc.HeaderOp], s.n, s.body, s.doc)
 			}
 		}
 		latest := map[string]topicRecord{}
@@ -145,7 +146,7 @@ func TestUnchangedTOAST(t *testing.T) {
 			if r, ok := latest[id]; !ok {
 				t.Errorf("%s key %s: deleted or moved away, never on the topic, want a tombstone last", topic, id)
 			} else if r.Value != nil {
-				t.Errorf("%s key %s: deleted or moved away, got a record (op %s, LSN %s) last, want a tombstone", topic, id, r.Headers["op"], r.Headers["lsn"])
+				t.Errorf("%s key %s: deleted or moved away, got a record (op %s, LSN %s) last, want a tombstone", topic, id, r.Headers[cdc.HeaderOp], r.Headers[cdc.HeaderLSN])
 			}
 		}
 	}

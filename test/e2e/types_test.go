@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/replicator/replicator/cdc"
 	"github.com/replicator/replicator/pgcluster/pgtest"
 )
 
@@ -339,7 +340,7 @@ func TestTypeMatrix(t *testing.T) {
 	records := readTopicGoavro(t, env.brokerAddr, env.registryURL(), "inventory.all_types")
 	ops := map[string]int{}
 	for _, r := range records {
-		ops[r.Headers["op"]]++
+		ops[r.Headers[cdc.HeaderOp]]++
 	}
 	n := len(matrixRows)
 	if ops["r"] != n || ops["c"] != n || ops["u"] != 1 || ops["d"] != 1 {
