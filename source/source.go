@@ -85,7 +85,7 @@ type Source struct {
 	// rereads counts the statements run to re-read unchanged TOAST
 	// values (reread.go), for tests.
 	rereads atomic.Int64
-	stats  *Stats
+	stats   *Stats
 }
 
 // New validates the configuration. tables are the configured tables as the
