@@ -29,6 +29,13 @@ type walBacklog struct {
 	// reader, replicator with its embedded broker and with the broker
 	// process).
 	readers []string
+	// prepare, when set, runs after the cluster started and before the
+	// slots are created: data the backlog changes, kept out of the WAL the
+	// readers stream.
+	prepare func(ctx context.Context, dsn string, conn *pgx.Conn) error
+	// tables are replicator's entities (schema public); nil: the bench
+	// table alone.
+	tables []string
 
 	segmentsNoted bool // why segments could not be counted was logged
 }
@@ -68,6 +75,11 @@ func (b *walBacklog) setup(ctx context.Context, write backlogWriter) (string, fu
 		return errors.Join(b.conn.Close(context.Background()), b.cl.Close())
 	}
 	fail := func(err error) (string, func() error, error) { return "", nil, errors.Join(err, teardown()) }
+	if b.prepare != nil {
+		if err := b.prepare(ctx, b.cl.DSN(""), b.conn); err != nil {
+			return fail(err)
+		}
+	}
 	readers := b.readers
 	if len(readers) == 0 {
 		readers = []string{readerBare, readerEmbedded, readerExternal}
@@ -160,7 +172,7 @@ func (b *walBacklog) replicator(ctx context.Context, run int, external bool) (st
 		}
 	}
 	// The run's directory (and profile) is named by its slot: one per subject.
-	rp, err := b.h.startReplicator(replicatorRun{name: fmt.Sprintf("%s-%d-%s", b.prefix, run, slot), dsn: b.cl.DSN(""), slot: slot, snapshot: "never", brokers: brokers})
+	rp, err := b.h.startReplicator(replicatorRun{name: fmt.Sprintf("%s-%d-%s", b.prefix, run, slot), dsn: b.cl.DSN(""), slot: slot, snapshot: "never", brokers: brokers, tables: b.tables})
 	if err != nil {
 		return streamFigures{}, bf, err
 	}
@@ -178,7 +190,7 @@ func (b *walBacklog) replicator(ctx context.Context, run int, external bool) (st
 		}
 		bf = brokerFigures{cpu: cpu - brokerCPU0, peakRSS: rss}
 	}
-	if err := checkRecords(ctx, rp.brokers, b.rows); err != nil {
+	if err := checkRecords(ctx, rp.brokers, b.rows, b.tables...); err != nil {
 		return f, bf, err
 	}
 	if err := rp.stop(); err != nil {

@@ -101,7 +101,7 @@ func writeDoc(path string, m machine, opts options, results []*result, chart str
 	w("%s\n\n", strings.TrimSpace(analysis))
 	w("## Method\n\n")
 	w("- `go run ./bench [-scale F] [-runs N] [-duration D] [name…]` (`make bench`, `make bench BENCH_ARGS='-scale 0.1 -runs 3'`). " +
-		"Names select benchmarks (`stream`, `latency` = both rates, `large-txn`, `snapshot`; all of them by default). " +
+		"Names select benchmarks (`stream`, `latency` = both rates, `large-txn`, `snapshot`, `toast`, `one-row`, `jsonb`, `wide`, `tables`; all of them by default). " +
 		"`lean-reader` runs only when named: it checks the stream's ceiling against a leaner client (bench/analysis.md).\n")
 	w("- Each benchmark starts its own throwaway PostgreSQL cluster (`pgcluster`) and builds `replicator`, the bare reader " +
 		"and the broker process once with `go build`; everything talks over loopback.\n")

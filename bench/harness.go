@@ -85,6 +85,7 @@ type replicatorRun struct {
 	snapshot string   // "never" or "initial"
 	brokers  []string // empty: the embedded broker
 	patterns []string // log lines to timestamp; "streaming" is always watched
+	tables   []string // entities, in schema public; nil: the bench table alone
 }
 
 // replicatorProc is a running replicator and where its records go.
@@ -126,7 +127,7 @@ func (h *harness) startReplicator(rr replicatorRun) (*replicatorProc, error) {
 		},
 		"kafka":    map[string]any{"listen": kafkaListen},
 		"registry": map[string]any{"listen": registryListen},
-		"entities": []map[string]any{{"table": "public." + tableName}},
+		"entities": entities(rr.tables),
 	}
 	if len(rr.brokers) > 0 {
 		cfg["kafka"] = map[string]any{"brokers": rr.brokers}
@@ -161,6 +162,19 @@ func (h *harness) startReplicator(rr replicatorRun) (*replicatorProc, error) {
 		return nil, err
 	}
 	return &replicatorProc{child: c, dir: dir, brokers: brokers}, nil
+}
+
+// entities is the entities: list of a replicator config for tables
+// (default: the bench table).
+func entities(tables []string) []map[string]any {
+	if len(tables) == 0 {
+		tables = []string{tableName}
+	}
+	out := make([]map[string]any, len(tables))
+	for i, t := range tables {
+		out[i] = map[string]any{"table": "public." + t}
+	}
+	return out
 }
 
 // startBareReader creates nothing: slot must exist. The reader logs
@@ -276,9 +290,12 @@ func streamTimeout(rows int64) time.Duration {
 	return 2*time.Minute + time.Duration(rows/2000)*time.Second
 }
 
-// topicRecords returns how many records the bench topic holds (the sum of
-// its partitions' end offsets).
-func topicRecords(ctx context.Context, brokers []string) (int64, error) {
+// topicRecords returns how many records the topics of tables hold (the
+// sum of their partitions' end offsets; default the bench table's).
+func topicRecords(ctx context.Context, brokers []string, tables ...string) (int64, error) {
+	if len(tables) == 0 {
+		tables = []string{tableName}
+	}
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
 	if err != nil {
 		return 0, err
@@ -286,26 +303,32 @@ func topicRecords(ctx context.Context, brokers []string) (int64, error) {
 	defer cl.Close()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	ends, err := broker.EndOffsets(ctx, kadm.NewClient(cl), tableName)
-	if err != nil {
-		return 0, err
-	}
+	adm := kadm.NewClient(cl)
 	var n int64
-	for _, o := range ends {
-		n += o
+	for _, table := range tables {
+		ends, err := broker.EndOffsets(ctx, adm, table)
+		if err != nil {
+			return 0, err
+		}
+		for _, o := range ends {
+			n += o
+		}
 	}
 	return n, nil
 }
 
-// checkRecords fails unless the topic holds exactly want records: every
-// change, once.
-func checkRecords(ctx context.Context, brokers []string, want int64) error {
-	got, err := topicRecords(ctx, brokers)
+// checkRecords fails unless the topics of tables (default the bench
+// table's) hold exactly want records: every change, once.
+func checkRecords(ctx context.Context, brokers []string, want int64, tables ...string) error {
+	got, err := topicRecords(ctx, brokers, tables...)
 	if err != nil {
 		return err
 	}
 	if got != want {
-		return fmt.Errorf("topic %s holds %d records, want %d", tableName, got, want)
+		if len(tables) == 0 {
+			tables = []string{tableName}
+		}
+		return fmt.Errorf("topics %s hold %d records, want %d", strings.Join(tables, ", "), got, want)
 	}
 	return nil
 }

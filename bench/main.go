@@ -67,7 +67,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.metrics, "metrics", false, "run every `replicator run` with metrics.listen on a free loopback port (the metrics-on comparison; nothing scrapes it)")
 	fs.StringVar(&o.note, "note", "", "a sentence to add to the report's header (e.g. why the run is scaled)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: go run ./bench [flags] [name...]\n\nnames: stream, latency (latency-1k, latency-10k), large-txn, snapshot; default all of these.\nlean-reader (only when named): the stream backlog read by the bare reader and by a leaner one\n\nflags:")
+		fmt.Fprintln(stderr, "usage: go run ./bench [flags] [name...]\n\nnames: stream, latency (latency-1k, latency-10k), large-txn, snapshot, toast, one-row, jsonb, wide, tables; default all of these.\nlean-reader (only when named): the stream backlog read by the bare reader and by a leaner one\n\nflags:")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -131,6 +131,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		latencyBenchmark(h, 10_000),
 		largeTxnBenchmark(h),
 		snapshotBenchmark(h),
+		toastBenchmark(h),
+		oneRowBenchmark(h),
+		jsonbBenchmark(h),
+		wideBenchmark(h),
+		tablesBenchmark(h),
 		leanReaderBenchmark(h),
 	}
 	selected, err := selectBenchmarks(benchmarks, opts.names)

@@ -42,11 +42,15 @@ type truncater interface {
 // one before the first row of a relation in each session and again after
 // the relation changed, so a message whose columns differ from the shape in
 // use announces an ALTER TABLE, effective from this transaction on.
-func (st *stream) relation(ctx context.Context, m *pglogrepl.RelationMessage) error {
+func (st *stream) relation(ctx context.Context, m *pglogrepl.RelationMessage) (*walRel, error) {
+	// Rows held for a re-read were decoded in the shape before this one:
+	// the handler gets them before it follows the change.
+	if err := st.release(ctx, false); err != nil {
+		return nil, err
+	}
 	idx, ok := st.src.byName[m.Namespace+"."+m.RelationName]
 	if !ok {
-		st.rels[m.RelationID] = &streamRel{idx: -1}
-		return nil
+		return &walRel{idx: -1}, nil
 	}
 	if st.shapes == nil {
 		st.shapes = map[int]*relation.Table{}
@@ -59,7 +63,7 @@ func (st *stream) relation(ctx context.Context, m *pglogrepl.RelationMessage) er
 	if !sameShape(m, prev) {
 		t, err := st.shapeFromRelation(ctx, m, prev)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		next = &t
 	}
@@ -67,23 +71,21 @@ func (st *stream) relation(ctx context.Context, m *pglogrepl.RelationMessage) er
 	switch {
 	case next == prev && (seen || !follows):
 		st.shapes[idx] = prev
-		st.rels[m.RelationID] = &streamRel{idx: idx, table: prev}
-		return nil
+		return &walRel{idx: idx, table: prev}, nil
 	case !follows:
-		return fmt.Errorf("table %s changed while streaming (columns were [%s], WAL now has [%s]): the handler cannot follow schema changes; restart replicator after the change is complete",
+		return nil, fmt.Errorf("table %s changed while streaming (columns were [%s], WAL now has [%s]): the handler cannot follow schema changes; restart replicator after the change is complete",
 			prev.QualifiedName(), columnNames(prev), columnNames(next))
 	}
-	t, err := f.FollowShape(ctx, idx, prev, next, st.txnLSN)
+	t, err := f.FollowShape(ctx, idx, prev, next, st.r.txn.lsn)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if next != prev {
-		st.src.log.Info("table shape changed", "table", t.QualifiedName(), "lsn", st.txnLSN,
+		st.src.log.Info("table shape changed", "table", t.QualifiedName(), "lsn", st.r.txn.lsn,
 			"columns_were", columnNames(prev), "columns_now", columnNames(t))
 	}
 	st.shapes[idx] = t
-	st.rels[m.RelationID] = &streamRel{idx: idx, table: t}
-	return nil
+	return &walRel{idx: idx, table: t}, nil
 }
 
 // sameShape reports whether m describes the columns t decodes: same names,
@@ -166,27 +168,15 @@ func columnNames(t *relation.Table) string {
 	return strings.Join(names, ", ")
 }
 
-// truncate hands a TRUNCATE of configured tables to the handler, one
-// change per table, so it can tombstone what the topic still holds.
-func (st *stream) truncate(ctx context.Context, m *pglogrepl.TruncateMessage) error {
-	for _, id := range m.RelationIDs {
-		rel := st.rels[id]
-		if rel == nil {
-			return fmt.Errorf("pgoutput: TRUNCATE of unknown relation %d", id)
-		}
-		if rel.idx < 0 {
-			continue
-		}
-		if st.txn == nil {
-			return fmt.Errorf("pgoutput: TRUNCATE of %s outside a transaction", rel.table.QualifiedName())
-		}
-		c := &st.change
-		*c = Change{Op: OpTruncate, Table: rel.table, TableIndex: rel.idx, LSN: st.txnLSN, CommitTime: st.txnTime, XID: st.txnXID}
-		if err := handOverTruncate(ctx, st.h, c, st.cp, st.txn); err != nil {
-			return err
-		}
+// truncate hands a TRUNCATE of a configured table to the handler, so it
+// can tombstone what the topic still holds.
+func (st *stream) truncate(ctx context.Context, rel *walRel) error {
+	if err := st.release(ctx, false); err != nil {
+		return err
 	}
-	return nil
+	c := &st.change
+	*c = st.r.change(OpTruncate, rel)
+	return handOverTruncate(ctx, st.h, c, st.cp, st.txn)
 }
 
 // handOverTruncate hands c, a TRUNCATE of one configured table in the

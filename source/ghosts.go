@@ -11,7 +11,6 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/replicator/replicator/relation"
 )
 
@@ -74,17 +73,18 @@ func (s *Source) replayDeletes(ctx context.Context, conn *pgx.Conn, until pglogr
 		return err
 	}
 	defer repl.Close(context.WithoutCancel(ctx))
-	err = pglogrepl.StartReplication(ctx, repl, prev, info.confirmed, pglogrepl.StartReplicationOptions{
-		PluginArgs: []string{"proto_version '1'", "publication_names " + quoteLiteral(s.cfg.Publication)},
-	})
-	if err != nil {
-		return fmt.Errorf("start replication on slot %s: %w", prev, err)
+	r := &deleteReplay{src: s, h: h, cp: newCheckpoint(0), until: until}
+	// Status updates ask for keepalives and confirm nothing, so a crash
+	// here replays from the same position.
+	r.r = newWALReader(repl, prev, r, maxReceiveWait, nil)
+	if err := r.r.start(ctx, s.cfg.Publication, info.confirmed); err != nil {
+		return err
 	}
+	r.r.nextStatus = time.Time{} // ask for a keepalive at once: there may be nothing to read
 	s.log.Info("tombstoning rows deleted since the interrupted snapshot's position", "slot", prev,
 		"from_lsn", info.confirmed, "to_lsn", until)
-	r := &deleteReplay{src: s, h: h, rels: map[uint32]*replayRel{}, cp: newCheckpoint(0)}
 	r.mark = r.cp.begin()
-	if err := r.run(ctx, repl, until); err != nil {
+	if err := r.r.run(ctx); err != nil {
 		return fmt.Errorf("tombstone rows deleted since slot %s's position %s: %w", prev, info.confirmed, err)
 	}
 	r.cp.seal(r.mark, until)
@@ -126,134 +126,118 @@ func (s *Source) dropSlotSQL(ctx context.Context, conn *pgx.Conn, name string) e
 	}
 }
 
+// deleteReplay is the walHandler of the delete replay: it reads until
+// the walsender has sent everything before until (a transaction committed
+// at or after it, or a keepalive past it outside a transaction), and turns
+// deletes into tombstones. Every tombstone belongs to one mark, sealed at
+// until once reading ends.
 type deleteReplay struct {
-	src  *Source
-	h    Handler
-	rels map[uint32]*replayRel
-	cp   *checkpoint
-	mark *txnMark
-	n    int64 // deletes handed over
+	src   *Source
+	h     Handler
+	r     walReader
+	until pglogrepl.LSN
+	cp    *checkpoint
+	mark  *txnMark
+	n     int64 // deletes handed over
 	// truncated counts the TRUNCATEs of configured tables handed over
 	// (each tombstones what its topic holds).
 	truncated int64
-
-	inTxn   bool
-	txnLSN  pglogrepl.LSN
-	txnTime time.Time
-	txnXID  uint32
-	change  Change
+	change    Change
 }
 
-// run reads until the walsender has sent everything before until: a
-// transaction committed at or after it, or a keepalive past it outside a
-// transaction. Status updates ask for keepalives and confirm nothing, so a
-// crash here replays from the same position.
-func (r *deleteReplay) run(ctx context.Context, repl *pgconn.PgConn, until pglogrepl.LSN) error {
-	nextStatus := time.Now()
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if !time.Now().Before(nextStatus) {
-			if err := pglogrepl.SendStandbyStatusUpdate(ctx, repl, pglogrepl.StandbyStatusUpdate{ReplyRequested: true}); err != nil {
-				return fmt.Errorf("send standby status: %w", err)
-			}
-			nextStatus = time.Now().Add(maxReceiveWait)
-		}
-		rctx, cancel := context.WithDeadline(context.Background(), nextStatus)
-		msg, err := repl.ReceiveMessage(rctx)
-		cancel()
-		if err != nil {
-			if pgconn.Timeout(err) {
-				continue
-			}
-			return fmt.Errorf("receive: %w", err)
-		}
-		var data []byte
-		switch m := msg.(type) {
-		case *pgproto3.CopyData:
-			data = m.Data
-		case *pgproto3.ErrorResponse:
-			return fmt.Errorf("replication stream: %w", pgconn.ErrorResponseToPgError(m))
-		default:
-			return fmt.Errorf("replication stream: unexpected message %T", msg)
-		}
-		if len(data) == 0 {
-			continue
-		}
-		switch data[0] {
-		case pglogrepl.PrimaryKeepaliveMessageByteID:
-			pkm, err := pglogrepl.ParsePrimaryKeepaliveMessage(data[1:])
-			if err != nil {
-				return fmt.Errorf("parse keepalive: %w", err)
-			}
-			if !r.inTxn && pkm.ServerWALEnd >= until {
-				return nil
-			}
-		case pglogrepl.XLogDataByteID:
-			xld, err := pglogrepl.ParseXLogData(data[1:])
-			if err != nil {
-				return fmt.Errorf("parse xlogdata: %w", err)
-			}
-			done, err := r.walData(ctx, xld.WALData, until)
-			if err != nil || done {
-				return err
-			}
+func (r *deleteReplay) begin() error { return nil }
+
+func (r *deleteReplay) commit(_ context.Context, commitLSN, _ pglogrepl.LSN) error {
+	if commitLSN >= r.until {
+		return errStopReading
+	}
+	return nil
+}
+
+func (r *deleteReplay) keepalive(serverEnd pglogrepl.LSN) error {
+	if !r.r.txn.open && serverEnd >= r.until {
+		return errStopReading
+	}
+	return nil
+}
+
+func (r *deleteReplay) status() pglogrepl.StandbyStatusUpdate {
+	return pglogrepl.StandbyStatusUpdate{ReplyRequested: true}
+}
+
+func (r *deleteReplay) statusSent(pglogrepl.StandbyStatusUpdate) {}
+
+func (r *deleteReplay) message(context.Context, *pglogrepl.LogicalDecodingMessage) error { return nil }
+
+// row tombstones the old key of a DELETE, and of an UPDATE that sent one
+// (when the key changed).
+func (r *deleteReplay) row(ctx context.Context, op Op, rel *walRel, oldTuple, newTuple *pglogrepl.TupleData) error {
+	switch op {
+	case OpDelete:
+		return r.tombstone(ctx, rel, oldTuple, nil)
+	case OpUpdate:
+		if oldTuple != nil {
+			return r.tombstone(ctx, rel, oldTuple, newTuple)
 		}
 	}
+	return nil
 }
 
-func (r *deleteReplay) walData(ctx context.Context, data []byte, until pglogrepl.LSN) (bool, error) {
-	msg, err := pglogrepl.Parse(data)
-	if err != nil {
-		return false, fmt.Errorf("parse pgoutput message: %w", err)
-	}
-	switch m := msg.(type) {
-	case *pglogrepl.BeginMessage:
-		r.inTxn = true
-		r.txnLSN, r.txnTime, r.txnXID = m.FinalLSN, m.CommitTime, m.Xid
-	case *pglogrepl.CommitMessage:
-		r.inTxn = false
-		return m.CommitLSN >= until, nil
-	case *pglogrepl.RelationMessage:
-		r.rels[m.RelationID] = r.relation(m)
-	case *pglogrepl.DeleteMessage:
-		return false, r.tombstone(ctx, m.RelationID, m.OldTuple, nil)
-	case *pglogrepl.UpdateMessage:
-		if m.OldTuple != nil {
-			return false, r.tombstone(ctx, m.RelationID, m.OldTuple, m.NewTuple)
-		}
-	case *pglogrepl.TruncateMessage:
-		return false, r.truncate(ctx, m)
-	}
-	return false, nil
-}
-
-// replayRel is a relation of the replayed stream: the configured table,
-// and where each of its columns is in the tuples of the shape the WAL had
-// then, which may differ from the table's shape now (columns added or
-// dropped since): columns are matched by name.
-type replayRel struct {
-	idx   int // -1: not configured
-	table *relation.Table
-	at    []int // per table column, its position in the WAL's tuples; -1: absent then
-}
-
-func (r *deleteReplay) relation(m *pglogrepl.RelationMessage) *replayRel {
+// relation maps a relation of the replayed stream to its configured
+// table, and each table column to its position in the tuples of the shape
+// the WAL had then, which may differ from the table's shape now (columns
+// added, dropped or renamed since): columns are matched by name, and a key
+// column by its place among the WAL's key columns when it was renamed
+// since (see renamedKeys).
+func (r *deleteReplay) relation(_ context.Context, m *pglogrepl.RelationMessage) (*walRel, error) {
 	idx, ok := r.src.byName[m.Namespace+"."+m.RelationName]
 	if !ok {
-		return &replayRel{idx: -1}
+		return &walRel{idx: -1}, nil
 	}
 	t := &r.src.tables[idx]
-	rel := &replayRel{idx: idx, table: t, at: make([]int, len(t.Columns))}
+	rel := &walRel{idx: idx, table: t, at: make([]int, len(t.Columns))}
 	for i := range t.Columns {
 		rel.at[i] = slices.IndexFunc(m.Columns, func(c *pglogrepl.RelationMessageColumn) bool { return c.Name == t.Columns[i].Name })
 	}
-	return rel
+	renamedKeys(m, t, rel.at)
+	return rel, nil
 }
 
-// text is the value of table column i in tuple, if the tuple has one.
-func (rel *replayRel) text(tuple *pglogrepl.TupleData, i int) ([]byte, bool) {
+// renamedKeys maps each key column of t that the WAL's shape m lacks by
+// name to the WAL key column in the same place among m's key columns (the
+// replica identity, flagged in the RELATION message), when that column
+// has the same type and no longer exists by its old name: the key column
+// was renamed since. A key's bytes do not depend on its column's name, so
+// the tombstone names the records the interrupted run published. Were the
+// guess wrong (the key moved to a new column of the same type), the
+// tombstone would name some other key: harmless, as the new snapshot's
+// record for a live key follows it.
+func renamedKeys(m *pglogrepl.RelationMessage, t *relation.Table, at []int) {
+	var walKey []int
+	for j, c := range m.Columns {
+		if c.Flags&1 != 0 {
+			walKey = append(walKey, j)
+		}
+	}
+	if len(walKey) != len(t.PrimaryKey) {
+		return
+	}
+	for n, k := range t.PrimaryKey {
+		_, i, found := t.Column(k)
+		if !found || at[i] >= 0 {
+			continue
+		}
+		wc := m.Columns[walKey[n]]
+		if _, _, still := t.Column(wc.Name); still || wc.DataType != t.Columns[i].Type.OID {
+			continue
+		}
+		at[i] = walKey[n]
+	}
+}
+
+// replayText is the value of table column i in tuple as rel maps it, if
+// the tuple has one.
+func replayText(rel *walRel, tuple *pglogrepl.TupleData, i int) ([]byte, bool) {
 	at := rel.at[i]
 	if at < 0 || at >= len(tuple.Columns) || tuple.Columns[at].DataType != pglogrepl.TupleDataTypeText {
 		return nil, false
@@ -261,58 +245,46 @@ func (rel *replayRel) text(tuple *pglogrepl.TupleData, i int) ([]byte, bool) {
 	return tuple.Columns[at].Data, true
 }
 
-// truncate hands a TRUNCATE of configured tables to the handler, which
-// tombstones every key live on their topics: rows the interrupted run
+// truncate hands a TRUNCATE of a configured table to the handler, which
+// tombstones every key live on its topic: rows the interrupted run
 // published and the TRUNCATE removed are in neither the new snapshot nor
 // the new stream. The new snapshot's records follow the tombstones.
-func (r *deleteReplay) truncate(ctx context.Context, m *pglogrepl.TruncateMessage) error {
-	for _, id := range m.RelationIDs {
-		rel := r.rels[id]
-		if rel == nil {
-			return fmt.Errorf("pgoutput: TRUNCATE of unknown relation %d", id)
-		}
-		if rel.idx < 0 {
-			continue
-		}
-		r.change = Change{Op: OpTruncate, Table: rel.table, TableIndex: rel.idx, LSN: r.txnLSN, CommitTime: r.txnTime, XID: r.txnXID}
-		if err := handOverTruncate(ctx, r.h, &r.change, r.cp, r.mark); err != nil {
-			return err
-		}
-		r.truncated++
+func (r *deleteReplay) truncate(ctx context.Context, rel *walRel) error {
+	r.change = r.r.change(OpTruncate, rel)
+	if err := handOverTruncate(ctx, r.h, &r.change, r.cp, r.mark); err != nil {
+		return err
 	}
+	r.truncated++
 	return nil
 }
 
 // tombstone hands a delete of the old tuple's key to the handler; for an
 // update only when the primary key changed.
-func (r *deleteReplay) tombstone(ctx context.Context, relID uint32, oldTuple, newTuple *pglogrepl.TupleData) error {
-	rel := r.rels[relID]
-	if rel == nil {
-		return fmt.Errorf("pgoutput: row for unknown relation %d", relID)
-	}
-	if rel.idx < 0 || oldTuple == nil {
-		return nil
-	}
+func (r *deleteReplay) tombstone(ctx context.Context, rel *walRel, oldTuple, newTuple *pglogrepl.TupleData) error {
 	t := rel.table
 	// Columns are taken by name from the WAL's shape and decoded as the
 	// table has them now: a row deleted before a column was added or
 	// dropped still gets its tombstone.
 	for _, k := range t.PrimaryKey {
-		_, i, _ := t.Column(k)
-		if _, ok := rel.text(oldTuple, i); !ok {
-			// The key then was not the key now (changed since): its
-			// records were keyed otherwise and cannot be named.
+		_, i, found := t.Column(k)
+		if !found {
+			return fmt.Errorf("table %s: primary key column %s is not one of its columns", t.QualifiedName(), k)
+		}
+		if _, ok := replayText(rel, oldTuple, i); !ok {
+			// The key then was not the key now (changed since, not a
+			// rename): its records were keyed otherwise and cannot be
+			// named.
 			r.src.log.Warn("a row deleted while the snapshot was interrupted lacks today's key column: no tombstone for it",
-				"table", t.QualifiedName(), "column", k, "lsn", r.txnLSN)
+				"table", t.QualifiedName(), "column", k, "lsn", r.r.txn.lsn)
 			return nil
 		}
 	}
 	if newTuple != nil {
 		same := true
 		for _, k := range t.PrimaryKey {
-			_, i, _ := t.Column(k)
-			o, _ := rel.text(oldTuple, i)
-			n, _ := rel.text(newTuple, i)
+			_, i, _ := t.Column(k) // found: checked above
+			o, _ := replayText(rel, oldTuple, i)
+			n, _ := replayText(rel, newTuple, i)
 			same = same && bytes.Equal(o, n)
 		}
 		if same {
@@ -321,7 +293,7 @@ func (r *deleteReplay) tombstone(ctx context.Context, relID uint32, oldTuple, ne
 	}
 	old := make([]any, len(t.Columns))
 	for i := range t.Columns {
-		text, ok := rel.text(oldTuple, i)
+		text, ok := replayText(rel, oldTuple, i)
 		if !ok || t.Columns[i].Unused {
 			continue
 		}
@@ -336,7 +308,8 @@ func (r *deleteReplay) tombstone(ctx context.Context, relID uint32, oldTuple, ne
 		}
 		old[i] = v
 	}
-	r.change = Change{Op: OpDelete, Table: t, TableIndex: rel.idx, Old: old, LSN: r.txnLSN, CommitTime: r.txnTime, XID: r.txnXID}
+	r.change = r.r.change(OpDelete, rel)
+	r.change.Old = old
 	r.change.Ack = r.cp.track(r.mark)
 	if err := r.h.Handle(ctx, &r.change); err != nil {
 		return err
@@ -346,6 +319,6 @@ func (r *deleteReplay) tombstone(ctx context.Context, relID uint32, oldTuple, ne
 }
 
 // tupleKeyByName renders the primary key of a replayed tuple for an error.
-func tupleKeyByName(rel *replayRel, tuple *pglogrepl.TupleData) string {
-	return rowKey(rel.table, func(i int) ([]byte, bool) { return rel.text(tuple, i) })
+func tupleKeyByName(rel *walRel, tuple *pglogrepl.TupleData) string {
+	return rowKey(rel.table, func(i int) ([]byte, bool) { return replayText(rel, tuple, i) })
 }

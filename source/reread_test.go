@@ -29,7 +29,7 @@ func TestReread(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close(context.Background()) })
-	st := &stream{sql: conn}
+	st := &stream{sql: conn, src: &Source{}}
 	tbl := db.table("Big Rows")
 
 	writer := pgtest.Connect(t, db.dsn)
@@ -45,7 +45,7 @@ func TestReread(t *testing.T) {
 
 	// Not visible yet: the re-read keeps waiting rather than return n = 0.
 	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
-	row, _, err := st.reread(short, &tbl, uint32(xid), []string{"1"})
+	row, err := st.rereadRows(short, &tbl, uint32(xid), [][]string{{"1"}}, nil, nil)
 	cancel()
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("re-read while the transaction is not visible: got %v, %v; want it to wait until the deadline", row, err)
@@ -56,15 +56,15 @@ func TestReread(t *testing.T) {
 	}
 	wctx, cancel := context.WithTimeout(ctx, waitTimeout)
 	defer cancel()
-	row, _, err = st.reread(wctx, &tbl, uint32(xid), []string{"1"})
-	if want := []any{int32(1), int32(1), "new"}; err != nil || !reflect.DeepEqual(row, want) {
-		t.Errorf("re-read once visible: got %v, %v; want %v", row, err, want)
+	row, err = st.rereadRows(wctx, &tbl, uint32(xid), [][]string{{"1"}}, nil, nil)
+	if want := []any{int32(1), int32(1), "new"}; err != nil || !row[0].exists || !row[0].mine || !reflect.DeepEqual(row[0].vals, want) {
+		t.Errorf("re-read once visible: got %+v, %v; want %v written by the transaction", row, err, want)
 	}
 	// A transaction long visible, a row that is gone: nil, at once.
 	db.exec(`DELETE FROM "Big Rows" WHERE "Id" = 2`)
-	row, _, err = st.reread(wctx, &tbl, uint32(xid), []string{"2"})
-	if err != nil || row != nil {
-		t.Errorf("re-read of a deleted row: got %v, %v; want nil, nil", row, err)
+	row, err = st.rereadRows(wctx, &tbl, uint32(xid), [][]string{{"2"}}, nil, nil)
+	if err != nil || row[0].exists {
+		t.Errorf("re-read of a deleted row: got %+v, %v; want it gone", row, err)
 	}
 
 	// The catalog ahead of the stream: a column dropped since the change
@@ -76,13 +76,30 @@ func TestReread(t *testing.T) {
 		{DataType: pglogrepl.TupleDataTypeToast},
 	}}
 	c := Change{Op: OpUpdate, Table: &tbl, XID: uint32(xid), New: []any{int32(1), int32(7), relation.UnchangedTOAST{}}}
-	if err := st.resolveUnchanged(wctx, &c, tuple); err != nil || !reflect.DeepEqual(c.New, []any{int32(1), int32(7), "new"}) {
+	if err := resolve(wctx, st, &c, tuple); err != nil || !reflect.DeepEqual(c.New, []any{int32(1), int32(7), "new"}) {
 		t.Errorf("re-read with column n dropped since: got %v, %v; want [1 7 new]", c.New, err)
 	}
 	db.exec(`ALTER TABLE "Big Rows" DROP COLUMN body`)
 	c = Change{Op: OpUpdate, Table: &tbl, XID: uint32(xid), New: []any{int32(1), int32(7), relation.UnchangedTOAST{}}}
-	err = st.resolveUnchanged(wctx, &c, tuple)
+	err = resolve(wctx, st, &c, tuple)
 	if want := `table public.Big Rows key ("Id")=(1) column "body": the UPDATE left its TOASTed value unsent and the column has been dropped since`; err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("re-read with the TOAST column dropped since: got %v, want an error containing %q", err, want)
 	}
+}
+
+// resolve fills in c's unchanged TOAST values as the stream does for the
+// only change of a transaction; c.New is nil when the row is gone.
+func resolve(ctx context.Context, st *stream, c *Change, tuple *pglogrepl.TupleData) error {
+	if !fillFromOld(c) {
+		return nil
+	}
+	st.held = st.held[:0]
+	if err := st.hold(c, nil, tuple, true); err != nil {
+		return err
+	}
+	if err := st.rereadHeld(ctx, st.held, lastToName(st.held, true)); err != nil {
+		return err
+	}
+	*c = st.held[0].c
+	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -81,7 +82,10 @@ type Source struct {
 	tables []relation.Table
 	byName map[string]int
 	log    *slog.Logger
-	stats  *Stats
+	// rereads counts the statements run to re-read unchanged TOAST
+	// values (reread.go), for tests.
+	rereads atomic.Int64
+	stats   *Stats
 }
 
 // New validates the configuration. tables are the configured tables as the

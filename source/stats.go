@@ -145,14 +145,13 @@ func (s *Stats) streaming(st *stream, start pglogrepl.LSN) {
 }
 
 // publishStats copies the stream's position into Stats (stream goroutine
-// only, every statsInterval).
+// only, every statsInterval: walReader.tick).
 func (st *stream) publishStats(now time.Time) {
 	s := st.src.stats
 	s.confirmed.Store(uint64(st.cp.advance()))
-	s.serverEnd.Store(uint64(st.serverEnd))
+	s.serverEnd.Store(uint64(st.r.serverEnd))
 	s.pendingSince.Store(st.cp.oldestCommit())
 	s.rows.Add(st.rowsSeen)
 	st.rowsSeen = 0
 	s.loopAt.Store(now.UnixNano())
-	st.nextStats = now.Add(statsInterval)
 }

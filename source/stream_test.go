@@ -3,6 +3,7 @@ package source
 import (
 	"bytes"
 	"context"
+	"crypto/md5"
 	"errors"
 	"fmt"
 	"reflect"
@@ -446,6 +447,192 @@ func TestStream(t *testing.T) {
 		}
 	})
 
+	// The re-reads of a transaction are batched: one statement per table
+	// for the rows its changes left as they were (only the unsent
+	// columns), one more for rows changed again since (read whole, as they
+	// are now). Here every transaction is read only after all are
+	// committed: the handler blocks on a marker before them.
+	t.Run("unchanged TOAST re-read in batches", func(t *testing.T) {
+		t.Parallel()
+		db := newDB(t, pg, "toast_batch", toastDDL)
+		body := toastedBody(t, db)
+		db.exec(`INSERT INTO big SELECT i, 0, body FROM big, generate_series(10, 14) i WHERE id = 1;
+			INSERT INTO big SELECT i, 0, body FROM big, generate_series(20, 24) i WHERE id = 1`)
+		dir := t.TempDir()
+		gate := make(chan struct{})
+		h := newFakeHandler(false)
+		h.before = func(ctx context.Context, _ int, c *Change) error {
+			if c.Op == OpInsert && c.New[0] == int32(99) {
+				select {
+				case <-gate:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+			return nil
+		}
+		src := db.newSource(dir, nil, nil, "big")
+		r := run(t, src, h)
+		db.waitStreamable(dir)
+		before := src.rereads.Load()
+		for _, sql := range []string{
+			`INSERT INTO big VALUES (99, 0, 'marker')`,
+			// Five rows in one transaction: one statement.
+			`UPDATE big SET n = 1 WHERE id BETWEEN 10 AND 14`,
+			// Then, before it is read: 20 is updated again, 21 deleted,
+			// and 23's key change to 230 deleted too (its old key must be
+			// removed); 22 is as the transaction left it.
+			`BEGIN; UPDATE big SET n = 2 WHERE id IN (20, 21, 22); UPDATE big SET id = 230, n = 2 WHERE id = 23; COMMIT`,
+			`UPDATE big SET n = 3, body = 'changed' WHERE id = 20`,
+			`DELETE FROM big WHERE id = 21`,
+			`DELETE FROM big WHERE id = 230`,
+			// A row updated again later in the same transaction: read
+			// whole, as the transaction left it (n = 8), never n = 7
+			// beside the body of n = 8.
+			`BEGIN; UPDATE big SET n = 7 WHERE id = 24; UPDATE big SET n = 8, body = 'later' WHERE id = 24; COMMIT`,
+			`INSERT INTO big VALUES (98, 0, 'end')`,
+		} {
+			db.exec(sql)
+		}
+		close(gate)
+		got := r.waitChanges(t, h, "the last insert", func(cs []Change) bool {
+			return slices.ContainsFunc(cs, func(c Change) bool { return c.Op == OpInsert && c.New[0] == int32(98) })
+		})
+		if err := r.stop(t); err != nil {
+			t.Fatalf("Run after cancel: got %v, want nil", err)
+		}
+		marker := slices.IndexFunc(got, func(c Change) bool { return c.Op == OpInsert && c.New[0] == int32(99) })
+		var lines []string
+		for _, c := range got[marker+1:] {
+			row := c.New
+			if row == nil {
+				row = c.Old
+			}
+			b := describe(row[2])
+			if row[2] == body {
+				b = "body"
+			}
+			lines = append(lines, fmt.Sprintf("%s %v %v %s", c.Op, row[0], row[1], b))
+		}
+		want := []string{
+			"u 10 1 body", "u 11 1 body", "u 12 1 body", "u 13 1 body", "u 14 1 body",
+			`u 20 3 "changed"`, "u 22 2 body", "d 23 <nil> <nil>",
+			`u 20 3 "changed"`, "d 21 <nil> <nil>", "d 230 <nil> <nil>",
+			`u 24 8 "later"`, `u 24 8 "later"`,
+			`c 98 0 "end"`,
+		}
+		if !slices.Equal(lines, want) {
+			t.Errorf("changes after the marker:\n got %s\nwant %s", strings.Join(lines, " | "), strings.Join(want, " | "))
+		}
+		// One statement for the five rows; two for the transaction with
+		// rows changed since (unsent columns, then 20 whole); one for 24
+		// changed again in its own transaction (whole).
+		if n := src.rereads.Load() - before; n != 4 {
+			t.Errorf("re-read statements: got %d, want 4", n)
+		}
+	})
+
+	// A TRUNCATE in the transaction of a change waiting for its re-read:
+	// the change is re-read (whole: the rest of the transaction is not
+	// known yet) and handed over before the TRUNCATE. pgoutput describes
+	// the truncated table again (RELATION) just before it, which releases
+	// held changes as the TRUNCATE does.
+	t.Run("unchanged TOAST re-read before a TRUNCATE of its transaction", func(t *testing.T) {
+		t.Parallel()
+		db := newDB(t, pg, "toast_truncate", toastDDL)
+		body := toastedBody(t, db)
+		dir := t.TempDir()
+		h := truncatingHandler{newFakeHandler(false)}
+		src := db.newSource(dir, nil, nil, "big", "big_full")
+		r := run(t, src, h)
+		db.waitStreamable(dir)
+		db.exec(`UPDATE big_full SET n = 5 WHERE id = 1`)
+		r.waitChanges(t, h.fakeHandler, "the update of big_full", func(cs []Change) bool { return slices.ContainsFunc(cs, byOp(OpUpdate)) })
+		db.exec(`BEGIN; UPDATE big SET n = 1 WHERE id = 1; TRUNCATE big_full; COMMIT`)
+		got := r.waitChanges(t, h.fakeHandler, "the TRUNCATE", func(cs []Change) bool { return slices.ContainsFunc(cs, byOp(OpTruncate)) })
+		if err := r.stop(t); err != nil {
+			t.Fatalf("Run after cancel: got %v, want nil", err)
+		}
+		got = filter(got, func(c Change) bool { return c.Op != OpSnapshot })
+		if len(got) != 3 || got[1].Op != OpUpdate || got[1].Table.Name != "big" || got[2].Op != OpTruncate || got[2].Table.Name != "big_full" {
+			t.Fatalf("changes: got %s, want the update of big_full, then the update of big, then the TRUNCATE of big_full", summarize(got))
+		}
+		if c := got[1]; c.New[1] != int32(1) || c.New[2] != body {
+			t.Errorf("update of big: got [%v %v %s], want [1 1 <the 100 KB body>]", c.New[0], c.New[1], describe(c.New[2]))
+		}
+	})
+
+	// A transaction with more re-reads than one statement takes
+	// (rereadChunk) is re-read in chunks, one ahead of the hand-over, and
+	// handed over in WAL order all the same.
+	t.Run("unchanged TOAST re-read of a large transaction in chunks", func(t *testing.T) {
+		t.Parallel()
+		db := newDB(t, pg, "toast_chunks", `
+			CREATE TABLE mid (id int PRIMARY KEY, n int, body text);
+			ALTER TABLE mid ALTER COLUMN body SET STORAGE EXTERNAL;
+			INSERT INTO mid SELECT i, 0, repeat(md5(i::text), 100) FROM generate_series(1, 600) i;`)
+		dir := t.TempDir()
+		gate := make(chan struct{})
+		h := newFakeHandler(false)
+		h.before = func(ctx context.Context, _ int, c *Change) error {
+			if c.Op == OpInsert && c.New[0] == int32(999) {
+				select {
+				case <-gate:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+			return nil
+		}
+		src := db.newSource(dir, nil, nil, "mid")
+		r := run(t, src, h)
+		db.waitStreamable(dir)
+		before := src.rereads.Load()
+		for _, sql := range []string{
+			`INSERT INTO mid VALUES (999, 0, 'marker')`,
+			`UPDATE mid SET n = 1 WHERE id <= 600`,
+			`UPDATE mid SET n = 2, body = 'changed' WHERE id = 300`,
+			`DELETE FROM mid WHERE id = 400`,
+			`INSERT INTO mid VALUES (998, 0, 'end')`,
+		} {
+			db.exec(sql)
+		}
+		close(gate)
+		got := r.waitChanges(t, h, "the last insert", func(cs []Change) bool {
+			return slices.ContainsFunc(cs, func(c Change) bool { return c.Op == OpInsert && c.New[0] == int32(998) })
+		})
+		if err := r.stop(t); err != nil {
+			t.Fatalf("Run after cancel: got %v, want nil", err)
+		}
+		marker := slices.IndexFunc(got, func(c Change) bool { return c.Op == OpInsert && c.New[0] == int32(999) })
+		got = got[marker+1:]
+		if len(got) != 599+3 {
+			t.Fatalf("changes after the marker: got %d (%s), want 599 updates, then an update, a delete and an insert", len(got), summarize(got))
+		}
+		seen := map[int32]bool{}
+		for _, c := range got[:599] {
+			id := c.New[0].(int32)
+			want := []any{id, int32(1), strings.Repeat(fmt.Sprintf("%x", md5.Sum([]byte(fmt.Sprint(id)))), 100)}
+			if id == 300 {
+				want = []any{id, int32(2), "changed"} // updated again since: read whole
+			}
+			if c.Op != OpUpdate || seen[id] || id == 400 || !reflect.DeepEqual(c.New, want) {
+				t.Fatalf("update of %d: got %s [%v %v %s], want one update %v %v %s", id, c.Op, c.New[0], c.New[1], describe(c.New[2]), want[0], want[1], describe(want[2]))
+			}
+			seen[id] = true
+		}
+		if c := got[599]; c.Op != OpUpdate || c.New[0] != int32(300) || c.New[2] != "changed" {
+			t.Errorf("after the large transaction: got %s %v, want the update of 300", c.Op, c.New)
+		}
+		if c := got[600]; c.Op != OpDelete || c.Old[0] != int32(400) {
+			t.Errorf("then: got %s %v, want the delete of 400", c.Op, c.Old)
+		}
+		// Three chunks of at most 256 (unsent columns only), and 300 whole.
+		if n := src.rereads.Load() - before; n != 4 {
+			t.Errorf("re-read statements: got %d, want 4", n)
+		}
+	})
+
 	t.Run("types", func(t *testing.T) {
 		t.Parallel()
 		db := newDB(t, pg, "types", `
@@ -720,8 +907,9 @@ func TestDecodeTuple(t *testing.T) {
 	}
 }
 
-// TestResolveUnchangedWithoutQuery covers the paths of resolveUnchanged
-// that never reach the database (the re-read is covered by TestStream).
+// TestResolveUnchangedWithoutQuery covers the paths of the TOAST
+// resolution (fillFromOld, hold) that never reach the database (the
+// re-read is covered by TestStream and TestReread).
 func TestResolveUnchangedWithoutQuery(t *testing.T) {
 	t.Parallel()
 	cols := []relation.Column{
@@ -730,12 +918,24 @@ func TestResolveUnchangedWithoutQuery(t *testing.T) {
 	}
 	full := &relation.Table{Schema: "public", Name: "full", Columns: cols, PrimaryKey: []string{"id"}, IdentityFull: true}
 	noKey := &relation.Table{Schema: "public", Name: "nokey", Columns: cols}
+	// The key list outlived a rename of its column (shapeFromRelation
+	// keeps it across a schema change).
+	staleKey := &relation.Table{Schema: "public", Name: "stale", Columns: cols, PrimaryKey: []string{"item_id"}}
+	tuple := &pglogrepl.TupleData{Columns: []*pglogrepl.TupleDataColumn{
+		{DataType: pglogrepl.TupleDataTypeText, Data: []byte("1")},
+		{DataType: pglogrepl.TupleDataTypeToast},
+	}}
 	tests := []struct {
 		name    string
 		c       Change
 		want    []any
 		wantErr string
 	}{
+		{
+			name:    "a stale key list is an error, not a panic",
+			c:       Change{Op: OpUpdate, Table: staleKey, Old: []any{int32(1), nil}, New: []any{int32(1), relation.UnchangedTOAST{}}},
+			wantErr: "table public.stale: primary key column item_id is no longer in the stream's shape of the table (columns [id, body]): it was renamed or dropped while streaming",
+		},
 		{
 			name: "nothing unchanged",
 			c:    Change{Table: noKey, New: []any{int32(1), "x"}},
@@ -757,15 +957,18 @@ func TestResolveUnchangedWithoutQuery(t *testing.T) {
 			t.Parallel()
 			st := &stream{} // no sql connection: a query would panic
 			c := tt.c
-			err := st.resolveUnchanged(context.Background(), &c, nil)
+			err := resolve(context.Background(), st, &c, tuple)
+			if goneKeyChange(&c) && c.Table == staleKey {
+				t.Errorf("goneKeyChange with a stale key list: got true, want false")
+			}
 			if tt.wantErr != "" {
-				if err == nil || err.Error() != tt.wantErr {
-					t.Fatalf("resolveUnchanged: got %v, want %q", err, tt.wantErr)
+				if err == nil || !strings.HasPrefix(err.Error(), tt.wantErr) {
+					t.Fatalf("resolve: got %v, want %q", err, tt.wantErr)
 				}
 				return
 			}
 			if err != nil || !reflect.DeepEqual(c.New, tt.want) {
-				t.Errorf("resolveUnchanged: got %#v, %v; want %#v", c.New, err, tt.want)
+				t.Errorf("resolve: got %#v, %v; want %#v", c.New, err, tt.want)
 			}
 		})
 	}

@@ -1,0 +1,590 @@
+package source
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/replicator/replicator/relation"
+)
+
+// Unchanged TOAST values: an UPDATE that did not touch a large column
+// sends it as "unchanged", without its value. A record always carries the
+// row's full state, so the value is filled in: from the old tuple under
+// REPLICA IDENTITY FULL (exact, fillFromOld), otherwise by re-reading the
+// row by its primary key. The re-read must return a state the row really
+// had, at or after the change: never the one before (published last, it
+// would never be corrected), never this change's columns beside later
+// values of the others.
+//
+// Re-reads are batched per transaction. From the first change that needs
+// one, every change of the transaction is held (st.held), in WAL order;
+// at COMMIT the keys are re-read in one statement per table (release) and
+// the held changes handed over in order, so per-key order and the
+// checkpoint are those of the WAL. The statement reads only the columns
+// that were not sent, and whether the row's current version was written
+// by the change's own transaction (xmin = its xid). When it was, and no
+// later change of the transaction names the key, that version is the one
+// this change produced: its unsent columns are exactly the change's, and
+// the change's own columns plus them are the row as the change left it.
+// Any other row (updated again since, by a later transaction or a later
+// change of this one, or written in a subtransaction) is re-read whole, as
+// it is now: a later state it really had, whose changes in between follow
+// in the WAL. A row gone drops the change (a later DELETE or key change in
+// the WAL removes its key), except a key-changing UPDATE, which becomes a
+// delete of its old key: nothing later names that one.
+//
+// When the transaction cannot be read to its end first (maxHeld changes
+// held, or a RELATION or TRUNCATE in between) the held rows are re-read
+// whole, which needs nothing from the rest of the transaction.
+
+// maxHeld bounds the changes held for a batched re-read; more release
+// them (re-read whole) before the COMMIT.
+const maxHeld = 4096
+
+// heldChange is a change waiting in st.held.
+type heldChange struct {
+	c Change
+	// toast: c.New holds unchanged TOAST values to re-read, by keys (the
+	// text of the primary key columns after the change).
+	toast bool
+	keys  []string
+	// named are the rows the change touches (newKey after it, oldKey
+	// before it when sent), as table index and key text; "" when the
+	// table has no primary key.
+	newKey, oldKey string
+	// gone: the row was gone when re-read and the change is dropped.
+	gone bool
+}
+
+// fillFromOld replaces unchanged TOAST markers in c.New with the old
+// tuple's values under REPLICA IDENTITY FULL, and reports whether any are
+// left to re-read.
+func fillFromOld(c *Change) (missing bool) {
+	for i, v := range c.New {
+		if _, ok := v.(relation.UnchangedTOAST); ok {
+			if c.Old != nil && c.Table.IdentityFull {
+				if _, still := c.Old[i].(relation.UnchangedTOAST); !still {
+					c.New[i] = c.Old[i]
+					continue
+				}
+			}
+			missing = true
+		}
+	}
+	return missing
+}
+
+// hold adds c to st.held; toast says it needs a re-read. The tuples are
+// read for the keys before they go (they alias the received message).
+// The caller releases st.held once it holds maxHeld changes.
+func (st *stream) hold(c *Change, oldTuple, newTuple *pglogrepl.TupleData, toast bool) error {
+	t := c.Table
+	h := heldChange{c: *c, toast: toast}
+	at, keyErr := keyIndexes(t)
+	if toast {
+		if len(t.PrimaryKey) == 0 {
+			return fmt.Errorf("table %s: an UPDATE left TOASTed columns unsent and the table has no primary key to re-read them by: set REPLICA IDENTITY FULL on it", t.QualifiedName())
+		}
+		if keyErr != nil {
+			return keyErr
+		}
+		for n, idx := range at {
+			if newTuple.Columns[idx].DataType != pglogrepl.TupleDataTypeText {
+				return fmt.Errorf("table %s: an UPDATE left TOASTed columns unsent and the value of key column %s too: set REPLICA IDENTITY FULL on it", t.QualifiedName(), t.PrimaryKey[n])
+			}
+			h.keys = append(h.keys, string(newTuple.Columns[idx].Data))
+		}
+	}
+	if len(t.PrimaryKey) > 0 && keyErr == nil {
+		h.newKey = namedKey(c.TableIndex, at, newTuple)
+		h.oldKey = namedKey(c.TableIndex, at, oldTuple)
+	}
+	st.held = append(st.held, h)
+	return nil
+}
+
+// namedKey is the identity of the row with the key at the positions at of
+// tuple, "" when tuple is nil or lacks a key column.
+func namedKey(table int, at []int, tuple *pglogrepl.TupleData) string {
+	if tuple == nil {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString(strconv.Itoa(table))
+	for _, i := range at {
+		if i >= len(tuple.Columns) || tuple.Columns[i].DataType != pglogrepl.TupleDataTypeText {
+			return ""
+		}
+		b.WriteByte(0) // text values never hold a NUL
+		b.Write(tuple.Columns[i].Data)
+	}
+	return b.String()
+}
+
+// rereadChunk is the most changes to re-read per statement when the
+// statements of a transaction are pipelined (see release).
+const rereadChunk = 256
+
+// release re-reads what the held changes lack and hands them over in WAL
+// order. complete says the transaction was read to its end (COMMIT), so
+// which later changes of it name a key is known.
+//
+// A transaction with more than rereadChunk re-reads is re-read in chunks
+// by a goroutine of release's, one chunk ahead of the hand-over: the
+// server reads the next rows while the handler encodes and produces the
+// previous ones. The SQL connection is the goroutine's meanwhile: the
+// stream goroutine only waits and hands over.
+func (st *stream) release(ctx context.Context, complete bool) error {
+	if len(st.held) == 0 {
+		return nil
+	}
+	held := st.held
+	narrow := lastToName(held, complete)
+	ends := chunkEnds(held)
+	var err error
+	if len(ends) == 1 {
+		if err = st.rereadHeld(ctx, held, narrow); err == nil {
+			err = st.handOver(ctx, held)
+		}
+	} else {
+		err = st.pipelined(ctx, held, narrow, ends)
+	}
+	if err != nil {
+		return err
+	}
+	clear(held)
+	st.held = held[:0]
+	return nil
+}
+
+// lastToName reports, per held change, whether it may be re-read narrowly:
+// it needs a re-read, the transaction was read to its end, and no later
+// change of it names the same row.
+func lastToName(held []heldChange, complete bool) []bool {
+	narrow := make([]bool, len(held))
+	if !complete {
+		return narrow
+	}
+	later := map[string]bool{}
+	for i := len(held) - 1; i >= 0; i-- {
+		h := &held[i]
+		narrow[i] = h.toast && h.newKey != "" && !later[h.newKey]
+		later[h.newKey], later[h.oldKey] = true, true
+	}
+	return narrow
+}
+
+// chunkEnds splits held into runs of at most rereadChunk changes to
+// re-read, and returns the end (exclusive) of each.
+func chunkEnds(held []heldChange) []int {
+	var ends []int
+	n := 0
+	for i := range held {
+		if held[i].toast {
+			if n == rereadChunk {
+				ends = append(ends, i)
+				n = 0
+			}
+			n++
+		}
+	}
+	return append(ends, len(held))
+}
+
+// pipelined re-reads the chunks of held ending at ends on a goroutine
+// while it hands over those already read, in order.
+func (st *stream) pipelined(ctx context.Context, held []heldChange, narrow []bool, ends []int) error {
+	rctx, cancel := context.WithCancel(ctx)
+	var reader sync.WaitGroup
+	defer func() {
+		cancel()
+		reader.Wait()
+	}()
+	// read carries one result per chunk; its buffer keeps the reader at
+	// most one chunk ahead of the one being read.
+	read := make(chan error, 1)
+	reader.Go(func() {
+		from := 0
+		for _, to := range ends {
+			err := st.rereadHeld(rctx, held[from:to], narrow[from:to])
+			select {
+			case read <- err:
+			case <-rctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+			from = to
+		}
+	})
+	from := 0
+	for _, to := range ends {
+		select {
+		case err := <-read:
+			if err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if err := st.handOver(ctx, held[from:to]); err != nil {
+			return err
+		}
+		from = to
+	}
+	return nil
+}
+
+// handOver gives the held changes to the handler in order, but those
+// whose row was gone.
+func (st *stream) handOver(ctx context.Context, held []heldChange) error {
+	for i := range held {
+		if held[i].gone {
+			continue
+		}
+		c := &st.change
+		*c = held[i].c
+		c.Ack = st.cp.track(st.txn)
+		st.rowsSeen++
+		if err := st.h.Handle(ctx, c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// rereadHeld fills in the unchanged TOAST values of the held changes, one
+// statement per table for the rows re-read narrowly (narrow), one for
+// those re-read whole.
+func (st *stream) rereadHeld(ctx context.Context, held []heldChange, narrow []bool) error {
+	var tables []*relation.Table
+	for i := range held {
+		if held[i].toast && !slices.Contains(tables, held[i].c.Table) {
+			tables = append(tables, held[i].c.Table)
+		}
+	}
+	for _, t := range tables {
+		var thin, whole []int
+		for i := range held {
+			switch {
+			case !held[i].toast || held[i].c.Table != t:
+			case narrow[i]:
+				thin = append(thin, i)
+			default:
+				whole = append(whole, i)
+			}
+		}
+		if len(thin) > 0 {
+			again, err := st.rereadThin(ctx, t, held, thin)
+			if err != nil {
+				return err
+			}
+			whole = append(whole, again...)
+			slices.Sort(whole)
+		}
+		if len(whole) > 0 {
+			if err := st.rereadWhole(ctx, t, held, whole); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// rereadThin reads the unsent columns of the held changes at idx (of
+// table t) and fills them in where the row's current version is the
+// change's own; it returns the indexes to re-read whole.
+func (st *stream) rereadThin(ctx context.Context, t *relation.Table, held []heldChange, idx []int) (whole []int, err error) {
+	var cols []int
+	for _, i := range idx {
+		for j, v := range held[i].c.New {
+			if _, ok := v.(relation.UnchangedTOAST); ok && !slices.Contains(cols, j) {
+				cols = append(cols, j)
+			}
+		}
+	}
+	slices.Sort(cols)
+	rows, err := st.rereadRows(ctx, t, held[idx[0]].c.XID, keysOf(held, idx), cols, nil)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42703" { // undefined_column: dropped since
+		return idx, nil // re-read whole, which copes with it
+	}
+	if err != nil {
+		return nil, reReadError(held[idx[0]].c, err)
+	}
+	for n, i := range idx {
+		r := rows[n]
+		c := &held[i].c
+		switch {
+		case !r.exists:
+			st.gone(&held[i])
+		case !r.mine:
+			whole = append(whole, i)
+		default:
+			for k, j := range cols {
+				if _, ok := c.New[j].(relation.UnchangedTOAST); ok {
+					c.New[j] = r.vals[k]
+				}
+			}
+		}
+	}
+	return whole, nil
+}
+
+// rereadWhole replaces the rows of the held changes at idx (of table t)
+// with the rows as they are now.
+func (st *stream) rereadWhole(ctx context.Context, t *relation.Table, held []heldChange, idx []int) error {
+	var dropped []int
+	rows, err := st.rereadRows(ctx, t, held[idx[0]].c.XID, keysOf(held, idx), nil, nil)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42703" { // undefined_column
+		if dropped, err = st.droppedColumns(ctx, t); err == nil {
+			rows, err = st.rereadRows(ctx, t, held[idx[0]].c.XID, keysOf(held, idx), nil, dropped)
+		}
+	}
+	if err != nil {
+		return reReadError(held[idx[0]].c, err)
+	}
+	for n, i := range idx {
+		c := &held[i].c
+		if !rows[n].exists {
+			st.gone(&held[i])
+			continue
+		}
+		row := rows[n].vals
+		// A column dropped since this change keeps the change's value;
+		// an unchanged TOAST value of one is lost to the re-read.
+		for _, j := range dropped {
+			if _, ok := c.New[j].(relation.UnchangedTOAST); ok {
+				return fmt.Errorf("%s at LSN %s: table %s key %s column %q: the UPDATE left its TOASTed value unsent and the column has been dropped since, so it cannot be re-read: set REPLICA IDENTITY FULL on tables whose large columns may be dropped while replicator lags; to go on, drop the slot and the state file and take a new snapshot (docs/OPERATIONS.md)",
+					c.Op.verb(), c.LSN, t.QualifiedName(), keyText(t, held[i].keys), t.Columns[j].Name)
+			}
+			row[j] = c.New[j]
+		}
+		c.New = row
+	}
+	return nil
+}
+
+// gone handles a held change whose row no longer exists: dropped, but a
+// key-changing UPDATE becomes a delete of its old key (see goneKeyChange).
+func (st *stream) gone(h *heldChange) {
+	h.c.New = nil
+	if !goneKeyChange(&h.c) {
+		h.gone = true
+		return
+	}
+	h.c.Op = OpDelete
+}
+
+func reReadError(c Change, err error) error {
+	return fmt.Errorf("%s at LSN %s: re-read unchanged TOAST columns: %w", c.Op.verb(), c.LSN, err)
+}
+
+func keysOf(held []heldChange, idx []int) [][]string {
+	keys := make([][]string, len(idx))
+	for n, i := range idx {
+		keys[n] = held[i].keys
+	}
+	return keys
+}
+
+// keyText renders a key given as text for an error message.
+func keyText(t *relation.Table, key []string) string {
+	at, _ := keyIndexes(t)
+	return rowKey(t, func(i int) ([]byte, bool) {
+		if n := slices.Index(at, i); n >= 0 && n < len(key) {
+			return []byte(key[n]), true
+		}
+		return nil, false
+	})
+}
+
+// Bounds of the wait for a committed transaction to become visible.
+const (
+	minVisibleWait = time.Millisecond
+	maxVisibleWait = 100 * time.Millisecond
+)
+
+// rereadRow is one row as re-read.
+type rereadRow struct {
+	exists bool
+	// mine: the row's current version was written by the transaction
+	// re-read for (its xmin is that xid).
+	mine bool
+	// vals are the values of the columns read, decoded: the whole row, or
+	// the columns asked for in their order.
+	vals []any
+}
+
+// rereadRows reads the rows of t whose primary keys have the given text
+// values (one []string per row, in key column order), as of transaction
+// xid or later, in one statement: the columns at cols (every column when
+// cols is nil; those in dropped read as NULL). The result has one entry
+// per key, in order.
+//
+// The walsender may send a transaction as soon as its commit record is
+// flushed, a moment before the transaction becomes visible to other
+// sessions. A plain re-read in that moment sees the row before the change:
+// published as the row's state, with no later change to correct it, the
+// topic would never converge. So the statement also asks whether xid is
+// visible in its own snapshot, and is repeated until it is: then the row it
+// read is xid's version or a later one.
+//
+// xid is the 32-bit id from the BEGIN message; txid_current_snapshot's ids
+// carry the epoch, which is taken from the snapshot's xmax (xid is older
+// than xmax, so it is in xmax's epoch or the one before). Key values are
+// sent as text, as the server printed them, and cast to the key column's
+// type: whereas some decoded values (a time.Duration) have no parameter
+// encoding of their own.
+func (st *stream) rereadRows(ctx context.Context, t *relation.Table, xid uint32, keys [][]string, cols, dropped []int) ([]rereadRow, error) {
+	sql, err := rereadSQL(t, cols, dropped)
+	if err != nil {
+		return nil, err
+	}
+	args := []any{pgx.QueryResultFormats{pgx.TextFormatCode}, int64(xid)}
+	for n := range t.PrimaryKey {
+		col := make([]string, len(keys))
+		for i, k := range keys {
+			col[i] = k[n]
+		}
+		args = append(args, col)
+	}
+	for wait := minVisibleWait; ; wait = min(2*wait, maxVisibleWait) {
+		st.src.rereads.Add(1)
+		rows, visible, err := st.rereadOnce(ctx, t, sql, args, keys, cols)
+		if err != nil || visible {
+			return rows, err
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return nil, fmt.Errorf("wait for transaction %d to become visible: %w", xid, ctx.Err())
+		case <-timer.C:
+		}
+	}
+}
+
+// rereadSQL is rereadRows' statement: $1 is the xid, $2… one text array
+// per key column.
+func rereadSQL(t *relation.Table, cols, dropped []int) (string, error) {
+	at, err := keyIndexes(t)
+	if err != nil {
+		return "", err
+	}
+	if cols == nil {
+		cols = make([]int, len(t.Columns))
+		for i := range cols {
+			cols[i] = i
+		}
+	}
+	sel := make([]string, len(cols))
+	for n, i := range cols {
+		sel[n] = "t." + pgx.Identifier{t.Columns[i].Name}.Sanitize()
+		if slices.Contains(dropped, i) {
+			sel[n] = "NULL"
+		}
+	}
+	arrays := make([]string, len(at))
+	names := make([]string, len(at))
+	on := make([]string, len(at))
+	for n, i := range at {
+		arrays[n] = fmt.Sprintf("$%d::text[]", n+2)
+		names[n] = fmt.Sprintf("k%d", n)
+		col := "t." + pgx.Identifier{t.Columns[i].Name}.Sanitize()
+		if typ := t.Columns[i].Type.Name; typ != "" {
+			on[n] = fmt.Sprintf("%s = k.k%d::%s", col, n, typ)
+		} else { // a table not read from the catalog (tests): no index
+			on[n] = fmt.Sprintf("%s::text = k.k%d", col, n)
+		}
+	}
+	return `SELECT txid_visible_in_snapshot(x.id, x.s), k.n, t.ctid IS NOT NULL, t.xmin = $1::bigint::text::xid, ` + strings.Join(sel, ", ") + `
+		FROM (SELECT s, (((txid_snapshot_xmax(s) >> 32)
+				- CASE WHEN $1::bigint >= (txid_snapshot_xmax(s) & 4294967295) THEN 1 ELSE 0 END) << 32) | $1::bigint AS id
+			FROM txid_current_snapshot() s) x
+		CROSS JOIN unnest(` + strings.Join(arrays, ", ") + `) WITH ORDINALITY AS k(` + strings.Join(names, ", ") + `, n)
+		LEFT JOIN ` + pgx.Identifier{t.Schema, t.Name}.Sanitize() + ` t ON ` + strings.Join(on, " AND "), nil
+}
+
+// rereadOnce runs rereadRows' statement once; visible is false when the
+// transaction was not visible yet (the rows are then not decoded).
+func (st *stream) rereadOnce(ctx context.Context, t *relation.Table, sql string, args []any, keys [][]string, cols []int) (out []rereadRow, visible bool, err error) {
+	n := len(keys)
+	rows, err := st.sql.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, false, fmt.Errorf("%s: %w", t.QualifiedName(), err)
+	}
+	defer rows.Close()
+	out = make([]rereadRow, n)
+	got := 0
+	for rows.Next() {
+		raw := rows.RawValues()
+		if string(raw[0]) != "t" {
+			return nil, false, nil
+		}
+		i, err := strconv.Atoi(string(raw[1]))
+		if err != nil || i < 1 || i > n {
+			return nil, false, fmt.Errorf("%s: the re-read returned row %q of %d", t.QualifiedName(), raw[1], n)
+		}
+		r := &out[i-1]
+		got++
+		if string(raw[2]) != "t" {
+			continue // gone
+		}
+		r.exists, r.mine = true, string(raw[3]) == "t"
+		if cols == nil {
+			if r.vals, err = decodeRow(t, raw[4:]); err != nil {
+				return nil, false, err
+			}
+			continue
+		}
+		r.vals = make([]any, len(cols))
+		for k, j := range cols {
+			b := raw[4+k]
+			if b == nil || t.Columns[j].Unused {
+				continue
+			}
+			if r.vals[k], err = relation.DecodeText(&t.Columns[j].Type, b); err != nil {
+				return nil, false, valueError(t, keyText(t, keys[i-1]), j, err)
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, false, fmt.Errorf("%s: %w", t.QualifiedName(), err)
+	}
+	if got != n {
+		return nil, false, fmt.Errorf("%s: the re-read returned %d rows for %d keys", t.QualifiedName(), got, n)
+	}
+	return out, true, nil
+}
+
+// droppedColumns lists the indexes of t's columns the table no longer has.
+func (st *stream) droppedColumns(ctx context.Context, t *relation.Table) ([]int, error) {
+	rows, err := st.sql.Query(ctx, `SELECT attname FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped`,
+		pgx.Identifier{t.Schema, t.Name}.Sanitize())
+	if err != nil {
+		return nil, fmt.Errorf("read the columns of %s: %w", t.QualifiedName(), err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("read the columns of %s: %w", t.QualifiedName(), err)
+	}
+	dropped := []int{}
+	for i, col := range t.Columns {
+		if !slices.Contains(names, col.Name) {
+			dropped = append(dropped, i)
+		}
+	}
+	return dropped, nil
+}
