@@ -444,9 +444,10 @@ type rereadRow struct {
 // xid is the 32-bit id from the BEGIN message; txid_current_snapshot's ids
 // carry the epoch, which is taken from the snapshot's xmax (xid is older
 // than xmax, so it is in xmax's epoch or the one before). Key values are
-// sent as text, as the server printed them, and cast to the key column's
-// type: whereas some decoded values (a time.Duration) have no parameter
-// encoding of their own.
+// sent as text arrays, as the server printed them, and cast to the key
+// column's type in the statement (some decoded values, a time.Duration,
+// have no parameter encoding of their own), so the join uses the key's
+// index.
 func (st *stream) rereadRows(ctx context.Context, t *relation.Table, xid uint32, keys [][]string, cols, dropped []int) ([]rereadRow, error) {
 	sql, err := rereadSQL(t, cols, dropped)
 	if err != nil {
