@@ -106,6 +106,10 @@ func (c *Config) Validate() error {
 	if c.Kafka.MaxBufferedRecords < 1 {
 		bad(KeyKafkaMaxBuffered, "must be at least 1")
 	}
+	if c.Kafka.MaxMessageBytes < MinMaxMessageBytes || c.Kafka.MaxMessageBytes > MaxMaxMessageBytes {
+		bad(KeyKafkaMaxMessage, "%d is not between %d and %d (bytes; Kafka's default is %d)",
+			c.Kafka.MaxMessageBytes, MinMaxMessageBytes, MaxMaxMessageBytes, DefaultMaxMessageBytes)
+	}
 	switch strings.ToUpper(c.Kafka.SASL.Mechanism) {
 	case "", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512":
 	default:

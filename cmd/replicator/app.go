@@ -163,15 +163,7 @@ func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, pr
 	if err := pingKafka(ctx, kcl, brokers); err != nil {
 		return err
 	}
-	specs := make([]broker.TopicSpec, len(entities))
-	for i, e := range entities {
-		specs[i] = broker.TopicSpec{
-			Name:              e.Topic(),
-			Partitions:        int32(cfg.Entities[i].Partitions),
-			ReplicationFactor: int16(cfg.Kafka.ReplicationFactor),
-		}
-	}
-	res, err := broker.EnsureTopics(ctx, kadm.NewClient(kcl), specs)
+	res, err := broker.EnsureTopics(ctx, kadm.NewClient(kcl), topicSpecs(cfg, entities))
 	if err != nil {
 		return err
 	}
@@ -214,9 +206,38 @@ func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, pr
 	if ready != nil {
 		ready(endpoints{Brokers: brokers, RegistryURL: registryURL, Entities: entities})
 	}
-	return src.Run(ctx, pipeline.New(pents, kcl,
+	// A record the producer fails (the broker refused it) stops the run at
+	// once: otherwise later transactions keep flowing, the confirmed
+	// position freezes behind the failed one and nothing says why until
+	// the next change of that table or a stop.
+	runCtx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	p := pipeline.New(pents, kcl,
 		pipeline.WithSchemas(registry.NewSchemas(rcl)),
-		pipeline.WithLiveKeys(pipeline.NewTopicKeys(kopts...))))
+		pipeline.WithLiveKeys(pipeline.NewTopicKeys(kopts...)),
+		pipeline.WithMaxMessageBytes(cfg.Kafka.MaxMessageBytes),
+		pipeline.OnFailure(stop))
+	err = src.Run(runCtx, p)
+	if perr := p.Err(); perr != nil {
+		// The source stopped because of it (or saw it while flushing):
+		// this is the error to report, not the stop it caused.
+		return perr
+	}
+	return err
+}
+
+// topicSpecs are the entities' topics as run creates and checks them.
+func topicSpecs(cfg *config.Config, entities []*mapping.Entity) []broker.TopicSpec {
+	specs := make([]broker.TopicSpec, len(entities))
+	for i, e := range entities {
+		specs[i] = broker.TopicSpec{
+			Name:              e.Topic(),
+			Partitions:        int32(cfg.Entities[i].Partitions),
+			ReplicationFactor: int16(cfg.Kafka.ReplicationFactor),
+			MaxMessageBytes:   int32(cfg.Kafka.MaxMessageBytes),
+		}
+	}
+	return specs
 }
 
 // kafkaOptions are the connection options (brokers, TLS, SASL) without
@@ -244,6 +265,7 @@ func newKafkaClient(cfg *config.Config, brokers []string, dial broker.DialFunc, 
 		MaxBufferedRecords: cfg.Kafka.MaxBufferedRecords,
 		Linger:             cfg.Kafka.Linger,
 		Compression:        cfg.Kafka.Compression,
+		BatchMaxBytes:      int32(cfg.Kafka.MaxMessageBytes),
 	})...)
 	if log != nil {
 		opts = append(opts, broker.ClientLogger(log))

@@ -7,10 +7,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/replicator/replicator/broker"
 	"github.com/replicator/replicator/config"
 	"github.com/replicator/replicator/registry"
 	"github.com/replicator/replicator/source"
 	"github.com/spf13/pflag"
+	"github.com/twmb/franz-go/pkg/kadm"
 )
 
 // runCheck is `replicator check`: it validates the config and every
@@ -51,7 +53,7 @@ func runCheck(ctx context.Context, path string, flags *pflag.FlagSet, out io.Wri
 	defer conn.Close(context.WithoutCancel(ctx))
 	report("PostgreSQL server "+config.RedactURL(cfg.Source.URL), source.CheckServer(ctx, conn, cfg.Source.Slot, cfg.Source.Publication)...)
 
-	tables, _, err := loadEntities(ctx, cfg, conn)
+	tables, entities, err := loadEntities(ctx, cfg, conn)
 	if err != nil {
 		report("entities", err)
 	} else {
@@ -67,6 +69,11 @@ func runCheck(ctx context.Context, path string, flags *pflag.FlagSet, out io.Wri
 		kcl, err := newKafkaClient(cfg, cfg.Kafka.Brokers, nil, nil) // check reports the failure itself
 		if err == nil {
 			err = pingKafka(ctx, kcl, cfg.Kafka.Brokers)
+			if err == nil && entities != nil {
+				// Existing topics must be compacted and take what the
+				// producer sends (kafka.max_message_bytes).
+				err = broker.CheckTopics(ctx, kadm.NewClient(kcl), topicSpecs(cfg, entities))
+			}
 			kcl.Close()
 		}
 		report(fmt.Sprintf("Kafka %v", cfg.Kafka.Brokers), err)
