@@ -211,3 +211,28 @@ func TestEnsureTopicsMaxMessageBytes(t *testing.T) {
 		t.Errorf("existing topic altered: max.message.bytes %q, want 500000", got)
 	}
 }
+
+// CheckTopics (what `check` runs) reports an existing topic's low
+// max.message.bytes and a non-compacted one, and creates nothing.
+func TestCheckTopics(t *testing.T) {
+	t.Parallel()
+	e := startEmbedded(t, EmbeddedConfig{})
+	adm := newAdmin(t, e.Addr())
+	if err := e.Cluster().CreateTopic("small", 1, map[string]string{"cleanup.policy": "compact", "max.message.bytes": "500000"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Cluster().CreateTopic("plain", 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	err := CheckTopics(t.Context(), adm, []TopicSpec{
+		{Name: "small", MaxMessageBytes: 1_048_588}, {Name: "plain", MaxMessageBytes: 100}, {Name: "missing", MaxMessageBytes: 1_048_588},
+	})
+	var ml *MessageLimitError
+	var nc *NotCompactError
+	if errs := unjoin(err); len(errs) != 2 || !errors.As(err, &ml) || ml.Topic != "small" || !errors.As(err, &nc) || nc.Topic != "plain" {
+		t.Fatalf("got %v, want a MessageLimitError for small and a NotCompactError for plain", err)
+	}
+	if n := len(e.Cluster().PartitionInfos("missing")); n != 0 {
+		t.Fatalf("check created topic missing (%d partitions)", n)
+	}
+}
