@@ -26,7 +26,8 @@ type schemaRegistry interface {
 // changed Avro type does not under the default level. On any refusal
 // nothing changes and the error names the table, the columns with their old
 // and new types, and what to do: the source stops before producing a row of
-// the new shape. A shape that changes no exported column registers nothing.
+// the new shape. A changed key schema is always refused (a
+// *registry.KeyChangeError), under any level. A shape that changes no exported column registers nothing.
 // Called on the source's goroutine, like Handle.
 func (p *Pipeline) FollowShape(ctx context.Context, idx int, prev, next *relation.Table, lsn pglogrepl.LSN) (*relation.Table, error) {
 	if idx < 0 || idx >= len(p.entities) {
@@ -47,9 +48,10 @@ func (p *Pipeline) FollowShape(ctx context.Context, idx int, prev, next *relatio
 	}
 	keyID, valueID := e.KeySchemaID, e.ValueSchemaID
 	if ent.KeySchema() != e.Mapping.KeySchema() {
-		if keyID, err = p.register(ctx, e, ent.KeySubject(), ent.KeySchema()); err != nil {
-			return nil, p.refused(where, idx, e, "key", err)
-		}
+		// Never registered, whatever the compatibility level: a new key
+		// schema changes every key's bytes (registry.KeyChangeError).
+		return nil, fmt.Errorf("%s: entity %q: %w. Nothing was produced with it and the change is not confirmed, so every restart stops here again",
+			where, e.Spec.Name, &registry.KeyChangeError{Subject: ent.KeySubject(), ID: e.KeySchemaID})
 	}
 	if ent.ValueSchema() != e.Mapping.ValueSchema() {
 		if valueID, err = p.register(ctx, e, ent.ValueSubject(), ent.ValueSchema()); err != nil {

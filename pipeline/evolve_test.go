@@ -212,3 +212,36 @@ func TestFollowShapeSameAvro(t *testing.T) {
 		t.Errorf("got registrations %v and ids %d/%d, want none and the old ids", reg.calls, p.entities[0].KeySchemaID, p.entities[0].ValueSchemaID)
 	}
 }
+
+// TestFollowShapeRefusesKeyChange: a shape change that changes the key
+// schema (the key column's type) is refused even under compatibility none,
+// registers nothing and says why and the way out.
+func TestFollowShapeRefusesKeyChange(t *testing.T) {
+	t.Parallel()
+	old := accountsTable()
+	retyped := *old
+	retyped.Columns = slices.Clone(old.Columns)
+	retyped.Columns[colID].Type = relation.Type{Kind: relation.Int32, OID: 23, Name: "integer"}
+	reg := &fakeSchemas{}
+	ents := specEntities(t, old, mapping.Spec{Name: "account", Topic: "accounts"})
+	ents[0].Compatibility = registry.LevelNone
+	before := ents[0]
+	p := New(ents, &fakeProducer{}, WithSchemas(reg))
+	_, err := p.FollowShape(t.Context(), 0, old, &retyped, testLSN)
+	var kc *registry.KeyChangeError
+	if !errors.As(err, &kc) || kc.Subject != "accounts-key" || kc.ID != keySchemaID {
+		t.Fatalf("FollowShape: got %v, want a *registry.KeyChangeError for accounts-key, id %d", err, keySchemaID)
+	}
+	for _, w := range []string{"table public.accounts changed at LSN 0/16B3748", `column "id" changed type from bigint to integer`,
+		"every key would get new bytes", "compaction would keep", "new topic", "whatever entities[].compatibility says"} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q does not contain %q", err, w)
+		}
+	}
+	if len(reg.calls) != 0 {
+		t.Errorf("registered %v after a key change, want nothing", reg.calls)
+	}
+	if e := p.entities[0]; e.Mapping != before.Mapping || e.KeySchemaID != before.KeySchemaID {
+		t.Errorf("entity changed after a refused key change")
+	}
+}

@@ -313,7 +313,7 @@ func registerSchemas(ctx context.Context, cfg *config.Config, rcl *sr.Client, ta
 			}
 			entities[i] = e
 		}
-		keyID, err := registry.Evolve(ctx, rcl, e.KeySubject(), e.KeySchema(), level)
+		keyID, err := registry.RegisterKey(ctx, rcl, e.KeySubject(), e.KeySchema())
 		if err != nil {
 			return nil, startupRefused(i, e, err)
 		}
@@ -360,6 +360,10 @@ func keptNullable(ctx context.Context, rcl *sr.Client, subject string, t *relati
 }
 
 func startupRefused(i int, e *mapping.Entity, err error) error {
+	var kc *registry.KeyChangeError
+	if errors.As(err, &kc) {
+		return fmt.Errorf("%s[%d] (%s): the table's key changed since its key schema was registered: %w", config.KeyEntities, i, e.Name(), err)
+	}
 	var inc *registry.IncompatibleError
 	if errors.As(err, &inc) {
 		return fmt.Errorf("entity %s: the table changed incompatibly since its schema was registered: %w. Once the topic's consumers can read the new shape, set %s[%d].compatibility: none (and the subject's compatibility in an external registry to NONE), restart, then set it back; or start the entity over on a new topic (docs/OPERATIONS.md, Incompatible schema changes)",
