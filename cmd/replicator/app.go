@@ -179,6 +179,14 @@ func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, pr
 	if err != nil {
 		return fmt.Errorf("schema registry %s (%s): %w", config.RedactURL(registryURL), config.KeyRegistryURL, err)
 	}
+	keys := pipeline.NewTopicKeys(kopts...)
+	for i, e := range pents {
+		// A registry that moved or lost its data gives the same key
+		// schema another id: every key's bytes would change.
+		if err := keys.CheckKeySchemaID(ctx, e.Mapping.Topic(), e.KeySchemaID); err != nil {
+			return fmt.Errorf("%s[%d] (%s), schema registry %s: %w", config.KeyEntities, i, e.Mapping.Name(), config.RedactURL(registryURL), err)
+		}
+	}
 
 	src, err := source.New(source.Config{
 		URL:            cfg.Source.URL,
@@ -214,7 +222,7 @@ func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, pr
 	defer stop(nil)
 	p := pipeline.New(pents, kcl,
 		pipeline.WithSchemas(registry.NewSchemas(rcl)),
-		pipeline.WithLiveKeys(pipeline.NewTopicKeys(kopts...)),
+		pipeline.WithLiveKeys(keys),
 		pipeline.WithMaxMessageBytes(cfg.Kafka.MaxMessageBytes),
 		pipeline.OnFailure(stop))
 	err = src.Run(runCtx, p)
