@@ -37,6 +37,11 @@ type EmbeddedConfig struct {
 	// Empty keeps everything in memory. One process at a time: a second
 	// registry on the same directory fails to start.
 	DataDir string
+	// Topic, when set, is where registrations are kept on the broker
+	// (see [TopicLog]): replayed before serving, appended to before a
+	// registration is answered; DataDir is then a cache. The registry
+	// closes it.
+	Topic *TopicLog
 }
 
 // Embedded is a Confluent-compatible schema registry served from this
@@ -66,7 +71,9 @@ type Embedded struct {
 	log       *os.File   // the schema log, nil in memory mode
 	size      int64      // bytes of complete records in log
 	persisted map[subjectVersion]bool
-	broken    error // set once persisting failed or the log is closed; registrations then fail
+	local     []logRecord // the log's versions as replayed at start, in order
+	topic     *TopicLog   // nil: data_dir only
+	broken    error       // set once persisting failed or the log is closed; registrations then fail
 
 	truncated *Truncation
 }
@@ -79,7 +86,14 @@ type Embedded struct {
 // after the highest one seen. A torn last line, left by a crash in the
 // middle of an unacknowledged registration, is cut off and reported by
 // [Embedded.Truncated]; any other corrupt line fails the start.
-func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
+func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (_ *Embedded, err error) {
+	if cfg.Topic != nil {
+		defer func() {
+			if err != nil {
+				cfg.Topic.Close() // ours from now on, even when the start fails
+			}
+		}()
+	}
 	if cfg.Listen == "" {
 		cfg.Listen = DefaultEmbeddedListen
 	}
@@ -97,6 +111,13 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 	}
 	if cfg.DataDir != "" {
 		if err := e.openLog(cfg.DataDir); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Topic != nil {
+		e.topic = cfg.Topic
+		if err := e.syncTopic(ctx, cfg.Topic); err != nil {
+			e.closeLog()
 			return nil, err
 		}
 	}
@@ -169,7 +190,7 @@ func (e *Embedded) openLog(dir string) (err error) {
 			return fmt.Errorf("registry schema log: %w", err)
 		}
 	}
-	e.log, e.size, e.persisted, e.truncated = f, r.size, r.persisted, r.truncated
+	e.log, e.size, e.persisted, e.truncated, e.local = f, r.size, r.persisted, r.truncated, r.records
 	return nil
 }
 
@@ -197,8 +218,13 @@ func (e *Embedded) Close(ctx context.Context) error {
 	return errors.Join(err, e.serveErr, e.closeLog())
 }
 
-// closeLog closes the schema log, if open. Callers hold e.mu or own e.
+// closeLog closes the schema log and topic, if open. Callers hold e.mu
+// or own e.
 func (e *Embedded) closeLog() error {
+	if e.topic != nil {
+		e.topic.Close()
+		e.topic = nil
+	}
 	if e.log == nil {
 		return nil
 	}
@@ -244,9 +270,17 @@ func (e *Embedded) handleRegister(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnprocessableEntity, sr.ErrInvalidSchema.Code, err.Error())
 		return
 	}
+	rec := logRecord{Subject: subject, Version: version, ID: id, Schema: s}
 	if e.log != nil && !e.persisted[subjectVersion{subject, version}] {
-		if err := e.appendRecord(logRecord{Subject: subject, Version: version, ID: id, Schema: s}); err != nil {
+		if err := e.appendRecord(rec); err != nil {
 			writeError(w, http.StatusInternalServerError, sr.ErrStoreError.Code, "persist schema: "+err.Error())
+			return
+		}
+	}
+	if e.topic != nil && !e.topic.has(subjectVersion{subject, version}) {
+		if err := e.topic.append(r.Context(), rec); err != nil {
+			e.broken = fmt.Errorf("schemas topic write failed, restart the registry: %w", err)
+			writeError(w, http.StatusInternalServerError, sr.ErrStoreError.Code, "persist schema: "+e.broken.Error())
 			return
 		}
 	}

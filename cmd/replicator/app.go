@@ -137,23 +137,30 @@ func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, pr
 		brokers, dial = []string{emb.Addr()}, emb.DialContext
 		log.Info("embedded Kafka broker listening", "addr", emb.Addr(), "data_dir", filepath.Join(cfg.DataDir, "kafka"))
 	}
+	kopts, err := kafkaOptions(cfg, brokers, dial)
+	if err != nil {
+		return err
+	}
 	registryURL := cfg.Registry.URL
 	if cfg.EmbeddedRegistry() {
+		// The registry keeps its schemas on the broker it serves: a lost
+		// data_dir must not number them again (an id would then mean two
+		// schemas for the topics' lifetime).
+		topic, err := registry.OpenTopicLog(ctx, int16(cfg.Kafka.ReplicationFactor), kopts...)
+		if err != nil {
+			return fmt.Errorf("start embedded registry: %w (check %s)", err, config.KeyKafkaBrokers)
+		}
 		reg, err := registry.StartEmbedded(ctx, registry.EmbeddedConfig{
 			Listen:  cfg.Registry.Listen,
 			DataDir: filepath.Join(cfg.DataDir, "registry"),
+			Topic:   topic,
 		})
 		if err != nil {
 			return fmt.Errorf("start embedded registry (%s): %w", config.KeyRegistryListen, err)
 		}
 		defer reg.Close(context.WithoutCancel(ctx))
 		registryURL = reg.URL()
-		log.Info("embedded schema registry listening", "url", registryURL)
-	}
-
-	kopts, err := kafkaOptions(cfg, brokers, dial)
-	if err != nil {
-		return err
+		log.Info("embedded schema registry listening", "url", registryURL, "schemas_topic", registry.SchemasTopic)
 	}
 	kcl, err := newKafkaClient(cfg, brokers, dial, log)
 	if err != nil {
