@@ -38,11 +38,18 @@ func (p *Pipeline) FollowShape(ctx context.Context, idx int, prev, next *relatio
 	if d := describeChange(prev, next); d != "" {
 		where += " (" + d + ")"
 	}
-	table, err := mapping.ApplyOverrides(*next, e.Spec.AsString)
+	// An as_string: column this shape lacks is not an error here: the
+	// stream replays shapes from before the column was added (the advice
+	// for an added unsupported column is to list it there) or after it
+	// was dropped. A name that exists in no shape is caught at start-up,
+	// against the catalog.
+	spec := e.Spec
+	spec.AsString = presentColumns(next, e.Spec.AsString)
+	table, err := mapping.ApplyOverrides(*next, spec.AsString)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w: remove it from as_string: of entity %q and restart (see docs/OPERATIONS.md, Schema changes)", where, err, e.Spec.Name)
+		return nil, fmt.Errorf("%s: %w", where, err)
 	}
-	ent, err := mapping.NewEntity(e.Spec, &table, e.Options)
+	ent, err := mapping.NewEntity(spec, &table, e.Options)
 	if err != nil {
 		return nil, fmt.Errorf("%s: entity %q no longer maps onto the table: %w; change its configuration to match the new table and restart: the change is replayed (see docs/OPERATIONS.md, Schema changes)", where, e.Spec.Name, err)
 	}
@@ -63,6 +70,17 @@ func (p *Pipeline) FollowShape(ctx context.Context, idx int, prev, next *relatio
 	// added column outside columns: may have any type.
 	ent.MarkUnused(&table)
 	return &table, nil
+}
+
+// presentColumns are the names in names that t has, in order.
+func presentColumns(t *relation.Table, names []string) []string {
+	var out []string
+	for _, n := range names {
+		if _, _, ok := t.Column(n); ok {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 func (p *Pipeline) register(ctx context.Context, e *Entity, subject, schema string) (int, error) {
