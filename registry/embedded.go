@@ -278,7 +278,9 @@ func (e *Embedded) handleRegister(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if e.topic != nil && !e.topic.has(subjectVersion{subject, version}) {
-		if err := e.topic.append(r.Context(), rec); err != nil {
+		// Not canceled with the request: a client giving up must not
+		// leave the registry read-only.
+		if err := e.topic.append(context.WithoutCancel(r.Context()), rec); err != nil {
 			e.broken = fmt.Errorf("schemas topic write failed, restart the registry: %w", err)
 			writeError(w, http.StatusInternalServerError, sr.ErrStoreError.Code, "persist schema: "+e.broken.Error())
 			return
