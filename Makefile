@@ -9,8 +9,14 @@ GO ?= go
 test:
 	$(GO) vet ./... && $(GO) test -race -tags e2e -count=1 -timeout 20m ./...
 
+# Stamped into `replicator --version`; the commit comes from the VCS
+# information `go build` embeds (-buildvcs, off in some environments' GOFLAGS).
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+BUILD_DATE ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+BIN ?= bin/replicator
+
 build:
-	$(GO) build -o bin/replicator ./cmd/replicator
+	$(GO) build -buildvcs=auto -ldflags "-X main.version=$(VERSION) -X main.buildDate=$(BUILD_DATE)" -o $(BIN) ./cmd/replicator
 
 demo:
 	$(GO) run ./cmd/replicator demo

@@ -133,6 +133,13 @@ func (h *harness) startReplicator(rr replicatorRun) (*replicatorProc, error) {
 	if h.opts.linger > 0 {
 		cfg["kafka"].(map[string]any)["linger"] = h.opts.linger.String()
 	}
+	if h.opts.metrics {
+		metricsListen, err := freeAddr()
+		if err != nil {
+			return nil, err
+		}
+		cfg["metrics"] = map[string]any{"listen": metricsListen}
+	}
 	// JSON is YAML: no YAML encoder needed.
 	b, err := json.MarshalIndent(cfg, "", "  ")
 	if err != nil {

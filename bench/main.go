@@ -47,6 +47,7 @@ type options struct {
 	note     string        // added to the report's header
 	profile  string        // directory for pprof profiles of every replicator run; "" for none
 	linger   time.Duration // kafka.linger of every replicator run (0: its default)
+	metrics  bool          // metrics.listen on in every replicator run
 	names    []string
 }
 
@@ -63,6 +64,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.keep, "keep", false, "keep the scratch directory: logs and broker data of every run")
 	fs.StringVar(&o.profile, "profile", "", "write CPU and allocation profiles of every `replicator run` into DIR/<run> (its --profile-dir)")
 	fs.DurationVar(&o.linger, "linger", 0, "set kafka.linger of every `replicator run` (default: replicator's own default)")
+	fs.BoolVar(&o.metrics, "metrics", false, "run every `replicator run` with metrics.listen on a free loopback port (the metrics-on comparison; nothing scrapes it)")
 	fs.StringVar(&o.note, "note", "", "a sentence to add to the report's header (e.g. why the run is scaled)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: go run ./bench [flags] [name...]\n\nnames: stream, latency (latency-1k, latency-10k), large-txn, snapshot; default all of these.\nlean-reader (only when named): the stream backlog read by the bare reader and by a leaner one\n\nflags:")

@@ -86,12 +86,16 @@ type Config struct {
 	Kafka    KafkaConfig    `mapstructure:"kafka"`
 	Registry RegistryConfig `mapstructure:"registry"`
 	Entities []Entity       `mapstructure:"entities"`
+	Metrics  MetricsConfig  `mapstructure:"metrics"`
 }
 
 // LogConfig selects the slog handler.
 type LogConfig struct {
 	Level  string `mapstructure:"level"`  // debug|info|warn|error, default info
 	Format string `mapstructure:"format"` // text|json, default text
+	// StatsInterval is the period of the "streaming stats" line while
+	// streaming; 0 turns it off. Default 1m, at least 1s.
+	StatsInterval time.Duration `mapstructure:"stats_interval"`
 }
 
 // SourceConfig is the PostgreSQL side.

@@ -76,6 +76,7 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault(KeyRegistryUser, "")
 	v.SetDefault(KeyRegistryPassword, "")
 	v.SetDefault(KeyRegistryCA, "")
+	setOpsDefaults(v)
 }
 
 // Load reads the YAML file at path (optional: "" means defaults, env and

@@ -126,6 +126,7 @@ func (c *Config) Validate() error {
 		bad(KeyRegistryListen, "%q is not host:port", c.Registry.Listen)
 	}
 	errs = append(errs, c.validateEntities()...)
+	errs = append(errs, c.validateOps()...)
 	return errors.Join(errs...)
 }
 

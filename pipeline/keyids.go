@@ -103,4 +103,3 @@ func (r *TopicKeys) CheckKeySchemaID(ctx context.Context, topic string, keyID in
 	}
 	return nil
 }
-

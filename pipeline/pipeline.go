@@ -92,6 +92,9 @@ type Pipeline struct {
 	inFlight atomic.Int64
 	settled  chan struct{}
 
+	counters    counters // for Stats
+	bufferLimit int64    // the producer's buffer size; 0: unknown (WithBufferLimit)
+
 	pairs   sync.Pool                // *pairAck for key changes
 	promise func(*kgo.Record, error) // p.produced, made once
 
@@ -162,7 +165,7 @@ func WithStopGrace(d time.Duration) Option { return func(p *Pipeline) { p.stopGr
 // source's TableIndex; the pipeline owns the slice from now on (a shape
 // change replaces its elements).
 func New(entities []Entity, prod producer, opts ...Option) *Pipeline {
-	p := &Pipeline{entities: entities, prod: prod, settled: make(chan struct{}, 1), stopGrace: DefaultStopGrace}
+	p := &Pipeline{entities: entities, prod: prod, settled: make(chan struct{}, 1), stopGrace: DefaultStopGrace, counters: newCounters(len(entities))}
 	p.pairs.New = func() any { return new(pairAck) }
 	p.promise = p.produced
 	for _, o := range opts {
@@ -211,6 +214,7 @@ func (p *Pipeline) handle(ctx context.Context, c *source.Change, ack acker) erro
 			return err
 		}
 		p.produce(ctx, r, ack)
+		p.count(c.TableIndex, c.Op, 1)
 	case source.OpUpdate:
 		r, err := p.upsert(e, c, headers)
 		if err != nil {
@@ -233,10 +237,13 @@ func (p *Pipeline) handle(ctx context.Context, c *source.Change, ack acker) erro
 				pair.pool = &p.pairs
 				p.produce(ctx, p.tombstone(e, oldKey, headers), pair)
 				p.produce(ctx, r, pair)
+				p.count(c.TableIndex, source.OpDelete, 1)
+				p.count(c.TableIndex, source.OpUpdate, 1)
 				return nil
 			}
 		}
 		p.produce(ctx, r, ack)
+		p.count(c.TableIndex, source.OpUpdate, 1)
 	case source.OpDelete:
 		if c.Old == nil {
 			return fmt.Errorf("delete from %s at LSN %s: PostgreSQL sent no old key (REPLICA IDENTITY NOTHING?): set REPLICA IDENTITY DEFAULT or FULL", c.Table.QualifiedName(), c.LSN)
@@ -246,6 +253,7 @@ func (p *Pipeline) handle(ctx context.Context, c *source.Change, ack acker) erro
 			return err
 		}
 		p.produce(ctx, p.tombstone(e, key, headers), ack)
+		p.count(c.TableIndex, source.OpDelete, 1)
 	default:
 		return fmt.Errorf("change for %s: unknown op %d", c.Table.QualifiedName(), c.Op)
 	}
@@ -325,7 +333,10 @@ func (p *Pipeline) produce(ctx context.Context, r *outRecord, a acker) {
 	pctx := p.produceContext(ctx)
 	r.receipt = receipt{Context: pctx, ack: a}
 	r.Record.Context = &r.receipt
-	p.inFlight.Add(1)
+	if n := p.inFlight.Add(1); p.bufferLimit > 0 && n > p.bufferLimit {
+		p.produceTimed(pctx, &r.Record)
+		return
+	}
 	p.prod.Produce(pctx, &r.Record, p.promise)
 }
 
@@ -339,8 +350,10 @@ func (p *Pipeline) produced(r *kgo.Record, err error) {
 		// failure.
 		p.abandoned.Store(true)
 	case err != nil:
+		p.counters.failed.Add(1)
 		p.fail(p.produceError(r, err))
 	default:
+		p.counters.acked.Add(1)
 		r.Context.(*receipt).ack.Done()
 	}
 	if p.inFlight.Add(-1) == 0 {

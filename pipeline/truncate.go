@@ -70,6 +70,7 @@ func (p *Pipeline) truncate(ctx context.Context, c *source.Change, ack acker) er
 	for k := range live {
 		p.produce(ctx, p.tombstone(e, []byte(k), headers), all)
 	}
+	p.count(c.TableIndex, source.OpDelete, uint64(len(live)))
 	return p.Err()
 }
 

@@ -131,5 +131,6 @@ func (a Ack) Done() {
 type txnMark struct {
 	pending atomic.Int64
 	end     pglogrepl.LSN // written before sealed is set
+	commit  int64         // UnixNano commit time from BEGIN, for Stats; 0 for a snapshot
 	sealed  atomic.Bool
 }

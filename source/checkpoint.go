@@ -103,6 +103,15 @@ func (c *checkpoint) skipTo(lsn pglogrepl.LSN) {
 	}
 }
 
+// oldestCommit is the commit time (UnixNano) of the oldest transaction
+// not yet confirmed that holds a slot, 0 when none does.
+func (c *checkpoint) oldestCommit() int64 {
+	if len(c.queue) == 0 {
+		return 0
+	}
+	return c.queue[0].commit
+}
+
 // inFlight is the number of transactions not yet confirmed that hold a
 // slot, and the open one.
 func (c *checkpoint) inFlight() int {

@@ -171,6 +171,7 @@ func (s *Source) snapshot(ctx context.Context, conn *pgx.Conn, snapshotName stri
 		estimates[i] = n
 	}
 	prog := newProgress(names, estimates, s.log, s.cfg.Progress)
+	s.stats.snapshotStarted(prog)
 
 	// Largest first, so the last table to finish is a small one.
 	order := make([]int, len(s.tables))

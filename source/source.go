@@ -81,6 +81,7 @@ type Source struct {
 	tables []relation.Table
 	byName map[string]int
 	log    *slog.Logger
+	stats  *Stats
 }
 
 // New validates the configuration. tables are the configured tables as the
@@ -121,7 +122,7 @@ func New(cfg Config, tables []relation.Table) (*Source, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Source{cfg: cfg, tables: tables, byName: map[string]int{}, log: cfg.Logger}
+	s := &Source{cfg: cfg, tables: tables, byName: map[string]int{}, log: cfg.Logger, stats: &Stats{}}
 	for i, t := range tables {
 		s.byName[t.Schema+"."+t.Name] = i
 	}
@@ -199,6 +200,7 @@ func (s *Source) Run(ctx context.Context, h Handler) error {
 			return fmt.Errorf("source unreachable for %v after %d attempts, giving up (source.reconnect.give_up_after): %w",
 				time.Since(lostAt).Round(time.Second), attempt-1, err)
 		}
+		s.stats.reconnects.Add(1)
 		wait := rc.delay(attempt, randomJitter())
 		if isSlotInUse(err) && !streamed {
 			// Waiting out a slot held at start: the last look is when the
@@ -233,6 +235,7 @@ type session struct {
 // (A slot created since has a consistent point beyond any LSN seen before
 // it, so max never skips a new slot's changes.)
 func (s *Source) session(ctx context.Context, h Handler, resume pglogrepl.LSN, sess *session) error {
+	defer s.stats.setPhase(PhaseStarting) // until the next session streams
 	conn, err := Connect(ctx, s.cfg.URL)
 	if err != nil {
 		return s.setupFailed(ctx, err)

@@ -45,6 +45,8 @@ type stream struct {
 	serverEnd  pglogrepl.LSN // newest server WAL end seen in a keepalive
 	reported   pglogrepl.LSN // last LSN sent in a status update
 	nextStatus time.Time
+	nextStats  time.Time // next publishStats
+	rowsSeen   uint64    // row changes handed over since the last publishStats
 	change     Change
 	rows       rowParser    // row messages, parsed without allocating
 	deadline   readDeadline // bounds each receive (see armReceive)
@@ -70,6 +72,7 @@ func (st *stream) run(ctx context.Context, start pglogrepl.LSN) error {
 	st.reported = start
 	st.guard.confirmed(start)
 	st.nextStatus = time.Now().Add(s.cfg.StatusInterval)
+	s.stats.streaming(st, start)
 	gctx, stopGuard := context.WithCancel(ctx)
 	var guardDone sync.WaitGroup
 	guardDone.Go(func() { st.guard.run(gctx, st.repl, s.cfg.StatusInterval, s.log) })
@@ -83,6 +86,9 @@ func (st *stream) run(ctx context.Context, start pglogrepl.LSN) error {
 			return st.shutdown(ctx)
 		}
 		now := time.Now() // once per message: reading the clock shows in the profile
+		if !now.Before(st.nextStats) {
+			st.publishStats(now)
+		}
 		if !now.Before(st.nextStatus) {
 			if err := st.sendStatus(ctx); err != nil {
 				return err
@@ -220,6 +226,7 @@ func (st *stream) shutdown(ctx context.Context) error {
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
 	defer cancel()
 	flushErr := st.h.Flush(fctx)
+	st.publishStats(time.Now())
 	lsn := st.cp.advance()
 	if err := pglogrepl.SendStandbyStatusUpdate(fctx, st.repl, pglogrepl.StandbyStatusUpdate{WALWritePosition: lsn}); err != nil {
 		return errors.Join(flushErr, fmt.Errorf("send final standby status: %w", err))
@@ -247,6 +254,7 @@ func (st *stream) walData(ctx context.Context, data []byte) error {
 	case *pglogrepl.BeginMessage:
 		st.txn = st.cp.begin()
 		st.txnLSN, st.txnTime, st.txnXID = m.FinalLSN, m.CommitTime, m.Xid
+		st.txn.commit = m.CommitTime.UnixNano()
 	case *pglogrepl.CommitMessage:
 		if st.txn == nil {
 			return errors.New("pgoutput: COMMIT without BEGIN")
@@ -300,6 +308,7 @@ func (st *stream) row(ctx context.Context, op Op, relID uint32, oldTuple, newTup
 		}
 	}
 	c.Ack = st.cp.track(st.txn)
+	st.rowsSeen++
 	return st.h.Handle(ctx, c)
 }
 

@@ -94,7 +94,7 @@ func entitySpec(e config.Entity) mapping.Spec {
 //
 // progress, when not nil (a terminal), gets the snapshot's progress bar
 // instead of periodic log lines.
-func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, progress io.Writer, ready func(endpoints)) error {
+func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, progress io.Writer, ready func(endpoints), obs *observed) error {
 	conn, err := source.Connect(ctx, cfg.Source.URL)
 	if err != nil {
 		return err
@@ -186,6 +186,7 @@ func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, pr
 	if err != nil {
 		return fmt.Errorf("schema registry %s (%s): %w", config.RedactURL(registryURL), config.KeyRegistryURL, err)
 	}
+	obs.schemas.Add(2 * len(pents)) // a key and a value schema each
 	keys := pipeline.NewTopicKeys(kopts...)
 	for i, e := range pents {
 		// A registry that moved or lost its data gives the same key
@@ -227,13 +228,15 @@ func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, pr
 	// the next change of that table or a stop.
 	runCtx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
-	p := pipeline.New(pents, kcl,
-		pipeline.WithSchemas(registry.NewSchemas(rcl)),
+	pipe := pipeline.New(pents, kcl,
+		pipeline.WithSchemas(obs.schemas.Wrap(registry.NewSchemas(rcl))),
 		pipeline.WithLiveKeys(keys),
+		pipeline.WithBufferLimit(cfg.Kafka.MaxBufferedRecords),
 		pipeline.WithMaxMessageBytes(cfg.Kafka.MaxMessageBytes),
 		pipeline.OnFailure(stop))
-	err = src.Run(runCtx, p)
-	if perr := p.Err(); perr != nil {
+	obs.attach(src, pipe, entities)
+	err = src.Run(runCtx, pipe)
+	if perr := pipe.Err(); perr != nil {
 		// The source stopped because of it (or saw it while flushing):
 		// this is the error to report, not the stop it caused.
 		return perr

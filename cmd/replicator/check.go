@@ -85,6 +85,9 @@ func runCheck(ctx context.Context, path string, flags *pflag.FlagSet, out io.Wri
 	} else {
 		report("schema registry: embedded on " + cfg.Registry.Listen)
 	}
+	if cfg.Metrics.Listen != "" {
+		report("metrics: /metrics, /healthz and /readyz on " + cfg.Metrics.Listen + " (" + config.KeyMetricsListen + ")")
+	}
 	if len(problems) > 0 {
 		fmt.Fprintf(out, "%d problem(s) found\n", len(problems))
 		return exitError{msg: "check failed"}

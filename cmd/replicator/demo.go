@@ -114,7 +114,7 @@ func runDemo(ctx context.Context, opts demoOptions, stdout, stderr io.Writer) er
 	readyCh := make(chan endpoints, 1)
 	fmt.Fprintln(stdout, "==> starting replicator (embedded Kafka broker and schema registry)")
 	g.Go(func() error {
-		return runReplicator(gctx, cfg, log, nil, func(e endpoints) { readyCh <- e })
+		return runObserved(gctx, cfg, log, nil, func(e endpoints) { readyCh <- e })
 	})
 	var ep endpoints
 	select {

@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/replicator/replicator/config"
 	"github.com/spf13/cobra"
 )
@@ -45,7 +46,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Short:         "Stream PostgreSQL tables into compacted Kafka entity topics",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       currentVersion().String(),
 	}
+	root.SetVersionTemplate("{{.Version}}\n")
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
@@ -77,7 +80,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			if err != nil {
 				return err
 			}
-			return runReplicator(cmd.Context(), cfg, log, terminal(stderr), nil)
+			return reportFatal(cfg.Log, log, runObserved(cmd.Context(), cfg, log, terminal(stderr), nil))
 		},
 	}
 	// Hidden: a diagnostic for developers, not a setting (docs/OPERATIONS.md).
@@ -108,6 +111,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			},
 		},
 		newDemoCommand(stdout, stderr),
+		newVersionCommand(stdout),
+		newStatusCommand(stdout),
 	)
 	err := root.ExecuteContext(ctx)
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
@@ -116,14 +121,36 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return err
 }
 
+// reportFatal logs the error that ends a long-running command when the log
+// is JSON, so that every line the process writes is JSON, and returns it as
+// already reported; in text format main prints it as before.
+func reportFatal(c config.LogConfig, log *slog.Logger, err error) error {
+	if err == nil || c.Format != "json" || errors.Is(err, context.Canceled) {
+		return err
+	}
+	log.Error("replicator stopped", "error", err.Error())
+	return exitError{msg: err.Error()}
+}
+
 func newLogger(w io.Writer, c config.LogConfig) *slog.Logger {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(c.Level)) // validated by config
-	opts := &slog.HandlerOptions{Level: level}
+	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: lsnAsText}
 	if c.Format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// lsnAsText prints every LSN in PostgreSQL's X/Y form: the text handler
+// would (LSN is a Stringer), the JSON handler would print the number.
+func lsnAsText(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindAny {
+		if lsn, ok := a.Value.Any().(pglogrepl.LSN); ok {
+			a.Value = slog.StringValue(lsn.String())
+		}
+	}
+	return a
 }
 
 // terminal returns w when it is a terminal (a character device), for

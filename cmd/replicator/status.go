@@ -1,0 +1,324 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/replicator/replicator/config"
+	"github.com/replicator/replicator/source"
+	"github.com/spf13/cobra"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Defaults of status's thresholds.
+const (
+	defaultMaxRetainedWAL = 1 << 30   // 1 GiB kept by an inactive slot
+	defaultMaxLagBytes    = 256 << 20 // 256 MiB behind the server
+	statusKafkaTimeout    = 10 * time.Second
+)
+
+// statusReport is what `replicator status` prints (and --json encodes).
+type statusReport struct {
+	Slot       slotReport        `json:"slot"`
+	Snapshot   *snapshotReport   `json:"snapshot"`
+	Topics     []topicReport     `json:"topics"`
+	KafkaError string            `json:"kafka_error,omitempty"`
+	ReadModels []readModelReport `json:"read_models"`
+	// Attention lists what needs an operator; status exits non-zero when
+	// it is not empty.
+	Attention []string `json:"attention"`
+}
+
+type slotReport struct {
+	Name         string `json:"name"`
+	Exists       bool   `json:"exists"`
+	Active       bool   `json:"active"`
+	ActivePID    int    `json:"active_pid,omitempty"`
+	ConfirmedLSN string `json:"confirmed_lsn,omitempty"`
+	CurrentLSN   string `json:"current_wal_lsn,omitempty"`
+	RetainedWAL  uint64 `json:"retained_wal_bytes"`
+	LagBytes     uint64 `json:"lag_bytes"`
+	WALStatus    string `json:"wal_status,omitempty"`
+	SourceError  string `json:"error,omitempty"`
+}
+
+type snapshotReport struct {
+	Complete      bool      `json:"complete"`
+	ConsistentLSN string    `json:"consistent_lsn"`
+	StartedAt     time.Time `json:"started_at"`
+	CompletedAt   time.Time `json:"completed_at,omitzero"`
+	Rows          int64     `json:"rows"`
+	Tables        []string  `json:"tables,omitempty"`
+	StateFile     string    `json:"state_file"`
+}
+
+type topicReport struct {
+	Entity     string  `json:"entity"`
+	Topic      string  `json:"topic"`
+	EndOffsets []int64 `json:"end_offsets"` // by partition
+	Records    int64   `json:"records"`     // sum of end offsets: records ever written
+	Error      string  `json:"error,omitempty"`
+}
+
+// readModelReport is one read model's stored offsets against the topic's
+// end offsets: filled by readModelStatus once the sink exists.
+type readModelReport struct {
+	Name   string  `json:"name"`
+	Topic  string  `json:"topic"`
+	Stored []int64 `json:"stored_offsets"`
+	Lag    int64   `json:"lag_records"`
+}
+
+// readModelStatus is the extension point for the sink's read models: it
+// will read each read model's stored offsets (kept by the sink in its
+// target database, in the same transaction as the rows) and compare them
+// with topics' end offsets. The sink is not built yet, so there are none
+// to read; this returns nothing rather than pretend.
+func readModelStatus(context.Context, *config.Config, []topicReport) ([]readModelReport, error) {
+	return nil, nil
+}
+
+func newStatusCommand(stdout io.Writer) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show the slot, snapshot state and topics without touching the running replicator; exit 1 if something needs attention",
+		Long: `status reads, without touching a running replicator: the replication slot
+from pg_replication_slots (active, confirmed LSN, retained WAL, lag), the
+snapshot state in data_dir, and the end offsets of the entity topics. It exits
+with status 1 when something needs attention: the slot is missing after a
+completed snapshot, its WAL is lost, it is inactive while keeping more WAL than
+--max-retained-wal-bytes, or it is more than --max-lag-bytes behind.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			path, _ := cmd.Flags().GetString("config")
+			cfg, err := config.Load(path, cmd.Flags())
+			if err != nil {
+				return fmt.Errorf("invalid configuration:\n%w", err)
+			}
+			asJSON, _ := cmd.Flags().GetBool("json")
+			maxRetained, _ := cmd.Flags().GetUint64("max-retained-wal-bytes")
+			maxLag, _ := cmd.Flags().GetUint64("max-lag-bytes")
+			rep := collectStatus(cmd.Context(), cfg, maxRetained, maxLag)
+			if asJSON {
+				enc := json.NewEncoder(stdout)
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(rep); err != nil {
+					return err
+				}
+			} else if err := printStatus(stdout, rep); err != nil {
+				return err
+			}
+			if len(rep.Attention) > 0 {
+				return exitError{msg: "status: needs attention"}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().Bool("json", false, "print JSON instead of a table")
+	cmd.Flags().Uint64("max-retained-wal-bytes", defaultMaxRetainedWAL, "an inactive slot keeping more WAL than this needs attention")
+	cmd.Flags().Uint64("max-lag-bytes", defaultMaxLagBytes, "a slot whose confirmed LSN is more than this behind the server's WAL needs attention")
+	return cmd
+}
+
+// collectStatus gathers the report; what cannot be read is reported in it,
+// not returned, so the rest is still shown.
+func collectStatus(ctx context.Context, cfg *config.Config, maxRetained, maxLag uint64) statusReport {
+	rep := statusReport{Slot: slotReport{Name: cfg.Source.Slot}, Topics: []topicReport{}, ReadModels: []readModelReport{}, Attention: []string{}}
+	attention := func(format string, a ...any) { rep.Attention = append(rep.Attention, fmt.Sprintf(format, a...)) }
+
+	state, haveState, err := source.ReadSnapshotState(filepath.Join(cfg.DataDir, "source"), cfg.Source.Slot)
+	switch {
+	case err != nil:
+		attention("snapshot state: %v", err)
+	case haveState:
+		rep.Snapshot = &snapshotReport{
+			Complete: state.Complete, ConsistentLSN: state.ConsistentLSN.String(), StartedAt: state.CreatedAt,
+			CompletedAt: state.CompletedAt, Rows: state.Rows, Tables: state.Tables, StateFile: state.Path,
+		}
+	}
+
+	slot, err := readSlot(ctx, cfg)
+	if err != nil {
+		rep.Slot.SourceError = err.Error()
+		attention("source %s: %v", config.KeySourceURL, err)
+	} else {
+		rep.Slot = slotReport{
+			Name: slot.Name, Exists: slot.Exists, Active: slot.Active, ActivePID: slot.ActivePID,
+			RetainedWAL: slot.RetainedBytes(), LagBytes: slot.LagBytes(), WALStatus: slot.WALStatus,
+		}
+		if slot.Exists {
+			rep.Slot.ConfirmedLSN, rep.Slot.CurrentLSN = slot.ConfirmedLSN.String(), slot.CurrentLSN.String()
+		}
+		switch {
+		case !slot.Exists && haveState && state.Complete:
+			attention("replication slot %s is gone although its snapshot completed: the next start creates it again and redoes the initial snapshot (records repeat); if that is not expected, find out who dropped it", slot.Name)
+		case slot.WALStatus == "lost":
+			attention("replication slot %s has lost WAL it needed (wal_status lost): it cannot stream any more; drop it (SELECT pg_drop_replication_slot('%s')) and delete %s so the next start takes a new snapshot", slot.Name, slot.Name, filepath.Join(cfg.DataDir, "source", "slot-"+slot.Name+".json"))
+		case slot.Exists && !slot.Active && slot.RetainedBytes() > maxRetained:
+			attention("replication slot %s is inactive and keeps %s of WAL on the server (over --max-retained-wal-bytes %s): start replicator, or drop the slot if it is abandoned, before the disk fills", slot.Name, bytesText(slot.RetainedBytes()), bytesText(maxRetained))
+		}
+		if slot.Exists && slot.LagBytes() > maxLag {
+			attention("replication slot %s is %s behind the server's WAL (over --max-lag-bytes %s)", slot.Name, bytesText(slot.LagBytes()), bytesText(maxLag))
+		}
+	}
+
+	rep.Topics, err = topicEnds(ctx, cfg)
+	if err != nil {
+		// Not by itself a problem: the embedded broker only runs inside
+		// `replicator run`.
+		rep.KafkaError = err.Error()
+	}
+	models, err := readModelStatus(ctx, cfg, rep.Topics)
+	if err != nil {
+		attention("read models: %v", err)
+	}
+	rep.ReadModels = append(rep.ReadModels, models...)
+	return rep
+}
+
+func readSlot(ctx context.Context, cfg *config.Config) (source.SlotStatus, error) {
+	conn, err := source.Connect(ctx, cfg.Source.URL)
+	if err != nil {
+		return source.SlotStatus{}, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	return source.ReadSlotStatus(ctx, conn, cfg.Source.Slot)
+}
+
+// topicEnds lists the end offsets of every entity topic, from the
+// configured brokers or the embedded broker's address (reachable only
+// while `replicator run` is up).
+func topicEnds(ctx context.Context, cfg *config.Config) ([]topicReport, error) {
+	out := []topicReport{}
+	brokers := cfg.Kafka.Brokers
+	if cfg.EmbeddedKafka() {
+		brokers = []string{cfg.Kafka.Listen}
+	}
+	opts, err := kafkaOptions(cfg, brokers, nil)
+	if err != nil {
+		return out, err
+	}
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return out, fmt.Errorf("kafka client: %w", err)
+	}
+	defer cl.Close()
+	kctx, cancel := context.WithTimeout(ctx, statusKafkaTimeout)
+	defer cancel()
+	if err := cl.Ping(kctx); err != nil {
+		if cfg.EmbeddedKafka() {
+			return out, fmt.Errorf("the embedded broker at %s (%s) does not answer: it runs only inside `replicator run`", cfg.Kafka.Listen, config.KeyKafkaListen)
+		}
+		return out, fmt.Errorf("no broker of %s %v answers: %w", config.KeyKafkaBrokers, brokers, err)
+	}
+	names := make([]string, len(cfg.Entities))
+	for i, e := range cfg.Entities {
+		names[i] = e.Topic
+	}
+	ends, err := kadm.NewClient(cl).ListEndOffsets(kctx, names...)
+	if err != nil {
+		return out, fmt.Errorf("list end offsets: %w", err)
+	}
+	for _, e := range cfg.Entities {
+		tr := topicReport{Entity: e.Name, Topic: e.Topic, EndOffsets: []int64{}}
+		parts := ends[e.Topic]
+		for p := int32(0); p < int32(len(parts)); p++ {
+			o, ok := parts[p]
+			if !ok {
+				continue
+			}
+			if o.Err != nil {
+				tr.Error = o.Err.Error()
+				continue
+			}
+			tr.EndOffsets = append(tr.EndOffsets, o.Offset)
+			tr.Records += o.Offset
+		}
+		if len(parts) == 0 && tr.Error == "" {
+			tr.Error = "topic does not exist"
+		}
+		out = append(out, tr)
+	}
+	return out, nil
+}
+
+func printStatus(w io.Writer, rep statusReport) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	s := rep.Slot
+	switch {
+	case s.SourceError != "":
+		fmt.Fprintf(tw, "slot\t%s\tunknown: %s\n", s.Name, s.SourceError)
+	case !s.Exists:
+		fmt.Fprintf(tw, "slot\t%s\tdoes not exist\n", s.Name)
+	default:
+		state := "inactive (no replicator streams from it)"
+		if s.Active {
+			state = fmt.Sprintf("active (walsender pid %d)", s.ActivePID)
+		}
+		fmt.Fprintf(tw, "slot\t%s\t%s\n", s.Name, state)
+		fmt.Fprintf(tw, "\tconfirmed LSN\t%s (server WAL at %s)\n", s.ConfirmedLSN, s.CurrentLSN)
+		fmt.Fprintf(tw, "\tlag\t%s\n", bytesText(s.LagBytes))
+		fmt.Fprintf(tw, "\tretained WAL\t%s\n", bytesText(s.RetainedWAL))
+		if s.WALStatus != "" {
+			fmt.Fprintf(tw, "\twal_status\t%s\n", s.WALStatus)
+		}
+	}
+	if sn := rep.Snapshot; sn == nil {
+		fmt.Fprintf(tw, "snapshot\tnone recorded in data_dir\t\n")
+	} else if sn.Complete {
+		fmt.Fprintf(tw, "snapshot\tcomplete\t%s, %d rows, consistent point %s\n", sn.CompletedAt.Format(time.RFC3339), sn.Rows, sn.ConsistentLSN)
+	} else {
+		fmt.Fprintf(tw, "snapshot\tincomplete\tstarted %s at %s: the next start redoes it\n", sn.StartedAt.Format(time.RFC3339), sn.ConsistentLSN)
+	}
+	if rep.KafkaError != "" {
+		fmt.Fprintf(tw, "topics\tunknown\t%s\n", rep.KafkaError)
+	}
+	for _, t := range rep.Topics {
+		if t.Error != "" {
+			fmt.Fprintf(tw, "topic\t%s\t%s\n", t.Topic, t.Error)
+			continue
+		}
+		fmt.Fprintf(tw, "topic\t%s\t%d records written, end offsets %v\n", t.Topic, t.Records, t.EndOffsets)
+	}
+	if len(rep.ReadModels) == 0 {
+		fmt.Fprintf(tw, "read models\tnone\t(the sink is not built yet)\n")
+	}
+	for _, m := range rep.ReadModels {
+		fmt.Fprintf(tw, "read model\t%s\t%d records behind %s\n", m.Name, m.Lag, m.Topic)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(rep.Attention) == 0 {
+		_, err := fmt.Fprintln(w, "ok: nothing needs attention")
+		return err
+	}
+	var b strings.Builder
+	b.WriteString("needs attention:\n")
+	for _, a := range rep.Attention {
+		fmt.Fprintf(&b, "  - %s\n", a)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// bytesText prints a byte count for people.
+func bytesText(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := uint64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

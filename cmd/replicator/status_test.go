@@ -1,0 +1,105 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/replicator/replicator/config"
+	"github.com/replicator/replicator/pgcluster/pgtest"
+)
+
+// status against a running replicator (slot active, topic end offsets from
+// the embedded broker) and a stopped one (slot inactive, broker gone, the
+// retained WAL threshold deciding the exit code), in text and JSON.
+func TestStatus(t *testing.T) {
+	pg := pgtest.Start(t)
+	dsn := newDatabase(t, pg, `CREATE TABLE items (id int PRIMARY KEY, v text);
+		INSERT INTO items SELECT g, 'x' FROM generate_series(1, 20) g;`)
+	cfgPath := writeYAML(t, fmt.Sprintf(`
+source: {url: %q, slot: status_slot, status_interval: 100ms}
+data_dir: %q
+kafka: {listen: %q, partitions: 2}
+registry: {listen: %q}
+entities: [{table: items}]
+`, dsn, t.TempDir(), closedAddr(t), closedAddr(t)))
+	cfg, err := config.Load(cfgPath, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- runObserved(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, nil) }()
+	t.Cleanup(func() {
+		stop()
+		<-done
+	})
+
+	// Running: wait until the snapshot's 20 records are on the topic.
+	var rep statusReport
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		out, err := runCLI(t, "status", "--config", cfgPath, "--json")
+		if jerr := json.Unmarshal([]byte(out), &rep); jerr != nil {
+			t.Fatalf("status --json printed no JSON (%v): %q", jerr, out)
+		}
+		if err == nil && rep.Slot.Active && len(rep.Topics) == 1 && rep.Topics[0].Records == 20 && rep.Snapshot != nil && rep.Snapshot.Complete {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status of a running replicator never showed an active slot, a complete snapshot and 20 records: err %v\n%s", err, out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if rep.Slot.ConfirmedLSN == "" || !strings.Contains(rep.Slot.ConfirmedLSN, "/") || len(rep.Topics[0].EndOffsets) != 2 || rep.Snapshot.Rows != 20 {
+		t.Errorf("status --json of a running replicator: %+v", rep)
+	}
+	out, err := runCLI(t, "status", "--config", cfgPath)
+	if err != nil {
+		t.Fatalf("status of a healthy running replicator failed: %v\n%s", err, out)
+	}
+	for _, want := range []string{"status_slot", "active (walsender pid", "snapshot", "complete", "20 rows", "items", "20 records written", "ok: nothing needs attention"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status text lacks %q:\n%s", want, out)
+		}
+	}
+
+	// Stopped: the slot is inactive and the embedded broker gone.
+	stop()
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	done <- nil // for the cleanup
+	out, err = runCLI(t, "status", "--config", cfgPath)
+	if err != nil {
+		t.Fatalf("status of a stopped replicator within thresholds failed: %v\n%s", err, out)
+	}
+	for _, want := range []string{"inactive", "does not answer", "ok: nothing needs attention"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status text of a stopped replicator lacks %q:\n%s", want, out)
+		}
+	}
+	// Any retained WAL beyond a threshold of 0 needs attention: exit 1.
+	out, err = runCLI(t, "status", "--config", cfgPath, "--json", "--max-retained-wal-bytes", "0")
+	var exit exitError
+	if !errors.As(err, &exit) {
+		t.Fatalf("status of an inactive slot over its threshold: got %v, want a non-zero exit\n%s", err, out)
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("status --json: %v: %q", err, out)
+	}
+	if rep.Slot.Active || rep.Slot.RetainedWAL == 0 || len(rep.Attention) != 1 || !strings.Contains(rep.Attention[0], "inactive") || rep.KafkaError == "" {
+		t.Errorf("status --json of a stopped replicator: %+v", rep)
+	}
+	out, err = runCLI(t, "status", "--config", cfgPath, "--max-retained-wal-bytes", "0")
+	if !errors.As(err, &exit) || !strings.Contains(out, "needs attention:") || !strings.Contains(out, "--max-retained-wal-bytes") {
+		t.Errorf("status text over the threshold: err %v\n%s", err, out)
+	}
+}
