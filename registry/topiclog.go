@@ -77,11 +77,18 @@ func (l *TopicLog) open(ctx context.Context, rf int16) error {
 		rf = -1
 	}
 	resp, err := adm.CreateTopic(ctx, 1, rf, map[string]*string{"cleanup.policy": kadm.StringPtr("compact")}, l.topic)
-	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+	switch {
+	case errors.Is(err, kerr.TopicAlreadyExists):
+		// Retention must never delete a registration: refuse a topic
+		// someone else created without compaction.
+		if err := checkCompacted(ctx, adm, l.topic); err != nil {
+			return err
+		}
+	case err != nil:
 		if resp.ErrMessage != "" {
 			err = fmt.Errorf("%w: %s", err, resp.ErrMessage)
 		}
-		return fmt.Errorf("create: %w", err)
+		return fmt.Errorf("create it (or have it created: one partition, cleanup.policy=compact): %w", err)
 	}
 	recs, err := readToEnd(ctx, l.cl, l.topic)
 	if err != nil {
@@ -105,6 +112,33 @@ func (l *TopicLog) open(ctx context.Context, rf int16) error {
 		}
 		l.stored[sv] = rec.ID
 		l.records = append(l.records, rec)
+	}
+	return nil
+}
+
+// checkCompacted refuses topic unless its cleanup.policy is exactly
+// compact.
+func checkCompacted(ctx context.Context, adm *kadm.Client, topic string) error {
+	rcs, err := adm.DescribeTopicConfigs(ctx, topic)
+	if err != nil {
+		return fmt.Errorf("describe configs: %w", err)
+	}
+	rc, err := rcs.On(topic, nil)
+	if err == nil {
+		err = rc.Err
+	}
+	if err != nil {
+		return fmt.Errorf("describe configs: %w", err)
+	}
+	policy := "delete" // Kafka's default when not reported
+	for _, c := range rc.Configs {
+		if c.Key == "cleanup.policy" && c.Value != nil {
+			policy = *c.Value
+		}
+	}
+	if policy != "compact" {
+		return fmt.Errorf("cleanup.policy=%s, want compact: retention would delete registrations, and the ids of their schemas would be handed out again; "+
+			"fix it with `kafka-configs.sh --bootstrap-server HOST:PORT --alter --entity-type topics --entity-name %s --add-config cleanup.policy=compact`", policy, topic)
 	}
 	return nil
 }

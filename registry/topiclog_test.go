@@ -136,3 +136,21 @@ func TestTopicLogFromDataDir(t *testing.T) {
 		t.Fatalf("the refused data_dir was touched: %v", err)
 	}
 }
+
+// A schemas topic created by someone else without compaction is refused:
+// retention would delete registrations and their ids would come back.
+func TestTopicLogRefusesDeletePolicy(t *testing.T) {
+	t.Parallel()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	if err := c.CreateTopic(SchemasTopic, 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	_, err = OpenTopicLog(t.Context(), -1, kgo.SeedBrokers(c.ListenAddrs()...))
+	if err == nil || !strings.Contains(err.Error(), "cleanup.policy=delete, want compact") || !strings.Contains(err.Error(), "--add-config cleanup.policy=compact") {
+		t.Fatalf("OpenTopicLog on a topic with the delete policy: got %v, want a refusal with the fix", err)
+	}
+}
