@@ -10,7 +10,7 @@ import (
 	"github.com/replicator/replicator/source"
 )
 
-// CheckKeySchemaID passes an empty topic and one whose newest keys carry
+// CheckSchemaIDs passes an empty topic and one whose newest keys carry
 // the entity's key schema id, and refuses, naming both ids, a topic whose
 // keys carry another one (the registry moved or lost its data).
 func TestCheckKeySchemaID(t *testing.T) {
@@ -25,7 +25,7 @@ func TestCheckKeySchemaID(t *testing.T) {
 	keys := NewTopicKeys(opts...)
 	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
 	defer cancel()
-	if err := keys.CheckKeySchemaID(ctx, topic, keySchemaID); err != nil {
+	if err := keys.CheckSchemaIDs(ctx, topic, keySchemaID, "", nil); err != nil {
 		t.Fatalf("empty topic: %v", err)
 	}
 
@@ -42,10 +42,10 @@ func TestCheckKeySchemaID(t *testing.T) {
 	if err := p.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := keys.CheckKeySchemaID(ctx, topic, keySchemaID); err != nil {
+	if err := keys.CheckSchemaIDs(ctx, topic, keySchemaID, "", nil); err != nil {
 		t.Fatalf("keys framed with the entity's id: %v", err)
 	}
-	err = keys.CheckKeySchemaID(ctx, topic, 99)
+	err = keys.CheckSchemaIDs(ctx, topic, 99, "", nil)
 	var ke *KeyIDError
 	if !errors.As(err, &ke) || ke.TopicID != keySchemaID || ke.RegistryID != 99 || ke.Topic != topic {
 		t.Fatalf("got %v, want a *KeyIDError with topic id %d and registry id 99", err, keySchemaID)
@@ -55,4 +55,24 @@ func TestCheckKeySchemaID(t *testing.T) {
 			t.Errorf("error %q does not contain %q", err, w)
 		}
 	}
+
+	// Values: their id must be registered under the value subject.
+	if err := keys.CheckSchemaIDs(ctx, topic, keySchemaID, "accounts-value", fakeSubjects{valueSchemaID: "accounts-value"}); err != nil {
+		t.Fatalf("values framed with an id of their subject: %v", err)
+	}
+	err = keys.CheckSchemaIDs(ctx, topic, keySchemaID, "accounts-value", fakeSubjects{valueSchemaID: "other-value"})
+	var ve *ValueIDError
+	if !errors.As(err, &ve) || ve.ID != valueSchemaID || ve.Subject != "accounts-value" {
+		t.Fatalf("values framed with another subject's id: got %v, want a *ValueIDError for id %d", err, valueSchemaID)
+	}
+	if !strings.Contains(err.Error(), `does not have under subject "accounts-value"`) {
+		t.Errorf("error %q does not name the subject", err)
+	}
+}
+
+// fakeSubjects maps schema ids to the one subject each is registered under.
+type fakeSubjects map[int]string
+
+func (f fakeSubjects) InSubject(_ context.Context, id int, subject string) (bool, error) {
+	return f[id] == subject, nil
 }

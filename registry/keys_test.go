@@ -48,3 +48,30 @@ func TestRegisterKeyRefusesChange(t *testing.T) {
 		t.Fatalf("versions after refusals: got %v, %v; want 1", vs, err)
 	}
 }
+
+// InSubject: an id is in the subjects it was registered under, in no
+// other, and an unknown id is in none.
+func TestSchemasInSubject(t *testing.T) {
+	t.Parallel()
+	fake := srfake.New()
+	t.Cleanup(fake.Close)
+	cl, err := sr.NewClient(sr.URLs(fake.URL()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := Register(t.Context(), cl, "a-value", `{"type":"record","name":"a","fields":[]}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewSchemas(cl)
+	for _, tc := range []struct {
+		id      int
+		subject string
+		want    bool
+	}{{id, "a-value", true}, {id, "b-value", false}, {id + 100, "a-value", false}} {
+		got, err := s.InSubject(t.Context(), tc.id, tc.subject)
+		if err != nil || got != tc.want {
+			t.Errorf("InSubject(%d, %s): got %v, %v; want %v", tc.id, tc.subject, got, err, tc.want)
+		}
+	}
+}

@@ -190,8 +190,9 @@ func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, pr
 	keys := pipeline.NewTopicKeys(kopts...)
 	for i, e := range pents {
 		// A registry that moved or lost its data gives the same key
-		// schema another id: every key's bytes would change.
-		if err := keys.CheckKeySchemaID(ctx, e.Mapping.Topic(), e.KeySchemaID); err != nil {
+		// schema another id (every key's bytes would change) and may not
+		// know, or mean another schema by, the ids the values carry.
+		if err := keys.CheckSchemaIDs(ctx, e.Mapping.Topic(), e.KeySchemaID, e.Mapping.ValueSubject(), registry.NewSchemas(rcl)); err != nil {
 			return fmt.Errorf("%s[%d] (%s), schema registry %s: %w", config.KeyEntities, i, e.Mapping.Name(), config.RedactURL(registryURL), err)
 		}
 	}
