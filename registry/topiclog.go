@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -245,13 +246,7 @@ func readToEnd(ctx context.Context, cl *kgo.Client, topic string) ([]*kgo.Record
 		return nil, nil
 	}
 	cl.AddConsumePartitions(map[string]map[int32]kgo.Offset{topic: from})
-	defer cl.RemoveConsumePartitions(map[string][]int32{topic: slices.Collect(func(yield func(int32) bool) {
-		for p := range from {
-			if !yield(p) {
-				return
-			}
-		}
-	})})
+	defer cl.RemoveConsumePartitions(map[string][]int32{topic: slices.Collect(maps.Keys(from))})
 	var out []*kgo.Record
 	for len(end) > 0 {
 		fs := cl.PollFetches(ctx)
