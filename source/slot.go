@@ -157,6 +157,21 @@ func (e *SlotLostError) Error() string {
 		e.Slot, e.State, e.CompletedAt.Format(time.RFC3339), lost, redo)
 }
 
+// CheckSlotKept returns a [*SlotLostError] when slot does not exist while
+// the snapshot state in stateDir says it streamed: what Run would refuse,
+// for `check`. snapshotInitial is whether source.snapshot is initial.
+func CheckSlotKept(ctx context.Context, conn *pgx.Conn, slot, stateDir string, snapshotInitial bool) error {
+	state, haveState, err := readState(stateDir, slot)
+	if err != nil || !haveState || !state.Complete {
+		return err
+	}
+	info, err := lookupSlot(ctx, conn, slot)
+	if err != nil || info.exists {
+		return err
+	}
+	return &SlotLostError{Slot: slot, State: statePath(stateDir, slot), CompletedAt: state.CompletedAt, Snapshot: snapshotInitial}
+}
+
 // tableNames are the configured tables' qualified names.
 func (s *Source) tableNames() []string {
 	names := make([]string, len(s.tables))

@@ -57,6 +57,10 @@ func TestLostSlotRefused(t *testing.T) {
 			if s := db.slot(); s.exists {
 				t.Errorf("the refused start created slot %s", db.name)
 			}
+			// check reports the same.
+			if err := CheckSlotKept(t.Context(), db.conn, db.name, dir, tc.snapshot == SnapshotInitial); !errors.As(err, &lost) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("CheckSlotKept: got %v, want the *SlotLostError", err)
+			}
 			if n := len(h.got()); n != 0 {
 				t.Errorf("the refused start published %d changes", n)
 			}
@@ -67,6 +71,9 @@ func TestLostSlotRefused(t *testing.T) {
 			// The way out the message gives: delete the state file.
 			if err := os.Remove(statePath(dir, db.name)); err != nil {
 				t.Fatal(err)
+			}
+			if err := CheckSlotKept(t.Context(), db.conn, db.name, dir, true); err != nil {
+				t.Errorf("CheckSlotKept without a state file: %v", err)
 			}
 			r = run(t, db.newSource(dir, nil, nil, "items"), h)
 			r.waitChanges(t, h, "a new snapshot of the two rows left", atLeast(2))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -51,7 +52,8 @@ func runCheck(ctx context.Context, path string, flags *pflag.FlagSet, out io.Wri
 		return exitError{msg: "check failed"}
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	report("PostgreSQL server "+config.RedactURL(cfg.Source.URL), source.CheckServer(ctx, conn, cfg.Source.Slot, cfg.Source.Publication)...)
+	report("PostgreSQL server "+config.RedactURL(cfg.Source.URL), append(source.CheckServer(ctx, conn, cfg.Source.Slot, cfg.Source.Publication),
+		source.CheckSlotKept(ctx, conn, cfg.Source.Slot, filepath.Join(cfg.DataDir, "source"), cfg.Source.Snapshot == config.SnapshotInitial))...)
 
 	tables, entities, err := loadEntities(ctx, cfg, conn)
 	if err != nil {
