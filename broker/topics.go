@@ -6,14 +6,18 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 )
 
-// cleanupPolicy is the topic config entity topics depend on.
-const cleanupPolicy = "cleanup.policy"
+// Topic configs entity topics depend on.
+const (
+	cleanupPolicy   = "cleanup.policy"
+	maxMessageBytes = "max.message.bytes"
+)
 
 // TopicSpec is an entity topic as replicator wants it.
 type TopicSpec struct {
@@ -30,6 +34,28 @@ type TopicSpec struct {
 	// Configs are extra topic configs for a new topic. cleanup.policy is
 	// always compact and cannot be overridden here.
 	Configs map[string]string
+	// MaxMessageBytes, when positive, is the largest record batch the
+	// producer sends: a new topic gets it as max.message.bytes, and an
+	// existing topic whose max.message.bytes is lower is refused with a
+	// [*MessageLimitError] (the broker would refuse what the producer
+	// accepts, and the stream would stop at the first large row).
+	MaxMessageBytes int32
+}
+
+// MessageLimitError is returned (wrapped, possibly joined with others) by
+// [EnsureTopics] when an existing topic's max.message.bytes is below the
+// producer's batch limit (kafka.max_message_bytes).
+type MessageLimitError struct {
+	Topic string
+	// Topic's max.message.bytes, and the producer's limit.
+	TopicLimit, ProducerLimit int64
+}
+
+func (e *MessageLimitError) Error() string {
+	return fmt.Sprintf("topic %q has max.message.bytes=%d, below kafka.max_message_bytes=%d: the broker would refuse a batch the producer sends; "+
+		"raise the topic's limit with `kafka-configs.sh --bootstrap-server HOST:PORT --alter --entity-type topics --entity-name %s --add-config max.message.bytes=%d` "+
+		"(or `rpk topic alter-config %s --set max.message.bytes=%d`), or set kafka.max_message_bytes: %d",
+		e.Topic, e.TopicLimit, e.ProducerLimit, e.Topic, e.ProducerLimit, e.Topic, e.ProducerLimit, e.TopicLimit)
 }
 
 // EnsureResult is what [EnsureTopics] did. Its warnings are values for the
@@ -104,6 +130,9 @@ func EnsureTopics(ctx context.Context, adm *kadm.Client, specs []TopicSpec) (Ens
 		if v, ok := s.Configs[cleanupPolicy]; ok && v != "compact" {
 			return res, fmt.Errorf("topic %q: configs set %s=%s, but entity topics are always compact", s.Name, cleanupPolicy, v)
 		}
+		if _, ok := s.Configs[maxMessageBytes]; ok && s.MaxMessageBytes > 0 {
+			return res, fmt.Errorf("topic %q: both configs and MaxMessageBytes set %s", s.Name, maxMessageBytes)
+		}
 		seen[s.Name] = true
 		names = append(names, s.Name)
 	}
@@ -170,6 +199,35 @@ func EnsureTopics(ctx context.Context, adm *kadm.Client, specs []TopicSpec) (Ens
 	return res, errors.Join(errs...)
 }
 
+// CheckTopics checks the spec'd topics that exist as [EnsureTopics] would
+// (cleanup.policy, max.message.bytes), without creating or altering any:
+// what `replicator check` reports. Missing topics are fine (EnsureTopics
+// creates them); partition mismatches are left to EnsureTopics' warnings.
+func CheckTopics(ctx context.Context, adm *kadm.Client, specs []TopicSpec) error {
+	names := make([]string, len(specs))
+	for i, s := range specs {
+		names[i] = s.Name
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	details, err := adm.ListTopics(kadm.WithAuthorizedOps(ctx), names...)
+	if err != nil {
+		return fmt.Errorf("list topics: %w", err)
+	}
+	var existing []TopicSpec
+	for _, s := range specs {
+		if d, ok := details[s.Name]; ok && d.Err == nil {
+			existing = append(existing, s)
+		}
+	}
+	if len(existing) == 0 {
+		return nil
+	}
+	var res EnsureResult
+	return errors.Join(checkExisting(ctx, adm, existing, details, &res)...)
+}
+
 // createTopic creates one topic with cleanup.policy=compact and its extra
 // configs. A broker error message, when present, is appended to the error.
 func createTopic(ctx context.Context, adm *kadm.Client, s TopicSpec) (kadm.CreateTopicResponse, error) {
@@ -178,6 +236,9 @@ func createTopic(ctx context.Context, adm *kadm.Client, s TopicSpec) (kadm.Creat
 		configs[k] = kadm.StringPtr(v)
 	}
 	configs[cleanupPolicy] = kadm.StringPtr("compact")
+	if s.MaxMessageBytes > 0 {
+		configs[maxMessageBytes] = kadm.StringPtr(strconv.Itoa(int(s.MaxMessageBytes)))
+	}
 	partitions := s.Partitions
 	if partitions <= 0 {
 		partitions = -1
@@ -216,13 +277,23 @@ func checkExisting(ctx context.Context, adm *kadm.Client, existing []TopicSpec, 
 			continue
 		}
 		policy := "delete" // Kafka's default when the broker does not report it
+		limit := int64(-1) // not reported: the broker's message.max.bytes applies, unknown here
 		for _, c := range rc.Configs {
-			if c.Key == cleanupPolicy && c.Value != nil {
+			switch {
+			case c.Value == nil:
+			case c.Key == cleanupPolicy:
 				policy = *c.Value
+			case c.Key == maxMessageBytes:
+				if n, err := strconv.ParseInt(*c.Value, 10, 64); err == nil {
+					limit = n
+				}
 			}
 		}
 		if !isCompactOnly(policy) {
 			errs = append(errs, &NotCompactError{Topic: s.Name, Policy: policy})
+		}
+		if s.MaxMessageBytes > 0 && limit >= 0 && limit < int64(s.MaxMessageBytes) {
+			errs = append(errs, &MessageLimitError{Topic: s.Name, TopicLimit: limit, ProducerLimit: int64(s.MaxMessageBytes)})
 		}
 		if d, ok := details[s.Name]; ok && s.Partitions > 0 && int32(len(d.Partitions)) != s.Partitions {
 			res.PartitionMismatches = append(res.PartitionMismatches,

@@ -168,3 +168,71 @@ func TestEnsureTopicsInvalidSpecs(t *testing.T) {
 		})
 	}
 }
+
+// TestEnsureTopicsMaxMessageBytes: a created topic gets the producer's
+// limit as max.message.bytes; an existing topic with a lower one is refused
+// with both values and the fix, one with a higher or equal one is kept.
+func TestEnsureTopicsMaxMessageBytes(t *testing.T) {
+	t.Parallel()
+	e := startEmbedded(t, EmbeddedConfig{})
+	adm := newAdmin(t, e.Addr())
+	c := e.Cluster()
+	for name, limit := range map[string]string{"small": "500000", "large": "4000000"} {
+		if err := c.CreateTopic(name, 1, map[string]string{"cleanup.policy": "compact", "max.message.bytes": limit}); err != nil {
+			t.Fatalf("create %s: %v", name, err)
+		}
+	}
+	const want = 2_000_000
+	res, err := EnsureTopics(t.Context(), adm, []TopicSpec{
+		{Name: "small", Partitions: 1, MaxMessageBytes: want},
+		{Name: "large", Partitions: 1, MaxMessageBytes: want},
+		{Name: "fresh", Partitions: 1, MaxMessageBytes: want},
+	})
+	errs := unjoin(err)
+	if len(errs) != 1 {
+		t.Fatalf("got errors %v, want one for topic small", errs)
+	}
+	var ml *MessageLimitError
+	if !errors.As(errs[0], &ml) || ml.Topic != "small" || ml.TopicLimit != 500000 || ml.ProducerLimit != want {
+		t.Fatalf("got %#v (%v), want *MessageLimitError{small, 500000, %d}", ml, errs[0], want)
+	}
+	for _, s := range []string{`"small"`, "max.message.bytes=500000", "kafka.max_message_bytes=2000000", "--add-config max.message.bytes=2000000", "kafka.max_message_bytes: 500000"} {
+		if !strings.Contains(ml.Error(), s) {
+			t.Errorf("error %q does not contain %q", ml.Error(), s)
+		}
+	}
+	if !slices.Equal(res.Created, []string{"fresh"}) {
+		t.Fatalf("created: got %v, want [fresh]", res.Created)
+	}
+	if got := topicConfig(t, adm, "fresh", "max.message.bytes"); got != "2000000" {
+		t.Errorf("fresh max.message.bytes: got %q, want 2000000", got)
+	}
+	if got := topicConfig(t, adm, "small", "max.message.bytes"); got != "500000" {
+		t.Errorf("existing topic altered: max.message.bytes %q, want 500000", got)
+	}
+}
+
+// CheckTopics (what `check` runs) reports an existing topic's low
+// max.message.bytes and a non-compacted one, and creates nothing.
+func TestCheckTopics(t *testing.T) {
+	t.Parallel()
+	e := startEmbedded(t, EmbeddedConfig{})
+	adm := newAdmin(t, e.Addr())
+	if err := e.Cluster().CreateTopic("small", 1, map[string]string{"cleanup.policy": "compact", "max.message.bytes": "500000"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Cluster().CreateTopic("plain", 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	err := CheckTopics(t.Context(), adm, []TopicSpec{
+		{Name: "small", MaxMessageBytes: 1_048_588}, {Name: "plain", MaxMessageBytes: 100}, {Name: "missing", MaxMessageBytes: 1_048_588},
+	})
+	var ml *MessageLimitError
+	var nc *NotCompactError
+	if errs := unjoin(err); len(errs) != 2 || !errors.As(err, &ml) || ml.Topic != "small" || !errors.As(err, &nc) || nc.Topic != "plain" {
+		t.Fatalf("got %v, want a MessageLimitError for small and a NotCompactError for plain", err)
+	}
+	if n := len(e.Cluster().PartitionInfos("missing")); n != 0 {
+		t.Fatalf("check created topic missing (%d partitions)", n)
+	}
+}

@@ -34,6 +34,7 @@ const (
 	KeyKafkaCompression   = "kafka.compression"
 	KeyKafkaMaxBuffered   = "kafka.max_buffered_records"
 	KeyKafkaLinger        = "kafka.linger"
+	KeyKafkaMaxMessage    = "kafka.max_message_bytes"
 	KeyKafkaTLSEnabled    = "kafka.tls.enabled"
 	KeyKafkaTLSCA         = "kafka.tls.ca_file"
 	KeyKafkaTLSCert       = "kafka.tls.cert_file"
@@ -63,6 +64,17 @@ const (
 const (
 	SnapshotInitial = "initial" // publish existing rows once, when the slot is created
 	SnapshotNever   = "never"   // stream changes only
+)
+
+// Bounds of kafka.max_message_bytes. The default is Kafka's own
+// (message.max.bytes, and so a topic's max.message.bytes, 1 MiB + 12); the
+// ceiling keeps a record within what a broker accepts in one request
+// (socket.request.max.bytes, 100 MiB by default) with room for the
+// producer's buffer.
+const (
+	DefaultMaxMessageBytes = 1_048_588
+	MinMaxMessageBytes     = 1024
+	MaxMaxMessageBytes     = 64 << 20
 )
 
 // Config is the whole configuration. Every field's default is set in
@@ -139,8 +151,12 @@ type KafkaConfig struct {
 	Compression        string        `mapstructure:"compression"`          // none|lz4|zstd|snappy|gzip, default none
 	MaxBufferedRecords int           `mapstructure:"max_buffered_records"` // back-pressure bound, default 100000
 	Linger             time.Duration `mapstructure:"linger"`               // default 2ms
-	TLS                TLSConfig     `mapstructure:"tls"`
-	SASL               SASLConfig    `mapstructure:"sasl"`
+	// MaxMessageBytes is the largest record batch: the producer's limit
+	// and max.message.bytes of topics created; default
+	// DefaultMaxMessageBytes, Kafka's own.
+	MaxMessageBytes int        `mapstructure:"max_message_bytes"`
+	TLS             TLSConfig  `mapstructure:"tls"`
+	SASL            SASLConfig `mapstructure:"sasl"`
 }
 
 // TLSConfig enables TLS to the brokers.

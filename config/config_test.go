@@ -49,6 +49,7 @@ func TestLoadDefaults(t *testing.T) {
 		{"reconnect.give_up_after", cfg.Source.Reconnect.GiveUpAfter, time.Duration(0)},
 		{"kafka.listen", cfg.Kafka.Listen, "127.0.0.1:9092"},
 		{"kafka.linger", cfg.Kafka.Linger, 2 * time.Millisecond},
+		{"kafka.max_message_bytes", cfg.Kafka.MaxMessageBytes, 1048588},
 		{"registry.listen", cfg.Registry.Listen, "127.0.0.1:8081"},
 		{"embedded kafka", cfg.EmbeddedKafka(), true},
 		{"embedded registry", cfg.EmbeddedRegistry(), true},
@@ -164,6 +165,10 @@ entities:
 		{"reconnect max below initial", "source:\n  url: x\n  reconnect: {initial_backoff: 5s, max_backoff: 1s}\nentities: [{table: t}]\n",
 			[]string{"source.reconnect.max_backoff: 1s is below source.reconnect.initial_backoff"}},
 		{"unknown reconnect key", "source:\n  url: x\n  reconnect: {max_wait: 1s}\nentities: [{table: t}]\n", []string{"unknown config key source.reconnect.max_wait"}},
+		{"max message bytes too small", "source: {url: x}\nkafka: {max_message_bytes: 100}\nentities: [{table: t}]\n",
+			[]string{"kafka.max_message_bytes: 100 is not between 1024 and 67108864"}},
+		{"max message bytes too large", "source: {url: x}\nkafka: {max_message_bytes: 1000000000}\nentities: [{table: t}]\n",
+			[]string{"kafka.max_message_bytes: 1000000000 is not between", "Kafka's default is 1048588"}},
 		{"missing file", "", []string{"does not exist"}},
 	}
 	for _, tt := range tests {

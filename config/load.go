@@ -64,6 +64,7 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault(KeyKafkaCompression, "none")
 	v.SetDefault(KeyKafkaMaxBuffered, 100000)
 	v.SetDefault(KeyKafkaLinger, "2ms") // see docs/CONFIG.md
+	v.SetDefault(KeyKafkaMaxMessage, DefaultMaxMessageBytes)
 	v.SetDefault(KeyKafkaTLSEnabled, false)
 	v.SetDefault(KeyKafkaTLSCA, "")
 	v.SetDefault(KeyKafkaTLSCert, "")

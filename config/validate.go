@@ -140,6 +140,10 @@ func (c *Config) Validate() error {
 	}
 	durationIn(KeyKafkaLinger, c.Kafka.Linger, 0, 10*time.Second,
 		"how long a partition waits for more records before its batch is sent; 0 sends at once")
+	if c.Kafka.MaxMessageBytes < MinMaxMessageBytes || c.Kafka.MaxMessageBytes > MaxMaxMessageBytes {
+		bad(KeyKafkaMaxMessage, "%d is not between %d and %d (bytes; Kafka's default is %d)",
+			c.Kafka.MaxMessageBytes, MinMaxMessageBytes, MaxMaxMessageBytes, DefaultMaxMessageBytes)
+	}
 	switch strings.ToUpper(c.Kafka.SASL.Mechanism) {
 	case "", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512":
 	default:

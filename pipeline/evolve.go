@@ -26,7 +26,8 @@ type schemaRegistry interface {
 // changed Avro type does not under the default level. On any refusal
 // nothing changes and the error names the table, the columns with their old
 // and new types, and what to do: the source stops before producing a row of
-// the new shape. A shape that changes no exported column registers nothing.
+// the new shape. A changed key schema is always refused (a
+// *registry.KeyChangeError), under any level. A shape that changes no exported column registers nothing.
 // Called on the source's goroutine, like Handle.
 func (p *Pipeline) FollowShape(ctx context.Context, idx int, prev, next *relation.Table, lsn pglogrepl.LSN) (*relation.Table, error) {
 	if idx < 0 || idx >= len(p.entities) {
@@ -37,19 +38,27 @@ func (p *Pipeline) FollowShape(ctx context.Context, idx int, prev, next *relatio
 	if d := describeChange(prev, next); d != "" {
 		where += " (" + d + ")"
 	}
-	table, err := mapping.ApplyOverrides(*next, e.Spec.AsString)
+	// An as_string: column this shape lacks is not an error here: the
+	// stream replays shapes from before the column was added (the advice
+	// for an added unsupported column is to list it there) or after it
+	// was dropped. A name that exists in no shape is caught at start-up,
+	// against the catalog.
+	spec := e.Spec
+	spec.AsString = presentColumns(next, e.Spec.AsString)
+	table, err := mapping.ApplyOverrides(*next, spec.AsString)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w: remove it from as_string: of entity %q and restart (see docs/OPERATIONS.md, Schema changes)", where, err, e.Spec.Name)
+		return nil, fmt.Errorf("%s: %w", where, err)
 	}
-	ent, err := mapping.NewEntity(e.Spec, &table, e.Options)
+	ent, err := mapping.NewEntity(spec, &table, e.Options)
 	if err != nil {
 		return nil, fmt.Errorf("%s: entity %q no longer maps onto the table: %w; change its configuration to match the new table and restart: the change is replayed (see docs/OPERATIONS.md, Schema changes)", where, e.Spec.Name, err)
 	}
 	keyID, valueID := e.KeySchemaID, e.ValueSchemaID
 	if ent.KeySchema() != e.Mapping.KeySchema() {
-		if keyID, err = p.register(ctx, e, ent.KeySubject(), ent.KeySchema()); err != nil {
-			return nil, p.refused(where, idx, e, "key", err)
-		}
+		// Never registered, whatever the compatibility level: a new key
+		// schema changes every key's bytes (registry.KeyChangeError).
+		return nil, fmt.Errorf("%s: entity %q: %w. Nothing was produced with it and the change is not confirmed, so every restart stops here again",
+			where, e.Spec.Name, &registry.KeyChangeError{Subject: ent.KeySubject(), ID: e.KeySchemaID})
 	}
 	if ent.ValueSchema() != e.Mapping.ValueSchema() {
 		if valueID, err = p.register(ctx, e, ent.ValueSubject(), ent.ValueSchema()); err != nil {
@@ -61,6 +70,17 @@ func (p *Pipeline) FollowShape(ctx context.Context, idx int, prev, next *relatio
 	// added column outside columns: may have any type.
 	ent.MarkUnused(&table)
 	return &table, nil
+}
+
+// presentColumns are the names in names that t has, in order.
+func presentColumns(t *relation.Table, names []string) []string {
+	var out []string
+	for _, n := range names {
+		if _, _, ok := t.Column(n); ok {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 func (p *Pipeline) register(ctx context.Context, e *Entity, subject, schema string) (int, error) {

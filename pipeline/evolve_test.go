@@ -126,8 +126,6 @@ func TestFollowShapeRefusals(t *testing.T) {
 			[]string{`column "email" (text) dropped`, `"email" listed in columns: does not exist`, "change its configuration"}},
 		{"key column dropped", mapping.Spec{Name: "account", Topic: "accounts"}, &noKey, nil,
 			[]string{`column "id" (bigint) dropped`, `primary key column "id"`}},
-		{"as_string column dropped", mapping.Spec{Name: "account", Topic: "accounts", AsString: []string{"email"}}, &dropped, nil,
-			[]string{`"email" listed in as_string: does not exist`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -210,5 +208,82 @@ func TestFollowShapeSameAvro(t *testing.T) {
 	}
 	if len(reg.calls) != 0 || p.entities[0].ValueSchemaID != valueSchemaID || p.entities[0].KeySchemaID != keySchemaID {
 		t.Errorf("got registrations %v and ids %d/%d, want none and the old ids", reg.calls, p.entities[0].KeySchemaID, p.entities[0].ValueSchemaID)
+	}
+}
+
+// TestFollowShapeRefusesKeyChange: a shape change that changes the key
+// schema (the key column's type) is refused even under compatibility none,
+// registers nothing and says why and the way out.
+func TestFollowShapeRefusesKeyChange(t *testing.T) {
+	t.Parallel()
+	old := accountsTable()
+	retyped := *old
+	retyped.Columns = slices.Clone(old.Columns)
+	retyped.Columns[colID].Type = relation.Type{Kind: relation.Int32, OID: 23, Name: "integer"}
+	reg := &fakeSchemas{}
+	ents := specEntities(t, old, mapping.Spec{Name: "account", Topic: "accounts"})
+	ents[0].Compatibility = registry.LevelNone
+	before := ents[0]
+	p := New(ents, &fakeProducer{}, WithSchemas(reg))
+	_, err := p.FollowShape(t.Context(), 0, old, &retyped, testLSN)
+	var kc *registry.KeyChangeError
+	if !errors.As(err, &kc) || kc.Subject != "accounts-key" || kc.ID != keySchemaID {
+		t.Fatalf("FollowShape: got %v, want a *registry.KeyChangeError for accounts-key, id %d", err, keySchemaID)
+	}
+	for _, w := range []string{"table public.accounts changed at LSN 0/16B3748", `column "id" changed type from bigint to integer`,
+		"every key would get new bytes", "compaction would keep", "new topic", "whatever entities[].compatibility says"} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q does not contain %q", err, w)
+		}
+	}
+	if len(reg.calls) != 0 {
+		t.Errorf("registered %v after a key change, want nothing", reg.calls)
+	}
+	if e := p.entities[0]; e.Mapping != before.Mapping || e.KeySchemaID != before.KeySchemaID {
+		t.Errorf("entity changed after a refused key change")
+	}
+}
+
+// TestFollowShapeAsStringOfAbsentColumn: an unsupported column added while
+// older changes were unconfirmed is refused with the advice to list it in
+// as_string:; with that done, the stream's shapes from before the column
+// existed must map (the column is simply not there), and the shape with it
+// exports it as text. Before, the older shape failed with "does not exist".
+func TestFollowShapeAsStringOfAbsentColumn(t *testing.T) {
+	t.Parallel()
+	old := accountsTable()
+	withGeo := withColumn(old, "geo")
+	withGeo.Columns[len(withGeo.Columns)-1].Type = relation.Type{Kind: relation.Unsupported, OID: 600, Name: "point"}
+
+	// Without as_string: the new column is refused, naming the way out.
+	p := New(specEntities(t, old, mapping.Spec{Name: "account", Topic: "accounts"}), &fakeProducer{}, WithSchemas(&fakeSchemas{}))
+	if _, err := p.FollowShape(t.Context(), 0, old, withGeo, testLSN); err == nil || !strings.Contains(err.Error(), "list it in as_string:") {
+		t.Fatalf("unsupported column added: got %v, want the as_string: advice", err)
+	}
+
+	// With the advice taken, a restart starts from the catalog (with geo)
+	// and the stream replays the older shape first, then the new one.
+	spec := mapping.Spec{Name: "account", Topic: "accounts", AsString: []string{"geo"}}
+	reg := &fakeSchemas{}
+	p = New(specEntities(t, withGeo, spec), &fakeProducer{}, WithSchemas(reg))
+	got, err := p.FollowShape(t.Context(), 0, withGeo, old, testLSN)
+	if err != nil {
+		t.Fatalf("older shape without the as_string: column: %v", err)
+	}
+	if len(got.Columns) != numColumns {
+		t.Errorf("older shape: got %d columns, want %d", len(got.Columns), numColumns)
+	}
+	if err := p.Handle(t.Context(), change(got, source.OpInsert, accountRow(1, 1), nil)); err != nil {
+		t.Fatalf("row of the older shape: %v", err)
+	}
+	got, err = p.FollowShape(t.Context(), 0, old, withGeo, testLSN)
+	if err != nil {
+		t.Fatalf("shape with the as_string: column: %v", err)
+	}
+	if c, _, _ := got.Column("geo"); c.Type.Kind != relation.Text {
+		t.Errorf("geo: got kind %v, want text (as_string:)", c.Type.Kind)
+	}
+	if !strings.Contains(p.entities[0].Mapping.ValueSchema(), `"geo"`) {
+		t.Errorf("value schema %s lacks geo", p.entities[0].Mapping.ValueSchema())
 	}
 }

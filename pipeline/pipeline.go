@@ -108,6 +108,14 @@ type Pipeline struct {
 		headers []kgo.RecordHeader
 	}
 
+	// maxMessageBytes, when positive, is the producer's record batch
+	// limit: Handle refuses a record larger than that with a
+	// *TooLargeError instead of handing it to a producer that would fail it.
+	maxMessageBytes int
+	// onFailure, if set, is told the first produce failure, at once, from
+	// the producer's goroutine.
+	onFailure func(error)
+
 	// Used by Handle only (one goroutine), to save per-record work.
 	scratch []byte // encoding buffer; each record gets an exact-size copy
 }
@@ -124,6 +132,21 @@ func WithSchemas(s schemaRegistry) Option { return func(p *Pipeline) { p.schemas
 // tombstone them on TRUNCATE (*TopicKeys); without it a TRUNCATE stops the
 // stream.
 func WithLiveKeys(r keyReader) Option { return func(p *Pipeline) { p.keys = r } }
+
+// WithMaxMessageBytes makes Handle refuse, with a [*TooLargeError] naming
+// the table, key and column sizes, a record that does not fit in a record
+// batch of n bytes (the producer's kgo.ProducerBatchMaxBytes,
+// kafka.max_message_bytes). Without it such a record reaches the producer,
+// which fails it with only its topic.
+func WithMaxMessageBytes(n int) Option { return func(p *Pipeline) { p.maxMessageBytes = n } }
+
+// OnFailure has f called once with the first produce failure, as soon as
+// the producer reports it (from the producer's goroutine: f must not
+// block). Otherwise a failure surfaces only at the next Handle or Flush,
+// which a quiet table may not call for a long time while the confirmed
+// position stays frozen; the caller typically cancels the source's context
+// with it.
+func OnFailure(f func(error)) Option { return func(p *Pipeline) { p.onFailure = f } }
 
 // DefaultStopGrace is how long records handed to the producer outlive a
 // stop. A healthy broker takes milliseconds; against one that is down, a
@@ -159,7 +182,9 @@ func (p *Pipeline) Err() error {
 }
 
 func (p *Pipeline) fail(err error) {
-	p.failure.CompareAndSwap(nil, &err)
+	if p.failure.CompareAndSwap(nil, &err) && p.onFailure != nil {
+		p.onFailure(err)
+	}
 }
 
 // Handle maps one change to its records and hands them to the producer.
@@ -184,11 +209,17 @@ func (p *Pipeline) handle(ctx context.Context, c *source.Change, ack acker) erro
 		if err != nil {
 			return err
 		}
+		if err := p.tooLarge(e, c, &r.Record); err != nil {
+			return err
+		}
 		p.produce(ctx, r, ack)
 		p.count(c.TableIndex, c.Op, 1)
 	case source.OpUpdate:
 		r, err := p.upsert(e, c, headers)
 		if err != nil {
+			return err
+		}
+		if err := p.tooLarge(e, c, &r.Record); err != nil {
 			return err
 		}
 		if c.Old != nil {
@@ -319,7 +350,7 @@ func (p *Pipeline) produced(r *kgo.Record, err error) {
 		p.abandoned.Store(true)
 	case err != nil:
 		p.counters.failed.Add(1)
-		p.fail(fmt.Errorf("produce to %s: %w", r.Topic, err))
+		p.fail(p.produceError(r, err))
 	default:
 		p.counters.acked.Add(1)
 		r.Context.(*receipt).ack.Done()

@@ -116,6 +116,24 @@ type Schemas struct{ cl *sr.Client }
 // NewSchemas wraps cl.
 func NewSchemas(cl *sr.Client) *Schemas { return &Schemas{cl: cl} }
 
+// InSubject reports whether schema id is registered under subject (as any
+// version).
+func (s *Schemas) InSubject(ctx context.Context, id int, subject string) (bool, error) {
+	vs, err := s.cl.SchemaVersionsByID(ctx, id)
+	switch {
+	case hasCode(err, sr.ErrSchemaNotFound):
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	for _, v := range vs {
+		if v.Subject == subject {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 // Evolve is [Evolve] with the wrapped client.
 func (s *Schemas) Evolve(ctx context.Context, subject, avroSchema string, level Level) (int, error) {
 	return Evolve(ctx, s.cl, subject, avroSchema, level)

@@ -44,6 +44,11 @@ type EmbeddedConfig struct {
 	// CertFile and KeyFile, when set, are the PEM certificate and key the
 	// registry serves HTTPS with ([Embedded.URL] is then https://).
 	CertFile, KeyFile string
+	// Topic, when set, is where registrations are kept on the broker
+	// (see [TopicLog]): replayed before serving, appended to before a
+	// registration is answered; DataDir is then a cache. The registry
+	// closes it.
+	Topic *TopicLog
 }
 
 // Embedded is a Confluent-compatible schema registry served from this
@@ -73,7 +78,9 @@ type Embedded struct {
 	log       *os.File   // the schema log, nil in memory mode
 	size      int64      // bytes of complete records in log
 	persisted map[subjectVersion]bool
-	broken    error // set once persisting failed or the log is closed; registrations then fail
+	local     []logRecord // the log's versions as replayed at start, in order
+	topic     *TopicLog   // nil: data_dir only
+	broken    error       // set once persisting failed or the log is closed; registrations then fail
 
 	truncated *Truncation
 }
@@ -86,7 +93,14 @@ type Embedded struct {
 // after the highest one seen. A torn last line, left by a crash in the
 // middle of an unacknowledged registration, is cut off and reported by
 // [Embedded.Truncated]; any other corrupt line fails the start.
-func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
+func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (_ *Embedded, err error) {
+	if cfg.Topic != nil {
+		defer func() {
+			if err != nil {
+				cfg.Topic.Close() // ours from now on, even when the start fails
+			}
+		}()
+	}
 	if cfg.Listen == "" {
 		cfg.Listen = DefaultEmbeddedListen
 	}
@@ -111,6 +125,13 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 	}
 	if cfg.DataDir != "" {
 		if err := e.openLog(cfg.DataDir); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Topic != nil {
+		e.topic = cfg.Topic
+		if err := e.syncTopic(ctx, cfg.Topic); err != nil {
+			e.closeLog()
 			return nil, err
 		}
 	}
@@ -187,7 +208,7 @@ func (e *Embedded) openLog(dir string) (err error) {
 			return fmt.Errorf("registry schema log: %w", err)
 		}
 	}
-	e.log, e.size, e.persisted, e.truncated = f, r.size, r.persisted, r.truncated
+	e.log, e.size, e.persisted, e.truncated, e.local = f, r.size, r.persisted, r.truncated, r.records
 	return nil
 }
 
@@ -215,8 +236,13 @@ func (e *Embedded) Close(ctx context.Context) error {
 	return errors.Join(err, e.serveErr, e.closeLog())
 }
 
-// closeLog closes the schema log, if open. Callers hold e.mu or own e.
+// closeLog closes the schema log and topic, if open. Callers hold e.mu
+// or own e.
 func (e *Embedded) closeLog() error {
+	if e.topic != nil {
+		e.topic.Close()
+		e.topic = nil
+	}
 	if e.log == nil {
 		return nil
 	}
@@ -262,9 +288,19 @@ func (e *Embedded) handleRegister(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnprocessableEntity, sr.ErrInvalidSchema.Code, err.Error())
 		return
 	}
+	rec := logRecord{Subject: subject, Version: version, ID: id, Schema: s}
 	if e.log != nil && !e.persisted[subjectVersion{subject, version}] {
-		if err := e.appendRecord(logRecord{Subject: subject, Version: version, ID: id, Schema: s}); err != nil {
+		if err := e.appendRecord(rec); err != nil {
 			writeError(w, http.StatusInternalServerError, sr.ErrStoreError.Code, "persist schema: "+err.Error())
+			return
+		}
+	}
+	if e.topic != nil && !e.topic.has(subjectVersion{subject, version}) {
+		// Not canceled with the request: a client giving up must not
+		// leave the registry read-only.
+		if err := e.topic.append(context.WithoutCancel(r.Context()), rec); err != nil {
+			e.broken = fmt.Errorf("schemas topic write failed, restart the registry: %w", err)
+			writeError(w, http.StatusInternalServerError, sr.ErrStoreError.Code, "persist schema: "+e.broken.Error())
 			return
 		}
 	}

@@ -53,6 +53,7 @@ func (t Truncation) String() string {
 type replayed struct {
 	size      int64 // valid bytes; the file is truncated to this
 	persisted map[subjectVersion]bool
+	records   []logRecord // the distinct versions, in log order
 	truncated *Truncation
 }
 
@@ -100,6 +101,7 @@ func replayLog(f *os.File, reg *srfake.Registry) (replayed, error) {
 		}
 		if !dup {
 			out.persisted[subjectVersion{rec.Subject, rec.Version}] = true
+			out.records = append(out.records, rec)
 		}
 		off += int64(i + 1)
 		raw = rest

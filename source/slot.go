@@ -83,6 +83,8 @@ func (s *Source) prepareSlot(ctx context.Context, conn *pgx.Conn, repl *pgconn.P
 		if err := dropSlot(ctx, repl, s.cfg.Slot); err != nil {
 			return 0, err
 		}
+	} else if haveState && state.Complete {
+		return 0, &SlotLostError{Slot: s.cfg.Slot, State: statePath(s.cfg.StateDir, s.cfg.Slot), CompletedAt: state.CompletedAt, Snapshot: wantSnapshot}
 	} else if wantSnapshot && haveState && !state.Complete {
 		s.log.Warn(LogSnapshotRestart,
 			"slot", s.cfg.Slot, "reason", "the previous initial snapshot did not complete and its slot is gone",
@@ -123,6 +125,51 @@ func (s *Source) prepareSlot(ctx context.Context, conn *pgx.Conn, repl *pgconn.P
 	s.log.Info(LogSnapshotComplete, "rows", rows, "consistent_lsn", consistent,
 		"seconds", state.CompletedAt.Sub(state.CreatedAt).Round(time.Millisecond).Seconds())
 	return consistent, nil
+}
+
+// SlotLostError is returned by Run when the slot is gone although the
+// snapshot state says it streamed: a DBA dropped it, or a failover (before
+// PostgreSQL 17's failover slots) left it on the old primary. The WAL
+// between its last confirmed position and now is out of reach. A new slot
+// and snapshot would publish every row again, but a row deleted in the gap
+// would never get its tombstone and would stay live on the topic forever
+// (with source.snapshot: never, every change of the gap would be lost), so
+// the source refuses rather than do it silently.
+type SlotLostError struct {
+	Slot        string
+	State       string // the snapshot state file's path
+	CompletedAt time.Time
+	Snapshot    bool // source.snapshot is initial
+}
+
+func (e *SlotLostError) Error() string {
+	lost := "rows deleted while it was missing would never get a tombstone and would stay live on the topics forever " +
+		"(rows inserted or updated meanwhile are published again by a new snapshot)"
+	redo := "delete " + e.State + " and start again: a new slot and a full snapshot publish every row again, the deleted rows stay on the topics"
+	if !e.Snapshot {
+		lost = "every change made while it was missing is lost to the topics (source.snapshot: never takes no snapshot to publish them again)"
+		redo = "delete " + e.State + " and start again: a new slot streams from now on, the changes of the gap are not published"
+	}
+	return fmt.Sprintf("replication slot %s is gone, but %s says it streamed (its snapshot completed %s): it was dropped (pg_drop_replication_slot) "+
+		"or lost in a failover, and the changes since its last confirmed position can no longer be read: %s. replicator does not carry on by itself. "+
+		"Ways out: accept the loss: %s; or start every entity over on new topics (set new topic: names, delete the state file, restart) and move consumers to them. "+
+		"Check that another process does not own the slot under another name, and, after a failover, that source.url points at the new primary",
+		e.Slot, e.State, e.CompletedAt.Format(time.RFC3339), lost, redo)
+}
+
+// CheckSlotKept returns a [*SlotLostError] when slot does not exist while
+// the snapshot state in stateDir says it streamed: what Run would refuse,
+// for `check`. snapshotInitial is whether source.snapshot is initial.
+func CheckSlotKept(ctx context.Context, conn *pgx.Conn, slot, stateDir string, snapshotInitial bool) error {
+	state, haveState, err := readState(stateDir, slot)
+	if err != nil || !haveState || !state.Complete {
+		return err
+	}
+	info, err := lookupSlot(ctx, conn, slot)
+	if err != nil || info.exists {
+		return err
+	}
+	return &SlotLostError{Slot: slot, State: statePath(stateDir, slot), CompletedAt: state.CompletedAt, Snapshot: snapshotInitial}
 }
 
 // tableNames are the configured tables' qualified names.

@@ -143,8 +143,19 @@ func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, pr
 		brokers, dial = []string{emb.Addr()}, emb.DialContext
 		log.Info("embedded Kafka broker listening", "addr", emb.Addr(), "data_dir", filepath.Join(cfg.DataDir, "kafka"))
 	}
+	kopts, err := kafkaOptions(cfg, brokers, dial)
+	if err != nil {
+		return err
+	}
 	registryURL := cfg.Registry.URL
 	if cfg.EmbeddedRegistry() {
+		// The registry keeps its schemas on the broker it serves: a lost
+		// data_dir must not number them again (an id would then mean two
+		// schemas for the topics' lifetime).
+		topic, err := registry.OpenTopicLog(ctx, int16(cfg.Kafka.ReplicationFactor), kopts...)
+		if err != nil {
+			return fmt.Errorf("start embedded registry: %w (check %s)", err, config.KeyKafkaBrokers)
+		}
 		reg, err := registry.StartEmbedded(ctx, registry.EmbeddedConfig{
 			Listen:   cfg.Registry.Listen,
 			DataDir:  filepath.Join(cfg.DataDir, "registry"),
@@ -152,18 +163,14 @@ func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, pr
 			Password: cfg.Registry.Password,
 			CertFile: cfg.Registry.CertFile,
 			KeyFile:  cfg.Registry.KeyFile,
+			Topic:    topic,
 		})
 		if err != nil {
 			return fmt.Errorf("start embedded registry (%s): %w", config.KeyRegistryListen, err)
 		}
 		defer reg.Close(context.WithoutCancel(ctx))
 		registryURL = reg.URL()
-		log.Info("embedded schema registry listening", "url", registryURL)
-	}
-
-	kopts, err := kafkaOptions(cfg, brokers, dial)
-	if err != nil {
-		return err
+		log.Info("embedded schema registry listening", "url", registryURL, "schemas_topic", registry.SchemasTopic)
 	}
 	kcl, err := newKafkaClient(cfg, brokers, dial, log)
 	if err != nil {
@@ -173,15 +180,7 @@ func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, pr
 	if err := pingKafka(ctx, kcl, brokers); err != nil {
 		return err
 	}
-	specs := make([]broker.TopicSpec, len(entities))
-	for i, e := range entities {
-		specs[i] = broker.TopicSpec{
-			Name:              e.Topic(),
-			Partitions:        int32(cfg.Entities[i].Partitions),
-			ReplicationFactor: int16(cfg.Kafka.ReplicationFactor),
-		}
-	}
-	res, err := broker.EnsureTopics(ctx, kadm.NewClient(kcl), specs)
+	res, err := broker.EnsureTopics(ctx, kadm.NewClient(kcl), topicSpecs(cfg, entities))
 	if err != nil {
 		return err
 	}
@@ -198,6 +197,15 @@ func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, pr
 		return fmt.Errorf("schema registry %s (%s): %w", config.RedactRegistryURL(registryURL), config.KeyRegistryURL, err)
 	}
 	obs.schemas.Add(2 * len(pents)) // a key and a value schema each
+	keys := pipeline.NewTopicKeys(kopts...)
+	for i, e := range pents {
+		// A registry that moved or lost its data gives the same key
+		// schema another id (every key's bytes would change) and may not
+		// know, or mean another schema by, the ids the values carry.
+		if err := keys.CheckSchemaIDs(ctx, e.Mapping.Topic(), e.KeySchemaID, e.Mapping.ValueSubject(), registry.NewSchemas(rcl)); err != nil {
+			return fmt.Errorf("%s[%d] (%s), schema registry %s: %w", config.KeyEntities, i, e.Mapping.Name(), config.RedactRegistryURL(registryURL), err)
+		}
+	}
 
 	src, err := source.New(source.Config{
 		URL:            cfg.Source.URL,
@@ -225,12 +233,40 @@ func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, pr
 	if ready != nil {
 		ready(endpoints{Brokers: brokers, RegistryURL: registryURL, Entities: entities})
 	}
+	// A record the producer fails (the broker refused it) stops the run at
+	// once: otherwise later transactions keep flowing, the confirmed
+	// position freezes behind the failed one and nothing says why until
+	// the next change of that table or a stop.
+	runCtx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
 	pipe := pipeline.New(pents, kcl,
 		pipeline.WithSchemas(obs.schemas.Wrap(registry.NewSchemas(rcl))),
-		pipeline.WithLiveKeys(pipeline.NewTopicKeys(kopts...)),
-		pipeline.WithBufferLimit(cfg.Kafka.MaxBufferedRecords))
+		pipeline.WithLiveKeys(keys),
+		pipeline.WithBufferLimit(cfg.Kafka.MaxBufferedRecords),
+		pipeline.WithMaxMessageBytes(cfg.Kafka.MaxMessageBytes),
+		pipeline.OnFailure(stop))
 	obs.attach(src, pipe, entities)
-	return src.Run(ctx, pipe)
+	err = src.Run(runCtx, pipe)
+	if perr := pipe.Err(); perr != nil {
+		// The source stopped because of it (or saw it while flushing):
+		// this is the error to report, not the stop it caused.
+		return perr
+	}
+	return err
+}
+
+// topicSpecs are the entities' topics as run creates and checks them.
+func topicSpecs(cfg *config.Config, entities []*mapping.Entity) []broker.TopicSpec {
+	specs := make([]broker.TopicSpec, len(entities))
+	for i, e := range entities {
+		specs[i] = broker.TopicSpec{
+			Name:              e.Topic(),
+			Partitions:        int32(cfg.Entities[i].Partitions),
+			ReplicationFactor: int16(cfg.Kafka.ReplicationFactor),
+			MaxMessageBytes:   int32(cfg.Kafka.MaxMessageBytes),
+		}
+	}
+	return specs
 }
 
 // kafkaOptions are the connection options (brokers, TLS, SASL) without
@@ -271,6 +307,7 @@ func newKafkaClient(cfg *config.Config, brokers []string, dial broker.DialFunc, 
 		MaxBufferedRecords: cfg.Kafka.MaxBufferedRecords,
 		Linger:             cfg.Kafka.Linger,
 		Compression:        cfg.Kafka.Compression,
+		BatchMaxBytes:      int32(cfg.Kafka.MaxMessageBytes),
 	})...)
 	if log != nil {
 		opts = append(opts, broker.ClientLogger(log))
@@ -318,7 +355,7 @@ func registerSchemas(ctx context.Context, cfg *config.Config, rcl *sr.Client, ta
 			}
 			entities[i] = e
 		}
-		keyID, err := registry.Evolve(ctx, rcl, e.KeySubject(), e.KeySchema(), level)
+		keyID, err := registry.RegisterKey(ctx, rcl, e.KeySubject(), e.KeySchema())
 		if err != nil {
 			return nil, startupRefused(i, e, err)
 		}
@@ -365,6 +402,10 @@ func keptNullable(ctx context.Context, rcl *sr.Client, subject string, t *relati
 }
 
 func startupRefused(i int, e *mapping.Entity, err error) error {
+	var kc *registry.KeyChangeError
+	if errors.As(err, &kc) {
+		return fmt.Errorf("%s[%d] (%s): the table's key changed since its key schema was registered: %w", config.KeyEntities, i, e.Name(), err)
+	}
 	var inc *registry.IncompatibleError
 	if errors.As(err, &inc) {
 		return fmt.Errorf("entity %s: the table changed incompatibly since its schema was registered: %w. Once the topic's consumers can read the new shape, set %s[%d].compatibility: none (and the subject's compatibility in an external registry to NONE), restart, then set it back; or start the entity over on a new topic (docs/OPERATIONS.md, Incompatible schema changes)",

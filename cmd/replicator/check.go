@@ -13,6 +13,7 @@ import (
 	"github.com/replicator/replicator/registry"
 	"github.com/replicator/replicator/source"
 	"github.com/spf13/pflag"
+	"github.com/twmb/franz-go/pkg/kadm"
 )
 
 // runCheck is `replicator check`: it validates the config and every
@@ -51,9 +52,10 @@ func runCheck(ctx context.Context, path string, flags *pflag.FlagSet, out io.Wri
 		return exitError{msg: "check failed"}
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	report("PostgreSQL server "+config.RedactSourceURL(cfg.Source.URL), source.CheckServer(ctx, conn, cfg.Source.Slot, cfg.Source.Publication)...)
+	report("PostgreSQL server "+config.RedactSourceURL(cfg.Source.URL), append(source.CheckServer(ctx, conn, cfg.Source.Slot, cfg.Source.Publication),
+		source.CheckSlotKept(ctx, conn, cfg.Source.Slot, filepath.Join(cfg.DataDir, "source"), cfg.Source.Snapshot == config.SnapshotInitial))...)
 
-	tables, _, err := loadEntities(ctx, cfg, conn)
+	tables, entities, err := loadEntities(ctx, cfg, conn)
 	if err != nil {
 		report("entities", err)
 	} else {
@@ -70,6 +72,11 @@ func runCheck(ctx context.Context, path string, flags *pflag.FlagSet, out io.Wri
 		kcl, err := newKafkaClient(cfg, cfg.Kafka.Brokers, nil, nil) // check reports the failure itself
 		if err == nil {
 			err = pingKafka(ctx, kcl, cfg.Kafka.Brokers)
+			if err == nil && entities != nil {
+				// Existing topics must be compacted and take what the
+				// producer sends (kafka.max_message_bytes).
+				err = broker.CheckTopics(ctx, kadm.NewClient(kcl), topicSpecs(cfg, entities))
+			}
 			kcl.Close()
 		}
 		report(fmt.Sprintf("Kafka %v", cfg.Kafka.Brokers), err)

@@ -158,7 +158,8 @@ func collectStatus(ctx context.Context, cfg *config.Config, maxRetained, maxLag 
 		}
 		switch {
 		case !slot.Exists && haveState && state.Complete:
-			attention("replication slot %s is gone although its snapshot completed: the next start creates it again and redoes the initial snapshot (records repeat); if that is not expected, find out who dropped it", slot.Name)
+			attention("replication slot %s is gone although its snapshot completed (dropped, or lost in a failover): the next start refuses to run, since rows deleted while it was missing would stay on the topics; to accept that, delete %s (a new slot and snapshot), or start the entities over on new topics (docs/OPERATIONS.md, When it stops by itself)",
+				slot.Name, filepath.Join(cfg.DataDir, "source", "slot-"+slot.Name+".json"))
 		case slot.WALStatus == "lost":
 			attention("replication slot %s has lost WAL it needed (wal_status lost): it cannot stream any more; drop it (SELECT pg_drop_replication_slot('%s')) and delete %s so the next start takes a new snapshot", slot.Name, slot.Name, filepath.Join(cfg.DataDir, "source", "slot-"+slot.Name+".json"))
 		case slot.Exists && !slot.Active && slot.RetainedBytes() > maxRetained:
