@@ -4,7 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
+
+	"github.com/replicator/replicator/filelock"
 )
 
 // CheckEmbedded reports what would stop [StartEmbedded] with this listen
@@ -17,12 +20,8 @@ func CheckEmbedded(listen, dataDir string) error {
 		errs = append(errs, err)
 	}
 	if dataDir != "" {
-		held, err := lockHeld(filepath.Join(dataDir, lockFileName))
-		switch {
-		case err != nil:
-			errs = append(errs, fmt.Errorf("data_dir %s: %w", dataDir, err))
-		case held:
-			errs = append(errs, fmt.Errorf("data_dir: %s is in use by another process (a replicator already running on it?): stop that process, or give this one another data_dir", dataDir))
+		if err := filelock.CheckFree(dataDir, filepath.Join(dataDir, lockFileName)); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
@@ -40,3 +39,17 @@ func checkListen(addr, key string) error {
 // lockFileName is the file in DataDir whose flock marks the directory as
 // used by a running broker.
 const lockFileName = "replicator.lock"
+
+// lockDir takes the lock on path (created if needed) that marks the data
+// directory as used by this broker, so that two brokers never share one.
+func lockDir(path string) (unlock func() error, err error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := filelock.Lock(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f.Close, nil
+}

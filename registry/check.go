@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+
+	"github.com/replicator/replicator/filelock"
 )
 
 // CheckEmbedded reports what would stop [StartEmbedded] with this listen
@@ -19,12 +21,8 @@ func CheckEmbedded(listen, dataDir string) error {
 		errs = append(errs, fmt.Errorf("%s: %w", keyListen, err))
 	}
 	if dataDir != "" {
-		held, err := lockHeld(filepath.Join(dataDir, logFile))
-		switch {
-		case err != nil:
-			errs = append(errs, fmt.Errorf("data_dir %s: %w", dataDir, err))
-		case held:
-			errs = append(errs, fmt.Errorf("data_dir: %s is in use by another process (a replicator already running on it?): stop that process, or give this one another data_dir", dataDir))
+		if err := filelock.CheckFree(dataDir, filepath.Join(dataDir, logFile)); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
