@@ -16,7 +16,7 @@ import (
 // broker (a replicator already running on it). For `replicator check`.
 func CheckEmbedded(listen, dataDir string) error {
 	var errs []error
-	if err := checkListen(listen, keyListen); err != nil {
+	if err := CheckListen(listen, keyListen); err != nil {
 		errs = append(errs, err)
 	}
 	if dataDir != "" {
@@ -27,8 +27,10 @@ func CheckEmbedded(listen, dataDir string) error {
 	return errors.Join(errs...)
 }
 
-// checkListen binds addr and releases it at once.
-func checkListen(addr, key string) error {
+// CheckListen binds addr and releases it at once, for `replicator check`
+// of an embedded service's listen address; key is its config key, named
+// in the error with the fix.
+func CheckListen(addr, key string) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("%s: cannot listen on %s (%w): another process (a replicator already running?) may hold the port; stop it or set %s to a free address", key, addr, err, key)
