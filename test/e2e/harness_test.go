@@ -94,8 +94,16 @@ func (s *syncBuffer) String() string {
 
 func startReplicator(t *testing.T, args ...string) *process {
 	t.Helper()
+	return startReplicatorEnv(t, nil, args...)
+}
+
+// startReplicatorEnv is startReplicator with the given environment (nil:
+// the test's own).
+func startReplicatorEnv(t *testing.T, env []string, args ...string) *process {
+	t.Helper()
 	p := &process{output: &syncBuffer{}, done: make(chan error, 1)}
 	p.cmd = exec.Command(replicatorBinary(t), args...)
+	p.cmd.Env = env
 	p.cmd.Stdout = p.output
 	p.cmd.Stderr = p.output
 	if err := p.cmd.Start(); err != nil {

@@ -167,30 +167,6 @@ entities: [{table: vault}]
 	}
 }
 
-// startReplicatorEnv is startReplicator with the given environment.
-func startReplicatorEnv(t *testing.T, env []string, args ...string) *process {
-	t.Helper()
-	p := &process{output: &syncBuffer{}, done: make(chan error, 1)}
-	p.cmd = exec.Command(replicatorBinary(t), args...)
-	p.cmd.Env = env
-	p.cmd.Stdout = p.output
-	p.cmd.Stderr = p.output
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start replicator: %v", err)
-	}
-	go func() { p.done <- p.cmd.Wait() }()
-	t.Cleanup(func() {
-		if p.cmd.ProcessState == nil {
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		}
-		if t.Failed() {
-			t.Logf("replicator output:\n%s", p.output.String())
-		}
-	})
-	return p
-}
-
 // countRecords reads a topic from the start to its end with the given
 // client options (credentials) and returns how many records it holds.
 func countRecords(t *testing.T, brokers, topic string, opts ...kgo.Opt) int {
