@@ -29,8 +29,8 @@ func shapeBenchmark(h *harness, name, about string, tables []string, prepare fun
 		about: about + " Subject: `replicator run` (`source.snapshot: never`, embedded broker), timed as in `stream`; every run " +
 			"checks the topics hold one record per change. Ceiling: the bare reader on the same WAL.",
 		setup:    func(ctx context.Context) (string, func() error, error) { return s.walBacklog.setup(ctx, s.write) },
-		ceiling:  subject{name: "bare reader", run: s.bare},
-		subjects: []subject{{name: "replicator, embedded broker", run: s.replicator}},
+		ceiling:  subject{name: "bare reader", run: s.bareRun},
+		subjects: []subject{{name: "replicator, embedded broker", run: s.replicatorRun}},
 		metrics: []metric{
 			{key: "rows_per_s", label: "throughput", unit: "rows/s", ratio: true, chart: chartRatio, target: tgt},
 			{key: "seconds", label: "time", unit: "s"},
@@ -40,31 +40,6 @@ func shapeBenchmark(h *harness, name, about string, tables []string, prepare fun
 	}
 	s.runs = h.opts.runsOf(&b)
 	return b
-}
-
-func (s *backlogShape) bare(ctx context.Context, run int) (sample, error) {
-	f, err := s.walBacklog.bare(ctx, run)
-	if err != nil {
-		return nil, err
-	}
-	return s.sample(f), nil
-}
-
-func (s *backlogShape) replicator(ctx context.Context, run int) (sample, error) {
-	f, _, err := s.walBacklog.replicator(ctx, run, false)
-	if err != nil {
-		return nil, err
-	}
-	return s.sample(f), nil
-}
-
-func (s *backlogShape) sample(f streamFigures) sample {
-	return sample{
-		"rows_per_s":      float64(s.rows) / f.elapsed.Seconds(),
-		"seconds":         f.elapsed.Seconds(),
-		"cpu_s":           f.cpu.Seconds(),
-		"walsender_cpu_s": f.walCPU.Seconds(),
-	}
 }
 
 // oneRowBenchmark: transactions of one row each, where the cost per
