@@ -366,3 +366,27 @@ func TestReadNewest(t *testing.T) {
 		t.Errorf("missing topic: got %v, want an error naming no-such-topic", err)
 	}
 }
+
+// TestReadNewestTransactionMarker: a partition whose last offset is a
+// transaction's commit marker has no newest record (as documented), and
+// the read still ends.
+func TestReadNewestTransactionMarker(t *testing.T) {
+	t.Parallel()
+	e := startEmbedded(t, EmbeddedConfig{})
+	const topic = "read-newest-txn"
+	ensure(t, newAdmin(t, e.Addr()), TopicSpec{Name: topic, Partitions: 1})
+	cl := manualProducer(t, e.Addr(), kgo.TransactionalID("read-newest-test"))
+	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+	defer cancel()
+	if err := cl.BeginTransaction(); err != nil {
+		t.Fatalf("begin transaction: %v", err)
+	}
+	produceTo(t, cl, topic, 0, "a", "1")
+	if err := cl.EndTransaction(ctx, kgo.TryCommit); err != nil {
+		t.Fatalf("end transaction: %v", err)
+	}
+	recs, err := ReadNewest(ctx, readOpts(t, e.Addr()), topic)
+	if err != nil || len(recs) != 0 {
+		t.Fatalf("ReadNewest: got %d records, %v; want none", len(recs), err)
+	}
+}
