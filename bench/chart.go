@@ -65,6 +65,9 @@ func ratioPlot(results []*result) (*plot.Plot, error) {
 				continue
 			}
 			for i, s := range r.bench.subjects {
+				if s.reference {
+					continue
+				}
 				sum := stats.Summarize(r.ratios(i, m.key))
 				if sum.N == 0 {
 					continue

@@ -93,7 +93,7 @@ func writeDoc(path string, m machine, opts options, results []*result, chart str
 	for _, r := range results {
 		w("## %s\n\n", r.bench.name)
 		w("%s\n\n", r.bench.about)
-		w("Workload: %s. %d run(s); the benchmark took %s.\n\n", r.workload, len(r.ceiling), r.elapsed.Round(time.Second))
+		w("Workload: %s. %d run(s); the benchmark took %s.\n\n", r.workload, r.runs(), r.elapsed.Round(time.Second))
 		markdownTable(&b, r)
 		w("\n")
 	}

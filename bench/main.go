@@ -47,7 +47,7 @@ type options struct {
 	note     string        // added to the report's header
 	profile  string        // directory for pprof profiles of every replicator run; "" for none
 	linger   time.Duration // kafka.linger of every replicator run (0: its default)
-	metrics  bool          // metrics.listen on in every replicator run
+	metrics  bool          // stream adds a subject with metrics.listen on
 	names    []string
 }
 
@@ -64,7 +64,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.keep, "keep", false, "keep the scratch directory: logs and broker data of every run")
 	fs.StringVar(&o.profile, "profile", "", "write CPU and allocation profiles of every `replicator run` into DIR/<run> (its --profile-dir)")
 	fs.DurationVar(&o.linger, "linger", 0, "set kafka.linger of every `replicator run` (default: replicator's own default)")
-	fs.BoolVar(&o.metrics, "metrics", false, "run every `replicator run` with metrics.listen on a free loopback port (the metrics-on comparison; nothing scrapes it)")
+	fs.BoolVar(&o.metrics, "metrics", false, "stream: also run replicator (embedded broker) with metrics.listen on a free loopback port, in the same runs, and report metrics on ÷ off (nothing scrapes it)")
 	fs.StringVar(&o.note, "note", "", "a sentence to add to the report's header (e.g. why the run is scaled)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: go run ./bench [flags] [name...]\n\nnames: stream, latency (latency-1k, latency-10k), large-txn, snapshot, toast, one-row, jsonb, wide, tables; default all of these.\nlean-reader (only when named): the stream backlog read by the bare reader and by a leaner one\n\nflags:")
@@ -101,6 +101,9 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 func (o options) runsOf(b *benchmark) int {
 	if o.runsSet {
 		return o.runs
+	}
+	if b.onlyRuns > 0 {
+		return b.onlyRuns
 	}
 	return max(o.runs, b.reportRuns)
 }
