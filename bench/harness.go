@@ -214,7 +214,7 @@ func bareResult(c *child) (barereader.Result, error) {
 
 // startKfakeServer starts the broker as a separate process and returns it
 // with its address. Its data lives in the child's directory.
-func (h *harness) startKfakeServer(name string) (*child, string, error) {
+func (h *harness) startKfakeServer(name string, args ...string) (*child, string, error) {
 	dir, err := h.dir(name)
 	if err != nil {
 		return nil, "", err
@@ -224,7 +224,7 @@ func (h *harness) startKfakeServer(name string) (*child, string, error) {
 		return nil, "", err
 	}
 	c, err := startChild("kfakeserver", filepath.Join(dir, "kfakeserver.log"), []string{"msg=listening"},
-		h.kfakeServer, "-listen", addr, "-data-dir", filepath.Join(dir, "data"))
+		h.kfakeServer, append([]string{"-listen", addr, "-data-dir", filepath.Join(dir, "data")}, args...)...)
 	if err != nil {
 		return nil, "", err
 	}

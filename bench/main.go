@@ -22,6 +22,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/replicator/replicator/broker"
 )
 
 func main() {
@@ -48,7 +50,11 @@ type options struct {
 	profile  string        // directory for pprof profiles of every replicator run; "" for none
 	linger   time.Duration // kafka.linger of every replicator run (0: its default)
 	metrics  bool          // stream adds a subject with metrics.listen on
-	names    []string
+	// The soak: its duration, load and the broker's compaction threshold.
+	soak         time.Duration
+	soakRate     int
+	soakMinDirty int64
+	names        []string
 }
 
 func parseOptions(args []string, stderr io.Writer) (options, error) {
@@ -65,9 +71,12 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.profile, "profile", "", "write CPU and allocation profiles of every `replicator run` into DIR/<run> (its --profile-dir)")
 	fs.DurationVar(&o.linger, "linger", 0, "set kafka.linger of every `replicator run` (default: replicator's own default)")
 	fs.BoolVar(&o.metrics, "metrics", false, "stream: also run replicator (embedded broker) with metrics.listen on a free loopback port, in the same runs, and report metrics on ÷ off (nothing scrapes it)")
+	fs.DurationVar(&o.soak, "soak", soakMinDuration, "soak: length of its steady load (the issue asks for at least 10m)")
+	fs.IntVar(&o.soakRate, "soak-rate", 5_000, "soak: rows per second of its steady load")
+	fs.Int64Var(&o.soakMinDirty, "soak-min-dirty", broker.DefaultCompactionMinDirtyBytes, "soak: the broker's compaction threshold in bytes (a lower one is bench-only; the report says so)")
 	fs.StringVar(&o.note, "note", "", "a sentence to add to the report's header (e.g. why the run is scaled)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: go run ./bench [flags] [name...]\n\nnames: stream, latency (latency-1k, latency-10k), large-txn, snapshot, toast, one-row, jsonb, wide, tables; default all of these.\nlean-reader (only when named): the stream backlog read by the bare reader and by a leaner one\n\nflags:")
+		fmt.Fprintln(stderr, "usage: go run ./bench [flags] [name...]\n\nnames: stream, latency (latency-1k, latency-10k), large-txn, snapshot, toast, one-row, jsonb, wide, tables; default all of these.\nlean-reader (only when named): the stream backlog read by the bare reader and by a leaner one\nsoak (only when named): a steady load over compaction passes of the broker, -soak long (10m)\n\nflags:")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -82,6 +91,12 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("-runs %d: want 1..10", o.runs)
 	case o.duration < 0 || o.duration > 10*time.Minute:
 		return o, fmt.Errorf("-duration %s: want up to 10m", o.duration)
+	case o.soak < 10*time.Second || o.soak > 2*time.Hour:
+		return o, fmt.Errorf("-soak %s: want 10s..2h (a soak is at least 10m)", o.soak)
+	case o.soakRate < 200 || o.soakRate > 50_000:
+		return o, fmt.Errorf("-soak-rate %d: want 200..50000 rows/s", o.soakRate)
+	case o.soakMinDirty < 1<<20:
+		return o, fmt.Errorf("-soak-min-dirty %d: want at least 1 MiB (1048576)", o.soakMinDirty)
 	}
 	if o.profile != "" {
 		abs, err := filepath.Abs(o.profile) // the replicator runs in another directory
@@ -140,6 +155,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		wideBenchmark(h),
 		tablesBenchmark(h),
 		leanReaderBenchmark(h),
+		soakBenchmark(h),
 	}
 	selected, err := selectBenchmarks(benchmarks, opts.names)
 	if err != nil {
