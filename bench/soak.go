@@ -70,6 +70,12 @@ func (s *soakBench) setup(ctx context.Context) (string, func() error, error) {
 	if err != nil {
 		return "", nil, err
 	}
+	return s.describe(what), teardown, nil
+}
+
+// describe adds the compaction threshold to the load's description, and
+// says when the run is not a soak as the issue asks for it.
+func (s *soakBench) describe(what string) string {
 	threshold := fmt.Sprintf("compaction threshold %d MiB", s.minDirty>>20)
 	if s.minDirty != broker.DefaultCompactionMinDirtyBytes {
 		threshold = fmt.Sprintf("**bench-only compaction threshold %d MiB** (the default is %d MiB)",
@@ -78,7 +84,7 @@ func (s *soakBench) setup(ctx context.Context) (string, func() error, error) {
 	if s.duration < soakMinDuration {
 		threshold += fmt.Sprintf("; **shorter than a soak** (%s < %s)", s.duration, soakMinDuration)
 	}
-	return what + "; " + threshold, teardown, nil
+	return what + "; " + threshold
 }
 
 func (s *soakBench) replicator(ctx context.Context, run int) (sample, error) {
