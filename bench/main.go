@@ -167,7 +167,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// The source measured is the one built now, whatever is committed or
 	// edited while the suite runs.
 	built := gitDescribe(ctx, root)
-	h.logf("building replicator, bare reader and broker process")
+	h.logf("building replicator, bare reader, broker process and sourcedrop")
 	if err := h.build(ctx); err != nil {
 		return err
 	}

@@ -48,8 +48,9 @@ func TestParsePassesRefusesUnreadableLine(t *testing.T) {
 	}
 }
 
-// Records are "during compaction" by their commit time, window ends
-// included; the rest are outside.
+// Records are "during compaction" when they were in flight (committed,
+// not yet received) at some moment of a pass, window ends included; the
+// rest are outside.
 func TestSoakSampleSplitsByPass(t *testing.T) {
 	t.Parallel()
 	t0 := time.Date(2026, 12, 6, 22, 0, 0, 0, time.UTC)
@@ -63,10 +64,10 @@ func TestSoakSampleSplitsByPass(t *testing.T) {
 	for i := range 100 {
 		add(time.Duration(i)*10*time.Millisecond, time.Duration(i+1)*time.Millisecond) // outside: 1..100 ms
 	}
-	add(10*time.Second, 2000*time.Millisecond) // at the pass's start
-	add(11*time.Second, 1000*time.Millisecond)
-	add(12*time.Second, 30*time.Millisecond) // at its end
-	add(13*time.Second, 5*time.Millisecond)  // after it: outside
+	add(9*time.Second, 1000*time.Millisecond)  // committed before, received at the pass's start
+	add(11*time.Second, 2000*time.Millisecond) // committed during it
+	add(12*time.Second, 30*time.Millisecond)   // committed at its end
+	add(13*time.Second, 5*time.Millisecond)    // after it: outside
 	s := soakSample(tr, passes)
 	for k, want := range map[string]float64{
 		"rows": 104, "rows_during": 3, "passes": 1, "longest_pass_s": 2,
@@ -79,7 +80,7 @@ func TestSoakSampleSplitsByPass(t *testing.T) {
 		}
 	}
 	// The trace is left in its order (writeTrace reads it after).
-	if tr.lat[100] != 2000*time.Millisecond {
+	if tr.lat[101] != 2000*time.Millisecond {
 		t.Errorf("soakSample reordered the trace")
 	}
 }
