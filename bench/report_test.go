@@ -143,3 +143,30 @@ func TestStreamReferenceRowsAndBreakdown(t *testing.T) {
 		t.Errorf("targets judged for %q, want the replicator subjects only", got)
 	}
 }
+
+// Every breakdown layer and compared pair names a ceiling or subject of its
+// benchmark, so that no report silently leaves its breakdown out.
+func TestLayersAndPairsNameSubjects(t *testing.T) {
+	t.Parallel()
+	h := &harness{opts: options{runs: 3, scale: 1, metrics: true}}
+	all := []benchmark{streamBenchmark(h), toastBenchmark(h), oneRowBenchmark(h), jsonbBenchmark(h), wideBenchmark(h), tablesBenchmark(h)}
+	for i := range all {
+		b := &all[i]
+		r := &result{bench: b, subjects: make([][]sample, len(b.subjects))}
+		if len(b.layers) == 0 {
+			t.Errorf("%s: no breakdown of where the time goes", b.name)
+		}
+		for _, l := range b.layers {
+			if _, ok := r.samples(l.subject); !ok {
+				t.Errorf("%s: layer %q is no subject of it", b.name, l.subject)
+			}
+		}
+		for _, p := range b.pairs {
+			for _, n := range []string{p.a, p.b} {
+				if _, ok := r.samples(n); !ok {
+					t.Errorf("%s: pair names %q, no subject of it", b.name, n)
+				}
+			}
+		}
+	}
+}
