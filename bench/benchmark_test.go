@@ -126,7 +126,7 @@ func TestSoakOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.soak != 10*time.Minute || o.soakRate != 5_000 || o.soakMinDirty != broker.DefaultCompactionMinDirtyBytes {
+	if o.soak != 10*time.Minute || o.soakRate != 5_000 || o.soakMinDirty != broker.DefaultCompactionMinDirtyBytes || o.soakEmbedded {
 		t.Errorf("defaults: -soak %s, -soak-rate %d, -soak-min-dirty %d", o.soak, o.soakRate, o.soakMinDirty)
 	}
 	o, err = parseOptions([]string{"-soak", "1m", "-soak-rate", "2000", "-soak-min-dirty", "4194304"}, io.Discard)
@@ -135,6 +135,7 @@ func TestSoakOptions(t *testing.T) {
 	}
 	for _, args := range [][]string{
 		{"-soak", "1s"}, {"-soak", "3h"}, {"-soak-rate", "0"}, {"-soak-rate", "1000000"}, {"-soak-min-dirty", "1000"},
+		{"-soak-embedded", "-soak-min-dirty", "4194304"},
 	} {
 		if _, err := parseOptions(args, io.Discard); err == nil || !strings.Contains(err.Error(), args[0]) {
 			t.Errorf("%v: got %v, want an error naming %s", args, err, args[0])

@@ -103,7 +103,7 @@ func writeDoc(path string, m machine, opts options, results []*result, chart str
 	w("- `go run ./bench [-scale F] [-runs N] [-duration D] [name…]` (`make bench`, `make bench BENCH_ARGS='-scale 0.1 -runs 3'`). " +
 		"Names select benchmarks (`stream`, `latency` = both rates, `large-txn`, `snapshot`, `toast`, `one-row`, `jsonb`, `wide`, `tables`; all of them by default). " +
 		"`lean-reader` runs only when named: it checks the stream's ceiling against a leaner client (bench/analysis.md). " +
-		"`soak` runs only when named (`go run ./bench soak [-soak 10m] [-soak-rate 5000] [-soak-min-dirty BYTES]`): one run takes " +
+		"`soak` runs only when named (`go run ./bench soak [-soak 10m] [-soak-rate 5000] [-soak-min-dirty BYTES | -soak-embedded]`): one run takes " +
 		"the soak's duration, ten minutes and more, too long for `make bench`.\n")
 	w("- Truer ceilings: `stream` and the shapes (`one-row`, `jsonb`, `wide`, `tables`) also time, each from its own slot on the same " +
 		"WAL in the same runs, the walsender's own decoding with no client (`pg_logical_slot_peek_binary_changes` with pgoutput and the " +

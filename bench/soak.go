@@ -22,13 +22,22 @@ import (
 type soakBench struct {
 	latencyBench
 	minDirty int64 // the broker's compaction threshold
+	// embedded runs replicator with its embedded broker (the default
+	// threshold: replicator has no setting for it) instead of the broker
+	// process.
+	embedded bool
 }
 
 // soakMinDuration is the shortest run the issue calls a soak.
 const soakMinDuration = 10 * time.Minute
 
 func soakBenchmark(h *harness) benchmark {
-	s := &soakBench{latencyBench: latencyBench{h: h, rate: h.opts.soakRate, duration: h.opts.soak}, minDirty: h.opts.soakMinDirty}
+	s := &soakBench{latencyBench: latencyBench{h: h, rate: h.opts.soakRate, duration: h.opts.soak}, minDirty: h.opts.soakMinDirty,
+		embedded: h.opts.soakEmbedded}
+	subj := subjectBrokerProcess
+	if s.embedded {
+		subj = subjectEmbedded
+	}
 	return benchmark{
 		name:     "soak",
 		optional: true,
@@ -36,7 +45,8 @@ func soakBenchmark(h *harness) benchmark {
 		about: "A steady load (one transaction every 10 ms: half inserts, half updates of the rows inserted by the previous " +
 			"transaction, as in `latency`) for the soak's duration (`-soak`, default 10 min), at `-soak-rate` rows/s, streamed by " +
 			"`replicator run` into the embedded broker's code run as its own process (`bench/cmd/kfakeserver`, " +
-			"`broker.StartEmbedded` with the data on disk), so that the broker's peak RSS is its own. " +
+			"`broker.StartEmbedded` with the data on disk), so that the broker's peak RSS is its own; with `-soak-embedded`, into " +
+			"replicator's embedded broker (default threshold only; the broker's RSS is then replicator's). " +
 			"The topic grows past the broker's compaction threshold (`-soak-min-dirty`, default " +
 			"`broker.DefaultCompactionMinDirtyBytes`; the workload line says which was used), so compaction passes run while " +
 			"the load is timed. Each pass's window is read from the broker's `compacted its topics` log line (its end time and " +
@@ -46,7 +56,7 @@ func soakBenchmark(h *harness) benchmark {
 			"minutes and more): run it alone with `go run ./bench soak`.",
 		setup:    s.setup,
 		ceiling:  subject{name: "none"},
-		subjects: []subject{{name: "replicator, broker process", run: s.replicator}},
+		subjects: []subject{{name: subj, run: s.replicator}},
 		metrics: []metric{
 			{key: "p99_during_ms", label: "latency p99, during compaction passes", unit: "ms"},
 			{key: "p99_outside_ms", label: "latency p99, outside them", unit: "ms"},
@@ -57,7 +67,7 @@ func soakBenchmark(h *harness) benchmark {
 			{key: "passes", label: "compaction passes", unit: "passes"},
 			{key: "longest_pass_s", label: "longest pass", unit: "s"},
 			{key: "broker_rss_mb", label: "broker process peak RSS", unit: "MB"},
-			{key: "reader_rss_mb", label: "replicator peak RSS", unit: "MB"},
+			{key: "reader_rss_mb", label: "replicator peak RSS (embedded broker included, when embedded)", unit: "MB"},
 			{key: "topic_mb", label: "broker data on disk at the end", unit: "MB"},
 			{key: "rows", label: "rows measured", unit: "rows"},
 			{key: "rate", label: "load achieved", unit: "rows/s"},
@@ -88,14 +98,21 @@ func (s *soakBench) describe(what string) string {
 }
 
 func (s *soakBench) replicator(ctx context.Context, run int) (sample, error) {
-	bk, addr, err := s.h.startKfakeServer(fmt.Sprintf("soak-%d-kfake", run), "-compaction-min-dirty", fmt.Sprint(s.minDirty))
-	if err != nil {
-		return nil, err
+	var brokers []string
+	var bk *child // the broker process; nil with the embedded broker
+	if !s.embedded {
+		var addr string
+		var err error
+		bk, addr, err = s.h.startKfakeServer(fmt.Sprintf("soak-%d-kfake", run), "-compaction-min-dirty", fmt.Sprint(s.minDirty))
+		if err != nil {
+			return nil, err
+		}
+		defer bk.kill()
+		brokers = []string{addr}
 	}
-	defer bk.kill()
 	slot := fmt.Sprintf("soak_%d", run)
 	rp, err := s.h.startReplicator(replicatorRun{name: fmt.Sprintf("soak-%d-replicator", run), dsn: s.cl.DSN(""), slot: slot,
-		snapshot: "never", brokers: []string{addr}})
+		snapshot: "never", brokers: brokers})
 	if err != nil {
 		return nil, err
 	}
@@ -107,19 +124,30 @@ func (s *soakBench) replicator(ctx context.Context, run int) (sample, error) {
 	if err != nil {
 		return nil, err
 	}
-	brokerRSS, err1 := procPeakRSS(bk.pid())
+	// The broker's log, data and process: its own, or replicator's when
+	// embedded.
+	brokerProc, brokerData := rp.child, filepath.Join(rp.dir, "data")
+	if bk != nil {
+		brokerProc, brokerData = bk, bk.dir()
+	}
+	brokerRSS, err1 := procPeakRSS(brokerProc.pid())
 	readerRSS, err2 := procPeakRSS(rp.pid())
 	if err := errors.Join(err1, err2); err != nil {
 		return nil, err
 	}
-	disk, err := dirSize(bk.dir())
+	disk, err := dirSize(brokerData)
 	if err != nil {
 		return nil, err
 	}
-	if err := errors.Join(rp.stop(), bk.stop()); err != nil {
+	if err := rp.stop(); err != nil {
 		return nil, err
 	}
-	logText, err := os.ReadFile(bk.logPath)
+	if bk != nil {
+		if err := bk.stop(); err != nil {
+			return nil, err
+		}
+	}
+	logText, err := os.ReadFile(brokerProc.logPath)
 	if err != nil {
 		return nil, err
 	}
@@ -132,13 +160,19 @@ func (s *soakBench) replicator(ctx context.Context, run int) (sample, error) {
 	}
 	smp := soakSample(tr, passes)
 	smp["rate"] = rate
-	smp["broker_rss_mb"] = mb(brokerRSS)
 	smp["reader_rss_mb"] = mb(readerRSS)
+	if bk != nil {
+		smp["broker_rss_mb"] = mb(brokerRSS)
+	}
 	smp["topic_mb"] = mb(disk)
 	if len(passes) == 0 {
 		s.h.logf("soak: no compaction pass ran: the topic stayed under the threshold (%d MiB); raise -soak or -soak-rate, or lower -soak-min-dirty", s.minDirty>>20)
 	}
-	return smp, errors.Join(s.h.cleanup(rp.dir), s.h.cleanup(bk.dir()))
+	errs := []error{s.h.cleanup(rp.dir)}
+	if bk != nil {
+		errs = append(errs, s.h.cleanup(bk.dir()))
+	}
+	return smp, errors.Join(errs...)
 }
 
 // pass is one compaction pass of the broker.
