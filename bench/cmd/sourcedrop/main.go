@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -64,11 +65,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return errors.New("-url, -slot, -publication, -state-dir and -tables are required")
 	}
 	// The source keeps an application_name given in the URL.
-	sep := "?"
-	if strings.Contains(cfg.URL, "?") {
-		sep = "&"
+	u, err := url.Parse(cfg.URL)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		return fmt.Errorf("-url: want a postgres:// URL (application_name is added to its query)")
 	}
-	cfg.URL += sep + "application_name=" + app
+	q := u.Query()
+	q.Set("application_name", app)
+	u.RawQuery = q.Encode()
+	cfg.URL = u.String()
 	cfg.Snapshot = source.SnapshotNever
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, nil))
 
