@@ -166,7 +166,11 @@ func (s *soakBench) replicator(ctx context.Context, run int) (sample, error) {
 	}
 	smp["topic_mb"] = mb(disk)
 	if len(passes) == 0 {
-		s.h.logf("soak: no compaction pass ran: the topic stayed under the threshold (%d MiB); raise -soak or -soak-rate, or lower -soak-min-dirty", s.minDirty>>20)
+		hint := "raise -soak or -soak-rate, or lower -soak-min-dirty"
+		if s.embedded {
+			hint = "raise -soak or -soak-rate (the embedded broker's threshold cannot be lowered)"
+		}
+		s.h.logf("soak: no compaction pass ran: the topic stayed under the threshold (%d MiB); %s", s.minDirty>>20, hint)
 	}
 	errs := []error{s.h.cleanup(rp.dir)}
 	if bk != nil {
