@@ -75,7 +75,7 @@ func ratioPlot(results []*result) (*plot.Plot, error) {
 				vals = append(vals, sum.Median)
 				names = append(names, r.bench.name+"\n"+strings.TrimPrefix(s.name, "replicator, "))
 				t := 0.0
-				if m.target != nil && m.target.ofRatio {
+				if m.target != nil && m.target.ofRatio && (m.target.subject == "" || m.target.subject == s.name) {
 					t = m.target.value
 				}
 				targets = append(targets, t)
