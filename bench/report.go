@@ -264,7 +264,8 @@ func markdownTable(w io.Writer, r *result) {
 	}
 	if rows := r.layerRows(); rows != nil {
 		fmt.Fprint(w, "\nWhere the time goes: each row stops one stage later on the same backlog; \"added\" is its time minus the row above's, run by run "+
-			"(median, min – max), and its share of the last row's median time.\n\n")
+			"(median, min – max), and its share of the last row's median time; a negative one means that row was faster than the one above "+
+			"(the bare reader is a deliberately plain client, bench/barereader).\n\n")
 		fmt.Fprintln(w, "| stops after | what it adds | time (median) | added | share |")
 		fmt.Fprintln(w, "| --- | --- | ---: | ---: | ---: |")
 		for _, l := range rows {
