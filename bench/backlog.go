@@ -151,11 +151,18 @@ type brokerFigures struct {
 // broker or with kfake in a separate process (external), and checks that
 // the topic holds exactly one record per change.
 func (b *walBacklog) replicator(ctx context.Context, run int, external bool) (streamFigures, brokerFigures, error) {
-	var bf brokerFigures
-	slot := slotName(readerEmbedded, run)
+	reader := readerEmbedded
 	if external {
-		slot = slotName(readerExternal, run)
+		reader = readerExternal
 	}
+	return b.replicatorAs(ctx, run, reader, external, false)
+}
+
+// replicatorAs is replicator from reader's slot, with metrics.listen on
+// when metrics is set.
+func (b *walBacklog) replicatorAs(ctx context.Context, run int, reader string, external, metrics bool) (streamFigures, brokerFigures, error) {
+	var bf brokerFigures
+	slot := slotName(reader, run)
 	var brokers []string
 	var broker *child
 	var brokerCPU0 time.Duration
@@ -172,7 +179,7 @@ func (b *walBacklog) replicator(ctx context.Context, run int, external bool) (st
 		}
 	}
 	// The run's directory (and profile) is named by its slot: one per subject.
-	rp, err := b.h.startReplicator(replicatorRun{name: fmt.Sprintf("%s-%d-%s", b.prefix, run, slot), dsn: b.cl.DSN(""), slot: slot, snapshot: "never", brokers: brokers, tables: b.tables})
+	rp, err := b.h.startReplicator(replicatorRun{name: fmt.Sprintf("%s-%d-%s", b.prefix, run, slot), dsn: b.cl.DSN(""), slot: slot, snapshot: "never", brokers: brokers, tables: b.tables, metrics: metrics})
 	if err != nil {
 		return streamFigures{}, bf, err
 	}
@@ -228,9 +235,10 @@ func (b *walBacklog) streamSample(f streamFigures) sample {
 	}
 }
 
-// bareRun and replicatorRun stream the backlog with the bare reader or
-// replicator (embedded broker) and give its streamSample: the subjects of
-// a benchmark measuring the stream alone.
+// bareRun, replicatorRun, droppedRun and peekRun stream the backlog with
+// the bare reader, replicator (embedded broker), replicator's source with
+// changes dropped, or the walsender peek, and give its streamSample: the
+// subjects of a benchmark measuring the stream alone.
 func (b *walBacklog) bareRun(ctx context.Context, run int) (sample, error) {
 	f, err := b.bare(ctx, run)
 	if err != nil {
@@ -245,4 +253,20 @@ func (b *walBacklog) replicatorRun(ctx context.Context, run int) (sample, error)
 		return nil, err
 	}
 	return b.streamSample(f), nil
+}
+
+func (b *walBacklog) droppedRun(ctx context.Context, run int) (sample, error) {
+	f, err := b.sourceDropped(ctx, run)
+	if err != nil {
+		return nil, err
+	}
+	return b.streamSample(f), nil
+}
+
+func (b *walBacklog) peekRun(ctx context.Context, run int) (sample, error) {
+	f, err := b.peek(ctx, run)
+	if err != nil {
+		return nil, err
+	}
+	return peekSample(b.streamSample(f)), nil
 }

@@ -34,10 +34,36 @@ type benchmark struct {
 	// runs vary more than the others', a median over more of them.
 	reportRuns int
 
+	// onlyRuns, when set, is how many runs it takes unless -runs is
+	// given: the soak, whose one run is ten minutes.
+	onlyRuns int
+
 	// optional leaves it out of the default set (all): it runs only when
 	// named. For measurements that check the suite itself rather than
 	// replicator.
 	optional bool
+
+	// layers, when set, name the ceiling and subjects that each add one
+	// stage of the same work, from the least to the whole pipeline: the
+	// report shows what each adds to the time (see [result.layers]).
+	layers []layer
+
+	// pairs are subjects compared with each other run by run (e.g. metrics
+	// on ÷ off), beside their ratios to the ceiling.
+	pairs []pair
+}
+
+// A layer is one stage of a breakdown of where a benchmark's time goes:
+// the subject (or ceiling) that stops after it, and what it adds over the
+// layer before.
+type layer struct {
+	subject string
+	adds    string
+}
+
+// A pair compares subject a with subject b on a metric, run by run (a ÷ b).
+type pair struct {
+	a, b, key, label string
 }
 
 // A subject is one measured program. run is called once per run (1-based)
@@ -45,6 +71,10 @@ type benchmark struct {
 type subject struct {
 	name string
 	run  func(ctx context.Context, run int) (sample, error)
+	// reference marks a figure reported beside the subjects to explain
+	// them (a truer ceiling, a stage of the pipeline): it is never judged
+	// against a target nor drawn in the chart.
+	reference bool
 }
 
 // sample holds the figures of one run of one subject, by metric key.
@@ -102,6 +132,30 @@ type result struct {
 	err      error // the first failure; the samples before it are kept
 }
 
+// runs is how many runs r holds (of its ceiling, or of its first subject
+// when it has no ceiling).
+func (r *result) runs() int {
+	n := len(r.ceiling)
+	for _, s := range r.subjects {
+		n = max(n, len(s))
+	}
+	return n
+}
+
+// samples returns the samples of the ceiling or subject called name, and
+// whether there is one.
+func (r *result) samples(name string) ([]sample, bool) {
+	if name == r.bench.ceiling.name {
+		return r.ceiling, true
+	}
+	for i, s := range r.bench.subjects {
+		if s.name == name {
+			return r.subjects[i], true
+		}
+	}
+	return nil, false
+}
+
 // value returns the figures of key for samples (NaN where missing).
 func values(samples []sample, key string) []float64 {
 	xs := make([]float64, len(samples))
@@ -135,7 +189,8 @@ type verdict struct {
 
 // check evaluates m's target for subject subj.
 func (r *result) check(m metric, subj int) (verdict, bool) {
-	if m.target == nil || (m.target.subject != "" && m.target.subject != r.bench.subjects[subj].name) {
+	if m.target == nil || r.bench.subjects[subj].reference ||
+		(m.target.subject != "" && m.target.subject != r.bench.subjects[subj].name) {
 		return verdict{}, false
 	}
 	var xs []float64
@@ -175,9 +230,11 @@ func runBenchmark(ctx context.Context, b *benchmark, runs int, progress func(for
 		for i := range b.subjects {
 			order = append(order, i)
 		}
-		if run%2 == 1 {
+		switch {
+		case b.ceiling.run == nil: // a benchmark without a ceiling (the soak)
+		case run%2 == 1:
 			order = append([]int{-1}, order...)
-		} else {
+		default:
 			order = append(order, -1)
 		}
 		for _, i := range order {

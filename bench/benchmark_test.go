@@ -3,7 +3,11 @@ package main
 import (
 	"io"
 	"math"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/replicator/replicator/broker"
 )
 
 func TestCheckTargets(t *testing.T) {
@@ -94,22 +98,65 @@ func TestThousands(t *testing.T) {
 func TestRunsOf(t *testing.T) {
 	stream := &benchmark{name: "stream", reportRuns: 5}
 	plain := &benchmark{name: "snapshot"}
+	soak := &benchmark{name: "soak", onlyRuns: 1}
 	for _, tt := range []struct {
-		args             []string
-		stream, snapshot int
+		args                   []string
+		stream, snapshot, soak int
 	}{
-		{nil, 5, 3},
-		{[]string{"-runs", "3"}, 3, 3},
-		{[]string{"-runs", "1"}, 1, 1},
-		{[]string{"-runs", "7"}, 7, 7},
+		{nil, 5, 3, 1},
+		{[]string{"-runs", "3"}, 3, 3, 3},
+		{[]string{"-runs", "1"}, 1, 1, 1},
+		{[]string{"-runs", "7"}, 7, 7, 7},
 	} {
 		o, err := parseOptions(tt.args, io.Discard)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got, got2 := o.runsOf(stream), o.runsOf(plain); got != tt.stream || got2 != tt.snapshot {
-			t.Errorf("%v: runs %d (stream), %d (snapshot); want %d, %d", tt.args, got, got2, tt.stream, tt.snapshot)
+		if got, got2, got3 := o.runsOf(stream), o.runsOf(plain), o.runsOf(soak); got != tt.stream || got2 != tt.snapshot || got3 != tt.soak {
+			t.Errorf("%v: runs %d (stream), %d (snapshot), %d (soak); want %d, %d, %d", tt.args, got, got2, got3, tt.stream, tt.snapshot, tt.soak)
 		}
+	}
+}
+
+// The soak's flags default to the issue's soak (10 minutes, the broker's
+// own compaction threshold) and refuse what is not a load.
+func TestSoakOptions(t *testing.T) {
+	t.Parallel()
+	o, err := parseOptions(nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.soak != 10*time.Minute || o.soakRate != 5_000 || o.soakMinDirty != broker.DefaultCompactionMinDirtyBytes || o.soakEmbedded {
+		t.Errorf("defaults: -soak %s, -soak-rate %d, -soak-min-dirty %d", o.soak, o.soakRate, o.soakMinDirty)
+	}
+	o, err = parseOptions([]string{"-soak", "1m", "-soak-rate", "2000", "-soak-min-dirty", "4194304"}, io.Discard)
+	if err != nil || o.soak != time.Minute || o.soakRate != 2000 || o.soakMinDirty != 4<<20 {
+		t.Errorf("got %+v, %v; want a 1m soak at 2000 rows/s with a 4 MiB threshold", o, err)
+	}
+	for _, args := range [][]string{
+		{"-soak", "1s"}, {"-soak", "3h"}, {"-soak-rate", "0"}, {"-soak-rate", "1000000"}, {"-soak-min-dirty", "1000"},
+		{"-soak-embedded", "-soak-min-dirty", "4194304"},
+	} {
+		if _, err := parseOptions(args, io.Discard); err == nil || !strings.Contains(err.Error(), args[0]) {
+			t.Errorf("%v: got %v, want an error naming %s", args, err, args[0])
+		}
+	}
+}
+
+// The soak's report says when its run is not what the issue calls a soak:
+// shorter than ten minutes, or with a bench-only compaction threshold.
+func TestSoakWorkloadSaysWhatIsNotDefault(t *testing.T) {
+	t.Parallel()
+	s := &soakBench{latencyBench: latencyBench{duration: time.Minute}, minDirty: 4 << 20}
+	got := s.describe("load")
+	for _, want := range []string{"bench-only compaction threshold 4 MiB", "(the default is 256 MiB)", "shorter than a soak"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("workload %q lacks %q", got, want)
+		}
+	}
+	s = &soakBench{latencyBench: latencyBench{duration: 10 * time.Minute}, minDirty: broker.DefaultCompactionMinDirtyBytes}
+	if got := s.describe("load"); got != "load; compaction threshold 256 MiB" {
+		t.Errorf("workload of a default soak: %q", got)
 	}
 }
 

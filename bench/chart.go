@@ -65,6 +65,9 @@ func ratioPlot(results []*result) (*plot.Plot, error) {
 				continue
 			}
 			for i, s := range r.bench.subjects {
+				if s.reference {
+					continue
+				}
 				sum := stats.Summarize(r.ratios(i, m.key))
 				if sum.N == 0 {
 					continue
@@ -72,7 +75,7 @@ func ratioPlot(results []*result) (*plot.Plot, error) {
 				vals = append(vals, sum.Median)
 				names = append(names, r.bench.name+"\n"+strings.TrimPrefix(s.name, "replicator, "))
 				t := 0.0
-				if m.target != nil && m.target.ofRatio {
+				if m.target != nil && m.target.ofRatio && (m.target.subject == "" || m.target.subject == s.name) {
 					t = m.target.value
 				}
 				targets = append(targets, t)

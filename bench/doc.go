@@ -93,7 +93,7 @@ func writeDoc(path string, m machine, opts options, results []*result, chart str
 	for _, r := range results {
 		w("## %s\n\n", r.bench.name)
 		w("%s\n\n", r.bench.about)
-		w("Workload: %s. %d run(s); the benchmark took %s.\n\n", r.workload, len(r.ceiling), r.elapsed.Round(time.Second))
+		w("Workload: %s. %d run(s); the benchmark took %s.\n\n", r.workload, r.runs(), r.elapsed.Round(time.Second))
 		markdownTable(&b, r)
 		w("\n")
 	}
@@ -102,9 +102,19 @@ func writeDoc(path string, m machine, opts options, results []*result, chart str
 	w("## Method\n\n")
 	w("- `go run ./bench [-scale F] [-runs N] [-duration D] [name…]` (`make bench`, `make bench BENCH_ARGS='-scale 0.1 -runs 3'`). " +
 		"Names select benchmarks (`stream`, `latency` = both rates, `large-txn`, `snapshot`, `toast`, `one-row`, `jsonb`, `wide`, `tables`; all of them by default). " +
-		"`lean-reader` runs only when named: it checks the stream's ceiling against a leaner client (bench/analysis.md).\n")
-	w("- Each benchmark starts its own throwaway PostgreSQL cluster (`pgcluster`) and builds `replicator`, the bare reader " +
-		"and the broker process once with `go build`; everything talks over loopback.\n")
+		"`lean-reader` runs only when named: it checks the stream's ceiling against a leaner client (bench/analysis.md). " +
+		"`soak` runs only when named (`go run ./bench soak [-soak 10m] [-soak-rate 5000] [-soak-min-dirty BYTES | -soak-embedded]`): one run takes " +
+		"the soak's duration, ten minutes and more, too long for `make bench`.\n")
+	w("- Truer ceilings: `stream` and the shapes (`one-row`, `jsonb`, `wide`, `tables`) also time, each from its own slot on the same " +
+		"WAL in the same runs, the walsender's own decoding with no client (`pg_logical_slot_peek_binary_changes` with pgoutput and the " +
+		"same publication, counting row changes inside the server) and replicator's source with a handler that acknowledges every change " +
+		"at once (`bench/cmd/sourcedrop`; `toast` too, where it includes the re-reads). They are reference rows beside the bare reader, " +
+		"which stays the ceiling: never judged against a target, not in the chart. A \"where the time goes\" table after the figures " +
+		"subtracts them layer by layer, run by run.\n")
+	w("- `-metrics` adds to `stream` a subject with `metrics.listen` on (nothing scrapes it), from its own slot in the same runs, and " +
+		"reports its throughput ÷ the metrics-off subject's, run by run.\n")
+	w("- Each benchmark starts its own throwaway PostgreSQL cluster (`pgcluster`) and builds `replicator`, the bare reader, " +
+		"the broker process and `sourcedrop` once with `go build`; everything talks over loopback.\n")
 	w("- Every run measures the ceiling and each subject once; ratios are taken run by run (subject ÷ ceiling of the same run), " +
 		"then summarised. Median, min – max and spread ((max − min) ÷ median) are over the runs.\n")
 	w("- Before every timed run the harness calls sync(2), so that no earlier writes (the setup's WAL and tables, " +

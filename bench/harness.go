@@ -28,7 +28,7 @@ type harness struct {
 	root string // module root
 	work string // scratch directory, removed at the end unless -keep
 
-	replicator, bareReader, kfakeServer string // built binaries
+	replicator, bareReader, kfakeServer, sourceDrop string // built binaries
 
 	progress io.Writer
 }
@@ -43,6 +43,7 @@ func (h *harness) build(ctx context.Context) error {
 		{&h.replicator, "./cmd/replicator"},
 		{&h.bareReader, "./bench/cmd/barereader"},
 		{&h.kfakeServer, "./bench/cmd/kfakeserver"},
+		{&h.sourceDrop, "./bench/cmd/sourcedrop"},
 	} {
 		*p.dst = filepath.Join(bin, filepath.Base(p.pkg))
 		cmd := exec.CommandContext(ctx, "go", "build", "-o", *p.dst, p.pkg)
@@ -86,6 +87,7 @@ type replicatorRun struct {
 	brokers  []string // empty: the embedded broker
 	patterns []string // log lines to timestamp; "streaming" is always watched
 	tables   []string // entities, in schema public; nil: the bench table alone
+	metrics  bool     // metrics.listen on a free loopback port (nothing scrapes it)
 }
 
 // replicatorProc is a running replicator and where its records go.
@@ -135,7 +137,7 @@ func (h *harness) startReplicator(rr replicatorRun) (*replicatorProc, error) {
 	if h.opts.linger > 0 {
 		cfg["kafka"].(map[string]any)["linger"] = h.opts.linger.String()
 	}
-	if h.opts.metrics {
+	if rr.metrics {
 		metricsListen, err := freeAddr()
 		if err != nil {
 			return nil, err
@@ -212,7 +214,7 @@ func bareResult(c *child) (barereader.Result, error) {
 
 // startKfakeServer starts the broker as a separate process and returns it
 // with its address. Its data lives in the child's directory.
-func (h *harness) startKfakeServer(name string) (*child, string, error) {
+func (h *harness) startKfakeServer(name string, args ...string) (*child, string, error) {
 	dir, err := h.dir(name)
 	if err != nil {
 		return nil, "", err
@@ -222,7 +224,7 @@ func (h *harness) startKfakeServer(name string) (*child, string, error) {
 		return nil, "", err
 	}
 	c, err := startChild("kfakeserver", filepath.Join(dir, "kfakeserver.log"), []string{"msg=listening"},
-		h.kfakeServer, "-listen", addr, "-data-dir", filepath.Join(dir, "data"))
+		h.kfakeServer, append([]string{"-listen", addr, "-data-dir", filepath.Join(dir, "data")}, args...)...)
 	if err != nil {
 		return nil, "", err
 	}

@@ -140,10 +140,41 @@ func (s *latencyBench) replicator(ctx context.Context, run int) (sample, error) 
 	if _, err := rp.waitLine(ctx, "msg=streaming", 2*time.Minute); err != nil {
 		return nil, err
 	}
+	tr, _, rate, err := s.measure(ctx, rp)
+	if err != nil {
+		return nil, err
+	}
+	if err := rp.stop(); err != nil {
+		return nil, err
+	}
+	if err := dropSlot(ctx, s.conn, slot); err != nil {
+		return nil, err
+	}
+	if s.h.opts.keep {
+		if err := writeTrace(filepath.Join(rp.dir, "latency.csv"), tr.recv, tr.lat); err != nil {
+			return nil, err
+		}
+	}
+	return latencySample(stats.SummarizeLatencies(tr.lat), rate), s.h.cleanup(rp.dir)
+}
+
+// latencyTrace is every record of a load after the warm-up: its latency,
+// when it was received and its transaction's commit time.
+type latencyTrace struct {
+	lat    []time.Duration
+	recv   []time.Time
+	commit []time.Time
+}
+
+// measure writes the warm-up and the load while a consumer reads the
+// topic of the replicator rp (streaming already) from its start, and
+// returns the latency of every record of the load, the rows written and
+// the rate achieved. It fails unless every record of the load arrived.
+func (s *latencyBench) measure(ctx context.Context, rp *replicatorProc) (latencyTrace, int64, float64, error) {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(rp.brokers...), kgo.ConsumeTopics(tableName),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(time.Second))
 	if err != nil {
-		return nil, err
+		return latencyTrace{}, 0, 0, err
 	}
 	defer cl.Close()
 
@@ -152,8 +183,7 @@ func (s *latencyBench) replicator(ctx context.Context, run int) (sample, error) 
 	warm := int64(s.perTick() / 2)
 	var got, want atomic.Int64
 	want.Store(1 << 62)
-	var lat []time.Duration
-	var recv []time.Time // when each latency was measured, for the trace
+	var tr latencyTrace
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	g, gctx := errgroup.WithContext(runCtx)
@@ -188,8 +218,9 @@ func (s *latencyBench) replicator(ctx context.Context, run int) (sample, error) 
 					perr = err
 					return
 				}
-				lat = append(lat, now.Sub(at))
-				recv = append(recv, now)
+				tr.lat = append(tr.lat, now.Sub(at))
+				tr.recv = append(tr.recv, now)
+				tr.commit = append(tr.commit, at)
 			})
 			if perr != nil {
 				return perr
@@ -218,24 +249,12 @@ func (s *latencyBench) replicator(ctx context.Context, run int) (sample, error) 
 		return nil
 	})
 	if err := waitGroup(g, cancel, s.duration*2+2*time.Minute, rp.alive); err != nil {
-		return nil, err
+		return tr, 0, 0, err
 	}
-	if int64(len(lat)) != rows {
-		return nil, fmt.Errorf("consumed %d records after the warm-up, want %d", len(lat), rows)
+	if int64(len(tr.lat)) != rows {
+		return tr, rows, rate, fmt.Errorf("consumed %d records after the warm-up, want %d", len(tr.lat), rows)
 	}
-	cl.Close()
-	if err := rp.stop(); err != nil {
-		return nil, err
-	}
-	if err := dropSlot(ctx, s.conn, slot); err != nil {
-		return nil, err
-	}
-	if s.h.opts.keep {
-		if err := writeTrace(filepath.Join(rp.dir, "latency.csv"), recv, lat); err != nil {
-			return nil, err
-		}
-	}
-	return latencySample(stats.SummarizeLatencies(lat), rate), s.h.cleanup(rp.dir)
+	return tr, rows, rate, nil
 }
 
 func (s *latencyBench) bare(ctx context.Context, run int) (sample, error) {

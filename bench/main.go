@@ -22,6 +22,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/replicator/replicator/broker"
 )
 
 func main() {
@@ -47,8 +49,13 @@ type options struct {
 	note     string        // added to the report's header
 	profile  string        // directory for pprof profiles of every replicator run; "" for none
 	linger   time.Duration // kafka.linger of every replicator run (0: its default)
-	metrics  bool          // metrics.listen on in every replicator run
-	names    []string
+	metrics  bool          // stream adds a subject with metrics.listen on
+	// The soak: its duration, load and the broker's compaction threshold.
+	soak         time.Duration
+	soakRate     int
+	soakMinDirty int64
+	soakEmbedded bool
+	names        []string
 }
 
 func parseOptions(args []string, stderr io.Writer) (options, error) {
@@ -64,10 +71,17 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.keep, "keep", false, "keep the scratch directory: logs and broker data of every run")
 	fs.StringVar(&o.profile, "profile", "", "write CPU and allocation profiles of every `replicator run` into DIR/<run> (its --profile-dir)")
 	fs.DurationVar(&o.linger, "linger", 0, "set kafka.linger of every `replicator run` (default: replicator's own default)")
-	fs.BoolVar(&o.metrics, "metrics", false, "run every `replicator run` with metrics.listen on a free loopback port (the metrics-on comparison; nothing scrapes it)")
+	fs.BoolVar(&o.metrics, "metrics", false, "stream: also run replicator (embedded broker) with metrics.listen on a free loopback port, in the same runs, and report metrics on ÷ off (nothing scrapes it)")
+	fs.DurationVar(&o.soak, "soak", soakMinDuration, "soak: length of its steady load (the issue asks for at least 10m)")
+	// 5,000 rows/s: a record took about 270 bytes on the broker's disk in
+	// a scaled run, so 10 minutes write some 800 MB, past the default
+	// 256 MiB threshold more than once, without a bench-only threshold.
+	fs.IntVar(&o.soakRate, "soak-rate", 5_000, "soak: rows per second of its steady load")
+	fs.Int64Var(&o.soakMinDirty, "soak-min-dirty", broker.DefaultCompactionMinDirtyBytes, "soak: the broker's compaction threshold in bytes (a lower one is bench-only; the report says so)")
+	fs.BoolVar(&o.soakEmbedded, "soak-embedded", false, "soak: stream into replicator's embedded broker instead of the broker process (default threshold only)")
 	fs.StringVar(&o.note, "note", "", "a sentence to add to the report's header (e.g. why the run is scaled)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: go run ./bench [flags] [name...]\n\nnames: stream, latency (latency-1k, latency-10k), large-txn, snapshot, toast, one-row, jsonb, wide, tables; default all of these.\nlean-reader (only when named): the stream backlog read by the bare reader and by a leaner one\n\nflags:")
+		fmt.Fprintln(stderr, "usage: go run ./bench [flags] [name...]\n\nnames: stream, latency (latency-1k, latency-10k), large-txn, snapshot, toast, one-row, jsonb, wide, tables; default all of these.\nlean-reader (only when named): the stream backlog read by the bare reader and by a leaner one\nsoak (only when named): a steady load over compaction passes of the broker, -soak long (10m)\n\nflags:")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -82,6 +96,15 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("-runs %d: want 1..10", o.runs)
 	case o.duration < 0 || o.duration > 10*time.Minute:
 		return o, fmt.Errorf("-duration %s: want up to 10m", o.duration)
+	case o.soak < 10*time.Second || o.soak > 2*time.Hour:
+		return o, fmt.Errorf("-soak %s: want 10s..2h (a soak is at least 10m)", o.soak)
+	case o.soakRate < 200 || o.soakRate > 50_000:
+		return o, fmt.Errorf("-soak-rate %d: want 200..50000 rows/s", o.soakRate)
+	case o.soakMinDirty < 1<<20:
+		return o, fmt.Errorf("-soak-min-dirty %d: want at least 1 MiB (1048576)", o.soakMinDirty)
+	case o.soakEmbedded && o.soakMinDirty != broker.DefaultCompactionMinDirtyBytes:
+		return o, fmt.Errorf("-soak-embedded with -soak-min-dirty %d: replicator's embedded broker has no setting for its compaction threshold; "+
+			"drop -soak-min-dirty, or -soak-embedded to soak the broker process", o.soakMinDirty)
 	}
 	if o.profile != "" {
 		abs, err := filepath.Abs(o.profile) // the replicator runs in another directory
@@ -101,6 +124,9 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 func (o options) runsOf(b *benchmark) int {
 	if o.runsSet {
 		return o.runs
+	}
+	if b.onlyRuns > 0 {
+		return b.onlyRuns
 	}
 	return max(o.runs, b.reportRuns)
 }
@@ -137,6 +163,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		wideBenchmark(h),
 		tablesBenchmark(h),
 		leanReaderBenchmark(h),
+		soakBenchmark(h),
 	}
 	selected, err := selectBenchmarks(benchmarks, opts.names)
 	if err != nil {
@@ -148,7 +175,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// The source measured is the one built now, whatever is committed or
 	// edited while the suite runs.
 	built := gitDescribe(ctx, root)
-	h.logf("building replicator, bare reader and broker process")
+	h.logf("building replicator, bare reader, broker process and sourcedrop")
 	if err := h.build(ctx); err != nil {
 		return err
 	}

@@ -107,7 +107,7 @@ func (r *result) rows() []row {
 
 // header returns the one-line description of a result.
 func (r *result) header() string {
-	runs := len(r.ceiling)
+	runs := r.runs()
 	return fmt.Sprintf("%s: %s; %d run(s), %s", r.bench.name, r.workload, runs, r.elapsed.Round(time.Second))
 }
 
@@ -123,6 +123,98 @@ func printResult(w io.Writer, r *result) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", rw.metric, rw.measured, rw.median, rw.span, rw.spread, rw.ratio, rw.target, rw.outcome)
 	}
 	tw.Flush()
+	for _, l := range r.extraLines() {
+		fmt.Fprintln(w, l)
+	}
+}
+
+// layerRow is one line of a breakdown of where the time goes.
+type layerRow struct {
+	subject, adds string
+	time          string // median seconds of the layer
+	added         string // median (min – max) of the run-by-run difference with the layer before
+	share         string // of the last layer's median time
+}
+
+// layerRows renders r's breakdown (benchmark.layers): each layer's median
+// time, and what it adds over the layer before, run by run. Nil when the
+// benchmark has none, or some layer has no figures (a failed run).
+func (r *result) layerRows() []layerRow {
+	ls := r.bench.layers
+	if len(ls) == 0 {
+		return nil
+	}
+	secs := make([][]float64, len(ls))
+	for i, l := range ls {
+		smp, ok := r.samples(l.subject)
+		if !ok {
+			return nil
+		}
+		secs[i] = values(smp, "seconds")
+		if stats.Summarize(secs[i]).N == 0 {
+			return nil
+		}
+	}
+	total := stats.Summarize(secs[len(ls)-1]).Median
+	out := make([]layerRow, len(ls))
+	for i, l := range ls {
+		med := stats.Summarize(secs[i]).Median
+		out[i] = layerRow{subject: l.subject, adds: l.adds, time: formatValue(med, "s"), added: "–", share: "–"}
+		if i == 0 {
+			out[i].share = fmt.Sprintf("%.0f %%", 100*med/total)
+			continue
+		}
+		n := min(len(secs[i]), len(secs[i-1]))
+		diff := make([]float64, n)
+		for k := range n {
+			diff[k] = secs[i][k] - secs[i-1][k]
+		}
+		d := stats.Summarize(diff)
+		if d.N == 0 {
+			continue
+		}
+		out[i].added = fmt.Sprintf("%+.2f s (%+.2f – %+.2f)", d.Median, d.Min, d.Max)
+		out[i].share = fmt.Sprintf("%.0f %%", 100*d.Median/total)
+	}
+	return out
+}
+
+// pairLines renders r's pairs: a ÷ b run by run, median (min – max).
+func (r *result) pairLines() []string {
+	var out []string
+	for _, p := range r.bench.pairs {
+		a, okA := r.samples(p.a)
+		b, okB := r.samples(p.b)
+		if !okA || !okB {
+			continue
+		}
+		xa, xb := values(a, p.key), values(b, p.key)
+		n := min(len(xa), len(xb))
+		xs := make([]float64, n)
+		for i := range n {
+			xs[i] = xa[i] / xb[i]
+		}
+		s := stats.Summarize(xs)
+		if s.N == 0 {
+			continue
+		}
+		out = append(out, fmt.Sprintf("%s, %s ÷ %s, run by run: %s (%s – %s) over %d run(s)",
+			p.label, p.a, p.b, formatRatio(s.Median), formatRatio(s.Min), formatRatio(s.Max), s.N))
+	}
+	return out
+}
+
+// extraLines are the breakdown and the pairs as plain text, after the
+// table printed on the terminal.
+func (r *result) extraLines() []string {
+	var out []string
+	if rows := r.layerRows(); rows != nil {
+		out = append(out, "where the time goes (median time; added over the layer before, run by run; share of the last layer's time):")
+		for _, l := range rows {
+			out = append(out, fmt.Sprintf("  %s: %s, added %s, %s", l.subject, l.time, l.added, l.share))
+		}
+	}
+	return append(out, r.pairLines()...)
 }
 
 // targetLine is one target's outcome, for the summary.
@@ -169,5 +261,21 @@ func markdownTable(w io.Writer, r *result) {
 			outcome = "**MISS**"
 		}
 		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", rw.metric, rw.measured, rw.median, rw.span, rw.spread, rw.ratio, rw.target, outcome)
+	}
+	if rows := r.layerRows(); rows != nil {
+		fmt.Fprint(w, "\nWhere the time goes: each row stops one stage later on the same backlog; \"added\" is its time minus the row above's, run by run "+
+			"(median, min – max), and its share of the last row's median time; a negative one means that row was faster than the one above "+
+			"(the bare reader is a deliberately plain client, bench/barereader).\n\n")
+		fmt.Fprintln(w, "| stops after | what it adds | time (median) | added | share |")
+		fmt.Fprintln(w, "| --- | --- | ---: | ---: | ---: |")
+		for _, l := range rows {
+			fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", l.subject, l.adds, l.time, l.added, l.share)
+		}
+	}
+	if ps := r.pairLines(); len(ps) > 0 {
+		fmt.Fprintln(w)
+		for _, p := range ps {
+			fmt.Fprintf(w, "- %s\n", p)
+		}
 	}
 }

@@ -22,15 +22,20 @@ type backlogShape struct {
 // ratio's target.
 func shapeBenchmark(h *harness, name, about string, tables []string, prepare func(context.Context, string, *pgx.Conn) error,
 	write backlogWriter, tgt *target) benchmark {
-	s := &backlogShape{walBacklog: walBacklog{h: h, prefix: name, readers: []string{readerBare, readerEmbedded},
+	s := &backlogShape{walBacklog: walBacklog{h: h, prefix: name, readers: []string{readerBare, readerEmbedded, readerPeek, readerDrop},
 		prepare: prepare, tables: tables}, write: write}
 	b := benchmark{
 		name: name,
 		about: about + " Subject: `replicator run` (`source.snapshot: never`, embedded broker), timed as in `stream`; every run " +
-			"checks the topics hold one record per change. Ceiling: the bare reader on the same WAL.",
-		setup:    func(ctx context.Context) (string, func() error, error) { return s.walBacklog.setup(ctx, s.write) },
-		ceiling:  subject{name: "bare reader", run: s.bareRun},
-		subjects: []subject{{name: "replicator, embedded broker", run: s.replicatorRun}},
+			"checks the topics hold one record per change. Ceiling: the bare reader on the same WAL. " + truerCeilingsAbout,
+		setup:   func(ctx context.Context) (string, func() error, error) { return s.walBacklog.setup(ctx, s.write) },
+		ceiling: subject{name: "bare reader", run: s.bareRun},
+		subjects: []subject{
+			{name: subjectEmbedded, run: s.replicatorRun},
+			{name: subjectPeek, reference: true, run: s.peekRun},
+			{name: subjectDrop, reference: true, run: s.droppedRun},
+		},
+		layers: streamLayers(subjectEmbedded),
 		metrics: []metric{
 			{key: "rows_per_s", label: "throughput", unit: "rows/s", ratio: true, chart: chartRatio, target: tgt},
 			{key: "seconds", label: "time", unit: "s"},

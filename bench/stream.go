@@ -13,7 +13,32 @@ import (
 type streamBench struct{ walBacklog }
 
 func streamBenchmark(h *harness) benchmark {
-	s := &streamBench{walBacklog{h: h, prefix: "stream"}}
+	s := &streamBench{walBacklog{h: h, prefix: "stream",
+		readers: []string{readerBare, readerEmbedded, readerExternal, readerPeek, readerDrop}}}
+	subjects := []subject{
+		{name: subjectEmbedded, run: func(ctx context.Context, run int) (sample, error) {
+			return s.replicator(ctx, run, false)
+		}},
+		{name: subjectBrokerProcess, run: func(ctx context.Context, run int) (sample, error) {
+			return s.replicator(ctx, run, true)
+		}},
+		{name: subjectPeek, reference: true, run: s.peek},
+		{name: subjectDrop, reference: true, run: s.dropped},
+	}
+	var pairs []pair
+	if h.opts.metrics {
+		// The metrics-on comparison (issue 16): the same replicator with
+		// metrics.listen on, in the same runs, from its own slot.
+		s.readers = append(s.readers, readerMetricsOn)
+		subjects = append(subjects, subject{name: subjectMetricsOn, run: func(ctx context.Context, run int) (sample, error) {
+			f, _, err := s.replicatorAs(ctx, run, readerMetricsOn, false, true)
+			if err != nil {
+				return nil, err
+			}
+			return s.sample(f), nil
+		}})
+		pairs = append(pairs, pair{a: subjectMetricsOn, b: subjectEmbedded, key: "rows_per_s", label: "throughput"})
+	}
 	b := benchmark{
 		name: "stream",
 		about: "A backlog of N inserts, N updates and N/5 deletes in 1,000-row transactions is written " +
@@ -27,17 +52,14 @@ func streamBenchmark(h *harness) benchmark {
 			"CPU is user+system time from /proc over the timed window (replicator's includes its embedded broker's, when embedded); the walsender is found in " +
 			"`pg_stat_replication` by application_name. Walsender TCP segments: the data segments its connection sent over the timed window " +
 			"(`ss -ti`, data_segs_out); on loopback the walsender pays for each one's receive too, so they explain much of its CPU (bench/analysis.md). " +
-			"Every run checks that the topic holds exactly one record per change.",
-		setup:   s.setup,
-		ceiling: subject{name: "bare reader", run: s.bare},
-		subjects: []subject{
-			{name: "replicator, embedded broker", run: func(ctx context.Context, run int) (sample, error) {
-				return s.replicator(ctx, run, false)
-			}},
-			{name: subjectBrokerProcess, run: func(ctx context.Context, run int) (sample, error) {
-				return s.replicator(ctx, run, true)
-			}},
-		},
+			"Every run checks that the topic holds exactly one record per change. " +
+			truerCeilingsAbout + " With `-metrics`, a further subject runs replicator (embedded broker) with `metrics.listen` on, " +
+			"from its own slot in the same runs, and the report gives its throughput ÷ the metrics-off one's, run by run.",
+		setup:    s.setup,
+		ceiling:  subject{name: "bare reader", run: s.bare},
+		subjects: subjects,
+		layers:   streamLayers(subjectEmbedded),
+		pairs:    pairs,
 		metrics: slices.Concat(
 			[]metric{{key: "rows_per_s", label: "throughput", unit: "rows/s", ratio: true, chart: chartRatio,
 				target: &target{ofRatio: true, atLeast: true, value: 0.9, text: "≥ 0.9× bare reader"}}},
@@ -105,6 +127,22 @@ func (s *streamBench) replicator(ctx context.Context, run int, external bool) (s
 		smp["broker_cpu_s"] = bf.cpu.Seconds()
 	}
 	return smp, nil
+}
+
+func (s *streamBench) peek(ctx context.Context, run int) (sample, error) {
+	f, err := s.walBacklog.peek(ctx, run)
+	if err != nil {
+		return nil, err
+	}
+	return peekSample(s.sample(f)), nil
+}
+
+func (s *streamBench) dropped(ctx context.Context, run int) (sample, error) {
+	f, err := s.walBacklog.sourceDropped(ctx, run)
+	if err != nil {
+		return nil, err
+	}
+	return s.sample(f), nil
 }
 
 func (s *streamBench) sample(f streamFigures) sample {

@@ -22,7 +22,7 @@ const toastCopySQL = "COPY (SELECT note FROM ONLY public." + tableName + ") TO S
 type toastBench struct{ walBacklog }
 
 func toastBenchmark(h *harness) benchmark {
-	s := &toastBench{walBacklog{h: h, prefix: "toast", readers: []string{readerBare, readerEmbedded}}}
+	s := &toastBench{walBacklog{h: h, prefix: "toast", readers: []string{readerBare, readerEmbedded, readerDrop}}}
 	s.prepare = s.load
 	b := benchmark{
 		name: "toast",
@@ -33,17 +33,25 @@ func toastBenchmark(h *harness) benchmark {
 			"Subject: `replicator run` (`source.snapshot: never`, embedded broker), timed as in `stream`; every run checks " +
 			"the topic holds one record per update. Ceiling: `COPY (SELECT note FROM …) TO STDOUT` of the same rows (the " +
 			"columns the updates left unsent), read to io.Discard, after one unmeasured COPY warmed the cache. " +
-			"Reference: the bare reader on the same WAL, which does not read the values back.",
+			"Reference: the bare reader on the same WAL, which does not read the values back; and \"" + subjectDrop + "\" " +
+			"(`bench/cmd/sourcedrop`, from its own slot): replicator's source, re-reads included, with a handler that " +
+			"acknowledges every change at once, so that the re-reads' cost shows apart from mapping and produce (the table after the figures).",
 		setup:   s.setup,
 		ceiling: subject{name: "COPY of the unsent column", run: s.copy},
 		subjects: []subject{
-			{name: "replicator, embedded broker", run: s.replicatorRun},
+			{name: subjectEmbedded, run: s.replicatorRun},
 			{name: "bare reader (no re-read)", run: s.bareRun},
+			{name: subjectDrop, reference: true, run: s.droppedRun},
+		},
+		layers: []layer{
+			{subject: "bare reader (no re-read)", adds: "reading the WAL with a minimal client, without the unsent values"},
+			{subject: subjectDrop, adds: "replicator's source instead, its re-reads of the unsent values included"},
+			{subject: subjectEmbedded, adds: "mapping to Avro, producing to the broker and waiting for its acks"},
 		},
 		metrics: []metric{
 			{key: "rows_per_s", label: "throughput", unit: "rows/s", ratio: true, chart: chartRatio,
 				target: &target{ofRatio: true, atLeast: true, value: 0.5, text: "≥ 0.5× COPY of the unsent column",
-					subject: "replicator, embedded broker"}},
+					subject: subjectEmbedded}},
 			{key: "seconds", label: "time", unit: "s"},
 			{key: "cpu_s", label: "reader CPU", unit: "s"},
 			{key: "walsender_cpu_s", label: "walsender CPU", unit: "s"},
