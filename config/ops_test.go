@@ -24,6 +24,12 @@ func TestOpsKeys(t *testing.T) {
 	}
 	for _, tt := range []struct{ yaml, key string }{
 		{"metrics: {listen: 9187}\n", KeyMetricsListen},
+		// host:port by its syntax, yet no listener can bind it.
+		{"metrics: {listen: '127.0.0.1:99999'}\n", KeyMetricsListen},
+		{"metrics: {listen: '127.0.0.1:no-such-service'}\n", KeyMetricsListen},
+		{"kafka: {listen: '127.0.0.1:65536'}\n", KeyKafkaListen},
+		{"kafka: {brokers: ['127.0.0.1:-1']}\n", KeyKafkaBrokers},
+		{"registry: {listen: 'localhost:80808'}\n", KeyRegistryListen},
 		{"metrics: {stall_timeout: 100ms}\n", KeyMetricsStallTimeout},
 		{"metrics: {slot_poll_interval: 10ms}\n", KeyMetricsSlotPoll},
 		{"log: {stats_interval: 10ms}\n", KeyLogStatsInterval},
