@@ -3,9 +3,12 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -14,6 +17,7 @@ import (
 	"github.com/replicator/replicator/source"
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -229,11 +233,18 @@ func topicEnds(ctx context.Context, cfg *config.Config) ([]topicReport, error) {
 	for _, e := range cfg.Entities {
 		tr := topicReport{Entity: e.Name, Topic: e.Topic, EndOffsets: []int64{}}
 		parts := ends[e.Topic]
-		for p := int32(0); p < int32(len(parts)); p++ {
-			o, ok := parts[p]
-			if !ok {
-				continue
+		// kadm reports a topic it could not list (missing, not
+		// authorized) as one entry for partition -1 with the error.
+		if o, ok := parts[-1]; ok && o.Err != nil {
+			tr.Error = o.Err.Error()
+			if errors.Is(o.Err, kerr.UnknownTopicOrPartition) {
+				tr.Error = "topic does not exist"
 			}
+			out = append(out, tr)
+			continue
+		}
+		for _, p := range slices.Sorted(maps.Keys(parts)) {
+			o := parts[p]
 			if o.Err != nil {
 				tr.Error = o.Err.Error()
 				continue
