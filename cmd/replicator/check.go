@@ -79,10 +79,16 @@ func runCheck(ctx context.Context, path string, flags *pflag.FlagSet, out io.Wri
 	return nil
 }
 
+// checkConnectTimeout bounds the connection to PostgreSQL: a server that
+// accepts it and never answers would otherwise hold check forever.
+const checkConnectTimeout = 15 * time.Second
+
 // checkPostgres reports the server, the entities and the publication, or
 // only the connection's failure.
 func checkPostgres(ctx context.Context, cfg *config.Config, report func(string, ...error)) {
-	conn, err := source.Connect(ctx, cfg.Source.URL)
+	cctx, cancel := context.WithTimeout(ctx, checkConnectTimeout)
+	conn, err := source.Connect(cctx, cfg.Source.URL)
+	cancel()
 	if err != nil {
 		report("PostgreSQL "+config.RedactSourceURL(cfg.Source.URL), err)
 		return

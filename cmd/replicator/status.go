@@ -26,6 +26,10 @@ const (
 	defaultMaxRetainedWAL = 1 << 30   // 1 GiB kept by an inactive slot
 	defaultMaxLagBytes    = 256 << 20 // 256 MiB behind the server
 	statusKafkaTimeout    = 10 * time.Second
+	// statusSourceTimeout bounds reading the slot, connecting included:
+	// a server that accepts the connection and never answers would
+	// otherwise hold status (run from cron, a monitoring probe) forever.
+	statusSourceTimeout = 10 * time.Second
 )
 
 // statusReport is what `replicator status` prints (and --json encodes).
@@ -188,6 +192,8 @@ func collectStatus(ctx context.Context, cfg *config.Config, maxRetained, maxLag 
 }
 
 func readSlot(ctx context.Context, cfg *config.Config) (source.SlotStatus, error) {
+	ctx, cancel := context.WithTimeout(ctx, statusSourceTimeout)
+	defer cancel()
 	conn, err := source.Connect(ctx, cfg.Source.URL)
 	if err != nil {
 		return source.SlotStatus{}, err

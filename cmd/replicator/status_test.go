@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -144,5 +146,55 @@ entities: [{table: present}, {table: absent}]
 	}
 	if a := topics[1]; a.Topic != "absent" || !strings.Contains(a.Error, "does not exist") {
 		t.Errorf("missing topic: got %+v, want an error saying it does not exist", a)
+	}
+}
+
+// TestStatusAndCheckBoundTheSourceConnection: a source that accepts the
+// connection and never answers fails status and check within their
+// bounds instead of holding them forever.
+func TestStatusAndCheckBoundTheSourceConnection(t *testing.T) {
+	t.Parallel()
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held sync.WaitGroup
+	held.Go(func() {
+		var conns []net.Conn
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return // closed by the cleanup
+			}
+			conns = append(conns, c) // held open, never answered
+		}
+	})
+	t.Cleanup(func() {
+		silent.Close()
+		held.Wait()
+	})
+	cfg := writeYAML(t, fmt.Sprintf(`
+source: {url: "postgres://u@%s/d"}
+data_dir: %q
+kafka: {brokers: [%q]}
+entities: [{table: t}]
+`, silent.Addr(), t.TempDir(), closedAddr(t)))
+	for _, cmd := range []string{"status", "check"} {
+		start := time.Now()
+		out, err := runCLI(t, cmd, "--config", cfg)
+		if err == nil {
+			t.Errorf("%s passed against a silent source:\n%s", cmd, out)
+		}
+		if took := time.Since(start); took > time.Minute {
+			t.Errorf("%s took %v against a silent source", cmd, took)
+		}
+		if !strings.Contains(out, "timeout") && !strings.Contains(out, "deadline") {
+			t.Errorf("%s output does not say the connection timed out:\n%s", cmd, out)
+		}
 	}
 }
