@@ -151,6 +151,13 @@ func (c *Config) Validate() error {
 	if c.Registry.URL != "" {
 		if u, err := url.Parse(c.Registry.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			bad(KeyRegistryURL, "%q is not an http(s) URL", RedactRegistryURL(c.Registry.URL))
+		} else if u.User != nil {
+			// The registry client refuses them too, but only once run or
+			// check builds it, past "config ok".
+			bad(KeyRegistryURL, "%q: credentials in the URL are not supported: set %s and %s (better REPLICATOR_REGISTRY_PASSWORD)", RedactRegistryURL(c.Registry.URL), KeyRegistryUser, KeyRegistryPassword)
+		}
+		if c.Registry.Password != "" && c.Registry.Username == "" {
+			bad(KeyRegistryUser, "required when %s is set", KeyRegistryPassword)
 		}
 		if c.Registry.CertFile != "" || c.Registry.KeyFile != "" {
 			bad(KeyRegistryCert, "%s and %s are the embedded registry's certificate: not used with %s", KeyRegistryCert, KeyRegistryKey, KeyRegistryURL)
