@@ -58,8 +58,8 @@ type EmbeddedConfig struct {
 	CompactionMinDirtyBytes int64
 	// SASL, when its Mechanism is set, makes every client authenticate as
 	// its one user (a superuser). Required when Listen is not a loopback
-	// address (SCRAM-SHA-256 or SCRAM-SHA-512 there: the embedded broker
-	// has no TLS, and PLAIN would send the password in clear).
+	// address (SCRAM-SHA-256 or SCRAM-SHA-512 there, or PLAIN when the
+	// broker serves TLS: without it PLAIN sends the password in clear).
 	SASL SASLConfig
 	// CertFile and KeyFile, when set, make the broker serve TLS only, with
 	// this PEM certificate and key. [Embedded.DialContext] then speaks TLS

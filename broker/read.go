@@ -196,8 +196,17 @@ func readRange(ctx context.Context, opts []kgo.Opt, topic string, from, ends map
 			}
 			r := it.Next()
 			end, ok := left[r.Partition]
-			if !ok || r.Offset >= end {
-				continue // past the end this call reads to
+			if !ok {
+				continue // done: past the end this call reads to
+			}
+			if r.Offset >= end {
+				// The first record past the end, with the offsets before
+				// it removed by compaction: nothing is left to read. Left
+				// waiting, the partition would end only at a probe, which
+				// a producer writing more often than probeAfter defers
+				// for as long as it writes.
+				delete(left, r.Partition)
+				continue
 			}
 			next[r.Partition] = r.Offset + 1
 			if r.Offset+1 >= end {

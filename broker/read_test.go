@@ -7,8 +7,10 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -388,5 +390,87 @@ func TestReadNewestTransactionMarker(t *testing.T) {
 	recs, err := ReadNewest(ctx, readOpts(t, e.Addr()), topic)
 	if err != nil || len(recs) != 0 {
 		t.Fatalf("ReadNewest: got %d records, %v; want none", len(recs), err)
+	}
+}
+
+// TestReadToEndGapBeforeItsEnd: when compaction removed the records just
+// before a partition's end and a producer keeps writing, the first record
+// the consumer gets is past the end: the partition is done then and
+// there. It used to stay "left" while records kept coming, so the read
+// only ended once the producer paused long enough for a probe.
+func TestReadToEndGapBeforeItsEnd(t *testing.T) {
+	t.Parallel()
+	e := startEmbedded(t, EmbeddedConfig{})
+	const topic, end = "read-to-end-gap", 4
+	ensure(t, newAdmin(t, e.Addr()), TopicSpec{Name: topic, Partitions: 1, Configs: map[string]string{"delete.retention.ms": "0"}})
+	cl := manualProducer(t, e.Addr())
+	// c=3 and its tombstone (offsets 2, 3) are compacted away; d=4 at
+	// offset 4 stays as the last batch.
+	produceTo(t, cl, topic, 0, "a", "1", "b", "2", "c", "3", "c", "", "d", "4")
+	e.Cluster().Compact()
+
+	// The end the read sees is 4, as if d=4 came after the call began.
+	c := e.Cluster()
+	c.ControlKey(kmsg.ListOffsets.Int16(), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		req := kr.(*kmsg.ListOffsetsRequest)
+		if len(req.Topics) != 1 || req.Topics[0].Topic != topic || req.Topics[0].Partitions[0].Timestamp != -1 {
+			return nil, nil, false
+		}
+		resp := req.ResponseKind().(*kmsg.ListOffsetsResponse)
+		rt := kmsg.NewListOffsetsResponseTopic()
+		rt.Topic = topic
+		for _, p := range req.Topics[0].Partitions {
+			rp := kmsg.NewListOffsetsResponseTopicPartition()
+			rp.Partition, rp.Offset, rp.Timestamp = p.Partition, end, -1
+			rt.Partitions = append(rt.Partitions, rp)
+		}
+		resp.Topics = append(resp.Topics, rt)
+		return resp, nil, true
+	})
+	var probes atomic.Int32 // counted on the broker's goroutine
+	c.ControlKey(kmsg.Fetch.Int16(), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		if kr.(*kmsg.FetchRequest).MaxWaitMillis == 0 {
+			probes.Add(1)
+		}
+		return nil, nil, false
+	})
+
+	// A producer that keeps writing, every 50 ms, until the read is over
+	// (at most 600 records, 30 s).
+	pctx, stopProducing := context.WithCancel(t.Context())
+	var producing sync.WaitGroup
+	var produceErr atomic.Value
+	producing.Go(func() {
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for range 600 {
+			r := &kgo.Record{Topic: topic, Partition: 0, Key: []byte("e"), Value: []byte("5")}
+			if err := cl.ProduceSync(pctx, r).FirstErr(); err != nil {
+				if pctx.Err() == nil {
+					produceErr.Store(err)
+				}
+				return
+			}
+			select {
+			case <-pctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	})
+	got, ends := readTopic(t, e.Addr(), topic, nil)
+	stopProducing()
+	producing.Wait()
+	if err := produceErr.Load(); err != nil {
+		t.Fatalf("produce while reading: %v", err)
+	}
+	checkRead(t, got, map[int32][]string{0: {"a=1", "b=2"}})
+	if want := map[int32]int64{0: end}; !maps.Equal(ends, want) {
+		t.Errorf("end offsets: got %v, want %v", ends, want)
+	}
+	if n := probes.Load(); n != 0 {
+		t.Errorf("the read probed the partition %d times: it did not see that offset 4 is past its end", n)
 	}
 }

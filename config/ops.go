@@ -2,7 +2,6 @@ package config
 
 import (
 	"fmt"
-	"net"
 	"time"
 
 	"github.com/spf13/viper"
@@ -57,7 +56,7 @@ func (c *Config) validateOps() []error {
 		errs = append(errs, fmt.Errorf("%s: %v is above the maximum of %v (0 turns the line off; default %s)", KeyLogStatsInterval, d, maxOpsInterval, defaultLogStatsInterval))
 	}
 	if c.Metrics.Listen != "" {
-		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
+		if err := checkAddr(c.Metrics.Listen); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %q is not host:port, e.g. %s: %v", KeyMetricsListen, c.Metrics.Listen, defaultMetricsListenHint, err))
 		}
 	}

@@ -24,6 +24,15 @@ func TestOpsKeys(t *testing.T) {
 	}
 	for _, tt := range []struct{ yaml, key string }{
 		{"metrics: {listen: 9187}\n", KeyMetricsListen},
+		// host:port by its syntax, yet no listener can bind it.
+		{"metrics: {listen: '127.0.0.1:99999'}\n", KeyMetricsListen},
+		{"metrics: {listen: '127.0.0.1:no-such-service'}\n", KeyMetricsListen},
+		{"kafka: {listen: '127.0.0.1:65536'}\n", KeyKafkaListen},
+		{"kafka: {brokers: ['127.0.0.1:-1']}\n", KeyKafkaBrokers},
+		{"registry: {listen: 'localhost:80808'}\n", KeyRegistryListen},
+		// Refused by the registry client only when run or check built it.
+		{"registry: {url: 'http://u:pw@127.0.0.1:8081'}\n", KeyRegistryURL},
+		{"registry: {url: 'http://127.0.0.1:8081', password: pw}\n", KeyRegistryUser},
 		{"metrics: {stall_timeout: 100ms}\n", KeyMetricsStallTimeout},
 		{"metrics: {slot_poll_interval: 10ms}\n", KeyMetricsSlotPoll},
 		{"log: {stats_interval: 10ms}\n", KeyLogStatsInterval},
@@ -31,6 +40,9 @@ func TestOpsKeys(t *testing.T) {
 		_, err := Load(writeConfig(t, minimal+tt.yaml), nil)
 		if err == nil || !strings.Contains(err.Error(), tt.key) {
 			t.Errorf("%q: got %v, want an error naming %s", tt.yaml, err, tt.key)
+		}
+		if err != nil && strings.Contains(err.Error(), ":pw@") {
+			t.Errorf("%q: the error shows the password: %v", tt.yaml, err)
 		}
 	}
 }

@@ -99,13 +99,13 @@ func (c *Config) Validate() error {
 		bad(KeySourceNumeric, "%q is not one of string, double", c.Source.UnconstrainedNumeric)
 	}
 	for _, b := range c.Kafka.Brokers {
-		if _, _, err := net.SplitHostPort(b); err != nil {
-			bad(KeyKafkaBrokers, "%q is not host:port", b)
+		if err := checkAddr(b); err != nil {
+			bad(KeyKafkaBrokers, "%q is not host:port (%v)", b, err)
 		}
 	}
 	if c.EmbeddedKafka() {
-		if _, _, err := net.SplitHostPort(c.Kafka.Listen); err != nil {
-			bad(KeyKafkaListen, "%q is not host:port", c.Kafka.Listen)
+		if err := checkAddr(c.Kafka.Listen); err != nil {
+			bad(KeyKafkaListen, "%q is not host:port (%v)", c.Kafka.Listen, err)
 		} else if !isLoopback(c.Kafka.Listen) {
 			switch strings.ToUpper(c.Kafka.SASL.Mechanism) {
 			case "":
@@ -155,14 +155,21 @@ func (c *Config) Validate() error {
 	if c.Registry.URL != "" {
 		if u, err := url.Parse(c.Registry.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			bad(KeyRegistryURL, "%q is not an http(s) URL", RedactRegistryURL(c.Registry.URL))
+		} else if u.User != nil {
+			// The registry client refuses them too, but only once run or
+			// check builds it, past "config ok".
+			bad(KeyRegistryURL, "%q: credentials in the URL are not supported: set %s and %s (better REPLICATOR_REGISTRY_PASSWORD)", RedactRegistryURL(c.Registry.URL), KeyRegistryUser, KeyRegistryPassword)
+		}
+		if c.Registry.Password != "" && c.Registry.Username == "" {
+			bad(KeyRegistryUser, "required when %s is set", KeyRegistryPassword)
 		}
 		if c.Registry.CertFile != "" || c.Registry.KeyFile != "" {
 			bad(KeyRegistryCert, "%s and %s are the embedded registry's certificate: not used with %s", KeyRegistryCert, KeyRegistryKey, KeyRegistryURL)
 		}
 	} else if (c.Registry.CertFile == "") != (c.Registry.KeyFile == "") {
 		bad(KeyRegistryCert, "%s and %s: set both or neither", KeyRegistryCert, KeyRegistryKey)
-	} else if _, _, err := net.SplitHostPort(c.Registry.Listen); err != nil {
-		bad(KeyRegistryListen, "%q is not host:port", c.Registry.Listen)
+	} else if err := checkAddr(c.Registry.Listen); err != nil {
+		bad(KeyRegistryListen, "%q is not host:port (%v)", c.Registry.Listen, err)
 	} else {
 		if (c.Registry.Username == "") != (c.Registry.Password == "") {
 			bad(KeyRegistryUser, "%s and %s: set both or neither (the embedded registry then requires them)", KeyRegistryUser, KeyRegistryPassword)
@@ -239,6 +246,21 @@ func (c *Config) validateEntities() []error {
 		}
 	}
 	return errs
+}
+
+// checkAddr checks that addr is host:port with a port that can be used:
+// net.SplitHostPort alone takes "127.0.0.1:99999" and "127.0.0.1:http2",
+// which fail only when the listener starts or the client dials. A port may
+// be a number (0-65535) or a service name known to this machine.
+func checkAddr(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if _, err := net.LookupPort("tcp", port); err != nil {
+		return fmt.Errorf("port %q: %w", port, err)
+	}
+	return nil
 }
 
 // isLoopback reports whether a listen address accepts only connections

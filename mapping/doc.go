@@ -56,11 +56,12 @@
 // an error.
 //
 // A record name or namespace part that would be an Avro primitive type name
-// (null, boolean, int, long, float, double, bytes, string) or a schema
-// keyword (record, enum, array, map, fixed, union, error, request,
-// error_union) gets a "_" suffix: the specification forbids defining a
-// primitive name in any namespace, and python-avro loops or refuses on
-// them, so a table named "int" is the record replicator.public.int_. Field
+// (null, boolean, int, long, float, double, bytes, string) gets a "_"
+// suffix: the specification forbids defining a primitive name in any
+// namespace, and python-avro loops on them, so a table named "int" is the
+// record replicator.public.int_. Schema keywords (record, enum, error, map,
+// …) are valid names and are kept, so that existing topics of a table named
+// "error" keep their record name. Field
 // names are not type names: a column "int" stays the field "int", as the
 // specification allows. The rule is a pure function of the names, so a
 // schema is the same on every run.

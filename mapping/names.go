@@ -42,14 +42,15 @@ func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 
 // reservedTypeNames are the names a named type (record, enum, fixed) or a
 // namespace part must not take: the Avro specification forbids defining a
-// primitive type name in any namespace, and implementations reserve their
-// schema keywords too (python-avro recurses forever resolving a record
-// named "int"; it refuses "record", "error", "union"… as type names).
+// primitive type name in any namespace (python-avro recurses forever
+// resolving a record named "int"). Schema keywords such as "record",
+// "error" or "map" are allowed by the specification and are plausible
+// table names: renaming them would change the record name of existing
+// topics, which a full compatibility check refuses, so they keep their
+// name.
 var reservedTypeNames = map[string]bool{
 	"null": true, "boolean": true, "int": true, "long": true, "float": true,
 	"double": true, "bytes": true, "string": true,
-	"record": true, "enum": true, "array": true, "map": true, "fixed": true,
-	"union": true, "error": true, "request": true, "error_union": true,
 }
 
 // avroTypeName is [avroName] for a named type or a namespace part: a

@@ -46,7 +46,7 @@ func TestSchemaGolden(t *testing.T) {
 		{"sanitised", Spec{Name: "order lines", Topic: "sales.order-lines"}, sanitised, Options{}},
 		// Avro type names as table, schema and column names.
 		{"reserved", Spec{Name: "int", Topic: "int"}, &relation.Table{
-			Schema: "record", Name: "int",
+			Schema: "string", Name: "int",
 			Columns:    []relation.Column{col("null", tInt8, false), col("string", tText, true)},
 			PrimaryKey: []string{"null"},
 		}, Options{}},

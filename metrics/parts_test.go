@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/replicator/replicator/pgcluster/pgtest"
 	"github.com/replicator/replicator/registry"
 )
 
@@ -47,6 +48,49 @@ func TestSlotPollerFailureIsCounted(t *testing.T) {
 	stop()
 	if err := <-done; err != nil {
 		t.Errorf("Run: %v, want nil after the stop", err)
+	}
+}
+
+// TestSlotPollerForgetsAfterAFailure: once a poll fails, Last no longer
+// reports the slot it read before: a slot gauge frozen at its last value
+// (active 1, the WAL retained then) would lie for as long as the poll
+// fails. The slot metrics are absent instead and the error count grows.
+func TestSlotPollerForgetsAfterAFailure(t *testing.T) {
+	t.Parallel()
+	pg := pgtest.Start(t)
+	ctx := t.Context()
+	if err := pg.Exec(ctx, `SELECT pg_create_logical_replication_slot('polled', 'pgoutput')`); err != nil {
+		t.Fatal(err)
+	}
+	refuse := false
+	p := NewSlotPoller(func(ctx context.Context) (*pgx.Conn, error) {
+		if refuse {
+			return nil, errors.New("connection refused")
+		}
+		return pgx.Connect(ctx, pg.DSN("postgres"))
+	}, "polled", 0, slog.New(slog.DiscardHandler))
+
+	conn := p.poll(ctx, nil)
+	if conn == nil {
+		t.Fatal("the first poll failed")
+	}
+	if st, ok, errs := p.Last(); !ok || !st.Exists || errs != 0 {
+		t.Fatalf("after a good poll: got %+v, ok %v, %d errors; want the slot, ok, no error", st, ok, errs)
+	}
+
+	// The connection breaks and connecting again fails.
+	if err := conn.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	refuse = true
+	if next := p.poll(ctx, conn); next != nil {
+		t.Fatal("a failed poll kept its connection")
+	}
+	if next := p.poll(ctx, nil); next != nil {
+		t.Fatal("a failed connect returned a connection")
+	}
+	if st, ok, errs := p.Last(); ok || errs != 2 {
+		t.Errorf("after two failed polls: got %+v, ok %v, %d errors; want nothing reported and 2 errors", st, ok, errs)
 	}
 }
 

@@ -22,7 +22,8 @@ const slotPollTimeout = 10 * time.Second
 // Interval on a connection of its own (not the stream's, which must never
 // wait for it), for the slot metrics and the lag. A failed read is counted
 // and logged at debug level, and the connection is made again at the next
-// tick: metrics never stop replication. Safe for concurrent use.
+// tick: metrics never stop replication. While polls fail it reports no
+// slot (see Last). Safe for concurrent use.
 type SlotPoller struct {
 	connect  func(ctx context.Context) (*pgx.Conn, error)
 	slot     string
@@ -41,8 +42,10 @@ func NewSlotPoller(connect func(ctx context.Context) (*pgx.Conn, error), slot st
 	return &SlotPoller{connect: connect, slot: slot, interval: max(interval, MinSlotPollInterval), log: log}
 }
 
-// Last is the last successful read (ok false before the first) and the
-// number of failed reads.
+// Last is the slot as the last poll read it and the number of failed
+// reads; ok is false before the first good poll and after a failed one:
+// a slot status that is not current is not reported (the slot gauges
+// would otherwise stay at their last values while polls fail).
 func (p *SlotPoller) Last() (st source.SlotStatus, ok bool, errors uint64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -89,6 +92,7 @@ func (p *SlotPoller) poll(ctx context.Context, conn *pgx.Conn) *pgx.Conn {
 			p.errors++
 			p.log.Debug("slot poll failed", "slot", p.slot, "error", err)
 		}
+		p.last, p.ok = source.SlotStatus{}, false
 		if conn != nil {
 			conn.Close(context.WithoutCancel(ctx))
 		}

@@ -10,6 +10,8 @@ import (
 
 	"github.com/replicator/replicator/broker"
 	"github.com/replicator/replicator/config"
+	"github.com/replicator/replicator/mapping"
+	"github.com/replicator/replicator/metrics"
 	"github.com/replicator/replicator/registry"
 	"github.com/replicator/replicator/source"
 	"github.com/spf13/pflag"
@@ -46,27 +48,9 @@ func runCheck(ctx context.Context, path string, flags *pflag.FlagSet, out io.Wri
 	}
 	report("config " + path)
 
-	conn, err := source.Connect(ctx, cfg.Source.URL)
-	if err != nil {
-		report("PostgreSQL "+config.RedactSourceURL(cfg.Source.URL), err)
-		return exitError{msg: "check failed"}
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	report("PostgreSQL server "+config.RedactSourceURL(cfg.Source.URL), append(source.CheckServer(ctx, conn, cfg.Source.Slot, cfg.Source.Publication),
-		source.CheckSlotKept(ctx, conn, cfg.Source.Slot, filepath.Join(cfg.DataDir, "source"), cfg.Source.Snapshot == config.SnapshotInitial))...)
-
-	tables, entities, err := loadEntities(ctx, cfg, conn)
-	if err != nil {
-		report("entities", err)
-	} else {
-		var errs []error
-		for i := range tables {
-			errs = append(errs, source.CheckTable(ctx, conn, &tables[i])...)
-		}
-		report(fmt.Sprintf("entities (%d tables)", len(tables)), errs...)
-		report("publication "+cfg.Source.Publication, append(source.CheckPrivileges(ctx, conn, cfg.Source.Publication, tables),
-			source.CheckPublication(ctx, conn, cfg.Source.Publication, tables)...)...)
-	}
+	// PostgreSQL out of reach leaves its own checks out, not Kafka's,
+	// the registry's or the metrics listener's: every problem at once.
+	entities := checkPostgres(ctx, cfg, report)
 
 	if !cfg.EmbeddedKafka() {
 		kcl, err := newKafkaClient(cfg, cfg.Kafka.Brokers, nil, nil) // check reports the failure itself
@@ -89,13 +73,51 @@ func runCheck(ctx context.Context, path string, flags *pflag.FlagSet, out io.Wri
 		report("schema registry: embedded on "+cfg.Registry.Listen, registry.CheckEmbedded(cfg.Registry.Listen, filepath.Join(cfg.DataDir, "registry")))
 	}
 	if cfg.Metrics.Listen != "" {
-		report("metrics: /metrics, /healthz and /readyz on " + cfg.Metrics.Listen + " (" + config.KeyMetricsListen + ")")
+		var err error
+		if err = metrics.CheckListen(cfg.Metrics.Listen); err != nil {
+			err = fmt.Errorf("%s: %w", config.KeyMetricsListen, err)
+		}
+		report("metrics: /metrics, /healthz and /readyz on "+cfg.Metrics.Listen+" ("+config.KeyMetricsListen+")", err)
 	}
 	if len(problems) > 0 {
 		fmt.Fprintf(out, "%d problem(s) found\n", len(problems))
 		return exitError{msg: "check failed"}
 	}
 	return nil
+}
+
+// checkConnectTimeout bounds the connection to PostgreSQL: a server that
+// accepts it and never answers would otherwise hold check forever.
+const checkConnectTimeout = 15 * time.Second
+
+// checkPostgres reports the server, the slot, the entities and the
+// publication, or only the connection's failure. It returns the entities'
+// mappings when they could be built (for the topic checks), else nil.
+func checkPostgres(ctx context.Context, cfg *config.Config, report func(string, ...error)) []*mapping.Entity {
+	cctx, cancel := context.WithTimeout(ctx, checkConnectTimeout)
+	conn, err := source.Connect(cctx, cfg.Source.URL)
+	cancel()
+	if err != nil {
+		report("PostgreSQL "+config.RedactSourceURL(cfg.Source.URL), err)
+		return nil
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	report("PostgreSQL server "+config.RedactSourceURL(cfg.Source.URL), append(source.CheckServer(ctx, conn, cfg.Source.Slot, cfg.Source.Publication),
+		source.CheckSlotKept(ctx, conn, cfg.Source.Slot, filepath.Join(cfg.DataDir, "source"), cfg.Source.Snapshot == config.SnapshotInitial))...)
+
+	tables, entities, err := loadEntities(ctx, cfg, conn)
+	if err != nil {
+		report("entities", err)
+		return nil
+	}
+	var errs []error
+	for i := range tables {
+		errs = append(errs, source.CheckTable(ctx, conn, &tables[i])...)
+	}
+	report(fmt.Sprintf("entities (%d tables)", len(tables)), errs...)
+	report("publication "+cfg.Source.Publication, append(source.CheckPrivileges(ctx, conn, cfg.Source.Publication, tables),
+		source.CheckPublication(ctx, conn, cfg.Source.Publication, tables)...)...)
+	return entities
 }
 
 func pingRegistry(ctx context.Context, cfg *config.Config) error {

@@ -100,12 +100,13 @@ entities:
 func TestCheckPassesOnAGoodSetup(t *testing.T) {
 	pg := pgtest.Start(t)
 	dsn := newDatabase(t, pg, badTables)
-	dataDir, kafkaAddr, registryAddr := t.TempDir(), closedAddr(t), closedAddr(t)
+	dataDir, kafkaAddr, registryAddr, metricsAddr := t.TempDir(), closedAddr(t), closedAddr(t), closedAddr(t)
 	cfg := writeYAML(t, fmt.Sprintf(`
 source: {url: %q}
 data_dir: %q
 kafka: {listen: %q}
 registry: {listen: %q}
+metrics: {listen: %q}
 entities:
   - table: good
   - table: shapes
@@ -113,13 +114,18 @@ entities:
   - table: nokey
     key: [a]
     as_string: [b]
-`, dsn, dataDir, kafkaAddr, registryAddr))
+`, dsn, dataDir, kafkaAddr, registryAddr, metricsAddr))
 	if out, err := runCLI(t, "check", "--config", cfg); err != nil {
 		t.Fatalf("check failed: %v\n%s", err, out)
 	}
 
-	// The same config while a replicator runs on it: both addresses are
-	// taken and both data directories locked.
+	// The same config while a replicator runs on it: the three addresses
+	// are taken and both data directories locked.
+	metricsLn, err := net.Listen("tcp", metricsAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { metricsLn.Close() })
 	emb, err := broker.StartEmbedded(t.Context(), broker.EmbeddedConfig{Listen: kafkaAddr, DataDir: filepath.Join(dataDir, "kafka")})
 	if err != nil {
 		t.Fatal(err)
@@ -137,6 +143,7 @@ entities:
 	for _, want := range []string{
 		"FAIL  Kafka: embedded broker", "kafka.listen: cannot listen on " + kafkaAddr, filepath.Join(dataDir, "kafka") + " is in use by another process",
 		"FAIL  schema registry: embedded", "registry.listen: cannot listen on " + registryAddr, filepath.Join(dataDir, "registry") + " is in use by another process",
+		"FAIL  metrics:", "metrics.listen: cannot listen on " + metricsAddr,
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("check output does not mention %q:\n%s", want, out)
@@ -255,6 +262,38 @@ func TestDemo(t *testing.T) {
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// TestCheckGoesOnWithoutPostgres: PostgreSQL out of reach does not hide
+// the other problems (an unreachable broker, a taken metrics port).
+func TestCheckGoesOnWithoutPostgres(t *testing.T) {
+	t.Parallel()
+	metricsLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { metricsLn.Close() })
+	pgAddr, brokerAddr := closedAddr(t), closedAddr(t)
+	cfg := writeYAML(t, fmt.Sprintf(`
+source: {url: "postgres://u@%s/d?connect_timeout=5"}
+data_dir: %q
+kafka: {brokers: [%q]}
+metrics: {listen: %q}
+entities:
+  - table: t
+`, pgAddr, t.TempDir(), brokerAddr, metricsLn.Addr().String()))
+	out, err := runCLI(t, "check", "--config", cfg)
+	if err == nil {
+		t.Fatalf("check passed with nothing reachable:\n%s", out)
+	}
+	for _, want := range []string{
+		"FAIL  PostgreSQL", "FAIL  Kafka [" + brokerAddr + "]",
+		"FAIL  metrics:", "metrics.listen: cannot listen on " + metricsLn.Addr().String(),
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("check output does not mention %q:\n%s", want, out)
 		}
 	}
 }

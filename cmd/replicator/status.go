@@ -3,9 +3,12 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -14,6 +17,7 @@ import (
 	"github.com/replicator/replicator/source"
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -22,6 +26,10 @@ const (
 	defaultMaxRetainedWAL = 1 << 30   // 1 GiB kept by an inactive slot
 	defaultMaxLagBytes    = 256 << 20 // 256 MiB behind the server
 	statusKafkaTimeout    = 10 * time.Second
+	// statusSourceTimeout bounds reading the slot, connecting included:
+	// a server that accepts the connection and never answers would
+	// otherwise hold status (run from cron, a monitoring probe) forever.
+	statusSourceTimeout = 10 * time.Second
 )
 
 // statusReport is what `replicator status` prints (and --json encodes).
@@ -185,6 +193,8 @@ func collectStatus(ctx context.Context, cfg *config.Config, maxRetained, maxLag 
 }
 
 func readSlot(ctx context.Context, cfg *config.Config) (source.SlotStatus, error) {
+	ctx, cancel := context.WithTimeout(ctx, statusSourceTimeout)
+	defer cancel()
 	conn, err := source.Connect(ctx, cfg.Source.URL)
 	if err != nil {
 		return source.SlotStatus{}, err
@@ -230,11 +240,18 @@ func topicEnds(ctx context.Context, cfg *config.Config) ([]topicReport, error) {
 	for _, e := range cfg.Entities {
 		tr := topicReport{Entity: e.Name, Topic: e.Topic, EndOffsets: []int64{}}
 		parts := ends[e.Topic]
-		for p := int32(0); p < int32(len(parts)); p++ {
-			o, ok := parts[p]
-			if !ok {
-				continue
+		// kadm reports a topic it could not list (missing, not
+		// authorized) as one entry for partition -1 with the error.
+		if o, ok := parts[-1]; ok && o.Err != nil {
+			tr.Error = o.Err.Error()
+			if errors.Is(o.Err, kerr.UnknownTopicOrPartition) {
+				tr.Error = "topic does not exist"
 			}
+			out = append(out, tr)
+			continue
+		}
+		for _, p := range slices.Sorted(maps.Keys(parts)) {
+			o := parts[p]
 			if o.Err != nil {
 				tr.Error = o.Err.Error()
 				continue

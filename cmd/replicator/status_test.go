@@ -7,12 +7,17 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/replicator/replicator/broker"
 	"github.com/replicator/replicator/config"
 	"github.com/replicator/replicator/pgcluster/pgtest"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // status against a running replicator (slot active, topic end offsets from
@@ -101,5 +106,95 @@ entities: [{table: items}]
 	out, err = runCLI(t, "status", "--config", cfgPath, "--max-retained-wal-bytes", "0")
 	if !errors.As(err, &exit) || !strings.Contains(out, "needs attention:") || !strings.Contains(out, "--max-retained-wal-bytes") {
 		t.Errorf("status text over the threshold: err %v\n%s", err, out)
+	}
+}
+
+// TestStatusTopicMissing: an entity topic that does not exist is reported
+// as such, not as an empty topic with no partitions.
+func TestStatusTopicMissing(t *testing.T) {
+	t.Parallel()
+	emb, err := broker.StartEmbedded(t.Context(), broker.EmbeddedConfig{Listen: closedAddr(t), DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(emb.Close)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(emb.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if _, err := kadm.NewClient(cl).CreateTopic(t.Context(), 2, 1, nil, "present"); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(writeYAML(t, fmt.Sprintf(`
+source: {url: "postgres://u@127.0.0.1:1/d"}
+kafka: {brokers: [%q]}
+entities: [{table: present}, {table: absent}]
+`, emb.Addr())), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	topics, err := topicEnds(t.Context(), cfg)
+	if err != nil {
+		t.Fatalf("topicEnds: %v", err)
+	}
+	if len(topics) != 2 {
+		t.Fatalf("got %d topics, want 2: %+v", len(topics), topics)
+	}
+	if p := topics[0]; p.Topic != "present" || p.Error != "" || len(p.EndOffsets) != 2 {
+		t.Errorf("existing topic: got %+v, want 2 partitions and no error", p)
+	}
+	if a := topics[1]; a.Topic != "absent" || !strings.Contains(a.Error, "does not exist") {
+		t.Errorf("missing topic: got %+v, want an error saying it does not exist", a)
+	}
+}
+
+// TestStatusAndCheckBoundTheSourceConnection: a source that accepts the
+// connection and never answers fails status and check within their
+// bounds instead of holding them forever.
+func TestStatusAndCheckBoundTheSourceConnection(t *testing.T) {
+	t.Parallel()
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held sync.WaitGroup
+	held.Go(func() {
+		var conns []net.Conn
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return // closed by the cleanup
+			}
+			conns = append(conns, c) // held open, never answered
+		}
+	})
+	t.Cleanup(func() {
+		silent.Close()
+		held.Wait()
+	})
+	cfg := writeYAML(t, fmt.Sprintf(`
+source: {url: "postgres://u@%s/d"}
+data_dir: %q
+kafka: {brokers: [%q]}
+entities: [{table: t}]
+`, silent.Addr(), t.TempDir(), closedAddr(t)))
+	for _, cmd := range []string{"status", "check"} {
+		start := time.Now()
+		out, err := runCLI(t, cmd, "--config", cfg)
+		if err == nil {
+			t.Errorf("%s passed against a silent source:\n%s", cmd, out)
+		}
+		if took := time.Since(start); took > time.Minute {
+			t.Errorf("%s took %v against a silent source", cmd, took)
+		}
+		if !strings.Contains(out, "timeout") && !strings.Contains(out, "deadline") {
+			t.Errorf("%s output does not say the connection timed out:\n%s", cmd, out)
+		}
 	}
 }
