@@ -222,3 +222,51 @@ func (h *harness) cleanup(dir string) error {
 	}
 	return os.RemoveAll(dir)
 }
+
+// streamSample is the throughput sample of a stream over the backlog:
+// rows per second, seconds, and the CPU of the reader and of the
+// walsender.
+func (b *walBacklog) streamSample(f streamFigures) sample {
+	return sample{
+		"rows_per_s":      float64(b.rows) / f.elapsed.Seconds(),
+		"seconds":         f.elapsed.Seconds(),
+		"cpu_s":           f.cpu.Seconds(),
+		"walsender_cpu_s": f.walCPU.Seconds(),
+	}
+}
+
+// bareRun, replicatorRun, droppedRun and peekRun stream the backlog with
+// the bare reader, replicator (embedded broker), replicator's source with
+// changes dropped, or the walsender peek, and give its streamSample: the
+// subjects of a benchmark measuring the stream alone.
+func (b *walBacklog) bareRun(ctx context.Context, run int) (sample, error) {
+	f, err := b.bare(ctx, run)
+	if err != nil {
+		return nil, err
+	}
+	return b.streamSample(f), nil
+}
+
+func (b *walBacklog) replicatorRun(ctx context.Context, run int) (sample, error) {
+	f, _, err := b.replicator(ctx, run, false)
+	if err != nil {
+		return nil, err
+	}
+	return b.streamSample(f), nil
+}
+
+func (b *walBacklog) droppedRun(ctx context.Context, run int) (sample, error) {
+	f, err := b.sourceDropped(ctx, run)
+	if err != nil {
+		return nil, err
+	}
+	return b.streamSample(f), nil
+}
+
+func (b *walBacklog) peekRun(ctx context.Context, run int) (sample, error) {
+	f, err := b.peek(ctx, run)
+	if err != nil {
+		return nil, err
+	}
+	return peekSample(b.streamSample(f)), nil
+}

@@ -76,13 +76,9 @@ func (s *largeTxnBench) replicator(ctx context.Context, run int, external bool) 
 }
 
 func (s *largeTxnBench) sample(f streamFigures) sample {
-	return sample{
-		"peak_rss_mb":     mb(f.peakRSS),
-		"rows_per_s":      float64(s.rows) / f.elapsed.Seconds(),
-		"seconds":         f.elapsed.Seconds(),
-		"cpu_s":           f.cpu.Seconds(),
-		"walsender_cpu_s": f.walCPU.Seconds(),
-	}
+	smp := s.streamSample(f)
+	smp["peak_rss_mb"] = mb(f.peakRSS)
+	return smp
 }
 
 // subjectBrokerProcess names the subjects that run replicator against

@@ -74,14 +74,20 @@ func startCluster(ctx context.Context) (*pgcluster.Cluster, *pgx.Conn, error) {
 // insertSQL inserts the rows with keys lo..hi. Every row is about 250
 // bytes on disk (pg_column_size of the row).
 func insertSQL(lo, hi int64) string {
+	return insertNoteSQL(lo, hi, "'note ' || md5(g::text)")
+}
+
+// insertNoteSQL inserts the rows with keys lo..hi, each row's note being
+// the SQL expression note (of g, the key).
+func insertNoteSQL(lo, hi int64, note string) string {
 	return fmt.Sprintf(`INSERT INTO bench_rows (%s)
 SELECT g, 'customer ' || g, 'customer.' || g || '@example.com',
 	((g * 7919) %% 10000000) / 100.0,
 	timestamptz '2024-01-01 00:00:00+00' + g * interval '1 second',
 	ARRAY['tag-' || g %% 7, 'tag-' || g %% 11, 'segment-' || g %% 13],
 	jsonb_build_object('plan', 'pro', 'seats', g %% 50, 'region', 'eu-west-' || g %% 3),
-	g %% 1000, g %% 2 = 0, 'note ' || md5(g::text)
-FROM generate_series(%d::bigint, %d::bigint) g`, columns, lo, hi)
+	g %% 1000, g %% 2 = 0, %s
+FROM generate_series(%d::bigint, %d::bigint) g`, columns, note, lo, hi)
 }
 
 // updateSQL changes four columns of the rows with keys lo..hi.

@@ -29,11 +29,11 @@ func shapeBenchmark(h *harness, name, about string, tables []string, prepare fun
 		about: about + " Subject: `replicator run` (`source.snapshot: never`, embedded broker), timed as in `stream`; every run " +
 			"checks the topics hold one record per change. Ceiling: the bare reader on the same WAL. " + truerCeilingsAbout,
 		setup:   func(ctx context.Context) (string, func() error, error) { return s.walBacklog.setup(ctx, s.write) },
-		ceiling: subject{name: "bare reader", run: s.bare},
+		ceiling: subject{name: "bare reader", run: s.bareRun},
 		subjects: []subject{
-			{name: subjectEmbedded, run: s.replicator},
-			{name: subjectPeek, reference: true, run: s.peek},
-			{name: subjectDrop, reference: true, run: s.dropped},
+			{name: subjectEmbedded, run: s.replicatorRun},
+			{name: subjectPeek, reference: true, run: s.peekRun},
+			{name: subjectDrop, reference: true, run: s.droppedRun},
 		},
 		layers: streamLayers(subjectEmbedded),
 		metrics: []metric{
@@ -45,47 +45,6 @@ func shapeBenchmark(h *harness, name, about string, tables []string, prepare fun
 	}
 	s.runs = h.opts.runsOf(&b)
 	return b
-}
-
-func (s *backlogShape) bare(ctx context.Context, run int) (sample, error) {
-	f, err := s.walBacklog.bare(ctx, run)
-	if err != nil {
-		return nil, err
-	}
-	return s.sample(f), nil
-}
-
-func (s *backlogShape) replicator(ctx context.Context, run int) (sample, error) {
-	f, _, err := s.walBacklog.replicator(ctx, run, false)
-	if err != nil {
-		return nil, err
-	}
-	return s.sample(f), nil
-}
-
-func (s *backlogShape) peek(ctx context.Context, run int) (sample, error) {
-	f, err := s.walBacklog.peek(ctx, run)
-	if err != nil {
-		return nil, err
-	}
-	return peekSample(s.sample(f)), nil
-}
-
-func (s *backlogShape) dropped(ctx context.Context, run int) (sample, error) {
-	f, err := s.walBacklog.sourceDropped(ctx, run)
-	if err != nil {
-		return nil, err
-	}
-	return s.sample(f), nil
-}
-
-func (s *backlogShape) sample(f streamFigures) sample {
-	return sample{
-		"rows_per_s":      float64(s.rows) / f.elapsed.Seconds(),
-		"seconds":         f.elapsed.Seconds(),
-		"cpu_s":           f.cpu.Seconds(),
-		"walsender_cpu_s": f.walCPU.Seconds(),
-	}
 }
 
 // oneRowBenchmark: transactions of one row each, where the cost per

@@ -93,16 +93,22 @@ func (s *snapshotBench) setup(ctx context.Context) (string, func() error, error)
 }
 
 func (s *snapshotBench) copy(ctx context.Context, _ int) (sample, error) {
+	return copyRows(ctx, s.conn, copySQL, s.rows)
+}
+
+// copyRows runs the COPY … TO STDOUT statement sql into io.Discard,
+// checks it copied rows rows, and gives its throughput sample.
+func copyRows(ctx context.Context, conn *pgx.Conn, sql string, rows int64) (sample, error) {
 	t := time.Now()
-	tag, err := s.conn.PgConn().CopyTo(ctx, io.Discard, copySQL)
+	tag, err := conn.PgConn().CopyTo(ctx, io.Discard, sql)
 	if err != nil {
 		return nil, fmt.Errorf("copy: %w", err)
 	}
 	d := time.Since(t)
-	if tag.RowsAffected() != s.rows {
-		return nil, fmt.Errorf("copy: %d rows, want %d", tag.RowsAffected(), s.rows)
+	if tag.RowsAffected() != rows {
+		return nil, fmt.Errorf("copy: %d rows, want %d", tag.RowsAffected(), rows)
 	}
-	return sample{"rows_per_s": float64(s.rows) / d.Seconds(), "seconds": d.Seconds()}, nil
+	return sample{"rows_per_s": float64(rows) / d.Seconds(), "seconds": d.Seconds()}, nil
 }
 
 func (s *snapshotBench) replicator(ctx context.Context, run int) (sample, error) {

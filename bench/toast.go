@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -41,15 +39,9 @@ func toastBenchmark(h *harness) benchmark {
 		setup:   s.setup,
 		ceiling: subject{name: "COPY of the unsent column", run: s.copy},
 		subjects: []subject{
-			{name: subjectEmbedded, run: s.replicator},
-			{name: "bare reader (no re-read)", run: s.bare},
-			{name: subjectDrop, reference: true, run: func(ctx context.Context, run int) (sample, error) {
-				f, err := s.walBacklog.sourceDropped(ctx, run)
-				if err != nil {
-					return nil, err
-				}
-				return s.sample(f), nil
-			}},
+			{name: subjectEmbedded, run: s.replicatorRun},
+			{name: "bare reader (no re-read)", run: s.bareRun},
+			{name: subjectDrop, reference: true, run: s.droppedRun},
 		},
 		layers: []layer{
 			{subject: "bare reader (no re-read)", adds: "reading the WAL with a minimal client, without the unsent values"},
@@ -90,14 +82,7 @@ func (s *toastBench) load(ctx context.Context, dsn string, conn *pgx.Conn) error
 // toastInsertSQL inserts the rows with keys lo..hi as insertSQL does, with
 // a note of toastNoteBytes.
 func toastInsertSQL(lo, hi int64) string {
-	return fmt.Sprintf(`INSERT INTO bench_rows (%s)
-SELECT g, 'customer ' || g, 'customer.' || g || '@example.com',
-	((g * 7919) %% 10000000) / 100.0,
-	timestamptz '2024-01-01 00:00:00+00' + g * interval '1 second',
-	ARRAY['tag-' || g %% 7, 'tag-' || g %% 11, 'segment-' || g %% 13],
-	jsonb_build_object('plan', 'pro', 'seats', g %% 50, 'region', 'eu-west-' || g %% 3),
-	g %% 1000, g %% 2 = 0, repeat(md5(g::text), %d)
-FROM generate_series(%d::bigint, %d::bigint) g`, columns, toastNoteBytes/32, lo, hi)
+	return insertNoteSQL(lo, hi, fmt.Sprintf("repeat(md5(g::text), %d)", toastNoteBytes/32))
 }
 
 // toastUpdateSQL changes the small column quantity of the rows with keys
@@ -124,39 +109,5 @@ func (s *toastBench) setup(ctx context.Context) (string, func() error, error) {
 }
 
 func (s *toastBench) copy(ctx context.Context, _ int) (sample, error) {
-	t := time.Now()
-	tag, err := s.conn.PgConn().CopyTo(ctx, io.Discard, toastCopySQL)
-	if err != nil {
-		return nil, fmt.Errorf("copy: %w", err)
-	}
-	d := time.Since(t)
-	if tag.RowsAffected() != s.rows {
-		return nil, fmt.Errorf("copy: %d rows, want %d", tag.RowsAffected(), s.rows)
-	}
-	return sample{"rows_per_s": float64(s.rows) / d.Seconds(), "seconds": d.Seconds()}, nil
-}
-
-func (s *toastBench) replicator(ctx context.Context, run int) (sample, error) {
-	f, _, err := s.walBacklog.replicator(ctx, run, false)
-	if err != nil {
-		return nil, err
-	}
-	return s.sample(f), nil
-}
-
-func (s *toastBench) bare(ctx context.Context, run int) (sample, error) {
-	f, err := s.walBacklog.bare(ctx, run)
-	if err != nil {
-		return nil, err
-	}
-	return s.sample(f), nil
-}
-
-func (s *toastBench) sample(f streamFigures) sample {
-	return sample{
-		"rows_per_s":      float64(s.rows) / f.elapsed.Seconds(),
-		"seconds":         f.elapsed.Seconds(),
-		"cpu_s":           f.cpu.Seconds(),
-		"walsender_cpu_s": f.walCPU.Seconds(),
-	}
+	return copyRows(ctx, s.conn, toastCopySQL, s.rows)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -57,36 +58,91 @@ func listOffsets(ctx context.Context, list func(context.Context, ...string) (kad
 // and may keep the record. Reading stops at the first error fn returns,
 // which ReadToEnd returns as is, or when ctx ends.
 func ReadToEnd(ctx context.Context, opts []kgo.Opt, topic string, from map[int32]int64, fn func(*kgo.Record) error) (map[int32]int64, error) {
-	adminCl, err := kgo.NewClient(opts...)
-	if err != nil {
-		return nil, fmt.Errorf("client for topic %s: %w", topic, err)
-	}
-	adm := kadm.NewClient(adminCl)
-	starts, err := listOffsets(ctx, adm.ListStartOffsets, topic, "start")
-	var ends map[int32]int64
-	if err == nil {
-		ends, err = EndOffsets(ctx, adm, topic)
-	}
-	adminCl.Close()
+	starts, ends, err := startsAndEnds(ctx, opts, topic)
 	if err != nil {
 		return nil, err
 	}
-
 	// Partitions to read: where they start and the offset they read to.
+	at := map[int32]int64{}
+	for p := range ends {
+		at[p] = starts[p]
+		if o, ok := from[p]; ok && o > at[p] {
+			at[p] = o
+		}
+	}
+	if err := readRange(ctx, opts, topic, at, ends, fn); err != nil {
+		return nil, err
+	}
+	return ends, nil
+}
+
+// ReadNewest returns the newest record of every partition of topic that
+// has one, in partition order: the record at the offset before the end
+// EndOffsets gives when the call begins (compaction never removes a
+// partition's newest record, Kafka keeping its active segment whole). It
+// reads as [ReadToEnd] does, with a client of its own built from opts, so
+// records produced after the call began are not returned, and the record
+// is the caller's to keep. A partition whose last offset holds no record a
+// read_committed consumer is given (a transaction's marker) is left out
+// rather than searched further back: replicator's producers are not
+// transactional.
+func ReadNewest(ctx context.Context, opts []kgo.Opt, topic string) ([]*kgo.Record, error) {
+	starts, ends, err := startsAndEnds(ctx, opts, topic)
+	if err != nil {
+		return nil, err
+	}
+	at := map[int32]int64{}
+	for p, end := range ends {
+		at[p] = max(starts[p], end-1)
+	}
+	newest := map[int32]*kgo.Record{}
+	err = readRange(ctx, opts, topic, at, ends, func(r *kgo.Record) error {
+		newest[r.Partition] = r
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*kgo.Record, 0, len(newest))
+	for _, p := range slices.Sorted(maps.Keys(newest)) {
+		out = append(out, newest[p])
+	}
+	return out, nil
+}
+
+// startsAndEnds lists the log start and end offsets of every partition of
+// topic with a short-lived client built from opts.
+func startsAndEnds(ctx context.Context, opts []kgo.Opt, topic string) (starts, ends map[int32]int64, err error) {
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("client for topic %s: %w", topic, err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	if starts, err = listOffsets(ctx, adm.ListStartOffsets, topic, "start"); err != nil {
+		return nil, nil, err
+	}
+	if ends, err = EndOffsets(ctx, adm, topic); err != nil {
+		return nil, nil, err
+	}
+	return starts, ends, nil
+}
+
+// readRange reads every partition p of topic in ends from offset from[p]
+// (an offset below the log start reads from there) up to ends[p], and
+// calls fn with each record as [ReadToEnd] describes. A partition with
+// nothing in its range is not read.
+func readRange(ctx context.Context, opts []kgo.Opt, topic string, from, ends map[int32]int64, fn func(*kgo.Record) error) error {
 	at := map[int32]kgo.Offset{}
 	left := map[int32]int64{}
 	for p, end := range ends {
-		start := starts[p]
-		if o, ok := from[p]; ok && o > start {
-			start = o
-		}
-		if start < end {
+		if start := from[p]; start < end {
 			at[p] = kgo.NewOffset().At(start)
 			left[p] = end
 		}
 	}
 	if len(left) == 0 {
-		return ends, nil
+		return nil
 	}
 	cl, err := kgo.NewClient(append(slices.Clone(opts),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: at}),
@@ -100,7 +156,7 @@ func ReadToEnd(ctx context.Context, opts []kgo.Opt, topic string, from map[int32
 		kgo.KeepControlRecords(),
 	)...)
 	if err != nil {
-		return nil, fmt.Errorf("consumer of topic %s: %w", topic, err)
+		return fmt.Errorf("consumer of topic %s: %w", topic, err)
 	}
 	defer cl.Close()
 	next := map[int32]int64{} // per partition, the offset after the last record seen
@@ -117,11 +173,11 @@ func ReadToEnd(ctx context.Context, opts []kgo.Opt, topic string, from map[int32
 		idle := pctx.Err() != nil && fs.NumRecords() == 0
 		cancel()
 		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("read topic %s to its end (%d partitions left): %w", topic, len(left), err)
+			return fmt.Errorf("read topic %s to its end (%d partitions left): %w", topic, len(left), err)
 		}
 		if idle {
 			if err := probeEnds(ctx, cl, topic, next, left); err != nil {
-				return nil, err
+				return err
 			}
 			continue
 		}
@@ -132,11 +188,11 @@ func ReadToEnd(ctx context.Context, opts []kgo.Opt, topic string, from map[int32
 			}
 		})
 		if ferr != nil {
-			return nil, fmt.Errorf("read topic %s: %w", topic, ferr)
+			return fmt.Errorf("read topic %s: %w", topic, ferr)
 		}
 		for it := fs.RecordIter(); !it.Done(); {
 			if err := ctx.Err(); err != nil {
-				return nil, fmt.Errorf("read topic %s to its end (%d partitions left): %w", topic, len(left), err)
+				return fmt.Errorf("read topic %s to its end (%d partitions left): %w", topic, len(left), err)
 			}
 			r := it.Next()
 			end, ok := left[r.Partition]
@@ -160,11 +216,11 @@ func ReadToEnd(ctx context.Context, opts []kgo.Opt, topic string, from map[int32
 				continue
 			}
 			if err := fn(r); err != nil {
-				return nil, err
+				return err
 			}
 		}
 	}
-	return ends, nil
+	return nil
 }
 
 // probeAfter is how long ReadToEnd polls without a record before it looks

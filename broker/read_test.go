@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -316,6 +317,79 @@ func TestReadToEndCompactedTail(t *testing.T) {
 	}
 	if probes.Load() == 0 {
 		t.Errorf("the partition was never asked directly")
+	}
+}
+
+// TestReadNewest: the newest record of each partition, in partition
+// order, a tombstone included; an empty partition and one whose records
+// were all deleted have none; a later call sees what was produced since.
+func TestReadNewest(t *testing.T) {
+	t.Parallel()
+	e := startEmbedded(t, EmbeddedConfig{})
+	const topic = "read-newest"
+	ensure(t, newAdmin(t, e.Addr()), TopicSpec{Name: topic, Partitions: 4})
+	cl := manualProducer(t, e.Addr())
+	produceTo(t, cl, topic, 0, "a", "1", "b", "2", "a", "3")
+	produceTo(t, cl, topic, 2, "c", "4", "c", "")
+	produceTo(t, cl, topic, 3, "d", "5")
+	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+	defer cancel()
+	del := kadm.Offsets{}
+	del.Add(kadm.Offset{Topic: topic, Partition: 3, At: 1})
+	res, err := newAdmin(t, e.Addr()).DeleteRecords(ctx, del)
+	if err == nil {
+		err = res.Error()
+	}
+	if err != nil {
+		t.Fatalf("DeleteRecords: %v", err)
+	}
+
+	newest := func() []string {
+		t.Helper()
+		recs, err := ReadNewest(ctx, readOpts(t, e.Addr()), topic)
+		if err != nil {
+			t.Fatalf("ReadNewest: %v", err)
+		}
+		var got []string
+		for _, r := range recs {
+			got = append(got, fmt.Sprintf("%d@%d:%s=%s", r.Partition, r.Offset, r.Key, r.Value))
+		}
+		return got
+	}
+	if got, want := newest(), []string{"0@2:a=3", "2@1:c="}; !slices.Equal(got, want) {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	produceTo(t, cl, topic, 1, "e", "6")
+	if got, want := newest(), []string{"0@2:a=3", "1@0:e=6", "2@1:c="}; !slices.Equal(got, want) {
+		t.Errorf("after producing to partition 1: got %q, want %q", got, want)
+	}
+
+	if _, err := ReadNewest(ctx, readOpts(t, e.Addr()), "no-such-topic"); err == nil || !strings.Contains(err.Error(), "no-such-topic") {
+		t.Errorf("missing topic: got %v, want an error naming no-such-topic", err)
+	}
+}
+
+// TestReadNewestTransactionMarker: a partition whose last offset is a
+// transaction's commit marker has no newest record (as documented), and
+// the read still ends.
+func TestReadNewestTransactionMarker(t *testing.T) {
+	t.Parallel()
+	e := startEmbedded(t, EmbeddedConfig{})
+	const topic = "read-newest-txn"
+	ensure(t, newAdmin(t, e.Addr()), TopicSpec{Name: topic, Partitions: 1})
+	cl := manualProducer(t, e.Addr(), kgo.TransactionalID("read-newest-test"))
+	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+	defer cancel()
+	if err := cl.BeginTransaction(); err != nil {
+		t.Fatalf("begin transaction: %v", err)
+	}
+	produceTo(t, cl, topic, 0, "a", "1")
+	if err := cl.EndTransaction(ctx, kgo.TryCommit); err != nil {
+		t.Fatalf("end transaction: %v", err)
+	}
+	recs, err := ReadNewest(ctx, readOpts(t, e.Addr()), topic)
+	if err != nil || len(recs) != 0 {
+		t.Fatalf("ReadNewest: got %d records, %v; want none", len(recs), err)
 	}
 }
 

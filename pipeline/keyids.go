@@ -5,8 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/replicator/replicator/broker"
 )
 
 // KeyIDError is returned by [TopicKeys.CheckSchemaIDs] when the newest
@@ -67,9 +66,9 @@ type subjectIDs interface {
 // [*ValueIDError] is returned. reg nil skips the values. Bytes not in that
 // format are not replicator's and are ignored. An empty topic passes.
 func (r *TopicKeys) CheckSchemaIDs(ctx context.Context, topic string, keyID int, valueSubject string, reg subjectIDs) error {
-	recs, err := r.newest(ctx, topic)
+	recs, err := broker.ReadNewest(ctx, r.opts, topic)
 	if err != nil {
-		return err
+		return fmt.Errorf("read the newest records of %s: %w", topic, err)
 	}
 	for _, rec := range recs {
 		if id, ok := framedID(rec.Key); ok && id != keyID {
@@ -103,63 +102,4 @@ func framedID(b []byte) (int, bool) {
 		return 0, false
 	}
 	return int(binary.BigEndian.Uint32(b[1:5])), true
-}
-
-// newest returns the newest record of every non-empty partition of topic.
-func (r *TopicKeys) newest(ctx context.Context, topic string) ([]*kgo.Record, error) {
-	cl, err := kgo.NewClient(r.opts...)
-	if err != nil {
-		return nil, fmt.Errorf("consumer client: %w", err)
-	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
-	starts, err := adm.ListStartOffsets(ctx, topic)
-	if err == nil {
-		err = starts.Error()
-	}
-	if err != nil {
-		return nil, fmt.Errorf("list start offsets of %s: %w", topic, err)
-	}
-	ends, err := adm.ListEndOffsets(ctx, topic)
-	if err == nil {
-		err = ends.Error()
-	}
-	if err != nil {
-		return nil, fmt.Errorf("list end offsets of %s: %w", topic, err)
-	}
-	last := map[int32]kgo.Offset{}
-	want := map[int32]bool{}
-	ends.Each(func(o kadm.ListedOffset) {
-		if s, ok := starts.Lookup(topic, o.Partition); !ok || o.Offset > s.Offset {
-			last[o.Partition] = kgo.NewOffset().At(o.Offset - 1)
-			want[o.Partition] = true
-		}
-	})
-	if len(last) == 0 {
-		return nil, nil
-	}
-	cl.AddConsumePartitions(map[string]map[int32]kgo.Offset{topic: last})
-	var out []*kgo.Record
-	for len(want) > 0 {
-		fs := cl.PollFetches(ctx)
-		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("read the newest record of %s (%d partitions left): %w", topic, len(want), err)
-		}
-		var ferr error
-		fs.EachError(func(_ string, p int32, err error) {
-			ferr = fmt.Errorf("fetch %s partition %d: %w", topic, p, err)
-		})
-		if ferr != nil {
-			return nil, ferr
-		}
-		fs.EachRecord(func(rec *kgo.Record) {
-			// The first record fetched is the one at end-1: compaction
-			// never removes a partition's newest record.
-			if want[rec.Partition] {
-				delete(want, rec.Partition)
-				out = append(out, rec)
-			}
-		})
-	}
-	return out, nil
 }

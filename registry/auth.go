@@ -5,24 +5,10 @@ import (
 	"crypto/subtle"
 	"crypto/tls"
 	"fmt"
-	"net"
 	"net/http"
-	"strings"
-)
 
-// isLoopback reports whether a listen address accepts only connections
-// from this machine: a loopback IP or "localhost".
-func isLoopback(listen string) bool {
-	host, _, err := net.SplitHostPort(listen)
-	if err != nil {
-		return false
-	}
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
+	"github.com/replicator/replicator/broker"
+)
 
 // checkAuth refuses to serve a non-loopback address without credentials:
 // anyone on the network could otherwise register schemas under our
@@ -31,7 +17,7 @@ func checkAuth(cfg EmbeddedConfig) error {
 	if (cfg.Username == "") != (cfg.Password == "") {
 		return fmt.Errorf("%s and %s: set both or neither", keyUsername, keyPassword)
 	}
-	if cfg.Username == "" && !isLoopback(cfg.Listen) {
+	if cfg.Username == "" && !broker.IsLoopback(cfg.Listen) {
 		return fmt.Errorf("%s %s is not a loopback address: the embedded registry would serve anyone who can reach it; set %s and %s so that it requires them (HTTP basic auth), or listen on 127.0.0.1",
 			keyListen, cfg.Listen, keyUsername, keyPassword)
 	}

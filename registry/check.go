@@ -2,9 +2,10 @@ package registry
 
 import (
 	"errors"
-	"fmt"
-	"net"
 	"path/filepath"
+
+	"github.com/replicator/replicator/broker"
+	"github.com/replicator/replicator/filelock"
 )
 
 // CheckEmbedded reports what would stop [StartEmbedded] with this listen
@@ -13,18 +14,12 @@ import (
 // (a replicator already running on it). For `replicator check`.
 func CheckEmbedded(listen, dataDir string) error {
 	var errs []error
-	if ln, err := net.Listen("tcp", listen); err != nil {
-		errs = append(errs, fmt.Errorf("%s: cannot listen on %s (%w): another process (a replicator already running?) may hold the port; stop it or set %s to a free address", keyListen, listen, err, keyListen))
-	} else if err := ln.Close(); err != nil {
-		errs = append(errs, fmt.Errorf("%s: %w", keyListen, err))
+	if err := broker.CheckListen(listen, keyListen); err != nil {
+		errs = append(errs, err)
 	}
 	if dataDir != "" {
-		held, err := lockHeld(filepath.Join(dataDir, logFile))
-		switch {
-		case err != nil:
-			errs = append(errs, fmt.Errorf("data_dir %s: %w", dataDir, err))
-		case held:
-			errs = append(errs, fmt.Errorf("data_dir: %s is in use by another process (a replicator already running on it?): stop that process, or give this one another data_dir", dataDir))
+		if err := filelock.CheckFree(dataDir, filepath.Join(dataDir, logFile)); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)

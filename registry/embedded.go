@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/replicator/replicator/filelock"
 	"github.com/twmb/franz-go/pkg/sr"
 	"github.com/twmb/franz-go/pkg/sr/srfake"
 )
@@ -187,7 +188,7 @@ func (e *Embedded) openLog(dir string) (err error) {
 			f.Close()
 		}
 	}()
-	if err := lockFile(f); err != nil {
+	if err := filelock.Lock(f); err != nil {
 		return fmt.Errorf("registry data dir %s: %w", dir, err)
 	}
 	if errors.Is(statErr, os.ErrNotExist) {

@@ -5,11 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"sync"
 	"time"
 
+	"github.com/replicator/replicator/broker"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -65,14 +65,16 @@ func OpenTopicLog(ctx context.Context, replicationFactor int16, opts ...kgo.Opt)
 	l := &TopicLog{cl: cl, topic: SchemasTopic, stored: make(map[subjectVersion]int)}
 	octx, cancel := context.WithTimeout(ctx, topicOpenTimeout)
 	defer cancel()
-	if err := l.open(octx, replicationFactor); err != nil {
+	if err := l.open(octx, replicationFactor, opts); err != nil {
 		cl.Close()
 		return nil, fmt.Errorf("schemas topic %s: %w", SchemasTopic, err)
 	}
 	return l, nil
 }
 
-func (l *TopicLog) open(ctx context.Context, rf int16) error {
+// open creates or checks the topic and reads it to its end, with a reader
+// of its own connecting with opts (broker.ReadToEnd).
+func (l *TopicLog) open(ctx context.Context, rf int16, opts []kgo.Opt) error {
 	adm := kadm.NewClient(l.cl)
 	if rf == 0 {
 		rf = -1
@@ -91,29 +93,29 @@ func (l *TopicLog) open(ctx context.Context, rf int16) error {
 		}
 		return fmt.Errorf("create it (or have it created: one partition, cleanup.policy=compact): %w", err)
 	}
-	recs, err := readToEnd(ctx, l.cl, l.topic)
-	if err != nil {
-		return err
+	_, err = broker.ReadToEnd(ctx, opts, l.topic, nil, l.replay)
+	return err
+}
+
+// replay takes one record read at open into records and stored.
+func (l *TopicLog) replay(r *kgo.Record) error {
+	if r.Value == nil {
+		return nil // not ours: the registry never deletes
 	}
-	for _, r := range recs {
-		if r.Value == nil {
-			continue // not ours: the registry never deletes
-		}
-		var rec logRecord
-		if err := decodeRecord(r.Value, &rec); err != nil {
-			return fmt.Errorf("record at offset %d: %w", r.Offset, err)
-		}
-		sv := subjectVersion{rec.Subject, rec.Version}
-		if id, ok := l.stored[sv]; ok {
-			if id != rec.ID {
-				return fmt.Errorf("record at offset %d gives subject %q version %d id %d, an earlier one id %d: two registries wrote this topic; "+
-					"give each broker one embedded registry, or use one external registry (registry.url)", r.Offset, rec.Subject, rec.Version, rec.ID, id)
-			}
-			continue
-		}
-		l.stored[sv] = rec.ID
-		l.records = append(l.records, rec)
+	var rec logRecord
+	if err := decodeRecord(r.Value, &rec); err != nil {
+		return fmt.Errorf("record at offset %d: %w", r.Offset, err)
 	}
+	sv := subjectVersion{rec.Subject, rec.Version}
+	if id, ok := l.stored[sv]; ok {
+		if id != rec.ID {
+			return fmt.Errorf("record at offset %d gives subject %q version %d id %d, an earlier one id %d: two registries wrote this topic; "+
+				"give each broker one embedded registry, or use one external registry (registry.url)", r.Offset, rec.Subject, rec.Version, rec.ID, id)
+		}
+		return nil
+	}
+	l.stored[sv] = rec.ID
+	l.records = append(l.records, rec)
 	return nil
 }
 
@@ -213,63 +215,4 @@ func (e *Embedded) syncTopic(ctx context.Context, l *TopicLog) error {
 		}
 	}
 	return nil
-}
-
-// readToEnd reads topic from the start of every partition to the end
-// offsets it had when called. (broker/ is getting a shared form of this;
-// this one is registry's until they are folded.)
-func readToEnd(ctx context.Context, cl *kgo.Client, topic string) ([]*kgo.Record, error) {
-	adm := kadm.NewClient(cl)
-	starts, err := adm.ListStartOffsets(ctx, topic)
-	if err == nil {
-		err = starts.Error()
-	}
-	if err != nil {
-		return nil, fmt.Errorf("list start offsets: %w", err)
-	}
-	ends, err := adm.ListEndOffsets(ctx, topic)
-	if err == nil {
-		err = ends.Error()
-	}
-	if err != nil {
-		return nil, fmt.Errorf("list end offsets: %w", err)
-	}
-	from := map[int32]kgo.Offset{}
-	end := map[int32]int64{}
-	ends.Each(func(o kadm.ListedOffset) {
-		if s, ok := starts.Lookup(topic, o.Partition); ok && o.Offset > s.Offset {
-			from[o.Partition] = kgo.NewOffset().At(s.Offset)
-			end[o.Partition] = o.Offset
-		}
-	})
-	if len(end) == 0 {
-		return nil, nil
-	}
-	cl.AddConsumePartitions(map[string]map[int32]kgo.Offset{topic: from})
-	defer cl.RemoveConsumePartitions(map[string][]int32{topic: slices.Collect(maps.Keys(from))})
-	var out []*kgo.Record
-	for len(end) > 0 {
-		fs := cl.PollFetches(ctx)
-		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("read to the end (%d partitions left): %w", len(end), err)
-		}
-		var ferr error
-		fs.EachError(func(_ string, p int32, err error) {
-			ferr = fmt.Errorf("fetch partition %d: %w", p, err)
-		})
-		if ferr != nil {
-			return nil, ferr
-		}
-		fs.EachRecord(func(r *kgo.Record) {
-			stop, ok := end[r.Partition]
-			if !ok || r.Offset >= stop {
-				return
-			}
-			out = append(out, r)
-			if r.Offset+1 >= stop {
-				delete(end, r.Partition)
-			}
-		})
-	}
-	return out, nil
 }

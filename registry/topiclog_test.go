@@ -10,6 +10,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sr"
 )
 
 // startKafka is an in-process broker standing for the external broker the
@@ -152,5 +153,43 @@ func TestTopicLogRefusesDeletePolicy(t *testing.T) {
 	_, err = OpenTopicLog(t.Context(), -1, kgo.SeedBrokers(c.ListenAddrs()...))
 	if err == nil || !strings.Contains(err.Error(), "cleanup.policy=delete, want compact") || !strings.Contains(err.Error(), "--add-config cleanup.policy=compact") {
 		t.Fatalf("OpenTopicLog on a topic with the delete policy: got %v, want a refusal with the fix", err)
+	}
+}
+
+// Replaying the topic skips a record without a value (not the
+// registry's), and refuses a topic on which one version has two ids: two
+// registries wrote it.
+func TestTopicLogReplayRefusesTwoIDs(t *testing.T) {
+	t.Parallel()
+	opts := startKafka(t)
+	l, err := OpenTopicLog(t.Context(), -1, opts...)
+	if err != nil {
+		t.Fatalf("OpenTopicLog: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), topicAppendTimeout)
+	defer cancel()
+	if err := l.cl.ProduceSync(ctx, &kgo.Record{Topic: SchemasTopic, Key: []byte("someone else's")}).FirstErr(); err != nil {
+		t.Fatalf("produce a tombstone: %v", err)
+	}
+	if err := l.append(ctx, logRecord{Subject: "a-value", Version: 1, ID: 1, Schema: sr.Schema{Schema: `"string"`}}); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	l, err = OpenTopicLog(t.Context(), -1, opts...)
+	if err != nil {
+		t.Fatalf("OpenTopicLog over a tombstone and one version: %v", err)
+	}
+	if len(l.records) != 1 || l.records[0].ID != 1 {
+		t.Errorf("replayed %+v, want the one version with id 1", l.records)
+	}
+	if err := l.append(ctx, logRecord{Subject: "a-value", Version: 1, ID: 2, Schema: sr.Schema{Schema: `"string"`}}); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	_, err = OpenTopicLog(t.Context(), -1, opts...)
+	for _, want := range []string{"record at offset 2", `subject "a-value" version 1 id 2, an earlier one id 1`, "two registries wrote this topic", "registry.url"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("OpenTopicLog over two ids for one version: got %v, want it to mention %q", err, want)
+		}
 	}
 }

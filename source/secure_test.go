@@ -2,14 +2,7 @@ package source
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -20,63 +13,11 @@ import (
 
 	"github.com/jackc/pglogrepl"
 
+	"github.com/replicator/replicator/certtest"
 	"github.com/replicator/replicator/pgcluster"
 	"github.com/replicator/replicator/pgcluster/pgtest"
 	"github.com/replicator/replicator/relation"
 )
-
-// testCA is a certificate authority made by the test.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-}
-
-func newTestCA(t *testing.T, name string) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-// issue returns a PEM certificate and key for 127.0.0.1 and localhost.
-func (ca *testCA) issue(t *testing.T) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "localhost"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
-}
 
 // startTLSCluster starts a cluster with ssl=on and a server certificate
 // signed by a CA the test made; it returns the cluster and the CA file.
@@ -91,14 +32,14 @@ func startTLSCluster(t *testing.T) (*pgcluster.Cluster, string) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	ca := newTestCA(t, "replicator test CA")
-	certPEM, keyPEM := ca.issue(t)
+	ca := certtest.NewCA(t, "replicator test CA")
+	certPEM, keyPEM := ca.IssuePEM(t, "localhost", x509.ExtKeyUsageServerAuth)
 	caFile, certFile, keyFile := filepath.Join(dir, "ca.crt"), filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key")
 	for _, f := range []struct {
 		path string
 		data []byte
 		mode os.FileMode
-	}{{caFile, ca.pem, 0o644}, {certFile, certPEM, 0o644}, {keyFile, keyPEM, 0o600}} {
+	}{{caFile, ca.PEM(), 0o644}, {certFile, certPEM, 0o644}, {keyFile, keyPEM, 0o600}} {
 		if err := os.WriteFile(f.path, f.data, f.mode); err != nil {
 			t.Fatal(err)
 		}
@@ -210,7 +151,7 @@ func TestSecureConnections(t *testing.T) {
 
 	t.Run("TLS with the wrong CA fails clearly", func(t *testing.T) {
 		other := filepath.Join(t.TempDir(), "other-ca.crt")
-		if err := os.WriteFile(other, newTestCA(t, "some other CA").pem, 0o644); err != nil {
+		if err := os.WriteFile(other, certtest.NewCA(t, "some other CA").PEM(), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		_, err := Connect(ctx, withQuery(db.dsn, "sslmode=verify-full&sslrootcert="+other))

@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -20,7 +19,6 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/replicator/replicator/pgcluster/pgtest"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"golang.org/x/sync/errgroup"
 )
@@ -145,14 +143,7 @@ func TestBrokerOutageBackPressure(t *testing.T) {
 func brokerOutage(t *testing.T, outageFor time.Duration, stall bool) {
 	// The broker: kfake in this process, on a port of its own. Metadata
 	// keeps answering during the outage, so topics stay known.
-	addr := freeAddr(t)
-	_, portText, _ := net.SplitHostPort(addr)
-	port, _ := strconv.Atoi(portText)
-	kc, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(kc.Close)
+	kc, addr := startKfake(t)
 	var outage atomic.Bool
 	var rejected atomic.Int64
 	back := make(chan struct{}) // closed when the outage ends

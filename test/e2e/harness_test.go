@@ -25,6 +25,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/replicator/replicator/broker"
 	"github.com/replicator/replicator/pgcluster"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sr"
 )
@@ -92,10 +93,37 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// startKfake starts a one-broker kfake cluster in this process, on a
+// free loopback port, closed when the test ends, and returns it and its
+// address: for tests that control what the broker answers.
+func startKfake(t *testing.T) (*kfake.Cluster, string) {
+	t.Helper()
+	addr := freeAddr(t)
+	_, portText, _ := net.SplitHostPort(addr)
+	port, err := strconv.Atoi(portText)
+	if err != nil {
+		t.Fatalf("port of %s: %v", addr, err)
+	}
+	kc, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(kc.Close)
+	return kc, addr
+}
+
 func startReplicator(t *testing.T, args ...string) *process {
+	t.Helper()
+	return startReplicatorEnv(t, nil, args...)
+}
+
+// startReplicatorEnv is startReplicator with the given environment (nil:
+// the test's own).
+func startReplicatorEnv(t *testing.T, env []string, args ...string) *process {
 	t.Helper()
 	p := &process{output: &syncBuffer{}, done: make(chan error, 1)}
 	p.cmd = exec.Command(replicatorBinary(t), args...)
+	p.cmd.Env = env
 	p.cmd.Stdout = p.output
 	p.cmd.Stderr = p.output
 	if err := p.cmd.Start(); err != nil {

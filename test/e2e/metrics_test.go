@@ -6,12 +6,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,7 +20,6 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"github.com/replicator/replicator/pgcluster/pgtest"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	dto "github.com/prometheus/client_model/go"
@@ -125,14 +122,7 @@ func eventually(t *testing.T, p *process, within time.Duration, what string, con
 func TestMetricsHealthAndStats(t *testing.T) {
 	// The broker: kfake in this process, so produce requests can be held
 	// (a stalled broker) while metadata keeps answering.
-	kafkaAddr := freeAddr(t)
-	_, portText, _ := net.SplitHostPort(kafkaAddr)
-	port, _ := strconv.Atoi(portText)
-	kc, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(kc.Close)
+	kc, kafkaAddr := startKfake(t)
 	var stalled atomic.Bool
 	release := make(chan struct{})
 	endStall := sync.OnceFunc(func() { close(release) })

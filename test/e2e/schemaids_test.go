@@ -6,17 +6,14 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"testing"
 	"time"
 
 	"github.com/replicator/replicator/pgcluster/pgtest"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -27,14 +24,7 @@ import (
 // two topics. (Before, the ids were handed out again from 1 in the new
 // order: the old records of one topic decoded with another's schema.)
 func TestSchemaIDsSurviveLostDataDir(t *testing.T) {
-	addr := freeAddr(t)
-	_, portText, _ := net.SplitHostPort(addr)
-	port, _ := strconv.Atoi(portText)
-	kc, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(kc.Close)
+	_, addr := startKfake(t)
 
 	pg := pgtest.Start(t)
 	conn := connect(t, pg)

@@ -4,16 +4,8 @@ package e2e
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -28,6 +20,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
+	"github.com/replicator/replicator/certtest"
 	"github.com/replicator/replicator/pgcluster/pgtest"
 )
 
@@ -63,7 +56,7 @@ func TestSecretsStayOutOfOutput(t *testing.T) {
 	}
 	dataDir := t.TempDir()
 	brokerAddr, registryAddr := freeAddr(t), freeAddr(t)
-	certFile, keyFile, caPool := selfSignedCert(t)
+	certFile, keyFile, caPool := certtest.SelfSigned(t, "e2e registry")
 	writeConfig := func(name, sourceURL string) string {
 		path := filepath.Join(dataDir, name)
 		cfg := fmt.Sprintf(`data_dir: %q
@@ -174,30 +167,6 @@ entities: [{table: vault}]
 	}
 }
 
-// startReplicatorEnv is startReplicator with the given environment.
-func startReplicatorEnv(t *testing.T, env []string, args ...string) *process {
-	t.Helper()
-	p := &process{output: &syncBuffer{}, done: make(chan error, 1)}
-	p.cmd = exec.Command(replicatorBinary(t), args...)
-	p.cmd.Env = env
-	p.cmd.Stdout = p.output
-	p.cmd.Stderr = p.output
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start replicator: %v", err)
-	}
-	go func() { p.done <- p.cmd.Wait() }()
-	t.Cleanup(func() {
-		if p.cmd.ProcessState == nil {
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		}
-		if t.Failed() {
-			t.Logf("replicator output:\n%s", p.output.String())
-		}
-	})
-	return p
-}
-
 // countRecords reads a topic from the start to its end with the given
 // client options (credentials) and returns how many records it holds.
 func countRecords(t *testing.T, brokers, topic string, opts ...kgo.Opt) int {
@@ -225,43 +194,4 @@ func countRecords(t *testing.T, brokers, topic string, opts ...kgo.Opt) int {
 		n += fs.NumRecords()
 	}
 	return n
-}
-
-// selfSignedCert writes a self-signed certificate for 127.0.0.1 (its own
-// CA) and its key; it returns their paths and a pool trusting it.
-func selfSignedCert(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "e2e registry"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	pool = x509.NewCertPool()
-	pool.AddCert(cert)
-	return certFile, keyFile, pool
 }

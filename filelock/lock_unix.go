@@ -1,6 +1,6 @@
 //go:build darwin || dragonfly || freebsd || linux || netbsd || openbsd
 
-package registry
+package filelock
 
 import (
 	"errors"
@@ -9,10 +9,10 @@ import (
 	"syscall"
 )
 
-// lockFile takes an exclusive, non-blocking flock on f so that two
-// registries never append to one log. Closing f releases it, and so does
-// the death of the process: a crash never leaves it stale.
-func lockFile(f *os.File) error {
+// Lock takes an exclusive, non-blocking flock on f; closing f releases
+// it. A lock another open file holds (in this process or another) is an
+// error saying the file is in use.
+func Lock(f *os.File) error {
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		if errors.Is(err, syscall.EWOULDBLOCK) {
 			return fmt.Errorf("in use by another process (lock on %s held)", f.Name())
@@ -22,10 +22,10 @@ func lockFile(f *os.File) error {
 	return nil
 }
 
-// lockHeld reports whether another process holds the lock on path, without
-// creating it: a missing file is not locked. It takes and drops the lock at
-// once when free.
-func lockHeld(path string) (bool, error) {
+// Held reports whether another process holds the lock on path, without
+// creating it: a missing file is not locked. It takes and drops the lock
+// at once when free.
+func Held(path string) (bool, error) {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return false, nil
