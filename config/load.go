@@ -79,9 +79,21 @@ func setDefaults(v *viper.Viper) {
 
 // Load reads the YAML file at path (optional: "" means defaults, env and
 // flags only), applies REPLICATOR_* environment overrides and the flags set
-// in fs (may be nil), and validates the result. Every problem is reported at
-// once, each naming its key.
+// in fs (may be nil), and validates the result for `run` (source.url and
+// entities required; read_models checked when present). Every problem is
+// reported at once, each naming its key.
 func Load(path string, fs *pflag.FlagSet) (*Config, error) {
+	return load(path, fs, (*Config).Validate)
+}
+
+// LoadSink is [Load] for `replicator sink`: read_models are required,
+// source.url and entities are not (a sink-only file holds kafka, registry
+// and read_models; entities, when present, name the sources' topics).
+func LoadSink(path string, fs *pflag.FlagSet) (*Config, error) {
+	return load(path, fs, (*Config).ValidateSink)
+}
+
+func load(path string, fs *pflag.FlagSet, validate func(*Config) error) (*Config, error) {
 	v := viper.New()
 	setDefaults(v)
 	v.SetEnvPrefix(EnvPrefix)
@@ -107,6 +119,8 @@ func Load(path string, fs *pflag.FlagSet) (*Config, error) {
 		}
 	}
 	unknown := unknownKeys(v)
+	models, modelErr := readReadModels(path)
+	unknown = errors.Join(unknown, modelErr)
 	var cfg Config
 	err := v.Unmarshal(&cfg, func(dc *mapstructure.DecoderConfig) {
 		// unknownKeys has named them already, with the full key path.
@@ -120,7 +134,9 @@ func Load(path string, fs *pflag.FlagSet) (*Config, error) {
 		return nil, errors.Join(unknown, fmt.Errorf("decode config: %w", err))
 	}
 	cfg.applyEntityDefaults()
-	if err := errors.Join(unknown, cfg.Validate()); err != nil {
+	cfg.ReadModels = models
+	cfg.applyReadModelDefaults()
+	if err := errors.Join(unknown, validate(&cfg)); err != nil {
 		return nil, err
 	}
 	return &cfg, nil
@@ -133,7 +149,7 @@ func unknownKeys(v *viper.Viper) error {
 	collectKeys(reflect.TypeOf(Config{}), "", known)
 	var errs []error
 	for _, k := range v.AllKeys() {
-		if !known[k] && !strings.HasPrefix(k, KeyEntities+".") {
+		if !known[k] && !strings.HasPrefix(k, KeyEntities+".") && k != KeyReadModels && !strings.HasPrefix(k, KeyReadModels+".") {
 			errs = append(errs, fmt.Errorf("unknown config key %s", k))
 		}
 	}
@@ -165,7 +181,7 @@ func collectKeys(t reflect.Type, prefix string, into map[string]bool) {
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
 		tag := f.Tag.Get("mapstructure")
-		if tag == "" {
+		if tag == "" || tag == "-" {
 			continue
 		}
 		key := prefix + tag

@@ -21,8 +21,34 @@ var replicationIdent = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
 // topicName is Kafka's legal topic alphabet.
 var topicName = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
 
-// Validate reports every problem at once, each naming its key and how to fix it.
+// Validate reports every problem at once, each naming its key and how to
+// fix it, for `run`: the source and its entities are required.
 func (c *Config) Validate() error {
+	errs := c.validateCommon()
+	if c.Source.URL == "" {
+		errs = append(errs, fmt.Errorf("%s: required: the PostgreSQL connection URL, e.g. postgres://user@host:5432/db (or set REPLICATOR_SOURCE_URL)", KeySourceURL))
+	}
+	errs = append(errs, c.validateEntities()...)
+	errs = append(errs, c.validateReadModels()...)
+	return errors.Join(errs...)
+}
+
+// ValidateSink is [Config.Validate] for `sink`: at least one read model is
+// required; source.url and entities are optional (entities, when given,
+// are checked: read-model sources may name them).
+func (c *Config) ValidateSink() error {
+	errs := c.validateCommon()
+	if len(c.Entities) > 0 {
+		errs = append(errs, c.validateEntities()...)
+	}
+	if len(c.ReadModels) == 0 {
+		errs = append(errs, fmt.Errorf("%s: at least one read model is required, e.g.\n  read_models:\n    - name: customers\n      store: sqlite://./read.db\n      key: id\n      sources:\n        - entity: customers\n          key: id\n          columns: {name: name}", KeyReadModels))
+	}
+	errs = append(errs, c.validateReadModels()...)
+	return errors.Join(errs...)
+}
+
+func (c *Config) validateCommon() []error {
 	var errs []error
 	bad := func(key, format string, a ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, a...)))
@@ -39,9 +65,6 @@ func (c *Config) Validate() error {
 	case "text", "json":
 	default:
 		bad(KeyLogFormat, "%q is not one of text, json", c.Log.Format)
-	}
-	if c.Source.URL == "" {
-		bad(KeySourceURL, "required: the PostgreSQL connection URL, e.g. postgres://user@host:5432/db (or set REPLICATOR_SOURCE_URL)")
 	}
 	if !replicationIdent.MatchString(c.Source.Slot) {
 		bad(KeySourceSlot, "%q must be 1-63 characters of a-z, 0-9 and _ and not start with a digit", c.Source.Slot)
@@ -121,8 +144,7 @@ func (c *Config) Validate() error {
 	} else if _, _, err := net.SplitHostPort(c.Registry.Listen); err != nil {
 		bad(KeyRegistryListen, "%q is not host:port", c.Registry.Listen)
 	}
-	errs = append(errs, c.validateEntities()...)
-	return errors.Join(errs...)
+	return errs
 }
 
 func (c *Config) validateEntities() []error {
