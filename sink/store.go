@@ -37,8 +37,25 @@ type tp struct {
 	part  int32
 }
 
-// ensureSinkTables creates the offsets and side tables when missing.
+// ensureSinkTables creates the offsets and side tables when missing. Read
+// models sharing a database start side by side, and CREATE … IF NOT EXISTS
+// is not safe against a concurrent creation (PostgreSQL fails on its
+// catalog's unique index, MySQL on a duplicate index): a failed attempt is
+// retried, and the retry finds the tables there.
 func (s *store) ensureSinkTables(ctx context.Context) error {
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		if err = s.createSinkTables(ctx); err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return err
+		}
+	}
+	return err
+}
+
+func (s *store) createSinkTables(ctx context.Context) error {
 	q, key := s.d.quote, s.d.textKeyType
 	stmts := []string{
 		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s (read_model %s NOT NULL, topic %s NOT NULL, part INTEGER NOT NULL,

@@ -107,6 +107,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				return runSchema(cmd.Context(), cfg, stdout)
 			},
 		},
+		newSinkCommand(stderr),
 		newDemoCommand(stdout, stderr),
 	)
 	err := root.ExecuteContext(ctx)
