@@ -224,6 +224,8 @@ func rows(t *testing.T, storeURL, table string, cols ...string) []string {
 				parts[i] = "NULL"
 			case []byte:
 				parts[i] = string(x)
+			case time.Time:
+				parts[i] = x.UTC().Format(time.RFC3339Nano)
 			default:
 				parts[i] = fmt.Sprint(x)
 			}
