@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"path/filepath"
 	"sort"
@@ -157,7 +158,8 @@ func (r *running) stopWhenDone() error {
 // stop (called at cleanup too).
 func (e *env) start(model ReadModel, storeURL string) *running {
 	e.t.Helper()
-	s, err := New(Config{Model: model, StoreURL: storeURL, Kafka: []kgo.Opt{kgo.SeedBrokers(e.brokers...)}, Registry: e.reg, MaxBatch: 500})
+	s, err := New(Config{Model: model, StoreURL: storeURL, Kafka: []kgo.Opt{kgo.SeedBrokers(e.brokers...)}, Registry: e.reg, MaxBatch: 500,
+		Logger: slog.New(slog.NewTextHandler(e.t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if err != nil {
 		e.t.Fatalf("New: %v", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -165,7 +166,7 @@ func (s *Sink) prepare(ctx context.Context) error {
 		db.Close()
 		return fmt.Errorf("read model %s: %w", m.Name, err)
 	}
-	if err := db.PingContext(ctx); err != nil {
+	if err := ping(ctx, db); err != nil {
 		return fail(fmt.Errorf("store %s does not answer: %w", d.name(), err))
 	}
 	if err := s.st.ensureSinkTables(ctx); err != nil {
@@ -479,5 +480,24 @@ func (s *Sink) reportLag(ctx context.Context, topics []string) {
 	}
 	for _, l := range lags {
 		s.log.Warn(l.String())
+	}
+}
+
+// ping checks the store answers. SQLite's switch to WAL on a new
+// connection takes the file's lock without waiting for a busy one, so read
+// models sharing a file and starting together see SQLITE_BUSY for a
+// moment: that is retried for a few seconds.
+func ping(ctx context.Context, db *sql.DB) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := db.PingContext(ctx)
+		if err == nil || !strings.Contains(err.Error(), "SQLITE_BUSY") || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 }

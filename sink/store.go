@@ -138,6 +138,10 @@ func (s *store) ensureTable(ctx context.Context, p *plan) (created bool, err err
 	}
 	fmt.Fprintf(&b, ", PRIMARY KEY (%s))", quoteList(s.d, p.model.Key))
 	if _, err := s.db.ExecContext(ctx, b.String()); err != nil {
+		// Another process of the read model may have created it just now.
+		if have, cerr := s.d.columns(ctx, s.db, p.model.Table); cerr == nil && have != nil {
+			return s.ensureTable(ctx, p)
+		}
 		return false, fmt.Errorf("create table %s: %w", s.d.quote(p.model.Table), err)
 	}
 	return true, nil
