@@ -3,12 +3,14 @@ package sink
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"net/url"
 	"strings"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
 	_ "modernc.org/sqlite"             // registers the "sqlite" database/sql driver
 )
@@ -60,9 +62,13 @@ func openStore(raw string) (*sql.DB, dialect, error) {
 		if i := strings.IndexByte(path, '?'); i >= 0 {
 			path = path[:i]
 		}
-		// busy_timeout rides out a reader (a query tool) holding the file;
-		// WAL lets readers query while the sink writes.
-		db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)")
+		// busy_timeout rides out another writer (a read model sharing the
+		// file, a query tool); WAL lets readers query while the sink
+		// writes; BEGIN IMMEDIATE takes the write lock up front, since a
+		// transaction that read first and then writes after another
+		// writer's commit fails at once (SQLITE_BUSY_SNAPSHOT) whatever the
+		// timeout.
+		db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate")
 		if err != nil {
 			return nil, nil, err
 		}
@@ -114,4 +120,26 @@ func queryColumns(ctx context.Context, db *sql.DB, query string, args ...any) ([
 		cols = append(cols, c)
 	}
 	return cols, rows.Err()
+}
+
+// isTransient reports whether a store error is worth retrying the batch
+// for (lock contention, deadlock, serialization failure) rather than a
+// verdict on the records: those are never poison.
+func isTransient(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch pe.Code {
+		case "40001", "40P01", "55P03": // serialization failure, deadlock, lock not available
+			return true
+		}
+	}
+	var me *mysql.MySQLError
+	if errors.As(err, &me) {
+		switch me.Number {
+		case 1205, 1213: // lock wait timeout, deadlock
+			return true
+		}
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "SQLITE_BUSY") || strings.Contains(msg, "SQLITE_LOCKED")
 }

@@ -57,3 +57,35 @@ func TestTwoProcessesShareAGroup(t *testing.T) {
 		t.Errorf("the second sink committed nothing: it never took over a partition")
 	}
 }
+
+// TestReadModelsShareASQLiteFile runs two read models on one SQLite file
+// at once: their transactions contend for the file's lock, which must be
+// waited for and retried, never taken for a poison record.
+func TestReadModelsShareASQLiteFile(t *testing.T) {
+	t.Parallel()
+	store := sqliteStore().fresh(t)
+	e := newEnv(t)
+	cw := e.topic("customers", customersKey, customersValue)
+	lw := e.topic("loyalty", loyaltyKey, loyaltyValue)
+	plain := customerModel("plain")
+	plain.OnError, plain.DeadLetterTopic = DeadLetter, "plain.dlq"
+	profile := profileModel()
+	profile.OnError, profile.DeadLetterTopic = DeadLetter, "profile.dlq"
+	a := e.start(plain, store)
+	b := e.start(profile, store)
+	const n = 200
+	var wantPlain, wantProfile []string
+	for i := int64(1); i <= n; i++ {
+		cw.put(cust(i, fmt.Sprint("c", i), nil))
+		lw.put(acct(1000+i, i, i))
+		wantPlain = append(wantPlain, fmt.Sprintf("%d|c%d", i, i))
+		wantProfile = append(wantProfile, fmt.Sprintf("%d|c%d|%d", i, i, i))
+	}
+	a.waitRecords(t, n)
+	b.waitRecords(t, 2*n)
+	wantRows(t, store, "plain", []string{"customer_id", "display_name"}, wantPlain...)
+	wantRows(t, store, "profile", []string{"customer_id", "display_name", "points"}, wantProfile...)
+	if d := a.s.Stats().DeadLettered + b.s.Stats().DeadLettered; d != 0 {
+		t.Errorf("%d records dead-lettered, want 0: lock contention is not a poison record", d)
+	}
+}

@@ -18,6 +18,11 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
+// maxTransientAttempts bounds the retries of a batch the store refused for
+// lock contention; then the read model stops with the error (never a
+// poison record: the records are not at fault).
+const maxTransientAttempts = 10
+
 // Config is one read model's sink. Model and StoreURL and Kafka and
 // Registry are required.
 type Config struct {
@@ -314,9 +319,17 @@ func (s *Sink) process(ctx context.Context, recs []*kgo.Record) error {
 			batch = append(batch, e)
 		}
 	}
-	err := s.commit(ctx, expected, next, func(tx *sql.Tx) error {
-		return s.a.write(ctx, tx, batch, time.Now().UnixNano())
-	})
+	var err error
+	for attempt := 1; ; attempt++ {
+		err = s.commit(ctx, expected, next, func(tx *sql.Tx) error {
+			return s.a.write(ctx, tx, batch, time.Now().UnixNano())
+		})
+		if err == nil || !isTransient(err) || attempt == maxTransientAttempts {
+			break
+		}
+		s.log.Info("the store is busy; retrying the batch", "attempt", attempt, "error", err)
+		time.Sleep(time.Duration(attempt) * 100 * time.Millisecond)
+	}
 	switch {
 	case err == nil:
 		s.committed(next, int64(len(todo)), todo)
@@ -326,7 +339,7 @@ func (s *Sink) process(ctx context.Context, recs []*kgo.Record) error {
 	case ctx.Err() != nil:
 		return err
 	}
-	if perr := s.st.db.PingContext(ctx); perr != nil {
+	if perr := s.st.db.PingContext(ctx); perr != nil || isTransient(err) {
 		return fmt.Errorf("store: %w", err)
 	}
 	s.log.Warn("the store rejected a batch; applying it record by record to find the culprit", "records", len(todo), "error", err)
@@ -347,12 +360,19 @@ func (s *Sink) oneByOne(ctx context.Context, todo []*kgo.Record, entries []entry
 				return s.a.write(ctx, tx, entries[i:i+1], time.Now().UnixNano())
 			}
 		}
-		err := s.commit(ctx, exp, next, write)
+		var err error
+		for attempt := 1; ; attempt++ {
+			err = s.commit(ctx, exp, next, write)
+			if err == nil || !isTransient(err) || attempt == maxTransientAttempts {
+				break
+			}
+			time.Sleep(time.Duration(attempt) * 100 * time.Millisecond)
+		}
 		if errors.Is(err, errFenced) {
 			return s.fence(ctx, err)
 		}
 		if err != nil {
-			if perr := s.st.db.PingContext(ctx); perr != nil {
+			if perr := s.st.db.PingContext(ctx); perr != nil || isTransient(err) {
 				return fmt.Errorf("store: %w", err)
 			}
 			var pe *PoisonError
