@@ -114,6 +114,14 @@ func (s *Sink) Run(ctx context.Context) error {
 	opts := append([]kgo.Opt{}, s.cfg.Kafka...)
 	opts = append(opts,
 		kgo.ConsumerGroup(s.cfg.Group),
+		// A process that dies without leaving (SIGKILL, a lost machine)
+		// holds its partitions until its session times out: 10 s instead
+		// of kgo's 45 s lets the others take over sooner.
+		kgo.SessionTimeout(10*time.Second),
+		kgo.HeartbeatInterval(time.Second),
+		// A rebalance waits this long for members to rejoin, dead ones
+		// included; a batch (at most MaxBatch records) finishes well within.
+		kgo.RebalanceTimeout(30*time.Second),
 		kgo.ConsumeTopics(topics...),
 		kgo.DisableAutoCommit(),
 		// A batch finishes (and its offsets commit in the store) before

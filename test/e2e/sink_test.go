@@ -217,10 +217,15 @@ func readModelRows(storeURL, table string, cols []string) ([]string, error) {
 	return out, rows.Err()
 }
 
+// waitConverged bounds the wait for a read model: after sink processes were
+// killed, their group sessions (10 s) and a rebalance (up to 30 s) pass
+// before the partitions move.
+const waitConverged = 120 * time.Second
+
 // waitReadModel polls until the read model equals want exactly.
 func waitReadModel(t *testing.T, sink *process, storeURL, table string, cols, want []string) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(waitConverged)
 	var got []string
 	var err error
 	for {
@@ -234,7 +239,31 @@ func waitReadModel(t *testing.T, sink *process, storeURL, table string, cols, wa
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("read model %s did not converge within 60s (last error %v):\ngot  %d rows %q\nwant %d rows %q", table, err, len(got), got, len(want), want)
+			t.Fatalf("read model %s did not converge within %v (last error %v): got %d rows, want %d; first differences: %s", table, waitConverged, err, len(got), len(want), firstDiffs(got, want, 10))
 		}
 	}
+}
+
+// firstDiffs lists up to n rows present in only one of got and want.
+func firstDiffs(got, want []string, n int) string {
+	in := map[string]int{}
+	for _, r := range got {
+		in[r]++
+	}
+	for _, r := range want {
+		in[r]--
+	}
+	var out []string
+	for r, c := range in {
+		if c > 0 {
+			out = append(out, "unexpected "+r)
+		} else if c < 0 {
+			out = append(out, "missing "+r)
+		}
+	}
+	sort.Strings(out)
+	if len(out) > n {
+		out = out[:n]
+	}
+	return strings.Join(out, ", ")
 }
