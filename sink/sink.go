@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // maxTransientAttempts bounds the retries of a batch the store refused for
@@ -340,7 +341,7 @@ func (s *Sink) process(ctx context.Context, recs []*kgo.Record) error {
 	}
 	switch {
 	case err == nil:
-		s.committed(next, int64(len(todo)), todo)
+		s.committed(next, int64(len(todo)))
 		return nil
 	case errors.Is(err, errFenced):
 		return s.fence(ctx, err)
@@ -398,7 +399,7 @@ func (s *Sink) oneByOne(ctx context.Context, todo []*kgo.Record, entries []entry
 			}
 		}
 		expected[k] = r.Offset + 1
-		s.committed(next, 1, []*kgo.Record{r})
+		s.committed(next, 1)
 	}
 	return nil
 }
@@ -426,7 +427,7 @@ func (s *Sink) commit(ctx context.Context, expected, next map[tp]int64, write fu
 // committed records a committed batch: the expected offsets move, and the
 // group's offsets are committed for monitoring (lag tools); the store stays
 // the truth, so a failure there is only logged.
-func (s *Sink) committed(next map[tp]int64, n int64, recs []*kgo.Record) {
+func (s *Sink) committed(next map[tp]int64, n int64) {
 	s.mu.Lock()
 	for k, v := range next {
 		if _, ok := s.expected[k]; ok {
@@ -436,11 +437,19 @@ func (s *Sink) committed(next map[tp]int64, n int64, recs []*kgo.Record) {
 	s.mu.Unlock()
 	s.batches.Add(1)
 	s.records.Add(n)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := s.cl.CommitRecords(ctx, recs...); err != nil {
-		s.log.Debug("commit group offsets (monitoring only)", "error", err)
+	// Asynchronous (kgo owns the request): the batch does not wait for it.
+	offsets := map[string]map[int32]kgo.EpochOffset{}
+	for k, v := range next {
+		if offsets[k.topic] == nil {
+			offsets[k.topic] = map[int32]kgo.EpochOffset{}
+		}
+		offsets[k.topic][k.part] = kgo.EpochOffset{Epoch: -1, Offset: v}
 	}
+	s.cl.CommitOffsets(context.Background(), offsets, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, _ *kmsg.OffsetCommitResponse, err error) {
+		if err != nil {
+			s.log.Debug("commit group offsets (monitoring only)", "error", err)
+		}
+	})
 }
 
 // fence handles a batch whose offsets moved: nothing of it was applied;
