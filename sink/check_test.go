@@ -36,6 +36,15 @@ func TestCheck(t *testing.T) {
 			t.Errorf("problems %v lack %q", problems, want)
 		}
 	}
+	// The owner's row key must be its topic key: a tombstone carries
+	// nothing else.
+	byName := customerModel("profile")
+	byName.Sources[0].Key = []string{"name"}
+	byName.Sources[0].Columns = byName.Sources[0].Columns[1:]
+	_, problems = Check(t.Context(), cfg(byName))
+	if want := `key field "name" is not a field of its key record (fields: id): the owner's row key must come from its topic key`; !strings.Contains(fmt.Sprint(problems), want) {
+		t.Errorf("problems %v lack %q", problems, want)
+	}
 	db, _, err := openStore(store)
 	if err != nil {
 		t.Fatal(err)
