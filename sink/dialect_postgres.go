@@ -45,12 +45,20 @@ func (postgresDialect) sqlType(t fieldType, _ bool) string {
 	case kindLocalTimestamp:
 		return "timestamp"
 	case kindJSON:
+		if t.array && t.items != kindJSON {
+			return postgresDialect{}.sqlType(fieldType{kind: t.items}, false) + "[]"
+		}
 		return "jsonb"
 	}
 	return "text"
 }
 
 func (postgresDialect) value(t fieldType, v any) (any, error) {
+	if t.kind == kindJSON && t.array && t.items != kindJSON {
+		if a, ok := typedArray(t.items, v); ok {
+			return a, nil
+		}
+	}
 	switch t.kind {
 	case kindDecimal, kindTime, kindJSON:
 		return valueText(t, v)

@@ -40,6 +40,10 @@ type fieldType struct {
 	nullable  bool
 	precision int // decimal
 	scale     int // decimal
+	// items is the kind of an array's elements (kindJSON for an array of
+	// something without a plain SQL element type, and for non-arrays).
+	items kind
+	array bool
 }
 
 // typeOf derives the column type of an Avro field schema.
@@ -88,7 +92,89 @@ func typeOf(s avro.Schema) fieldType {
 		}
 	}
 	t.kind = kindFromPrimitive(s.Type())
+	if a, ok := s.(*avro.ArraySchema); ok {
+		t.array = true
+		t.items = kindJSON
+		it := typeOf(a.Items())
+		switch {
+		case it.array, it.kind == kindJSON:
+		case it.kind == kindString && !isLogical(a.Items()):
+			t.items = kindString
+		case it.kind == kindInt, it.kind == kindLong, it.kind == kindFloat, it.kind == kindDouble, it.kind == kindBool:
+			t.items = it.kind
+		}
+	}
 	return t
+}
+
+// isLogical reports whether s (or its non-null union branch) carries a
+// logical type.
+func isLogical(s avro.Schema) bool {
+	if u, ok := s.(*avro.UnionSchema); ok {
+		for _, m := range u.Types() {
+			if m.Type() != avro.Null {
+				s = m
+			}
+		}
+	}
+	ls, ok := s.(avro.LogicalTypeSchema)
+	return ok && ls.Logical() != nil
+}
+
+// typedArray converts a decoded array of plain elements into a slice of
+// pointers (nil for a null element), which pgx encodes as a PostgreSQL
+// array; ok is false for elements without a plain SQL type.
+func typedArray(items kind, v any) (any, bool) {
+	list, isList := unwrapUnion(v).([]any)
+	if !isList {
+		return nil, false
+	}
+	switch items {
+	case kindString:
+		out := make([]*string, len(list))
+		for i, e := range list {
+			if x, ok := unwrapUnion(e).(string); ok {
+				out[i] = &x
+			}
+		}
+		return out, true
+	case kindInt, kindLong:
+		out := make([]*int64, len(list))
+		for i, e := range list {
+			switch x := unwrapUnion(e).(type) {
+			case int:
+				y := int64(x)
+				out[i] = &y
+			case int32:
+				y := int64(x)
+				out[i] = &y
+			case int64:
+				out[i] = &x
+			}
+		}
+		return out, true
+	case kindFloat, kindDouble:
+		out := make([]*float64, len(list))
+		for i, e := range list {
+			switch x := unwrapUnion(e).(type) {
+			case float32:
+				y := float64(x)
+				out[i] = &y
+			case float64:
+				out[i] = &x
+			}
+		}
+		return out, true
+	case kindBool:
+		out := make([]*bool, len(list))
+		for i, e := range list {
+			if x, ok := unwrapUnion(e).(bool); ok {
+				out[i] = &x
+			}
+		}
+		return out, true
+	}
+	return nil, false
 }
 
 func kindFromPrimitive(t avro.Type) kind {
