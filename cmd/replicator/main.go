@@ -108,6 +108,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			},
 		},
 		newSinkCommand(stderr),
+		newRebuildCommand(stderr),
 		newDemoCommand(stdout, stderr),
 	)
 	err := root.ExecuteContext(ctx)
