@@ -89,3 +89,21 @@ func TestReadModelsShareASQLiteFile(t *testing.T) {
 		t.Errorf("%d records dead-lettered, want 0: lock contention is not a poison record", d)
 	}
 }
+
+// TestConcurrentStartsOnOneStore starts read models on one PostgreSQL
+// database at once: their creations of the sink's tables race, and every
+// one must start.
+func TestConcurrentStartsOnOneStore(t *testing.T) {
+	t.Parallel()
+	store := postgresStore(t).fresh(t)
+	e := newEnv(t)
+	w := e.topic("customers", customersKey, customersValue)
+	w.put(cust(1, "a", nil))
+	var rs []*running
+	for i := 0; i < 6; i++ {
+		rs = append(rs, e.start(customerModel(fmt.Sprint("m", i)), store))
+	}
+	for _, r := range rs {
+		r.waitRecords(t, 1)
+	}
+}

@@ -44,12 +44,15 @@ type tp struct {
 // retried, and the retry finds the tables there.
 func (s *store) ensureSinkTables(ctx context.Context) error {
 	var err error
-	for attempt := 0; attempt < 3; attempt++ {
+	for attempt := 1; attempt <= 5; attempt++ {
 		if err = s.createSinkTables(ctx); err == nil {
 			return nil
 		}
-		if ctx.Err() != nil {
+		// The other creator's transaction may not have committed yet.
+		select {
+		case <-ctx.Done():
 			return err
+		case <-time.After(time.Duration(attempt) * 200 * time.Millisecond):
 		}
 	}
 	return err
