@@ -89,6 +89,10 @@ type Config struct {
 	Registry RegistryConfig `mapstructure:"registry"`
 	Entities []Entity       `mapstructure:"entities"`
 	Metrics  MetricsConfig  `mapstructure:"metrics"`
+	// ReadModels are the tables `replicator sink` builds. Decoded from the
+	// file by parseReadModels, not by viper (which folds map keys to lower
+	// case).
+	ReadModels []ReadModel `mapstructure:"-"`
 }
 
 // LogConfig selects the slog handler.
@@ -238,10 +242,20 @@ func (c Config) String() string {
 		c.Registry.Password = redacted
 	}
 	return fmt.Sprintf("%+v", struct {
-		DataDir  string
-		Source   SourceConfig
-		Kafka    KafkaConfig
-		Registry RegistryConfig
-		Entities []Entity
-	}{c.DataDir, c.Source, c.Kafka, c.Registry, c.Entities})
+		DataDir    string
+		Source     SourceConfig
+		Kafka      KafkaConfig
+		Registry   RegistryConfig
+		Entities   []Entity
+		ReadModels []ReadModel
+	}{c.DataDir, c.Source, c.Kafka, c.Registry, c.Entities, redactStores(c.ReadModels)})
+}
+
+func redactStores(models []ReadModel) []ReadModel {
+	out := make([]ReadModel, len(models))
+	for i, m := range models {
+		m.Store = m.RedactedStore()
+		out[i] = m
+	}
+	return out
 }

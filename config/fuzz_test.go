@@ -53,7 +53,7 @@ func FuzzLoad(f *testing.F) {
 	f.Add([]byte("source: !!binary aGVsbG8=\n"))
 	f.Add([]byte("a: &a [*a]\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		cfg, err := load(data, true, nil)
+		cfg, err := load(data, true, nil, (*Config).Validate)
 		if err != nil {
 			return
 		}

@@ -89,8 +89,9 @@ const MaxFileSize = 4 << 20
 
 // Load reads the YAML file at path (optional: "" means defaults, env and
 // flags only), applies REPLICATOR_* environment overrides and the flags set
-// in fs (may be nil), and validates the result. Every problem is reported at
-// once, each naming its key.
+// in fs (may be nil), and validates the result for `run` (source.url and
+// entities required; read_models checked when present). Every problem is
+// reported at once, each naming its key.
 func Load(path string, fs *pflag.FlagSet) (*Config, error) {
 	var data []byte
 	if path != "" {
@@ -99,7 +100,21 @@ func Load(path string, fs *pflag.FlagSet) (*Config, error) {
 			return nil, err
 		}
 	}
-	return load(data, path != "", fs)
+	return load(data, path != "", fs, (*Config).Validate)
+}
+
+// LoadSink is [Load] for `replicator sink`: read_models are required,
+// source.url and entities are not (a sink-only file holds kafka, registry
+// and read_models; entities, when present, name the sources' topics).
+func LoadSink(path string, fs *pflag.FlagSet) (*Config, error) {
+	var data []byte
+	if path != "" {
+		var err error
+		if data, err = readFile(path); err != nil {
+			return nil, err
+		}
+	}
+	return load(data, path != "", fs, (*Config).ValidateSink)
 }
 
 // readFile reads a config file, refusing what is not a regular file (a
@@ -135,8 +150,8 @@ func readFile(path string) ([]byte, error) {
 }
 
 // load decodes YAML data (if hasFile), the environment and flags into a
-// validated Config. It never panics, whatever data holds (FuzzLoad).
-func load(data []byte, hasFile bool, fs *pflag.FlagSet) (*Config, error) {
+// Config validated by validate. It never panics, whatever data holds (FuzzLoad).
+func load(data []byte, hasFile bool, fs *pflag.FlagSet, validate func(*Config) error) (*Config, error) {
 	v := viper.New()
 	setDefaults(v)
 	v.SetEnvPrefix(EnvPrefix)
@@ -158,6 +173,12 @@ func load(data []byte, hasFile bool, fs *pflag.FlagSet) (*Config, error) {
 		}
 	}
 	unknown := unknownKeys(v)
+	var models []ReadModel
+	var modelErr error
+	if hasFile {
+		models, modelErr = parseReadModels(data)
+	}
+	unknown = errors.Join(unknown, modelErr)
 	var cfg Config
 	err := v.Unmarshal(&cfg, func(dc *mapstructure.DecoderConfig) {
 		// unknownKeys has named them already, with the full key path.
@@ -174,7 +195,9 @@ func load(data []byte, hasFile bool, fs *pflag.FlagSet) (*Config, error) {
 	}
 	zero := explicitZeroPartitions(v, &cfg)
 	cfg.applyEntityDefaults()
-	if err := errors.Join(unknown, zero, cfg.Validate()); err != nil {
+	cfg.ReadModels = models
+	cfg.applyReadModelDefaults()
+	if err := errors.Join(unknown, zero, validate(&cfg)); err != nil {
 		return nil, err
 	}
 	return &cfg, nil
@@ -187,7 +210,7 @@ func unknownKeys(v *viper.Viper) error {
 	collectKeys(reflect.TypeOf(Config{}), "", known)
 	var errs []error
 	for _, k := range v.AllKeys() {
-		if !known[k] && !strings.HasPrefix(k, KeyEntities+".") {
+		if !known[k] && !strings.HasPrefix(k, KeyEntities+".") && k != KeyReadModels && !strings.HasPrefix(k, KeyReadModels+".") {
 			errs = append(errs, fmt.Errorf("unknown config key %s", k))
 		}
 	}
@@ -238,7 +261,7 @@ func collectKeys(t reflect.Type, prefix string, into map[string]bool) {
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
 		tag := f.Tag.Get("mapstructure")
-		if tag == "" {
+		if tag == "" || tag == "-" {
 			continue
 		}
 		key := prefix + tag

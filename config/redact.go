@@ -66,6 +66,20 @@ func RedactRegistryURL(s string) string {
 	return out
 }
 
+// RedactStoreURL renders a read model's store URL (postgres://, mysql://,
+// sqlite://) without its password or secret query parameters; a URL that
+// does not parse is not shown.
+func RedactStoreURL(s string) string {
+	if s == "" {
+		return s
+	}
+	out, ok := redactURL(s)
+	if !ok {
+		return "(" + KeyReadModels + " store URL does not parse: not shown)"
+	}
+	return out
+}
+
 // pgconnParses reports whether pgconn accepts the syntax of s. An empty
 // allow-list makes pgconn stop right after parsing, before it reads any file
 // or resolves any host: a syntax error says "failed to parse as", a valid

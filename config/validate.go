@@ -30,8 +30,36 @@ const MaxPartitions = 10_000
 // brokers than this, and the protocol's field is 16 bits.
 const maxReplication = 100
 
-// Validate reports every problem at once, each naming its key and how to fix it.
+// Validate reports every problem at once, each naming its key and how to
+// fix it, for `run`: the source and its entities are required.
 func (c *Config) Validate() error {
+	errs := c.validateCommon()
+	if c.Source.URL == "" {
+		errs = append(errs, fmt.Errorf("%s: required: the PostgreSQL connection URL, e.g. postgres://user@host:5432/db (or set REPLICATOR_SOURCE_URL)", KeySourceURL))
+	} else if _, ok := redactSource(c.Source.URL); !ok {
+		errs = append(errs, fmt.Errorf("%s: does not parse (not shown: it may hold a password): write postgres://user:password@host:5432/db with special characters percent-encoded (@ as %%40, / as %%2F, : as %%3A), or host=h user=u dbname=d with values containing spaces in single quotes", KeySourceURL))
+	}
+	errs = append(errs, c.validateEntities()...)
+	errs = append(errs, c.validateReadModels()...)
+	return errors.Join(errs...)
+}
+
+// ValidateSink is [Config.Validate] for `sink`: at least one read model is
+// required; source.url and entities are optional (entities, when given,
+// are checked: read-model sources may name them).
+func (c *Config) ValidateSink() error {
+	errs := c.validateCommon()
+	if len(c.Entities) > 0 {
+		errs = append(errs, c.validateEntities()...)
+	}
+	if len(c.ReadModels) == 0 {
+		errs = append(errs, fmt.Errorf("%s: at least one read model is required, e.g.\n  read_models:\n    - name: customers\n      store: sqlite://./read.db\n      key: id\n      sources:\n        - entity: customers\n          key: id\n          columns: {name: name}", KeyReadModels))
+	}
+	errs = append(errs, c.validateReadModels()...)
+	return errors.Join(errs...)
+}
+
+func (c *Config) validateCommon() []error {
 	var errs []error
 	bad := func(key, format string, a ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, a...)))
@@ -48,11 +76,6 @@ func (c *Config) Validate() error {
 	case "text", "json":
 	default:
 		bad(KeyLogFormat, "%q is not one of text, json", c.Log.Format)
-	}
-	if c.Source.URL == "" {
-		bad(KeySourceURL, "required: the PostgreSQL connection URL, e.g. postgres://user@host:5432/db (or set REPLICATOR_SOURCE_URL)")
-	} else if _, ok := redactSource(c.Source.URL); !ok {
-		bad(KeySourceURL, "does not parse (not shown: it may hold a password): write postgres://user:password@host:5432/db with special characters percent-encoded (@ as %%40, / as %%2F, : as %%3A), or host=h user=u dbname=d with values containing spaces in single quotes")
 	}
 	if !replicationIdent.MatchString(c.Source.Slot) {
 		bad(KeySourceSlot, "%q must be 1-63 characters of a-z, 0-9 and _ and not start with a digit", c.Source.Slot)
@@ -179,9 +202,8 @@ func (c *Config) Validate() error {
 				c.Registry.Listen, KeyRegistryUser, KeyRegistryPassword)
 		}
 	}
-	errs = append(errs, c.validateEntities()...)
 	errs = append(errs, c.validateOps()...)
-	return errors.Join(errs...)
+	return errs
 }
 
 func (c *Config) validateEntities() []error {

@@ -13,6 +13,7 @@ import (
 	"github.com/replicator/replicator/mapping"
 	"github.com/replicator/replicator/metrics"
 	"github.com/replicator/replicator/registry"
+	"github.com/replicator/replicator/sink"
 	"github.com/replicator/replicator/source"
 	"github.com/spf13/pflag"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -43,8 +44,20 @@ func runCheck(ctx context.Context, path string, flags *pflag.FlagSet, out io.Wri
 
 	cfg, err := config.Load(path, flags)
 	if err != nil {
-		report("config", err)
-		return exitError{msg: "check failed"}
+		// A sink-only file (kafka, registry, read_models) is checked as
+		// `replicator sink` reads it.
+		scfg, serr := config.LoadSink(path, flags)
+		if serr != nil || scfg.Source.URL != "" || len(scfg.Entities) > 0 {
+			report("config", err)
+			return exitError{msg: "check failed"}
+		}
+		report("config " + path + " (sink only: read_models)")
+		checkReadModels(ctx, scfg, out, report)
+		if len(problems) > 0 {
+			fmt.Fprintf(out, "%d problem(s) found\n", len(problems))
+			return exitError{msg: "check failed"}
+		}
+		return nil
 	}
 	report("config " + path)
 
@@ -79,6 +92,7 @@ func runCheck(ctx context.Context, path string, flags *pflag.FlagSet, out io.Wri
 		}
 		report("metrics: /metrics, /healthz and /readyz on "+cfg.Metrics.Listen+" ("+config.KeyMetricsListen+")", err)
 	}
+	checkReadModels(ctx, cfg, out, report)
 	if len(problems) > 0 {
 		fmt.Fprintf(out, "%d problem(s) found\n", len(problems))
 		return exitError{msg: "check failed"}
@@ -118,6 +132,32 @@ func checkPostgres(ctx context.Context, cfg *config.Config, report func(string, 
 	report("publication "+cfg.Source.Publication, append(source.CheckPrivileges(ctx, conn, cfg.Source.Publication, tables),
 		source.CheckPublication(ctx, conn, cfg.Source.Publication, tables)...)...)
 	return entities
+}
+
+// checkReadModels checks each read model as `replicator sink` would start
+// it: store, topics, subjects, fields, table, missed tombstones.
+func checkReadModels(ctx context.Context, cfg *config.Config, out io.Writer, report func(string, ...error)) {
+	if len(cfg.ReadModels) == 0 {
+		return
+	}
+	brokers, registryURL := sinkEndpoints(cfg)
+	kopts, err := kafkaOptions(cfg, brokers, nil)
+	if err != nil {
+		report("read models", err)
+		return
+	}
+	rcl, err := registry.NewClient(registry.ClientConfig{URL: registryURL, Username: cfg.Registry.Username, Password: cfg.Registry.Password, CAFile: cfg.Registry.CAFile})
+	if err != nil {
+		report("read models", fmt.Errorf("%s: %w", config.KeyRegistryURL, err))
+		return
+	}
+	for i, m := range cfg.ReadModels {
+		notes, errs := sink.Check(ctx, sink.Config{Model: sinkModel(m), StoreURL: m.Store, Kafka: kopts, Registry: rcl})
+		report(fmt.Sprintf("read model %s (%s[%d]) in %s", m.Name, config.KeyReadModels, i, m.RedactedStore()), errs...)
+		for _, n := range notes {
+			fmt.Fprintf(out, "      note: %s\n", n)
+		}
+	}
 }
 
 func pingRegistry(ctx context.Context, cfg *config.Config) error {

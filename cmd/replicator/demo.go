@@ -43,6 +43,14 @@ INSERT INTO customers (id, name, email, tags)
 INSERT INTO orders (id, customer_id, total, details)
 	SELECT g, 1 + g % 50, round((g * 7.31)::numeric, 2), jsonb_build_object('items', g % 5 + 1)
 	FROM generate_series(1, 200) g;
+-- One loyalty account per customer at most, keyed by its own id: the
+-- customer_profile read model joins it to customers by partial writes.
+CREATE TABLE loyalty_accounts (
+	account_id  bigint PRIMARY KEY,
+	customer_id bigint NOT NULL UNIQUE,
+	points      bigint NOT NULL
+);
+INSERT INTO loyalty_accounts SELECT 1000 + g, g * 2, g * 10 FROM generate_series(1, 25) g;
 `
 
 // demoChanges run while the replicator streams: inserts, updates, deletes
@@ -55,6 +63,9 @@ var demoChanges = []string{
 	`DELETE FROM orders WHERE id IN (3, 7, 11)`,
 	`UPDATE orders SET id = 1003 WHERE id = 13`,
 	`UPDATE orders SET status = 'shipped' WHERE id = 1003`,
+	`INSERT INTO loyalty_accounts VALUES (2001, 57, 5)`,
+	`UPDATE loyalty_accounts SET points = points + 100 WHERE customer_id <= 10`,
+	`DELETE FROM loyalty_accounts WHERE account_id = 1003`,
 }
 
 func newDemoCommand(stdout, stderr io.Writer) *cobra.Command {
@@ -96,7 +107,7 @@ func runDemo(ctx context.Context, opts demoOptions, stdout, stderr io.Writer) er
 	if err := pg.Exec(ctx, demoSchema); err != nil {
 		return fmt.Errorf("create demo tables: %w", err)
 	}
-	fmt.Fprintln(stdout, "    created tables customers (50 rows) and orders (200 rows)")
+	fmt.Fprintln(stdout, "    created tables customers (50 rows), orders (200 rows) and loyalty_accounts (25 rows)")
 
 	dataDir, err := os.MkdirTemp("", "replicator-demo-*")
 	if err != nil {
@@ -141,6 +152,9 @@ func runDemo(ctx context.Context, opts demoOptions, stdout, stderr io.Writer) er
 	if err := showTopics(ctx, ep, stdout); err != nil {
 		return err
 	}
+	if err := demoSink(gctx, cfg, ep, pg, log, stdout); err != nil {
+		return errors.Join(err, demoError(g, ctx))
+	}
 	if opts.keep {
 		fmt.Fprintf(stdout, "==> still streaming; write to postgres://postgres@127.0.0.1:%d/postgres, read topics from %s; Ctrl-C to stop\n", pg.Port(), strings.Join(ep.Brokers, ","))
 		<-ctx.Done()
@@ -174,7 +188,27 @@ registry:
 entities:
   - table: public.customers
   - table: public.orders
-`, dataDir, dsn, opts.kafkaListen, opts.registryListen)
+  - table: public.loyalty_accounts
+read_models:
+  - name: orders_read
+    store: %q
+    key: id
+    sources:
+      - entity: orders
+        key: id
+        columns: {customer_id: customer_id, total: total, status: status}
+  - name: customer_profile
+    store: %q
+    key: customer_id
+    sources:
+      - entity: customers
+        key: id
+        owner: true
+        columns: {customer_id: id, name: name, email: email}
+      - entity: loyalty_accounts
+        key: customer_id
+        columns: {points: points}
+`, dataDir, dsn, opts.kafkaListen, opts.registryListen, demoStore(dataDir), demoStore(dataDir))
 	path := dataDir + "/replicator.yaml"
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		return nil, fmt.Errorf("write demo config: %w", err)

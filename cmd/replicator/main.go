@@ -110,6 +110,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				return runSchema(cmd.Context(), cfg, stdout)
 			},
 		},
+		newSinkCommand(stderr),
+		newRebuildCommand(stderr),
 		newDemoCommand(stdout, stderr),
 		newVersionCommand(stdout),
 		newStatusCommand(stdout),

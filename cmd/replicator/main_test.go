@@ -248,7 +248,7 @@ func TestInvalidConfigNamesKeys(t *testing.T) {
 }
 
 // The demo is the README's first command: it must run end to end by itself
-// and show the user what landed on the topics.
+// and show the user what landed on the topics and in the read models.
 func TestDemo(t *testing.T) {
 	out, err := runCLI(t, "demo", "--kafka-listen", closedAddr(t), "--registry-listen", closedAddr(t))
 	if err != nil {
@@ -257,7 +257,11 @@ func TestDemo(t *testing.T) {
 	for _, want := range []string{
 		"--- topic customers: 65 records, 60 distinct keys, 0 tombstones; by op: r=50 c=10 u=5",
 		"--- topic orders: 258 records, 203 distinct keys, 4 tombstones; by op: r=200 c=2 u=52 d=4",
+		"--- topic loyalty_accounts: 32 records, 26 distinct keys, 1 tombstones; by op: r=25 c=1 u=5 d=1",
 		"value=null (tombstone)",
+		"orders_read: 199 rows, equal to the source tables' projection",
+		"customer_profile: 60 rows, equal to the source tables' projection",
+		"2 | customer 2 | vip2@example.com | points=110",
 		"==> done",
 	} {
 		if !strings.Contains(out, want) {

@@ -1,0 +1,88 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/replicator/replicator/config"
+	"github.com/replicator/replicator/registry"
+	"github.com/replicator/replicator/sink"
+	"github.com/spf13/cobra"
+)
+
+func newRebuildCommand(stderr io.Writer) *cobra.Command {
+	var name string
+	cmd := &cobra.Command{
+		Use:   "rebuild",
+		Short: "Rebuild a read model from offset zero into a new table, then swap it in",
+		Long: `rebuild reads the read model's topics from the start into <table>__rebuild,
+catches up with a running "replicator sink", and swaps the new table in
+atomically (PostgreSQL, SQLite): queries see the old table until then. A
+running sink continues into the new table.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			path, _ := cmd.Flags().GetString("config")
+			cfg, err := config.LoadSink(path, cmd.Flags())
+			if err != nil {
+				return fmt.Errorf("invalid configuration:\n%w", err)
+			}
+			return runRebuild(cmd.Context(), cfg, name, newLogger(stderr, cfg.Log), terminal(stderr))
+		},
+	}
+	cmd.Flags().StringVar(&name, "read-model", "", "the read model to rebuild (its name: in read_models)")
+	_ = cmd.MarkFlagRequired("read-model")
+	return cmd
+}
+
+// runRebuild rebuilds one read model, with a progress bar on a terminal
+// (bar, records done of the end offsets, rate, ETA) or a log line every
+// 10 s otherwise.
+func runRebuild(ctx context.Context, cfg *config.Config, name string, log *slog.Logger, bar io.Writer) error {
+	var model *config.ReadModel
+	for i := range cfg.ReadModels {
+		if cfg.ReadModels[i].Name == name {
+			model = &cfg.ReadModels[i]
+		}
+	}
+	if model == nil {
+		return fmt.Errorf("--read-model %q: no read model of that name in %s", name, config.KeyReadModels)
+	}
+	brokers, registryURL := sinkEndpoints(cfg)
+	kopts, err := kafkaOptions(cfg, brokers, nil)
+	if err != nil {
+		return err
+	}
+	rcl, err := registry.NewClient(registry.ClientConfig{URL: registryURL, Username: cfg.Registry.Username, Password: cfg.Registry.Password, CAFile: cfg.Registry.CAFile})
+	if err != nil {
+		return fmt.Errorf("%s: %w", config.KeyRegistryURL, err)
+	}
+	var lastLog time.Time
+	progress := func(p sink.Progress) {
+		rate := float64(p.Done) / max(p.Elapsed.Seconds(), 0.001)
+		eta := time.Duration(float64(p.Total-p.Done)/max(rate, 1)) * time.Second
+		if bar != nil {
+			const width = 30
+			filled := int(width * p.Done / max(p.Total, 1))
+			fmt.Fprintf(bar, "\r%s [%-*s] %d/%d records, %.0f/s, ETA %s ", name, width, strings.Repeat("=", filled), p.Done, p.Total, rate, eta.Round(time.Second))
+			return
+		}
+		if time.Since(lastLog) >= 10*time.Second {
+			lastLog = time.Now()
+			log.Info("rebuild progress", "read_model", name, "done", p.Done, "total", p.Total, "rate", int(rate), "eta", eta.Round(time.Second).String())
+		}
+	}
+	start := time.Now()
+	err = sink.Rebuild(ctx, sink.Config{Model: sinkModel(*model), StoreURL: model.Store, Kafka: kopts, Registry: rcl, Logger: log}, progress)
+	if bar != nil {
+		fmt.Fprintln(bar)
+	}
+	if err != nil {
+		return err
+	}
+	log.Info("read model rebuilt and swapped in", "read_model", name, "table", model.Table, "seconds", time.Since(start).Seconds())
+	return nil
+}

@@ -1,0 +1,117 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+
+	"github.com/replicator/replicator/config"
+	"github.com/replicator/replicator/registry"
+	"github.com/replicator/replicator/sink"
+	"github.com/spf13/cobra"
+)
+
+func newSinkCommand(stderr io.Writer) *cobra.Command {
+	return &cobra.Command{
+		Use:   "sink",
+		Short: "Build the configured read models from the entity topics (daemon)",
+		Long: `sink consumes the entity topics into the read models of read_models:, each
+with its own consumer group, its offsets stored in its database with its rows.
+With kafka.brokers empty it connects to the embedded broker of a running
+"replicator run" at kafka.listen (and to its registry at registry.listen).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			path, _ := cmd.Flags().GetString("config")
+			cfg, err := config.LoadSink(path, cmd.Flags())
+			if err != nil {
+				return fmt.Errorf("invalid configuration:\n%w", err)
+			}
+			return runSinks(cmd.Context(), cfg, newLogger(stderr, cfg.Log), nil)
+		},
+	}
+}
+
+// sinkEndpoints are the broker and registry a sink reaches: the configured
+// ones, or a running `replicator run`'s embedded ones.
+func sinkEndpoints(cfg *config.Config) (brokers []string, registryURL string) {
+	brokers, registryURL = cfg.Kafka.Brokers, cfg.Registry.URL
+	if cfg.EmbeddedKafka() {
+		brokers = []string{cfg.Kafka.Listen}
+	}
+	if cfg.EmbeddedRegistry() {
+		registryURL = "http://" + cfg.Registry.Listen
+	}
+	return brokers, registryURL
+}
+
+// buildSinks makes one sink per read model.
+func buildSinks(cfg *config.Config, log *slog.Logger) ([]*sink.Sink, error) {
+	brokers, registryURL := sinkEndpoints(cfg)
+	kopts, err := kafkaOptions(cfg, brokers, nil)
+	if err != nil {
+		return nil, err
+	}
+	rcl, err := registry.NewClient(registry.ClientConfig{URL: registryURL, Username: cfg.Registry.Username, Password: cfg.Registry.Password, CAFile: cfg.Registry.CAFile})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", config.KeyRegistryURL, err)
+	}
+	var sinks []*sink.Sink
+	for _, m := range cfg.ReadModels {
+		s, err := sink.New(sink.Config{Model: sinkModel(m), StoreURL: m.Store, Kafka: kopts, Registry: rcl, Logger: log})
+		if err != nil {
+			return nil, err
+		}
+		sinks = append(sinks, s)
+	}
+	return sinks, nil
+}
+
+// runSinks runs every read model side by side until ctx ends. A read model
+// that fails is logged and stops alone; the others go on. The error joins
+// the failed read models' errors once all have stopped. started, if set,
+// receives the sinks before they run (the demo reads their progress).
+func runSinks(ctx context.Context, cfg *config.Config, log *slog.Logger, started func([]*sink.Sink)) error {
+	sinks, err := buildSinks(cfg, log)
+	if err != nil {
+		return err
+	}
+	if started != nil {
+		started(sinks)
+	}
+	errs := make([]error, len(sinks))
+	var wg sync.WaitGroup
+	for i, s := range sinks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.Run(ctx); err != nil {
+				log.Error("read model stopped; the others go on", "read_model", cfg.ReadModels[i].Name, "error", err)
+				errs[i] = err
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return exitError{msg: err.Error()} // logged above
+	}
+	return nil
+}
+
+// sinkModel is the sink's view of a configured read model.
+func sinkModel(m config.ReadModel) sink.ReadModel {
+	out := sink.ReadModel{Name: m.Name, Table: m.Table, Key: m.Key, DeadLetterTopic: m.DeadLetterTopic}
+	if m.OnError == config.OnErrorDeadLetter {
+		out.OnError = sink.DeadLetter
+	}
+	for _, s := range m.Sources {
+		src := sink.Source{Topic: s.Topic, Key: s.Key, Owner: s.Owner}
+		for _, c := range s.Columns {
+			src.Columns = append(src.Columns, sink.Column{Name: c.Name, Field: c.Field, Type: c.Type})
+		}
+		out.Sources = append(out.Sources, src)
+	}
+	return out
+}

@@ -1,0 +1,200 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hamba/avro/v2"
+	"github.com/replicator/replicator/registry"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sr"
+)
+
+// sinkFixture is a broker and a registry holding topic customers with two
+// records, written as any producer following the topic format would.
+func sinkFixture(t *testing.T) (brokers, registryURL string) {
+	t.Helper()
+	kc, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(kc.Close)
+	emb, err := registry.StartEmbedded(t.Context(), registry.EmbeddedConfig{Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { emb.Close(context.Background()) })
+	rcl, err := registry.NewClient(registry.ClientConfig{URL: emb.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(kc.ListenAddrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	if _, err := kadm.NewClient(cl).CreateTopic(ctx, 2, 1, nil, "customers"); err != nil {
+		t.Fatal(err)
+	}
+	keySchema := `{"type":"record","name":"customers_key","fields":[{"name":"id","type":"long"}]}`
+	valueSchema := `{"type":"record","name":"customers","fields":[{"name":"id","type":"long"},{"name":"name","type":"string"}]}`
+	enc := func(subject, schema string, v any) []byte {
+		id, err := registry.Register(ctx, rcl, subject, schema)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := avro.ParseWithCache(schema, "", &avro.SchemaCache{}) // no global cache
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := avro.Config{}.Freeze().Marshal(s, v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var h sr.ConfluentHeader
+		out, _ := h.AppendEncode(nil, id, nil)
+		return append(out, b...)
+	}
+	for i, name := range []string{"ann", "bob"} {
+		id := int64(i + 1)
+		r := &kgo.Record{Topic: "customers", Key: enc("customers-key", keySchema, map[string]any{"id": id}), Value: enc("customers-value", valueSchema, map[string]any{"id": id, "name": name})}
+		if err := cl.ProduceSync(ctx, r).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return kc.ListenAddrs()[0], emb.URL()
+}
+
+func sinkConfig(t *testing.T, brokers, registryURL, store string, withBad bool) string {
+	models := fmt.Sprintf(`
+  - name: good
+    store: %q
+    key: id
+    sources:
+      - entity: customers
+        key: id
+        columns: {name: name}`, store)
+	if withBad {
+		models += fmt.Sprintf(`
+  - name: bad
+    store: %q
+    key: id
+    sources:
+      - entity: nope
+        key: id
+        columns: {name: name}`, store)
+	}
+	return writeYAML(t, fmt.Sprintf("kafka:\n  brokers: [%q]\nregistry:\n  url: %q\nread_models:%s\n", brokers, registryURL, models))
+}
+
+// TestCheckOfASinkOnlyConfig: check accepts a file without source and
+// entities and checks each read model.
+func TestCheckOfASinkOnlyConfig(t *testing.T) {
+	brokers, registryURL := sinkFixture(t)
+	store := "sqlite://" + filepath.Join(t.TempDir(), "read.db")
+	out, err := runCLI(t, "check", "--config", sinkConfig(t, brokers, registryURL, store, true))
+	if err == nil {
+		t.Fatalf("check passed with a read model on a missing topic:\n%s", out)
+	}
+	for _, want := range []string{"(sink only: read_models)", "ok    read model good (read_models[0])", "note: table \"good\" does not exist yet", "FAIL  read model bad (read_models[1])", "topic nope does not exist"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("check output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// TestSinkCommand: `replicator sink` builds the read model; a read model
+// that cannot start is logged and the other goes on; a stop (the context,
+// as SIGTERM) ends it, exiting non-zero because one read model failed.
+func TestSinkCommand(t *testing.T) {
+	brokers, registryURL := sinkFixture(t)
+	store := filepath.Join(t.TempDir(), "read.db")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out bytes.Buffer
+	var mu sync.Mutex // guards out
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"sink", "--config", sinkConfig(t, brokers, registryURL, "sqlite://"+store, true)}, lockedWriter{&mu, &out}, lockedWriter{&mu, &out})
+	}()
+	db, err := sql.Open("sqlite", "file:"+store+"?_pragma=busy_timeout(10000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var n int
+		if err := db.QueryRow(`SELECT count(*) FROM good WHERE name IN ('ann', 'bob')`).Scan(&n); err == nil && n == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			mu.Lock()
+			t.Fatalf("read model good did not get its 2 rows within a minute; output:\n%s", out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case err = <-done:
+	case <-time.After(time.Minute):
+		t.Fatal("sink did not stop within a minute of the stop")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if err == nil {
+		t.Errorf("sink exited cleanly although read model bad failed; output:\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), `read model stopped; the others go on" read_model=bad`) {
+		t.Errorf("output lacks the failed read model's log line:\n%s", out.String())
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	b  *bytes.Buffer
+}
+
+func (w lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+// TestRebuildCommand: `replicator rebuild --read-model` builds the table
+// from the topics and swaps it in; an unknown name is refused.
+func TestRebuildCommand(t *testing.T) {
+	brokers, registryURL := sinkFixture(t)
+	store := filepath.Join(t.TempDir(), "read.db")
+	cfg := sinkConfig(t, brokers, registryURL, "sqlite://"+store, false)
+	if out, err := runCLI(t, "rebuild", "--config", cfg, "--read-model", "nope"); err == nil || !strings.Contains(err.Error(), `--read-model "nope": no read model of that name`) {
+		t.Errorf("unknown read model: got %v\n%s", err, out)
+	}
+	out, err := runCLI(t, "rebuild", "--config", cfg, "--read-model", "good")
+	if err != nil {
+		t.Fatalf("rebuild: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "read model rebuilt and swapped in") {
+		t.Errorf("output lacks the final log line:\n%s", out)
+	}
+	db, err := sql.Open("sqlite", "file:"+store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var n int
+	if err := db.QueryRow(`SELECT count(*) FROM good WHERE name IN ('ann', 'bob')`).Scan(&n); err != nil || n != 2 {
+		t.Errorf("table good after the rebuild: %d rows (%v), want 2", n, err)
+	}
+}

@@ -1,0 +1,173 @@
+package config
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+)
+
+const sinkOnly = `
+read_models:
+  - name: customer_profile
+    store: sqlite://./data/read.db
+    table: "Customer Profile"
+    key: customer_id
+    sources:
+      - entity: customers
+        key: id
+        owner: true
+        columns: {customer_id: id, "Display Name": name, tier: {field: tier, type: "VARCHAR(10)"}}
+      - entity: loyalty_accounts
+        key: [customer_id]
+        columns: {points: points}
+`
+
+func TestLoadSinkOnly(t *testing.T) {
+	t.Parallel()
+	cfg, err := LoadSink(writeConfig(t, sinkOnly), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []ReadModel{{
+		Name: "customer_profile", Store: "sqlite://./data/read.db", Table: "Customer Profile",
+		Key: []string{"customer_id"}, OnError: OnErrorStop, DeadLetterTopic: "customer_profile.dlq",
+		Sources: []ReadModelSource{
+			{Entity: "customers", Topic: "customers", Key: []string{"id"}, Owner: true, Columns: []ReadModelColumn{
+				{Name: "customer_id", Field: "id"}, {Name: "Display Name", Field: "name"}, {Name: "tier", Field: "tier", Type: "VARCHAR(10)"}}},
+			{Entity: "loyalty_accounts", Topic: "loyalty_accounts", Key: []string{"customer_id"}, Columns: []ReadModelColumn{{Name: "points", Field: "points"}}},
+		},
+	}}
+	if !reflect.DeepEqual(cfg.ReadModels, want) {
+		t.Errorf("got %+v\nwant %+v", cfg.ReadModels, want)
+	}
+	// run still needs its source and entities.
+	if _, err := Load(writeConfig(t, sinkOnly), nil); err == nil || !strings.Contains(err.Error(), KeySourceURL) || !strings.Contains(err.Error(), KeyEntities) {
+		t.Errorf("Load of a sink-only file: got %v, want errors naming %s and %s", err, KeySourceURL, KeyEntities)
+	}
+}
+
+func TestReadModelEntityTopic(t *testing.T) {
+	t.Parallel()
+	cfg, err := Load(writeConfig(t, minimal+`
+  - table: customers
+    topic: crm.customers
+read_models:
+  - name: m
+    store: postgres://u@localhost/read
+    key: id
+    sources:
+      - entity: customers
+        key: id
+      - topic: explicit.topic
+        entity: ignored
+        key: id
+        columns: {x: x}
+      - entity: not_an_entity
+        key: id
+        columns: {y: y}
+`), nil)
+	if err == nil || !strings.Contains(err.Error(), "exactly one source must be owner") {
+		t.Fatalf("got %v, want the owner error", err)
+	}
+	cfg, err = Load(writeConfig(t, minimal+`
+  - table: customers
+    topic: crm.customers
+read_models:
+  - name: m
+    store: postgres://u@localhost/read
+    key: id
+    sources:
+      - entity: customers
+        key: id
+        owner: true
+      - topic: explicit.topic
+        entity: ignored
+        key: id
+        columns: {x: x}
+      - entity: not_an_entity
+        key: id
+        columns: {y: y}
+`), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, s := range cfg.ReadModels[0].Sources {
+		got = append(got, s.Topic)
+	}
+	if want := []string{"crm.customers", "explicit.topic", "not_an_entity"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("topics: got %v, want %v", got, want)
+	}
+}
+
+func TestReadModelErrors(t *testing.T) {
+	t.Parallel()
+	_, err := LoadSink(writeConfig(t, `
+read_models:
+  - name: "bad name"
+    store: oracle://x/y
+    key: [id, id]
+    on_error: ignore
+    colour: blue
+    sources:
+      - entity: a
+        key: id
+        owner: true
+        columns: {id: other, v: {field: v, typ: int}, w: [1]}
+      - entity: b
+        key: [id, extra]
+        owner: true
+        columns: {v: v2, points: ""}
+  - name: m2
+    store: mysql://root@127.0.0.1:3306
+    key: id
+    sources: []
+`), nil)
+	if err == nil {
+		t.Fatal("got nil, want errors")
+	}
+	for _, want := range []string{
+		"read_models[0].colour: unknown key",
+		"read_models[0].sources[0].columns.v.typ: unknown key",
+		"read_models[0].sources[0].columns.w: want a field name",
+		`read_models[0].name: "bad name"`,
+		"read_models[0].store: \"oracle://x/y\": scheme \"oracle\"",
+		`read_models[0].key: column "id" listed twice`,
+		`read_models[0].on_error: "ignore" is not one of stop, dead_letter`,
+		"read_models[0].sources[0].key: lists 1 field(s)",
+		`read_models[0].sources[1].columns.v: column "v" is already written by read_models[0].sources[0]`,
+		"read_models[0].sources[1].columns.points: the record field is missing",
+		"read_models[0].sources: exactly one source must be owner: true",
+		"read_models[1].store: \"mysql://root@127.0.0.1:3306\" names no database",
+		"read_models[1].sources: at least one source is required",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("errors lack %q; got:\n%v", want, err)
+		}
+	}
+}
+
+func TestReadModelKeyColumnField(t *testing.T) {
+	t.Parallel()
+	_, err := LoadSink(writeConfig(t, `
+read_models:
+  - name: m
+    store: sqlite:///tmp/x.db
+    key: id
+    sources:
+      - entity: a
+        key: id
+        columns: {id: other}
+`), nil)
+	if want := `read_models[0].sources[0].columns.id: is key column "id": it must be field "id" as in read_models[0].sources[0].key, not "other"`; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("got %v, want %q", err, want)
+	}
+}
+
+func TestLoadSinkNeedsReadModels(t *testing.T) {
+	t.Parallel()
+	_, err := LoadSink(writeConfig(t, "kafka:\n  brokers: [127.0.0.1:9092]\n"), nil)
+	if err == nil || !strings.Contains(err.Error(), "read_models: at least one read model is required") {
+		t.Errorf("got %v, want read_models required", err)
+	}
+}

@@ -1,0 +1,343 @@
+package sink
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// entry is one decoded record, the latest of its (source, topic key) in a
+// batch.
+type entry struct {
+	src   int
+	rec   *kgo.Record
+	key   map[string]any
+	value map[string]any // nil for a tombstone
+	tk    string         // hash of the decoded topic key
+}
+
+// applier applies decoded batches of one read model to its store.
+type applier struct {
+	p  *plan
+	st *store
+}
+
+// decode decodes a record of source src. A record-level failure wraps
+// errUndecodable; a *SchemaError or a registry outage is returned as is.
+func (a *applier) decode(ctx context.Context, src int, rec *kgo.Record) (entry, error) {
+	dec := a.p.sources[src].decoder
+	e := entry{src: src, rec: rec}
+	var err error
+	if e.key, err = dec.decodeKey(ctx, rec.Key); err != nil {
+		return e, fmt.Errorf("key: %w", err)
+	}
+	if rec.Value != nil {
+		if e.value, err = dec.decodeValue(ctx, rec.Value); err != nil {
+			return e, fmt.Errorf("value: %w", err)
+		}
+	}
+	names := make([]string, 0, len(dec.key.fields))
+	for _, f := range dec.key.reader.Fields() {
+		names = append(names, f.Name())
+	}
+	vals := make([]any, len(names))
+	for i, n := range names {
+		vals[i] = e.key[n]
+	}
+	e.tk = hashValues(vals)
+	return e, nil
+}
+
+// hashValues is the identity of decoded key values: never the raw key
+// bytes, which carry a schema id that changes with the schema version.
+func hashValues(vals []any) string {
+	b, _ := json.Marshal(jsonSafe(vals)) // jsonSafe leaves nothing json cannot encode
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// rowKey is the row key of a source's decoded record (raw decoded values).
+func (a *applier) rowKey(src int, key, value map[string]any) ([]any, error) {
+	sp := &a.p.sources[src]
+	out := make([]any, len(sp.keyFields))
+	for i, f := range sp.keyFields {
+		m := value
+		if f.fromKey {
+			m = key
+		}
+		v, ok := m[f.name]
+		if !ok || v == nil {
+			return nil, fmt.Errorf("row key field %q is null or missing", f.name)
+		}
+		out[i] = v
+	}
+	return out, nil
+}
+
+// storeKey converts a row key to driver values.
+func (a *applier) storeKey(rk []any) ([]any, error) {
+	out := make([]any, len(rk))
+	for i, v := range rk {
+		sv, err := a.st.d.value(a.p.columns[i].typ, v)
+		if err != nil {
+			return nil, fmt.Errorf("key column %q: %w", a.p.columns[i].name, err)
+		}
+		out[i] = sv
+	}
+	return out, nil
+}
+
+// sourceValues are the driver values of src's columns from a decoded
+// record (nil record: all null).
+func (a *applier) sourceValues(src int, key, value map[string]any) ([]any, error) {
+	sp := &a.p.sources[src]
+	out := make([]any, len(sp.cols))
+	if value == nil {
+		return out, nil
+	}
+	for i, ci := range sp.cols {
+		f := sp.fields[i]
+		m := value
+		if f.fromKey {
+			m = key
+		}
+		v := m[f.name]
+		if v == nil {
+			continue
+		}
+		sv, err := a.st.d.value(a.p.columns[ci].typ, v)
+		if err != nil {
+			return nil, fmt.Errorf("column %q: %w", a.p.columns[ci].name, err)
+		}
+		out[i] = sv
+	}
+	return out, nil
+}
+
+// decodeSide decodes a side row back into its record.
+func (a *applier) decodeSide(ctx context.Context, src int, r sideRow) (key, value map[string]any, err error) {
+	dec := a.p.sources[src].decoder
+	if key, err = dec.decodeKey(ctx, r.key); err != nil {
+		return nil, nil, fmt.Errorf("side table record of topic %s: key: %w", r.topic, err)
+	}
+	if value, err = dec.decodeValue(ctx, r.value); err != nil {
+		return nil, nil, fmt.Errorf("side table record of topic %s: value: %w", r.topic, err)
+	}
+	return key, value, nil
+}
+
+func (a *applier) sourceOf(topic string) int {
+	for i, s := range a.p.sources {
+		if s.topic == topic {
+			return i
+		}
+	}
+	return -1
+}
+
+// write applies entries (at most one per source and topic key) in tx. The
+// rule (docs/ARCHITECTURE.md, "The sink"): the table holds exactly the rows
+// whose owner record is live; a non-owner source's latest record per topic
+// key lives in the side table, and a row's columns of that source are those
+// of the latest-applied (highest seq) side row mapping to it, or null.
+// Non-owner entries go first, so an owner row inserted in the same batch
+// is filled from the side table as it stands after them.
+func (a *applier) write(ctx context.Context, tx *sql.Tx, entries []entry, seq int64) error {
+	table, name := a.p.model.Table, a.p.model.Name
+	keyCols := a.p.model.Key
+	bySrc := make([][]entry, len(a.p.sources))
+	for _, e := range entries {
+		bySrc[e.src] = append(bySrc[e.src], e)
+	}
+	for src, list := range bySrc {
+		if src == a.p.owner || len(list) == 0 {
+			continue
+		}
+		topic := a.p.sources[src].topic
+		hashes := make([]string, len(list))
+		for i, e := range list {
+			hashes[i] = e.tk
+		}
+		old, err := a.st.sideByTopicKey(ctx, tx, name, topic, hashes)
+		if err != nil {
+			return err
+		}
+		affected := map[string][]any{} // row hash → raw row key
+		var puts []sideRow
+		var dels []string
+		for _, e := range list {
+			if o, ok := old[e.tk]; ok {
+				k, v, err := a.decodeSide(ctx, src, o)
+				if err != nil {
+					return err
+				}
+				rk, err := a.rowKey(src, k, v)
+				if err != nil {
+					return fmt.Errorf("side table record of topic %s: %w", topic, err)
+				}
+				affected[o.rowKey] = rk
+			}
+			if e.value == nil {
+				dels = append(dels, e.tk)
+				continue
+			}
+			rk, err := a.rowKey(src, e.key, e.value)
+			if err != nil {
+				return recordError(e.rec, err)
+			}
+			h := hashValues(rk)
+			affected[h] = rk
+			puts = append(puts, sideRow{topic: topic, topicKey: e.tk, rowKey: h, seq: seq, key: e.rec.Key, value: e.rec.Value})
+			seq++
+		}
+		if err := a.st.deleteSide(ctx, tx, name, topic, dels); err != nil {
+			return fmt.Errorf("delete from the side table: %w", err)
+		}
+		if err := a.st.putSide(ctx, tx, name, puts); err != nil {
+			return fmt.Errorf("write the side table: %w", err)
+		}
+		rowHashes := make([]string, 0, len(affected))
+		for h := range affected {
+			rowHashes = append(rowHashes, h)
+		}
+		latest, err := a.latestSide(ctx, tx, rowHashes)
+		if err != nil {
+			return err
+		}
+		cols := make([]string, len(a.p.sources[src].cols))
+		for i, ci := range a.p.sources[src].cols {
+			cols[i] = a.p.columns[ci].name
+		}
+		var updates [][]any
+		for h, rk := range affected {
+			var vals []any
+			if r, ok := latest[sideKey{topic, h}]; ok {
+				k, v, err := a.decodeSide(ctx, src, r)
+				if err != nil {
+					return err
+				}
+				if vals, err = a.sourceValues(src, k, v); err != nil {
+					return err
+				}
+			} else {
+				vals = make([]any, len(cols))
+			}
+			sk, err := a.storeKey(rk)
+			if err != nil {
+				return err
+			}
+			updates = append(updates, append(vals, sk...))
+		}
+		if err := a.st.updateRows(ctx, tx, table, keyCols, cols, updates); err != nil {
+			return fmt.Errorf("update columns of topic %s: %w", topic, err)
+		}
+	}
+
+	// The owner: tombstones delete rows, records upsert them, filled with
+	// the other sources' columns from the side table.
+	var dels [][]any
+	type up struct {
+		hash string
+		key  []any
+		vals []any
+	}
+	var ups []up
+	for _, e := range bySrc[a.p.owner] {
+		rk, err := a.rowKey(a.p.owner, e.key, e.key)
+		if err != nil {
+			return recordError(e.rec, err)
+		}
+		sk, err := a.storeKey(rk)
+		if err != nil {
+			return recordError(e.rec, err)
+		}
+		if e.value == nil {
+			dels = append(dels, sk)
+			continue
+		}
+		vals, err := a.sourceValues(a.p.owner, e.key, e.value)
+		if err != nil {
+			return recordError(e.rec, err)
+		}
+		ups = append(ups, up{hash: hashValues(rk), key: sk, vals: vals})
+	}
+	if err := a.st.deleteRows(ctx, tx, table, keyCols, dels); err != nil {
+		return fmt.Errorf("delete rows: %w", err)
+	}
+	if len(ups) == 0 {
+		return nil
+	}
+	var fill map[sideKey]sideRow
+	if len(a.p.sources) > 1 {
+		hashes := make([]string, len(ups))
+		for i, u := range ups {
+			hashes[i] = u.hash
+		}
+		var err error
+		if fill, err = a.latestSide(ctx, tx, hashes); err != nil {
+			return err
+		}
+	}
+	rows := make([][]any, len(ups))
+	for i, u := range ups {
+		row := make([]any, len(a.p.columns))
+		copy(row, u.key)
+		for j, ci := range a.p.sources[a.p.owner].cols {
+			row[ci] = u.vals[j]
+		}
+		for src, sp := range a.p.sources {
+			if src == a.p.owner {
+				continue
+			}
+			r, ok := fill[sideKey{sp.topic, u.hash}]
+			if !ok {
+				continue
+			}
+			k, v, err := a.decodeSide(ctx, src, r)
+			if err != nil {
+				return err
+			}
+			vals, err := a.sourceValues(src, k, v)
+			if err != nil {
+				return err
+			}
+			for j, ci := range sp.cols {
+				row[ci] = vals[j]
+			}
+		}
+		rows[i] = row
+	}
+	if err := a.st.upsertRows(ctx, tx, table, a.p.columnNames(), len(keyCols), rows); err != nil {
+		return fmt.Errorf("upsert rows: %w", err)
+	}
+	return nil
+}
+
+// sideKey is a source topic and a row hash.
+type sideKey struct{ topic, row string }
+
+// latestSide returns, per source topic and row, the side row applied last.
+func (a *applier) latestSide(ctx context.Context, tx *sql.Tx, rowHashes []string) (map[sideKey]sideRow, error) {
+	all, err := a.st.sideByRowKey(ctx, tx, a.p.model.Name, rowHashes)
+	if err != nil {
+		return nil, err
+	}
+	out := map[sideKey]sideRow{}
+	for _, r := range all {
+		k := sideKey{r.topic, r.rowKey}
+		if cur, ok := out[k]; !ok || r.seq > cur.seq {
+			out[k] = r
+		}
+	}
+	return out, nil
+}
+
+// recordError ties a failure to the record that caused it.
+func recordError(rec *kgo.Record, err error) error {
+	return &PoisonError{Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset, Err: err, rec: rec}
+}

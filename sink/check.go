@@ -1,0 +1,94 @@
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/hamba/avro/v2"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Check reports, without writing anything, what would stop the read model
+// at start (the store unreachable, a topic or subject missing, a needed
+// field absent, an existing table lacking columns) as problems, and what
+// deserves attention (the table will be created; missed tombstones:
+// [Lag]) as notes.
+func Check(ctx context.Context, cfg Config) (notes []string, problems []error) {
+	s, err := New(cfg)
+	if err != nil {
+		return nil, []error{err}
+	}
+	m := &s.cfg.Model
+	db, d, err := openStore(cfg.StoreURL)
+	if err != nil {
+		return nil, []error{fmt.Errorf("store: %w", err)}
+	}
+	defer db.Close()
+	pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if err := db.PingContext(pctx); err != nil {
+		return nil, []error{fmt.Errorf("store %s does not answer: %w", d.name(), err)}
+	}
+	st := &store{db: db, d: d}
+
+	cl, err := kgo.NewClient(cfg.Kafka...)
+	if err != nil {
+		return nil, []error{fmt.Errorf("kafka client: %w", err)}
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	topics := make([]string, len(m.Sources))
+	for i, src := range m.Sources {
+		topics[i] = src.Topic
+	}
+	details, err := adm.ListTopics(pctx, topics...)
+	if err != nil {
+		problems = append(problems, fmt.Errorf("list topics: %w", err))
+	} else {
+		for _, t := range topics {
+			if td, ok := details[t]; !ok || td.Err != nil {
+				problems = append(problems, fmt.Errorf("topic %s does not exist (is `replicator run` exporting it? check the source's entity: or topic:)", t))
+			}
+		}
+	}
+
+	p, err := compile(pctx, m, cfg.Registry, avro.Config{}.Freeze())
+	if err != nil {
+		return notes, append(problems, err)
+	}
+	have, err := d.columns(pctx, db, m.Table)
+	switch {
+	case err != nil:
+		problems = append(problems, fmt.Errorf("read the columns of table %s: %w", d.quote(m.Table), err))
+	case have == nil:
+		notes = append(notes, fmt.Sprintf("table %s does not exist yet: the sink creates it", d.quote(m.Table)))
+	default:
+		set := map[string]bool{}
+		for _, c := range have {
+			set[c] = true
+		}
+		var missing []string
+		for _, c := range p.columns {
+			if !set[c.name] {
+				missing = append(missing, d.quote(c.name))
+			}
+		}
+		if len(missing) > 0 {
+			problems = append(problems, fmt.Errorf("table %s exists but lacks column(s) %s: add them, or drop the table so the sink creates it", d.quote(m.Table), strings.Join(missing, ", ")))
+		}
+	}
+	if cols, err := d.columns(pctx, db, offsetsTable); err == nil && cols != nil {
+		lags, err := CheckLag(pctx, adm, st, m.Name, topics, time.Now())
+		if err != nil {
+			problems = append(problems, err)
+		}
+		for _, l := range lags {
+			problems = append(problems, errors.New(l.String()))
+		}
+	}
+	return notes, problems
+}

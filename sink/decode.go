@@ -1,0 +1,271 @@
+package sink
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/hamba/avro/v2"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sr"
+)
+
+// schemaRegistry is what the sink asks of a Confluent-compatible registry
+// (*sr.Client has it).
+type schemaRegistry interface {
+	SchemaByID(ctx context.Context, id int) (sr.Schema, error)
+	SchemaByVersion(ctx context.Context, subject string, version int) (sr.SubjectSchema, error)
+}
+
+// PoisonError is a record the read model cannot decode or the store
+// rejects: what on_error applies to.
+type PoisonError struct {
+	Topic     string
+	Partition int32
+	Offset    int64
+	Err       error
+	rec       *kgo.Record // the raw record, for the dead-letter topic
+}
+
+func (e *PoisonError) Error() string {
+	return fmt.Sprintf("record at topic %s partition %d offset %d: %v", e.Topic, e.Partition, e.Offset, e.Err)
+}
+
+func (e *PoisonError) Unwrap() error { return e.Err }
+
+// errUndecodable marks a record-level decoding failure (bad framing,
+// unknown schema id, bytes that do not match their schema): poison, as
+// opposed to a registry outage or a schema the read model cannot read at
+// all, which stop the read model whatever on_error says.
+var errUndecodable = errors.New("undecodable record")
+
+// recordDecoder decodes one topic's keys and values: the writer schema is
+// fetched by the id in the Confluent header (cached), resolved against a
+// reader schema holding only the fields the read model needs. It is used by
+// one goroutine (its read model's).
+type recordDecoder struct {
+	reg   schemaRegistry
+	api   avro.API
+	topic string
+	key   half
+	value half
+}
+
+// half is the key or the value side of a topic.
+type half struct {
+	subject  string
+	reader   *avro.RecordSchema
+	readerID int // the latest id at start: a newer writer lacking a field has dropped it
+	fields   map[string]fieldType
+	resolved map[int]avro.Schema // by writer schema id
+}
+
+// newRecordDecoder reads the topic's latest key and value schemas and
+// builds the readers: the whole key record, and the value fields named in
+// need that the value record has (the others are looked up in the key).
+func newRecordDecoder(ctx context.Context, reg schemaRegistry, api avro.API, topic string, need []string) (*recordDecoder, error) {
+	d := &recordDecoder{reg: reg, api: api, topic: topic}
+	var err error
+	if d.key, err = readerHalf(ctx, reg, topic+"-key", nil); err != nil {
+		return nil, err
+	}
+	if d.value, err = readerHalf(ctx, reg, topic+"-value", need); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// readerHalf builds the reader of subject's latest version, keeping only
+// the fields in keep (all when keep is nil).
+func readerHalf(ctx context.Context, reg schemaRegistry, subject string, keep []string) (half, error) {
+	latest, err := reg.SchemaByVersion(ctx, subject, -1)
+	if err != nil {
+		return half{}, fmt.Errorf("read latest schema of subject %q: %w", subject, err)
+	}
+	text := latest.Schema.Schema
+	if keep != nil {
+		if text, err = keepFields(text, keep); err != nil {
+			return half{}, fmt.Errorf("subject %q: %w", subject, err)
+		}
+	}
+	s, err := parseSchema(text)
+	if err != nil {
+		return half{}, fmt.Errorf("subject %q version %d: %w", subject, latest.Version, err)
+	}
+	rec, ok := s.(*avro.RecordSchema)
+	if !ok {
+		return half{}, fmt.Errorf("subject %q: the schema is a %s, want a record", subject, s.Type())
+	}
+	h := half{subject: subject, reader: rec, readerID: latest.ID, fields: map[string]fieldType{}, resolved: map[int]avro.Schema{}}
+	for _, f := range rec.Fields() {
+		h.fields[f.Name()] = typeOf(f.Type())
+	}
+	return h, nil
+}
+
+// parseSchema parses with a cache of its own: versions of one subject
+// reuse record names with different shapes.
+func parseSchema(text string) (avro.Schema, error) {
+	return avro.ParseWithCache(text, "", &avro.SchemaCache{})
+}
+
+// keepFields filters a record schema's JSON to the named fields.
+func keepFields(text string, keep []string) (string, error) {
+	var rec map[string]any
+	if err := json.Unmarshal([]byte(text), &rec); err != nil {
+		return "", fmt.Errorf("schema is not a JSON record: %w", err)
+	}
+	fields, _ := rec["fields"].([]any)
+	want := map[string]bool{}
+	for _, k := range keep {
+		want[k] = true
+	}
+	var out []any
+	for _, f := range fields {
+		if m, ok := f.(map[string]any); ok && want[fmt.Sprint(m["name"])] {
+			out = append(out, f)
+		}
+	}
+	if out == nil {
+		out = []any{}
+	}
+	rec["fields"] = out
+	b, err := json.Marshal(rec)
+	return string(b), err
+}
+
+// has reports whether the topic's key or value record has field.
+func (d *recordDecoder) has(field string, inKey bool) (fieldType, bool) {
+	if inKey {
+		t, ok := d.key.fields[field]
+		return t, ok
+	}
+	t, ok := d.value.fields[field]
+	return t, ok
+}
+
+// fieldNames lists the fields of the key (or value) record, for messages.
+func (d *recordDecoder) fieldNames(inKey bool) string {
+	h := d.value
+	if inKey {
+		h = d.key
+	}
+	var names []string
+	for n := range h.fields {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
+}
+
+// decodeKey and decodeValue return the reader's fields of a framed record.
+func (d *recordDecoder) decodeKey(ctx context.Context, b []byte) (map[string]any, error) {
+	return d.decode(ctx, &d.key, b)
+}
+
+func (d *recordDecoder) decodeValue(ctx context.Context, b []byte) (map[string]any, error) {
+	return d.decode(ctx, &d.value, b)
+}
+
+func (d *recordDecoder) decode(ctx context.Context, h *half, b []byte) (map[string]any, error) {
+	var hdr sr.ConfluentHeader
+	id, payload, err := hdr.DecodeID(b)
+	if err != nil {
+		return nil, fmt.Errorf("%w: no Confluent wire-format header (magic byte 0 and a 4-byte schema id)", errUndecodable)
+	}
+	s, err := d.resolve(ctx, h, id)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]any, len(h.fields))
+	if err := d.api.Unmarshal(s, payload, &out); err != nil {
+		return nil, fmt.Errorf("%w: schema id %d (subject %s): %v", errUndecodable, id, h.subject, err)
+	}
+	for k, v := range out {
+		out[k] = unwrapUnion(v)
+	}
+	return out, nil
+}
+
+// resolve returns the schema that reads writer id's bytes into the
+// reader's shape, fetching and checking it once per id.
+func (d *recordDecoder) resolve(ctx context.Context, h *half, id int) (avro.Schema, error) {
+	if s, ok := h.resolved[id]; ok {
+		return s, nil
+	}
+	ws, err := d.schemaByID(ctx, id)
+	if err != nil {
+		var re *sr.ResponseError
+		if errors.As(err, &re) && (re.ErrorCode == sr.ErrSchemaNotFound.Code || re.StatusCode == 404) {
+			return nil, fmt.Errorf("%w: schema id %d is unknown to the registry", errUndecodable, id)
+		}
+		return nil, fmt.Errorf("fetch schema id %d of subject %s: %w", id, h.subject, err)
+	}
+	writer, err := parseSchema(ws.Schema)
+	if err != nil {
+		return nil, fmt.Errorf("%w: schema id %d does not parse: %v", errUndecodable, id, err)
+	}
+	wrec, ok := writer.(*avro.RecordSchema)
+	if !ok {
+		return nil, fmt.Errorf("%w: schema id %d is a %s, want a record", errUndecodable, id, writer.Type())
+	}
+	has := map[string]bool{}
+	for _, f := range wrec.Fields() {
+		has[f.Name()] = true
+	}
+	for _, f := range h.reader.Fields() {
+		if has[f.Name()] {
+			continue
+		}
+		if id > h.readerID {
+			return nil, &SchemaError{Subject: h.subject, ID: id, Field: f.Name(), Msg: "is gone from the newer schema: the read model needs it (remove it from the read model, or restore the field)"}
+		}
+		if !f.HasDefault() {
+			return nil, &SchemaError{Subject: h.subject, ID: id, Field: f.Name(), Msg: "is missing in this older schema and has no default"}
+		}
+	}
+	s, err := avro.NewSchemaCompatibility().Resolve(h.reader, writer)
+	if err != nil {
+		return nil, &SchemaError{Subject: h.subject, ID: id, Msg: fmt.Sprintf("cannot be read as the read model's fields: %v", err)}
+	}
+	h.resolved[id] = s
+	return s, nil
+}
+
+// SchemaError is a writer schema the read model cannot read: it stops the
+// read model whatever on_error says (every later record of that schema
+// would fail the same way).
+type SchemaError struct {
+	Subject string
+	ID      int
+	Field   string
+	Msg     string
+}
+
+func (e *SchemaError) Error() string {
+	if e.Field != "" {
+		return fmt.Sprintf("subject %s schema id %d: field %q %s", e.Subject, e.ID, e.Field, e.Msg)
+	}
+	return fmt.Sprintf("subject %s schema id %d %s", e.Subject, e.ID, e.Msg)
+}
+
+// schemaByID fetches a writer schema, riding out a registry that does not
+// answer for a few seconds (a restart); "not found" is an answer.
+func (d *recordDecoder) schemaByID(ctx context.Context, id int) (sr.Schema, error) {
+	for attempt := 1; ; attempt++ {
+		s, err := d.reg.SchemaByID(ctx, id)
+		var re *sr.ResponseError
+		if err == nil || errors.As(err, &re) || attempt == 5 || ctx.Err() != nil {
+			return s, err
+		}
+		select {
+		case <-ctx.Done():
+			return s, err
+		case <-time.After(time.Duration(attempt) * 500 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,145 @@
+package sink
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/jackc/pgx/v5/pgconn"
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
+	_ "modernc.org/sqlite"             // registers the "sqlite" database/sql driver
+)
+
+// dialect is what differs between the SQL stores. The store code is one
+// implementation over database/sql; a dialect supplies quoting, parameter
+// markers, types, the upsert clause and catalog lookups.
+type dialect interface {
+	// name is "postgres", "mysql" or "sqlite", for messages.
+	name() string
+	// quote quotes an identifier, whatever characters it holds.
+	quote(ident string) string
+	// param is the marker of the n-th (1-based) statement parameter.
+	param(n int) string
+	// sqlType is the column type created for t; key columns must be
+	// indexable.
+	sqlType(t fieldType, key bool) string
+	// value converts a decoded, non-nil Avro value into a driver value.
+	value(t fieldType, v any) (any, error)
+	// onConflict is the clause making an INSERT of all columns an upsert on
+	// the key columns, updating update (may be empty).
+	onConflict(keys, update []string) string
+	// columns lists the columns of table; nil when it does not exist.
+	columns(ctx context.Context, db *sql.DB, table string) ([]string, error)
+	// blobType and textKeyType are the types of the sink's own tables.
+	blobType() string
+	textKeyType(n int) string
+	// maxParams bounds the parameters of one statement.
+	maxParams() int
+}
+
+// openStore opens the store at a read model's URL: postgres://…,
+// sqlite://path, sqlite:///abs/path, mysql://user:pass@host:port/db.
+// Nothing is connected yet (database/sql connects on first use).
+func openStore(raw string) (*sql.DB, dialect, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, nil, fmt.Errorf("store URL does not parse")
+	}
+	switch u.Scheme {
+	case "postgres", "postgresql":
+		db, err := sql.Open("pgx", raw)
+		if err != nil {
+			return nil, nil, err
+		}
+		return db, postgresDialect{}, nil
+	case "sqlite":
+		path := strings.TrimPrefix(raw, "sqlite://")
+		if i := strings.IndexByte(path, '?'); i >= 0 {
+			path = path[:i]
+		}
+		// busy_timeout rides out another writer (a read model sharing the
+		// file, a query tool); WAL lets readers query while the sink
+		// writes; BEGIN IMMEDIATE takes the write lock up front, since a
+		// transaction that read first and then writes after another
+		// writer's commit fails at once (SQLITE_BUSY_SNAPSHOT) whatever the
+		// timeout.
+		db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate")
+		if err != nil {
+			return nil, nil, err
+		}
+		// One writer connection: SQLite serialises writers anyway, and a
+		// second connection would only meet SQLITE_BUSY.
+		db.SetMaxOpenConns(1)
+		return db, sqliteDialect{}, nil
+	case "mysql":
+		cfg := mysql.NewConfig()
+		cfg.User = u.User.Username()
+		cfg.Passwd, _ = u.User.Password()
+		cfg.Net = "tcp"
+		cfg.Addr = u.Host
+		cfg.DBName = strings.TrimPrefix(u.Path, "/")
+		cfg.ParseTime = true
+		cfg.Loc = time.UTC
+		for k, v := range u.Query() {
+			if cfg.Params == nil {
+				cfg.Params = map[string]string{}
+			}
+			cfg.Params[k] = v[0]
+		}
+		conn, err := mysql.NewConnector(cfg)
+		if err != nil {
+			return nil, nil, err
+		}
+		return sql.OpenDB(conn), mysqlDialect{}, nil
+	}
+	return nil, nil, fmt.Errorf("store URL scheme %q is not one of postgres, sqlite, mysql", u.Scheme)
+}
+
+// quoteWith doubles q inside ident and wraps it in q.
+func quoteWith(q, ident string) string {
+	return q + strings.ReplaceAll(ident, q, q+q) + q
+}
+
+func queryColumns(ctx context.Context, db *sql.DB, query string, args ...any) ([]string, error) {
+	rows, err := db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var cols []string
+	for rows.Next() {
+		var c string
+		if err := rows.Scan(&c); err != nil {
+			return nil, err
+		}
+		cols = append(cols, c)
+	}
+	return cols, rows.Err()
+}
+
+// isTransient reports whether a store error is worth retrying the batch
+// for (lock contention, deadlock, serialization failure) rather than a
+// verdict on the records: those are never poison.
+func isTransient(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch pe.Code {
+		case "40001", "40P01", "55P03": // serialization failure, deadlock, lock not available
+			return true
+		}
+	}
+	var me *mysql.MySQLError
+	if errors.As(err, &me) {
+		switch me.Number {
+		case 1205, 1213: // lock wait timeout, deadlock
+			return true
+		}
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "SQLITE_BUSY") || strings.Contains(msg, "SQLITE_LOCKED")
+}

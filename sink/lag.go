@@ -1,0 +1,93 @@
+package sink
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+)
+
+// defaultDeleteRetention is Kafka's delete.retention.ms default (1 day),
+// used when the broker does not report the topic's setting.
+const defaultDeleteRetention = 24 * time.Hour
+
+// Lag is a partition whose read model may have missed tombstones:
+// compaction may have removed, since the read model last applied a batch,
+// tombstones it never read, and the rows they deleted would stay in the
+// read model forever.
+type Lag struct {
+	ReadModel string
+	Topic     string
+	Partition int32
+	Stored    int64 // the stored next offset
+	Start     int64 // the partition's log start offset
+	End       int64 // the partition's end offset
+	Away      time.Duration
+	Retention time.Duration // the topic's delete.retention.ms
+}
+
+func (l Lag) String() string {
+	why := fmt.Sprintf("its last batch was applied %s ago, longer than the topic's delete.retention.ms (%s), and %d record(s) are unread", l.Away.Round(time.Second), l.Retention, l.End-l.Stored)
+	if l.Stored < l.Start {
+		why = fmt.Sprintf("its stored offset %d is before the partition's first offset %d", l.Stored, l.Start)
+	}
+	return fmt.Sprintf("read model %s may have missed tombstones on %s partition %d: %s; compaction may have removed deletes it never saw. Run `replicator rebuild --read-model %s` to rebuild it from the topics",
+		l.ReadModel, l.Topic, l.Partition, why, l.ReadModel)
+}
+
+// CheckLag compares a read model's stored offsets with its topics: a
+// partition lags when its stored offset is before the log start offset
+// (records it never read are gone), or when it has unread records and the
+// read model last committed longer ago than the topic's
+// delete.retention.ms (a tombstone written after the last commit may have
+// been compacted away since: Kafka keeps a tombstone at least that long
+// only once the segment holding it is cleaned).
+func CheckLag(ctx context.Context, adm *kadm.Client, st *store, model string, topics []string, now time.Time) ([]Lag, error) {
+	stored, err := st.loadOffsets(ctx, model)
+	if err != nil {
+		return nil, err
+	}
+	if len(stored) == 0 {
+		return nil, nil // never ran: it will read everything
+	}
+	starts, err := adm.ListStartOffsets(ctx, topics...)
+	if err != nil {
+		return nil, fmt.Errorf("list start offsets: %w", err)
+	}
+	ends, err := adm.ListEndOffsets(ctx, topics...)
+	if err != nil {
+		return nil, fmt.Errorf("list end offsets: %w", err)
+	}
+	retention := map[string]time.Duration{}
+	if cfgs, err := adm.DescribeTopicConfigs(ctx, topics...); err == nil {
+		for _, rc := range cfgs {
+			retention[rc.Name] = defaultDeleteRetention
+			for _, c := range rc.Configs {
+				if c.Key == "delete.retention.ms" && c.Value != nil {
+					if ms, err := strconv.ParseInt(*c.Value, 10, 64); err == nil {
+						retention[rc.Name] = time.Duration(ms) * time.Millisecond
+					}
+				}
+			}
+		}
+	}
+	var out []Lag
+	for k, o := range stored {
+		start, ok1 := starts.Lookup(k.topic, k.part)
+		end, ok2 := ends.Lookup(k.topic, k.part)
+		if !ok1 || !ok2 || start.Err != nil || end.Err != nil {
+			continue
+		}
+		ret, ok := retention[k.topic]
+		if !ok {
+			ret = defaultDeleteRetention
+		}
+		l := Lag{ReadModel: model, Topic: k.topic, Partition: k.part, Stored: o.next, Start: start.Offset, End: end.Offset, Away: now.Sub(o.updatedAt), Retention: ret}
+		if o.next < start.Offset || (o.next < end.Offset && l.Away > ret) {
+			out = append(out, l)
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,145 @@
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/hamba/avro/v2"
+)
+
+// compile reads the sources' schemas from the registry and builds the
+// plan: column types, where each row key comes from, and the checks that
+// would otherwise fail on the first record (a needed field the topic lacks;
+// an owner whose row key is not its whole topic key, which a tombstone
+// could not yield).
+func compile(ctx context.Context, m *ReadModel, reg schemaRegistry, api avro.API) (*plan, error) {
+	p := &plan{model: m, owner: -1}
+	keyTypes := make([]fieldType, len(m.Key))
+	keySet := map[string]int{}
+	for i, k := range m.Key {
+		keySet[k] = i
+	}
+	var errs []error
+	type pending struct {
+		name   string
+		source int
+		field  fieldRef
+		typ    fieldType
+		over   string
+	}
+	var cols []pending
+	for si := range m.Sources {
+		s := &m.Sources[si]
+		if s.Owner {
+			p.owner = si
+		}
+		need := append([]string{}, s.Key...)
+		for _, c := range s.Columns {
+			need = append(need, c.Field)
+		}
+		dec, err := newRecordDecoder(ctx, reg, api, s.Topic, need)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("source topic %s: %w", s.Topic, err))
+			p.sources = append(p.sources, sourcePlan{topic: s.Topic})
+			continue
+		}
+		sp := sourcePlan{topic: s.Topic, decoder: dec}
+		lookup := func(field string, preferKey bool) (fieldRef, fieldType, bool) {
+			order := []bool{false, true}
+			if preferKey {
+				order = []bool{true}
+			}
+			for _, inKey := range order {
+				if t, ok := dec.has(field, inKey); ok {
+					return fieldRef{name: field, fromKey: inKey}, t, true
+				}
+			}
+			return fieldRef{}, fieldType{}, false
+		}
+		for i, f := range s.Key {
+			ref, t, ok := lookup(f, s.Owner)
+			if !ok {
+				where := "value or key"
+				fields := dec.fieldNames(false) + "; key: " + dec.fieldNames(true)
+				if s.Owner {
+					where, fields = "key", dec.fieldNames(true)
+				}
+				errs = append(errs, fmt.Errorf("source topic %s: key field %q is not a field of its %s record (fields: %s)%s", s.Topic, f, where, fields, ownerHint(s.Owner)))
+				continue
+			}
+			sp.keyFields = append(sp.keyFields, ref)
+			if s.Owner && i < len(keyTypes) {
+				keyTypes[i] = t
+			}
+		}
+		if s.Owner && len(sp.keyFields) == len(s.Key) {
+			// Two live owner records must never share a row: the row key
+			// is the whole topic key.
+			covered := map[string]bool{}
+			for _, f := range s.Key {
+				covered[f] = true
+			}
+			for f := range dec.key.fields {
+				if !covered[f] {
+					errs = append(errs, fmt.Errorf("source topic %s (owner): its topic key field %q is not part of the row key: the owner's key must list every topic key field (%s), or two of its records would share a row", s.Topic, f, dec.fieldNames(true)))
+				}
+			}
+		}
+		for _, c := range s.Columns {
+			if k, isKey := keySet[c.Name]; isKey {
+				_ = k // written from Key; config checked it is the same field
+				continue
+			}
+			ref, t, ok := lookup(c.Field, false)
+			if !ok {
+				errs = append(errs, fmt.Errorf("source topic %s: column %q reads field %q, which its records lack (value fields: %s; key fields: %s)", s.Topic, c.Name, c.Field, dec.fieldNames(false), dec.fieldNames(true)))
+				continue
+			}
+			cols = append(cols, pending{name: c.Name, source: si, field: ref, typ: t, over: c.Type})
+		}
+		p.sources = append(p.sources, sp)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("read model %s: %w", m.Name, err)
+	}
+	overrides := map[string]string{}
+	for _, s := range m.Sources {
+		for _, c := range s.Columns {
+			if _, isKey := keySet[c.Name]; isKey && c.Type != "" {
+				overrides[c.Name] = c.Type
+			}
+		}
+	}
+	for i, k := range m.Key {
+		t := keyTypes[i]
+		t.nullable = false
+		p.columns = append(p.columns, column{name: k, typ: t, source: -1, override: overrides[k]})
+	}
+	// Non-key columns in source order, then file order (stable).
+	sort.SliceStable(cols, func(i, j int) bool { return cols[i].source < cols[j].source })
+	for _, c := range cols {
+		c.typ.nullable = true // a non-owner's columns are empty until it writes them
+		p.sources[c.source].cols = append(p.sources[c.source].cols, len(p.columns))
+		p.sources[c.source].fields = append(p.sources[c.source].fields, c.field)
+		p.columns = append(p.columns, column{name: c.name, typ: c.typ, source: c.source, override: c.over})
+	}
+	return p, nil
+}
+
+func ownerHint(owner bool) string {
+	if owner {
+		return ": the owner's row key must come from its topic key, so that a tombstone (which carries only the key) names the row to delete"
+	}
+	return ""
+}
+
+// columnNames lists the plan's columns, key first.
+func (p *plan) columnNames() []string {
+	out := make([]string, len(p.columns))
+	for i, c := range p.columns {
+		out[i] = c.name
+	}
+	return out
+}

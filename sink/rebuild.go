@@ -1,0 +1,246 @@
+package sink
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// rebuildSuffix names the table and the offsets/side rows a rebuild builds
+// beside the live ones.
+const rebuildSuffix = "__rebuild"
+
+// Progress is how far a rebuild is: records applied of the records up to
+// the end offsets taken when it started.
+type Progress struct {
+	Done, Total int64
+	Elapsed     time.Duration
+}
+
+// Rebuild builds the read model again from offset zero into a new table
+// (<table>__rebuild, with its own offsets and side rows), then swaps it in:
+// in one transaction (PostgreSQL, SQLite) the new table takes the read
+// model's name, the old one is dropped, and the read model's offsets and
+// side rows become the rebuild's. Queries see the old table until the
+// commit and the whole new one after it.
+//
+// A `replicator sink` running meanwhile keeps the old table up to date
+// until the swap. The rebuild catches up with the live read model's stored
+// offsets before it swaps, and the swap locks them and checks again, so
+// at the swap the rebuilt table is at or past the live position on every
+// partition: the sink either goes on from the same position into the new
+// table or, on its next batch, finds the stored offsets moved (the
+// compare-and-set), rolls back and resumes from the rebuild's. Nothing
+// consumed during the rebuild is lost. Not on MySQL yet: its DDL commits
+// by itself, so the rename cannot share the offsets' transaction.
+//
+// progress, if set, is called after each batch.
+func Rebuild(ctx context.Context, cfg Config, progress func(Progress)) error {
+	if strings.HasPrefix(cfg.StoreURL, "mysql:") {
+		return fmt.Errorf("read model %s: rebuild is not supported on MySQL/MariaDB yet: stop its sinks, drop the table and delete its rows from %s and %s (docs/OPERATIONS.md), then start the sink", cfg.Model.Name, offsetsTable, sideTable)
+	}
+	liveModel := cfg.Model
+	shadow := liveModel
+	shadow.Name = liveModel.Name + rebuildSuffix
+	shadow.Table = liveModel.Table + rebuildSuffix
+	cfg.Model = shadow
+	s, err := New(cfg)
+	if err != nil {
+		return err
+	}
+	if err := s.prepareRebuild(ctx); err != nil {
+		return err
+	}
+	defer s.st.db.Close()
+
+	topics := make([]string, len(shadow.Sources))
+	for i, src := range shadow.Sources {
+		topics[i] = src.Topic
+	}
+	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, cfg.Kafka...),
+		kgo.ConsumeTopics(topics...),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))...)
+	if err != nil {
+		return fmt.Errorf("read model %s: kafka client: %w", liveModel.Name, err)
+	}
+	defer cl.Close()
+	s.cl = cl
+	if shadow.OnError == DeadLetter {
+		if err := s.ensureDeadLetterTopic(ctx); err != nil {
+			return err
+		}
+	}
+	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topics...)
+	if err != nil {
+		return fmt.Errorf("read model %s: list end offsets: %w", liveModel.Name, err)
+	}
+	// target: how far the rebuild must have applied, per partition,
+	// before it may swap: the end offsets at start, then the live read
+	// model's stored offsets (a running sink moves them on).
+	target := map[tp]int64{}
+	var total int64
+	ends.Each(func(o kadm.ListedOffset) {
+		k := tp{o.Topic, o.Partition}
+		s.expected[k] = -1
+		target[k] = o.Offset
+		total += o.Offset
+	})
+	start := time.Now()
+	for {
+		behind := false
+		for k, next := range s.expectedCopy() {
+			if max(next, 0) < target[k] {
+				behind = true
+			}
+		}
+		if !behind {
+			// Every partition is at or past the live positions: swap, unless
+			// the running sink moved on meanwhile (then catch up again).
+			live, done, err := s.trySwap(ctx, liveModel)
+			if err != nil || done {
+				return err
+			}
+			for k, l := range live {
+				target[k] = l
+			}
+			continue
+		}
+		fetches := cl.PollRecords(ctx, s.cfg.MaxBatch)
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		fetches.EachError(func(t string, p int32, err error) {
+			s.log.Warn("fetch failed; retrying", "topic", t, "partition", p, "error", err)
+		})
+		if err := s.process(ctx, fetches.Records()); err != nil {
+			return fmt.Errorf("read model %s: rebuild: %w", liveModel.Name, err)
+		}
+		if progress != nil {
+			done := s.records.Load()
+			progress(Progress{Done: done, Total: max(total, done), Elapsed: time.Since(start)}) // catching up adds records
+		}
+	}
+}
+
+// prepareRebuild is prepare for the shadow table: anything left by an
+// earlier, interrupted rebuild is removed first.
+func (s *Sink) prepareRebuild(ctx context.Context) error {
+	db, d, err := openStore(s.cfg.StoreURL)
+	if err != nil {
+		return fmt.Errorf("read model %s: store: %w", s.cfg.Model.Name, err)
+	}
+	st := &store{db: db, d: d}
+	if err := ping(ctx, db); err != nil {
+		db.Close()
+		return fmt.Errorf("store %s does not answer: %w", d.name(), err)
+	}
+	if err := st.ensureSinkTables(ctx); err != nil {
+		db.Close()
+		return err
+	}
+	if err := st.forget(ctx, s.cfg.Model.Name, s.cfg.Model.Table); err != nil {
+		db.Close()
+		return err
+	}
+	db.Close()
+	return s.prepare(ctx)
+}
+
+// forget drops a table and deletes a read model's offsets and side rows.
+func (s *store) forget(ctx context.Context, model, table string) error {
+	p := s.d.param
+	for _, q := range []string{
+		"DROP TABLE IF EXISTS " + s.d.quote(table),
+		fmt.Sprintf("DELETE FROM %s WHERE read_model = %s", s.d.quote(offsetsTable), p(1)),
+		fmt.Sprintf("DELETE FROM %s WHERE read_model = %s", s.d.quote(sideTable), p(1)),
+	} {
+		var args []any
+		if q[0] == 'D' && q[1] == 'E' {
+			args = []any{model}
+		}
+		if _, err := s.db.ExecContext(ctx, q, args...); err != nil {
+			return fmt.Errorf("remove an earlier rebuild: %w", err)
+		}
+	}
+	return nil
+}
+
+// trySwap makes the rebuilt table and its positions the read model's, in
+// one transaction that first locks the live read model's offsets: if one
+// is past the rebuild's (a running sink applied more meanwhile), nothing
+// changes and the live offsets are returned to catch up to. Otherwise
+// every partition of the rebuild is at or past the live position, so a
+// running sink either continues where it is (same position) or, having
+// records past its position, finds the offsets moved on its next batch and
+// reloads them.
+func (s *Sink) trySwap(ctx context.Context, live ReadModel) (map[tp]int64, bool, error) {
+	st, q, p := s.st, s.st.d.quote, s.st.d.param
+	old := live.Table + "__old"
+	have, err := st.d.columns(ctx, st.db, live.Table)
+	if err != nil {
+		return nil, false, fmt.Errorf("swap: %w", err)
+	}
+	tx, err := st.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, false, fmt.Errorf("swap: %w", err)
+	}
+	defer tx.Rollback()
+	lock := ""
+	if _, ok := st.d.(postgresDialect); ok {
+		lock = " FOR UPDATE" // SQLite's transactions take the write lock at BEGIN
+	}
+	rows, err := tx.QueryContext(ctx, fmt.Sprintf("SELECT topic, part, next_offset FROM %s WHERE read_model = %s%s", q(offsetsTable), p(1), lock), live.Name)
+	if err != nil {
+		return nil, false, fmt.Errorf("swap: read the live offsets: %w", err)
+	}
+	liveOffsets := map[tp]int64{}
+	for rows.Next() {
+		var k tp
+		var n int64
+		if err := rows.Scan(&k.topic, &k.part, &n); err != nil {
+			rows.Close()
+			return nil, false, fmt.Errorf("swap: read the live offsets: %w", err)
+		}
+		liveOffsets[k] = n
+	}
+	rows.Close()
+	mine := s.expectedCopy()
+	ahead := false
+	for k, l := range liveOffsets {
+		if l > max(mine[k], 0) {
+			ahead = true
+		}
+	}
+	if ahead {
+		return liveOffsets, false, nil
+	}
+	var stmts []string
+	if have != nil {
+		stmts = append(stmts, fmt.Sprintf("ALTER TABLE %s RENAME TO %s", q(live.Table), q(old)))
+	}
+	stmts = append(stmts, fmt.Sprintf("ALTER TABLE %s RENAME TO %s", q(s.cfg.Model.Table), q(live.Table)))
+	if have != nil {
+		stmts = append(stmts, "DROP TABLE "+q(old))
+	}
+	for _, stmt := range stmts {
+		if _, err := tx.ExecContext(ctx, stmt); err != nil {
+			return nil, false, fmt.Errorf("swap: %s: %w", stmt, err)
+		}
+	}
+	for _, t := range []string{offsetsTable, sideTable} {
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf("DELETE FROM %s WHERE read_model = %s", q(t), p(1)), live.Name); err != nil {
+			return nil, false, fmt.Errorf("swap: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf("UPDATE %s SET read_model = %s WHERE read_model = %s", q(t), p(1), p(2)), live.Name, s.cfg.Model.Name); err != nil {
+			return nil, false, fmt.Errorf("swap: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, false, fmt.Errorf("swap: %w", err)
+	}
+	return nil, true, nil
+}

@@ -1,0 +1,540 @@
+package sink
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hamba/avro/v2"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// maxTransientAttempts bounds the retries of a batch the store refused for
+// lock contention; then the read model stops with the error (never a
+// poison record: the records are not at fault).
+const maxTransientAttempts = 10
+
+// Config is one read model's sink. Model and StoreURL and Kafka and
+// Registry are required.
+type Config struct {
+	Model ReadModel
+	// StoreURL is the read-model database (see [openStore] for the forms).
+	StoreURL string
+	// Kafka are the connection options (brokers, TLS, SASL); the sink adds
+	// its consumer-group options.
+	Kafka []kgo.Opt
+	// Registry resolves schema ids (a *sr.Client).
+	Registry schemaRegistry
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+	// Group is the consumer group; default replicator-sink-<name>.
+	Group string
+	// MaxBatch bounds the records of one poll, hence of one transaction;
+	// default 10000.
+	MaxBatch int
+}
+
+// Stats are a read model's counters since start (for tests and, later,
+// metrics).
+type Stats struct {
+	Batches      int64 // transactions committed
+	Records      int64 // records consumed and applied (or dead-lettered)
+	DeadLettered int64 // records sent to the dead-letter topic
+	Fenced       int64 // batches rolled back because the stored offsets moved
+}
+
+// Sink builds one read model. Build with [New], run with [Sink.Run]. Its
+// methods other than Stats are not safe for concurrent use.
+type Sink struct {
+	cfg Config
+	log *slog.Logger
+	api avro.API
+
+	st *store
+	a  *applier
+	cl *kgo.Client
+
+	mu       sync.Mutex   // protects expected (written by group callbacks, read by the poll loop)
+	expected map[tp]int64 // assigned partitions → stored next offset, -1 none
+
+	batches, records, deadLettered, fenced atomic.Int64
+}
+
+// New validates cfg. It connects to nothing and starts no goroutine.
+func New(cfg Config) (*Sink, error) {
+	if err := cfg.Model.validate(); err != nil {
+		return nil, err
+	}
+	if cfg.StoreURL == "" || cfg.Registry == nil || len(cfg.Kafka) == 0 {
+		return nil, fmt.Errorf("read model %s: store URL, Kafka options and registry are required", cfg.Model.Name)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Group == "" {
+		cfg.Group = "replicator-sink-" + cfg.Model.Name
+	}
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = 10000
+	}
+	return &Sink{
+		cfg:      cfg,
+		log:      cfg.Logger.With("read_model", cfg.Model.Name),
+		api:      avro.Config{}.Freeze(),
+		expected: map[tp]int64{},
+	}, nil
+}
+
+// Stats returns the counters. Safe for concurrent use.
+func (s *Sink) Stats() Stats {
+	return Stats{Batches: s.batches.Load(), Records: s.records.Load(), DeadLettered: s.deadLettered.Load(), Fenced: s.fenced.Load()}
+}
+
+// Run prepares the store (the sink's tables, the read-model table), joins
+// the consumer group and applies batches until ctx ends (nil: a clean stop
+// after the batch in progress) or the read model fails.
+func (s *Sink) Run(ctx context.Context) error {
+	if err := s.prepare(ctx); err != nil {
+		return err
+	}
+	defer s.st.db.Close()
+	topics := make([]string, len(s.cfg.Model.Sources))
+	for i, src := range s.cfg.Model.Sources {
+		topics[i] = src.Topic
+	}
+	opts := append([]kgo.Opt{}, s.cfg.Kafka...)
+	opts = append(opts,
+		kgo.ConsumerGroup(s.cfg.Group),
+		// A process that dies without leaving (SIGKILL, a lost machine)
+		// holds its partitions until its session times out: 10 s instead
+		// of kgo's 45 s lets the others take over sooner.
+		kgo.SessionTimeout(10*time.Second),
+		kgo.HeartbeatInterval(time.Second),
+		// A rebalance waits this long for members to rejoin, dead ones
+		// included; a batch (at most MaxBatch records) finishes well within.
+		kgo.RebalanceTimeout(30*time.Second),
+		kgo.ConsumeTopics(topics...),
+		kgo.DisableAutoCommit(),
+		// A batch finishes (and its offsets commit in the store) before
+		// its partitions may move to another process.
+		kgo.BlockRebalanceOnPoll(),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.OnPartitionsAssigned(func(context.Context, *kgo.Client, map[string][]int32) {}),
+		kgo.AdjustFetchOffsetsFn(s.adjust),
+		kgo.OnPartitionsRevoked(s.drop),
+		kgo.OnPartitionsLost(s.drop),
+	)
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return fmt.Errorf("read model %s: kafka client: %w", s.cfg.Model.Name, err)
+	}
+	s.cl = cl
+	defer cl.Close() // leaves the group: the partitions move at once
+	if s.cfg.Model.OnError == DeadLetter {
+		if err := s.ensureDeadLetterTopic(ctx); err != nil {
+			return err
+		}
+	}
+	s.reportLag(ctx, topics)
+	for {
+		fetches := cl.PollRecords(ctx, s.cfg.MaxBatch)
+		if fetches.IsClientClosed() || ctx.Err() != nil {
+			cl.AllowRebalance()
+			return nil
+		}
+		fetches.EachError(func(t string, p int32, err error) {
+			if !errors.Is(err, context.Canceled) {
+				s.log.Warn("fetch failed; retrying", "topic", t, "partition", p, "error", err)
+			}
+		})
+		// The batch in progress finishes even when a stop arrives: a stop
+		// takes effect between batches.
+		err := s.process(context.WithoutCancel(ctx), fetches.Records())
+		cl.AllowRebalance()
+		if err != nil {
+			return fmt.Errorf("read model %s: %w", s.cfg.Model.Name, err)
+		}
+	}
+}
+
+// prepare opens the store, creates the sink's tables, reads the schemas
+// and creates or checks the read-model table.
+func (s *Sink) prepare(ctx context.Context) error {
+	m := &s.cfg.Model
+	db, d, err := openStore(s.cfg.StoreURL)
+	if err != nil {
+		return fmt.Errorf("read model %s: store: %w", m.Name, err)
+	}
+	s.st = &store{db: db, d: d}
+	fail := func(err error) error {
+		db.Close()
+		return fmt.Errorf("read model %s: %w", m.Name, err)
+	}
+	if err := ping(ctx, db); err != nil {
+		return fail(fmt.Errorf("store %s does not answer: %w", d.name(), err))
+	}
+	if err := s.st.ensureSinkTables(ctx); err != nil {
+		return fail(err)
+	}
+	p, err := compile(ctx, m, s.cfg.Registry, s.api)
+	if err != nil {
+		db.Close()
+		return err
+	}
+	s.a = &applier{p: p, st: s.st}
+	created, err := s.st.ensureTable(ctx, p)
+	if err != nil {
+		return fail(err)
+	}
+	if created {
+		s.log.Info("created read-model table", "table", m.Table, "store", d.name())
+	}
+	return nil
+}
+
+// adjust starts every assigned partition at the offset stored with the
+// rows (the truth), or at the start when none is stored: never at the
+// group's committed offset, which is for monitoring only.
+func (s *Sink) adjust(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+	stored, err := s.st.loadOffsets(ctx, s.cfg.Model.Name)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for t, parts := range offsets {
+		for p := range parts {
+			k := tp{t, p}
+			if o, ok := stored[k]; ok {
+				parts[p] = kgo.NewOffset().At(o.next).WithEpoch(-1)
+				s.expected[k] = o.next
+			} else {
+				parts[p] = kgo.NewOffset().AtStart()
+				s.expected[k] = -1
+			}
+		}
+	}
+	return offsets, nil
+}
+
+// drop forgets revoked or lost partitions: a batch of theirs no longer
+// commits.
+func (s *Sink) drop(_ context.Context, _ *kgo.Client, parts map[string][]int32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for t, ps := range parts {
+		for _, p := range ps {
+			delete(s.expected, tp{t, p})
+		}
+	}
+}
+
+// reload reads the stored offsets of the assigned partitions again after a
+// fence and moves the consumer there.
+func (s *Sink) reload(ctx context.Context) error {
+	stored, err := s.st.loadOffsets(ctx, s.cfg.Model.Name)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	set := map[string]map[int32]kgo.EpochOffset{}
+	for k := range s.expected {
+		next := int64(0)
+		s.expected[k] = -1
+		if o, ok := stored[k]; ok {
+			next = o.next
+			s.expected[k] = o.next
+		}
+		if set[k.topic] == nil {
+			set[k.topic] = map[int32]kgo.EpochOffset{}
+		}
+		set[k.topic][k.part] = kgo.EpochOffset{Epoch: -1, Offset: next}
+	}
+	s.mu.Unlock()
+	s.cl.SetOffsets(set)
+	return nil
+}
+
+func (s *Sink) expectedCopy() map[tp]int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[tp]int64, len(s.expected))
+	for k, v := range s.expected {
+		out[k] = v
+	}
+	return out
+}
+
+// process applies one poll's records: decoded, poison records handled per
+// on_error, deduplicated per (source, topic key), written in one
+// transaction with the offsets' compare-and-set. A batch the store rejects
+// is applied again record by record to find the culprit.
+func (s *Sink) process(ctx context.Context, recs []*kgo.Record) error {
+	expected := s.expectedCopy()
+	var todo []*kgo.Record
+	for _, r := range recs {
+		e, ok := expected[tp{r.Topic, r.Partition}]
+		if ok && r.Offset >= e { // below e: applied already (a replay after a fence)
+			todo = append(todo, r)
+		}
+	}
+	if len(todo) == 0 {
+		return nil
+	}
+	entries := make([]entry, 0, len(todo))
+	decoded := make(map[*kgo.Record]int, len(todo))
+	for _, r := range todo {
+		src := s.a.sourceOf(r.Topic)
+		e, err := s.a.decode(ctx, src, r)
+		if err != nil {
+			if !errors.Is(err, errUndecodable) {
+				return fmt.Errorf("topic %s partition %d offset %d: %w", r.Topic, r.Partition, r.Offset, err)
+			}
+			if err := s.poison(ctx, recordError(r, err)); err != nil {
+				return err
+			}
+			continue
+		}
+		decoded[r] = len(entries)
+		entries = append(entries, e)
+	}
+	next := map[tp]int64{}
+	for _, r := range todo {
+		next[tp{r.Topic, r.Partition}] = r.Offset + 1
+	}
+	// Latest per (source, topic key): the final state depends on nothing
+	// else, so the survivors may be applied in any order.
+	type sk struct {
+		src int
+		tk  string
+	}
+	last := map[sk]int{}
+	for i, e := range entries {
+		last[sk{e.src, e.tk}] = i
+	}
+	batch := make([]entry, 0, len(last))
+	for i, e := range entries {
+		if last[sk{e.src, e.tk}] == i {
+			batch = append(batch, e)
+		}
+	}
+	var err error
+	for attempt := 1; ; attempt++ {
+		err = s.commit(ctx, expected, next, func(tx *sql.Tx) error {
+			return s.a.write(ctx, tx, batch, time.Now().UnixNano())
+		})
+		if err == nil || !isTransient(err) || attempt == maxTransientAttempts {
+			break
+		}
+		s.log.Info("the store is busy; retrying the batch", "attempt", attempt, "error", err)
+		time.Sleep(time.Duration(attempt) * 100 * time.Millisecond)
+	}
+	switch {
+	case err == nil:
+		s.committed(next, int64(len(todo)))
+		return nil
+	case errors.Is(err, errFenced):
+		return s.fence(ctx, err)
+	case ctx.Err() != nil:
+		return err
+	}
+	if perr := s.st.db.PingContext(ctx); perr != nil || isTransient(err) {
+		return fmt.Errorf("store: %w", err)
+	}
+	s.log.Warn("the store rejected a batch; applying it record by record to find the culprit", "records", len(todo), "error", err)
+	return s.oneByOne(ctx, todo, entries, decoded, expected)
+}
+
+// oneByOne applies records in order, each in its own transaction with its
+// partition's offset, so that a record the store rejects is isolated.
+func (s *Sink) oneByOne(ctx context.Context, todo []*kgo.Record, entries []entry, decoded map[*kgo.Record]int, expected map[tp]int64) error {
+	for _, r := range todo {
+		k := tp{r.Topic, r.Partition}
+		next := map[tp]int64{k: r.Offset + 1}
+		exp := map[tp]int64{k: expected[k]}
+		i, ok := decoded[r]
+		write := func(tx *sql.Tx) error { return nil } // dead-lettered already: the offset only
+		if ok {
+			write = func(tx *sql.Tx) error {
+				return s.a.write(ctx, tx, entries[i:i+1], time.Now().UnixNano())
+			}
+		}
+		var err error
+		for attempt := 1; ; attempt++ {
+			err = s.commit(ctx, exp, next, write)
+			if err == nil || !isTransient(err) || attempt == maxTransientAttempts {
+				break
+			}
+			time.Sleep(time.Duration(attempt) * 100 * time.Millisecond)
+		}
+		if errors.Is(err, errFenced) {
+			return s.fence(ctx, err)
+		}
+		if err != nil {
+			if perr := s.st.db.PingContext(ctx); perr != nil || isTransient(err) {
+				return fmt.Errorf("store: %w", err)
+			}
+			var pe *PoisonError
+			if !errors.As(err, &pe) {
+				err = recordError(r, fmt.Errorf("the store rejected it: %w", err))
+			}
+			if err := s.poison(ctx, err); err != nil {
+				return err
+			}
+			if err := s.commit(ctx, exp, next, func(*sql.Tx) error { return nil }); err != nil {
+				if errors.Is(err, errFenced) {
+					return s.fence(ctx, err)
+				}
+				return err
+			}
+		}
+		expected[k] = r.Offset + 1
+		s.committed(next, 1)
+	}
+	return nil
+}
+
+// commit runs write and the offsets' compare-and-set in one transaction.
+func (s *Sink) commit(ctx context.Context, expected, next map[tp]int64, write func(*sql.Tx) error) error {
+	tx, err := s.st.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	if err := write(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if err := s.st.casOffsets(ctx, tx, s.cfg.Model.Name, expected, next); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// committed records a committed batch: the expected offsets move, and the
+// group's offsets are committed for monitoring (lag tools); the store stays
+// the truth, so a failure there is only logged.
+func (s *Sink) committed(next map[tp]int64, n int64) {
+	s.mu.Lock()
+	for k, v := range next {
+		if _, ok := s.expected[k]; ok {
+			s.expected[k] = v
+		}
+	}
+	s.mu.Unlock()
+	s.batches.Add(1)
+	s.records.Add(n)
+	// Asynchronous (kgo owns the request): the batch does not wait for it.
+	offsets := map[string]map[int32]kgo.EpochOffset{}
+	for k, v := range next {
+		if offsets[k.topic] == nil {
+			offsets[k.topic] = map[int32]kgo.EpochOffset{}
+		}
+		offsets[k.topic][k.part] = kgo.EpochOffset{Epoch: -1, Offset: v}
+	}
+	s.cl.CommitOffsets(context.Background(), offsets, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, _ *kmsg.OffsetCommitResponse, err error) {
+		if err != nil {
+			s.log.Debug("commit group offsets (monitoring only)", "error", err)
+		}
+	})
+}
+
+// fence handles a batch whose offsets moved: nothing of it was applied;
+// consumption resumes at the stored offsets.
+func (s *Sink) fence(ctx context.Context, cause error) error {
+	s.fenced.Add(1)
+	s.log.Info("batch rolled back: its partitions' stored offsets moved (another sink process applied them); resuming from the stored offsets", "cause", cause)
+	return s.reload(ctx)
+}
+
+// poison applies on_error to a record: Stop returns the error (the
+// offsets stay before the record); DeadLetter produces it to the
+// dead-letter topic, waits for the acknowledgement, and returns nil.
+func (s *Sink) poison(ctx context.Context, err error) error {
+	var pe *PoisonError
+	if !errors.As(err, &pe) || s.cfg.Model.OnError != DeadLetter {
+		return err
+	}
+	rec := pe.rec
+	if rec == nil {
+		return err
+	}
+	out := &kgo.Record{
+		Topic: s.cfg.Model.DeadLetterTopic,
+		Key:   rec.Key,
+		Value: rec.Value,
+		Headers: append(append([]kgo.RecordHeader{}, rec.Headers...),
+			kgo.RecordHeader{Key: "replicator.error", Value: []byte(pe.Err.Error())},
+			kgo.RecordHeader{Key: "replicator.topic", Value: []byte(rec.Topic)},
+			kgo.RecordHeader{Key: "replicator.partition", Value: []byte(strconv.Itoa(int(rec.Partition)))},
+			kgo.RecordHeader{Key: "replicator.offset", Value: []byte(strconv.FormatInt(rec.Offset, 10))},
+			kgo.RecordHeader{Key: "replicator.read_model", Value: []byte(s.cfg.Model.Name)},
+		),
+	}
+	if perr := s.cl.ProduceSync(ctx, out).FirstErr(); perr != nil {
+		return fmt.Errorf("%w; and producing it to dead-letter topic %s failed: %v", err, s.cfg.Model.DeadLetterTopic, perr)
+	}
+	s.deadLettered.Add(1)
+	s.log.Warn("poison record sent to the dead-letter topic", "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "dead_letter_topic", s.cfg.Model.DeadLetterTopic, "error", pe.Err)
+	return nil
+}
+
+// ensureDeadLetterTopic creates the dead-letter topic when missing (the
+// broker's default partitions and replication; not compacted: every poison
+// record is kept).
+func (s *Sink) ensureDeadLetterTopic(ctx context.Context) error {
+	adm := kadm.NewClient(s.cl)
+	res, err := adm.CreateTopic(ctx, -1, -1, nil, s.cfg.Model.DeadLetterTopic)
+	if err == nil {
+		err = res.Err
+	}
+	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+		return fmt.Errorf("read model %s: create dead-letter topic %s: %w", s.cfg.Model.Name, s.cfg.Model.DeadLetterTopic, err)
+	}
+	return nil
+}
+
+// reportLag warns when the read model may have missed tombstones
+// ([CheckLag]).
+func (s *Sink) reportLag(ctx context.Context, topics []string) {
+	lags, err := CheckLag(ctx, kadm.NewClient(s.cl), s.st, s.cfg.Model.Name, topics, time.Now())
+	if err != nil {
+		s.log.Warn("could not check for missed tombstones", "error", err)
+		return
+	}
+	for _, l := range lags {
+		s.log.Warn(l.String())
+	}
+}
+
+// ping checks the store answers. SQLite's switch to WAL on a new
+// connection takes the file's lock without waiting for a busy one, so read
+// models sharing a file and starting together see SQLITE_BUSY for a
+// moment: that is retried for a few seconds.
+func ping(ctx context.Context, db *sql.DB) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := db.PingContext(ctx)
+		if err == nil || !strings.Contains(err.Error(), "SQLITE_BUSY") || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,419 @@
+package sink
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// The sink's own tables, in the read-model database beside the read
+// models: the consumed offsets (written in the same transaction as the
+// rows) and the side table of non-owner sources (docs/ARCHITECTURE.md, "The
+// sink").
+const (
+	offsetsTable = "replicator_sink_offsets"
+	sideTable    = "replicator_sink_side"
+)
+
+// errFenced is returned by a batch whose offsets were moved by another sink
+// process since this one read them: the batch is rolled back, and the
+// offsets reloaded.
+var errFenced = errors.New("the stored offsets moved: another sink process applied these partitions")
+
+// store is a read-model database: one implementation over database/sql,
+// with what differs per database in its dialect. Safe for concurrent use
+// as *sql.DB is; a read model uses it from one goroutine.
+type store struct {
+	db *sql.DB
+	d  dialect
+}
+
+// tp is a topic partition.
+type tp struct {
+	topic string
+	part  int32
+}
+
+// ensureSinkTables creates the offsets and side tables when missing. Read
+// models sharing a database start side by side, and CREATE … IF NOT EXISTS
+// is not safe against a concurrent creation (PostgreSQL fails on its
+// catalog's unique index, MySQL on a duplicate index): a failed attempt is
+// retried, and the retry finds the tables there.
+func (s *store) ensureSinkTables(ctx context.Context) error {
+	var err error
+	for attempt := 1; attempt <= 5; attempt++ {
+		if err = s.createSinkTables(ctx); err == nil {
+			return nil
+		}
+		// The other creator's transaction may not have committed yet.
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(attempt) * 200 * time.Millisecond):
+		}
+	}
+	return err
+}
+
+func (s *store) createSinkTables(ctx context.Context) error {
+	q, key := s.d.quote, s.d.textKeyType
+	stmts := []string{
+		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s (read_model %s NOT NULL, topic %s NOT NULL, part INTEGER NOT NULL,
+			next_offset BIGINT NOT NULL, updated_at BIGINT NOT NULL, PRIMARY KEY (read_model, topic, part))`,
+			q(offsetsTable), key(200), key(249)),
+		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s (read_model %s NOT NULL, topic %s NOT NULL, topic_key %s NOT NULL,
+			row_key %s NOT NULL, seq BIGINT NOT NULL, key_bytes %s, value_bytes %s NOT NULL,
+			PRIMARY KEY (read_model, topic, topic_key))`,
+			q(sideTable), key(200), key(249), key(64), key(64), s.d.blobType(), s.d.blobType()),
+	}
+	for _, st := range stmts {
+		if _, err := s.db.ExecContext(ctx, st); err != nil {
+			return fmt.Errorf("create the sink's tables: %w", err)
+		}
+	}
+	// The row lookup of the side table. MySQL has no CREATE INDEX IF NOT
+	// EXISTS before 8.0.29 (MariaDB has), so look first.
+	idx := sideTable + "_row"
+	var exists bool
+	switch s.d.(type) {
+	case mysqlDialect:
+		var n int
+		err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM information_schema.statistics
+			WHERE table_schema = DATABASE() AND table_name = ? AND index_name = ?`, sideTable, idx).Scan(&n)
+		if err != nil {
+			return fmt.Errorf("look up index %s: %w", idx, err)
+		}
+		exists = n > 0
+	}
+	if !exists {
+		ine := "IF NOT EXISTS "
+		if _, ok := s.d.(mysqlDialect); ok {
+			ine = ""
+		}
+		if _, err := s.db.ExecContext(ctx, fmt.Sprintf(`CREATE INDEX %s%s ON %s (read_model, row_key)`, ine, q(idx), q(sideTable))); err != nil {
+			return fmt.Errorf("create index %s: %w", idx, err)
+		}
+	}
+	return nil
+}
+
+// ensureTable creates the read-model table from the plan when missing; an
+// existing one must have every column (it may have more).
+func (s *store) ensureTable(ctx context.Context, p *plan) (created bool, err error) {
+	have, err := s.d.columns(ctx, s.db, p.model.Table)
+	if err != nil {
+		return false, fmt.Errorf("read the columns of table %s: %w", s.d.quote(p.model.Table), err)
+	}
+	if have != nil {
+		set := map[string]bool{}
+		for _, c := range have {
+			set[c] = true
+		}
+		var missing []string
+		for _, c := range p.columns {
+			if !set[c.name] {
+				missing = append(missing, s.d.quote(c.name))
+			}
+		}
+		if len(missing) > 0 {
+			return false, fmt.Errorf("table %s exists but lacks column(s) %s: add them (ALTER TABLE … ADD COLUMN), drop the table so the sink creates it, or point table: at a new one",
+				s.d.quote(p.model.Table), strings.Join(missing, ", "))
+		}
+		return false, nil
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "CREATE TABLE %s (", s.d.quote(p.model.Table))
+	for i, c := range p.columns {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		typ := c.override
+		if typ == "" {
+			typ = s.d.sqlType(c.typ, c.source < 0)
+		}
+		b.WriteString(s.d.quote(c.name) + " " + typ)
+		if c.source < 0 {
+			b.WriteString(" NOT NULL")
+		}
+	}
+	fmt.Fprintf(&b, ", PRIMARY KEY (%s))", quoteList(s.d, p.model.Key))
+	if _, err := s.db.ExecContext(ctx, b.String()); err != nil {
+		// Another process of the read model may have created it just now.
+		if have, cerr := s.d.columns(ctx, s.db, p.model.Table); cerr == nil && have != nil {
+			return s.ensureTable(ctx, p)
+		}
+		return false, fmt.Errorf("create table %s: %w", s.d.quote(p.model.Table), err)
+	}
+	return true, nil
+}
+
+// offsetRow is a stored position.
+type offsetRow struct {
+	next      int64
+	updatedAt time.Time
+}
+
+// loadOffsets returns the read model's stored offsets.
+func (s *store) loadOffsets(ctx context.Context, model string) (map[tp]offsetRow, error) {
+	rows, err := s.db.QueryContext(ctx, fmt.Sprintf(`SELECT topic, part, next_offset, updated_at FROM %s WHERE read_model = %s`,
+		s.d.quote(offsetsTable), s.d.param(1)), model)
+	if err != nil {
+		return nil, fmt.Errorf("read the stored offsets: %w", err)
+	}
+	defer rows.Close()
+	out := map[tp]offsetRow{}
+	for rows.Next() {
+		var t tp
+		var next, at int64
+		if err := rows.Scan(&t.topic, &t.part, &next, &at); err != nil {
+			return nil, fmt.Errorf("read the stored offsets: %w", err)
+		}
+		out[t] = offsetRow{next: next, updatedAt: time.UnixMilli(at)}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read the stored offsets: %w", err)
+	}
+	return out, nil
+}
+
+// casOffsets moves each partition's stored offset from expected (-1: no row
+// yet) to next, failing with errFenced when one was not at expected.
+func (s *store) casOffsets(ctx context.Context, tx *sql.Tx, model string, expected, next map[tp]int64) error {
+	now := time.Now().UnixMilli()
+	p := s.d.param
+	upd := fmt.Sprintf(`UPDATE %s SET next_offset = %s, updated_at = %s WHERE read_model = %s AND topic = %s AND part = %s AND next_offset = %s`,
+		s.d.quote(offsetsTable), p(1), p(2), p(3), p(4), p(5), p(6))
+	ins := fmt.Sprintf(`INSERT INTO %s (read_model, topic, part, next_offset, updated_at) VALUES (%s, %s, %s, %s, %s)`,
+		s.d.quote(offsetsTable), p(1), p(2), p(3), p(4), p(5))
+	for t, n := range next {
+		e, ok := expected[t]
+		if !ok {
+			return fmt.Errorf("%w (partition %s/%d is no longer assigned)", errFenced, t.topic, t.part)
+		}
+		if e < 0 {
+			if _, err := tx.ExecContext(ctx, ins, model, t.topic, t.part, n, now); err != nil {
+				// A row inserted by another process meanwhile is a
+				// fence; anything else shows again at the reload.
+				return fmt.Errorf("%w (insert of partition %s/%d: %v)", errFenced, t.topic, t.part, err)
+			}
+			continue
+		}
+		res, err := tx.ExecContext(ctx, upd, n, now, model, t.topic, t.part, e)
+		if err != nil {
+			return fmt.Errorf("store offset of %s/%d: %w", t.topic, t.part, err)
+		}
+		if k, err := res.RowsAffected(); err != nil {
+			return fmt.Errorf("store offset of %s/%d: %w", t.topic, t.part, err)
+		} else if k != 1 {
+			return fmt.Errorf("%w (partition %s/%d is no longer at offset %d)", errFenced, t.topic, t.part, e)
+		}
+	}
+	return nil
+}
+
+// chunk is how many rows of width columns fit in one statement.
+func (s *store) chunk(width int) int {
+	n := s.d.maxParams() / max(width, 1)
+	return max(1, min(n, 500))
+}
+
+// upsertRows writes rows (cols[:nkey] the key) in multi-row INSERTs that
+// update every non-key column on conflict.
+func (s *store) upsertRows(ctx context.Context, tx *sql.Tx, table string, cols []string, nkey int, rows [][]any) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	tail := s.d.onConflict(cols[:nkey], cols[nkey:])
+	head := fmt.Sprintf("INSERT INTO %s (%s) VALUES ", s.d.quote(table), quoteList(s.d, cols))
+	for start := 0; start < len(rows); start += s.chunk(len(cols)) {
+		part := rows[start:min(len(rows), start+s.chunk(len(cols)))]
+		var b strings.Builder
+		b.WriteString(head)
+		args := make([]any, 0, len(part)*len(cols))
+		for i, r := range part {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteByte('(')
+			for j, v := range r {
+				if j > 0 {
+					b.WriteString(", ")
+				}
+				args = append(args, v)
+				b.WriteString(s.d.param(len(args)))
+			}
+			b.WriteByte(')')
+		}
+		b.WriteString(tail)
+		if _, err := tx.ExecContext(ctx, b.String(), args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// keyMatch is "(k1, k2) IN ((…), (…))" for n keys, parameters from first.
+func (s *store) keyMatch(keyCols []string, n, first int) string {
+	var b strings.Builder
+	if len(keyCols) == 1 {
+		b.WriteString(s.d.quote(keyCols[0]) + " IN (")
+	} else {
+		b.WriteString("(" + quoteList(s.d, keyCols) + ") IN (")
+		if _, ok := s.d.(sqliteDialect); ok {
+			b.WriteString("VALUES ") // SQLite takes row values from VALUES only
+		}
+	}
+	p := first
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		if len(keyCols) > 1 {
+			b.WriteByte('(')
+		}
+		for j := range keyCols {
+			if j > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString(s.d.param(p))
+			p++
+		}
+		if len(keyCols) > 1 {
+			b.WriteByte(')')
+		}
+	}
+	b.WriteByte(')')
+	return b.String()
+}
+
+// deleteRows deletes the rows of keys in multi-row statements.
+func (s *store) deleteRows(ctx context.Context, tx *sql.Tx, table string, keyCols []string, keys [][]any) error {
+	step := s.chunk(len(keyCols))
+	for start := 0; start < len(keys); start += step {
+		part := keys[start:min(len(keys), start+step)]
+		args := make([]any, 0, len(part)*len(keyCols))
+		for _, k := range part {
+			args = append(args, k...)
+		}
+		q := fmt.Sprintf("DELETE FROM %s WHERE %s", s.d.quote(table), s.keyMatch(keyCols, len(part), 1))
+		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// updateRows sets cols of existing rows only (rows are set values then key
+// values), with one prepared statement in the transaction.
+func (s *store) updateRows(ctx context.Context, tx *sql.Tx, table string, keyCols, cols []string, rows [][]any) error {
+	if len(rows) == 0 || len(cols) == 0 {
+		return nil
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "UPDATE %s SET ", s.d.quote(table))
+	n := 0
+	for i, c := range cols {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		n++
+		b.WriteString(s.d.quote(c) + " = " + s.d.param(n))
+	}
+	b.WriteString(" WHERE ")
+	for i, c := range keyCols {
+		if i > 0 {
+			b.WriteString(" AND ")
+		}
+		n++
+		b.WriteString(s.d.quote(c) + " = " + s.d.param(n))
+	}
+	st, err := tx.PrepareContext(ctx, b.String())
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	for _, r := range rows {
+		if _, err := st.ExecContext(ctx, r...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sideRow is a non-owner source's latest record for one topic key.
+type sideRow struct {
+	topic    string
+	topicKey string // hash of the decoded topic key
+	rowKey   string // hash of the decoded row key
+	seq      int64
+	key      []byte // the framed key record
+	value    []byte // the framed value record
+}
+
+// sideByTopicKey returns the side rows of topic's topic keys.
+func (s *store) sideByTopicKey(ctx context.Context, tx *sql.Tx, model, topic string, hashes []string) (map[string]sideRow, error) {
+	out := map[string]sideRow{}
+	err := s.sideQuery(ctx, tx, "topic = "+s.d.param(2)+" AND topic_key", []any{model, topic}, hashes, func(r sideRow) { out[r.topicKey] = r })
+	return out, err
+}
+
+// sideByRowKey returns every side row mapping to one of the row keys.
+func (s *store) sideByRowKey(ctx context.Context, tx *sql.Tx, model string, hashes []string) ([]sideRow, error) {
+	var out []sideRow
+	err := s.sideQuery(ctx, tx, "row_key", []any{model}, hashes, func(r sideRow) { out = append(out, r) })
+	return out, err
+}
+
+func (s *store) sideQuery(ctx context.Context, tx *sql.Tx, match string, fixed []any, hashes []string, f func(sideRow)) error {
+	step := s.chunk(1) - len(fixed)
+	for start := 0; start < len(hashes); start += step {
+		part := hashes[start:min(len(hashes), start+step)]
+		args := append([]any{}, fixed...)
+		marks := make([]string, len(part))
+		for i, h := range part {
+			args = append(args, h)
+			marks[i] = s.d.param(len(args))
+		}
+		q := fmt.Sprintf("SELECT topic, topic_key, row_key, seq, key_bytes, value_bytes FROM %s WHERE read_model = %s AND %s IN (%s)",
+			s.d.quote(sideTable), s.d.param(1), match, strings.Join(marks, ", "))
+		rows, err := tx.QueryContext(ctx, q, args...)
+		if err != nil {
+			return fmt.Errorf("read the side table: %w", err)
+		}
+		for rows.Next() {
+			var r sideRow
+			if err := rows.Scan(&r.topic, &r.topicKey, &r.rowKey, &r.seq, &r.key, &r.value); err != nil {
+				rows.Close()
+				return fmt.Errorf("read the side table: %w", err)
+			}
+			f(r)
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return fmt.Errorf("read the side table: %w", err)
+		}
+	}
+	return nil
+}
+
+// putSide upserts side rows.
+func (s *store) putSide(ctx context.Context, tx *sql.Tx, model string, rows []sideRow) error {
+	vals := make([][]any, len(rows))
+	for i, r := range rows {
+		vals[i] = []any{model, r.topic, r.topicKey, r.rowKey, r.seq, r.key, r.value}
+	}
+	return s.upsertRows(ctx, tx, sideTable, []string{"read_model", "topic", "topic_key", "row_key", "seq", "key_bytes", "value_bytes"}, 3, vals)
+}
+
+// deleteSide removes topic keys of topic from the side table.
+func (s *store) deleteSide(ctx context.Context, tx *sql.Tx, model, topic string, hashes []string) error {
+	keys := make([][]any, len(hashes))
+	for i, h := range hashes {
+		keys[i] = []any{model, topic, h}
+	}
+	return s.deleteRows(ctx, tx, sideTable, []string{"read_model", "topic", "topic_key"}, keys)
+}

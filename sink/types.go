@@ -1,0 +1,289 @@
+package sink
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"math"
+	"math/big"
+	"strconv"
+	"time"
+
+	"github.com/hamba/avro/v2"
+)
+
+// kind is what a column holds, derived once from the Avro field type. It is
+// the sink's only switch over Avro types; dialects map a kind to a SQL type
+// and a decoded value to a driver value.
+type kind int
+
+const (
+	kindString kind = iota
+	kindInt
+	kindLong
+	kindFloat
+	kindDouble
+	kindBool
+	kindBytes
+	kindDecimal
+	kindUUID
+	kindDate
+	kindTime           // time-micros / time-millis
+	kindTimestamp      // timestamp-micros / -millis (an instant)
+	kindLocalTimestamp // local-timestamp-micros / -millis (wall clock)
+	kindJSON           // arrays, maps and anything else: JSON text
+)
+
+// fieldType is a column's kind plus what the SQL type needs.
+type fieldType struct {
+	kind      kind
+	nullable  bool
+	precision int // decimal
+	scale     int // decimal
+	// items is the kind of an array's elements (kindJSON for an array of
+	// something without a plain SQL element type, and for non-arrays).
+	items kind
+	array bool
+}
+
+// typeOf derives the column type of an Avro field schema.
+func typeOf(s avro.Schema) fieldType {
+	var t fieldType
+	if u, ok := s.(*avro.UnionSchema); ok {
+		var inner avro.Schema
+		for _, m := range u.Types() {
+			if m.Type() == avro.Null {
+				t.nullable = true
+				continue
+			}
+			if inner != nil { // a union of several non-null types: JSON
+				t.kind = kindJSON
+				return t
+			}
+			inner = m
+		}
+		if inner == nil {
+			t.kind = kindJSON
+			return t
+		}
+		s = inner
+	}
+	if ls, ok := s.(avro.LogicalTypeSchema); ok && ls.Logical() != nil {
+		switch l := ls.Logical().(type) {
+		case *avro.DecimalLogicalSchema:
+			t.kind, t.precision, t.scale = kindDecimal, l.Precision(), l.Scale()
+			return t
+		default:
+			switch l.Type() {
+			case avro.UUID:
+				t.kind = kindUUID
+			case avro.Date:
+				t.kind = kindDate
+			case avro.TimeMillis, avro.TimeMicros:
+				t.kind = kindTime
+			case avro.TimestampMillis, avro.TimestampMicros:
+				t.kind = kindTimestamp
+			case avro.LocalTimestampMillis, avro.LocalTimestampMicros:
+				t.kind = kindLocalTimestamp
+			default:
+				t.kind = kindFromPrimitive(s.Type())
+			}
+			return t
+		}
+	}
+	t.kind = kindFromPrimitive(s.Type())
+	if a, ok := s.(*avro.ArraySchema); ok {
+		t.array = true
+		t.items = kindJSON
+		it := typeOf(a.Items())
+		switch {
+		case it.array, it.kind == kindJSON:
+		case it.kind == kindString && !isLogical(a.Items()):
+			t.items = kindString
+		case it.kind == kindInt, it.kind == kindLong, it.kind == kindFloat, it.kind == kindDouble, it.kind == kindBool:
+			t.items = it.kind
+		}
+	}
+	return t
+}
+
+// isLogical reports whether s (or its non-null union branch) carries a
+// logical type.
+func isLogical(s avro.Schema) bool {
+	if u, ok := s.(*avro.UnionSchema); ok {
+		for _, m := range u.Types() {
+			if m.Type() != avro.Null {
+				s = m
+			}
+		}
+	}
+	ls, ok := s.(avro.LogicalTypeSchema)
+	return ok && ls.Logical() != nil
+}
+
+// typedArray converts a decoded array of plain elements into a slice of
+// pointers (nil for a null element), which pgx encodes as a PostgreSQL
+// array; ok is false for elements without a plain SQL type.
+func typedArray(items kind, v any) (any, bool) {
+	list, isList := unwrapUnion(v).([]any)
+	if !isList {
+		return nil, false
+	}
+	switch items {
+	case kindString:
+		out := make([]*string, len(list))
+		for i, e := range list {
+			if x, ok := unwrapUnion(e).(string); ok {
+				out[i] = &x
+			}
+		}
+		return out, true
+	case kindInt, kindLong:
+		out := make([]*int64, len(list))
+		for i, e := range list {
+			switch x := unwrapUnion(e).(type) {
+			case int:
+				y := int64(x)
+				out[i] = &y
+			case int32:
+				y := int64(x)
+				out[i] = &y
+			case int64:
+				out[i] = &x
+			}
+		}
+		return out, true
+	case kindFloat, kindDouble:
+		out := make([]*float64, len(list))
+		for i, e := range list {
+			switch x := unwrapUnion(e).(type) {
+			case float32:
+				y := float64(x)
+				out[i] = &y
+			case float64:
+				out[i] = &x
+			}
+		}
+		return out, true
+	case kindBool:
+		out := make([]*bool, len(list))
+		for i, e := range list {
+			if x, ok := unwrapUnion(e).(bool); ok {
+				out[i] = &x
+			}
+		}
+		return out, true
+	}
+	return nil, false
+}
+
+func kindFromPrimitive(t avro.Type) kind {
+	switch t {
+	case avro.String, avro.Enum:
+		return kindString
+	case avro.Int:
+		return kindInt
+	case avro.Long:
+		return kindLong
+	case avro.Float:
+		return kindFloat
+	case avro.Double:
+		return kindDouble
+	case avro.Boolean:
+		return kindBool
+	case avro.Bytes, avro.Fixed:
+		return kindBytes
+	}
+	return kindJSON
+}
+
+// unwrapUnion undoes hamba/avro's decoding of a union of a named or complex
+// type into a map of one entry (branch name → value).
+func unwrapUnion(v any) any {
+	if m, ok := v.(map[string]any); ok && len(m) == 1 {
+		for _, inner := range m {
+			return inner
+		}
+	}
+	return v
+}
+
+// valueText renders decoded values the way every store can hold them as
+// text: ISO-8601 times, decimals at their scale, JSON for the rest. Dialects
+// use it for what they store as text.
+func valueText(t fieldType, v any) (string, error) {
+	switch t.kind {
+	case kindDecimal:
+		r, ok := v.(*big.Rat)
+		if !ok {
+			return "", fmt.Errorf("decimal: got %T", v)
+		}
+		return r.FloatString(t.scale), nil
+	case kindTimestamp:
+		tm, ok := v.(time.Time)
+		if !ok {
+			return "", fmt.Errorf("timestamp: got %T", v)
+		}
+		return tm.UTC().Format("2006-01-02T15:04:05.000000Z"), nil
+	case kindLocalTimestamp:
+		tm, ok := v.(time.Time)
+		if !ok {
+			return "", fmt.Errorf("local timestamp: got %T", v)
+		}
+		return tm.UTC().Format("2006-01-02T15:04:05.000000"), nil
+	case kindDate:
+		tm, ok := v.(time.Time)
+		if !ok {
+			return "", fmt.Errorf("date: got %T", v)
+		}
+		return tm.UTC().Format("2006-01-02"), nil
+	case kindTime:
+		d, ok := v.(time.Duration)
+		if !ok {
+			return "", fmt.Errorf("time: got %T", v)
+		}
+		us := d.Microseconds()
+		return fmt.Sprintf("%02d:%02d:%02d.%06d", us/3_600_000_000, us/60_000_000%60, us/1_000_000%60, us%1_000_000), nil
+	case kindJSON:
+		b, err := json.Marshal(jsonSafe(v))
+		return string(b), err
+	}
+	return fmt.Sprint(v), nil
+}
+
+// jsonSafe turns decoded Avro values into values encoding/json renders
+// without loss: bytes as base64, decimals as strings, times as ISO-8601,
+// non-finite floats as strings.
+func jsonSafe(v any) any {
+	switch x := unwrapUnion(v).(type) {
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = jsonSafe(e)
+		}
+		return out
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[k] = jsonSafe(e)
+		}
+		return out
+	case []byte:
+		return base64.StdEncoding.EncodeToString(x)
+	case *big.Rat:
+		return x.RatString()
+	case time.Time:
+		return x.UTC().Format(time.RFC3339Nano)
+	case time.Duration:
+		return x.Microseconds()
+	case float64:
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return strconv.FormatFloat(x, 'g', -1, 64)
+		}
+	case float32:
+		if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
+			return strconv.FormatFloat(float64(x), 'g', -1, 32)
+		}
+	}
+	return v
+}

@@ -1,0 +1,62 @@
+package sink
+
+import (
+	"math/big"
+	"testing"
+	"time"
+)
+
+// TestTypes writes every Avro type of the topic format into each store
+// through a created table and reads it back as text.
+func TestTypes(t *testing.T) {
+	t.Parallel()
+	value := `{"type":"record","name":"typed","fields":[
+		{"name":"id","type":"long"},
+		{"name":"i","type":"int"},
+		{"name":"f","type":"float"},
+		{"name":"d","type":"double"},
+		{"name":"b","type":"boolean"},
+		{"name":"s","type":["null","string"],"default":null},
+		{"name":"raw","type":"bytes"},
+		{"name":"amount","type":{"type":"bytes","logicalType":"decimal","precision":12,"scale":2}},
+		{"name":"u","type":{"type":"string","logicalType":"uuid"}},
+		{"name":"day","type":{"type":"int","logicalType":"date"}},
+		{"name":"tod","type":{"type":"long","logicalType":"time-micros"}},
+		{"name":"ts","type":{"type":"long","logicalType":"timestamp-micros"}},
+		{"name":"lts","type":{"type":"long","logicalType":"local-timestamp-micros"}},
+		{"name":"tags","type":["null",{"type":"array","items":["null","string"]}],"default":null},
+		{"name":"nums","type":{"type":"array","items":["null","long"]}}
+	]}`
+	key := `{"type":"record","name":"typed_key","fields":[{"name":"id","type":"long"}]}`
+	cols := []string{"id", "i", "f", "d", "b", "s", "raw", "amount", "u", "day", "tod", "ts", "lts", "tags", "nums"}
+	ts := time.Date(2024, 5, 6, 7, 8, 9, 123456000, time.UTC)
+	rec := map[string]any{
+		"id": int64(1), "i": 42, "f": float32(1.5), "d": 2.25, "b": true, "s": "text ü",
+		"raw": []byte("bin"), "amount": big.NewRat(-123456, 100), "u": "6ba7b810-9dad-11d1-80b4-00c04fd430c8",
+		"day": time.Date(2024, 2, 29, 0, 0, 0, 0, time.UTC), "tod": 13*time.Hour + 14*time.Minute + 15*time.Second + 16*time.Microsecond,
+		"ts": ts, "lts": ts, "tags": []any{"a", nil, "c"}, "nums": []any{int64(1), nil, int64(-3)},
+	}
+	for _, c := range []struct {
+		sk   storeKind
+		want string
+	}{
+		{sqliteStore(), `1|42|1.5|2.25|1|text ü|bin|-1234.56|6ba7b810-9dad-11d1-80b4-00c04fd430c8|2024-02-29|13:14:15.000016|2024-05-06T07:08:09.123456Z|2024-05-06T07:08:09.123456|["a",null,"c"]|[1,null,-3]`},
+		{postgresStore(t), `1|42|1.5|2.25|true|text ü|bin|-1234.56|6ba7b810-9dad-11d1-80b4-00c04fd430c8|2024-02-29T00:00:00Z|13:14:15.000016|2024-05-06T07:08:09.123456Z|2024-05-06T07:08:09.123456Z|{a,NULL,c}|{1,NULL,-3}`},
+		{mysqlStore(), `1|42|1.5|2.25|1|text ü|bin|-1234.56|6ba7b810-9dad-11d1-80b4-00c04fd430c8|2024-02-29T00:00:00Z|13:14:15.000016|2024-05-06T07:08:09.123456Z|2024-05-06T07:08:09.123456Z|["a",null,"c"]|[1,null,-3]`},
+	} {
+		t.Run(c.sk.name, func(t *testing.T) {
+			t.Parallel()
+			store := c.sk.fresh(t)
+			e := newEnv(t)
+			w := e.topic("typed", key, value)
+			w.put(map[string]any{"id": int64(1)}, rec)
+			var mcols []Column
+			for _, n := range cols[1:] {
+				mcols = append(mcols, Column{Name: n, Field: n})
+			}
+			r := e.start(ReadModel{Name: "typed", Table: "typed", Key: []string{"id"}, Sources: []Source{{Topic: "typed", Key: []string{"id"}, Owner: true, Columns: mcols}}}, store)
+			r.waitRecords(t, 1)
+			wantRows(t, store, "typed", cols, c.want)
+		})
+	}
+}
