@@ -101,11 +101,12 @@ type Pipeline struct {
 	// commit time and XID, so their records share one read-only slice
 	// instead of formatting it per row. Only Handle's goroutine uses it.
 	last struct {
-		op      source.Op
-		lsn     uint64
-		time    time.Time
-		xid     uint32
-		headers []kgo.RecordHeader
+		op        source.Op
+		lsn       uint64
+		time      time.Time
+		xid       uint32
+		republish string
+		headers   []kgo.RecordHeader
 	}
 
 	// Used by Handle only (one goroutine), to save per-record work.
@@ -423,10 +424,10 @@ func topicOp(op source.Op) cdc.Op {
 // place (tombstone copies the slice).
 func (p *Pipeline) headers(c *source.Change) []kgo.RecordHeader {
 	l := &p.last
-	if l.headers != nil && l.op == c.Op && l.lsn == uint64(c.LSN) && l.xid == c.XID && l.time.Equal(c.CommitTime) {
+	if l.headers != nil && l.op == c.Op && l.lsn == uint64(c.LSN) && l.xid == c.XID && l.time.Equal(c.CommitTime) && l.republish == c.Republish {
 		return l.headers
 	}
-	l.op, l.lsn, l.time, l.xid = c.Op, uint64(c.LSN), c.CommitTime, c.XID
+	l.op, l.lsn, l.time, l.xid, l.republish = c.Op, uint64(c.LSN), c.CommitTime, c.XID, c.Republish
 	l.headers = changeHeaders(c)
 	return l.headers
 }
@@ -440,6 +441,9 @@ func changeHeaders(c *source.Change) []kgo.RecordHeader {
 	)
 	if c.XID != 0 {
 		h = append(h, kgo.RecordHeader{Key: cdc.HeaderXID, Value: strconv.AppendUint(nil, uint64(c.XID), 10)})
+	}
+	if c.Republish != "" {
+		h = append(h, kgo.RecordHeader{Key: cdc.HeaderRepublish, Value: []byte(c.Republish)})
 	}
 	return h
 }
