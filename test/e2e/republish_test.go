@@ -4,9 +4,12 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -182,4 +185,125 @@ func startRandomWriter(t *testing.T, dsn string) func() int {
 	}
 	t.Cleanup(func() { stop() })
 	return stop
+}
+
+// TestRepublishResumesAfterKill9: a daemon killed with SIGKILL in the
+// middle of a republish, started again, completes it from the last
+// acknowledged chunk: the keys of the chunks completed before the kill are
+// not read again, the others are, and the topic converges.
+func TestRepublishResumesAfterKill9(t *testing.T) {
+	ddl := fmt.Sprintf(`CREATE TABLE items (id bigint PRIMARY KEY, v int NOT NULL);
+INSERT INTO items SELECT g, g FROM generate_series(1, %d) g;`, republishRows)
+	env := newEvolveEnv(t, ddl, "  - table: items\n")
+	p := env.start(t)
+	waitSlot(t, env.conn, "replicator", p)
+	waitOutput(t, p, "initial snapshot complete")
+
+	// 1,000-row chunks at 5,000 rows/s: six seconds, long enough to kill
+	// it midway.
+	id := requestRepublish(t, env.cfgPath, "--entity", "items", "--chunk-rows", "1000", "--rate", "5000")
+	statePath := filepath.Join(env.dataDir, "source", "slot-replicator.json")
+	after := waitRepublishChunks(t, statePath, p, 2)
+	if err := p.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-p.done
+	// The state may have moved on between the read above and the kill.
+	after = lastRepublishKey(t, statePath)
+	restart := currentLSN(t, env.conn)
+	t.Logf("killed after key %d", after)
+
+	p = env.start(t)
+	waitOutput(t, p, "republish complete\" id="+id)
+	t.Logf("republish complete")
+	waitCaughtUp(t, env.conn, "replicator", p)
+	records := readTopic(t, env.broker, env.registryURL, "items")
+	t.Logf("read %d records", len(records))
+	assertConverged(t, records, tableState(t, env.conn, `SELECT id, v FROM items`), nil)
+	again := 0
+	for _, r := range records {
+		if r.Headers[cdc.HeaderRepublish] != id {
+			continue
+		}
+		lsn, err := pglogrepl.ParseLSN(r.Headers[cdc.HeaderLSN])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if lsn < restart {
+			continue
+		}
+		k, _ := strconv.ParseInt(pgText(r.Key["id"]), 10, 64)
+		if k <= after {
+			t.Fatalf("key %d was republished again after the restart: its chunk (up to key %d) completed before the kill", k, after)
+		}
+		again++
+	}
+	if want := republishRows - int(after); again != want {
+		t.Errorf("republished %d rows after the restart, want %d (the keys after %d)", again, want, after)
+	}
+	p.stop(t)
+}
+
+// waitRepublishChunks polls the state file until the only republish job
+// has at least n chunks done, and returns its last key.
+func waitRepublishChunks(t *testing.T, statePath string, p *process, n int) int64 {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if st, ok := readRepublishState(t, statePath); ok && st.Chunks >= n {
+			k, _ := strconv.ParseInt(st.After[0], 10, 64)
+			return k
+		}
+		select {
+		case err := <-p.done:
+			t.Fatalf("replicator exited (%v) during the republish; output:\n%s", err, p.output.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the republish did not complete %d chunks within 60s; output:\n%s", n, p.output.String())
+		}
+	}
+}
+
+// lastRepublishKey is the last key of the last completed chunk in the
+// state file.
+func lastRepublishKey(t *testing.T, statePath string) int64 {
+	t.Helper()
+	st, ok := readRepublishState(t, statePath)
+	if !ok || st.Done || len(st.After) != 1 {
+		t.Fatalf("state after the kill: %+v (found %v), want an unfinished table with a last key", st, ok)
+	}
+	k, err := strconv.ParseInt(st.After[0], 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// republishTableState is a table of a republish job in the state file.
+type republishTableState struct {
+	After  []string `json:"after"`
+	Chunks int      `json:"chunks"`
+	Done   bool     `json:"done"`
+}
+
+// readRepublishState reads the first table of the first republish job.
+func readRepublishState(t *testing.T, statePath string) (republishTableState, bool) {
+	t.Helper()
+	b, err := os.ReadFile(statePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st struct {
+		Republish []struct {
+			Tables []republishTableState `json:"tables"`
+		} `json:"republish"`
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatalf("parse %s: %v", statePath, err)
+	}
+	if len(st.Republish) == 0 || len(st.Republish[0].Tables) == 0 {
+		return republishTableState{}, false
+	}
+	return st.Republish[0].Tables[0], true
 }
