@@ -54,6 +54,7 @@ type Pipeline struct {
 	prod     producer
 	schemas  schemaRegistry // nil: a changed schema cannot be registered
 	keys     keyReader      // nil: a TRUNCATE cannot be published
+	spillDir string         // where a reconcile spills keys; "": the system's temp dir
 
 	// truncateDedupe bounds the keys a TRUNCATE remembers having
 	// tombstoned; truncatePeak is the most it held at once (tests read

@@ -52,6 +52,7 @@ const (
 	LogRepublishTableDone = "republish of table complete"
 	LogRepublishDone      = "republish complete"
 	LogRepublishCancelled = "republish cancelled"
+	LogReconciled         = "reconcile of table complete: keys live on its topic but not in the table are tombstoned"
 )
 
 // Signal kinds.
@@ -60,6 +61,8 @@ const (
 	signalCancel    = "cancel"
 	signalLow       = "low"
 	signalHigh      = "high"
+	// signalReconcile marks where a table's orphans are tombstoned.
+	signalReconcile = "reconcile"
 )
 
 // signal is the JSON body of a replicator logical decoding message.
@@ -76,6 +79,9 @@ type signal struct {
 	Rate int `json:"rate,omitempty"`
 	// ChunkRows overrides DefaultRepublishChunkRows.
 	ChunkRows int `json:"chunk_rows,omitempty"`
+	// Reconcile: after each table, tombstone the keys live on its topic
+	// that are not in the table (reconciler).
+	Reconcile bool `json:"reconcile,omitempty"`
 	// Run and Seq identify a watermark's chunk: the republisher that
 	// emitted it (a random id per stream session) and the chunk's number.
 	// Watermarks replayed from an earlier session match nothing.
@@ -87,6 +93,10 @@ type signal struct {
 type RepublishOptions struct {
 	Rate      int // rows per second; 0: unbounded
 	ChunkRows int // rows per chunk; 0: DefaultRepublishChunkRows
+	// Reconcile also tombstones, after each table, the keys live on its
+	// topic that are not in the table (the Handler must implement
+	// Reconcile, as the pipeline does).
+	Reconcile bool
 }
 
 // RequestRepublish asks the replicator streaming slot to republish tables
@@ -101,7 +111,7 @@ func RequestRepublish(ctx context.Context, conn *pgx.Conn, slot string, tables [
 		return "", fmt.Errorf("republish: negative rate %d or chunk rows %d", opts.Rate, opts.ChunkRows)
 	}
 	id := newRepublishID(time.Now())
-	sig := signal{Kind: signalRepublish, Slot: slot, ID: id, Tables: tables, Rate: opts.Rate, ChunkRows: opts.ChunkRows}
+	sig := signal{Kind: signalRepublish, Slot: slot, ID: id, Tables: tables, Rate: opts.Rate, ChunkRows: opts.ChunkRows, Reconcile: opts.Reconcile}
 	if err := emitSignal(ctx, conn, sig); err != nil {
 		return "", err
 	}
@@ -134,10 +144,15 @@ func emitSignal(ctx context.Context, conn *pgx.Conn, sig signal) error {
 
 // republishJob is a republish request as the state file keeps it.
 type republishJob struct {
-	ID        string           `json:"id"`
-	Requested time.Time        `json:"requested"`
-	Rate      int              `json:"rate,omitempty"`
-	ChunkRows int              `json:"chunk_rows,omitempty"`
+	ID        string    `json:"id"`
+	Requested time.Time `json:"requested"`
+	Rate      int       `json:"rate,omitempty"`
+	ChunkRows int       `json:"chunk_rows,omitempty"`
+	// Reconcile: tombstone each table's orphans once it is republished;
+	// Since is the request's commit LSN, from which every record of the
+	// topic counts as published by or after the republish.
+	Reconcile bool             `json:"reconcile,omitempty"`
+	Since     pglogrepl.LSN    `json:"since,omitempty"`
 	Tables    []republishTable `json:"tables"`
 }
 
@@ -149,7 +164,10 @@ type republishTable struct {
 	After  []string `json:"after,omitempty"`
 	Chunks int      `json:"chunks"`
 	Rows   int64    `json:"rows"`
-	Done   bool     `json:"done,omitempty"`
+	// Read: every chunk is republished; Done: and, with Reconcile, the
+	// orphans are tombstoned too.
+	Read bool `json:"read,omitempty"`
+	Done bool `json:"done,omitempty"`
 }
 
 // maxDoneIDs bounds the ids of finished jobs kept in the state, which make
@@ -209,7 +227,8 @@ type chunkWindow struct {
 	run   string
 	seq   uint64
 	table int
-	id    string // the job's id, the records' republish header
+	id    string        // the job's id, the records' republish header
+	since pglogrepl.LSN // reconcile windows: the job's Since
 
 	// Stream goroutine only, between the watermarks.
 	changed   map[string]struct{}
@@ -306,6 +325,10 @@ func (st *stream) handleSignal(ctx context.Context, m *pglogrepl.LogicalDecoding
 			st.window = nil
 			return st.handChunk(ctx, w)
 		}
+	case signalReconcile:
+		if w := st.rp.pending.Load(); w != nil && w.run == sig.Run && w.seq == sig.Seq {
+			return st.reconcile(ctx, w)
+		}
 	default:
 		s.log.Warn("ignoring a replicator message of an unknown kind", "lsn", m.LSN, "kind", sig.Kind)
 	}
@@ -317,7 +340,8 @@ func (st *stream) handleSignal(ctx context.Context, m *pglogrepl.LogicalDecoding
 // the job.
 func (st *stream) requested(sig signal, lsn pglogrepl.LSN) error {
 	s := st.src
-	job := republishJob{ID: sig.ID, Requested: time.Now().UTC(), Rate: sig.Rate, ChunkRows: sig.ChunkRows}
+	job := republishJob{ID: sig.ID, Requested: time.Now().UTC(), Rate: sig.Rate, ChunkRows: sig.ChunkRows,
+		Reconcile: sig.Reconcile, Since: st.r.txn.lsn}
 	var unknown []string
 	for _, name := range sig.Tables {
 		if _, ok := s.byName[name]; !ok {
@@ -554,7 +578,7 @@ func (rp *republisher) runTable(ctx context.Context, conn *pgx.Conn, job republi
 		ok = false
 	}
 	if !ok {
-		return 0, rp.tableProgress(job.ID, jt.Name, nil, 0, true)
+		return 0, rp.tableProgress(job.ID, jt.Name, nil, 0, true, true)
 	}
 	chunkRowsN := job.ChunkRows
 	if chunkRowsN <= 0 {
@@ -574,6 +598,9 @@ func (rp *republisher) runTable(ctx context.Context, conn *pgx.Conn, job republi
 		}
 	}
 	prog.add(ti, jt.Rows)
+	if jt.Read { // every chunk was read before a restart: only the reconcile is left
+		return 0, rp.reconcileDone(ctx, conn, job, idx)
+	}
 	prog.start(ti, time.Now())
 	s.log.Info(LogRepublishStarted, "id", job.ID, "table", jt.Name, "resumed_after_chunks", jt.Chunks, "rows_before", jt.Rows)
 	began := time.Now()
@@ -599,7 +626,7 @@ func (rp *republisher) runTable(ctx context.Context, conn *pgx.Conn, job republi
 				after = append(after, string(k))
 			}
 		}
-		if err := rp.tableProgress(job.ID, jt.Name, after, res.emitted, !more); err != nil {
+		if err := rp.tableProgress(job.ID, jt.Name, after, res.emitted, !more, !more && !job.Reconcile); err != nil {
 			return total, err
 		}
 		if !more {
@@ -616,11 +643,27 @@ func (rp *republisher) runTable(ctx context.Context, conn *pgx.Conn, job republi
 	d := time.Since(began)
 	s.log.Info(LogRepublishTableDone, "id", job.ID, "table", jt.Name, "rows", total,
 		"seconds", d.Round(time.Millisecond).Seconds(), "rows_per_s", int64(float64(total)/max(d.Seconds(), 1e-9)))
+	if job.Reconcile {
+		return total, rp.reconcileDone(ctx, conn, job, idx)
+	}
 	return total, nil
 }
 
+// reconcileDone tombstones the orphans of table idx and records the table
+// done.
+func (rp *republisher) reconcileDone(ctx context.Context, conn *pgx.Conn, job republishJob, idx int) error {
+	s := rp.src
+	name := s.tables[idx].QualifiedName()
+	began := time.Now()
+	if err := rp.reconcileTable(ctx, conn, job, idx); err != nil {
+		return fmt.Errorf("reconcile %s: %w", name, err)
+	}
+	s.log.Info(LogReconciled, "id", job.ID, "table", name, "seconds", time.Since(began).Round(time.Millisecond).Seconds())
+	return rp.tableProgress(job.ID, name, nil, 0, true, true)
+}
+
 // tableProgress records a completed chunk of table name in job id.
-func (rp *republisher) tableProgress(id, name string, after []string, rows int64, done bool) error {
+func (rp *republisher) tableProgress(id, name string, after []string, rows int64, read, done bool) error {
 	err := rp.src.updateState(func(state *snapshotState) error {
 		for j := range state.Republish {
 			if state.Republish[j].ID != id {
@@ -629,8 +672,10 @@ func (rp *republisher) tableProgress(id, name string, after []string, rows int64
 			for k := range state.Republish[j].Tables {
 				t := &state.Republish[j].Tables[k]
 				if t.Name == name {
-					t.After, t.Rows, t.Done = after, t.Rows+rows, done
-					t.Chunks++
+					if !t.Read {
+						t.Chunks++
+					}
+					t.After, t.Rows, t.Read, t.Done = after, t.Rows+rows, read, done
 				}
 			}
 		}
@@ -689,14 +734,8 @@ func (rp *republisher) chunk(ctx context.Context, conn *pgx.Conn, id string, tr 
 	if res.emitted == 0 {
 		return res, more, nil // nothing to wait for (and no mark of ours)
 	}
-	tick := time.NewTicker(ackPoll)
-	defer tick.Stop()
-	for !res.mark.sealed.Load() || res.mark.pending.Load() > 0 {
-		select {
-		case <-tick.C:
-		case <-ctx.Done():
-			return chunkResult{}, false, ctx.Err()
-		}
+	if err := waitAcked(ctx, res.mark); err != nil {
+		return chunkResult{}, false, err
 	}
 	return res, more, nil
 }
@@ -765,4 +804,64 @@ func sleepUntil(ctx context.Context, t time.Time) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// reconciler is implemented by a Handler that can tombstone the keys live
+// on a table's topic that have no record from since on (the pipeline).
+type reconciler interface {
+	Reconcile(ctx context.Context, c *Change, since pglogrepl.LSN) error
+}
+
+// reconcile hands the reconcile of w's table to the handler at the
+// reconcile message's position, as a change of its transaction.
+func (st *stream) reconcile(ctx context.Context, w *chunkWindow) error {
+	if st.txn == nil {
+		return errors.New("republish: reconcile message outside a transaction")
+	}
+	rc, ok := st.h.(reconciler)
+	if !ok {
+		return fmt.Errorf("republish %s asks for --reconcile, which this handler cannot do", w.id)
+	}
+	c := &st.change
+	*c = Change{Op: OpDelete, Table: &st.src.tables[w.table], TableIndex: w.table, LSN: st.r.txn.lsn, CommitTime: st.r.txn.time, Republish: w.id}
+	c.Ack = st.cp.track(st.txn)
+	if err := rc.Reconcile(ctx, c, w.since); err != nil {
+		return err
+	}
+	w.result <- chunkResult{mark: st.txn, emitted: 1}
+	return nil
+}
+
+// reconcileTable tombstones the orphans of table tr.idx on its topic
+// (reconciler), at a position in the stream after its last chunk, and
+// waits until they are acknowledged.
+func (rp *republisher) reconcileTable(ctx context.Context, conn *pgx.Conn, job republishJob, idx int) error {
+	rp.seq++
+	w := &chunkWindow{run: rp.run, seq: rp.seq, table: idx, id: job.ID, since: job.Since, result: make(chan chunkResult, 1)}
+	rp.pending.Store(w)
+	defer rp.pending.Store(nil)
+	if err := emitSignal(ctx, conn, signal{Kind: signalReconcile, Slot: rp.src.cfg.Slot, Run: rp.run, Seq: rp.seq}); err != nil {
+		return err
+	}
+	var res chunkResult
+	select {
+	case res = <-w.result:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return waitAcked(ctx, res.mark)
+}
+
+// waitAcked polls (ackPoll) until m is sealed and acknowledged.
+func waitAcked(ctx context.Context, m *txnMark) error {
+	tick := time.NewTicker(ackPoll)
+	defer tick.Stop()
+	for !m.sealed.Load() || m.pending.Load() > 0 {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
 }

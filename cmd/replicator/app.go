@@ -218,6 +218,7 @@ func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, pr
 	pipe := pipeline.New(pents, kcl,
 		pipeline.WithSchemas(obs.schemas.Wrap(registry.NewSchemas(rcl))),
 		pipeline.WithLiveKeys(pipeline.NewTopicKeys(kopts...)),
+		pipeline.WithSpillDir(filepath.Join(cfg.DataDir, "spill")),
 		pipeline.WithBufferLimit(cfg.Kafka.MaxBufferedRecords))
 	obs.attach(src, pipe, entities)
 	return src.Run(ctx, pipe)

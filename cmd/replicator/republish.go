@@ -40,6 +40,7 @@ state file; a crash continues from the last completed chunk.`,
 			req.id, _ = cmd.Flags().GetString("id")
 			req.opts.Rate, _ = cmd.Flags().GetInt("rate")
 			req.opts.ChunkRows, _ = cmd.Flags().GetInt("chunk-rows")
+			req.opts.Reconcile, _ = cmd.Flags().GetBool("reconcile")
 			return runRepublish(cmd.Context(), cfg, req, stdout)
 		},
 	}
@@ -48,6 +49,7 @@ state file; a crash continues from the last completed chunk.`,
 	cmd.Flags().Bool("cancel", false, "cancel the republish --id, or every one")
 	cmd.Flags().String("id", "", "with --cancel: the republish to cancel (as printed when requested)")
 	cmd.Flags().Int("rate", 0, "at most this many rows per second (0: as fast as Kafka takes them)")
+	cmd.Flags().Bool("reconcile", false, "also tombstone keys live on the topic but absent from the table (after a lost slot, a manual produce)")
 	cmd.Flags().Int("chunk-rows", 0, fmt.Sprintf("rows per chunk (default %d)", source.DefaultRepublishChunkRows))
 	return cmd
 }
@@ -69,6 +71,9 @@ func runRepublish(ctx context.Context, cfg *config.Config, req republishRequest,
 	}
 	if n != 1 {
 		return errors.New("republish: give --entity NAME (repeatable), --all or --cancel")
+	}
+	if req.opts.Reconcile && req.cancel {
+		return errors.New("republish: --reconcile goes with --entity or --all")
 	}
 	if req.id != "" && !req.cancel {
 		return errors.New("republish: --id goes with --cancel")

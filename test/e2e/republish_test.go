@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -306,4 +307,51 @@ func readRepublishState(t *testing.T, statePath string) (republishTableState, bo
 		return republishTableState{}, false
 	}
 	return st.Republish[0].Tables[0], true
+}
+
+// TestRepublishReconcileAfterLostSlot: the slot is dropped while the
+// replicator is stopped and rows are deleted in the gap; a new snapshot
+// (state file deleted) publishes every live row but cannot know the
+// deleted ones; `republish --reconcile` tombstones them, so the topic ends
+// converged with no deleted row live.
+func TestRepublishReconcileAfterLostSlot(t *testing.T) {
+	ddl := `CREATE TABLE items (id bigint PRIMARY KEY, v int NOT NULL);
+INSERT INTO items SELECT g, g FROM generate_series(1, 3000) g;`
+	env := newEvolveEnv(t, ddl, "  - table: items\n")
+	p := env.start(t)
+	waitSlot(t, env.conn, "replicator", p)
+	waitOutput(t, p, "initial snapshot complete")
+	mustExec(t, env.conn, `INSERT INTO items VALUES (5000, 5000)`) // deleted later, in the gap
+	waitCaughtUp(t, env.conn, "replicator", p)
+	p.stop(t)
+
+	mustExec(t, env.conn, `SELECT pg_drop_replication_slot('replicator')`)
+	mustExec(t, env.conn, `DELETE FROM items WHERE id % 10 = 0 OR id = 5000`)
+	if err := os.Remove(filepath.Join(env.dataDir, "source", "slot-replicator.json")); err != nil {
+		t.Fatal(err)
+	}
+	p = env.start(t)
+	waitOutput(t, p, "initial snapshot complete")
+	waitCaughtUp(t, env.conn, "replicator", p)
+	var deleted []string
+	for k := 10; k <= 3000; k += 10 {
+		deleted = append(deleted, strconv.Itoa(k))
+	}
+	deleted = append(deleted, "5000")
+	live := 0
+	latest := latestByKey(readTopic(t, env.broker, env.registryURL, "items"))
+	for _, r := range latest {
+		if r.Value != nil && slices.Contains(deleted, pgText(r.Key["id"])) {
+			live++
+		}
+	}
+	if live != len(deleted) {
+		t.Fatalf("before the reconcile %d of the %d keys deleted in the gap are live on the topic, want all (the test's premise)", live, len(deleted))
+	}
+
+	id := requestRepublish(t, env.cfgPath, "--entity", "items", "--reconcile")
+	waitOutput(t, p, "republish complete\" id="+id)
+	waitCaughtUp(t, env.conn, "replicator", p)
+	assertConverged(t, readTopic(t, env.broker, env.registryURL, "items"), tableState(t, env.conn, `SELECT id, v FROM items`), deleted)
+	p.stop(t)
 }
