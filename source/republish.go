@@ -129,9 +129,24 @@ func newRepublishID(now time.Time) string {
 	return fmt.Sprintf("%s-%04x", now.UTC().Format("20060102T150405"), rand.IntN(1<<16))
 }
 
+// minMessagesMajor is the first PostgreSQL major version whose pgoutput
+// sends logical decoding messages: republish needs them.
+const minMessagesMajor = 14
+
+func checkMessages(conn *pgx.Conn) error {
+	if v := serverMajor(conn.PgConn()); v > 0 && v < minMessagesMajor {
+		return fmt.Errorf("republish needs PostgreSQL %d or later (pgoutput sends the logical decoding messages it travels by from then on); the server is %s",
+			minMessagesMajor, conn.PgConn().ParameterStatus("server_version"))
+	}
+	return nil
+}
+
 // emitSignal writes sig to the WAL as a transactional message: it is
 // decoded at its transaction's commit, in commit order with every change.
 func emitSignal(ctx context.Context, conn *pgx.Conn, sig signal) error {
+	if err := checkMessages(conn); err != nil {
+		return err
+	}
 	b, err := json.Marshal(sig)
 	if err != nil {
 		return fmt.Errorf("encode %s signal: %w", sig.Kind, err)
@@ -497,6 +512,12 @@ func (rp *republisher) loop(ctx context.Context) error {
 		if conn == nil {
 			if conn, err = Connect(ctx, rp.src.cfg.URL); err != nil {
 				return fmt.Errorf("republish connection: %w", err)
+			}
+			if err := checkMessages(conn); err != nil {
+				// Not a reason to stop streaming: the jobs wait.
+				rp.src.log.Error("republish jobs are waiting and cannot run", "error", err)
+				<-ctx.Done()
+				return nil
 			}
 		}
 		if err := rp.runJob(ctx, conn, state.Republish[0]); err != nil {

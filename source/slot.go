@@ -55,7 +55,7 @@ func (s *Source) prepareSlot(ctx context.Context, conn *pgx.Conn, repl *pgconn.P
 	if slot.exists {
 		if !wantSnapshot || (haveState && state.Complete) {
 			if wantSnapshot && haveState {
-				if state, err = s.snapshotAdded(state); err != nil {
+				if state, err = s.snapshotAdded(conn, state); err != nil {
 					return 0, err
 				}
 			}
@@ -144,13 +144,19 @@ func (s *Source) tableNames() []string {
 // their rows land in the stream's order, without stopping it; the tables
 // are recorded at once, with the job that accounts for them, and a crash
 // continues the job from its last chunk.
-func (s *Source) snapshotAdded(state snapshotState) (snapshotState, error) {
+func (s *Source) snapshotAdded(conn *pgx.Conn, state snapshotState) (snapshotState, error) {
 	if len(state.Tables) == 0 {
 		return state, nil // written before the tables were recorded: nothing to compare
 	}
 	added := s.unrecorded(state)
 	if len(added) == 0 {
 		return state, nil
+	}
+	if err := checkMessages(conn); err != nil {
+		return state, fmt.Errorf("%s added to the configuration after the initial snapshot of slot %s, and snapshotting them online failed: %w. "+
+			"To publish their rows, snapshot again: stop and delete %s (keep the slot: the next run tombstones from it the rows deleted since, then snapshots every configured table). "+
+			"Or stream only their changes from now on with source.snapshot: never",
+			strings.Join(added, ", "), s.cfg.Slot, err, statePath(s.cfg.StateDir, s.cfg.Slot))
 	}
 	job := republishJob{ID: "added-" + newRepublishID(time.Now()), Requested: time.Now().UTC()}
 	for _, name := range added {
