@@ -108,6 +108,29 @@ func TestRepublish(t *testing.T) {
 		}
 	})
 
+	t.Run("rate", func(t *testing.T) {
+		db := newDB(t, pg, "rep_rate", "CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL)")
+		db.exec("INSERT INTO items SELECT g, 0 FROM generate_series(1, 5000) g")
+		dir := t.TempDir()
+		h := newFakeHandler(false)
+		r := run(t, db.newSource(dir, nil, nil, "items"), h)
+		db.waitStreamable(dir)
+		began := time.Now()
+		id, err := RequestRepublish(context.Background(), db.conn, db.name, []string{"public.items"}, RepublishOptions{ChunkRows: 500, Rate: 5000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		db.waitState(dir, "republish "+id+" done", func(s snapshotState) bool { return slices.Contains(s.RepublishDone, id) })
+		// After each chunk but the last it waits until rows/rate have
+		// passed: 4,500 rows at 5,000 rows/s.
+		if d := time.Since(began); d < 900*time.Millisecond {
+			t.Errorf("5,000 rows at 5,000 rows/s took %v, want at least 0.9 s", d)
+		}
+		if err := r.stop(t); err != nil {
+			t.Fatal(err)
+		}
+	})
+
 	t.Run("cancel", func(t *testing.T) {
 		db := newDB(t, pg, "rep_cancel", "CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL)")
 		db.exec(fmt.Sprintf("INSERT INTO items SELECT g, 0 FROM generate_series(1, %d) g", republishRows))
