@@ -742,6 +742,9 @@ func (rp *republisher) chunk(ctx context.Context, conn *pgx.Conn, id string, tr 
 		return chunkResult{}, false, fmt.Errorf("republish: %w", err)
 	}
 	w.ready <- rows
+	if s.chunkRead != nil {
+		s.chunkRead()
+	}
 	mark.Kind = signalHigh
 	if err := emitSignal(ctx, conn, mark); err != nil {
 		return chunkResult{}, false, err

@@ -108,6 +108,46 @@ func TestRepublish(t *testing.T) {
 		}
 	})
 
+	// Deterministic: rows of a chunk changed between its watermarks are
+	// dropped from it, so the stream's newer state stays the latest.
+	t.Run("changed between the watermarks", func(t *testing.T) {
+		db := newDB(t, pg, "rep_between", "CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL)")
+		db.exec("INSERT INTO items SELECT g, 0 FROM generate_series(1, 100) g")
+		dir := t.TempDir()
+		h := newFakeHandler(false)
+		src := db.newSource(dir, nil, nil, "items")
+		other := db.in(t)
+		var once sync.Once
+		src.chunkRead = func() {
+			once.Do(func() { other.exec("UPDATE items SET v = 99 WHERE id = 5; DELETE FROM items WHERE id = 7; UPDATE items SET id = 1000 WHERE id = 9") })
+		}
+		r := run(t, src, h)
+		db.waitStreamable(dir)
+		from := len(h.got())
+		id, err := RequestRepublish(context.Background(), db.conn, db.name, []string{"public.items"}, RepublishOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		db.waitState(dir, "republish "+id+" done", func(s snapshotState) bool { return slices.Contains(s.RepublishDone, id) })
+		db.exec("INSERT INTO items VALUES (-1, -1)")
+		got := r.waitChanges(t, h, "the end marker", func(cs []Change) bool {
+			return slices.ContainsFunc(cs, func(c Change) bool { return c.Op == OpInsert && c.New[0].(int32) == -1 })
+		})
+		rep := ids(filter(got[from:], func(c Change) bool { return c.Republish == id }))
+		for _, k := range []int32{5, 7, 9} {
+			if slices.Contains(rep, k) {
+				t.Errorf("key %d, changed between the watermarks, was republished from the chunk read before", k)
+			}
+		}
+		if len(rep) != 97 {
+			t.Errorf("republished %d rows, want the 97 unchanged", len(rep))
+		}
+		checkConverged(t, db, got, 0, id)
+		if err := r.stop(t); err != nil {
+			t.Fatal(err)
+		}
+	})
+
 	t.Run("rate", func(t *testing.T) {
 		db := newDB(t, pg, "rep_rate", "CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL)")
 		db.exec("INSERT INTO items SELECT g, 0 FROM generate_series(1, 5000) g")
@@ -220,6 +260,7 @@ func TestRepublish(t *testing.T) {
 // changed since).
 func checkConverged(t *testing.T, db *testDB, got []Change, from int, id string) {
 	t.Helper()
+	all := got
 	latest := map[int32]int32{}
 	seen := map[int32]bool{}
 	for i, c := range got {
@@ -228,6 +269,9 @@ func checkConverged(t *testing.T, db *testDB, got []Change, from int, id string)
 			continue
 		}
 		k := c.New[0].(int32)
+		if c.Old != nil && c.Old[0] != nil && c.Old[0].(int32) != k {
+			delete(latest, c.Old[0].(int32)) // a key change: the old key is gone
+		}
 		latest[k] = c.New[1].(int32)
 		if i >= from {
 			seen[k] = true
@@ -240,7 +284,7 @@ func checkConverged(t *testing.T, db *testDB, got []Change, from int, id string)
 			t.Fatalf("key %d is in the table (v=%v) but not live on the stream", k, v)
 		}
 		if got != v.(int32) {
-			t.Fatalf("key %d: latest on the stream v=%d, table v=%v (an older state won)", k, got, v)
+			t.Fatalf("key %d: latest on the stream v=%d, table v=%v (an older state won); its changes: %s", k, got, v, history(all, k))
 		}
 		if !seen[k] {
 			t.Fatalf("key %d was not published after republish %s started", k, id)
@@ -251,6 +295,22 @@ func checkConverged(t *testing.T, db *testDB, got []Change, from int, id string)
 			t.Fatalf("key %d is live on the stream but deleted from the table (resurrected)", k)
 		}
 	}
+}
+
+// history renders the changes of key k for a failure message.
+func history(cs []Change, k int32) string {
+	var b strings.Builder
+	for i, c := range cs {
+		row := c.New
+		if row == nil {
+			row = c.Old
+		}
+		if row[0].(int32) != k {
+			continue
+		}
+		fmt.Fprintf(&b, "\n  #%d %s lsn=%s republish=%q row=%v", i, c.Op, c.LSN, c.Republish, row)
+	}
+	return b.String()
 }
 
 // tableRows runs a query of (int key, value) rows.
@@ -326,10 +386,14 @@ func startWriterOn(t *testing.T, dsn, table string, keys int) *writer {
 			default:
 				sql = "INSERT INTO " + tbl + " VALUES ($1, " + value + ") ON CONFLICT (id) DO UPDATE SET v = EXCLUDED.v"
 			}
-			if _, err := conn.Exec(ctx, sql, k, w.ops+1); err != nil {
-				if ctx.Err() == nil {
-					w.err = err
-				}
+			// Not ctx: a statement cancelled by stop could still commit
+			// after the test's end marker. stop ends the loop between
+			// statements.
+			sctx, cancelStmt := context.WithTimeout(context.Background(), waitTimeout)
+			_, err := conn.Exec(sctx, sql, k, w.ops+1)
+			cancelStmt()
+			if err != nil {
+				w.err = err
 				return
 			}
 			w.ops++

@@ -90,6 +90,9 @@ type Source struct {
 	// stateMu serialises read-modify-writes of the state file between the
 	// stream and its republisher.
 	stateMu sync.Mutex
+	// chunkRead, when set (tests), runs after a republish chunk is read,
+	// before its high watermark: writes there fall between the watermarks.
+	chunkRead func()
 }
 
 // New validates the configuration. tables are the configured tables as the

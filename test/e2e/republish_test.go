@@ -162,10 +162,14 @@ func startRandomWriter(t *testing.T, dsn string) func() int {
 			default:
 				sql = `INSERT INTO items (id, v, note) VALUES ($1, $2, 'again') ON CONFLICT (id) DO UPDATE SET v = EXCLUDED.v`
 			}
-			if _, err := conn.Exec(ctx, sql, k, ops+1); err != nil {
-				if ctx.Err() == nil {
-					werr = err
-				}
+			// Not ctx: a statement cancelled by stop could still commit
+			// after the test reads the table. stop ends the loop between
+			// statements.
+			sctx, cancelStmt := context.WithTimeout(context.Background(), 30*time.Second)
+			_, err := conn.Exec(sctx, sql, k, ops+1)
+			cancelStmt()
+			if err != nil {
+				werr = err
 				return
 			}
 			ops++
