@@ -119,7 +119,12 @@ func TestRepublish(t *testing.T) {
 		other := db.in(t)
 		var once sync.Once
 		src.chunkRead = func() {
-			once.Do(func() { other.exec("UPDATE items SET v = 99 WHERE id = 5; DELETE FROM items WHERE id = 7; UPDATE items SET id = 1000 WHERE id = 9") })
+			once.Do(func() { // on the republisher's goroutine: no Fatal here
+				_, err := other.conn.Exec(context.Background(), "UPDATE items SET v = 99 WHERE id = 5; DELETE FROM items WHERE id = 7; UPDATE items SET id = 1000 WHERE id = 9")
+				if err != nil {
+					t.Errorf("write between the watermarks: %v", err)
+				}
+			})
 		}
 		r := run(t, src, h)
 		db.waitStreamable(dir)
