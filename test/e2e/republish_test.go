@@ -359,3 +359,37 @@ INSERT INTO items SELECT g, g FROM generate_series(1, 3000) g;`
 	assertConverged(t, readTopic(t, env.broker, env.registryURL, "items"), tableState(t, env.conn, `SELECT id, v FROM items`), deleted)
 	p.stop(t)
 }
+
+// TestTableAddedToEntitiesSnapshottedOnline: a table added to entities:
+// on a slot that already streams is snapshotted online at the next start
+// (instead of refused), while its rows keep changing, and its topic
+// converges.
+func TestTableAddedToEntitiesSnapshottedOnline(t *testing.T) {
+	ddl := fmt.Sprintf(`CREATE TABLE first (id bigint PRIMARY KEY, v int NOT NULL);
+CREATE TABLE items (id bigint PRIMARY KEY, v int NOT NULL, note text);
+INSERT INTO first SELECT g, g FROM generate_series(1, 10) g;
+INSERT INTO items SELECT g, 0, 'n' || g FROM generate_series(1, %d) g;`, republishRows)
+	env := newEvolveEnv(t, ddl, "  - table: first\n")
+	p := env.start(t)
+	waitSlot(t, env.conn, "replicator", p)
+	waitOutput(t, p, "initial snapshot complete")
+	p.stop(t)
+
+	cfg, err := os.ReadFile(env.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(env.cfgPath, append(cfg, "  - table: items\n    columns: [id, v]\n"...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stopWriter := startRandomWriter(t, env.conn.Config().ConnString())
+	p = env.start(t)
+	waitOutput(t, p, "snapshotted online")
+	waitOutput(t, p, "republish complete")
+	if ops := stopWriter(); ops == 0 {
+		t.Fatal("the writer made no change during the online snapshot")
+	}
+	waitCaughtUp(t, env.conn, "replicator", p)
+	assertConverged(t, readTopic(t, env.broker, env.registryURL, "items"), tableState(t, env.conn, `SELECT id, v FROM items`), nil)
+	p.stop(t)
+}
