@@ -79,6 +79,11 @@ func TestRepublish(t *testing.T) {
 		if saved.Done || len(saved.After) != 1 {
 			t.Fatalf("saved progress %+v: want an unfinished table with a last key", saved)
 		}
+		// What `replicator status` shows of it.
+		if st, ok, err := ReadSnapshotState(dir, db.name); err != nil || !ok || len(st.Republish) != 1 ||
+			st.Republish[0].ID != id || st.Republish[0].Tables[0] != (RepublishTableStatus{Name: "public.items", Chunks: saved.Chunks, Rows: saved.Rows}) {
+			t.Errorf("ReadSnapshotState: got %+v (%v, %v), want job %s with %+v", st.Republish, ok, err, id, saved)
+		}
 		var after int32
 		fmt.Sscan(saved.After[0], &after)
 		first := len(h.got())

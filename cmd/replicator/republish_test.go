@@ -40,3 +40,20 @@ func TestRepublishArguments(t *testing.T) {
 		t.Errorf("--all: got %v, %v; want [public.orders crm.People]", got, err)
 	}
 }
+
+// status shows each table of a republish in progress.
+func TestStatusShowsRepublish(t *testing.T) {
+	rep := statusReport{Snapshot: &snapshotReport{Complete: true, Republish: []republishReport{{ID: "r1", Tables: []republishTableReport{
+		{Table: "public.a", Chunks: 3, Rows: 15000, Done: true},
+		{Table: "public.b", Chunks: 1, Rows: 5000},
+	}}}}}
+	var b strings.Builder
+	if err := printStatus(&b, rep); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"r1", "public.a: 15000 rows, done", "public.b: 5000 rows in 1 chunks so far"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("status output lacks %q:\n%s", want, b.String())
+		}
+	}
+}
