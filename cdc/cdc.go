@@ -11,6 +11,8 @@
 //	lsn        the commit LSN of its transaction, PostgreSQL's X/X form
 //	commit_ts  the commit time, RFC 3339 with microseconds, UTC ([CommitTimeLayout])
 //	xid        the transaction id; absent for snapshot rows
+//	republish  the id of the republish request a row was read for (op r);
+//	           absent otherwise
 //
 // Change metadata lives only in headers, never in the value, so a value
 // is exactly the row and compaction keeps the latest one per key.
@@ -29,6 +31,7 @@ const (
 	HeaderLSN        = "lsn"
 	HeaderCommitTime = "commit_ts"
 	HeaderXID        = "xid"
+	HeaderRepublish  = "republish"
 )
 
 // CommitTimeLayout is the time layout of the commit_ts header: RFC 3339

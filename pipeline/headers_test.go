@@ -29,7 +29,10 @@ func TestHeadersFollowEveryChange(t *testing.T) {
 		{"other XID", func(c *source.Change) { c.XID++ }, map[string]string{cdc.HeaderXID: "4712"}},
 		{"other time", func(c *source.Change) { c.CommitTime = c.CommitTime.Add(time.Microsecond) },
 			map[string]string{cdc.HeaderCommitTime: testCommitTime.Add(time.Microsecond).UTC().Format(cdc.CommitTimeLayout)}},
-		{"snapshot, no XID", func(c *source.Change) { c.Op, c.XID = source.OpSnapshot, 0 }, map[string]string{cdc.HeaderOp: "r", cdc.HeaderXID: ""}},
+		{"snapshot, no XID", func(c *source.Change) { c.Op, c.XID = source.OpSnapshot, 0 }, map[string]string{cdc.HeaderOp: "r", cdc.HeaderXID: "", cdc.HeaderRepublish: ""}},
+		{"republished", func(c *source.Change) { c.Republish = "req-1" }, map[string]string{cdc.HeaderOp: "r", cdc.HeaderRepublish: "req-1"}},
+		{"other republish", func(c *source.Change) { c.Republish = "req-2" }, map[string]string{cdc.HeaderRepublish: "req-2"}},
+		{"stream again", func(c *source.Change) { c.Op, c.Republish = source.OpUpdate, "" }, map[string]string{cdc.HeaderOp: "u", cdc.HeaderRepublish: ""}},
 	}
 	// Each step changes one thing of the previous change.
 	c := *base

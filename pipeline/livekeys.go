@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	"github.com/replicator/replicator/broker"
+	"github.com/replicator/replicator/cdc"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -35,6 +36,21 @@ func (r *TopicKeys) EachKey(ctx context.Context, topic string, fn func(key []byt
 		// A copy: the record's key shares the fetched batch's memory,
 		// which the caller would keep alive as long as it keeps the key.
 		return fn(bytes.Clone(rec.Key), rec.Value != nil)
+	})
+	return err
+}
+
+// EachRecord is EachKey with each record's lsn header (nil when it has
+// none).
+func (r *TopicKeys) EachRecord(ctx context.Context, topic string, fn func(key []byte, live bool, lsn []byte) error) error {
+	_, err := broker.ReadToEnd(ctx, r.opts, topic, nil, func(rec *kgo.Record) error {
+		var lsn []byte
+		for _, h := range rec.Headers {
+			if h.Key == cdc.HeaderLSN {
+				lsn = h.Value
+			}
+		}
+		return fn(bytes.Clone(rec.Key), rec.Value != nil, lsn)
 	})
 	return err
 }

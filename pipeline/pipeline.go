@@ -54,6 +54,7 @@ type Pipeline struct {
 	prod     producer
 	schemas  schemaRegistry // nil: a changed schema cannot be registered
 	keys     keyReader      // nil: a TRUNCATE cannot be published
+	spillDir string         // where a reconcile spills keys; "": the system's temp dir
 
 	// truncateDedupe bounds the keys a TRUNCATE remembers having
 	// tombstoned; truncatePeak is the most it held at once (tests read
@@ -101,11 +102,12 @@ type Pipeline struct {
 	// commit time and XID, so their records share one read-only slice
 	// instead of formatting it per row. Only Handle's goroutine uses it.
 	last struct {
-		op      source.Op
-		lsn     uint64
-		time    time.Time
-		xid     uint32
-		headers []kgo.RecordHeader
+		op        source.Op
+		lsn       uint64
+		time      time.Time
+		xid       uint32
+		republish string
+		headers   []kgo.RecordHeader
 	}
 
 	// maxMessageBytes, when positive, is the producer's record batch
@@ -454,10 +456,10 @@ func topicOp(op source.Op) cdc.Op {
 // place (tombstone copies the slice).
 func (p *Pipeline) headers(c *source.Change) []kgo.RecordHeader {
 	l := &p.last
-	if l.headers != nil && l.op == c.Op && l.lsn == uint64(c.LSN) && l.xid == c.XID && l.time.Equal(c.CommitTime) {
+	if l.headers != nil && l.op == c.Op && l.lsn == uint64(c.LSN) && l.xid == c.XID && l.time.Equal(c.CommitTime) && l.republish == c.Republish {
 		return l.headers
 	}
-	l.op, l.lsn, l.time, l.xid = c.Op, uint64(c.LSN), c.CommitTime, c.XID
+	l.op, l.lsn, l.time, l.xid, l.republish = c.Op, uint64(c.LSN), c.CommitTime, c.XID, c.Republish
 	l.headers = changeHeaders(c)
 	return l.headers
 }
@@ -471,6 +473,9 @@ func changeHeaders(c *source.Change) []kgo.RecordHeader {
 	)
 	if c.XID != 0 {
 		h = append(h, kgo.RecordHeader{Key: cdc.HeaderXID, Value: strconv.AppendUint(nil, uint64(c.XID), 10)})
+	}
+	if c.Republish != "" {
+		h = append(h, kgo.RecordHeader{Key: cdc.HeaderRepublish, Value: []byte(c.Republish)})
 	}
 	return h
 }

@@ -88,6 +88,9 @@ type Change struct {
 	LSN        pglogrepl.LSN
 	CommitTime time.Time
 	XID        uint32
+	// Republish is the id of the republish request an OpSnapshot row was
+	// read for; empty for the initial snapshot and every stream change.
+	Republish string
 	// Ack must be called exactly once, when every record made from this
 	// change is durable in Kafka.
 	Ack Ack

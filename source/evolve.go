@@ -171,6 +171,9 @@ func columnNames(t *relation.Table) string {
 // truncate hands a TRUNCATE of a configured table to the handler, so it
 // can tombstone what the topic still holds.
 func (st *stream) truncate(ctx context.Context, rel *walRel) error {
+	if st.window != nil && st.window.table == rel.idx {
+		st.window.truncated = true // every row read before it may be gone
+	}
 	if err := st.release(ctx, false); err != nil {
 		return err
 	}

@@ -22,6 +22,9 @@ const (
 	// LogSnapshotComplete: every snapshot row is acknowledged and the
 	// state file says complete.
 	LogSnapshotComplete = "initial snapshot complete"
+	// LogTablesAdded: tables configured after the initial snapshot are
+	// snapshotted online (a republish) while the stream runs.
+	LogTablesAdded = "tables added to the configuration since the initial snapshot are snapshotted online"
 )
 
 // prepareSlot makes sure a slot exists whose stream, together with what was
@@ -51,8 +54,8 @@ func (s *Source) prepareSlot(ctx context.Context, conn *pgx.Conn, repl *pgconn.P
 	wantSnapshot := s.cfg.Snapshot == SnapshotInitial
 	if slot.exists {
 		if !wantSnapshot || (haveState && state.Complete) {
-			if wantSnapshot {
-				if err := s.checkSnapshotted(state); err != nil {
+			if wantSnapshot && haveState {
+				if state, err = s.snapshotAdded(conn, state); err != nil {
 					return 0, err
 				}
 			}
@@ -145,7 +148,7 @@ type SlotLostError struct {
 func (e *SlotLostError) Error() string {
 	lost := "rows deleted while it was missing would never get a tombstone and would stay live on the topics forever " +
 		"(rows inserted or updated meanwhile are published again by a new snapshot)"
-	redo := "delete " + e.State + " and start again: a new slot and a full snapshot publish every row again, the deleted rows stay on the topics"
+	redo := "delete " + e.State + " and start again (a new slot and a full snapshot publish every row again), then run `replicator republish --all --reconcile`, which tombstones every key live on a topic that is no longer in its table"
 	if !e.Snapshot {
 		lost = "every change made while it was missing is lost to the topics (source.snapshot: never takes no snapshot to publish them again)"
 		redo = "delete " + e.State + " and start again: a new slot streams from now on, the changes of the gap are not published"
@@ -181,22 +184,41 @@ func (s *Source) tableNames() []string {
 	return names
 }
 
-// checkSnapshotted refuses to resume a slot whose initial snapshot did not
-// read every configured table: a table added to the configuration since
-// then has rows that streaming alone never publishes.
-func (s *Source) checkSnapshotted(state snapshotState) error {
+// snapshotAdded schedules an online snapshot of the configured tables the
+// slot's initial snapshot did not read (added to the configuration since):
+// their rows from before would never be published by streaming alone. It
+// is a republish job (republish.go), run by the stream that follows, so
+// their rows land in the stream's order, without stopping it; the tables
+// are recorded at once, with the job that accounts for them, and a crash
+// continues the job from its last chunk.
+func (s *Source) snapshotAdded(conn *pgx.Conn, state snapshotState) (snapshotState, error) {
 	if len(state.Tables) == 0 {
-		return nil // written before the tables were recorded: nothing to compare
+		return state, nil // written before the tables were recorded: nothing to compare
 	}
 	added := s.unrecorded(state)
 	if len(added) == 0 {
-		return nil
+		return state, nil
 	}
-	return fmt.Errorf("%s added to the configuration after the initial snapshot of slot %s (completed %s): "+
-		"rows written before then would never be published. To publish them, snapshot again: stop and delete %s "+
-		"(keep the slot: the next run tombstones from it the rows deleted since, then snapshots every configured table; "+
-		"records already published repeat, none is missed). Or stream only their changes from now on with source.snapshot: never",
-		tableList(added), s.cfg.Slot, state.CompletedAt.Format(time.RFC3339), statePath(s.cfg.StateDir, s.cfg.Slot))
+	if err := checkMessages(conn); err != nil {
+		return state, fmt.Errorf("%s added to the configuration after the initial snapshot of slot %s, and snapshotting them online failed: %w. "+
+			"To publish their rows, snapshot again: stop and delete %s (keep the slot: the next run tombstones from it the rows deleted since, then snapshots every configured table). "+
+			"Or stream only their changes from now on with source.snapshot: never",
+			strings.Join(added, ", "), s.cfg.Slot, err, statePath(s.cfg.StateDir, s.cfg.Slot))
+	}
+	job := republishJob{ID: "added-" + newRepublishID(time.Now()), Requested: time.Now().UTC()}
+	for _, name := range added {
+		job.Tables = append(job.Tables, republishTable{Name: name})
+	}
+	state.Tables = append(state.Tables, added...)
+	addJob(&state, job)
+	s.stateMu.Lock()
+	err := writeState(s.cfg.StateDir, state)
+	s.stateMu.Unlock()
+	if err != nil {
+		return state, err
+	}
+	s.log.Info(LogTablesAdded, "slot", s.cfg.Slot, "tables", strings.Join(added, ", "), "republish_id", job.ID)
+	return state, nil
 }
 
 // recordTables adds to the slot's state the configured tables it does not
@@ -230,12 +252,4 @@ func (s *Source) unrecorded(state snapshotState) []string {
 		}
 	}
 	return names
-}
-
-// tableList names tables in an error: "table a" or "tables a, b".
-func tableList(names []string) string {
-	if len(names) == 1 {
-		return "table " + names[0] + " was"
-	}
-	return "tables " + strings.Join(names, ", ") + " were"
 }

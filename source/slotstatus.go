@@ -92,6 +92,22 @@ type SnapshotState struct {
 	Rows          int64     // rows the snapshot published
 	Tables        []string  // tables accounted for (qualified names)
 	Path          string    // the state file
+	// Republish are the republish requests not finished yet.
+	Republish []RepublishStatus
+}
+
+// RepublishStatus is a republish request in progress, per table.
+type RepublishStatus struct {
+	ID     string
+	Tables []RepublishTableStatus
+}
+
+// RepublishTableStatus is one table of a republish request.
+type RepublishTableStatus struct {
+	Name   string
+	Chunks int   // chunks acknowledged
+	Rows   int64 // rows republished
+	Done   bool
 }
 
 // ReadSnapshotState reads the snapshot state of slot from stateDir (the
@@ -102,8 +118,16 @@ func ReadSnapshotState(stateDir, slot string) (st SnapshotState, ok bool, err er
 	if err != nil || !ok {
 		return SnapshotState{Path: statePath(stateDir, slot)}, false, err
 	}
-	return SnapshotState{
+	st = SnapshotState{
 		Slot: s.Slot, ConsistentLSN: s.ConsistentLSN, CreatedAt: s.CreatedAt, Complete: s.Complete,
 		CompletedAt: s.CompletedAt, Rows: s.Rows, Tables: s.Tables, Path: statePath(stateDir, slot),
-	}, true, nil
+	}
+	for _, j := range s.Republish {
+		rs := RepublishStatus{ID: j.ID}
+		for _, t := range j.Tables {
+			rs.Tables = append(rs.Tables, RepublishTableStatus{Name: t.Name, Chunks: t.Chunks, Rows: t.Rows, Done: t.Done})
+		}
+		st.Republish = append(st.Republish, rs)
+	}
+	return st, true, nil
 }

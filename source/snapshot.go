@@ -357,6 +357,14 @@ type tableReader struct {
 	keys []int // column indices of the key; nil: read in one pass
 	by   string
 
+	// emit, when set, takes each full batch instead of out (republish
+	// collects a chunk's batches); the batch is then the callee's.
+	emit func(*rowBatch) error
+	// rowKeys, when set, gets the key of every row read (keyString), in
+	// order: republish drops the rows whose keys changed while the chunk
+	// was read. The snapshot leaves it nil and pays nothing for it.
+	rowKeys *[]string
+
 	batch   *rowBatch
 	partial []byte
 	fields  [][]byte
@@ -420,27 +428,42 @@ func (r *tableReader) chunkSQL(first bool) string {
 
 // read sends every row of the table to out and returns how many.
 func (r *tableReader) read(ctx context.Context, conn *pgx.Conn) (int64, error) {
-	r.ctx = ctx
-	defer func() { r.ctx = nil }()
 	var total int64
 	for first := true; ; first = false {
-		r.rows = 0
-		sql := r.chunkSQL(first)
-		if _, err := conn.PgConn().CopyTo(ctx, r, sql); err != nil {
-			return total, fmt.Errorf("read %s: %w", r.t.QualifiedName(), err)
+		n, more, err := r.readChunk(ctx, conn, first)
+		total += n
+		if err != nil {
+			return total, err
 		}
-		if len(r.partial) > 0 {
-			return total, fmt.Errorf("read %s: COPY output ends in an incomplete line", r.t.QualifiedName())
-		}
-		total += r.rows
-		if r.keys == nil || r.rows < r.chunk {
+		if !more {
 			break
 		}
 	}
+	r.ctx = ctx
+	defer func() { r.ctx = nil }()
 	if err := r.send(); err != nil {
 		return total, err
 	}
 	return total, nil
+}
+
+// readChunk reads the next key-ordered chunk: the first one, or the one
+// after lastKey (the last key of the previous chunk, or set by the caller
+// to resume). It returns the rows read and whether more may follow (the
+// chunk was full); lastKey is then the chunk's last key. The last batch
+// is not sent: the next chunk goes on filling it (see read), or the caller
+// sends it (republish, per chunk).
+func (r *tableReader) readChunk(ctx context.Context, conn *pgx.Conn, first bool) (int64, bool, error) {
+	r.ctx = ctx
+	defer func() { r.ctx = nil }()
+	r.rows = 0
+	if _, err := conn.PgConn().CopyTo(ctx, r, r.chunkSQL(first)); err != nil {
+		return r.rows, false, fmt.Errorf("read %s: %w", r.t.QualifiedName(), err)
+	}
+	if len(r.partial) > 0 {
+		return r.rows, false, fmt.Errorf("read %s: COPY output ends in an incomplete line", r.t.QualifiedName())
+	}
+	return r.rows, r.keys != nil && r.rows == r.chunk, nil
 }
 
 // Write takes COPY output: PostgreSQL sends one line per message, but
@@ -499,6 +522,12 @@ func (r *tableReader) row(line []byte) error {
 		return fmt.Errorf("read %s: %w", r.t.QualifiedName(), err)
 	}
 	r.rows++
+	if r.rowKeys != nil {
+		if r.fields, r.scratch, err = splitCopyLine(line, r.fields, r.scratch); err != nil {
+			return fmt.Errorf("read %s: %w", r.t.QualifiedName(), err)
+		}
+		*r.rowKeys = append(*r.rowKeys, keyString(r.keys, func(i int) []byte { return r.fields[i] }))
+	}
 	if r.keys != nil && r.rows == r.chunk {
 		// The last row of a full chunk: the next chunk starts after its
 		// key. Key columns may be unused by the entity, so they are taken
@@ -525,6 +554,11 @@ func (r *tableReader) send() error {
 	// Once sent the batch is the emitter's, and back in the pool for
 	// another reader soon after: nothing of it may be read here.
 	rows := r.batch.rows
+	if r.emit != nil {
+		b := r.batch
+		r.batch = nil
+		return r.emit(b)
+	}
 	select {
 	case r.out <- r.batch:
 		if r.prog != nil {

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -86,6 +87,12 @@ type Source struct {
 	// values (reread.go), for tests.
 	rereads atomic.Int64
 	stats   *Stats
+	// stateMu serialises read-modify-writes of the state file between the
+	// stream and its republisher.
+	stateMu sync.Mutex
+	// chunkRead, when set (tests), runs after a republish chunk is read,
+	// before its high watermark: writes there fall between the watermarks.
+	chunkRead func()
 }
 
 // New validates the configuration. tables are the configured tables as the

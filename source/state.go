@@ -33,6 +33,12 @@ type snapshotState struct {
 	// publish its older rows. Empty in state files written before it was
 	// recorded, until the next resume fills it in (recordTables).
 	Tables []string `json:"tables,omitempty"`
+	// Republish are the republish jobs not finished yet, oldest first,
+	// with each table's last acknowledged chunk (republish.go).
+	Republish []republishJob `json:"republish,omitempty"`
+	// RepublishDone are the ids of the latest finished or cancelled jobs:
+	// a request the slot replays after a restart is not run again.
+	RepublishDone []string `json:"republish_done,omitempty"`
 }
 
 func statePath(dir, slot string) string {

@@ -34,6 +34,9 @@ type stream struct {
 	change   Change
 	guard    stallGuard // answers the server while a hand-over blocks
 	rowsSeen uint64     // row changes handed over since the last publishStats
+
+	rp     *republisher // republishes tables on request (republish.go)
+	window *chunkWindow // the republish chunk between its watermarks; nil outside
 }
 
 func (st *stream) run(ctx context.Context, start pglogrepl.LSN) error {
@@ -54,9 +57,27 @@ func (st *stream) run(ctx context.Context, start pglogrepl.LSN) error {
 		stopGuard()
 		guardDone.Wait()
 	}()
-	err := st.r.run(ctx)
+	// The republisher lives as long as this session: a failure of it
+	// ends the session like a lost connection (retried when transient),
+	// and its job goes on from its last acknowledged chunk.
+	rctx, stopRead := context.WithCancelCause(ctx)
+	st.rp = newRepublisher(s)
+	var rpDone sync.WaitGroup
+	rpDone.Go(func() {
+		if err := st.rp.loop(rctx); err != nil {
+			stopRead(fmt.Errorf("republish: %w", err))
+		}
+	})
+	defer func() {
+		stopRead(nil)
+		rpDone.Wait()
+	}()
+	err := st.r.run(rctx)
 	if ctx.Err() != nil && (err == nil || errors.Is(err, ctx.Err())) {
 		return st.shutdown(ctx)
+	}
+	if ctx.Err() == nil && rctx.Err() != nil {
+		return context.Cause(rctx)
 	}
 	return err
 }
@@ -108,9 +129,14 @@ func (st *stream) statusSent(u pglogrepl.StandbyStatusUpdate) {
 
 func (st *stream) keepalive(pglogrepl.LSN) error { return nil }
 
-// message ignores logical decoding messages: nothing emits them for the
-// stream yet.
-func (st *stream) message(context.Context, *pglogrepl.LogicalDecodingMessage) error { return nil }
+// message acts on replicator's own messages (republish.go) and ignores
+// any other.
+func (st *stream) message(ctx context.Context, m *pglogrepl.LogicalDecodingMessage) error {
+	if m.Prefix != MessagePrefix {
+		return nil
+	}
+	return st.handleSignal(ctx, m)
+}
 
 // shutdown stops reading, waits for what was handed over to be
 // acknowledged, and confirms it.
@@ -147,6 +173,11 @@ func (st *stream) commit(ctx context.Context, _, end pglogrepl.LSN) error {
 }
 
 func (st *stream) row(ctx context.Context, op Op, rel *walRel, oldTuple, newTuple *pglogrepl.TupleData) error {
+	if st.window != nil && st.window.table == rel.idx {
+		if err := st.noteRow(rel, oldTuple, newTuple); err != nil {
+			return err
+		}
+	}
 	t := rel.table
 	c := &st.change
 	*c = st.r.change(op, rel)

@@ -242,6 +242,7 @@ func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, pr
 	pipe := pipeline.New(pents, kcl,
 		pipeline.WithSchemas(obs.schemas.Wrap(registry.NewSchemas(rcl))),
 		pipeline.WithLiveKeys(keys),
+		pipeline.WithSpillDir(filepath.Join(cfg.DataDir, "spill")),
 		pipeline.WithBufferLimit(cfg.Kafka.MaxBufferedRecords),
 		pipeline.WithMaxMessageBytes(cfg.Kafka.MaxMessageBytes),
 		pipeline.OnFailure(stop))

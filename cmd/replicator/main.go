@@ -115,6 +115,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		newDemoCommand(stdout, stderr),
 		newVersionCommand(stdout),
 		newStatusCommand(stdout),
+		newRepublishCommand(stdout),
 	)
 	err := root.ExecuteContext(ctx)
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil {

@@ -65,6 +65,20 @@ type snapshotReport struct {
 	Rows          int64     `json:"rows"`
 	Tables        []string  `json:"tables,omitempty"`
 	StateFile     string    `json:"state_file"`
+	// Republish are the republish requests not finished yet.
+	Republish []republishReport `json:"republish,omitempty"`
+}
+
+type republishReport struct {
+	ID     string                 `json:"id"`
+	Tables []republishTableReport `json:"tables"`
+}
+
+type republishTableReport struct {
+	Table  string `json:"table"`
+	Chunks int    `json:"chunks"`
+	Rows   int64  `json:"rows"`
+	Done   bool   `json:"done"`
 }
 
 type topicReport struct {
@@ -149,6 +163,13 @@ func collectStatus(ctx context.Context, cfg *config.Config, maxRetained, maxLag 
 		rep.Snapshot = &snapshotReport{
 			Complete: state.Complete, ConsistentLSN: state.ConsistentLSN.String(), StartedAt: state.CreatedAt,
 			CompletedAt: state.CompletedAt, Rows: state.Rows, Tables: state.Tables, StateFile: state.Path,
+		}
+		for _, j := range state.Republish {
+			r := republishReport{ID: j.ID}
+			for _, t := range j.Tables {
+				r.Tables = append(r.Tables, republishTableReport{Table: t.Name, Chunks: t.Chunks, Rows: t.Rows, Done: t.Done})
+			}
+			rep.Snapshot.Republish = append(rep.Snapshot.Republish, r)
 		}
 	}
 
@@ -294,6 +315,17 @@ func printStatus(w io.Writer, rep statusReport) error {
 		fmt.Fprintf(tw, "snapshot\tcomplete\t%s, %d rows, consistent point %s\n", sn.CompletedAt.Format(time.RFC3339), sn.Rows, sn.ConsistentLSN)
 	} else {
 		fmt.Fprintf(tw, "snapshot\tincomplete\tstarted %s at %s: the next start redoes it\n", sn.StartedAt.Format(time.RFC3339), sn.ConsistentLSN)
+	}
+	if sn := rep.Snapshot; sn != nil {
+		for _, r := range sn.Republish {
+			for _, t := range r.Tables {
+				what := fmt.Sprintf("%d rows in %d chunks so far", t.Rows, t.Chunks)
+				if t.Done {
+					what = fmt.Sprintf("%d rows, done", t.Rows)
+				}
+				fmt.Fprintf(tw, "republish\t%s\t%s: %s\n", r.ID, t.Table, what)
+			}
+		}
 	}
 	if rep.KafkaError != "" {
 		fmt.Fprintf(tw, "topics\tunknown\t%s\n", rep.KafkaError)

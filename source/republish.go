@@ -1,0 +1,891 @@
+package source
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/replicator/replicator/relation"
+)
+
+// Republish: every current row of a configured table published again, as
+// OpSnapshot changes, while the stream runs (docs/ARCHITECTURE.md,
+// "Republish", argues why a republished row never lands after a newer
+// change of its key).
+//
+// Requests travel through the WAL: `replicator republish` emits a
+// transactional logical decoding message with prefix MessagePrefix holding
+// a JSON signal, so a request made while no daemon runs waits in the slot,
+// and one made while it runs is read in commit order. The stream records
+// the request in the slot's state file (a job) and wakes its republisher,
+// a goroutine owned by the stream session, which reads each table in
+// key-ordered chunks on its own SQL connection between two watermarks it
+// emits the same way: low, read, high. Between the two the stream notes the
+// keys of the table that changed; at the high watermark it hands over the
+// chunk's other rows, inside the watermark's transaction, so they are
+// checkpointed like it. Once they are acknowledged the republisher records
+// the chunk's last key in the job: a restart goes on from there.
+
+// MessagePrefix is the prefix of the logical decoding messages replicator
+// emits (pg_logical_emit_message) and reads back from its slot.
+const MessagePrefix = "replicator"
+
+// DefaultRepublishChunkRows is the rows per republish chunk. A chunk is
+// held in memory between its watermarks, so it is smaller than a snapshot
+// chunk.
+const DefaultRepublishChunkRows = 5000
+
+// Log messages of a republish, for operators and tests.
+const (
+	LogRepublishRequested = "republish requested"
+	LogRepublishStarted   = "republish of table started"
+	LogRepublishTableDone = "republish of table complete"
+	LogRepublishDone      = "republish complete"
+	LogRepublishCancelled = "republish cancelled"
+	LogReconciled         = "reconcile of table complete: keys live on its topic but not in the table are tombstoned"
+)
+
+// Signal kinds.
+const (
+	signalRepublish = "republish"
+	signalCancel    = "cancel"
+	signalLow       = "low"
+	signalHigh      = "high"
+	// signalReconcile marks where a table's orphans are tombstoned.
+	signalReconcile = "reconcile"
+)
+
+// signal is the JSON body of a replicator logical decoding message.
+type signal struct {
+	Kind string `json:"kind"`
+	// Slot is the slot the signal is for: every slot of the database
+	// decodes the message, and only one replicator must act on it.
+	Slot string `json:"slot"`
+	// ID names a republish job (request, cancel: empty cancels all).
+	ID string `json:"id,omitempty"`
+	// Tables are the qualified table names to republish.
+	Tables []string `json:"tables,omitempty"`
+	// Rate bounds a republish in rows per second; 0: no bound.
+	Rate int `json:"rate,omitempty"`
+	// ChunkRows overrides DefaultRepublishChunkRows.
+	ChunkRows int `json:"chunk_rows,omitempty"`
+	// Reconcile: after each table, tombstone the keys live on its topic
+	// that are not in the table (reconciler).
+	Reconcile bool `json:"reconcile,omitempty"`
+	// Run and Seq identify a watermark's chunk: the republisher that
+	// emitted it (a random id per stream session) and the chunk's number.
+	// Watermarks replayed from an earlier session match nothing.
+	Run string `json:"run,omitempty"`
+	Seq uint64 `json:"seq,omitempty"`
+}
+
+// RepublishOptions are the options of a republish request.
+type RepublishOptions struct {
+	Rate      int // rows per second; 0: unbounded
+	ChunkRows int // rows per chunk; 0: DefaultRepublishChunkRows
+	// Reconcile also tombstones, after each table, the keys live on its
+	// topic that are not in the table (the Handler must implement
+	// Reconcile, as the pipeline does).
+	Reconcile bool
+}
+
+// RequestRepublish asks the replicator streaming slot to republish tables
+// (qualified names, as [relation.Table.QualifiedName]) and returns the
+// request's id. The request is a message in the WAL: the daemon acts on it
+// when its stream reaches it, now or at its next start.
+func RequestRepublish(ctx context.Context, conn *pgx.Conn, slot string, tables []string, opts RepublishOptions) (string, error) {
+	if len(tables) == 0 {
+		return "", errors.New("republish: no table given")
+	}
+	if opts.Rate < 0 || opts.ChunkRows < 0 {
+		return "", fmt.Errorf("republish: negative rate %d or chunk rows %d", opts.Rate, opts.ChunkRows)
+	}
+	id := newRepublishID(time.Now())
+	sig := signal{Kind: signalRepublish, Slot: slot, ID: id, Tables: tables, Rate: opts.Rate, ChunkRows: opts.ChunkRows, Reconcile: opts.Reconcile}
+	if err := emitSignal(ctx, conn, sig); err != nil {
+		return "", err
+	}
+	return id, nil
+}
+
+// CancelRepublish asks the replicator streaming slot to stop the republish
+// id, or every one when id is empty. Rows already republished stay
+// published.
+func CancelRepublish(ctx context.Context, conn *pgx.Conn, slot, id string) error {
+	return emitSignal(ctx, conn, signal{Kind: signalCancel, Slot: slot, ID: id})
+}
+
+func newRepublishID(now time.Time) string {
+	return fmt.Sprintf("%s-%04x", now.UTC().Format("20060102T150405"), rand.IntN(1<<16))
+}
+
+// minMessagesMajor is the first PostgreSQL major version whose pgoutput
+// sends logical decoding messages: republish needs them.
+const minMessagesMajor = 14
+
+func checkMessages(conn *pgx.Conn) error {
+	if v := serverMajor(conn.PgConn()); v > 0 && v < minMessagesMajor {
+		return fmt.Errorf("republish needs PostgreSQL %d or later (pgoutput sends the logical decoding messages it travels by from then on); the server is %s",
+			minMessagesMajor, conn.PgConn().ParameterStatus("server_version"))
+	}
+	return nil
+}
+
+// emitSignal writes sig to the WAL as a transactional message: it is
+// decoded at its transaction's commit, in commit order with every change.
+func emitSignal(ctx context.Context, conn *pgx.Conn, sig signal) error {
+	if err := checkMessages(conn); err != nil {
+		return err
+	}
+	b, err := json.Marshal(sig)
+	if err != nil {
+		return fmt.Errorf("encode %s signal: %w", sig.Kind, err)
+	}
+	if _, err := conn.Exec(ctx, "SELECT pg_logical_emit_message(true, $1, $2::text)", MessagePrefix, string(b)); err != nil {
+		return fmt.Errorf("emit %s message for slot %s (pg_logical_emit_message needs PostgreSQL 14 or later for the stream to see it): %w", sig.Kind, sig.Slot, err)
+	}
+	return nil
+}
+
+// republishJob is a republish request as the state file keeps it.
+type republishJob struct {
+	ID        string    `json:"id"`
+	Requested time.Time `json:"requested"`
+	Rate      int       `json:"rate,omitempty"`
+	ChunkRows int       `json:"chunk_rows,omitempty"`
+	// Reconcile: tombstone each table's orphans once it is republished;
+	// Since is the request's commit LSN, from which every record of the
+	// topic counts as published by or after the republish.
+	Reconcile bool             `json:"reconcile,omitempty"`
+	Since     pglogrepl.LSN    `json:"since,omitempty"`
+	Tables    []republishTable `json:"tables"`
+}
+
+// republishTable is one table's progress in a job.
+type republishTable struct {
+	Name string `json:"name"`
+	// After is the key (text of each key column) of the last row of the
+	// last acknowledged chunk: the next chunk starts after it.
+	After  []string `json:"after,omitempty"`
+	Chunks int      `json:"chunks"`
+	Rows   int64    `json:"rows"`
+	// Read: every chunk is republished; Done: and, with Reconcile, the
+	// orphans are tombstoned too.
+	Read bool `json:"read,omitempty"`
+	Done bool `json:"done,omitempty"`
+}
+
+// maxDoneIDs bounds the ids of finished jobs kept in the state, which make
+// a request replayed from the slot after a restart a no-op.
+const maxDoneIDs = 32
+
+// updateState changes the slot's state file under the source's state lock
+// (the stream and its republisher both write it).
+func (s *Source) updateState(change func(st *snapshotState) error) error {
+	s.stateMu.Lock()
+	defer s.stateMu.Unlock()
+	st, ok, err := readState(s.cfg.StateDir, s.cfg.Slot)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("no state for slot %s in %s", s.cfg.Slot, statePath(s.cfg.StateDir, s.cfg.Slot))
+	}
+	if err := change(&st); err != nil {
+		return err
+	}
+	return writeState(s.cfg.StateDir, st)
+}
+
+// loadState reads the slot's state under the state lock.
+func (s *Source) loadState() (snapshotState, error) {
+	s.stateMu.Lock()
+	defer s.stateMu.Unlock()
+	st, _, err := readState(s.cfg.StateDir, s.cfg.Slot)
+	return st, err
+}
+
+// addJob records a new job unless its id is known (a request replayed
+// after a restart).
+func addJob(st *snapshotState, job republishJob) bool {
+	if slices.Contains(st.RepublishDone, job.ID) || slices.ContainsFunc(st.Republish, func(j republishJob) bool { return j.ID == job.ID }) {
+		return false
+	}
+	st.Republish = append(st.Republish, job)
+	return true
+}
+
+// finishJob removes job id from the state and remembers its id.
+func finishJob(st *snapshotState, id string) {
+	st.Republish = slices.DeleteFunc(st.Republish, func(j republishJob) bool { return j.ID == id })
+	st.RepublishDone = append(st.RepublishDone, id)
+	if n := len(st.RepublishDone); n > maxDoneIDs {
+		st.RepublishDone = st.RepublishDone[n-maxDoneIDs:]
+	}
+}
+
+// chunkWindow is one chunk between its watermarks. The republisher makes
+// it and publishes it (republisher.pending) before emitting the low
+// watermark; the stream adopts it when it reads that watermark, notes the
+// changed keys until the high one, then hands the rows over.
+type chunkWindow struct {
+	run   string
+	seq   uint64
+	table int
+	id    string        // the job's id, the records' republish header
+	since pglogrepl.LSN // reconcile windows: the job's Since
+
+	// Stream goroutine only, between the watermarks.
+	changed   map[string]struct{}
+	truncated bool
+	keyAt     []int           // key column positions in keyShape
+	keyShape  *relation.Table // the shape keyAt was computed for
+
+	ready  chan chunkRows   // the rows, sent before the high watermark
+	result chan chunkResult // sent by the stream once the rows are handed over
+}
+
+// chunkRows are a chunk's rows in key order, with each row's key.
+type chunkRows struct {
+	batches []*rowBatch
+	keys    []string
+}
+
+// chunkResult is what the stream did with a chunk.
+type chunkResult struct {
+	mark    *txnMark // the high watermark's transaction, which holds the rows
+	emitted int64
+	dropped int64
+}
+
+// keyString is a row's key as one comparable string: each key column's
+// text, length-prefixed. The chunk's rows (COPY text) and the stream's
+// tuples (pgoutput text) render a value alike: both are the type's output
+// function.
+func keyString(keys []int, text func(col int) []byte) string {
+	var b []byte
+	for _, k := range keys {
+		v := text(k)
+		b = binary.AppendUvarint(b, uint64(len(v)))
+		b = append(b, v...)
+	}
+	return string(b)
+}
+
+// note records the keys a row change of the window's table touches: the
+// new row's and, when sent, the old one's (a delete, a key update).
+func (w *chunkWindow) note(t *relation.Table, oldTuple, newTuple *pglogrepl.TupleData) error {
+	if w.keyShape != t {
+		at, err := keyIndexes(t)
+		if err != nil {
+			return err
+		}
+		w.keyAt, w.keyShape = at, t
+	}
+	for _, tuple := range []*pglogrepl.TupleData{oldTuple, newTuple} {
+		if tuple == nil {
+			continue
+		}
+		complete := true
+		key := keyString(w.keyAt, func(i int) []byte {
+			if i >= len(tuple.Columns) || tuple.Columns[i].DataType != pglogrepl.TupleDataTypeText {
+				complete = false
+				return nil
+			}
+			return tuple.Columns[i].Data
+		})
+		if complete {
+			w.changed[key] = struct{}{}
+		} else if tuple == newTuple && oldTuple == nil {
+			// A key value not sent (unchanged TOAST in a key column): the
+			// key is unknown, so no row of the chunk is trusted.
+			w.truncated = true
+		}
+	}
+	return nil
+}
+
+// handleSignal acts on a replicator message read from the WAL.
+func (st *stream) handleSignal(ctx context.Context, m *pglogrepl.LogicalDecodingMessage) error {
+	s := st.src
+	var sig signal
+	if err := json.Unmarshal(m.Content, &sig); err != nil {
+		s.log.Warn("ignoring a replicator message that is not a signal", "lsn", m.LSN, "error", err)
+		return nil
+	}
+	if sig.Slot != s.cfg.Slot {
+		return nil // for another replicator of the same database
+	}
+	switch sig.Kind {
+	case signalRepublish:
+		return st.requested(sig, m.LSN)
+	case signalCancel:
+		return st.cancelled(sig)
+	case signalLow:
+		if w := st.rp.pending.Load(); w != nil && w.run == sig.Run && w.seq == sig.Seq {
+			st.window = w
+		}
+	case signalHigh:
+		if w := st.window; w != nil && w.run == sig.Run && w.seq == sig.Seq {
+			st.window = nil
+			return st.handChunk(ctx, w)
+		}
+	case signalReconcile:
+		if w := st.rp.pending.Load(); w != nil && w.run == sig.Run && w.seq == sig.Seq {
+			return st.reconcile(ctx, w)
+		}
+	default:
+		s.log.Warn("ignoring a replicator message of an unknown kind", "lsn", m.LSN, "kind", sig.Kind)
+	}
+	return nil
+}
+
+// requested records a republish request as a job, before the message's
+// transaction can be confirmed: a crash after the confirmation still has
+// the job.
+func (st *stream) requested(sig signal, lsn pglogrepl.LSN) error {
+	s := st.src
+	job := republishJob{ID: sig.ID, Requested: time.Now().UTC(), Rate: sig.Rate, ChunkRows: sig.ChunkRows,
+		Reconcile: sig.Reconcile, Since: st.r.txn.lsn}
+	var unknown []string
+	for _, name := range sig.Tables {
+		if _, ok := s.byName[name]; !ok {
+			unknown = append(unknown, name)
+			continue
+		}
+		job.Tables = append(job.Tables, republishTable{Name: name})
+	}
+	if len(unknown) > 0 {
+		s.log.Warn("republish request names tables that are not configured here; they are skipped",
+			"id", sig.ID, "tables", strings.Join(unknown, ", "))
+	}
+	if len(job.Tables) == 0 {
+		return nil
+	}
+	added := false
+	if err := s.updateState(func(state *snapshotState) error {
+		added = addJob(state, job)
+		return nil
+	}); err != nil {
+		return fmt.Errorf("record republish request %s: %w", sig.ID, err)
+	}
+	if added {
+		s.log.Info(LogRepublishRequested, "id", sig.ID, "tables", strings.Join(sig.Tables, ", "), "lsn", lsn, "rate", sig.Rate)
+		st.rp.wakeUp()
+	}
+	return nil
+}
+
+// cancelled removes the job sig names (every job when it names none); the
+// republisher sees it before its next chunk.
+func (st *stream) cancelled(sig signal) error {
+	s := st.src
+	var ids []string
+	err := s.updateState(func(state *snapshotState) error {
+		for _, j := range state.Republish {
+			if sig.ID == "" || j.ID == sig.ID {
+				ids = append(ids, j.ID)
+			}
+		}
+		for _, id := range ids {
+			finishJob(state, id)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("cancel republish: %w", err)
+	}
+	if len(ids) > 0 {
+		s.log.Info(LogRepublishCancelled, "ids", strings.Join(ids, ", "))
+		st.rp.wakeUp()
+	}
+	return nil
+}
+
+// noteRow is the stream's part between the watermarks: the keys of the
+// window's table changed there.
+func (st *stream) noteRow(rel *walRel, oldTuple, newTuple *pglogrepl.TupleData) error {
+	if err := st.window.note(rel.table, oldTuple, newTuple); err != nil {
+		return fmt.Errorf("republish of %s: %w", rel.table.QualifiedName(), err)
+	}
+	return nil
+}
+
+// handChunk hands over, at the high watermark, the chunk's rows whose keys
+// did not change since the low one, as changes of the watermark's
+// transaction.
+func (st *stream) handChunk(ctx context.Context, w *chunkWindow) error {
+	if st.txn == nil {
+		return errors.New("republish: high watermark outside a transaction")
+	}
+	var rows chunkRows
+	select {
+	case rows = <-w.ready:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	s := st.src
+	t := &s.tables[w.table]
+	c := &st.change
+	*c = Change{Op: OpSnapshot, Table: t, TableIndex: w.table, LSN: st.r.txn.lsn, CommitTime: st.r.txn.time, Republish: w.id}
+	res := chunkResult{mark: st.txn}
+	var row [][]byte
+	i := 0
+	for _, b := range rows.batches {
+		for r := range b.rows {
+			key := rows.keys[i]
+			i++
+			if _, changed := w.changed[key]; changed || w.truncated {
+				res.dropped++
+				continue
+			}
+			row = b.row(r, row)
+			c.Text = row
+			c.Ack = st.cp.track(st.txn)
+			if err := st.h.Handle(ctx, c); err != nil {
+				return err
+			}
+			res.emitted++
+		}
+	}
+	c.Text = nil
+	st.rowsSeen += uint64(res.emitted)
+	w.result <- res // buffered: the republisher may have stopped waiting
+	return nil
+}
+
+// republisher runs the jobs of the state file, one chunk at a time. It
+// belongs to a stream session, which starts it and stops it.
+type republisher struct {
+	src  *Source
+	run  string
+	wake chan struct{}
+	// pending is the window of the chunk being read, published before its
+	// low watermark is emitted.
+	pending atomic.Pointer[chunkWindow]
+	seq     uint64
+}
+
+func newRepublisher(s *Source) *republisher {
+	return &republisher{src: s, run: fmt.Sprintf("%016x", rand.Uint64()), wake: make(chan struct{}, 1)}
+}
+
+func (rp *republisher) wakeUp() {
+	select {
+	case rp.wake <- struct{}{}:
+	default:
+	}
+}
+
+// loop runs jobs until ctx ends; an error ends the stream session (which
+// is retried when transient) and the job goes on from its last chunk.
+func (rp *republisher) loop(ctx context.Context) error {
+	var conn *pgx.Conn
+	defer func() {
+		if conn != nil {
+			conn.Close(context.WithoutCancel(ctx))
+		}
+	}()
+	for {
+		state, err := rp.src.loadState()
+		if err != nil {
+			return err
+		}
+		if len(state.Republish) == 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-rp.wake:
+				continue
+			}
+		}
+		if conn == nil {
+			if conn, err = Connect(ctx, rp.src.cfg.URL); err != nil {
+				return fmt.Errorf("republish connection: %w", err)
+			}
+			if err := checkMessages(conn); err != nil {
+				// Not a reason to stop streaming: the jobs wait.
+				rp.src.log.Error("republish jobs are waiting and cannot run", "error", err)
+				<-ctx.Done()
+				return nil
+			}
+		}
+		if err := rp.runJob(ctx, conn, state.Republish[0]); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// errJobGone: the job was cancelled while it ran.
+var errJobGone = errors.New("republish job cancelled")
+
+// runJob republishes the tables of job not done yet.
+func (rp *republisher) runJob(ctx context.Context, conn *pgx.Conn, job republishJob) error {
+	s := rp.src
+	names := make([]string, len(job.Tables))
+	estimates := make([]int64, len(job.Tables))
+	for i, jt := range job.Tables {
+		names[i] = jt.Name
+		estimates[i] = -1
+		if idx, ok := s.byName[jt.Name]; ok {
+			n, err := estimateRows(ctx, conn, &s.tables[idx])
+			if err != nil {
+				return err
+			}
+			estimates[i] = n
+		}
+	}
+	prog := newProgress(names, estimates, s.log, s.cfg.Progress)
+	s.stats.progress.Store(prog)
+	stop := make(chan struct{})
+	var reporter sync.WaitGroup
+	reporter.Go(func() { s.reportProgress(prog, stop) })
+	defer func() {
+		close(stop)
+		reporter.Wait()
+		prog.close(time.Now())
+	}()
+
+	began := time.Now()
+	var total int64
+	for i, jt := range job.Tables {
+		if jt.Done {
+			prog.add(i, jt.Rows)
+			continue
+		}
+		n, err := rp.runTable(ctx, conn, job, i, prog)
+		total += n
+		if errors.Is(err, errJobGone) {
+			s.log.Info(LogRepublishCancelled, "id", job.ID, "table", jt.Name, "rows", n)
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+	err := s.updateState(func(state *snapshotState) error {
+		finishJob(state, job.ID)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("record the end of republish %s: %w", job.ID, err)
+	}
+	s.log.Info(LogRepublishDone, "id", job.ID, "rows", total, "seconds", time.Since(began).Round(time.Millisecond).Seconds())
+	return nil
+}
+
+// runTable republishes table ti of job from its last completed chunk and
+// returns the rows republished by this call.
+func (rp *republisher) runTable(ctx context.Context, conn *pgx.Conn, job republishJob, ti int, prog *progress) (int64, error) {
+	s := rp.src
+	jt := job.Tables[ti]
+	idx, ok := s.byName[jt.Name]
+	if ok && len(s.tables[idx].PrimaryKey) == 0 {
+		s.log.Error("cannot republish a table without a primary key (it is read in key order): skipped; add a primary key to republish it",
+			"id", job.ID, "table", jt.Name)
+		ok = false
+	}
+	if !ok {
+		return 0, rp.tableProgress(job.ID, jt.Name, nil, 0, true, true)
+	}
+	chunkRowsN := job.ChunkRows
+	if chunkRowsN <= 0 {
+		chunkRowsN = DefaultRepublishChunkRows
+	}
+	tr := newTableReader(&s.tables[idx], idx, chunkRowsN, nil)
+	if len(tr.keys) == 0 {
+		return 0, fmt.Errorf("republish %s: primary key columns %v are not all in the table's columns", jt.Name, s.tables[idx].PrimaryKey)
+	}
+	first := len(jt.After) == 0
+	if !first {
+		if len(jt.After) != len(tr.keys) {
+			return 0, fmt.Errorf("republish %s: the saved position has %d key values, the primary key has %d columns: cancel it (replicator republish --cancel) and request it again", jt.Name, len(jt.After), len(tr.keys))
+		}
+		for i, k := range jt.After {
+			tr.lastKey[i] = []byte(k)
+		}
+	}
+	prog.add(ti, jt.Rows)
+	if jt.Read { // every chunk was read before a restart: only the reconcile is left
+		return 0, rp.reconcileDone(ctx, conn, job, idx)
+	}
+	prog.start(ti, time.Now())
+	s.log.Info(LogRepublishStarted, "id", job.ID, "table", jt.Name, "resumed_after_chunks", jt.Chunks, "rows_before", jt.Rows)
+	began := time.Now()
+	var total int64
+	for {
+		state, err := s.loadState()
+		if err != nil {
+			return total, err
+		}
+		if !slices.ContainsFunc(state.Republish, func(j republishJob) bool { return j.ID == job.ID }) {
+			return total, errJobGone
+		}
+		res, more, err := rp.chunk(ctx, conn, job.ID, tr, first)
+		if err != nil {
+			return total, err
+		}
+		first = false
+		total += res.emitted
+		prog.add(ti, res.emitted)
+		var after []string
+		if more {
+			for _, k := range tr.lastKey {
+				after = append(after, string(k))
+			}
+		}
+		if err := rp.tableProgress(job.ID, jt.Name, after, res.emitted, !more, !more && !job.Reconcile); err != nil {
+			return total, err
+		}
+		if !more {
+			break
+		}
+		if job.Rate > 0 {
+			due := began.Add(time.Duration(float64(total) / float64(job.Rate) * float64(time.Second)))
+			if err := sleepUntil(ctx, due); err != nil {
+				return total, err
+			}
+		}
+	}
+	prog.finish(ti, time.Now())
+	d := time.Since(began)
+	s.log.Info(LogRepublishTableDone, "id", job.ID, "table", jt.Name, "rows", total,
+		"seconds", d.Round(time.Millisecond).Seconds(), "rows_per_s", int64(float64(total)/max(d.Seconds(), 1e-9)))
+	if job.Reconcile {
+		return total, rp.reconcileDone(ctx, conn, job, idx)
+	}
+	return total, nil
+}
+
+// reconcileDone tombstones the orphans of table idx and records the table
+// done.
+func (rp *republisher) reconcileDone(ctx context.Context, conn *pgx.Conn, job republishJob, idx int) error {
+	s := rp.src
+	name := s.tables[idx].QualifiedName()
+	began := time.Now()
+	if err := rp.reconcileTable(ctx, conn, job, idx); err != nil {
+		return fmt.Errorf("reconcile %s: %w", name, err)
+	}
+	s.log.Info(LogReconciled, "id", job.ID, "table", name, "seconds", time.Since(began).Round(time.Millisecond).Seconds())
+	return rp.tableProgress(job.ID, name, nil, 0, true, true)
+}
+
+// tableProgress records a completed chunk of table name in job id.
+func (rp *republisher) tableProgress(id, name string, after []string, rows int64, read, done bool) error {
+	err := rp.src.updateState(func(state *snapshotState) error {
+		for j := range state.Republish {
+			if state.Republish[j].ID != id {
+				continue
+			}
+			for k := range state.Republish[j].Tables {
+				t := &state.Republish[j].Tables[k]
+				if t.Name == name {
+					if !t.Read {
+						t.Chunks++
+					}
+					t.After, t.Rows, t.Read, t.Done = after, t.Rows+rows, read, done
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("record republish progress of %s: %w", name, err)
+	}
+	return nil
+}
+
+// ackPoll is how often the republisher looks whether a chunk handed over
+// is acknowledged. Acks are counted by the producer's goroutines on the
+// chunk's transaction mark, which has no channel to wait on.
+const ackPoll = 10 * time.Millisecond
+
+// chunk reads one chunk between a low and a high watermark, waits until
+// the stream handed it over and the handler acknowledged it, and reports
+// whether more chunks follow.
+func (rp *republisher) chunk(ctx context.Context, conn *pgx.Conn, id string, tr *tableReader, first bool) (chunkResult, bool, error) {
+	s := rp.src
+	rp.seq++
+	w := &chunkWindow{run: rp.run, seq: rp.seq, table: tr.idx, id: id, changed: map[string]struct{}{},
+		ready: make(chan chunkRows, 1), result: make(chan chunkResult, 1)}
+	rp.pending.Store(w)
+	defer rp.pending.Store(nil)
+	mark := signal{Slot: s.cfg.Slot, Run: rp.run, Seq: rp.seq}
+	mark.Kind = signalLow
+	if err := emitSignal(ctx, conn, mark); err != nil {
+		return chunkResult{}, false, err
+	}
+	var rows chunkRows
+	tr.emit = func(b *rowBatch) error {
+		rows.batches = append(rows.batches, b)
+		return nil
+	}
+	tr.rowKeys = &rows.keys
+	more, err := readAfterLow(ctx, conn, tr, first)
+	if err == nil {
+		err = tr.send()
+	}
+	if err != nil {
+		return chunkResult{}, false, fmt.Errorf("republish: %w", err)
+	}
+	w.ready <- rows
+	if s.chunkRead != nil {
+		s.chunkRead()
+	}
+	mark.Kind = signalHigh
+	if err := emitSignal(ctx, conn, mark); err != nil {
+		return chunkResult{}, false, err
+	}
+	var res chunkResult
+	select {
+	case res = <-w.result:
+	case <-ctx.Done():
+		return chunkResult{}, false, ctx.Err()
+	}
+	if res.emitted == 0 {
+		return res, more, nil // nothing to wait for (and no mark of ours)
+	}
+	if err := waitAcked(ctx, res.mark); err != nil {
+		return chunkResult{}, false, err
+	}
+	return res, more, nil
+}
+
+// Bounds of the wait for a snapshot that sees every transaction committed
+// before the low watermark (readAfterLow).
+const (
+	snapshotRetryWait = time.Millisecond
+	snapshotRetries   = 5000
+)
+
+// readAfterLow reads a chunk in a snapshot that sees every transaction
+// whose commit precedes the low watermark in the WAL. A snapshot taken
+// after the watermark's commit returned nearly always does, but not
+// always: PostgreSQL writes a commit record, then marks the transaction
+// committed (pg_xact), and only then makes it visible (ProcArray), in
+// between waiting for a synchronous standby if there is one. A
+// transaction caught there is committed yet invisible, its change is
+// before the low watermark (so not noted), and the chunk would hold its
+// old row. Such a transaction is in the snapshot's in-progress list with
+// a committed status: the snapshot is then taken again until none is.
+// (docs/ARCHITECTURE.md, "Republish", names the window this leaves.)
+func readAfterLow(ctx context.Context, conn *pgx.Conn, tr *tableReader, first bool) (bool, error) {
+	for try := 0; ; try++ {
+		tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+		if err != nil {
+			return false, fmt.Errorf("begin chunk transaction: %w", err)
+		}
+		var racing int
+		err = tx.QueryRow(ctx, `SELECT count(*) FILTER (WHERE pg_xact_status(x) = 'committed') FROM pg_snapshot_xip(pg_current_snapshot()) AS x`).Scan(&racing)
+		if err == nil && racing == 0 {
+			var more bool
+			_, more, err = tr.readChunk(ctx, conn, first)
+			if err == nil {
+				err = tx.Commit(ctx)
+			}
+			if err != nil {
+				_ = tx.Rollback(context.WithoutCancel(ctx))
+				return false, err
+			}
+			return more, nil
+		}
+		_ = tx.Rollback(context.WithoutCancel(ctx))
+		if err != nil {
+			return false, fmt.Errorf("take the chunk's snapshot: %w", err)
+		}
+		if try == snapshotRetries {
+			return false, fmt.Errorf("no snapshot without a committed-but-invisible transaction after %d tries (a synchronous standby that does not answer?)", snapshotRetries)
+		}
+		if err := sleepUntil(ctx, time.Now().Add(snapshotRetryWait)); err != nil {
+			return false, err
+		}
+	}
+}
+
+func sleepUntil(ctx context.Context, t time.Time) error {
+	d := time.Until(t)
+	if d <= 0 {
+		return nil
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// reconciler is implemented by a Handler that can tombstone the keys live
+// on a table's topic that have no record from since on (the pipeline).
+type reconciler interface {
+	Reconcile(ctx context.Context, c *Change, since pglogrepl.LSN) error
+}
+
+// reconcile hands the reconcile of w's table to the handler at the
+// reconcile message's position, as a change of its transaction.
+func (st *stream) reconcile(ctx context.Context, w *chunkWindow) error {
+	if st.txn == nil {
+		return errors.New("republish: reconcile message outside a transaction")
+	}
+	rc, ok := st.h.(reconciler)
+	if !ok {
+		return fmt.Errorf("republish %s asks for --reconcile, which this handler cannot do", w.id)
+	}
+	c := &st.change
+	*c = Change{Op: OpDelete, Table: &st.src.tables[w.table], TableIndex: w.table, LSN: st.r.txn.lsn, CommitTime: st.r.txn.time, Republish: w.id}
+	c.Ack = st.cp.track(st.txn)
+	if err := rc.Reconcile(ctx, c, w.since); err != nil {
+		return err
+	}
+	w.result <- chunkResult{mark: st.txn, emitted: 1}
+	return nil
+}
+
+// reconcileTable tombstones the orphans of table tr.idx on its topic
+// (reconciler), at a position in the stream after its last chunk, and
+// waits until they are acknowledged.
+func (rp *republisher) reconcileTable(ctx context.Context, conn *pgx.Conn, job republishJob, idx int) error {
+	rp.seq++
+	w := &chunkWindow{run: rp.run, seq: rp.seq, table: idx, id: job.ID, since: job.Since, result: make(chan chunkResult, 1)}
+	rp.pending.Store(w)
+	defer rp.pending.Store(nil)
+	if err := emitSignal(ctx, conn, signal{Kind: signalReconcile, Slot: rp.src.cfg.Slot, Run: rp.run, Seq: rp.seq}); err != nil {
+		return err
+	}
+	var res chunkResult
+	select {
+	case res = <-w.result:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return waitAcked(ctx, res.mark)
+}
+
+// waitAcked polls (ackPoll) until m is sealed and acknowledged.
+func waitAcked(ctx context.Context, m *txnMark) error {
+	tick := time.NewTicker(ackPoll)
+	defer tick.Stop()
+	for !m.sealed.Load() || m.pending.Load() > 0 {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}

@@ -1,0 +1,436 @@
+package source
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/replicator/replicator/pgcluster/pgtest"
+)
+
+// republishRows is the size of the republished table in these tests.
+const republishRows = 20_000
+
+func TestRepublish(t *testing.T) {
+	t.Parallel()
+	pg := startCluster(t)
+
+	t.Run("concurrent writer", func(t *testing.T) {
+		db := newDB(t, pg, "rep_writer", "CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL)")
+		db.exec(fmt.Sprintf("INSERT INTO items SELECT g, 0 FROM generate_series(1, %d) g", republishRows))
+		dir := t.TempDir()
+		h := newFakeHandler(false)
+		r := run(t, db.newSource(dir, nil, nil, "items"), h)
+		db.waitStreamable(dir)
+		r.waitChanges(t, h, "the initial snapshot", atLeast(republishRows))
+
+		w := startWriter(t, db.dsn, republishRows)
+		id, err := RequestRepublish(context.Background(), db.conn, db.name, []string{"public.items"}, RepublishOptions{ChunkRows: 1000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		from := len(h.got())
+		db.waitState(dir, "republish "+id+" done", func(s snapshotState) bool {
+			return len(s.Republish) == 0 && slices.Contains(s.RepublishDone, id)
+		})
+		ops := w.stop(t)
+		if ops < 50 {
+			t.Fatalf("the writer made only %d changes during the republish: the test proves nothing", ops)
+		}
+		// A last insert marks the end of the stream to wait for.
+		db.exec("INSERT INTO items VALUES (-1, -1)")
+		got := r.waitChanges(t, h, "the end marker", func(cs []Change) bool {
+			return slices.ContainsFunc(cs, func(c Change) bool { return c.Op == OpInsert && c.New[0].(int32) == -1 })
+		})
+		checkConverged(t, db, got, from, id)
+		republished := len(filter(got, func(c Change) bool { return c.Republish == id }))
+		if republished == 0 {
+			t.Fatal("no change carries the republish id")
+		}
+		t.Logf("writer made %d changes; %d rows republished", ops, republished)
+	})
+
+	t.Run("resumes from the last chunk", func(t *testing.T) {
+		db := newDB(t, pg, "rep_resume", "CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL)")
+		db.exec(fmt.Sprintf("INSERT INTO items SELECT g, 0 FROM generate_series(1, %d) g", republishRows))
+		dir := t.TempDir()
+		h := newFakeHandler(false)
+		r := run(t, db.newSource(dir, nil, nil, "items"), h)
+		db.waitStreamable(dir)
+		// Slow enough (1,000 rows a chunk, 10,000 rows/s) to stop it
+		// midway.
+		id, err := RequestRepublish(context.Background(), db.conn, db.name, []string{"public.items"}, RepublishOptions{ChunkRows: 1000, Rate: 10_000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		db.waitState(dir, "two chunks republished", func(s snapshotState) bool {
+			return len(s.Republish) == 1 && s.Republish[0].Tables[0].Chunks >= 2
+		})
+		if err := r.stop(t); err != nil {
+			t.Fatal(err)
+		}
+		saved := db.state(dir).Republish[0].Tables[0]
+		if saved.Done || len(saved.After) != 1 {
+			t.Fatalf("saved progress %+v: want an unfinished table with a last key", saved)
+		}
+		// What `replicator status` shows of it.
+		if st, ok, err := ReadSnapshotState(dir, db.name); err != nil || !ok || len(st.Republish) != 1 ||
+			st.Republish[0].ID != id || st.Republish[0].Tables[0] != (RepublishTableStatus{Name: "public.items", Chunks: saved.Chunks, Rows: saved.Rows}) {
+			t.Errorf("ReadSnapshotState: got %+v (%v, %v), want job %s with %+v", st.Republish, ok, err, id, saved)
+		}
+		var after int32
+		fmt.Sscan(saved.After[0], &after)
+		first := len(h.got())
+
+		r = run(t, db.newSource(dir, nil, nil, "items"), h)
+		db.waitState(dir, "republish "+id+" done", func(s snapshotState) bool {
+			return len(s.Republish) == 0 && slices.Contains(s.RepublishDone, id)
+		})
+		db.exec("INSERT INTO items VALUES (-1, -1)")
+		got := r.waitChanges(t, h, "the end marker", func(cs []Change) bool {
+			return slices.ContainsFunc(cs, func(c Change) bool { return c.Op == OpInsert && c.New[0].(int32) == -1 })
+		})
+		again := filter(got[first:], func(c Change) bool { return c.Republish == id })
+		if len(again) == 0 {
+			t.Fatal("the restarted source republished nothing")
+		}
+		for _, c := range again {
+			if k := c.New[0].(int32); k <= after {
+				t.Fatalf("key %d of a chunk completed before the stop (last key %d) was read again", k, after)
+			}
+		}
+		if want := republishRows - int(after); len(again) != want {
+			t.Errorf("republished %d rows after the restart, want %d (keys after %d)", len(again), want, after)
+		}
+		if err := r.stop(t); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	// Deterministic: rows of a chunk changed between its watermarks are
+	// dropped from it, so the stream's newer state stays the latest.
+	t.Run("changed between the watermarks", func(t *testing.T) {
+		db := newDB(t, pg, "rep_between", "CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL)")
+		db.exec("INSERT INTO items SELECT g, 0 FROM generate_series(1, 100) g")
+		dir := t.TempDir()
+		h := newFakeHandler(false)
+		src := db.newSource(dir, nil, nil, "items")
+		other := db.in(t)
+		var once sync.Once
+		src.chunkRead = func() {
+			once.Do(func() { // on the republisher's goroutine: no Fatal here
+				_, err := other.conn.Exec(context.Background(), "UPDATE items SET v = 99 WHERE id = 5; DELETE FROM items WHERE id = 7; UPDATE items SET id = 1000 WHERE id = 9")
+				if err != nil {
+					t.Errorf("write between the watermarks: %v", err)
+				}
+			})
+		}
+		r := run(t, src, h)
+		db.waitStreamable(dir)
+		from := len(h.got())
+		id, err := RequestRepublish(context.Background(), db.conn, db.name, []string{"public.items"}, RepublishOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		db.waitState(dir, "republish "+id+" done", func(s snapshotState) bool { return slices.Contains(s.RepublishDone, id) })
+		db.exec("INSERT INTO items VALUES (-1, -1)")
+		got := r.waitChanges(t, h, "the end marker", func(cs []Change) bool {
+			return slices.ContainsFunc(cs, func(c Change) bool { return c.Op == OpInsert && c.New[0].(int32) == -1 })
+		})
+		rep := ids(filter(got[from:], func(c Change) bool { return c.Republish == id }))
+		for _, k := range []int32{5, 7, 9} {
+			if slices.Contains(rep, k) {
+				t.Errorf("key %d, changed between the watermarks, was republished from the chunk read before", k)
+			}
+		}
+		if len(rep) != 97 {
+			t.Errorf("republished %d rows, want the 97 unchanged", len(rep))
+		}
+		checkConverged(t, db, got, 0, id)
+		if err := r.stop(t); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("rate", func(t *testing.T) {
+		db := newDB(t, pg, "rep_rate", "CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL)")
+		db.exec("INSERT INTO items SELECT g, 0 FROM generate_series(1, 5000) g")
+		dir := t.TempDir()
+		h := newFakeHandler(false)
+		r := run(t, db.newSource(dir, nil, nil, "items"), h)
+		db.waitStreamable(dir)
+		began := time.Now()
+		id, err := RequestRepublish(context.Background(), db.conn, db.name, []string{"public.items"}, RepublishOptions{ChunkRows: 500, Rate: 5000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		db.waitState(dir, "republish "+id+" done", func(s snapshotState) bool { return slices.Contains(s.RepublishDone, id) })
+		// After each chunk but the last it waits until rows/rate have
+		// passed: 4,500 rows at 5,000 rows/s.
+		if d := time.Since(began); d < 900*time.Millisecond {
+			t.Errorf("5,000 rows at 5,000 rows/s took %v, want at least 0.9 s", d)
+		}
+		if err := r.stop(t); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("cancel", func(t *testing.T) {
+		db := newDB(t, pg, "rep_cancel", "CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL)")
+		db.exec(fmt.Sprintf("INSERT INTO items SELECT g, 0 FROM generate_series(1, %d) g", republishRows))
+		dir := t.TempDir()
+		logs := &logBuffer{}
+		h := newFakeHandler(false)
+		r := run(t, db.newSource(dir, logs, nil, "items"), h)
+		db.waitStreamable(dir)
+		id, err := RequestRepublish(context.Background(), db.conn, db.name, []string{"public.items"}, RepublishOptions{ChunkRows: 500, Rate: 5_000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		db.waitState(dir, "a chunk republished", func(s snapshotState) bool {
+			return len(s.Republish) == 1 && s.Republish[0].Tables[0].Chunks >= 1
+		})
+		if err := CancelRepublish(context.Background(), db.conn, db.name, ""); err != nil {
+			t.Fatal(err)
+		}
+		db.waitState(dir, "the job gone", func(s snapshotState) bool {
+			return len(s.Republish) == 0 && slices.Contains(s.RepublishDone, id)
+		})
+		waitLog(t, logs, LogRepublishCancelled)
+		// Cancelled midway: far fewer rows than the table's.
+		db.exec("INSERT INTO items VALUES (-1, -1)")
+		got := r.waitChanges(t, h, "the end marker", func(cs []Change) bool {
+			return slices.ContainsFunc(cs, func(c Change) bool { return c.Op == OpInsert && c.New[0].(int32) == -1 })
+		})
+		if n := len(filter(got, func(c Change) bool { return c.Republish == id })); n >= republishRows {
+			t.Fatalf("republished %d rows despite the cancel", n)
+		}
+	})
+
+	t.Run("table added later", func(t *testing.T) {
+		db := newDB(t, pg, "rep_added", "CREATE TABLE a (id int PRIMARY KEY); CREATE TABLE b (id int PRIMARY KEY, v text)")
+		db.exec("INSERT INTO a SELECT generate_series(1, 10); INSERT INTO b SELECT g, 'x' || g FROM generate_series(1, 3000) g")
+		dir := t.TempDir()
+		h := newFakeHandler(false)
+		r := run(t, db.newSource(dir, nil, nil, "a"), h)
+		db.waitStreamable(dir)
+		r.waitChanges(t, h, "the snapshot of a", atLeast(10))
+		if err := r.stop(t); err != nil {
+			t.Fatal(err)
+		}
+		logs := &logBuffer{}
+		h = newFakeHandler(false)
+		r = run(t, db.newSource(dir, logs, nil, "a", "b"), h)
+		w := startWriterOn(t, db.dsn, "b", 3000)
+		db.waitState(dir, "b republished", func(s snapshotState) bool {
+			return len(s.Republish) == 0 && len(s.RepublishDone) == 1 && slices.Contains(s.Tables, "public.b")
+		})
+		w.stop(t)
+		db.exec("INSERT INTO b VALUES (-1, 'end')")
+		got := r.waitChanges(t, h, "the end marker", func(cs []Change) bool {
+			return slices.ContainsFunc(cs, func(c Change) bool {
+				return c.Op == OpInsert && c.Table.Name == "b" && c.New[0].(int32) == -1
+			})
+		})
+		latest := map[int32]any{}
+		for _, c := range got {
+			if c.Table.Name != "b" {
+				continue
+			}
+			if c.Op == OpDelete {
+				delete(latest, c.Old[0].(int32))
+				continue
+			}
+			latest[c.New[0].(int32)] = c.New[1]
+		}
+		want := tableRows(t, db, "SELECT id, v FROM b")
+		if len(latest) != len(want) {
+			t.Fatalf("b on the stream has %d live keys, the table %d", len(latest), len(want))
+		}
+		for k, v := range want {
+			if fmt.Sprint(latest[k]) != fmt.Sprint(v) {
+				t.Fatalf("b key %d: stream says %v, table %v", k, latest[k], v)
+			}
+		}
+		if !strings.Contains(logs.String(), "snapshotted online") {
+			t.Errorf("no log line says b is snapshotted online:\n%s", logs)
+		}
+	})
+}
+
+// checkConverged checks the changes against the items table: the latest
+// state per key equals the table (so no deleted key is live), and every
+// key of the table was published at or after index from (republished or
+// changed since).
+func checkConverged(t *testing.T, db *testDB, got []Change, from int, id string) {
+	t.Helper()
+	all := got
+	latest := map[int32]int32{}
+	seen := map[int32]bool{}
+	for i, c := range got {
+		if c.Op == OpDelete {
+			delete(latest, c.Old[0].(int32))
+			continue
+		}
+		k := c.New[0].(int32)
+		if c.Old != nil && c.Old[0] != nil && c.Old[0].(int32) != k {
+			delete(latest, c.Old[0].(int32)) // a key change: the old key is gone
+		}
+		latest[k] = c.New[1].(int32)
+		if i >= from {
+			seen[k] = true
+		}
+	}
+	want := tableRows(t, db, "SELECT id, v FROM items")
+	for k, v := range want {
+		got, ok := latest[k]
+		if !ok {
+			t.Fatalf("key %d is in the table (v=%v) but not live on the stream", k, v)
+		}
+		if got != v.(int32) {
+			t.Fatalf("key %d: latest on the stream v=%d, table v=%v (an older state won); its changes: %s", k, got, v, history(all, k))
+		}
+		if !seen[k] {
+			t.Fatalf("key %d was not published after republish %s started", k, id)
+		}
+	}
+	for k := range latest {
+		if _, ok := want[k]; !ok {
+			t.Fatalf("key %d is live on the stream but deleted from the table (resurrected)", k)
+		}
+	}
+}
+
+// history renders the changes of key k for a failure message.
+func history(cs []Change, k int32) string {
+	var b strings.Builder
+	for i, c := range cs {
+		row := c.New
+		if row == nil {
+			row = c.Old
+		}
+		if row[0].(int32) != k {
+			continue
+		}
+		fmt.Fprintf(&b, "\n  #%d %s lsn=%s republish=%q row=%v", i, c.Op, c.LSN, c.Republish, row)
+	}
+	return b.String()
+}
+
+// tableRows runs a query of (int key, value) rows.
+func tableRows(t *testing.T, db *testDB, sql string) map[int32]any {
+	t.Helper()
+	rows, err := db.conn.Query(context.Background(), sql)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[int32]any{}
+	for rows.Next() {
+		var k int32
+		var v any
+		if err := rows.Scan(&k, &v); err != nil {
+			t.Fatal(err)
+		}
+		out[k] = v
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// writer updates, deletes and re-inserts random keys of a table at a steady
+// pace until stopped (bounded in count and time either way).
+type writer struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	ops    int
+	err    error
+}
+
+func startWriter(t *testing.T, dsn string, keys int) *writer {
+	return startWriterOn(t, dsn, "items", keys)
+}
+
+const (
+	writerMaxOps  = 20_000
+	writerMaxTime = 40 * time.Second
+	writerPace    = 2 * time.Millisecond
+)
+
+func startWriterOn(t *testing.T, dsn, table string, keys int) *writer {
+	t.Helper()
+	conn := pgtest.Connect(t, dsn)
+	ctx, cancel := context.WithTimeout(context.Background(), writerMaxTime)
+	w := &writer{cancel: cancel, done: make(chan struct{})}
+	tbl := pgx.Identifier{table}.Sanitize()
+	value := "$2::int"
+	if table != "items" {
+		value = "'w' || ($2::int)::text"
+	}
+	var once sync.Once
+	t.Cleanup(func() { once.Do(func() { cancel(); <-w.done }) })
+	go func() {
+		defer close(w.done)
+		tick := time.NewTicker(writerPace)
+		defer tick.Stop()
+		for w.ops < writerMaxOps {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			k := rand.IntN(keys) + 1
+			var sql string
+			switch rand.IntN(3) {
+			case 0:
+				sql = "UPDATE " + tbl + " SET v = " + value + " WHERE id = $1"
+			case 1:
+				sql = "DELETE FROM " + tbl + " WHERE id = $1 AND $2::int IS NOT NULL"
+			default:
+				sql = "INSERT INTO " + tbl + " VALUES ($1, " + value + ") ON CONFLICT (id) DO UPDATE SET v = EXCLUDED.v"
+			}
+			// Not ctx: a statement cancelled by stop could still commit
+			// after the test's end marker. stop ends the loop between
+			// statements.
+			sctx, cancelStmt := context.WithTimeout(context.Background(), waitTimeout)
+			_, err := conn.Exec(sctx, sql, k, w.ops+1)
+			cancelStmt()
+			if err != nil {
+				w.err = err
+				return
+			}
+			w.ops++
+		}
+	}()
+	return w
+}
+
+// stop ends the writer and returns how many changes it made.
+func (w *writer) stop(t *testing.T) int {
+	t.Helper()
+	w.cancel()
+	<-w.done
+	if w.err != nil {
+		t.Fatalf("writer: %v", w.err)
+	}
+	return w.ops
+}
+
+// waitLog polls logs until they contain msg.
+func waitLog(t *testing.T, logs *logBuffer, msg string) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for !strings.Contains(logs.String(), msg) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no log line %q within %v:\n%s", msg, waitTimeout, logs)
+		}
+		time.Sleep(10 * time.Millisecond) // polling interval toward the deadline
+	}
+}
