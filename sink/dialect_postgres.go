@@ -67,6 +67,13 @@ func (postgresDialect) value(t fieldType, v any) (any, error) {
 }
 
 func (d postgresDialect) onConflict(keys, update []string) string {
+	return onConflictUpdate(d, keys, update)
+}
+
+// onConflictUpdate is the upsert clause PostgreSQL and SQLite share:
+// ON CONFLICT (keys) DO UPDATE SET c = excluded.c, or DO NOTHING when there
+// is nothing to update (a read model of key columns only).
+func onConflictUpdate(d dialect, keys, update []string) string {
 	if len(update) == 0 {
 		return " ON CONFLICT (" + quoteList(d, keys) + ") DO NOTHING"
 	}
@@ -76,7 +83,7 @@ func (d postgresDialect) onConflict(keys, update []string) string {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		b.WriteString(d.quote(c) + " = EXCLUDED." + d.quote(c))
+		b.WriteString(d.quote(c) + " = excluded." + d.quote(c))
 	}
 	return b.String()
 }

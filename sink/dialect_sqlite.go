@@ -3,7 +3,6 @@ package sink
 import (
 	"context"
 	"database/sql"
-	"strings"
 )
 
 // sqliteDialect is SQLite through modernc.org/sqlite (pure Go). Times,
@@ -45,18 +44,7 @@ func (sqliteDialect) value(t fieldType, v any) (any, error) {
 }
 
 func (d sqliteDialect) onConflict(keys, update []string) string {
-	if len(update) == 0 {
-		return " ON CONFLICT (" + quoteList(d, keys) + ") DO NOTHING"
-	}
-	var b strings.Builder
-	b.WriteString(" ON CONFLICT (" + quoteList(d, keys) + ") DO UPDATE SET ")
-	for i, c := range update {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString(d.quote(c) + " = excluded." + d.quote(c))
-	}
-	return b.String()
+	return onConflictUpdate(d, keys, update)
 }
 
 func (sqliteDialect) columns(ctx context.Context, db *sql.DB, table string) ([]string, error) {
