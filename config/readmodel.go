@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"regexp"
 	"strings"
 
@@ -37,6 +38,8 @@ type ReadModel struct {
 	Name string
 	// Store is the database URL: postgres://…, sqlite://path,
 	// sqlite:///abs/path or mysql://user:pass@host:port/db. Required.
+	// ${NAME} in it is replaced by the environment variable NAME, so a
+	// password need not be written in the file.
 	Store string
 	// Table is the read-model table; default Name.
 	Table string
@@ -121,7 +124,7 @@ func parseReadModels(data []byte) ([]ReadModel, error) {
 			case "name":
 				m.Name = scalar(key+".name", v, bad)
 			case "store":
-				m.Store = scalar(key+".store", v, bad)
+				m.Store = expandEnv(key+".store", scalar(key+".store", v, bad), v, bad)
 			case "table":
 				m.Table = scalar(key+".table", v, bad)
 			case "key":
@@ -217,6 +220,24 @@ func scalar(key string, n *yaml.Node, bad badFunc) string {
 		return ""
 	}
 	return n.Value
+}
+
+// envRef is a ${NAME} reference to an environment variable. Only the
+// braced form is expanded, so a '$' elsewhere in a URL stays as written.
+var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+
+// expandEnv replaces every ${NAME} in s with the environment variable
+// NAME; one that is not set is an error naming key and variable (an empty
+// password would fail later, far from its cause).
+func expandEnv(key, s string, n *yaml.Node, bad badFunc) string {
+	return envRef.ReplaceAllStringFunc(s, func(ref string) string {
+		name := envRef.FindStringSubmatch(ref)[1]
+		v, ok := os.LookupEnv(name)
+		if !ok {
+			bad(key, n, "environment variable %s (named by ${%s}) is not set", name, name)
+		}
+		return v
+	})
 }
 
 // names is a name or a list of names.

@@ -171,3 +171,36 @@ func TestLoadSinkNeedsReadModels(t *testing.T) {
 		t.Errorf("got %v, want read_models required", err)
 	}
 }
+
+// TestReadModelStoreFromEnvironment: a store URL names its password as
+// ${VAR}, so the secret stays out of the file; an unset variable is an
+// error naming the key and the variable, and the password is never shown.
+func TestReadModelStoreFromEnvironment(t *testing.T) {
+	t.Setenv("REPLICATOR_TEST_READ_DB_PASSWORD", "s3cr$t")
+	const file = `
+read_models:
+  - name: m
+    store: postgres://app:${REPLICATOR_TEST_READ_DB_PASSWORD}@db.internal:5432/read
+    key: id
+    sources:
+      - entity: customers
+        key: id
+        columns: {id: id}
+`
+	cfg, err := LoadSink(writeConfig(t, file), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := cfg.ReadModels[0].Store, "postgres://app:s3cr$t@db.internal:5432/read"; got != want {
+		t.Errorf("store: got %q, want %q", got, want)
+	}
+	if red := cfg.ReadModels[0].RedactedStore(); strings.Contains(red, "s3cr") {
+		t.Errorf("RedactedStore shows the password: %q", red)
+	}
+
+	unset := strings.ReplaceAll(file, "REPLICATOR_TEST_READ_DB_PASSWORD", "REPLICATOR_TEST_UNSET_VARIABLE")
+	_, err = LoadSink(writeConfig(t, unset), nil)
+	if err == nil || !strings.Contains(err.Error(), "read_models[0].store") || !strings.Contains(err.Error(), "REPLICATOR_TEST_UNSET_VARIABLE") {
+		t.Errorf("unset variable: got %v, want an error naming read_models[0].store and the variable", err)
+	}
+}
