@@ -169,11 +169,14 @@ func republishLatencyBenchmark(h *harness) benchmark {
 		setup:    s.setup,
 		ceiling:  subject{name: "replicator, no republish", run: s.quiet},
 		subjects: []subject{{name: subj, run: s.republishing}},
+		// Not in the chart: its latency panel is of the latency
+		// benchmarks, by rate, against the bare reader; the report's
+		// targets table judges this one.
 		metrics: []metric{
-			{key: "p50_ms", label: "latency p50", unit: "ms", chart: chartLatency},
-			{key: "p99_ms", label: "latency p99", unit: "ms", chart: chartLatency,
+			{key: "p50_ms", label: "latency p50", unit: "ms"},
+			{key: "p99_ms", label: "latency p99", unit: "ms",
 				target: &target{atLeast: false, value: 100, text: "p99 ≤ 100 ms during a republish", subject: subj}},
-			{key: "max_ms", label: "latency max", unit: "ms", chart: chartLatency},
+			{key: "max_ms", label: "latency max", unit: "ms"},
 			{key: "rows", label: "rows measured", unit: "rows"},
 			{key: "rate", label: "load achieved", unit: "rows/s"},
 			{key: "republish_s", label: "republish time", unit: "s"},
