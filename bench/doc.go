@@ -101,7 +101,7 @@ func writeDoc(path string, m machine, opts options, results []*result, chart str
 	w("%s\n\n", strings.TrimSpace(analysis))
 	w("## Method\n\n")
 	w("- `go run ./bench [-scale F] [-runs N] [-duration D] [name…]` (`make bench`, `make bench BENCH_ARGS='-scale 0.1 -runs 3'`). " +
-		"Names select benchmarks (`stream`, `latency` = both rates, `large-txn`, `snapshot`, `toast`, `one-row`, `jsonb`, `wide`, `tables`; all of them by default). " +
+		"Names select benchmarks (`stream`, `latency` = both rates, `large-txn`, `snapshot`, `toast`, `one-row`, `jsonb`, `wide`, `tables`, `republish` = `republish` and `republish-latency`; all of them by default). " +
 		"`lean-reader` runs only when named: it checks the stream's ceiling against a leaner client (bench/analysis.md). " +
 		"`soak` runs only when named (`go run ./bench soak [-soak 10m] [-soak-rate 5000] [-soak-min-dirty BYTES | -soak-embedded]`): one run takes " +
 		"the soak's duration, ten minutes and more, too long for `make bench`.\n")
@@ -111,6 +111,10 @@ func writeDoc(path string, m machine, opts options, results []*result, chart str
 		"at once (`bench/cmd/sourcedrop`; `toast` too, where it includes the re-reads). They are reference rows beside the bare reader, " +
 		"which stays the ceiling: never judged against a target, not in the chart. A \"where the time goes\" table after the figures " +
 		"subtracts them layer by layer, run by run.\n")
+	w("- `republish` and `republish-latency` request the republish as `replicator republish` does (`source.RequestRepublish`, a message " +
+		"in the WAL) and time it to the republished topic's end offset reaching the table's row count; the topic is then read back and " +
+		"every record must carry the request's `republish` header. `republish-latency` runs the latency load (5,000 rows/s) on the bench " +
+		"table meanwhile and reports the latency of the records committed during the republish; its `-duration` must outlast the republish.\n")
 	w("- `-metrics` adds to `stream` a subject with `metrics.listen` on (nothing scrapes it), from its own slot in the same runs, and " +
 		"reports its throughput ÷ the metrics-off subject's, run by run.\n")
 	w("- Each benchmark starts its own throwaway PostgreSQL cluster (`pgcluster`) and builds `replicator`, the bare reader, " +

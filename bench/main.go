@@ -81,7 +81,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.soakEmbedded, "soak-embedded", false, "soak: stream into replicator's embedded broker instead of the broker process (default threshold only)")
 	fs.StringVar(&o.note, "note", "", "a sentence to add to the report's header (e.g. why the run is scaled)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: go run ./bench [flags] [name...]\n\nnames: stream, latency (latency-1k, latency-10k), large-txn, snapshot, toast, one-row, jsonb, wide, tables; default all of these.\nlean-reader (only when named): the stream backlog read by the bare reader and by a leaner one\nsoak (only when named): a steady load over compaction passes of the broker, -soak long (10m)\n\nflags:")
+		fmt.Fprintln(stderr, "usage: go run ./bench [flags] [name...]\n\nnames: stream, latency (latency-1k, latency-10k), large-txn, snapshot, toast, one-row, jsonb, wide, tables, republish (republish-latency); default all of these.\nlean-reader (only when named): the stream backlog read by the bare reader and by a leaner one\nsoak (only when named): a steady load over compaction passes of the broker, -soak long (10m)\n\nflags:")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -162,6 +162,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		jsonbBenchmark(h),
 		wideBenchmark(h),
 		tablesBenchmark(h),
+		republishBenchmark(h),
+		republishLatencyBenchmark(h),
 		leanReaderBenchmark(h),
 		soakBenchmark(h),
 	}
