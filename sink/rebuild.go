@@ -192,6 +192,17 @@ func (s *Sink) trySwap(ctx context.Context, live ReadModel) (map[tp]int64, bool,
 	lock := ""
 	if _, ok := st.d.(postgresDialect); ok {
 		lock = " FOR UPDATE" // SQLite's transactions take the write lock at BEGIN
+		// A running sink's batch locks the side table, then the read
+		// model's table, then its offsets rows: take them in the same
+		// order, or the swap and a batch can each hold what the other
+		// waits for (a deadlock the swap would lose).
+		tables := q(sideTable)
+		if have != nil {
+			tables += ", " + q(live.Table)
+		}
+		if _, err := tx.ExecContext(ctx, "LOCK TABLE "+tables+" IN EXCLUSIVE MODE"); err != nil {
+			return nil, false, fmt.Errorf("swap: lock the live tables: %w", err)
+		}
 	}
 	rows, err := tx.QueryContext(ctx, fmt.Sprintf("SELECT topic, part, next_offset FROM %s WHERE read_model = %s%s", q(offsetsTable), p(1), lock), live.Name)
 	if err != nil {

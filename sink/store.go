@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -29,6 +30,9 @@ var errFenced = errors.New("the stored offsets moved: another sink process appli
 type store struct {
 	db *sql.DB
 	d  dialect
+
+	mu      sync.Mutex
+	pgTypes map[string]map[string]string // table → column → SQL type, PostgreSQL only
 }
 
 // tp is a topic partition.
@@ -227,6 +231,12 @@ func (s *store) upsertRows(ctx context.Context, tx *sql.Tx, table string, cols [
 		return nil
 	}
 	tail := s.d.onConflict(cols[:nkey], cols[nkey:])
+	if _, ok := s.d.(postgresDialect); ok {
+		done, err := s.upsertUnnest(ctx, tx, table, cols, tail, rows)
+		if done || err != nil {
+			return err
+		}
+	}
 	head := fmt.Sprintf("INSERT INTO %s (%s) VALUES ", s.d.quote(table), quoteList(s.d, cols))
 	for start := 0; start < len(rows); start += s.chunk(len(cols)) {
 		part := rows[start:min(len(rows), start+s.chunk(len(cols)))]
@@ -253,6 +263,45 @@ func (s *store) upsertRows(ctx context.Context, tx *sql.Tx, table string, cols [
 		}
 	}
 	return nil
+}
+
+// upsertUnnest is PostgreSQL's bulk upsert: one array parameter per
+// column, unnested into rows, so a batch is one statement of len(cols)
+// parameters whatever its size, and PostgreSQL plans it once (no text of
+// 500 × width markers to build, send and parse). Not done (false) when a
+// column is itself an array: unnest would flatten it.
+func (s *store) upsertUnnest(ctx context.Context, tx *sql.Tx, table string, cols []string, tail string, rows [][]any) (bool, error) {
+	types, err := s.pgColumnTypes(ctx, tx, table, cols)
+	if err != nil {
+		return false, err
+	}
+	for _, t := range types {
+		if strings.HasSuffix(t, "]") {
+			return false, nil
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "INSERT INTO %s (%s) SELECT * FROM unnest(", s.d.quote(table), quoteList(s.d, cols))
+	for i, t := range types {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "CAST(%s AS %s[])", s.d.param(i+1), t)
+	}
+	b.WriteString(")")
+	b.WriteString(tail)
+	args := make([]any, len(cols))
+	for j := range cols {
+		col := make([]any, len(rows))
+		for i, r := range rows {
+			col[i] = r[j]
+		}
+		args[j] = col
+	}
+	if _, err := tx.ExecContext(ctx, b.String(), args...); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // keyMatch is "(k1, k2) IN ((…), (…))" for n keys, parameters from first.
@@ -307,40 +356,170 @@ func (s *store) deleteRows(ctx context.Context, tx *sql.Tx, table string, keyCol
 }
 
 // updateRows sets cols of existing rows only (rows are set values then key
-// values), with one prepared statement in the transaction.
+// values): one UPDATE joined to the batch's rows per statement, never a
+// round trip per row. Rows without a table row are left out, as a plain
+// UPDATE … WHERE key would.
 func (s *store) updateRows(ctx context.Context, tx *sql.Tx, table string, keyCols, cols []string, rows [][]any) error {
 	if len(rows) == 0 || len(cols) == 0 {
 		return nil
 	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "UPDATE %s SET ", s.d.quote(table))
-	n := 0
-	for i, c := range cols {
-		if i > 0 {
-			b.WriteString(", ")
+	all := append(append([]string{}, cols...), keyCols...)
+	var types []string
+	if _, ok := s.d.(postgresDialect); ok {
+		// VALUES parameters have no type of their own in PostgreSQL (they
+		// would be text, and text = bigint fails): each is cast to its
+		// column's type, read from the catalog.
+		var err error
+		if types, err = s.pgColumnTypes(ctx, tx, table, all); err != nil {
+			return err
 		}
-		n++
-		b.WriteString(s.d.quote(c) + " = " + s.d.param(n))
 	}
-	b.WriteString(" WHERE ")
-	for i, c := range keyCols {
-		if i > 0 {
-			b.WriteString(" AND ")
+	step := s.chunk(len(all))
+	for start := 0; start < len(rows); start += step {
+		part := rows[start:min(len(rows), start+step)]
+		args := make([]any, 0, len(part)*len(all))
+		for _, r := range part {
+			args = append(args, r...)
 		}
-		n++
-		b.WriteString(s.d.quote(c) + " = " + s.d.param(n))
-	}
-	st, err := tx.PrepareContext(ctx, b.String())
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	for _, r := range rows {
-		if _, err := st.ExecContext(ctx, r...); err != nil {
+		if _, err := tx.ExecContext(ctx, s.updateJoin(table, keyCols, cols, types, len(part)), args...); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// updateJoin is the statement updating cols of n rows' keys from a derived
+// table v of the rows (cols then keyCols, parameters in that order).
+func (s *store) updateJoin(table string, keyCols, cols, types []string, n int) string {
+	q := s.d.quote
+	all := append(append([]string{}, cols...), keyCols...)
+	// vcol names v's i-th column: SQLite's VALUES columns are column1…,
+	// PostgreSQL's and MySQL's are named by the alias list / AS.
+	vcol := func(i int) string { return "v." + q(all[i]) }
+	var b strings.Builder
+	p := 0
+	switch s.d.(type) {
+	case mysqlDialect:
+		// MySQL 5.7 and MariaDB before 10.3 have no VALUES table
+		// constructor: the rows are a UNION ALL of SELECTs.
+		fmt.Fprintf(&b, "UPDATE %s AS t JOIN (", q(table))
+		for i := 0; i < n; i++ {
+			if i > 0 {
+				b.WriteString(" UNION ALL ")
+			}
+			b.WriteString("SELECT ")
+			for j := range all {
+				if j > 0 {
+					b.WriteString(", ")
+				}
+				p++
+				b.WriteString(s.d.param(p))
+				if i == 0 {
+					b.WriteString(" AS " + q(all[j]))
+				}
+			}
+		}
+		b.WriteString(") AS v ON ")
+		for j, k := range keyCols {
+			if j > 0 {
+				b.WriteString(" AND ")
+			}
+			fmt.Fprintf(&b, "t.%s = %s", q(k), vcol(len(cols)+j))
+		}
+		b.WriteString(" SET ")
+		for j, c := range cols {
+			if j > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "t.%s = %s", q(c), vcol(j))
+		}
+		return b.String()
+	case sqliteDialect:
+		vcol = func(i int) string { return fmt.Sprintf("v.column%d", i+1) }
+	}
+	fmt.Fprintf(&b, "UPDATE %s SET ", q(table))
+	for j, c := range cols {
+		if j > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s = %s", q(c), vcol(j))
+	}
+	b.WriteString(" FROM (VALUES ")
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteByte('(')
+		for j := range all {
+			if j > 0 {
+				b.WriteString(", ")
+			}
+			p++
+			if types != nil {
+				fmt.Fprintf(&b, "CAST(%s AS %s)", s.d.param(p), types[j])
+			} else {
+				b.WriteString(s.d.param(p))
+			}
+		}
+		b.WriteByte(')')
+	}
+	b.WriteString(") AS v")
+	if types != nil {
+		b.WriteString(" (" + quoteList(s.d, all) + ")")
+	}
+	b.WriteString(" WHERE ")
+	for j, k := range keyCols {
+		if j > 0 {
+			b.WriteString(" AND ")
+		}
+		fmt.Fprintf(&b, "%s.%s = %s", q(table), q(k), vcol(len(cols)+j))
+	}
+	return b.String()
+}
+
+// pgColumnTypes returns the SQL types of cols of table (format_type, so
+// numeric(10,2), timestamptz, text[] …), cached per table: a read model's
+// table does not change its types under a running sink.
+func (s *store) pgColumnTypes(ctx context.Context, tx *sql.Tx, table string, cols []string) ([]string, error) {
+	s.mu.Lock()
+	known := s.pgTypes[table]
+	s.mu.Unlock()
+	if known == nil {
+		rows, err := tx.QueryContext(ctx, `SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+			WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped`, s.d.quote(table))
+		if err != nil {
+			return nil, fmt.Errorf("read the column types of table %s: %w", s.d.quote(table), err)
+		}
+		known = map[string]string{}
+		for rows.Next() {
+			var n, t string
+			if err := rows.Scan(&n, &t); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("read the column types of table %s: %w", s.d.quote(table), err)
+			}
+			known[n] = t
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, fmt.Errorf("read the column types of table %s: %w", s.d.quote(table), err)
+		}
+		s.mu.Lock()
+		if s.pgTypes == nil {
+			s.pgTypes = map[string]map[string]string{}
+		}
+		s.pgTypes[table] = known
+		s.mu.Unlock()
+	}
+	out := make([]string, len(cols))
+	for i, c := range cols {
+		t, ok := known[c]
+		if !ok {
+			return nil, fmt.Errorf("table %s has no column %s", s.d.quote(table), s.d.quote(c))
+		}
+		out[i] = t
+	}
+	return out, nil
 }
 
 // sideRow is a non-owner source's latest record for one topic key.
