@@ -185,8 +185,10 @@ func (d *recordDecoder) decode(ctx context.Context, h *half, b []byte) (map[stri
 	if err := d.api.Unmarshal(s, payload, &out); err != nil {
 		return nil, fmt.Errorf("%w: schema id %d (subject %s): %v", errUndecodable, id, h.subject, err)
 	}
-	for k, v := range out {
-		out[k] = unwrapUnion(v)
+	for _, f := range h.reader.Fields() {
+		if v, ok := out[f.Name()]; ok {
+			out[f.Name()] = unwrapUnions(f.Type(), v)
+		}
 	}
 	return out, nil
 }

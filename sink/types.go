@@ -125,7 +125,7 @@ func isLogical(s avro.Schema) bool {
 // pointers (nil for a null element), which pgx encodes as a PostgreSQL
 // array; ok is false for elements without a plain SQL type.
 func typedArray(items kind, v any) (any, bool) {
-	list, isList := unwrapUnion(v).([]any)
+	list, isList := v.([]any)
 	if !isList {
 		return nil, false
 	}
@@ -133,7 +133,7 @@ func typedArray(items kind, v any) (any, bool) {
 	case kindString:
 		out := make([]*string, len(list))
 		for i, e := range list {
-			if x, ok := unwrapUnion(e).(string); ok {
+			if x, ok := e.(string); ok {
 				out[i] = &x
 			}
 		}
@@ -141,7 +141,7 @@ func typedArray(items kind, v any) (any, bool) {
 	case kindInt, kindLong:
 		out := make([]*int64, len(list))
 		for i, e := range list {
-			switch x := unwrapUnion(e).(type) {
+			switch x := e.(type) {
 			case int:
 				y := int64(x)
 				out[i] = &y
@@ -156,7 +156,7 @@ func typedArray(items kind, v any) (any, bool) {
 	case kindFloat, kindDouble:
 		out := make([]*float64, len(list))
 		for i, e := range list {
-			switch x := unwrapUnion(e).(type) {
+			switch x := e.(type) {
 			case float32:
 				y := float64(x)
 				out[i] = &y
@@ -168,7 +168,7 @@ func typedArray(items kind, v any) (any, bool) {
 	case kindBool:
 		out := make([]*bool, len(list))
 		for i, e := range list {
-			if x, ok := unwrapUnion(e).(bool); ok {
+			if x, ok := e.(bool); ok {
 				out[i] = &x
 			}
 		}
@@ -197,15 +197,70 @@ func kindFromPrimitive(t avro.Type) kind {
 	return kindJSON
 }
 
-// unwrapUnion undoes hamba/avro's decoding of a union of a named or complex
-// type into a map of one entry (branch name → value).
-func unwrapUnion(v any) any {
-	if m, ok := v.(map[string]any); ok && len(m) == 1 {
-		for _, inner := range m {
-			return inner
+// unwrapUnions undoes hamba/avro's decoding of a union's value into a map
+// of one entry (branch name → value), guided by the schema, at every depth
+// (a union inside an array, a map or a record), so that the rest of the
+// sink sees plain values. Only a union is unwrapped: an Avro map of one
+// entry is a map, not a branch.
+func unwrapUnions(s avro.Schema, v any) any {
+	if v == nil {
+		return nil
+	}
+	switch s := s.(type) {
+	case *avro.UnionSchema:
+		// hamba/avro wraps a complex or named branch ({"map": {…}}) and
+		// returns a primitive one as is: a map of one entry is a wrapper
+		// only when its key names a branch.
+		if m, ok := v.(map[string]any); ok && len(m) == 1 {
+			for k, x := range m {
+				for _, t := range s.Types() {
+					if t.Type() != avro.Null && unionBranchName(t) == k {
+						return unwrapUnions(t, x)
+					}
+				}
+			}
+		}
+		for _, t := range s.Types() {
+			if t.Type() != avro.Null {
+				return unwrapUnions(t, v) // the value of the one non-null branch
+			}
+		}
+		return v
+	case *avro.ArraySchema:
+		if list, ok := v.([]any); ok {
+			for i, e := range list {
+				list[i] = unwrapUnions(s.Items(), e)
+			}
+		}
+	case *avro.MapSchema:
+		if m, ok := v.(map[string]any); ok {
+			for k, e := range m {
+				m[k] = unwrapUnions(s.Values(), e)
+			}
+		}
+	case *avro.RecordSchema:
+		if m, ok := v.(map[string]any); ok {
+			for _, f := range s.Fields() {
+				if e, ok := m[f.Name()]; ok {
+					m[f.Name()] = unwrapUnions(f.Type(), e)
+				}
+			}
 		}
 	}
 	return v
+}
+
+// unionBranchName is the key hamba/avro gives a union branch of schema t
+// when it decodes the union into a map: a named type's full name, else its
+// type name (with a logical type: "long.timestamp-micros" and the like).
+func unionBranchName(t avro.Schema) string {
+	if n, ok := t.(avro.NamedSchema); ok {
+		return n.FullName()
+	}
+	if l, ok := t.(avro.LogicalTypeSchema); ok && l.Logical() != nil {
+		return string(t.Type()) + "." + string(l.Logical().Type())
+	}
+	return string(t.Type())
 }
 
 // valueText renders decoded values the way every store can hold them as
@@ -255,7 +310,7 @@ func valueText(t fieldType, v any) (string, error) {
 // without loss: bytes as base64, decimals as strings, times as ISO-8601,
 // non-finite floats as strings.
 func jsonSafe(v any) any {
-	switch x := unwrapUnion(v).(type) {
+	switch x := v.(type) {
 	case []any:
 		out := make([]any, len(x))
 		for i, e := range x {

@@ -25,24 +25,29 @@ func TestTypes(t *testing.T) {
 		{"name":"ts","type":{"type":"long","logicalType":"timestamp-micros"}},
 		{"name":"lts","type":{"type":"long","logicalType":"local-timestamp-micros"}},
 		{"name":"tags","type":["null",{"type":"array","items":["null","string"]}],"default":null},
-		{"name":"nums","type":{"type":"array","items":["null","long"]}}
+		{"name":"nums","type":{"type":"array","items":["null","long"]}},
+		{"name":"attrs","type":{"type":"map","values":"long"}},
+		{"name":"opt","type":["null",{"type":"map","values":"long"}],"default":null}
 	]}`
 	key := `{"type":"record","name":"typed_key","fields":[{"name":"id","type":"long"}]}`
-	cols := []string{"id", "i", "f", "d", "b", "s", "raw", "amount", "u", "day", "tod", "ts", "lts", "tags", "nums"}
+	cols := []string{"id", "i", "f", "d", "b", "s", "raw", "amount", "u", "day", "tod", "ts", "lts", "tags", "nums", "attrs", "opt"}
 	ts := time.Date(2024, 5, 6, 7, 8, 9, 123456000, time.UTC)
 	rec := map[string]any{
 		"id": int64(1), "i": 42, "f": float32(1.5), "d": 2.25, "b": true, "s": "text ü",
 		"raw": []byte("bin"), "amount": big.NewRat(-123456, 100), "u": "6ba7b810-9dad-11d1-80b4-00c04fd430c8",
 		"day": time.Date(2024, 2, 29, 0, 0, 0, 0, time.UTC), "tod": 13*time.Hour + 14*time.Minute + 15*time.Second + 16*time.Microsecond,
 		"ts": ts, "lts": ts, "tags": []any{"a", nil, "c"}, "nums": []any{int64(1), nil, int64(-3)},
+		// A map of one entry is a map, not a union's branch: it must stay
+		// {"k":7}, not become 7.
+		"attrs": map[string]any{"k": int64(7)}, "opt": map[string]any{"map": map[string]any{"k": int64(8)}},
 	}
 	for _, c := range []struct {
 		sk   storeKind
 		want string
 	}{
-		{sqliteStore(), `1|42|1.5|2.25|1|text ü|bin|-1234.56|6ba7b810-9dad-11d1-80b4-00c04fd430c8|2024-02-29|13:14:15.000016|2024-05-06T07:08:09.123456Z|2024-05-06T07:08:09.123456|["a",null,"c"]|[1,null,-3]`},
-		{postgresStore(t), `1|42|1.5|2.25|true|text ü|bin|-1234.56|6ba7b810-9dad-11d1-80b4-00c04fd430c8|2024-02-29T00:00:00Z|13:14:15.000016|2024-05-06T07:08:09.123456Z|2024-05-06T07:08:09.123456Z|{a,NULL,c}|{1,NULL,-3}`},
-		{mysqlStore(), `1|42|1.5|2.25|1|text ü|bin|-1234.56|6ba7b810-9dad-11d1-80b4-00c04fd430c8|2024-02-29T00:00:00Z|13:14:15.000016|2024-05-06T07:08:09.123456Z|2024-05-06T07:08:09.123456Z|["a",null,"c"]|[1,null,-3]`},
+		{sqliteStore(), `1|42|1.5|2.25|1|text ü|bin|-1234.56|6ba7b810-9dad-11d1-80b4-00c04fd430c8|2024-02-29|13:14:15.000016|2024-05-06T07:08:09.123456Z|2024-05-06T07:08:09.123456|["a",null,"c"]|[1,null,-3]|{"k":7}|{"k":8}`},
+		{postgresStore(t), `1|42|1.5|2.25|true|text ü|bin|-1234.56|6ba7b810-9dad-11d1-80b4-00c04fd430c8|2024-02-29T00:00:00Z|13:14:15.000016|2024-05-06T07:08:09.123456Z|2024-05-06T07:08:09.123456Z|{a,NULL,c}|{1,NULL,-3}|{"k": 7}|{"k": 8}`},
+		{mysqlStore(), `1|42|1.5|2.25|1|text ü|bin|-1234.56|6ba7b810-9dad-11d1-80b4-00c04fd430c8|2024-02-29T00:00:00Z|13:14:15.000016|2024-05-06T07:08:09.123456Z|2024-05-06T07:08:09.123456Z|["a",null,"c"]|[1,null,-3]|{"k":7}|{"k":8}`},
 	} {
 		t.Run(c.sk.name, func(t *testing.T) {
 			t.Parallel()
