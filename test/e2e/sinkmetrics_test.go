@@ -1,0 +1,109 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/replicator/replicator/pgcluster/pgtest"
+)
+
+// TestSinkMetrics runs `replicator sink` with metrics.listen under a small
+// workload: /readyz turns ready, the records applied count exactly the
+// records of the topic, lag is reported per partition and falls to 0, the
+// batch latency histogram fills, the read model shows as running; and the
+// Grafana dashboard's queries are served by run's and sink's scrapes.
+func TestSinkMetrics(t *testing.T) {
+	pg := pgtest.Start(t)
+	conn := connect(t, pg)
+	mustExec(t, conn, `CREATE TABLE items (id bigint PRIMARY KEY, v int NOT NULL);
+		INSERT INTO items SELECT g, 0 FROM generate_series(1, 100) g;`)
+	dir := t.TempDir()
+	runMetrics, sinkMetrics := freeAddr(t), freeAddr(t)
+	body := fmt.Sprintf(`data_dir: %q
+source: {url: %q, status_interval: 100ms}
+kafka: {listen: %q, partitions: 3}
+registry: {listen: %q}
+entities:
+  - table: items
+read_models:
+  - name: items_rm
+    store: %q
+    key: id
+    sources:
+      - entity: items
+        key: id
+        columns: {v: v}
+`, filepath.Join(dir, "data"), pg.DSN("postgres"), freeAddr(t), freeAddr(t), "sqlite://"+filepath.Join(dir, "read.db"))
+	runCfg, sinkCfg := filepath.Join(dir, "run.yaml"), filepath.Join(dir, "sink.yaml")
+	for path, addr := range map[string]string{runCfg: runMetrics, sinkCfg: sinkMetrics} {
+		if err := os.WriteFile(path, []byte(body+fmt.Sprintf("metrics: {listen: %q, stall_timeout: 5s, slot_poll_interval: 1s}\n", addr)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run := startReplicator(t, "run", "--config", runCfg)
+	waitSlot(t, conn, "replicator", run)
+	sink := startReplicator(t, "sink", "--config", sinkCfg)
+
+	// applied reads the sink's counters: records applied, and the lag
+	// summed over the partitions with their count.
+	applied := func() (float64, float64, int, scrape) {
+		s := scrapeMetrics(t, sinkMetrics)
+		n, _ := s.value("replicator_sink_records_applied_total", "read_model", "items_rm")
+		lag, parts := 0.0, 0
+		if f := s["replicator_sink_lag_records"]; f != nil {
+			for _, m := range f.GetMetric() {
+				lag += m.GetGauge().GetValue()
+				parts++
+			}
+		}
+		return n, lag, parts, s
+	}
+	eventually(t, sink, time.Minute, "sink ready and the snapshot applied", func() (bool, string) {
+		code, _ := probe(t, sinkMetrics, "/readyz")
+		if code == 0 {
+			return false, "not listening yet"
+		}
+		n, lag, parts, _ := applied()
+		return code == http.StatusOK && n == 100 && lag == 0 && parts == 3,
+			fmt.Sprintf("/readyz %d, applied %v, lag %v over %d partitions", code, n, lag, parts)
+	})
+	mustExec(t, conn, `INSERT INTO items SELECT g, 1 FROM generate_series(101, 250) g`)
+	mustExec(t, conn, `UPDATE items SET v = 2 WHERE id <= 50`)
+	eventually(t, sink, time.Minute, "the workload applied", func() (bool, string) {
+		n, lag, parts, _ := applied()
+		return n == 300 && lag == 0 && parts == 3, fmt.Sprintf("applied %v (want 300), lag %v over %d partitions", n, lag, parts)
+	})
+	s := scrapeMetrics(t, sinkMetrics)
+	if v, ok := s.value("replicator_sink_read_model_running", "read_model", "items_rm"); v != 1 || !ok {
+		t.Errorf("replicator_sink_read_model_running = %v (present %v), want 1", v, ok)
+	}
+	if v, ok := s.value("replicator_sink_read_model_failed", "read_model", "items_rm"); v != 0 || !ok {
+		t.Errorf("replicator_sink_read_model_failed = %v (present %v), want 0", v, ok)
+	}
+	batches, _ := s.value("replicator_sink_batches_total", "read_model", "items_rm")
+	var observed uint64
+	if f := s["replicator_sink_batch_apply_seconds"]; f != nil {
+		for _, m := range f.GetMetric() {
+			observed += m.GetHistogram().GetSampleCount()
+		}
+	}
+	if batches < 2 || observed != uint64(batches) {
+		t.Errorf("batches %v, batch latency observations %d: want one observation per batch (at least 2)", batches, observed)
+	}
+	if code, body := probe(t, sinkMetrics, "/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz %d: %s", code, body)
+	}
+	eventually(t, run, 30*time.Second, "run's slot polled", func() (bool, string) {
+		_, ok := scrapeMetrics(t, runMetrics).value("replicator_slot_active")
+		return ok, "no replicator_slot_active yet"
+	})
+	checkDashboard(t, scrapeMetrics(t, runMetrics), s)
+	sink.stop(t)
+	run.stop(t)
+}
