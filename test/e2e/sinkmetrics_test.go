@@ -18,6 +18,8 @@ import (
 // records of the topic, lag is reported per partition and falls to 0, the
 // batch latency histogram fills, the read model shows as running; and the
 // Grafana dashboard's queries are served by run's and sink's scrapes.
+// run and sink share one config file, the sink's address given by
+// --metrics-listen.
 func TestSinkMetrics(t *testing.T) {
 	pg := pgtest.Start(t)
 	conn := connect(t, pg)
@@ -40,15 +42,15 @@ read_models:
         key: id
         columns: {v: v}
 `, filepath.Join(dir, "data"), pg.DSN("postgres"), freeAddr(t), freeAddr(t), "sqlite://"+filepath.Join(dir, "read.db"))
-	runCfg, sinkCfg := filepath.Join(dir, "run.yaml"), filepath.Join(dir, "sink.yaml")
-	for path, addr := range map[string]string{runCfg: runMetrics, sinkCfg: sinkMetrics} {
-		if err := os.WriteFile(path, []byte(body+fmt.Sprintf("metrics: {listen: %q, stall_timeout: 5s, slot_poll_interval: 1s}\n", addr)), 0o600); err != nil {
-			t.Fatal(err)
-		}
+	// One file for both: the sink takes its own address by flag.
+	cfgPath := filepath.Join(dir, "replicator.yaml")
+	body += fmt.Sprintf("metrics: {listen: %q, stall_timeout: 5s, slot_poll_interval: 1s}\n", runMetrics)
+	if err := os.WriteFile(cfgPath, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
 	}
-	run := startReplicator(t, "run", "--config", runCfg)
+	run := startReplicator(t, "run", "--config", cfgPath)
 	waitSlot(t, conn, "replicator", run)
-	sink := startReplicator(t, "sink", "--config", sinkCfg)
+	sink := startReplicator(t, "sink", "--config", cfgPath, "--metrics-listen", sinkMetrics)
 
 	// applied reads the sink's counters: records applied, and the lag
 	// summed over the partitions with their count.
