@@ -3,10 +3,13 @@
 package e2e
 
 import (
+	"context"
+	"database/sql"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,7 +19,8 @@ import (
 // TestSinkMetrics runs `replicator sink` with metrics.listen under a small
 // workload: /readyz turns ready, the records applied count exactly the
 // records of the topic, lag is reported per partition and falls to 0, the
-// batch latency histogram fills, the read model shows as running; and the
+// batch latency histogram fills, the read model shows as running; a
+// locked store shows as lag and fails /healthz until it is released; the
 // Grafana dashboard's queries are served by run's and sink's scrapes.
 // run and sink share one config file, the sink's address given by
 // --metrics-listen.
@@ -44,7 +48,7 @@ read_models:
 `, filepath.Join(dir, "data"), pg.DSN("postgres"), freeAddr(t), freeAddr(t), "sqlite://"+filepath.Join(dir, "read.db"))
 	// One file for both: the sink takes its own address by flag.
 	cfgPath := filepath.Join(dir, "replicator.yaml")
-	body += fmt.Sprintf("metrics: {listen: %q, stall_timeout: 5s, slot_poll_interval: 1s}\n", runMetrics)
+	body += fmt.Sprintf("metrics: {listen: %q, stall_timeout: 3s, slot_poll_interval: 1s}\n", runMetrics)
 	if err := os.WriteFile(cfgPath, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -80,6 +84,37 @@ read_models:
 	eventually(t, sink, time.Minute, "the workload applied", func() (bool, string) {
 		n, lag, parts, _ := applied()
 		return n == 300 && lag == 0 && parts == 3, fmt.Sprintf("applied %v (want 300), lag %v over %d partitions", n, lag, parts)
+	})
+	// A writer holding the read model's SQLite file: records wait (lag),
+	// none is applied, and /healthz fails after metrics.stall_timeout;
+	// once it lets go, the sink catches up and is healthy again.
+	db, err := sql.Open("sqlite", filepath.Join(dir, "read.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	lock, err := db.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if _, err := lock.ExecContext(context.Background(), "BEGIN IMMEDIATE"); err != nil {
+		t.Fatalf("lock the read model's file: %v", err)
+	}
+	mustExec(t, conn, `UPDATE items SET v = 3 WHERE id <= 20`)
+	eventually(t, sink, 30*time.Second, "lag while the store is locked, then /healthz failing", func() (bool, string) {
+		n, lag, _, _ := applied()
+		code, body := probe(t, sinkMetrics, "/healthz")
+		return lag == 20 && n == 300 && code == http.StatusServiceUnavailable && strings.Contains(body, "read model items_rm"),
+			fmt.Sprintf("lag %v, applied %v, /healthz %d %q", lag, n, code, body)
+	})
+	if _, err := lock.ExecContext(context.Background(), "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, sink, time.Minute, "caught up and healthy after the lock", func() (bool, string) {
+		n, lag, _, _ := applied()
+		code, body := probe(t, sinkMetrics, "/healthz")
+		return n == 320 && lag == 0 && code == http.StatusOK, fmt.Sprintf("applied %v (want 320), lag %v, /healthz %d %q", n, lag, code, body)
 	})
 	s := scrapeMetrics(t, sinkMetrics)
 	if v, ok := s.value("replicator_sink_read_model_running", "read_model", "items_rm"); v != 1 || !ok {
