@@ -27,6 +27,8 @@ var flagKeys = map[string]string{
 	"source-url":    KeySourceURL,
 	"kafka-brokers": KeyKafkaBrokers,
 	"registry-url":  KeyRegistryURL,
+	// run and sink of one config file each need their own address.
+	"metrics-listen": KeyMetricsListen,
 }
 
 // AddFlags defines the flags that override config keys. Precedence: flag >
@@ -37,6 +39,7 @@ func AddFlags(fs *pflag.FlagSet) {
 	fs.String("source-url", "", "override "+KeySourceURL)
 	fs.StringSlice("kafka-brokers", nil, "override "+KeyKafkaBrokers)
 	fs.String("registry-url", "", "override "+KeyRegistryURL)
+	fs.String("metrics-listen", "", "override "+KeyMetricsListen)
 }
 
 func setDefaults(v *viper.Viper) {

@@ -52,6 +52,11 @@ func CheckLag(ctx context.Context, adm *kadm.Client, st *store, model string, to
 	if len(stored) == 0 {
 		return nil, nil // never ran: it will read everything
 	}
+	return missedTombstones(ctx, adm, stored, model, topics, now)
+}
+
+// missedTombstones is [CheckLag] on offsets already read.
+func missedTombstones(ctx context.Context, adm *kadm.Client, stored map[tp]offsetRow, model string, topics []string, now time.Time) ([]Lag, error) {
 	starts, err := adm.ListStartOffsets(ctx, topics...)
 	if err != nil {
 		return nil, fmt.Errorf("list start offsets: %w", err)

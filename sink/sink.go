@@ -42,6 +42,56 @@ type Config struct {
 	// MaxBatch bounds the records of one poll, hence of one transaction;
 	// default 10000.
 	MaxBatch int
+	// Observer, if set, is told each committed batch's apply time (the
+	// metrics' latency histogram).
+	Observer BatchObserver
+}
+
+// BatchObserver is told of each batch committed in the store: how many
+// records and how long decoding, writing and committing took. Called on
+// the poll loop: it must be cheap.
+type BatchObserver interface {
+	ObserveBatch(records int, took time.Duration)
+}
+
+// State is where a read model's sink is in its life.
+type State int32
+
+const (
+	StateStarting State = iota // preparing the store, joining the group
+	StateRunning               // consuming
+	StateFailed                // stopped with an error
+	StateStopped               // stopped cleanly
+)
+
+func (s State) String() string {
+	switch s {
+	case StateRunning:
+		return "running"
+	case StateFailed:
+		return "failed"
+	case StateStopped:
+		return "stopped"
+	}
+	return "starting"
+}
+
+// PartitionProgress is one assigned partition: Next is the offset stored
+// with the rows (the next to apply; -1 none stored yet), End the
+// partition's high watermark as of its last fetch (-1 not fetched yet).
+type PartitionProgress struct {
+	Topic     string
+	Partition int32
+	Next, End int64
+}
+
+// Lag is End minus Next (a partition with nothing stored counts from 0);
+// 0 while End is unknown.
+func (p PartitionProgress) Lag() int64 {
+	if p.End < 0 {
+		return 0
+	}
+	return max(0, p.End-max(p.Next, 0))
 }
 
 // Stats are a read model's counters since start (for tests and, later,
@@ -64,8 +114,11 @@ type Sink struct {
 	a  *applier
 	cl *kgo.Client
 
-	mu       sync.Mutex   // protects expected (written by group callbacks, read by the poll loop)
+	mu       sync.Mutex   // protects expected and ends (written by group callbacks and the poll loop, read by metrics)
 	expected map[tp]int64 // assigned partitions → stored next offset, -1 none
+	ends     map[tp]int64 // partitions → high watermark at the last fetch
+
+	state atomic.Int32 // a State
 
 	batches, records, deadLettered, fenced atomic.Int64
 }
@@ -92,7 +145,30 @@ func New(cfg Config) (*Sink, error) {
 		log:      cfg.Logger.With("read_model", cfg.Model.Name),
 		api:      avro.Config{}.Freeze(),
 		expected: map[tp]int64{},
+		ends:     map[tp]int64{},
 	}, nil
+}
+
+// Name is the read model's name.
+func (s *Sink) Name() string { return s.cfg.Model.Name }
+
+// State is where the sink is. Safe for concurrent use.
+func (s *Sink) State() State { return State(s.state.Load()) }
+
+// Partitions reports the assigned partitions' stored and end offsets.
+// Safe for concurrent use.
+func (s *Sink) Partitions() []PartitionProgress {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]PartitionProgress, 0, len(s.expected))
+	for k, next := range s.expected {
+		end, ok := s.ends[k]
+		if !ok {
+			end = -1
+		}
+		out = append(out, PartitionProgress{Topic: k.topic, Partition: k.part, Next: next, End: end})
+	}
+	return out
 }
 
 // Stats returns the counters. Safe for concurrent use.
@@ -103,7 +179,14 @@ func (s *Sink) Stats() Stats {
 // Run prepares the store (the sink's tables, the read-model table), joins
 // the consumer group and applies batches until ctx ends (nil: a clean stop
 // after the batch in progress) or the read model fails.
-func (s *Sink) Run(ctx context.Context) error {
+func (s *Sink) Run(ctx context.Context) (err error) {
+	defer func() {
+		if err != nil {
+			s.state.Store(int32(StateFailed))
+		} else {
+			s.state.Store(int32(StateStopped))
+		}
+	}()
 	if err := s.prepare(ctx); err != nil {
 		return err
 	}
@@ -146,6 +229,7 @@ func (s *Sink) Run(ctx context.Context) error {
 		}
 	}
 	s.reportLag(ctx, topics)
+	s.state.Store(int32(StateRunning))
 	for {
 		fetches := cl.PollRecords(ctx, s.cfg.MaxBatch)
 		if fetches.IsClientClosed() || ctx.Err() != nil {
@@ -157,14 +241,32 @@ func (s *Sink) Run(ctx context.Context) error {
 				s.log.Warn("fetch failed; retrying", "topic", t, "partition", p, "error", err)
 			}
 		})
+		s.noteEnds(fetches)
 		// The batch in progress finishes even when a stop arrives: a stop
 		// takes effect between batches.
+		start := time.Now()
+		before := s.records.Load()
 		err := s.process(context.WithoutCancel(ctx), fetches.Records())
 		cl.AllowRebalance()
 		if err != nil {
 			return fmt.Errorf("read model %s: %w", s.cfg.Model.Name, err)
 		}
+		if n := s.records.Load() - before; n > 0 && s.cfg.Observer != nil {
+			s.cfg.Observer.ObserveBatch(int(n), time.Since(start))
+		}
 	}
+}
+
+// noteEnds keeps each fetched partition's high watermark: the lag the
+// metrics show is measured against it, at no cost of a request.
+func (s *Sink) noteEnds(fetches kgo.Fetches) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
+		if p.Err == nil {
+			s.ends[tp{p.Topic, p.Partition}] = p.HighWatermark
+		}
+	})
 }
 
 // prepare opens the store, creates the sink's tables, reads the schemas

@@ -52,6 +52,7 @@ func runCheck(ctx context.Context, path string, flags *pflag.FlagSet, out io.Wri
 			return exitError{msg: "check failed"}
 		}
 		report("config " + path + " (sink only: read_models)")
+		checkMetricsListen(scfg, report)
 		checkReadModels(ctx, scfg, out, report)
 		if len(problems) > 0 {
 			fmt.Fprintf(out, "%d problem(s) found\n", len(problems))
@@ -85,13 +86,7 @@ func runCheck(ctx context.Context, path string, flags *pflag.FlagSet, out io.Wri
 	} else {
 		report("schema registry: embedded on "+cfg.Registry.Listen, registry.CheckEmbedded(cfg.Registry.Listen, filepath.Join(cfg.DataDir, "registry")))
 	}
-	if cfg.Metrics.Listen != "" {
-		var err error
-		if err = metrics.CheckListen(cfg.Metrics.Listen); err != nil {
-			err = fmt.Errorf("%s: %w", config.KeyMetricsListen, err)
-		}
-		report("metrics: /metrics, /healthz and /readyz on "+cfg.Metrics.Listen+" ("+config.KeyMetricsListen+")", err)
-	}
+	checkMetricsListen(cfg, report)
 	checkReadModels(ctx, cfg, out, report)
 	if len(problems) > 0 {
 		fmt.Fprintf(out, "%d problem(s) found\n", len(problems))
@@ -183,4 +178,16 @@ func splitJoined(err error) []error {
 		return out
 	}
 	return []error{err}
+}
+
+// checkMetricsListen checks metrics.listen can be bound, when set.
+func checkMetricsListen(cfg *config.Config, report func(string, ...error)) {
+	if cfg.Metrics.Listen == "" {
+		return
+	}
+	var err error
+	if err = metrics.CheckListen(cfg.Metrics.Listen); err != nil {
+		err = fmt.Errorf("%s: %w", config.KeyMetricsListen, err)
+	}
+	report("metrics: /metrics, /healthz and /readyz on "+cfg.Metrics.Listen+" ("+config.KeyMetricsListen+")", err)
 }

@@ -49,7 +49,7 @@ func demoSink(ctx context.Context, cfg *config.Config, ep endpoints, pg *pgclust
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
 	done := make(chan error, 1)
-	go func() { done <- runSinks(sctx, cfg, log, nil) }()
+	go func() { done <- runSinks(sctx, cfg, log, nil, false) }()
 	finish := func() error {
 		stop()
 		return <-done

@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/replicator/replicator/config"
+	"github.com/replicator/replicator/metrics"
 	"github.com/replicator/replicator/registry"
 	"github.com/replicator/replicator/sink"
 	"github.com/spf13/cobra"
@@ -29,7 +30,7 @@ With kafka.brokers empty it connects to the embedded broker of a running
 			if err != nil {
 				return fmt.Errorf("invalid configuration:\n%w", err)
 			}
-			return runSinks(cmd.Context(), cfg, newLogger(stderr, cfg.Log), nil)
+			return runSinks(cmd.Context(), cfg, newLogger(stderr, cfg.Log), nil, cfg.Metrics.Listen != "")
 		},
 	}
 }
@@ -47,8 +48,9 @@ func sinkEndpoints(cfg *config.Config) (brokers []string, registryURL string) {
 	return brokers, registryURL
 }
 
-// buildSinks makes one sink per read model.
-func buildSinks(cfg *config.Config, log *slog.Logger) ([]*sink.Sink, error) {
+// buildSinks makes one sink per read model; obs, if set, observes their
+// batches.
+func buildSinks(cfg *config.Config, log *slog.Logger, obs *metrics.Sinks) ([]*sink.Sink, error) {
 	brokers, registryURL := sinkEndpoints(cfg)
 	kopts, err := kafkaOptions(cfg, brokers, nil)
 	if err != nil {
@@ -60,7 +62,11 @@ func buildSinks(cfg *config.Config, log *slog.Logger) ([]*sink.Sink, error) {
 	}
 	var sinks []*sink.Sink
 	for _, m := range cfg.ReadModels {
-		s, err := sink.New(sink.Config{Model: sinkModel(m), StoreURL: m.Store, Kafka: kopts, Registry: rcl, Logger: log})
+		sc := sink.Config{Model: sinkModel(m), StoreURL: m.Store, Kafka: kopts, Registry: rcl, Logger: log}
+		if obs != nil {
+			sc.Observer = obs.Observer(m.Name)
+		}
+		s, err := sink.New(sc)
 		if err != nil {
 			return nil, err
 		}
@@ -73,13 +79,38 @@ func buildSinks(cfg *config.Config, log *slog.Logger) ([]*sink.Sink, error) {
 // that fails is logged and stops alone; the others go on. The error joins
 // the failed read models' errors once all have stopped. started, if set,
 // receives the sinks before they run (the demo reads their progress).
-func runSinks(ctx context.Context, cfg *config.Config, log *slog.Logger, started func([]*sink.Sink)) error {
-	sinks, err := buildSinks(cfg, log)
+// With serveMetrics, metrics.listen serves the sinks' metrics and health
+// until they have all stopped.
+func runSinks(ctx context.Context, cfg *config.Config, log *slog.Logger, started func([]*sink.Sink), serveMetrics bool) error {
+	var obs *metrics.Sinks
+	if serveMetrics {
+		obs = metrics.NewSinks(cfg.Metrics.StallTimeout)
+	}
+	sinks, err := buildSinks(cfg, log, obs)
 	if err != nil {
 		return err
 	}
 	if started != nil {
 		started(sinks)
+	}
+	if obs != nil {
+		for _, s := range sinks {
+			obs.Attach(s)
+		}
+		srv, err := listenMetrics(cfg, log, obs.AddTo)
+		if err != nil {
+			return err
+		}
+		mctx, stopMetrics := context.WithCancel(ctx)
+		served := make(chan struct{})
+		defer func() { <-served }() // the server has stopped when runSinks returns
+		defer stopMetrics()         // runs first, once the sinks have stopped
+		go func() {
+			defer close(served)
+			if err := srv.Run(mctx); err != nil {
+				log.Error("metrics server stopped", "error", err)
+			}
+		}()
 	}
 	errs := make([]error, len(sinks))
 	var wg sync.WaitGroup

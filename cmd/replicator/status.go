@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/replicator/replicator/config"
+	"github.com/replicator/replicator/sink"
 	"github.com/replicator/replicator/source"
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -25,7 +26,10 @@ import (
 const (
 	defaultMaxRetainedWAL = 1 << 30   // 1 GiB kept by an inactive slot
 	defaultMaxLagBytes    = 256 << 20 // 256 MiB behind the server
-	statusKafkaTimeout    = 10 * time.Second
+	// defaultMaxReadModelLag is in records, summed over a read model's
+	// partitions.
+	defaultMaxReadModelLag = 100000
+	statusKafkaTimeout     = 10 * time.Second
 	// statusSourceTimeout bounds reading the slot, connecting included:
 	// a server that accepts the connection and never answers would
 	// otherwise hold status (run from cron, a monitoring probe) forever.
@@ -89,22 +93,60 @@ type topicReport struct {
 	Error      string  `json:"error,omitempty"`
 }
 
-// readModelReport is one read model's stored offsets against the topic's
-// end offsets: filled by readModelStatus once the sink exists.
+// readModelReport is one read model's offsets stored in its store against
+// its topics' end offsets.
 type readModelReport struct {
-	Name   string  `json:"name"`
-	Topic  string  `json:"topic"`
-	Stored []int64 `json:"stored_offsets"`
-	Lag    int64   `json:"lag_records"`
+	Name       string                 `json:"name"`
+	Partitions []sink.PartitionStatus `json:"partitions"`
+	Lag        int64                  `json:"lag_records"` // summed over the partitions
+	// MissedTombstones says, per partition, why the read model may have
+	// missed tombstones (rebuild it).
+	MissedTombstones []string `json:"missed_tombstones,omitempty"`
+	Error            string   `json:"error,omitempty"`
 }
 
-// readModelStatus is the extension point for the sink's read models: it
-// will read each read model's stored offsets (kept by the sink in its
-// target database, in the same transaction as the rows) and compare them
-// with topics' end offsets. The sink is not built yet, so there are none
-// to read; this returns nothing rather than pretend.
-func readModelStatus(context.Context, *config.Config, []topicReport) ([]readModelReport, error) {
-	return nil, nil
+// readModelStatus reads each read model's stored offsets (kept by the sink
+// in its store with the rows) and compares them with its topics' end
+// offsets. What cannot be read is reported per read model.
+func readModelStatus(ctx context.Context, cfg *config.Config) []readModelReport {
+	out := []readModelReport{}
+	if len(cfg.ReadModels) == 0 {
+		return out
+	}
+	fail := func(err error) []readModelReport {
+		for _, m := range cfg.ReadModels {
+			out = append(out, readModelReport{Name: m.Name, Partitions: []sink.PartitionStatus{}, Error: err.Error()})
+		}
+		return out
+	}
+	brokers, _ := sinkEndpoints(cfg)
+	opts, err := kafkaOptions(cfg, brokers, nil)
+	if err != nil {
+		return fail(err)
+	}
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return fail(fmt.Errorf("kafka client: %w", err))
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	for _, m := range cfg.ReadModels {
+		mctx, cancel := context.WithTimeout(ctx, statusKafkaTimeout)
+		st, err := sink.ReadStatus(mctx, sinkModel(m), m.Store, adm, time.Now())
+		cancel()
+		r := readModelReport{Name: m.Name, Partitions: st.Partitions, Lag: st.Lag}
+		if r.Partitions == nil {
+			r.Partitions = []sink.PartitionStatus{}
+		}
+		for _, l := range st.Missed {
+			r.MissedTombstones = append(r.MissedTombstones, l.String())
+		}
+		if err != nil {
+			r.Error = err.Error()
+		}
+		out = append(out, r)
+	}
+	return out
 }
 
 func newStatusCommand(stdout io.Writer) *cobra.Command {
@@ -113,10 +155,13 @@ func newStatusCommand(stdout io.Writer) *cobra.Command {
 		Short: "Show the slot, snapshot state and topics without touching the running replicator; exit 1 if something needs attention",
 		Long: `status reads, without touching a running replicator: the replication slot
 from pg_replication_slots (active, confirmed LSN, retained WAL, lag), the
-snapshot state in data_dir, and the end offsets of the entity topics. It exits
+snapshot state in data_dir, the end offsets of the entity topics, and each read
+model's offsets stored in its store against its topics' end offsets. It exits
 with status 1 when something needs attention: the slot is missing after a
 completed snapshot, its WAL is lost, it is inactive while keeping more WAL than
---max-retained-wal-bytes, or it is more than --max-lag-bytes behind.`,
+--max-retained-wal-bytes, or it is more than --max-lag-bytes behind; or a read
+model is more than --max-read-model-lag records behind, may have missed
+tombstones, or cannot be read.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			path, _ := cmd.Flags().GetString("config")
@@ -127,7 +172,8 @@ completed snapshot, its WAL is lost, it is inactive while keeping more WAL than
 			asJSON, _ := cmd.Flags().GetBool("json")
 			maxRetained, _ := cmd.Flags().GetUint64("max-retained-wal-bytes")
 			maxLag, _ := cmd.Flags().GetUint64("max-lag-bytes")
-			rep := collectStatus(cmd.Context(), cfg, maxRetained, maxLag)
+			maxModelLag, _ := cmd.Flags().GetInt64("max-read-model-lag")
+			rep := collectStatus(cmd.Context(), cfg, maxRetained, maxLag, maxModelLag)
 			if asJSON {
 				enc := json.NewEncoder(stdout)
 				enc.SetIndent("", "  ")
@@ -146,12 +192,13 @@ completed snapshot, its WAL is lost, it is inactive while keeping more WAL than
 	cmd.Flags().Bool("json", false, "print JSON instead of a table")
 	cmd.Flags().Uint64("max-retained-wal-bytes", defaultMaxRetainedWAL, "an inactive slot keeping more WAL than this needs attention")
 	cmd.Flags().Uint64("max-lag-bytes", defaultMaxLagBytes, "a slot whose confirmed LSN is more than this behind the server's WAL needs attention")
+	cmd.Flags().Int64("max-read-model-lag", defaultMaxReadModelLag, "a read model more than this many records behind its topics needs attention")
 	return cmd
 }
 
 // collectStatus gathers the report; what cannot be read is reported in it,
 // not returned, so the rest is still shown.
-func collectStatus(ctx context.Context, cfg *config.Config, maxRetained, maxLag uint64) statusReport {
+func collectStatus(ctx context.Context, cfg *config.Config, maxRetained, maxLag uint64, maxReadModelLag int64) statusReport {
 	rep := statusReport{Slot: slotReport{Name: cfg.Source.Slot}, Topics: []topicReport{}, ReadModels: []readModelReport{}, Attention: []string{}}
 	attention := func(format string, a ...any) { rep.Attention = append(rep.Attention, fmt.Sprintf(format, a...)) }
 
@@ -205,11 +252,18 @@ func collectStatus(ctx context.Context, cfg *config.Config, maxRetained, maxLag 
 		// `replicator run`.
 		rep.KafkaError = err.Error()
 	}
-	models, err := readModelStatus(ctx, cfg, rep.Topics)
-	if err != nil {
-		attention("read models: %v", err)
+	rep.ReadModels = readModelStatus(ctx, cfg)
+	for _, m := range rep.ReadModels {
+		switch {
+		case m.Error != "":
+			attention("read model %s: %s", m.Name, m.Error)
+		case m.Lag > maxReadModelLag:
+			attention("read model %s is %d records behind its topics (over --max-read-model-lag %d): is `replicator sink` running?", m.Name, m.Lag, maxReadModelLag)
+		}
+		for _, why := range m.MissedTombstones {
+			attention("%s", why)
+		}
 	}
-	rep.ReadModels = append(rep.ReadModels, models...)
 	return rep
 }
 
@@ -338,10 +392,21 @@ func printStatus(w io.Writer, rep statusReport) error {
 		fmt.Fprintf(tw, "topic\t%s\t%d records written, end offsets %v\n", t.Topic, t.Records, t.EndOffsets)
 	}
 	if len(rep.ReadModels) == 0 {
-		fmt.Fprintf(tw, "read models\tnone\t(the sink is not built yet)\n")
+		fmt.Fprintf(tw, "read models\tnone configured\t\n")
 	}
 	for _, m := range rep.ReadModels {
-		fmt.Fprintf(tw, "read model\t%s\t%d records behind %s\n", m.Name, m.Lag, m.Topic)
+		if m.Error != "" {
+			fmt.Fprintf(tw, "read model\t%s\tunknown: %s\n", m.Name, m.Error)
+			continue
+		}
+		fmt.Fprintf(tw, "read model\t%s\t%d records behind\n", m.Name, m.Lag)
+		for _, p := range m.Partitions {
+			stored := "none stored"
+			if p.Stored >= 0 {
+				stored = fmt.Sprintf("stored %d", p.Stored)
+			}
+			fmt.Fprintf(tw, "\t%s[%d]\t%s, end %d, %d behind\n", p.Topic, p.Partition, stored, p.End, p.Lag)
+		}
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -198,3 +198,116 @@ entities: [{table: t}]
 		}
 	}
 }
+
+// status shows each read model's stored offsets against its topics' end
+// offsets, in text and JSON, and exits 1 when one lags beyond
+// --max-read-model-lag.
+func TestStatusReadModels(t *testing.T) {
+	pg := pgtest.Start(t)
+	dsn := newDatabase(t, pg, `CREATE TABLE items (id int PRIMARY KEY, v text);
+		INSERT INTO items SELECT g, 'x' FROM generate_series(1, 20) g;`)
+	dir := t.TempDir()
+	cfgPath := writeYAML(t, fmt.Sprintf(`
+source: {url: %q, slot: rm_slot, status_interval: 100ms}
+data_dir: %q
+kafka: {listen: %q, partitions: 2}
+registry: {listen: %q}
+entities: [{table: items}]
+read_models:
+  - name: items_rm
+    store: %q
+    key: id
+    sources: [{entity: items, key: id, columns: {v: v}}]
+`, dsn, dir, closedAddr(t), closedAddr(t), "sqlite://"+dir+"/read.db"))
+	cfg, err := config.Load(cfgPath, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- runObserved(ctx, cfg, quiet, nil, nil) }()
+	t.Cleanup(func() {
+		stop()
+		<-done
+	})
+
+	// statusUntil polls status --json until cond holds.
+	statusUntil := func(what string, args []string, cond func(statusReport, error) bool) statusReport {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			out, err := runCLI(t, append([]string{"status", "--config", cfgPath, "--json"}, args...)...)
+			var rep statusReport
+			if jerr := json.Unmarshal([]byte(out), &rep); jerr != nil {
+				t.Fatalf("status --json printed no JSON (%v): %q", jerr, out)
+			}
+			if cond(rep, err) {
+				return rep
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("status never showed %s: err %v\n%s", what, err, out)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	// Before the sink's first start: everything is lag, nothing stored.
+	rep := statusUntil("the topic's 20 records", nil, func(r statusReport, err error) bool {
+		return err == nil && len(r.Topics) == 1 && r.Topics[0].Records == 20 && len(r.ReadModels) == 1 && r.ReadModels[0].Lag == 20
+	})
+	for _, p := range rep.ReadModels[0].Partitions {
+		if p.Stored != -1 {
+			t.Errorf("partition before the sink ran: %+v, want none stored", p)
+		}
+	}
+	sctx, stopSink := context.WithCancel(ctx)
+	sinkDone := make(chan error, 1)
+	go func() { sinkDone <- runSinks(sctx, cfg, quiet, nil, false) }()
+	t.Cleanup(func() {
+		stopSink()
+		<-sinkDone
+	})
+	rep = statusUntil("the read model caught up", nil, func(r statusReport, err error) bool {
+		return err == nil && len(r.ReadModels) == 1 && r.ReadModels[0].Lag == 0 && len(r.ReadModels[0].Partitions) == 2 &&
+			r.ReadModels[0].Partitions[0].Stored+r.ReadModels[0].Partitions[1].Stored == 20
+	})
+	for _, p := range rep.ReadModels[0].Partitions {
+		if p.Topic != "items" || p.Stored != p.End || p.Lag != 0 {
+			t.Errorf("caught-up partition: %+v", p)
+		}
+	}
+
+	// The sink stops; five more records: five behind.
+	stopSink()
+	if err := <-sinkDone; err != nil {
+		t.Fatalf("sink: %v", err)
+	}
+	sinkDone <- nil // for the cleanup
+	conn := pgtest.Connect(t, dsn)
+	if _, err := conn.Exec(context.Background(), `INSERT INTO items SELECT g, 'y' FROM generate_series(21, 25) g`); err != nil {
+		t.Fatal(err)
+	}
+	statusUntil("five records behind, within the default threshold", nil, func(r statusReport, err error) bool {
+		return err == nil && len(r.ReadModels) == 1 && r.ReadModels[0].Lag == 5
+	})
+	out, err := runCLI(t, "status", "--config", cfgPath, "--json", "--max-read-model-lag", "4")
+	var exit exitError
+	if !errors.As(err, &exit) {
+		t.Fatalf("status of a read model over --max-read-model-lag: got %v, want a non-zero exit\n%s", err, out)
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("status --json: %v: %q", err, out)
+	}
+	if len(rep.Attention) != 1 || !strings.Contains(rep.Attention[0], "read model items_rm is 5 records behind") {
+		t.Errorf("attention: %q", rep.Attention)
+	}
+	out, err = runCLI(t, "status", "--config", cfgPath, "--max-read-model-lag", "4")
+	if !errors.As(err, &exit) {
+		t.Errorf("status text over --max-read-model-lag: got %v, want a non-zero exit", err)
+	}
+	for _, want := range []string{"items_rm", "5 records behind", "items[0]", "items[1]", "stored ", "--max-read-model-lag 4"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status text lacks %q:\n%s", want, out)
+		}
+	}
+}
