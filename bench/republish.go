@@ -123,27 +123,8 @@ func (s *republishBench) replicator(ctx context.Context, run int) (sample, error
 	if err != nil {
 		return nil, err
 	}
-	cpu1, err1 := procCPU(rp.pid())
-	rss, err2 := procPeakRSS(rp.pid())
-	if err := errors.Join(err1, err2); err != nil {
-		return nil, err
-	}
-	if err := checkRepublished(ctx, rp.brokers, tableName, id, s.rows); err != nil {
-		return nil, err
-	}
-	if err := rp.stop(); err != nil {
-		return nil, err
-	}
-	if err := dropSlot(ctx, s.conn, slot); err != nil {
-		return nil, err
-	}
-	d := t1.Sub(t0)
-	return sample{
-		"rows_per_s":  float64(s.rows) / d.Seconds(),
-		"seconds":     d.Seconds(),
-		"cpu_s":       (cpu1 - cpu0).Seconds(),
-		"peak_rss_mb": mb(rss),
-	}, s.h.cleanup(rp.dir)
+	return finishLoad(ctx, s.h, s.conn, rp, slot, s.rows, cpu0, t0, t1,
+		func() error { return checkRepublished(ctx, rp.brokers, tableName, id, s.rows) })
 }
 
 // republishLatencyBench is the fixture of republish-latency: the latency

@@ -131,26 +131,39 @@ func (s *snapshotBench) replicator(ctx context.Context, run int) (sample, error)
 	if err != nil {
 		return nil, err
 	}
+	smp, err := finishLoad(ctx, s.h, s.conn, rp, slot, s.rows, cpu0, t0, t1,
+		func() error { return checkRecords(ctx, rp.brokers, s.rows) })
+	if err != nil {
+		return nil, err
+	}
+	smp["total_s"] = t1.Sub(rp.started).Seconds()
+	return smp, nil
+}
+
+// finishLoad ends a replicator run that published rows records between t0
+// and t1 (a snapshot, a republish): it reads the process's CPU since cpu0
+// and its peak RSS, checks the topic with check, stops the process, drops
+// its slot and returns the sample: rate, time, CPU and memory.
+func finishLoad(ctx context.Context, h *harness, conn *pgx.Conn, rp *replicatorProc, slot string, rows int64, cpu0 time.Duration, t0, t1 time.Time, check func() error) (sample, error) {
 	cpu1, err1 := procCPU(rp.pid())
 	rss, err2 := procPeakRSS(rp.pid())
 	if err := errors.Join(err1, err2); err != nil {
 		return nil, err
 	}
-	if err := checkRecords(ctx, rp.brokers, s.rows); err != nil {
+	if err := check(); err != nil {
 		return nil, err
 	}
 	if err := rp.stop(); err != nil {
 		return nil, err
 	}
-	if err := dropSlot(ctx, s.conn, slot); err != nil {
+	if err := dropSlot(ctx, conn, slot); err != nil {
 		return nil, err
 	}
 	d := t1.Sub(t0)
 	return sample{
-		"rows_per_s":  float64(s.rows) / d.Seconds(),
+		"rows_per_s":  float64(rows) / d.Seconds(),
 		"seconds":     d.Seconds(),
 		"cpu_s":       (cpu1 - cpu0).Seconds(),
 		"peak_rss_mb": mb(rss),
-		"total_s":     t1.Sub(rp.started).Seconds(),
-	}, s.h.cleanup(rp.dir)
+	}, h.cleanup(rp.dir)
 }
