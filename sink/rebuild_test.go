@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -20,7 +19,7 @@ import (
 // rebuild is lost).
 func TestRebuildWhileSinkRuns(t *testing.T) {
 	t.Parallel()
-	for _, sk := range []storeKind{sqliteStore(), postgresStore(t)} { // MySQL: refused, see TestRebuildRefusedOnMySQL
+	for _, sk := range []storeKind{sqliteStore(), postgresStore(t), mysqlStore()} {
 		t.Run(sk.name, func(t *testing.T) {
 			t.Parallel()
 			store := sk.fresh(t)
@@ -124,10 +123,118 @@ func sortedCopy(s []string) []string {
 	return out
 }
 
-func TestRebuildRefusedOnMySQL(t *testing.T) {
+// TestRebuildSwapInterruptedMySQL: a rebuild stopped between the steps of
+// its MySQL swap (after the offsets went pending, before the rename)
+// leaves a state a sink finishes by itself: a running sink, fenced at its
+// next batch, and one starting afresh, each end up writing the rebuilt
+// table from the rebuild's positions, applying nothing twice and losing
+// nothing.
+func TestRebuildSwapInterruptedMySQL(t *testing.T) {
 	t.Parallel()
-	err := Rebuild(t.Context(), Config{Model: customerModel("profile"), StoreURL: "mysql://root@127.0.0.1:3306/x", Kafka: []kgo.Opt{kgo.SeedBrokers("127.0.0.1:1")}, Registry: nil}, nil)
-	if err == nil || !strings.Contains(err.Error(), "not supported on MySQL") {
-		t.Errorf("got %v, want the refusal", err)
+	for _, sinkRunning := range []bool{true, false} {
+		t.Run(fmt.Sprintf("sink running %v", sinkRunning), func(t *testing.T) {
+			t.Parallel()
+			url := mysqlStore().fresh(t)
+			e := newEnv(t)
+			w := e.topic("customers", customersKey, customersValue)
+			const keys = 50
+			for k := int64(1); k <= keys; k++ {
+				w.put(cust(k, "v0", nil))
+			}
+			live := customerModel("profile")
+			r := e.start(live, url)
+			r.waitRecords(t, keys)
+			if err := r.stop(); err != nil {
+				t.Fatal(err)
+			}
+			// Versions the stopped live read model does not have: the
+			// rebuild (a shadow read model) reads them all.
+			for k := int64(1); k <= keys; k++ {
+				w.put(cust(k, "v1", nil))
+			}
+			shadow := live
+			shadow.Name, shadow.Table = live.Name+rebuildSuffix, live.Table+rebuildSuffix
+			rs := e.start(shadow, url)
+			rs.waitRecords(t, 2*keys)
+			if err := rs.stop(); err != nil {
+				t.Fatal(err)
+			}
+			var r2 *running
+			if sinkRunning {
+				r2 = e.start(live, url)
+				r2.waitRecords(t, keys) // the v1 versions, into the live table
+			}
+			// Step 1 of the swap, and no more: the rebuild "dies" here.
+			db, d, err := openStore(url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			st := &store{db: db, d: d}
+			mine := map[tp]int64{}
+			stored, err := st.loadOffsets(t.Context(), shadow.Name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for p := int32(0); p < 3; p++ {
+				mine[tp{"customers", p}] = -1
+				if o, ok := stored[tp{"customers", p}]; ok {
+					mine[tp{"customers", p}] = o.next
+				}
+			}
+			// The rebuilt table differs from the live one, so that which
+			// one the name ends up on shows.
+			if _, err := db.Exec("UPDATE " + d.quote(shadow.Table) + " SET " + d.quote("tier") + " = 'rebuilt'"); err != nil {
+				t.Fatal(err)
+			}
+			tx, err := db.Begin()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := st.stagePending(t.Context(), tx, live.Name, shadow.Name, mine); err != nil {
+				t.Fatal(err)
+			}
+			if err := tx.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			if !sinkRunning {
+				r2 = e.start(live, url)
+			}
+			before := r2.s.Stats().Records
+			w.put(cust(1, "v2", nil))
+			r2.waitRecords(t, before+1)
+			var want []string
+			for k := 1; k <= keys; k++ {
+				v := "v1"
+				if k == 1 {
+					v = "v2"
+				}
+				tier := "rebuilt"
+				if k == 1 {
+					tier = "NULL" // written by the sink after the swap
+				}
+				want = append(want, fmt.Sprintf("%d|%s|%s", k, v, tier))
+			}
+			wantRows(t, url, "profile", profileCols, want...)
+			if got := r2.s.Stats().Records - before; got != 1 {
+				t.Errorf("the sink applied %d records after the swap, want 1 (the rebuild's positions, nothing twice)", got)
+			}
+			for _, gone := range []string{shadow.Table, live.Table + "__old"} {
+				var n int
+				if err := db.QueryRow("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = ?", gone).Scan(&n); err != nil || n != 0 {
+					t.Errorf("table %s: %d left (%v), want it gone", gone, n, err)
+				}
+			}
+			after, pending, err := st.loadOffsetsPending(t.Context(), live.Name)
+			if err != nil || pending {
+				t.Fatalf("offsets after the swap: pending %v, %v", pending, err)
+			}
+			if got := after[tp{"customers", 0}].next; got != 2*keys+1 {
+				t.Errorf("stored offset of partition 0: got %d, want %d", got, 2*keys+1)
+			}
+			if err := r2.stop(); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }

@@ -160,27 +160,42 @@ type offsetRow struct {
 	updatedAt time.Time
 }
 
-// loadOffsets returns the read model's stored offsets.
+// loadOffsets returns the read model's stored offsets, pending ones (a
+// MySQL rebuild's swap in progress, rebuild_mysql.go) as they will be.
 func (s *store) loadOffsets(ctx context.Context, model string) (map[tp]offsetRow, error) {
+	out, _, err := s.loadOffsetsPending(ctx, model)
+	return out, err
+}
+
+// loadOffsetsPending is loadOffsets, also reporting whether some were
+// pending.
+func (s *store) loadOffsetsPending(ctx context.Context, model string) (out map[tp]offsetRow, pending bool, err error) {
 	rows, err := s.db.QueryContext(ctx, fmt.Sprintf(`SELECT topic, part, next_offset, updated_at FROM %s WHERE read_model = %s`,
 		s.d.quote(offsetsTable), s.d.param(1)), model)
 	if err != nil {
-		return nil, fmt.Errorf("read the stored offsets: %w", err)
+		return nil, false, fmt.Errorf("read the stored offsets: %w", err)
 	}
 	defer rows.Close()
-	out := map[tp]offsetRow{}
+	out = map[tp]offsetRow{}
 	for rows.Next() {
 		var t tp
 		var next, at int64
 		if err := rows.Scan(&t.topic, &t.part, &next, &at); err != nil {
-			return nil, fmt.Errorf("read the stored offsets: %w", err)
+			return nil, false, fmt.Errorf("read the stored offsets: %w", err)
+		}
+		if next < 0 {
+			pending = true
+			if next == -1 { // pending: no position
+				continue
+			}
+			next = -2 - next
 		}
 		out[t] = offsetRow{next: next, updatedAt: time.UnixMilli(at)}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read the stored offsets: %w", err)
+		return nil, false, fmt.Errorf("read the stored offsets: %w", err)
 	}
-	return out, nil
+	return out, pending, nil
 }
 
 // casOffsets moves each partition's stored offset from expected (-1: no row
