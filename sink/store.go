@@ -105,28 +105,22 @@ func (s *store) createSinkTables(ctx context.Context) error {
 }
 
 // ensureTable creates the read-model table from the plan when missing; an
-// existing one must have every column (it may have more).
+// existing one must fit it (fitTable: it may have more columns).
 func (s *store) ensureTable(ctx context.Context, p *plan) (created bool, err error) {
 	have, err := s.d.columns(ctx, s.db, p.model.Table)
 	if err != nil {
 		return false, fmt.Errorf("read the columns of table %s: %w", s.d.quote(p.model.Table), err)
 	}
 	if have != nil {
-		set := map[string]bool{}
-		for _, c := range have {
-			set[c] = true
+		desc, err := s.d.describe(ctx, s.db, p.model.Table)
+		if err != nil {
+			return false, fmt.Errorf("read the columns and keys of table %s: %w", s.d.quote(p.model.Table), err)
 		}
-		var missing []string
-		for _, c := range p.columns {
-			if !set[c.name] {
-				missing = append(missing, s.d.quote(c.name))
-			}
+		if desc == nil {
+			return false, fmt.Errorf("table %s: the catalog lists its columns but describes none", s.d.quote(p.model.Table))
 		}
-		if len(missing) > 0 {
-			return false, fmt.Errorf("table %s exists but lacks column(s) %s: add them (ALTER TABLE … ADD COLUMN), drop the table so the sink creates it, or point table: at a new one",
-				s.d.quote(p.model.Table), strings.Join(missing, ", "))
-		}
-		return false, nil
+		_, problems := fitTable(s.d, p, desc)
+		return false, errors.Join(problems...)
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "CREATE TABLE %s (", s.d.quote(p.model.Table))
