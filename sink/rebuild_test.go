@@ -128,12 +128,14 @@ func sortedCopy(s []string) []string {
 // leaves a state a sink finishes by itself: a running sink, fenced at its
 // next batch, and one starting afresh, each end up writing the rebuilt
 // table from the rebuild's positions, applying nothing twice and losing
-// nothing.
+// nothing. The next rebuild finishes it before it starts over (or it would
+// drop the rebuilt table the offsets already point into).
 func TestRebuildSwapInterruptedMySQL(t *testing.T) {
 	t.Parallel()
-	for _, sinkRunning := range []bool{true, false} {
-		t.Run(fmt.Sprintf("sink running %v", sinkRunning), func(t *testing.T) {
+	for _, mode := range []string{"sink running", "sink starting", "rebuild again"} {
+		t.Run(mode, func(t *testing.T) {
 			t.Parallel()
+			sinkRunning := mode == "sink running"
 			url := mysqlStore().fresh(t)
 			e := newEnv(t)
 			w := e.topic("customers", customersKey, customersValue)
@@ -197,6 +199,22 @@ func TestRebuildSwapInterruptedMySQL(t *testing.T) {
 			if err := tx.Commit(); err != nil {
 				t.Fatal(err)
 			}
+			tier := "rebuilt"
+			if mode == "rebuild again" {
+				var first []string
+				err := Rebuild(t.Context(), Config{Model: live, StoreURL: url, Kafka: []kgo.Opt{kgo.SeedBrokers(e.brokers...)}, Registry: e.reg, MaxBatch: 10}, func(Progress) {
+					if first == nil {
+						first = rows(t, url, "profile", "tier")
+					}
+				})
+				if err != nil {
+					t.Fatalf("Rebuild: %v", err)
+				}
+				if len(first) != keys || first[0] != "rebuilt" || first[keys-1] != "rebuilt" {
+					t.Errorf("when the new rebuild started, table profile held tiers %v, want the interrupted rebuild's (all \"rebuilt\")", first)
+				}
+				tier = "NULL" // rebuilt again from the records
+			}
 			if !sinkRunning {
 				r2 = e.start(live, url)
 			}
@@ -209,11 +227,11 @@ func TestRebuildSwapInterruptedMySQL(t *testing.T) {
 				if k == 1 {
 					v = "v2"
 				}
-				tier := "rebuilt"
+				tk := tier
 				if k == 1 {
-					tier = "NULL" // written by the sink after the swap
+					tk = "NULL" // written by the sink after the swap
 				}
-				want = append(want, fmt.Sprintf("%d|%s|%s", k, v, tier))
+				want = append(want, fmt.Sprintf("%d|%s|%s", k, v, tk))
 			}
 			wantRows(t, url, "profile", profileCols, want...)
 			if got := r2.s.Stats().Records - before; got != 1 {
