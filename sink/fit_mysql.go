@@ -128,7 +128,7 @@ func (d mysqlDialect) holds(t fieldType, c colDesc) typeFit {
 			expected: fmt.Sprintf("decimal(%d,%d) or one with at least as many integer and fraction digits", t.precision, t.scale)}
 	case kindUUID:
 		ok, _ := textLimit()
-		return typeFit{ok: ok && (b != "varchar" || m[0] >= 36) || b == "char" && len(m) == 1 && m[0] >= 36, expected: "char(36), varchar(36) or longer, or a text type"}
+		return typeFit{ok: ok && (b != "varchar" || m[0] >= 36) || b == "char" && len(m) == 1 && m[0] >= 36 || b == "uuid", expected: "char(36), varchar(36) or longer, a text type, or MariaDB's uuid"}
 	case kindDate:
 		return typeFit{ok: b == "date", expected: "date"}
 	case kindTime:

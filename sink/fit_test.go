@@ -188,3 +188,57 @@ func TestFitRefusesMisfits(t *testing.T) {
 		})
 	}
 }
+
+// TestHolds pins the compatibility tables' decisions that the tables
+// above do not reach: what each store accepts for a field, and what not.
+func TestHolds(t *testing.T) {
+	t.Parallel()
+	col := func(typ string) colDesc {
+		c := colDesc{typ: typ}
+		c.base, c.mods, c.array = parseType(typ)
+		return c
+	}
+	my := func(typ, charset string) colDesc {
+		c := col(typ)
+		c.charset = charset
+		c.unsigned = strings.Contains(typ, "unsigned")
+		c.base = strings.Fields(c.base)[0]
+		return c
+	}
+	sq := func(typ string) colDesc { return colDesc{typ: typ, base: sqliteAffinity(typ)} }
+	long, str := fieldType{kind: kindLong}, fieldType{kind: kindString}
+	for _, c := range []struct {
+		name string
+		d    dialect
+		t    fieldType
+		c    colDesc
+		ok   bool
+		note bool
+	}{
+		{"pg long into integer", postgresDialect{}, long, col("integer"), false, false},
+		{"pg long into numeric(20,0)", postgresDialect{}, long, col("numeric(20,0)"), true, false},
+		{"pg long into numeric(18,0)", postgresDialect{}, long, col("numeric(18,0)"), false, false},
+		{"pg int into bigint", postgresDialect{}, fieldType{kind: kindInt}, col("bigint"), true, false},
+		{"pg string into varchar(20)", postgresDialect{}, str, col("character varying(20)"), true, true},
+		{"pg string into char(20)", postgresDialect{}, str, col("character(20)"), false, false},
+		{"pg time(3)", postgresDialect{}, fieldType{kind: kindTime}, col("time(3) without time zone"), false, false},
+		{"pg timestamp into timestamptz(6)", postgresDialect{}, fieldType{kind: kindTimestamp}, col("timestamp(6) with time zone"), true, false},
+		{"pg text array", postgresDialect{}, fieldType{kind: kindJSON, array: true, items: kindString}, col("text[]"), true, false},
+		{"pg text array into jsonb", postgresDialect{}, fieldType{kind: kindJSON, array: true, items: kindString}, col("jsonb"), false, false},
+		{"mysql long into unsigned bigint", mysqlDialect{}, long, my("bigint(20) unsigned", ""), false, false},
+		{"mysql timestamp into timestamp(6)", mysqlDialect{}, fieldType{kind: kindTimestamp}, my("timestamp(6)", ""), false, false},
+		{"mysql uuid into MariaDB uuid", mysqlDialect{}, fieldType{kind: kindUUID}, my("uuid", ""), true, false},
+		{"mysql string into char(10)", mysqlDialect{}, str, my("char(10)", "utf8mb4"), false, false},
+		{"mysql string into utf8mb3 text", mysqlDialect{}, str, my("text", "utf8mb3"), false, false},
+		{"mysql string into varchar(40)", mysqlDialect{}, str, my("varchar(40)", "utf8mb4"), true, true},
+		{"mysql bytes into varbinary(16)", mysqlDialect{}, fieldType{kind: kindBytes}, my("varbinary(16)", ""), true, true},
+		{"sqlite decimal into NUMERIC", sqliteDialect{}, fieldType{kind: kindDecimal, precision: 5, scale: 2}, sq("NUMERIC"), false, false},
+		{"sqlite string into untyped", sqliteDialect{}, str, sq(""), true, false},
+		{"sqlite double into INTEGER", sqliteDialect{}, fieldType{kind: kindDouble}, sq("INTEGER"), false, false},
+	} {
+		f := c.d.holds(c.t, c.c)
+		if f.ok != c.ok || (f.note != "") != c.note {
+			t.Errorf("%s: got ok %v note %q, want ok %v, a note %v", c.name, f.ok, f.note, c.ok, c.note)
+		}
+	}
+}
