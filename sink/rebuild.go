@@ -87,6 +87,7 @@ func Rebuild(ctx context.Context, cfg Config, progress func(Progress)) error {
 		total += o.Offset
 	})
 	start := time.Now()
+	swapAttempts := 0
 	for {
 		behind := false
 		for k, next := range s.expectedCopy() {
@@ -98,6 +99,12 @@ func Rebuild(ctx context.Context, cfg Config, progress func(Progress)) error {
 			// Every partition is at or past the live positions: swap, unless
 			// the running sink moved on meanwhile (then catch up again).
 			live, done, err := s.trySwap(ctx, liveModel)
+			if err != nil && isTransient(err) && swapAttempts < maxTransientAttempts {
+				// Lock contention with a running sink's batch: try again.
+				swapAttempts++
+				s.log.Info("the swap met a running batch's locks; retrying", "attempt", swapAttempts, "error", err)
+				continue
+			}
 			if err != nil || done {
 				return err
 			}

@@ -13,7 +13,8 @@ import (
 // SQLite. The swap is instead three steps, each atomic, with the offsets
 // rows as the journal between them:
 //
-//  1. One transaction locks the live offsets (FOR UPDATE), checks the
+//  1. One transaction locks the live side rows and offsets (FOR UPDATE,
+//     in a batch's order), checks the
 //     rebuild is at or past them, and replaces them with the rebuild's,
 //     stored *pending*: next_offset = -2 - n (-1 for a partition without
 //     a position), a value no sink ever expects, so every sink batch from
@@ -84,11 +85,24 @@ func (s *Sink) trySwapMySQL(ctx context.Context, live ReadModel) (map[tp]int64, 
 		return nil, false, fmt.Errorf("swap: %w", err)
 	}
 	defer release()
+	// Pending offsets here are this rebuild's own, from an attempt that
+	// failed after step 1 (prepareRebuild finished any older swap): the
+	// rebuilt table is theirs, so finish that one. Step 1 again would
+	// lose them.
+	if finished, err := st.completeSwap(ctx, conn, live.Name, live.Table); err != nil || finished {
+		return nil, finished, err
+	}
 	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, false, fmt.Errorf("swap: %w", err)
 	}
 	defer tx.Rollback()
+	// A sink batch locks side rows, then the table, then its offsets rows:
+	// lock the side rows first too, or each could hold what the other
+	// waits for (a deadlock InnoDB would break by failing one of them).
+	if _, err := tx.ExecContext(ctx, "UPDATE "+q(sideTable)+" SET seq = seq WHERE read_model = ?", live.Name); err != nil {
+		return nil, false, fmt.Errorf("swap: lock the side rows: %w", err)
+	}
 	// FOR UPDATE waits for a sink batch holding these rows and reads what
 	// it committed; its next-key locks keep a sink from inserting a
 	// partition's first row meanwhile.
@@ -119,7 +133,7 @@ func (s *Sink) trySwapMySQL(ctx context.Context, live ReadModel) (map[tp]int64, 
 	if err := tx.Commit(); err != nil {
 		return nil, false, fmt.Errorf("swap: move the offsets and side rows: %w", err)
 	}
-	if err := st.completeSwap(ctx, conn, live.Name, live.Table); err != nil {
+	if _, err := st.completeSwap(ctx, conn, live.Name, live.Table); err != nil {
 		return nil, false, fmt.Errorf("swap: %w (a running sink, or the next rebuild, finishes it)", err)
 	}
 	return nil, true, nil
@@ -163,22 +177,23 @@ func (st *store) finishSwap(ctx context.Context, model, table string) error {
 		return err
 	}
 	defer release()
-	if err := st.completeSwap(ctx, conn, model, table); err != nil {
+	if _, err := st.completeSwap(ctx, conn, model, table); err != nil {
 		return fmt.Errorf("finish the swap of an interrupted rebuild: %w", err)
 	}
 	return nil
 }
 
-// completeSwap does steps 2 and 3 when the offsets are pending; the swap
-// lock is held on conn. Each step checks first whether it was done.
-func (st *store) completeSwap(ctx context.Context, conn *sql.Conn, model, table string) error {
+// completeSwap does steps 2 and 3 when the offsets are pending (finished
+// reports whether they were); the swap lock is held on conn. Each step
+// checks first whether it was done.
+func (st *store) completeSwap(ctx context.Context, conn *sql.Conn, model, table string) (finished bool, err error) {
 	q := st.d.quote
 	var pending int
 	if err := conn.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+q(offsetsTable)+" WHERE read_model = ? AND next_offset < 0", model).Scan(&pending); err != nil {
-		return fmt.Errorf("read the offsets: %w", err)
+		return false, fmt.Errorf("read the offsets: %w", err)
 	}
 	if pending == 0 {
-		return nil
+		return false, nil
 	}
 	old, shadow := table+"__old", table+rebuildSuffix
 	exists := func(name string) (bool, error) {
@@ -188,28 +203,28 @@ func (st *store) completeSwap(ctx context.Context, conn *sql.Conn, model, table 
 	}
 	hasShadow, err := exists(shadow)
 	if err != nil {
-		return fmt.Errorf("look up table %s: %w", q(shadow), err)
+		return false, fmt.Errorf("look up table %s: %w", q(shadow), err)
 	}
 	if hasShadow { // step 2 not done yet
 		hasLive, err := exists(table)
 		if err != nil {
-			return fmt.Errorf("look up table %s: %w", q(table), err)
+			return false, fmt.Errorf("look up table %s: %w", q(table), err)
 		}
 		// A t__old is only ever left by a swap stopped after its rename.
 		if _, err := conn.ExecContext(ctx, "DROP TABLE IF EXISTS "+q(old)); err != nil {
-			return fmt.Errorf("drop table %s: %w", q(old), err)
+			return false, fmt.Errorf("drop table %s: %w", q(old), err)
 		}
 		rename := fmt.Sprintf("RENAME TABLE %s TO %s", q(shadow), q(table))
 		if hasLive {
 			rename = fmt.Sprintf("RENAME TABLE %s TO %s, %s TO %s", q(table), q(old), q(shadow), q(table))
 		}
 		if _, err := conn.ExecContext(ctx, rename); err != nil {
-			return fmt.Errorf("%s: %w", rename, err)
+			return false, fmt.Errorf("%s: %w", rename, err)
 		}
 	}
 	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("settle the offsets: %w", err)
+		return false, fmt.Errorf("settle the offsets: %w", err)
 	}
 	defer tx.Rollback()
 	for _, stmt := range []string{
@@ -217,16 +232,16 @@ func (st *store) completeSwap(ctx context.Context, conn *sql.Conn, model, table 
 		"UPDATE " + q(offsetsTable) + " SET next_offset = " + pendingSQL + " WHERE read_model = ? AND next_offset < -1",
 	} {
 		if _, err := tx.ExecContext(ctx, stmt, model); err != nil {
-			return fmt.Errorf("settle the offsets: %w", err)
+			return false, fmt.Errorf("settle the offsets: %w", err)
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("settle the offsets: %w", err)
+		return false, fmt.Errorf("settle the offsets: %w", err)
 	}
 	if _, err := conn.ExecContext(ctx, "DROP TABLE IF EXISTS "+q(old)); err != nil {
-		return fmt.Errorf("drop table %s: %w", q(old), err)
+		return false, fmt.Errorf("drop table %s: %w", q(old), err)
 	}
-	return nil
+	return true, nil
 }
 
 // settledOffsets is loadOffsets for a sink: pending offsets (a swap under

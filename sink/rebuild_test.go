@@ -25,13 +25,16 @@ func TestRebuildWhileSinkRuns(t *testing.T) {
 			store := sk.fresh(t)
 			e := newEnv(t)
 			w := e.topic("customers", customersKey, customersValue)
+			lw := e.topic("loyalty", loyaltyKey, loyaltyValue)
 			const keys = 300
 			for k := int64(1); k <= keys; k++ {
 				w.put(cust(k, "v0", nil))
+				lw.put(acct(k, k, k))
 			}
-			m := customerModel("profile")
+			// Two sources: the swap meets a running batch's side rows too.
+			m := profileModel()
 			r := e.start(m, store)
-			r.waitRecords(t, keys)
+			r.waitRecords(t, 2*keys)
 
 			// The reader: the table never has fewer rows than keys.
 			db, d, err := openStore(store)
@@ -72,6 +75,9 @@ func TestRebuildWhileSinkRuns(t *testing.T) {
 						// Partition 0, as the first versions: one key, one partition.
 						w.put(cust(k, fmt.Sprint("v", round), nil))
 					}
+					for k := int64(1); k <= keys; k += 5 {
+						lw.put(acct(k, k, int64(round*1000)+k))
+					}
 				}
 			}()
 			ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
@@ -91,16 +97,20 @@ func TestRebuildWhileSinkRuns(t *testing.T) {
 				if (k-1)%7 == 0 {
 					v = "v3"
 				}
-				want = append(want, fmt.Sprintf("%d|%s", k, v))
+				points := k
+				if (k-1)%5 == 0 {
+					points = 3000 + k
+				}
+				want = append(want, fmt.Sprintf("%d|%s|%d", k, v, points))
 			}
 			deadline := time.Now().Add(testTimeout)
 			for {
-				got := rows(t, store, "profile", "customer_id", "display_name")
+				got := rows(t, store, "profile", "customer_id", "display_name", "points")
 				if fmt.Sprint(got) == fmt.Sprint(sortedCopy(want)) {
 					break
 				}
 				if time.Now().After(deadline) {
-					wantRows(t, store, "profile", []string{"customer_id", "display_name"}, want...)
+					wantRows(t, store, "profile", []string{"customer_id", "display_name", "points"}, want...)
 					break
 				}
 				time.Sleep(50 * time.Millisecond)
