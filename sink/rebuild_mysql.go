@@ -14,8 +14,8 @@ import (
 // rows as the journal between them:
 //
 //  1. One transaction locks the live side rows and offsets (FOR UPDATE,
-//     in a batch's order), checks the
-//     rebuild is at or past them, and replaces them with the rebuild's,
+//     in a batch's order), checks the rebuild is at or past them, and
+//     replaces them with the rebuild's,
 //     stored *pending*: next_offset = -2 - n (-1 for a partition without
 //     a position), a value no sink ever expects, so every sink batch from
 //     here on fails its compare-and-set and rolls back. The side rows move
