@@ -60,7 +60,9 @@ const latencyAbout = "Subject: `replicator run` with its embedded broker; a fran
 	"Reference (there is no natural ceiling): the bare reader's commit→receive latency for the same load, " +
 	"i.e. what the walsender alone costs. A warm-up transaction (not counted) precedes the load. " +
 	"\"writer lag\" is how far the load generator fell behind its schedule at worst: when it is more than a few " +
-	"ticks, the database did not take the load and \"load achieved\" says what it took."
+	"ticks, the database did not take the load and \"load achieved\" says what it took. " +
+	"CPU per row is the reader process's (replicator's includes its embedded broker) and its walsender's, from the moment " +
+	"it streams until every row of the load was received (replicator) or confirmed (bare reader), warm-up included."
 
 func latencyBenchmark(h *harness, rate int) benchmark {
 	s := &latencyBench{h: h, rate: rate, duration: h.opts.duration}
@@ -106,6 +108,8 @@ func (s *latencyBench) benchmark(name, rateUnit, about string) benchmark {
 			{key: "rows", label: "rows measured", unit: "rows"},
 			{key: "rate", label: "load achieved", unit: rateUnit},
 			{key: "lag_ms", label: "writer lag", unit: "ms"},
+			{key: "cpu_us", label: "reader CPU per row", unit: "µs", ratio: true},
+			{key: "walsender_cpu_us", label: "walsender CPU per row", unit: "µs", ratio: true},
 		},
 	}
 }
@@ -177,11 +181,24 @@ type loadFigures struct {
 
 // load writes the steady load: every tick, k new rows inserted and the k
 // inserted by the previous tick updated. Bounded by the number of ticks
-// and by 1.5× the duration if the database falls behind.
+// and by 1.5× the duration if the database falls behind, which it says:
+// the latencies are then those of a lower rate.
 func (s *latencyBench) load(ctx context.Context) (loadFigures, error) {
+	write := s.loadTxn
 	if s.writers > 0 {
-		return s.loadOneRow(ctx)
+		write = s.loadOneRow
 	}
+	f, err := write(ctx)
+	if err == nil && f.rate < 0.95*float64(s.rate) {
+		s.h.logf("the load reached %s of %s rows/s: its writes fell behind their schedule by up to %s "+
+			"(the database did not take them as fast; check the machine's load)",
+			thousands(int64(f.rate)), thousands(int64(s.rate)), f.lag.Round(time.Millisecond))
+	}
+	return f, err
+}
+
+// loadTxn writes the load of load in one transaction per tick.
+func (s *latencyBench) loadTxn(ctx context.Context) (loadFigures, error) {
 	k := int64(s.perTick() / 2)
 	ticks := int(s.duration / tickInterval)
 	start := time.Now()
@@ -324,10 +341,20 @@ func (s *latencyBench) replicator(ctx context.Context, run int) (sample, error) 
 	if _, err := rp.waitLine(ctx, "msg=streaming", 2*time.Minute); err != nil {
 		return nil, err
 	}
+	cpu, err := startCPU(ctx, s.conn, rp.child, "replicator")
+	if err != nil {
+		return nil, err
+	}
 	tr, ld, err := s.measure(ctx, rp)
 	if err != nil {
 		return nil, err
 	}
+	used, err := cpu.end()
+	if err != nil {
+		return nil, err
+	}
+	smp := latencySample(stats.SummarizeLatencies(tr.lat), ld)
+	used.add(smp)
 	if err := rp.stop(); err != nil {
 		return nil, err
 	}
@@ -339,7 +366,7 @@ func (s *latencyBench) replicator(ctx context.Context, run int) (sample, error) 
 			return nil, err
 		}
 	}
-	return latencySample(stats.SummarizeLatencies(tr.lat), ld), s.h.cleanup(rp.dir)
+	return smp, s.h.cleanup(rp.dir)
 }
 
 // latencyTrace is every record of a load after the warm-up: its latency,
@@ -453,6 +480,10 @@ func (s *latencyBench) bare(ctx context.Context, run int) (sample, error) {
 	if _, err := c.waitLine(ctx, "msg=streaming", 2*time.Minute); err != nil {
 		return nil, err
 	}
+	cpu, err := startCPU(ctx, s.conn, c, bareApp)
+	if err != nil {
+		return nil, err
+	}
 	if _, err := s.warmUp(ctx); err != nil {
 		return nil, err
 	}
@@ -473,6 +504,10 @@ func (s *latencyBench) bare(ctx context.Context, run int) (sample, error) {
 	if _, err := waitConfirmed(ctx, s.conn, slot, lsn, 2*time.Minute, c.alive); err != nil {
 		return nil, err
 	}
+	used, err := cpu.end()
+	if err != nil {
+		return nil, err
+	}
 	res, err := bareResult(c)
 	if err != nil {
 		return nil, err
@@ -483,7 +518,50 @@ func (s *latencyBench) bare(ctx context.Context, run int) (sample, error) {
 	if err := dropSlot(ctx, s.conn, slot); err != nil {
 		return nil, err
 	}
-	return latencySample(res.Latency, ld), nil
+	smp := latencySample(res.Latency, ld)
+	used.add(smp)
+	return smp, nil
+}
+
+// cpuWindow is the CPU time of a reader process and of its walsender
+// since the window started.
+type cpuWindow struct {
+	reader     *child
+	walsender  int // pid
+	reader0    time.Duration
+	walsender0 time.Duration
+}
+
+// startCPU starts a window on reader, whose walsender has application_name
+// app.
+func startCPU(ctx context.Context, conn *pgx.Conn, reader *child, app string) (*cpuWindow, error) {
+	wal, err := findWalsender(ctx, conn, app)
+	if err != nil {
+		return nil, errors.Join(err, reader.alive())
+	}
+	w := &cpuWindow{reader: reader, walsender: wal.pid}
+	var err1, err2 error
+	w.reader0, err1 = procCPU(reader.pid())
+	w.walsender0, err2 = procCPU(wal.pid)
+	return w, errors.Join(err1, err2)
+}
+
+// end returns the CPU the reader and its walsender spent since the window
+// started.
+func (w *cpuWindow) end() (cpuFigures, error) {
+	r, err1 := procCPU(w.reader.pid())
+	wal, err2 := procCPU(w.walsender)
+	return cpuFigures{reader: r - w.reader0, walsender: wal - w.walsender0}, errors.Join(err1, err2)
+}
+
+// cpuFigures are a window's CPU times.
+type cpuFigures struct{ reader, walsender time.Duration }
+
+// add puts the CPU times per row of smp (its "rows") into smp.
+func (f cpuFigures) add(smp sample) {
+	rows := max(smp["rows"], 1)
+	smp["cpu_us"] = float64(f.reader) / float64(time.Microsecond) / rows
+	smp["walsender_cpu_us"] = float64(f.walsender) / float64(time.Microsecond) / rows
 }
 
 // writeTrace writes every record's receive time (seconds since the first)

@@ -113,3 +113,26 @@ FROM `+tableName).Scan(&rows, &xids, &updated)
 		t.Errorf("next key %d, want %d", s.next, 1+k+k*ticks)
 	}
 }
+
+// CPU figures are per row measured, and a run that measured no row does
+// not divide by zero.
+func TestCPUFiguresPerRow(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name           string
+		rows           float64
+		reader, walsnd float64
+	}{
+		{"200,000 rows", 200_000, 20, 10},
+		{"no rows", 0, 4e6, 2e6},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			smp := sample{"rows": tt.rows}
+			cpuFigures{reader: 4 * time.Second, walsender: 2 * time.Second}.add(smp)
+			if smp["cpu_us"] != tt.reader || smp["walsender_cpu_us"] != tt.walsnd {
+				t.Errorf("got reader %g µs, walsender %g µs per row; want %g, %g", smp["cpu_us"], smp["walsender_cpu_us"], tt.reader, tt.walsnd)
+			}
+		})
+	}
+}
