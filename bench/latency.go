@@ -341,7 +341,7 @@ func (s *latencyBench) replicator(ctx context.Context, run int) (sample, error) 
 	if _, err := rp.waitLine(ctx, "msg=streaming", 2*time.Minute); err != nil {
 		return nil, err
 	}
-	cpu, err := startCPU(ctx, s.conn, rp.child, "replicator")
+	cpu, err := startReaderCPU(ctx, s.conn, rp.child, "replicator")
 	if err != nil {
 		return nil, err
 	}
@@ -480,7 +480,7 @@ func (s *latencyBench) bare(ctx context.Context, run int) (sample, error) {
 	if _, err := c.waitLine(ctx, "msg=streaming", 2*time.Minute); err != nil {
 		return nil, err
 	}
-	cpu, err := startCPU(ctx, s.conn, c, bareApp)
+	cpu, err := startReaderCPU(ctx, s.conn, c, bareApp)
 	if err != nil {
 		return nil, err
 	}
@@ -523,45 +523,14 @@ func (s *latencyBench) bare(ctx context.Context, run int) (sample, error) {
 	return smp, nil
 }
 
-// cpuWindow is the CPU time of a reader process and of its walsender
-// since the window started.
-type cpuWindow struct {
-	reader     *child
-	walsender  int // pid
-	reader0    time.Duration
-	walsender0 time.Duration
-}
-
-// startCPU starts a window on reader, whose walsender has application_name
-// app.
-func startCPU(ctx context.Context, conn *pgx.Conn, reader *child, app string) (*cpuWindow, error) {
+// startReaderCPU starts a window on reader, whose walsender has
+// application_name app.
+func startReaderCPU(ctx context.Context, conn *pgx.Conn, reader *child, app string) (*cpuWindow, error) {
 	wal, err := findWalsender(ctx, conn, app)
 	if err != nil {
 		return nil, errors.Join(err, reader.alive())
 	}
-	w := &cpuWindow{reader: reader, walsender: wal.pid}
-	var err1, err2 error
-	w.reader0, err1 = procCPU(reader.pid())
-	w.walsender0, err2 = procCPU(wal.pid)
-	return w, errors.Join(err1, err2)
-}
-
-// end returns the CPU the reader and its walsender spent since the window
-// started.
-func (w *cpuWindow) end() (cpuFigures, error) {
-	r, err1 := procCPU(w.reader.pid())
-	wal, err2 := procCPU(w.walsender)
-	return cpuFigures{reader: r - w.reader0, walsender: wal - w.walsender0}, errors.Join(err1, err2)
-}
-
-// cpuFigures are a window's CPU times.
-type cpuFigures struct{ reader, walsender time.Duration }
-
-// add puts the CPU times per row of smp (its "rows") into smp.
-func (f cpuFigures) add(smp sample) {
-	rows := max(smp["rows"], 1)
-	smp["cpu_us"] = float64(f.reader) / float64(time.Microsecond) / rows
-	smp["walsender_cpu_us"] = float64(f.walsender) / float64(time.Microsecond) / rows
+	return startCPU(reader, wal)
 }
 
 // writeTrace writes every record's receive time (seconds since the first)
