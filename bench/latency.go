@@ -190,7 +190,7 @@ func (s *latencyBench) load(ctx context.Context) (loadFigures, error) {
 	}
 	f, err := write(ctx)
 	if err == nil && f.rate < 0.95*float64(s.rate) {
-		s.h.logf("the load reached %s of %s rows/s: its writes fell behind their schedule by up to %s "+
+		s.h.logf("the load reached %s of %s row changes/s: its writes fell behind their schedule by up to %s "+
 			"(the database did not take them as fast; check the machine's load)",
 			thousands(int64(f.rate)), thousands(int64(s.rate)), f.lag.Round(time.Millisecond))
 	}
