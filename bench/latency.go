@@ -39,7 +39,8 @@ const (
 // latencyBench is the fixture of a latency benchmark at one write rate.
 type latencyBench struct {
 	h        *harness
-	rate     int // rows per second
+	name     string // of the benchmark: names its runs' directories and profiles
+	rate     int    // rows per second
 	duration time.Duration
 	// writers, when set, makes every row change its own transaction,
 	// written by that many connections (latency-onerow); 0 writes each
@@ -95,6 +96,7 @@ func oneRowLatencyBenchmark(h *harness) benchmark {
 // benchmark is the benchmark of s, named name; rateUnit is the unit of
 // the load achieved, about starts its description.
 func (s *latencyBench) benchmark(name, rateUnit, about string) benchmark {
+	s.name = name
 	return benchmark{
 		name:     name,
 		about:    about + latencyAbout,
@@ -155,6 +157,13 @@ func (s *latencyBench) setup(ctx context.Context) (string, func() error, error) 
 	}
 	return fmt.Sprintf("%s rows/s for %s: %s-row transactions every %s", thousands(int64(s.rate)), s.duration,
 		thousands(int64(s.perTick())), tickInterval), teardown, nil
+}
+
+// runName names a run's directory and profiles (-keep, -profile): one per
+// benchmark, run and reader, so that latency-10k and latency-onerow in one
+// suite do not overwrite each other's.
+func (s *latencyBench) runName(run int, reader string) string {
+	return fmt.Sprintf("%s-%d-%s", s.name, run, reader)
 }
 
 // perTick is the rows changed per tick; half of them inserts.
@@ -333,7 +342,7 @@ func sleepUntil(ctx context.Context, t time.Time) error {
 
 func (s *latencyBench) replicator(ctx context.Context, run int) (sample, error) {
 	slot := fmt.Sprintf("lat_rep_%d", run)
-	rp, err := s.h.startReplicator(replicatorRun{name: fmt.Sprintf("%dk-%d-replicator", s.rate/1000, run), dsn: s.cl.DSN(""), slot: slot, snapshot: "never"})
+	rp, err := s.h.startReplicator(replicatorRun{name: s.runName(run, "replicator"), dsn: s.cl.DSN(""), slot: slot, snapshot: "never"})
 	if err != nil {
 		return nil, err
 	}
@@ -472,7 +481,7 @@ func (s *latencyBench) bare(ctx context.Context, run int) (sample, error) {
 	if err := createSlots(ctx, s.conn, slot); err != nil {
 		return nil, err
 	}
-	c, err := s.h.startBareReader(fmt.Sprintf("%dk-%d-bare", s.rate/1000, run), s.cl.DSN(""), slot, int64(s.perTick()/2))
+	c, err := s.h.startBareReader(s.runName(run, "bare"), s.cl.DSN(""), slot, int64(s.perTick()/2))
 	if err != nil {
 		return nil, err
 	}

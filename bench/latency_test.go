@@ -136,3 +136,15 @@ func TestCPUFiguresPerRow(t *testing.T) {
 		})
 	}
 }
+
+// The latency benchmarks keep their runs' logs and profiles apart.
+func TestLatencyRunNames(t *testing.T) {
+	t.Parallel()
+	h := &harness{opts: options{duration: 10 * time.Second}}
+	a, b := &latencyBench{h: h, rate: 10_000}, &latencyBench{h: h, rate: 10_000, writers: oneRowWriters}
+	a.benchmark("latency-10k", "rows/s", "")
+	b.benchmark("latency-onerow", "tx/s", "")
+	if x, y := a.runName(1, "replicator"), b.runName(1, "replicator"); x == y {
+		t.Errorf("latency-10k and latency-onerow both name run 1 %q, want different names", x)
+	}
+}
