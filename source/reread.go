@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -25,29 +24,46 @@ import (
 // would never be corrected), never this change's columns beside later
 // values of the others.
 //
-// Re-reads are batched per transaction. From the first change that needs
-// one, every change of the transaction is held (st.held), in WAL order;
-// at COMMIT the keys are re-read in one statement per table (release) and
-// the held changes handed over in order, so per-key order and the
-// checkpoint are those of the WAL. The statement reads only the columns
-// that were not sent, and whether the row's current version was written
-// by the change's own transaction (xmin = its xid). When it was, and no
-// later change of the transaction names the key, that version is the one
-// this change produced: its unsent columns are exactly the change's, and
-// the change's own columns plus them are the row as the change left it.
-// Any other row (updated again since, by a later transaction or a later
-// change of this one, or written in a subtransaction) is re-read whole, as
-// it is now: a later state it really had, whose changes in between follow
-// in the WAL. A row gone drops the change (a later DELETE or key change in
-// the WAL removes its key), except a key-changing UPDATE, which becomes a
-// delete of its old key: nothing later names that one.
+// Re-reads are batched per transaction and pipelined across
+// transactions. From the first change that needs one, every change is held
+// (st.held), in WAL order, and tracked in the checkpoint at once (its Ack
+// pending); at COMMIT the transaction's mark is sealed and its held
+// changes go, as one batch, to the re-read pipeline (rereadpipe.go), while
+// the WAL reader goes on with the next transactions. The pipeline is one
+// FIFO: its reader re-reads the batches in order (a statement per table
+// and chunk), its hand-over gives the changes to the handler in order, and
+// while anything is in it every later change is held and queued behind it
+// too. So the handler gets the changes in WAL order, as without re-reads:
+// a later transaction's change of a key is never handed over before an
+// earlier one's. The checkpoint stays exact because a transaction is
+// confirmed only once every change of it was acknowledged, and a held
+// change is acknowledged only after its hand-over (or, when its row was
+// gone and it is dropped, at the point of its hand-over): a stop with
+// changes in flight confirms nothing past them. Everything else that calls
+// the handler or uses the SQL connection (RELATION, TRUNCATE, replicator's
+// messages) first drains the pipeline.
+//
+// The statement reads only the columns that were not sent, and whether the
+// row's current version was written by the change's own transaction (xmin
+// = its xid). When it was, and no later change of the transaction names
+// the key, that version is the one this change produced: its unsent
+// columns are exactly the change's, and the change's own columns plus them
+// are the row as the change left it. Any other row (updated again since,
+// by a later transaction (read by the WAL reader already, or not yet) or a
+// later change of this one, or written in a subtransaction) is re-read
+// whole, as it is now: a later state it really had, whose changes in
+// between follow in the WAL, and so in the pipeline. A row gone drops the
+// change (a later DELETE or key change in the WAL removes its key), except
+// a key-changing UPDATE, which becomes a delete of its old key: nothing
+// later names that one.
 //
 // When the transaction cannot be read to its end first (maxHeld changes
-// held, or a RELATION or TRUNCATE in between) the held rows are re-read
-// whole, which needs nothing from the rest of the transaction.
+// held, or a RELATION or TRUNCATE in between) the held rows go to the
+// pipeline as they are and are re-read whole, which needs nothing from the
+// rest of the transaction.
 
-// maxHeld bounds the changes held for a batched re-read; more release
-// them (re-read whole) before the COMMIT.
+// maxHeld bounds the changes held for a batched re-read; more go to the
+// pipeline (re-read whole) before the COMMIT.
 const maxHeld = 4096
 
 // heldChange is a change waiting in st.held.
@@ -85,7 +101,8 @@ func fillFromOld(c *Change) (missing bool) {
 
 // hold adds c to st.held; toast says it needs a re-read. The tuples are
 // read for the keys before they go (they alias the received message).
-// The caller releases st.held once it holds maxHeld changes.
+// The caller tracks its Ack, and pushes st.held once it holds maxHeld
+// changes.
 func (st *stream) hold(c *Change, oldTuple, newTuple *pglogrepl.TupleData, toast bool) error {
 	t := c.Table
 	h := heldChange{c: *c, toast: toast}
@@ -130,41 +147,10 @@ func namedKey(table int, at []int, tuple *pglogrepl.TupleData) string {
 	return b.String()
 }
 
-// rereadChunk is the most changes to re-read per statement when the
-// statements of a transaction are pipelined (see release).
+// rereadChunk is the most changes to re-read per statement: the
+// pipeline's reader runs a transaction's statements a chunk at a time, so
+// the hand-over of one chunk overlaps the re-read of the next.
 const rereadChunk = 256
-
-// release re-reads what the held changes lack and hands them over in WAL
-// order. complete says the transaction was read to its end (COMMIT), so
-// which later changes of it name a key is known.
-//
-// A transaction with more than rereadChunk re-reads is re-read in chunks
-// by a goroutine of release's, one chunk ahead of the hand-over: the
-// server reads the next rows while the handler encodes and produces the
-// previous ones. The SQL connection is the goroutine's meanwhile: the
-// stream goroutine only waits and hands over.
-func (st *stream) release(ctx context.Context, complete bool) error {
-	if len(st.held) == 0 {
-		return nil
-	}
-	held := st.held
-	narrow := lastToName(held, complete)
-	ends := chunkEnds(held)
-	var err error
-	if len(ends) == 1 {
-		if err = st.rereadHeld(ctx, held, narrow); err == nil {
-			err = st.handOver(ctx, held)
-		}
-	} else {
-		err = st.pipelined(ctx, held, narrow, ends)
-	}
-	if err != nil {
-		return err
-	}
-	clear(held)
-	st.held = held[:0]
-	return nil
-}
 
 // lastToName reports, per held change, whether it may be re-read narrowly:
 // it needs a re-read, the transaction was read to its end, and no later
@@ -198,69 +184,6 @@ func chunkEnds(held []heldChange) []int {
 		}
 	}
 	return append(ends, len(held))
-}
-
-// pipelined re-reads the chunks of held ending at ends on a goroutine
-// while it hands over those already read, in order.
-func (st *stream) pipelined(ctx context.Context, held []heldChange, narrow []bool, ends []int) error {
-	rctx, cancel := context.WithCancel(ctx)
-	var reader sync.WaitGroup
-	defer func() {
-		cancel()
-		reader.Wait()
-	}()
-	// read carries one result per chunk; its buffer keeps the reader at
-	// most one chunk ahead of the one being read.
-	read := make(chan error, 1)
-	reader.Go(func() {
-		from := 0
-		for _, to := range ends {
-			err := st.rereadHeld(rctx, held[from:to], narrow[from:to])
-			select {
-			case read <- err:
-			case <-rctx.Done():
-				return
-			}
-			if err != nil {
-				return
-			}
-			from = to
-		}
-	})
-	from := 0
-	for _, to := range ends {
-		select {
-		case err := <-read:
-			if err != nil {
-				return err
-			}
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		if err := st.handOver(ctx, held[from:to]); err != nil {
-			return err
-		}
-		from = to
-	}
-	return nil
-}
-
-// handOver gives the held changes to the handler in order, but those
-// whose row was gone.
-func (st *stream) handOver(ctx context.Context, held []heldChange) error {
-	for i := range held {
-		if held[i].gone {
-			continue
-		}
-		c := &st.change
-		*c = held[i].c
-		c.Ack = st.cp.track(st.txn)
-		st.rowsSeen++
-		if err := st.h.Handle(ctx, c); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // rereadHeld fills in the unchanged TOAST values of the held changes, one
