@@ -361,8 +361,9 @@ type rereadRow struct {
 // sessions. A plain re-read in that moment sees the row before the change:
 // published as the row's state, with no later change to correct it, the
 // topic would never converge. So the statement also asks whether xid is
-// visible in its own snapshot, and is repeated until it is: then the row it
-// read is xid's version or a later one.
+// visible in its own snapshot, reads the rows only when it is, and is
+// repeated until it is: then the row it read is xid's version or a later
+// one.
 //
 // xid is the 32-bit id from the BEGIN message; txid_current_snapshot's ids
 // carry the epoch, which is taken from the snapshot's xmax (xid is older
@@ -401,7 +402,8 @@ func (st *stream) rereadRows(ctx context.Context, t *relation.Table, xid uint32,
 }
 
 // rereadSQL is rereadRows' statement: $1 is the xid, $2… one text array
-// per key column.
+// per key column. It returns one row per key while the transaction is
+// visible, none before.
 func rereadSQL(t *relation.Table, cols, dropped []int) (string, error) {
 	at, err := keyIndexes(t)
 	if err != nil {
@@ -433,16 +435,21 @@ func rereadSQL(t *relation.Table, cols, dropped []int) (string, error) {
 			on[n] = fmt.Sprintf("%s::text = k.k%d", col, n)
 		}
 	}
-	return `SELECT txid_visible_in_snapshot(x.id, x.s), k.n, t.ctid IS NOT NULL, t.xmin = $1::bigint::text::xid, ` + strings.Join(sel, ", ") + `
+	// The visibility test is a WHERE on the one-row snapshot relation,
+	// so an attempt made too early reads no row of the table at all and
+	// returns nothing: it costs no more than a probe of its own would,
+	// without its round trip.
+	return `SELECT k.n, t.ctid IS NOT NULL, t.xmin = $1::bigint::text::xid, ` + strings.Join(sel, ", ") + `
 		FROM (SELECT s, (((txid_snapshot_xmax(s) >> 32)
 				- CASE WHEN $1::bigint >= (txid_snapshot_xmax(s) & 4294967295) THEN 1 ELSE 0 END) << 32) | $1::bigint AS id
 			FROM txid_current_snapshot() s) x
 		CROSS JOIN unnest(` + strings.Join(arrays, ", ") + `) WITH ORDINALITY AS k(` + strings.Join(names, ", ") + `, n)
-		LEFT JOIN ` + pgx.Identifier{t.Schema, t.Name}.Sanitize() + ` t ON ` + strings.Join(on, " AND "), nil
+		LEFT JOIN ` + pgx.Identifier{t.Schema, t.Name}.Sanitize() + ` t ON ` + strings.Join(on, " AND ") + `
+		WHERE txid_visible_in_snapshot(x.id, x.s)`, nil
 }
 
 // rereadOnce runs rereadRows' statement once; visible is false when the
-// transaction was not visible yet (the rows are then not decoded).
+// transaction was not visible yet (the statement then returned no row).
 func (st *stream) rereadOnce(ctx context.Context, t *relation.Table, sql string, args []any, keys [][]string, cols []int) (out []rereadRow, visible bool, err error) {
 	n := len(keys)
 	rows, err := st.sql.Query(ctx, sql, args...)
@@ -454,28 +461,25 @@ func (st *stream) rereadOnce(ctx context.Context, t *relation.Table, sql string,
 	got := 0
 	for rows.Next() {
 		raw := rows.RawValues()
-		if string(raw[0]) != "t" {
-			return nil, false, nil
-		}
-		i, err := strconv.Atoi(string(raw[1]))
+		i, err := strconv.Atoi(string(raw[0]))
 		if err != nil || i < 1 || i > n {
-			return nil, false, fmt.Errorf("%s: the re-read returned row %q of %d", t.QualifiedName(), raw[1], n)
+			return nil, false, fmt.Errorf("%s: the re-read returned row %q of %d", t.QualifiedName(), raw[0], n)
 		}
 		r := &out[i-1]
 		got++
-		if string(raw[2]) != "t" {
+		if string(raw[1]) != "t" {
 			continue // gone
 		}
-		r.exists, r.mine = true, string(raw[3]) == "t"
+		r.exists, r.mine = true, string(raw[2]) == "t"
 		if cols == nil {
-			if r.vals, err = decodeRow(t, raw[4:]); err != nil {
+			if r.vals, err = decodeRow(t, raw[3:]); err != nil {
 				return nil, false, err
 			}
 			continue
 		}
 		r.vals = make([]any, len(cols))
 		for k, j := range cols {
-			b := raw[4+k]
+			b := raw[3+k]
 			if b == nil || t.Columns[j].Unused {
 				continue
 			}
@@ -486,6 +490,9 @@ func (st *stream) rereadOnce(ctx context.Context, t *relation.Table, sql string,
 	}
 	if err := rows.Err(); err != nil {
 		return nil, false, fmt.Errorf("%s: %w", t.QualifiedName(), err)
+	}
+	if got == 0 {
+		return nil, false, nil // not visible yet: the statement read nothing
 	}
 	if got != n {
 		return nil, false, fmt.Errorf("%s: the re-read returned %d rows for %d keys", t.QualifiedName(), got, n)

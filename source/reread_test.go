@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
 	"github.com/replicator/replicator/pgcluster/pgtest"
 	"github.com/replicator/replicator/relation"
 )
@@ -72,6 +73,25 @@ func TestReread(t *testing.T) {
 	case r := <-done:
 		t.Fatalf("re-read while the transaction is not visible: got %+v, %v; want it still waiting", r.rows, r.err)
 	default:
+	}
+	// And an attempt that finds the transaction not visible reads no row
+	// of the table: a row of 1 GB costs nothing while it waits.
+	sql, err := rereadSQL(&tbl, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var plan []string
+	rows, err := db.conn.Query(ctx, "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) "+sql, int64(xid), []string{"1"})
+	if err == nil {
+		plan, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range plan {
+		if strings.Contains(line, `"Big Rows"`) && !strings.Contains(line, "never executed") {
+			t.Errorf("re-read plan while the transaction is not visible: got %q, want the table never read\n%s", line, strings.Join(plan, "\n"))
+		}
 	}
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
