@@ -64,16 +64,17 @@ func (p *rereadPipe) busy() bool { return p != nil && p.inFlight.Load() > 0 }
 // over: their acknowledgements stay pending, so the checkpoint does not
 // pass them.
 func (p *rereadPipe) run(ctx context.Context) error {
-	// Two chunks read ahead of the hand-over at most.
-	chunks := make(chan []heldChange, 2)
+	// One chunk read ahead of the one handed over, at most, and one being
+	// read: the memory of the values in flight is about three chunks'.
+	chunks := make(chan []heldChange, 1)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return p.read(gctx, chunks) })
 	g.Go(func() error { return p.handOver(gctx, chunks) })
 	return g.Wait()
 }
 
-// read re-reads the batches in order, a chunk (chunkEnds) per statement,
-// and passes each chunk on.
+// read re-reads the batches in order, a chunk (chunkLimit) per
+// statement, and passes each chunk on.
 func (p *rereadPipe) read(ctx context.Context, out chan<- []heldChange) error {
 	for {
 		var b rereadBatch
@@ -82,8 +83,8 @@ func (p *rereadPipe) read(ctx context.Context, out chan<- []heldChange) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		from := 0
-		for _, to := range chunkEnds(b.held) {
+		for from := 0; from < len(b.held); {
+			to := from + nextChunk(b.held[from:], chunkLimit(p.st.rowBytes))
 			if hook := p.st.src.beforeReread; hook != nil {
 				hook(ctx, p)
 			}

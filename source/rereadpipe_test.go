@@ -9,6 +9,52 @@ import (
 	"time"
 )
 
+// TestChunkLimit: a re-read statement holds about rereadChunkBytes of
+// rows, within its bounds, and a chunk ends before its limit+1st change
+// to re-read.
+func TestChunkLimit(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name     string
+		rowBytes int
+		want     int
+	}{
+		{name: "no row seen yet", rowBytes: 0, want: firstRereadChunk},
+		{name: "small rows", rowBytes: 10, want: maxRereadChunk},
+		{name: "8 KB rows", rowBytes: 8 << 10, want: maxRereadChunk},
+		{name: "32 KB rows", rowBytes: 32 << 10, want: 256},
+		{name: "1 MB rows", rowBytes: 1 << 20, want: 8},
+		{name: "rows larger than a chunk", rowBytes: 100 << 20, want: 1},
+	} {
+		if got := chunkLimit(tt.rowBytes); got != tt.want {
+			t.Errorf("%s: chunkLimit(%d): got %d, want %d", tt.name, tt.rowBytes, got, tt.want)
+		}
+	}
+	// t: to re-read; o: other changes held with them.
+	held := func(s string) []heldChange {
+		h := make([]heldChange, len(s))
+		for i := range s {
+			h[i].toast = s[i] == 't'
+		}
+		return h
+	}
+	for _, tt := range []struct {
+		held  string
+		limit int
+		want  int
+	}{
+		{"ttoto", 2, 3},
+		{"ttoto", 3, 5},
+		{"oootto", 1, 4},
+		{"ooo", 1, 3},
+		{"", 4, 0},
+	} {
+		if got := nextChunk(held(tt.held), tt.limit); got != tt.want {
+			t.Errorf("nextChunk(%s, %d): got %d, want %d", tt.held, tt.limit, got, tt.want)
+		}
+	}
+}
+
 // TestRereadPipeline: re-reads are pipelined across transactions. While a
 // transaction's re-read is in flight the WAL reader goes on with the next
 // ones, and the handler still gets every change in WAL order, each a state

@@ -28,9 +28,12 @@ type stream struct {
 	// with in this session; nil until its first RELATION (see evolve.go).
 	shapes map[int]*relation.Table
 
-	txn      *txnMark      // the open transaction's mark; nil between transactions
-	held     []heldChange  // changes waiting to go to pipe (reread.go)
-	pipe     *rereadPipe   // re-reads and hands over held changes (rereadpipe.go)
+	txn  *txnMark     // the open transaction's mark; nil between transactions
+	held []heldChange // changes waiting to go to pipe (reread.go)
+	pipe *rereadPipe  // re-reads and hands over held changes (rereadpipe.go)
+	// rowBytes is the average size of a row the last re-read statement
+	// returned (reread.go's chunkLimit); the re-reads' goroutine's.
+	rowBytes int
 	reported pglogrepl.LSN // last LSN sent in a status update
 	change   Change
 	guard    stallGuard // answers the server while a hand-over blocks

@@ -563,14 +563,15 @@ func TestStream(t *testing.T) {
 	})
 
 	// A transaction with more re-reads than one statement takes
-	// (rereadChunk) is re-read in chunks, one ahead of the hand-over, and
-	// handed over in WAL order all the same.
+	// (chunkLimit: 256 at first, then about 8 MB of rows of 32 KB) is
+	// re-read in chunks, one ahead of the hand-over, and handed over in
+	// WAL order all the same.
 	t.Run("unchanged TOAST re-read of a large transaction in chunks", func(t *testing.T) {
 		t.Parallel()
 		db := newDB(t, pg, "toast_chunks", `
 			CREATE TABLE mid (id int PRIMARY KEY, n int, body text);
 			ALTER TABLE mid ALTER COLUMN body SET STORAGE EXTERNAL;
-			INSERT INTO mid SELECT i, 0, repeat(md5(i::text), 100) FROM generate_series(1, 600) i;`)
+			INSERT INTO mid SELECT i, 0, repeat(md5(i::text), 1000) FROM generate_series(1, 600) i;`)
 		dir := t.TempDir()
 		gate := make(chan struct{})
 		h := newFakeHandler(false)
@@ -612,7 +613,7 @@ func TestStream(t *testing.T) {
 		seen := map[int32]bool{}
 		for _, c := range got[:599] {
 			id := c.New[0].(int32)
-			want := []any{id, int32(1), strings.Repeat(fmt.Sprintf("%x", md5.Sum([]byte(fmt.Sprint(id)))), 100)}
+			want := []any{id, int32(1), strings.Repeat(fmt.Sprintf("%x", md5.Sum([]byte(fmt.Sprint(id)))), 1000)}
 			if id == 300 {
 				want = []any{id, int32(2), "changed"} // updated again since: read whole
 			}
@@ -627,7 +628,8 @@ func TestStream(t *testing.T) {
 		if c := got[600]; c.Op != OpDelete || c.Old[0] != int32(400) {
 			t.Errorf("then: got %s %v, want the delete of 400", c.Op, c.Old)
 		}
-		// Three chunks of at most 256 (unsent columns only), and 300 whole.
+		// Three chunks (unsent columns only: 256, then 262 and the last 82
+		// of 32 KB rows), and 300 whole.
 		if n := src.rereads.Load() - before; n != 4 {
 			t.Errorf("re-read statements: got %d, want 4", n)
 		}
