@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/replicator/replicator/pgcluster/pgtest"
 )
 
 // TestChunkLimit: a re-read statement holds about rereadChunkBytes of
@@ -211,4 +213,61 @@ func TestRereadPipeline(t *testing.T) {
 			t.Errorf("updates after the restart: got %s, want the 5 in flight at the stop", summarize(again))
 		}
 	})
+}
+
+// TestStatusWhileRereadsDrain: the stream goroutine waiting for the
+// re-read pipeline to empty (here a TRUNCATE behind a re-read that takes
+// three times wal_sender_timeout) keeps the replication connection:
+// status updates keep reaching the server, and afterwards every change
+// arrives once, in WAL order, with no reconnect.
+func TestStatusWhileRereadsDrain(t *testing.T) {
+	t.Parallel()
+	pg := startCluster(t, pgtest.Setting("wal_sender_timeout", "1s"))
+	db := newDB(t, pg, "drain_stall", `CREATE TABLE big (id int PRIMARY KEY, n int, body text);
+		ALTER TABLE big ALTER COLUMN body SET STORAGE EXTERNAL;
+		INSERT INTO big SELECT 1, 0, string_agg(md5(g::text), '') FROM generate_series(1, 3200) g;
+		CREATE TABLE items (id int PRIMARY KEY)`)
+	dir := t.TempDir()
+	logs := &logBuffer{}
+	src := db.newSource(dir, logs, func(c *Config) { c.StatusInterval = 100 * time.Millisecond }, "big", "items")
+	blocked, release := make(chan struct{}), make(chan struct{})
+	first := true
+	src.beforeReread = func(ctx context.Context, _ *rereadPipe) {
+		if !first {
+			return
+		}
+		first = false
+		close(blocked)
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+	}
+	h := truncatingHandler{newFakeHandler(false)}
+	r := run(t, src, h)
+	db.waitStreamable(dir)
+	before := len(r.waitChanges(t, h.fakeHandler, "the snapshot", atLeast(1)))
+
+	db.exec(`UPDATE big SET n = 1 WHERE id = 1`)
+	select {
+	case <-blocked:
+	case <-time.After(waitTimeout):
+		t.Fatal("the update never reached the re-read pipeline")
+	}
+	db.exec(`TRUNCATE items`) // waits for the update's hand-over
+	for start := time.Now(); time.Since(start) < 3*time.Second; {
+		db.waitStatusReplies(r, 1)
+	}
+	close(release)
+	db.exec(`INSERT INTO items VALUES (2)`)
+	got := r.waitChanges(t, h.fakeHandler, "the insert", atLeast(before+3))
+	if err := r.stop(t); err != nil {
+		t.Fatalf("Run after cancel: got %v, want nil", err)
+	}
+	if s := summarize(got[before:]); len(got) != before+3 || got[before].Op != OpUpdate || got[before+1].Op != OpTruncate || got[before+2].Op != OpInsert {
+		t.Errorf("changes: got %s, want the update, the TRUNCATE, the insert, once each", s)
+	}
+	if strings.Contains(logs.String(), "reconnecting") {
+		t.Errorf("the source reconnected while the stream waited for the re-reads; log:\n%s", logs.String())
+	}
 }
