@@ -31,7 +31,9 @@ import (
 // changes go, as one batch, to the re-read pipeline (rereadpipe.go), while
 // the WAL reader goes on with the next transactions. The pipeline is one
 // FIFO: its reader re-reads the batches in order (a statement per table
-// and chunk), its hand-over gives the changes to the handler in order, and
+// and chunk; the batches waiting behind one are joined to it, so small
+// transactions share statements, each key read as of its own
+// transaction), its hand-over gives the changes to the handler in order, and
 // while anything is in it every later change is held and queued behind it
 // too. So the handler gets the changes in WAL order, as without re-reads:
 // a later transaction's change of a key is never handed over before an
@@ -253,7 +255,7 @@ func (st *stream) rereadThin(ctx context.Context, t *relation.Table, held []held
 		}
 	}
 	slices.Sort(cols)
-	rows, err := st.rereadRows(ctx, t, held[idx[0]].c.XID, keysOf(held, idx), cols, nil)
+	rows, err := st.rereadRows(ctx, t, xidsOf(held, idx), keysOf(held, idx), cols, nil)
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "42703" { // undefined_column: dropped since
 		return idx, nil // re-read whole, which copes with it
@@ -284,11 +286,11 @@ func (st *stream) rereadThin(ctx context.Context, t *relation.Table, held []held
 // with the rows as they are now.
 func (st *stream) rereadWhole(ctx context.Context, t *relation.Table, held []heldChange, idx []int) error {
 	var dropped []int
-	rows, err := st.rereadRows(ctx, t, held[idx[0]].c.XID, keysOf(held, idx), nil, nil)
+	rows, err := st.rereadRows(ctx, t, xidsOf(held, idx), keysOf(held, idx), nil, nil)
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "42703" { // undefined_column
 		if dropped, err = st.droppedColumns(ctx, t); err == nil {
-			rows, err = st.rereadRows(ctx, t, held[idx[0]].c.XID, keysOf(held, idx), nil, dropped)
+			rows, err = st.rereadRows(ctx, t, xidsOf(held, idx), keysOf(held, idx), nil, dropped)
 		}
 	}
 	if err != nil {
@@ -330,6 +332,15 @@ func reReadError(c Change, err error) error {
 	return fmt.Errorf("%s at LSN %s: re-read unchanged TOAST columns: %w", c.Op.verb(), c.LSN, err)
 }
 
+// xidsOf returns the transaction of each held change at idx.
+func xidsOf(held []heldChange, idx []int) []uint32 {
+	xids := make([]uint32, len(idx))
+	for n, i := range idx {
+		xids[n] = held[i].c.XID
+	}
+	return xids
+}
+
 func keysOf(held []heldChange, idx []int) [][]string {
 	keys := make([][]string, len(idx))
 	for n, i := range idx {
@@ -367,8 +378,9 @@ type rereadRow struct {
 }
 
 // rereadRows reads the rows of t whose primary keys have the given text
-// values (one []string per row, in key column order), as of transaction
-// xid or later, in one statement: the columns at cols (every column when
+// values (one []string per row, in key column order), each as of its
+// transaction (xids, one per key: the keys of several transactions are
+// read in one statement) or later: the columns at cols (every column when
 // cols is nil; those in dropped read as NULL). The result has one entry
 // per key, in order.
 //
@@ -376,24 +388,28 @@ type rereadRow struct {
 // flushed, a moment before the transaction becomes visible to other
 // sessions. A plain re-read in that moment sees the row before the change:
 // published as the row's state, with no later change to correct it, the
-// topic would never converge. So the statement also asks whether xid is
-// visible in its own snapshot, reads the rows only when it is, and is
-// repeated until it is: then the row it read is xid's version or a later
-// one.
+// topic would never converge. So the statement also asks whether each
+// key's transaction is visible in its own snapshot, reads the row only
+// when it is, and is repeated until all are: then each row it read is its
+// transaction's version or a later one.
 //
-// xid is the 32-bit id from the BEGIN message; txid_current_snapshot's ids
-// carry the epoch, which is taken from the snapshot's xmax (xid is older
-// than xmax, so it is in xmax's epoch or the one before). Key values are
-// sent as text arrays, as the server printed them, and cast to the key
+// A xid is the 32-bit id from the BEGIN message; txid_current_snapshot's
+// ids carry the epoch, which is taken from the snapshot's xmax (the xid is
+// older than xmax, so it is in xmax's epoch or the one before). Key values
+// are sent as text arrays, as the server printed them, and cast to the key
 // column's type in the statement (some decoded values, a time.Duration,
 // have no parameter encoding of their own), so the join uses the key's
 // index.
-func (st *stream) rereadRows(ctx context.Context, t *relation.Table, xid uint32, keys [][]string, cols, dropped []int) ([]rereadRow, error) {
+func (st *stream) rereadRows(ctx context.Context, t *relation.Table, xids []uint32, keys [][]string, cols, dropped []int) ([]rereadRow, error) {
 	sql, err := rereadSQL(t, cols, dropped)
 	if err != nil {
 		return nil, err
 	}
-	args := []any{pgx.QueryResultFormats{pgx.TextFormatCode}, int64(xid)}
+	x := make([]int64, len(xids))
+	for i, id := range xids {
+		x[i] = int64(id)
+	}
+	args := []any{pgx.QueryResultFormats{pgx.TextFormatCode}, x}
 	for n := range t.PrimaryKey {
 		col := make([]string, len(keys))
 		for i, k := range keys {
@@ -411,15 +427,17 @@ func (st *stream) rereadRows(ctx context.Context, t *relation.Table, xid uint32,
 		select {
 		case <-ctx.Done():
 			timer.Stop()
-			return nil, fmt.Errorf("wait for transaction %d to become visible: %w", xid, ctx.Err())
+			return nil, fmt.Errorf("wait for transaction %d to become visible: %w", slices.Max(xids), ctx.Err())
 		case <-timer.C:
 		}
 	}
 }
 
-// rereadSQL is rereadRows' statement: $1 is the xid, $2… one text array
-// per key column. It returns one row per key while the transaction is
-// visible, none before.
+// rereadSQL is rereadRows' statement: $1 is the xid array, $2… one text
+// array per key column. It returns one row per key whose transaction is
+// visible: the visibility test is a WHERE on the snapshot and the key,
+// below the join, so a key read too early reads no row of the table
+// (costing no more than a probe of its own would, without its round trip).
 func rereadSQL(t *relation.Table, cols, dropped []int) (string, error) {
 	at, err := keyIndexes(t)
 	if err != nil {
@@ -451,21 +469,17 @@ func rereadSQL(t *relation.Table, cols, dropped []int) (string, error) {
 			on[n] = fmt.Sprintf("%s::text = k.k%d", col, n)
 		}
 	}
-	// The visibility test is a WHERE on the one-row snapshot relation,
-	// so an attempt made too early reads no row of the table at all and
-	// returns nothing: it costs no more than a probe of its own would,
-	// without its round trip.
-	return `SELECT k.n, t.ctid IS NOT NULL, t.xmin = $1::bigint::text::xid, ` + strings.Join(sel, ", ") + `
-		FROM (SELECT s, (((txid_snapshot_xmax(s) >> 32)
-				- CASE WHEN $1::bigint >= (txid_snapshot_xmax(s) & 4294967295) THEN 1 ELSE 0 END) << 32) | $1::bigint AS id
-			FROM txid_current_snapshot() s) x
-		CROSS JOIN unnest(` + strings.Join(arrays, ", ") + `) WITH ORDINALITY AS k(` + strings.Join(names, ", ") + `, n)
+	return `SELECT k.n, t.ctid IS NOT NULL, t.xmin = k.x::text::xid, ` + strings.Join(sel, ", ") + `
+		FROM txid_current_snapshot() s
+		CROSS JOIN unnest($1::bigint[], ` + strings.Join(arrays, ", ") + `) WITH ORDINALITY AS k(x, ` + strings.Join(names, ", ") + `, n)
 		LEFT JOIN ` + pgx.Identifier{t.Schema, t.Name}.Sanitize() + ` t ON ` + strings.Join(on, " AND ") + `
-		WHERE txid_visible_in_snapshot(x.id, x.s)`, nil
+		WHERE txid_visible_in_snapshot((((txid_snapshot_xmax(s) >> 32)
+			- CASE WHEN k.x >= (txid_snapshot_xmax(s) & 4294967295) THEN 1 ELSE 0 END) << 32) | k.x, s)`, nil
 }
 
-// rereadOnce runs rereadRows' statement once; visible is false when the
-// transaction was not visible yet (the statement then returned no row).
+// rereadOnce runs rereadRows' statement once; visible is false when a
+// transaction was not visible yet (the statement then returned no row for
+// its keys).
 func (st *stream) rereadOnce(ctx context.Context, t *relation.Table, sql string, args []any, keys [][]string, cols []int) (out []rereadRow, visible bool, err error) {
 	n := len(keys)
 	rows, err := st.sql.Query(ctx, sql, args...)
@@ -510,8 +524,8 @@ func (st *stream) rereadOnce(ctx context.Context, t *relation.Table, sql string,
 	if err := rows.Err(); err != nil {
 		return nil, false, fmt.Errorf("%s: %w", t.QualifiedName(), err)
 	}
-	if got == 0 {
-		return nil, false, nil // not visible yet: the statement read nothing
+	if got < n {
+		return nil, false, nil // a transaction not visible yet: its keys were not read
 	}
 	if got != n {
 		return nil, false, fmt.Errorf("%s: the re-read returned %d rows for %d keys", t.QualifiedName(), got, n)

@@ -55,8 +55,14 @@ func TestReread(t *testing.T) {
 		err  error
 	}
 	done := make(chan result, 1)
+	// Row 2 is read in the same statement as of the transaction that
+	// inserted it, long visible: the statement waits for both.
+	var xid2 int64
+	if err := db.conn.QueryRow(ctx, `SELECT xmin::text::bigint FROM "Big Rows" WHERE "Id" = 2`).Scan(&xid2); err != nil {
+		t.Fatal(err)
+	}
 	go func() {
-		rows, err := st.rereadRows(wctx, &tbl, uint32(xid), [][]string{{"1"}}, nil, nil)
+		rows, err := st.rereadRows(wctx, &tbl, []uint32{uint32(xid), uint32(xid2)}, [][]string{{"1"}, {"2"}}, nil, nil)
 		done <- result{rows, err}
 	}()
 	for deadline := time.Now().Add(waitTimeout); st.src.rereads.Load() < 3; {
@@ -81,7 +87,7 @@ func TestReread(t *testing.T) {
 		t.Fatal(err)
 	}
 	var plan []string
-	rows, err := db.conn.Query(ctx, "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) "+sql, int64(xid), []string{"1"})
+	rows, err := db.conn.Query(ctx, "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) "+sql, []int64{xid}, []string{"1"})
 	if err == nil {
 		plan, err = pgx.CollectRows(rows, pgx.RowTo[string])
 	}
@@ -100,9 +106,12 @@ func TestReread(t *testing.T) {
 	if want := []any{int32(1), int32(1), "new"}; r.err != nil || !r.rows[0].exists || !r.rows[0].mine || !reflect.DeepEqual(r.rows[0].vals, want) {
 		t.Errorf("re-read once visible: got %+v, %v; want %v written by the transaction", r.rows, r.err, want)
 	}
+	if want := []any{int32(2), int32(0), "two"}; r.err == nil && (!r.rows[1].exists || !r.rows[1].mine || !reflect.DeepEqual(r.rows[1].vals, want)) {
+		t.Errorf("re-read of row 2 in the same statement: got %+v; want %v written by its own transaction", r.rows[1], want)
+	}
 	// A transaction long visible, a row that is gone: nil, at once.
 	db.exec(`DELETE FROM "Big Rows" WHERE "Id" = 2`)
-	row, err := st.rereadRows(wctx, &tbl, uint32(xid), [][]string{{"2"}}, nil, nil)
+	row, err := st.rereadRows(wctx, &tbl, []uint32{uint32(xid)}, [][]string{{"2"}}, nil, nil)
 	if err != nil || row[0].exists {
 		t.Errorf("re-read of a deleted row: got %+v, %v; want it gone", row, err)
 	}

@@ -83,11 +83,12 @@ func (p *rereadPipe) read(ctx context.Context, out chan<- []heldChange) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+		if hook := p.st.src.beforeReread; hook != nil {
+			hook(ctx, p)
+		}
+		b = p.coalesce(b)
 		for from := 0; from < len(b.held); {
 			to := from + nextChunk(b.held[from:], chunkLimit(p.st.rowBytes))
-			if hook := p.st.src.beforeReread; hook != nil {
-				hook(ctx, p)
-			}
 			if err := p.st.rereadHeld(ctx, b.held[from:to], b.narrow[from:to]); err != nil {
 				return err
 			}
@@ -99,6 +100,23 @@ func (p *rereadPipe) read(ctx context.Context, out chan<- []heldChange) error {
 			from = to
 		}
 	}
+}
+
+// coalesce appends to b the batches already waiting behind it, up to
+// maxHeld changes, so that the re-reads of small transactions share
+// statements (a statement reads each key as of its own transaction):
+// their order is kept, and so is each change's narrow.
+func (p *rereadPipe) coalesce(b rereadBatch) rereadBatch {
+	for len(b.held) < maxHeld {
+		select {
+		case next := <-p.batches:
+			b.held = append(b.held, next.held...)
+			b.narrow = append(b.narrow, next.narrow...)
+		default:
+			return b
+		}
+	}
+	return b
 }
 
 // handOver gives the changes of each chunk to the handler in order; one

@@ -70,37 +70,6 @@ func TestRereadPipeline(t *testing.T) {
 		-- 100 KB of md5 hex digits: stored out of line, uncompressed
 		INSERT INTO big SELECT i, 0, string_agg(md5(g::text), '') FROM generate_series(1, 3200) g, generate_series(10, 14) i GROUP BY i ORDER BY i`
 
-	// inFlight blocks the pipeline's first re-read until the WAL reader
-	// has given it n changes in all, so the transactions after the first
-	// are read while its re-read is in flight (the stream goroutine
-	// waited at that COMMIT before the pipeline); reached is closed then.
-	// With hold it then blocks until ctx ends.
-	inFlight := func(t *testing.T, n int64, reached chan struct{}, hold bool) func(context.Context, *rereadPipe) {
-		first := true
-		return func(ctx context.Context, p *rereadPipe) {
-			if !first {
-				return
-			}
-			first = false
-			deadline := time.Now().Add(waitTimeout)
-			for p.inFlight.Load() < n {
-				if time.Now().After(deadline) {
-					t.Errorf("changes in the re-read pipeline while the first re-read waits: got %d after %v, want %d: the WAL reader did not go on", p.inFlight.Load(), waitTimeout, n)
-					break
-				}
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(time.Millisecond):
-				}
-			}
-			close(reached)
-			if hold {
-				<-ctx.Done()
-			}
-		}
-	}
-
 	t.Run("later changes of the rows while their re-read is in flight", func(t *testing.T) {
 		t.Parallel()
 		db := newDB(t, pg, "pipe_order", ddl)
@@ -111,7 +80,7 @@ func TestRereadPipeline(t *testing.T) {
 		dir := t.TempDir()
 		src := db.newSource(dir, nil, nil, "big")
 		reached := make(chan struct{})
-		src.beforeReread = inFlight(t, 9, reached, false)
+		src.beforeReread = firstRereadWaits(t, 9, reached, false)
 		h := newFakeHandler(false)
 		r := run(t, src, h)
 		db.waitStreamable(dir)
@@ -171,7 +140,7 @@ func TestRereadPipeline(t *testing.T) {
 		dir := t.TempDir()
 		src := db.newSource(dir, nil, nil, "big")
 		reached := make(chan struct{})
-		src.beforeReread = inFlight(t, 6, reached, true) // held until the stop
+		src.beforeReread = firstRereadWaits(t, 6, reached, true) // held until the stop
 		h := newFakeHandler(false)
 		r := run(t, src, h)
 		db.waitStreamable(dir)
@@ -269,5 +238,36 @@ func TestStatusWhileRereadsDrain(t *testing.T) {
 	}
 	if strings.Contains(logs.String(), "reconnecting") {
 		t.Errorf("the source reconnected while the stream waited for the re-reads; log:\n%s", logs.String())
+	}
+}
+
+// firstRereadWaits is a beforeReread hook that blocks the pipeline's first
+// re-read until the WAL reader has given it n changes in all, so the
+// transactions after the first are read while its re-read is in flight
+// (the stream goroutine waited at that COMMIT before the pipeline);
+// reached is closed then. With hold it then blocks until ctx ends.
+func firstRereadWaits(t *testing.T, n int64, reached chan struct{}, hold bool) func(context.Context, *rereadPipe) {
+	first := true
+	return func(ctx context.Context, p *rereadPipe) {
+		if !first {
+			return
+		}
+		first = false
+		deadline := time.Now().Add(waitTimeout)
+		for p.inFlight.Load() < n {
+			if time.Now().After(deadline) {
+				t.Errorf("changes in the re-read pipeline while the first re-read waits: got %d after %v, want %d: the WAL reader did not go on", p.inFlight.Load(), waitTimeout, n)
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Millisecond):
+			}
+		}
+		close(reached)
+		if hold {
+			<-ctx.Done()
+		}
 	}
 }

@@ -97,7 +97,8 @@ type Source struct {
 	// before its high watermark: writes there fall between the watermarks.
 	chunkRead func()
 	// beforeReread, when set (tests), runs on the re-read pipeline's
-	// reader before each re-read chunk.
+	// reader when it took a batch, before it joins the batches waiting
+	// behind it (coalesce) and re-reads them.
 	beforeReread func(context.Context, *rereadPipe)
 }
 
