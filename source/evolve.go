@@ -44,8 +44,9 @@ type truncater interface {
 // use announces an ALTER TABLE, effective from this transaction on.
 func (st *stream) relation(ctx context.Context, m *pglogrepl.RelationMessage) (*walRel, error) {
 	// Rows held for a re-read were decoded in the shape before this one:
-	// the handler gets them before it follows the change.
-	if err := st.release(ctx, false); err != nil {
+	// the handler gets them before it follows the change, and the catalog
+	// is read on the SQL connection the pipeline re-reads on.
+	if err := st.drain(ctx); err != nil {
 		return nil, err
 	}
 	idx, ok := st.src.byName[m.Namespace+"."+m.RelationName]
@@ -174,7 +175,7 @@ func (st *stream) truncate(ctx context.Context, rel *walRel) error {
 	if st.window != nil && st.window.table == rel.idx {
 		st.window.truncated = true // every row read before it may be gone
 	}
-	if err := st.release(ctx, false); err != nil {
+	if err := st.drain(ctx); err != nil {
 		return err
 	}
 	c := &st.change

@@ -14,7 +14,8 @@ import (
 // stallGuard answers the server for the stream while the stream goroutine
 // is blocked handing a message over: Handle waiting on back-pressure from a
 // slow or unreachable broker, a TRUNCATE reading its topic, a schema
-// registration, a TOAST re-read. Without it the walsender hears nothing for
+// registration, waiting for room in or the end of the TOAST re-read
+// pipeline (rereadpipe.go). Without it the walsender hears nothing for
 // wal_sender_timeout (60 s by default), drops the connection, and the
 // half-streamed transaction is sent again after the reconnect.
 //

@@ -66,9 +66,12 @@ type Config struct {
 	Reconnect Reconnect
 }
 
-// Handler receives every change, in commit order, from the stream
-// goroutine. Handle may block (that is the back-pressure); it must call the
-// change's Ack once its records are durable.
+// Handler receives every change, in commit order, from one goroutine at a
+// time: the stream goroutine, or the re-read pipeline's hand-over while
+// changes wait for unchanged TOAST values (calls never overlap, and each
+// happens after the one before). Handle may block (that is the
+// back-pressure); it must call the change's Ack once its records are
+// durable.
 type Handler interface {
 	Handle(ctx context.Context, c *Change) error
 	// Flush blocks until every change given to Handle so far has been
@@ -93,6 +96,10 @@ type Source struct {
 	// chunkRead, when set (tests), runs after a republish chunk is read,
 	// before its high watermark: writes there fall between the watermarks.
 	chunkRead func()
+	// beforeReread, when set (tests), runs on the re-read pipeline's
+	// reader when it took a batch, before it joins the batches waiting
+	// behind it (coalesce) and re-reads them.
+	beforeReread func(context.Context, *rereadPipe)
 }
 
 // New validates the configuration. tables are the configured tables as the
@@ -273,6 +280,7 @@ func (s *Source) session(ctx context.Context, h Handler, resume pglogrepl.LSN, s
 	}
 	start = max(start, resume)
 	sess.st = &stream{src: s, repl: repl, sql: conn, h: h, cp: newCheckpoint(start)}
+	sess.st.pipe = newRereadPipe(sess.st)
 	return sess.st.run(ctx, start)
 }
 

@@ -152,6 +152,9 @@ func (st *stream) publishStats(now time.Time) {
 	s.serverEnd.Store(uint64(st.r.serverEnd))
 	s.pendingSince.Store(st.cp.oldestCommit())
 	s.rows.Add(st.rowsSeen)
+	if st.pipe != nil {
+		s.rows.Add(st.pipe.handed.Swap(0))
+	}
 	st.rowsSeen = 0
 	s.loopAt.Store(now.UnixNano())
 }

@@ -28,12 +28,16 @@ type stream struct {
 	// with in this session; nil until its first RELATION (see evolve.go).
 	shapes map[int]*relation.Table
 
-	txn      *txnMark      // the open transaction's mark; nil between transactions
-	held     []heldChange  // changes of txn waiting for a batched re-read (reread.go)
+	txn  *txnMark     // the open transaction's mark; nil between transactions
+	held []heldChange // changes waiting to go to pipe (reread.go)
+	pipe *rereadPipe  // re-reads and hands over held changes (rereadpipe.go)
+	// rowBytes is the average size of a row the last re-read statement
+	// returned (reread.go's chunkLimit); the re-reads' goroutine's.
+	rowBytes int
 	reported pglogrepl.LSN // last LSN sent in a status update
 	change   Change
 	guard    stallGuard // answers the server while a hand-over blocks
-	rowsSeen uint64     // row changes handed over since the last publishStats
+	rowsSeen uint64     // row changes handed over by this goroutine since the last publishStats
 
 	rp     *republisher // republishes tables on request (republish.go)
 	window *chunkWindow // the republish chunk between its watermarks; nil outside
@@ -72,7 +76,18 @@ func (st *stream) run(ctx context.Context, start pglogrepl.LSN) error {
 		stopRead(nil)
 		rpDone.Wait()
 	}()
+	// The re-read pipeline stops before the shutdown flushes the handler:
+	// it must not call the handler after that.
+	pctx, stopPipe := context.WithCancel(rctx)
+	var pipeDone sync.WaitGroup
+	pipeDone.Go(func() {
+		if err := st.pipe.run(pctx); err != nil && pctx.Err() == nil {
+			stopRead(err)
+		}
+	})
 	err := st.r.run(rctx)
+	stopPipe()
+	pipeDone.Wait()
 	if ctx.Err() != nil && (err == nil || errors.Is(err, ctx.Err())) {
 		return st.shutdown(ctx)
 	}
@@ -135,6 +150,11 @@ func (st *stream) message(ctx context.Context, m *pglogrepl.LogicalDecodingMessa
 	if m.Prefix != MessagePrefix {
 		return nil
 	}
+	// A signal may hand rows over (a republish chunk): after the changes
+	// before it.
+	if err := st.drain(ctx); err != nil {
+		return err
+	}
 	return st.handleSignal(ctx, m)
 }
 
@@ -164,7 +184,7 @@ func (st *stream) begin() error {
 }
 
 func (st *stream) commit(ctx context.Context, _, end pglogrepl.LSN) error {
-	if err := st.release(ctx, true); err != nil {
+	if err := st.push(ctx, true); err != nil {
 		return err
 	}
 	st.cp.seal(st.txn, end)
@@ -194,14 +214,15 @@ func (st *stream) row(ctx context.Context, op Op, rel *walRel, oldTuple, newTupl
 		}
 		missing = fillFromOld(c)
 	}
-	if missing || len(st.held) > 0 {
+	if missing || len(st.held) > 0 || st.pipe.busy() {
 		// Behind a change waiting for its re-read, every change waits
 		// too: the handler gets them in WAL order (see reread.go).
 		if err := st.hold(c, oldTuple, newTuple, missing); err != nil {
 			return fmt.Errorf("%s at LSN %s: %w", op.verb(), c.LSN, err)
 		}
+		st.held[len(st.held)-1].c.Ack = st.cp.track(st.txn)
 		if len(st.held) >= maxHeld {
-			return st.release(ctx, false)
+			return st.push(ctx, false)
 		}
 		return nil
 	}

@@ -450,8 +450,10 @@ func TestStream(t *testing.T) {
 	// The re-reads of a transaction are batched: one statement per table
 	// for the rows its changes left as they were (only the unsent
 	// columns), one more for rows changed again since (read whole, as they
-	// are now). Here every transaction is read only after all are
-	// committed: the handler blocks on a marker before them.
+	// are now); transactions waiting in the re-read pipeline share them.
+	// Here every transaction is read only after all are committed: the
+	// handler blocks on a marker before them, and the first re-read waits
+	// until the rest are in the pipeline.
 	t.Run("unchanged TOAST re-read in batches", func(t *testing.T) {
 		t.Parallel()
 		db := newDB(t, pg, "toast_batch", toastDDL)
@@ -472,6 +474,7 @@ func TestStream(t *testing.T) {
 			return nil
 		}
 		src := db.newSource(dir, nil, nil, "big")
+		src.beforeReread = firstRereadWaits(t, 15, make(chan struct{}), false)
 		r := run(t, src, h)
 		db.waitStreamable(dir)
 		before := src.rereads.Load()
@@ -524,11 +527,12 @@ func TestStream(t *testing.T) {
 		if !slices.Equal(lines, want) {
 			t.Errorf("changes after the marker:\n got %s\nwant %s", strings.Join(lines, " | "), strings.Join(want, " | "))
 		}
-		// One statement for the five rows; two for the transaction with
-		// rows changed since (unsent columns, then 20 whole); one for 24
-		// changed again in its own transaction (whole).
-		if n := src.rereads.Load() - before; n != 4 {
-			t.Errorf("re-read statements: got %d, want 4", n)
+		// Two statements for all the transactions: the unsent columns of
+		// 10 to 14, 20, 21, 22 and 230, each as of its own transaction;
+		// then whole 20 (changed since) and 24 (changed again in its own
+		// transaction).
+		if n := src.rereads.Load() - before; n != 2 {
+			t.Errorf("re-read statements: got %d, want 2", n)
 		}
 	})
 
@@ -563,14 +567,15 @@ func TestStream(t *testing.T) {
 	})
 
 	// A transaction with more re-reads than one statement takes
-	// (rereadChunk) is re-read in chunks, one ahead of the hand-over, and
-	// handed over in WAL order all the same.
+	// (chunkLimit: 256 at first, then about 8 MB of rows of 32 KB) is
+	// re-read in chunks, one ahead of the hand-over, and handed over in
+	// WAL order all the same.
 	t.Run("unchanged TOAST re-read of a large transaction in chunks", func(t *testing.T) {
 		t.Parallel()
 		db := newDB(t, pg, "toast_chunks", `
 			CREATE TABLE mid (id int PRIMARY KEY, n int, body text);
 			ALTER TABLE mid ALTER COLUMN body SET STORAGE EXTERNAL;
-			INSERT INTO mid SELECT i, 0, repeat(md5(i::text), 100) FROM generate_series(1, 600) i;`)
+			INSERT INTO mid SELECT i, 0, repeat(md5(i::text), 1000) FROM generate_series(1, 600) i;`)
 		dir := t.TempDir()
 		gate := make(chan struct{})
 		h := newFakeHandler(false)
@@ -612,7 +617,7 @@ func TestStream(t *testing.T) {
 		seen := map[int32]bool{}
 		for _, c := range got[:599] {
 			id := c.New[0].(int32)
-			want := []any{id, int32(1), strings.Repeat(fmt.Sprintf("%x", md5.Sum([]byte(fmt.Sprint(id)))), 100)}
+			want := []any{id, int32(1), strings.Repeat(fmt.Sprintf("%x", md5.Sum([]byte(fmt.Sprint(id)))), 1000)}
 			if id == 300 {
 				want = []any{id, int32(2), "changed"} // updated again since: read whole
 			}
@@ -627,7 +632,8 @@ func TestStream(t *testing.T) {
 		if c := got[600]; c.Op != OpDelete || c.Old[0] != int32(400) {
 			t.Errorf("then: got %s %v, want the delete of 400", c.Op, c.Old)
 		}
-		// Three chunks of at most 256 (unsent columns only), and 300 whole.
+		// Three chunks (unsent columns only: 256, then 262 and the last 82
+		// of 32 KB rows), and 300 whole.
 		if n := src.rereads.Load() - before; n != 4 {
 			t.Errorf("re-read statements: got %d, want 4", n)
 		}
