@@ -279,7 +279,11 @@ func TestSnapshot(t *testing.T) {
 		r := run(t, db.newSource(dir, nil, nil, "items"), h)
 		db.waitState(dir, "complete", func(s snapshotState) bool { return s.Complete })
 		db.exec(`INSERT INTO items VALUES (6)`)
+		afterSix := db.lsn(`SELECT pg_current_wal_lsn()`)
 		r.waitChanges(t, h, "5 snapshot rows and 1 insert", atLeast(6))
+		// The handler sees insert 6 before its COMMIT is read; only a
+		// confirmed COMMIT keeps it from being sent again after the restart.
+		db.waitSlot("confirmed past insert 6", func(s slotInfo) bool { return s.confirmed >= afterSix })
 		if err := r.stop(t); err != nil {
 			t.Fatalf("Run after cancel: got %v, want nil", err)
 		}
