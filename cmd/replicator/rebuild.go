@@ -52,7 +52,7 @@ func runRebuild(ctx context.Context, cfg *config.Config, name string, log *slog.
 		return fmt.Errorf("--read-model %q: no read model of that name in %s", name, config.KeyReadModels)
 	}
 	brokers, registryURL := sinkEndpoints(cfg)
-	kopts, err := kafkaOptions(cfg, brokers, nil)
+	kopts, err := sinkKafka(ctx, cfg, brokers, log)
 	if err != nil {
 		return err
 	}

@@ -8,11 +8,13 @@ import (
 	"log/slog"
 	"sync"
 
+	"github.com/replicator/replicator/broker"
 	"github.com/replicator/replicator/config"
 	"github.com/replicator/replicator/metrics"
 	"github.com/replicator/replicator/registry"
 	"github.com/replicator/replicator/sink"
 	"github.com/spf13/cobra"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 func newSinkCommand(stderr io.Writer) *cobra.Command {
@@ -48,11 +50,36 @@ func sinkEndpoints(cfg *config.Config) (brokers []string, registryURL string) {
 	return brokers, registryURL
 }
 
+// sinkKafka returns the Kafka options of the sinks and rebuild once a
+// broker has answered: a consumer retries a dead address silently forever,
+// so a wrong address or a `replicator run` not started yet would leave the
+// read models looking ready and consuming nothing, without a log line. The
+// client's warnings are logged, so a broker lost later shows as failed
+// connection attempts.
+func sinkKafka(ctx context.Context, cfg *config.Config, brokers []string, log *slog.Logger) ([]kgo.Opt, error) {
+	kopts, err := kafkaOptions(cfg, brokers, nil)
+	if err != nil {
+		return nil, err
+	}
+	cl, err := kgo.NewClient(kopts...)
+	if err != nil {
+		return nil, fmt.Errorf("kafka client: %w", err)
+	}
+	defer cl.Close()
+	if err := pingKafka(ctx, cl, brokers); err != nil {
+		if cfg.EmbeddedKafka() {
+			return nil, fmt.Errorf("%w; %s is empty, so this is the embedded broker of `replicator run` at %s %s: start it with this config first, or set %s", err, config.KeyKafkaBrokers, config.KeyKafkaListen, cfg.Kafka.Listen, config.KeyKafkaBrokers)
+		}
+		return nil, err
+	}
+	return append(kopts, broker.ClientLogger(log)), nil
+}
+
 // buildSinks makes one sink per read model; obs, if set, observes their
 // batches.
-func buildSinks(cfg *config.Config, log *slog.Logger, obs *metrics.Sinks) ([]*sink.Sink, error) {
+func buildSinks(ctx context.Context, cfg *config.Config, log *slog.Logger, obs *metrics.Sinks) ([]*sink.Sink, error) {
 	brokers, registryURL := sinkEndpoints(cfg)
-	kopts, err := kafkaOptions(cfg, brokers, nil)
+	kopts, err := sinkKafka(ctx, cfg, brokers, log)
 	if err != nil {
 		return nil, err
 	}
@@ -86,7 +113,7 @@ func runSinks(ctx context.Context, cfg *config.Config, log *slog.Logger, started
 	if serveMetrics {
 		obs = metrics.NewSinks(cfg.Metrics.StallTimeout)
 	}
-	sinks, err := buildSinks(cfg, log, obs)
+	sinks, err := buildSinks(ctx, cfg, log, obs)
 	if err != nil {
 		return err
 	}
