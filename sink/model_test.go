@@ -44,3 +44,31 @@ func TestNewRejectsCollisions(t *testing.T) {
 		})
 	}
 }
+
+// A read model that does not fit its topics stops at start with every
+// mistake named: a misspelled field, with the fields the topic really has
+// (all of them, not only those the read model reads), and a misspelled
+// topic, with what to check.
+func TestRunNamesMisspelledFieldsAndTopics(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	w := e.topic("customers", customersKey, customersValue)
+	w.put(cust(1, "ann", nil))
+	m := customerModel("profile")
+	m.Sources[0].Columns[1].Field = "nmae"
+	m.Sources = append(m.Sources, Source{Topic: "loyalty", Key: []string{"customer_id"}, Columns: []Column{{Name: "points", Field: "points"}}})
+	err := waitStopped(t, e.start(m, sqliteStore().fresh(t)))
+	if err == nil {
+		t.Fatal("Run: got nil, want the read model stopped")
+	}
+	for _, want := range []string{
+		`read model profile`,
+		`column "display_name" reads field "nmae", which its records lack (value fields: id, name, tier; key fields: id)`,
+		`subject "loyalty-key" is not in the registry`,
+		`entity: or topic: is misspelled`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("Run: error %q lacks %q", err, want)
+		}
+	}
+}
