@@ -465,6 +465,9 @@ func (s *Sink) process(ctx context.Context, recs []*kgo.Record) error {
 	if perr := s.st.db.PingContext(ctx); perr != nil || isTransient(err) {
 		return fmt.Errorf("store: %w", err)
 	}
+	if isTableFault(err) {
+		return fmt.Errorf("table %s refuses the batch's statements, whatever the records (no record is dead-lettered for it): %w; check that it fits the read model: its primary key exactly the key column(s) %s, the columns present and writable, or drop it so the sink creates it", s.st.d.quote(s.cfg.Model.Table), err, strings.Join(s.cfg.Model.Key, ", "))
+	}
 	s.log.Warn("the store rejected a batch; applying it record by record to find the culprit", "records", len(todo), "error", err)
 	s.split.Add(1)
 	return s.oneByOne(ctx, todo, entries, decoded, expected)
