@@ -17,8 +17,11 @@ import (
 // Adding a benchmark is a constructor returning this struct (closures over
 // its own fixture) and one line in main's list.
 type benchmark struct {
-	name  string // selects it on the command line; "stream" also selects "stream-…"
-	about string // what is measured and how, for docs/BENCHMARKS.md (markdown)
+	name string // selects it on the command line; "stream" also selects "stream-…"
+	// chartName, when set, names it in the chart's latency panel (default
+	// its name without "latency-", followed by "rows/s").
+	chartName string
+	about     string // what is measured and how, for docs/BENCHMARKS.md (markdown)
 
 	// setup prepares what every run needs (a cluster, data, slots) and
 	// describes the workload. teardown is called once all runs are done,

@@ -165,7 +165,11 @@ func latencyPlot(results []*result) (*plot.Plot, error) {
 			}
 			subj = append(subj, zeroNaN(s.Median))
 			ceil = append(ceil, zeroNaN(c.Median))
-			names = append(names, strings.TrimPrefix(r.bench.name, "latency-")+" rows/s\n"+strings.TrimPrefix(m.label, "latency "))
+			name := r.bench.chartName
+			if name == "" {
+				name = strings.TrimPrefix(r.bench.name, "latency-") + " rows/s"
+			}
+			names = append(names, name+"\n"+strings.TrimPrefix(m.label, "latency "))
 			t := 0.0
 			if m.target != nil && !m.target.ofRatio {
 				t = m.target.value

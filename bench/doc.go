@@ -101,7 +101,7 @@ func writeDoc(path string, m machine, opts options, results []*result, chart str
 	w("%s\n\n", strings.TrimSpace(analysis))
 	w("## Method\n\n")
 	w("- `go run ./bench [-scale F] [-runs N] [-duration D] [name…]` (`make bench`, `make bench BENCH_ARGS='-scale 0.1 -runs 3'`). " +
-		"Names select benchmarks (`stream`, `latency` = both rates, `large-txn`, `snapshot`, `toast`, `one-row`, `jsonb`, `wide`, `tables`, `republish` = `republish` and `republish-latency`; all of them by default). " +
+		"Names select benchmarks (`stream`, `latency` = `latency-1k`, `latency-10k` and `latency-onerow` (10,000 one-row transactions/s), `large-txn`, `snapshot`, `toast`, `one-row`, `jsonb`, `wide`, `tables`, `republish` = `republish` and `republish-latency`; all of them by default). " +
 		"`lean-reader` runs only when named: it checks the stream's ceiling against a leaner client (bench/analysis.md). " +
 		"`soak` runs only when named (`go run ./bench soak [-soak 10m] [-soak-rate 5000] [-soak-min-dirty BYTES | -soak-embedded]`): one run takes " +
 		"the soak's duration, ten minutes and more, too long for `make bench`.\n")

@@ -263,9 +263,8 @@ func measureStream(ctx context.Context, conn *pgx.Conn, c *child, slot, app stri
 	if err != nil {
 		return f, errors.Join(err, c.alive())
 	}
-	cpu0, err1 := procCPU(c.pid())
-	wal0, err2 := procCPU(wal.pid)
-	if err := errors.Join(err1, err2); err != nil {
+	cpu, err := startCPU(c, wal)
+	if err != nil {
 		return f, err
 	}
 	segs0, segsErr := tcpSegmentsSent(ctx, wal.serverPort, wal.clientPort)
@@ -273,16 +272,15 @@ func measureStream(ctx context.Context, conn *pgx.Conn, c *child, slot, app stri
 	if err != nil {
 		return f, err
 	}
-	cpu1, err1 := procCPU(c.pid())
-	wal1, err2 := procCPU(wal.pid)
-	rss, err3 := procPeakRSS(c.pid())
-	if err := errors.Join(err1, err2, err3); err != nil {
+	used, err1 := cpu.end()
+	rss, err2 := procPeakRSS(c.pid())
+	if err := errors.Join(err1, err2); err != nil {
 		return f, err
 	}
 	// A figure that explains the others, not worth failing a run over.
 	segs1, err := tcpSegmentsSent(ctx, wal.serverPort, wal.clientPort)
 	f.segments, f.segsErr = segs1-segs0, errors.Join(segsErr, err)
-	f.elapsed, f.cpu, f.walCPU, f.peakRSS, f.finished = t1.Sub(t0), cpu1-cpu0, wal1-wal0, rss, t1
+	f.elapsed, f.cpu, f.walCPU, f.peakRSS, f.finished = t1.Sub(t0), used.reader, used.walsender, rss, t1
 	return f, nil
 }
 

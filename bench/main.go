@@ -81,7 +81,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.soakEmbedded, "soak-embedded", false, "soak: stream into replicator's embedded broker instead of the broker process (default threshold only)")
 	fs.StringVar(&o.note, "note", "", "a sentence to add to the report's header (e.g. why the run is scaled)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: go run ./bench [flags] [name...]\n\nnames: stream, latency (latency-1k, latency-10k), large-txn, snapshot, toast, one-row, jsonb, wide, tables, republish (republish-latency); default all of these.\nlean-reader (only when named): the stream backlog read by the bare reader and by a leaner one\nsoak (only when named): a steady load over compaction passes of the broker, -soak long (10m)\n\nflags:")
+		fmt.Fprintln(stderr, "usage: go run ./bench [flags] [name...]\n\nnames: stream, latency (latency-1k, latency-10k, latency-onerow), large-txn, snapshot, toast, one-row, jsonb, wide, tables, republish (republish-latency); default all of these.\nlean-reader (only when named): the stream backlog read by the bare reader and by a leaner one\nsoak (only when named): a steady load over compaction passes of the broker, -soak long (10m)\n\nflags:")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -151,23 +151,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	h := &harness{opts: opts, root: root, work: work, progress: stderr}
 
-	benchmarks := []benchmark{
-		streamBenchmark(h),
-		latencyBenchmark(h, 1_000),
-		latencyBenchmark(h, 10_000),
-		largeTxnBenchmark(h),
-		snapshotBenchmark(h),
-		toastBenchmark(h),
-		oneRowBenchmark(h),
-		jsonbBenchmark(h),
-		wideBenchmark(h),
-		tablesBenchmark(h),
-		republishBenchmark(h),
-		republishLatencyBenchmark(h),
-		leanReaderBenchmark(h),
-		soakBenchmark(h),
-	}
-	selected, err := selectBenchmarks(benchmarks, opts.names)
+	selected, err := selectBenchmarks(allBenchmarks(h), opts.names)
 	if err != nil {
 		return err
 	}
@@ -229,6 +213,28 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stdout, "wrote", path)
 	}
 	return errors.Join(failed...)
+}
+
+// allBenchmarks is every benchmark, in the order they run; the optional
+// ones run only when named.
+func allBenchmarks(h *harness) []benchmark {
+	return []benchmark{
+		streamBenchmark(h),
+		latencyBenchmark(h, 1_000),
+		latencyBenchmark(h, 10_000),
+		oneRowLatencyBenchmark(h),
+		largeTxnBenchmark(h),
+		snapshotBenchmark(h),
+		toastBenchmark(h),
+		oneRowBenchmark(h),
+		jsonbBenchmark(h),
+		wideBenchmark(h),
+		tablesBenchmark(h),
+		republishBenchmark(h),
+		republishLatencyBenchmark(h),
+		leanReaderBenchmark(h),
+		soakBenchmark(h),
+	}
 }
 
 // selectBenchmarks returns the benchmarks named (a name also selects every

@@ -80,6 +80,13 @@ func insertSQL(lo, hi int64) string {
 // insertNoteSQL inserts the rows with keys lo..hi, each row's note being
 // the SQL expression note (of g, the key).
 func insertNoteSQL(lo, hi int64, note string) string {
+	return insertRowsSQL(fmt.Sprint(lo), fmt.Sprint(hi), note)
+}
+
+// insertRowsSQL inserts the rows with keys from the SQL expressions lo to
+// hi ("$1" for a prepared statement), each row's note being the SQL
+// expression note.
+func insertRowsSQL(lo, hi, note string) string {
 	return fmt.Sprintf(`INSERT INTO bench_rows (%s)
 SELECT g, 'customer ' || g, 'customer.' || g || '@example.com',
 	((g * 7919) %% 10000000) / 100.0,
@@ -87,13 +94,18 @@ SELECT g, 'customer ' || g, 'customer.' || g || '@example.com',
 	ARRAY['tag-' || g %% 7, 'tag-' || g %% 11, 'segment-' || g %% 13],
 	jsonb_build_object('plan', 'pro', 'seats', g %% 50, 'region', 'eu-west-' || g %% 3),
 	g %% 1000, g %% 2 = 0, %s
-FROM generate_series(%d::bigint, %d::bigint) g`, columns, note, lo, hi)
+FROM generate_series(%s::bigint, %s::bigint) g`, columns, note, lo, hi)
 }
 
 // updateSQL changes four columns of the rows with keys lo..hi.
 func updateSQL(lo, hi int64) string {
+	return updateRowsSQL(fmt.Sprint(lo), fmt.Sprint(hi))
+}
+
+// updateRowsSQL is updateSQL with keys from the SQL expressions lo to hi.
+func updateRowsSQL(lo, hi string) string {
 	return fmt.Sprintf(`UPDATE bench_rows SET amount = amount + 1, quantity = quantity + 1, active = NOT active,
-	note = 'note ' || md5((id + 1)::text) WHERE id BETWEEN %d AND %d`, lo, hi)
+	note = 'note ' || md5((id + 1)::text) WHERE id BETWEEN %s AND %s`, lo, hi)
 }
 
 // deleteSQL deletes the rows with keys lo..hi.

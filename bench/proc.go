@@ -313,3 +313,39 @@ func parseDataSegsOut(out []byte) (int64, error) {
 	}
 	return found[0], nil
 }
+
+// cpuWindow is the CPU time of a reader process and of its walsender
+// since the window started.
+type cpuWindow struct {
+	reader     *child
+	walsender  int // pid
+	reader0    time.Duration
+	walsender0 time.Duration
+}
+
+// startCPU starts a window on reader and its walsender wal.
+func startCPU(reader *child, wal walsender) (*cpuWindow, error) {
+	w := &cpuWindow{reader: reader, walsender: wal.pid}
+	var err1, err2 error
+	w.reader0, err1 = procCPU(reader.pid())
+	w.walsender0, err2 = procCPU(wal.pid)
+	return w, errors.Join(err1, err2)
+}
+
+// end returns the CPU the reader and its walsender spent since the window
+// started.
+func (w *cpuWindow) end() (cpuFigures, error) {
+	r, err1 := procCPU(w.reader.pid())
+	wal, err2 := procCPU(w.walsender)
+	return cpuFigures{reader: r - w.reader0, walsender: wal - w.walsender0}, errors.Join(err1, err2)
+}
+
+// cpuFigures are a window's CPU times.
+type cpuFigures struct{ reader, walsender time.Duration }
+
+// add puts the CPU times per row of smp (its "rows") into smp.
+func (f cpuFigures) add(smp sample) {
+	rows := max(smp["rows"], 1)
+	smp["cpu_us"] = float64(f.reader) / float64(time.Microsecond) / rows
+	smp["walsender_cpu_us"] = float64(f.walsender) / float64(time.Microsecond) / rows
+}

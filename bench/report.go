@@ -17,7 +17,7 @@ func formatValue(x float64, unit string) string {
 		return "–"
 	}
 	switch unit {
-	case "rows/s", "rows", "segments":
+	case "rows/s", "tx/s", "rows", "segments":
 		return thousands(int64(math.Round(x))) + " " + unit
 	case "s":
 		return fmt.Sprintf("%.2f s", x)

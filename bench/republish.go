@@ -227,11 +227,11 @@ func (s *republishLatencyBench) quiet(ctx context.Context, run int) (sample, err
 		return nil, err
 	}
 	defer rp.kill()
-	tr, _, rate, err := s.lat.measure(ctx, rp)
+	tr, ld, err := s.lat.measure(ctx, rp)
 	if err != nil {
 		return nil, err
 	}
-	return latencySample(stats.SummarizeLatencies(tr.lat), rate), s.finish(ctx, rp, slot)
+	return latencySample(stats.SummarizeLatencies(tr.lat), ld), s.finish(ctx, rp, slot)
 }
 
 func (s *republishLatencyBench) republishing(ctx context.Context, run int) (sample, error) {
@@ -248,13 +248,13 @@ func (s *republishLatencyBench) republishing(ctx context.Context, run int) (samp
 	defer w.close()
 
 	var tr latencyTrace
-	var rate float64
+	var ld loadFigures
 	var t0, t1 time.Time
 	var id string
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		var err error
-		tr, _, rate, err = s.lat.measure(gctx, rp)
+		tr, ld, err = s.lat.measure(gctx, rp)
 		return err
 	})
 	g.Go(func() error {
@@ -282,7 +282,7 @@ func (s *republishLatencyBench) republishing(ctx context.Context, run int) (samp
 	if err != nil {
 		return nil, err
 	}
-	smp := latencySample(stats.SummarizeLatencies(lat), rate)
+	smp := latencySample(stats.SummarizeLatencies(lat), ld)
 	smp["republish_s"] = t1.Sub(t0).Seconds()
 	smp["republish_rows_per_s"] = float64(s.rows) / t1.Sub(t0).Seconds()
 	return smp, s.finish(ctx, rp, slot)

@@ -120,7 +120,7 @@ func (s *soakBench) replicator(ctx context.Context, run int) (sample, error) {
 	if _, err := rp.waitLine(ctx, "msg=streaming", 2*time.Minute); err != nil {
 		return nil, err
 	}
-	tr, _, rate, err := s.measure(ctx, rp)
+	tr, ld, err := s.measure(ctx, rp)
 	if err != nil {
 		return nil, err
 	}
@@ -159,7 +159,7 @@ func (s *soakBench) replicator(ctx context.Context, run int) (sample, error) {
 		return nil, err
 	}
 	smp := soakSample(tr, passes)
-	smp["rate"] = rate
+	smp["rate"] = ld.rate
 	smp["reader_rss_mb"] = mb(readerRSS)
 	if bk != nil {
 		smp["broker_rss_mb"] = mb(brokerRSS)

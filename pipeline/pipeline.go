@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/replicator/replicator/cdc"
 	"github.com/replicator/replicator/mapping"
 	"github.com/replicator/replicator/registry"
@@ -464,20 +465,64 @@ func (p *Pipeline) headers(c *source.Change) []kgo.RecordHeader {
 	return l.headers
 }
 
+// changeHeaders formats a change's header values into one buffer. A
+// transaction of one row pays for its headers on its one record, so at
+// thousands of commits a second they are two allocations (the slice and
+// the buffer), not one or two per value.
 func changeHeaders(c *source.Change) []kgo.RecordHeader {
-	h := make([]kgo.RecordHeader, 0, 4)
-	h = append(h,
-		kgo.RecordHeader{Key: cdc.HeaderOp, Value: []byte(topicOp(c.Op).String())},
-		kgo.RecordHeader{Key: cdc.HeaderLSN, Value: []byte(c.LSN.String())},
-		kgo.RecordHeader{Key: cdc.HeaderCommitTime, Value: c.CommitTime.UTC().AppendFormat(nil, cdc.CommitTimeLayout)},
-	)
+	n := 3
 	if c.XID != 0 {
-		h = append(h, kgo.RecordHeader{Key: cdc.HeaderXID, Value: strconv.AppendUint(nil, uint64(c.XID), 10)})
+		n++
 	}
 	if c.Republish != "" {
-		h = append(h, kgo.RecordHeader{Key: cdc.HeaderRepublish, Value: []byte(c.Republish)})
+		n++
+	}
+	h := make([]kgo.RecordHeader, 0, n)
+	// op, LSN (at most 17), commit time (27 in UTC), XID (at most 10).
+	b := make([]byte, 0, 64+len(c.Republish))
+	// value returns what was appended from from, capped so that no later
+	// append writes into it.
+	value := func(from int) []byte { return b[from:len(b):len(b)] }
+
+	from := len(b)
+	b = append(b, topicOp(c.Op).String()...)
+	h = append(h, kgo.RecordHeader{Key: cdc.HeaderOp, Value: value(from)})
+	from = len(b)
+	b = appendLSN(b, c.LSN)
+	h = append(h, kgo.RecordHeader{Key: cdc.HeaderLSN, Value: value(from)})
+	from = len(b)
+	b = c.CommitTime.UTC().AppendFormat(b, cdc.CommitTimeLayout)
+	h = append(h, kgo.RecordHeader{Key: cdc.HeaderCommitTime, Value: value(from)})
+	if c.XID != 0 {
+		from = len(b)
+		b = strconv.AppendUint(b, uint64(c.XID), 10)
+		h = append(h, kgo.RecordHeader{Key: cdc.HeaderXID, Value: value(from)})
+	}
+	if c.Republish != "" {
+		from = len(b)
+		b = append(b, c.Republish...)
+		h = append(h, kgo.RecordHeader{Key: cdc.HeaderRepublish, Value: value(from)})
 	}
 	return h
+}
+
+// appendLSN appends lsn as [pglogrepl.LSN.String] formats it (%X/%X),
+// without its fmt.Sprintf.
+func appendLSN(b []byte, lsn pglogrepl.LSN) []byte {
+	b = appendUpperHex(b, uint64(lsn>>32))
+	b = append(b, '/')
+	return appendUpperHex(b, uint64(uint32(lsn)))
+}
+
+func appendUpperHex(b []byte, v uint64) []byte {
+	from := len(b)
+	b = strconv.AppendUint(b, v, 16)
+	for i := from; i < len(b); i++ {
+		if b[i] >= 'a' {
+			b[i] -= 'a' - 'A'
+		}
+	}
+	return b
 }
 
 // keyText renders the key columns of the row after the change for an

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/hamba/avro/v2"
@@ -14,9 +13,10 @@ import (
 
 // Check reports, without writing anything, what would stop the read model
 // at start (the store unreachable, a topic or subject missing, a needed
-// field absent, an existing table lacking columns) as problems, and what
-// deserves attention (the table will be created; missed tombstones:
-// [Lag]) as notes.
+// field absent, an existing table that does not fit: [fitTable]) as
+// problems, and what deserves attention (the table will be created; a
+// column of bounded length) as notes. Missed tombstones ([Lag]) are
+// problems.
 func Check(ctx context.Context, cfg Config) (notes []string, problems []error) {
 	s, err := New(cfg)
 	if err != nil {
@@ -67,19 +67,18 @@ func Check(ctx context.Context, cfg Config) (notes []string, problems []error) {
 	case have == nil:
 		notes = append(notes, fmt.Sprintf("table %s does not exist yet: the sink creates it", d.quote(m.Table)))
 	default:
-		set := map[string]bool{}
-		for _, c := range have {
-			set[c] = true
+		desc, err := d.describe(pctx, db, m.Table)
+		if err != nil {
+			problems = append(problems, fmt.Errorf("read the columns and keys of table %s: %w", d.quote(m.Table), err))
+			break
 		}
-		var missing []string
-		for _, c := range p.columns {
-			if !set[c.name] {
-				missing = append(missing, d.quote(c.name))
-			}
+		if desc == nil {
+			notes = append(notes, fmt.Sprintf("table %s does not exist yet: the sink creates it", d.quote(m.Table)))
+			break
 		}
-		if len(missing) > 0 {
-			problems = append(problems, fmt.Errorf("table %s exists but lacks column(s) %s: add them, or drop the table so the sink creates it", d.quote(m.Table), strings.Join(missing, ", ")))
-		}
+		n, ps := fitTable(d, p, desc)
+		notes = append(notes, n...)
+		problems = append(problems, ps...)
 	}
 	if cols, err := d.columns(pctx, db, offsetsTable); err == nil && cols != nil {
 		lags, err := CheckLag(pctx, adm, st, m.Name, topics, time.Now())

@@ -57,6 +57,14 @@ func TestCheck(t *testing.T) {
 	if want := `table "profile" exists but lacks column(s) "tier"`; !strings.Contains(fmt.Sprint(problems), want) {
 		t.Errorf("problems %v lack %q", problems, want)
 	}
+	// A column that does not fit: check says what the sink would.
+	if _, err := db.Exec(`DROP TABLE profile; CREATE TABLE profile (customer_id INTEGER PRIMARY KEY, display_name TEXT, tier TEXT NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	_, problems = Check(t.Context(), cfg(customerModel("profile")))
+	if want := `table "profile" column "tier": found NOT NULL, expected nullable: its field is nullable`; !strings.Contains(fmt.Sprint(problems), want) {
+		t.Errorf("problems %v lack %q", problems, want)
+	}
 }
 
 // TestCheckLag: a read model whose last commit is older than its topic's

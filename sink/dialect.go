@@ -40,6 +40,19 @@ type dialect interface {
 	textKeyType(n int) string
 	// maxParams bounds the parameters of one statement.
 	maxParams() int
+
+	// The fit check of an existing table (fit.go):
+	// describe reads table's columns and unique indexes from the catalog.
+	describe(ctx context.Context, db *sql.DB, table string) (*tableDesc, error)
+	// holds says whether column c holds every value of t exactly.
+	holds(t fieldType, c colDesc) typeFit
+	// fixType and fixNull are the statements (or advice) that change c to
+	// type typ, or make it nullable.
+	fixType(table string, c colDesc, typ string) string
+	fixNull(table string, c colDesc) string
+	// upsertOnAnyUnique: the upsert updates the row of whichever unique
+	// index an insert collides in (MySQL), not only the key's.
+	upsertOnAnyUnique() bool
 }
 
 // openStore opens the store at a read model's URL: postgres://…,

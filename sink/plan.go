@@ -120,7 +120,10 @@ func compile(ctx context.Context, m *ReadModel, reg schemaRegistry, api avro.API
 	// Non-key columns in source order, then file order (stable).
 	sort.SliceStable(cols, func(i, j int) bool { return cols[i].source < cols[j].source })
 	for _, c := range cols {
-		c.typ.nullable = true // a non-owner's columns are empty until it writes them
+		// Null when the field is, and always for a non-owner source: its
+		// columns are empty until it writes them, and cleared by its
+		// tombstone.
+		c.typ.nullable = c.typ.nullable || c.source != p.owner
 		p.sources[c.source].cols = append(p.sources[c.source].cols, len(p.columns))
 		p.sources[c.source].fields = append(p.sources[c.source].fields, c.field)
 		p.columns = append(p.columns, column{name: c.name, typ: c.typ, source: c.source, override: c.over})

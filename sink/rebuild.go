@@ -3,7 +3,6 @@ package sink
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -35,14 +34,12 @@ type Progress struct {
 // partition: the sink either goes on from the same position into the new
 // table or, on its next batch, finds the stored offsets moved (the
 // compare-and-set), rolls back and resumes from the rebuild's. Nothing
-// consumed during the rebuild is lost. Not on MySQL yet: its DDL commits
-// by itself, so the rename cannot share the offsets' transaction.
+// consumed during the rebuild is lost. On MySQL/MariaDB, whose DDL
+// commits by itself, the swap is three atomic steps with the offsets as
+// their journal (rebuild_mysql.go); the guarantees are the same.
 //
 // progress, if set, is called after each batch.
 func Rebuild(ctx context.Context, cfg Config, progress func(Progress)) error {
-	if strings.HasPrefix(cfg.StoreURL, "mysql:") {
-		return fmt.Errorf("read model %s: rebuild is not supported on MySQL/MariaDB yet: stop its sinks, drop the table and delete its rows from %s and %s (docs/OPERATIONS.md), then start the sink", cfg.Model.Name, offsetsTable, sideTable)
-	}
 	liveModel := cfg.Model
 	shadow := liveModel
 	shadow.Name = liveModel.Name + rebuildSuffix
@@ -52,7 +49,7 @@ func Rebuild(ctx context.Context, cfg Config, progress func(Progress)) error {
 	if err != nil {
 		return err
 	}
-	if err := s.prepareRebuild(ctx); err != nil {
+	if err := s.prepareRebuild(ctx, liveModel); err != nil {
 		return err
 	}
 	defer s.st.db.Close()
@@ -90,6 +87,7 @@ func Rebuild(ctx context.Context, cfg Config, progress func(Progress)) error {
 		total += o.Offset
 	})
 	start := time.Now()
+	swapAttempts := 0
 	for {
 		behind := false
 		for k, next := range s.expectedCopy() {
@@ -101,6 +99,12 @@ func Rebuild(ctx context.Context, cfg Config, progress func(Progress)) error {
 			// Every partition is at or past the live positions: swap, unless
 			// the running sink moved on meanwhile (then catch up again).
 			live, done, err := s.trySwap(ctx, liveModel)
+			if err != nil && isTransient(err) && swapAttempts < maxTransientAttempts {
+				// Lock contention with a running sink's batch: try again.
+				swapAttempts++
+				s.log.Info("the swap met a running batch's locks; retrying", "attempt", swapAttempts, "error", err)
+				continue
+			}
 			if err != nil || done {
 				return err
 			}
@@ -127,8 +131,10 @@ func Rebuild(ctx context.Context, cfg Config, progress func(Progress)) error {
 }
 
 // prepareRebuild is prepare for the shadow table: anything left by an
-// earlier, interrupted rebuild is removed first.
-func (s *Sink) prepareRebuild(ctx context.Context) error {
+// earlier, interrupted rebuild is removed first, after finishing its swap
+// if it stopped in the middle of one (MySQL: its rebuilt table is then
+// the shadow table, and the live offsets already point into it).
+func (s *Sink) prepareRebuild(ctx context.Context, live ReadModel) error {
 	db, d, err := openStore(s.cfg.StoreURL)
 	if err != nil {
 		return fmt.Errorf("read model %s: store: %w", s.cfg.Model.Name, err)
@@ -141,6 +147,12 @@ func (s *Sink) prepareRebuild(ctx context.Context) error {
 	if err := st.ensureSinkTables(ctx); err != nil {
 		db.Close()
 		return err
+	}
+	if _, ok := d.(mysqlDialect); ok {
+		if err := st.finishSwap(ctx, live.Name, live.Table); err != nil {
+			db.Close()
+			return fmt.Errorf("read model %s: %w", live.Name, err)
+		}
 	}
 	if err := st.forget(ctx, s.cfg.Model.Name, s.cfg.Model.Table); err != nil {
 		db.Close()
@@ -178,6 +190,9 @@ func (s *store) forget(ctx context.Context, model, table string) error {
 // records past its position, finds the offsets moved on its next batch and
 // reloads them.
 func (s *Sink) trySwap(ctx context.Context, live ReadModel) (map[tp]int64, bool, error) {
+	if _, ok := s.st.d.(mysqlDialect); ok {
+		return s.trySwapMySQL(ctx, live)
+	}
 	st, q, p := s.st, s.st.d.quote, s.st.d.param
 	old := live.Table + "__old"
 	have, err := st.d.columns(ctx, st.db, live.Table)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -20,19 +19,22 @@ import (
 // rebuild is lost).
 func TestRebuildWhileSinkRuns(t *testing.T) {
 	t.Parallel()
-	for _, sk := range []storeKind{sqliteStore(), postgresStore(t)} { // MySQL: refused, see TestRebuildRefusedOnMySQL
+	for _, sk := range []storeKind{sqliteStore(), postgresStore(t), mysqlStore()} {
 		t.Run(sk.name, func(t *testing.T) {
 			t.Parallel()
 			store := sk.fresh(t)
 			e := newEnv(t)
 			w := e.topic("customers", customersKey, customersValue)
+			lw := e.topic("loyalty", loyaltyKey, loyaltyValue)
 			const keys = 300
 			for k := int64(1); k <= keys; k++ {
 				w.put(cust(k, "v0", nil))
+				lw.put(acct(k, k, k))
 			}
-			m := customerModel("profile")
+			// Two sources: the swap meets a running batch's side rows too.
+			m := profileModel()
 			r := e.start(m, store)
-			r.waitRecords(t, keys)
+			r.waitRecords(t, 2*keys)
 
 			// The reader: the table never has fewer rows than keys.
 			db, d, err := openStore(store)
@@ -73,6 +75,9 @@ func TestRebuildWhileSinkRuns(t *testing.T) {
 						// Partition 0, as the first versions: one key, one partition.
 						w.put(cust(k, fmt.Sprint("v", round), nil))
 					}
+					for k := int64(1); k <= keys; k += 5 {
+						lw.put(acct(k, k, int64(round*1000)+k))
+					}
 				}
 			}()
 			ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
@@ -92,16 +97,20 @@ func TestRebuildWhileSinkRuns(t *testing.T) {
 				if (k-1)%7 == 0 {
 					v = "v3"
 				}
-				want = append(want, fmt.Sprintf("%d|%s", k, v))
+				points := k
+				if (k-1)%5 == 0 {
+					points = 3000 + k
+				}
+				want = append(want, fmt.Sprintf("%d|%s|%d", k, v, points))
 			}
 			deadline := time.Now().Add(testTimeout)
 			for {
-				got := rows(t, store, "profile", "customer_id", "display_name")
+				got := rows(t, store, "profile", "customer_id", "display_name", "points")
 				if fmt.Sprint(got) == fmt.Sprint(sortedCopy(want)) {
 					break
 				}
 				if time.Now().After(deadline) {
-					wantRows(t, store, "profile", []string{"customer_id", "display_name"}, want...)
+					wantRows(t, store, "profile", []string{"customer_id", "display_name", "points"}, want...)
 					break
 				}
 				time.Sleep(50 * time.Millisecond)
@@ -124,10 +133,136 @@ func sortedCopy(s []string) []string {
 	return out
 }
 
-func TestRebuildRefusedOnMySQL(t *testing.T) {
+// TestRebuildSwapInterruptedMySQL: a rebuild stopped between the steps of
+// its MySQL swap (after the offsets went pending, before the rename)
+// leaves a state a sink finishes by itself: a running sink, fenced at its
+// next batch, and one starting afresh, each end up writing the rebuilt
+// table from the rebuild's positions, applying nothing twice and losing
+// nothing. The next rebuild finishes it before it starts over (or it would
+// drop the rebuilt table the offsets already point into).
+func TestRebuildSwapInterruptedMySQL(t *testing.T) {
 	t.Parallel()
-	err := Rebuild(t.Context(), Config{Model: customerModel("profile"), StoreURL: "mysql://root@127.0.0.1:3306/x", Kafka: []kgo.Opt{kgo.SeedBrokers("127.0.0.1:1")}, Registry: nil}, nil)
-	if err == nil || !strings.Contains(err.Error(), "not supported on MySQL") {
-		t.Errorf("got %v, want the refusal", err)
+	for _, mode := range []string{"sink running", "sink starting", "rebuild again"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			sinkRunning := mode == "sink running"
+			url := mysqlStore().fresh(t)
+			e := newEnv(t)
+			w := e.topic("customers", customersKey, customersValue)
+			const keys = 50
+			for k := int64(1); k <= keys; k++ {
+				w.put(cust(k, "v0", nil))
+			}
+			live := customerModel("profile")
+			r := e.start(live, url)
+			r.waitRecords(t, keys)
+			if err := r.stop(); err != nil {
+				t.Fatal(err)
+			}
+			// Versions the stopped live read model does not have: the
+			// rebuild (a shadow read model) reads them all.
+			for k := int64(1); k <= keys; k++ {
+				w.put(cust(k, "v1", nil))
+			}
+			shadow := live
+			shadow.Name, shadow.Table = live.Name+rebuildSuffix, live.Table+rebuildSuffix
+			rs := e.start(shadow, url)
+			rs.waitRecords(t, 2*keys)
+			if err := rs.stop(); err != nil {
+				t.Fatal(err)
+			}
+			var r2 *running
+			if sinkRunning {
+				r2 = e.start(live, url)
+				r2.waitRecords(t, keys) // the v1 versions, into the live table
+			}
+			// Step 1 of the swap, and no more: the rebuild "dies" here.
+			db, d, err := openStore(url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			st := &store{db: db, d: d}
+			mine := map[tp]int64{}
+			stored, err := st.loadOffsets(t.Context(), shadow.Name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for p := int32(0); p < 3; p++ {
+				mine[tp{"customers", p}] = -1
+				if o, ok := stored[tp{"customers", p}]; ok {
+					mine[tp{"customers", p}] = o.next
+				}
+			}
+			// The rebuilt table differs from the live one, so that which
+			// one the name ends up on shows.
+			if _, err := db.Exec("UPDATE " + d.quote(shadow.Table) + " SET " + d.quote("tier") + " = 'rebuilt'"); err != nil {
+				t.Fatal(err)
+			}
+			tx, err := db.Begin()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := st.stagePending(t.Context(), tx, live.Name, shadow.Name, mine); err != nil {
+				t.Fatal(err)
+			}
+			if err := tx.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			tier := "rebuilt"
+			if mode == "rebuild again" {
+				var first []string
+				err := Rebuild(t.Context(), Config{Model: live, StoreURL: url, Kafka: []kgo.Opt{kgo.SeedBrokers(e.brokers...)}, Registry: e.reg, MaxBatch: 10}, func(Progress) {
+					if first == nil {
+						first = rows(t, url, "profile", "tier")
+					}
+				})
+				if err != nil {
+					t.Fatalf("Rebuild: %v", err)
+				}
+				if len(first) != keys || first[0] != "rebuilt" || first[keys-1] != "rebuilt" {
+					t.Errorf("when the new rebuild started, table profile held tiers %v, want the interrupted rebuild's (all \"rebuilt\")", first)
+				}
+				tier = "NULL" // rebuilt again from the records
+			}
+			if !sinkRunning {
+				r2 = e.start(live, url)
+			}
+			before := r2.s.Stats().Records
+			w.put(cust(1, "v2", nil))
+			r2.waitRecords(t, before+1)
+			var want []string
+			for k := 1; k <= keys; k++ {
+				v := "v1"
+				if k == 1 {
+					v = "v2"
+				}
+				tk := tier
+				if k == 1 {
+					tk = "NULL" // written by the sink after the swap
+				}
+				want = append(want, fmt.Sprintf("%d|%s|%s", k, v, tk))
+			}
+			wantRows(t, url, "profile", profileCols, want...)
+			if got := r2.s.Stats().Records - before; got != 1 {
+				t.Errorf("the sink applied %d records after the swap, want 1 (the rebuild's positions, nothing twice)", got)
+			}
+			for _, gone := range []string{shadow.Table, live.Table + "__old"} {
+				var n int
+				if err := db.QueryRow("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = ?", gone).Scan(&n); err != nil || n != 0 {
+					t.Errorf("table %s: %d left (%v), want it gone", gone, n, err)
+				}
+			}
+			after, pending, err := st.loadOffsetsPending(t.Context(), live.Name)
+			if err != nil || pending {
+				t.Fatalf("offsets after the swap: pending %v, %v", pending, err)
+			}
+			if got := after[tp{"customers", 0}].next; got != 2*keys+1 {
+				t.Errorf("stored offset of partition 0: got %d, want %d", got, 2*keys+1)
+			}
+			if err := r2.stop(); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }

@@ -312,7 +312,7 @@ func (s *Sink) prepare(ctx context.Context) error {
 // rows (the truth), or at the start when none is stored: never at the
 // group's committed offset, which is for monitoring only.
 func (s *Sink) adjust(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
-	stored, err := s.st.loadOffsets(ctx, s.cfg.Model.Name)
+	stored, err := s.settledOffsets(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -348,7 +348,7 @@ func (s *Sink) drop(_ context.Context, _ *kgo.Client, parts map[string][]int32) 
 // reload reads the stored offsets of the assigned partitions again after a
 // fence and moves the consumer there.
 func (s *Sink) reload(ctx context.Context) error {
-	stored, err := s.st.loadOffsets(ctx, s.cfg.Model.Name)
+	stored, err := s.settledOffsets(ctx)
 	if err != nil {
 		return err
 	}

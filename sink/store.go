@@ -105,28 +105,22 @@ func (s *store) createSinkTables(ctx context.Context) error {
 }
 
 // ensureTable creates the read-model table from the plan when missing; an
-// existing one must have every column (it may have more).
+// existing one must fit it (fitTable: it may have more columns).
 func (s *store) ensureTable(ctx context.Context, p *plan) (created bool, err error) {
 	have, err := s.d.columns(ctx, s.db, p.model.Table)
 	if err != nil {
 		return false, fmt.Errorf("read the columns of table %s: %w", s.d.quote(p.model.Table), err)
 	}
 	if have != nil {
-		set := map[string]bool{}
-		for _, c := range have {
-			set[c] = true
+		desc, err := s.d.describe(ctx, s.db, p.model.Table)
+		if err != nil {
+			return false, fmt.Errorf("read the columns and keys of table %s: %w", s.d.quote(p.model.Table), err)
 		}
-		var missing []string
-		for _, c := range p.columns {
-			if !set[c.name] {
-				missing = append(missing, s.d.quote(c.name))
-			}
+		if desc == nil {
+			return false, fmt.Errorf("table %s: the catalog lists its columns but describes none", s.d.quote(p.model.Table))
 		}
-		if len(missing) > 0 {
-			return false, fmt.Errorf("table %s exists but lacks column(s) %s: add them (ALTER TABLE … ADD COLUMN), drop the table so the sink creates it, or point table: at a new one",
-				s.d.quote(p.model.Table), strings.Join(missing, ", "))
-		}
-		return false, nil
+		_, problems := fitTable(s.d, p, desc)
+		return false, errors.Join(problems...)
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "CREATE TABLE %s (", s.d.quote(p.model.Table))
@@ -160,27 +154,42 @@ type offsetRow struct {
 	updatedAt time.Time
 }
 
-// loadOffsets returns the read model's stored offsets.
+// loadOffsets returns the read model's stored offsets, pending ones (a
+// MySQL rebuild's swap in progress, rebuild_mysql.go) as they will be.
 func (s *store) loadOffsets(ctx context.Context, model string) (map[tp]offsetRow, error) {
+	out, _, err := s.loadOffsetsPending(ctx, model)
+	return out, err
+}
+
+// loadOffsetsPending is loadOffsets, also reporting whether some were
+// pending.
+func (s *store) loadOffsetsPending(ctx context.Context, model string) (out map[tp]offsetRow, pending bool, err error) {
 	rows, err := s.db.QueryContext(ctx, fmt.Sprintf(`SELECT topic, part, next_offset, updated_at FROM %s WHERE read_model = %s`,
 		s.d.quote(offsetsTable), s.d.param(1)), model)
 	if err != nil {
-		return nil, fmt.Errorf("read the stored offsets: %w", err)
+		return nil, false, fmt.Errorf("read the stored offsets: %w", err)
 	}
 	defer rows.Close()
-	out := map[tp]offsetRow{}
+	out = map[tp]offsetRow{}
 	for rows.Next() {
 		var t tp
 		var next, at int64
 		if err := rows.Scan(&t.topic, &t.part, &next, &at); err != nil {
-			return nil, fmt.Errorf("read the stored offsets: %w", err)
+			return nil, false, fmt.Errorf("read the stored offsets: %w", err)
+		}
+		if next < 0 {
+			pending = true
+			if next == -1 { // pending: no position
+				continue
+			}
+			next = -2 - next
 		}
 		out[t] = offsetRow{next: next, updatedAt: time.UnixMilli(at)}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read the stored offsets: %w", err)
+		return nil, false, fmt.Errorf("read the stored offsets: %w", err)
 	}
-	return out, nil
+	return out, pending, nil
 }
 
 // casOffsets moves each partition's stored offset from expected (-1: no row

@@ -21,8 +21,8 @@ func newRebuildCommand(stderr io.Writer) *cobra.Command {
 		Short: "Rebuild a read model from offset zero into a new table, then swap it in",
 		Long: `rebuild reads the read model's topics from the start into <table>__rebuild,
 catches up with a running "replicator sink", and swaps the new table in
-atomically (PostgreSQL, SQLite): queries see the old table until then. A
-running sink continues into the new table.`,
+atomically (PostgreSQL, SQLite, MySQL/MariaDB): queries see the old table
+until then. A running sink continues into the new table.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			path, _ := cmd.Flags().GetString("config")
