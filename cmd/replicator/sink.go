@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/replicator/replicator/broker"
 	"github.com/replicator/replicator/config"
@@ -15,6 +16,7 @@ import (
 	"github.com/replicator/replicator/sink"
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sr"
 )
 
 func newSinkCommand(stderr io.Writer) *cobra.Command {
@@ -75,6 +77,26 @@ func sinkKafka(ctx context.Context, cfg *config.Config, brokers []string, log *s
 	return append(kopts, broker.ClientLogger(log)), nil
 }
 
+// sinkRegistry returns the registry client of the sinks and rebuild once
+// the registry has answered, so that a wrong address (or a path it does
+// not serve: "404 page not found") is named with the setting to fix, not
+// as each read model's first schema lookup.
+func sinkRegistry(ctx context.Context, cfg *config.Config, registryURL string) (*sr.Client, error) {
+	rcl, err := registry.NewClient(registry.ClientConfig{URL: registryURL, Username: cfg.Registry.Username, Password: cfg.Registry.Password, CAFile: cfg.Registry.CAFile})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", config.KeyRegistryURL, err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if _, err := rcl.Subjects(pctx); err != nil {
+		if cfg.EmbeddedRegistry() {
+			return nil, fmt.Errorf("the schema registry at %s does not answer: %w; %s is empty, so this is the embedded registry of `replicator run` at %s: start it with this config first, or set %s", registryURL, err, config.KeyRegistryURL, config.KeyRegistryListen, config.KeyRegistryURL)
+		}
+		return nil, fmt.Errorf("the schema registry at %s (%s) does not answer: %w (check the URL, its path, TLS and credentials)", registryURL, config.KeyRegistryURL, err)
+	}
+	return rcl, nil
+}
+
 // buildSinks makes one sink per read model; obs, if set, observes their
 // batches.
 func buildSinks(ctx context.Context, cfg *config.Config, log *slog.Logger, obs *metrics.Sinks) ([]*sink.Sink, error) {
@@ -83,9 +105,9 @@ func buildSinks(ctx context.Context, cfg *config.Config, log *slog.Logger, obs *
 	if err != nil {
 		return nil, err
 	}
-	rcl, err := registry.NewClient(registry.ClientConfig{URL: registryURL, Username: cfg.Registry.Username, Password: cfg.Registry.Password, CAFile: cfg.Registry.CAFile})
+	rcl, err := sinkRegistry(ctx, cfg, registryURL)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", config.KeyRegistryURL, err)
+		return nil, err
 	}
 	var sinks []*sink.Sink
 	for _, m := range cfg.ReadModels {

@@ -252,3 +252,49 @@ read_models:
 		}
 	}
 }
+
+// TestSinkRegistryDown: a registry that does not answer, or not at that
+// path, ends `replicator sink` and `rebuild` naming the address and the
+// setting to fix.
+func TestSinkRegistryDown(t *testing.T) {
+	t.Parallel()
+	brokers, registryURL := sinkFixture(t)
+	store := "sqlite://" + filepath.Join(t.TempDir(), "read.db")
+	const model = `
+read_models:
+  - name: good
+    store: %q
+    key: id
+    sources:
+      - entity: customers
+        key: id
+        columns: {name: name}
+`
+	dead := closedAddr(t)
+	for _, tc := range []struct {
+		name, cfg string
+		wants     []string
+	}{
+		{"down", fmt.Sprintf("kafka:\n  brokers: [%q]\nregistry:\n  url: http://%s\n", brokers, dead) + fmt.Sprintf(model, store),
+			[]string{"the schema registry at http://" + dead + " (registry.url) does not answer", "check the URL"}},
+		{"wrong path", fmt.Sprintf("kafka:\n  brokers: [%q]\nregistry:\n  url: %s/prefix\n", brokers, registryURL) + fmt.Sprintf(model, store),
+			[]string{"the schema registry at " + registryURL + "/prefix (registry.url) does not answer", "its path"}},
+		{"embedded", fmt.Sprintf("kafka:\n  listen: %q\nregistry:\n  listen: %q\n", brokers, dead) + fmt.Sprintf(model, store),
+			[]string{"registry.url is empty, so this is the embedded registry of `replicator run` at registry.listen", dead}},
+	} {
+		for _, args := range [][]string{{"sink"}, {"rebuild", "--read-model", "good"}} {
+			t.Run(tc.name+"/"+args[0], func(t *testing.T) {
+				t.Parallel()
+				out, err := runCLI(t, append(args, "--config", writeYAML(t, tc.cfg))...)
+				if err == nil {
+					t.Fatalf("%s: got nil, want an error naming the registry; output:\n%s", args[0], out)
+				}
+				for _, w := range tc.wants {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("%s: error %q lacks %q", args[0], err, w)
+					}
+				}
+			})
+		}
+	}
+}
