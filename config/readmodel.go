@@ -297,6 +297,23 @@ func (c *Config) validateReadModels() []error {
 		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, a...)))
 	}
 	names := map[string]int{}
+	// Topics that carry entities: a dead-letter topic must be none of
+	// them, or poison records would land among the entity records (and,
+	// for a read model's own source, be consumed again: a loop).
+	entityTopics := map[string]string{}
+	for i, e := range c.Entities {
+		entityTopics[e.Topic] = fmt.Sprintf("%s[%d]", KeyEntities, i)
+	}
+	for i, m := range c.ReadModels {
+		for j, s := range m.Sources {
+			if _, ok := entityTopics[s.Topic]; !ok {
+				entityTopics[s.Topic] = fmt.Sprintf("%s[%d].sources[%d]", KeyReadModels, i, j)
+			}
+		}
+	}
+	// Two read models writing one table would delete each other's rows
+	// and a rebuild of one would swap the other's table away.
+	tables := map[[2]string]int{}
 	for i, m := range c.ReadModels {
 		key := fmt.Sprintf("%s[%d]", KeyReadModels, i)
 		if !readModelName.MatchString(m.Name) {
@@ -310,6 +327,10 @@ func (c *Config) validateReadModels() []error {
 		}
 		if m.Table == "" {
 			bad(key+".table", "required")
+		} else if j, dup := tables[[2]string{m.Store, foldName(m.Store, m.Table)}]; dup {
+			bad(key+".table", "%q in the same store is already the table of %s[%d] (%s): each read model needs a table of its own", m.Table, KeyReadModels, j, c.ReadModels[j].Name)
+		} else {
+			tables[[2]string{m.Store, foldName(m.Store, m.Table)}] = i
 		}
 		if len(m.Key) == 0 {
 			bad(key+".key", "required: the table's primary key column(s)")
@@ -330,7 +351,11 @@ func (c *Config) validateReadModels() []error {
 			bad(key+".on_error", "%q is not one of %s, %s", m.OnError, OnErrorStop, OnErrorDeadLetter)
 		}
 		if m.OnError == OnErrorDeadLetter && (!topicName.MatchString(m.DeadLetterTopic) || m.DeadLetterTopic == "." || m.DeadLetterTopic == "..") {
-			bad(key+".dead_letter_topic", "%q is not a legal Kafka topic name (letters, digits, '.', '_', '-')", m.DeadLetterTopic)
+			bad(key+".dead_letter_topic", "%q is not a legal Kafka topic name (1-249 letters, digits, '.', '_', '-')", m.DeadLetterTopic)
+		} else if m.OnError == OnErrorDeadLetter {
+			if where, ok := entityTopics[m.DeadLetterTopic]; ok {
+				bad(key+".dead_letter_topic", "%q is an entity topic (%s): poison records would be written among its records; name another topic (default <name>.dlq)", m.DeadLetterTopic, where)
+			}
 		}
 		if len(m.Sources) == 0 {
 			bad(key+".sources", "at least one source is required, e.g.\n  sources:\n    - entity: customers\n      key: id\n      columns: {name: name}")
@@ -338,6 +363,10 @@ func (c *Config) validateReadModels() []error {
 		}
 		owners := 0
 		written := map[string]string{} // column → source key writing it
+		folded := map[string]string{}  // column as the store compares it → the column as written
+		for _, k := range m.Key {
+			folded[foldName(m.Store, k)] = k
+		}
 		for j, s := range m.Sources {
 			skey := fmt.Sprintf("%s.sources[%d]", key, j)
 			if s.Owner {
@@ -375,8 +404,11 @@ func (c *Config) validateReadModels() []error {
 				}
 				if other, dup := written[col.Name]; dup {
 					bad(ckey, "column %q is already written by %s: each column belongs to one source", col.Name, other)
+				} else if same, dup := folded[foldName(m.Store, col.Name)]; dup {
+					bad(ckey, "column %q and column %q are one column in this store (SQLite and MySQL compare column names without case): rename one", col.Name, same)
 				}
 				written[col.Name] = skey
+				folded[foldName(m.Store, col.Name)] = col.Name
 			}
 		}
 		if owners != 1 {
@@ -384,6 +416,16 @@ func (c *Config) validateReadModels() []error {
 		}
 	}
 	return errs
+}
+
+// foldName is name as the store compares identifiers: SQLite and MySQL
+// ignore case in column names (and MySQL, on most systems, in table
+// names); PostgreSQL keeps the case of quoted names.
+func foldName(store, name string) string {
+	if strings.HasPrefix(store, "sqlite:") || strings.HasPrefix(store, "mysql:") {
+		return strings.ToLower(name)
+	}
+	return name
 }
 
 // checkStoreURL accepts the store URLs the sink can open.

@@ -204,3 +204,68 @@ read_models:
 		t.Errorf("unset variable: got %v, want an error naming read_models[0].store and the variable", err)
 	}
 }
+
+// A user's collisions: two read models writing one table of one store,
+// columns that differ only in case where the store ignores case, a
+// dead-letter topic that is an entity topic (poison records written among
+// its records, and for the read model's own source consumed again), a
+// dead-letter topic longer than Kafka allows.
+func TestReadModelCollisions(t *testing.T) {
+	t.Parallel()
+	_, err := LoadSink(writeConfig(t, `
+read_models:
+  - name: a
+    store: sqlite://./read.db
+    table: profile
+    key: id
+    on_error: dead_letter
+    dead_letter_topic: customers
+    sources:
+      - entity: customers
+        key: id
+        columns: {Name: name, name: nickname}
+  - name: b
+    store: sqlite://./read.db
+    table: PROFILE
+    key: id
+    on_error: dead_letter
+    dead_letter_topic: orders
+    sources:
+      - entity: customers
+        key: id
+        columns: {ID: id}
+  - name: c
+    store: postgres://u@localhost/read
+    table: profile
+    key: id
+    on_error: dead_letter
+    dead_letter_topic: `+strings.Repeat("d", 250)+`
+    sources:
+      - entity: orders
+        key: id
+        columns: {Name: name, name: nickname}
+`), nil)
+	if err == nil {
+		t.Fatal("got nil, want errors")
+	}
+	for _, want := range []string{
+		`read_models[0].dead_letter_topic: "customers" is an entity topic (read_models[0].sources[0])`,
+		`read_models[0].sources[0].columns.name: column "name" and column "Name" are one column in this store`,
+		`read_models[1].table: "PROFILE" in the same store is already the table of read_models[0] (a)`,
+		`read_models[1].dead_letter_topic: "orders" is an entity topic (read_models[2].sources[0])`,
+		`read_models[1].sources[0].columns.ID: column "ID" and column "id" are one column in this store`,
+		`read_models[2].dead_letter_topic: "dddd`,
+		`is not a legal Kafka topic name (1-249 letters`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("errors lack %q; got:\n%v", want, err)
+		}
+	}
+	// PostgreSQL keeps the case of quoted names, and a table of the same
+	// name in another store is another table.
+	for _, notWant := range []string{"read_models[2].table", "read_models[2].sources[0].columns"} {
+		if strings.Contains(err.Error(), notWant) {
+			t.Errorf("errors name %s; got:\n%v", notWant, err)
+		}
+	}
+}

@@ -106,7 +106,7 @@ func TestSinksHealth(t *testing.T) {
 func TestSinksCollect(t *testing.T) {
 	t.Parallel()
 	a := &fakeSink{name: "a", state: sink.StateRunning,
-		stats: sink.Stats{Batches: 3, Records: 42, DeadLettered: 1, Fenced: 2},
+		stats: sink.Stats{Batches: 3, Records: 42, DeadLettered: 1, Fenced: 2, Split: 1},
 		parts: []sink.PartitionProgress{{Topic: "t", Partition: 0, Next: 10, End: 25}, {Topic: "t", Partition: 1, Next: -1, End: 7}, {Topic: "t", Partition: 2, Next: -1, End: -1}}}
 	m := NewSinks(time.Minute)
 	m.Attach(a)
@@ -120,6 +120,12 @@ replicator_sink_lag_records{partition="2",read_model="a",topic="t"} 0
 # HELP replicator_sink_records_applied_total Records consumed and committed in the read-model store (dead-lettered ones included).
 # TYPE replicator_sink_records_applied_total counter
 replicator_sink_records_applied_total{read_model="a"} 42
+# HELP replicator_sink_batches_total Batches (one per poll) committed in the read-model store, one transaction or, when split, several.
+# TYPE replicator_sink_batches_total counter
+replicator_sink_batches_total{read_model="a"} 3
+# HELP replicator_sink_batches_split_total Batches the store rejected, applied again record by record (one transaction each) to find the culprit.
+# TYPE replicator_sink_batches_split_total counter
+replicator_sink_batches_split_total{read_model="a"} 1
 # HELP replicator_sink_batches_fenced_total Batches rolled back because another sink process had moved the stored offsets.
 # TYPE replicator_sink_batches_fenced_total counter
 replicator_sink_batches_fenced_total{read_model="a"} 2
@@ -131,7 +137,7 @@ replicator_sink_read_model_failed{read_model="a"} 0
 replicator_sink_read_model_running{read_model="a"} 1
 `
 	if err := testutil.CollectAndCompare(m, strings.NewReader(want), "replicator_sink_lag_records", "replicator_sink_records_applied_total",
-		"replicator_sink_batches_fenced_total", "replicator_sink_read_model_failed", "replicator_sink_read_model_running"); err != nil {
+		"replicator_sink_batches_total", "replicator_sink_batches_split_total", "replicator_sink_batches_fenced_total", "replicator_sink_read_model_failed", "replicator_sink_read_model_running"); err != nil {
 		t.Error(err)
 	}
 	reg := prometheus.NewRegistry()

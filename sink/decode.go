@@ -61,6 +61,7 @@ type half struct {
 	reader   *avro.RecordSchema
 	readerID int // the latest id at start: a newer writer lacking a field has dropped it
 	fields   map[string]fieldType
+	all      []string            // every field of the subject's latest schema, kept or not (for messages)
 	resolved map[int]avro.Schema // by writer schema id
 }
 
@@ -83,12 +84,17 @@ func newRecordDecoder(ctx context.Context, reg schemaRegistry, api avro.API, top
 // the fields in keep (all when keep is nil).
 func readerHalf(ctx context.Context, reg schemaRegistry, subject string, keep []string) (half, error) {
 	latest, err := reg.SchemaByVersion(ctx, subject, -1)
+	var re *sr.ResponseError
+	if errors.As(err, &re) && re.ErrorCode == sr.ErrSubjectNotFound.Code {
+		return half{}, fmt.Errorf("subject %q is not in the registry: no producer has written the topic yet (is `replicator run` exporting it?), or the source's entity: or topic: is misspelled (%w)", subject, err)
+	}
 	if err != nil {
 		return half{}, fmt.Errorf("read latest schema of subject %q: %w", subject, err)
 	}
 	text := latest.Schema.Schema
+	var all []string
 	if keep != nil {
-		if text, err = keepFields(text, keep); err != nil {
+		if text, all, err = keepFields(text, keep); err != nil {
 			return half{}, fmt.Errorf("subject %q: %w", subject, err)
 		}
 	}
@@ -103,7 +109,11 @@ func readerHalf(ctx context.Context, reg schemaRegistry, subject string, keep []
 	h := half{subject: subject, reader: rec, readerID: latest.ID, fields: map[string]fieldType{}, resolved: map[int]avro.Schema{}}
 	for _, f := range rec.Fields() {
 		h.fields[f.Name()] = typeOf(f.Type())
+		if keep == nil {
+			all = append(all, f.Name())
+		}
 	}
+	h.all = all
 	return h, nil
 }
 
@@ -113,11 +123,12 @@ func parseSchema(text string) (avro.Schema, error) {
 	return avro.ParseWithCache(text, "", &avro.SchemaCache{})
 }
 
-// keepFields filters a record schema's JSON to the named fields.
-func keepFields(text string, keep []string) (string, error) {
+// keepFields filters a record schema's JSON to the named fields, and
+// returns the names of all its fields.
+func keepFields(text string, keep []string) (string, []string, error) {
 	var rec map[string]any
 	if err := json.Unmarshal([]byte(text), &rec); err != nil {
-		return "", fmt.Errorf("schema is not a JSON record: %w", err)
+		return "", nil, fmt.Errorf("schema is not a JSON record: %w", err)
 	}
 	fields, _ := rec["fields"].([]any)
 	want := map[string]bool{}
@@ -125,8 +136,14 @@ func keepFields(text string, keep []string) (string, error) {
 		want[k] = true
 	}
 	var out []any
+	var all []string
 	for _, f := range fields {
-		if m, ok := f.(map[string]any); ok && want[fmt.Sprint(m["name"])] {
+		m, ok := f.(map[string]any)
+		if !ok {
+			continue
+		}
+		all = append(all, fmt.Sprint(m["name"]))
+		if want[fmt.Sprint(m["name"])] {
 			out = append(out, f)
 		}
 	}
@@ -135,7 +152,7 @@ func keepFields(text string, keep []string) (string, error) {
 	}
 	rec["fields"] = out
 	b, err := json.Marshal(rec)
-	return string(b), err
+	return string(b), all, err
 }
 
 // has reports whether the topic's key or value record has field.
@@ -148,16 +165,14 @@ func (d *recordDecoder) has(field string, inKey bool) (fieldType, bool) {
 	return t, ok
 }
 
-// fieldNames lists the fields of the key (or value) record, for messages.
+// fieldNames lists every field of the key (or value) record, for
+// messages: all of the topic's, not only those the reader kept.
 func (d *recordDecoder) fieldNames(inKey bool) string {
 	h := d.value
 	if inKey {
 		h = d.key
 	}
-	var names []string
-	for n := range h.fields {
-		names = append(names, n)
-	}
+	names := append([]string(nil), h.all...)
 	sort.Strings(names)
 	return strings.Join(names, ", ")
 }

@@ -12,7 +12,7 @@ import (
 	"github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
-	_ "modernc.org/sqlite"             // registers the "sqlite" database/sql driver
+	"modernc.org/sqlite"               // also registers the "sqlite" database/sql driver
 )
 
 // dialect is what differs between the SQL stores. The store code is one
@@ -155,4 +155,29 @@ func isTransient(err error) bool {
 	}
 	msg := err.Error()
 	return strings.Contains(msg, "SQLITE_BUSY") || strings.Contains(msg, "SQLITE_LOCKED")
+}
+
+// isTableFault reports whether the store refused the statement itself,
+// whatever the values: the table does not fit the read model (no primary
+// key or unique constraint on the key columns for the upsert, a column
+// gone, no privilege). No record is at fault, so none may be dead-lettered
+// for it: every record would be. PostgreSQL and MySQL SQLSTATE classes 42
+// (syntax error or access rule violation) and 0A (feature not supported);
+// SQLite's generic SQLITE_ERROR ("SQL logic error"), whereas the values'
+// faults have codes of their own (constraint, too big, mismatch).
+func isTableFault(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return strings.HasPrefix(pe.Code, "42") || strings.HasPrefix(pe.Code, "0A")
+	}
+	var me *mysql.MySQLError
+	if errors.As(err, &me) {
+		state := string(me.SQLState[:])
+		return strings.HasPrefix(state, "42") || strings.HasPrefix(state, "0A")
+	}
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		return se.Code()&0xff == 1 // SQLITE_ERROR, extended codes included
+	}
+	return false
 }

@@ -3,6 +3,7 @@ package sink
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // OnError is what a read model does with a poison record.
@@ -90,6 +91,17 @@ func (m *ReadModel) validate() error {
 	}
 	if m.OnError == DeadLetter && m.DeadLetterTopic == "" {
 		errs = append(errs, errors.New("dead_letter needs a dead-letter topic"))
+	}
+	if m.OnError == DeadLetter && topics[m.DeadLetterTopic] {
+		// A poison record produced back into the topic it came from would
+		// be consumed again, poison again: a loop that fills the topic.
+		errs = append(errs, fmt.Errorf("dead-letter topic %q is one of the read model's source topics: name another (dead_letter_topic; default <name>.dlq)", m.DeadLetterTopic))
+	}
+	for _, own := range []string{offsetsTable, sideTable} {
+		// Compared without case: SQLite and MySQL fold table names.
+		if strings.EqualFold(m.Table, own) {
+			errs = append(errs, fmt.Errorf("table %q is the sink's own table (it keeps the read models' offsets and side rows in the store): give the read model another table (table:)", m.Table))
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("read model %q: %w", m.Name, err)

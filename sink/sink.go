@@ -97,10 +97,14 @@ func (p PartitionProgress) Lag() int64 {
 // Stats are a read model's counters since start (for tests and, later,
 // metrics).
 type Stats struct {
-	Batches      int64 // transactions committed
+	// Batches counts polls whose records were committed: one per batch,
+	// however many transactions it took (a batch split record by record
+	// counts once, and in Split).
+	Batches      int64
 	Records      int64 // records consumed and applied (or dead-lettered)
 	DeadLettered int64 // records sent to the dead-letter topic
 	Fenced       int64 // batches rolled back because the stored offsets moved
+	Split        int64 // batches the store rejected, applied again record by record to find the culprit
 }
 
 // Sink builds one read model. Build with [New], run with [Sink.Run]. Its
@@ -120,7 +124,7 @@ type Sink struct {
 
 	state atomic.Int32 // a State
 
-	batches, records, deadLettered, fenced atomic.Int64
+	batches, records, deadLettered, fenced, split atomic.Int64
 }
 
 // New validates cfg. It connects to nothing and starts no goroutine.
@@ -173,7 +177,7 @@ func (s *Sink) Partitions() []PartitionProgress {
 
 // Stats returns the counters. Safe for concurrent use.
 func (s *Sink) Stats() Stats {
-	return Stats{Batches: s.batches.Load(), Records: s.records.Load(), DeadLettered: s.deadLettered.Load(), Fenced: s.fenced.Load()}
+	return Stats{Batches: s.batches.Load(), Records: s.records.Load(), DeadLettered: s.deadLettered.Load(), Fenced: s.fenced.Load(), Split: s.split.Load()}
 }
 
 // Run prepares the store (the sink's tables, the read-model table), joins
@@ -382,6 +386,14 @@ func (s *Sink) expectedCopy() map[tp]int64 {
 // transaction with the offsets' compare-and-set. A batch the store rejects
 // is applied again record by record to find the culprit.
 func (s *Sink) process(ctx context.Context, recs []*kgo.Record) error {
+	// A batch counts once when any of it committed, whichever path
+	// committed it: a user reads batches as polls, not as transactions.
+	before := s.records.Load()
+	defer func() {
+		if s.records.Load() > before {
+			s.batches.Add(1)
+		}
+	}()
 	expected := s.expectedCopy()
 	var todo []*kgo.Record
 	for _, r := range recs {
@@ -453,7 +465,11 @@ func (s *Sink) process(ctx context.Context, recs []*kgo.Record) error {
 	if perr := s.st.db.PingContext(ctx); perr != nil || isTransient(err) {
 		return fmt.Errorf("store: %w", err)
 	}
+	if isTableFault(err) {
+		return fmt.Errorf("table %s refuses the batch's statements, whatever the records (no record is dead-lettered for it): %w; check that it fits the read model: its primary key exactly the key column(s) %s, the columns present and writable, or drop it so the sink creates it", s.st.d.quote(s.cfg.Model.Table), err, strings.Join(s.cfg.Model.Key, ", "))
+	}
 	s.log.Warn("the store rejected a batch; applying it record by record to find the culprit", "records", len(todo), "error", err)
+	s.split.Add(1)
 	return s.oneByOne(ctx, todo, entries, decoded, expected)
 }
 
@@ -537,7 +553,6 @@ func (s *Sink) committed(next map[tp]int64, n int64) {
 		}
 	}
 	s.mu.Unlock()
-	s.batches.Add(1)
 	s.records.Add(n)
 	// Asynchronous (kgo owns the request): the batch does not wait for it.
 	offsets := map[string]map[int32]kgo.EpochOffset{}

@@ -486,15 +486,25 @@ func (s *store) updateJoin(table string, keyCols, cols, types []string, n int) s
 	return b.String()
 }
 
-// pgColumnTypes returns the SQL types of cols of table (format_type, so
-// numeric(10,2), timestamptz, text[] …), cached per table: a read model's
-// table does not change its types under a running sink.
+// pgColumnTypes returns the types to cast cols of table's parameters to:
+// the type without modifier (pg_catalog."numeric", pg_catalog.timestamptz)
+// or, for an array, its format_type (integer[]); cached per table: a read
+// model's table does not change its types under a running sink.
 func (s *store) pgColumnTypes(ctx context.Context, tx *sql.Tx, table string, cols []string) ([]string, error) {
 	s.mu.Lock()
 	known := s.pgTypes[table]
 	s.mu.Unlock()
 	if known == nil {
-		rows, err := tx.QueryContext(ctx, `SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+		// The cast type is the column's type without its modifier
+		// (pg_catalog."varchar", not character varying(16)): an explicit
+		// cast to varchar(n), char(n) or bit(n) silently truncates, where
+		// the INSERT's own assignment refuses a value too long, so the
+		// record is isolated as poison instead of stored cut short.
+		// Arrays keep their "[]" form: they are not unnested.
+		rows, err := tx.QueryContext(ctx, `SELECT a.attname,
+				CASE WHEN t.typcategory = 'A' THEN format_type(a.atttypid, a.atttypmod)
+					ELSE quote_ident(n.nspname) || '.' || quote_ident(t.typname) END
+			FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid JOIN pg_namespace n ON n.oid = t.typnamespace
 			WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped`, s.d.quote(table))
 		if err != nil {
 			return nil, fmt.Errorf("read the column types of table %s: %w", s.d.quote(table), err)

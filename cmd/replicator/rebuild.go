@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/replicator/replicator/config"
-	"github.com/replicator/replicator/registry"
 	"github.com/replicator/replicator/sink"
 	"github.com/spf13/cobra"
 )
@@ -52,13 +51,13 @@ func runRebuild(ctx context.Context, cfg *config.Config, name string, log *slog.
 		return fmt.Errorf("--read-model %q: no read model of that name in %s", name, config.KeyReadModels)
 	}
 	brokers, registryURL := sinkEndpoints(cfg)
-	kopts, err := kafkaOptions(cfg, brokers, nil)
+	kopts, err := sinkKafka(ctx, cfg, brokers, log)
 	if err != nil {
 		return err
 	}
-	rcl, err := registry.NewClient(registry.ClientConfig{URL: registryURL, Username: cfg.Registry.Username, Password: cfg.Registry.Password, CAFile: cfg.Registry.CAFile})
+	rcl, err := sinkRegistry(ctx, cfg, registryURL)
 	if err != nil {
-		return fmt.Errorf("%s: %w", config.KeyRegistryURL, err)
+		return err
 	}
 	var lastLog time.Time
 	progress := func(p sink.Progress) {

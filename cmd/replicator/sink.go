@@ -7,12 +7,16 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"time"
 
+	"github.com/replicator/replicator/broker"
 	"github.com/replicator/replicator/config"
 	"github.com/replicator/replicator/metrics"
 	"github.com/replicator/replicator/registry"
 	"github.com/replicator/replicator/sink"
 	"github.com/spf13/cobra"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sr"
 )
 
 func newSinkCommand(stderr io.Writer) *cobra.Command {
@@ -48,17 +52,62 @@ func sinkEndpoints(cfg *config.Config) (brokers []string, registryURL string) {
 	return brokers, registryURL
 }
 
-// buildSinks makes one sink per read model; obs, if set, observes their
-// batches.
-func buildSinks(cfg *config.Config, log *slog.Logger, obs *metrics.Sinks) ([]*sink.Sink, error) {
-	brokers, registryURL := sinkEndpoints(cfg)
+// sinkKafka returns the Kafka options of the sinks and rebuild once a
+// broker has answered: a consumer retries a dead address silently forever,
+// so a wrong address or a `replicator run` not started yet would leave the
+// read models looking ready and consuming nothing, without a log line. The
+// client's warnings are logged, so a broker lost later shows as failed
+// connection attempts.
+func sinkKafka(ctx context.Context, cfg *config.Config, brokers []string, log *slog.Logger) ([]kgo.Opt, error) {
 	kopts, err := kafkaOptions(cfg, brokers, nil)
 	if err != nil {
 		return nil, err
 	}
+	cl, err := kgo.NewClient(kopts...)
+	if err != nil {
+		return nil, fmt.Errorf("kafka client: %w", err)
+	}
+	defer cl.Close()
+	if err := pingKafka(ctx, cl, brokers); err != nil {
+		if cfg.EmbeddedKafka() {
+			return nil, fmt.Errorf("%w; %s is empty, so this is the embedded broker of `replicator run` at %s %s: start it with this config first, or set %s", err, config.KeyKafkaBrokers, config.KeyKafkaListen, cfg.Kafka.Listen, config.KeyKafkaBrokers)
+		}
+		return nil, err
+	}
+	return append(kopts, broker.ClientLogger(log)), nil
+}
+
+// sinkRegistry returns the registry client of the sinks and rebuild once
+// the registry has answered, so that a wrong address (or a path it does
+// not serve: "404 page not found") is named with the setting to fix, not
+// as each read model's first schema lookup.
+func sinkRegistry(ctx context.Context, cfg *config.Config, registryURL string) (*sr.Client, error) {
 	rcl, err := registry.NewClient(registry.ClientConfig{URL: registryURL, Username: cfg.Registry.Username, Password: cfg.Registry.Password, CAFile: cfg.Registry.CAFile})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", config.KeyRegistryURL, err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if _, err := rcl.Subjects(pctx); err != nil {
+		if cfg.EmbeddedRegistry() {
+			return nil, fmt.Errorf("the schema registry at %s does not answer: %w; %s is empty, so this is the embedded registry of `replicator run` at %s: start it with this config first, or set %s", registryURL, err, config.KeyRegistryURL, config.KeyRegistryListen, config.KeyRegistryURL)
+		}
+		return nil, fmt.Errorf("the schema registry at %s (%s) does not answer: %w (check the URL, its path, TLS and credentials)", registryURL, config.KeyRegistryURL, err)
+	}
+	return rcl, nil
+}
+
+// buildSinks makes one sink per read model; obs, if set, observes their
+// batches.
+func buildSinks(ctx context.Context, cfg *config.Config, log *slog.Logger, obs *metrics.Sinks) ([]*sink.Sink, error) {
+	brokers, registryURL := sinkEndpoints(cfg)
+	kopts, err := sinkKafka(ctx, cfg, brokers, log)
+	if err != nil {
+		return nil, err
+	}
+	rcl, err := sinkRegistry(ctx, cfg, registryURL)
+	if err != nil {
+		return nil, err
 	}
 	var sinks []*sink.Sink
 	for _, m := range cfg.ReadModels {
@@ -86,7 +135,7 @@ func runSinks(ctx context.Context, cfg *config.Config, log *slog.Logger, started
 	if serveMetrics {
 		obs = metrics.NewSinks(cfg.Metrics.StallTimeout)
 	}
-	sinks, err := buildSinks(cfg, log, obs)
+	sinks, err := buildSinks(ctx, cfg, log, obs)
 	if err != nil {
 		return err
 	}

@@ -198,3 +198,103 @@ func TestRebuildCommand(t *testing.T) {
 		t.Errorf("table good after the rebuild: %d rows (%v), want 2", n, err)
 	}
 }
+
+// TestSinkBrokerDown: with no broker answering, `replicator sink` and
+// `replicator rebuild` end at once with an error naming the address and
+// the fix, instead of consuming nothing, silently, while looking ready
+// (sink) or failing after the client's retries with a bare dial error
+// (rebuild).
+func TestSinkBrokerDown(t *testing.T) {
+	t.Parallel()
+	store := "sqlite://" + filepath.Join(t.TempDir(), "read.db")
+	const model = `
+read_models:
+  - name: good
+    store: %q
+    key: id
+    sources:
+      - entity: customers
+        key: id
+        columns: {name: name}
+`
+	// The registry answers and knows the topic: only the broker is down.
+	_, registryURL := sinkFixture(t)
+	dead := closedAddr(t)
+	for _, tc := range []struct {
+		name, cfg string
+		wants     []string
+	}{
+		{"kafka.brokers", fmt.Sprintf("kafka:\n  brokers: [%q]\nregistry:\n  url: %q\n", dead, registryURL) + fmt.Sprintf(model, store),
+			[]string{"no Kafka broker of kafka.brokers", dead, "check the addresses"}},
+		{"embedded", fmt.Sprintf("kafka:\n  listen: %q\nregistry:\n  listen: %q\n", dead, strings.TrimPrefix(registryURL, "http://")) + fmt.Sprintf(model, store),
+			[]string{dead, "kafka.brokers is empty, so this is the embedded broker of `replicator run` at kafka.listen", "start it with this config first"}},
+	} {
+		for _, args := range [][]string{{"sink"}, {"rebuild", "--read-model", "good"}} {
+			t.Run(tc.name+"/"+args[0], func(t *testing.T) {
+				t.Parallel()
+				ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+				defer cancel()
+				var out bytes.Buffer
+				var mu sync.Mutex // guards out
+				err := run(ctx, append(args, "--config", writeYAML(t, tc.cfg)), lockedWriter{&mu, &out}, lockedWriter{&mu, &out})
+				if ctx.Err() != nil {
+					t.Fatalf("%s still running after a minute with no broker; output:\n%s", args[0], out.String())
+				}
+				if err == nil {
+					t.Fatalf("%s: got nil, want an error naming the broker", args[0])
+				}
+				for _, w := range tc.wants {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("%s: error %q lacks %q", args[0], err, w)
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestSinkRegistryDown: a registry that does not answer, or not at that
+// path, ends `replicator sink` and `rebuild` naming the address and the
+// setting to fix.
+func TestSinkRegistryDown(t *testing.T) {
+	t.Parallel()
+	brokers, registryURL := sinkFixture(t)
+	store := "sqlite://" + filepath.Join(t.TempDir(), "read.db")
+	const model = `
+read_models:
+  - name: good
+    store: %q
+    key: id
+    sources:
+      - entity: customers
+        key: id
+        columns: {name: name}
+`
+	dead := closedAddr(t)
+	for _, tc := range []struct {
+		name, cfg string
+		wants     []string
+	}{
+		{"down", fmt.Sprintf("kafka:\n  brokers: [%q]\nregistry:\n  url: http://%s\n", brokers, dead) + fmt.Sprintf(model, store),
+			[]string{"the schema registry at http://" + dead + " (registry.url) does not answer", "check the URL"}},
+		{"wrong path", fmt.Sprintf("kafka:\n  brokers: [%q]\nregistry:\n  url: %s/prefix\n", brokers, registryURL) + fmt.Sprintf(model, store),
+			[]string{"the schema registry at " + registryURL + "/prefix (registry.url) does not answer", "its path"}},
+		{"embedded", fmt.Sprintf("kafka:\n  listen: %q\nregistry:\n  listen: %q\n", brokers, dead) + fmt.Sprintf(model, store),
+			[]string{"registry.url is empty, so this is the embedded registry of `replicator run` at registry.listen", dead}},
+	} {
+		for _, args := range [][]string{{"sink"}, {"rebuild", "--read-model", "good"}} {
+			t.Run(tc.name+"/"+args[0], func(t *testing.T) {
+				t.Parallel()
+				out, err := runCLI(t, append(args, "--config", writeYAML(t, tc.cfg))...)
+				if err == nil {
+					t.Fatalf("%s: got nil, want an error naming the registry; output:\n%s", args[0], out)
+				}
+				for _, w := range tc.wants {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("%s: error %q lacks %q", args[0], err, w)
+					}
+				}
+			})
+		}
+	}
+}
