@@ -28,8 +28,10 @@ type dialect interface {
 	// sqlType is the column type created for t; key columns must be
 	// indexable.
 	sqlType(t fieldType, key bool) string
-	// value converts a decoded, non-nil Avro value into a driver value.
-	value(t fieldType, v any) (any, error)
+	// value converts a decoded, non-nil Avro value into a driver value
+	// for a column of type t, or of the configured SQL type override when
+	// not empty (the column holds that type, not the one t would create).
+	value(t fieldType, override string, v any) (any, error)
 	// onConflict is the clause making an INSERT of all columns an upsert on
 	// the key columns, updating update (may be empty).
 	onConflict(keys, update []string) string

@@ -53,7 +53,7 @@ func (mysqlDialect) sqlType(t fieldType, key bool) string {
 	return "longtext"
 }
 
-func (mysqlDialect) value(t fieldType, v any) (any, error) {
+func (mysqlDialect) value(t fieldType, _ string, v any) (any, error) {
 	switch t.kind {
 	case kindDecimal, kindTime, kindJSON:
 		return valueText(t, v)

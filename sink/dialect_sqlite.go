@@ -30,7 +30,7 @@ func (sqliteDialect) sqlType(t fieldType, _ bool) string {
 	return "TEXT"
 }
 
-func (sqliteDialect) value(t fieldType, v any) (any, error) {
+func (sqliteDialect) value(t fieldType, _ string, v any) (any, error) {
 	switch t.kind {
 	case kindDecimal, kindTime, kindJSON, kindDate, kindTimestamp, kindLocalTimestamp:
 		return valueText(t, v)
