@@ -294,12 +294,17 @@ func (s *Sink) prepare(ctx context.Context) error {
 		return err
 	}
 	s.a = &applier{p: p, st: s.st}
-	created, err := s.st.ensureTable(ctx, p)
+	created, notes, err := s.st.ensureTable(ctx, p)
 	if err != nil {
 		return fail(err)
 	}
 	if created {
 		s.log.Info("created read-model table", "table", m.Table, "store", d.name())
+	}
+	// The caveats `replicator check` shows (a string into a bounded type):
+	// said once here too, since a sink is often started without a check.
+	for _, n := range notes {
+		s.log.Warn(n, "table", m.Table, "store", d.name())
 	}
 	return nil
 }
