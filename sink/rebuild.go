@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/replicator/replicator/broker"
+
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -58,9 +60,11 @@ func Rebuild(ctx context.Context, cfg Config, progress func(Progress)) error {
 	for i, src := range shadow.Sources {
 		topics[i] = src.Topic
 	}
-	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, cfg.Kafka...),
-		kgo.ConsumeTopics(topics...),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))...)
+	// A direct consumer of the partitions listed below, not of the topics:
+	// kgo would find a partition added meanwhile only at its next metadata
+	// refresh (up to 5 min), and process would drop its records. The
+	// rebuild takes each partition in itself, from offset zero (takeIn).
+	cl, err := kgo.NewClient(cfg.Kafka...)
 	if err != nil {
 		return fmt.Errorf("read model %s: kafka client: %w", liveModel.Name, err)
 	}
@@ -71,21 +75,41 @@ func Rebuild(ctx context.Context, cfg Config, progress func(Progress)) error {
 			return err
 		}
 	}
-	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topics...)
-	if err != nil {
-		return fmt.Errorf("read model %s: list end offsets: %w", liveModel.Name, err)
-	}
 	// target: how far the rebuild must have applied, per partition,
 	// before it may swap: the end offsets at start, then the live read
 	// model's stored offsets (a running sink moves them on).
 	target := map[tp]int64{}
 	var total int64
-	ends.Each(func(o kadm.ListedOffset) {
-		k := tp{o.Topic, o.Partition}
-		s.expected[k] = -1
-		target[k] = o.Offset
-		total += o.Offset
-	})
+	// takeIn starts consuming the partitions of ends the rebuild does not
+	// read yet, from their start, and makes their ends targets.
+	takeIn := func(ends map[tp]int64, why string) int {
+		add := map[string]map[int32]kgo.Offset{}
+		s.mu.Lock()
+		for k, end := range ends {
+			if _, ok := s.expected[k]; ok {
+				continue
+			}
+			s.expected[k] = -1
+			target[k] = max(target[k], end)
+			total += end
+			if add[k.topic] == nil {
+				add[k.topic] = map[int32]kgo.Offset{}
+			}
+			add[k.topic][k.part] = kgo.NewOffset().AtStart()
+			if why != "" {
+				s.log.Info(why, "topic", k.topic, "partition", k.part, "end_offset", end)
+			}
+		}
+		s.mu.Unlock()
+		n := len(add)
+		cl.AddConsumePartitions(add)
+		return n
+	}
+	ends, err := listEnds(ctx, cfg.Kafka, topics)
+	if err != nil {
+		return fmt.Errorf("read model %s: %w", liveModel.Name, err)
+	}
+	takeIn(ends, "")
 	start := time.Now()
 	swapAttempts := 0
 	for {
@@ -96,6 +120,16 @@ func Rebuild(ctx context.Context, cfg Config, progress func(Progress)) error {
 			}
 		}
 		if !behind {
+			// A partition added to a source topic since the last listing
+			// holds records (state, in a compacted topic) the rebuilt table
+			// must have before it is swapped in.
+			ends, err := listEnds(ctx, cfg.Kafka, topics)
+			if err != nil {
+				return fmt.Errorf("read model %s: %w", liveModel.Name, err)
+			}
+			if takeIn(ends, "a partition was added to a source topic during the rebuild; reading it from its start") > 0 {
+				continue
+			}
 			// Every partition is at or past the live positions: swap, unless
 			// the running sink moved on meanwhile (then catch up again).
 			live, done, err := s.trySwap(ctx, liveModel)
@@ -108,8 +142,11 @@ func Rebuild(ctx context.Context, cfg Config, progress func(Progress)) error {
 			if err != nil || done {
 				return err
 			}
+			// The live read model may already read a partition added
+			// after the listing above.
+			takeIn(live, "a partition was added to a source topic during the rebuild; reading it from its start")
 			for k, l := range live {
-				target[k] = l
+				target[k] = max(target[k], l)
 			}
 			continue
 		}
@@ -128,6 +165,29 @@ func Rebuild(ctx context.Context, cfg Config, progress func(Progress)) error {
 			progress(Progress{Done: done, Total: max(total, done), Elapsed: time.Since(start)}) // catching up adds records
 		}
 	}
+}
+
+// listEnds lists the end offsets of every partition of topics, with a
+// client of its own: a client's cached metadata (kadm's, up to
+// MetadataMinAge old) would not show a partition added just now.
+func listEnds(ctx context.Context, opts []kgo.Opt, topics []string) (map[tp]int64, error) {
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("list end offsets: kafka client: %w", err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	out := map[tp]int64{}
+	for _, t := range topics {
+		ends, err := broker.EndOffsets(ctx, adm, t)
+		if err != nil {
+			return nil, err
+		}
+		for p, end := range ends {
+			out[tp{t, p}] = end
+		}
+	}
+	return out, nil
 }
 
 // prepareRebuild is prepare for the shadow table: anything left by an
