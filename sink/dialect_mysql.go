@@ -16,6 +16,7 @@ func (mysqlDialect) param(int) string          { return "?" }
 func (mysqlDialect) blobType() string          { return "longblob" }
 func (mysqlDialect) textKeyType(n int) string  { return fmt.Sprintf("varchar(%d)", n) }
 func (mysqlDialect) maxParams() int            { return 65535 }
+func (mysqlDialect) identLimit() identLimit    { return identLimit{n: 64, chars: true} }
 
 func (mysqlDialect) sqlType(t fieldType, key bool) string {
 	switch t.kind {

@@ -17,6 +17,7 @@ func (postgresDialect) param(n int) string        { return "$" + strconv.Itoa(n)
 func (postgresDialect) blobType() string          { return "bytea" }
 func (postgresDialect) textKeyType(int) string    { return "text" }
 func (postgresDialect) maxParams() int            { return 65535 }
+func (postgresDialect) identLimit() identLimit    { return identLimit{n: 63} }
 
 func (postgresDialect) sqlType(t fieldType, _ bool) string {
 	switch t.kind {

@@ -15,6 +15,9 @@ import (
 // beside the live ones.
 const rebuildSuffix = "__rebuild"
 
+// oldSuffix names the live table while a swap moves it away.
+const oldSuffix = "__old"
+
 // Progress is how far a rebuild is: records applied of the records up to
 // the end offsets taken when it started.
 type Progress struct {
@@ -46,8 +49,11 @@ func Rebuild(ctx context.Context, cfg Config, progress func(Progress)) error {
 	shadow := liveModel
 	shadow.Name = liveModel.Name + rebuildSuffix
 	shadow.Table = liveModel.Table + rebuildSuffix
+	if _, err := New(cfg); err != nil { // the live read model's checks, its names with their suffixes
+		return err
+	}
 	cfg.Model = shadow
-	s, err := New(cfg)
+	s, err := newSink(cfg, false)
 	if err != nil {
 		return err
 	}
@@ -254,7 +260,7 @@ func (s *Sink) trySwap(ctx context.Context, live ReadModel) (map[tp]int64, bool,
 		return s.trySwapMySQL(ctx, live)
 	}
 	st, q, p := s.st, s.st.d.quote, s.st.d.param
-	old := live.Table + "__old"
+	old := live.Table + oldSuffix
 	have, err := st.d.columns(ctx, st.db, live.Table)
 	if err != nil {
 		return nil, false, fmt.Errorf("swap: %w", err)

@@ -195,7 +195,7 @@ func (st *store) completeSwap(ctx context.Context, conn *sql.Conn, model, table 
 	if pending == 0 {
 		return false, nil
 	}
-	old, shadow := table+"__old", table+rebuildSuffix
+	old, shadow := table+oldSuffix, table+rebuildSuffix
 	exists := func(name string) (bool, error) {
 		var n int
 		err := conn.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = ?", name).Scan(&n)

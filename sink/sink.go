@@ -123,13 +123,28 @@ type Sink struct {
 	batches, records, deadLettered, fenced atomic.Int64
 }
 
-// New validates cfg. It connects to nothing and starts no goroutine.
-func New(cfg Config) (*Sink, error) {
+// New validates cfg, the read model's names against the store's limits
+// included. It connects to nothing and starts no goroutine.
+func New(cfg Config) (*Sink, error) { return newSink(cfg, true) }
+
+// newSink is New; checkNames is false for a rebuild's shadow read model,
+// whose names are the live one's with a suffix the live one's check
+// accounts for.
+func newSink(cfg Config, checkNames bool) (*Sink, error) {
 	if err := cfg.Model.validate(); err != nil {
 		return nil, err
 	}
 	if cfg.StoreURL == "" || cfg.Registry == nil || len(cfg.Kafka) == 0 {
 		return nil, fmt.Errorf("read model %s: store URL, Kafka options and registry are required", cfg.Model.Name)
+	}
+	d, err := dialectOf(cfg.StoreURL)
+	if err != nil {
+		return nil, fmt.Errorf("read model %s: store: %w", cfg.Model.Name, err)
+	}
+	if checkNames {
+		if err := cfg.Model.checkNames(d); err != nil {
+			return nil, err
+		}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

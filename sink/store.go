@@ -67,11 +67,11 @@ func (s *store) createSinkTables(ctx context.Context) error {
 	stmts := []string{
 		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s (read_model %s NOT NULL, topic %s NOT NULL, part INTEGER NOT NULL,
 			next_offset BIGINT NOT NULL, updated_at BIGINT NOT NULL, PRIMARY KEY (read_model, topic, part))`,
-			q(offsetsTable), key(200), key(249)),
+			q(offsetsTable), key(modelNameLen), key(249)),
 		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s (read_model %s NOT NULL, topic %s NOT NULL, topic_key %s NOT NULL,
 			row_key %s NOT NULL, seq BIGINT NOT NULL, key_bytes %s, value_bytes %s NOT NULL,
 			PRIMARY KEY (read_model, topic, topic_key))`,
-			q(sideTable), key(200), key(249), key(64), key(64), s.d.blobType(), s.d.blobType()),
+			q(sideTable), key(modelNameLen), key(249), key(64), key(64), s.d.blobType(), s.d.blobType()),
 	}
 	for _, st := range stmts {
 		if _, err := s.db.ExecContext(ctx, st); err != nil {
