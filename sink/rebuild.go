@@ -173,6 +173,20 @@ func Rebuild(ctx context.Context, cfg Config, progress func(Progress)) error {
 	}
 }
 
+// ofSources keeps the offsets of the read model's source topics: the live
+// read model may have stored some of a topic it no longer reads (a source
+// removed from the config), which the swap drops and nothing catches up
+// to.
+func (s *Sink) ofSources(offsets map[tp]int64) map[tp]int64 {
+	out := map[tp]int64{}
+	for k, o := range offsets {
+		if s.a.sourceOf(k.topic) >= 0 {
+			out[k] = o
+		}
+	}
+	return out
+}
+
 // listEnds lists the end offsets of every partition of topics, with a
 // client of its own: a client's cached metadata (kadm's, up to
 // MetadataMinAge old) would not show a partition added just now.
@@ -302,13 +316,13 @@ func (s *Sink) trySwap(ctx context.Context, live ReadModel) (map[tp]int64, bool,
 	rows.Close()
 	mine := s.expectedCopy()
 	ahead := false
-	for k, l := range liveOffsets {
+	for k, l := range s.ofSources(liveOffsets) {
 		if l > max(mine[k], 0) {
 			ahead = true
 		}
 	}
 	if ahead {
-		return liveOffsets, false, nil
+		return s.ofSources(liveOffsets), false, nil
 	}
 	var stmts []string
 	if have != nil {

@@ -122,9 +122,9 @@ func (s *Sink) trySwapMySQL(ctx context.Context, live ReadModel) (map[tp]int64, 
 	}
 	rows.Close()
 	mine := s.expectedCopy()
-	for k, l := range liveOffsets {
+	for k, l := range s.ofSources(liveOffsets) {
 		if l > max(mine[k], 0) {
-			return liveOffsets, false, nil
+			return s.ofSources(liveOffsets), false, nil
 		}
 	}
 	if err := st.stagePending(ctx, tx, live.Name, s.cfg.Model.Name, mine); err != nil {
