@@ -43,6 +43,10 @@ type Progress struct {
 // commits by itself, the swap is three atomic steps with the offsets as
 // their journal (rebuild_mysql.go); the guarantees are the same.
 //
+// A partition added to a source topic while the rebuild runs is read from
+// its start before the swap: the partitions are listed again before each
+// attempt, and those the live offsets name are taken in too.
+//
 // progress, if set, is called after each batch.
 func Rebuild(ctx context.Context, cfg Config, progress func(Progress)) error {
 	liveModel := cfg.Model
@@ -70,7 +74,10 @@ func Rebuild(ctx context.Context, cfg Config, progress func(Progress)) error {
 	// kgo would find a partition added meanwhile only at its next metadata
 	// refresh (up to 5 min), and process would drop its records. The
 	// rebuild takes each partition in itself, from offset zero (takeIn).
-	cl, err := kgo.NewClient(cfg.Kafka...)
+	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, cfg.Kafka...),
+		// Records removed meanwhile (compaction, retention): go on from
+		// the new log start.
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))...)
 	if err != nil {
 		return fmt.Errorf("read model %s: kafka client: %w", liveModel.Name, err)
 	}
@@ -87,9 +94,11 @@ func Rebuild(ctx context.Context, cfg Config, progress func(Progress)) error {
 	target := map[tp]int64{}
 	var total int64
 	// takeIn starts consuming the partitions of ends the rebuild does not
-	// read yet, from their start, and makes their ends targets.
+	// read yet, from their start, and makes their ends targets; it returns
+	// how many it took in.
 	takeIn := func(ends map[tp]int64, why string) int {
 		add := map[string]map[int32]kgo.Offset{}
+		n := 0
 		s.mu.Lock()
 		for k, end := range ends {
 			if _, ok := s.expected[k]; ok {
@@ -102,12 +111,12 @@ func Rebuild(ctx context.Context, cfg Config, progress func(Progress)) error {
 				add[k.topic] = map[int32]kgo.Offset{}
 			}
 			add[k.topic][k.part] = kgo.NewOffset().AtStart()
+			n++
 			if why != "" {
 				s.log.Info(why, "topic", k.topic, "partition", k.part, "end_offset", end)
 			}
 		}
 		s.mu.Unlock()
-		n := len(add)
 		cl.AddConsumePartitions(add)
 		return n
 	}
