@@ -83,7 +83,7 @@ func (a *applier) rowKey(src int, key, value map[string]any) ([]any, error) {
 func (a *applier) storeKey(rk []any) ([]any, error) {
 	out := make([]any, len(rk))
 	for i, v := range rk {
-		sv, err := a.st.d.value(a.p.columns[i].typ, v)
+		sv, err := a.st.d.value(a.p.columns[i].typ, a.p.columns[i].override, v)
 		if err != nil {
 			return nil, fmt.Errorf("key column %q: %w", a.p.columns[i].name, err)
 		}
@@ -110,7 +110,7 @@ func (a *applier) sourceValues(src int, key, value map[string]any) ([]any, error
 		if v == nil {
 			continue
 		}
-		sv, err := a.st.d.value(a.p.columns[ci].typ, v)
+		sv, err := a.st.d.value(a.p.columns[ci].typ, a.p.columns[ci].override, v)
 		if err != nil {
 			return nil, fmt.Errorf("column %q: %w", a.p.columns[ci].name, err)
 		}

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -28,8 +29,10 @@ type dialect interface {
 	// sqlType is the column type created for t; key columns must be
 	// indexable.
 	sqlType(t fieldType, key bool) string
-	// value converts a decoded, non-nil Avro value into a driver value.
-	value(t fieldType, v any) (any, error)
+	// value converts a decoded, non-nil Avro value into a driver value
+	// for a column of type t, or of the configured SQL type override when
+	// not empty (the column holds that type, not the one t would create).
+	value(t fieldType, override string, v any) (any, error)
 	// onConflict is the clause making an INSERT of all columns an upsert on
 	// the key columns, updating update (may be empty).
 	onConflict(keys, update []string) string
@@ -40,6 +43,8 @@ type dialect interface {
 	textKeyType(n int) string
 	// maxParams bounds the parameters of one statement.
 	maxParams() int
+	// identLimit is the longest identifier the store keeps as given.
+	identLimit() identLimit
 
 	// The fit check of an existing table (fit.go):
 	// describe reads table's columns and unique indexes from the catalog.
@@ -55,22 +60,73 @@ type dialect interface {
 	upsertOnAnyUnique() bool
 }
 
+// identLimit is the longest identifier a store keeps as given: n bytes,
+// or n characters when chars; n == 0 is no limit. PostgreSQL cuts a
+// longer name to 63 bytes with only a notice (two names could become one,
+// and lookups by the full name find nothing); MySQL refuses one over 64
+// characters.
+type identLimit struct {
+	n     int
+	chars bool
+}
+
+// fits says whether name is within the limit.
+func (l identLimit) fits(name string) bool {
+	if l.chars {
+		return l.n == 0 || utf8.RuneCountInString(name) <= l.n
+	}
+	return l.n == 0 || len(name) <= l.n
+}
+
+// size is name's length in the limit's unit.
+func (l identLimit) size(name string) string {
+	if l.chars {
+		return fmt.Sprintf("%d characters", utf8.RuneCountInString(name))
+	}
+	return fmt.Sprintf("%d bytes", len(name))
+}
+
+func (l identLimit) String() string {
+	if l.chars {
+		return fmt.Sprintf("%d characters", l.n)
+	}
+	return fmt.Sprintf("%d bytes", l.n)
+}
+
+// dialectOf is the dialect of a store URL's scheme.
+func dialectOf(raw string) (dialect, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("store URL does not parse")
+	}
+	switch u.Scheme {
+	case "postgres", "postgresql":
+		return postgresDialect{}, nil
+	case "sqlite":
+		return sqliteDialect{}, nil
+	case "mysql":
+		return mysqlDialect{}, nil
+	}
+	return nil, fmt.Errorf("store URL scheme %q is not one of postgres, sqlite, mysql", u.Scheme)
+}
+
 // openStore opens the store at a read model's URL: postgres://…,
 // sqlite://path, sqlite:///abs/path, mysql://user:pass@host:port/db.
 // Nothing is connected yet (database/sql connects on first use).
 func openStore(raw string) (*sql.DB, dialect, error) {
-	u, err := url.Parse(raw)
+	d, err := dialectOf(raw)
 	if err != nil {
-		return nil, nil, fmt.Errorf("store URL does not parse")
+		return nil, nil, err
 	}
-	switch u.Scheme {
-	case "postgres", "postgresql":
+	u, _ := url.Parse(raw)
+	switch d.(type) {
+	case postgresDialect:
 		db, err := sql.Open("pgx", raw)
 		if err != nil {
 			return nil, nil, err
 		}
-		return db, postgresDialect{}, nil
-	case "sqlite":
+		return db, d, nil
+	case sqliteDialect:
 		path := strings.TrimPrefix(raw, "sqlite://")
 		if i := strings.IndexByte(path, '?'); i >= 0 {
 			path = path[:i]
@@ -88,8 +144,8 @@ func openStore(raw string) (*sql.DB, dialect, error) {
 		// One writer connection: SQLite serialises writers anyway, and a
 		// second connection would only meet SQLITE_BUSY.
 		db.SetMaxOpenConns(1)
-		return db, sqliteDialect{}, nil
-	case "mysql":
+		return db, d, nil
+	case mysqlDialect:
 		cfg := mysql.NewConfig()
 		cfg.User = u.User.Username()
 		cfg.Passwd, _ = u.User.Password()
@@ -108,9 +164,9 @@ func openStore(raw string) (*sql.DB, dialect, error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		return sql.OpenDB(conn), mysqlDialect{}, nil
+		return sql.OpenDB(conn), d, nil
 	}
-	return nil, nil, fmt.Errorf("store URL scheme %q is not one of postgres, sqlite, mysql", u.Scheme)
+	return nil, nil, fmt.Errorf("store URL scheme %q has no driver", u.Scheme)
 }
 
 // quoteWith doubles q inside ident and wraps it in q.

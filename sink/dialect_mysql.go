@@ -16,6 +16,7 @@ func (mysqlDialect) param(int) string          { return "?" }
 func (mysqlDialect) blobType() string          { return "longblob" }
 func (mysqlDialect) textKeyType(n int) string  { return fmt.Sprintf("varchar(%d)", n) }
 func (mysqlDialect) maxParams() int            { return 65535 }
+func (mysqlDialect) identLimit() identLimit    { return identLimit{n: 64, chars: true} }
 
 func (mysqlDialect) sqlType(t fieldType, key bool) string {
 	switch t.kind {
@@ -53,7 +54,7 @@ func (mysqlDialect) sqlType(t fieldType, key bool) string {
 	return "longtext"
 }
 
-func (mysqlDialect) value(t fieldType, v any) (any, error) {
+func (mysqlDialect) value(t fieldType, _ string, v any) (any, error) {
 	switch t.kind {
 	case kindDecimal, kindTime, kindJSON:
 		return valueText(t, v)

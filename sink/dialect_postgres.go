@@ -17,6 +17,7 @@ func (postgresDialect) param(n int) string        { return "$" + strconv.Itoa(n)
 func (postgresDialect) blobType() string          { return "bytea" }
 func (postgresDialect) textKeyType(int) string    { return "text" }
 func (postgresDialect) maxParams() int            { return 65535 }
+func (postgresDialect) identLimit() identLimit    { return identLimit{n: 63} }
 
 func (postgresDialect) sqlType(t fieldType, _ bool) string {
 	switch t.kind {
@@ -53,8 +54,11 @@ func (postgresDialect) sqlType(t fieldType, _ bool) string {
 	return "text"
 }
 
-func (postgresDialect) value(t fieldType, v any) (any, error) {
-	if t.kind == kindJSON && t.array && t.items != kindJSON {
+func (postgresDialect) value(t fieldType, override string, v any) (any, error) {
+	// An array of plain elements goes as a PostgreSQL array only into an
+	// array column: with a type override (jsonb, json, text) the column
+	// holds its JSON text instead, as it would in the other stores.
+	if t.kind == kindJSON && t.array && t.items != kindJSON && (override == "" || isArrayType(override)) {
 		if a, ok := typedArray(t.items, v); ok {
 			return a, nil
 		}
@@ -64,6 +68,13 @@ func (postgresDialect) value(t fieldType, v any) (any, error) {
 		return valueText(t, v)
 	}
 	return v, nil
+}
+
+// isArrayType says whether a configured PostgreSQL type is an array
+// ("text[]", "bigint[3]", "integer ARRAY").
+func isArrayType(typ string) bool {
+	t := strings.ToLower(strings.TrimSpace(typ))
+	return strings.HasSuffix(t, "]") || strings.HasSuffix(t, " array")
 }
 
 func (d postgresDialect) onConflict(keys, update []string) string {

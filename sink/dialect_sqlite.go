@@ -17,6 +17,7 @@ func (sqliteDialect) param(int) string          { return "?" }
 func (sqliteDialect) blobType() string          { return "BLOB" }
 func (sqliteDialect) textKeyType(int) string    { return "TEXT" }
 func (sqliteDialect) maxParams() int            { return 32766 }
+func (sqliteDialect) identLimit() identLimit    { return identLimit{} }
 
 func (sqliteDialect) sqlType(t fieldType, _ bool) string {
 	switch t.kind {
@@ -30,7 +31,7 @@ func (sqliteDialect) sqlType(t fieldType, _ bool) string {
 	return "TEXT"
 }
 
-func (sqliteDialect) value(t fieldType, v any) (any, error) {
+func (sqliteDialect) value(t fieldType, _ string, v any) (any, error) {
 	switch t.kind {
 	case kindDecimal, kindTime, kindJSON, kindDate, kindTimestamp, kindLocalTimestamp:
 		return valueText(t, v)

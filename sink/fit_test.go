@@ -1,10 +1,16 @@
 package sink
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // fitPlan is a plan without topics behind it: key columns, then columns
@@ -55,10 +61,10 @@ func TestFitAcceptsCreatedTables(t *testing.T) {
 					}
 				}
 				p := fitPlan(fmt.Sprintf("made %d", key.kind), []column{{name: "k", typ: key}}, cols...)
-				if created, err := st.ensureTable(t.Context(), p); err != nil || !created {
+				if created, _, err := st.ensureTable(t.Context(), p); err != nil || !created {
 					t.Fatalf("key %+v: create: %v, %v", key, created, err)
 				}
-				if created, err := st.ensureTable(t.Context(), p); err != nil || created {
+				if created, _, err := st.ensureTable(t.Context(), p); err != nil || created {
 					t.Errorf("key %+v: the sink's own table, checked: got created %v, %v; want it accepted", key, created, err)
 				}
 			}
@@ -159,7 +165,7 @@ func TestFitRefusesMisfits(t *testing.T) {
 						}
 					}
 					st := &store{db: db, d: d}
-					_, err = st.ensureTable(t.Context(), p)
+					_, _, err = st.ensureTable(t.Context(), p)
 					if len(c.want) == 0 && err != nil {
 						t.Errorf("got %v, want the table accepted", err)
 					}
@@ -177,7 +183,7 @@ func TestFitRefusesMisfits(t *testing.T) {
 						t.Fatal(err)
 					}
 					notes, problems := fitTable(d, p, desc)
-					if fmt.Sprint(errors.Join(problems...)) != fmt.Sprint(func() error { _, err := st.ensureTable(t.Context(), p); return err }()) {
+					if fmt.Sprint(errors.Join(problems...)) != fmt.Sprint(func() error { _, _, err := st.ensureTable(t.Context(), p); return err }()) {
 						t.Errorf("check's problems %v differ from the sink's refusal", problems)
 					}
 					if c.note != "" && !strings.Contains(strings.Join(notes, "\n"), c.note) {
@@ -240,5 +246,90 @@ func TestHolds(t *testing.T) {
 		if f.ok != c.ok || (f.note != "") != c.note {
 			t.Errorf("%s: got ok %v note %q, want ok %v, a note %v", c.name, f.ok, f.note, c.ok, c.note)
 		}
+	}
+}
+
+// syncBuffer is a log destination a sink's goroutine writes while the
+// test reads it.
+type syncBuffer struct {
+	mu sync.Mutex // protects b
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestFitNotesLoggedAtStart: the fit check's notes on an existing table
+// (a string into a bounded type), which `replicator check` reports, are
+// logged once when the sink starts too, one line per note naming the read
+// model, the table and the column.
+func TestFitNotesLoggedAtStart(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		sk     storeKind
+		create string
+	}{
+		{postgresStore(t), `CREATE TABLE profile (customer_id bigint PRIMARY KEY, display_name varchar(40) NOT NULL, tier varchar(16))`},
+		{mysqlStore(), "CREATE TABLE profile (customer_id bigint PRIMARY KEY, display_name varchar(40) NOT NULL, tier varchar(16)) CHARACTER SET utf8mb4"},
+	} {
+		t.Run(c.sk.name, func(t *testing.T) {
+			t.Parallel()
+			url := c.sk.fresh(t)
+			db, _, err := openStore(url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			if _, err := db.Exec(c.create); err != nil {
+				t.Fatal(err)
+			}
+			e := newEnv(t)
+			w := e.topic("customers", customersKey, customersValue)
+			w.put(cust(1, "ann", "gold"))
+			var logs syncBuffer
+			s, err := New(Config{Model: customerModel("profile"), StoreURL: url, Kafka: []kgo.Opt{kgo.SeedBrokers(e.brokers...)}, Registry: e.reg,
+				Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(t.Context())
+			done := make(chan error, 1)
+			go func() { done <- s.Run(ctx) }()
+			deadline := time.Now().Add(testTimeout)
+			for s.Stats().Records < 1 {
+				if time.Now().After(deadline) {
+					t.Fatalf("sink consumed nothing within %v", testTimeout)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			var notes []string
+			for _, l := range strings.Split(logs.String(), "\n") {
+				if strings.Contains(l, "characters is refused") {
+					notes = append(notes, l)
+				}
+			}
+			if len(notes) != 2 {
+				t.Fatalf("got %d note lines, want 2 (columns display_name and tier, once each):\n%s", len(notes), logs.String())
+			}
+			for i, col := range []string{"display_name", "tier"} {
+				l := notes[i]
+				if !strings.Contains(l, "read_model=profile") || !strings.Contains(l, "table=profile") || !strings.Contains(l, "column") || !strings.Contains(l, col) {
+					t.Errorf("note line %q: want it to name read model profile, table profile and column %s", l, col)
+				}
+			}
+		})
 	}
 }

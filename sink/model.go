@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 )
 
 // OnError is what a read model does with a poison record.
@@ -101,6 +102,55 @@ func (m *ReadModel) validate() error {
 		// Compared without case: SQLite and MySQL fold table names.
 		if strings.EqualFold(m.Table, own) {
 			errs = append(errs, fmt.Errorf("table %q is the sink's own table (it keeps the read models' offsets and side rows in the store): give the read model another table (table:)", m.Table))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("read model %q: %w", m.Name, err)
+	}
+	return nil
+}
+
+// modelNameLen is the longest read-model name the sink's tables hold
+// (MySQL: their read_model column is varchar(modelNameLen)).
+const modelNameLen = 200
+
+// checkNames refuses names the store d would not keep as given, before
+// anything is created: the read model's table, the tables a rebuild names
+// after it (<table>__rebuild, <table>__old), its columns, and, on MySQL,
+// the read model's name (a rebuild's with its suffix) in the sink's tables.
+func (m *ReadModel) checkNames(d dialect) error {
+	lim := d.identLimit()
+	var errs []error
+	// The longest of the names a read model's table lends is the rebuild's
+	// (<table>__rebuild; <table>__old is shorter).
+	if shadow := m.Table + rebuildSuffix; !lim.fits(shadow) {
+		unit := "bytes"
+		if lim.chars {
+			unit = "characters"
+		}
+		errs = append(errs, fmt.Errorf("table %q: the table a rebuild builds beside it, %q, is %s, over %s's limit of %s for a name: choose a table: of at most %d %s",
+			m.Table, shadow, lim.size(shadow), d.name(), lim, lim.n-len(rebuildSuffix), unit))
+	}
+	seen := map[string]bool{}
+	check := func(col string) {
+		if !seen[col] && !lim.fits(col) {
+			errs = append(errs, fmt.Errorf("column %q of table %q is %s, over %s's limit of %s for a name: rename it in the read model's columns:",
+				col, m.Table, lim.size(col), d.name(), lim))
+		}
+		seen[col] = true
+	}
+	for _, k := range m.Key {
+		check(k)
+	}
+	for _, s := range m.Sources {
+		for _, c := range s.Columns {
+			check(c.Name)
+		}
+	}
+	if _, ok := d.(mysqlDialect); ok {
+		if n := utf8.RuneCountInString(m.Name + rebuildSuffix); n > modelNameLen {
+			errs = append(errs, fmt.Errorf("name is %d characters with a rebuild's suffix %s, over the %d the sink's tables hold in MySQL: choose a shorter name:",
+				n, rebuildSuffix, modelNameLen))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {

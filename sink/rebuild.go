@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/replicator/replicator/broker"
+
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -12,6 +14,9 @@ import (
 // rebuildSuffix names the table and the offsets/side rows a rebuild builds
 // beside the live ones.
 const rebuildSuffix = "__rebuild"
+
+// oldSuffix names the live table while a swap moves it away.
+const oldSuffix = "__old"
 
 // Progress is how far a rebuild is: records applied of the records up to
 // the end offsets taken when it started.
@@ -38,14 +43,21 @@ type Progress struct {
 // commits by itself, the swap is three atomic steps with the offsets as
 // their journal (rebuild_mysql.go); the guarantees are the same.
 //
+// A partition added to a source topic while the rebuild runs is read from
+// its start before the swap: the partitions are listed again before each
+// attempt, and those the live offsets name are taken in too.
+//
 // progress, if set, is called after each batch.
 func Rebuild(ctx context.Context, cfg Config, progress func(Progress)) error {
 	liveModel := cfg.Model
 	shadow := liveModel
 	shadow.Name = liveModel.Name + rebuildSuffix
 	shadow.Table = liveModel.Table + rebuildSuffix
+	if _, err := New(cfg); err != nil { // the live read model's checks, its names with their suffixes
+		return err
+	}
 	cfg.Model = shadow
-	s, err := New(cfg)
+	s, err := newSink(cfg, false)
 	if err != nil {
 		return err
 	}
@@ -58,8 +70,13 @@ func Rebuild(ctx context.Context, cfg Config, progress func(Progress)) error {
 	for i, src := range shadow.Sources {
 		topics[i] = src.Topic
 	}
+	// A direct consumer of the partitions listed below, not of the topics:
+	// kgo would find a partition added meanwhile only at its next metadata
+	// refresh (up to 5 min), and process would drop its records. The
+	// rebuild takes each partition in itself, from offset zero (takeIn).
 	cl, err := kgo.NewClient(append(append([]kgo.Opt{}, cfg.Kafka...),
-		kgo.ConsumeTopics(topics...),
+		// Records removed meanwhile (compaction, retention): go on from
+		// the new log start.
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))...)
 	if err != nil {
 		return fmt.Errorf("read model %s: kafka client: %w", liveModel.Name, err)
@@ -71,21 +88,43 @@ func Rebuild(ctx context.Context, cfg Config, progress func(Progress)) error {
 			return err
 		}
 	}
-	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topics...)
-	if err != nil {
-		return fmt.Errorf("read model %s: list end offsets: %w", liveModel.Name, err)
-	}
 	// target: how far the rebuild must have applied, per partition,
 	// before it may swap: the end offsets at start, then the live read
 	// model's stored offsets (a running sink moves them on).
 	target := map[tp]int64{}
 	var total int64
-	ends.Each(func(o kadm.ListedOffset) {
-		k := tp{o.Topic, o.Partition}
-		s.expected[k] = -1
-		target[k] = o.Offset
-		total += o.Offset
-	})
+	// takeIn starts consuming the partitions of ends the rebuild does not
+	// read yet, from their start, and makes their ends targets; it returns
+	// how many it took in.
+	takeIn := func(ends map[tp]int64, why string) int {
+		add := map[string]map[int32]kgo.Offset{}
+		n := 0
+		s.mu.Lock()
+		for k, end := range ends {
+			if _, ok := s.expected[k]; ok {
+				continue
+			}
+			s.expected[k] = -1
+			target[k] = max(target[k], end)
+			total += end
+			if add[k.topic] == nil {
+				add[k.topic] = map[int32]kgo.Offset{}
+			}
+			add[k.topic][k.part] = kgo.NewOffset().AtStart()
+			n++
+			if why != "" {
+				s.log.Info(why, "topic", k.topic, "partition", k.part, "end_offset", end)
+			}
+		}
+		s.mu.Unlock()
+		cl.AddConsumePartitions(add)
+		return n
+	}
+	ends, err := listEnds(ctx, cfg.Kafka, topics)
+	if err != nil {
+		return fmt.Errorf("read model %s: %w", liveModel.Name, err)
+	}
+	takeIn(ends, "")
 	start := time.Now()
 	swapAttempts := 0
 	for {
@@ -96,6 +135,16 @@ func Rebuild(ctx context.Context, cfg Config, progress func(Progress)) error {
 			}
 		}
 		if !behind {
+			// A partition added to a source topic since the last listing
+			// holds records (state, in a compacted topic) the rebuilt table
+			// must have before it is swapped in.
+			ends, err := listEnds(ctx, cfg.Kafka, topics)
+			if err != nil {
+				return fmt.Errorf("read model %s: %w", liveModel.Name, err)
+			}
+			if takeIn(ends, "a partition was added to a source topic during the rebuild; reading it from its start") > 0 {
+				continue
+			}
 			// Every partition is at or past the live positions: swap, unless
 			// the running sink moved on meanwhile (then catch up again).
 			live, done, err := s.trySwap(ctx, liveModel)
@@ -108,8 +157,11 @@ func Rebuild(ctx context.Context, cfg Config, progress func(Progress)) error {
 			if err != nil || done {
 				return err
 			}
+			// The live read model may already read a partition added
+			// after the listing above.
+			takeIn(live, "a partition was added to a source topic during the rebuild; reading it from its start")
 			for k, l := range live {
-				target[k] = l
+				target[k] = max(target[k], l)
 			}
 			continue
 		}
@@ -128,6 +180,43 @@ func Rebuild(ctx context.Context, cfg Config, progress func(Progress)) error {
 			progress(Progress{Done: done, Total: max(total, done), Elapsed: time.Since(start)}) // catching up adds records
 		}
 	}
+}
+
+// ofSources keeps the offsets of the read model's source topics: the live
+// read model may have stored some of a topic it no longer reads (a source
+// removed from the config), which the swap drops and nothing catches up
+// to.
+func (s *Sink) ofSources(offsets map[tp]int64) map[tp]int64 {
+	out := map[tp]int64{}
+	for k, o := range offsets {
+		if s.a.sourceOf(k.topic) >= 0 {
+			out[k] = o
+		}
+	}
+	return out
+}
+
+// listEnds lists the end offsets of every partition of topics, with a
+// client of its own: a client's cached metadata (kadm's, up to
+// MetadataMinAge old) would not show a partition added just now.
+func listEnds(ctx context.Context, opts []kgo.Opt, topics []string) (map[tp]int64, error) {
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("list end offsets: kafka client: %w", err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	out := map[tp]int64{}
+	for _, t := range topics {
+		ends, err := broker.EndOffsets(ctx, adm, t)
+		if err != nil {
+			return nil, err
+		}
+		for p, end := range ends {
+			out[tp{t, p}] = end
+		}
+	}
+	return out, nil
 }
 
 // prepareRebuild is prepare for the shadow table: anything left by an
@@ -194,7 +283,7 @@ func (s *Sink) trySwap(ctx context.Context, live ReadModel) (map[tp]int64, bool,
 		return s.trySwapMySQL(ctx, live)
 	}
 	st, q, p := s.st, s.st.d.quote, s.st.d.param
-	old := live.Table + "__old"
+	old := live.Table + oldSuffix
 	have, err := st.d.columns(ctx, st.db, live.Table)
 	if err != nil {
 		return nil, false, fmt.Errorf("swap: %w", err)
@@ -236,13 +325,13 @@ func (s *Sink) trySwap(ctx context.Context, live ReadModel) (map[tp]int64, bool,
 	rows.Close()
 	mine := s.expectedCopy()
 	ahead := false
-	for k, l := range liveOffsets {
+	for k, l := range s.ofSources(liveOffsets) {
 		if l > max(mine[k], 0) {
 			ahead = true
 		}
 	}
 	if ahead {
-		return liveOffsets, false, nil
+		return s.ofSources(liveOffsets), false, nil
 	}
 	var stmts []string
 	if have != nil {

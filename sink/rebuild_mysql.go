@@ -122,9 +122,9 @@ func (s *Sink) trySwapMySQL(ctx context.Context, live ReadModel) (map[tp]int64, 
 	}
 	rows.Close()
 	mine := s.expectedCopy()
-	for k, l := range liveOffsets {
+	for k, l := range s.ofSources(liveOffsets) {
 		if l > max(mine[k], 0) {
-			return liveOffsets, false, nil
+			return s.ofSources(liveOffsets), false, nil
 		}
 	}
 	if err := st.stagePending(ctx, tx, live.Name, s.cfg.Model.Name, mine); err != nil {
@@ -195,7 +195,7 @@ func (st *store) completeSwap(ctx context.Context, conn *sql.Conn, model, table 
 	if pending == 0 {
 		return false, nil
 	}
-	old, shadow := table+"__old", table+rebuildSuffix
+	old, shadow := table+oldSuffix, table+rebuildSuffix
 	exists := func(name string) (bool, error) {
 		var n int
 		err := conn.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = ?", name).Scan(&n)

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -263,6 +264,199 @@ func TestRebuildSwapInterruptedMySQL(t *testing.T) {
 			if err := r2.stop(); err != nil {
 				t.Fatal(err)
 			}
+		})
+	}
+}
+
+// fastMetadata makes a consumer see a partition added to a topic within
+// a second (kgo's default metadata refresh is every 5 minutes).
+var fastMetadata = []kgo.Opt{kgo.MetadataMinAge(100 * time.Millisecond), kgo.MetadataMaxAge(500 * time.Millisecond)}
+
+// addPartition adds a fourth partition to topic w and writes the records
+// of keys to it, with a client of its own (the env's producer would not
+// know the partition yet).
+func addPartition(t *testing.T, e *env, w *topicW, keys ...int64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+	defer cancel()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	res, err := kadm.NewClient(cl).CreatePartitions(ctx, 1, w.name)
+	if err == nil {
+		err = res.Error()
+	}
+	if err != nil {
+		t.Fatalf("add a partition to %s: %v", w.name, err)
+	}
+	for _, k := range keys {
+		key, value := cust(k, "new", nil)
+		r := &kgo.Record{Topic: w.name, Partition: 3, Key: frame(t, w.keyID, w.key, key), Value: frame(t, w.valueID, w.value, value)}
+		if err := cl.ProduceSync(ctx, r).FirstErr(); err != nil {
+			t.Fatalf("produce to %s partition 3: %v", w.name, err)
+		}
+	}
+}
+
+// startWith is env.start with extra Kafka options.
+func (e *env) startWith(model ReadModel, storeURL string, opts ...kgo.Opt) *running {
+	e.t.Helper()
+	s, err := New(Config{Model: model, StoreURL: storeURL, Kafka: append([]kgo.Opt{kgo.SeedBrokers(e.brokers...)}, opts...), Registry: e.reg, MaxBatch: 500})
+	if err != nil {
+		e.t.Fatalf("New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	var once sync.Once
+	var runErr error
+	stop := func() error {
+		once.Do(func() {
+			cancel()
+			runErr = <-done
+		})
+		return runErr
+	}
+	e.t.Cleanup(func() { _ = stop() })
+	return &running{s: s, stop: stop, done: done}
+}
+
+// TestRebuildPartitionAdded: a partition added to a source topic while a
+// rebuild runs is read from its start, and the rebuild finishes, whether
+// a running sink has already taken the partition in (its stored offsets
+// then name a partition the rebuild had not listed) or no sink runs (the
+// swapped-in table must hold the new partition's records all the same).
+func TestRebuildPartitionAdded(t *testing.T) {
+	t.Parallel()
+	for _, sk := range []storeKind{sqliteStore(), postgresStore(t), mysqlStore()} {
+		for _, mode := range []string{"no sink", "sink running"} {
+			t.Run(sk.name+"/"+mode, func(t *testing.T) {
+				t.Parallel()
+				store := sk.fresh(t)
+				e := newEnv(t)
+				w := e.topic("customers", customersKey, customersValue)
+				const keys = 100
+				for k := int64(1); k <= keys; k++ {
+					w.put(cust(k, "v0", nil))
+				}
+				m := customerModel("profile")
+				var r *running
+				if mode == "sink running" {
+					r = e.startWith(m, store, fastMetadata...)
+					r.waitRecords(t, keys)
+				}
+				var want []string
+				for k := 1; k <= keys; k++ {
+					want = append(want, fmt.Sprintf("%d|v0|NULL", k))
+				}
+				newKeys := []int64{1001, 1002, 1003}
+				for _, k := range newKeys {
+					want = append(want, fmt.Sprintf("%d|new|NULL", k))
+				}
+				ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+				defer cancel()
+				added := false
+				err := Rebuild(ctx, Config{Model: m, StoreURL: store, Kafka: []kgo.Opt{kgo.SeedBrokers(e.brokers...)}, Registry: e.reg, MaxBatch: 10}, func(Progress) {
+					if added {
+						return
+					}
+					added = true
+					addPartition(t, e, w, newKeys...)
+					if r != nil {
+						// The sink takes the partition in before the rebuild
+						// would swap.
+						r.waitRecords(t, keys+int64(len(newKeys)))
+					}
+				})
+				if err != nil {
+					t.Fatalf("Rebuild: %v", err)
+				}
+				if !added {
+					t.Fatal("the rebuild reported no progress")
+				}
+				// No sink writes meanwhile in "no sink": the table is the
+				// rebuild's alone.
+				wantRows(t, store, "profile", profileCols, want...)
+				if r != nil {
+					// The sink goes on from the swapped-in positions.
+					before := r.s.Stats().Records
+					addMore := func() {
+						key, value := cust(1004, "later", nil)
+						cl, err := kgo.NewClient(kgo.SeedBrokers(e.brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+						if err != nil {
+							t.Fatal(err)
+						}
+						defer cl.Close()
+						if err := cl.ProduceSync(ctx, &kgo.Record{Topic: w.name, Partition: 3, Key: frame(t, w.keyID, w.key, key), Value: frame(t, w.valueID, w.value, value)}).FirstErr(); err != nil {
+							t.Fatal(err)
+						}
+					}
+					addMore()
+					r.waitRecords(t, before+1)
+					wantRows(t, store, "profile", profileCols, append(want, "1004|later|NULL")...)
+					if err := r.stop(); err != nil {
+						t.Fatalf("the running sink: %v", err)
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestSinkPartitionAdded: a running sink takes in a partition added to a
+// source topic and applies it from offset zero, not from its end: in a
+// compacted entity topic the early records are state.
+func TestSinkPartitionAdded(t *testing.T) {
+	t.Parallel()
+	store := sqliteStore().fresh(t)
+	e := newEnv(t)
+	w := e.topic("customers", customersKey, customersValue)
+	w.put(cust(1, "v0", nil))
+	r := e.startWith(customerModel("profile"), store, fastMetadata...)
+	r.waitRecords(t, 1)
+	addPartition(t, e, w, 2, 3, 4)
+	r.waitRecords(t, 4)
+	wantRows(t, store, "profile", profileCols, "1|v0|NULL", "2|new|NULL", "3|new|NULL", "4|new|NULL")
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRebuildSourceRemoved: a rebuild of a read model one of whose sources
+// was removed from the config finishes, though the live read model's
+// stored offsets still name that source's topic (nothing catches up to
+// them; the swap drops them with the old table).
+func TestRebuildSourceRemoved(t *testing.T) {
+	t.Parallel()
+	for _, sk := range []storeKind{sqliteStore(), postgresStore(t), mysqlStore()} {
+		t.Run(sk.name, func(t *testing.T) {
+			t.Parallel()
+			store := sk.fresh(t)
+			e := newEnv(t)
+			w := e.topic("customers", customersKey, customersValue)
+			lw := e.topic("loyalty", loyaltyKey, loyaltyValue)
+			for k := int64(1); k <= 20; k++ {
+				w.put(cust(k, "v0", nil))
+				lw.put(acct(k, k, k))
+			}
+			r := e.start(profileModel(), store)
+			r.waitRecords(t, 40)
+			if err := r.stop(); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+			defer cancel()
+			m := customerModel("profile") // loyalty is no longer a source
+			if err := Rebuild(ctx, Config{Model: m, StoreURL: store, Kafka: []kgo.Opt{kgo.SeedBrokers(e.brokers...)}, Registry: e.reg}, nil); err != nil {
+				t.Fatalf("Rebuild: %v", err)
+			}
+			var want []string
+			for k := 1; k <= 20; k++ {
+				want = append(want, fmt.Sprintf("%d|v0|NULL", k))
+			}
+			wantRows(t, store, "profile", profileCols, want...)
 		})
 	}
 }

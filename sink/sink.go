@@ -127,13 +127,28 @@ type Sink struct {
 	batches, records, deadLettered, fenced, split atomic.Int64
 }
 
-// New validates cfg. It connects to nothing and starts no goroutine.
-func New(cfg Config) (*Sink, error) {
+// New validates cfg, the read model's names against the store's limits
+// included. It connects to nothing and starts no goroutine.
+func New(cfg Config) (*Sink, error) { return newSink(cfg, true) }
+
+// newSink is New; checkNames is false for a rebuild's shadow read model,
+// whose names are the live one's with a suffix the live one's check
+// accounts for.
+func newSink(cfg Config, checkNames bool) (*Sink, error) {
 	if err := cfg.Model.validate(); err != nil {
 		return nil, err
 	}
 	if cfg.StoreURL == "" || cfg.Registry == nil || len(cfg.Kafka) == 0 {
 		return nil, fmt.Errorf("read model %s: store URL, Kafka options and registry are required", cfg.Model.Name)
+	}
+	d, err := dialectOf(cfg.StoreURL)
+	if err != nil {
+		return nil, fmt.Errorf("read model %s: store: %w", cfg.Model.Name, err)
+	}
+	if checkNames {
+		if err := cfg.Model.checkNames(d); err != nil {
+			return nil, err
+		}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -298,12 +313,17 @@ func (s *Sink) prepare(ctx context.Context) error {
 		return err
 	}
 	s.a = &applier{p: p, st: s.st}
-	created, err := s.st.ensureTable(ctx, p)
+	created, notes, err := s.st.ensureTable(ctx, p)
 	if err != nil {
 		return fail(err)
 	}
 	if created {
 		s.log.Info("created read-model table", "table", m.Table, "store", d.name())
+	}
+	// The caveats `replicator check` shows (a string into a bounded type):
+	// said once here too, since a sink is often started without a check.
+	for _, n := range notes {
+		s.log.Warn(n, "table", m.Table, "store", d.name())
 	}
 	return nil
 }

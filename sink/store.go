@@ -67,11 +67,11 @@ func (s *store) createSinkTables(ctx context.Context) error {
 	stmts := []string{
 		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s (read_model %s NOT NULL, topic %s NOT NULL, part INTEGER NOT NULL,
 			next_offset BIGINT NOT NULL, updated_at BIGINT NOT NULL, PRIMARY KEY (read_model, topic, part))`,
-			q(offsetsTable), key(200), key(249)),
+			q(offsetsTable), key(modelNameLen), key(249)),
 		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s (read_model %s NOT NULL, topic %s NOT NULL, topic_key %s NOT NULL,
 			row_key %s NOT NULL, seq BIGINT NOT NULL, key_bytes %s, value_bytes %s NOT NULL,
 			PRIMARY KEY (read_model, topic, topic_key))`,
-			q(sideTable), key(200), key(249), key(64), key(64), s.d.blobType(), s.d.blobType()),
+			q(sideTable), key(modelNameLen), key(249), key(64), key(64), s.d.blobType(), s.d.blobType()),
 	}
 	for _, st := range stmts {
 		if _, err := s.db.ExecContext(ctx, st); err != nil {
@@ -105,22 +105,23 @@ func (s *store) createSinkTables(ctx context.Context) error {
 }
 
 // ensureTable creates the read-model table from the plan when missing; an
-// existing one must fit it (fitTable: it may have more columns).
-func (s *store) ensureTable(ctx context.Context, p *plan) (created bool, err error) {
+// existing one must fit it (fitTable: it may have more columns); notes are
+// the fit check's caveats on an existing table (a bounded type).
+func (s *store) ensureTable(ctx context.Context, p *plan) (created bool, notes []string, err error) {
 	have, err := s.d.columns(ctx, s.db, p.model.Table)
 	if err != nil {
-		return false, fmt.Errorf("read the columns of table %s: %w", s.d.quote(p.model.Table), err)
+		return false, nil, fmt.Errorf("read the columns of table %s: %w", s.d.quote(p.model.Table), err)
 	}
 	if have != nil {
 		desc, err := s.d.describe(ctx, s.db, p.model.Table)
 		if err != nil {
-			return false, fmt.Errorf("read the columns and keys of table %s: %w", s.d.quote(p.model.Table), err)
+			return false, nil, fmt.Errorf("read the columns and keys of table %s: %w", s.d.quote(p.model.Table), err)
 		}
 		if desc == nil {
-			return false, fmt.Errorf("table %s: the catalog lists its columns but describes none", s.d.quote(p.model.Table))
+			return false, nil, fmt.Errorf("table %s: the catalog lists its columns but describes none", s.d.quote(p.model.Table))
 		}
-		_, problems := fitTable(s.d, p, desc)
-		return false, errors.Join(problems...)
+		notes, problems := fitTable(s.d, p, desc)
+		return false, notes, errors.Join(problems...)
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "CREATE TABLE %s (", s.d.quote(p.model.Table))
@@ -143,9 +144,9 @@ func (s *store) ensureTable(ctx context.Context, p *plan) (created bool, err err
 		if have, cerr := s.d.columns(ctx, s.db, p.model.Table); cerr == nil && have != nil {
 			return s.ensureTable(ctx, p)
 		}
-		return false, fmt.Errorf("create table %s: %w", s.d.quote(p.model.Table), err)
+		return false, nil, fmt.Errorf("create table %s: %w", s.d.quote(p.model.Table), err)
 	}
-	return true, nil
+	return true, nil, nil
 }
 
 // offsetRow is a stored position.

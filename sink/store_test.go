@@ -53,10 +53,10 @@ func TestUpdateRowsBatch(t *testing.T) {
 			for i := 0; i < existing+absent; i++ {
 				var amount, seen any
 				if i%3 != 0 { // every third row's columns are cleared
-					if amount, err = d.value(dec, big.NewRat(int64(i)*100+5, 100)); err != nil {
+					if amount, err = d.value(dec, "", big.NewRat(int64(i)*100+5, 100)); err != nil {
 						t.Fatal(err)
 					}
-					if seen, err = d.value(ts, base.Add(time.Duration(i)*time.Second)); err != nil {
+					if seen, err = d.value(ts, "", base.Add(time.Duration(i)*time.Second)); err != nil {
 						t.Fatal(err)
 					}
 				}

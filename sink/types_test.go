@@ -65,3 +65,48 @@ func TestTypes(t *testing.T) {
 		})
 	}
 }
+
+// TestArrayTypeOverride: an array field whose column has a configured JSON
+// type is written as JSON (PostgreSQL would refuse a PostgreSQL array
+// there), and one with an array type override still as an array.
+func TestArrayTypeOverride(t *testing.T) {
+	t.Parallel()
+	value := `{"type":"record","name":"tagged","fields":[
+		{"name":"id","type":"long"},
+		{"name":"tags","type":["null",{"type":"array","items":["null","string"]}],"default":null},
+		{"name":"nums","type":{"type":"array","items":"long"}}
+	]}`
+	key := `{"type":"record","name":"tagged_key","fields":[{"name":"id","type":"long"}]}`
+	cols := []string{"id", "tags_jsonb", "tags_json", "nums_text", "nums_array"}
+	for _, c := range []struct {
+		sk    storeKind
+		types [4]string
+		want  string
+	}{
+		{postgresStore(t), [4]string{"jsonb", "JSON", "text", "bigint[]"}, `1|["a", null, "c"]|["a",null,"c"]|[1,-3]|{1,-3}`},
+		{mysqlStore(), [4]string{"json", "json", "text", "text"}, `1|["a",null,"c"]|["a",null,"c"]|[1,-3]|[1,-3]`},
+		{sqliteStore(), [4]string{"jsonb", "json", "text", "text"}, `1|["a",null,"c"]|["a",null,"c"]|[1,-3]|[1,-3]`},
+	} {
+		t.Run(c.sk.name, func(t *testing.T) {
+			t.Parallel()
+			store := c.sk.fresh(t)
+			e := newEnv(t)
+			w := e.topic("tagged", key, value)
+			w.put(map[string]any{"id": int64(1)}, map[string]any{"id": int64(1), "tags": []any{"a", nil, "c"}, "nums": []any{int64(1), int64(-3)}})
+			w.put(map[string]any{"id": int64(2)}, map[string]any{"id": int64(2), "tags": nil, "nums": []any{}})
+			mcols := []Column{
+				{Name: "tags_jsonb", Field: "tags", Type: c.types[0]},
+				{Name: "tags_json", Field: "tags", Type: c.types[1]},
+				{Name: "nums_text", Field: "nums", Type: c.types[2]},
+				{Name: "nums_array", Field: "nums", Type: c.types[3]},
+			}
+			r := e.start(ReadModel{Name: "tagged", Table: "tagged", Key: []string{"id"}, Sources: []Source{{Topic: "tagged", Key: []string{"id"}, Owner: true, Columns: mcols}}}, store)
+			r.waitRecords(t, 2)
+			empty := "2|NULL|NULL|[]|[]"
+			if c.sk.name == "postgres" {
+				empty = "2|NULL|NULL|[]|{}"
+			}
+			wantRows(t, store, "tagged", cols, c.want, empty)
+		})
+	}
+}
