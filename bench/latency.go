@@ -30,6 +30,9 @@ type latencyBench struct {
 	conn     *pgx.Conn // polling
 	writer   *pgx.Conn // the load
 	next     int64     // next key to insert
+	// committed, when set, is told the first key each load transaction
+	// inserted and when its COMMIT returned (sink-latency's commit times).
+	committed func(lo int64, at time.Time)
 }
 
 func latencyBenchmark(h *harness, rate int) benchmark {
@@ -123,6 +126,9 @@ func (s *latencyBench) load(ctx context.Context) (int64, float64, error) {
 		sql := "BEGIN;" + insertSQL(lo, lo+k-1) + ";" + updateSQL(lo-k, lo-1) + ";COMMIT"
 		if _, err := s.writer.Exec(ctx, sql); err != nil {
 			return rows, 0, fmt.Errorf("load: %w", err)
+		}
+		if s.committed != nil {
+			s.committed(lo, time.Now())
 		}
 		s.next += k
 		rows += 2 * k
