@@ -33,6 +33,16 @@ type store struct {
 
 	mu      sync.Mutex
 	pgTypes map[string]map[string]string // table → column → SQL type, PostgreSQL only
+
+	// The batch transaction of begin on PostgreSQL and its connection
+	// (for COPY, copy.go), and the temporary tables it has filled; set
+	// between begin and end, by the read model's one goroutine.
+	txConn *sql.Conn
+	tx     *sql.Tx
+	copied map[string]bool
+	// skipDirect is, per table, how many more batches go through the
+	// temporary table before a direct COPY is tried again (copy.go).
+	skipDirect map[string]int
 }
 
 // tp is a topic partition.
@@ -232,7 +242,11 @@ func (s *store) upsertRows(ctx context.Context, tx *sql.Tx, table string, cols [
 	}
 	tail := s.d.onConflict(cols[:nkey], cols[nkey:])
 	if _, ok := s.d.(postgresDialect); ok {
-		done, err := s.upsertUnnest(ctx, tx, table, cols, tail, rows)
+		done, err := s.upsertCopy(ctx, tx, table, cols, tail, rows)
+		if done || err != nil {
+			return err
+		}
+		done, err = s.upsertUnnest(ctx, tx, table, cols, tail, rows)
 		if done || err != nil {
 			return err
 		}
