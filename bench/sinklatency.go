@@ -73,10 +73,9 @@ func (s *sinkLatencyBench) setup(ctx context.Context) (string, func() error, err
 // changeTimes are the commit and visibility times of every row of one
 // run, by key - base: its insert and its update (zero: not (yet) known).
 type changeTimes struct {
-	base                     int64
-	insertAt, updateAt       []time.Time // commit of the insert, the update
-	insertSeen, updateSeen   []time.Time // first reply showing that version
-	insertedBy, lastInserted int64       // keys [base, lastInserted) are inserted
+	base                   int64
+	insertAt, updateAt     []time.Time // commit of the insert, the update
+	insertSeen, updateSeen []time.Time // first reply showing that version
 }
 
 func (s *sinkLatencyBench) run(ctx context.Context, run int) (sample, error) {
