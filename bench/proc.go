@@ -314,40 +314,50 @@ func parseDataSegsOut(out []byte) (int64, error) {
 	return found[0], nil
 }
 
-// usage returns the CPU time (user + system) and the peak RSS of a child
-// that has exited, from its rusage: for a process that ends by itself
-// (`replicator rebuild`), whose /proc entry is gone when it is read.
-func (c *child) usage() (cpu time.Duration, peakRSS int64, err error) {
+// cpuUsage returns the CPU time (user + system) of a child that has
+// exited, from its rusage: for a process that ends by itself (`replicator
+// rebuild`), whose /proc entry is gone when it is read. (Not its maxrss:
+// on Linux that counts the benchmark's own pages the child held between
+// fork and exec, which grow with what the benchmark keeps in memory.)
+func (c *child) cpuUsage() (time.Duration, error) {
 	select {
 	case <-c.done:
 	default:
-		return 0, 0, fmt.Errorf("%s is still running", c.name)
+		return 0, fmt.Errorf("%s is still running", c.name)
 	}
 	ps := c.cmd.ProcessState
-	ru, ok := ps.SysUsage().(*syscall.Rusage)
-	if !ok {
-		return 0, 0, fmt.Errorf("%s: no rusage", c.name)
-	}
-	return ps.UserTime() + ps.SystemTime(), ru.Maxrss << 10, nil // Maxrss is in KiB on Linux
+	return ps.UserTime() + ps.SystemTime(), nil
 }
 
 // wait waits for a child that ends by itself, at most timeout, and fails
-// if it exited with an error.
-func (c *child) wait(ctx context.Context, timeout time.Duration) (time.Time, error) {
+// if it exited with an error. It returns when it exited and its peak RSS
+// (VmHWM, which only grows), read every pollInterval while it ran: the
+// last reading misses at most the last interval.
+func (c *child) wait(ctx context.Context, timeout time.Duration) (time.Time, int64, error) {
 	t := time.NewTimer(timeout)
 	defer t.Stop()
-	select {
-	case <-c.done:
-	case <-t.C:
-		c.kill()
-		return time.Time{}, fmt.Errorf("%s did not finish within %s; killed:\n%s", c.name, timeout, c.out.tail())
-	case <-ctx.Done():
-		c.kill()
-		return time.Time{}, ctx.Err()
+	tick := time.NewTicker(pollInterval)
+	defer tick.Stop()
+	var peak int64
+	for done := false; !done; {
+		select {
+		case <-c.done:
+			done = true
+		case <-tick.C:
+			if rss, err := procPeakRSS(c.pid()); err == nil { // gone once it has exited
+				peak = max(peak, rss)
+			}
+		case <-t.C:
+			c.kill()
+			return time.Time{}, 0, fmt.Errorf("%s did not finish within %s; killed:\n%s", c.name, timeout, c.out.tail())
+		case <-ctx.Done():
+			c.kill()
+			return time.Time{}, 0, ctx.Err()
+		}
 	}
 	at := time.Now()
 	if c.waitErr != nil {
-		return at, fmt.Errorf("%s: %w:\n%s", c.name, c.waitErr, c.out.tail())
+		return at, 0, fmt.Errorf("%s: %w:\n%s", c.name, c.waitErr, c.out.tail())
 	}
-	return at, nil
+	return at, peak, nil
 }
