@@ -93,8 +93,9 @@ type replicatorRun struct {
 // replicatorProc is a running replicator and where its records go.
 type replicatorProc struct {
 	*child
-	dir     string
-	brokers []string // where its topic is, embedded or not
+	dir      string
+	brokers  []string // where its topic is, embedded or not
+	registry string   // its embedded registry's URL
 }
 
 // startReplicator writes a config and starts `replicator run` on it, with
@@ -163,7 +164,7 @@ func (h *harness) startReplicator(rr replicatorRun) (*replicatorProc, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &replicatorProc{child: c, dir: dir, brokers: brokers}, nil
+	return &replicatorProc{child: c, dir: dir, brokers: brokers, registry: "http://" + registryListen}, nil
 }
 
 // entities is the entities: list of a replicator config for tables

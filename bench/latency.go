@@ -51,6 +51,9 @@ type latencyBench struct {
 	writer  *pgx.Conn   // the warm-up, and the load of one transaction per tick
 	oneRow  []*pgx.Conn // the one-row load's connections, when writers is set
 	next    int64       // next key to insert
+	// committed, when set, is told the first key each load transaction
+	// inserted and when its COMMIT returned (sink-latency's commit times).
+	committed func(lo int64, at time.Time)
 }
 
 // latencyAbout is what every latency benchmark measures and how.
@@ -227,6 +230,9 @@ func (s *latencyBench) loadTxn(ctx context.Context) (loadFigures, error) {
 		sql := "BEGIN;" + insertSQL(lo, lo+k-1) + ";" + updateSQL(lo-k, lo-1) + ";COMMIT"
 		if _, err := s.writer.Exec(ctx, sql); err != nil {
 			return f, fmt.Errorf("load: %w", err)
+		}
+		if s.committed != nil {
+			s.committed(lo, time.Now())
 		}
 		s.next += k
 		f.rows += 2 * k

@@ -81,7 +81,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.soakEmbedded, "soak-embedded", false, "soak: stream into replicator's embedded broker instead of the broker process (default threshold only)")
 	fs.StringVar(&o.note, "note", "", "a sentence to add to the report's header (e.g. why the run is scaled)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: go run ./bench [flags] [name...]\n\nnames: stream, latency (latency-1k, latency-10k, latency-onerow), large-txn, snapshot, toast, one-row, jsonb, wide, tables, republish (republish-latency); default all of these.\nlean-reader (only when named): the stream backlog read by the bare reader and by a leaner one\nsoak (only when named): a steady load over compaction passes of the broker, -soak long (10m)\n\nflags:")
+		fmt.Fprintln(stderr, "usage: go run ./bench [flags] [name...]\n\nnames: stream, latency (latency-1k, latency-10k, latency-onerow), large-txn, snapshot, toast, one-row, jsonb, wide, tables, republish (republish-latency),\nrebuild (rebuild-pg, rebuild-sqlite, rebuild-mysql: MariaDB on 127.0.0.1:3306 as root), sink-latency; default all of these.\nlean-reader (only when named): the stream backlog read by the bare reader and by a leaner one\nsoak (only when named): a steady load over compaction passes of the broker, -soak long (10m)\n\nflags:")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -232,6 +232,19 @@ func allBenchmarks(h *harness) []benchmark {
 		tablesBenchmark(h),
 		republishBenchmark(h),
 		republishLatencyBenchmark(h),
+		rebuildBenchmark(h, &pgStore{}, "COPY FROM STDIN", 0.6,
+			"`COPY … FROM STDIN` (text format, pgconn's CopyFrom) of the same rows into a new table of the same columns, types and "+
+				"primary key in the same database, the rows read from the warm-up's table with `COPY … TO STDOUT` before the runs."),
+		rebuildBenchmark(h, &sqliteStore{}, "prepared INSERTs", 0.5,
+			"prepared INSERTs (modernc.org/sqlite), one per row, in one transaction, of the same rows (read from the warm-up's "+
+				"table) into a new file with the sink's pragmas (WAL, synchronous=NORMAL) and a table of the same columns, types and primary key."),
+		rebuildBenchmark(h, &mysqlStore{}, "bulk load", 0.5,
+			"the faster of MariaDB's two bulk loads of the same rows (read from the warm-up's table) into a new table of the same "+
+				"columns, types and primary key: `LOAD DATA LOCAL INFILE` of them as text, and multi-row INSERTs of 1,000 rows "+
+				"(parameters interpolated by the client) in one transaction; both are reported.",
+			metric{key: "load_data_rows_per_s", label: "LOAD DATA", unit: "rows/s"},
+			metric{key: "insert_rows_per_s", label: "multi-row INSERT", unit: "rows/s"}),
+		sinkLatencyBenchmark(h),
 		leanReaderBenchmark(h),
 		soakBenchmark(h),
 	}

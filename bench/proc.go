@@ -349,3 +349,51 @@ func (f cpuFigures) add(smp sample) {
 	smp["cpu_us"] = float64(f.reader) / float64(time.Microsecond) / rows
 	smp["walsender_cpu_us"] = float64(f.walsender) / float64(time.Microsecond) / rows
 }
+
+// cpuUsage returns the CPU time (user + system) of a child that has
+// exited, from its rusage: for a process that ends by itself (`replicator
+// rebuild`), whose /proc entry is gone when it is read. (Not its maxrss:
+// on Linux that counts the benchmark's own pages the child held between
+// fork and exec, which grow with what the benchmark keeps in memory.)
+func (c *child) cpuUsage() (time.Duration, error) {
+	select {
+	case <-c.done:
+	default:
+		return 0, fmt.Errorf("%s is still running", c.name)
+	}
+	ps := c.cmd.ProcessState
+	return ps.UserTime() + ps.SystemTime(), nil
+}
+
+// wait waits for a child that ends by itself, at most timeout, and fails
+// if it exited with an error. It returns when it exited and its peak RSS
+// (VmHWM, which only grows), read every pollInterval while it ran: the
+// last reading misses at most the last interval.
+func (c *child) wait(ctx context.Context, timeout time.Duration) (time.Time, int64, error) {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	tick := time.NewTicker(pollInterval)
+	defer tick.Stop()
+	var peak int64
+	for done := false; !done; {
+		select {
+		case <-c.done:
+			done = true
+		case <-tick.C:
+			if rss, err := procPeakRSS(c.pid()); err == nil { // gone once it has exited
+				peak = max(peak, rss)
+			}
+		case <-t.C:
+			c.kill()
+			return time.Time{}, 0, fmt.Errorf("%s did not finish within %s; killed:\n%s", c.name, timeout, c.out.tail())
+		case <-ctx.Done():
+			c.kill()
+			return time.Time{}, 0, ctx.Err()
+		}
+	}
+	at := time.Now()
+	if c.waitErr != nil {
+		return at, 0, fmt.Errorf("%s: %w:\n%s", c.name, c.waitErr, c.out.tail())
+	}
+	return at, peak, nil
+}

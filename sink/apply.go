@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"strconv"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -41,13 +42,10 @@ func (a *applier) decode(ctx context.Context, src int, rec *kgo.Record) (entry, 
 			return e, fmt.Errorf("value: %w", err)
 		}
 	}
-	names := make([]string, 0, len(dec.key.fields))
-	for _, f := range dec.key.reader.Fields() {
-		names = append(names, f.Name())
-	}
-	vals := make([]any, len(names))
-	for i, n := range names {
-		vals[i] = e.key[n]
+	fields := dec.key.reader.Fields()
+	vals := make([]any, len(fields))
+	for i, f := range fields {
+		vals[i] = e.key[f.Name()]
 	}
 	e.tk = hashValues(vals)
 	return e, nil
@@ -55,10 +53,40 @@ func (a *applier) decode(ctx context.Context, src int, rec *kgo.Record) (entry, 
 
 // hashValues is the identity of decoded key values: never the raw key
 // bytes, which carry a schema id that changes with the schema version.
+// It is the SHA-256 of the values' JSON array; side tables keep these
+// hashes, so the text hashed must never change.
 func hashValues(vals []any) string {
-	b, _ := json.Marshal(jsonSafe(vals)) // jsonSafe leaves nothing json cannot encode
+	var buf [64]byte
+	b, ok := appendIntsJSON(buf[:0], vals)
+	if !ok {
+		b, _ = json.Marshal(jsonSafe(vals)) // jsonSafe leaves nothing json cannot encode
+	}
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
+}
+
+// appendIntsJSON appends the JSON array of vals when every one is an
+// integer (the usual key), exactly as encoding/json writes it, without
+// its reflection and allocations: a key is hashed once or twice for every
+// record a sink applies.
+func appendIntsJSON(b []byte, vals []any) ([]byte, bool) {
+	b = append(b, '[')
+	for i, v := range vals {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		switch x := v.(type) {
+		case int:
+			b = strconv.AppendInt(b, int64(x), 10)
+		case int32:
+			b = strconv.AppendInt(b, int64(x), 10)
+		case int64:
+			b = strconv.AppendInt(b, x, 10)
+		default:
+			return nil, false
+		}
+	}
+	return append(b, ']'), true
 }
 
 // rowKey is the row key of a source's decoded record (raw decoded values).
@@ -264,7 +292,11 @@ func (a *applier) write(ctx context.Context, tx *sql.Tx, entries []entry, seq in
 		if err != nil {
 			return recordError(e.rec, err)
 		}
-		ups = append(ups, up{hash: hashValues(rk), key: sk, vals: vals})
+		u := up{key: sk, vals: vals}
+		if len(a.p.sources) > 1 { // the hash finds the other sources' side rows
+			u.hash = hashValues(rk)
+		}
+		ups = append(ups, u)
 	}
 	if err := a.st.deleteRows(ctx, tx, table, keyCols, dels); err != nil {
 		return fmt.Errorf("delete rows: %w", err)

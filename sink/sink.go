@@ -544,10 +544,11 @@ func (s *Sink) oneByOne(ctx context.Context, todo []*kgo.Record, entries []entry
 
 // commit runs write and the offsets' compare-and-set in one transaction.
 func (s *Sink) commit(ctx context.Context, expected, next map[tp]int64, write func(*sql.Tx) error) error {
-	tx, err := s.st.db.BeginTx(ctx, nil)
+	tx, err := s.st.begin(ctx)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
+	defer s.st.end()
 	if err := write(tx); err != nil {
 		tx.Rollback()
 		return err

@@ -33,6 +33,16 @@ type store struct {
 
 	mu      sync.Mutex
 	pgTypes map[string]map[string]string // table → column → SQL type, PostgreSQL only
+
+	// The batch transaction of begin on PostgreSQL and its connection
+	// (for COPY, copy.go), and the temporary tables it has filled; set
+	// between begin and end, by the read model's one goroutine.
+	txConn *sql.Conn
+	tx     *sql.Tx
+	copied map[string]bool
+	// skipDirect is, per table, how many more batches go through the
+	// temporary table before a direct COPY is tried again (copy.go).
+	skipDirect map[string]int
 }
 
 // tp is a topic partition.
@@ -242,7 +252,11 @@ func (s *store) upsertRows(ctx context.Context, tx *sql.Tx, table string, cols [
 	}
 	tail := s.d.onConflict(cols[:nkey], cols[nkey:])
 	if _, ok := s.d.(postgresDialect); ok {
-		done, err := s.upsertUnnest(ctx, tx, table, cols, tail, rows)
+		done, err := s.upsertCopy(ctx, tx, table, cols, tail, rows)
+		if done || err != nil {
+			return err
+		}
+		done, err = s.upsertUnnest(ctx, tx, table, cols, tail, rows)
 		if done || err != nil {
 			return err
 		}
@@ -488,8 +502,8 @@ func (s *store) updateJoin(table string, keyCols, cols, types []string, n int) s
 }
 
 // pgColumnTypes returns the types to cast cols of table's parameters to:
-// the type without modifier (pg_catalog."numeric", pg_catalog.timestamptz)
-// or, for an array, its format_type (integer[]); cached per table: a read
+// the type without its modifier, as format_type names it (numeric,
+// timestamp with time zone, integer[]); cached per table: a read
 // model's table does not change its types under a running sink.
 func (s *store) pgColumnTypes(ctx context.Context, tx *sql.Tx, table string, cols []string) ([]string, error) {
 	s.mu.Lock()
@@ -497,15 +511,14 @@ func (s *store) pgColumnTypes(ctx context.Context, tx *sql.Tx, table string, col
 	s.mu.Unlock()
 	if known == nil {
 		// The cast type is the column's type without its modifier
-		// (pg_catalog."varchar", not character varying(16)): an explicit
+		// (character varying, not character varying(16)): an explicit
 		// cast to varchar(n), char(n) or bit(n) silently truncates, where
 		// the INSERT's own assignment refuses a value too long, so the
 		// record is isolated as poison instead of stored cut short.
-		// Arrays keep their "[]" form: they are not unnested.
-		rows, err := tx.QueryContext(ctx, `SELECT a.attname,
-				CASE WHEN t.typcategory = 'A' THEN format_type(a.atttypid, a.atttypmod)
-					ELSE quote_ident(n.nspname) || '.' || quote_ident(t.typname) END
-			FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid JOIN pg_namespace n ON n.oid = t.typnamespace
+		// format_type without a modifier keeps the names COPY's text form
+		// goes by ("timestamp with time zone", copy.go) and arrays' "[]".
+		rows, err := tx.QueryContext(ctx, `SELECT a.attname, format_type(a.atttypid, NULL)
+			FROM pg_attribute a
 			WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped`, s.d.quote(table))
 		if err != nil {
 			return nil, fmt.Errorf("read the column types of table %s: %w", s.d.quote(table), err)

@@ -1,11 +1,18 @@
 package sink
 
 import (
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
+	"math"
 	"math/big"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/replicator/replicator/pgcluster/pgtest"
 )
 
 // TestUpdateRowsBatch checks the batched non-owner update on every store:
@@ -179,4 +186,153 @@ func TestTypesUnnest(t *testing.T) {
 	w.put(map[string]any{"id": int64(2)}, rec(2, "now set"))
 	r.waitRecords(t, 3)
 	wantRows(t, store, "typed", cols, "1"+fmt.Sprintf(tail, "text ü"), "2"+fmt.Sprintf(tail, "now set"))
+}
+
+// TestUpsertCopy: in a batch transaction (begin) PostgreSQL upserts through
+// COPY, array columns included: straight into the table while no key is
+// there, through a temporary table once one is. Every kind of driver value
+// round-trips exactly (NULL array elements, text needing escapes, bytea,
+// decimals, both timestamps, infinities), a conflict updates, and a later
+// upsert of the same table in the transaction does not see an earlier
+// one's rows again.
+func TestUpsertCopy(t *testing.T) {
+	t.Parallel()
+	url := postgresStore(t).fresh(t)
+	db, d, err := openStore(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	st := &store{db: db, d: d}
+	ctx := t.Context()
+	create := `CREATE TABLE "c t" (id bigint PRIMARY KEY, "the text" text, tags text[], nums bigint[], amount numeric(12,2),
+		at timestamptz, local timestamp, day date, raw bytea, f double precision, ok boolean, doc jsonb)`
+	if _, err := db.ExecContext(ctx, create); err != nil {
+		t.Fatal(err)
+	}
+	cols := []string{"id", "the text", "tags", "nums", "amount", "at", "local", "day", "raw", "f", "ok", "doc"}
+	str := func(s string) *string { return &s }
+	num := func(n int64) *int64 { return &n }
+	at := time.Date(2026, 1, 2, 3, 4, 5, 123456000, time.UTC)
+	row := func(id int64, text string) []any {
+		return []any{id, text, []*string{str(`a "q" \ b`), nil, str("t\tab")}, []*int64{num(1), nil, num(-3)}, "12.50",
+			at, at, at, []byte{0, 1, 0xfe}, math.Inf(-1), true, `{"k": "v\n"}`}
+	}
+	tx, err := st.begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.end()
+	if err := st.upsertRows(ctx, tx, "c t", cols, 1, [][]any{row(1, "first"), row(2, "line\nbreak\\")}); err != nil {
+		t.Fatalf("upsert: %v", err)
+	}
+	if err := st.upsertRows(ctx, tx, "c t", cols, 1, [][]any{row(1, "updated")}); err != nil {
+		t.Fatalf("second upsert in the transaction: %v", err)
+	}
+	var temps int
+	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM pg_class WHERE relname LIKE 'replicator_copy_%' AND relpersistence = 't'`).Scan(&temps); err != nil {
+		t.Fatal(err)
+	}
+	if temps != 1 {
+		t.Errorf("temporary tables of the COPY path: got %d, want 1 (the conflicting upsert did not go through COPY into one)", temps)
+	}
+	if err := st.upsertRows(ctx, tx, "c t", cols, 1, [][]any{row(2, "line\nbreak\\"), row(3, "third")}); err != nil {
+		t.Fatalf("third upsert in the transaction: %v", err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	got := rows(t, url, "c t", cols...)
+	rest := `|{"a \"q\" \\ b",NULL,"t	ab"}|{1,NULL,-3}|12.50|2026-01-02T03:04:05.123456Z|2026-01-02T03:04:05.123456Z|2026-01-02T00:00:00Z|` +
+		"\x00\x01\xfe" + `|-Inf|true|{"k": "v\n"}`
+	want := []string{"1|updated" + rest, "2|line\nbreak\\" + rest, "3|third" + rest}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("got rows\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// BenchmarkUpsertPostgres compares PostgreSQL's two bulk upserts on a
+// table unnest can take (no array column): batches of 10,000 new rows of
+// the bench table's shape, each in its own transaction: unnest, COPY
+// through the temporary table, and COPY straight into the table (new keys).
+// The COPY forms are the ones used (copy.go); the figures are in
+// docs/ARCHITECTURE.md.
+//
+//	go test -run '^$' -bench UpsertPostgres -benchtime 20x ./sink/
+func BenchmarkUpsertPostgres(b *testing.B) {
+	cl := pgtest.Start(b)
+	for _, form := range []string{"unnest", "copy-temp", "copy"} {
+		b.Run(form, func(b *testing.B) {
+			name := fmt.Sprintf("bench_%s_%d", form, b.N) // run once with N=1, then with N
+			if err := cl.CreateDatabase(b.Context(), name); err != nil {
+				b.Fatal(err)
+			}
+			db, d, err := openStore(cl.DSN(name))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer db.Close()
+			st := &store{db: db, d: d}
+			if form == "copy-temp" { // never straight into the table
+				st.skipDirect = map[string]int{"t": math.MaxInt}
+			}
+			ctx := b.Context()
+			if _, err := db.ExecContext(ctx, `CREATE TABLE t (id bigint PRIMARY KEY, name text, email text, amount numeric(12,2),
+				created_at timestamptz, attrs jsonb, quantity integer, active boolean, note text)`); err != nil {
+				b.Fatal(err)
+			}
+			cols := []string{"id", "name", "email", "amount", "created_at", "attrs", "quantity", "active", "note"}
+			const batch = 10_000
+			at := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+			b.ResetTimer()
+			for i := range b.N {
+				b.StopTimer()
+				rows := make([][]any, batch)
+				for j := range rows {
+					id := int64(i*batch + j)
+					rows[j] = []any{id, fmt.Sprintf("customer %d", id), fmt.Sprintf("customer.%d@example.com", id), "1234.50",
+						at.Add(time.Duration(id) * time.Second), `{"plan": "pro", "seats": 7}`, int32(id % 1000), id%2 == 0, "note " + fmt.Sprint(id)}
+				}
+				b.StartTimer()
+				var tx *sql.Tx
+				if form != "unnest" {
+					tx, err = st.begin(ctx)
+				} else {
+					tx, err = db.BeginTx(ctx, nil)
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := st.upsertRows(ctx, tx, "t", cols, 1, rows); err != nil {
+					b.Fatal(err)
+				}
+				if err := tx.Commit(); err != nil {
+					b.Fatal(err)
+				}
+				st.end()
+			}
+			b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "rows/s")
+		})
+	}
+}
+
+// TestHashValuesUnchanged: the integer fast path hashes exactly the text
+// encoding/json writes (side tables keep these hashes), and other keys
+// still go through encoding/json.
+func TestHashValuesUnchanged(t *testing.T) {
+	for _, vals := range [][]any{
+		{int64(42)}, {int64(-9223372036854775808), int32(7), 0}, {int64(1), "a<b"}, {"x"}, {}, {nil},
+	} {
+		b, err := json.Marshal(jsonSafe(vals))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256(b)
+		if got, want := hashValues(vals), hex.EncodeToString(sum[:]); got != want {
+			t.Errorf("hashValues(%v) = %s, want %s (the hash of %s)", vals, got, want, b)
+		}
+	}
+	if _, ok := appendIntsJSON(nil, []any{int64(1)}); !ok {
+		t.Error("an integer key took the slow path")
+	}
 }

@@ -69,13 +69,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Short: "Stream PostgreSQL changes to entity topics (daemon)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) (err error) {
-			if dir, _ := cmd.Flags().GetString("profile-dir"); dir != "" {
-				stop, err := startProfiles(dir)
-				if err != nil {
-					return err
-				}
-				defer func() { err = errors.Join(err, stop()) }()
-			}
 			cfg, log, err := load(cmd)
 			if err != nil {
 				return err
@@ -83,12 +76,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return reportFatal(cfg.Log, log, runObserved(cmd.Context(), cfg, log, terminal(stderr), nil))
 		},
 	}
-	// Hidden: a diagnostic for developers, not a setting (docs/OPERATIONS.md).
-	runCmd.Flags().String("profile-dir", "", "write cpu.pprof and allocs.pprof of this run into this directory when it exits")
-	_ = runCmd.Flags().MarkHidden("profile-dir")
-
 	root.AddCommand(
-		runCmd,
+		withProfile(runCmd),
 		&cobra.Command{
 			Use:   "check",
 			Short: "Validate the config and the PostgreSQL and Kafka prerequisites",
@@ -110,8 +99,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				return runSchema(cmd.Context(), cfg, stdout)
 			},
 		},
-		newSinkCommand(stderr),
-		newRebuildCommand(stderr),
+		withProfile(newSinkCommand(stderr)),
+		withProfile(newRebuildCommand(stderr)),
 		newDemoCommand(stdout, stderr),
 		newVersionCommand(stdout),
 		newStatusCommand(stdout),

@@ -6,18 +6,40 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/pprof"
+
+	"github.com/spf13/cobra"
 )
 
-// Profile files written by `replicator run --profile-dir`.
+// Profile files written by `replicator run|sink|rebuild --profile-dir`.
 const (
 	cpuProfileFile    = "cpu.pprof"
 	allocsProfileFile = "allocs.pprof"
 )
 
+// withProfile gives cmd the hidden --profile-dir flag: a diagnostic for
+// developers, not a setting (docs/OPERATIONS.md, "Profiling"). The
+// profiles cover the whole command and are written when it returns.
+func withProfile(cmd *cobra.Command) *cobra.Command {
+	runE := cmd.RunE
+	cmd.RunE = func(cmd *cobra.Command, args []string) (err error) {
+		if dir, _ := cmd.Flags().GetString("profile-dir"); dir != "" {
+			stop, err := startProfiles(dir)
+			if err != nil {
+				return err
+			}
+			defer func() { err = errors.Join(err, stop()) }()
+		}
+		return runE(cmd, args)
+	}
+	cmd.Flags().String("profile-dir", "", "write cpu.pprof and allocs.pprof of this command into this directory when it exits")
+	_ = cmd.Flags().MarkHidden("profile-dir")
+	return cmd
+}
+
 // startProfiles starts a CPU profile into dir and returns the function that
 // stops it and writes the allocation profile (every allocation since the
 // process started, sampled: `go tool pprof -sample_index=alloc_space`).
-// It is for finding where `replicator run` spends its time and memory
+// It is for finding where `replicator run`, `sink` or `rebuild` spends its time and memory
 // (docs/OPERATIONS.md, "Profiling"); the CPU profiler is process-wide, so
 // only one may run at a time.
 func startProfiles(dir string) (stop func() error, err error) {

@@ -112,3 +112,22 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// TestSinkAndRebuildTakeProfileDir: sink and rebuild write their profiles
+// too, also when the command fails (here: an unknown read model).
+func TestSinkAndRebuildTakeProfileDir(t *testing.T) {
+	brokers, registryURL := sinkFixture(t)
+	cfg := sinkConfig(t, brokers, registryURL, "sqlite://"+filepath.Join(t.TempDir(), "read.db"), false)
+	dir := filepath.Join(t.TempDir(), "prof")
+	if _, err := runCLI(t, "rebuild", "--config", cfg, "--read-model", "nope", "--profile-dir", dir); err == nil {
+		t.Fatal("rebuild of an unknown read model passed")
+	}
+	for _, f := range []string{cpuProfileFile, allocsProfileFile} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Errorf("rebuild --profile-dir: %v", err)
+		}
+	}
+	if err := newSinkCommand(io.Discard).Flags().Parse([]string{"--profile-dir", dir}); err == nil {
+		t.Error("the bare sink command took --profile-dir: the test no longer shows that withProfile adds it")
+	}
+}

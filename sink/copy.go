@@ -1,0 +1,285 @@
+package sink
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/stdlib"
+)
+
+// PostgreSQL's bulk upsert: the batch is sent with COPY … FROM STDIN (text
+// format) into a temporary table of the target's columns, then moved with
+// one INSERT … SELECT … ON CONFLICT. Measured against the unnest form
+// (one array parameter per column) it needs no parameter encoding by pgx
+// nor array decoding by the server, and it takes array columns, which
+// unnest would flatten (docs/ARCHITECTURE.md, "The sink"; the figures in
+// docs/bench-runs). COPY needs the driver's own connection, which
+// database/sql hands out only through Conn.Raw: the batch's transaction
+// therefore runs on a *sql.Conn the store holds while it lasts (begin).
+
+// begin starts a batch's transaction. On PostgreSQL it runs on a
+// connection of its own held until end, so that upsertRows can reach the
+// driver connection for COPY. The store is used by one goroutine.
+func (s *store) begin(ctx context.Context) (*sql.Tx, error) {
+	if _, ok := s.d.(postgresDialect); !ok {
+		return s.db.BeginTx(ctx, nil)
+	}
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	s.txConn, s.tx, s.copied = conn, tx, map[string]bool{}
+	return tx, nil
+}
+
+// end releases what begin held, once the transaction has ended.
+func (s *store) end() {
+	if s.tx != nil {
+		s.tx.Rollback() // ErrTxDone after a commit; else the connection could not be closed
+	}
+	if s.txConn != nil {
+		s.txConn.Close() // back to the pool
+	}
+	s.txConn, s.tx, s.copied = nil, nil, nil
+}
+
+// upsertCopy upserts rows through COPY into a temporary table. Not done
+// (false) outside a transaction of begin, or when a value has no COPY
+// text form here (the caller falls back to the statement forms).
+func (s *store) upsertCopy(ctx context.Context, tx *sql.Tx, table string, cols []string, tail string, rows [][]any) (bool, error) {
+	if tx == nil || tx != s.tx {
+		return false, nil
+	}
+	if s.skipDirect == nil {
+		s.skipDirect = map[string]int{}
+	}
+	types, err := s.pgColumnTypes(ctx, tx, table, cols)
+	if err != nil {
+		return false, err
+	}
+	var data bytes.Buffer
+	for _, r := range rows {
+		for j, v := range r {
+			if j > 0 {
+				data.WriteByte('\t')
+			}
+			if !appendCopyText(&data, v, types[j]) {
+				return false, nil
+			}
+		}
+		data.WriteByte('\n')
+	}
+	q := s.d.quote
+	sum := sha256.Sum256([]byte(table + "\x00" + strings.Join(cols, "\x00")))
+	tmp := "replicator_copy_" + hex.EncodeToString(sum[:8])
+	var prep strings.Builder
+	if s.copied[tmp] {
+		// Used earlier in this transaction (the side table of a second
+		// source): its rows are still there until the commit.
+		fmt.Fprintf(&prep, "TRUNCATE pg_temp.%s", q(tmp))
+	} else {
+		// Kept for the session, emptied by every commit: created once per
+		// connection, not once per batch (no catalog churn).
+		fmt.Fprintf(&prep, "CREATE TEMP TABLE IF NOT EXISTS %s (", q(tmp))
+		for j, c := range cols {
+			if j > 0 {
+				prep.WriteString(", ")
+			}
+			prep.WriteString(q(c) + " " + types[j])
+		}
+		prep.WriteString(") ON COMMIT DELETE ROWS")
+	}
+	list := quoteList(s.d, cols)
+	insert := fmt.Sprintf("INSERT INTO %s (%s) SELECT %s FROM pg_temp.%s%s", q(table), list, list, q(tmp), tail)
+	err = s.txConn.Raw(func(dc any) error {
+		c, ok := dc.(*stdlib.Conn)
+		if !ok {
+			return fmt.Errorf("the PostgreSQL store's driver connection is a %T, not pgx's", dc)
+		}
+		pg := c.Conn().PgConn()
+		if s.skipDirect[table] > 0 {
+			s.skipDirect[table]--
+		} else {
+			// Straight into the table when none of the batch's keys is
+			// there yet (a rebuild, a catch-up of a compacted topic: every
+			// key once): half the server's work of the temporary table's
+			// round. A key already there fails the COPY, which is undone
+			// to the savepoint; the temporary table then takes this batch
+			// and the next ones (updates come in runs) before a retry.
+			direct, err := s.copyDirect(ctx, pg, table, list, data.Bytes())
+			if err != nil || direct {
+				return err
+			}
+			s.skipDirect[table] = skipDirectBatches
+		}
+		// CREATE … IF NOT EXISTS says so in a notice each time; a notice
+		// costs nothing but a few bytes.
+		if _, err := pg.Exec(ctx, prep.String()).ReadAll(); err != nil {
+			return fmt.Errorf("prepare the batch's temporary table: %w", err)
+		}
+		s.copied[tmp] = true
+		if _, err := pg.CopyFrom(ctx, bytes.NewReader(data.Bytes()), fmt.Sprintf("COPY pg_temp.%s (%s) FROM STDIN", q(tmp), list)); err != nil {
+			return fmt.Errorf("copy the batch: %w", err)
+		}
+		if _, err := pg.Exec(ctx, insert).ReadAll(); err != nil {
+			return err
+		}
+		return nil
+	})
+	return err == nil, err
+}
+
+// skipDirectBatches is how many batches of a table go through the
+// temporary table after a direct COPY met a key already there.
+const skipDirectBatches = 16
+
+// copyDirect copies data straight into table under a savepoint and reports
+// whether that went through; a key already in the table (unique
+// violation) rolls back to the savepoint and reports false.
+func (s *store) copyDirect(ctx context.Context, pg *pgconn.PgConn, table, list string, data []byte) (bool, error) {
+	if _, err := pg.Exec(ctx, "SAVEPOINT replicator_copy").ReadAll(); err != nil {
+		return false, err
+	}
+	_, err := pg.CopyFrom(ctx, bytes.NewReader(data), fmt.Sprintf("COPY %s (%s) FROM STDIN", s.d.quote(table), list))
+	var pe *pgconn.PgError
+	switch {
+	case err == nil:
+		_, err = pg.Exec(ctx, "RELEASE SAVEPOINT replicator_copy").ReadAll()
+		return err == nil, err
+	case errors.As(err, &pe) && pe.Code == "23505": // unique_violation
+		_, err = pg.Exec(ctx, "ROLLBACK TO SAVEPOINT replicator_copy").ReadAll()
+		return false, err
+	}
+	return false, fmt.Errorf("copy the batch: %w", err)
+}
+
+// copyEscaper escapes text for COPY's text format, elemEscaper an
+// element of an array literal (quoted).
+var (
+	copyEscaper = strings.NewReplacer(`\`, `\\`, "\t", `\t`, "\n", `\n`, "\r", `\r`)
+	elemEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`)
+)
+
+// appendCopyText writes v, a driver value of a column of SQL type typ (as
+// format_type names it), in COPY's text format, and reports whether it
+// knows v's type.
+func appendCopyText(b *bytes.Buffer, v any, typ string) bool {
+	switch x := v.(type) {
+	case nil:
+		b.WriteString(`\N`)
+	case string:
+		copyEscaper.WriteString(b, x)
+	case int:
+		b.WriteString(strconv.Itoa(x))
+	case int32:
+		b.WriteString(strconv.FormatInt(int64(x), 10))
+	case int64:
+		b.WriteString(strconv.FormatInt(x, 10))
+	case float32:
+		b.WriteString(floatText(float64(x), 32))
+	case float64:
+		b.WriteString(floatText(x, 64))
+	case bool:
+		if x {
+			b.WriteByte('t')
+		} else {
+			b.WriteByte('f')
+		}
+	case []byte:
+		b.WriteString(`\\x`)
+		b.WriteString(hex.EncodeToString(x))
+	case time.Time:
+		switch typ {
+		case "timestamp with time zone":
+			b.WriteString(x.UTC().Format("2006-01-02 15:04:05.999999Z07:00"))
+		case "timestamp without time zone":
+			b.WriteString(x.Format("2006-01-02 15:04:05.999999"))
+		case "date":
+			b.WriteString(x.Format("2006-01-02"))
+		default:
+			return false
+		}
+	case []*string:
+		return appendArray(b, len(x), func(i int) (string, bool) {
+			if x[i] == nil {
+				return "", false
+			}
+			return *x[i], true
+		})
+	case []*int64:
+		return appendArray(b, len(x), func(i int) (string, bool) {
+			if x[i] == nil {
+				return "", false
+			}
+			return strconv.FormatInt(*x[i], 10), true
+		})
+	case []*float64:
+		return appendArray(b, len(x), func(i int) (string, bool) {
+			if x[i] == nil {
+				return "", false
+			}
+			return floatText(*x[i], 64), true
+		})
+	case []*bool:
+		return appendArray(b, len(x), func(i int) (string, bool) {
+			if x[i] == nil {
+				return "", false
+			}
+			return strconv.FormatBool(*x[i]), true
+		})
+	default:
+		return false
+	}
+	return true
+}
+
+// appendArray writes a one-dimensional array literal, every element
+// quoted (NULL unquoted), escaped for COPY.
+func appendArray(b *bytes.Buffer, n int, elem func(int) (string, bool)) bool {
+	var lit strings.Builder
+	lit.WriteByte('{')
+	for i := range n {
+		if i > 0 {
+			lit.WriteByte(',')
+		}
+		s, ok := elem(i)
+		if !ok {
+			lit.WriteString("NULL")
+			continue
+		}
+		lit.WriteByte('"')
+		elemEscaper.WriteString(&lit, s)
+		lit.WriteByte('"')
+	}
+	lit.WriteByte('}')
+	copyEscaper.WriteString(b, lit.String())
+	return true
+}
+
+// floatText is a float as PostgreSQL reads it back exactly.
+func floatText(f float64, bits int) string {
+	switch {
+	case math.IsNaN(f):
+		return "NaN"
+	case math.IsInf(f, 1):
+		return "Infinity"
+	case math.IsInf(f, -1):
+		return "-Infinity"
+	}
+	return strconv.FormatFloat(f, 'g', -1, bits)
+}
