@@ -1,6 +1,7 @@
 package source
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -10,7 +11,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -33,8 +33,12 @@ import (
 // emits the same way: low, read, high. Between the two the stream notes the
 // keys of the table that changed; at the high watermark it hands over the
 // chunk's other rows, inside the watermark's transaction, so they are
-// checkpointed like it. Once they are acknowledged the republisher records
-// the chunk's last key in the job: a restart goes on from there.
+// checkpointed like it. Chunks are pipelined: the next chunk is read while
+// the stream hands over and the handler acknowledges the ones before it
+// (at most republishInFlight chunks), and a chunk's high watermark is also
+// the next one's low. Once a chunk and every one before it are
+// acknowledged the republisher records its last key in the job: a restart
+// goes on from there.
 
 // MessagePrefix is the prefix of the logical decoding messages replicator
 // emits (pg_logical_emit_message) and reads back from its slot.
@@ -44,6 +48,14 @@ const MessagePrefix = "replicator"
 // held in memory between its watermarks, so it is smaller than a snapshot
 // chunk.
 const DefaultRepublishChunkRows = 5000
+
+// republishInFlight bounds the chunks read and not yet acknowledged: it
+// bounds memory (chunks of rows) and how far the republisher runs ahead of
+// the stream, whose own changes wait in the WAL behind every chunk handed
+// over before them (the stream's latency during a republish). Three keep
+// the reader, the stream's hand-over and the producer's acknowledgements
+// busy at once.
+const republishInFlight = 3
 
 // Log messages of a republish, for operators and tests.
 const (
@@ -87,6 +99,9 @@ type signal struct {
 	// Watermarks replayed from an earlier session match nothing.
 	Run string `json:"run,omitempty"`
 	Seq uint64 `json:"seq,omitempty"`
+	// Next, on a high watermark, is the chunk whose low watermark it also
+	// is: one message between two chunks read back to back.
+	Next uint64 `json:"next,omitempty"`
 }
 
 // RepublishOptions are the options of a republish request.
@@ -235,7 +250,7 @@ func finishJob(st *snapshotState, id string) {
 }
 
 // chunkWindow is one chunk between its watermarks. The republisher makes
-// it and publishes it (republisher.pending) before emitting the low
+// it and registers it (republisher.open) before emitting the low
 // watermark; the stream adopts it when it reads that watermark, notes the
 // changed keys until the high one, then hands the rows over.
 type chunkWindow struct {
@@ -253,6 +268,7 @@ type chunkWindow struct {
 
 	ready  chan chunkRows   // the rows, sent before the high watermark
 	result chan chunkResult // sent by the stream once the rows are handed over
+	pool   batchPool        // where the stream returns the rows' batches once handed over
 }
 
 // chunkRows are a chunk's rows in key order, with each row's key.
@@ -332,16 +348,23 @@ func (st *stream) handleSignal(ctx context.Context, m *pglogrepl.LogicalDecoding
 	case signalCancel:
 		return st.cancelled(sig)
 	case signalLow:
-		if w := st.rp.pending.Load(); w != nil && w.run == sig.Run && w.seq == sig.Seq {
+		if w := st.rp.window(sig.Run, sig.Seq); w != nil {
 			st.window = w
 		}
 	case signalHigh:
 		if w := st.window; w != nil && w.run == sig.Run && w.seq == sig.Seq {
 			st.window = nil
-			return st.handChunk(ctx, w)
+			if err := st.handChunk(ctx, w); err != nil {
+				return err
+			}
+		}
+		if sig.Next != 0 { // also the next chunk's low watermark
+			if w := st.rp.window(sig.Run, sig.Next); w != nil {
+				st.window = w
+			}
 		}
 	case signalReconcile:
-		if w := st.rp.pending.Load(); w != nil && w.run == sig.Run && w.seq == sig.Seq {
+		if w := st.rp.window(sig.Run, sig.Seq); w != nil {
 			return st.reconcile(ctx, w)
 		}
 	default:
@@ -457,6 +480,9 @@ func (st *stream) handChunk(ctx context.Context, w *chunkWindow) error {
 			}
 			res.emitted++
 		}
+		// The handler copied what it keeps (the Change.Text contract):
+		// the batch's buffers go back to the republisher's reader.
+		w.pool.put(b)
 	}
 	c.Text = nil
 	st.rowsSeen += uint64(res.emitted)
@@ -464,20 +490,58 @@ func (st *stream) handChunk(ctx context.Context, w *chunkWindow) error {
 	return nil
 }
 
-// republisher runs the jobs of the state file, one chunk at a time. It
-// belongs to a stream session, which starts it and stops it.
+// republisher runs the jobs of the state file, a few chunks at a time
+// (republishInFlight). It belongs to a stream session, which starts it and
+// stops it.
 type republisher struct {
 	src  *Source
 	run  string
 	wake chan struct{}
-	// pending is the window of the chunk being read, published before its
-	// low watermark is emitted.
-	pending atomic.Pointer[chunkWindow]
-	seq     uint64
+	seq  uint64 // the last chunk's number; republisher goroutine only
+	// pool recycles the batches of chunks handed over: the stream puts
+	// them back, the republisher's reader takes them.
+	pool batchPool
+
+	mu sync.Mutex // guards windows
+	// windows are the chunks whose watermarks the stream may still read,
+	// by number: registered before their low watermark is emitted, removed
+	// once handed over (or given up).
+	windows map[uint64]*chunkWindow
 }
 
 func newRepublisher(s *Source) *republisher {
-	return &republisher{src: s, run: fmt.Sprintf("%016x", rand.Uint64()), wake: make(chan struct{}, 1)}
+	return &republisher{src: s, run: fmt.Sprintf("%016x", rand.Uint64()), wake: make(chan struct{}, 1),
+		pool: make(batchPool, republishInFlight*(DefaultRepublishChunkRows/batchRows+2)), windows: map[uint64]*chunkWindow{}}
+}
+
+// open makes and registers the window of the next chunk of table idx
+// (or of its reconcile, with since) in job id.
+func (rp *republisher) open(idx int, id string, since pglogrepl.LSN) *chunkWindow {
+	rp.seq++
+	w := &chunkWindow{run: rp.run, seq: rp.seq, table: idx, id: id, since: since, changed: map[string]struct{}{},
+		ready: make(chan chunkRows, 1), result: make(chan chunkResult, 1), pool: rp.pool}
+	rp.mu.Lock()
+	rp.windows[w.seq] = w
+	rp.mu.Unlock()
+	return w
+}
+
+// close forgets window w: a watermark of it read later matches nothing.
+func (rp *republisher) close(w *chunkWindow) {
+	rp.mu.Lock()
+	delete(rp.windows, w.seq)
+	rp.mu.Unlock()
+}
+
+// window returns the registered window a watermark names, or nil (another
+// session's, or one given up).
+func (rp *republisher) window(run string, seq uint64) *chunkWindow {
+	if run != rp.run {
+		return nil
+	}
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	return rp.windows[seq]
 }
 
 func (rp *republisher) wakeUp() {
@@ -625,39 +689,88 @@ func (rp *republisher) runTable(ctx context.Context, conn *pgx.Conn, job republi
 	prog.start(ti, time.Now())
 	s.log.Info(LogRepublishStarted, "id", job.ID, "table", jt.Name, "resumed_after_chunks", jt.Chunks, "rows_before", jt.Rows)
 	began := time.Now()
-	var total int64
+	tr.pool = rp.pool
+	// flights are the chunks read and not yet recorded, oldest first. A
+	// chunk is recorded only once it and every chunk before it are
+	// acknowledged, so the saved position never passes a row that is not.
+	var flights []chunkFlight
+	var w *chunkWindow // the chunk to read next, once its low watermark is emitted
+	defer func() {
+		// Given up (an error, a cancel): their watermarks match nothing
+		// from now on. A window the stream adopted already is handed over
+		// at its high watermark all the same.
+		for _, f := range flights {
+			rp.close(f.w)
+		}
+		if w != nil {
+			rp.close(w)
+		}
+	}()
+	var total, read int64
 	for {
-		state, err := s.loadState()
-		if err != nil {
-			return total, err
+		if w == nil {
+			if gone, err := rp.jobGone(job.ID); err != nil || gone {
+				return total, cmp.Or(err, errJobGone)
+			}
+			w = rp.open(idx, job.ID, 0)
+			if err := rp.watermark(ctx, conn, signalLow, w.seq, 0); err != nil {
+				return total, err
+			}
 		}
-		if !slices.ContainsFunc(state.Republish, func(j republishJob) bool { return j.ID == job.ID }) {
-			return total, errJobGone
-		}
-		res, more, err := rp.chunk(ctx, conn, job.ID, tr, first)
+		n, more, err := rp.read(ctx, conn, tr, w, first)
 		if err != nil {
 			return total, err
 		}
 		first = false
-		total += res.emitted
-		prog.add(ti, res.emitted)
-		var after []string
+		read += n
+		f := chunkFlight{w: w, more: more}
 		if more {
 			for _, k := range tr.lastKey {
-				after = append(after, string(k))
+				f.after = append(f.after, string(k))
 			}
 		}
-		if err := rp.tableProgress(job.ID, jt.Name, after, res.emitted, !more, !more && !job.Reconcile); err != nil {
+		flights = append(flights, f)
+		w = nil
+		// The next chunk's low watermark goes with this one's high,
+		// unless the rate makes the republisher wait in between (the
+		// window would stay open, noting keys, for the whole wait) or the
+		// job was cancelled.
+		var due time.Time
+		if job.Rate > 0 {
+			due = began.Add(time.Duration(float64(read) / float64(job.Rate) * float64(time.Second)))
+		}
+		var next uint64
+		if more && !time.Now().Before(due) {
+			gone, err := rp.jobGone(job.ID)
+			if err != nil {
+				return total, err
+			}
+			if !gone {
+				w = rp.open(idx, job.ID, 0)
+				next = w.seq
+			}
+		}
+		if err := rp.watermark(ctx, conn, signalHigh, f.w.seq, next); err != nil {
 			return total, err
+		}
+		for len(flights) >= republishInFlight || !more && len(flights) > 0 {
+			f := flights[0]
+			res, err := rp.settle(ctx, f.w)
+			if err != nil {
+				return total, err
+			}
+			flights = flights[1:]
+			total += res.emitted
+			prog.add(ti, res.emitted)
+			if err := rp.tableProgress(job.ID, jt.Name, f.after, res.emitted, !f.more, !f.more && !job.Reconcile); err != nil {
+				return total, err
+			}
 		}
 		if !more {
 			break
 		}
-		if job.Rate > 0 {
-			due := began.Add(time.Duration(float64(total) / float64(job.Rate) * float64(time.Second)))
-			if err := sleepUntil(ctx, due); err != nil {
-				return total, err
-			}
+		if err := sleepUntil(ctx, due); err != nil {
+			return total, err
 		}
 	}
 	prog.finish(ti, time.Now())
@@ -710,24 +823,36 @@ func (rp *republisher) tableProgress(id, name string, after []string, rows int64
 
 // ackPoll is how often the republisher looks whether a chunk handed over
 // is acknowledged. Acks are counted by the producer's goroutines on the
-// chunk's transaction mark, which has no channel to wait on.
+// chunk's transaction mark, which has no channel to wait on; later chunks
+// are read and handed over meanwhile, so the poll costs no throughput.
 const ackPoll = 10 * time.Millisecond
 
-// chunk reads one chunk between a low and a high watermark, waits until
-// the stream handed it over and the handler acknowledged it, and reports
-// whether more chunks follow.
-func (rp *republisher) chunk(ctx context.Context, conn *pgx.Conn, id string, tr *tableReader, first bool) (chunkResult, bool, error) {
-	s := rp.src
-	rp.seq++
-	w := &chunkWindow{run: rp.run, seq: rp.seq, table: tr.idx, id: id, changed: map[string]struct{}{},
-		ready: make(chan chunkRows, 1), result: make(chan chunkResult, 1)}
-	rp.pending.Store(w)
-	defer rp.pending.Store(nil)
-	mark := signal{Slot: s.cfg.Slot, Run: rp.run, Seq: rp.seq}
-	mark.Kind = signalLow
-	if err := emitSignal(ctx, conn, mark); err != nil {
-		return chunkResult{}, false, err
+// chunkFlight is a chunk read and handed to the stream, not yet recorded.
+type chunkFlight struct {
+	w     *chunkWindow
+	after []string // the chunk's last key, where the next one starts
+	more  bool     // false: the table's last chunk
+}
+
+// jobGone reports whether job id was cancelled.
+func (rp *republisher) jobGone(id string) (bool, error) {
+	state, err := rp.src.loadState()
+	if err != nil {
+		return false, err
 	}
+	return !slices.ContainsFunc(state.Republish, func(j republishJob) bool { return j.ID == id }), nil
+}
+
+// watermark emits a watermark of chunk seq; a high one with next is also
+// chunk next's low one.
+func (rp *republisher) watermark(ctx context.Context, conn *pgx.Conn, kind string, seq, next uint64) error {
+	return emitSignal(ctx, conn, signal{Kind: kind, Slot: rp.src.cfg.Slot, Run: rp.run, Seq: seq, Next: next})
+}
+
+// read reads the chunk of w, whose low watermark is emitted, and passes
+// its rows to w before its high watermark is. It returns the rows read and
+// whether more chunks follow.
+func (rp *republisher) read(ctx context.Context, conn *pgx.Conn, tr *tableReader, w *chunkWindow, first bool) (int64, bool, error) {
 	var rows chunkRows
 	tr.emit = func(b *rowBatch) error {
 		rows.batches = append(rows.batches, b)
@@ -739,29 +864,32 @@ func (rp *republisher) chunk(ctx context.Context, conn *pgx.Conn, id string, tr 
 		err = tr.send()
 	}
 	if err != nil {
-		return chunkResult{}, false, fmt.Errorf("republish: %w", err)
+		return 0, false, fmt.Errorf("republish: %w", err)
 	}
-	w.ready <- rows
-	if s.chunkRead != nil {
-		s.chunkRead()
+	w.ready <- rows // buffered, and sent once per window
+	if rp.src.chunkRead != nil {
+		rp.src.chunkRead()
 	}
-	mark.Kind = signalHigh
-	if err := emitSignal(ctx, conn, mark); err != nil {
-		return chunkResult{}, false, err
-	}
+	return int64(len(rows.keys)), more, nil
+}
+
+// settle waits until the stream handed chunk w over and the handler
+// acknowledged its rows.
+func (rp *republisher) settle(ctx context.Context, w *chunkWindow) (chunkResult, error) {
 	var res chunkResult
 	select {
 	case res = <-w.result:
 	case <-ctx.Done():
-		return chunkResult{}, false, ctx.Err()
+		return chunkResult{}, ctx.Err()
 	}
+	rp.close(w)
 	if res.emitted == 0 {
-		return res, more, nil // nothing to wait for (and no mark of ours)
+		return res, nil // nothing to wait for (and no mark of ours)
 	}
 	if err := waitAcked(ctx, res.mark); err != nil {
-		return chunkResult{}, false, err
+		return chunkResult{}, err
 	}
-	return res, more, nil
+	return res, nil
 }
 
 // Bounds of the wait for a snapshot that sees every transaction committed
@@ -860,11 +988,9 @@ func (st *stream) reconcile(ctx context.Context, w *chunkWindow) error {
 // (reconciler), at a position in the stream after its last chunk, and
 // waits until they are acknowledged.
 func (rp *republisher) reconcileTable(ctx context.Context, conn *pgx.Conn, job republishJob, idx int) error {
-	rp.seq++
-	w := &chunkWindow{run: rp.run, seq: rp.seq, table: idx, id: job.ID, since: job.Since, result: make(chan chunkResult, 1)}
-	rp.pending.Store(w)
-	defer rp.pending.Store(nil)
-	if err := emitSignal(ctx, conn, signal{Kind: signalReconcile, Slot: rp.src.cfg.Slot, Run: rp.run, Seq: rp.seq}); err != nil {
+	w := rp.open(idx, job.ID, job.Since)
+	defer rp.close(w)
+	if err := emitSignal(ctx, conn, signal{Kind: signalReconcile, Slot: rp.src.cfg.Slot, Run: rp.run, Seq: w.seq}); err != nil {
 		return err
 	}
 	var res chunkResult
