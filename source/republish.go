@@ -9,12 +9,14 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/replicator/replicator/relation"
 )
 
@@ -154,6 +156,17 @@ func checkMessages(conn *pgx.Conn) error {
 			minMessagesMajor, conn.PgConn().ParameterStatus("server_version"))
 	}
 	return nil
+}
+
+// signalSQL is the statement that writes sig to the WAL as a
+// transactional message, in the caller's transaction (simple protocol: the
+// JSON is a literal).
+func signalSQL(sig signal) (string, error) {
+	b, err := json.Marshal(sig)
+	if err != nil {
+		return "", fmt.Errorf("encode %s signal: %w", sig.Kind, err)
+	}
+	return "SELECT pg_logical_emit_message(true, " + quoteLiteral(MessagePrefix) + ", " + escapedLiteral(b) + "::text)", nil
 }
 
 // emitSignal writes sig to the WAL as a transactional message: it is
@@ -717,41 +730,38 @@ func (rp *republisher) runTable(ctx context.Context, conn *pgx.Conn, job republi
 				return total, err
 			}
 		}
-		n, more, err := rp.read(ctx, conn, tr, w, first)
-		if err != nil {
-			return total, err
-		}
-		first = false
-		read += n
-		f := chunkFlight{w: w, more: more}
-		if more {
-			for _, k := range tr.lastKey {
-				f.after = append(f.after, string(k))
-			}
-		}
-		flights = append(flights, f)
+		flights = append(flights, chunkFlight{w: w})
+		cur := w
 		w = nil
+		var due time.Time
 		// The next chunk's low watermark goes with this one's high,
 		// unless the rate makes the republisher wait in between (the
 		// window would stay open, noting keys, for the whole wait) or the
 		// job was cancelled.
-		var due time.Time
-		if job.Rate > 0 {
-			due = began.Add(time.Duration(float64(read) / float64(job.Rate) * float64(time.Second)))
-		}
-		var next uint64
-		if more && !time.Now().Before(due) {
-			gone, err := rp.jobGone(job.ID)
-			if err != nil {
-				return total, err
+		more, err := rp.read(ctx, conn, tr, cur, first, func(n int64, more bool) (uint64, error) {
+			read += n
+			if job.Rate > 0 {
+				due = began.Add(time.Duration(float64(read) / float64(job.Rate) * float64(time.Second)))
 			}
-			if !gone {
-				w = rp.open(idx, job.ID, 0)
-				next = w.seq
+			if !more || time.Now().Before(due) {
+				return 0, nil
 			}
-		}
-		if err := rp.watermark(ctx, conn, signalHigh, f.w.seq, next); err != nil {
+			if gone, err := rp.jobGone(job.ID); err != nil || gone {
+				return 0, err
+			}
+			w = rp.open(idx, job.ID, 0)
+			return w.seq, nil
+		})
+		if err != nil {
 			return total, err
+		}
+		first = false
+		f := &flights[len(flights)-1]
+		f.more = more
+		if more {
+			for _, k := range tr.lastKey {
+				f.after = append(f.after, string(k))
+			}
 		}
 		for len(flights) >= republishInFlight || !more && len(flights) > 0 {
 			f := flights[0]
@@ -850,27 +860,35 @@ func (rp *republisher) watermark(ctx context.Context, conn *pgx.Conn, kind strin
 }
 
 // read reads the chunk of w, whose low watermark is emitted, and passes
-// its rows to w before its high watermark is. It returns the rows read and
-// whether more chunks follow.
-func (rp *republisher) read(ctx context.Context, conn *pgx.Conn, tr *tableReader, w *chunkWindow, first bool) (int64, bool, error) {
+// its rows to w; then, in the chunk's transaction, it emits w's high
+// watermark, with the next chunk's low one when high returns a chunk. It
+// reports whether more chunks follow.
+func (rp *republisher) read(ctx context.Context, conn *pgx.Conn, tr *tableReader, w *chunkWindow, first bool,
+	high func(rows int64, more bool) (next uint64, err error)) (bool, error) {
 	var rows chunkRows
 	tr.emit = func(b *rowBatch) error {
 		rows.batches = append(rows.batches, b)
 		return nil
 	}
 	tr.rowKeys = &rows.keys
-	more, err := readAfterLow(ctx, conn, tr, first)
-	if err == nil {
-		err = tr.send()
-	}
+	more, err := readAfterLow(ctx, conn, tr, first, func(more bool) (string, error) {
+		if err := tr.send(); err != nil {
+			return "", err
+		}
+		w.ready <- rows // buffered, and sent once per window
+		if rp.src.chunkRead != nil {
+			rp.src.chunkRead()
+		}
+		next, err := high(int64(len(rows.keys)), more)
+		if err != nil {
+			return "", err
+		}
+		return signalSQL(signal{Kind: signalHigh, Slot: rp.src.cfg.Slot, Run: rp.run, Seq: w.seq, Next: next})
+	})
 	if err != nil {
-		return 0, false, fmt.Errorf("republish: %w", err)
+		return false, fmt.Errorf("republish: %w", err)
 	}
-	w.ready <- rows // buffered, and sent once per window
-	if rp.src.chunkRead != nil {
-		rp.src.chunkRead()
-	}
-	return int64(len(rows.keys)), more, nil
+	return more, nil
 }
 
 // settle waits until the stream handed chunk w over and the handler
@@ -899,6 +917,13 @@ const (
 	snapshotRetries   = 5000
 )
 
+// chunkBegin opens a chunk's transaction and takes its snapshot, in one
+// round trip, counting the transactions the snapshot sees as running that
+// are committed (readAfterLow). The transaction is not READ ONLY: the high
+// watermark is emitted in it.
+const chunkBegin = `BEGIN ISOLATION LEVEL REPEATABLE READ; ` +
+	`SELECT count(*) FILTER (WHERE pg_xact_status(x) = 'committed') FROM pg_snapshot_xip(pg_current_snapshot()) AS x`
+
 // readAfterLow reads a chunk in a snapshot that sees every transaction
 // whose commit precedes the low watermark in the WAL. A snapshot taken
 // after the watermark's commit returned nearly always does, but not
@@ -910,29 +935,38 @@ const (
 // old row. Such a transaction is in the snapshot's in-progress list with
 // a committed status: the snapshot is then taken again until none is.
 // (docs/ARCHITECTURE.md, "Republish", names the window this leaves.)
-func readAfterLow(ctx context.Context, conn *pgx.Conn, tr *tableReader, first bool) (bool, error) {
+//
+// Once the chunk is read, high (which hands the rows over) returns the
+// high watermark's statement, run in the chunk's transaction with its
+// COMMIT in one round trip: the transaction's commit is the high
+// watermark, after the snapshot as the method needs.
+func readAfterLow(ctx context.Context, conn *pgx.Conn, tr *tableReader, first bool, high func(more bool) (string, error)) (bool, error) {
+	pc := conn.PgConn()
+	rollback := func() { _ = pc.Exec(context.WithoutCancel(ctx), "ROLLBACK").Close() }
 	for try := 0; ; try++ {
-		tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
-		if err != nil {
-			return false, fmt.Errorf("begin chunk transaction: %w", err)
-		}
-		var racing int
-		err = tx.QueryRow(ctx, `SELECT count(*) FILTER (WHERE pg_xact_status(x) = 'committed') FROM pg_snapshot_xip(pg_current_snapshot()) AS x`).Scan(&racing)
+		racing, err := beginChunk(ctx, pc)
 		if err == nil && racing == 0 {
 			var more bool
+			var sql string
 			_, more, err = tr.readChunk(ctx, conn, first)
 			if err == nil {
-				err = tx.Commit(ctx)
+				sql, err = high(more)
+			}
+			if err == nil {
+				err = pc.Exec(ctx, sql+"; COMMIT").Close()
+				if err != nil {
+					err = fmt.Errorf("emit the high watermark and commit: %w", err)
+				}
 			}
 			if err != nil {
-				_ = tx.Rollback(context.WithoutCancel(ctx))
+				rollback()
 				return false, err
 			}
 			return more, nil
 		}
-		_ = tx.Rollback(context.WithoutCancel(ctx))
+		rollback()
 		if err != nil {
-			return false, fmt.Errorf("take the chunk's snapshot: %w", err)
+			return false, err
 		}
 		if try == snapshotRetries {
 			return false, fmt.Errorf("no snapshot without a committed-but-invisible transaction after %d tries (a synchronous standby that does not answer?)", snapshotRetries)
@@ -941,6 +975,22 @@ func readAfterLow(ctx context.Context, conn *pgx.Conn, tr *tableReader, first bo
 			return false, err
 		}
 	}
+}
+
+// beginChunk runs chunkBegin and returns its count.
+func beginChunk(ctx context.Context, pc *pgconn.PgConn) (int, error) {
+	res, err := pc.Exec(ctx, chunkBegin).ReadAll()
+	if err != nil {
+		return 0, fmt.Errorf("take the chunk's snapshot: %w", err)
+	}
+	if len(res) != 2 || len(res[1].Rows) != 1 || len(res[1].Rows[0]) != 1 {
+		return 0, fmt.Errorf("take the chunk's snapshot: unexpected answer to %q", chunkBegin)
+	}
+	n, err := strconv.Atoi(string(res[1].Rows[0][0]))
+	if err != nil {
+		return 0, fmt.Errorf("take the chunk's snapshot: count of committed running transactions: %w", err)
+	}
+	return n, nil
 }
 
 func sleepUntil(ctx context.Context, t time.Time) error {

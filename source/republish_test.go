@@ -22,15 +22,18 @@ func TestRepublish(t *testing.T) {
 	pg := startCluster(t)
 
 	t.Run("concurrent writer", func(t *testing.T) {
+		// Larger than the others: the republish must last long enough for
+		// the writer (a change every 2 ms) to interleave with many chunks.
+		const rows = 5 * republishRows
 		db := newDB(t, pg, "rep_writer", "CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL)")
-		db.exec(fmt.Sprintf("INSERT INTO items SELECT g, 0 FROM generate_series(1, %d) g", republishRows))
+		db.exec(fmt.Sprintf("INSERT INTO items SELECT g, 0 FROM generate_series(1, %d) g", rows))
 		dir := t.TempDir()
 		h := newFakeHandler(false)
 		r := run(t, db.newSource(dir, nil, nil, "items"), h)
 		db.waitStreamable(dir)
-		r.waitChanges(t, h, "the initial snapshot", atLeast(republishRows))
+		r.waitChanges(t, h, "the initial snapshot", atLeast(rows))
 
-		w := startWriter(t, db.dsn, republishRows)
+		w := startWriter(t, db.dsn, rows)
 		id, err := RequestRepublish(context.Background(), db.conn, db.name, []string{"public.items"}, RepublishOptions{ChunkRows: 1000})
 		if err != nil {
 			t.Fatal(err)
