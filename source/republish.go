@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -284,9 +285,15 @@ type chunkWindow struct {
 	pool   batchPool        // where the stream returns the rows' batches once handed over
 }
 
-// chunkRows are a chunk's rows in key order, with each row's key.
+// chunkRows are a chunk's rows in key order. A row's key is needed only
+// when the stream changed some key of the table between the watermarks,
+// and is then taken from the row (keyAt, its key columns' positions);
+// when a key column is not kept in the batches (unused by the entity) the
+// reader keeps every row's key instead (keys).
 type chunkRows struct {
 	batches []*rowBatch
+	n       int64 // rows
+	keyAt   []int
 	keys    []string
 }
 
@@ -475,17 +482,29 @@ func (st *stream) handChunk(ctx context.Context, w *chunkWindow) error {
 	c := &st.change
 	*c = Change{Op: OpSnapshot, Table: t, TableIndex: w.table, LSN: st.r.txn.lsn, CommitTime: st.r.txn.time, Republish: w.id}
 	res := chunkResult{mark: st.txn}
+	check := len(w.changed) > 0 // else no row's key is looked at
 	var row [][]byte
-	i := 0
+	i := -1
 	for _, b := range rows.batches {
 		for r := range b.rows {
-			key := rows.keys[i]
 			i++
-			if _, changed := w.changed[key]; changed || w.truncated {
+			if w.truncated {
 				res.dropped++
 				continue
 			}
 			row = b.row(r, row)
+			if check {
+				var key string
+				if rows.keys != nil {
+					key = rows.keys[i]
+				} else {
+					key = keyString(rows.keyAt, func(c int) []byte { return row[c] })
+				}
+				if _, changed := w.changed[key]; changed {
+					res.dropped++
+					continue
+				}
+			}
 			c.Text = row
 			c.Ack = st.cp.track(st.txn)
 			if err := st.h.Handle(ctx, c); err != nil {
@@ -636,6 +655,11 @@ func (rp *republisher) runJob(ctx context.Context, conn *pgx.Conn, job republish
 		prog.close(time.Now())
 	}()
 
+	// A republish is a bulk copy, like the snapshot: the same GC target.
+	if pct := s.cfg.SnapshotGCPercent; pct > 0 {
+		prev := debug.SetGCPercent(pct)
+		defer debug.SetGCPercent(prev)
+	}
 	began := time.Now()
 	var total int64
 	for i, jt := range job.Tables {
@@ -868,9 +892,15 @@ func (rp *republisher) read(ctx context.Context, conn *pgx.Conn, tr *tableReader
 	var rows chunkRows
 	tr.emit = func(b *rowBatch) error {
 		rows.batches = append(rows.batches, b)
+		rows.n += int64(b.rows)
 		return nil
 	}
-	tr.rowKeys = &rows.keys
+	tr.rowKeys = nil
+	if slices.ContainsFunc(tr.keys, func(k int) bool { return tr.t.Columns[k].Unused }) {
+		tr.rowKeys = &rows.keys
+	} else {
+		rows.keyAt = tr.keys
+	}
 	more, err := readAfterLow(ctx, conn, tr, first, func(more bool) (string, error) {
 		if err := tr.send(); err != nil {
 			return "", err
@@ -879,7 +909,7 @@ func (rp *republisher) read(ctx context.Context, conn *pgx.Conn, tr *tableReader
 		if rp.src.chunkRead != nil {
 			rp.src.chunkRead()
 		}
-		next, err := high(int64(len(rows.keys)), more)
+		next, err := high(rows.n, more)
 		if err != nil {
 			return "", err
 		}

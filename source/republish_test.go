@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/replicator/replicator/pgcluster/pgtest"
+	"github.com/replicator/replicator/relation"
 )
 
 // republishRows is the size of the republished table in these tests.
@@ -252,6 +253,60 @@ func TestRepublish(t *testing.T) {
 			t.Errorf("republished %d rows, want the 97 unchanged", len(rep))
 		}
 		checkConverged(t, db, got, 0, id)
+		if err := r.stop(t); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	// The same when the entity does not read the key column (it keys on
+	// another one): the chunk's batches lack it, so the reader keeps each
+	// row's key itself.
+	t.Run("changed between the watermarks, key column unused", func(t *testing.T) {
+		db := newDB(t, pg, "rep_between_unused", "CREATE TABLE items (id int PRIMARY KEY, k int NOT NULL)")
+		db.exec("INSERT INTO items SELECT g, g FROM generate_series(1, 100) g")
+		dir := t.TempDir()
+		h := newFakeHandler(false)
+		base := db.newSource(dir, nil, nil, "items")
+		tbl := base.tables[0]
+		tbl.Columns = slices.Clone(tbl.Columns)
+		tbl.Columns[0].Unused = true
+		src, err := New(base.cfg, []relation.Table{tbl})
+		if err != nil {
+			t.Fatal(err)
+		}
+		other := db.in(t)
+		var once sync.Once
+		src.chunkRead = func() {
+			once.Do(func() { // on the republisher's goroutine: no Fatal here
+				if _, err := other.conn.Exec(context.Background(), "UPDATE items SET k = -5 WHERE id = 5; DELETE FROM items WHERE id = 7"); err != nil {
+					t.Errorf("write between the watermarks: %v", err)
+				}
+			})
+		}
+		r := run(t, src, h)
+		db.waitStreamable(dir)
+		from := len(h.got())
+		id, err := RequestRepublish(context.Background(), db.conn, db.name, []string{"public.items"}, RepublishOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		db.waitState(dir, "republish "+id+" done", func(s snapshotState) bool { return slices.Contains(s.RepublishDone, id) })
+		db.exec("INSERT INTO items VALUES (-1, -1)")
+		got := r.waitChanges(t, h, "the end marker", func(cs []Change) bool {
+			return slices.ContainsFunc(cs, func(c Change) bool { return c.Op == OpInsert && c.New[1].(int32) == -1 })
+		})
+		var rep []int32
+		for _, c := range filter(got[from:], func(c Change) bool { return c.Republish == id }) {
+			rep = append(rep, c.New[1].(int32))
+		}
+		for _, k := range []int32{5, -5, 7} {
+			if slices.Contains(rep, k) {
+				t.Errorf("k=%d, of a row changed between the watermarks, was republished from the chunk read before", k)
+			}
+		}
+		if len(rep) != 98 {
+			t.Errorf("republished %d rows, want the 98 unchanged", len(rep))
+		}
 		if err := r.stop(t); err != nil {
 			t.Fatal(err)
 		}
