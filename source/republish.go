@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/replicator/replicator/relation"
+	"golang.org/x/sync/errgroup"
 )
 
 // Republish: every current row of a configured table published again, as
@@ -57,7 +58,7 @@ const DefaultRepublishChunkRows = 5000
 // the stream, whose own changes wait in the WAL behind every chunk handed
 // over before them (the stream's latency during a republish). Three keep
 // the reader, the stream's hand-over and the producer's acknowledgements
-// busy at once.
+// busy at once. At least 2 (runTable's queue holds republishInFlight-2).
 const republishInFlight = 3
 
 // Log messages of a republish, for operators and tests.
@@ -727,34 +728,60 @@ func (rp *republisher) runTable(ctx context.Context, conn *pgx.Conn, job republi
 	s.log.Info(LogRepublishStarted, "id", job.ID, "table", jt.Name, "resumed_after_chunks", jt.Chunks, "rows_before", jt.Rows)
 	began := time.Now()
 	tr.pool = rp.pool
-	// flights are the chunks read and not yet recorded, oldest first. A
-	// chunk is recorded only once it and every chunk before it are
-	// acknowledged, so the saved position never passes a row that is not.
-	var flights []chunkFlight
+	// Chunks are read by one goroutine and recorded by another, in
+	// order, each once it and every chunk before it are acknowledged, so
+	// the saved position never passes a row that is not; the reader goes
+	// on meanwhile, the state file's fsync off its path. The queue bounds
+	// the chunks read and not yet recorded (republishInFlight): those in
+	// it, the one being recorded and the one being read.
+	queue := make(chan chunkFlight, republishInFlight-2)
+	var total int64 // the recorder's until it has returned
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		defer close(queue)
+		return rp.readTable(gctx, conn, job, idx, tr, first, began, queue)
+	})
+	g.Go(func() error { return rp.record(gctx, job, ti, prog, queue, &total) })
+	err := g.Wait()
+	for f := range queue {
+		rp.close(f.w) // given up: its watermarks match nothing from now on
+	}
+	if err != nil {
+		return total, err
+	}
+	prog.finish(ti, time.Now())
+	d := time.Since(began)
+	s.log.Info(LogRepublishTableDone, "id", job.ID, "table", jt.Name, "rows", total,
+		"seconds", d.Round(time.Millisecond).Seconds(), "rows_per_s", int64(float64(total)/max(d.Seconds(), 1e-9)))
+	if job.Reconcile {
+		return total, rp.reconcileDone(ctx, conn, job, idx)
+	}
+	return total, nil
+}
+
+// readTable reads the chunks of table idx from where tr stands (first: the
+// table's start) and queues each once its high watermark is emitted. A
+// window the stream adopted already is handed over at its high watermark
+// even if this gives it up (an error, a cancel).
+func (rp *republisher) readTable(ctx context.Context, conn *pgx.Conn, job republishJob, idx int, tr *tableReader, first bool,
+	began time.Time, queue chan<- chunkFlight) error {
 	var w *chunkWindow // the chunk to read next, once its low watermark is emitted
 	defer func() {
-		// Given up (an error, a cancel): their watermarks match nothing
-		// from now on. A window the stream adopted already is handed over
-		// at its high watermark all the same.
-		for _, f := range flights {
-			rp.close(f.w)
-		}
 		if w != nil {
 			rp.close(w)
 		}
 	}()
-	var total, read int64
+	var read int64
 	for {
 		if w == nil {
 			if gone, err := rp.jobGone(job.ID); err != nil || gone {
-				return total, cmp.Or(err, errJobGone)
+				return cmp.Or(err, errJobGone)
 			}
 			w = rp.open(idx, job.ID, 0)
 			if err := rp.watermark(ctx, conn, signalLow, w.seq, 0); err != nil {
-				return total, err
+				return err
 			}
 		}
-		flights = append(flights, chunkFlight{w: w})
 		cur := w
 		w = nil
 		var due time.Time
@@ -777,44 +804,49 @@ func (rp *republisher) runTable(ctx context.Context, conn *pgx.Conn, job republi
 			return w.seq, nil
 		})
 		if err != nil {
-			return total, err
+			rp.close(cur)
+			return err
 		}
 		first = false
-		f := &flights[len(flights)-1]
-		f.more = more
+		f := chunkFlight{w: cur, more: more}
 		if more {
 			for _, k := range tr.lastKey {
 				f.after = append(f.after, string(k))
 			}
 		}
-		for len(flights) >= republishInFlight || !more && len(flights) > 0 {
-			f := flights[0]
-			res, err := rp.settle(ctx, f.w)
-			if err != nil {
-				return total, err
-			}
-			flights = flights[1:]
-			total += res.emitted
-			prog.add(ti, res.emitted)
-			if err := rp.tableProgress(job.ID, jt.Name, f.after, res.emitted, !f.more, !f.more && !job.Reconcile); err != nil {
-				return total, err
-			}
+		select {
+		case queue <- f:
+		case <-ctx.Done():
+			rp.close(cur)
+			return ctx.Err()
 		}
 		if !more {
-			break
+			return nil
 		}
 		if err := sleepUntil(ctx, due); err != nil {
-			return total, err
+			return err
 		}
 	}
-	prog.finish(ti, time.Now())
-	d := time.Since(began)
-	s.log.Info(LogRepublishTableDone, "id", job.ID, "table", jt.Name, "rows", total,
-		"seconds", d.Round(time.Millisecond).Seconds(), "rows_per_s", int64(float64(total)/max(d.Seconds(), 1e-9)))
-	if job.Reconcile {
-		return total, rp.reconcileDone(ctx, conn, job, idx)
+}
+
+// record records the chunks of table ti of job from queue, in order, each
+// once the stream handed it over and its rows are acknowledged, adding
+// their rows to total.
+func (rp *republisher) record(ctx context.Context, job republishJob, ti int, prog *progress, queue <-chan chunkFlight, total *int64) error {
+	name := job.Tables[ti].Name
+	for f := range queue {
+		res, err := rp.settle(ctx, f.w)
+		if err != nil {
+			rp.close(f.w)
+			return err
+		}
+		*total += res.emitted
+		prog.add(ti, res.emitted)
+		if err := rp.tableProgress(job.ID, name, f.after, res.emitted, !f.more, !f.more && !job.Reconcile); err != nil {
+			return err
+		}
 	}
-	return total, nil
+	return nil
 }
 
 // reconcileDone tombstones the orphans of table idx and records the table
