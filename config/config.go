@@ -125,7 +125,7 @@ type SourceConfig struct {
 	// (when stderr is not a terminal). Default 10s.
 	SnapshotProgressInterval time.Duration `mapstructure:"snapshot_progress_interval"`
 	// SnapshotGCPercent is Go's GC target (as GOGC) while the initial
-	// snapshot runs, restored after it; 0 leaves it alone. Default 200;
+	// snapshot or a republish runs, restored after it; 0 leaves it alone. Default 200;
 	// ignored when the GOGC environment variable is set.
 	SnapshotGCPercent int `mapstructure:"snapshot_gc_percent"`
 	// UnconstrainedNumeric is how a numeric column without precision is

@@ -1,21 +1,25 @@
 package source
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"runtime/debug"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/replicator/replicator/relation"
+	"golang.org/x/sync/errgroup"
 )
 
 // Republish: every current row of a configured table published again, as
@@ -33,8 +37,12 @@ import (
 // emits the same way: low, read, high. Between the two the stream notes the
 // keys of the table that changed; at the high watermark it hands over the
 // chunk's other rows, inside the watermark's transaction, so they are
-// checkpointed like it. Once they are acknowledged the republisher records
-// the chunk's last key in the job: a restart goes on from there.
+// checkpointed like it. Chunks are pipelined: the next chunk is read while
+// the stream hands over and the handler acknowledges the ones before it
+// (at most republishInFlight chunks), and a chunk's high watermark is also
+// the next one's low. Once a chunk and every one before it are
+// acknowledged the republisher records its last key in the job: a restart
+// goes on from there.
 
 // MessagePrefix is the prefix of the logical decoding messages replicator
 // emits (pg_logical_emit_message) and reads back from its slot.
@@ -44,6 +52,14 @@ const MessagePrefix = "replicator"
 // held in memory between its watermarks, so it is smaller than a snapshot
 // chunk.
 const DefaultRepublishChunkRows = 5000
+
+// republishInFlight bounds the chunks read and not yet acknowledged: it
+// bounds memory (chunks of rows) and how far the republisher runs ahead of
+// the stream, whose own changes wait in the WAL behind every chunk handed
+// over before them (the stream's latency during a republish). Three keep
+// the reader, the stream's hand-over and the producer's acknowledgements
+// busy at once. At least 2 (runTable's queue holds republishInFlight-2).
+const republishInFlight = 3
 
 // Log messages of a republish, for operators and tests.
 const (
@@ -87,6 +103,9 @@ type signal struct {
 	// Watermarks replayed from an earlier session match nothing.
 	Run string `json:"run,omitempty"`
 	Seq uint64 `json:"seq,omitempty"`
+	// Next, on a high watermark, is the chunk whose low watermark it also
+	// is: one message between two chunks read back to back.
+	Next uint64 `json:"next,omitempty"`
 }
 
 // RepublishOptions are the options of a republish request.
@@ -139,6 +158,17 @@ func checkMessages(conn *pgx.Conn) error {
 			minMessagesMajor, conn.PgConn().ParameterStatus("server_version"))
 	}
 	return nil
+}
+
+// signalSQL is the statement that writes sig to the WAL as a
+// transactional message, in the caller's transaction (simple protocol: the
+// JSON is a literal).
+func signalSQL(sig signal) (string, error) {
+	b, err := json.Marshal(sig)
+	if err != nil {
+		return "", fmt.Errorf("encode %s signal: %w", sig.Kind, err)
+	}
+	return "SELECT pg_logical_emit_message(true, " + quoteLiteral(MessagePrefix) + ", " + escapedLiteral(b) + "::text)", nil
 }
 
 // emitSignal writes sig to the WAL as a transactional message: it is
@@ -235,7 +265,7 @@ func finishJob(st *snapshotState, id string) {
 }
 
 // chunkWindow is one chunk between its watermarks. The republisher makes
-// it and publishes it (republisher.pending) before emitting the low
+// it and registers it (republisher.open) before emitting the low
 // watermark; the stream adopts it when it reads that watermark, notes the
 // changed keys until the high one, then hands the rows over.
 type chunkWindow struct {
@@ -253,11 +283,18 @@ type chunkWindow struct {
 
 	ready  chan chunkRows   // the rows, sent before the high watermark
 	result chan chunkResult // sent by the stream once the rows are handed over
+	pool   batchPool        // where the stream returns the rows' batches once handed over
 }
 
-// chunkRows are a chunk's rows in key order, with each row's key.
+// chunkRows are a chunk's rows in key order. A row's key is needed only
+// when the stream changed some key of the table between the watermarks,
+// and is then taken from the row (keyAt, its key columns' positions);
+// when a key column is not kept in the batches (unused by the entity) the
+// reader keeps every row's key instead (keys).
 type chunkRows struct {
 	batches []*rowBatch
+	n       int64 // rows
+	keyAt   []int
 	keys    []string
 }
 
@@ -332,16 +369,23 @@ func (st *stream) handleSignal(ctx context.Context, m *pglogrepl.LogicalDecoding
 	case signalCancel:
 		return st.cancelled(sig)
 	case signalLow:
-		if w := st.rp.pending.Load(); w != nil && w.run == sig.Run && w.seq == sig.Seq {
+		if w := st.rp.window(sig.Run, sig.Seq); w != nil {
 			st.window = w
 		}
 	case signalHigh:
 		if w := st.window; w != nil && w.run == sig.Run && w.seq == sig.Seq {
 			st.window = nil
-			return st.handChunk(ctx, w)
+			if err := st.handChunk(ctx, w); err != nil {
+				return err
+			}
+		}
+		if sig.Next != 0 { // also the next chunk's low watermark
+			if w := st.rp.window(sig.Run, sig.Next); w != nil {
+				st.window = w
+			}
 		}
 	case signalReconcile:
-		if w := st.rp.pending.Load(); w != nil && w.run == sig.Run && w.seq == sig.Seq {
+		if w := st.rp.window(sig.Run, sig.Seq); w != nil {
 			return st.reconcile(ctx, w)
 		}
 	default:
@@ -439,17 +483,29 @@ func (st *stream) handChunk(ctx context.Context, w *chunkWindow) error {
 	c := &st.change
 	*c = Change{Op: OpSnapshot, Table: t, TableIndex: w.table, LSN: st.r.txn.lsn, CommitTime: st.r.txn.time, Republish: w.id}
 	res := chunkResult{mark: st.txn}
+	check := len(w.changed) > 0 // else no row's key is looked at
 	var row [][]byte
-	i := 0
+	i := -1
 	for _, b := range rows.batches {
 		for r := range b.rows {
-			key := rows.keys[i]
 			i++
-			if _, changed := w.changed[key]; changed || w.truncated {
+			if w.truncated {
 				res.dropped++
 				continue
 			}
 			row = b.row(r, row)
+			if check {
+				var key string
+				if rows.keys != nil {
+					key = rows.keys[i]
+				} else {
+					key = keyString(rows.keyAt, func(c int) []byte { return row[c] })
+				}
+				if _, changed := w.changed[key]; changed {
+					res.dropped++
+					continue
+				}
+			}
 			c.Text = row
 			c.Ack = st.cp.track(st.txn)
 			if err := st.h.Handle(ctx, c); err != nil {
@@ -457,6 +513,9 @@ func (st *stream) handChunk(ctx context.Context, w *chunkWindow) error {
 			}
 			res.emitted++
 		}
+		// The handler copied what it keeps (the Change.Text contract):
+		// the batch's buffers go back to the republisher's reader.
+		w.pool.put(b)
 	}
 	c.Text = nil
 	st.rowsSeen += uint64(res.emitted)
@@ -464,20 +523,58 @@ func (st *stream) handChunk(ctx context.Context, w *chunkWindow) error {
 	return nil
 }
 
-// republisher runs the jobs of the state file, one chunk at a time. It
-// belongs to a stream session, which starts it and stops it.
+// republisher runs the jobs of the state file, a few chunks at a time
+// (republishInFlight). It belongs to a stream session, which starts it and
+// stops it.
 type republisher struct {
 	src  *Source
 	run  string
 	wake chan struct{}
-	// pending is the window of the chunk being read, published before its
-	// low watermark is emitted.
-	pending atomic.Pointer[chunkWindow]
-	seq     uint64
+	seq  uint64 // the last chunk's number; republisher goroutine only
+	// pool recycles the batches of chunks handed over: the stream puts
+	// them back, the republisher's reader takes them.
+	pool batchPool
+
+	mu sync.Mutex // guards windows
+	// windows are the chunks whose watermarks the stream may still read,
+	// by number: registered before their low watermark is emitted, removed
+	// once handed over (or given up).
+	windows map[uint64]*chunkWindow
 }
 
 func newRepublisher(s *Source) *republisher {
-	return &republisher{src: s, run: fmt.Sprintf("%016x", rand.Uint64()), wake: make(chan struct{}, 1)}
+	return &republisher{src: s, run: fmt.Sprintf("%016x", rand.Uint64()), wake: make(chan struct{}, 1),
+		pool: make(batchPool, republishInFlight*(DefaultRepublishChunkRows/batchRows+2)), windows: map[uint64]*chunkWindow{}}
+}
+
+// open makes and registers the window of the next chunk of table idx
+// (or of its reconcile, with since) in job id.
+func (rp *republisher) open(idx int, id string, since pglogrepl.LSN) *chunkWindow {
+	rp.seq++
+	w := &chunkWindow{run: rp.run, seq: rp.seq, table: idx, id: id, since: since, changed: map[string]struct{}{},
+		ready: make(chan chunkRows, 1), result: make(chan chunkResult, 1), pool: rp.pool}
+	rp.mu.Lock()
+	rp.windows[w.seq] = w
+	rp.mu.Unlock()
+	return w
+}
+
+// close forgets window w: a watermark of it read later matches nothing.
+func (rp *republisher) close(w *chunkWindow) {
+	rp.mu.Lock()
+	delete(rp.windows, w.seq)
+	rp.mu.Unlock()
+}
+
+// window returns the registered window a watermark names, or nil (another
+// session's, or one given up).
+func (rp *republisher) window(run string, seq uint64) *chunkWindow {
+	if run != rp.run {
+		return nil
+	}
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	return rp.windows[seq]
 }
 
 func (rp *republisher) wakeUp() {
@@ -559,6 +656,11 @@ func (rp *republisher) runJob(ctx context.Context, conn *pgx.Conn, job republish
 		prog.close(time.Now())
 	}()
 
+	// A republish is a bulk copy, like the snapshot: the same GC target.
+	if pct := s.cfg.SnapshotGCPercent; pct > 0 {
+		prev := debug.SetGCPercent(pct)
+		defer debug.SetGCPercent(prev)
+	}
 	began := time.Now()
 	var total int64
 	for i, jt := range job.Tables {
@@ -625,40 +727,27 @@ func (rp *republisher) runTable(ctx context.Context, conn *pgx.Conn, job republi
 	prog.start(ti, time.Now())
 	s.log.Info(LogRepublishStarted, "id", job.ID, "table", jt.Name, "resumed_after_chunks", jt.Chunks, "rows_before", jt.Rows)
 	began := time.Now()
-	var total int64
-	for {
-		state, err := s.loadState()
-		if err != nil {
-			return total, err
-		}
-		if !slices.ContainsFunc(state.Republish, func(j republishJob) bool { return j.ID == job.ID }) {
-			return total, errJobGone
-		}
-		res, more, err := rp.chunk(ctx, conn, job.ID, tr, first)
-		if err != nil {
-			return total, err
-		}
-		first = false
-		total += res.emitted
-		prog.add(ti, res.emitted)
-		var after []string
-		if more {
-			for _, k := range tr.lastKey {
-				after = append(after, string(k))
-			}
-		}
-		if err := rp.tableProgress(job.ID, jt.Name, after, res.emitted, !more, !more && !job.Reconcile); err != nil {
-			return total, err
-		}
-		if !more {
-			break
-		}
-		if job.Rate > 0 {
-			due := began.Add(time.Duration(float64(total) / float64(job.Rate) * float64(time.Second)))
-			if err := sleepUntil(ctx, due); err != nil {
-				return total, err
-			}
-		}
+	tr.pool = rp.pool
+	// Chunks are read by one goroutine and recorded by another, in
+	// order, each once it and every chunk before it are acknowledged, so
+	// the saved position never passes a row that is not; the reader goes
+	// on meanwhile, the state file's fsync off its path. The queue bounds
+	// the chunks read and not yet recorded (republishInFlight): those in
+	// it, the one being recorded and the one being read.
+	queue := make(chan chunkFlight, republishInFlight-2)
+	var total int64 // the recorder's until it has returned
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		defer close(queue)
+		return rp.readTable(gctx, conn, job, idx, tr, first, began, queue)
+	})
+	g.Go(func() error { return rp.record(gctx, job, ti, prog, queue, &total) })
+	err := g.Wait()
+	for f := range queue {
+		rp.close(f.w) // given up: its watermarks match nothing from now on
+	}
+	if err != nil {
+		return total, err
 	}
 	prog.finish(ti, time.Now())
 	d := time.Since(began)
@@ -668,6 +757,96 @@ func (rp *republisher) runTable(ctx context.Context, conn *pgx.Conn, job republi
 		return total, rp.reconcileDone(ctx, conn, job, idx)
 	}
 	return total, nil
+}
+
+// readTable reads the chunks of table idx from where tr stands (first: the
+// table's start) and queues each once its high watermark is emitted. A
+// window the stream adopted already is handed over at its high watermark
+// even if this gives it up (an error, a cancel).
+func (rp *republisher) readTable(ctx context.Context, conn *pgx.Conn, job republishJob, idx int, tr *tableReader, first bool,
+	began time.Time, queue chan<- chunkFlight) error {
+	var w *chunkWindow // the chunk to read next, once its low watermark is emitted
+	defer func() {
+		if w != nil {
+			rp.close(w)
+		}
+	}()
+	var read int64
+	for {
+		if w == nil {
+			if gone, err := rp.jobGone(job.ID); err != nil || gone {
+				return cmp.Or(err, errJobGone)
+			}
+			w = rp.open(idx, job.ID, 0)
+			if err := rp.watermark(ctx, conn, signalLow, w.seq, 0); err != nil {
+				return err
+			}
+		}
+		cur := w
+		w = nil
+		var due time.Time
+		// The next chunk's low watermark goes with this one's high,
+		// unless the rate makes the republisher wait in between (the
+		// window would stay open, noting keys, for the whole wait) or the
+		// job was cancelled.
+		more, err := rp.read(ctx, conn, tr, cur, first, func(n int64, more bool) (uint64, error) {
+			read += n
+			if job.Rate > 0 {
+				due = began.Add(time.Duration(float64(read) / float64(job.Rate) * float64(time.Second)))
+			}
+			if !more || time.Now().Before(due) {
+				return 0, nil
+			}
+			if gone, err := rp.jobGone(job.ID); err != nil || gone {
+				return 0, err
+			}
+			w = rp.open(idx, job.ID, 0)
+			return w.seq, nil
+		})
+		if err != nil {
+			rp.close(cur)
+			return err
+		}
+		first = false
+		f := chunkFlight{w: cur, more: more}
+		if more {
+			for _, k := range tr.lastKey {
+				f.after = append(f.after, string(k))
+			}
+		}
+		select {
+		case queue <- f:
+		case <-ctx.Done():
+			rp.close(cur)
+			return ctx.Err()
+		}
+		if !more {
+			return nil
+		}
+		if err := sleepUntil(ctx, due); err != nil {
+			return err
+		}
+	}
+}
+
+// record records the chunks of table ti of job from queue, in order, each
+// once the stream handed it over and its rows are acknowledged, adding
+// their rows to total.
+func (rp *republisher) record(ctx context.Context, job republishJob, ti int, prog *progress, queue <-chan chunkFlight, total *int64) error {
+	name := job.Tables[ti].Name
+	for f := range queue {
+		res, err := rp.settle(ctx, f.w)
+		if err != nil {
+			rp.close(f.w)
+			return err
+		}
+		*total += res.emitted
+		prog.add(ti, res.emitted)
+		if err := rp.tableProgress(job.ID, name, f.after, res.emitted, !f.more, !f.more && !job.Reconcile); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // reconcileDone tombstones the orphans of table idx and records the table
@@ -710,58 +889,87 @@ func (rp *republisher) tableProgress(id, name string, after []string, rows int64
 
 // ackPoll is how often the republisher looks whether a chunk handed over
 // is acknowledged. Acks are counted by the producer's goroutines on the
-// chunk's transaction mark, which has no channel to wait on.
+// chunk's transaction mark, which has no channel to wait on; later chunks
+// are read and handed over meanwhile, so the poll costs no throughput.
 const ackPoll = 10 * time.Millisecond
 
-// chunk reads one chunk between a low and a high watermark, waits until
-// the stream handed it over and the handler acknowledged it, and reports
-// whether more chunks follow.
-func (rp *republisher) chunk(ctx context.Context, conn *pgx.Conn, id string, tr *tableReader, first bool) (chunkResult, bool, error) {
-	s := rp.src
-	rp.seq++
-	w := &chunkWindow{run: rp.run, seq: rp.seq, table: tr.idx, id: id, changed: map[string]struct{}{},
-		ready: make(chan chunkRows, 1), result: make(chan chunkResult, 1)}
-	rp.pending.Store(w)
-	defer rp.pending.Store(nil)
-	mark := signal{Slot: s.cfg.Slot, Run: rp.run, Seq: rp.seq}
-	mark.Kind = signalLow
-	if err := emitSignal(ctx, conn, mark); err != nil {
-		return chunkResult{}, false, err
+// chunkFlight is a chunk read and handed to the stream, not yet recorded.
+type chunkFlight struct {
+	w     *chunkWindow
+	after []string // the chunk's last key, where the next one starts
+	more  bool     // false: the table's last chunk
+}
+
+// jobGone reports whether job id was cancelled.
+func (rp *republisher) jobGone(id string) (bool, error) {
+	state, err := rp.src.loadState()
+	if err != nil {
+		return false, err
 	}
+	return !slices.ContainsFunc(state.Republish, func(j republishJob) bool { return j.ID == id }), nil
+}
+
+// watermark emits a watermark of chunk seq; a high one with next is also
+// chunk next's low one.
+func (rp *republisher) watermark(ctx context.Context, conn *pgx.Conn, kind string, seq, next uint64) error {
+	return emitSignal(ctx, conn, signal{Kind: kind, Slot: rp.src.cfg.Slot, Run: rp.run, Seq: seq, Next: next})
+}
+
+// read reads the chunk of w, whose low watermark is emitted, and passes
+// its rows to w; then, in the chunk's transaction, it emits w's high
+// watermark, with the next chunk's low one when high returns a chunk. It
+// reports whether more chunks follow.
+func (rp *republisher) read(ctx context.Context, conn *pgx.Conn, tr *tableReader, w *chunkWindow, first bool,
+	high func(rows int64, more bool) (next uint64, err error)) (bool, error) {
 	var rows chunkRows
 	tr.emit = func(b *rowBatch) error {
 		rows.batches = append(rows.batches, b)
+		rows.n += int64(b.rows)
 		return nil
 	}
-	tr.rowKeys = &rows.keys
-	more, err := readAfterLow(ctx, conn, tr, first)
-	if err == nil {
-		err = tr.send()
+	tr.rowKeys = nil
+	if slices.ContainsFunc(tr.keys, func(k int) bool { return tr.t.Columns[k].Unused }) {
+		tr.rowKeys = &rows.keys
+	} else {
+		rows.keyAt = tr.keys
 	}
+	more, err := readAfterLow(ctx, conn, tr, first, func(more bool) (string, error) {
+		if err := tr.send(); err != nil {
+			return "", err
+		}
+		w.ready <- rows // buffered, and sent once per window
+		if rp.src.chunkRead != nil {
+			rp.src.chunkRead()
+		}
+		next, err := high(rows.n, more)
+		if err != nil {
+			return "", err
+		}
+		return signalSQL(signal{Kind: signalHigh, Slot: rp.src.cfg.Slot, Run: rp.run, Seq: w.seq, Next: next})
+	})
 	if err != nil {
-		return chunkResult{}, false, fmt.Errorf("republish: %w", err)
+		return false, fmt.Errorf("republish: %w", err)
 	}
-	w.ready <- rows
-	if s.chunkRead != nil {
-		s.chunkRead()
-	}
-	mark.Kind = signalHigh
-	if err := emitSignal(ctx, conn, mark); err != nil {
-		return chunkResult{}, false, err
-	}
+	return more, nil
+}
+
+// settle waits until the stream handed chunk w over and the handler
+// acknowledged its rows.
+func (rp *republisher) settle(ctx context.Context, w *chunkWindow) (chunkResult, error) {
 	var res chunkResult
 	select {
 	case res = <-w.result:
 	case <-ctx.Done():
-		return chunkResult{}, false, ctx.Err()
+		return chunkResult{}, ctx.Err()
 	}
+	rp.close(w)
 	if res.emitted == 0 {
-		return res, more, nil // nothing to wait for (and no mark of ours)
+		return res, nil // nothing to wait for (and no mark of ours)
 	}
 	if err := waitAcked(ctx, res.mark); err != nil {
-		return chunkResult{}, false, err
+		return chunkResult{}, err
 	}
-	return res, more, nil
+	return res, nil
 }
 
 // Bounds of the wait for a snapshot that sees every transaction committed
@@ -770,6 +978,13 @@ const (
 	snapshotRetryWait = time.Millisecond
 	snapshotRetries   = 5000
 )
+
+// chunkBegin opens a chunk's transaction and takes its snapshot, in one
+// round trip, counting the transactions the snapshot sees as running that
+// are committed (readAfterLow). The transaction is not READ ONLY: the high
+// watermark is emitted in it.
+const chunkBegin = `BEGIN ISOLATION LEVEL REPEATABLE READ; ` +
+	`SELECT count(*) FILTER (WHERE pg_xact_status(x) = 'committed') FROM pg_snapshot_xip(pg_current_snapshot()) AS x`
 
 // readAfterLow reads a chunk in a snapshot that sees every transaction
 // whose commit precedes the low watermark in the WAL. A snapshot taken
@@ -782,29 +997,38 @@ const (
 // old row. Such a transaction is in the snapshot's in-progress list with
 // a committed status: the snapshot is then taken again until none is.
 // (docs/ARCHITECTURE.md, "Republish", names the window this leaves.)
-func readAfterLow(ctx context.Context, conn *pgx.Conn, tr *tableReader, first bool) (bool, error) {
+//
+// Once the chunk is read, high (which hands the rows over) returns the
+// high watermark's statement, run in the chunk's transaction with its
+// COMMIT in one round trip: the transaction's commit is the high
+// watermark, after the snapshot as the method needs.
+func readAfterLow(ctx context.Context, conn *pgx.Conn, tr *tableReader, first bool, high func(more bool) (string, error)) (bool, error) {
+	pc := conn.PgConn()
+	rollback := func() { _ = pc.Exec(context.WithoutCancel(ctx), "ROLLBACK").Close() }
 	for try := 0; ; try++ {
-		tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
-		if err != nil {
-			return false, fmt.Errorf("begin chunk transaction: %w", err)
-		}
-		var racing int
-		err = tx.QueryRow(ctx, `SELECT count(*) FILTER (WHERE pg_xact_status(x) = 'committed') FROM pg_snapshot_xip(pg_current_snapshot()) AS x`).Scan(&racing)
+		racing, err := beginChunk(ctx, pc)
 		if err == nil && racing == 0 {
 			var more bool
+			var sql string
 			_, more, err = tr.readChunk(ctx, conn, first)
 			if err == nil {
-				err = tx.Commit(ctx)
+				sql, err = high(more)
+			}
+			if err == nil {
+				err = pc.Exec(ctx, sql+"; COMMIT").Close()
+				if err != nil {
+					err = fmt.Errorf("emit the high watermark and commit: %w", err)
+				}
 			}
 			if err != nil {
-				_ = tx.Rollback(context.WithoutCancel(ctx))
+				rollback()
 				return false, err
 			}
 			return more, nil
 		}
-		_ = tx.Rollback(context.WithoutCancel(ctx))
+		rollback()
 		if err != nil {
-			return false, fmt.Errorf("take the chunk's snapshot: %w", err)
+			return false, err
 		}
 		if try == snapshotRetries {
 			return false, fmt.Errorf("no snapshot without a committed-but-invisible transaction after %d tries (a synchronous standby that does not answer?)", snapshotRetries)
@@ -813,6 +1037,22 @@ func readAfterLow(ctx context.Context, conn *pgx.Conn, tr *tableReader, first bo
 			return false, err
 		}
 	}
+}
+
+// beginChunk runs chunkBegin and returns its count.
+func beginChunk(ctx context.Context, pc *pgconn.PgConn) (int, error) {
+	res, err := pc.Exec(ctx, chunkBegin).ReadAll()
+	if err != nil {
+		return 0, fmt.Errorf("take the chunk's snapshot: %w", err)
+	}
+	if len(res) != 2 || len(res[1].Rows) != 1 || len(res[1].Rows[0]) != 1 {
+		return 0, fmt.Errorf("take the chunk's snapshot: unexpected answer to %q", chunkBegin)
+	}
+	n, err := strconv.Atoi(string(res[1].Rows[0][0]))
+	if err != nil {
+		return 0, fmt.Errorf("take the chunk's snapshot: count of committed running transactions: %w", err)
+	}
+	return n, nil
 }
 
 func sleepUntil(ctx context.Context, t time.Time) error {
@@ -860,11 +1100,9 @@ func (st *stream) reconcile(ctx context.Context, w *chunkWindow) error {
 // (reconciler), at a position in the stream after its last chunk, and
 // waits until they are acknowledged.
 func (rp *republisher) reconcileTable(ctx context.Context, conn *pgx.Conn, job republishJob, idx int) error {
-	rp.seq++
-	w := &chunkWindow{run: rp.run, seq: rp.seq, table: idx, id: job.ID, since: job.Since, result: make(chan chunkResult, 1)}
-	rp.pending.Store(w)
-	defer rp.pending.Store(nil)
-	if err := emitSignal(ctx, conn, signal{Kind: signalReconcile, Slot: rp.src.cfg.Slot, Run: rp.run, Seq: rp.seq}); err != nil {
+	w := rp.open(idx, job.ID, job.Since)
+	defer rp.close(w)
+	if err := emitSignal(ctx, conn, signal{Kind: signalReconcile, Slot: rp.src.cfg.Slot, Run: rp.run, Seq: w.seq}); err != nil {
 		return err
 	}
 	var res chunkResult

@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/replicator/replicator/pgcluster/pgtest"
+	"github.com/replicator/replicator/relation"
 )
 
 // republishRows is the size of the republished table in these tests.
@@ -22,15 +23,18 @@ func TestRepublish(t *testing.T) {
 	pg := startCluster(t)
 
 	t.Run("concurrent writer", func(t *testing.T) {
+		// Larger than the others: the republish must last long enough for
+		// the writer (a change every 2 ms) to interleave with many chunks.
+		const rows = 5 * republishRows
 		db := newDB(t, pg, "rep_writer", "CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL)")
-		db.exec(fmt.Sprintf("INSERT INTO items SELECT g, 0 FROM generate_series(1, %d) g", republishRows))
+		db.exec(fmt.Sprintf("INSERT INTO items SELECT g, 0 FROM generate_series(1, %d) g", rows))
 		dir := t.TempDir()
 		h := newFakeHandler(false)
 		r := run(t, db.newSource(dir, nil, nil, "items"), h)
 		db.waitStreamable(dir)
-		r.waitChanges(t, h, "the initial snapshot", atLeast(republishRows))
+		r.waitChanges(t, h, "the initial snapshot", atLeast(rows))
 
-		w := startWriter(t, db.dsn, republishRows)
+		w := startWriter(t, db.dsn, rows)
 		id, err := RequestRepublish(context.Background(), db.conn, db.name, []string{"public.items"}, RepublishOptions{ChunkRows: 1000})
 		if err != nil {
 			t.Fatal(err)
@@ -113,6 +117,102 @@ func TestRepublish(t *testing.T) {
 		}
 	})
 
+	// Chunks are pipelined: later chunks are read and handed over while an
+	// earlier one waits for its acknowledgements, but the saved position
+	// never passes a chunk that is not acknowledged, so a stop resumes
+	// with the oldest unacknowledged chunk and skips none of its rows.
+	t.Run("chunks in flight", func(t *testing.T) {
+		const chunk, rows = 1000, 10_000
+		db := newDB(t, pg, "rep_flight", "CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL)")
+		db.exec(fmt.Sprintf("INSERT INTO items SELECT g, 0 FROM generate_series(1, %d) g", rows))
+		dir := t.TempDir()
+		h := newFakeHandler(false)
+		short := func(c *Config) { c.ShutdownTimeout = 200 * time.Millisecond } // the held chunk is never flushed
+		r := run(t, db.newSource(dir, nil, short, "items"), h)
+		db.waitStreamable(dir)
+		r.waitChanges(t, h, "the initial snapshot", atLeast(rows))
+		h.mu.Lock()
+		h.hold = true
+		h.mu.Unlock()
+		id, err := RequestRepublish(context.Background(), db.conn, db.name, []string{"public.items"}, RepublishOptions{ChunkRows: chunk})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// chunkOf is the chunk (from 1) a republished change belongs to
+		// (nothing writes: chunk k holds keys (k-1)·chunk+1 … k·chunk).
+		chunkOf := func(c Change) int {
+			if c.Republish != id {
+				return 0
+			}
+			return (int(c.New[0].(int32))-1)/chunk + 1
+		}
+		handed := func(n int) func([]Change) bool {
+			return func(cs []Change) bool {
+				return len(filter(cs, func(c Change) bool { return chunkOf(c) > 0 })) >= n*chunk
+			}
+		}
+		of := func(cs []Change, ks ...int) []int {
+			var idx []int
+			for i, c := range cs {
+				if slices.Contains(ks, chunkOf(c)) {
+					idx = append(idx, i)
+				}
+			}
+			return idx
+		}
+
+		// Nothing is acknowledged, yet republishInFlight chunks are handed
+		// over, not one.
+		got := r.waitChanges(t, h, fmt.Sprintf("%d chunks handed over", republishInFlight), handed(republishInFlight))
+		if st := db.state(dir).Republish[0].Tables[0]; st.Chunks != 0 || st.After != nil {
+			t.Fatalf("with no chunk acknowledged the saved progress is %+v, want none", st)
+		}
+		h.ack(t, of(got, 1, 2)...)
+		st := db.waitState(dir, "chunks 1 and 2 recorded", func(s snapshotState) bool {
+			return len(s.Republish) == 1 && s.Republish[0].Tables[0].Chunks == 2
+		}).Republish[0].Tables[0]
+		if want := []string{fmt.Sprint(2 * chunk)}; !slices.Equal(st.After, want) || st.Rows != 2*chunk {
+			t.Fatalf("after chunks 1 and 2: saved %+v, want after %v and %d rows", st, want, 2*chunk)
+		}
+		// Chunk 3 held, 4 and 5 go on and are acknowledged: the position
+		// stays after chunk 2.
+		got = r.waitChanges(t, h, "chunks 4 and 5 handed over", handed(republishInFlight+2))
+		if n := len(of(got, 6)); n != 0 {
+			t.Fatalf("%d rows of chunk 6 handed over while chunks 3, 4 and 5 are in flight: more than %d chunks in flight", n, republishInFlight)
+		}
+		h.ack(t, of(got, 4, 5)...)
+		if err := r.stop(t); err == nil {
+			t.Fatal("stopped with chunk 3 unacknowledged, yet the shutdown flush reported nothing")
+		}
+		if st := db.state(dir).Republish[0].Tables[0]; st.Chunks != 2 || !slices.Equal(st.After, []string{fmt.Sprint(2 * chunk)}) {
+			t.Fatalf("stopped with chunk 3 unacknowledged and 4, 5 acknowledged: saved %+v, want 2 chunks, after %d", st, 2*chunk)
+		}
+
+		h = newFakeHandler(false)
+		r = run(t, db.newSource(dir, nil, nil, "items"), h)
+		db.waitState(dir, "republish "+id+" done", func(s snapshotState) bool { return slices.Contains(s.RepublishDone, id) })
+		db.exec("INSERT INTO items VALUES (-1, -1)")
+		got = r.waitChanges(t, h, "the end marker", func(cs []Change) bool {
+			return slices.ContainsFunc(cs, func(c Change) bool { return c.Op == OpInsert && c.New[0].(int32) == -1 })
+		})
+		again := ids(filter(got, func(c Change) bool { return c.Republish == id }))
+		slices.Sort(again)
+		want := make([]int32, 0, rows-2*chunk)
+		for k := 2*chunk + 1; k <= rows; k++ {
+			want = append(want, int32(k))
+		}
+		if len(again) == 0 {
+			t.Fatal("the restarted source republished nothing")
+		}
+		if !slices.Equal(again, want) {
+			t.Fatalf("after the restart republished %d rows (keys %d … %d), want keys %d … %d once each: from the oldest unacknowledged chunk on",
+				len(again), again[0], again[len(again)-1], 2*chunk+1, rows)
+		}
+		if err := r.stop(t); err != nil {
+			t.Fatal(err)
+		}
+	})
+
 	// Deterministic: rows of a chunk changed between its watermarks are
 	// dropped from it, so the stream's newer state stays the latest.
 	t.Run("changed between the watermarks", func(t *testing.T) {
@@ -153,6 +253,60 @@ func TestRepublish(t *testing.T) {
 			t.Errorf("republished %d rows, want the 97 unchanged", len(rep))
 		}
 		checkConverged(t, db, got, 0, id)
+		if err := r.stop(t); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	// The same when the entity does not read the key column (it keys on
+	// another one): the chunk's batches lack it, so the reader keeps each
+	// row's key itself.
+	t.Run("changed between the watermarks, key column unused", func(t *testing.T) {
+		db := newDB(t, pg, "rep_between_unused", "CREATE TABLE items (id int PRIMARY KEY, k int NOT NULL)")
+		db.exec("INSERT INTO items SELECT g, g FROM generate_series(1, 100) g")
+		dir := t.TempDir()
+		h := newFakeHandler(false)
+		base := db.newSource(dir, nil, nil, "items")
+		tbl := base.tables[0]
+		tbl.Columns = slices.Clone(tbl.Columns)
+		tbl.Columns[0].Unused = true
+		src, err := New(base.cfg, []relation.Table{tbl})
+		if err != nil {
+			t.Fatal(err)
+		}
+		other := db.in(t)
+		var once sync.Once
+		src.chunkRead = func() {
+			once.Do(func() { // on the republisher's goroutine: no Fatal here
+				if _, err := other.conn.Exec(context.Background(), "UPDATE items SET k = -5 WHERE id = 5; DELETE FROM items WHERE id = 7"); err != nil {
+					t.Errorf("write between the watermarks: %v", err)
+				}
+			})
+		}
+		r := run(t, src, h)
+		db.waitStreamable(dir)
+		from := len(h.got())
+		id, err := RequestRepublish(context.Background(), db.conn, db.name, []string{"public.items"}, RepublishOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		db.waitState(dir, "republish "+id+" done", func(s snapshotState) bool { return slices.Contains(s.RepublishDone, id) })
+		db.exec("INSERT INTO items VALUES (-1, -1)")
+		got := r.waitChanges(t, h, "the end marker", func(cs []Change) bool {
+			return slices.ContainsFunc(cs, func(c Change) bool { return c.Op == OpInsert && c.New[1].(int32) == -1 })
+		})
+		var rep []int32
+		for _, c := range filter(got[from:], func(c Change) bool { return c.Republish == id }) {
+			rep = append(rep, c.New[1].(int32))
+		}
+		for _, k := range []int32{5, -5, 7} {
+			if slices.Contains(rep, k) {
+				t.Errorf("k=%d, of a row changed between the watermarks, was republished from the chunk read before", k)
+			}
+		}
+		if len(rep) != 98 {
+			t.Errorf("republished %d rows, want the 98 unchanged", len(rep))
+		}
 		if err := r.stop(t); err != nil {
 			t.Fatal(err)
 		}

@@ -46,7 +46,8 @@ type Config struct {
 	// table with a primary key; default DefaultSnapshotChunkRows.
 	SnapshotChunkRows int
 	// SnapshotGCPercent is Go's GC target (debug.SetGCPercent) while the
-	// initial snapshot runs, restored when it ends; 0 leaves it alone. The
+	// initial snapshot or a republish job runs, restored when it ends; 0
+	// leaves it alone. The
 	// snapshot is a CPU-bound bulk copy whose live heap is bounded (a few
 	// batches and the producer's buffer), so fewer collections trade a
 	// little memory for a sixth of its CPU (docs/BENCHMARKS.md).

@@ -25,6 +25,12 @@ import (
 // for a dedicated run is 300,000.
 const republishRows = 30_000
 
+// underWritesRows is the table size of TestRepublishUnderWrites, issue
+// 13's: the republish must last long enough for its writer to interleave
+// many changes with the chunks (one every 2 ms) however fast it gets, and
+// pipelined chunks make it take a fraction of a second.
+const underWritesRows = 300_000
+
 // Bounds of the writer that runs during a republish.
 const (
 	republishWriterPace   = 2 * time.Millisecond
@@ -40,15 +46,15 @@ const (
 // by goavro.
 func TestRepublishUnderWrites(t *testing.T) {
 	ddl := fmt.Sprintf(`CREATE TABLE items (id bigint PRIMARY KEY, v int NOT NULL, note text);
-INSERT INTO items SELECT g, 0, 'n' || g FROM generate_series(1, %d) g;`, republishRows)
+INSERT INTO items SELECT g, 0, 'n' || g FROM generate_series(1, %d) g;`, underWritesRows)
 	env := newEvolveEnv(t, ddl, "  - table: items\n    columns: [id, v]\n")
 	p := env.start(t)
 	waitSlot(t, env.conn, "replicator", p)
 	waitOutput(t, p, "initial snapshot complete")
 
-	stopWriter := startRandomWriter(t, env.conn.Config().ConnString())
+	stopWriter := startRandomWriter(t, env.conn.Config().ConnString(), underWritesRows)
 	started := currentLSN(t, env.conn)
-	id := requestRepublish(t, env.cfgPath, "--entity", "items", "--chunk-rows", "2000")
+	id := requestRepublish(t, env.cfgPath, "--entity", "items", "--chunk-rows", "1000")
 	waitOutput(t, p, "republish complete\" id="+id)
 	ops := stopWriter()
 	if ops < 100 {
@@ -128,10 +134,10 @@ func requestRepublish(t *testing.T, cfgPath string, args ...string) string {
 	return f[1]
 }
 
-// startRandomWriter updates, deletes and re-inserts random keys of items
-// at a steady pace, bounded in count and time, until the returned function
+// startRandomWriter updates, deletes and re-inserts random keys (1 to
+// keys) of items at a steady pace, bounded in count and time, until the returned function
 // stops it and returns how many changes it made.
-func startRandomWriter(t *testing.T, dsn string) func() int {
+func startRandomWriter(t *testing.T, dsn string, keys int) func() int {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), republishWriterMaxFor)
 	conn, err := pgx.Connect(ctx, dsn)
@@ -152,7 +158,7 @@ func startRandomWriter(t *testing.T, dsn string) func() int {
 				return
 			case <-tick.C:
 			}
-			k := rand.IntN(republishRows) + 1
+			k := rand.IntN(keys) + 1
 			var sql string
 			switch rand.IntN(3) {
 			case 0:
@@ -382,7 +388,7 @@ INSERT INTO items SELECT g, 0, 'n' || g FROM generate_series(1, %d) g;`, republi
 	if err := os.WriteFile(env.cfgPath, append(cfg, "  - table: items\n    columns: [id, v]\n"...), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	stopWriter := startRandomWriter(t, env.conn.Config().ConnString())
+	stopWriter := startRandomWriter(t, env.conn.Config().ConnString(), republishRows)
 	p = env.start(t)
 	waitOutput(t, p, "snapshotted online")
 	waitOutput(t, p, "republish complete")
