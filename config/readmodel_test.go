@@ -4,6 +4,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 const sinkOnly = `
@@ -267,5 +268,90 @@ read_models:
 		if strings.Contains(err.Error(), notWant) {
 			t.Errorf("errors name %s; got:\n%v", notWant, err)
 		}
+	}
+}
+
+// A dead-letter topic may not be one of Kafka's internal topics (names
+// starting with __) nor the embedded registry's schemas topic: poison
+// records written there would corrupt them.
+func TestReadModelDeadLetterReservedTopics(t *testing.T) {
+	t.Parallel()
+	for _, topic := range []string{"__consumer_offsets", "__transaction_state", "__anything", "_replicator_schemas"} {
+		t.Run(topic, func(t *testing.T) {
+			t.Parallel()
+			_, err := LoadSink(writeConfig(t, `
+read_models:
+  - name: m
+    store: sqlite://./read.db
+    key: id
+    on_error: dead_letter
+    dead_letter_topic: `+topic+`
+    sources:
+      - entity: customers
+        key: id
+        columns: {name: name}
+`), nil)
+			want := `read_models[0].dead_letter_topic: "` + topic + `" is `
+			if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "name another topic") {
+				t.Fatalf("got %v, want an error containing %q and the fix", err, want)
+			}
+		})
+	}
+	// One underscore is an ordinary name.
+	if _, err := LoadSink(writeConfig(t, `
+read_models:
+  - name: m
+    store: sqlite://./read.db
+    key: id
+    on_error: dead_letter
+    dead_letter_topic: _m_dlq
+    sources:
+      - entity: customers
+        key: id
+        columns: {name: name}
+`), nil); err != nil {
+		t.Errorf("dead_letter_topic _m_dlq: got %v, want accepted", err)
+	}
+}
+
+func TestReadModelMaxOutage(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name, value string
+		want        time.Duration
+		wantErr     string
+	}{
+		{name: "unset", value: "", want: 0},
+		{name: "zero", value: "max_outage: 0", want: 0},
+		{name: "minutes", value: "max_outage: 10m", want: 10 * time.Minute},
+		{name: "negative", value: "max_outage: -5s", wantErr: `read_models[0].max_outage: "-5s" is not a duration`},
+		{name: "no unit", value: "max_outage: 30", wantErr: `read_models[0].max_outage: "30" is not a duration`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			cfg, err := LoadSink(writeConfig(t, `
+read_models:
+  - name: m
+    store: sqlite://./read.db
+    key: id
+    `+c.value+`
+    sources:
+      - entity: customers
+        key: id
+        columns: {name: name}
+`), nil)
+			if c.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+					t.Fatalf("got %v, want an error containing %q", err, c.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := cfg.ReadModels[0].MaxOutage; got != c.want {
+				t.Errorf("MaxOutage: got %v, want %v", got, c.want)
+			}
+		})
 	}
 }
