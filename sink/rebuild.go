@@ -44,11 +44,15 @@ func Rebuild(ctx context.Context, cfg Config, progress func(Progress)) error {
 	shadow := liveModel
 	shadow.Name = liveModel.Name + rebuildSuffix
 	shadow.Table = liveModel.Table + rebuildSuffix
-	cfg.Model = shadow
+	// Built as the live read model, so that messages, logs and
+	// dead-letter headers name the read model the user knows; then
+	// pointed at the shadow's table and stored rows.
 	s, err := New(cfg)
 	if err != nil {
 		return err
 	}
+	s.cfg.Model = shadow
+	s.log = s.log.With("rebuild", true)
 	if err := s.prepareRebuild(ctx, liveModel); err != nil {
 		return err
 	}
@@ -120,7 +124,7 @@ func Rebuild(ctx context.Context, cfg Config, progress func(Progress)) error {
 		fetches.EachError(func(t string, p int32, err error) {
 			s.log.Warn("fetch failed; retrying", "topic", t, "partition", p, "error", err)
 		})
-		if err := s.process(ctx, fetches.Records()); err != nil {
+		if err := s.processRetrying(ctx, fetches.Records()); err != nil {
 			return fmt.Errorf("read model %s: rebuild: %w", liveModel.Name, err)
 		}
 		if progress != nil {
@@ -137,16 +141,16 @@ func Rebuild(ctx context.Context, cfg Config, progress func(Progress)) error {
 func (s *Sink) prepareRebuild(ctx context.Context, live ReadModel) error {
 	db, d, err := openStore(s.cfg.StoreURL)
 	if err != nil {
-		return fmt.Errorf("read model %s: store: %w", s.cfg.Model.Name, err)
+		return fmt.Errorf("read model %s: store: %w", s.name, err)
 	}
 	st := &store{db: db, d: d}
 	if err := ping(ctx, db); err != nil {
 		db.Close()
-		return fmt.Errorf("store %s does not answer: %w", d.name(), err)
+		return fmt.Errorf("read model %s: store %s does not answer: %w", s.name, d.name(), err)
 	}
 	if err := st.ensureSinkTables(ctx); err != nil {
 		db.Close()
-		return err
+		return fmt.Errorf("read model %s: %w", s.name, err)
 	}
 	if _, ok := d.(mysqlDialect); ok {
 		if err := st.finishSwap(ctx, live.Name, live.Table); err != nil {
@@ -156,7 +160,7 @@ func (s *Sink) prepareRebuild(ctx context.Context, live ReadModel) error {
 	}
 	if err := st.forget(ctx, s.cfg.Model.Name, s.cfg.Model.Table); err != nil {
 		db.Close()
-		return err
+		return fmt.Errorf("read model %s: %w", s.name, err)
 	}
 	db.Close()
 	return s.prepare(ctx)
