@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +14,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -121,16 +123,7 @@ func TestStoreRestartRidesOut(t *testing.T) {
 		t.Fatal(err)
 	}
 	round(2)
-	deadline := time.Now().Add(testTimeout)
-	for r.s.Stats().Retries < 3 {
-		if time.Now().After(deadline) {
-			t.Fatalf("no retries within %v of the store stopping (stats %+v, state %s)", testTimeout, r.s.Stats(), r.s.State())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if st := r.s.State(); st != StateRunning {
-		t.Fatalf("state while the store is down: got %s, want running", st)
-	}
+	waitRetries(t, r, 3)
 	if err := c.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +134,7 @@ func TestStoreRestartRidesOut(t *testing.T) {
 		want = append(want, fmt.Sprintf("%d|v3|NULL", k))
 	}
 	sort.Strings(want) // as rows returns them
-	deadline = time.Now().Add(testTimeout)
+	deadline := time.Now().Add(testTimeout)
 	for {
 		got := rows(t, store, "profile", profileCols...)
 		if strings.Join(got, "\n") == strings.Join(want, "\n") {
@@ -242,16 +235,7 @@ func TestRegistryOutage(t *testing.T) {
 				wantRows(t, store, "profile", profileCols, "1|ann|gold")
 				return
 			}
-			deadline := time.Now().Add(testTimeout)
-			for r.s.Stats().Retries < 3 {
-				if time.Now().After(deadline) {
-					t.Fatalf("no retries within %v of the registry failing (stats %+v, state %s, 503s %d)", testTimeout, r.s.Stats(), r.s.State(), f.served.Load())
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
-			if st := r.s.State(); st != StateRunning {
-				t.Fatalf("state while the registry is down: got %s, want running", st)
-			}
+			waitRetries(t, r, 3)
 			f.down.Store(false)
 			r.waitRecords(t, 2)
 			wantRows(t, store, "profile", profileCols, "1|ann|gold", "2|bob|NULL")
@@ -291,5 +275,170 @@ func TestSQLiteStoreMissingDirectory(t *testing.T) {
 	r := e.start(customerModel("profile"), "sqlite://"+filepath.Join(dir, "read.db"))
 	if err := waitStopped(t, r); err == nil || !strings.Contains(err.Error(), "read model profile") || !strings.Contains(err.Error(), dir) {
 		t.Fatalf("Run: got %v, want the read model and the directory named", err)
+	}
+}
+
+// cutProxy forwards TCP connections to a store. cut closes every open
+// connection and, until heal, closes new ones at once: a store restarting
+// or a network drop, for a store the test cannot restart (the shared
+// MariaDB).
+type cutProxy struct {
+	ln     net.Listener
+	target string
+	wg     sync.WaitGroup // the accept loop and the pipes
+	mu     sync.Mutex     // guards conns and down
+	conns  map[net.Conn]struct{}
+	down   bool
+}
+
+func newCutProxy(t *testing.T, target string) *cutProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cutProxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	p.wg.Add(1)
+	go p.serve()
+	t.Cleanup(func() {
+		ln.Close()
+		p.cut()
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *cutProxy) serve() {
+	defer p.wg.Done()
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		if !p.track(c) {
+			continue
+		}
+		p.wg.Add(1)
+		go p.pipe(c)
+	}
+}
+
+// track registers c, or closes it while the proxy is down.
+func (p *cutProxy) track(c net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.down {
+		c.Close()
+		return false
+	}
+	p.conns[c] = struct{}{}
+	return true
+}
+
+func (p *cutProxy) pipe(c net.Conn) {
+	defer p.wg.Done()
+	s, err := net.DialTimeout("tcp", p.target, 5*time.Second)
+	if err != nil || !p.track(s) {
+		c.Close()
+		return
+	}
+	done := make(chan struct{}, 2)
+	go func() { io.Copy(s, c); done <- struct{}{} }()
+	go func() { io.Copy(c, s); done <- struct{}{} }()
+	<-done
+	c.Close()
+	s.Close()
+	<-done
+	p.mu.Lock()
+	delete(p.conns, c)
+	delete(p.conns, s)
+	p.mu.Unlock()
+}
+
+func (p *cutProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = true
+	for c := range p.conns {
+		c.Close()
+	}
+}
+
+func (p *cutProxy) heal() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = false
+}
+
+// TestStoreConnectionsCut cuts every connection to the store under a
+// running sink and refuses new ones for a while, in PostgreSQL and
+// MariaDB: the read model waits and converges once the store is
+// reachable again.
+func TestStoreConnectionsCut(t *testing.T) {
+	t.Parallel()
+	for _, sk := range []storeKind{postgresStore(t), mysqlStore()} {
+		t.Run(sk.name, func(t *testing.T) {
+			t.Parallel()
+			direct := sk.fresh(t)
+			u, err := url.Parse(direct)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := newCutProxy(t, u.Host)
+			u.Host = p.ln.Addr().String()
+			store := u.String()
+			e := newEnv(t)
+			w := e.topic("customers", customersKey, customersValue)
+			const keys = 200
+			round := func(n int) {
+				for k := int64(1); k <= keys; k++ {
+					w.put(cust(k, fmt.Sprint("v", n), nil))
+				}
+			}
+			round(0)
+			r := e.start(customerModel("profile"), store)
+			r.waitRecords(t, keys)
+			round(1)
+			p.cut()
+			round(2)
+			waitRetries(t, r, 3)
+			p.heal()
+			round(3)
+			want := make([]string, 0, keys)
+			for k := 1; k <= keys; k++ {
+				want = append(want, fmt.Sprintf("%d|v3|NULL", k))
+			}
+			sort.Strings(want)
+			deadline := time.Now().Add(testTimeout)
+			for {
+				got := rows(t, direct, "profile", profileCols...)
+				if strings.Join(got, "\n") == strings.Join(want, "\n") {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("the read model did not converge within %v after the store came back (stats %+v, state %s); %d rows", testTimeout, r.s.Stats(), r.s.State(), len(got))
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			if err := r.stop(); err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		})
+	}
+}
+
+// waitRetries polls until the sink has retried n times, failing at once if
+// it stopped instead.
+func waitRetries(t *testing.T, r *running, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(testTimeout)
+	for r.s.Stats().Retries < n {
+		if st := r.s.State(); st != StateRunning {
+			t.Fatalf("the read model is %s while its store or registry is unavailable, want running (stats %+v)", st, r.s.Stats())
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("fewer than %d retries within %v of the outage (stats %+v)", n, testTimeout, r.s.Stats())
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
