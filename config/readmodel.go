@@ -55,10 +55,10 @@ type ReadModel struct {
 	// DeadLetterTopic receives poison records with on_error: dead_letter;
 	// default "<name>.dlq".
 	DeadLetterTopic string
-	// MaxOutage bounds how long a batch is retried while the store or the
+	// GiveUpAfter bounds how long a batch is retried while the store or the
 	// schema registry is unavailable before the read model stops; 0
 	// (default): retried until they are back.
-	MaxOutage time.Duration
+	GiveUpAfter time.Duration
 }
 
 // ReadModelSource is one entity topic of a read model.
@@ -139,8 +139,8 @@ func parseReadModels(data []byte) ([]ReadModel, error) {
 				m.OnError = scalar(key+".on_error", v, bad)
 			case "dead_letter_topic":
 				m.DeadLetterTopic = scalar(key+".dead_letter_topic", v, bad)
-			case "max_outage":
-				m.MaxOutage = duration(key+".max_outage", v, bad)
+			case "give_up_after":
+				m.GiveUpAfter = giveUpAfter(key+".give_up_after", v, bad)
 			case "sources":
 				if v.Kind != yaml.SequenceNode {
 					bad(key+".sources", v, "want a list of sources")
@@ -151,7 +151,7 @@ func parseReadModels(data []byte) ([]ReadModel, error) {
 					m.Sources[j] = readSource(fmt.Sprintf("%s.sources[%d]", key, j), sn, bad)
 				}
 			default:
-				bad(key+"."+k, v, "unknown key (known: name, store, table, key, sources, on_error, dead_letter_topic, max_outage)")
+				bad(key+"."+k, v, "unknown key (known: name, store, table, key, sources, on_error, dead_letter_topic, give_up_after)")
 			}
 		})
 	}
@@ -160,15 +160,16 @@ func parseReadModels(data []byte) ([]ReadModel, error) {
 
 type badFunc func(key string, n *yaml.Node, format string, a ...any)
 
-// duration reads a non-negative Go duration ("30s", "10m"; 0 allowed).
-func duration(key string, n *yaml.Node, bad badFunc) time.Duration {
+// giveUpAfter reads a give-up bound as source.reconnect.give_up_after
+// takes it: 0 (no limit) or a Go duration from 1s to 8760h.
+func giveUpAfter(key string, n *yaml.Node, bad badFunc) time.Duration {
 	v := scalar(key, n, bad)
 	if v == "" || v == "0" {
 		return 0
 	}
 	d, err := time.ParseDuration(v)
-	if err != nil || d < 0 {
-		bad(key, n, "%q is not a duration such as 30s or 10m (0: no limit)", v)
+	if err != nil || d < 0 || (d > 0 && d < time.Second) || d > 365*24*time.Hour {
+		bad(key, n, "%q is not 0s (keep trying) or a duration from 1s to 8760h such as 10m", v)
 		return 0
 	}
 	return d

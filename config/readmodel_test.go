@@ -314,7 +314,7 @@ read_models:
 	}
 }
 
-func TestReadModelMaxOutage(t *testing.T) {
+func TestReadModelGiveUpAfter(t *testing.T) {
 	t.Parallel()
 	for _, c := range []struct {
 		name, value string
@@ -322,10 +322,13 @@ func TestReadModelMaxOutage(t *testing.T) {
 		wantErr     string
 	}{
 		{name: "unset", value: "", want: 0},
-		{name: "zero", value: "max_outage: 0", want: 0},
-		{name: "minutes", value: "max_outage: 10m", want: 10 * time.Minute},
-		{name: "negative", value: "max_outage: -5s", wantErr: `read_models[0].max_outage: "-5s" is not a duration`},
-		{name: "no unit", value: "max_outage: 30", wantErr: `read_models[0].max_outage: "30" is not a duration`},
+		{name: "zero", value: "give_up_after: 0", want: 0},
+		{name: "minutes", value: "give_up_after: 10m", want: 10 * time.Minute},
+		{name: "zero seconds", value: "give_up_after: 0s", want: 0},
+		{name: "negative", value: "give_up_after: -5s", wantErr: `read_models[0].give_up_after: "-5s" is not 0s (keep trying) or a duration from 1s to 8760h`},
+		{name: "no unit", value: "give_up_after: 30", wantErr: `read_models[0].give_up_after: "30" is not 0s`},
+		{name: "too short", value: "give_up_after: 500ms", wantErr: `read_models[0].give_up_after: "500ms" is not 0s`},
+		{name: "too long", value: "give_up_after: 9000h", wantErr: `read_models[0].give_up_after: "9000h" is not 0s`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
@@ -349,8 +352,8 @@ read_models:
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := cfg.ReadModels[0].MaxOutage; got != c.want {
-				t.Errorf("MaxOutage: got %v, want %v", got, c.want)
+			if got := cfg.ReadModels[0].GiveUpAfter; got != c.want {
+				t.Errorf("GiveUpAfter: got %v, want %v", got, c.want)
 			}
 		})
 	}

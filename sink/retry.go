@@ -54,7 +54,7 @@ func retryable(err error) bool {
 // the failed one rolled back (or, if its commit's outcome is unknown, the
 // offsets' compare-and-set finds it committed and the records are skipped
 // after a reload), so nothing is applied twice or lost. It gives up after
-// cfg.MaxOutage of consecutive failures (0: never). A stop (ctx) during the
+// cfg.GiveUpAfter of consecutive failures (0: never). A stop (ctx) during the
 // wait returns nil with the batch not applied: a restart meets it again.
 //
 // Meanwhile the batch's partitions stay with this process (the rebalance
@@ -78,8 +78,8 @@ func (s *Sink) processRetrying(ctx context.Context, recs []*kgo.Record) error {
 		if since.IsZero() {
 			since = time.Now()
 		}
-		if out := time.Since(since); s.cfg.MaxOutage > 0 && out >= s.cfg.MaxOutage {
-			return fmt.Errorf("gave up after %s of retries (max_outage %s; the offsets stay before the batch, a restart resumes there): %w", out.Round(time.Second), s.cfg.MaxOutage, err)
+		if out := time.Since(since); s.cfg.GiveUpAfter > 0 && out >= s.cfg.GiveUpAfter {
+			return fmt.Errorf("gave up after %s of retries (give_up_after %s; the offsets stay before the batch, a restart resumes there): %w", out.Round(time.Second), s.cfg.GiveUpAfter, err)
 		}
 		delay := retryDelay(attempt)
 		s.retries.Add(1)

@@ -45,10 +45,10 @@ type Config struct {
 	// Observer, if set, is told each committed batch's apply time (the
 	// metrics' latency histogram).
 	Observer BatchObserver
-	// MaxOutage bounds how long a batch is retried while the store or the
+	// GiveUpAfter bounds how long a batch is retried while the store or the
 	// registry is unavailable before the read model stops; 0 (default):
 	// retried until they are back.
-	MaxOutage time.Duration
+	GiveUpAfter time.Duration
 	// StoreName is the store as logs show it (its URL without password);
 	// default the URL's scheme.
 	StoreName string
@@ -153,8 +153,8 @@ func New(cfg Config) (*Sink, error) {
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = 10000
 	}
-	if cfg.MaxOutage < 0 {
-		return nil, fmt.Errorf("read model %s: max outage %s is negative (0: retry until the store and registry are back)", cfg.Model.Name, cfg.MaxOutage)
+	if cfg.GiveUpAfter < 0 {
+		return nil, fmt.Errorf("read model %s: give up after %s is negative (0: retry until the store and registry are back)", cfg.Model.Name, cfg.GiveUpAfter)
 	}
 	if cfg.StoreName == "" {
 		// The scheme only: the URL may hold a password.
