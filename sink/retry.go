@@ -83,7 +83,7 @@ func (s *Sink) processRetrying(ctx context.Context, recs []*kgo.Record) error {
 		}
 		delay := retryDelay(attempt)
 		s.retries.Add(1)
-		s.log.Warn("the store or the schema registry is unavailable; the batch rolled back and is retried from the stored offsets", "store", s.cfg.StoreName, "attempt", attempt, "retry_in", delay, "error", err)
+		s.log.Warn("the batch failed for a passing cause (the store or the schema registry unavailable, or lock contention); it rolled back and is retried from the stored offsets", "store", s.cfg.StoreName, "attempt", attempt, "retry_in", delay, "error", err)
 		select {
 		case <-ctx.Done():
 			return nil
