@@ -7,7 +7,9 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"time"
 
+	"github.com/replicator/replicator/registry"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -53,6 +55,10 @@ type ReadModel struct {
 	// DeadLetterTopic receives poison records with on_error: dead_letter;
 	// default "<name>.dlq".
 	DeadLetterTopic string
+	// GiveUpAfter bounds how long a batch is retried while the store or the
+	// schema registry is unavailable before the read model stops; 0
+	// (default): retried until they are back.
+	GiveUpAfter time.Duration
 }
 
 // ReadModelSource is one entity topic of a read model.
@@ -133,6 +139,8 @@ func parseReadModels(data []byte) ([]ReadModel, error) {
 				m.OnError = scalar(key+".on_error", v, bad)
 			case "dead_letter_topic":
 				m.DeadLetterTopic = scalar(key+".dead_letter_topic", v, bad)
+			case "give_up_after":
+				m.GiveUpAfter = giveUpAfter(key+".give_up_after", v, bad)
 			case "sources":
 				if v.Kind != yaml.SequenceNode {
 					bad(key+".sources", v, "want a list of sources")
@@ -143,7 +151,7 @@ func parseReadModels(data []byte) ([]ReadModel, error) {
 					m.Sources[j] = readSource(fmt.Sprintf("%s.sources[%d]", key, j), sn, bad)
 				}
 			default:
-				bad(key+"."+k, v, "unknown key (known: name, store, table, key, sources, on_error, dead_letter_topic)")
+				bad(key+"."+k, v, "unknown key (known: name, store, table, key, sources, on_error, dead_letter_topic, give_up_after)")
 			}
 		})
 	}
@@ -151,6 +159,21 @@ func parseReadModels(data []byte) ([]ReadModel, error) {
 }
 
 type badFunc func(key string, n *yaml.Node, format string, a ...any)
+
+// giveUpAfter reads a give-up bound as source.reconnect.give_up_after
+// takes it: 0 (no limit) or a Go duration from 1s to 8760h.
+func giveUpAfter(key string, n *yaml.Node, bad badFunc) time.Duration {
+	v := scalar(key, n, bad)
+	if v == "" || v == "0" {
+		return 0
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 || (d > 0 && d < time.Second) || d > 365*24*time.Hour {
+		bad(key, n, "%q is not 0s (keep trying) or a duration from 1s to 8760h such as 10m", v)
+		return 0
+	}
+	return d
+}
 
 func readSource(key string, n *yaml.Node, bad badFunc) ReadModelSource {
 	var s ReadModelSource
@@ -353,7 +376,9 @@ func (c *Config) validateReadModels() []error {
 		if m.OnError == OnErrorDeadLetter && (!topicName.MatchString(m.DeadLetterTopic) || m.DeadLetterTopic == "." || m.DeadLetterTopic == "..") {
 			bad(key+".dead_letter_topic", "%q is not a legal Kafka topic name (1-249 letters, digits, '.', '_', '-')", m.DeadLetterTopic)
 		} else if m.OnError == OnErrorDeadLetter {
-			if where, ok := entityTopics[m.DeadLetterTopic]; ok {
+			if why, ok := reservedTopic(m.DeadLetterTopic); ok {
+				bad(key+".dead_letter_topic", "%q is %s: poison records must not be written there; name another topic (default <name>.dlq)", m.DeadLetterTopic, why)
+			} else if where, ok := entityTopics[m.DeadLetterTopic]; ok {
 				bad(key+".dead_letter_topic", "%q is an entity topic (%s): poison records would be written among its records; name another topic (default <name>.dlq)", m.DeadLetterTopic, where)
 			}
 		}
@@ -416,6 +441,22 @@ func (c *Config) validateReadModels() []error {
 		}
 	}
 	return errs
+}
+
+// reservedTopic reports whether topic belongs to Kafka or to replicator
+// itself, and whose it is: Kafka's internal topics start with "__"
+// (__consumer_offsets, __transaction_state; a producer may not write
+// them, or corrupts them if it can), and the embedded registry keeps its
+// schemas in [registry.SchemasTopic], where a foreign record would break
+// its replay.
+func reservedTopic(topic string) (string, bool) {
+	switch {
+	case strings.HasPrefix(topic, "__"):
+		return "a Kafka internal topic (names starting with __ are the broker's)", true
+	case topic == registry.SchemasTopic:
+		return "the embedded schema registry's own topic", true
+	}
+	return "", false
 }
 
 // foldName is name as the store compares identifiers: SQLite and MySQL

@@ -4,6 +4,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 const sinkOnly = `
@@ -267,5 +268,93 @@ read_models:
 		if strings.Contains(err.Error(), notWant) {
 			t.Errorf("errors name %s; got:\n%v", notWant, err)
 		}
+	}
+}
+
+// A dead-letter topic may not be one of Kafka's internal topics (names
+// starting with __) nor the embedded registry's schemas topic: poison
+// records written there would corrupt them.
+func TestReadModelDeadLetterReservedTopics(t *testing.T) {
+	t.Parallel()
+	for _, topic := range []string{"__consumer_offsets", "__transaction_state", "__anything", "_replicator_schemas"} {
+		t.Run(topic, func(t *testing.T) {
+			t.Parallel()
+			_, err := LoadSink(writeConfig(t, `
+read_models:
+  - name: m
+    store: sqlite://./read.db
+    key: id
+    on_error: dead_letter
+    dead_letter_topic: `+topic+`
+    sources:
+      - entity: customers
+        key: id
+        columns: {name: name}
+`), nil)
+			want := `read_models[0].dead_letter_topic: "` + topic + `" is `
+			if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "name another topic") {
+				t.Fatalf("got %v, want an error containing %q and the fix", err, want)
+			}
+		})
+	}
+	// One underscore is an ordinary name.
+	if _, err := LoadSink(writeConfig(t, `
+read_models:
+  - name: m
+    store: sqlite://./read.db
+    key: id
+    on_error: dead_letter
+    dead_letter_topic: _m_dlq
+    sources:
+      - entity: customers
+        key: id
+        columns: {name: name}
+`), nil); err != nil {
+		t.Errorf("dead_letter_topic _m_dlq: got %v, want accepted", err)
+	}
+}
+
+func TestReadModelGiveUpAfter(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name, value string
+		want        time.Duration
+		wantErr     string
+	}{
+		{name: "unset", value: "", want: 0},
+		{name: "zero", value: "give_up_after: 0", want: 0},
+		{name: "minutes", value: "give_up_after: 10m", want: 10 * time.Minute},
+		{name: "zero seconds", value: "give_up_after: 0s", want: 0},
+		{name: "negative", value: "give_up_after: -5s", wantErr: `read_models[0].give_up_after: "-5s" is not 0s (keep trying) or a duration from 1s to 8760h`},
+		{name: "no unit", value: "give_up_after: 30", wantErr: `read_models[0].give_up_after: "30" is not 0s`},
+		{name: "too short", value: "give_up_after: 500ms", wantErr: `read_models[0].give_up_after: "500ms" is not 0s`},
+		{name: "too long", value: "give_up_after: 9000h", wantErr: `read_models[0].give_up_after: "9000h" is not 0s`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			cfg, err := LoadSink(writeConfig(t, `
+read_models:
+  - name: m
+    store: sqlite://./read.db
+    key: id
+    `+c.value+`
+    sources:
+      - entity: customers
+        key: id
+        columns: {name: name}
+`), nil)
+			if c.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+					t.Fatalf("got %v, want an error containing %q", err, c.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := cfg.ReadModels[0].GiveUpAfter; got != c.want {
+				t.Errorf("GiveUpAfter: got %v, want %v", got, c.want)
+			}
+		})
 	}
 }

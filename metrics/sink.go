@@ -32,7 +32,7 @@ type Sinks struct {
 }
 
 type sinkDescs struct {
-	applied, deadLettered, batches, fenced, split, lag, running, failed *prometheus.Desc
+	applied, deadLettered, batches, fenced, split, retries, lag, running, failed *prometheus.Desc
 }
 
 // NewSinks returns the sink collector. stall bounds how long a read model
@@ -55,6 +55,7 @@ func NewSinks(stall time.Duration) *Sinks {
 			batches:      d("replicator_sink_batches_total", "Batches (one per poll) committed in the read-model store, one transaction or, when split, several.", "read_model"),
 			fenced:       d("replicator_sink_batches_fenced_total", "Batches rolled back because another sink process had moved the stored offsets.", "read_model"),
 			split:        d("replicator_sink_batches_split_total", "Batches the store rejected, applied again record by record (one transaction each) to find the culprit.", "read_model"),
+			retries:      d("replicator_sink_batch_retries_total", "Attempts at a batch that failed because the read model's store or the schema registry was unavailable (retried with backoff).", "read_model"),
 			lag:          d("replicator_sink_lag_records", "Records of an assigned partition not yet applied: its end offset (at the last fetch) minus the offset stored with the rows.", "read_model", "topic", "partition"),
 			running:      d("replicator_sink_read_model_running", "1 while the read model consumes, 0 while it starts or after it stopped.", "read_model"),
 			failed:       d("replicator_sink_read_model_failed", "1 once the read model stopped with an error (the others go on; see the log).", "read_model"),
@@ -133,7 +134,7 @@ func (m *Sinks) ready(time.Time) error {
 // Describe implements prometheus.Collector.
 func (m *Sinks) Describe(ch chan<- *prometheus.Desc) {
 	d := &m.descs
-	for _, desc := range []*prometheus.Desc{d.applied, d.deadLettered, d.batches, d.fenced, d.split, d.lag, d.running, d.failed} {
+	for _, desc := range []*prometheus.Desc{d.applied, d.deadLettered, d.batches, d.fenced, d.split, d.retries, d.lag, d.running, d.failed} {
 		ch <- desc
 	}
 }
@@ -149,6 +150,7 @@ func (m *Sinks) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(d.batches, prometheus.CounterValue, float64(st.Batches), name)
 		ch <- prometheus.MustNewConstMetric(d.fenced, prometheus.CounterValue, float64(st.Fenced), name)
 		ch <- prometheus.MustNewConstMetric(d.split, prometheus.CounterValue, float64(st.Split), name)
+		ch <- prometheus.MustNewConstMetric(d.retries, prometheus.CounterValue, float64(st.Retries), name)
 		state := s.State()
 		ch <- prometheus.MustNewConstMetric(d.running, prometheus.GaugeValue, b2f(state == sink.StateRunning), name)
 		ch <- prometheus.MustNewConstMetric(d.failed, prometheus.GaugeValue, b2f(state == sink.StateFailed), name)

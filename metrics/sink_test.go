@@ -106,7 +106,7 @@ func TestSinksHealth(t *testing.T) {
 func TestSinksCollect(t *testing.T) {
 	t.Parallel()
 	a := &fakeSink{name: "a", state: sink.StateRunning,
-		stats: sink.Stats{Batches: 3, Records: 42, DeadLettered: 1, Fenced: 2, Split: 1},
+		stats: sink.Stats{Batches: 3, Records: 42, DeadLettered: 1, Fenced: 2, Split: 1, Retries: 4},
 		parts: []sink.PartitionProgress{{Topic: "t", Partition: 0, Next: 10, End: 25}, {Topic: "t", Partition: 1, Next: -1, End: 7}, {Topic: "t", Partition: 2, Next: -1, End: -1}}}
 	m := NewSinks(time.Minute)
 	m.Attach(a)
@@ -129,6 +129,9 @@ replicator_sink_batches_split_total{read_model="a"} 1
 # HELP replicator_sink_batches_fenced_total Batches rolled back because another sink process had moved the stored offsets.
 # TYPE replicator_sink_batches_fenced_total counter
 replicator_sink_batches_fenced_total{read_model="a"} 2
+# HELP replicator_sink_batch_retries_total Attempts at a batch that failed because the read model's store or the schema registry was unavailable (retried with backoff).
+# TYPE replicator_sink_batch_retries_total counter
+replicator_sink_batch_retries_total{read_model="a"} 4
 # HELP replicator_sink_read_model_failed 1 once the read model stopped with an error (the others go on; see the log).
 # TYPE replicator_sink_read_model_failed gauge
 replicator_sink_read_model_failed{read_model="a"} 0
@@ -137,7 +140,7 @@ replicator_sink_read_model_failed{read_model="a"} 0
 replicator_sink_read_model_running{read_model="a"} 1
 `
 	if err := testutil.CollectAndCompare(m, strings.NewReader(want), "replicator_sink_lag_records", "replicator_sink_records_applied_total",
-		"replicator_sink_batches_total", "replicator_sink_batches_split_total", "replicator_sink_batches_fenced_total", "replicator_sink_read_model_failed", "replicator_sink_read_model_running"); err != nil {
+		"replicator_sink_batches_total", "replicator_sink_batches_split_total", "replicator_sink_batches_fenced_total", "replicator_sink_batch_retries_total", "replicator_sink_read_model_failed", "replicator_sink_read_model_running"); err != nil {
 		t.Error(err)
 	}
 	reg := prometheus.NewRegistry()

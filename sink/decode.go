@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"sort"
 	"strings"
-	"time"
 
 	"github.com/hamba/avro/v2"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -214,11 +213,16 @@ func (d *recordDecoder) resolve(ctx context.Context, h *half, id int) (avro.Sche
 	if s, ok := h.resolved[id]; ok {
 		return s, nil
 	}
-	ws, err := d.schemaByID(ctx, id)
+	ws, err := d.reg.SchemaByID(ctx, id) // an outage is retried with the batch (processRetrying)
 	if err != nil {
 		var re *sr.ResponseError
 		if errors.As(err, &re) && (re.ErrorCode == sr.ErrSchemaNotFound.Code || re.StatusCode == 404) {
 			return nil, fmt.Errorf("%w: schema id %d is unknown to the registry", errUndecodable, id)
+		}
+		if re != nil {
+			// Its message alone ("unavailable") hides that it was the
+			// registry's answer, and which.
+			return nil, fmt.Errorf("fetch schema id %d of subject %s: the registry answered HTTP %d: %w", id, h.subject, re.StatusCode, err)
 		}
 		return nil, fmt.Errorf("fetch schema id %d of subject %s: %w", id, h.subject, err)
 	}
@@ -268,21 +272,4 @@ func (e *SchemaError) Error() string {
 		return fmt.Sprintf("subject %s schema id %d: field %q %s", e.Subject, e.ID, e.Field, e.Msg)
 	}
 	return fmt.Sprintf("subject %s schema id %d %s", e.Subject, e.ID, e.Msg)
-}
-
-// schemaByID fetches a writer schema, riding out a registry that does not
-// answer for a few seconds (a restart); "not found" is an answer.
-func (d *recordDecoder) schemaByID(ctx context.Context, id int) (sr.Schema, error) {
-	for attempt := 1; ; attempt++ {
-		s, err := d.reg.SchemaByID(ctx, id)
-		var re *sr.ResponseError
-		if err == nil || errors.As(err, &re) || attempt == 5 || ctx.Err() != nil {
-			return s, err
-		}
-		select {
-		case <-ctx.Done():
-			return s, err
-		case <-time.After(time.Duration(attempt) * 500 * time.Millisecond):
-		}
-	}
 }

@@ -3,9 +3,15 @@ package sink
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
+	"net"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -131,6 +137,14 @@ func openStore(raw string) (*sql.DB, dialect, error) {
 		if i := strings.IndexByte(path, '?'); i >= 0 {
 			path = path[:i]
 		}
+		// SQLite creates the file but not its directory, and says only
+		// "unable to open database file" when that is missing.
+		if dir := filepath.Dir(path); path != "" && path != ":memory:" {
+			if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+				abs, _ := filepath.Abs(dir)
+				return nil, nil, fmt.Errorf("the directory of SQLite file %s does not exist (%s): SQLite creates the file, not its directory; create it (mkdir -p %s) or point the read model's store at an existing directory", path, abs, dir)
+			}
+		}
 		// busy_timeout rides out another writer (a read model sharing the
 		// file, a query tool); WAL lets readers query while the sink
 		// writes; BEGIN IMMEDIATE takes the write lock up front, since a
@@ -192,25 +206,58 @@ func queryColumns(ctx context.Context, db *sql.DB, query string, args ...any) ([
 }
 
 // isTransient reports whether a store error is worth retrying the batch
-// for (lock contention, deadlock, serialization failure) rather than a
-// verdict on the records: those are never poison.
+// for rather than a verdict on the records (those are never poison): lock
+// contention, deadlock, serialization failure, and a store that is out of
+// reach or restarting (connection refused, reset or lost, server shutting
+// down or starting up, too many connections). The batch's transaction did
+// not commit, or its outcome is unknown: the offsets' compare-and-set
+// sorts that out on the retry.
 func isTransient(err error) bool {
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
 		switch pe.Code {
-		case "40001", "40P01", "55P03": // serialization failure, deadlock, lock not available
+		case "40001", "40P01", "55P03", // serialization failure, deadlock, lock not available
+			"57P01", "57P02", "57P03", // admin or crash shutdown, cannot connect now (starting up, shutting down)
+			"53300": // too many connections
 			return true
 		}
+		// Class 08: connection exception. Any other server verdict
+		// (authentication, a constraint, a missing table) is not transient.
+		return strings.HasPrefix(pe.Code, "08")
 	}
 	var me *mysql.MySQLError
 	if errors.As(err, &me) {
 		switch me.Number {
-		case 1205, 1213: // lock wait timeout, deadlock
+		case 1205, 1213, // lock wait timeout, deadlock
+			1040, 1053, // too many connections, server shutdown in progress
+			1927: // MariaDB: connection was killed
 			return true
 		}
+		return false
+	}
+	if connectionLost(err) {
+		return true
 	}
 	msg := err.Error()
 	return strings.Contains(msg, "SQLITE_BUSY") || strings.Contains(msg, "SQLITE_LOCKED")
+}
+
+// connectionLost reports an error of the connection rather than of a
+// statement: the store could not be reached, or the connection broke.
+func connectionLost(err error) bool {
+	var ne net.Error
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ne) || errors.As(err, &ce) || pgconn.SafeToRetry(err) {
+		return true
+	}
+	for _, e := range []error{io.EOF, io.ErrUnexpectedEOF, driver.ErrBadConn, mysql.ErrInvalidConn, net.ErrClosed} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	// pgx reports a connection it closed after a failure as "conn closed"
+	// without a type to match.
+	return strings.Contains(err.Error(), "conn closed")
 }
 
 // isTableFault reports whether the store refused the statement itself,

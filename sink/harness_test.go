@@ -32,6 +32,7 @@ type env struct {
 	t       *testing.T
 	brokers []string
 	reg     *sr.Client
+	regURL  string      // the embedded registry's address
 	cl      *kgo.Client // producer
 }
 
@@ -56,7 +57,7 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(cl.Close)
-	return &env{t: t, brokers: kc.ListenAddrs(), reg: reg, cl: cl}
+	return &env{t: t, brokers: kc.ListenAddrs(), reg: reg, regURL: emb.URL(), cl: cl}
 }
 
 // topicW writes Confluent-framed Avro records to one topic.
@@ -155,11 +156,15 @@ func (r *running) stopWhenDone() error {
 }
 
 // start runs a sink for model on storeURL; its Run error is returned by
-// stop (called at cleanup too).
-func (e *env) start(model ReadModel, storeURL string) *running {
+// stop (called at cleanup too). opts change the sink's Config.
+func (e *env) start(model ReadModel, storeURL string, opts ...func(*Config)) *running {
 	e.t.Helper()
-	s, err := New(Config{Model: model, StoreURL: storeURL, Kafka: []kgo.Opt{kgo.SeedBrokers(e.brokers...)}, Registry: e.reg, MaxBatch: 500,
-		Logger: slog.New(slog.NewTextHandler(e.t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	cfg := Config{Model: model, StoreURL: storeURL, Kafka: []kgo.Opt{kgo.SeedBrokers(e.brokers...)}, Registry: e.reg, MaxBatch: 500,
+		Logger: slog.New(slog.NewTextHandler(e.t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	s, err := New(cfg)
 	if err != nil {
 		e.t.Fatalf("New: %v", err)
 	}

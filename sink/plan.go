@@ -102,7 +102,7 @@ func compile(ctx context.Context, m *ReadModel, reg schemaRegistry, api avro.API
 		p.sources = append(p.sources, sp)
 	}
 	if err := errors.Join(errs...); err != nil {
-		return nil, fmt.Errorf("read model %s: %w", m.Name, err)
+		return nil, err // the caller names the read model
 	}
 	overrides := map[string]string{}
 	for _, s := range m.Sources {

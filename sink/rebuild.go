@@ -53,14 +53,15 @@ func Rebuild(ctx context.Context, cfg Config, progress func(Progress)) error {
 	shadow := liveModel
 	shadow.Name = liveModel.Name + rebuildSuffix
 	shadow.Table = liveModel.Table + rebuildSuffix
-	if _, err := New(cfg); err != nil { // the live read model's checks, its names with their suffixes
-		return err
-	}
-	cfg.Model = shadow
-	s, err := newSink(cfg, false)
+	// Built as the live read model, so that messages, logs and
+	// dead-letter headers name the read model the user knows; then
+	// pointed at the shadow's table and stored rows.
+	s, err := New(cfg)
 	if err != nil {
 		return err
 	}
+	s.cfg.Model = shadow
+	s.log = s.log.With("rebuild", true)
 	if err := s.prepareRebuild(ctx, liveModel); err != nil {
 		return err
 	}
@@ -172,7 +173,7 @@ func Rebuild(ctx context.Context, cfg Config, progress func(Progress)) error {
 		fetches.EachError(func(t string, p int32, err error) {
 			s.log.Warn("fetch failed; retrying", "topic", t, "partition", p, "error", err)
 		})
-		if err := s.process(ctx, fetches.Records()); err != nil {
+		if err := s.processRetrying(ctx, fetches.Records()); err != nil {
 			return fmt.Errorf("read model %s: rebuild: %w", liveModel.Name, err)
 		}
 		if progress != nil {
@@ -226,16 +227,16 @@ func listEnds(ctx context.Context, opts []kgo.Opt, topics []string) (map[tp]int6
 func (s *Sink) prepareRebuild(ctx context.Context, live ReadModel) error {
 	db, d, err := openStore(s.cfg.StoreURL)
 	if err != nil {
-		return fmt.Errorf("read model %s: store: %w", s.cfg.Model.Name, err)
+		return fmt.Errorf("read model %s: store: %w", s.name, err)
 	}
 	st := &store{db: db, d: d}
 	if err := ping(ctx, db); err != nil {
 		db.Close()
-		return fmt.Errorf("store %s does not answer: %w", d.name(), err)
+		return fmt.Errorf("read model %s: store %s does not answer: %w", s.name, d.name(), err)
 	}
 	if err := st.ensureSinkTables(ctx); err != nil {
 		db.Close()
-		return err
+		return fmt.Errorf("read model %s: %w", s.name, err)
 	}
 	if _, ok := d.(mysqlDialect); ok {
 		if err := st.finishSwap(ctx, live.Name, live.Table); err != nil {
@@ -245,7 +246,7 @@ func (s *Sink) prepareRebuild(ctx context.Context, live ReadModel) error {
 	}
 	if err := st.forget(ctx, s.cfg.Model.Name, s.cfg.Model.Table); err != nil {
 		db.Close()
-		return err
+		return fmt.Errorf("read model %s: %w", s.name, err)
 	}
 	db.Close()
 	return s.prepare(ctx)

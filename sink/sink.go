@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,9 +20,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-// maxTransientAttempts bounds the retries of a batch the store refused for
-// lock contention; then the read model stops with the error (never a
-// poison record: the records are not at fault).
+// maxTransientAttempts bounds a rebuild's attempts at its swap when it
+// meets a running batch's locks.
 const maxTransientAttempts = 10
 
 // Config is one read model's sink. Model and StoreURL and Kafka and
@@ -45,6 +45,13 @@ type Config struct {
 	// Observer, if set, is told each committed batch's apply time (the
 	// metrics' latency histogram).
 	Observer BatchObserver
+	// GiveUpAfter bounds how long a batch is retried while the store or the
+	// registry is unavailable before the read model stops; 0 (default):
+	// retried until they are back.
+	GiveUpAfter time.Duration
+	// StoreName is the store as logs show it (its URL without password);
+	// default the URL's scheme.
+	StoreName string
 }
 
 // BatchObserver is told of each batch committed in the store: how many
@@ -105,14 +112,16 @@ type Stats struct {
 	DeadLettered int64 // records sent to the dead-letter topic
 	Fenced       int64 // batches rolled back because the stored offsets moved
 	Split        int64 // batches the store rejected, applied again record by record to find the culprit
+	Retries      int64 // attempts at a batch that failed because the store or the registry was unavailable
 }
 
 // Sink builds one read model. Build with [New], run with [Sink.Run]. Its
 // methods other than Stats are not safe for concurrent use.
 type Sink struct {
-	cfg Config
-	log *slog.Logger
-	api avro.API
+	cfg  Config
+	name string // the read model as the user named it (a rebuild's shadow model is named after it), for messages
+	log  *slog.Logger
+	api  avro.API
 
 	st *store
 	a  *applier
@@ -124,17 +133,13 @@ type Sink struct {
 
 	state atomic.Int32 // a State
 
-	batches, records, deadLettered, fenced, split atomic.Int64
+	batches, records, deadLettered, fenced, split, retries atomic.Int64
 }
 
 // New validates cfg, the read model's names against the store's limits
-// included. It connects to nothing and starts no goroutine.
-func New(cfg Config) (*Sink, error) { return newSink(cfg, true) }
-
-// newSink is New; checkNames is false for a rebuild's shadow read model,
-// whose names are the live one's with a suffix the live one's check
-// accounts for.
-func newSink(cfg Config, checkNames bool) (*Sink, error) {
+// included (a rebuild's suffixed names too). It connects to nothing and
+// starts no goroutine.
+func New(cfg Config) (*Sink, error) {
 	if err := cfg.Model.validate(); err != nil {
 		return nil, err
 	}
@@ -145,10 +150,8 @@ func newSink(cfg Config, checkNames bool) (*Sink, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read model %s: store: %w", cfg.Model.Name, err)
 	}
-	if checkNames {
-		if err := cfg.Model.checkNames(d); err != nil {
-			return nil, err
-		}
+	if err := cfg.Model.checkNames(d); err != nil {
+		return nil, err
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -159,8 +162,18 @@ func newSink(cfg Config, checkNames bool) (*Sink, error) {
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = 10000
 	}
+	if cfg.GiveUpAfter < 0 {
+		return nil, fmt.Errorf("read model %s: give up after %s is negative (0: retry until the store and registry are back)", cfg.Model.Name, cfg.GiveUpAfter)
+	}
+	if cfg.StoreName == "" {
+		// The scheme only: the URL may hold a password.
+		if u, err := url.Parse(cfg.StoreURL); err == nil {
+			cfg.StoreName = u.Scheme
+		}
+	}
 	return &Sink{
 		cfg:      cfg,
+		name:     cfg.Model.Name,
 		log:      cfg.Logger.With("read_model", cfg.Model.Name),
 		api:      avro.Config{}.Freeze(),
 		expected: map[tp]int64{},
@@ -192,7 +205,7 @@ func (s *Sink) Partitions() []PartitionProgress {
 
 // Stats returns the counters. Safe for concurrent use.
 func (s *Sink) Stats() Stats {
-	return Stats{Batches: s.batches.Load(), Records: s.records.Load(), DeadLettered: s.deadLettered.Load(), Fenced: s.fenced.Load(), Split: s.split.Load()}
+	return Stats{Batches: s.batches.Load(), Records: s.records.Load(), DeadLettered: s.deadLettered.Load(), Fenced: s.fenced.Load(), Split: s.split.Load(), Retries: s.retries.Load()}
 }
 
 // Run prepares the store (the sink's tables, the read-model table), joins
@@ -238,7 +251,7 @@ func (s *Sink) Run(ctx context.Context) (err error) {
 	)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
-		return fmt.Errorf("read model %s: kafka client: %w", s.cfg.Model.Name, err)
+		return fmt.Errorf("read model %s: kafka client: %w", s.name, err)
 	}
 	s.cl = cl
 	defer cl.Close() // leaves the group: the partitions move at once
@@ -261,14 +274,12 @@ func (s *Sink) Run(ctx context.Context) (err error) {
 			}
 		})
 		s.noteEnds(fetches)
-		// The batch in progress finishes even when a stop arrives: a stop
-		// takes effect between batches.
 		start := time.Now()
 		before := s.records.Load()
-		err := s.process(context.WithoutCancel(ctx), fetches.Records())
+		err := s.processRetrying(ctx, fetches.Records())
 		cl.AllowRebalance()
 		if err != nil {
-			return fmt.Errorf("read model %s: %w", s.cfg.Model.Name, err)
+			return fmt.Errorf("read model %s: %w", s.name, err)
 		}
 		if n := s.records.Load() - before; n > 0 && s.cfg.Observer != nil {
 			s.cfg.Observer.ObserveBatch(int(n), time.Since(start))
@@ -294,12 +305,12 @@ func (s *Sink) prepare(ctx context.Context) error {
 	m := &s.cfg.Model
 	db, d, err := openStore(s.cfg.StoreURL)
 	if err != nil {
-		return fmt.Errorf("read model %s: store: %w", m.Name, err)
+		return fmt.Errorf("read model %s: store: %w", s.name, err)
 	}
 	s.st = &store{db: db, d: d}
 	fail := func(err error) error {
 		db.Close()
-		return fmt.Errorf("read model %s: %w", m.Name, err)
+		return fmt.Errorf("read model %s: %w", s.name, err)
 	}
 	if err := ping(ctx, db); err != nil {
 		return fail(fmt.Errorf("store %s does not answer: %w", d.name(), err))
@@ -309,8 +320,7 @@ func (s *Sink) prepare(ctx context.Context) error {
 	}
 	p, err := compile(ctx, m, s.cfg.Registry, s.api)
 	if err != nil {
-		db.Close()
-		return err
+		return fail(err)
 	}
 	s.a = &applier{p: p, st: s.st}
 	created, notes, err := s.st.ensureTable(ctx, p)
@@ -462,17 +472,11 @@ func (s *Sink) process(ctx context.Context, recs []*kgo.Record) error {
 			batch = append(batch, e)
 		}
 	}
-	var err error
-	for attempt := 1; ; attempt++ {
-		err = s.commit(ctx, expected, next, func(tx *sql.Tx) error {
-			return s.a.write(ctx, tx, batch, time.Now().UnixNano())
-		})
-		if err == nil || !isTransient(err) || attempt == maxTransientAttempts {
-			break
-		}
-		s.log.Info("the store is busy; retrying the batch", "attempt", attempt, "error", err)
-		time.Sleep(time.Duration(attempt) * 100 * time.Millisecond)
-	}
+	// A transient failure (the store busy or out of reach) is returned
+	// as is: the caller retries the whole batch (processRetrying).
+	err := s.commit(ctx, expected, next, func(tx *sql.Tx) error {
+		return s.a.write(ctx, tx, batch, time.Now().UnixNano())
+	})
 	switch {
 	case err == nil:
 		s.committed(next, int64(len(todo)))
@@ -482,8 +486,8 @@ func (s *Sink) process(ctx context.Context, recs []*kgo.Record) error {
 	case ctx.Err() != nil:
 		return err
 	}
-	if perr := s.st.db.PingContext(ctx); perr != nil || isTransient(err) {
-		return fmt.Errorf("store: %w", err)
+	if err := s.unavailable(ctx, err); err != nil {
+		return err
 	}
 	if isTableFault(err) {
 		return fmt.Errorf("table %s refuses the batch's statements, whatever the records (no record is dead-lettered for it): %w; check that it fits the read model: its primary key exactly the key column(s) %s, the columns present and writable, or drop it so the sink creates it", s.st.d.quote(s.cfg.Model.Table), err, strings.Join(s.cfg.Model.Key, ", "))
@@ -507,20 +511,13 @@ func (s *Sink) oneByOne(ctx context.Context, todo []*kgo.Record, entries []entry
 				return s.a.write(ctx, tx, entries[i:i+1], time.Now().UnixNano())
 			}
 		}
-		var err error
-		for attempt := 1; ; attempt++ {
-			err = s.commit(ctx, exp, next, write)
-			if err == nil || !isTransient(err) || attempt == maxTransientAttempts {
-				break
-			}
-			time.Sleep(time.Duration(attempt) * 100 * time.Millisecond)
-		}
+		err := s.commit(ctx, exp, next, write)
 		if errors.Is(err, errFenced) {
 			return s.fence(ctx, err)
 		}
 		if err != nil {
-			if perr := s.st.db.PingContext(ctx); perr != nil || isTransient(err) {
-				return fmt.Errorf("store: %w", err)
+			if err := s.unavailable(ctx, err); err != nil {
+				return err
 			}
 			var pe *PoisonError
 			if !errors.As(err, &pe) {
@@ -538,6 +535,22 @@ func (s *Sink) oneByOne(ctx context.Context, todo []*kgo.Record, entries []entry
 		}
 		expected[k] = r.Offset + 1
 		s.committed(next, 1)
+	}
+	return nil
+}
+
+// unavailable returns the store's failure of a batch as the store's (for
+// processRetrying to retry) when it is transient or the store no longer
+// answers, nil when the store answers and refused the batch itself.
+func (s *Sink) unavailable(ctx context.Context, err error) error {
+	if isTransient(err) {
+		return fmt.Errorf("store: %w", err)
+	}
+	if perr := s.st.db.PingContext(ctx); perr != nil {
+		// Only the ping's error is wrapped: it is the one that says
+		// whether to retry (the batch's may be a constraint violation
+		// that was a symptom of a breaking connection).
+		return fmt.Errorf("store does not answer: %w (the batch failed with: %v)", perr, err)
 	}
 	return nil
 }
@@ -619,7 +632,7 @@ func (s *Sink) poison(ctx context.Context, err error) error {
 			kgo.RecordHeader{Key: "replicator.topic", Value: []byte(rec.Topic)},
 			kgo.RecordHeader{Key: "replicator.partition", Value: []byte(strconv.Itoa(int(rec.Partition)))},
 			kgo.RecordHeader{Key: "replicator.offset", Value: []byte(strconv.FormatInt(rec.Offset, 10))},
-			kgo.RecordHeader{Key: "replicator.read_model", Value: []byte(s.cfg.Model.Name)},
+			kgo.RecordHeader{Key: "replicator.read_model", Value: []byte(s.name)},
 		),
 	}
 	if perr := s.cl.ProduceSync(ctx, out).FirstErr(); perr != nil {
@@ -640,7 +653,7 @@ func (s *Sink) ensureDeadLetterTopic(ctx context.Context) error {
 		err = res.Err
 	}
 	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
-		return fmt.Errorf("read model %s: create dead-letter topic %s: %w", s.cfg.Model.Name, s.cfg.Model.DeadLetterTopic, err)
+		return fmt.Errorf("read model %s: create dead-letter topic %s: %w", s.name, s.cfg.Model.DeadLetterTopic, err)
 	}
 	return nil
 }

@@ -75,7 +75,7 @@ func runRebuild(ctx context.Context, cfg *config.Config, name string, log *slog.
 		}
 	}
 	start := time.Now()
-	err = sink.Rebuild(ctx, sink.Config{Model: sinkModel(*model), StoreURL: model.Store, Kafka: kopts, Registry: rcl, Logger: log}, progress)
+	err = sink.Rebuild(ctx, sink.Config{Model: sinkModel(*model), StoreURL: model.Store, StoreName: model.RedactedStore(), GiveUpAfter: model.GiveUpAfter, Kafka: kopts, Registry: rcl, Logger: log}, progress)
 	if bar != nil {
 		fmt.Fprintln(bar)
 	}

@@ -111,7 +111,7 @@ func buildSinks(ctx context.Context, cfg *config.Config, log *slog.Logger, obs *
 	}
 	var sinks []*sink.Sink
 	for _, m := range cfg.ReadModels {
-		sc := sink.Config{Model: sinkModel(m), StoreURL: m.Store, Kafka: kopts, Registry: rcl, Logger: log}
+		sc := sink.Config{Model: sinkModel(m), StoreURL: m.Store, StoreName: m.RedactedStore(), GiveUpAfter: m.GiveUpAfter, Kafka: kopts, Registry: rcl, Logger: log}
 		if obs != nil {
 			sc.Observer = obs.Observer(m.Name)
 		}

@@ -1,0 +1,93 @@
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sr"
+)
+
+// Backoff between attempts at a batch the store or the registry could not
+// take: doubling from retryFirst up to retryCap, so that a restart of a few
+// seconds costs about that, and a long outage a line in the log every
+// retryCap.
+const (
+	retryFirst = 200 * time.Millisecond
+	retryCap   = 30 * time.Second
+)
+
+// retryDelay is the wait after the attempt-th failed attempt (1-based).
+func retryDelay(attempt int) time.Duration {
+	d := retryFirst
+	for i := 1; i < attempt && d < retryCap; i++ {
+		d *= 2
+	}
+	return min(d, retryCap)
+}
+
+// retryable reports whether a batch failed for want of a service (the
+// store or the schema registry) rather than because of its records or the
+// read model's definition: the batch is tried again, from the stored
+// offsets, since nothing of it committed. A poison record, a schema the
+// read model cannot read, a table that does not fit: not retryable.
+func retryable(err error) bool {
+	var pe *PoisonError
+	var se *SchemaError
+	if errors.As(err, &pe) || errors.As(err, &se) || errors.Is(err, errUndecodable) {
+		return false
+	}
+	var re *sr.ResponseError
+	if errors.As(err, &re) {
+		// The registry answered: only "try later" answers are an outage
+		// (a proxy or the registry itself unavailable, rate limited).
+		return re.StatusCode >= 500 || re.StatusCode == 429
+	}
+	return isTransient(err)
+}
+
+// processRetrying applies one poll's records ([Sink.process]), trying again
+// with capped exponential backoff while the store or the registry is
+// unavailable. Each attempt starts from the offsets stored with the rows:
+// the failed one rolled back (or, if its commit's outcome is unknown, the
+// offsets' compare-and-set finds it committed and the records are skipped
+// after a reload), so nothing is applied twice or lost. It gives up after
+// cfg.GiveUpAfter of consecutive failures (0: never). A stop (ctx) during the
+// wait returns nil with the batch not applied: a restart meets it again.
+//
+// Meanwhile the batch's partitions stay with this process (the rebalance
+// waits for the next poll): a rebalance that waits longer than its timeout
+// moves them to another process, whose batches then fence this one's.
+func (s *Sink) processRetrying(ctx context.Context, recs []*kgo.Record) error {
+	var since time.Time
+	for attempt := 1; ; attempt++ {
+		// The batch in progress finishes even when a stop arrives: a stop
+		// takes effect between batches (or between attempts).
+		err := s.process(context.WithoutCancel(ctx), recs)
+		if err == nil {
+			if attempt > 1 {
+				s.log.Info("the batch went through: the read model resumes", "store", s.cfg.StoreName, "attempts", attempt, "outage", time.Since(since).Round(time.Millisecond))
+			}
+			return nil
+		}
+		if !retryable(err) {
+			return err
+		}
+		if since.IsZero() {
+			since = time.Now()
+		}
+		if out := time.Since(since); s.cfg.GiveUpAfter > 0 && out >= s.cfg.GiveUpAfter {
+			return fmt.Errorf("gave up after %s of retries (give_up_after %s; the offsets stay before the batch, a restart resumes there): %w", out.Round(time.Second), s.cfg.GiveUpAfter, err)
+		}
+		delay := retryDelay(attempt)
+		s.retries.Add(1)
+		s.log.Warn("the batch failed for a passing cause (the store or the schema registry unavailable, or lock contention); it rolled back and is retried from the stored offsets", "store", s.cfg.StoreName, "attempt", attempt, "retry_in", delay, "error", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(delay):
+		}
+	}
+}
