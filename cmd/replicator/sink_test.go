@@ -207,7 +207,20 @@ func TestRebuildCommand(t *testing.T) {
 func TestSinkBrokerDown(t *testing.T) {
 	t.Parallel()
 	store := "sqlite://" + filepath.Join(t.TempDir(), "read.db")
-	const model = `
+	// The registry answers and knows the topic: only the broker is down.
+	_, registryURL := sinkFixture(t)
+	dead := closedAddr(t)
+	wantSinkAndRebuildFail(t, "the broker", []sinkFailCase{
+		{"kafka.brokers", fmt.Sprintf("kafka:\n  brokers: [%q]\nregistry:\n  url: %q\n", dead, registryURL) + fmt.Sprintf(sinkOnlyModel, store),
+			[]string{"no Kafka broker of kafka.brokers", dead, "check the addresses"}},
+		{"embedded", fmt.Sprintf("kafka:\n  listen: %q\nregistry:\n  listen: %q\n", dead, strings.TrimPrefix(registryURL, "http://")) + fmt.Sprintf(sinkOnlyModel, store),
+			[]string{dead, "kafka.brokers is empty, so this is the embedded broker of `replicator run` at kafka.listen", "start it with this config first"}},
+	})
+}
+
+// sinkOnlyModel is a read model of the fixture's customers topic in a
+// store given by %q.
+const sinkOnlyModel = `
 read_models:
   - name: good
     store: %q
@@ -217,18 +230,20 @@ read_models:
         key: id
         columns: {name: name}
 `
-	// The registry answers and knows the topic: only the broker is down.
-	_, registryURL := sinkFixture(t)
-	dead := closedAddr(t)
-	for _, tc := range []struct {
-		name, cfg string
-		wants     []string
-	}{
-		{"kafka.brokers", fmt.Sprintf("kafka:\n  brokers: [%q]\nregistry:\n  url: %q\n", dead, registryURL) + fmt.Sprintf(model, store),
-			[]string{"no Kafka broker of kafka.brokers", dead, "check the addresses"}},
-		{"embedded", fmt.Sprintf("kafka:\n  listen: %q\nregistry:\n  listen: %q\n", dead, strings.TrimPrefix(registryURL, "http://")) + fmt.Sprintf(model, store),
-			[]string{dead, "kafka.brokers is empty, so this is the embedded broker of `replicator run` at kafka.listen", "start it with this config first"}},
-	} {
+
+// sinkFailCase is a config with which `replicator sink` and `rebuild`
+// must fail at once, with an error containing each of wants.
+type sinkFailCase struct {
+	name, cfg string
+	wants     []string
+}
+
+// wantSinkAndRebuildFail runs `sink` and `rebuild` with each case's config
+// and checks they end within a minute with an error naming what (and
+// each of the case's wants), not consuming nothing silently.
+func wantSinkAndRebuildFail(t *testing.T, what string, cases []sinkFailCase) {
+	t.Helper()
+	for _, tc := range cases {
 		for _, args := range [][]string{{"sink"}, {"rebuild", "--read-model", "good"}} {
 			t.Run(tc.name+"/"+args[0], func(t *testing.T) {
 				t.Parallel()
@@ -238,10 +253,10 @@ read_models:
 				var mu sync.Mutex // guards out
 				err := run(ctx, append(args, "--config", writeYAML(t, tc.cfg)), lockedWriter{&mu, &out}, lockedWriter{&mu, &out})
 				if ctx.Err() != nil {
-					t.Fatalf("%s still running after a minute with no broker; output:\n%s", args[0], out.String())
+					t.Fatalf("%s still running after a minute; output:\n%s", args[0], out.String())
 				}
 				if err == nil {
-					t.Fatalf("%s: got nil, want an error naming the broker", args[0])
+					t.Fatalf("%s: got nil, want an error naming %s; output:\n%s", args[0], what, out.String())
 				}
 				for _, w := range tc.wants {
 					if !strings.Contains(err.Error(), w) {
@@ -260,41 +275,13 @@ func TestSinkRegistryDown(t *testing.T) {
 	t.Parallel()
 	brokers, registryURL := sinkFixture(t)
 	store := "sqlite://" + filepath.Join(t.TempDir(), "read.db")
-	const model = `
-read_models:
-  - name: good
-    store: %q
-    key: id
-    sources:
-      - entity: customers
-        key: id
-        columns: {name: name}
-`
 	dead := closedAddr(t)
-	for _, tc := range []struct {
-		name, cfg string
-		wants     []string
-	}{
-		{"down", fmt.Sprintf("kafka:\n  brokers: [%q]\nregistry:\n  url: http://%s\n", brokers, dead) + fmt.Sprintf(model, store),
+	wantSinkAndRebuildFail(t, "the registry", []sinkFailCase{
+		{"down", fmt.Sprintf("kafka:\n  brokers: [%q]\nregistry:\n  url: http://%s\n", brokers, dead) + fmt.Sprintf(sinkOnlyModel, store),
 			[]string{"the schema registry at http://" + dead + " (registry.url) does not answer", "check the URL"}},
-		{"wrong path", fmt.Sprintf("kafka:\n  brokers: [%q]\nregistry:\n  url: %s/prefix\n", brokers, registryURL) + fmt.Sprintf(model, store),
+		{"wrong path", fmt.Sprintf("kafka:\n  brokers: [%q]\nregistry:\n  url: %s/prefix\n", brokers, registryURL) + fmt.Sprintf(sinkOnlyModel, store),
 			[]string{"the schema registry at " + registryURL + "/prefix (registry.url) does not answer", "its path"}},
-		{"embedded", fmt.Sprintf("kafka:\n  listen: %q\nregistry:\n  listen: %q\n", brokers, dead) + fmt.Sprintf(model, store),
+		{"embedded", fmt.Sprintf("kafka:\n  listen: %q\nregistry:\n  listen: %q\n", brokers, dead) + fmt.Sprintf(sinkOnlyModel, store),
 			[]string{"registry.url is empty, so this is the embedded registry of `replicator run` at registry.listen", dead}},
-	} {
-		for _, args := range [][]string{{"sink"}, {"rebuild", "--read-model", "good"}} {
-			t.Run(tc.name+"/"+args[0], func(t *testing.T) {
-				t.Parallel()
-				out, err := runCLI(t, append(args, "--config", writeYAML(t, tc.cfg))...)
-				if err == nil {
-					t.Fatalf("%s: got nil, want an error naming the registry; output:\n%s", args[0], out)
-				}
-				for _, w := range tc.wants {
-					if !strings.Contains(err.Error(), w) {
-						t.Errorf("%s: error %q lacks %q", args[0], err, w)
-					}
-				}
-			})
-		}
-	}
+	})
 }
