@@ -17,9 +17,9 @@ import (
 type entry struct {
 	src   int
 	rec   *kgo.Record
-	key   map[string]any
-	value map[string]any // nil for a tombstone
-	tk    string         // hash of the decoded topic key
+	key   fields
+	value fields // none() for a tombstone
+	tk    string // hash of the decoded topic key
 }
 
 // applier applies decoded batches of one read model to its store.
@@ -42,12 +42,7 @@ func (a *applier) decode(ctx context.Context, src int, rec *kgo.Record) (entry, 
 			return e, fmt.Errorf("value: %w", err)
 		}
 	}
-	fields := dec.key.reader.Fields()
-	vals := make([]any, len(fields))
-	for i, f := range fields {
-		vals[i] = e.key[f.Name()]
-	}
-	e.tk = hashValues(vals)
+	e.tk = hashValues(e.key.vals) // every key field, in the reader's order
 	return e, nil
 }
 
@@ -90,7 +85,7 @@ func appendIntsJSON(b []byte, vals []any) ([]byte, bool) {
 }
 
 // rowKey is the row key of a source's decoded record (raw decoded values).
-func (a *applier) rowKey(src int, key, value map[string]any) ([]any, error) {
+func (a *applier) rowKey(src int, key, value fields) ([]any, error) {
 	sp := &a.p.sources[src]
 	out := make([]any, len(sp.keyFields))
 	for i, f := range sp.keyFields {
@@ -98,7 +93,7 @@ func (a *applier) rowKey(src int, key, value map[string]any) ([]any, error) {
 		if f.fromKey {
 			m = key
 		}
-		v, ok := m[f.name]
+		v, ok := m.get(f.name)
 		if !ok || v == nil {
 			return nil, fmt.Errorf("row key field %q is null or missing", f.name)
 		}
@@ -122,10 +117,10 @@ func (a *applier) storeKey(rk []any) ([]any, error) {
 
 // sourceValues are the driver values of src's columns from a decoded
 // record (nil record: all null).
-func (a *applier) sourceValues(src int, key, value map[string]any) ([]any, error) {
+func (a *applier) sourceValues(src int, key, value fields) ([]any, error) {
 	sp := &a.p.sources[src]
 	out := make([]any, len(sp.cols))
-	if value == nil {
+	if value.none() {
 		return out, nil
 	}
 	for i, ci := range sp.cols {
@@ -134,7 +129,7 @@ func (a *applier) sourceValues(src int, key, value map[string]any) ([]any, error
 		if f.fromKey {
 			m = key
 		}
-		v := m[f.name]
+		v, _ := m.get(f.name)
 		if v == nil {
 			continue
 		}
@@ -148,13 +143,13 @@ func (a *applier) sourceValues(src int, key, value map[string]any) ([]any, error
 }
 
 // decodeSide decodes a side row back into its record.
-func (a *applier) decodeSide(ctx context.Context, src int, r sideRow) (key, value map[string]any, err error) {
+func (a *applier) decodeSide(ctx context.Context, src int, r sideRow) (key, value fields, err error) {
 	dec := a.p.sources[src].decoder
 	if key, err = dec.decodeKey(ctx, r.key); err != nil {
-		return nil, nil, fmt.Errorf("side table record of topic %s: key: %w", r.topic, err)
+		return fields{}, fields{}, fmt.Errorf("side table record of topic %s: key: %w", r.topic, err)
 	}
 	if value, err = dec.decodeValue(ctx, r.value); err != nil {
-		return nil, nil, fmt.Errorf("side table record of topic %s: value: %w", r.topic, err)
+		return fields{}, fields{}, fmt.Errorf("side table record of topic %s: value: %w", r.topic, err)
 	}
 	return key, value, nil
 }
@@ -210,7 +205,7 @@ func (a *applier) write(ctx context.Context, tx *sql.Tx, entries []entry, seq in
 				}
 				affected[o.rowKey] = rk
 			}
-			if e.value == nil {
+			if e.value.none() {
 				dels = append(dels, e.tk)
 				continue
 			}
@@ -284,7 +279,7 @@ func (a *applier) write(ctx context.Context, tx *sql.Tx, entries []entry, seq in
 		if err != nil {
 			return recordError(e.rec, err)
 		}
-		if e.value == nil {
+		if e.value.none() {
 			dels = append(dels, sk)
 			continue
 		}
