@@ -76,6 +76,8 @@ const allTypesValue = `{"type":"record","name":"typed","fields":[
 	{"name":"lts","type":{"type":"long","logicalType":"local-timestamp-micros"}},
 	{"name":"tags","type":["null",{"type":"array","items":["null","string"]}],"default":null},
 	{"name":"nums","type":{"type":"array","items":["null","long"]}},
+	{"name":"plain","type":{"type":"array","items":"double"}},
+	{"name":"days","type":["null",{"type":"array","items":{"type":"int","logicalType":"date"}}],"default":null},
 	{"name":"attrs","type":{"type":"map","values":"long"}},
 	{"name":"opt","type":["null",{"type":"map","values":"long"}],"default":null},
 	{"name":"color","type":{"type":"enum","name":"color","symbols":["red","green"]}},
@@ -93,6 +95,7 @@ func allTypesRecords() []map[string]any {
 		"day": time.Date(2024, 2, 29, 0, 0, 0, 0, time.UTC), "tod": 13*time.Hour + 16*time.Microsecond,
 		"todm": 3 * time.Millisecond, "ts": ts, "tsm": time.Date(1969, 1, 1, 0, 0, 0, 1e6, time.UTC), "lts": ts,
 		"tags": []any{"a", nil, "c"}, "nums": []any{int64(1), nil, int64(-3)},
+		"plain": []any{1.5, -2.0}, "days": []any{time.Date(2020, 1, 2, 0, 0, 0, 0, time.UTC)},
 		"attrs": map[string]any{"k": int64(7)}, "opt": map[string]any{"map": map[string]any{"k": int64(8)}},
 		"color": "green", "fx": [3]byte{1, 2, 3}, "nested": map[string]any{"a": int64(5), "b": "y"},
 		"multi": map[string]any{"string": "m"},
@@ -102,7 +105,7 @@ func allTypesRecords() []map[string]any {
 		"raw": []byte{}, "amount": big.NewRat(0, 1), "oamount": nil, "u": "",
 		"day": time.Date(1900, 1, 1, 0, 0, 0, 0, time.UTC), "tod": time.Duration(0), "todm": time.Duration(0),
 		"ts": time.Unix(-1, 999999000).UTC(), "tsm": nil, "lts": ts,
-		"tags": nil, "nums": []any{}, "attrs": map[string]any{}, "opt": nil,
+		"tags": nil, "nums": []any{}, "plain": []any{}, "days": nil, "attrs": map[string]any{}, "opt": nil,
 		"color": "red", "fx": [3]byte{}, "nested": map[string]any{"a": nil, "b": ""},
 		"multi": map[string]any{"long": int64(3)},
 	}
@@ -175,7 +178,7 @@ func TestDirectDecodeMatchesMapDecode(t *testing.T) {
 		need []string
 	}{
 		{"every field", nil},
-		{"fields skipped", []string{"id", "s2", "ts", "amount", "tags"}},
+		{"fields skipped", []string{"id", "s2", "ts", "amount", "tags", "days"}},
 		{"complex kept, primitives skipped", []string{"nested", "color", "fx", "multi", "lts", "opt"}},
 		{"nothing", []string{}},
 	} {

@@ -123,6 +123,27 @@ func primitiveReading(s avro.Schema) func(*avro.Reader) any {
 		logical = ls.Logical().Type()
 	}
 	switch s.Type() {
+	case avro.Array:
+		item := primitiveReading(s.(*avro.ArraySchema).Items())
+		if item == nil {
+			return nil
+		}
+		// Items are appended as read, never allocated from a block's
+		// count: each takes at least a byte, so a lying count ends at the
+		// payload's end (an error: the map way then decides).
+		return func(r *avro.Reader) any {
+			list := []any{}
+			for r.Error == nil {
+				n, _ := r.ReadBlockHeader()
+				if n == 0 {
+					break
+				}
+				for ; n > 0 && r.Error == nil; n-- {
+					list = append(list, item(r))
+				}
+			}
+			return list
+		}
 	case avro.Boolean:
 		return func(r *avro.Reader) any { return r.ReadBool() }
 	case avro.Int:
