@@ -31,7 +31,11 @@ type applier struct {
 // decode decodes a record of source src. A record-level failure wraps
 // errUndecodable; a *SchemaError or a registry outage is returned as is.
 func (a *applier) decode(ctx context.Context, src int, rec *kgo.Record) (entry, error) {
-	dec := a.p.sources[src].decoder
+	return a.decodeWith(ctx, a.p.sources[src].decoder, src, rec)
+}
+
+// decodeWith is decode with one of the source's decoders.
+func (a *applier) decodeWith(ctx context.Context, dec *recordDecoder, src int, rec *kgo.Record) (entry, error) {
 	e := entry{src: src, rec: rec}
 	var err error
 	if e.key, err = dec.decodeKey(ctx, rec.Key); err != nil {
@@ -174,8 +178,19 @@ func (a *applier) write(ctx context.Context, tx *sql.Tx, entries []entry, seq in
 	table, name := a.p.model.Table, a.p.model.Name
 	keyCols := a.p.model.Key
 	bySrc := make([][]entry, len(a.p.sources))
-	for _, e := range entries {
-		bySrc[e.src] = append(bySrc[e.src], e)
+	if len(bySrc) == 1 {
+		bySrc[0] = entries
+	} else {
+		n := make([]int, len(bySrc))
+		for _, e := range entries {
+			n[e.src]++
+		}
+		for src := range bySrc {
+			bySrc[src] = make([]entry, 0, n[src])
+		}
+		for _, e := range entries {
+			bySrc[e.src] = append(bySrc[e.src], e)
+		}
 	}
 	for src, list := range bySrc {
 		if src == a.p.owner || len(list) == 0 {
@@ -269,7 +284,7 @@ func (a *applier) write(ctx context.Context, tx *sql.Tx, entries []entry, seq in
 		key  []any
 		vals []any
 	}
-	var ups []up
+	ups := make([]up, 0, len(bySrc[a.p.owner]))
 	for _, e := range bySrc[a.p.owner] {
 		rk, err := a.rowKey(a.p.owner, e.key, e.key)
 		if err != nil {
@@ -311,8 +326,10 @@ func (a *applier) write(ctx context.Context, tx *sql.Tx, entries []entry, seq in
 		}
 	}
 	rows := make([][]any, len(ups))
+	nc := len(a.p.columns)
+	cells := make([]any, len(ups)*nc) // one allocation for the batch's rows
 	for i, u := range ups {
-		row := make([]any, len(a.p.columns))
+		row := cells[i*nc : (i+1)*nc : (i+1)*nc]
 		copy(row, u.key)
 		for j, ci := range a.p.sources[a.p.owner].cols {
 			row[ci] = u.vals[j]

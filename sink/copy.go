@@ -72,13 +72,14 @@ func (s *store) upsertCopy(ctx context.Context, tx *sql.Tx, table string, cols [
 	if err != nil {
 		return false, err
 	}
-	var data bytes.Buffer
+	data := &s.copyText
+	data.Reset()
 	for _, r := range rows {
 		for j, v := range r {
 			if j > 0 {
 				data.WriteByte('\t')
 			}
-			if !appendCopyText(&data, v, types[j]) {
+			if !appendCopyText(data, v, types[j]) {
 				return false, nil
 			}
 		}

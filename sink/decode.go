@@ -90,6 +90,17 @@ func newRecordDecoder(ctx context.Context, reg schemaRegistry, api avro.API, top
 	return d, nil
 }
 
+// clone returns a decoder of the same reader for another goroutine: the
+// readers are shared (read-only), the caches and buffers are its own.
+func (d *recordDecoder) clone() *recordDecoder {
+	c := *d
+	c.key.resolved = map[int]*writerReading{}
+	c.value.resolved = map[int]*writerReading{}
+	c.r = avro.NewReader(nil, 0, avro.WithReaderConfig(d.api))
+	c.slab = nil
+	return &c
+}
+
 // readerHalf builds the reader of subject's latest version, keeping only
 // the fields in keep (all when keep is nil).
 func readerHalf(ctx context.Context, reg schemaRegistry, subject string, keep []string) (half, error) {

@@ -406,6 +406,13 @@ func (s *Sink) expectedCopy() map[tp]int64 {
 // transaction with the offsets' compare-and-set. A batch the store rejects
 // is applied again record by record to find the culprit.
 func (s *Sink) process(ctx context.Context, recs []*kgo.Record) error {
+	return s.processDecoded(ctx, &decodedBatch{recs: recs})
+}
+
+// processDecoded is process for records decoded ahead (those of b.recs
+// before b.n; the rest are decoded here).
+func (s *Sink) processDecoded(ctx context.Context, b *decodedBatch) error {
+	recs := b.recs
 	// A batch counts once when any of it committed, whichever path
 	// committed it: a user reads batches as polls, not as transactions.
 	before := s.records.Load()
@@ -416,10 +423,12 @@ func (s *Sink) process(ctx context.Context, recs []*kgo.Record) error {
 	}()
 	expected := s.expectedCopy()
 	var todo []*kgo.Record
-	for _, r := range recs {
+	var at []int // index in recs of each of todo
+	for i, r := range recs {
 		e, ok := expected[tp{r.Topic, r.Partition}]
 		if ok && r.Offset >= e { // below e: applied already (a replay after a fence)
 			todo = append(todo, r)
+			at = append(at, i)
 		}
 	}
 	if len(todo) == 0 {
@@ -427,9 +436,14 @@ func (s *Sink) process(ctx context.Context, recs []*kgo.Record) error {
 	}
 	entries := make([]entry, 0, len(todo))
 	decoded := make(map[*kgo.Record]int, len(todo))
-	for _, r := range todo {
-		src := s.a.sourceOf(r.Topic)
-		e, err := s.a.decode(ctx, src, r)
+	for j, r := range todo {
+		var e entry
+		var err error
+		if i := at[j]; i < b.n {
+			e, err = b.ents[i], b.errs[i]
+		} else {
+			e, err = s.a.decode(ctx, s.a.sourceOf(r.Topic), r)
+		}
 		if err != nil {
 			if !errors.Is(err, errUndecodable) {
 				return fmt.Errorf("topic %s partition %d offset %d: %w", r.Topic, r.Partition, r.Offset, err)
@@ -456,10 +470,13 @@ func (s *Sink) process(ctx context.Context, recs []*kgo.Record) error {
 	for i, e := range entries {
 		last[sk{e.src, e.tk}] = i
 	}
-	batch := make([]entry, 0, len(last))
-	for i, e := range entries {
-		if last[sk{e.src, e.tk}] == i {
-			batch = append(batch, e)
+	batch := entries // every key once (a rebuild's usual batch)
+	if len(last) < len(entries) {
+		batch = make([]entry, 0, len(last))
+		for i, e := range entries {
+			if last[sk{e.src, e.tk}] == i {
+				batch = append(batch, e)
+			}
 		}
 	}
 	var err error

@@ -1,6 +1,7 @@
 package sink
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -40,6 +41,9 @@ type store struct {
 	txConn *sql.Conn
 	tx     *sql.Tx
 	copied map[string]bool
+	// copyText is the COPY text of the batch being written, kept between
+	// batches so that it grows once, not in every batch.
+	copyText bytes.Buffer
 	// skipDirect is, per table, how many more batches go through the
 	// temporary table before a direct COPY is tried again (copy.go).
 	skipDirect map[string]int
