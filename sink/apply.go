@@ -109,14 +109,20 @@ func (a *applier) rowKey(src int, key, value fields) ([]any, error) {
 // storeKey converts a row key to driver values.
 func (a *applier) storeKey(rk []any) ([]any, error) {
 	out := make([]any, len(rk))
+	return out, a.storeKeyInto(out, rk)
+}
+
+// storeKeyInto is storeKey into the first len(rk) of dst (a row: the key
+// columns come first).
+func (a *applier) storeKeyInto(dst, rk []any) error {
 	for i, v := range rk {
 		sv, err := a.st.d.value(a.p.columns[i].typ, a.p.columns[i].override, v)
 		if err != nil {
-			return nil, fmt.Errorf("key column %q: %w", a.p.columns[i].name, err)
+			return fmt.Errorf("key column %q: %w", a.p.columns[i].name, err)
 		}
-		out[i] = sv
+		dst[i] = sv
 	}
-	return out, nil
+	return nil
 }
 
 // sourceValues are the driver values of src's columns from a decoded
@@ -127,23 +133,51 @@ func (a *applier) sourceValues(src int, key, value fields) ([]any, error) {
 	if value.none() {
 		return out, nil
 	}
-	for i, ci := range sp.cols {
-		f := sp.fields[i]
-		m := value
-		if f.fromKey {
-			m = key
-		}
-		v, _ := m.get(f.name)
-		if v == nil {
-			continue
-		}
-		sv, err := a.st.d.value(a.p.columns[ci].typ, a.p.columns[ci].override, v)
+	for i := range sp.cols {
+		sv, err := a.sourceValue(src, i, key, value)
 		if err != nil {
-			return nil, fmt.Errorf("column %q: %w", a.p.columns[ci].name, err)
+			return nil, err
 		}
 		out[i] = sv
 	}
 	return out, nil
+}
+
+// sourceValuesInto sets src's columns of row (a row in the columns'
+// order) from a decoded record (nil record: all null).
+func (a *applier) sourceValuesInto(row []any, src int, key, value fields) error {
+	for i, ci := range a.p.sources[src].cols {
+		if value.none() {
+			row[ci] = nil
+			continue
+		}
+		sv, err := a.sourceValue(src, i, key, value)
+		if err != nil {
+			return err
+		}
+		row[ci] = sv
+	}
+	return nil
+}
+
+// sourceValue is the driver value of src's i-th column (nil for a null).
+func (a *applier) sourceValue(src, i int, key, value fields) (any, error) {
+	sp := &a.p.sources[src]
+	f := sp.fields[i]
+	m := value
+	if f.fromKey {
+		m = key
+	}
+	v, _ := m.get(f.name)
+	if v == nil {
+		return nil, nil
+	}
+	ci := sp.cols[i]
+	sv, err := a.st.d.value(a.p.columns[ci].typ, a.p.columns[ci].override, v)
+	if err != nil {
+		return nil, fmt.Errorf("column %q: %w", a.p.columns[ci].name, err)
+	}
+	return sv, nil
 }
 
 // decodeSide decodes a side row back into its record.
@@ -281,28 +315,34 @@ func (a *applier) write(ctx context.Context, tx *sql.Tx, entries []entry, seq in
 	var dels [][]any
 	type up struct {
 		hash string
-		key  []any
-		vals []any
+		row  []any // the key and the owner's columns; the others' are filled below
 	}
-	ups := make([]up, 0, len(bySrc[a.p.owner]))
-	for _, e := range bySrc[a.p.owner] {
+	owned := bySrc[a.p.owner]
+	nc := len(a.p.columns)
+	cells := make([]any, len(owned)*nc) // one allocation for the batch's rows
+	ups := make([]up, 0, len(owned))
+	for _, e := range owned {
 		rk, err := a.rowKey(a.p.owner, e.key, e.key)
 		if err != nil {
 			return recordError(e.rec, err)
 		}
-		sk, err := a.storeKey(rk)
-		if err != nil {
-			return recordError(e.rec, err)
-		}
 		if e.value.none() {
+			sk, err := a.storeKey(rk)
+			if err != nil {
+				return recordError(e.rec, err)
+			}
 			dels = append(dels, sk)
 			continue
 		}
-		vals, err := a.sourceValues(a.p.owner, e.key, e.value)
-		if err != nil {
+		i := len(ups)
+		row := cells[i*nc : (i+1)*nc : (i+1)*nc]
+		if err := a.storeKeyInto(row, rk); err != nil {
 			return recordError(e.rec, err)
 		}
-		u := up{key: sk, vals: vals}
+		if err := a.sourceValuesInto(row, a.p.owner, e.key, e.value); err != nil {
+			return recordError(e.rec, err)
+		}
+		u := up{row: row}
 		if len(a.p.sources) > 1 { // the hash finds the other sources' side rows
 			u.hash = hashValues(rk)
 		}
@@ -326,14 +366,8 @@ func (a *applier) write(ctx context.Context, tx *sql.Tx, entries []entry, seq in
 		}
 	}
 	rows := make([][]any, len(ups))
-	nc := len(a.p.columns)
-	cells := make([]any, len(ups)*nc) // one allocation for the batch's rows
 	for i, u := range ups {
-		row := cells[i*nc : (i+1)*nc : (i+1)*nc]
-		copy(row, u.key)
-		for j, ci := range a.p.sources[a.p.owner].cols {
-			row[ci] = u.vals[j]
-		}
+		row := u.row
 		for src, sp := range a.p.sources {
 			if src == a.p.owner {
 				continue
@@ -346,12 +380,8 @@ func (a *applier) write(ctx context.Context, tx *sql.Tx, entries []entry, seq in
 			if err != nil {
 				return err
 			}
-			vals, err := a.sourceValues(src, k, v)
-			if err != nil {
+			if err := a.sourceValuesInto(row, src, k, v); err != nil {
 				return err
-			}
-			for j, ci := range sp.cols {
-				row[ci] = vals[j]
 			}
 		}
 		rows[i] = row

@@ -435,7 +435,6 @@ func (s *Sink) processDecoded(ctx context.Context, b *decodedBatch) error {
 		return nil
 	}
 	entries := make([]entry, 0, len(todo))
-	decoded := make(map[*kgo.Record]int, len(todo))
 	for j, r := range todo {
 		var e entry
 		var err error
@@ -453,7 +452,6 @@ func (s *Sink) processDecoded(ctx context.Context, b *decodedBatch) error {
 			}
 			continue
 		}
-		decoded[r] = len(entries)
 		entries = append(entries, e)
 	}
 	next := map[tp]int64{}
@@ -507,6 +505,10 @@ func (s *Sink) processDecoded(ctx context.Context, b *decodedBatch) error {
 	}
 	s.log.Warn("the store rejected a batch; applying it record by record to find the culprit", "records", len(todo), "error", err)
 	s.split.Add(1)
+	decoded := make(map[*kgo.Record]int, len(entries)) // built only here: a batch rarely splits
+	for i, e := range entries {
+		decoded[e.rec] = i
+	}
 	return s.oneByOne(ctx, todo, entries, decoded, expected)
 }
 
