@@ -46,7 +46,14 @@ func (a *applier) decodeWith(ctx context.Context, dec *recordDecoder, src int, r
 			return e, fmt.Errorf("value: %w", err)
 		}
 	}
-	e.tk = hashValues(e.key.vals) // every key field, in the reader's order
+	// Every key field, in the reader's order. The owner's identity only
+	// deduplicates a batch, where the key's JSON text serves as well as
+	// its hash; the other sources' is kept in the side table: the hash.
+	if src == a.p.owner {
+		e.tk = keyText(e.key.vals)
+	} else {
+		e.tk = hashValues(e.key.vals)
+	}
 	return e, nil
 }
 
@@ -56,12 +63,23 @@ func (a *applier) decodeWith(ctx context.Context, dec *recordDecoder, src int, r
 // hashes, so the text hashed must never change.
 func hashValues(vals []any) string {
 	var buf [64]byte
-	b, ok := appendIntsJSON(buf[:0], vals)
-	if !ok {
-		b, _ = json.Marshal(jsonSafe(vals)) // jsonSafe leaves nothing json cannot encode
-	}
-	sum := sha256.Sum256(b)
+	sum := sha256.Sum256(appendKeyJSON(buf[:0], vals))
 	return hex.EncodeToString(sum[:])
+}
+
+// keyText is the JSON text hashValues hashes: as distinct as the hash.
+func keyText(vals []any) string {
+	var buf [64]byte
+	return string(appendKeyJSON(buf[:0], vals))
+}
+
+// appendKeyJSON appends the JSON array of decoded key values.
+func appendKeyJSON(b []byte, vals []any) []byte {
+	if out, ok := appendIntsJSON(b, vals); ok {
+		return out
+	}
+	j, _ := json.Marshal(jsonSafe(vals)) // jsonSafe leaves nothing json cannot encode
+	return append(b, j...)
 }
 
 // appendIntsJSON appends the JSON array of vals when every one is an

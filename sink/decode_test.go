@@ -3,6 +3,7 @@ package sink
 import (
 	"context"
 	"math/big"
+	"math/rand/v2"
 	"reflect"
 	"testing"
 	"time"
@@ -229,5 +230,34 @@ func TestDirectDecodeResolution(t *testing.T) {
 	compareDecodes(t, d, frame(t, newer, reg.schemaFor[newer], map[string]any{"extra": []any{"a", "b"}, "id": int64(3), "n": int64(7), "tier": nil}))
 	if d.value.resolved[newer].ops == nil {
 		t.Fatalf("newer writer with an added field: read the map way, want the direct reading")
+	}
+}
+
+// TestRatFromTwosComplement: the 64-bit path reads what the big.Int one
+// does (hamba/avro's reading), for every length, sign and scale.
+func TestRatFromTwosComplement(t *testing.T) {
+	t.Parallel()
+	ref := func(b []byte, scale int) *big.Rat {
+		num := new(big.Int).SetBytes(b)
+		if len(b) > 0 && b[0]&0x80 != 0 {
+			num.Sub(num, new(big.Int).Lsh(big.NewInt(1), uint(len(b))*8))
+		}
+		return new(big.Rat).SetFrac(num, new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(scale)), nil))
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	cases := [][]byte{{}, {0}, {0x80}, {0xff}, {0x7f, 0xff}, {0x80, 0, 0, 0, 0, 0, 0, 0}, {0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}}
+	for range 3000 {
+		b := make([]byte, rng.IntN(13))
+		for i := range b {
+			b[i] = byte(rng.IntN(256))
+		}
+		cases = append(cases, b)
+	}
+	for _, b := range cases {
+		for _, scale := range []int{0, 2, 4, 9, 18, 19, 25} {
+			if got, want := ratFromTwosComplement(b, scale), ref(b, scale); got.Cmp(want) != 0 || got.FloatString(scale) != want.FloatString(scale) {
+				t.Fatalf("%x at scale %d: got %s, want %s", b, scale, got.RatString(), want.RatString())
+			}
+		}
 	}
 }

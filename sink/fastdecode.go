@@ -203,6 +203,16 @@ func primitiveReading(s avro.Schema) func(*avro.Reader) any {
 // ratFromTwosComplement is an Avro decimal's value: its bytes are the
 // big-endian two's-complement unscaled integer (as hamba/avro reads it).
 func ratFromTwosComplement(b []byte, scale int) *big.Rat {
+	if len(b) <= 8 && scale < len(pow10) { // without big.Int allocations
+		var n int64
+		for _, c := range b {
+			n = n<<8 | int64(c)
+		}
+		if len(b) > 0 && len(b) < 8 && b[0]&0x80 != 0 {
+			n -= 1 << (8 * len(b)) // sign-extend
+		}
+		return new(big.Rat).SetFrac64(n, pow10[scale])
+	}
 	num := new(big.Int).SetBytes(b)
 	if len(b) > 0 && b[0]&0x80 != 0 {
 		num.Sub(num, new(big.Int).Lsh(big.NewInt(1), uint(len(b))*8))
@@ -210,6 +220,15 @@ func ratFromTwosComplement(b []byte, scale int) *big.Rat {
 	denom := new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(scale)), nil)
 	return new(big.Rat).SetFrac(num, denom)
 }
+
+// pow10 are the powers of ten an int64 holds.
+var pow10 = func() (p [19]int64) {
+	p[0] = 1
+	for i := 1; i < len(p); i++ {
+		p[i] = p[i-1] * 10
+	}
+	return p
+}()
 
 // readDirect reads payload into vals by ops; false when the bytes could
 // not be read (vals then hold partial values).
