@@ -40,7 +40,8 @@ type Config struct {
 	// Group is the consumer group; default replicator-sink-<name>.
 	Group string
 	// MaxBatch bounds the records of one poll, hence of one transaction;
-	// default 10000.
+	// default 10000. A rebuild holds two batches: the one it writes and
+	// the next, decoded meanwhile.
 	MaxBatch int
 	// Observer, if set, is told each committed batch's apply time (the
 	// metrics' latency histogram).
