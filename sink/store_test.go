@@ -408,3 +408,65 @@ func TestUpsertCopyStreamed(t *testing.T) {
 		t.Fatalf("a value without a COPY text form: got %v (bad %v), want errNoCopyText", err, bad.bad)
 	}
 }
+
+// TestUpsertRowsChunks: the statement forms (SQLite, MySQL) write a batch
+// of several full chunks and a remainder, the full chunks through one
+// prepared statement: every row lands, and a second batch updates them.
+func TestUpsertRowsChunks(t *testing.T) {
+	t.Parallel()
+	for _, sk := range []storeKind{sqliteStore(), mysqlStore()} {
+		t.Run(sk.name, func(t *testing.T) {
+			t.Parallel()
+			db, d, err := openStore(sk.fresh(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			st := &store{db: db, d: d}
+			ctx := t.Context()
+			if _, err := db.ExecContext(ctx, `CREATE TABLE ch (id bigint PRIMARY KEY, note varchar(40))`); err != nil {
+				t.Fatal(err)
+			}
+			n := 2*st.chunk(2) + 37
+			for _, tag := range []string{"first", "second"} {
+				batch := make([][]any, n)
+				for i := range batch {
+					batch[i] = []any{int64(i), fmt.Sprintf("%s %d", tag, i)}
+				}
+				tx, err := db.BeginTx(ctx, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := st.upsertRows(ctx, tx, "ch", []string{"id", "note"}, 1, batch); err != nil {
+					t.Fatalf("upsert %s: %v", tag, err)
+				}
+				if err := tx.Commit(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var count, second int
+			rs, err := db.QueryContext(ctx, `SELECT id, note FROM ch`)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for rs.Next() {
+				var id int64
+				var note string
+				if err := rs.Scan(&id, &note); err != nil {
+					t.Fatal(err)
+				}
+				count++
+				if note == fmt.Sprintf("second %d", id) {
+					second++
+				}
+			}
+			if err := rs.Err(); err != nil {
+				t.Fatal(err)
+			}
+			rs.Close()
+			if count != n || second != n {
+				t.Fatalf("rows: got %d (%d of the second batch), want %d (%d)", count, second, n, n)
+			}
+		})
+	}
+}
