@@ -17,9 +17,9 @@ import (
 type entry struct {
 	src   int
 	rec   *kgo.Record
-	key   map[string]any
-	value map[string]any // nil for a tombstone
-	tk    string         // hash of the decoded topic key
+	key   fields
+	value fields // none() for a tombstone
+	tk    string // hash of the decoded topic key
 }
 
 // applier applies decoded batches of one read model to its store.
@@ -31,7 +31,11 @@ type applier struct {
 // decode decodes a record of source src. A record-level failure wraps
 // errUndecodable; a *SchemaError or a registry outage is returned as is.
 func (a *applier) decode(ctx context.Context, src int, rec *kgo.Record) (entry, error) {
-	dec := a.p.sources[src].decoder
+	return a.decodeWith(ctx, a.p.sources[src].decoder, src, rec)
+}
+
+// decodeWith is decode with one of the source's decoders.
+func (a *applier) decodeWith(ctx context.Context, dec *recordDecoder, src int, rec *kgo.Record) (entry, error) {
 	e := entry{src: src, rec: rec}
 	var err error
 	if e.key, err = dec.decodeKey(ctx, rec.Key); err != nil {
@@ -42,12 +46,14 @@ func (a *applier) decode(ctx context.Context, src int, rec *kgo.Record) (entry, 
 			return e, fmt.Errorf("value: %w", err)
 		}
 	}
-	fields := dec.key.reader.Fields()
-	vals := make([]any, len(fields))
-	for i, f := range fields {
-		vals[i] = e.key[f.Name()]
+	// Every key field, in the reader's order. The owner's identity only
+	// deduplicates a batch, where the key's JSON text serves as well as
+	// its hash; the other sources' is kept in the side table: the hash.
+	if src == a.p.owner {
+		e.tk = keyText(e.key.vals)
+	} else {
+		e.tk = hashValues(e.key.vals)
 	}
-	e.tk = hashValues(vals)
 	return e, nil
 }
 
@@ -57,12 +63,23 @@ func (a *applier) decode(ctx context.Context, src int, rec *kgo.Record) (entry, 
 // hashes, so the text hashed must never change.
 func hashValues(vals []any) string {
 	var buf [64]byte
-	b, ok := appendIntsJSON(buf[:0], vals)
-	if !ok {
-		b, _ = json.Marshal(jsonSafe(vals)) // jsonSafe leaves nothing json cannot encode
-	}
-	sum := sha256.Sum256(b)
+	sum := sha256.Sum256(appendKeyJSON(buf[:0], vals))
 	return hex.EncodeToString(sum[:])
+}
+
+// keyText is the JSON text hashValues hashes: as distinct as the hash.
+func keyText(vals []any) string {
+	var buf [64]byte
+	return string(appendKeyJSON(buf[:0], vals))
+}
+
+// appendKeyJSON appends the JSON array of decoded key values.
+func appendKeyJSON(b []byte, vals []any) []byte {
+	if out, ok := appendIntsJSON(b, vals); ok {
+		return out
+	}
+	j, _ := json.Marshal(jsonSafe(vals)) // jsonSafe leaves nothing json cannot encode
+	return append(b, j...)
 }
 
 // appendIntsJSON appends the JSON array of vals when every one is an
@@ -90,7 +107,7 @@ func appendIntsJSON(b []byte, vals []any) ([]byte, bool) {
 }
 
 // rowKey is the row key of a source's decoded record (raw decoded values).
-func (a *applier) rowKey(src int, key, value map[string]any) ([]any, error) {
+func (a *applier) rowKey(src int, key, value fields) ([]any, error) {
 	sp := &a.p.sources[src]
 	out := make([]any, len(sp.keyFields))
 	for i, f := range sp.keyFields {
@@ -98,7 +115,7 @@ func (a *applier) rowKey(src int, key, value map[string]any) ([]any, error) {
 		if f.fromKey {
 			m = key
 		}
-		v, ok := m[f.name]
+		v, ok := m.get(f.name)
 		if !ok || v == nil {
 			return nil, fmt.Errorf("row key field %q is null or missing", f.name)
 		}
@@ -110,51 +127,85 @@ func (a *applier) rowKey(src int, key, value map[string]any) ([]any, error) {
 // storeKey converts a row key to driver values.
 func (a *applier) storeKey(rk []any) ([]any, error) {
 	out := make([]any, len(rk))
+	return out, a.storeKeyInto(out, rk)
+}
+
+// storeKeyInto is storeKey into the first len(rk) of dst (a row: the key
+// columns come first).
+func (a *applier) storeKeyInto(dst, rk []any) error {
 	for i, v := range rk {
 		sv, err := a.st.d.value(a.p.columns[i].typ, a.p.columns[i].override, v)
 		if err != nil {
-			return nil, fmt.Errorf("key column %q: %w", a.p.columns[i].name, err)
+			return fmt.Errorf("key column %q: %w", a.p.columns[i].name, err)
 		}
-		out[i] = sv
+		dst[i] = sv
 	}
-	return out, nil
+	return nil
 }
 
 // sourceValues are the driver values of src's columns from a decoded
 // record (nil record: all null).
-func (a *applier) sourceValues(src int, key, value map[string]any) ([]any, error) {
+func (a *applier) sourceValues(src int, key, value fields) ([]any, error) {
 	sp := &a.p.sources[src]
 	out := make([]any, len(sp.cols))
-	if value == nil {
+	if value.none() {
 		return out, nil
 	}
-	for i, ci := range sp.cols {
-		f := sp.fields[i]
-		m := value
-		if f.fromKey {
-			m = key
-		}
-		v := m[f.name]
-		if v == nil {
-			continue
-		}
-		sv, err := a.st.d.value(a.p.columns[ci].typ, a.p.columns[ci].override, v)
+	for i := range sp.cols {
+		sv, err := a.sourceValue(src, i, key, value)
 		if err != nil {
-			return nil, fmt.Errorf("column %q: %w", a.p.columns[ci].name, err)
+			return nil, err
 		}
 		out[i] = sv
 	}
 	return out, nil
 }
 
+// sourceValuesInto sets src's columns of row (a row in the columns'
+// order) from a decoded record (nil record: all null).
+func (a *applier) sourceValuesInto(row []any, src int, key, value fields) error {
+	for i, ci := range a.p.sources[src].cols {
+		if value.none() {
+			row[ci] = nil
+			continue
+		}
+		sv, err := a.sourceValue(src, i, key, value)
+		if err != nil {
+			return err
+		}
+		row[ci] = sv
+	}
+	return nil
+}
+
+// sourceValue is the driver value of src's i-th column (nil for a null).
+func (a *applier) sourceValue(src, i int, key, value fields) (any, error) {
+	sp := &a.p.sources[src]
+	f := sp.fields[i]
+	m := value
+	if f.fromKey {
+		m = key
+	}
+	v, _ := m.get(f.name)
+	if v == nil {
+		return nil, nil
+	}
+	ci := sp.cols[i]
+	sv, err := a.st.d.value(a.p.columns[ci].typ, a.p.columns[ci].override, v)
+	if err != nil {
+		return nil, fmt.Errorf("column %q: %w", a.p.columns[ci].name, err)
+	}
+	return sv, nil
+}
+
 // decodeSide decodes a side row back into its record.
-func (a *applier) decodeSide(ctx context.Context, src int, r sideRow) (key, value map[string]any, err error) {
+func (a *applier) decodeSide(ctx context.Context, src int, r sideRow) (key, value fields, err error) {
 	dec := a.p.sources[src].decoder
 	if key, err = dec.decodeKey(ctx, r.key); err != nil {
-		return nil, nil, fmt.Errorf("side table record of topic %s: key: %w", r.topic, err)
+		return fields{}, fields{}, fmt.Errorf("side table record of topic %s: key: %w", r.topic, err)
 	}
 	if value, err = dec.decodeValue(ctx, r.value); err != nil {
-		return nil, nil, fmt.Errorf("side table record of topic %s: value: %w", r.topic, err)
+		return fields{}, fields{}, fmt.Errorf("side table record of topic %s: value: %w", r.topic, err)
 	}
 	return key, value, nil
 }
@@ -179,8 +230,19 @@ func (a *applier) write(ctx context.Context, tx *sql.Tx, entries []entry, seq in
 	table, name := a.p.model.Table, a.p.model.Name
 	keyCols := a.p.model.Key
 	bySrc := make([][]entry, len(a.p.sources))
-	for _, e := range entries {
-		bySrc[e.src] = append(bySrc[e.src], e)
+	if len(bySrc) == 1 {
+		bySrc[0] = entries
+	} else {
+		n := make([]int, len(bySrc))
+		for _, e := range entries {
+			n[e.src]++
+		}
+		for src := range bySrc {
+			bySrc[src] = make([]entry, 0, n[src])
+		}
+		for _, e := range entries {
+			bySrc[e.src] = append(bySrc[e.src], e)
+		}
 	}
 	for src, list := range bySrc {
 		if src == a.p.owner || len(list) == 0 {
@@ -210,7 +272,7 @@ func (a *applier) write(ctx context.Context, tx *sql.Tx, entries []entry, seq in
 				}
 				affected[o.rowKey] = rk
 			}
-			if e.value == nil {
+			if e.value.none() {
 				dels = append(dels, e.tk)
 				continue
 			}
@@ -271,28 +333,34 @@ func (a *applier) write(ctx context.Context, tx *sql.Tx, entries []entry, seq in
 	var dels [][]any
 	type up struct {
 		hash string
-		key  []any
-		vals []any
+		row  []any // the key and the owner's columns; the others' are filled below
 	}
-	var ups []up
-	for _, e := range bySrc[a.p.owner] {
+	owned := bySrc[a.p.owner]
+	nc := len(a.p.columns)
+	cells := make([]any, len(owned)*nc) // one allocation for the batch's rows
+	ups := make([]up, 0, len(owned))
+	for _, e := range owned {
 		rk, err := a.rowKey(a.p.owner, e.key, e.key)
 		if err != nil {
 			return recordError(e.rec, err)
 		}
-		sk, err := a.storeKey(rk)
-		if err != nil {
-			return recordError(e.rec, err)
-		}
-		if e.value == nil {
+		if e.value.none() {
+			sk, err := a.storeKey(rk)
+			if err != nil {
+				return recordError(e.rec, err)
+			}
 			dels = append(dels, sk)
 			continue
 		}
-		vals, err := a.sourceValues(a.p.owner, e.key, e.value)
-		if err != nil {
+		i := len(ups)
+		row := cells[i*nc : (i+1)*nc : (i+1)*nc]
+		if err := a.storeKeyInto(row, rk); err != nil {
 			return recordError(e.rec, err)
 		}
-		u := up{key: sk, vals: vals}
+		if err := a.sourceValuesInto(row, a.p.owner, e.key, e.value); err != nil {
+			return recordError(e.rec, err)
+		}
+		u := up{row: row}
 		if len(a.p.sources) > 1 { // the hash finds the other sources' side rows
 			u.hash = hashValues(rk)
 		}
@@ -317,11 +385,7 @@ func (a *applier) write(ctx context.Context, tx *sql.Tx, entries []entry, seq in
 	}
 	rows := make([][]any, len(ups))
 	for i, u := range ups {
-		row := make([]any, len(a.p.columns))
-		copy(row, u.key)
-		for j, ci := range a.p.sources[a.p.owner].cols {
-			row[ci] = u.vals[j]
-		}
+		row := u.row
 		for src, sp := range a.p.sources {
 			if src == a.p.owner {
 				continue
@@ -334,12 +398,8 @@ func (a *applier) write(ctx context.Context, tx *sql.Tx, entries []entry, seq in
 			if err != nil {
 				return err
 			}
-			vals, err := a.sourceValues(src, k, v)
-			if err != nil {
+			if err := a.sourceValuesInto(row, src, k, v); err != nil {
 				return err
-			}
-			for j, ci := range sp.cols {
-				row[ci] = vals[j]
 			}
 		}
 		rows[i] = row

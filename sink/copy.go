@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"strconv"
 	"strings"
@@ -72,18 +73,9 @@ func (s *store) upsertCopy(ctx context.Context, tx *sql.Tx, table string, cols [
 	if err != nil {
 		return false, err
 	}
-	var data bytes.Buffer
-	for _, r := range rows {
-		for j, v := range r {
-			if j > 0 {
-				data.WriteByte('\t')
-			}
-			if !appendCopyText(&data, v, types[j]) {
-				return false, nil
-			}
-		}
-		data.WriteByte('\n')
-	}
+	s.copyText.Reset()
+	data := &copyRows{rows: rows, types: types, buf: &s.copyText}
+	noText := false // a value without a COPY text form: the statement forms
 	q := s.d.quote
 	sum := sha256.Sum256([]byte(table + "\x00" + strings.Join(cols, "\x00")))
 	tmp := "replicator_copy_" + hex.EncodeToString(sum[:8])
@@ -121,11 +113,19 @@ func (s *store) upsertCopy(ctx context.Context, tx *sql.Tx, table string, cols [
 			// round. A key already there fails the COPY, which is undone
 			// to the savepoint; the temporary table then takes this batch
 			// and the next ones (updates come in runs) before a retry.
-			direct, err := s.copyDirect(ctx, pg, table, list, data.Bytes())
+			direct, err := s.copyDirect(ctx, pg, table, list, data)
 			if err != nil || direct {
 				return err
 			}
+			if data.bad {
+				noText = true
+				return nil
+			}
 			s.skipDirect[table] = skipDirectBatches
+		}
+		if !data.encodeAll() {
+			noText = true
+			return nil
 		}
 		// CREATE … IF NOT EXISTS says so in a notice each time; a notice
 		// costs nothing but a few bytes.
@@ -133,7 +133,7 @@ func (s *store) upsertCopy(ctx context.Context, tx *sql.Tx, table string, cols [
 			return fmt.Errorf("prepare the batch's temporary table: %w", err)
 		}
 		s.copied[tmp] = true
-		if _, err := pg.CopyFrom(ctx, bytes.NewReader(data.Bytes()), fmt.Sprintf("COPY pg_temp.%s (%s) FROM STDIN", q(tmp), list)); err != nil {
+		if _, err := pg.CopyFrom(ctx, bytes.NewReader(data.buf.Bytes()), fmt.Sprintf("COPY pg_temp.%s (%s) FROM STDIN", q(tmp), list)); err != nil {
 			return fmt.Errorf("copy the batch: %w", err)
 		}
 		if _, err := pg.Exec(ctx, insert).ReadAll(); err != nil {
@@ -141,6 +141,9 @@ func (s *store) upsertCopy(ctx context.Context, tx *sql.Tx, table string, cols [
 		}
 		return nil
 	})
+	if noText && err == nil {
+		return false, nil
+	}
 	return err == nil, err
 }
 
@@ -150,22 +153,85 @@ const skipDirectBatches = 16
 
 // copyDirect copies data straight into table under a savepoint and reports
 // whether that went through; a key already in the table (unique
-// violation) rolls back to the savepoint and reports false.
-func (s *store) copyDirect(ctx context.Context, pg *pgconn.PgConn, table, list string, data []byte) (bool, error) {
+// violation) or a value without a COPY text form (data.bad) rolls back to
+// the savepoint and reports false.
+func (s *store) copyDirect(ctx context.Context, pg *pgconn.PgConn, table, list string, data *copyRows) (bool, error) {
 	if _, err := pg.Exec(ctx, "SAVEPOINT replicator_copy").ReadAll(); err != nil {
 		return false, err
 	}
-	_, err := pg.CopyFrom(ctx, bytes.NewReader(data), fmt.Sprintf("COPY %s (%s) FROM STDIN", s.d.quote(table), list))
+	_, err := pg.CopyFrom(ctx, data, fmt.Sprintf("COPY %s (%s) FROM STDIN", s.d.quote(table), list))
 	var pe *pgconn.PgError
 	switch {
 	case err == nil:
 		_, err = pg.Exec(ctx, "RELEASE SAVEPOINT replicator_copy").ReadAll()
 		return err == nil, err
-	case errors.As(err, &pe) && pe.Code == "23505": // unique_violation
+	case data.bad, errors.As(err, &pe) && pe.Code == "23505": // no COPY text; unique_violation
 		_, err = pg.Exec(ctx, "ROLLBACK TO SAVEPOINT replicator_copy").ReadAll()
 		return false, err
 	}
 	return false, fmt.Errorf("copy the batch: %w", err)
+}
+
+// copyRows is a batch's rows as COPY text, encoded as the COPY reads it:
+// the server takes in the first rows while the later ones are encoded
+// (pgconn reads in a goroutine of its own, 64 KiB at a time), instead of
+// waiting for the whole batch's text. The text stays in buf for a second
+// COPY of the same rows (the temporary table's, after a direct COPY met a
+// key already there).
+type copyRows struct {
+	rows  [][]any
+	types []string
+	buf   *bytes.Buffer
+	next  int  // the first row not encoded yet
+	off   int  // bytes of buf read already
+	bad   bool // a value without a COPY text form: the COPY fails
+}
+
+// errNoCopyText fails a COPY whose rows hold a value without a COPY text
+// form.
+var errNoCopyText = errors.New("a value has no COPY text form")
+
+func (c *copyRows) Read(p []byte) (int, error) {
+	for c.off == c.buf.Len() {
+		if c.next == len(c.rows) {
+			return 0, io.EOF
+		}
+		for c.next < len(c.rows) && c.buf.Len()-c.off < len(p) {
+			if !c.encode(c.rows[c.next]) {
+				c.bad = true
+				return 0, errNoCopyText
+			}
+			c.next++
+		}
+	}
+	n := copy(p, c.buf.Bytes()[c.off:])
+	c.off += n
+	return n, nil
+}
+
+// encodeAll encodes the rows not encoded yet; false when a value has no
+// COPY text form.
+func (c *copyRows) encodeAll() bool {
+	for ; c.next < len(c.rows); c.next++ {
+		if !c.encode(c.rows[c.next]) {
+			c.bad = true
+			return false
+		}
+	}
+	return !c.bad
+}
+
+func (c *copyRows) encode(r []any) bool {
+	for j, v := range r {
+		if j > 0 {
+			c.buf.WriteByte('\t')
+		}
+		if !appendCopyText(c.buf, v, c.types[j]) {
+			return false
+		}
+	}
+	c.buf.WriteByte('\n')
+	return true
 }
 
 // copyEscaper escapes text for COPY's text format, elemEscaper an

@@ -52,6 +52,8 @@ type recordDecoder struct {
 	topic string
 	key   half
 	value half
+	r     *avro.Reader // the direct reading's, reset for each record
+	slab  []any        // decoded records' slots are cut from it (fewer allocations)
 }
 
 // half is the key or the value side of a topic.
@@ -60,15 +62,23 @@ type half struct {
 	reader   *avro.RecordSchema
 	readerID int // the latest id at start: a newer writer lacking a field has dropped it
 	fields   map[string]fieldType
-	all      []string            // every field of the subject's latest schema, kept or not (for messages)
-	resolved map[int]avro.Schema // by writer schema id
+	index    map[string]int         // reader field name → its slot in a decoded record
+	all      []string               // every field of the subject's latest schema, kept or not (for messages)
+	resolved map[int]*writerReading // by writer schema id
+}
+
+// writerReading is how the records of one writer schema id are read into
+// the reader's fields.
+type writerReading struct {
+	schema avro.Schema // resolved: what hamba/avro decodes into a map
+	ops    []fieldOp   // the direct reading; nil when only the map path reads it (fastdecode.go)
 }
 
 // newRecordDecoder reads the topic's latest key and value schemas and
 // builds the readers: the whole key record, and the value fields named in
 // need that the value record has (the others are looked up in the key).
 func newRecordDecoder(ctx context.Context, reg schemaRegistry, api avro.API, topic string, need []string) (*recordDecoder, error) {
-	d := &recordDecoder{reg: reg, api: api, topic: topic}
+	d := &recordDecoder{reg: reg, api: api, topic: topic, r: avro.NewReader(nil, 0, avro.WithReaderConfig(api))}
 	var err error
 	if d.key, err = readerHalf(ctx, reg, topic+"-key", nil); err != nil {
 		return nil, err
@@ -77,6 +87,17 @@ func newRecordDecoder(ctx context.Context, reg schemaRegistry, api avro.API, top
 		return nil, err
 	}
 	return d, nil
+}
+
+// clone returns a decoder of the same reader for another goroutine: the
+// readers are shared (read-only), the caches and buffers are its own.
+func (d *recordDecoder) clone() *recordDecoder {
+	c := *d
+	c.key.resolved = map[int]*writerReading{}
+	c.value.resolved = map[int]*writerReading{}
+	c.r = avro.NewReader(nil, 0, avro.WithReaderConfig(d.api))
+	c.slab = nil
+	return &c
 }
 
 // readerHalf builds the reader of subject's latest version, keeping only
@@ -105,9 +126,10 @@ func readerHalf(ctx context.Context, reg schemaRegistry, subject string, keep []
 	if !ok {
 		return half{}, fmt.Errorf("subject %q: the schema is a %s, want a record", subject, s.Type())
 	}
-	h := half{subject: subject, reader: rec, readerID: latest.ID, fields: map[string]fieldType{}, resolved: map[int]avro.Schema{}}
-	for _, f := range rec.Fields() {
+	h := half{subject: subject, reader: rec, readerID: latest.ID, fields: map[string]fieldType{}, index: map[string]int{}, resolved: map[int]*writerReading{}}
+	for i, f := range rec.Fields() {
 		h.fields[f.Name()] = typeOf(f.Type())
+		h.index[f.Name()] = i
 		if keep == nil {
 			all = append(all, f.Name())
 		}
@@ -177,24 +199,46 @@ func (d *recordDecoder) fieldNames(inKey bool) string {
 }
 
 // decodeKey and decodeValue return the reader's fields of a framed record.
-func (d *recordDecoder) decodeKey(ctx context.Context, b []byte) (map[string]any, error) {
+func (d *recordDecoder) decodeKey(ctx context.Context, b []byte) (fields, error) {
 	return d.decode(ctx, &d.key, b)
 }
 
-func (d *recordDecoder) decodeValue(ctx context.Context, b []byte) (map[string]any, error) {
+func (d *recordDecoder) decodeValue(ctx context.Context, b []byte) (fields, error) {
 	return d.decode(ctx, &d.value, b)
 }
 
-func (d *recordDecoder) decode(ctx context.Context, h *half, b []byte) (map[string]any, error) {
+// decode reads a framed record directly into the reader's slots when the
+// writer schema allows it (fastdecode.go), else, or when the direct
+// reading meets bytes it cannot read, through hamba/avro's map decoding,
+// which then decides (errors, and what truncated bytes yield).
+func (d *recordDecoder) decode(ctx context.Context, h *half, b []byte) (fields, error) {
 	var hdr sr.ConfluentHeader
 	id, payload, err := hdr.DecodeID(b)
 	if err != nil {
-		return nil, fmt.Errorf("%w: no Confluent wire-format header (magic byte 0 and a 4-byte schema id)", errUndecodable)
+		return fields{}, fmt.Errorf("%w: no Confluent wire-format header (magic byte 0 and a 4-byte schema id)", errUndecodable)
 	}
-	s, err := d.resolve(ctx, h, id)
+	wr, err := d.resolve(ctx, h, id)
 	if err != nil {
-		return nil, err
+		return fields{}, err
 	}
+	vals := d.slots(len(h.reader.Fields()))
+	if wr.ops != nil && d.readDirect(wr.ops, payload, vals) {
+		return fields{h: h, vals: vals}, nil
+	}
+	clear(vals)
+	m, err := d.decodeMap(h, wr.schema, id, payload)
+	if err != nil {
+		return fields{}, err
+	}
+	for i, f := range h.reader.Fields() {
+		vals[i] = m[f.Name()]
+	}
+	return fields{h: h, vals: vals}, nil
+}
+
+// decodeMap is the reference decoding: hamba/avro into a map through the
+// resolved schema, unions unwrapped.
+func (d *recordDecoder) decodeMap(h *half, s avro.Schema, id int, payload []byte) (map[string]any, error) {
 	out := make(map[string]any, len(h.fields))
 	if err := d.api.Unmarshal(s, payload, &out); err != nil {
 		return nil, fmt.Errorf("%w: schema id %d (subject %s): %v", errUndecodable, id, h.subject, err)
@@ -209,9 +253,9 @@ func (d *recordDecoder) decode(ctx context.Context, h *half, b []byte) (map[stri
 
 // resolve returns the schema that reads writer id's bytes into the
 // reader's shape, fetching and checking it once per id.
-func (d *recordDecoder) resolve(ctx context.Context, h *half, id int) (avro.Schema, error) {
-	if s, ok := h.resolved[id]; ok {
-		return s, nil
+func (d *recordDecoder) resolve(ctx context.Context, h *half, id int) (*writerReading, error) {
+	if wr, ok := h.resolved[id]; ok {
+		return wr, nil
 	}
 	ws, err := d.reg.SchemaByID(ctx, id) // an outage is retried with the batch (processRetrying)
 	if err != nil {
@@ -253,8 +297,9 @@ func (d *recordDecoder) resolve(ctx context.Context, h *half, id int) (avro.Sche
 	if err != nil {
 		return nil, &SchemaError{Subject: h.subject, ID: id, Msg: fmt.Sprintf("cannot be read as the read model's fields: %v", err)}
 	}
-	h.resolved[id] = s
-	return s, nil
+	wr := &writerReading{schema: s, ops: directOps(h.reader, wrec)}
+	h.resolved[id] = wr
+	return wr, nil
 }
 
 // SchemaError is a writer schema the read model cannot read: it stops the

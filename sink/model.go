@@ -182,6 +182,9 @@ type sourcePlan struct {
 	cols      []int      // indexes into plan.columns this source writes
 	fields    []fieldRef // record field of each of cols
 	decoder   *recordDecoder
+	// ahead decodes the next batch while decoder's goroutine writes the
+	// current one (Rebuild): a decoder is used by one goroutine at a time.
+	ahead *recordDecoder
 }
 
 // fieldRef locates a field in the key or the value record.

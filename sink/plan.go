@@ -45,7 +45,7 @@ func compile(ctx context.Context, m *ReadModel, reg schemaRegistry, api avro.API
 			p.sources = append(p.sources, sourcePlan{topic: s.Topic})
 			continue
 		}
-		sp := sourcePlan{topic: s.Topic, decoder: dec}
+		sp := sourcePlan{topic: s.Topic, decoder: dec, ahead: dec.clone()}
 		lookup := func(field string, preferKey bool) (fieldRef, fieldType, bool) {
 			order := []bool{false, true}
 			if preferKey {

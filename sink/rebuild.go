@@ -128,12 +128,30 @@ func Rebuild(ctx context.Context, cfg Config, progress func(Progress)) error {
 	takeIn(ends, "")
 	start := time.Now()
 	swapAttempts := 0
+	// The next batch is polled and decoded while the store writes the
+	// current one (pollAhead): ahead is that batch in flight, next one
+	// received but not applied yet (a stopped poll's).
+	var ahead <-chan *decodedBatch
+	var stopAhead context.CancelFunc
+	var next *decodedBatch
+	defer func() {
+		if ahead != nil {
+			stopAhead()
+			<-ahead
+		}
+	}()
 	for {
 		behind := false
 		for k, next := range s.expectedCopy() {
 			if max(next, 0) < target[k] {
 				behind = true
 			}
+		}
+		if !behind && ahead != nil {
+			// Caught up: no record may come, so the poll in flight stops;
+			// what it returned is applied if the rebuild goes on.
+			stopAhead()
+			next, ahead = <-ahead, nil
 		}
 		if !behind {
 			// A partition added to a source topic since the last listing
@@ -166,14 +184,25 @@ func Rebuild(ctx context.Context, cfg Config, progress func(Progress)) error {
 			}
 			continue
 		}
-		fetches := cl.PollRecords(ctx, s.cfg.MaxBatch)
+		var b *decodedBatch
+		switch {
+		case next != nil:
+			b, next = next, nil
+		case ahead != nil:
+			b, ahead = <-ahead, nil
+			stopAhead()
+		default:
+			fetches := cl.PollRecords(ctx, s.cfg.MaxBatch)
+			fetches.EachError(func(t string, p int32, err error) {
+				s.log.Warn("fetch failed; retrying", "topic", t, "partition", p, "error", err)
+			})
+			b = &decodedBatch{recs: fetches.Records()}
+		}
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		fetches.EachError(func(t string, p int32, err error) {
-			s.log.Warn("fetch failed; retrying", "topic", t, "partition", p, "error", err)
-		})
-		if err := s.processRetrying(ctx, fetches.Records()); err != nil {
+		ahead, stopAhead = s.pollAhead(ctx, cl)
+		if err := s.processRetrying(ctx, b); err != nil {
 			return fmt.Errorf("read model %s: rebuild: %w", liveModel.Name, err)
 		}
 		if progress != nil {

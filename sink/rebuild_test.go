@@ -460,3 +460,53 @@ func TestRebuildSourceRemoved(t *testing.T) {
 		})
 	}
 }
+
+// TestRebuildDecodesAhead: a rebuild of many small batches (each polled
+// and decoded while the one before is written) holding updates, deletes
+// and poison records applies every batch once, in order: the rows are the
+// topic's latest state and each poison record is dead-lettered once.
+func TestRebuildDecodesAhead(t *testing.T) {
+	t.Parallel()
+	for _, sk := range []storeKind{sqliteStore(), postgresStore(t)} {
+		t.Run(sk.name, func(t *testing.T) {
+			t.Parallel()
+			store := sk.fresh(t)
+			e := newEnv(t)
+			w := e.topic("customers", customersKey, customersValue)
+			poisons := 0
+			want := map[int64]string{}
+			for i := int64(0); i < 300; i++ {
+				k := i%40 + 1
+				switch {
+				case i%23 == 5:
+					w.produce(&kgo.Record{Topic: "customers", Key: frame(t, w.keyID, w.key, map[string]any{"id": k}), Value: []byte("not avro")})
+					poisons++
+				case i%17 == 3:
+					w.del(map[string]any{"id": k})
+					delete(want, k)
+				default:
+					name := fmt.Sprintf("v%d", i)
+					w.put(cust(k, name, nil))
+					want[k] = name
+				}
+			}
+			m := customerModel("profile")
+			m.OnError, m.DeadLetterTopic = DeadLetter, "profile.dlq"
+			ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+			defer cancel()
+			if err := Rebuild(ctx, Config{Model: m, StoreURL: store, Kafka: []kgo.Opt{kgo.SeedBrokers(e.brokers...)}, Registry: e.reg, MaxBatch: 7}, nil); err != nil {
+				t.Fatalf("Rebuild: %v", err)
+			}
+			var rowsWant []string
+			for k, name := range want {
+				rowsWant = append(rowsWant, fmt.Sprintf("%d|%s|NULL", k, name))
+			}
+			sort.Strings(rowsWant)
+			wantRows(t, store, "profile", profileCols, rowsWant...)
+			dlq := readTopic(t, e, "profile.dlq", poisons)
+			if len(dlq) != poisons {
+				t.Fatalf("dead-letter records: got %d, want %d", len(dlq), poisons)
+			}
+		})
+	}
+}

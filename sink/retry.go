@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sr"
 )
 
@@ -48,7 +47,7 @@ func retryable(err error) bool {
 	return isTransient(err)
 }
 
-// processRetrying applies one poll's records ([Sink.process]), trying again
+// processRetrying applies one poll's records ([Sink.processDecoded]), trying again
 // with capped exponential backoff while the store or the registry is
 // unavailable. Each attempt starts from the offsets stored with the rows:
 // the failed one rolled back (or, if its commit's outcome is unknown, the
@@ -60,12 +59,17 @@ func retryable(err error) bool {
 // Meanwhile the batch's partitions stay with this process (the rebalance
 // waits for the next poll): a rebalance that waits longer than its timeout
 // moves them to another process, whose batches then fence this one's.
-func (s *Sink) processRetrying(ctx context.Context, recs []*kgo.Record) error {
+func (s *Sink) processRetrying(ctx context.Context, b *decodedBatch) error {
 	var since time.Time
 	for attempt := 1; ; attempt++ {
+		if attempt > 1 {
+			// Decoded again: the failed attempt may have used the rows
+			// decoded ahead.
+			b = &decodedBatch{recs: b.recs}
+		}
 		// The batch in progress finishes even when a stop arrives: a stop
 		// takes effect between batches (or between attempts).
-		err := s.process(context.WithoutCancel(ctx), recs)
+		err := s.processDecoded(context.WithoutCancel(ctx), b)
 		if err == nil {
 			if attempt > 1 {
 				s.log.Info("the batch went through: the read model resumes", "store", s.cfg.StoreName, "attempts", attempt, "outage", time.Since(since).Round(time.Millisecond))

@@ -40,7 +40,8 @@ type Config struct {
 	// Group is the consumer group; default replicator-sink-<name>.
 	Group string
 	// MaxBatch bounds the records of one poll, hence of one transaction;
-	// default 10000.
+	// default 10000. A rebuild holds two batches: the one it writes and
+	// the next, decoded meanwhile.
 	MaxBatch int
 	// Observer, if set, is told each committed batch's apply time (the
 	// metrics' latency histogram).
@@ -276,7 +277,7 @@ func (s *Sink) Run(ctx context.Context) (err error) {
 		s.noteEnds(fetches)
 		start := time.Now()
 		before := s.records.Load()
-		err := s.processRetrying(ctx, fetches.Records())
+		err := s.processRetrying(ctx, &decodedBatch{recs: fetches.Records()})
 		cl.AllowRebalance()
 		if err != nil {
 			return fmt.Errorf("read model %s: %w", s.name, err)
@@ -411,11 +412,13 @@ func (s *Sink) expectedCopy() map[tp]int64 {
 	return out
 }
 
-// process applies one poll's records: decoded, poison records handled per
-// on_error, deduplicated per (source, topic key), written in one
-// transaction with the offsets' compare-and-set. A batch the store rejects
-// is applied again record by record to find the culprit.
-func (s *Sink) process(ctx context.Context, recs []*kgo.Record) error {
+// processDecoded applies one poll's records: decoded (those of b.recs
+// before b.n were decoded ahead, the rest are decoded here), poison records
+// handled per on_error, deduplicated per (source, topic key), written in
+// one transaction with the offsets' compare-and-set. A batch the store
+// rejects is applied again record by record to find the culprit.
+func (s *Sink) processDecoded(ctx context.Context, b *decodedBatch) error {
+	recs := b.recs
 	// A batch counts once when any of it committed, whichever path
 	// committed it: a user reads batches as polls, not as transactions.
 	before := s.records.Load()
@@ -426,20 +429,26 @@ func (s *Sink) process(ctx context.Context, recs []*kgo.Record) error {
 	}()
 	expected := s.expectedCopy()
 	var todo []*kgo.Record
-	for _, r := range recs {
+	var at []int // index in recs of each of todo
+	for i, r := range recs {
 		e, ok := expected[tp{r.Topic, r.Partition}]
 		if ok && r.Offset >= e { // below e: applied already (a replay after a fence)
 			todo = append(todo, r)
+			at = append(at, i)
 		}
 	}
 	if len(todo) == 0 {
 		return nil
 	}
 	entries := make([]entry, 0, len(todo))
-	decoded := make(map[*kgo.Record]int, len(todo))
-	for _, r := range todo {
-		src := s.a.sourceOf(r.Topic)
-		e, err := s.a.decode(ctx, src, r)
+	for j, r := range todo {
+		var e entry
+		var err error
+		if i := at[j]; i < b.n {
+			e, err = b.ents[i], b.errs[i]
+		} else {
+			e, err = s.a.decode(ctx, s.a.sourceOf(r.Topic), r)
+		}
 		if err != nil {
 			if !errors.Is(err, errUndecodable) {
 				return fmt.Errorf("topic %s partition %d offset %d: %w", r.Topic, r.Partition, r.Offset, err)
@@ -449,7 +458,6 @@ func (s *Sink) process(ctx context.Context, recs []*kgo.Record) error {
 			}
 			continue
 		}
-		decoded[r] = len(entries)
 		entries = append(entries, e)
 	}
 	next := map[tp]int64{}
@@ -466,10 +474,13 @@ func (s *Sink) process(ctx context.Context, recs []*kgo.Record) error {
 	for i, e := range entries {
 		last[sk{e.src, e.tk}] = i
 	}
-	batch := make([]entry, 0, len(last))
-	for i, e := range entries {
-		if last[sk{e.src, e.tk}] == i {
-			batch = append(batch, e)
+	batch := entries // every key once (a rebuild's usual batch)
+	if len(last) < len(entries) {
+		batch = make([]entry, 0, len(last))
+		for i, e := range entries {
+			if last[sk{e.src, e.tk}] == i {
+				batch = append(batch, e)
+			}
 		}
 	}
 	// A transient failure (the store busy or out of reach) is returned
@@ -494,6 +505,10 @@ func (s *Sink) process(ctx context.Context, recs []*kgo.Record) error {
 	}
 	s.log.Warn("the store rejected a batch; applying it record by record to find the culprit", "records", len(todo), "error", err)
 	s.split.Add(1)
+	decoded := make(map[*kgo.Record]int, len(entries)) // built only here: a batch rarely splits
+	for i, e := range entries {
+		decoded[e.rec] = i
+	}
 	return s.oneByOne(ctx, todo, entries, decoded, expected)
 }
 

@@ -1,6 +1,7 @@
 package sink
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -40,6 +41,9 @@ type store struct {
 	txConn *sql.Conn
 	tx     *sql.Tx
 	copied map[string]bool
+	// copyText is the COPY text of the batch being written, kept between
+	// batches so that it grows once, not in every batch.
+	copyText bytes.Buffer
 	// skipDirect is, per table, how many more batches go through the
 	// temporary table before a direct COPY is tried again (copy.go).
 	skipDirect map[string]int
@@ -262,27 +266,50 @@ func (s *store) upsertRows(ctx context.Context, tx *sql.Tx, table string, cols [
 		}
 	}
 	head := fmt.Sprintf("INSERT INTO %s (%s) VALUES ", s.d.quote(table), quoteList(s.d, cols))
-	for start := 0; start < len(rows); start += s.chunk(len(cols)) {
-		part := rows[start:min(len(rows), start+s.chunk(len(cols)))]
+	text := func(n int) string {
 		var b strings.Builder
 		b.WriteString(head)
-		args := make([]any, 0, len(part)*len(cols))
-		for i, r := range part {
+		for i := range n {
 			if i > 0 {
 				b.WriteString(", ")
 			}
 			b.WriteByte('(')
-			for j, v := range r {
+			for j := range cols {
 				if j > 0 {
 					b.WriteString(", ")
 				}
-				args = append(args, v)
-				b.WriteString(s.d.param(len(args)))
+				b.WriteString(s.d.param(i*len(cols) + j + 1))
 			}
 			b.WriteByte(')')
 		}
 		b.WriteString(tail)
-		if _, err := tx.ExecContext(ctx, b.String(), args...); err != nil {
+		return b.String()
+	}
+	step := s.chunk(len(cols))
+	// Every full chunk is the same statement: prepared once per batch,
+	// not parsed (SQLite) or prepared and closed (MySQL) per chunk.
+	var full *sql.Stmt
+	if len(rows) >= 2*step {
+		var err error
+		if full, err = tx.PrepareContext(ctx, text(step)); err != nil {
+			return err
+		}
+		defer full.Close()
+	}
+	args := make([]any, 0, step*len(cols))
+	for start := 0; start < len(rows); start += step {
+		part := rows[start:min(len(rows), start+step)]
+		args = args[:0]
+		for _, r := range part {
+			args = append(args, r...)
+		}
+		var err error
+		if full != nil && len(part) == step {
+			_, err = full.ExecContext(ctx, args...)
+		} else {
+			_, err = tx.ExecContext(ctx, text(len(part)), args...)
+		}
+		if err != nil {
 			return err
 		}
 	}

@@ -1,11 +1,14 @@
 package sink
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"math"
 	"math/big"
 	"strings"
@@ -334,5 +337,136 @@ func TestHashValuesUnchanged(t *testing.T) {
 	}
 	if _, ok := appendIntsJSON(nil, []any{int64(1)}); !ok {
 		t.Error("an integer key took the slow path")
+	}
+}
+
+// TestUpsertCopyStreamed: batches larger than a COPY chunk (64 KiB) are
+// encoded as the COPY reads them; a direct COPY that meets a key already
+// there in its first chunk (the rest not encoded yet) is redone through
+// the temporary table with every row; a value without a COPY text form
+// fails the stream and reports it.
+func TestUpsertCopyStreamed(t *testing.T) {
+	t.Parallel()
+	url := postgresStore(t).fresh(t)
+	db, d, err := openStore(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	st := &store{db: db, d: d}
+	ctx := t.Context()
+	if _, err := db.ExecContext(ctx, `CREATE TABLE s (id bigint PRIMARY KEY, note text)`); err != nil {
+		t.Fatal(err)
+	}
+	pad := strings.Repeat("x", 100)
+	batch := func(from, to int, tag string) [][]any {
+		var out [][]any
+		for id := from; id < to; id++ {
+			out = append(out, []any{int64(id), fmt.Sprintf("%s %d %s", tag, id, pad)})
+		}
+		return out
+	}
+	for _, b := range []struct {
+		rows [][]any
+	}{
+		{batch(0, 3000, "first")},  // straight into the table, streamed
+		{batch(0, 6000, "second")}, // the first key is there: the temporary table, every row
+	} {
+		tx, err := st.begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.upsertRows(ctx, tx, "s", []string{"id", "note"}, 1, b.rows); err != nil {
+			t.Fatalf("upsert: %v", err)
+		}
+		if err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		st.end()
+	}
+	var n, second int
+	if err := db.QueryRowContext(ctx, `SELECT count(*), count(*) FILTER (WHERE note LIKE 'second %') FROM s`).Scan(&n, &second); err != nil {
+		t.Fatal(err)
+	}
+	if n != 6000 || second != 6000 {
+		t.Fatalf("rows: got %d (%d of the second batch), want 6000 (6000)", n, second)
+	}
+
+	// The reader on its own: read in small pieces it is the whole text; a
+	// value without a text form fails it.
+	var buf bytes.Buffer
+	c := &copyRows{rows: batch(0, 50, "r"), types: []string{"bigint", "text"}, buf: &buf}
+	got, err := io.ReadAll(io.LimitReader(struct{ io.Reader }{c}, 1<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, buf.Bytes()) || !bytes.HasPrefix(got, []byte("0\tr 0 x")) || bytes.Count(got, []byte("\n")) != 50 {
+		t.Fatalf("streamed text: got %d bytes, %d lines", len(got), bytes.Count(got, []byte("\n")))
+	}
+	bad := &copyRows{rows: append(batch(0, 5, "r"), []any{int64(9), struct{}{}}), types: []string{"bigint", "text"}, buf: new(bytes.Buffer)}
+	if _, err := io.ReadAll(bad); !errors.Is(err, errNoCopyText) || !bad.bad {
+		t.Fatalf("a value without a COPY text form: got %v (bad %v), want errNoCopyText", err, bad.bad)
+	}
+}
+
+// TestUpsertRowsChunks: the statement forms (SQLite, MySQL) write a batch
+// of several full chunks and a remainder, the full chunks through one
+// prepared statement: every row lands, and a second batch updates them.
+func TestUpsertRowsChunks(t *testing.T) {
+	t.Parallel()
+	for _, sk := range []storeKind{sqliteStore(), mysqlStore()} {
+		t.Run(sk.name, func(t *testing.T) {
+			t.Parallel()
+			db, d, err := openStore(sk.fresh(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			st := &store{db: db, d: d}
+			ctx := t.Context()
+			if _, err := db.ExecContext(ctx, `CREATE TABLE ch (id bigint PRIMARY KEY, note varchar(40))`); err != nil {
+				t.Fatal(err)
+			}
+			n := 2*st.chunk(2) + 37
+			for _, tag := range []string{"first", "second"} {
+				batch := make([][]any, n)
+				for i := range batch {
+					batch[i] = []any{int64(i), fmt.Sprintf("%s %d", tag, i)}
+				}
+				tx, err := db.BeginTx(ctx, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := st.upsertRows(ctx, tx, "ch", []string{"id", "note"}, 1, batch); err != nil {
+					t.Fatalf("upsert %s: %v", tag, err)
+				}
+				if err := tx.Commit(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var count, second int
+			rs, err := db.QueryContext(ctx, `SELECT id, note FROM ch`)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for rs.Next() {
+				var id int64
+				var note string
+				if err := rs.Scan(&id, &note); err != nil {
+					t.Fatal(err)
+				}
+				count++
+				if note == fmt.Sprintf("second %d", id) {
+					second++
+				}
+			}
+			if err := rs.Err(); err != nil {
+				t.Fatal(err)
+			}
+			rs.Close()
+			if count != n || second != n {
+				t.Fatalf("rows: got %d (%d of the second batch), want %d (%d)", count, second, n, n)
+			}
+		})
 	}
 }

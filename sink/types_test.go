@@ -1,7 +1,9 @@
 package sink
 
 import (
+	"math"
 	"math/big"
+	"math/rand/v2"
 	"testing"
 	"time"
 )
@@ -108,5 +110,35 @@ func TestArrayTypeOverride(t *testing.T) {
 			}
 			wantRows(t, store, "tagged", cols, c.want, empty)
 		})
+	}
+}
+
+// TestDecimalTextMatchesFloatString: the 64-bit formatting of decimals is
+// big.Rat.FloatString's, rounding and signs included.
+func TestDecimalTextMatchesFloatString(t *testing.T) {
+	t.Parallel()
+	rng := rand.New(rand.NewPCG(1, 2))
+	nums := []int64{0, 1, -1, 5, -5, 15, -15, 123456, -123456, math.MaxInt64, math.MinInt64, math.MinInt64 + 1, 999999999999}
+	dens := []int64{1, 2, 3, 7, 10, 100, 1000, 3 * 1024, 1e18}
+	for range 2000 {
+		nums = append(nums, rng.Int64()>>rng.IntN(63))
+		nums = append(nums, -(rng.Int64() >> rng.IntN(63)))
+	}
+	for i := range 200 {
+		dens = append(dens, 1+rng.Int64N(int64(1)<<(1+i%62)))
+	}
+	for _, n := range nums {
+		for j, d := range dens {
+			r := big.NewRat(n, d)
+			for _, scale := range []int{0, 1, 2, (j + int(n&7)) % 21, 19, 20} {
+				if got, want := decimalText(r, scale), r.FloatString(scale); got != want {
+					t.Fatalf("%d/%d at scale %d: got %s, want %s", n, d, scale, got, want)
+				}
+			}
+		}
+	}
+	big1 := new(big.Rat).SetFrac(new(big.Int).Lsh(big.NewInt(1), 80), big.NewInt(3))
+	if got, want := decimalText(big1, 4), big1.FloatString(4); got != want {
+		t.Fatalf("2^80/3: got %s, want %s", got, want)
 	}
 }
