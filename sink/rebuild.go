@@ -2,6 +2,7 @@ package sink
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"time"
 
@@ -338,21 +339,10 @@ func (s *Sink) trySwap(ctx context.Context, live ReadModel) (map[tp]int64, bool,
 			return nil, false, fmt.Errorf("swap: lock the live tables: %w", err)
 		}
 	}
-	rows, err := tx.QueryContext(ctx, fmt.Sprintf("SELECT topic, part, next_offset FROM %s WHERE read_model = %s%s", q(offsetsTable), p(1), lock), live.Name)
+	liveOffsets, err := queryOffsets(ctx, tx, fmt.Sprintf("SELECT topic, part, next_offset FROM %s WHERE read_model = %s%s", q(offsetsTable), p(1), lock), live.Name)
 	if err != nil {
 		return nil, false, fmt.Errorf("swap: read the live offsets: %w", err)
 	}
-	liveOffsets := map[tp]int64{}
-	for rows.Next() {
-		var k tp
-		var n int64
-		if err := rows.Scan(&k.topic, &k.part, &n); err != nil {
-			rows.Close()
-			return nil, false, fmt.Errorf("swap: read the live offsets: %w", err)
-		}
-		liveOffsets[k] = n
-	}
-	rows.Close()
 	mine := s.expectedCopy()
 	ahead := false
 	for k, l := range s.ofSources(liveOffsets) {
@@ -388,4 +378,24 @@ func (s *Sink) trySwap(ctx context.Context, live ReadModel) (map[tp]int64, bool,
 		return nil, false, fmt.Errorf("swap: %w", err)
 	}
 	return nil, true, nil
+}
+
+// queryOffsets runs query, which selects topic, part and next_offset rows,
+// and returns them by partition.
+func queryOffsets(ctx context.Context, tx *sql.Tx, query string, args ...any) (map[tp]int64, error) {
+	rows, err := tx.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[tp]int64{}
+	for rows.Next() {
+		var k tp
+		var n int64
+		if err := rows.Scan(&k.topic, &k.part, &n); err != nil {
+			return nil, err
+		}
+		out[k] = n
+	}
+	return out, rows.Err()
 }

@@ -106,21 +106,10 @@ func (s *Sink) trySwapMySQL(ctx context.Context, live ReadModel) (map[tp]int64, 
 	// FOR UPDATE waits for a sink batch holding these rows and reads what
 	// it committed; its next-key locks keep a sink from inserting a
 	// partition's first row meanwhile.
-	rows, err := tx.QueryContext(ctx, "SELECT topic, part, next_offset FROM "+q(offsetsTable)+" WHERE read_model = ? FOR UPDATE", live.Name)
+	liveOffsets, err := queryOffsets(ctx, tx, "SELECT topic, part, next_offset FROM "+q(offsetsTable)+" WHERE read_model = ? FOR UPDATE", live.Name)
 	if err != nil {
 		return nil, false, fmt.Errorf("swap: read the live offsets: %w", err)
 	}
-	liveOffsets := map[tp]int64{}
-	for rows.Next() {
-		var k tp
-		var n int64
-		if err := rows.Scan(&k.topic, &k.part, &n); err != nil {
-			rows.Close()
-			return nil, false, fmt.Errorf("swap: read the live offsets: %w", err)
-		}
-		liveOffsets[k] = n
-	}
-	rows.Close()
 	mine := s.expectedCopy()
 	for k, l := range s.ofSources(liveOffsets) {
 		if l > max(mine[k], 0) {
