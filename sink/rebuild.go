@@ -203,8 +203,17 @@ func Rebuild(ctx context.Context, cfg Config, progress func(Progress)) error {
 			return err
 		}
 		ahead, stopAhead = s.pollAhead(ctx, cl)
+		fenced := s.fenced.Load()
 		if err := s.processRetrying(ctx, b); err != nil {
 			return fmt.Errorf("read model %s: rebuild: %w", liveModel.Name, err)
+		}
+		if s.fenced.Load() != fenced {
+			// The offsets were reloaded and the consumer moved back to
+			// them: the batch polled ahead follows the one that was
+			// rolled back, and applying it would skip that one.
+			stopAhead()
+			<-ahead
+			ahead = nil
 		}
 		if progress != nil {
 			done := s.records.Load()

@@ -61,6 +61,7 @@ func retryable(err error) bool {
 // moves them to another process, whose batches then fence this one's.
 func (s *Sink) processRetrying(ctx context.Context, b *decodedBatch) error {
 	var since time.Time
+	clear(s.dlqSent)
 	for attempt := 1; ; attempt++ {
 		if attempt > 1 {
 			// Decoded again: the failed attempt may have used the rows

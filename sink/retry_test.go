@@ -20,8 +20,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/replicator/replicator/broker"
 	"github.com/replicator/replicator/pgcluster/pgtest"
 	"github.com/replicator/replicator/registry"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sr"
 )
@@ -449,5 +451,90 @@ func waitRetries(t *testing.T, r *running, n int64) {
 			t.Fatalf("fewer than %d retries within %v of the outage (stats %+v)", n, testTimeout, r.s.Stats())
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A poison record dead-lettered by a batch that then meets an outage (a
+// schema id to fetch while the registry answers 503) is dead-lettered once,
+// not once per attempt: the retry rolls back the batch's rows, not its
+// dead letters.
+func TestDeadLetterOnceAcrossRetries(t *testing.T) {
+	t.Parallel()
+	v2 := `{"type":"record","name":"customers","fields":[{"name":"id","type":"long"},{"name":"name","type":"string"},{"name":"tier","type":["null","string"],"default":null},{"name":"extra","type":"string","default":""}]}`
+	store := "sqlite://" + filepath.Join(t.TempDir(), "read.db")
+	e := newEnv(t)
+	w := e.topic("customers", customersKey, customersValue)
+	w.put(cust(1, "ann", "gold"))
+	f, reg := newFlakyRegistry(t, e)
+	m := customerModel("profile")
+	m.OnError, m.DeadLetterTopic = DeadLetter, "profile.dlq"
+	r := e.start(m, store, func(cfg *Config) { cfg.Registry = reg })
+	r.waitRecords(t, 1)
+
+	f.down.Store(true)
+	w.evolve(v2) // registered directly: the sink must fetch the new id through the proxy
+	poison := &kgo.Record{Topic: "customers", Key: frame(t, w.keyID, w.key, map[string]any{"id": int64(2)}), Value: []byte("not avro")}
+	next := &kgo.Record{Topic: "customers", Key: frame(t, w.keyID, w.key, map[string]any{"id": int64(3)}),
+		Value: frame(t, w.valueID, w.value, map[string]any{"id": int64(3), "name": "cy", "tier": nil, "extra": "x"})}
+	// One produce, one record batch: the sink polls both at once.
+	if err := e.cl.ProduceSync(t.Context(), poison, next).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	waitRetries(t, r, 3)
+	f.down.Store(false)
+	r.waitRecords(t, 3)
+	wantRows(t, store, "profile", profileCols, "1|ann|gold", "3|cy|NULL")
+	if got := r.s.Stats().DeadLettered; got != 1 {
+		t.Errorf("dead-lettered %d records, want 1", got)
+	}
+	ends, err := broker.EndOffsets(t.Context(), kadm.NewClient(e.cl), "profile.dlq")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, o := range ends {
+		n += o
+	}
+	if n != 1 {
+		t.Errorf("the dead-letter topic holds %d records after %d retries, want 1", n, r.s.Stats().Retries)
+	}
+	if err := r.stop(); err != nil {
+		t.Errorf("Run: %v", err)
+	}
+}
+
+// The first offset's INSERT failing because the connection was lost is an
+// outage to retry, not a fence: a fence reloads the offsets, and a rebuild
+// would then apply the batch it decoded ahead past the one rolled back.
+func TestFirstOffsetLostConnectionIsNotAFence(t *testing.T) {
+	t.Parallel()
+	url := postgresStore(t).fresh(t)
+	db, d, err := openStore(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	st := &store{db: db, d: d}
+	ctx := t.Context()
+	if err := st.ensureSinkTables(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	var pid int
+	if err := tx.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+		t.Fatal(err)
+	}
+	// With a timeout, pg_terminate_backend waits until the backend is gone.
+	if _, err := db.ExecContext(ctx, "SELECT pg_terminate_backend($1, 10000)", pid); err != nil {
+		t.Fatal(err)
+	}
+	k := tp{"customers", 0}
+	err = st.casOffsets(ctx, tx, "profile", map[tp]int64{k: -1}, map[tp]int64{k: 10})
+	if err == nil || errors.Is(err, errFenced) || !isTransient(err) {
+		t.Fatalf("casOffsets on a lost connection: got %v, want a transient error that is not a fence", err)
 	}
 }

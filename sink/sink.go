@@ -135,6 +135,19 @@ type Sink struct {
 	state atomic.Int32 // a State
 
 	batches, records, deadLettered, fenced, split, retries atomic.Int64
+
+	// dlqSent are the records of the batch being applied already produced
+	// to the dead-letter topic: an attempt that then fails for a passing
+	// cause rolls back its rows, not its dead letters, and the next
+	// attempt must not send them again. Reset per batch (processRetrying);
+	// the batch's goroutine only.
+	dlqSent map[tpo]struct{}
+}
+
+// tpo is a record's position.
+type tpo struct {
+	tp
+	offset int64
 }
 
 // New validates cfg, the read model's names against the store's limits
@@ -650,9 +663,17 @@ func (s *Sink) poison(ctx context.Context, err error) error {
 			kgo.RecordHeader{Key: "replicator.read_model", Value: []byte(s.name)},
 		),
 	}
+	id := tpo{tp{rec.Topic, rec.Partition}, rec.Offset}
+	if _, sent := s.dlqSent[id]; sent {
+		return nil // by an earlier attempt at this batch (processRetrying)
+	}
 	if perr := s.cl.ProduceSync(ctx, out).FirstErr(); perr != nil {
 		return fmt.Errorf("%w; and producing it to dead-letter topic %s failed: %v", err, s.cfg.Model.DeadLetterTopic, perr)
 	}
+	if s.dlqSent == nil {
+		s.dlqSent = map[tpo]struct{}{}
+	}
+	s.dlqSent[id] = struct{}{}
 	s.deadLettered.Add(1)
 	s.log.Warn("poison record sent to the dead-letter topic", "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "dead_letter_topic", s.cfg.Model.DeadLetterTopic, "error", pe.Err)
 	return nil

@@ -223,6 +223,12 @@ func (s *store) casOffsets(ctx context.Context, tx *sql.Tx, model string, expect
 		}
 		if e < 0 {
 			if _, err := tx.ExecContext(ctx, ins, model, t.topic, t.part, n, now); err != nil {
+				if isTransient(err) {
+					// The store went away, not another process: a fence
+					// would reload and let a batch decoded ahead (a
+					// rebuild's) be applied past this one.
+					return fmt.Errorf("store the first offset of %s/%d: %w", t.topic, t.part, err)
+				}
 				// A row inserted by another process meanwhile is a
 				// fence; anything else shows again at the reload.
 				return fmt.Errorf("%w (insert of partition %s/%d: %v)", errFenced, t.topic, t.part, err)
