@@ -31,7 +31,7 @@ func TestLoadSinkOnly(t *testing.T) {
 	}
 	want := []ReadModel{{
 		Name: "customer_profile", Store: "sqlite://./data/read.db", Table: "Customer Profile",
-		Key: []string{"customer_id"}, OnError: OnErrorStop, DeadLetterTopic: "customer_profile.dlq",
+		Key: []string{"customer_id"}, OnError: OnErrorStop, DeadLetterTopic: "customer_profile.dlq", RebuildGCPercent: DefaultRebuildGCPercent,
 		Sources: []ReadModelSource{
 			{Entity: "customers", Topic: "customers", Key: []string{"id"}, Owner: true, Columns: []ReadModelColumn{
 				{Name: "customer_id", Field: "id"}, {Name: "Display Name", Field: "name"}, {Name: "tier", Field: "tier", Type: "VARCHAR(10)"}}},
@@ -354,6 +354,49 @@ read_models:
 			}
 			if got := cfg.ReadModels[0].GiveUpAfter; got != c.want {
 				t.Errorf("GiveUpAfter: got %v, want %v", got, c.want)
+			}
+		})
+	}
+}
+
+func TestReadModelRebuildGCPercent(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name, value string
+		want        int
+		wantErr     string
+	}{
+		{name: "unset", value: "", want: DefaultRebuildGCPercent},
+		{name: "zero leaves it alone", value: "rebuild_gc_percent: 0", want: 0},
+		{name: "set", value: "rebuild_gc_percent: 150", want: 150},
+		{name: "too high", value: "rebuild_gc_percent: 1001", wantErr: `read_models[0].rebuild_gc_percent: "1001" must be a whole number from 0 to 1000`},
+		{name: "negative", value: "rebuild_gc_percent: -1", wantErr: `read_models[0].rebuild_gc_percent: "-1" must be a whole number from 0 to 1000`},
+		{name: "not a number", value: "rebuild_gc_percent: lots", wantErr: `read_models[0].rebuild_gc_percent: "lots" must be`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			cfg, err := LoadSink(writeConfig(t, `
+read_models:
+  - name: m
+    store: sqlite://./read.db
+    key: id
+    `+c.value+`
+    sources:
+      - entity: customers
+        key: id
+        columns: {name: name}
+`), nil)
+			if c.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+					t.Fatalf("got %v, want an error containing %q", err, c.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := cfg.ReadModels[0].RebuildGCPercent; got != c.want {
+				t.Errorf("RebuildGCPercent: got %d, want %d", got, c.want)
 			}
 		})
 	}

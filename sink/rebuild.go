@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"runtime/debug"
 	"time"
 
 	"github.com/replicator/replicator/broker"
@@ -63,6 +64,10 @@ func Rebuild(ctx context.Context, cfg Config, progress func(Progress)) error {
 	}
 	s.cfg.Model = shadow
 	s.log = s.log.With("rebuild", true)
+	if pct := cfg.RebuildGCPercent; pct > 0 {
+		prev := debug.SetGCPercent(pct)
+		defer debug.SetGCPercent(prev)
+	}
 	if err := s.prepareRebuild(ctx, liveModel); err != nil {
 		return err
 	}

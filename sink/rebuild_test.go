@@ -3,6 +3,9 @@ package sink
 import (
 	"context"
 	"fmt"
+	"path/filepath"
+	"runtime/metrics"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -509,4 +512,40 @@ func TestRebuildDecodesAhead(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A rebuild runs at its GC target (rebuild_gc_percent) and restores the
+// process's when it ends. Not parallel: the GC target is the process's.
+func TestRebuildGCPercent(t *testing.T) {
+	store := "sqlite://" + filepath.Join(t.TempDir(), "read.db")
+	e := newEnv(t)
+	w := e.topic("customers", customersKey, customersValue)
+	for k := int64(1); k <= 30; k++ {
+		w.put(cust(k, "v0", nil))
+	}
+	before := gcPercent(t)
+	var during []uint64
+	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+	defer cancel()
+	cfg := Config{Model: customerModel("profile"), StoreURL: store, Kafka: []kgo.Opt{kgo.SeedBrokers(e.brokers...)}, Registry: e.reg, MaxBatch: 10, RebuildGCPercent: 345}
+	if err := Rebuild(ctx, cfg, func(Progress) { during = append(during, gcPercent(t)) }); err != nil {
+		t.Fatalf("Rebuild: %v", err)
+	}
+	if len(during) == 0 || slices.ContainsFunc(during, func(p uint64) bool { return p != 345 }) {
+		t.Errorf("GC target during the rebuild: got %v, want 345 at every batch", during)
+	}
+	if after := gcPercent(t); after != before {
+		t.Errorf("GC target after the rebuild: got %d, want %d restored", after, before)
+	}
+}
+
+// gcPercent is the process's GC target.
+func gcPercent(t *testing.T) uint64 {
+	t.Helper()
+	sample := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+	metrics.Read(sample)
+	if sample[0].Value.Kind() != metrics.KindUint64 {
+		t.Fatalf("runtime metric %s is not available", sample[0].Name)
+	}
+	return sample[0].Value.Uint64()
 }

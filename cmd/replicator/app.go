@@ -218,7 +218,7 @@ func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, pr
 
 		SnapshotWorkers:   cfg.Source.SnapshotWorkers,
 		SnapshotChunkRows: cfg.Source.SnapshotChunkRows,
-		SnapshotGCPercent: snapshotGCPercent(cfg.Source.SnapshotGCPercent, os.Getenv("GOGC"), log),
+		SnapshotGCPercent: gcPercent(config.KeySnapshotGCPercent, cfg.Source.SnapshotGCPercent, os.Getenv("GOGC"), log),
 		ProgressInterval:  cfg.Source.SnapshotProgressInterval,
 		Progress:          progress,
 		Reconnect: source.Reconnect{
@@ -415,12 +415,12 @@ func startupRefused(i int, e *mapping.Entity, err error) error {
 	return fmt.Errorf("entity %s: %w", e.Name(), err)
 }
 
-// snapshotGCPercent is source.snapshot_gc_percent, unless the operator set
-// GOGC: the environment variable is their explicit choice for the whole
-// process, the snapshot included.
-func snapshotGCPercent(configured int, gogc string, log *slog.Logger) int {
+// gcPercent is the GC target configured at key (source.snapshot_gc_percent,
+// a read model's rebuild_gc_percent), unless the operator set GOGC: the
+// environment variable is their explicit choice for the whole process.
+func gcPercent(key string, configured int, gogc string, log *slog.Logger) int {
 	if gogc != "" && configured != 0 {
-		log.Info("GOGC is set: "+config.KeySnapshotGCPercent+" is left unused", "GOGC", gogc)
+		log.Info("GOGC is set: "+key+" is left unused", "GOGC", gogc)
 		return 0
 	}
 	return configured

@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+
+	"github.com/replicator/replicator/config"
 )
 
 // GOGC in the environment is the operator's choice for the whole process:
@@ -22,9 +24,9 @@ func TestSnapshotGCPercentYieldsToGOGC(t *testing.T) {
 		{configured: 0, gogc: "off", want: 0},
 	} {
 		var logs bytes.Buffer
-		got := snapshotGCPercent(tt.configured, tt.gogc, slog.New(slog.NewTextHandler(&logs, nil)))
+		got := gcPercent(config.KeySnapshotGCPercent, tt.configured, tt.gogc, slog.New(slog.NewTextHandler(&logs, nil)))
 		if got != tt.want || strings.Contains(logs.String(), "GOGC is set") != tt.logged {
-			t.Errorf("snapshotGCPercent(%d, GOGC=%q): got %d, logged %q; want %d, logged %v", tt.configured, tt.gogc, got, logs.String(), tt.want, tt.logged)
+			t.Errorf("gcPercent(%d, GOGC=%q): got %d, logged %q; want %d, logged %v", tt.configured, tt.gogc, got, logs.String(), tt.want, tt.logged)
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"time"
 
@@ -75,7 +76,7 @@ func runRebuild(ctx context.Context, cfg *config.Config, name string, log *slog.
 		}
 	}
 	start := time.Now()
-	err = sink.Rebuild(ctx, sink.Config{Model: sinkModel(*model), StoreURL: model.Store, StoreName: model.RedactedStore(), GiveUpAfter: model.GiveUpAfter, Kafka: kopts, Registry: rcl, Logger: log}, progress)
+	err = sink.Rebuild(ctx, sink.Config{Model: sinkModel(*model), StoreURL: model.Store, StoreName: model.RedactedStore(), GiveUpAfter: model.GiveUpAfter, RebuildGCPercent: gcPercent(config.KeyReadModels+"[].rebuild_gc_percent", model.RebuildGCPercent, os.Getenv("GOGC"), log), Kafka: kopts, Registry: rcl, Logger: log}, progress)
 	if bar != nil {
 		fmt.Fprintln(bar)
 	}
