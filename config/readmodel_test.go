@@ -332,27 +332,11 @@ func TestReadModelGiveUpAfter(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			cfg, err := LoadSink(writeConfig(t, `
-read_models:
-  - name: m
-    store: sqlite://./read.db
-    key: id
-    `+c.value+`
-    sources:
-      - entity: customers
-        key: id
-        columns: {name: name}
-`), nil)
-			if c.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
-					t.Fatalf("got %v, want an error containing %q", err, c.wantErr)
-				}
+			cfg, ok := loadOneReadModel(t, c.value, c.wantErr)
+			if !ok {
 				return
 			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := cfg.ReadModels[0].GiveUpAfter; got != c.want {
+			if got := cfg.GiveUpAfter; got != c.want {
 				t.Errorf("GiveUpAfter: got %v, want %v", got, c.want)
 			}
 		})
@@ -375,29 +359,41 @@ func TestReadModelRebuildGCPercent(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			cfg, err := LoadSink(writeConfig(t, `
+			cfg, ok := loadOneReadModel(t, c.value, c.wantErr)
+			if !ok {
+				return
+			}
+			if got := cfg.RebuildGCPercent; got != c.want {
+				t.Errorf("RebuildGCPercent: got %d, want %d", got, c.want)
+			}
+		})
+	}
+}
+
+// loadOneReadModel loads a sink config of one read model with line added
+// to it. With wantErr set it checks the load fails saying so and returns
+// false; otherwise the load must succeed.
+func loadOneReadModel(t *testing.T, line, wantErr string) (ReadModel, bool) {
+	t.Helper()
+	cfg, err := LoadSink(writeConfig(t, `
 read_models:
   - name: m
     store: sqlite://./read.db
     key: id
-    `+c.value+`
+    `+line+`
     sources:
       - entity: customers
         key: id
         columns: {name: name}
 `), nil)
-			if c.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
-					t.Fatalf("got %v, want an error containing %q", err, c.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := cfg.ReadModels[0].RebuildGCPercent; got != c.want {
-				t.Errorf("RebuildGCPercent: got %d, want %d", got, c.want)
-			}
-		})
+	if wantErr != "" {
+		if err == nil || !strings.Contains(err.Error(), wantErr) {
+			t.Fatalf("got %v, want an error containing %q", err, wantErr)
+		}
+		return ReadModel{}, false
 	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg.ReadModels[0], true
 }

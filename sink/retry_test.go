@@ -509,12 +509,8 @@ func TestDeadLetterOnceAcrossRetries(t *testing.T) {
 func TestFirstOffsetLostConnectionIsNotAFence(t *testing.T) {
 	t.Parallel()
 	url := postgresStore(t).fresh(t)
-	db, d, err := openStore(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	st := &store{db: db, d: d}
+	st := openTestStore(t, url)
+	db := st.db
 	ctx := t.Context()
 	if err := st.ensureSinkTables(ctx); err != nil {
 		t.Fatal(err)

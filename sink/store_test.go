@@ -201,12 +201,8 @@ func TestTypesUnnest(t *testing.T) {
 func TestUpsertCopy(t *testing.T) {
 	t.Parallel()
 	url := postgresStore(t).fresh(t)
-	db, d, err := openStore(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	st := &store{db: db, d: d}
+	st := openTestStore(t, url)
+	db := st.db
 	ctx := t.Context()
 	create := `CREATE TABLE "c t" (id bigint PRIMARY KEY, "the text" text, tags text[], nums bigint[], amount numeric(12,2),
 		at timestamptz, local timestamp, day date, raw bytea, f double precision, ok boolean, doc jsonb)`
@@ -348,12 +344,8 @@ func TestHashValuesUnchanged(t *testing.T) {
 func TestUpsertCopyStreamed(t *testing.T) {
 	t.Parallel()
 	url := postgresStore(t).fresh(t)
-	db, d, err := openStore(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	st := &store{db: db, d: d}
+	st := openTestStore(t, url)
+	db := st.db
 	ctx := t.Context()
 	if _, err := db.ExecContext(ctx, `CREATE TABLE s (id bigint PRIMARY KEY, note text)`); err != nil {
 		t.Fatal(err)
@@ -469,4 +461,15 @@ func TestUpsertRowsChunks(t *testing.T) {
 			}
 		})
 	}
+}
+
+// openTestStore opens the store at url for the test, closed at its end.
+func openTestStore(t *testing.T, url string) *store {
+	t.Helper()
+	db, d, err := openStore(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return &store{db: db, d: d}
 }
