@@ -270,6 +270,14 @@ func appendCopyText(b *bytes.Buffer, v any, typ string) bool {
 		b.WriteString(`\\x`)
 		b.WriteString(hex.EncodeToString(x))
 	case time.Time:
+		// Go prints years outside 1–9999 in a form PostgreSQL refuses
+		// ("-005" for 6 BC): those go through the statement forms.
+		if y := x.UTC().Year(); y < 1 || y > 9999 {
+			return false
+		}
+		if y := x.Year(); y < 1 || y > 9999 {
+			return false
+		}
 		switch typ {
 		case "timestamp with time zone":
 			b.WriteString(x.UTC().Format("2006-01-02 15:04:05.999999Z07:00"))

@@ -250,6 +250,51 @@ func TestUpsertCopy(t *testing.T) {
 	}
 }
 
+// Times outside years 1 to 9999 (BC dates, year 10000) have no COPY text
+// form here (Go prints year -5 as "-005", PostgreSQL wants "0006 BC"): the
+// COPY path hands them to the statement forms, which store them exactly,
+// instead of failing the batch and poisoning a valid record.
+func TestUpsertCopyOutOfRangeYears(t *testing.T) {
+	t.Parallel()
+	url := postgresStore(t).fresh(t)
+	st := openTestStore(t, url)
+	ctx := t.Context()
+	if _, err := st.db.ExecContext(ctx, `CREATE TABLE y (id bigint PRIMARY KEY, at timestamptz, local timestamp, day date)`); err != nil {
+		t.Fatal(err)
+	}
+	times := []time.Time{
+		time.Date(-5, 3, 4, 5, 6, 7, 123000, time.UTC), // 6 BC
+		time.Date(10000, 1, 2, 3, 4, 5, 0, time.UTC),
+		time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
+	}
+	var batch [][]any
+	for i, at := range times {
+		batch = append(batch, []any{int64(i), at, at, at})
+	}
+	tx, err := st.begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.end()
+	if err := st.upsertRows(ctx, tx, "y", []string{"id", "at", "local", "day"}, 1, batch); err != nil {
+		t.Fatalf("upsert: %v", err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	for i, at := range times {
+		var ok bool
+		day := time.Date(at.Year(), at.Month(), at.Day(), 0, 0, 0, 0, time.UTC)
+		if err := st.db.QueryRowContext(ctx, `SELECT at = $2::timestamptz AND local = $3::timestamp AND day = $4::date FROM y WHERE id = $1`,
+			i, at, at, day).Scan(&ok); err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			t.Errorf("row %d (%s): stored another time", i, at)
+		}
+	}
+}
+
 // BenchmarkUpsertPostgres compares PostgreSQL's two bulk upserts on a
 // table unnest can take (no array column): batches of 10,000 new rows of
 // the bench table's shape, each in its own transaction: unnest, COPY
