@@ -257,7 +257,8 @@ func appendCopyText(b *bytes.Buffer, v any, typ string) bool {
 	case int64:
 		b.WriteString(strconv.FormatInt(x, 10))
 	case float32:
-		b.WriteString(floatText(float64(x), 32))
+		// As the statement forms send it: exact in a real or a double column.
+		b.WriteString(floatText(float64(x), 64))
 	case float64:
 		b.WriteString(floatText(x, 64))
 	case bool:

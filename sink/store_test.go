@@ -295,6 +295,38 @@ func TestUpsertCopyOutOfRangeYears(t *testing.T) {
 	}
 }
 
+// An Avro float into a double precision column (a type override) is
+// stored as the same double whichever upsert writes it: COPY printed it as
+// a float32 ("0.1"), the statement forms send float64(0.1f).
+func TestUpsertCopyFloat32(t *testing.T) {
+	t.Parallel()
+	url := postgresStore(t).fresh(t)
+	st := openTestStore(t, url)
+	ctx := t.Context()
+	if _, err := st.db.ExecContext(ctx, `CREATE TABLE f (id bigint PRIMARY KEY, v double precision)`); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := st.begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.end()
+	v := float32(0.1)
+	if err := st.upsertRows(ctx, tx, "f", []string{"id", "v"}, 1, [][]any{{int64(1), v}}); err != nil {
+		t.Fatalf("upsert: %v", err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	var got float64
+	if err := st.db.QueryRowContext(ctx, `SELECT v FROM f WHERE id = 1`).Scan(&got); err != nil {
+		t.Fatal(err)
+	}
+	if got != float64(v) {
+		t.Errorf("stored %v, want %v (float64 of the float32)", got, float64(v))
+	}
+}
+
 // BenchmarkUpsertPostgres compares PostgreSQL's two bulk upserts on a
 // table unnest can take (no array column): batches of 10,000 new rows of
 // the bench table's shape, each in its own transaction: unnest, COPY
