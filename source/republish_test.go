@@ -221,28 +221,8 @@ func TestRepublish(t *testing.T) {
 		dir := t.TempDir()
 		h := newFakeHandler(false)
 		src := db.newSource(dir, nil, nil, "items")
-		other := db.in(t)
-		var once sync.Once
-		src.chunkRead = func() {
-			once.Do(func() { // on the republisher's goroutine: no Fatal here
-				_, err := other.conn.Exec(context.Background(), "UPDATE items SET v = 99 WHERE id = 5; DELETE FROM items WHERE id = 7; UPDATE items SET id = 1000 WHERE id = 9")
-				if err != nil {
-					t.Errorf("write between the watermarks: %v", err)
-				}
-			})
-		}
-		r := run(t, src, h)
-		db.waitStreamable(dir)
-		from := len(h.got())
-		id, err := RequestRepublish(context.Background(), db.conn, db.name, []string{"public.items"}, RepublishOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		db.waitState(dir, "republish "+id+" done", func(s snapshotState) bool { return slices.Contains(s.RepublishDone, id) })
-		db.exec("INSERT INTO items VALUES (-1, -1)")
-		got := r.waitChanges(t, h, "the end marker", func(cs []Change) bool {
-			return slices.ContainsFunc(cs, func(c Change) bool { return c.Op == OpInsert && c.New[0].(int32) == -1 })
-		})
+		r, got, from, id := republishWritingBetween(t, db, dir, src, h,
+			"UPDATE items SET v = 99 WHERE id = 5; DELETE FROM items WHERE id = 7; UPDATE items SET id = 1000 WHERE id = 9", 0)
 		rep := ids(filter(got[from:], func(c Change) bool { return c.Republish == id }))
 		for _, k := range []int32{5, 7, 9} {
 			if slices.Contains(rep, k) {
@@ -274,27 +254,7 @@ func TestRepublish(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		other := db.in(t)
-		var once sync.Once
-		src.chunkRead = func() {
-			once.Do(func() { // on the republisher's goroutine: no Fatal here
-				if _, err := other.conn.Exec(context.Background(), "UPDATE items SET k = -5 WHERE id = 5; DELETE FROM items WHERE id = 7"); err != nil {
-					t.Errorf("write between the watermarks: %v", err)
-				}
-			})
-		}
-		r := run(t, src, h)
-		db.waitStreamable(dir)
-		from := len(h.got())
-		id, err := RequestRepublish(context.Background(), db.conn, db.name, []string{"public.items"}, RepublishOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		db.waitState(dir, "republish "+id+" done", func(s snapshotState) bool { return slices.Contains(s.RepublishDone, id) })
-		db.exec("INSERT INTO items VALUES (-1, -1)")
-		got := r.waitChanges(t, h, "the end marker", func(cs []Change) bool {
-			return slices.ContainsFunc(cs, func(c Change) bool { return c.Op == OpInsert && c.New[1].(int32) == -1 })
-		})
+		r, got, from, id := republishWritingBetween(t, db, dir, src, h, "UPDATE items SET k = -5 WHERE id = 5; DELETE FROM items WHERE id = 7", 1)
 		var rep []int32
 		for _, c := range filter(got[from:], func(c Change) bool { return c.Republish == id }) {
 			rep = append(rep, c.New[1].(int32))
@@ -587,4 +547,35 @@ func waitLog(t *testing.T, logs *logBuffer, msg string) {
 		}
 		time.Sleep(10 * time.Millisecond) // polling interval toward the deadline
 	}
+}
+
+// republishWritingBetween runs src, republishes items with write made by
+// another session between the first chunk's watermarks (as the chunk is
+// read), and waits for the end marker written after it: a row whose column
+// col is -1. It returns every change handed over, and the index of the
+// first one after the request.
+func republishWritingBetween(t *testing.T, db *testDB, dir string, src *Source, h *fakeHandler, write string, col int) (r *running, got []Change, from int, id string) {
+	t.Helper()
+	other := db.in(t)
+	var once sync.Once
+	src.chunkRead = func() {
+		once.Do(func() { // on the republisher's goroutine: no Fatal here
+			if _, err := other.conn.Exec(context.Background(), write); err != nil {
+				t.Errorf("write between the watermarks: %v", err)
+			}
+		})
+	}
+	r = run(t, src, h)
+	db.waitStreamable(dir)
+	from = len(h.got())
+	id, err := RequestRepublish(context.Background(), db.conn, db.name, []string{"public.items"}, RepublishOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.waitState(dir, "republish "+id+" done", func(s snapshotState) bool { return slices.Contains(s.RepublishDone, id) })
+	db.exec("INSERT INTO items VALUES (-1, -1)")
+	got = r.waitChanges(t, h, "the end marker", func(cs []Change) bool {
+		return slices.ContainsFunc(cs, func(c Change) bool { return c.Op == OpInsert && c.New[col].(int32) == -1 })
+	})
+	return r, got, from, id
 }
