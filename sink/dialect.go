@@ -242,6 +242,22 @@ func isTransient(err error) bool {
 	return strings.Contains(msg, "SQLITE_BUSY") || strings.Contains(msg, "SQLITE_LOCKED")
 }
 
+// connectionEnded reports a failure that ended the store's connection: the
+// connection broke, or the server ended the session (terminated, shutting
+// down, killed). Lock contention, the other transient kind, leaves the
+// connection up.
+func connectionEnded(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code == "57P01" || pe.Code == "57P02" || strings.HasPrefix(pe.Code, "08")
+	}
+	var me *mysql.MySQLError
+	if errors.As(err, &me) {
+		return me.Number == 1927 || me.Number == 1053
+	}
+	return connectionLost(err)
+}
+
 // connectionLost reports an error of the connection rather than of a
 // statement: the store could not be reached, or the connection broke.
 func connectionLost(err error) bool {

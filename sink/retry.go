@@ -18,6 +18,11 @@ const (
 	retryCap   = 30 * time.Second
 )
 
+// suspectAfter is how many times in a row a batch (or, once split, a
+// record) may end the store's connection while the store answers before
+// it is held to be the cause rather than an outage.
+const suspectAfter = 3
+
 // retryDelay is the wait after the attempt-th failed attempt (1-based).
 func retryDelay(attempt int) time.Duration {
 	d := retryFirst
@@ -62,6 +67,9 @@ func retryable(err error) bool {
 func (s *Sink) processRetrying(ctx context.Context, b *decodedBatch) error {
 	var since time.Time
 	clear(s.dlqSent)
+	s.suspect = false
+	defer func() { s.suspect = false }()
+	ended := 0 // consecutive attempts that ended the store's connection while it answered
 	for attempt := 1; ; attempt++ {
 		if attempt > 1 {
 			// Decoded again: the failed attempt may have used the rows
@@ -79,6 +87,19 @@ func (s *Sink) processRetrying(ctx context.Context, b *decodedBatch) error {
 		}
 		if !retryable(err) {
 			return err
+		}
+		var se *storeError
+		if errors.As(err, &se) && connectionEnded(se.err) && s.pingStore(ctx) == nil {
+			ended++
+		} else {
+			ended = 0
+		}
+		if ended >= suspectAfter && !s.suspect {
+			// Not an outage: the store answers each time the batch
+			// has ended its connection. The next attempt splits it.
+			s.suspect = true
+			s.log.Warn("the batch ended the store's connection each time while the store answers at once; applying it record by record to find the culprit", "store", s.cfg.StoreName, "attempts", attempt, "error", err)
+			continue
 		}
 		if since.IsZero() {
 			since = time.Now()

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/replicator/replicator/broker"
 	"github.com/replicator/replicator/pgcluster/pgtest"
@@ -71,6 +72,31 @@ func TestRetryable(t *testing.T) {
 	} {
 		if got := retryable(c.err); got != c.want {
 			t.Errorf("%s: retryable(%v): got %v, want %v", c.name, c.err, got, c.want)
+		}
+	}
+}
+
+// Only a failure that ended the connection can make a batch a suspect
+// (TestBatchEndingItsConnectionIsSplit): lock contention leaves the
+// connection up and is always waited out.
+func TestConnectionEnded(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"terminated", &pgconn.PgError{Code: "57P01"}, true},
+		{"connection failure", &pgconn.PgError{Code: "08006"}, true},
+		{"broken pipe", &net.OpError{Op: "write", Net: "tcp", Err: errors.New("broken pipe")}, true},
+		{"eof", fmt.Errorf("read: %w", io.ErrUnexpectedEOF), true},
+		{"MariaDB connection killed", &mysql.MySQLError{Number: 1927}, true},
+		{"deadlock", &pgconn.PgError{Code: "40P01"}, false},
+		{"lock wait timeout", &mysql.MySQLError{Number: 1205}, false},
+		{"unique violation", &pgconn.PgError{Code: "23505"}, false},
+	} {
+		if got := connectionEnded(c.err); got != c.want {
+			t.Errorf("%s: connectionEnded(%v): got %v, want %v", c.name, c.err, got, c.want)
 		}
 	}
 }
@@ -532,5 +558,67 @@ func TestFirstOffsetLostConnectionIsNotAFence(t *testing.T) {
 	err = st.casOffsets(ctx, tx, "profile", map[tp]int64{k: -1}, map[tp]int64{k: 10})
 	if err == nil || errors.Is(err, errFenced) || !isTransient(err) {
 		t.Fatalf("casOffsets on a lost connection: got %v, want a transient error that is not a fence", err)
+	}
+}
+
+// A record whose own statement ends the store's connection (here a
+// trigger that terminates its backend; in MySQL a packet over
+// max_allowed_packet) is not an outage: the store answers at once each
+// time. After a few attempts the batch is split and the record meets
+// on_error, instead of the batch being retried forever.
+func TestBatchEndingItsConnectionIsSplit(t *testing.T) {
+	t.Parallel()
+	sk := postgresStore(t)
+	for _, mode := range []OnError{Stop, DeadLetter} {
+		t.Run(mode.String(), func(t *testing.T) {
+			t.Parallel()
+			store := sk.fresh(t)
+			e := newEnv(t)
+			w := e.topic("customers", customersKey, customersValue)
+			w.put(cust(1, "ann", nil))
+			m := customerModel("profile")
+			m.OnError = mode
+			if mode == DeadLetter {
+				m.DeadLetterTopic = "profile.dlq"
+			}
+			r := e.start(m, store)
+			r.waitRecords(t, 1)
+			db, _, err := openStore(store)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			if _, err := db.ExecContext(t.Context(), `CREATE FUNCTION end_own_session() RETURNS trigger LANGUAGE plpgsql AS $$
+				BEGIN
+					IF NEW.display_name = 'ends its connection' THEN
+						PERFORM pg_terminate_backend(pg_backend_pid());
+					END IF;
+					RETURN NEW;
+				END $$;
+				CREATE TRIGGER end_own_session BEFORE INSERT OR UPDATE ON profile
+					FOR EACH ROW EXECUTE FUNCTION end_own_session();`); err != nil {
+				t.Fatal(err)
+			}
+			bad := w.produce(&kgo.Record{Topic: "customers", Key: frame(t, w.keyID, w.key, map[string]any{"id": int64(2)}),
+				Value: frame(t, w.valueID, w.value, map[string]any{"id": int64(2), "name": "ends its connection", "tier": nil})})
+			w.put(cust(3, "cy", nil))
+			if mode == Stop {
+				err := waitStopped(t, r)
+				var pe *PoisonError
+				if !errors.As(err, &pe) || pe.Offset != bad.Offset || pe.Partition != bad.Partition {
+					t.Fatalf("Run: got %v, want a PoisonError at customers/%d/%d", err, bad.Partition, bad.Offset)
+				}
+				wantRows(t, store, "profile", profileCols, "1|ann|NULL")
+				return
+			}
+			r.waitRecords(t, 3)
+			wantRows(t, store, "profile", profileCols, "1|ann|NULL", "3|cy|NULL")
+			if got := r.s.Stats().DeadLettered; got != 1 {
+				t.Errorf("dead-lettered %d records, want 1", got)
+			}
+			if err := r.stop(); err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		})
 	}
 }

@@ -148,6 +148,13 @@ type Sink struct {
 	// attempt must not send them again. Reset per batch (processRetrying);
 	// the batch's goroutine only.
 	dlqSent map[tpo]struct{}
+
+	// suspect is set by processRetrying once the batch has ended the
+	// store's connection suspectAfter times in a row while the store
+	// answered at once: a connection the batch's own statements end
+	// (a MySQL packet over max_allowed_packet, a trigger that terminates
+	// its backend) is then the batch's fault, split to find the record.
+	suspect bool
 }
 
 // tpo is a record's position.
@@ -546,6 +553,15 @@ func (s *Sink) oneByOne(ctx context.Context, todo []*kgo.Record, entries []entry
 			}
 		}
 		err := s.commit(ctx, exp, next, write)
+		// Under suspicion a record that ends the connection is tried
+		// again (with the store answering) before it counts as the
+		// culprit: one lost connection may be a coincidence.
+		for again := 1; err != nil && s.suspect && connectionEnded(err) && again < suspectAfter; again++ {
+			if perr := s.pingStore(ctx); perr != nil {
+				break // an outage after all: unavailable says so
+			}
+			err = s.commit(ctx, exp, next, write)
+		}
 		if errors.Is(err, errFenced) {
 			return s.fence(ctx, err)
 		}
@@ -577,17 +593,36 @@ func (s *Sink) oneByOne(ctx context.Context, todo []*kgo.Record, entries []entry
 // processRetrying to retry) when it is transient or the store no longer
 // answers, nil when the store answers and refused the batch itself.
 func (s *Sink) unavailable(ctx context.Context, err error) error {
-	if isTransient(err) {
-		return fmt.Errorf("store: %w", err)
+	if isTransient(err) && !(s.suspect && connectionEnded(err)) {
+		return &storeError{err}
 	}
-	if perr := s.st.db.PingContext(ctx); perr != nil {
+	if perr := s.pingStore(ctx); perr != nil {
 		// Only the ping's error is wrapped: it is the one that says
 		// whether to retry (the batch's may be a constraint violation
 		// that was a symptom of a breaking connection).
-		return fmt.Errorf("store does not answer: %w (the batch failed with: %v)", perr, err)
+		return &storeError{fmt.Errorf("store does not answer: %w (the batch failed with: %v)", perr, err)}
 	}
 	return nil
 }
+
+// pingStore checks that the store answers, within pingTimeout.
+func (s *Sink) pingStore(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, pingTimeout)
+	defer cancel()
+	return s.st.db.PingContext(ctx)
+}
+
+// pingTimeout bounds the ping that tells an outage from a batch the store
+// refused.
+const pingTimeout = 10 * time.Second
+
+// storeError is a batch's failure for want of the store (unavailable):
+// processRetrying retries it, and counts whether the batch itself ended
+// the connection.
+type storeError struct{ err error }
+
+func (e *storeError) Error() string { return "store: " + e.err.Error() }
+func (e *storeError) Unwrap() error { return e.err }
 
 // commit runs write and the offsets' compare-and-set in one transaction.
 func (s *Sink) commit(ctx context.Context, expected, next map[tp]int64, write func(*sql.Tx) error) error {
