@@ -6,27 +6,13 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"net"
 	"strings"
 
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
-)
 
-// IsLoopback reports whether a listen address (host:port) accepts only
-// connections from this machine: a loopback IP or "localhost". An empty
-// host or a wildcard listens on every interface.
-func IsLoopback(listen string) bool {
-	host, _, err := net.SplitHostPort(listen)
-	if err != nil {
-		return false
-	}
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
+	"github.com/replicator/replicator/listenaddr"
+)
 
 // embeddedAuth returns the kfake options that make the embedded broker
 // require SASL with s as its one user, and the kgo options the broker's
@@ -36,7 +22,7 @@ func IsLoopback(listen string) bool {
 // there too without TLS, since PLAIN sends the password in clear.
 func embeddedAuth(listen string, s SASLConfig, tlsOn bool) ([]kfake.Opt, []kgo.Opt, error) {
 	if s.Mechanism == "" {
-		if !IsLoopback(listen) {
+		if !listenaddr.IsLoopback(listen) {
 			return nil, nil, fmt.Errorf("%s %s is not a loopback address: the embedded broker would serve anyone who can reach it; set %s (SCRAM-SHA-256 or SCRAM-SHA-512), %s and %s so that it requires them, or listen on 127.0.0.1",
 				keyListen, listen, keySASLMechanism, keySASLUser, keySASLPassword)
 		}
@@ -47,7 +33,7 @@ func embeddedAuth(listen string, s SASLConfig, tlsOn bool) ([]kfake.Opt, []kgo.O
 		return nil, nil, err
 	}
 	name := strings.ToUpper(s.Mechanism)
-	if name == MechanismPlain && !IsLoopback(listen) && !tlsOn {
+	if name == MechanismPlain && !listenaddr.IsLoopback(listen) && !tlsOn {
 		return nil, nil, fmt.Errorf("%s %s on %s %s: PLAIN would send the password in clear over the network; use SCRAM-SHA-256 or SCRAM-SHA-512, or serve TLS (%s, %s)",
 			keySASLMechanism, s.Mechanism, keyListen, listen, keyTLSCert, keyTLSKey)
 	}

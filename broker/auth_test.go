@@ -13,19 +13,6 @@ import (
 	"github.com/replicator/replicator/certtest"
 )
 
-func TestIsLoopback(t *testing.T) {
-	t.Parallel()
-	for addr, want := range map[string]bool{
-		"127.0.0.1:9092": true, "127.1.2.3:1": true, "[::1]:9092": true, "localhost:9092": true,
-		"0.0.0.0:9092": false, ":9092": false, "[::]:9092": false, "10.0.0.5:9092": false,
-		"kafka.example.com:9092": false, "no-port": false,
-	} {
-		if got := IsLoopback(addr); got != want {
-			t.Errorf("IsLoopback(%q) = %v, want %v", addr, got, want)
-		}
-	}
-}
-
 // TestEmbeddedRefusesOpenNetworkListen: a broker that anyone on the
 // network could use is refused before it binds anything.
 func TestEmbeddedRefusesOpenNetworkListen(t *testing.T) {

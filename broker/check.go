@@ -2,12 +2,12 @@ package broker
 
 import (
 	"errors"
-	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 
 	"github.com/replicator/replicator/filelock"
+
+	"github.com/replicator/replicator/listenaddr"
 )
 
 // CheckEmbedded reports what would stop [StartEmbedded] with this listen
@@ -16,7 +16,7 @@ import (
 // broker (a replicator already running on it). For `replicator check`.
 func CheckEmbedded(listen, dataDir string) error {
 	var errs []error
-	if err := CheckListen(listen, keyListen); err != nil {
+	if err := listenaddr.Check(listen, keyListen); err != nil {
 		errs = append(errs, err)
 	}
 	if dataDir != "" {
@@ -25,17 +25,6 @@ func CheckEmbedded(listen, dataDir string) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// CheckListen binds addr and releases it at once, for `replicator check`
-// of an embedded service's listen address; key is its config key, named
-// in the error with the fix.
-func CheckListen(addr, key string) error {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("%s: cannot listen on %s (%w): another process (a replicator already running?) may hold the port; stop it or set %s to a free address", key, addr, err, key)
-	}
-	return ln.Close()
 }
 
 // lockFileName is the file in DataDir whose flock marks the directory as

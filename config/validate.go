@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/replicator/replicator/relation"
+
+	"github.com/replicator/replicator/listenaddr"
 )
 
 // replicationIdent is what we accept for slot and publication names: they
@@ -129,7 +131,7 @@ func (c *Config) validateCommon() []error {
 	if c.EmbeddedKafka() {
 		if err := checkAddr(c.Kafka.Listen); err != nil {
 			bad(KeyKafkaListen, "%q is not host:port (%v)", c.Kafka.Listen, err)
-		} else if !isLoopback(c.Kafka.Listen) {
+		} else if !listenaddr.IsLoopback(c.Kafka.Listen) {
 			switch strings.ToUpper(c.Kafka.SASL.Mechanism) {
 			case "":
 				bad(KeyKafkaListen, "%s is not a loopback address: the embedded broker would serve anyone who can reach it; set %s (SCRAM-SHA-256 or SCRAM-SHA-512), %s and %s (better REPLICATOR_KAFKA_SASL_PASSWORD) so that it requires them, or listen on 127.0.0.1",
@@ -197,7 +199,7 @@ func (c *Config) validateCommon() []error {
 		if (c.Registry.Username == "") != (c.Registry.Password == "") {
 			bad(KeyRegistryUser, "%s and %s: set both or neither (the embedded registry then requires them)", KeyRegistryUser, KeyRegistryPassword)
 		}
-		if c.Registry.Username == "" && !isLoopback(c.Registry.Listen) {
+		if c.Registry.Username == "" && !listenaddr.IsLoopback(c.Registry.Listen) {
 			bad(KeyRegistryListen, "%s is not a loopback address: the embedded registry would serve anyone who can reach it; set %s and %s (better REPLICATOR_REGISTRY_PASSWORD) so that it requires them, or listen on 127.0.0.1",
 				c.Registry.Listen, KeyRegistryUser, KeyRegistryPassword)
 		}
@@ -283,19 +285,4 @@ func checkAddr(addr string) error {
 		return fmt.Errorf("port %q: %w", port, err)
 	}
 	return nil
-}
-
-// isLoopback reports whether a listen address accepts only connections
-// from this machine: a loopback IP or "localhost" (an empty host or a
-// wildcard listens on every interface).
-func isLoopback(listen string) bool {
-	host, _, err := net.SplitHostPort(listen)
-	if err != nil {
-		return false
-	}
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }

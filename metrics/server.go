@@ -61,17 +61,6 @@ func Listen(addr string, reg prometheus.Gatherer, health *Health, log *slog.Logg
 	}, nil
 }
 
-// CheckListen reports whether Listen could bind addr now, releasing it at
-// once: for `replicator check`, which would otherwise call a taken port
-// (a replicator already running, another exporter) fine.
-func CheckListen(addr string) error {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("cannot listen on %s (%w): another process (a replicator already running?) may hold the port; stop it or choose a free address", addr, err)
-	}
-	return ln.Close()
-}
-
 // Addr is the address the server listens on.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 

@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"net/http"
 
-	"github.com/replicator/replicator/broker"
+	"github.com/replicator/replicator/listenaddr"
 )
 
 // checkAuth refuses to serve a non-loopback address without credentials:
@@ -17,7 +17,7 @@ func checkAuth(cfg EmbeddedConfig) error {
 	if (cfg.Username == "") != (cfg.Password == "") {
 		return fmt.Errorf("%s and %s: set both or neither", keyUsername, keyPassword)
 	}
-	if cfg.Username == "" && !broker.IsLoopback(cfg.Listen) {
+	if cfg.Username == "" && !listenaddr.IsLoopback(cfg.Listen) {
 		return fmt.Errorf("%s %s is not a loopback address: the embedded registry would serve anyone who can reach it; set %s and %s so that it requires them (HTTP basic auth), or listen on 127.0.0.1",
 			keyListen, cfg.Listen, keyUsername, keyPassword)
 	}

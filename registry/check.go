@@ -4,8 +4,9 @@ import (
 	"errors"
 	"path/filepath"
 
-	"github.com/replicator/replicator/broker"
 	"github.com/replicator/replicator/filelock"
+
+	"github.com/replicator/replicator/listenaddr"
 )
 
 // CheckEmbedded reports what would stop [StartEmbedded] with this listen
@@ -14,7 +15,7 @@ import (
 // (a replicator already running on it). For `replicator check`.
 func CheckEmbedded(listen, dataDir string) error {
 	var errs []error
-	if err := broker.CheckListen(listen, keyListen); err != nil {
+	if err := listenaddr.Check(listen, keyListen); err != nil {
 		errs = append(errs, err)
 	}
 	if dataDir != "" {

@@ -11,12 +11,13 @@ import (
 	"github.com/replicator/replicator/broker"
 	"github.com/replicator/replicator/config"
 	"github.com/replicator/replicator/mapping"
-	"github.com/replicator/replicator/metrics"
 	"github.com/replicator/replicator/registry"
 	"github.com/replicator/replicator/sink"
 	"github.com/replicator/replicator/source"
 	"github.com/spf13/pflag"
 	"github.com/twmb/franz-go/pkg/kadm"
+
+	"github.com/replicator/replicator/listenaddr"
 )
 
 // runCheck is `replicator check`: it validates the config and every
@@ -185,9 +186,6 @@ func checkMetricsListen(cfg *config.Config, report func(string, ...error)) {
 	if cfg.Metrics.Listen == "" {
 		return
 	}
-	var err error
-	if err = metrics.CheckListen(cfg.Metrics.Listen); err != nil {
-		err = fmt.Errorf("%s: %w", config.KeyMetricsListen, err)
-	}
+	err := listenaddr.Check(cfg.Metrics.Listen, config.KeyMetricsListen)
 	report("metrics: /metrics, /healthz and /readyz on "+cfg.Metrics.Listen+" ("+config.KeyMetricsListen+")", err)
 }
