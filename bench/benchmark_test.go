@@ -51,12 +51,15 @@ func TestCheckTargets(t *testing.T) {
 
 func TestSelectBenchmarks(t *testing.T) {
 	t.Parallel()
-	all := []benchmark{{name: "stream"}, {name: "latency-1k"}, {name: "latency-10k"}, {name: "snapshot"}, {name: "lean-reader", optional: true}}
+	all := []benchmark{{name: "stream"}, {name: "latency-1k", group: "latency"}, {name: "latency-10k", group: "latency"}, {name: "snapshot"},
+		{name: "republish"}, {name: "republish-latency"}, {name: "lean-reader", optional: true}}
 	tests := []struct {
 		names []string
 		want  []string
 	}{
-		{nil, []string{"stream", "latency-1k", "latency-10k", "snapshot"}},
+		{nil, []string{"stream", "latency-1k", "latency-10k", "snapshot", "republish", "republish-latency"}},
+		{[]string{"republish"}, []string{"republish"}}, // exact: not republish-latency
+		{[]string{"republish-latency"}, []string{"republish-latency"}},
 		{[]string{"latency"}, []string{"latency-1k", "latency-10k"}},
 		{[]string{"snapshot", "latency-10k"}, []string{"snapshot", "latency-10k"}},
 		{[]string{"lean-reader"}, []string{"lean-reader"}}, // optional: only by name
@@ -79,8 +82,10 @@ func TestSelectBenchmarks(t *testing.T) {
 			}
 		}
 	}
-	if _, err := selectBenchmarks(all, []string{"nope"}); err == nil {
-		t.Error("unknown name: got no error, want one")
+	for _, n := range []string{"nope", "latency-1", "republish-"} { // a prefix is no name
+		if _, err := selectBenchmarks(all, []string{n}); err == nil {
+			t.Errorf("%q: got no error, want one", n)
+		}
 	}
 }
 

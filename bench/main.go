@@ -81,7 +81,24 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.soakEmbedded, "soak-embedded", false, "soak: stream into replicator's embedded broker instead of the broker process (default threshold only)")
 	fs.StringVar(&o.note, "note", "", "a sentence to add to the report's header (e.g. why the run is scaled)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: go run ./bench [flags] [name...]\n\nnames: stream, latency (latency-1k, latency-10k, latency-onerow), large-txn, snapshot, toast, one-row, jsonb, wide, tables, republish (republish-latency),\nrebuild (rebuild-pg, rebuild-sqlite, rebuild-mysql: MariaDB on 127.0.0.1:3306 as root), sink-latency; default all of these.\nlean-reader (only when named): the stream backlog read by the bare reader and by a leaner one\nsoak (only when named): a steady load over compaction passes of the broker, -soak long (10m)\n\nflags:")
+		fmt.Fprint(stderr, `usage: go run ./bench [flags] [name...]
+
+Each name selects the benchmark of exactly that name (no prefixes: republish
+is not republish-latency), or every benchmark of a group; none selects all
+but the optional ones.
+
+benchmarks: stream, latency-1k, latency-10k, latency-onerow, large-txn, snapshot,
+  toast, one-row, jsonb, wide, tables, republish, republish-latency,
+  rebuild-pg, rebuild-sqlite, rebuild-mysql (MariaDB on 127.0.0.1:3306 as root),
+  sink-latency
+groups: latency (latency-1k, latency-10k, latency-onerow),
+  rebuild (rebuild-pg, rebuild-sqlite, rebuild-mysql)
+optional (only when named): lean-reader (the stream backlog read by the bare
+  reader and by a leaner one), soak (a steady load over compaction passes of
+  the broker, -soak long, 10m)
+
+flags:
+`)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -220,9 +237,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 func allBenchmarks(h *harness) []benchmark {
 	return []benchmark{
 		streamBenchmark(h),
-		latencyBenchmark(h, 1_000),
-		latencyBenchmark(h, 10_000),
-		oneRowLatencyBenchmark(h),
+		inGroup("latency", latencyBenchmark(h, 1_000)),
+		inGroup("latency", latencyBenchmark(h, 10_000)),
+		inGroup("latency", oneRowLatencyBenchmark(h)),
 		largeTxnBenchmark(h),
 		snapshotBenchmark(h),
 		toastBenchmark(h),
@@ -232,26 +249,35 @@ func allBenchmarks(h *harness) []benchmark {
 		tablesBenchmark(h),
 		republishBenchmark(h),
 		republishLatencyBenchmark(h),
-		rebuildBenchmark(h, &pgStore{}, "COPY FROM STDIN", 0.6,
+		inGroup("rebuild", rebuildBenchmark(h, &pgStore{}, "COPY FROM STDIN", 0.6,
 			"`COPY … FROM STDIN` (text format, pgconn's CopyFrom) of the same rows into a new table of the same columns, types and "+
-				"primary key in the same database, the rows read from the warm-up's table with `COPY … TO STDOUT` before the runs."),
-		rebuildBenchmark(h, &sqliteStore{}, "prepared INSERTs", 0.5,
+				"primary key in the same database, the rows read from the warm-up's table with `COPY … TO STDOUT` before the runs.")),
+		inGroup("rebuild", rebuildBenchmark(h, &sqliteStore{}, "prepared INSERTs", 0.5,
 			"prepared INSERTs (modernc.org/sqlite), one per row, in one transaction, of the same rows (read from the warm-up's "+
-				"table) into a new file with the sink's pragmas (WAL, synchronous=NORMAL) and a table of the same columns, types and primary key."),
-		rebuildBenchmark(h, &mysqlStore{}, "bulk load", 0.5,
+				"table) into a new file with the sink's pragmas (WAL, synchronous=NORMAL) and a table of the same columns, types and primary key.")),
+		inGroup("rebuild", rebuildBenchmark(h, &mysqlStore{}, "bulk load", 0.5,
 			"the faster of MariaDB's two bulk loads of the same rows (read from the warm-up's table) into a new table of the same "+
 				"columns, types and primary key: `LOAD DATA LOCAL INFILE` of them as text, and multi-row INSERTs of 1,000 rows "+
 				"(parameters interpolated by the client) in one transaction; both are reported.",
 			metric{key: "load_data_rows_per_s", label: "LOAD DATA", unit: "rows/s"},
-			metric{key: "insert_rows_per_s", label: "multi-row INSERT", unit: "rows/s"}),
+			metric{key: "insert_rows_per_s", label: "multi-row INSERT", unit: "rows/s"})),
 		sinkLatencyBenchmark(h),
 		leanReaderBenchmark(h),
 		soakBenchmark(h),
 	}
 }
 
-// selectBenchmarks returns the benchmarks named (a name also selects every
-// benchmark whose name starts with it and a dash), or all but the optional ones.
+// inGroup puts b in group g, a name that selects every benchmark of the
+// group (names are matched exactly, never as prefixes: "republish" is not
+// "republish-latency").
+func inGroup(g string, b benchmark) benchmark {
+	b.group = g
+	return b
+}
+
+// selectBenchmarks returns the benchmarks named, each name being a
+// benchmark's exact name or a group's (see [inGroup]), or all but the
+// optional ones when none is named.
 func selectBenchmarks(all []benchmark, names []string) ([]*benchmark, error) {
 	var out []*benchmark
 	for i := range all {
@@ -262,15 +288,20 @@ func selectBenchmarks(all []benchmark, names []string) ([]*benchmark, error) {
 	for _, n := range names {
 		found := false
 		for i := range all {
-			if all[i].name == n || strings.HasPrefix(all[i].name, n+"-") {
+			if all[i].name == n || all[i].group == n {
 				out = append(out, &all[i])
 				found = true
 			}
 		}
 		if !found {
-			known := make([]string, len(all))
-			for i, b := range all {
-				known[i] = b.name
+			var known []string
+			groups := map[string]bool{}
+			for _, b := range all {
+				known = append(known, b.name)
+				if b.group != "" && !groups[b.group] {
+					groups[b.group] = true
+					known = append(known, b.group+" (group)")
+				}
 			}
 			return nil, fmt.Errorf("no benchmark %q (have %s)", n, strings.Join(known, ", "))
 		}
