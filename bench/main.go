@@ -6,6 +6,12 @@
 //
 //	go run ./bench [-scale F] [-runs N] [-duration D] [name...]
 //
+// Names are matched exactly (or name a group: latency, rebuild). The
+// results are kept in docs/benchmarks.json, from which the report and the
+// chart are rendered: a run of some benchmarks replaces only theirs, each
+// section saying which run measured it; a run of the default set replaces
+// them all (store.go).
+//
 // It needs the PostgreSQL server binaries (as the tests do) and starts its
 // own throwaway clusters; everything runs on loopback.
 package main
@@ -44,6 +50,7 @@ type options struct {
 	duration time.Duration // of each latency load
 	doc      string        // markdown report; "" writes none
 	chart    string        // PNG chart; "" draws none
+	results  string        // results kept across runs (store.go); "": report this run alone
 	work     string        // parent of the scratch directory
 	keep     bool          // keep the scratch directory (logs, broker data)
 	note     string        // added to the report's header
@@ -66,7 +73,9 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.runs, "runs", 3, "runs per benchmark (at least 3 for a report)")
 	fs.DurationVar(&o.duration, "duration", 0, "length of each latency load (default 60s × scale, at least 10s)")
 	fs.StringVar(&o.doc, "doc", "docs/BENCHMARKS.md", "markdown report to write, relative to the module root (\"\" for none)")
-	fs.StringVar(&o.chart, "chart", "docs/benchmarks.png", "PNG chart to write, relative to the module root (\"\" for none)")
+	fs.StringVar(&o.chart, "chart", "docs/benchmarks.png", "PNG chart to write, relative to the module root (\"\" for none; default none when -doc is given)")
+	fs.StringVar(&o.results, "results", "docs/benchmarks.json", "results kept across runs, relative to the module root: this run's benchmarks replace theirs (all of them when none is named), "+
+		"and the report and chart show them all (\"\" for a report of this run alone; default \"\" when -doc is given)")
 	fs.StringVar(&o.work, "work", "", "directory for scratch files (default the system temp dir)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the scratch directory: logs and broker data of every run")
 	fs.StringVar(&o.profile, "profile", "", "write CPU and allocation profiles of every `replicator run` into DIR/<run> (its --profile-dir)")
@@ -105,7 +114,17 @@ flags:
 		return o, err
 	}
 	o.names = fs.Args()
-	fs.Visit(func(f *flag.Flag) { o.runsSet = o.runsSet || f.Name == "runs" })
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	o.runsSet = set["runs"]
+	// A report elsewhere (docs/bench-runs/…) is of this run alone, and
+	// leaves the kept results and their chart as they are.
+	if set["doc"] && !set["results"] {
+		o.results = ""
+	}
+	if set["doc"] && !set["chart"] {
+		o.chart = ""
+	}
 	switch {
 	case o.scale <= 0 || o.scale > 10:
 		return o, fmt.Errorf("-scale %g: want 0 < scale ≤ 10", o.scale)
@@ -168,7 +187,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	h := &harness{opts: opts, root: root, work: work, progress: stderr}
 
-	selected, err := selectBenchmarks(allBenchmarks(h), opts.names)
+	all := allBenchmarks(h)
+	selected, err := selectBenchmarks(all, opts.names)
 	if err != nil {
 		return err
 	}
@@ -210,10 +230,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		return filepath.Join(root, p)
 	}
+	es := entries(newRun(m, opts), results)
+	if opts.results != "" {
+		if es, err = mergeResults(inRoot(opts.results), inRoot(opts.doc), opts, all, es, stderr); err != nil {
+			return fmt.Errorf("results: %w", err)
+		}
+	}
 	chart := ""
 	if opts.chart != "" {
 		path := inRoot(opts.chart)
-		if err := writeChart(path, results); err != nil {
+		if err := writeChart(path, es); err != nil {
 			return fmt.Errorf("chart: %w", err)
 		}
 		if opts.doc != "" {
@@ -224,12 +250,48 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if opts.doc != "" {
 		path := inRoot(opts.doc)
-		if err := writeDoc(path, m, opts, results, chart); err != nil {
+		kept := ""
+		if opts.results != "" {
+			if kept, err = filepath.Rel(filepath.Dir(path), inRoot(opts.results)); err != nil {
+				return err
+			}
+		}
+		if err := writeDoc(path, es, chart, kept); err != nil {
 			return fmt.Errorf("report: %w", err)
 		}
 		fmt.Fprintln(stdout, "wrote", path)
 	}
 	return errors.Join(failed...)
+}
+
+// mergeResults merges this run's entries (fresh) into the results kept at
+// path and returns them all. Without a results file yet, the report at doc
+// (written before the file existed) is read back first so that its
+// sections survive; if it cannot be, that is said on stderr and only this
+// run's sections remain (a full run replaces them all anyway).
+func mergeResults(path, doc string, opts options, all []benchmark, fresh []storedEntry, stderr io.Writer) ([]storedEntry, error) {
+	st, err := readStore(path)
+	if errors.Is(err, errNoStore) {
+		st = &store{}
+		if b, rerr := os.ReadFile(doc); rerr == nil && len(opts.names) > 0 {
+			if seeded, serr := seedStore(string(b), all); serr != nil {
+				fmt.Fprintf(stderr, "bench: could not read back %s (%v): its other sections are dropped; a full run replaces it anyway\n", doc, serr)
+			} else {
+				st = seeded
+			}
+		}
+	} else if err != nil {
+		return nil, err
+	}
+	order := make([]string, len(all))
+	for i, b := range all {
+		order[i] = b.name
+	}
+	st.Results = merge(st.Results, fresh, len(opts.names) == 0, order)
+	if err := writeStore(path, st); err != nil {
+		return nil, err
+	}
+	return st.Results, nil
 }
 
 // allBenchmarks is every benchmark, in the order they run; the optional
