@@ -181,3 +181,28 @@ func TestCommandLine(t *testing.T) {
 		}
 	}
 }
+
+// The kept results and their chart are the default report's; a report
+// written elsewhere (-doc, docs/bench-runs/) is of its run alone and
+// leaves both alone unless asked.
+func TestReportDestinations(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		args                []string
+		doc, chart, results string
+	}{
+		{nil, "docs/BENCHMARKS.md", "docs/benchmarks.png", "docs/benchmarks.json"},
+		{[]string{"-doc", "docs/bench-runs/x.md"}, "docs/bench-runs/x.md", "", ""},
+		{[]string{"-doc", "x.md", "-results", "r.json", "-chart", "c.png"}, "x.md", "c.png", "r.json"},
+		{[]string{"-results", ""}, "docs/BENCHMARKS.md", "docs/benchmarks.png", ""},
+	}
+	for _, tt := range tests {
+		o, err := parseOptions(tt.args, io.Discard)
+		if err != nil {
+			t.Fatalf("%q: %v", tt.args, err)
+		}
+		if o.doc != tt.doc || o.chart != tt.chart || o.results != tt.results {
+			t.Errorf("%q: got doc %q, chart %q, results %q; want %q, %q, %q", tt.args, o.doc, o.chart, o.results, tt.doc, tt.chart, tt.results)
+		}
+	}
+}

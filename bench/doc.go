@@ -143,8 +143,12 @@ func writeDoc(path string, es []storedEntry, chart, kept string) error {
 		w("## %s\n\n", e.Name)
 		{
 			r := e.Run
-			w("_Measured by the run of %s: replicator %s, scale %g, -runs %d, load average before %s (`%s`)._\n\n",
-				r.Date.Format("2006-01-02 15:04 MST"), r.Commit, r.Scale, r.Runs, r.LoadBefore, r.Command)
+			runs := fmt.Sprintf("-runs %d", r.Runs)
+			if !r.RunsSet {
+				runs = fmt.Sprintf("runs %d by default", r.Runs)
+			}
+			w("_Measured by the run of %s: replicator %s, scale %g, %s, load average before %s (`%s`)._\n\n",
+				r.Date.Format("2006-01-02 15:04 MST"), r.Commit, r.Scale, runs, r.LoadBefore, r.Command)
 		}
 		w("%s\n\n", e.Section)
 	}

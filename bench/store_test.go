@@ -118,8 +118,8 @@ func TestMergeResultsKeepsOtherRuns(t *testing.T) {
 	if err := writeDoc(doc, es, "", "benchmarks.json"); err != nil {
 		t.Fatal(err)
 	}
-	run2 := newRun(machine{date: time.Date(2026, 12, 7, 5, 0, 0, 0, time.UTC), commit: "bbbbbbb", command: "go run ./bench stream"},
-		options{runs: 3, scale: 0.1, names: []string{"stream"}})
+	run2 := newRun(machine{date: time.Date(2026, 12, 7, 5, 0, 0, 0, time.UTC), commit: "bbbbbbb", command: "go run ./bench -runs 3 stream"},
+		options{runs: 3, runsSet: true, scale: 0.1, names: []string{"stream"}})
 	if es, err = mergeResults(results, doc, options{names: []string{"stream"}}, all, entries(run2, fr[:1]), &stderr); err != nil {
 		t.Fatal(err)
 	}
@@ -140,9 +140,9 @@ func TestMergeResultsKeepsOtherRuns(t *testing.T) {
 	oldDoc := string(old)
 	largeTxn := oldDoc[strings.Index(oldDoc, "## large-txn\n")+len("## large-txn\n\n") : strings.Index(oldDoc, "## snapshot\n")]
 	for _, want := range []string{
-		"## large-txn\n\n_Measured by the run of 2026-11-26 15:28 UTC: replicator 7c2bcfb, scale 1, -runs 3, load average before 1.59 1.49 1.42 (`go run ./bench`)._\n\n" + largeTxn,
-		"## latency-10k\n\n_Measured by the run of 2026-12-07 04:00 UTC: replicator aaaaaaa, scale 0.1, -runs 3",
-		"## stream\n\n_Measured by the run of 2026-12-07 05:00 UTC: replicator bbbbbbb, scale 0.1",
+		"## large-txn\n\n_Measured by the run of 2026-11-26 15:28 UTC: replicator 7c2bcfb, scale 1, runs 3 by default, load average before 1.59 1.49 1.42 (`go run ./bench`)._\n\n" + largeTxn,
+		"## latency-10k\n\n_Measured by the run of 2026-12-07 04:00 UTC: replicator aaaaaaa, scale 0.1, runs 3 by default, load",
+		"## stream\n\n_Measured by the run of 2026-12-07 05:00 UTC: replicator bbbbbbb, scale 0.1, -runs 3, load",
 		"| 2026-11-26 15:28 UTC | 7c2bcfb | `go run ./bench` | 1 | 3 | 1.59 1.49 1.42 | latency-1k, large-txn, snapshot |",
 		"| stream | replicator, embedded broker | ≥ 0.9× bare reader | 0.67× (0.65× – 0.70×) of bare reader | **MISS** |",
 		"| snapshot | replicator, embedded broker | ≥ 0.8× COPY | 0.98× (0.94× – 0.98×) of COPY TO STDOUT | met |",
@@ -159,5 +159,34 @@ func TestMergeResultsKeepsOtherRuns(t *testing.T) {
 	}
 	if err := writeChart(filepath.Join(dir, "benchmarks.png"), es); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A report that cannot be read back is said so, and only this run's
+// sections remain; a results file of another version is refused.
+func TestMergeResultsUnreadable(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	doc, results := filepath.Join(dir, "BENCHMARKS.md"), filepath.Join(dir, "benchmarks.json")
+	if err := os.WriteFile(doc, []byte("# Benchmarks\n\nhand-written\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	fresh := []storedEntry{{Name: "snapshot", Run: storedRun{Commit: "new"}}}
+	es, err := mergeResults(results, doc, options{names: []string{"snapshot"}}, nil, fresh, &stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := entryNames(es); got != "snapshot@new" {
+		t.Errorf("entries: got %s, want snapshot@new", got)
+	}
+	if !strings.Contains(stderr.String(), "could not read back") {
+		t.Errorf("stderr: got %q, want it to say the report could not be read back", stderr.String())
+	}
+	if err := os.WriteFile(results, []byte(`{"version": 99}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mergeResults(results, doc, options{names: []string{"snapshot"}}, nil, fresh, &stderr); err == nil || !strings.Contains(err.Error(), "version 99") {
+		t.Errorf("version 99: got %v, want an error naming it", err)
 	}
 }
