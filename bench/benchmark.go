@@ -17,7 +17,10 @@ import (
 // Adding a benchmark is a constructor returning this struct (closures over
 // its own fixture) and one line in main's list.
 type benchmark struct {
-	name string // selects it on the command line; "stream" also selects "stream-…"
+	name string // selects it on the command line, matched exactly
+	// group, when set, is a name that selects it with the rest of its
+	// group (latency, rebuild); see inGroup.
+	group string
 	// chartName, when set, names it in the chart's latency panel (default
 	// its name without "latency-", followed by "rows/s").
 	chartName string

@@ -51,12 +51,15 @@ func TestCheckTargets(t *testing.T) {
 
 func TestSelectBenchmarks(t *testing.T) {
 	t.Parallel()
-	all := []benchmark{{name: "stream"}, {name: "latency-1k"}, {name: "latency-10k"}, {name: "snapshot"}, {name: "lean-reader", optional: true}}
+	all := []benchmark{{name: "stream"}, {name: "latency-1k", group: "latency"}, {name: "latency-10k", group: "latency"}, {name: "snapshot"},
+		{name: "republish"}, {name: "republish-latency"}, {name: "lean-reader", optional: true}}
 	tests := []struct {
 		names []string
 		want  []string
 	}{
-		{nil, []string{"stream", "latency-1k", "latency-10k", "snapshot"}},
+		{nil, []string{"stream", "latency-1k", "latency-10k", "snapshot", "republish", "republish-latency"}},
+		{[]string{"republish"}, []string{"republish"}}, // exact: not republish-latency
+		{[]string{"republish-latency"}, []string{"republish-latency"}},
 		{[]string{"latency"}, []string{"latency-1k", "latency-10k"}},
 		{[]string{"snapshot", "latency-10k"}, []string{"snapshot", "latency-10k"}},
 		{[]string{"lean-reader"}, []string{"lean-reader"}}, // optional: only by name
@@ -79,8 +82,10 @@ func TestSelectBenchmarks(t *testing.T) {
 			}
 		}
 	}
-	if _, err := selectBenchmarks(all, []string{"nope"}); err == nil {
-		t.Error("unknown name: got no error, want one")
+	for _, n := range []string{"nope", "latency-1", "republish-"} { // a prefix is no name
+		if _, err := selectBenchmarks(all, []string{n}); err == nil {
+			t.Errorf("%q: got no error, want one", n)
+		}
 	}
 }
 
@@ -173,6 +178,31 @@ func TestCommandLine(t *testing.T) {
 	} {
 		if got := commandLine(tt.args); got != tt.want {
 			t.Errorf("commandLine(%q): got %s, want %s", tt.args, got, tt.want)
+		}
+	}
+}
+
+// The kept results and their chart are the default report's; a report
+// written elsewhere (-doc, docs/bench-runs/) is of its run alone and
+// leaves both alone unless asked.
+func TestReportDestinations(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		args                []string
+		doc, chart, results string
+	}{
+		{nil, "docs/BENCHMARKS.md", "docs/benchmarks.png", "docs/benchmarks.json"},
+		{[]string{"-doc", "docs/bench-runs/x.md"}, "docs/bench-runs/x.md", "", ""},
+		{[]string{"-doc", "x.md", "-results", "r.json", "-chart", "c.png"}, "x.md", "c.png", "r.json"},
+		{[]string{"-results", ""}, "docs/BENCHMARKS.md", "docs/benchmarks.png", ""},
+	}
+	for _, tt := range tests {
+		o, err := parseOptions(tt.args, io.Discard)
+		if err != nil {
+			t.Fatalf("%q: %v", tt.args, err)
+		}
+		if o.doc != tt.doc || o.chart != tt.chart || o.results != tt.results {
+			t.Errorf("%q: got doc %q, chart %q, results %q; want %q, %q, %q", tt.args, o.doc, o.chart, o.results, tt.doc, tt.chart, tt.results)
 		}
 	}
 }

@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"image/color"
-	"strings"
 
-	"github.com/replicator/replicator/bench/stats"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
@@ -23,14 +21,20 @@ var (
 // writeChart draws docs/benchmarks.png: the throughput ratios against
 // their ceilings with their targets, and the latency percentiles of
 // replicator and the bare reader. A panel without data is left out.
-func writeChart(path string, results []*result) error {
+func writeChart(path string, es []storedEntry) error {
+	var ratios []ratioBar
+	var latencies []latencyBar
+	for _, e := range es {
+		ratios = append(ratios, e.Ratios...)
+		latencies = append(latencies, e.Latencies...)
+	}
 	var plots []*plot.Plot
-	if p, err := ratioPlot(results); err != nil {
+	if p, err := ratioPlot(ratios); err != nil {
 		return err
 	} else if p != nil {
 		plots = append(plots, p)
 	}
-	if p, err := latencyPlot(results); err != nil {
+	if p, err := latencyPlot(latencies); err != nil {
 		return err
 	} else if p != nil {
 		plots = append(plots, p)
@@ -53,34 +57,16 @@ func writeChart(path string, results []*result) error {
 	return writeFile(path, buf.Bytes())
 }
 
-// ratioPlot has one bar per subject of every chartRatio metric: the median
-// ratio to the ceiling, with the target marked.
-func ratioPlot(results []*result) (*plot.Plot, error) {
+// ratioPlot draws the bars: the median ratio to the ceiling, with the
+// target marked.
+func ratioPlot(bars []ratioBar) (*plot.Plot, error) {
 	var vals plotter.Values
 	var names []string
 	var targets []float64
-	for _, r := range results {
-		for _, m := range r.bench.metrics {
-			if m.chart != chartRatio {
-				continue
-			}
-			for i, s := range r.bench.subjects {
-				if s.reference {
-					continue
-				}
-				sum := stats.Summarize(r.ratios(i, m.key))
-				if sum.N == 0 {
-					continue
-				}
-				vals = append(vals, sum.Median)
-				names = append(names, r.bench.name+"\n"+strings.TrimPrefix(s.name, "replicator, "))
-				t := 0.0
-				if m.target != nil && m.target.ofRatio && (m.target.subject == "" || m.target.subject == s.name) {
-					t = m.target.value
-				}
-				targets = append(targets, t)
-			}
-		}
+	for _, b := range bars {
+		vals = append(vals, b.Ratio)
+		names = append(names, b.Label)
+		targets = append(targets, b.Target)
 	}
 	if len(vals) == 0 {
 		return nil, nil
@@ -93,13 +79,13 @@ func ratioPlot(results []*result) (*plot.Plot, error) {
 	for _, v := range vals {
 		p.Y.Max = max(p.Y.Max, v*1.15)
 	}
-	bars, err := plotter.NewBarChart(vals, vg.Points(40))
+	bc, err := plotter.NewBarChart(vals, vg.Points(40))
 	if err != nil {
 		return nil, err
 	}
-	bars.Color = colorSubject
-	bars.LineStyle.Width = 0
-	p.Add(plotter.NewGrid(), bars)
+	bc.Color = colorSubject
+	bc.LineStyle.Width = 0
+	p.Add(plotter.NewGrid(), bc)
 	if err := addValueLabels(p, vals, 0, "%.2f×"); err != nil {
 		return nil, err
 	}
@@ -146,36 +132,15 @@ func addValueLabels(p *plot.Plot, vals plotter.Values, offset float64, format st
 
 // latencyPlot groups p50/p99/max of every latency benchmark, replicator's
 // median next to the bare reader's, with the targets marked.
-func latencyPlot(results []*result) (*plot.Plot, error) {
+func latencyPlot(bars []latencyBar) (*plot.Plot, error) {
 	var subj, ceil plotter.Values
 	var names []string
 	var targets []float64
-	for _, r := range results {
-		if len(r.bench.subjects) == 0 {
-			continue
-		}
-		for _, m := range r.bench.metrics {
-			if m.chart != chartLatency {
-				continue
-			}
-			s := stats.Summarize(values(r.subjects[0], m.key))
-			c := stats.Summarize(values(r.ceiling, m.key))
-			if s.N == 0 && c.N == 0 {
-				continue
-			}
-			subj = append(subj, zeroNaN(s.Median))
-			ceil = append(ceil, zeroNaN(c.Median))
-			name := r.bench.chartName
-			if name == "" {
-				name = strings.TrimPrefix(r.bench.name, "latency-") + " rows/s"
-			}
-			names = append(names, name+"\n"+strings.TrimPrefix(m.label, "latency "))
-			t := 0.0
-			if m.target != nil && !m.target.ofRatio {
-				t = m.target.value
-			}
-			targets = append(targets, t)
-		}
+	for _, b := range bars {
+		subj = append(subj, b.Subject)
+		ceil = append(ceil, b.Ceiling)
+		names = append(names, b.Label)
+		targets = append(targets, b.Target)
 	}
 	if len(subj) == 0 {
 		return nil, nil

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -31,6 +30,8 @@ type harness struct {
 	replicator, bareReader, kfakeServer, sourceDrop string // built binaries
 
 	progress io.Writer
+
+	ports portAllocator // every service's loopback port: never one twice
 }
 
 // build compiles the programs the benchmarks run, once.
@@ -68,16 +69,6 @@ func (h *harness) dir(name string) (string, error) {
 	return d, os.MkdirAll(d, 0o750)
 }
 
-// freeAddr returns a loopback address with a port free right now.
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
-
 // replicatorRun configures one `replicator run`.
 type replicatorRun struct {
 	name     string // names its directory and log
@@ -106,11 +97,11 @@ func (h *harness) startReplicator(rr replicatorRun) (*replicatorProc, error) {
 	if err != nil {
 		return nil, err
 	}
-	kafkaListen, err := freeAddr()
+	kafkaListen, err := h.ports.addr()
 	if err != nil {
 		return nil, err
 	}
-	registryListen, err := freeAddr()
+	registryListen, err := h.ports.addr()
 	if err != nil {
 		return nil, err
 	}
@@ -139,7 +130,7 @@ func (h *harness) startReplicator(rr replicatorRun) (*replicatorProc, error) {
 		cfg["kafka"].(map[string]any)["linger"] = h.opts.linger.String()
 	}
 	if rr.metrics {
-		metricsListen, err := freeAddr()
+		metricsListen, err := h.ports.addr()
 		if err != nil {
 			return nil, err
 		}
@@ -220,7 +211,7 @@ func (h *harness) startKfakeServer(name string, args ...string) (*child, string,
 	if err != nil {
 		return nil, "", err
 	}
-	addr, err := freeAddr()
+	addr, err := h.ports.addr()
 	if err != nil {
 		return nil, "", err
 	}

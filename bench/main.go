@@ -6,6 +6,12 @@
 //
 //	go run ./bench [-scale F] [-runs N] [-duration D] [name...]
 //
+// Names are matched exactly (or name a group: latency, rebuild). The
+// results are kept in docs/benchmarks.json, from which the report and the
+// chart are rendered: a run of some benchmarks replaces only theirs, each
+// section saying which run measured it; a run of the default set replaces
+// them all (store.go).
+//
 // It needs the PostgreSQL server binaries (as the tests do) and starts its
 // own throwaway clusters; everything runs on loopback.
 package main
@@ -44,6 +50,7 @@ type options struct {
 	duration time.Duration // of each latency load
 	doc      string        // markdown report; "" writes none
 	chart    string        // PNG chart; "" draws none
+	results  string        // results kept across runs (store.go); "": report this run alone
 	work     string        // parent of the scratch directory
 	keep     bool          // keep the scratch directory (logs, broker data)
 	note     string        // added to the report's header
@@ -66,7 +73,9 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.runs, "runs", 3, "runs per benchmark (at least 3 for a report)")
 	fs.DurationVar(&o.duration, "duration", 0, "length of each latency load (default 60s × scale, at least 10s)")
 	fs.StringVar(&o.doc, "doc", "docs/BENCHMARKS.md", "markdown report to write, relative to the module root (\"\" for none)")
-	fs.StringVar(&o.chart, "chart", "docs/benchmarks.png", "PNG chart to write, relative to the module root (\"\" for none)")
+	fs.StringVar(&o.chart, "chart", "docs/benchmarks.png", "PNG chart to write, relative to the module root (\"\" for none; default none when -doc is given)")
+	fs.StringVar(&o.results, "results", "docs/benchmarks.json", "results kept across runs, relative to the module root: this run's benchmarks replace theirs (all of them when none is named), "+
+		"and the report and chart show them all (\"\" for a report of this run alone; default \"\" when -doc is given)")
 	fs.StringVar(&o.work, "work", "", "directory for scratch files (default the system temp dir)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the scratch directory: logs and broker data of every run")
 	fs.StringVar(&o.profile, "profile", "", "write CPU and allocation profiles of every `replicator run` into DIR/<run> (its --profile-dir)")
@@ -81,14 +90,41 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.soakEmbedded, "soak-embedded", false, "soak: stream into replicator's embedded broker instead of the broker process (default threshold only)")
 	fs.StringVar(&o.note, "note", "", "a sentence to add to the report's header (e.g. why the run is scaled)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: go run ./bench [flags] [name...]\n\nnames: stream, latency (latency-1k, latency-10k, latency-onerow), large-txn, snapshot, toast, one-row, jsonb, wide, tables, republish (republish-latency),\nrebuild (rebuild-pg, rebuild-sqlite, rebuild-mysql: MariaDB on 127.0.0.1:3306 as root), sink-latency; default all of these.\nlean-reader (only when named): the stream backlog read by the bare reader and by a leaner one\nsoak (only when named): a steady load over compaction passes of the broker, -soak long (10m)\n\nflags:")
+		fmt.Fprint(stderr, `usage: go run ./bench [flags] [name...]
+
+Each name selects the benchmark of exactly that name (no prefixes: republish
+is not republish-latency), or every benchmark of a group; none selects all
+but the optional ones.
+
+benchmarks: stream, latency-1k, latency-10k, latency-onerow, large-txn, snapshot,
+  toast, one-row, jsonb, wide, tables, republish, republish-latency,
+  rebuild-pg, rebuild-sqlite, rebuild-mysql (MariaDB on 127.0.0.1:3306 as root),
+  sink-latency
+groups: latency (latency-1k, latency-10k, latency-onerow),
+  rebuild (rebuild-pg, rebuild-sqlite, rebuild-mysql)
+optional (only when named): lean-reader (the stream backlog read by the bare
+  reader and by a leaner one), soak (a steady load over compaction passes of
+  the broker, -soak long, 10m)
+
+flags:
+`)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
 	o.names = fs.Args()
-	fs.Visit(func(f *flag.Flag) { o.runsSet = o.runsSet || f.Name == "runs" })
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	o.runsSet = set["runs"]
+	// A report elsewhere (docs/bench-runs/…) is of this run alone, and
+	// leaves the kept results and their chart as they are.
+	if set["doc"] && !set["results"] {
+		o.results = ""
+	}
+	if set["doc"] && !set["chart"] {
+		o.chart = ""
+	}
 	switch {
 	case o.scale <= 0 || o.scale > 10:
 		return o, fmt.Errorf("-scale %g: want 0 < scale ≤ 10", o.scale)
@@ -151,7 +187,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	h := &harness{opts: opts, root: root, work: work, progress: stderr}
 
-	selected, err := selectBenchmarks(allBenchmarks(h), opts.names)
+	all := allBenchmarks(h)
+	selected, err := selectBenchmarks(all, opts.names)
 	if err != nil {
 		return err
 	}
@@ -193,10 +230,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		return filepath.Join(root, p)
 	}
+	es := entries(newRun(m, opts), results)
+	if opts.results != "" {
+		if es, err = mergeResults(inRoot(opts.results), inRoot(opts.doc), opts, all, es, stderr); err != nil {
+			return fmt.Errorf("results: %w", err)
+		}
+	}
 	chart := ""
 	if opts.chart != "" {
 		path := inRoot(opts.chart)
-		if err := writeChart(path, results); err != nil {
+		if err := writeChart(path, es); err != nil {
 			return fmt.Errorf("chart: %w", err)
 		}
 		if opts.doc != "" {
@@ -207,7 +250,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if opts.doc != "" {
 		path := inRoot(opts.doc)
-		if err := writeDoc(path, m, opts, results, chart); err != nil {
+		kept := ""
+		if opts.results != "" {
+			if kept, err = filepath.Rel(filepath.Dir(path), inRoot(opts.results)); err != nil {
+				return err
+			}
+		}
+		if err := writeDoc(path, es, chart, kept); err != nil {
 			return fmt.Errorf("report: %w", err)
 		}
 		fmt.Fprintln(stdout, "wrote", path)
@@ -215,14 +264,44 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return errors.Join(failed...)
 }
 
+// mergeResults merges this run's entries (fresh) into the results kept at
+// path and returns them all. Without a results file yet, the report at doc
+// (written before the file existed) is read back first so that its
+// sections survive; if it cannot be, that is said on stderr and only this
+// run's sections remain (a full run replaces them all anyway).
+func mergeResults(path, doc string, opts options, all []benchmark, fresh []storedEntry, stderr io.Writer) ([]storedEntry, error) {
+	st, err := readStore(path)
+	if errors.Is(err, errNoStore) {
+		st = &store{}
+		if b, rerr := os.ReadFile(doc); rerr == nil && len(opts.names) > 0 {
+			if seeded, serr := seedStore(string(b), all); serr != nil {
+				fmt.Fprintf(stderr, "bench: could not read back %s (%v): its other sections are dropped; a full run replaces it anyway\n", doc, serr)
+			} else {
+				st = seeded
+			}
+		}
+	} else if err != nil {
+		return nil, err
+	}
+	order := make([]string, len(all))
+	for i, b := range all {
+		order[i] = b.name
+	}
+	st.Results = merge(st.Results, fresh, len(opts.names) == 0, order)
+	if err := writeStore(path, st); err != nil {
+		return nil, err
+	}
+	return st.Results, nil
+}
+
 // allBenchmarks is every benchmark, in the order they run; the optional
 // ones run only when named.
 func allBenchmarks(h *harness) []benchmark {
 	return []benchmark{
 		streamBenchmark(h),
-		latencyBenchmark(h, 1_000),
-		latencyBenchmark(h, 10_000),
-		oneRowLatencyBenchmark(h),
+		inGroup("latency", latencyBenchmark(h, 1_000)),
+		inGroup("latency", latencyBenchmark(h, 10_000)),
+		inGroup("latency", oneRowLatencyBenchmark(h)),
 		largeTxnBenchmark(h),
 		snapshotBenchmark(h),
 		toastBenchmark(h),
@@ -232,26 +311,35 @@ func allBenchmarks(h *harness) []benchmark {
 		tablesBenchmark(h),
 		republishBenchmark(h),
 		republishLatencyBenchmark(h),
-		rebuildBenchmark(h, &pgStore{}, "COPY FROM STDIN", 0.6,
+		inGroup("rebuild", rebuildBenchmark(h, &pgStore{}, "COPY FROM STDIN", 0.6,
 			"`COPY … FROM STDIN` (text format, pgconn's CopyFrom) of the same rows into a new table of the same columns, types and "+
-				"primary key in the same database, the rows read from the warm-up's table with `COPY … TO STDOUT` before the runs."),
-		rebuildBenchmark(h, &sqliteStore{}, "prepared INSERTs", 0.5,
+				"primary key in the same database, the rows read from the warm-up's table with `COPY … TO STDOUT` before the runs.")),
+		inGroup("rebuild", rebuildBenchmark(h, &sqliteStore{}, "prepared INSERTs", 0.5,
 			"prepared INSERTs (modernc.org/sqlite), one per row, in one transaction, of the same rows (read from the warm-up's "+
-				"table) into a new file with the sink's pragmas (WAL, synchronous=NORMAL) and a table of the same columns, types and primary key."),
-		rebuildBenchmark(h, &mysqlStore{}, "bulk load", 0.5,
+				"table) into a new file with the sink's pragmas (WAL, synchronous=NORMAL) and a table of the same columns, types and primary key.")),
+		inGroup("rebuild", rebuildBenchmark(h, &mysqlStore{}, "bulk load", 0.5,
 			"the faster of MariaDB's two bulk loads of the same rows (read from the warm-up's table) into a new table of the same "+
 				"columns, types and primary key: `LOAD DATA LOCAL INFILE` of them as text, and multi-row INSERTs of 1,000 rows "+
 				"(parameters interpolated by the client) in one transaction; both are reported.",
 			metric{key: "load_data_rows_per_s", label: "LOAD DATA", unit: "rows/s"},
-			metric{key: "insert_rows_per_s", label: "multi-row INSERT", unit: "rows/s"}),
+			metric{key: "insert_rows_per_s", label: "multi-row INSERT", unit: "rows/s"})),
 		sinkLatencyBenchmark(h),
 		leanReaderBenchmark(h),
 		soakBenchmark(h),
 	}
 }
 
-// selectBenchmarks returns the benchmarks named (a name also selects every
-// benchmark whose name starts with it and a dash), or all but the optional ones.
+// inGroup puts b in group g, a name that selects every benchmark of the
+// group (names are matched exactly, never as prefixes: "republish" is not
+// "republish-latency").
+func inGroup(g string, b benchmark) benchmark {
+	b.group = g
+	return b
+}
+
+// selectBenchmarks returns the benchmarks named, each name being a
+// benchmark's exact name or a group's (see [inGroup]), or all but the
+// optional ones when none is named.
 func selectBenchmarks(all []benchmark, names []string) ([]*benchmark, error) {
 	var out []*benchmark
 	for i := range all {
@@ -262,15 +350,20 @@ func selectBenchmarks(all []benchmark, names []string) ([]*benchmark, error) {
 	for _, n := range names {
 		found := false
 		for i := range all {
-			if all[i].name == n || strings.HasPrefix(all[i].name, n+"-") {
+			if all[i].name == n || all[i].group == n {
 				out = append(out, &all[i])
 				found = true
 			}
 		}
 		if !found {
-			known := make([]string, len(all))
-			for i, b := range all {
-				known[i] = b.name
+			var known []string
+			groups := map[string]bool{}
+			for _, b := range all {
+				known = append(known, b.name)
+				if b.group != "" && !groups[b.group] {
+					groups[b.group] = true
+					known = append(known, b.group+" (group)")
+				}
 			}
 			return nil, fmt.Errorf("no benchmark %q (have %s)", n, strings.Join(known, ", "))
 		}

@@ -31,7 +31,7 @@ func fakeResults() []*result {
 func TestWriteChart(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "chart.png")
-	if err := writeChart(path, fakeResults()); err != nil {
+	if err := writeChart(path, entries(storedRun{}, fakeResults())); err != nil {
 		t.Fatal(err)
 	}
 	b, err := os.ReadFile(path)
@@ -47,7 +47,7 @@ func TestWriteDoc(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "BENCHMARKS.md")
 	m := machine{cpus: 2, date: time.Date(2026, 1, 2, 3, 4, 0, 0, time.UTC), command: "go run ./bench -scale 0.1"}
-	if err := writeDoc(path, m, options{runs: 3, scale: 0.1}, fakeResults(), "benchmarks.png"); err != nil {
+	if err := writeDoc(path, entries(newRun(m, options{runs: 3, scale: 0.1}), fakeResults()), "benchmarks.png", ""); err != nil {
 		t.Fatal(err)
 	}
 	b, err := os.ReadFile(path)
@@ -78,7 +78,7 @@ func TestWriteDocWithoutTargets(t *testing.T) {
 		ceiling:  []sample{{"rows_per_s": 260_000}, {"rows_per_s": 250_000}, {"rows_per_s": 270_000}},
 		subjects: [][]sample{{{"rows_per_s": 170_000}, {"rows_per_s": 180_000}, {"rows_per_s": 175_000}}}}}
 	path := filepath.Join(t.TempDir(), "lean.md")
-	if err := writeDoc(path, machine{cpus: 2}, options{runs: 3, scale: 1}, res, ""); err != nil {
+	if err := writeDoc(path, entries(newRun(machine{cpus: 2}, options{runs: 3, scale: 1}), res), "", ""); err != nil {
 		t.Fatal(err)
 	}
 	b, err := os.ReadFile(path)

@@ -1,30 +1,36 @@
 package main
 
 import (
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 )
 
-// "republish" on the command line selects both republish benchmarks, and
-// each is in the default set (make bench runs them).
+// "republish" on the command line selects that benchmark alone (names are
+// exact: it is not a prefix of republish-latency), and each is in the
+// default set (make bench runs them).
 func TestSelectRepublish(t *testing.T) {
 	t.Parallel()
 	h := &harness{opts: options{duration: 10 * time.Second, scale: 1}}
 	all := []benchmark{snapshotBenchmark(h), republishBenchmark(h), republishLatencyBenchmark(h)}
-	got, err := selectBenchmarks(all, []string{"republish"})
-	if err != nil {
-		t.Fatal(err)
+	for _, name := range []string{"republish", "republish-latency"} {
+		got, err := selectBenchmarks(all, []string{name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, b := range got {
+			names = append(names, b.name)
+		}
+		if !slices.Equal(names, []string{name}) {
+			t.Errorf("%s selects %v, want %s alone", name, names, name)
+		}
 	}
-	var names []string
-	for _, b := range got {
-		names = append(names, b.name)
-	}
-	if !slices.Equal(names, []string{"republish", "republish-latency"}) {
-		t.Errorf("republish selects %v, want republish and republish-latency", names)
-	}
-	if got, _ = selectBenchmarks(all, nil); len(got) != 3 {
+	var err error
+	var got []*benchmark
+	if got, err = selectBenchmarks(all, nil); err != nil || len(got) != 3 {
 		t.Errorf("the default set has %d of the 3 benchmarks, want the republish ones in it", len(got))
 	}
 }
@@ -94,14 +100,23 @@ func TestDuringRepublish(t *testing.T) {
 	}
 }
 
-// The usage text names the republish benchmarks.
-func TestUsageNamesRepublish(t *testing.T) {
+// The usage text names every benchmark and group, and says names are exact.
+func TestUsageNamesBenchmarks(t *testing.T) {
 	t.Parallel()
 	var b strings.Builder
 	if _, err := parseOptions([]string{"-h"}, &b); err == nil {
 		t.Fatal("-h: want flag.ErrHelp")
 	}
-	if !strings.Contains(b.String(), "republish (republish-latency)") {
-		t.Errorf("usage does not name the republish benchmarks:\n%s", b.String())
+	usage := strings.Join(strings.Fields(b.String()), " ")
+	h := &harness{opts: options{duration: 10 * time.Second, scale: 1}}
+	for _, bm := range allBenchmarks(h) {
+		for _, n := range []string{bm.name, bm.group} {
+			if n != "" && !regexp.MustCompile(`(^|[^a-z0-9-])`+regexp.QuoteMeta(n)+`([^a-z0-9-]|$)`).MatchString(usage) {
+				t.Errorf("usage does not name %q:\n%s", n, b.String())
+			}
+		}
+	}
+	if !strings.Contains(usage, "exactly that name (no prefixes: republish is not republish-latency)") {
+		t.Errorf("usage does not say names are exact:\n%s", b.String())
 	}
 }
