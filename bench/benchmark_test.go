@@ -195,6 +195,9 @@ func TestReportDestinations(t *testing.T) {
 		{[]string{"-doc", "docs/bench-runs/x.md"}, "docs/bench-runs/x.md", "", ""},
 		{[]string{"-doc", "x.md", "-results", "r.json", "-chart", "c.png"}, "x.md", "c.png", "r.json"},
 		{[]string{"-results", ""}, "docs/BENCHMARKS.md", "docs/benchmarks.png", ""},
+		// The default doc named explicitly keeps the kept results and chart.
+		{[]string{"-doc", "docs/BENCHMARKS.md"}, "docs/BENCHMARKS.md", "docs/benchmarks.png", "docs/benchmarks.json"},
+		{[]string{"-doc", "./docs/BENCHMARKS.md"}, "./docs/BENCHMARKS.md", "docs/benchmarks.png", "docs/benchmarks.json"},
 	}
 	for _, tt := range tests {
 		o, err := parseOptions(tt.args, io.Discard)

@@ -65,6 +65,10 @@ type options struct {
 	names        []string
 }
 
+// defaultDoc is the kept report, rendered from every benchmark's latest
+// kept result.
+const defaultDoc = "docs/BENCHMARKS.md"
+
 func parseOptions(args []string, stderr io.Writer) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
@@ -72,7 +76,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.Float64Var(&o.scale, "scale", 1, "workload size relative to the issue's (1M-row backlog, 5M-row transaction, 1M-row table)")
 	fs.IntVar(&o.runs, "runs", 3, "runs per benchmark (at least 3 for a report)")
 	fs.DurationVar(&o.duration, "duration", 0, "length of each latency load (default 60s × scale, at least 10s)")
-	fs.StringVar(&o.doc, "doc", "docs/BENCHMARKS.md", "markdown report to write, relative to the module root (\"\" for none)")
+	fs.StringVar(&o.doc, "doc", defaultDoc, "markdown report to write, relative to the module root (\"\" for none)")
 	fs.StringVar(&o.chart, "chart", "docs/benchmarks.png", "PNG chart to write, relative to the module root (\"\" for none; default none when -doc is given)")
 	fs.StringVar(&o.results, "results", "docs/benchmarks.json", "results kept across runs, relative to the module root: this run's benchmarks replace theirs (all of them when none is named), "+
 		"and the report and chart show them all (\"\" for a report of this run alone; default \"\" when -doc is given)")
@@ -118,11 +122,13 @@ flags:
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	o.runsSet = set["runs"]
 	// A report elsewhere (docs/bench-runs/…) is of this run alone, and
-	// leaves the kept results and their chart as they are.
-	if set["doc"] && !set["results"] {
+	// leaves the kept results and their chart as they are. The default
+	// doc named explicitly is still the kept report.
+	elsewhere := set["doc"] && filepath.Clean(o.doc) != defaultDoc
+	if elsewhere && !set["results"] {
 		o.results = ""
 	}
-	if set["doc"] && !set["chart"] {
+	if elsewhere && !set["chart"] {
 		o.chart = ""
 	}
 	switch {

@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 
 	"github.com/replicator/replicator/filelock"
-
 	"github.com/replicator/replicator/listenaddr"
 )
 

@@ -9,9 +9,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/replicator/replicator/relation"
-
 	"github.com/replicator/replicator/listenaddr"
+	"github.com/replicator/replicator/relation"
 )
 
 // replicationIdent is what we accept for slot and publication names: they

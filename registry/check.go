@@ -5,7 +5,6 @@ import (
 	"path/filepath"
 
 	"github.com/replicator/replicator/filelock"
-
 	"github.com/replicator/replicator/listenaddr"
 )
 

@@ -97,6 +97,9 @@ func (s *Sink) processRetrying(ctx context.Context, b *decodedBatch) error {
 		if ended >= suspectAfter && !s.suspect {
 			// Not an outage: the store answers each time the batch
 			// has ended its connection. The next attempt splits it.
+			if ctx.Err() != nil {
+				return nil // a stop between attempts, as after the wait below
+			}
 			s.suspect = true
 			s.log.Warn("the batch ended the store's connection each time while the store answers at once; applying it record by record to find the culprit", "store", s.cfg.StoreName, "attempts", attempt, "error", err)
 			continue

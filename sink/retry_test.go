@@ -91,6 +91,9 @@ func TestConnectionEnded(t *testing.T) {
 		{"broken pipe", &net.OpError{Op: "write", Net: "tcp", Err: errors.New("broken pipe")}, true},
 		{"eof", fmt.Errorf("read: %w", io.ErrUnexpectedEOF), true},
 		{"MariaDB connection killed", &mysql.MySQLError{Number: 1927}, true},
+		// A packet over max_allowed_packet: the server answers 1153 and the
+		// batch is split at once as any refused batch, no suspicion needed.
+		{"MariaDB packet too large", &mysql.MySQLError{Number: 1153, SQLState: [5]byte{'0', '8', 'S', '0', '1'}}, false},
 		{"deadlock", &pgconn.PgError{Code: "40P01"}, false},
 		{"lock wait timeout", &mysql.MySQLError{Number: 1205}, false},
 		{"unique violation", &pgconn.PgError{Code: "23505"}, false},
@@ -562,8 +565,7 @@ func TestFirstOffsetLostConnectionIsNotAFence(t *testing.T) {
 }
 
 // A record whose own statement ends the store's connection (here a
-// trigger that terminates its backend; in MySQL a packet over
-// max_allowed_packet) is not an outage: the store answers at once each
+// trigger that terminates its backend) is not an outage: the store answers at once each
 // time. After a few attempts the batch is split and the record meets
 // on_error, instead of the batch being retried forever.
 func TestBatchEndingItsConnectionIsSplit(t *testing.T) {
@@ -607,6 +609,9 @@ func TestBatchEndingItsConnectionIsSplit(t *testing.T) {
 				var pe *PoisonError
 				if !errors.As(err, &pe) || pe.Offset != bad.Offset || pe.Partition != bad.Partition {
 					t.Fatalf("Run: got %v, want a PoisonError at customers/%d/%d", err, bad.Partition, bad.Offset)
+				}
+				if !strings.Contains(err.Error(), "ended the store's connection 3 times in a row while the store answered") {
+					t.Errorf("Run: %v does not say the record ended the connection while the store answered", err)
 				}
 				wantRows(t, store, "profile", profileCols, "1|ann|NULL")
 				return

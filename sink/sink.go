@@ -153,8 +153,9 @@ type Sink struct {
 	// suspect is set by processRetrying once the batch has ended the
 	// store's connection suspectAfter times in a row while the store
 	// answered at once: a connection the batch's own statements end
-	// (a MySQL packet over max_allowed_packet, a trigger that terminates
-	// its backend) is then the batch's fault, split to find the record.
+	// (a trigger or extension that terminates its backend, a proxy that
+	// drops it) is then the batch's fault, split to find the record.
+	// The batch's goroutine only.
 	suspect bool
 }
 
@@ -421,7 +422,7 @@ func (s *Sink) drop(_ context.Context, _ *kgo.Client, parts map[string][]int32, 
 	}
 	if len(gone) > 0 {
 		sort.Strings(gone)
-		s.log.Info("partitions "+how+"; another sink process of the group takes them over", "partitions", strings.Join(gone, " "))
+		s.log.Info("partitions "+how+": this process no longer applies them", "partitions", strings.Join(gone, " "))
 	}
 }
 
@@ -593,7 +594,11 @@ func (s *Sink) oneByOne(ctx context.Context, todo []*kgo.Record, entries []entry
 				return err
 			}
 			var pe *PoisonError
-			if !errors.As(err, &pe) {
+			switch {
+			case errors.As(err, &pe):
+			case s.suspect && connectionEnded(err):
+				err = recordError(r, fmt.Errorf("it ended the store's connection %d times in a row while the store answered at once (the record's statement, not an outage): %w", suspectAfter, err))
+			default:
 				err = recordError(r, fmt.Errorf("the store rejected it: %w", err))
 			}
 			if err := s.poison(ctx, err); err != nil {

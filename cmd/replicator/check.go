@@ -10,14 +10,13 @@ import (
 
 	"github.com/replicator/replicator/broker"
 	"github.com/replicator/replicator/config"
+	"github.com/replicator/replicator/listenaddr"
 	"github.com/replicator/replicator/mapping"
 	"github.com/replicator/replicator/registry"
 	"github.com/replicator/replicator/sink"
 	"github.com/replicator/replicator/source"
 	"github.com/spf13/pflag"
 	"github.com/twmb/franz-go/pkg/kadm"
-
-	"github.com/replicator/replicator/listenaddr"
 )
 
 // runCheck is `replicator check`: it validates the config and every

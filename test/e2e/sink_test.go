@@ -218,8 +218,8 @@ func readModelRows(storeURL, table string, cols []string) ([]string, error) {
 }
 
 // waitConverged bounds the wait for a read model: after sink processes were
-// killed, their group sessions (10 s) and a rebalance (up to 30 s) pass
-// before the partitions move.
+// killed, their group sessions (10 s) and a rebalance or two (up to 10 s
+// each) pass before the partitions move (15-30 s measured).
 const waitConverged = 120 * time.Second
 
 // waitReadModel polls until the read model equals want exactly.
