@@ -589,13 +589,17 @@ func pgTypesQuery(quoted string) string {
 			WHERE a.attrelid = to_regclass('` + strings.ReplaceAll(quoted, "'", "''") + `') AND a.attnum > 0 AND NOT a.attisdropped`
 }
 
+// errNoColumn is returned when a read model's column is not in its table's
+// catalog (dropped under a running sink): a table fault (isTableFault).
+var errNoColumn = errors.New("a column is missing")
+
 // typesOf returns the types of cols among known, table's column types.
 func typesOf(d dialect, table string, known map[string]string, cols []string) ([]string, error) {
 	out := make([]string, len(cols))
 	for i, c := range cols {
 		t, ok := known[c]
 		if !ok {
-			return nil, fmt.Errorf("table %s has no column %s", d.quote(table), d.quote(c))
+			return nil, fmt.Errorf("%w: table %s has no column %s", errNoColumn, d.quote(table), d.quote(c))
 		}
 		out[i] = t
 	}
