@@ -43,8 +43,9 @@ func (s *Sink) decodeAhead(ctx context.Context, recs []*kgo.Record) *decodedBatc
 // pollAhead polls the next batch and decodes it in a goroutine of its
 // own, while the caller writes the current batch; the caller must
 // receive from the returned channel (after stop, if it no longer wants
-// to wait for records) before it polls or decodes again. At most one
-// batch is in flight.
+// to wait for records; after cancelling ctx, if it no longer wants the
+// decode either) before it polls or decodes again, or returns. At most
+// one batch is in flight.
 func (s *Sink) pollAhead(ctx context.Context, cl *kgo.Client) (next <-chan *decodedBatch, stop context.CancelFunc) {
 	pctx, cancel := context.WithCancel(ctx)
 	ch := make(chan *decodedBatch, 1)

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -73,31 +74,24 @@ func (s *store) upsertCopy(ctx context.Context, tx *sql.Tx, table string, cols [
 	if err != nil {
 		return false, err
 	}
+	if s.copyText == nil {
+		s.copyText = new(bytes.Buffer)
+	}
 	s.copyText.Reset()
-	data := &copyRows{rows: rows, types: types, buf: &s.copyText}
+	data := &copyRows{rows: rows, types: types, buf: s.copyText}
 	noText := false // a value without a COPY text form: the statement forms
 	q := s.d.quote
-	sum := sha256.Sum256([]byte(table + "\x00" + strings.Join(cols, "\x00")))
-	tmp := "replicator_copy_" + hex.EncodeToString(sum[:8])
-	var prep strings.Builder
-	if s.copied[tmp] {
-		// Used earlier in this transaction (the side table of a second
-		// source): its rows are still there until the commit.
-		fmt.Fprintf(&prep, "TRUNCATE pg_temp.%s", q(tmp))
-	} else {
-		// Kept for the session, emptied by every commit: created once per
-		// connection, not once per batch (no catalog churn).
-		fmt.Fprintf(&prep, "CREATE TEMP TABLE IF NOT EXISTS %s (", q(tmp))
-		for j, c := range cols {
-			if j > 0 {
-				prep.WriteString(", ")
-			}
-			prep.WriteString(q(c) + " " + types[j])
-		}
-		prep.WriteString(") ON COMMIT DELETE ROWS")
-	}
+	// The column types are checked in every batch, in the round trip of
+	// the savepoint or of the temporary table's preparation, after a lock
+	// that keeps them until the commit (ALTER TABLE waits for it): a
+	// column's type altered under a running sink is read before this
+	// batch's text is encoded (a date column become a timestamp keeps
+	// its times), and names a new temporary table, so that no pooled
+	// connection's older one (the types of its creation) converts the
+	// values first (a double through a real's rounding, a bigint refused
+	// by an integer).
+	check := fmt.Sprintf("LOCK TABLE %s IN ROW EXCLUSIVE MODE; %s", q(table), pgTypesQuery(q(table)))
 	list := quoteList(s.d, cols)
-	insert := fmt.Sprintf("INSERT INTO %s (%s) SELECT %s FROM pg_temp.%s%s", q(table), list, list, q(tmp), tail)
 	err = s.txConn.Raw(func(dc any) error {
 		c, ok := dc.(*stdlib.Conn)
 		if !ok {
@@ -113,6 +107,13 @@ func (s *store) upsertCopy(ctx context.Context, tx *sql.Tx, table string, cols [
 			// round. A key already there fails the COPY, which is undone
 			// to the savepoint; the temporary table then takes this batch
 			// and the next ones (updates come in runs) before a retry.
+			rs, err := pg.Exec(ctx, check+"; SAVEPOINT replicator_copy").ReadAll()
+			if err != nil {
+				return fmt.Errorf("check the column types: %w", err)
+			}
+			if data.types, err = s.checkedTypes(table, cols, rs[1]); err != nil {
+				return err
+			}
 			direct, err := s.copyDirect(ctx, pg, table, list, data)
 			if err != nil || direct {
 				return err
@@ -123,19 +124,40 @@ func (s *store) upsertCopy(ctx context.Context, tx *sql.Tx, table string, cols [
 			}
 			s.skipDirect[table] = skipDirectBatches
 		}
+		// CREATE … IF NOT EXISTS says so in a notice each time; a notice
+		// costs nothing but a few bytes.
+		tmp, prep := s.copyTemp(table, cols, data.types)
+		rs, err := pg.Exec(ctx, check+"; "+prep).ReadAll()
+		if err != nil {
+			return fmt.Errorf("prepare the batch's temporary table: %w", err)
+		}
+		types, err := s.checkedTypes(table, cols, rs[1])
+		if err != nil {
+			return err
+		}
+		if !slices.Equal(types, data.types) {
+			// Altered since the last batch (the lock now keeps the types):
+			// the text is encoded with the new ones, into a temporary
+			// table of theirs. A direct COPY's text was encoded under the
+			// lock, which a rollback to its savepoint does not release.
+			if data.off > 0 || data.next > 0 {
+				return fmt.Errorf("the column types of table %s changed during a batch", q(table))
+			}
+			data.types = types
+			tmp, prep = s.copyTemp(table, cols, types)
+			if _, err := pg.Exec(ctx, prep).ReadAll(); err != nil {
+				return fmt.Errorf("prepare the batch's temporary table: %w", err)
+			}
+		}
+		s.copied[tmp] = true
 		if !data.encodeAll() {
 			noText = true
 			return nil
 		}
-		// CREATE … IF NOT EXISTS says so in a notice each time; a notice
-		// costs nothing but a few bytes.
-		if _, err := pg.Exec(ctx, prep.String()).ReadAll(); err != nil {
-			return fmt.Errorf("prepare the batch's temporary table: %w", err)
-		}
-		s.copied[tmp] = true
-		if _, err := pg.CopyFrom(ctx, bytes.NewReader(data.buf.Bytes()), fmt.Sprintf("COPY pg_temp.%s (%s) FROM STDIN", q(tmp), list)); err != nil {
+		if err := s.copyFrom(ctx, pg, bytes.NewReader(data.buf.Bytes()), fmt.Sprintf("COPY pg_temp.%s (%s) FROM STDIN", q(tmp), list)); err != nil {
 			return fmt.Errorf("copy the batch: %w", err)
 		}
+		insert := fmt.Sprintf("INSERT INTO %s (%s) SELECT %s FROM pg_temp.%s%s", q(table), list, list, q(tmp), tail)
 		if _, err := pg.Exec(ctx, insert).ReadAll(); err != nil {
 			return err
 		}
@@ -147,24 +169,83 @@ func (s *store) upsertCopy(ctx context.Context, tx *sql.Tx, table string, cols [
 	return err == nil, err
 }
 
+// copyFrom runs a COPY … FROM STDIN of r on pg. pgconn (v5.12) reads r in
+// a goroutine of its own and, when the connection breaks during the COPY
+// (the backend terminated, a network error, ctx done: its
+// bufferingReceiveErr and fatal-error returns), returns without waiting
+// for that goroutine, which may still be in r.Read, encoding into the
+// store's buffer (copyRows) or reading it (bytes.Reader). The buffer is
+// then left to it: the next batch encodes into a new one, and the caller
+// must not touch r again (TestUpsertCopyConnectionBroken). Those returns
+// all close the connection: one that leaves it open has waited for its
+// reader.
+func (s *store) copyFrom(ctx context.Context, pg *pgconn.PgConn, r io.Reader, sql string) error {
+	_, err := pg.CopyFrom(ctx, r, sql)
+	if err != nil && pg.IsClosed() {
+		s.copyText = nil
+	}
+	return err
+}
+
+// copyTemp names the session temporary table of a batch of table's cols
+// of types (a change of a type names another table: its types are those
+// of its creation) and returns the statement that prepares it: created
+// once per connection, emptied by every commit, or emptied now if this
+// transaction filled it already (the side table of a second source).
+func (s *store) copyTemp(table string, cols, types []string) (tmp, prep string) {
+	q := s.d.quote
+	sum := sha256.Sum256([]byte(table + "\x00" + strings.Join(cols, "\x00") + "\x00\x00" + strings.Join(types, "\x00")))
+	tmp = "replicator_copy_" + hex.EncodeToString(sum[:8])
+	if s.copied[tmp] {
+		return tmp, fmt.Sprintf("TRUNCATE pg_temp.%s", q(tmp))
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "CREATE TEMP TABLE IF NOT EXISTS %s (", q(tmp))
+	for j, c := range cols {
+		if j > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(q(c) + " " + types[j])
+	}
+	b.WriteString(") ON COMMIT DELETE ROWS")
+	return tmp, b.String()
+}
+
+// checkedTypes takes the result of pgTypesQuery as table's column types
+// (pgColumnTypes' cache) and returns those of cols.
+func (s *store) checkedTypes(table string, cols []string, r *pgconn.Result) ([]string, error) {
+	known := make(map[string]string, len(r.Rows))
+	for _, row := range r.Rows {
+		known[string(row[0])] = string(row[1])
+	}
+	s.mu.Lock()
+	if s.pgTypes == nil {
+		s.pgTypes = map[string]map[string]string{}
+	}
+	s.pgTypes[table] = known
+	s.mu.Unlock()
+	return typesOf(s.d, table, known, cols)
+}
+
 // skipDirectBatches is how many batches of a table go through the
 // temporary table after a direct COPY met a key already there.
 const skipDirectBatches = 16
 
-// copyDirect copies data straight into table under a savepoint and reports
-// whether that went through; a key already in the table (unique
-// violation) or a value without a COPY text form (data.bad) rolls back to
-// the savepoint and reports false.
+// copyDirect copies data straight into table under the savepoint
+// replicator_copy (set by the caller) and reports whether that went
+// through; a key already in the table (unique violation) or a value
+// without a COPY text form (data.bad) rolls back to the savepoint and
+// reports false.
 func (s *store) copyDirect(ctx context.Context, pg *pgconn.PgConn, table, list string, data *copyRows) (bool, error) {
-	if _, err := pg.Exec(ctx, "SAVEPOINT replicator_copy").ReadAll(); err != nil {
-		return false, err
-	}
-	_, err := pg.CopyFrom(ctx, data, fmt.Sprintf("COPY %s (%s) FROM STDIN", s.d.quote(table), list))
+	err := s.copyFrom(ctx, pg, data, fmt.Sprintf("COPY %s (%s) FROM STDIN", s.d.quote(table), list))
 	var pe *pgconn.PgError
 	switch {
 	case err == nil:
 		_, err = pg.Exec(ctx, "RELEASE SAVEPOINT replicator_copy").ReadAll()
 		return err == nil, err
+	case pg.IsClosed():
+		// data may still be read (copyFrom): not even data.bad is looked at.
+		return false, fmt.Errorf("copy the batch: %w", err)
 	case data.bad, errors.As(err, &pe) && pe.Code == "23505": // no COPY text; unique_violation
 		_, err = pg.Exec(ctx, "ROLLBACK TO SAVEPOINT replicator_copy").ReadAll()
 		return false, err

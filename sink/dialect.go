@@ -283,8 +283,13 @@ func connectionLost(err error) bool {
 // for it: every record would be. PostgreSQL and MySQL SQLSTATE classes 42
 // (syntax error or access rule violation) and 0A (feature not supported);
 // SQLite's generic SQLITE_ERROR ("SQL logic error"), whereas the values'
-// faults have codes of their own (constraint, too big, mismatch).
+// faults have codes of their own (constraint, too big, mismatch). A
+// column found missing by the store's own catalog read (errNoColumn) is
+// one too.
 func isTableFault(err error) bool {
+	if errors.Is(err, errNoColumn) {
+		return true
+	}
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
 		return strings.HasPrefix(pe.Code, "42") || strings.HasPrefix(pe.Code, "0A")

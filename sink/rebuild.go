@@ -140,7 +140,13 @@ func Rebuild(ctx context.Context, cfg Config, progress func(Progress)) error {
 	var ahead <-chan *decodedBatch
 	var stopAhead context.CancelFunc
 	var next *decodedBatch
+	// The batch decoded ahead is decoded with actx, cancelled on the way
+	// out: an error exit does not wait for its decode, which a registry
+	// that does not answer holds up to its timeout; its goroutine still
+	// ends before Rebuild returns.
+	actx, cancelAhead := context.WithCancel(ctx)
 	defer func() {
+		cancelAhead()
 		if ahead != nil {
 			stopAhead()
 			<-ahead
@@ -207,7 +213,7 @@ func Rebuild(ctx context.Context, cfg Config, progress func(Progress)) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		ahead, stopAhead = s.pollAhead(ctx, cl)
+		ahead, stopAhead = s.pollAhead(actx, cl)
 		fenced := s.fenced.Load()
 		if err := s.processRetrying(ctx, b); err != nil {
 			return fmt.Errorf("read model %s: rebuild: %w", liveModel.Name, err)

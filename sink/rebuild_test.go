@@ -2,6 +2,7 @@ package sink
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"runtime/metrics"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sr"
 )
 
 // TestRebuildWhileSinkRuns rebuilds a read model while its sink runs and a
@@ -548,4 +550,56 @@ func gcPercent(t *testing.T) uint64 {
 		t.Fatalf("runtime metric %s is not available", sample[0].Name)
 	}
 	return sample[0].Value.Uint64()
+}
+
+// hangingRegistry is a registry whose SchemaByID of one id answers only
+// when its context ends, or after hang (a registry down, its client
+// waiting out its timeout).
+type hangingRegistry struct {
+	schemaRegistry
+	id   int
+	hang time.Duration
+}
+
+func (r hangingRegistry) SchemaByID(ctx context.Context, id int) (sr.Schema, error) {
+	if id != r.id {
+		return r.schemaRegistry.SchemaByID(ctx, id)
+	}
+	select {
+	case <-ctx.Done():
+		return sr.Schema{}, ctx.Err()
+	case <-time.After(r.hang):
+		return sr.Schema{}, errors.New("the registry did not answer")
+	}
+}
+
+// TestRebuildErrorExitDoesNotWaitForDecodeAhead: a rebuild stopped by an
+// error (a poison record under on_error: stop) returns at once, although
+// the batch decoded ahead meanwhile waits on a registry that does not
+// answer: that decode is cancelled, not waited out.
+func TestRebuildErrorExitDoesNotWaitForDecodeAhead(t *testing.T) {
+	t.Parallel()
+	store := "sqlite://" + filepath.Join(t.TempDir(), "read.db")
+	e := newEnv(t)
+	w := e.topic("customers", customersKey, customersValue)
+	old := w.valueID
+	// The first batch (MaxBatch 1): a poison record; the next, decoded
+	// ahead, written with a schema that is not the latest, which the
+	// rebuild fetches from the registry by id.
+	w.produce(&kgo.Record{Topic: "customers", Key: frame(t, w.keyID, w.key, map[string]any{"id": int64(1)}), Value: []byte("not avro")})
+	w.put(cust(2, "two", nil))
+	w.evolve(`{"type":"record","name":"customers","fields":[{"name":"id","type":"long"},{"name":"name","type":"string"},{"name":"tier","type":["null","string"],"default":null},{"name":"note","type":["null","string"],"default":null}]}`)
+	const hang = 30 * time.Second
+	reg := hangingRegistry{schemaRegistry: e.reg, id: old, hang: hang}
+	ctx, cancel := context.WithTimeout(t.Context(), 2*hang)
+	defer cancel()
+	start := time.Now()
+	err := Rebuild(ctx, Config{Model: customerModel("profile"), StoreURL: store, Kafka: []kgo.Opt{kgo.SeedBrokers(e.brokers...)}, Registry: reg, MaxBatch: 1}, nil)
+	took := time.Since(start)
+	if err == nil {
+		t.Fatal("Rebuild: got nil, want the poison record's error")
+	}
+	if took >= hang/2 {
+		t.Errorf("Rebuild returned after %v (%v), want well before the registry's %v", took, err, hang)
+	}
 }

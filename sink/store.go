@@ -42,8 +42,9 @@ type store struct {
 	tx     *sql.Tx
 	copied map[string]bool
 	// copyText is the COPY text of the batch being written, kept between
-	// batches so that it grows once, not in every batch.
-	copyText bytes.Buffer
+	// batches so that it grows once, not in every batch; nil after a COPY
+	// whose reader may still run (copyFrom), a new one is made then.
+	copyText *bytes.Buffer
 	// skipDirect is, per table, how many more batches go through the
 	// temporary table before a direct COPY is tried again (copy.go).
 	skipDirect map[string]int
@@ -536,23 +537,15 @@ func (s *store) updateJoin(table string, keyCols, cols, types []string, n int) s
 
 // pgColumnTypes returns the types to cast cols of table's parameters to:
 // the type without its modifier, as format_type names it (numeric,
-// timestamp with time zone, integer[]); cached per table: a read
-// model's table does not change its types under a running sink.
+// timestamp with time zone, integer[]); cached per table, and read again
+// by every batch's COPY (upsertCopy): a column's type may be altered
+// under a running sink.
 func (s *store) pgColumnTypes(ctx context.Context, tx *sql.Tx, table string, cols []string) ([]string, error) {
 	s.mu.Lock()
 	known := s.pgTypes[table]
 	s.mu.Unlock()
 	if known == nil {
-		// The cast type is the column's type without its modifier
-		// (character varying, not character varying(16)): an explicit
-		// cast to varchar(n), char(n) or bit(n) silently truncates, where
-		// the INSERT's own assignment refuses a value too long, so the
-		// record is isolated as poison instead of stored cut short.
-		// format_type without a modifier keeps the names COPY's text form
-		// goes by ("timestamp with time zone", copy.go) and arrays' "[]".
-		rows, err := tx.QueryContext(ctx, `SELECT a.attname, format_type(a.atttypid, NULL)
-			FROM pg_attribute a
-			WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped`, s.d.quote(table))
+		rows, err := tx.QueryContext(ctx, pgTypesQuery(s.d.quote(table)))
 		if err != nil {
 			return nil, fmt.Errorf("read the column types of table %s: %w", s.d.quote(table), err)
 		}
@@ -577,11 +570,36 @@ func (s *store) pgColumnTypes(ctx context.Context, tx *sql.Tx, table string, col
 		s.pgTypes[table] = known
 		s.mu.Unlock()
 	}
+	return typesOf(s.d, table, known, cols)
+}
+
+// pgTypesQuery selects the name and type of each column of the table
+// quoted (a literal in the query: it also runs in a simple-protocol
+// round trip of several statements, copy.go).
+//
+// The type is the column's type without its modifier (character varying,
+// not character varying(16)): an explicit cast to varchar(n), char(n) or
+// bit(n) silently truncates, where the INSERT's own assignment refuses a
+// value too long, so the record is isolated as poison instead of stored
+// cut short. format_type without a modifier keeps the names COPY's text
+// form goes by ("timestamp with time zone", copy.go) and arrays' "[]".
+func pgTypesQuery(quoted string) string {
+	return `SELECT a.attname, format_type(a.atttypid, NULL)
+			FROM pg_attribute a
+			WHERE a.attrelid = to_regclass('` + strings.ReplaceAll(quoted, "'", "''") + `') AND a.attnum > 0 AND NOT a.attisdropped`
+}
+
+// errNoColumn is returned when a read model's column is not in its table's
+// catalog (dropped under a running sink): a table fault (isTableFault).
+var errNoColumn = errors.New("a column is missing")
+
+// typesOf returns the types of cols among known, table's column types.
+func typesOf(d dialect, table string, known map[string]string, cols []string) ([]string, error) {
 	out := make([]string, len(cols))
 	for i, c := range cols {
 		t, ok := known[c]
 		if !ok {
-			return nil, fmt.Errorf("table %s has no column %s", s.d.quote(table), s.d.quote(c))
+			return nil, fmt.Errorf("%w: table %s has no column %s", errNoColumn, d.quote(table), d.quote(c))
 		}
 		out[i] = t
 	}

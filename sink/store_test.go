@@ -550,3 +550,127 @@ func openTestStore(t *testing.T, url string) *store {
 	t.Cleanup(func() { db.Close() })
 	return &store{db: db, d: d}
 }
+
+// TestUpsertCopyColumnTypeAltered: a column's type altered between two
+// batches of a running store (its pooled connection keeping the temporary
+// table of the first) is the type the second batch's values go through:
+// not rounded as a real, refused as an integer or cut to a date.
+func TestUpsertCopyColumnTypeAltered(t *testing.T) {
+	t.Parallel()
+	sk := postgresStore(t)
+	at := time.Date(2024, 1, 2, 12, 34, 56, 0, time.UTC)
+	for _, c := range []struct {
+		name          string
+		temp          bool // through the temporary table (else straight in)
+		from, to      string
+		first, second []any
+		want          string // a condition on v of the second row
+	}{
+		{"real to double", true, "real", "double precision", []any{int64(1), 0.5}, []any{int64(1), 0.1}, "v = 0.1::float8"},
+		{"integer to bigint", true, "integer", "bigint", []any{int64(1), int64(5)}, []any{int64(1), int64(5_000_000_000)}, "v = 5000000000"},
+		{"date to timestamptz", false, "date", "timestamp with time zone", []any{int64(1), at}, []any{int64(2), at}, "v = '2024-01-02 12:34:56+00'"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			st := openTestStore(t, sk.fresh(t))
+			st.db.SetMaxOpenConns(1) // one connection: the first batch's temporary table is the second's
+			ctx := t.Context()
+			if _, err := st.db.ExecContext(ctx, `CREATE TABLE a (id bigint PRIMARY KEY, v `+c.from+`)`); err != nil {
+				t.Fatal(err)
+			}
+			if c.temp {
+				st.skipDirect = map[string]int{"a": math.MaxInt}
+			}
+			for i, row := range [][]any{c.first, c.second} {
+				if i == 1 {
+					if _, err := st.db.ExecContext(ctx, `ALTER TABLE a ALTER COLUMN v TYPE `+c.to); err != nil {
+						t.Fatal(err)
+					}
+				}
+				tx, err := st.begin(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := st.upsertRows(ctx, tx, "a", []string{"id", "v"}, 1, [][]any{row}); err != nil {
+					t.Fatalf("batch %d: upsert: %v", i+1, err)
+				}
+				if err := tx.Commit(); err != nil {
+					t.Fatal(err)
+				}
+				st.end()
+			}
+			var ok bool
+			var got string
+			if err := st.db.QueryRowContext(ctx, `SELECT `+c.want+`, v::text FROM a WHERE id = $1`, c.second[0]).Scan(&ok, &got); err != nil {
+				t.Fatal(err)
+			}
+			if !ok {
+				t.Errorf("stored %s, want %s", got, c.want)
+			}
+		})
+	}
+}
+
+// TestUpsertCopyConnectionBroken: a COPY whose connection is broken while
+// pgconn's goroutine still encodes its rows (a value of tens of MB) fails
+// the batch, and the next batch does not share that goroutine's buffer
+// (the race detector's report, without copyFrom's).
+func TestUpsertCopyConnectionBroken(t *testing.T) {
+	t.Parallel()
+	st := openTestStore(t, postgresStore(t).fresh(t))
+	ctx := t.Context()
+	if _, err := st.db.ExecContext(ctx, `CREATE TABLE b (id bigint PRIMARY KEY, v text)`); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := st.begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pid int
+	if err := tx.QueryRowContext(ctx, `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
+		t.Fatal(err)
+	}
+	// Terminates the batch's backend once its COPY has started: the
+	// reader is then encoding the large value (escaped byte by byte).
+	killed := make(chan error, 1)
+	go func() {
+		deadline := time.Now().Add(testTimeout)
+		for time.Now().Before(deadline) {
+			var done bool
+			err := st.db.QueryRowContext(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+				WHERE pid = $1 AND state = 'active' AND query LIKE 'COPY %'`, pid).Scan(&done)
+			if err == nil || !errors.Is(err, sql.ErrNoRows) {
+				killed <- err
+				return
+			}
+			time.Sleep(time.Millisecond) // polling toward the deadline
+		}
+		killed <- errors.New("the batch's COPY was not seen running")
+	}()
+	big := strings.Repeat("a\tb\\c\n", 8<<20)
+	if err := st.upsertRows(ctx, tx, "b", []string{"id", "v"}, 1, [][]any{{int64(1), big}}); err == nil {
+		t.Fatal("upsert under a terminated backend: got nil, want an error")
+	}
+	st.end()
+	if err := <-killed; err != nil {
+		t.Fatalf("terminate the batch's backend: %v", err)
+	}
+	tx, err = st.begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.end()
+	if err := st.upsertRows(ctx, tx, "b", []string{"id", "v"}, 1, [][]any{{int64(2), "two"}}); err != nil {
+		t.Fatalf("the next batch: %v", err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	var got string
+	if err := st.db.QueryRowContext(ctx, `SELECT string_agg(id || '=' || v, ',') FROM b`).Scan(&got); err != nil {
+		t.Fatal(err)
+	}
+	if got != "2=two" {
+		t.Errorf("rows: got %q, want %q", got, "2=two")
+	}
+}
