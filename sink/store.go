@@ -47,6 +47,9 @@ type store struct {
 	// skipDirect is, per table, how many more batches go through the
 	// temporary table before a direct COPY is tried again (copy.go).
 	skipDirect map[string]int
+	// minCopyRows overrides copyMin (tests: 1 makes every batch use COPY,
+	// a large one none); 0 in use.
+	minCopyRows int
 }
 
 // tp is a topic partition.
@@ -216,10 +219,16 @@ func (s *store) casOffsets(ctx context.Context, tx *sql.Tx, model string, expect
 		s.d.quote(offsetsTable), p(1), p(2), p(3), p(4), p(5), p(6))
 	ins := fmt.Sprintf(`INSERT INTO %s (read_model, topic, part, next_offset, updated_at) VALUES (%s, %s, %s, %s, %s)`,
 		s.d.quote(offsetsTable), p(1), p(2), p(3), p(4), p(5))
+	_, onePG := s.d.(postgresDialect)
+	var moves []tp // the partitions PostgreSQL moves in one statement
 	for t, n := range next {
 		e, ok := expected[t]
 		if !ok {
 			return fmt.Errorf("%w (partition %s/%d is no longer assigned)", errFenced, t.topic, t.part)
+		}
+		if e >= 0 && onePG {
+			moves = append(moves, t)
+			continue
 		}
 		if e < 0 {
 			if _, err := tx.ExecContext(ctx, ins, model, t.topic, t.part, n, now); err != nil {
@@ -245,7 +254,57 @@ func (s *store) casOffsets(ctx context.Context, tx *sql.Tx, model string, expect
 			return fmt.Errorf("%w (partition %s/%d is no longer at offset %d)", errFenced, t.topic, t.part, e)
 		}
 	}
+	if len(moves) > 0 {
+		return s.casOffsetsPG(ctx, tx, model, now, moves, expected, next)
+	}
 	return nil
+}
+
+// casOffsetsPG moves the stored offsets of partitions (each with a row
+// already) from expected to next in one statement: one round trip per
+// batch, not one per partition (a batch of the steady state spans most of
+// a topic's partitions). Those it did not move (RETURNING names the
+// others) were not at expected: a fence.
+func (s *store) casOffsetsPG(ctx context.Context, tx *sql.Tx, model string, now int64, parts []tp, expected, next map[tp]int64) error {
+	topics, nums := make([]string, len(parts)), make([]int32, len(parts))
+	exp, nxt := make([]int64, len(parts)), make([]int64, len(parts))
+	for i, t := range parts {
+		topics[i], nums[i], exp[i], nxt[i] = t.topic, t.part, expected[t], next[t]
+	}
+	rows, err := tx.QueryContext(ctx, fmt.Sprintf(`UPDATE %s AS o SET next_offset = v.next_offset, updated_at = $2
+		FROM unnest($3::text[], $4::integer[], $5::bigint[], $6::bigint[]) AS v(topic, part, expected, next_offset)
+		WHERE o.read_model = $1 AND o.topic = v.topic AND o.part = v.part AND o.next_offset = v.expected
+		RETURNING o.topic, o.part`, s.d.quote(offsetsTable)), model, now, topics, nums, exp, nxt)
+	if err != nil {
+		return fmt.Errorf("store the offsets of %d partitions: %w", len(parts), err)
+	}
+	defer rows.Close()
+	moved := make(map[tp]bool, len(parts))
+	for rows.Next() {
+		var t tp
+		if err := rows.Scan(&t.topic, &t.part); err != nil {
+			return fmt.Errorf("store the offsets of %d partitions: %w", len(parts), err)
+		}
+		moved[t] = true
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("store the offsets of %d partitions: %w", len(parts), err)
+	}
+	for _, t := range parts {
+		if !moved[t] {
+			return fmt.Errorf("%w (partition %s/%d is no longer at offset %d)", errFenced, t.topic, t.part, expected[t])
+		}
+	}
+	return nil
+}
+
+// copyMin is the fewest rows of width columns a PostgreSQL upsert sends
+// through COPY: more than one statement takes (minCopyRows in tests).
+func (s *store) copyMin(width int) int {
+	if s.minCopyRows > 0 {
+		return s.minCopyRows
+	}
+	return s.chunk(width) + 1
 }
 
 // chunk is how many rows of width columns fit in one statement.
@@ -261,7 +320,11 @@ func (s *store) upsertRows(ctx context.Context, tx *sql.Tx, table string, cols [
 		return nil
 	}
 	tail := s.d.onConflict(cols[:nkey], cols[nkey:])
-	if _, ok := s.d.(postgresDialect); ok {
+	// On PostgreSQL a batch that fits one statement goes as one (the
+	// steady state's small batches: one round trip, where the COPY forms
+	// take three to six, a direct COPY failing on an update among them);
+	// a larger one goes through COPY, which costs less per row.
+	if _, ok := s.d.(postgresDialect); ok && len(rows) >= s.copyMin(len(cols)) {
 		done, err := s.upsertCopy(ctx, tx, table, cols, tail, rows)
 		if done || err != nil {
 			return err
