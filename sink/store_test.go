@@ -702,3 +702,73 @@ func TestCasOffsetsPartitions(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkUpsertPostgresSmall compares PostgreSQL's upsert forms on the
+// steady state's batches: 100 rows of the bench table's shape (text[]
+// included), half new keys and half updates of the previous batch's new
+// keys, each batch in its own transaction with one offset row moved:
+// the multi-row INSERT (a batch that fits one statement) and COPY (a
+// direct COPY failing on the updates, then the temporary table).
+//
+//	go test -run '^$' -bench UpsertPostgresSmall -benchtime 2000x ./sink/
+func BenchmarkUpsertPostgresSmall(b *testing.B) {
+	cl := pgtest.Start(b)
+	for _, form := range []string{"statement", "copy"} {
+		b.Run(form, func(b *testing.B) {
+			name := fmt.Sprintf("small_%s_%d", form, b.N)
+			if err := cl.CreateDatabase(b.Context(), name); err != nil {
+				b.Fatal(err)
+			}
+			db, d, err := openStore(cl.DSN(name))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer db.Close()
+			st := &store{db: db, d: d}
+			if form == "copy" {
+				st.minCopyRows = 1
+			}
+			ctx := b.Context()
+			if err := st.ensureSinkTables(ctx); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := db.ExecContext(ctx, `CREATE TABLE t (id bigint PRIMARY KEY, name text, email text, amount numeric(12,2),
+				created_at timestamptz, attrs jsonb, quantity integer, active boolean, note text, tags text[])`); err != nil {
+				b.Fatal(err)
+			}
+			cols := []string{"id", "name", "email", "amount", "created_at", "attrs", "quantity", "active", "note", "tags"}
+			const half = 50
+			at := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+			tag := "t1"
+			part := tp{"topic", 0}
+			offset := int64(-1)
+			b.ResetTimer()
+			for i := range b.N {
+				b.StopTimer()
+				rows := make([][]any, 0, 2*half)
+				for j := range 2 * half {
+					id := int64(i*half + j) // the second half: the next batch's updates
+					rows = append(rows, []any{id, fmt.Sprintf("customer %d", id), fmt.Sprintf("customer.%d@example.com", id), "1234.50",
+						at.Add(time.Duration(id) * time.Second), `{"plan": "pro", "seats": 7}`, int32(i), id%2 == 0, "note " + fmt.Sprint(id), []*string{&tag}})
+				}
+				b.StartTimer()
+				tx, err := st.begin(ctx)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := st.upsertRows(ctx, tx, "t", cols, 1, rows); err != nil {
+					b.Fatal(err)
+				}
+				if err := st.casOffsets(ctx, tx, "m", map[tp]int64{part: offset}, map[tp]int64{part: int64(i)}); err != nil {
+					b.Fatal(err)
+				}
+				offset = int64(i)
+				if err := tx.Commit(); err != nil {
+					b.Fatal(err)
+				}
+				st.end()
+			}
+			b.ReportMetric(float64(b.N*2*half)/b.Elapsed().Seconds(), "rows/s")
+		})
+	}
+}
