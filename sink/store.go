@@ -32,8 +32,12 @@ type store struct {
 	db *sql.DB
 	d  dialect
 
-	mu      sync.Mutex
+	mu      sync.Mutex                   // protects pgTypes and stmts
 	pgTypes map[string]map[string]string // table → column → SQL type, PostgreSQL only
+	// stmts are the texts of the multi-row upserts built so far: the
+	// steady state's batches repeat a few sizes, and building one is a
+	// marker per value (upsertRows).
+	stmts map[stmtKey]string
 
 	// The batch transaction of begin on PostgreSQL and its connection
 	// (for COPY, copy.go), and the temporary tables it has filled; set
@@ -298,6 +302,16 @@ func (s *store) casOffsetsPG(ctx context.Context, tx *sql.Tx, model string, now 
 	return nil
 }
 
+// stmtKey names a multi-row upsert's text: its head and tail, and rows.
+type stmtKey struct {
+	head, tail string
+	rows       int
+}
+
+// maxStmtTexts bounds the upsert texts kept (a few KiB each, up to a few
+// tens at 500 rows of many columns): past it they are built again.
+const maxStmtTexts = 64
+
 // copyMin is the fewest rows of width columns a PostgreSQL upsert sends
 // through COPY: more than one statement takes (minCopyRows in tests).
 func (s *store) copyMin(width int) int {
@@ -336,6 +350,12 @@ func (s *store) upsertRows(ctx context.Context, tx *sql.Tx, table string, cols [
 	}
 	head := fmt.Sprintf("INSERT INTO %s (%s) VALUES ", s.d.quote(table), quoteList(s.d, cols))
 	text := func(n int) string {
+		k := stmtKey{head, tail, n}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if t, ok := s.stmts[k]; ok {
+			return t
+		}
 		var b strings.Builder
 		b.WriteString(head)
 		for i := range n {
@@ -352,7 +372,11 @@ func (s *store) upsertRows(ctx context.Context, tx *sql.Tx, table string, cols [
 			b.WriteByte(')')
 		}
 		b.WriteString(tail)
-		return b.String()
+		if len(s.stmts) >= maxStmtTexts || s.stmts == nil {
+			s.stmts = map[stmtKey]string{}
+		}
+		s.stmts[k] = b.String()
+		return s.stmts[k]
 	}
 	step := s.chunk(len(cols))
 	// Every full chunk is the same statement: prepared once per batch,
