@@ -19,7 +19,9 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 )
 
-// PostgreSQL's bulk upsert: the batch is sent with COPY … FROM STDIN (text
+// PostgreSQL's bulk upsert of a batch larger than one statement takes
+// (smaller ones are one multi-row INSERT, upsertRows: fewer round trips):
+// the batch is sent with COPY … FROM STDIN (text
 // format) into a temporary table of the target's columns, then moved with
 // one INSERT … SELECT … ON CONFLICT. Measured against the unnest form
 // (one array parameter per column) it needs no parameter encoding by pgx

@@ -1,11 +1,15 @@
 package sink
 
 import (
+	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // TestTwoProcessesShareAGroup runs two sinks of one read model (one
@@ -105,5 +109,54 @@ func TestConcurrentStartsOnOneStore(t *testing.T) {
 	}
 	for _, r := range rs {
 		r.waitRecords(t, 1)
+	}
+}
+
+// TestGroupOffsetsCommittedAtMostOnceASecond: the group's offsets (for lag
+// tools only) are committed at most once a second however many batches
+// commit in the store, not once per batch, and catch up with the store
+// when the sink stops.
+func TestGroupOffsetsCommittedAtMostOnceASecond(t *testing.T) {
+	t.Parallel()
+	store := sqliteStore().fresh(t)
+	e := newEnv(t)
+	var mu sync.Mutex
+	commits := 0
+	e.kc.ControlKey(int16(kmsg.OffsetCommit), func(kmsg.Request) (kmsg.Response, error, bool) {
+		e.kc.KeepControl()
+		mu.Lock()
+		commits++
+		mu.Unlock()
+		return nil, nil, false // counted, then handled by the broker
+	})
+	w := e.topic("customers", customersKey, customersValue)
+	r := e.start(customerModel("profile"), store)
+	const batches = 30
+	start := time.Now()
+	for k := int64(1); k <= batches; k++ {
+		key, val := cust(k, "x", nil)
+		w.produce(&kgo.Record{Topic: "customers", Partition: int32(k % 3), Key: frame(t, w.keyID, w.key, key), Value: frame(t, w.valueID, w.value, val)})
+		r.waitRecords(t, k) // one batch each
+	}
+	elapsed := time.Since(start)
+	mu.Lock()
+	during := commits
+	mu.Unlock()
+	if limit := int(elapsed/time.Second) + 2; during > limit {
+		t.Errorf("group offset commits during %d batches in %v: got %d, want at most %d (one a second)", batches, elapsed.Round(time.Millisecond), during, limit)
+	}
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+	defer cancel()
+	got, err := kadm.NewClient(e.cl).FetchOffsets(ctx, "replicator-sink-profile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := int64(0)
+	got.Each(func(o kadm.OffsetResponse) { total += o.At })
+	if total != batches {
+		t.Errorf("group offsets after the stop: sum %d, want %d (every record produced, one per record)", total, batches)
 	}
 }

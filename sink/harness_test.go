@@ -34,6 +34,7 @@ type env struct {
 	reg     *sr.Client
 	regURL  string      // the embedded registry's address
 	cl      *kgo.Client // producer
+	kc      *kfake.Cluster
 }
 
 func newEnv(t *testing.T) *env {
@@ -57,7 +58,7 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(cl.Close)
-	return &env{t: t, brokers: kc.ListenAddrs(), reg: reg, regURL: emb.URL(), cl: cl}
+	return &env{t: t, brokers: kc.ListenAddrs(), reg: reg, regURL: emb.URL(), cl: cl, kc: kc}
 }
 
 // topicW writes Confluent-framed Avro records to one topic.

@@ -157,6 +157,12 @@ type Sink struct {
 	// drops it) is then the batch's fault, split to find the record.
 	// The batch's goroutine only.
 	suspect bool
+
+	// groupPending are the offsets committed in the store and not yet
+	// to the group, groupAt the last commit to the group (commitGroup);
+	// the poll loop's goroutine only.
+	groupPending map[string]map[int32]kgo.EpochOffset
+	groupAt      time.Time
 }
 
 // tpo is a record's position.
@@ -293,6 +299,13 @@ func (s *Sink) Run(ctx context.Context) (err error) {
 	}
 	s.cl = cl
 	defer cl.Close() // leaves the group: the partitions move at once
+	defer func() {
+		// The group's offsets catch up with the store before leaving
+		// (lag tools), bounded: they are for monitoring only.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		s.commitGroup(cctx, true)
+	}()
 	if s.cfg.Model.OnError == DeadLetter {
 		if err := s.ensureDeadLetterTopic(ctx); err != nil {
 			return err
@@ -685,19 +698,45 @@ func (s *Sink) committed(next map[tp]int64, n int64) {
 	}
 	s.mu.Unlock()
 	s.records.Add(n)
-	// Asynchronous (kgo owns the request): the batch does not wait for it.
-	offsets := map[string]map[int32]kgo.EpochOffset{}
-	for k, v := range next {
-		if offsets[k.topic] == nil {
-			offsets[k.topic] = map[int32]kgo.EpochOffset{}
-		}
-		offsets[k.topic][k.part] = kgo.EpochOffset{Epoch: -1, Offset: v}
+	if s.groupPending == nil {
+		s.groupPending = map[string]map[int32]kgo.EpochOffset{}
 	}
-	s.cl.CommitOffsets(context.Background(), offsets, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, _ *kmsg.OffsetCommitResponse, err error) {
+	for k, v := range next {
+		if s.groupPending[k.topic] == nil {
+			s.groupPending[k.topic] = map[int32]kgo.EpochOffset{}
+		}
+		s.groupPending[k.topic][k.part] = kgo.EpochOffset{Epoch: -1, Offset: v}
+	}
+	if time.Since(s.groupAt) >= groupCommitInterval {
+		s.commitGroup(context.Background(), false)
+	}
+}
+
+// groupCommitInterval spaces the group's offset commits: they are for lag
+// tools only, and one per batch (a hundred a second in the steady state)
+// cost the sink and the broker a request each for nothing a tool shows.
+const groupCommitInterval = time.Second
+
+// commitGroup commits the group offsets of the batches committed in the
+// store since the last time (for monitoring only: the store stays the
+// truth, so a failure is only logged). sync waits for the answer (at a
+// stop); else kgo owns the request and the batch does not wait for it.
+func (s *Sink) commitGroup(ctx context.Context, sync bool) {
+	if len(s.groupPending) == 0 {
+		return
+	}
+	offsets := s.groupPending
+	s.groupPending, s.groupAt = nil, time.Now()
+	done := make(chan struct{})
+	s.cl.CommitOffsets(ctx, offsets, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, _ *kmsg.OffsetCommitResponse, err error) {
 		if err != nil {
 			s.log.Debug("commit group offsets (monitoring only)", "error", err)
 		}
+		close(done)
 	})
+	if sync {
+		<-done
+	}
 }
 
 // fence handles a batch whose offsets moved: nothing of it was applied;

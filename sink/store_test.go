@@ -674,3 +674,222 @@ func TestUpsertCopyConnectionBroken(t *testing.T) {
 		t.Errorf("rows: got %q, want %q", got, "2=two")
 	}
 }
+
+// TestUpsertSmallBatchMatchesCopy: on PostgreSQL a batch that fits one
+// statement is upserted by one multi-row INSERT instead of COPY (no
+// temporary table, no COPY attempt), and stores exactly what the COPY form
+// stores, type by type, nulls and conflicting updates included.
+func TestUpsertSmallBatchMatchesCopy(t *testing.T) {
+	t.Parallel()
+	url := postgresStore(t).fresh(t)
+	ctx := t.Context()
+	copyStore, stmtStore := openTestStore(t, url), openTestStore(t, url)
+	stmtStore.statementBelow = 1000 // both batches by the statement form
+	cols := []string{"id", "the text", "tags", "nums", "fs", "oks", "amount", "at", "local", "day", "raw", "f", "r", "ok", "doc", "js", "n"}
+	str := func(s string) *string { return &s }
+	num := func(n int64) *int64 { return &n }
+	fl := func(f float64) *float64 { return &f }
+	bo := func(b bool) *bool { return &b }
+	at := time.Date(2026, 1, 2, 3, 4, 5, 123456000, time.UTC)
+	local := time.Date(1999, 12, 31, 23, 59, 59, 999999000, time.FixedZone("x", 5*3600))
+	full := func(id int64, text string) []any {
+		return []any{id, text, []*string{str(`a "q" \ b`), nil, str("t\tab"), str("{}"), str("")}, []*int64{num(1), nil, num(-3)},
+			[]*float64{fl(0.1), nil, fl(math.Inf(1))}, []*bool{bo(true), nil},
+			"-12345678901234567890.125", at, local, at, []byte{0, 1, 0xfe, '\\', '\t'}, math.Inf(-1), float32(0.1), true,
+			`{"k": "v\n", "a": [1, 2.5, null]}`, `{"b":1,  "a":"\u00e9"}`, int32(-7)}
+	}
+	nulls := func(id int64) []any {
+		r := make([]any, len(cols))
+		r[0] = id
+		return r
+	}
+	empty := func(id int64) []any {
+		return []any{id, "", []*string{}, []*int64{}, []*float64{}, []*bool{}, "0", at, local, at, []byte{}, 0.0, float32(0), false, `{}`, `[]`, int32(0)}
+	}
+	batches := [][][]any{
+		{full(1, "first"), nulls(2), empty(3), full(4, "line\nbreak\\ and\ttab")},
+		{full(2, "was null"), nulls(1), full(5, "new"), empty(4)}, // updates among inserts
+	}
+	for _, tc := range []struct {
+		table string
+		st    *store
+		temps []int // per batch, temporary tables of the COPY path in the session
+	}{
+		{"by_copy", copyStore, []int{0, 1}}, // the second batch's direct COPY meets its updates
+		{"by_statement", stmtStore, []int{0, 0}},
+	} {
+		create := fmt.Sprintf(`CREATE TABLE %s (id bigint PRIMARY KEY, "the text" text, tags text[], nums bigint[], fs double precision[], oks boolean[],
+			amount numeric, at timestamptz, local timestamp, day date, raw bytea, f double precision, r real, ok boolean, doc jsonb, js json, n integer)`, tc.table)
+		if _, err := tc.st.db.ExecContext(ctx, create); err != nil {
+			t.Fatal(err)
+		}
+		for i, b := range batches {
+			tx, err := tc.st.begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := tc.st.upsertRows(ctx, tx, tc.table, cols, 1, b); err != nil {
+				t.Fatalf("%s: batch %d: %v", tc.table, i, err)
+			}
+			var temps int
+			if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM pg_class WHERE relname LIKE 'replicator_copy_%' AND relpersistence = 't' AND pg_table_is_visible(oid)`).Scan(&temps); err != nil {
+				t.Fatal(err)
+			}
+			if temps != tc.temps[i] {
+				t.Errorf("%s: batch %d: temporary tables of the COPY path in the session: got %d, want %d", tc.table, i, temps, tc.temps[i])
+			}
+			if err := tx.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			tc.st.end()
+		}
+	}
+	// Each row as PostgreSQL prints it: every column's stored value.
+	dump := func(table string) string {
+		res, err := copyStore.db.QueryContext(ctx, fmt.Sprintf("SELECT t::text FROM %s AS t ORDER BY id", table))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Close()
+		var out []string
+		for res.Next() {
+			var r string
+			if err := res.Scan(&r); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, r)
+		}
+		if err := res.Err(); err != nil {
+			t.Fatal(err)
+		}
+		return strings.Join(out, "\n")
+	}
+	byCopy, byStatement := dump("by_copy"), dump("by_statement")
+	if byCopy != byStatement {
+		t.Errorf("the statement form stored\n%s\nthe COPY form\n%s", byStatement, byCopy)
+	}
+	if n := strings.Count(byCopy, "\n") + 1; n != 5 {
+		t.Errorf("rows: got %d, want 5:\n%s", n, byCopy)
+	}
+}
+
+// TestCasOffsetsPartitions: PostgreSQL moves every partition's offset in
+// one statement; one partition not at its expected offset fences the
+// batch, naming that partition, and moves none.
+func TestCasOffsetsPartitions(t *testing.T) {
+	t.Parallel()
+	url := postgresStore(t).fresh(t)
+	st := openTestStore(t, url)
+	ctx := t.Context()
+	if err := st.ensureSinkTables(ctx); err != nil {
+		t.Fatal(err)
+	}
+	parts := []tp{{"a", 0}, {"a", 1}, {"b", 0}, {"b", 5}}
+	cas := func(expected, next map[tp]int64) error {
+		tx, err := st.begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.end()
+		if err := st.casOffsets(ctx, tx, "m", expected, next); err != nil {
+			return err
+		}
+		return tx.Commit()
+	}
+	at := func(off ...int64) map[tp]int64 {
+		m := map[tp]int64{}
+		for i, p := range parts {
+			m[p] = off[i]
+		}
+		return m
+	}
+	if err := cas(at(-1, -1, -1, -1), at(10, 20, 30, 40)); err != nil {
+		t.Fatalf("first offsets: %v", err)
+	}
+	if err := cas(at(10, 20, 30, 40), at(11, 21, 31, 41)); err != nil {
+		t.Fatalf("move every partition: %v", err)
+	}
+	err := cas(at(11, 21, 30, 41), at(12, 22, 32, 42))
+	if !errors.Is(err, errFenced) || !strings.Contains(err.Error(), "b/0 is no longer at offset 30") {
+		t.Fatalf("one partition moved by another process: got %v, want a fence naming b/0", err)
+	}
+	got, err := st.loadOffsets(ctx, "m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range parts {
+		if want := at(11, 21, 31, 41)[p]; got[p].next != want {
+			t.Errorf("partition %s/%d: stored %d, want %d (row %d)", p.topic, p.part, got[p].next, want, i)
+		}
+	}
+}
+
+// BenchmarkUpsertPostgresSmall compares PostgreSQL's upsert forms on the
+// steady state's batches: 100 rows of the bench table's shape (text[]
+// included), half new keys and half updates of the previous batch's new
+// keys, each batch in its own transaction with one offset row moved:
+// the multi-row INSERT (a batch that fits one statement) and COPY (a
+// direct COPY failing on the updates, then the temporary table).
+//
+//	go test -run '^$' -bench UpsertPostgresSmall -benchtime 2000x ./sink/
+func BenchmarkUpsertPostgresSmall(b *testing.B) {
+	cl := pgtest.Start(b)
+	for _, form := range []string{"statement", "copy"} {
+		b.Run(form, func(b *testing.B) {
+			name := fmt.Sprintf("small_%s_%d", form, b.N)
+			if err := cl.CreateDatabase(b.Context(), name); err != nil {
+				b.Fatal(err)
+			}
+			db, d, err := openStore(cl.DSN(name))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer db.Close()
+			st := &store{db: db, d: d}
+			if form == "statement" {
+				st.statementBelow = 1000
+			}
+			ctx := b.Context()
+			if err := st.ensureSinkTables(ctx); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := db.ExecContext(ctx, `CREATE TABLE t (id bigint PRIMARY KEY, name text, email text, amount numeric(12,2),
+				created_at timestamptz, attrs jsonb, quantity integer, active boolean, note text, tags text[])`); err != nil {
+				b.Fatal(err)
+			}
+			cols := []string{"id", "name", "email", "amount", "created_at", "attrs", "quantity", "active", "note", "tags"}
+			const half = 50
+			at := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+			tag := "t1"
+			part := tp{"topic", 0}
+			offset := int64(-1)
+			b.ResetTimer()
+			for i := range b.N {
+				b.StopTimer()
+				rows := make([][]any, 0, 2*half)
+				for j := range 2 * half {
+					id := int64(i*half + j) // the second half: the next batch's updates
+					rows = append(rows, []any{id, fmt.Sprintf("customer %d", id), fmt.Sprintf("customer.%d@example.com", id), "1234.50",
+						at.Add(time.Duration(id) * time.Second), `{"plan": "pro", "seats": 7}`, int32(i), id%2 == 0, "note " + fmt.Sprint(id), []*string{&tag}})
+				}
+				b.StartTimer()
+				tx, err := st.begin(ctx)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := st.upsertRows(ctx, tx, "t", cols, 1, rows); err != nil {
+					b.Fatal(err)
+				}
+				if err := st.casOffsets(ctx, tx, "m", map[tp]int64{part: offset}, map[tp]int64{part: int64(i)}); err != nil {
+					b.Fatal(err)
+				}
+				offset = int64(i)
+				if err := tx.Commit(); err != nil {
+					b.Fatal(err)
+				}
+				st.end()
+			}
+			b.ReportMetric(float64(b.N*2*half)/b.Elapsed().Seconds(), "rows/s")
+		})
+	}
+}
