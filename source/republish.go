@@ -66,12 +66,14 @@ const (
 )
 
 // nextChunkRows is the rows of the chunk after one of rows rows and bytes
-// bytes of COPY text, aiming at RepublishChunkBytes.
+// bytes of COPY text, aiming at RepublishChunkBytes. It grows at most
+// fourfold a chunk: until the stream has a chunk to hand over, the
+// republish is reading alone, so the first chunks are small.
 func nextChunkRows(rows, bytes int64) int64 {
 	if rows <= 0 || bytes <= 0 {
 		return firstChunkRows
 	}
-	return min(max(RepublishChunkBytes*rows/bytes, 1), maxRepublishChunkRows)
+	return min(max(RepublishChunkBytes*rows/bytes, 1), 4*rows, maxRepublishChunkRows)
 }
 
 // republishInFlight bounds the chunks read and not yet acknowledged: it

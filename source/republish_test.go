@@ -617,3 +617,26 @@ func republishWritingBetween(t *testing.T, db *testDB, dir string, src *Source, 
 	})
 	return r, got, from, id
 }
+
+func TestNextChunkRows(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name        string
+		rows, bytes int64
+		want        int64
+	}{
+		{"nothing read yet", 0, 0, firstChunkRows},
+		{"small rows grow fourfold a chunk", 100, 100 * 270, 400},
+		{"small rows up to the byte target", 20_000, 20_000 * 270, RepublishChunkBytes / 270},
+		{"tiny rows up to the row bound", 50_000, 50_000 * 10, maxRepublishChunkRows},
+		{"wide rows", 100, 100 * 200_000, RepublishChunkBytes / 200_000},
+		{"rows wider than the target", 1, 20 << 20, 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			if got := nextChunkRows(tt.rows, tt.bytes); got != tt.want {
+				t.Errorf("nextChunkRows(%d, %d): got %d, want %d", tt.rows, tt.bytes, got, tt.want)
+			}
+		})
+	}
+}
