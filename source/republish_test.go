@@ -629,8 +629,8 @@ func TestNextChunkRows(t *testing.T) {
 	}{
 		{"nothing read yet", 0, 0, firstChunkRows},
 		{"small rows grow fourfold a chunk", 100, 100 * 270, 400},
-		{"small rows up to the byte target", 20_000, 20_000 * 270, RepublishChunkBytes / 270},
-		{"tiny rows up to the row bound", 50_000, 50_000 * 10, maxRepublishChunkRows},
+		{"rows of a KB up to the byte target", 5000, 5000 * 1000, RepublishChunkBytes / 1000},
+		{"small rows up to the row bound", 5000, 5000 * 270, maxRepublishChunkRows},
 		{"wide rows", 100, 100 * 200_000, RepublishChunkBytes / 200_000},
 		{"rows wider than the target", 1, 20 << 20, 1},
 	} {
