@@ -121,6 +121,7 @@ type Pipeline struct {
 
 	// Used by Handle only (one goroutine), to save per-record work.
 	scratch []byte // encoding buffer; each record gets an exact-size copy
+	arena   arena  // where records and their copies are carved from
 }
 
 // Option configures a [Pipeline].
@@ -393,8 +394,55 @@ func (p *Pipeline) upsert(e *Entity, c *source.Change, headers []kgo.RecordHeade
 	if err != nil {
 		return nil, encodeError(c, fmt.Errorf("encode value of %s key %s at LSN %s: %w", c.Table.QualifiedName(), keyText(e, c), c.LSN, err))
 	}
-	out := bytes.Clone(buf)
-	return &outRecord{Record: kgo.Record{Topic: e.Mapping.Topic(), Key: out[:keyLen:keyLen], Value: out[keyLen:], Headers: headers}}, nil
+	out := p.arena.clone(buf)
+	r := p.arena.record()
+	r.Record = kgo.Record{Topic: e.Mapping.Topic(), Key: out[:keyLen:keyLen], Value: out[keyLen:], Headers: headers}
+	return r, nil
+}
+
+// arena hands out records and the bytes of their keys and values carved
+// from larger blocks: a snapshot or republish produces one record per row,
+// and two allocations per record (the record, its bytes) were most of the
+// pipeline's allocations and a share of its GC. A block is freed once
+// every record carved from it is acknowledged and dropped, so what it
+// holds is bounded by the producer's buffer plus one block of each kind.
+// Handle's goroutine only.
+type arena struct {
+	records []outRecord // not handed out yet
+	bytes   []byte      // the current block; its free part is after len
+}
+
+const (
+	arenaRecords = 64       // records per block (about 16 KB)
+	arenaBytes   = 64 << 10 // bytes per block
+	// arenaMaxCopy is the largest copy taken from a block: a larger one is
+	// allocated alone, so that it neither wastes most of a block nor pins
+	// one.
+	arenaMaxCopy = arenaBytes / 8
+)
+
+// record returns a zero record that no one else holds.
+func (a *arena) record() *outRecord {
+	if len(a.records) == 0 {
+		a.records = make([]outRecord, arenaRecords)
+	}
+	r := &a.records[0]
+	a.records = a.records[1:]
+	return r
+}
+
+// clone returns a copy of b, capped at its length so that no append
+// reaches the next copy.
+func (a *arena) clone(b []byte) []byte {
+	if len(b) > arenaMaxCopy {
+		return bytes.Clone(b)
+	}
+	if cap(a.bytes)-len(a.bytes) < len(b) {
+		a.bytes = make([]byte, 0, arenaBytes)
+	}
+	from := len(a.bytes)
+	a.bytes = append(a.bytes, b...)
+	return a.bytes[from:len(a.bytes):len(a.bytes)]
 }
 
 // encodeError is err, or for a row given as text whose column could not

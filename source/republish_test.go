@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -58,6 +59,43 @@ func TestRepublish(t *testing.T) {
 			t.Fatal("no change carries the republish id")
 		}
 		t.Logf("writer made %d changes; %d rows republished", ops, republished)
+	})
+
+	// Without a chunk size, chunks hold about RepublishChunkBytes of rows
+	// however wide the rows: 200 KB rows make chunks of a few dozen rows,
+	// not thousands (which would hold hundreds of MB between watermarks).
+	t.Run("chunks sized by bytes", func(t *testing.T) {
+		const rows, width = 300, 200_000
+		db := newDB(t, pg, "rep_bytes", "CREATE TABLE items (id int PRIMARY KEY, v text NOT NULL)")
+		db.exec(fmt.Sprintf("INSERT INTO items SELECT g, repeat('x', %d) FROM generate_series(1, %d) g", width, rows))
+		dir := t.TempDir()
+		h := newFakeHandler(false)
+		src := db.newSource(dir, nil, nil, "items")
+		var chunks atomic.Int64
+		src.chunkRead = func() { chunks.Add(1) }
+		r := run(t, src, h)
+		db.waitStreamable(dir)
+		from := len(h.got())
+		id, err := RequestRepublish(context.Background(), db.conn, db.name, []string{"public.items"}, RepublishOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		db.waitState(dir, "republish "+id+" done", func(s snapshotState) bool { return slices.Contains(s.RepublishDone, id) })
+		got := r.waitChanges(t, h, "every row republished", func(cs []Change) bool {
+			return len(filter(cs[from:], func(c Change) bool { return c.Republish == id })) >= rows
+		})
+		if n := len(filter(got[from:], func(c Change) bool { return c.Republish == id })); n != rows {
+			t.Errorf("republished %d rows, want %d", n, rows)
+		}
+		// The first chunk has firstChunkRows rows; the others about
+		// RepublishChunkBytes each.
+		perChunk := RepublishChunkBytes / (width + 8)
+		if want := 1 + (rows-firstChunkRows+perChunk-1)/perChunk; chunks.Load() != int64(want) {
+			t.Errorf("read %d chunks of rows of %d bytes, want %d (%d rows, then %d a chunk)", chunks.Load(), width, want, firstChunkRows, perChunk)
+		}
+		if err := r.stop(t); err != nil {
+			t.Fatal(err)
+		}
 	})
 
 	t.Run("resumes from the last chunk", func(t *testing.T) {
@@ -568,7 +606,9 @@ func republishWritingBetween(t *testing.T, db *testDB, dir string, src *Source, 
 	r = run(t, src, h)
 	db.waitStreamable(dir)
 	from = len(h.got())
-	id, err := RequestRepublish(context.Background(), db.conn, db.name, []string{"public.items"}, RepublishOptions{})
+	// One chunk holds the whole table: no later chunk reads a row the
+	// write moved to a new key.
+	id, err := RequestRepublish(context.Background(), db.conn, db.name, []string{"public.items"}, RepublishOptions{ChunkRows: 1000})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -578,4 +618,27 @@ func republishWritingBetween(t *testing.T, db *testDB, dir string, src *Source, 
 		return slices.ContainsFunc(cs, func(c Change) bool { return c.Op == OpInsert && c.New[col].(int32) == -1 })
 	})
 	return r, got, from, id
+}
+
+func TestNextChunkRows(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name        string
+		rows, bytes int64
+		want        int64
+	}{
+		{"nothing read yet", 0, 0, firstChunkRows},
+		{"small rows grow fourfold a chunk", 100, 100 * 270, 400},
+		{"rows of a KB up to the byte target", 5000, 5000 * 1000, RepublishChunkBytes / 1000},
+		{"small rows up to the row bound", 5000, 5000 * 270, maxRepublishChunkRows},
+		{"wide rows", 100, 100 * 200_000, RepublishChunkBytes / 200_000},
+		{"rows wider than the target", 1, 20 << 20, 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			if got := nextChunkRows(tt.rows, tt.bytes); got != tt.want {
+				t.Errorf("nextChunkRows(%d, %d): got %d, want %d", tt.rows, tt.bytes, got, tt.want)
+			}
+		})
+	}
 }

@@ -371,6 +371,7 @@ type tableReader struct {
 	scratch []byte
 	lastKey [][]byte // key text of the last row read, owned copies
 	rows    int64    // rows of the current chunk
+	bytes   int64    // COPY text of the current chunk's rows
 }
 
 func newTableReader(t *relation.Table, idx int, chunk int, out chan<- *rowBatch) *tableReader {
@@ -456,7 +457,7 @@ func (r *tableReader) read(ctx context.Context, conn *pgx.Conn) (int64, error) {
 func (r *tableReader) readChunk(ctx context.Context, conn *pgx.Conn, first bool) (int64, bool, error) {
 	r.ctx = ctx
 	defer func() { r.ctx = nil }()
-	r.rows = 0
+	r.rows, r.bytes = 0, 0
 	if _, err := conn.PgConn().CopyTo(ctx, r, r.chunkSQL(first)); err != nil {
 		return r.rows, false, fmt.Errorf("read %s: %w", r.t.QualifiedName(), err)
 	}
@@ -522,6 +523,7 @@ func (r *tableReader) row(line []byte) error {
 		return fmt.Errorf("read %s: %w", r.t.QualifiedName(), err)
 	}
 	r.rows++
+	r.bytes += int64(len(line)) + 1
 	if r.rowKeys != nil {
 		if r.fields, r.scratch, err = splitCopyLine(line, r.fields, r.scratch); err != nil {
 			return fmt.Errorf("read %s: %w", r.t.QualifiedName(), err)
