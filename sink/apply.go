@@ -159,8 +159,12 @@ func appendIntsJSON(b []byte, vals []any) ([]byte, bool) {
 
 // rowKey is the row key of a source's decoded record (raw decoded values).
 func (a *applier) rowKey(src int, key, value fields) ([]any, error) {
+	return a.rowKeyInto(make([]any, len(a.p.sources[src].keyFields)), src, key, value)
+}
+
+// rowKeyInto is rowKey into out, as long as the source's key fields.
+func (a *applier) rowKeyInto(out []any, src int, key, value fields) ([]any, error) {
 	sp := &a.p.sources[src]
-	out := make([]any, len(sp.keyFields))
 	for i, f := range sp.keyFields {
 		m := value
 		if f.fromKey {
@@ -390,8 +394,11 @@ func (a *applier) write(ctx context.Context, tx *sql.Tx, entries []entry, seq in
 	nc := len(a.p.columns)
 	cells := make([]any, len(owned)*nc) // one allocation for the batch's rows
 	ups := make([]up, 0, len(owned))
+	// The owner's row key is converted (storeKey, storeKeyInto) or hashed
+	// before the next record: one scratch slice serves every record.
+	scratch := make([]any, len(a.p.sources[a.p.owner].keyFields))
 	for _, e := range owned {
-		rk, err := a.rowKey(a.p.owner, e.key, e.key)
+		rk, err := a.rowKeyInto(scratch, a.p.owner, e.key, e.key)
 		if err != nil {
 			return recordError(e.rec, err)
 		}
