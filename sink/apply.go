@@ -19,7 +19,10 @@ type entry struct {
 	rec   *kgo.Record
 	key   fields
 	value fields // none() for a tombstone
-	tk    string // hash of the decoded topic key
+	// tk is the decoded topic key's identity: its hash, or for the
+	// owner's records its JSON text, or "" when tn is the key.
+	tk string
+	tn int64 // the owner's topic key when it is one integer (tk "")
 }
 
 // applier applies decoded batches of one read model to its store.
@@ -49,8 +52,14 @@ func (a *applier) decodeWith(ctx context.Context, dec *recordDecoder, src int, r
 	// Every key field, in the reader's order. The owner's identity only
 	// deduplicates a batch, where the key's JSON text serves as well as
 	// its hash; the other sources' is kept in the side table: the hash.
+	// A one-integer key (the usual owner key) is its own identity: no
+	// text to build per record.
 	if src == a.p.owner {
-		e.tk = keyText(e.key.vals)
+		if n, ok := oneInt(e.key.vals); ok {
+			e.tn = n
+		} else {
+			e.tk = keyText(e.key.vals)
+		}
 	} else {
 		e.tk = hashValues(e.key.vals)
 	}
@@ -65,6 +74,48 @@ func hashValues(vals []any) string {
 	var buf [64]byte
 	sum := sha256.Sum256(appendKeyJSON(buf[:0], vals))
 	return hex.EncodeToString(sum[:])
+}
+
+// oneInt is the integer of a key of one integer value.
+func oneInt(vals []any) (int64, bool) {
+	if len(vals) != 1 {
+		return 0, false
+	}
+	switch x := vals[0].(type) {
+	case int:
+		return int64(x), true
+	case int32:
+		return int64(x), true
+	case int64:
+		return x, true
+	}
+	return 0, false
+}
+
+// latest keeps the latest entry of each (source, topic key), in the
+// entries' order: the final state depends on nothing else, so the
+// survivors may be applied in any order. entries is returned as is when
+// every key is there once (a rebuild's usual batch).
+func latest(entries []entry) []entry {
+	type sk struct {
+		src int
+		tn  int64
+		tk  string
+	}
+	last := make(map[sk]int, len(entries))
+	for i, e := range entries {
+		last[sk{e.src, e.tn, e.tk}] = i
+	}
+	if len(last) == len(entries) {
+		return entries
+	}
+	out := make([]entry, 0, len(last))
+	for i, e := range entries {
+		if last[sk{e.src, e.tn, e.tk}] == i {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // keyText is the JSON text hashValues hashes: as distinct as the hash.
@@ -108,14 +159,18 @@ func appendIntsJSON(b []byte, vals []any) ([]byte, bool) {
 
 // rowKey is the row key of a source's decoded record (raw decoded values).
 func (a *applier) rowKey(src int, key, value fields) ([]any, error) {
+	return a.rowKeyInto(make([]any, len(a.p.sources[src].keyFields)), src, key, value)
+}
+
+// rowKeyInto is rowKey into out, as long as the source's key fields.
+func (a *applier) rowKeyInto(out []any, src int, key, value fields) ([]any, error) {
 	sp := &a.p.sources[src]
-	out := make([]any, len(sp.keyFields))
 	for i, f := range sp.keyFields {
 		m := value
 		if f.fromKey {
 			m = key
 		}
-		v, ok := m.get(f.name)
+		v, ok := m.at(f.slot)
 		if !ok || v == nil {
 			return nil, fmt.Errorf("row key field %q is null or missing", f.name)
 		}
@@ -186,7 +241,7 @@ func (a *applier) sourceValue(src, i int, key, value fields) (any, error) {
 	if f.fromKey {
 		m = key
 	}
-	v, _ := m.get(f.name)
+	v, _ := m.at(f.slot)
 	if v == nil {
 		return nil, nil
 	}
@@ -339,8 +394,11 @@ func (a *applier) write(ctx context.Context, tx *sql.Tx, entries []entry, seq in
 	nc := len(a.p.columns)
 	cells := make([]any, len(owned)*nc) // one allocation for the batch's rows
 	ups := make([]up, 0, len(owned))
+	// The owner's row key is converted (storeKey, storeKeyInto) or hashed
+	// before the next record: one scratch slice serves every record.
+	scratch := make([]any, len(a.p.sources[a.p.owner].keyFields))
 	for _, e := range owned {
-		rk, err := a.rowKey(a.p.owner, e.key, e.key)
+		rk, err := a.rowKeyInto(scratch, a.p.owner, e.key, e.key)
 		if err != nil {
 			return recordError(e.rec, err)
 		}

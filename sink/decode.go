@@ -177,13 +177,13 @@ func keepFields(text string, keep []string) (string, []string, error) {
 }
 
 // has reports whether the topic's key or value record has field.
-func (d *recordDecoder) has(field string, inKey bool) (fieldType, bool) {
+func (d *recordDecoder) has(field string, inKey bool) (fieldType, int, bool) {
+	h := &d.value
 	if inKey {
-		t, ok := d.key.fields[field]
-		return t, ok
+		h = &d.key
 	}
-	t, ok := d.value.fields[field]
-	return t, ok
+	t, ok := h.fields[field]
+	return t, h.index[field], ok
 }
 
 // fieldNames lists every field of the key (or value) record, for

@@ -234,7 +234,8 @@ func TestDirectDecodeResolution(t *testing.T) {
 }
 
 // TestRatFromTwosComplement: the 64-bit path reads what the big.Int one
-// does (hamba/avro's reading), for every length, sign and scale.
+// does (hamba/avro's reading), in the same normal form (numerator and
+// denominator coprime), for every length, sign and scale.
 func TestRatFromTwosComplement(t *testing.T) {
 	t.Parallel()
 	ref := func(b []byte, scale int) *big.Rat {
@@ -255,7 +256,8 @@ func TestRatFromTwosComplement(t *testing.T) {
 	}
 	for _, b := range cases {
 		for _, scale := range []int{0, 2, 4, 9, 18, 19, 25} {
-			if got, want := ratFromTwosComplement(b, scale), ref(b, scale); got.Cmp(want) != 0 || got.FloatString(scale) != want.FloatString(scale) {
+			if got, want := ratFromTwosComplement(b, scale), ref(b, scale); got.Cmp(want) != 0 || got.FloatString(scale) != want.FloatString(scale) ||
+				got.Num().Cmp(want.Num()) != 0 || got.Denom().Cmp(want.Denom()) != 0 { // in normal form too
 				t.Fatalf("%x at scale %d: got %s, want %s", b, scale, got.RatString(), want.RatString())
 			}
 		}

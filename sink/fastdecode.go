@@ -3,6 +3,7 @@ package sink
 import (
 	"bytes"
 	"encoding/json"
+	"math"
 	"math/big"
 	"time"
 
@@ -43,6 +44,15 @@ func (f fields) get(name string) (any, bool) {
 		return nil, false
 	}
 	return f.vals[i], true
+}
+
+// at returns the decoded value in a reader field's slot (a fieldRef's,
+// resolved once instead of looking its name up per record).
+func (f fields) at(slot int) (any, bool) {
+	if f.h == nil {
+		return nil, false
+	}
+	return f.vals[slot], true
 }
 
 // fieldOp reads one field of the writer's record.
@@ -129,18 +139,24 @@ func primitiveReading(s avro.Schema) func(*avro.Reader) any {
 			return nil
 		}
 		// Items are appended as read, never allocated from a block's
-		// count: each takes at least a byte, so a lying count ends at the
-		// payload's end (an error: the map way then decides).
+		// count beyond a few: each takes at least a byte, so a lying count
+		// ends at the payload's end (an error: the map way then decides).
 		return func(r *avro.Reader) any {
-			list := []any{}
+			var list []any
 			for r.Error == nil {
 				n, _ := r.ReadBlockHeader()
 				if n == 0 {
 					break
 				}
+				if list == nil && n > 0 {
+					list = make([]any, 0, min(n, 16))
+				}
 				for ; n > 0 && r.Error == nil; n-- {
 					list = append(list, item(r))
 				}
+			}
+			if list == nil {
+				list = []any{} // as hamba/avro decodes an empty array
 			}
 			return list
 		}
@@ -211,7 +227,20 @@ func ratFromTwosComplement(b []byte, scale int) *big.Rat {
 		if len(b) > 0 && len(b) < 8 && b[0]&0x80 != 0 {
 			n -= 1 << (8 * len(b)) // sign-extend
 		}
-		return new(big.Rat).SetFrac64(n, pow10[scale])
+		if n == math.MinInt64 { // no absolute value in an int64
+			return new(big.Rat).SetFrac64(n, pow10[scale])
+		}
+		// Reduced here, in 64 bits, rather than by SetFrac64, whose
+		// normalisation takes a big.Int GCD with its allocations (a tenth
+		// of a rebuild's decoding): the Rat is set in its normal form
+		// (numerator and denominator coprime), as SetFrac64 leaves it.
+		den := uint64(pow10[scale])
+		g := gcd64(uint64(max(n, -n)), den)
+		r := new(big.Rat).SetInt64(n / int64(g))
+		if den /= g; den != 1 {
+			r.Denom().SetUint64(den) // a reference once the Rat is set
+		}
+		return r
 	}
 	num := new(big.Int).SetBytes(b)
 	if len(b) > 0 && b[0]&0x80 != 0 {
@@ -219,6 +248,14 @@ func ratFromTwosComplement(b []byte, scale int) *big.Rat {
 	}
 	denom := new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(scale)), nil)
 	return new(big.Rat).SetFrac(num, denom)
+}
+
+// gcd64 is the greatest common divisor of a and b (b when a is zero).
+func gcd64(a, b uint64) uint64 {
+	for a != 0 {
+		a, b = b%a, a
+	}
+	return b
 }
 
 // pow10 are the powers of ten an int64 holds.

@@ -191,6 +191,9 @@ type sourcePlan struct {
 type fieldRef struct {
 	name    string
 	fromKey bool
+	// slot is the field's in a decoded record (fields.at): the reader
+	// schema, and so its slots, are fixed when the decoder is built.
+	slot int
 }
 
 func (p *plan) keyCount() int { return len(p.model.Key) }

@@ -52,8 +52,8 @@ func compile(ctx context.Context, m *ReadModel, reg schemaRegistry, api avro.API
 				order = []bool{true}
 			}
 			for _, inKey := range order {
-				if t, ok := dec.has(field, inKey); ok {
-					return fieldRef{name: field, fromKey: inKey}, t, true
+				if t, slot, ok := dec.has(field, inKey); ok {
+					return fieldRef{name: field, fromKey: inKey, slot: slot}, t, true
 				}
 			}
 			return fieldRef{}, fieldType{}, false

@@ -491,10 +491,18 @@ func (s *Sink) processDecoded(ctx context.Context, b *decodedBatch) error {
 		}
 	}()
 	expected := s.expectedCopy()
-	var todo []*kgo.Record
-	var at []int // index in recs of each of todo
+	todo := make([]*kgo.Record, 0, len(recs))
+	at := make([]int, 0, len(recs)) // index in recs of each of todo
+	// A poll's records come in runs of one partition: its offsets are
+	// looked up (and below, set) once per run, not hashed per record.
+	var k tp
+	var e int64
+	var ok bool
 	for i, r := range recs {
-		e, ok := expected[tp{r.Topic, r.Partition}]
+		if i == 0 || r.Partition != k.part || r.Topic != k.topic {
+			k = tp{r.Topic, r.Partition}
+			e, ok = expected[k]
+		}
 		if ok && r.Offset >= e { // below e: applied already (a replay after a fence)
 			todo = append(todo, r)
 			at = append(at, i)
@@ -524,28 +532,12 @@ func (s *Sink) processDecoded(ctx context.Context, b *decodedBatch) error {
 		entries = append(entries, e)
 	}
 	next := map[tp]int64{}
-	for _, r := range todo {
-		next[tp{r.Topic, r.Partition}] = r.Offset + 1
-	}
-	// Latest per (source, topic key): the final state depends on nothing
-	// else, so the survivors may be applied in any order.
-	type sk struct {
-		src int
-		tk  string
-	}
-	last := map[sk]int{}
-	for i, e := range entries {
-		last[sk{e.src, e.tk}] = i
-	}
-	batch := entries // every key once (a rebuild's usual batch)
-	if len(last) < len(entries) {
-		batch = make([]entry, 0, len(last))
-		for i, e := range entries {
-			if last[sk{e.src, e.tk}] == i {
-				batch = append(batch, e)
-			}
+	for j, r := range todo {
+		if j+1 == len(todo) || todo[j+1].Partition != r.Partition || todo[j+1].Topic != r.Topic { // a run's last
+			next[tp{r.Topic, r.Partition}] = r.Offset + 1
 		}
 	}
+	batch := latest(entries)
 	// A transient failure (the store busy or out of reach) is returned
 	// as is: the caller retries the whole batch (processRetrying).
 	err := s.commit(ctx, expected, next, func(tx *sql.Tx) error {

@@ -130,47 +130,54 @@ func typedArray(items kind, v any) (any, bool) {
 	if !isList {
 		return nil, false
 	}
+	// The elements point into one backing array: an allocation per
+	// array, not per element.
 	switch items {
 	case kindString:
-		out := make([]*string, len(list))
+		out, vals := make([]*string, len(list)), make([]string, len(list))
 		for i, e := range list {
 			if x, ok := e.(string); ok {
-				out[i] = &x
+				vals[i] = x
+				out[i] = &vals[i]
 			}
 		}
 		return out, true
 	case kindInt, kindLong:
-		out := make([]*int64, len(list))
+		out, vals := make([]*int64, len(list)), make([]int64, len(list))
 		for i, e := range list {
 			switch x := e.(type) {
 			case int:
-				y := int64(x)
-				out[i] = &y
+				vals[i] = int64(x)
 			case int32:
-				y := int64(x)
-				out[i] = &y
+				vals[i] = int64(x)
 			case int64:
-				out[i] = &x
+				vals[i] = x
+			default:
+				continue
 			}
+			out[i] = &vals[i]
 		}
 		return out, true
 	case kindFloat, kindDouble:
-		out := make([]*float64, len(list))
+		out, vals := make([]*float64, len(list)), make([]float64, len(list))
 		for i, e := range list {
 			switch x := e.(type) {
 			case float32:
-				y := float64(x)
-				out[i] = &y
+				vals[i] = float64(x)
 			case float64:
-				out[i] = &x
+				vals[i] = x
+			default:
+				continue
 			}
+			out[i] = &vals[i]
 		}
 		return out, true
 	case kindBool:
-		out := make([]*bool, len(list))
+		out, vals := make([]*bool, len(list)), make([]bool, len(list))
 		for i, e := range list {
 			if x, ok := e.(bool); ok {
-				out[i] = &x
+				vals[i] = x
+				out[i] = &vals[i]
 			}
 		}
 		return out, true
@@ -280,7 +287,7 @@ func valueText(t fieldType, v any) (string, error) {
 		if !ok {
 			return "", fmt.Errorf("timestamp: got %T", v)
 		}
-		return tm.UTC().Format("2006-01-02T15:04:05.000000Z"), nil
+		return timestampText(tm), nil
 	case kindLocalTimestamp:
 		tm, ok := v.(time.Time)
 		if !ok {
@@ -305,6 +312,46 @@ func valueText(t fieldType, v any) (string, error) {
 		return string(b), err
 	}
 	return fmt.Sprint(v), nil
+}
+
+// timestampLayout is how an instant is stored as text.
+const timestampLayout = "2006-01-02T15:04:05.000000Z"
+
+// timestampText is tm.UTC().Format(timestampLayout), written by hand for
+// the years Format prints with four digits: Format's general layout
+// interpreter was a tenth of the value conversion of a rebuild.
+func timestampText(tm time.Time) string {
+	tm = tm.UTC()
+	y, mo, d := tm.Date()
+	if y < 0 || y > 9999 {
+		return tm.Format(timestampLayout)
+	}
+	h, mi, s := tm.Clock()
+	var b [len(timestampLayout)]byte
+	putDigits(b[0:4], y)
+	b[4] = '-'
+	putDigits(b[5:7], int(mo))
+	b[7] = '-'
+	putDigits(b[8:10], d)
+	b[10] = 'T'
+	putDigits(b[11:13], h)
+	b[13] = ':'
+	putDigits(b[14:16], mi)
+	b[16] = ':'
+	putDigits(b[17:19], s)
+	b[19] = '.'
+	putDigits(b[20:26], tm.Nanosecond()/1000) // truncated, as Format does
+	b[26] = 'Z'
+	return string(b[:])
+}
+
+// putDigits writes v, at least 0, as len(b) decimal digits, zero-padded
+// (its low digits when longer).
+func putDigits(b []byte, v int) {
+	for i := len(b) - 1; i >= 0; i-- {
+		b[i] = byte('0' + v%10)
+		v /= 10
+	}
 }
 
 // decimalText is r.FloatString(scale) without big-number arithmetic when
