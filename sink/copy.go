@@ -393,24 +393,11 @@ func appendCopyText(b *bytes.Buffer, v any, typ string) bool {
 // interpreter was a twentieth of a rebuild's CPU.
 func appendTimeText(b *bytes.Buffer, t time.Time, clock bool) {
 	var a [len("2006-01-02 15:04:05.999999")]byte
-	y, mo, d := t.Date()
-	putDigits(a[0:4], y)
-	a[4] = '-'
-	putDigits(a[5:7], int(mo))
-	a[7] = '-'
-	putDigits(a[8:10], d)
+	putDateTime(a[:], t, ' ')
 	n := 10
 	if clock {
-		h, mi, s := t.Clock()
-		a[10] = ' '
-		putDigits(a[11:13], h)
-		a[13] = ':'
-		putDigits(a[14:16], mi)
-		a[16] = ':'
-		putDigits(a[17:19], s)
 		n = 19
 		if us := t.Nanosecond() / 1000; us != 0 { // truncated, trailing zeros trimmed
-			a[19] = '.'
 			putDigits(a[20:26], us)
 			n = 26
 			for a[n-1] == '0' {

@@ -322,27 +322,34 @@ const timestampLayout = "2006-01-02T15:04:05.000000Z"
 // interpreter was a tenth of the value conversion of a rebuild.
 func timestampText(tm time.Time) string {
 	tm = tm.UTC()
-	y, mo, d := tm.Date()
-	if y < 0 || y > 9999 {
+	if y := tm.Year(); y < 0 || y > 9999 {
 		return tm.Format(timestampLayout)
 	}
-	h, mi, s := tm.Clock()
 	var b [len(timestampLayout)]byte
+	putDateTime(b[:], tm, 'T')
+	putDigits(b[20:26], tm.Nanosecond()/1000) // truncated, as Format does
+	b[26] = 'Z'
+	return string(b[:])
+}
+
+// putDateTime writes t's date and time of day to the second, of a year
+// from 0 to 9999, as "2006-01-02" sep "15:04:05." into b[:20]: the digits
+// both hand-written time texts share (timestampText, appendTimeText).
+func putDateTime(b []byte, t time.Time, sep byte) {
+	y, mo, d := t.Date()
+	h, mi, s := t.Clock()
 	putDigits(b[0:4], y)
 	b[4] = '-'
 	putDigits(b[5:7], int(mo))
 	b[7] = '-'
 	putDigits(b[8:10], d)
-	b[10] = 'T'
+	b[10] = sep
 	putDigits(b[11:13], h)
 	b[13] = ':'
 	putDigits(b[14:16], mi)
 	b[16] = ':'
 	putDigits(b[17:19], s)
 	b[19] = '.'
-	putDigits(b[20:26], tm.Nanosecond()/1000) // truncated, as Format does
-	b[26] = 'Z'
-	return string(b[:])
 }
 
 // putDigits writes v, at least 0, as len(b) decimal digits, zero-padded
