@@ -24,8 +24,17 @@ type decodedBatch struct {
 // after an error that is not a poison record's (a registry outage, a
 // schema the read model cannot read): process returns it if that record
 // is still to apply, and decodes the records after it itself.
+//
+// In a read model of one source it also converts each record's row to
+// driver values (entry.row), which write would otherwise do while the
+// server waits for the batch's COPY: the conversion depends on the plan
+// alone, like the decoding. A row that does not convert is left to write,
+// which fails the record there as it would have.
 func (s *Sink) decodeAhead(ctx context.Context, recs []*kgo.Record) *decodedBatch {
 	b := &decodedBatch{recs: recs, ents: make([]entry, len(recs)), errs: make([]error, len(recs))}
+	convert := len(s.a.p.sources) == 1
+	nc := len(s.a.p.columns)
+	var cells, rk []any
 	for i, r := range recs {
 		src := s.a.sourceOf(r.Topic)
 		if src < 0 {
@@ -33,8 +42,21 @@ func (s *Sink) decodeAhead(ctx context.Context, recs []*kgo.Record) *decodedBatc
 		}
 		b.ents[i], b.errs[i] = s.a.decodeWith(ctx, s.a.p.sources[src].ahead, src, r)
 		b.n = i + 1
-		if b.errs[i] != nil && !errors.Is(b.errs[i], errUndecodable) {
-			break
+		if b.errs[i] != nil {
+			if !errors.Is(b.errs[i], errUndecodable) {
+				break
+			}
+			continue
+		}
+		if convert && !b.ents[i].value.none() {
+			if cells == nil {
+				cells = make([]any, len(recs)*nc) // one allocation for the batch's rows
+				rk = make([]any, len(s.a.p.sources[src].keyFields))
+			}
+			row := cells[i*nc : (i+1)*nc : (i+1)*nc]
+			if s.a.ownerRowInto(row, rk, &b.ents[i]) == nil {
+				b.ents[i].row = row
+			}
 		}
 	}
 	return b

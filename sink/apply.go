@@ -23,6 +23,11 @@ type entry struct {
 	// owner's records its JSON text, or "" when tn is the key.
 	tk string
 	tn int64 // the owner's topic key when it is one integer (tk "")
+	// row is the read model's row of an owner's record (not a
+	// tombstone) as driver values, when it was converted with the
+	// decoding, ahead of its batch (decodeAhead, a read model of one
+	// source); nil otherwise, and write converts it itself.
+	row []any
 }
 
 // applier applies decoded batches of one read model to its store.
@@ -196,6 +201,22 @@ func (a *applier) storeKeyInto(dst, rk []any) error {
 		dst[i] = sv
 	}
 	return nil
+}
+
+// ownerRowInto sets row, in the columns' order, from a decoded record of
+// the owner of a read model of one source: the key columns and the
+// owner's, every column (a second source's would be filled from the side
+// table). rk is scratch for the row key, as long as the owner's key
+// fields.
+func (a *applier) ownerRowInto(row, rk []any, e *entry) error {
+	rk, err := a.rowKeyInto(rk, a.p.owner, e.key, e.key)
+	if err != nil {
+		return err
+	}
+	if err := a.storeKeyInto(row, rk); err != nil {
+		return err
+	}
+	return a.sourceValuesInto(row, a.p.owner, e.key, e.value)
 }
 
 // sourceValues are the driver values of src's columns from a decoded
@@ -392,12 +413,18 @@ func (a *applier) write(ctx context.Context, tx *sql.Tx, entries []entry, seq in
 	}
 	owned := bySrc[a.p.owner]
 	nc := len(a.p.columns)
-	cells := make([]any, len(owned)*nc) // one allocation for the batch's rows
+	var cells []any // one allocation for the rows not converted ahead
 	ups := make([]up, 0, len(owned))
 	// The owner's row key is converted (storeKey, storeKeyInto) or hashed
 	// before the next record: one scratch slice serves every record.
 	scratch := make([]any, len(a.p.sources[a.p.owner].keyFields))
 	for _, e := range owned {
+		if e.row != nil {
+			// Converted with its decoding (a read model of one source:
+			// nothing to fill, no hash to find side rows by).
+			ups = append(ups, up{row: e.row})
+			continue
+		}
 		rk, err := a.rowKeyInto(scratch, a.p.owner, e.key, e.key)
 		if err != nil {
 			return recordError(e.rec, err)
@@ -409,6 +436,9 @@ func (a *applier) write(ctx context.Context, tx *sql.Tx, entries []entry, seq in
 			}
 			dels = append(dels, sk)
 			continue
+		}
+		if cells == nil {
+			cells = make([]any, len(owned)*nc)
 		}
 		i := len(ups)
 		row := cells[i*nc : (i+1)*nc : (i+1)*nc]
