@@ -136,9 +136,9 @@ func TestBatchRoundTrips(t *testing.T) {
 		}
 		return rc.ready.Load() - before
 	}
-	batch(0, 10, "first")   // the offsets' rows inserted, the types read
-	batch(0, 20, "second")  // a key there: the direct COPY fails, the temporary table created
-	batch(10, 30, "third")  // a warm-up of the temporary table's path
+	batch(0, 10, "first")  // the offsets' rows inserted, the types read
+	batch(0, 20, "second") // a key there: the direct COPY fails, the temporary table created
+	batch(10, 30, "third") // a warm-up of the temporary table's path
 	if n := batch(20, 40, "steady"); n != 3 {
 		t.Errorf("round trips of a batch of updates through the temporary table: got %d, want 3", n)
 	}
