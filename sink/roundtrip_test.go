@@ -9,7 +9,11 @@ import (
 	"net/url"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/replicator/replicator/pgcluster/pgtest"
 )
 
 // readyCounter is a TCP proxy to a PostgreSQL server (sslmode=disable)
@@ -208,4 +212,71 @@ func TestBatchFoldedFence(t *testing.T) {
 	if offs[tp{"a", 0}].next != 8 || offs[tp{"it's", 1}].next != 10 {
 		t.Errorf("offsets after the batch: %v", offs)
 	}
+}
+
+// BenchmarkBatchPostgres is the sink-latency benchmark's steady state on
+// one read model, through Sink.commit: batches of 84 rows of the bench
+// table's shape over six partitions, half new keys and half updates of
+// the previous batch's new keys, each batch in its own transaction with
+// its offsets. It reports the batches' wall time (client and server) and
+// the client's CPU per batch (the sink's share).
+//
+//	go test -run '^$' -bench BatchPostgres -benchtime 3000x ./sink/
+func BenchmarkBatchPostgres(b *testing.B) {
+	cl := pgtest.Start(b)
+	name := fmt.Sprintf("batch_%d", b.N)
+	if err := cl.CreateDatabase(b.Context(), name); err != nil {
+		b.Fatal(err)
+	}
+	db, d, err := openStore(cl.DSN(name))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	st := &store{db: db, d: d}
+	ctx := b.Context()
+	if err := st.ensureSinkTables(ctx); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := db.ExecContext(ctx, `CREATE TABLE t (id bigint PRIMARY KEY, name text, email text, amount numeric(12,2),
+		created_at timestamptz, attrs jsonb, quantity integer, active boolean, note text)`); err != nil {
+		b.Fatal(err)
+	}
+	s := &Sink{cfg: Config{Model: ReadModel{Name: "m", Table: "t"}}, st: st}
+	cols := []string{"id", "name", "email", "amount", "created_at", "attrs", "quantity", "active", "note"}
+	const half = 42
+	at := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+	expected := map[tp]int64{}
+	for p := range int32(6) {
+		expected[tp{"topic", p}] = -1
+	}
+	var cpu0 syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &cpu0)
+	b.ResetTimer()
+	for i := range b.N {
+		rows := make([][]any, 0, 2*half)
+		for j := range 2 * half {
+			id := int64(i*half + j) // the second half: the next batch's updates
+			rows = append(rows, []any{id, fmt.Sprintf("customer %d", id), fmt.Sprintf("customer.%d@example.com", id), "1234.50",
+				at.Add(time.Duration(id) * time.Second), `{"plan": "pro", "seats": 7}`, int32(i), id%2 == 0, "note " + fmt.Sprint(id)})
+		}
+		next := map[tp]int64{}
+		for p, e := range expected {
+			next[p] = max(e, 0) + 14
+		}
+		if err := s.commit(ctx, expected, next, func(tx batchTx) error {
+			return st.upsertRows(ctx, tx, "t", cols, 1, rows)
+		}); err != nil {
+			b.Fatal(err)
+		}
+		expected = next
+	}
+	b.StopTimer()
+	var cpu1 syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &cpu1)
+	us := func(r syscall.Rusage) float64 {
+		return float64(r.Utime.Nano()+r.Stime.Nano()) / 1e3
+	}
+	b.ReportMetric((us(cpu1)-us(cpu0))/float64(b.N), "client-cpu-µs/batch")
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N), "µs/batch")
 }
