@@ -78,15 +78,20 @@ type batchTx interface {
 // pgTx is a PostgreSQL batch's transaction, run on its connection rather
 // than through database/sql's Tx: its BEGIN is not a round trip of its own
 // but sent with the batch's first statements (upsertCopy), or just before
-// the first statement sent through database/sql. A batch of the steady
-// state is then three round trips (bench/analysis.md, "sinklat2"):
-// BEGIN with the lock, the column types, the offsets' compare-and-set and
-// the temporary table's preparation; COPY with the INSERT … SELECT; COMMIT.
-// Not safe for concurrent use.
+// the first statement sent through database/sql; and the COPY of a batch
+// through the temporary table waits (pending) to be sent with the COMMIT.
+// A batch of the steady state is then two round trips (bench/analysis.md,
+// "sinklat2"): BEGIN with the lock, the column types, the offsets'
+// compare-and-set and the temporary table's preparation; COPY with the
+// INSERT … SELECT and the COMMIT. Not safe for concurrent use.
 type pgTx struct {
 	conn  *sql.Conn
 	begun bool // BEGIN sent (it may have failed: the status says)
 	done  bool // COMMIT or ROLLBACK sent
+	// pending sends the last COPY of upsertCopy, followed by then: with
+	// the COMMIT, or on its own before any other statement (open); a
+	// rollback drops it.
+	pending func(pg *pgconn.PgConn, then string) error
 }
 
 // errNotPgx is returned when the PostgreSQL store's driver connection is
@@ -114,18 +119,26 @@ func (t *pgTx) prefix() string {
 	return "BEGIN; "
 }
 
-// open sends BEGIN if nothing was sent yet: before a statement sent
-// through database/sql.
+// open sends BEGIN if nothing was sent yet, and the pending COPY: before
+// a statement sent through database/sql, or another COPY.
 func (t *pgTx) open(ctx context.Context) error {
 	if t.done {
 		return sql.ErrTxDone
 	}
-	if t.begun {
+	if t.begun && t.pending == nil {
 		return nil
 	}
 	return t.raw(func(pg *pgconn.PgConn) error {
-		_, err := pg.Exec(ctx, t.prefix()).ReadAll()
-		return err
+		if !t.begun {
+			if _, err := pg.Exec(ctx, t.prefix()).ReadAll(); err != nil {
+				return err
+			}
+		}
+		if p := t.pending; p != nil {
+			t.pending = nil
+			return p(pg, "")
+		}
+		return nil
 	})
 }
 
@@ -156,11 +169,24 @@ func (t *pgTx) Commit() error {
 	if t.done {
 		return sql.ErrTxDone
 	}
-	if err := t.open(context.Background()); err != nil {
-		return err
-	}
 	t.done = true
+	if !t.begun {
+		return nil // nothing sent
+	}
 	return t.raw(func(pg *pgconn.PgConn) error {
+		if p := t.pending; p != nil {
+			// A failed statement skips the rest of the query: the
+			// COMMIT runs only after the COPY and the INSERT went
+			// through.
+			t.pending = nil
+			if err := p(pg, "; COMMIT"); err != nil {
+				return err
+			}
+			if st := pg.TxStatus(); st != 'I' {
+				return fmt.Errorf("the transaction is still open after its COMMIT (status %c)", st)
+			}
+			return nil
+		}
 		res := pg.Exec(context.Background(), "COMMIT")
 		rs, err := res.ReadAll()
 		if err != nil {
@@ -179,7 +205,7 @@ func (t *pgTx) Rollback() error {
 	if t.done {
 		return sql.ErrTxDone
 	}
-	t.done = true
+	t.done, t.pending = true, nil
 	if !t.begun {
 		return nil
 	}
@@ -199,6 +225,11 @@ func (s *store) upsertCopy(ctx context.Context, tx batchTx, table string, cols [
 	t, ok := tx.(*pgTx)
 	if !ok || t != s.pg {
 		return false, nil
+	}
+	if t.pending != nil { // before its text's buffer is reused
+		if err := t.open(ctx); err != nil {
+			return false, err
+		}
 	}
 	if s.skipDirect == nil {
 		s.skipDirect = map[string]int{}
@@ -311,10 +342,16 @@ func (s *store) upsertCopy(ctx context.Context, tx batchTx, table string, cols [
 		}
 		// The INSERT goes in the COPY's round trip: a statement after a
 		// COPY in one query runs once the COPY's data is in, and is
-		// skipped when the COPY fails.
-		insert := fmt.Sprintf("INSERT INTO %s (%s) SELECT %s FROM pg_temp.%s%s", q(table), list, list, q(tmp), tail)
-		if err := s.copyFrom(ctx, pg, bytes.NewReader(data.buf.Bytes()), fmt.Sprintf("COPY pg_temp.%s (%s) FROM STDIN; %s", q(tmp), list, insert)); err != nil {
-			return fmt.Errorf("copy the batch: %w", err)
+		// skipped when the COPY fails. Both wait for the COMMIT to go
+		// with them (pgTx.pending), or for the next statement.
+		stmt := fmt.Sprintf("COPY pg_temp.%s (%s) FROM STDIN; INSERT INTO %s (%s) SELECT %s FROM pg_temp.%s%s",
+			q(tmp), list, q(table), list, list, q(tmp), tail)
+		text := data.buf.Bytes()
+		t.pending = func(pg *pgconn.PgConn, then string) error {
+			if err := s.copyFrom(ctx, pg, bytes.NewReader(text), stmt+then); err != nil {
+				return fmt.Errorf("copy the batch: %w", err)
+			}
+			return nil
 		}
 		return nil
 	})
