@@ -294,6 +294,9 @@ func (s *store) upsertCopy(ctx context.Context, tx batchTx, table string, cols [
 			// to the savepoint; the temporary table then takes this batch
 			// and the next ones (updates come in runs) before a retry.
 			rs, err := first("SAVEPOINT replicator_copy")
+			if errors.Is(err, errFenced) {
+				return err // as casOffsets says it
+			}
 			if err != nil {
 				return fmt.Errorf("check the column types: %w", err)
 			}
@@ -314,6 +317,9 @@ func (s *store) upsertCopy(ctx context.Context, tx batchTx, table string, cols [
 		// costs nothing but a few bytes.
 		tmp, prep := s.copyTemp(table, cols, data.types)
 		rs, err := first(prep)
+		if errors.Is(err, errFenced) {
+			return err
+		}
 		if err != nil {
 			return fmt.Errorf("prepare the batch's temporary table: %w", err)
 		}

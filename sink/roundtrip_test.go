@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -192,8 +193,8 @@ func TestBatchFoldedFence(t *testing.T) {
 	}
 	// it's/1 is at 9, not 8: another process moved it.
 	err := s.commit(ctx, map[tp]int64{{"a", 0}: 7, {"it's", 1}: 8}, map[tp]int64{{"a", 0}: 8, {"it's", 1}: 9}, upsert)
-	if !errors.Is(err, errFenced) {
-		t.Fatalf("got %v, want errFenced", err)
+	if !errors.Is(err, errFenced) || !strings.Contains(err.Error(), "partition it's/1 is no longer at offset 8") {
+		t.Fatalf("got %v, want errFenced naming partition it's/1", err)
 	}
 	var n, at int64
 	if err := st.db.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM t), (SELECT next_offset FROM replicator_sink_offsets WHERE topic = 'a')`).Scan(&n, &at); err != nil {
