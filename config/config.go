@@ -89,6 +89,7 @@ type Config struct {
 	Registry RegistryConfig `mapstructure:"registry"`
 	Entities []Entity       `mapstructure:"entities"`
 	Metrics  MetricsConfig  `mapstructure:"metrics"`
+	Sink     SinkConfig     `mapstructure:"sink"`
 	// ReadModels are the tables `replicator sink` builds. Decoded from the
 	// file by parseReadModels, not by viper (which folds map keys to lower
 	// case).

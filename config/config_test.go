@@ -44,6 +44,7 @@ func TestLoadDefaults(t *testing.T) {
 		{"snapshot_chunk_rows", cfg.Source.SnapshotChunkRows, 50000},
 		{"snapshot_progress_interval", cfg.Source.SnapshotProgressInterval, 10 * time.Second},
 		{"snapshot_gc_percent", cfg.Source.SnapshotGCPercent, 200},
+		{"sink.gc_percent", cfg.Sink.GCPercent, DefaultSinkGCPercent},
 		{"reconnect.initial_backoff", cfg.Source.Reconnect.InitialBackoff, 500 * time.Millisecond},
 		{"reconnect.max_backoff", cfg.Source.Reconnect.MaxBackoff, 30 * time.Second},
 		{"reconnect.give_up_after", cfg.Source.Reconnect.GiveUpAfter, time.Duration(0)},
@@ -142,6 +143,11 @@ source:
   snapshot_gc_percent: -1
 entities: [{table: t}]
 `, []string{"source.snapshot_workers", "source.snapshot_chunk_rows", "source.snapshot_progress_interval", "source.snapshot_gc_percent"}},
+		{"sink gc_percent out of range", `
+source: {url: postgres://x}
+sink: {gc_percent: 1001}
+entities: [{table: t}]
+`, []string{"sink.gc_percent: 1001 must be between 0 and 1000"}},
 		{"entity problems", `
 source: {url: postgres://x}
 entities:

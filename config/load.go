@@ -55,6 +55,7 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault(KeySnapshotChunkRows, 50000)
 	v.SetDefault(KeySnapshotProgress, "10s")
 	v.SetDefault(KeySnapshotGCPercent, 200)
+	v.SetDefault(KeySinkGCPercent, DefaultSinkGCPercent)
 	v.SetDefault(KeySourceNumeric, "string")
 	v.SetDefault(KeySourceReconnectInitial, "500ms")
 	v.SetDefault(KeySourceReconnectMax, "30s")

@@ -105,6 +105,9 @@ func (c *Config) validateCommon() []error {
 	if c.Source.SnapshotGCPercent < 0 || c.Source.SnapshotGCPercent > 1000 {
 		bad(KeySnapshotGCPercent, "%d must be between 0 and 1000 (Go's GC target during the initial snapshot, as GOGC; 0 leaves it alone)", c.Source.SnapshotGCPercent)
 	}
+	if c.Sink.GCPercent < 0 || c.Sink.GCPercent > 1000 {
+		bad(KeySinkGCPercent, "%d must be between 0 and 1000 (Go's GC target of `replicator sink`, as GOGC; 0 leaves it alone)", c.Sink.GCPercent)
+	}
 	durationIn(KeySnapshotProgress, c.Source.SnapshotProgressInterval, 100*time.Millisecond, 24*time.Hour,
 		"how often snapshot progress is logged")
 	if rc := c.Source.Reconnect; rc.InitialBackoff < 10*time.Millisecond || rc.InitialBackoff > time.Minute {

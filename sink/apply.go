@@ -3,7 +3,6 @@ package sink
 import (
 	"context"
 	"crypto/sha256"
-	"database/sql"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -302,7 +301,7 @@ func (a *applier) sourceOf(topic string) int {
 // of the latest-applied (highest seq) side row mapping to it, or null.
 // Non-owner entries go first, so an owner row inserted in the same batch
 // is filled from the side table as it stands after them.
-func (a *applier) write(ctx context.Context, tx *sql.Tx, entries []entry, seq int64) error {
+func (a *applier) write(ctx context.Context, tx batchTx, entries []entry, seq int64) error {
 	table, name := a.p.model.Table, a.p.model.Name
 	keyCols := a.p.model.Key
 	bySrc := make([][]entry, len(a.p.sources))
@@ -502,7 +501,7 @@ func (a *applier) write(ctx context.Context, tx *sql.Tx, entries []entry, seq in
 type sideKey struct{ topic, row string }
 
 // latestSide returns, per source topic and row, the side row applied last.
-func (a *applier) latestSide(ctx context.Context, tx *sql.Tx, rowHashes []string) (map[sideKey]sideRow, error) {
+func (a *applier) latestSide(ctx context.Context, tx batchTx, rowHashes []string) (map[sideKey]sideRow, error) {
 	all, err := a.st.sideByRowKey(ctx, tx, a.p.model.Name, rowHashes)
 	if err != nil {
 		return nil, err

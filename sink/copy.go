@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
 )
@@ -31,43 +32,204 @@ import (
 // database/sql hands out only through Conn.Raw: the batch's transaction
 // therefore runs on a *sql.Conn the store holds while it lasts (begin).
 
-// begin starts a batch's transaction. On PostgreSQL it runs on a
-// connection of its own held until end, so that upsertRows can reach the
-// driver connection for COPY. The store is used by one goroutine.
-func (s *store) begin(ctx context.Context) (*sql.Tx, error) {
+// begin starts a batch's transaction. On PostgreSQL it is a [pgTx] on a
+// connection of its own held until end, so that upsertCopy can reach the
+// driver connection for COPY and send its statements in as few round trips
+// as it can. The store is used by one goroutine.
+func (s *store) begin(ctx context.Context) (batchTx, error) {
 	if _, ok := s.d.(postgresDialect); !ok {
-		return s.db.BeginTx(ctx, nil)
+		tx, err := s.db.BeginTx(ctx, nil)
+		if err != nil {
+			return nil, err
+		}
+		s.tx = tx
+		return tx, nil
 	}
 	conn, err := s.db.Conn(ctx)
 	if err != nil {
 		return nil, err
 	}
-	tx, err := conn.BeginTx(ctx, nil)
-	if err != nil {
-		conn.Close()
-		return nil, err
-	}
-	s.txConn, s.tx, s.copied = conn, tx, map[string]bool{}
-	return tx, nil
+	t := &pgTx{conn: conn}
+	s.txConn, s.tx, s.pg, s.copied = conn, t, t, map[string]bool{}
+	return t, nil
 }
 
-// end releases what begin held, once the transaction has ended.
+// end releases what begin held, once the transaction has ended: one still
+// open is rolled back.
 func (s *store) end() {
 	if s.tx != nil {
-		s.tx.Rollback() // ErrTxDone after a commit; else the connection could not be closed
+		s.tx.Rollback() // ErrTxDone after a commit
 	}
 	if s.txConn != nil {
-		s.txConn.Close() // back to the pool
+		s.txConn.Close() // back to the pool; one left in a transaction or broken is discarded (stdlib's ResetSession)
 	}
-	s.txConn, s.tx, s.copied = nil, nil, nil
+	s.txConn, s.tx, s.pg, s.copied, s.cas = nil, nil, nil, nil, nil
+}
+
+// batchTx is a batch's transaction: a *sql.Tx, or a *pgTx on PostgreSQL.
+type batchTx interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	PrepareContext(ctx context.Context, query string) (*sql.Stmt, error)
+	Commit() error
+	Rollback() error
+}
+
+// pgTx is a PostgreSQL batch's transaction, run on its connection rather
+// than through database/sql's Tx: its BEGIN is not a round trip of its own
+// but sent with the batch's first statements (upsertCopy), or just before
+// the first statement sent through database/sql; and the COPY of a batch
+// through the temporary table waits (pending) to be sent with the COMMIT.
+// A batch of the steady state is then two round trips (bench/analysis.md,
+// "sinklat2"): BEGIN with the lock, the column types, the offsets'
+// compare-and-set and the temporary table's preparation; COPY with the
+// INSERT … SELECT and the COMMIT. Not safe for concurrent use.
+type pgTx struct {
+	conn  *sql.Conn
+	begun bool // BEGIN sent (it may have failed: the status says)
+	done  bool // COMMIT or ROLLBACK sent
+	// pending sends the last COPY of upsertCopy, followed by then: with
+	// the COMMIT, or on its own before any other statement (open); a
+	// rollback drops it.
+	pending func(pg *pgconn.PgConn, then string) error
+}
+
+// errNotPgx is returned when the PostgreSQL store's driver connection is
+// not pgx's (it always is: openStore registers it).
+var errNotPgx = errors.New("the PostgreSQL store's driver connection is not pgx's")
+
+// raw runs f on the driver connection.
+func (t *pgTx) raw(f func(pg *pgconn.PgConn) error) error {
+	return t.conn.Raw(func(dc any) error {
+		c, ok := dc.(*stdlib.Conn)
+		if !ok {
+			return fmt.Errorf("%w: a %T", errNotPgx, dc)
+		}
+		return f(c.Conn().PgConn())
+	})
+}
+
+// prefix is what a statement sent on the driver connection starts with:
+// the BEGIN not sent yet (marked sent).
+func (t *pgTx) prefix() string {
+	if t.begun {
+		return ""
+	}
+	t.begun = true
+	return "BEGIN; "
+}
+
+// open sends BEGIN if nothing was sent yet, and the pending COPY: before
+// a statement sent through database/sql, or another COPY.
+func (t *pgTx) open(ctx context.Context) error {
+	if t.done {
+		return sql.ErrTxDone
+	}
+	if t.begun && t.pending == nil {
+		return nil
+	}
+	return t.raw(func(pg *pgconn.PgConn) error {
+		if !t.begun {
+			if _, err := pg.Exec(ctx, t.prefix()).ReadAll(); err != nil {
+				return err
+			}
+		}
+		if p := t.pending; p != nil {
+			t.pending = nil
+			return p(pg, "")
+		}
+		return nil
+	})
+}
+
+func (t *pgTx) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if err := t.open(ctx); err != nil {
+		return nil, err
+	}
+	return t.conn.ExecContext(ctx, query, args...)
+}
+
+func (t *pgTx) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if err := t.open(ctx); err != nil {
+		return nil, err
+	}
+	return t.conn.QueryContext(ctx, query, args...)
+}
+
+func (t *pgTx) PrepareContext(ctx context.Context, query string) (*sql.Stmt, error) {
+	if err := t.open(ctx); err != nil {
+		return nil, err
+	}
+	return t.conn.PrepareContext(ctx, query)
+}
+
+// Commit commits the transaction; a transaction the server had already
+// failed (its COMMIT answered ROLLBACK) is an error, as pgx's Tx says.
+func (t *pgTx) Commit() error {
+	if t.done {
+		return sql.ErrTxDone
+	}
+	t.done = true
+	if !t.begun {
+		return nil // nothing sent
+	}
+	return t.raw(func(pg *pgconn.PgConn) error {
+		if p := t.pending; p != nil {
+			// A failed statement skips the rest of the query: the
+			// COMMIT runs only after the COPY and the INSERT went
+			// through.
+			t.pending = nil
+			if err := p(pg, "; COMMIT"); err != nil {
+				return err
+			}
+			if st := pg.TxStatus(); st != 'I' {
+				return fmt.Errorf("the transaction is still open after its COMMIT (status %c)", st)
+			}
+			return nil
+		}
+		res := pg.Exec(context.Background(), "COMMIT")
+		rs, err := res.ReadAll()
+		if err != nil {
+			return err
+		}
+		if len(rs) == 1 && rs[0].CommandTag.String() == "ROLLBACK" {
+			return pgx.ErrTxCommitRollback
+		}
+		return nil
+	})
+}
+
+// Rollback rolls the transaction back unless it has ended; sql.ErrTxDone
+// once it has.
+func (t *pgTx) Rollback() error {
+	if t.done {
+		return sql.ErrTxDone
+	}
+	t.done, t.pending = true, nil
+	if !t.begun {
+		return nil
+	}
+	return t.raw(func(pg *pgconn.PgConn) error {
+		if pg.IsClosed() || pg.TxStatus() == 'I' {
+			return nil
+		}
+		_, err := pg.Exec(context.Background(), "ROLLBACK").ReadAll()
+		return err
+	})
 }
 
 // upsertCopy upserts rows through COPY into a temporary table. Not done
 // (false) outside a transaction of begin, or when a value has no COPY
 // text form here (the caller falls back to the statement forms).
-func (s *store) upsertCopy(ctx context.Context, tx *sql.Tx, table string, cols []string, tail string, rows [][]any) (bool, error) {
-	if tx == nil || tx != s.tx {
+func (s *store) upsertCopy(ctx context.Context, tx batchTx, table string, cols []string, tail string, rows [][]any) (bool, error) {
+	t, ok := tx.(*pgTx)
+	if !ok || t != s.pg {
 		return false, nil
+	}
+	if t.pending != nil { // before its text's buffer is reused
+		if err := t.open(ctx); err != nil {
+			return false, err
+		}
 	}
 	if s.skipDirect == nil {
 		s.skipDirect = map[string]int{}
@@ -94,12 +256,34 @@ func (s *store) upsertCopy(ctx context.Context, tx *sql.Tx, table string, cols [
 	// by an integer).
 	check := fmt.Sprintf("LOCK TABLE %s IN ROW EXCLUSIVE MODE; %s", q(table), pgTypesQuery(q(table)))
 	list := quoteList(s.d, cols)
-	err = s.txConn.Raw(func(dc any) error {
-		c, ok := dc.(*stdlib.Conn)
-		if !ok {
-			return fmt.Errorf("the PostgreSQL store's driver connection is a %T, not pgx's", dc)
+	err = t.raw(func(pg *pgconn.PgConn) error {
+		// first runs the check, then then, in one round trip: with the
+		// transaction's BEGIN when nothing was sent yet, and the offsets'
+		// compare-and-set when it waits for this table (foldCAS), after
+		// the lock as every batch takes them (trySwap). It returns the
+		// results of the LOCK, the types query and then.
+		first := func(then string) ([]*pgconn.Result, error) {
+			pre := t.prefix()
+			cas := s.takeCAS(table)
+			text := pre + check
+			if cas != nil {
+				text += "; " + cas.sql
+			}
+			rs, err := pg.Exec(ctx, text+"; "+then).ReadAll()
+			if err != nil {
+				return nil, err
+			}
+			if pre != "" {
+				rs = rs[1:]
+			}
+			if cas != nil {
+				if err := cas.check(rs[2]); err != nil {
+					return nil, err
+				}
+				rs = append(rs[:2:2], rs[3:]...)
+			}
+			return rs, nil
 		}
-		pg := c.Conn().PgConn()
 		if s.skipDirect[table] > 0 {
 			s.skipDirect[table]--
 		} else {
@@ -109,7 +293,10 @@ func (s *store) upsertCopy(ctx context.Context, tx *sql.Tx, table string, cols [
 			// round. A key already there fails the COPY, which is undone
 			// to the savepoint; the temporary table then takes this batch
 			// and the next ones (updates come in runs) before a retry.
-			rs, err := pg.Exec(ctx, check+"; SAVEPOINT replicator_copy").ReadAll()
+			rs, err := first("SAVEPOINT replicator_copy")
+			if errors.Is(err, errFenced) {
+				return err // as casOffsets says it
+			}
 			if err != nil {
 				return fmt.Errorf("check the column types: %w", err)
 			}
@@ -129,7 +316,10 @@ func (s *store) upsertCopy(ctx context.Context, tx *sql.Tx, table string, cols [
 		// CREATE … IF NOT EXISTS says so in a notice each time; a notice
 		// costs nothing but a few bytes.
 		tmp, prep := s.copyTemp(table, cols, data.types)
-		rs, err := pg.Exec(ctx, check+"; "+prep).ReadAll()
+		rs, err := first(prep)
+		if errors.Is(err, errFenced) {
+			return err
+		}
 		if err != nil {
 			return fmt.Errorf("prepare the batch's temporary table: %w", err)
 		}
@@ -156,12 +346,18 @@ func (s *store) upsertCopy(ctx context.Context, tx *sql.Tx, table string, cols [
 			noText = true
 			return nil
 		}
-		if err := s.copyFrom(ctx, pg, bytes.NewReader(data.buf.Bytes()), fmt.Sprintf("COPY pg_temp.%s (%s) FROM STDIN", q(tmp), list)); err != nil {
-			return fmt.Errorf("copy the batch: %w", err)
-		}
-		insert := fmt.Sprintf("INSERT INTO %s (%s) SELECT %s FROM pg_temp.%s%s", q(table), list, list, q(tmp), tail)
-		if _, err := pg.Exec(ctx, insert).ReadAll(); err != nil {
-			return err
+		// The INSERT goes in the COPY's round trip: a statement after a
+		// COPY in one query runs once the COPY's data is in, and is
+		// skipped when the COPY fails. Both wait for the COMMIT to go
+		// with them (pgTx.pending), or for the next statement.
+		stmt := fmt.Sprintf("COPY pg_temp.%s (%s) FROM STDIN; INSERT INTO %s (%s) SELECT %s FROM pg_temp.%s%s",
+			q(tmp), list, q(table), list, list, q(tmp), tail)
+		text := data.buf.Bytes()
+		t.pending = func(pg *pgconn.PgConn, then string) error {
+			if err := s.copyFrom(ctx, pg, bytes.NewReader(text), stmt+then); err != nil {
+				return fmt.Errorf("copy the batch: %w", err)
+			}
+			return nil
 		}
 		return nil
 	})
@@ -235,7 +431,8 @@ const skipDirectBatches = 16
 
 // copyDirect copies data straight into table under the savepoint
 // replicator_copy (set by the caller) and reports whether that went
-// through; a key already in the table (unique violation) or a value
+// through (the savepoint is left to the COMMIT to release: a round trip
+// less); a key already in the table (unique violation) or a value
 // without a COPY text form (data.bad) rolls back to the savepoint and
 // reports false.
 func (s *store) copyDirect(ctx context.Context, pg *pgconn.PgConn, table, list string, data *copyRows) (bool, error) {
@@ -243,8 +440,7 @@ func (s *store) copyDirect(ctx context.Context, pg *pgconn.PgConn, table, list s
 	var pe *pgconn.PgError
 	switch {
 	case err == nil:
-		_, err = pg.Exec(ctx, "RELEASE SAVEPOINT replicator_copy").ReadAll()
-		return err == nil, err
+		return true, nil
 	case pg.IsClosed():
 		// data may still be read (copyFrom): not even data.bad is looked at.
 		return false, fmt.Errorf("copy the batch: %w", err)

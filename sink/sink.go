@@ -540,7 +540,7 @@ func (s *Sink) processDecoded(ctx context.Context, b *decodedBatch) error {
 	batch := latest(entries)
 	// A transient failure (the store busy or out of reach) is returned
 	// as is: the caller retries the whole batch (processRetrying).
-	err := s.commit(ctx, expected, next, func(tx *sql.Tx) error {
+	err := s.commit(ctx, expected, next, func(tx batchTx) error {
 		return s.a.write(ctx, tx, batch, time.Now().UnixNano())
 	})
 	switch {
@@ -575,9 +575,9 @@ func (s *Sink) oneByOne(ctx context.Context, todo []*kgo.Record, entries []entry
 		next := map[tp]int64{k: r.Offset + 1}
 		exp := map[tp]int64{k: expected[k]}
 		i, ok := decoded[r]
-		write := func(tx *sql.Tx) error { return nil } // dead-lettered already: the offset only
+		write := func(tx batchTx) error { return nil } // dead-lettered already: the offset only
 		if ok {
-			write = func(tx *sql.Tx) error {
+			write = func(tx batchTx) error {
 				return s.a.write(ctx, tx, entries[i:i+1], time.Now().UnixNano())
 			}
 		}
@@ -609,7 +609,7 @@ func (s *Sink) oneByOne(ctx context.Context, todo []*kgo.Record, entries []entry
 			if err := s.poison(ctx, err); err != nil {
 				return err
 			}
-			if err := s.commit(ctx, exp, next, func(*sql.Tx) error { return nil }); err != nil {
+			if err := s.commit(ctx, exp, next, func(batchTx) error { return nil }); err != nil {
 				if errors.Is(err, errFenced) {
 					return s.fence(ctx, err)
 				}
@@ -658,18 +658,17 @@ func (e *storeError) Error() string { return "store: " + e.err.Error() }
 func (e *storeError) Unwrap() error { return e.err }
 
 // commit runs write and the offsets' compare-and-set in one transaction.
-func (s *Sink) commit(ctx context.Context, expected, next map[tp]int64, write func(*sql.Tx) error) error {
+func (s *Sink) commit(ctx context.Context, expected, next map[tp]int64, write func(batchTx) error) error {
 	tx, err := s.st.begin(ctx)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
-	defer s.st.end()
+	defer s.st.end() // rolls back unless committed
+	s.st.foldCAS(s.cfg.Model.Table, s.cfg.Model.Name, expected, next)
 	if err := write(tx); err != nil {
-		tx.Rollback()
 		return err
 	}
 	if err := s.st.casOffsets(ctx, tx, s.cfg.Model.Name, expected, next); err != nil {
-		tx.Rollback()
 		return err
 	}
 	if err := tx.Commit(); err != nil {

@@ -6,9 +6,12 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // The sink's own tables, in the read-model database beside the read
@@ -39,12 +42,16 @@ type store struct {
 	// marker per value (upsertRows).
 	stmts map[stmtKey]string
 
-	// The batch transaction of begin on PostgreSQL and its connection
-	// (for COPY, copy.go), and the temporary tables it has filled; set
-	// between begin and end, by the read model's one goroutine.
+	// The batch transaction of begin (pg too on PostgreSQL, with its
+	// connection, for COPY: copy.go), the temporary tables it has filled,
+	// and its offsets' compare-and-set waiting for the first statements
+	// on the read model's table (foldCAS); set between begin and end, by
+	// the read model's one goroutine.
 	txConn *sql.Conn
-	tx     *sql.Tx
+	tx     batchTx
+	pg     *pgTx
 	copied map[string]bool
+	cas    *pendingCAS
 	// copyText is the COPY text of the batch being written, kept between
 	// batches so that it grows once, not in every batch; nil after a COPY
 	// whose reader may still run (copyFrom), a new one is made then.
@@ -217,8 +224,15 @@ func (s *store) loadOffsetsPending(ctx context.Context, model string) (out map[t
 }
 
 // casOffsets moves each partition's stored offset from expected (-1: no row
-// yet) to next, failing with errFenced when one was not at expected.
-func (s *store) casOffsets(ctx context.Context, tx *sql.Tx, model string, expected, next map[tp]int64) error {
+// yet) to next, failing with errFenced when one was not at expected; done
+// already when a PostgreSQL batch's COPY sent it (foldCAS).
+func (s *store) casOffsets(ctx context.Context, tx batchTx, model string, expected, next map[tp]int64) error {
+	if c := s.cas; c != nil {
+		s.cas = nil
+		if c.sent {
+			return nil // and checked: a fence failed the batch's write
+		}
+	}
 	now := time.Now().UnixMilli()
 	p := s.d.param
 	upd := fmt.Sprintf(`UPDATE %s SET next_offset = %s, updated_at = %s WHERE read_model = %s AND topic = %s AND part = %s AND next_offset = %s`,
@@ -271,7 +285,7 @@ func (s *store) casOffsets(ctx context.Context, tx *sql.Tx, model string, expect
 // batch, not one per partition (a batch of the steady state spans most of
 // a topic's partitions). Those it did not move (RETURNING names the
 // others) were not at expected: a fence.
-func (s *store) casOffsetsPG(ctx context.Context, tx *sql.Tx, model string, now int64, parts []tp, expected, next map[tp]int64) error {
+func (s *store) casOffsetsPG(ctx context.Context, tx batchTx, model string, now int64, parts []tp, expected, next map[tp]int64) error {
 	topics, nums := make([]string, len(parts)), make([]int32, len(parts))
 	exp, nxt := make([]int64, len(parts)), make([]int64, len(parts))
 	for i, t := range parts {
@@ -304,6 +318,86 @@ func (s *store) casOffsetsPG(ctx context.Context, tx *sql.Tx, model string, now 
 	return nil
 }
 
+// pendingCAS is the offsets' compare-and-set of a PostgreSQL batch, one
+// statement of literals, waiting to be sent in the round trip of the
+// batch's first statements on the read model's table (upsertCopy): after
+// their lock, in the order a batch takes its locks (side table, read-model
+// table, offsets rows; trySwap takes them in the same order), and a round
+// trip less than a statement of its own. One that no COPY sent is sent by
+// casOffsets as before.
+type pendingCAS struct {
+	table    string // the read model's table
+	sql      string
+	parts    []tp
+	expected map[tp]int64
+	sent     bool
+}
+
+// foldCAS prepares a PostgreSQL batch's compare-and-set (casOffsets) for
+// upsertCopy to send when every partition of next has a stored row; else
+// (a partition's first offset is inserted) casOffsets does all of it.
+func (s *store) foldCAS(table, model string, expected, next map[tp]int64) {
+	s.cas = nil
+	if s.pg == nil || len(next) == 0 {
+		return
+	}
+	c := &pendingCAS{table: table, expected: expected}
+	var b strings.Builder
+	fmt.Fprintf(&b, `UPDATE %s AS o SET next_offset = v.next_offset, updated_at = %d FROM (VALUES `, s.d.quote(offsetsTable), time.Now().UnixMilli())
+	for t, n := range next {
+		e, ok := expected[t]
+		if !ok || e < 0 {
+			return
+		}
+		if len(c.parts) > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "(%s::text, %d::integer, %d::bigint, %d::bigint)", pgLiteral(t.topic), t.part, e, n)
+		c.parts = append(c.parts, t)
+	}
+	fmt.Fprintf(&b, `) AS v(topic, part, expected, next_offset)
+		WHERE o.read_model = %s AND o.topic = v.topic AND o.part = v.part AND o.next_offset = v.expected
+		RETURNING o.topic, o.part`, pgLiteral(model))
+	c.sql = b.String()
+	s.cas = c
+}
+
+// takeCAS returns the compare-and-set waiting for table's statements,
+// marked sent; nil when none waits.
+func (s *store) takeCAS(table string) *pendingCAS {
+	c := s.cas
+	if c == nil || c.sent || c.table != table {
+		return nil
+	}
+	c.sent = true
+	return c
+}
+
+// check reads the partitions the compare-and-set moved (its RETURNING):
+// one it did not move was not at its expected offset, a fence.
+func (c *pendingCAS) check(r *pgconn.Result) error {
+	moved := make(map[tp]bool, len(r.Rows))
+	for _, row := range r.Rows {
+		n, err := strconv.ParseInt(string(row[1]), 10, 32)
+		if err != nil {
+			return fmt.Errorf("store the offsets of %d partitions: partition %q: %w", len(c.parts), row[1], err)
+		}
+		moved[tp{string(row[0]), int32(n)}] = true
+	}
+	for _, t := range c.parts {
+		if !moved[t] {
+			return fmt.Errorf("%w (partition %s/%d is no longer at offset %d)", errFenced, t.topic, t.part, c.expected[t])
+		}
+	}
+	return nil
+}
+
+// pgLiteral is s as a PostgreSQL string literal, whatever
+// standard_conforming_strings says.
+func pgLiteral(s string) string {
+	return "E'" + strings.NewReplacer(`\`, `\\`, "'", "''").Replace(s) + "'"
+}
+
 // stmtKey names a multi-row upsert's text: its head and tail, and rows.
 type stmtKey struct {
 	head, tail string
@@ -322,7 +416,7 @@ func (s *store) chunk(width int) int {
 
 // upsertRows writes rows (cols[:nkey] the key) in multi-row INSERTs that
 // update every non-key column on conflict.
-func (s *store) upsertRows(ctx context.Context, tx *sql.Tx, table string, cols []string, nkey int, rows [][]any) error {
+func (s *store) upsertRows(ctx context.Context, tx batchTx, table string, cols []string, nkey int, rows [][]any) error {
 	if len(rows) == 0 {
 		return nil
 	}
@@ -411,7 +505,7 @@ func (s *store) upsertRows(ctx context.Context, tx *sql.Tx, table string, cols [
 // parameters whatever its size, and PostgreSQL plans it once (no text of
 // 500 × width markers to build, send and parse). Not done (false) when a
 // column is itself an array: unnest would flatten it.
-func (s *store) upsertUnnest(ctx context.Context, tx *sql.Tx, table string, cols []string, tail string, rows [][]any) (bool, error) {
+func (s *store) upsertUnnest(ctx context.Context, tx batchTx, table string, cols []string, tail string, rows [][]any) (bool, error) {
 	types, err := s.pgColumnTypes(ctx, tx, table, cols)
 	if err != nil {
 		return false, err
@@ -480,7 +574,7 @@ func (s *store) keyMatch(keyCols []string, n, first int) string {
 }
 
 // deleteRows deletes the rows of keys in multi-row statements.
-func (s *store) deleteRows(ctx context.Context, tx *sql.Tx, table string, keyCols []string, keys [][]any) error {
+func (s *store) deleteRows(ctx context.Context, tx batchTx, table string, keyCols []string, keys [][]any) error {
 	step := s.chunk(len(keyCols))
 	for start := 0; start < len(keys); start += step {
 		part := keys[start:min(len(keys), start+step)]
@@ -500,7 +594,7 @@ func (s *store) deleteRows(ctx context.Context, tx *sql.Tx, table string, keyCol
 // values): one UPDATE joined to the batch's rows per statement, never a
 // round trip per row. Rows without a table row are left out, as a plain
 // UPDATE … WHERE key would.
-func (s *store) updateRows(ctx context.Context, tx *sql.Tx, table string, keyCols, cols []string, rows [][]any) error {
+func (s *store) updateRows(ctx context.Context, tx batchTx, table string, keyCols, cols []string, rows [][]any) error {
 	if len(rows) == 0 || len(cols) == 0 {
 		return nil
 	}
@@ -623,7 +717,7 @@ func (s *store) updateJoin(table string, keyCols, cols, types []string, n int) s
 // timestamp with time zone, integer[]); cached per table, and read again
 // by every batch's COPY (upsertCopy): a column's type may be altered
 // under a running sink.
-func (s *store) pgColumnTypes(ctx context.Context, tx *sql.Tx, table string, cols []string) ([]string, error) {
+func (s *store) pgColumnTypes(ctx context.Context, tx batchTx, table string, cols []string) ([]string, error) {
 	s.mu.Lock()
 	known := s.pgTypes[table]
 	s.mu.Unlock()
@@ -700,20 +794,20 @@ type sideRow struct {
 }
 
 // sideByTopicKey returns the side rows of topic's topic keys.
-func (s *store) sideByTopicKey(ctx context.Context, tx *sql.Tx, model, topic string, hashes []string) (map[string]sideRow, error) {
+func (s *store) sideByTopicKey(ctx context.Context, tx batchTx, model, topic string, hashes []string) (map[string]sideRow, error) {
 	out := map[string]sideRow{}
 	err := s.sideQuery(ctx, tx, "topic = "+s.d.param(2)+" AND topic_key", []any{model, topic}, hashes, func(r sideRow) { out[r.topicKey] = r })
 	return out, err
 }
 
 // sideByRowKey returns every side row mapping to one of the row keys.
-func (s *store) sideByRowKey(ctx context.Context, tx *sql.Tx, model string, hashes []string) ([]sideRow, error) {
+func (s *store) sideByRowKey(ctx context.Context, tx batchTx, model string, hashes []string) ([]sideRow, error) {
 	var out []sideRow
 	err := s.sideQuery(ctx, tx, "row_key", []any{model}, hashes, func(r sideRow) { out = append(out, r) })
 	return out, err
 }
 
-func (s *store) sideQuery(ctx context.Context, tx *sql.Tx, match string, fixed []any, hashes []string, f func(sideRow)) error {
+func (s *store) sideQuery(ctx context.Context, tx batchTx, match string, fixed []any, hashes []string, f func(sideRow)) error {
 	step := s.chunk(1) - len(fixed)
 	for start := 0; start < len(hashes); start += step {
 		part := hashes[start:min(len(hashes), start+step)]
@@ -747,7 +841,7 @@ func (s *store) sideQuery(ctx context.Context, tx *sql.Tx, match string, fixed [
 }
 
 // putSide upserts side rows.
-func (s *store) putSide(ctx context.Context, tx *sql.Tx, model string, rows []sideRow) error {
+func (s *store) putSide(ctx context.Context, tx batchTx, model string, rows []sideRow) error {
 	vals := make([][]any, len(rows))
 	for i, r := range rows {
 		vals[i] = []any{model, r.topic, r.topicKey, r.rowKey, r.seq, r.key, r.value}
@@ -756,7 +850,7 @@ func (s *store) putSide(ctx context.Context, tx *sql.Tx, model string, rows []si
 }
 
 // deleteSide removes topic keys of topic from the side table.
-func (s *store) deleteSide(ctx context.Context, tx *sql.Tx, model, topic string, hashes []string) error {
+func (s *store) deleteSide(ctx context.Context, tx batchTx, model, topic string, hashes []string) error {
 	keys := make([][]any, len(hashes))
 	for i, h := range hashes {
 		keys[i] = []any{model, topic, h}

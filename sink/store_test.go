@@ -2,6 +2,7 @@ package sink
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
@@ -229,7 +230,7 @@ func TestUpsertCopy(t *testing.T) {
 		t.Fatalf("second upsert in the transaction: %v", err)
 	}
 	var temps int
-	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM pg_class WHERE relname LIKE 'replicator_copy_%' AND relpersistence = 't'`).Scan(&temps); err != nil {
+	if err := queryRow(ctx, tx, `SELECT count(*) FROM pg_class WHERE relname LIKE 'replicator_copy_%' AND relpersistence = 't'`, &temps); err != nil {
 		t.Fatal(err)
 	}
 	if temps != 1 {
@@ -370,7 +371,7 @@ func BenchmarkUpsertPostgres(b *testing.B) {
 						at.Add(time.Duration(id) * time.Second), `{"plan": "pro", "seats": 7}`, int32(id % 1000), id%2 == 0, "note " + fmt.Sprint(id)}
 				}
 				b.StartTimer()
-				var tx *sql.Tx
+				var tx batchTx
 				if form != "unnest" {
 					tx, err = st.begin(ctx)
 				} else {
@@ -627,7 +628,7 @@ func TestUpsertCopyConnectionBroken(t *testing.T) {
 		t.Fatal(err)
 	}
 	var pid int
-	if err := tx.QueryRowContext(ctx, `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
+	if err := queryRow(ctx, tx, `SELECT pg_backend_pid()`, &pid); err != nil {
 		t.Fatal(err)
 	}
 	// Terminates the batch's backend once its COPY has started: the
@@ -732,7 +733,7 @@ func TestUpsertSmallBatchMatchesCopy(t *testing.T) {
 				t.Fatalf("%s: batch %d: %v", tc.table, i, err)
 			}
 			var temps int
-			if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM pg_class WHERE relname LIKE 'replicator_copy_%' AND relpersistence = 't' AND pg_table_is_visible(oid)`).Scan(&temps); err != nil {
+			if err := queryRow(ctx, tx, `SELECT count(*) FROM pg_class WHERE relname LIKE 'replicator_copy_%' AND relpersistence = 't' AND pg_table_is_visible(oid)`, &temps); err != nil {
 				t.Fatal(err)
 			}
 			if temps != tc.temps[i] {
@@ -892,4 +893,23 @@ func BenchmarkUpsertPostgresSmall(b *testing.B) {
 			b.ReportMetric(float64(b.N*2*half)/b.Elapsed().Seconds(), "rows/s")
 		})
 	}
+}
+
+// queryRow scans the one row of query, run in tx.
+func queryRow(ctx context.Context, tx batchTx, query string, dest ...any) error {
+	rows, err := tx.QueryContext(ctx, query)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		return sql.ErrNoRows
+	}
+	if err := rows.Scan(dest...); err != nil {
+		return err
+	}
+	return rows.Close()
 }

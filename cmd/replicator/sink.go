@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -34,7 +36,12 @@ With kafka.brokers empty it connects to the embedded broker of a running
 			if err != nil {
 				return fmt.Errorf("invalid configuration:\n%w", err)
 			}
-			return runSinks(cmd.Context(), cfg, newLogger(stderr, cfg.Log), nil, cfg.Metrics.Listen != "")
+			log := newLogger(stderr, cfg.Log)
+			if pct := gcPercent(config.KeySinkGCPercent, cfg.Sink.GCPercent, os.Getenv("GOGC"), log); pct > 0 {
+				// For the process's life: it runs the sinks only.
+				debug.SetGCPercent(pct)
+			}
+			return runSinks(cmd.Context(), cfg, log, nil, cfg.Metrics.Listen != "")
 		},
 	}
 }
