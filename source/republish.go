@@ -565,8 +565,7 @@ func (st *stream) handChunk(ctx context.Context, w *chunkWindow) error {
 		c: Change{Op: OpSnapshot, Table: &s.tables[w.table], TableIndex: w.table, LSN: st.r.txn.lsn, CommitTime: st.r.txn.time, Republish: w.id}}
 	st.handing = append(st.handing, h)
 	st.chunkMarks = append(st.chunkMarks, h.mark)
-	_, err := st.handRows(ctx)
-	return err
+	return st.handOver(ctx)
 }
 
 // handRows hands over rows of the chunks queued at their high watermarks,
@@ -583,17 +582,26 @@ func (st *stream) handRows(ctx context.Context) (bool, error) {
 	if len(st.held) > 0 || st.pipe.busy() {
 		return true, nil // the re-read pipeline calls the handler meanwhile
 	}
-	room := st.republishRoom()
-	if room <= 0 {
+	if st.republishRoom() <= 0 {
 		return true, nil
 	}
+	// Outside a message: the guard answers the server if the handler
+	// blocks.
 	st.guard.enter(time.Now())
-	defer st.guard.leave()
+	err := st.handOver(ctx)
+	st.guard.leave()
+	return len(st.handing) > 0, err
+}
+
+// handOver is handRows's hand-over, on a message (handChunk) or between
+// two (handRows).
+func (st *stream) handOver(ctx context.Context) error {
+	room := st.republishRoom()
 	for room > 0 && len(st.handing) > 0 {
 		h := st.handing[0]
 		n, err := st.hand(ctx, h, room)
 		if err != nil {
-			return false, err
+			return err
 		}
 		room -= n
 		if h.b < len(h.rows.batches) {
@@ -605,7 +613,7 @@ func (st *stream) handRows(ctx context.Context) (bool, error) {
 		st.handing[0] = nil
 		st.handing = st.handing[1:]
 	}
-	return len(st.handing) > 0, nil
+	return nil
 }
 
 // republishRoom is how many more republished records may be handed over
