@@ -172,8 +172,10 @@ func columnNames(t *relation.Table) string {
 // truncate hands a TRUNCATE of a configured table to the handler, so it
 // can tombstone what the topic still holds.
 func (st *stream) truncate(ctx context.Context, rel *walRel) error {
-	if st.window != nil && st.window.table == rel.idx {
-		st.window.truncated = true // every row read before it may be gone
+	for _, w := range st.windows() {
+		if w.table == rel.idx {
+			w.truncated = true // every row read before it may be gone
+		}
 	}
 	if err := st.drain(ctx); err != nil {
 		return err

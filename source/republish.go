@@ -34,13 +34,15 @@ import (
 // the request in the slot's state file (a job) and wakes its republisher,
 // a goroutine owned by the stream session, which reads each table in
 // key-ordered chunks on its own SQL connection between two watermarks it
-// emits the same way: low, read, high. Between the two the stream notes the
-// keys of the table that changed; at the high watermark it hands over the
-// chunk's other rows, inside the watermark's transaction, so they are
-// checkpointed like it. Chunks are pipelined: the next chunk is read while
-// the stream hands over and the handler acknowledges the ones before it
-// (at most republishInFlight chunks), and a chunk's high watermark is also
-// the next one's low. Once a chunk and every one before it are
+// emits the same way: low, read, high. From the low one the stream notes
+// the keys of the table that changed; from the high one it hands over the
+// chunk's other rows, in slices as the handler acknowledges them (at most
+// republishBuffered unacknowledged, so its own changes never queue behind
+// a whole chunk), still noting keys until the last row is handed over.
+// Chunks are pipelined: the next chunk is read while the stream hands over
+// and the handler acknowledges the ones before it (at most
+// republishInFlight chunks), and a chunk's high watermark is also the next
+// one's low. Once a chunk and every one before it are
 // acknowledged the republisher records its last key in the job: a restart
 // goes on from there.
 
@@ -58,13 +60,13 @@ const MessagePrefix = "replicator"
 const RepublishChunkBytes = 8 << 20
 
 // Rows of the chunks sized by bytes: the first one's, before a row size is
-// known, and the most in one chunk. The stream's own changes queue in the
-// producer behind the records of the chunks handed over before them
-// (republishInFlight): 31,000-row chunks (8 MB of the benchmark's rows) put
-// the stream's p99 during a republish at 150 ms, 5,000-row ones at 21 ms.
+// known, and the most in one chunk (rows of a few bytes would otherwise
+// make chunks of a million). What a stream change finds ahead of it in the
+// producer is bounded by republishBuffered, not by the chunk: a chunk is
+// handed over in slices.
 const (
 	firstChunkRows        = 100
-	maxRepublishChunkRows = 10_000
+	maxRepublishChunkRows = 100_000
 )
 
 // nextChunkRows is the rows of the chunk after one of rows rows and bytes
@@ -80,8 +82,7 @@ func nextChunkRows(rows, bytes int64) int64 {
 
 // republishInFlight bounds the chunks read and not yet acknowledged: it
 // bounds memory (chunks of rows) and how far the republisher runs ahead of
-// the stream, whose own changes wait in the WAL behind every chunk handed
-// over before them (the stream's latency during a republish). Three keep
+// the stream. Three keep
 // the reader, the stream's hand-over and the producer's acknowledgements
 // busy at once. At least 2 (runTable's queue holds republishInFlight-2).
 const republishInFlight = 3
@@ -481,18 +482,74 @@ func (st *stream) cancelled(sig signal) error {
 	return nil
 }
 
-// noteRow is the stream's part between the watermarks: the keys of the
-// window's table changed there.
+// noteRow is the stream's part between a chunk's watermarks, and after
+// the high one until its rows are all handed over: the keys of the
+// chunk's table changed there.
 func (st *stream) noteRow(rel *walRel, oldTuple, newTuple *pglogrepl.TupleData) error {
-	if err := st.window.note(rel.table, oldTuple, newTuple); err != nil {
-		return fmt.Errorf("republish of %s: %w", rel.table.QualifiedName(), err)
+	note := func(w *chunkWindow) error {
+		if w.table != rel.idx {
+			return nil
+		}
+		if err := w.note(rel.table, oldTuple, newTuple); err != nil {
+			return fmt.Errorf("republish of %s: %w", rel.table.QualifiedName(), err)
+		}
+		return nil
+	}
+	if st.window != nil {
+		if err := note(st.window); err != nil {
+			return err
+		}
+	}
+	for _, h := range st.handing {
+		if err := note(h.w); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
-// handChunk hands over, at the high watermark, the chunk's rows whose keys
-// did not change since the low one, as changes of the watermark's
-// transaction.
+// windows are the chunks whose keys the stream notes: the one between its
+// watermarks and those being handed over.
+func (st *stream) windows() []*chunkWindow {
+	var ws []*chunkWindow
+	if st.window != nil {
+		ws = append(ws, st.window)
+	}
+	for _, h := range st.handing {
+		ws = append(ws, h.w)
+	}
+	return ws
+}
+
+// republishBuffered bounds the republished records handed to the handler
+// and not yet acknowledged: what a change of the stream, handed over after
+// them, can find ahead of it in the producer. A chunk's rows go over in
+// slices as acknowledgements make room (handRows), so the bound is not
+// the chunk's size: chunks can be large, for few fixed costs, while a
+// stream change waits behind a few thousand records (at the benchmark's
+// ~300k records/s, about 15 ms). Enough that the producer always has
+// whole batches to send while the stream tops it up every betweenPoll.
+const republishBuffered = 4096
+
+// handover is a chunk past its high watermark whose rows are being handed
+// over; stream goroutine only.
+type handover struct {
+	w    *chunkWindow
+	rows chunkRows
+	c    Change   // the rows' change, but for Text and Ack
+	mark *txnMark // the chunk's records: sealed once all are handed over
+	res  chunkResult
+	// The next row: batch b, row r in it, i in the chunk.
+	b, r, i int
+	row     [][]byte
+}
+
+// handChunk queues the rows of chunk w at its high watermark and hands
+// over what the bound on republished records in the producer allows
+// (handRows hands the rest, between the stream's messages, as they are
+// acknowledged). A row goes over only if its key did not change between
+// the low watermark and the moment it goes: until then the window goes on
+// noting keys (docs/ARCHITECTURE.md, "Republish").
 func (st *stream) handChunk(ctx context.Context, w *chunkWindow) error {
 	if st.txn == nil {
 		return errors.New("republish: high watermark outside a transaction")
@@ -504,48 +561,133 @@ func (st *stream) handChunk(ctx context.Context, w *chunkWindow) error {
 		return ctx.Err()
 	}
 	s := st.src
-	t := &s.tables[w.table]
+	h := &handover{w: w, rows: rows, mark: &txnMark{},
+		c: Change{Op: OpSnapshot, Table: &s.tables[w.table], TableIndex: w.table, LSN: st.r.txn.lsn, CommitTime: st.r.txn.time, Republish: w.id}}
+	st.handing = append(st.handing, h)
+	st.chunkMarks = append(st.chunkMarks, h.mark)
+	return st.handOver(ctx)
+}
+
+// handRows hands over rows of the chunks queued at their high watermarks,
+// oldest first, while fewer than the bound of republished records are
+// unacknowledged; it reports whether rows are left. The chunk's records
+// are tracked on its own mark, not on a transaction's: the slot may be
+// confirmed past the high watermark before they are acknowledged, since a
+// restart resumes a republish from its state file (the last chunk
+// acknowledged), not from the slot.
+func (st *stream) handRows(ctx context.Context) (bool, error) {
+	if len(st.handing) == 0 {
+		return false, nil
+	}
+	if len(st.held) > 0 || st.pipe.busy() {
+		return true, nil // the re-read pipeline calls the handler meanwhile
+	}
+	if st.republishRoom() <= 0 {
+		return true, nil
+	}
+	// Outside a message: the guard answers the server if the handler
+	// blocks.
+	st.guard.enter(time.Now())
+	err := st.handOver(ctx)
+	st.guard.leave()
+	return len(st.handing) > 0, err
+}
+
+// handOver is handRows's hand-over, on a message (handChunk) or between
+// two (handRows).
+func (st *stream) handOver(ctx context.Context) error {
+	room := st.republishRoom()
+	for room > 0 && len(st.handing) > 0 {
+		h := st.handing[0]
+		n, err := st.hand(ctx, h, room)
+		if err != nil {
+			return err
+		}
+		room -= n
+		if h.b < len(h.rows.batches) {
+			break
+		}
+		h.mark.sealed.Store(true)
+		h.res.mark = h.mark
+		h.w.result <- h.res // buffered: the republisher may have stopped waiting
+		st.handing[0] = nil
+		st.handing = st.handing[1:]
+	}
+	return nil
+}
+
+// republishRoom is how many more republished records may be handed over
+// now (republishBuffered, less those not yet acknowledged).
+func (st *stream) republishRoom() int64 {
+	limit := int64(republishBuffered)
+	if n := st.src.republishBuffered; n > 0 {
+		limit = int64(n)
+	}
+	var unacked int64
+	kept := st.chunkMarks[:0]
+	for _, m := range st.chunkMarks {
+		p := m.pending.Load()
+		if p == 0 && m.sealed.Load() {
+			continue
+		}
+		unacked += p
+		kept = append(kept, m)
+	}
+	clear(st.chunkMarks[len(kept):])
+	st.chunkMarks = kept
+	return limit - unacked
+}
+
+// hand hands over at most room rows of h, skipping those whose key
+// changed since the low watermark (or all, after a TRUNCATE of the
+// table), and returns how many it handed.
+func (st *stream) hand(ctx context.Context, h *handover, room int64) (int64, error) {
+	w := h.w
 	c := &st.change
-	*c = Change{Op: OpSnapshot, Table: t, TableIndex: w.table, LSN: st.r.txn.lsn, CommitTime: st.r.txn.time, Republish: w.id}
-	res := chunkResult{mark: st.txn}
-	check := len(w.changed) > 0 // else no row's key is looked at
-	var row [][]byte
-	i := -1
-	for _, b := range rows.batches {
-		for r := range b.rows {
-			i++
-			if w.truncated {
-				res.dropped++
+	var handed int64
+	for handed < room && h.b < len(h.rows.batches) {
+		b := h.rows.batches[h.b]
+		if h.r == b.rows {
+			// The handler copied what it keeps (the Change.Text
+			// contract): the batch's buffers go back to the reader.
+			w.pool.put(b)
+			h.rows.batches[h.b] = nil
+			h.b, h.r = h.b+1, 0
+			continue
+		}
+		r, i := h.r, h.i
+		h.r, h.i = h.r+1, h.i+1
+		if w.truncated {
+			h.res.dropped++
+			continue
+		}
+		h.row = b.row(r, h.row)
+		if len(w.changed) > 0 { // else no row's key is looked at
+			var key string
+			if h.rows.keys != nil {
+				key = h.rows.keys[i]
+			} else {
+				key = keyString(h.rows.keyAt, func(c int) []byte { return h.row[c] })
+			}
+			if _, changed := w.changed[key]; changed {
+				h.res.dropped++
 				continue
 			}
-			row = b.row(r, row)
-			if check {
-				var key string
-				if rows.keys != nil {
-					key = rows.keys[i]
-				} else {
-					key = keyString(rows.keyAt, func(c int) []byte { return row[c] })
-				}
-				if _, changed := w.changed[key]; changed {
-					res.dropped++
-					continue
-				}
-			}
-			c.Text = row
-			c.Ack = st.cp.track(st.txn)
-			if err := st.h.Handle(ctx, c); err != nil {
-				return err
-			}
-			res.emitted++
 		}
-		// The handler copied what it keeps (the Change.Text contract):
-		// the batch's buffers go back to the republisher's reader.
-		w.pool.put(b)
+		*c = h.c
+		c.Text = h.row
+		h.mark.pending.Add(1)
+		c.Ack = Ack{m: h.mark}
+		if err := st.h.Handle(ctx, c); err != nil {
+			c.Text = nil
+			return handed, err
+		}
+		handed++
+		h.res.emitted++
 	}
 	c.Text = nil
-	st.rowsSeen += uint64(res.emitted)
-	w.result <- res // buffered: the republisher may have stopped waiting
-	return nil
+	st.rowsSeen += uint64(handed)
+	return handed, nil
 }
 
 // republisher runs the jobs of the state file, a few chunks at a time

@@ -251,6 +251,62 @@ func TestRepublish(t *testing.T) {
 		}
 	})
 
+	// A chunk goes to the handler in slices as its records are
+	// acknowledged (at most republishBuffered unacknowledged), so a change
+	// of the stream made meanwhile is handed over before the rest of the
+	// chunk, not behind it; and a row of the rest whose key changed
+	// meanwhile is dropped, as one changed between the watermarks is.
+	t.Run("chunk handed over in slices", func(t *testing.T) {
+		const chunk, rows, bound = 1000, 3000, 300
+		db := newDB(t, pg, "rep_slices", "CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL)")
+		db.exec(fmt.Sprintf("INSERT INTO items SELECT g, 0 FROM generate_series(1, %d) g", rows))
+		dir := t.TempDir()
+		h := newFakeHandler(false)
+		src := db.newSource(dir, nil, nil, "items")
+		src.republishBuffered = bound
+		r := run(t, src, h)
+		db.waitStreamable(dir)
+		r.waitChanges(t, h, "the initial snapshot", atLeast(rows))
+		h.mu.Lock()
+		h.hold = true
+		h.mu.Unlock()
+		from := len(h.got())
+		id, err := RequestRepublish(context.Background(), db.conn, db.name, []string{"public.items"}, RepublishOptions{ChunkRows: chunk})
+		if err != nil {
+			t.Fatal(err)
+		}
+		republished := func(cs []Change) []Change {
+			return filter(cs[from:], func(c Change) bool { return c.Republish == id })
+		}
+		r.waitChanges(t, h, "a first slice", func(cs []Change) bool { return len(republished(cs)) >= bound })
+		// Key 0 is before every chunk: no chunk reads it.
+		db.exec("UPDATE items SET v = 7 WHERE id = 800; DELETE FROM items WHERE id = 900; INSERT INTO items VALUES (0, 5)")
+		isMarker := func(c Change) bool { return c.Op == OpInsert && c.New[0].(int32) == 0 }
+		got := r.waitChanges(t, h, "the stream's insert", func(cs []Change) bool { return slices.ContainsFunc(cs, isMarker) })
+		if n := len(republished(got)); n != bound {
+			t.Fatalf("%d republished rows handed over, none acknowledged, before the stream's next change: want %d (the bound), the stream's change must not wait behind whole chunks", n, bound)
+		}
+		h.ackAll(t)
+		db.waitState(dir, "republish "+id+" done", func(s snapshotState) bool { return slices.Contains(s.RepublishDone, id) })
+		db.exec("INSERT INTO items VALUES (-1, -1)")
+		got = r.waitChanges(t, h, "the end marker", func(cs []Change) bool {
+			return slices.ContainsFunc(cs, func(c Change) bool { return c.Op == OpInsert && c.New[0].(int32) == -1 })
+		})
+		rep := ids(republished(got))
+		for _, k := range []int32{800, 900} {
+			if slices.Contains(rep, k) {
+				t.Errorf("key %d, changed after its chunk's high watermark and before its row was handed over, was republished from the chunk", k)
+			}
+		}
+		if len(rep) != rows-2 {
+			t.Errorf("republished %d rows, want the %d unchanged", len(rep), rows-2)
+		}
+		checkConverged(t, db, got, from, id)
+		if err := r.stop(t); err != nil {
+			t.Fatal(err)
+		}
+	})
+
 	// Deterministic: rows of a chunk changed between its watermarks are
 	// dropped from it, so the stream's newer state stays the latest.
 	t.Run("changed between the watermarks", func(t *testing.T) {
@@ -630,7 +686,7 @@ func TestNextChunkRows(t *testing.T) {
 		{"nothing read yet", 0, 0, firstChunkRows},
 		{"small rows grow fourfold a chunk", 100, 100 * 270, 400},
 		{"rows of a KB up to the byte target", 5000, 5000 * 1000, RepublishChunkBytes / 1000},
-		{"small rows up to the row bound", 5000, 5000 * 270, maxRepublishChunkRows},
+		{"small rows up to the row bound", 50_000, 50_000 * 20, maxRepublishChunkRows},
 		{"wide rows", 100, 100 * 200_000, RepublishChunkBytes / 200_000},
 		{"rows wider than the target", 1, 20 << 20, 1},
 	} {

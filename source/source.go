@@ -97,6 +97,9 @@ type Source struct {
 	// chunkRead, when set (tests), runs after a republish chunk is read,
 	// before its high watermark: writes there fall between the watermarks.
 	chunkRead func()
+	// republishBuffered, when set (tests), replaces republishBuffered:
+	// the republished records unacknowledged before the stream waits.
+	republishBuffered int
 	// beforeReread, when set (tests), runs on the re-read pipeline's
 	// reader when it took a batch, before it joins the batches waiting
 	// behind it (coalesce) and re-reads them.

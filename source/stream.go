@@ -41,12 +41,19 @@ type stream struct {
 
 	rp     *republisher // republishes tables on request (republish.go)
 	window *chunkWindow // the republish chunk between its watermarks; nil outside
+	// handing are the chunks past their high watermark whose rows are
+	// not all handed over yet, oldest first (republish.go, handRows);
+	// chunkMarks the marks of the chunks handed over, wholly or partly,
+	// whose rows may not all be acknowledged.
+	handing    []*handover
+	chunkMarks []*txnMark
 }
 
 func (st *stream) run(ctx context.Context, start pglogrepl.LSN) error {
 	s := st.src
 	st.r = newWALReader(st.repl, s.cfg.Slot, st, s.cfg.StatusInterval, &st.guard)
 	st.r.tick, st.r.tickEvery = st.publishStats, statsInterval
+	st.r.between = st.handRows
 	if err := st.r.start(ctx, s.cfg.Publication, start); err != nil {
 		return s.setupFailed(ctx, err)
 	}
@@ -193,7 +200,7 @@ func (st *stream) commit(ctx context.Context, _, end pglogrepl.LSN) error {
 }
 
 func (st *stream) row(ctx context.Context, op Op, rel *walRel, oldTuple, newTuple *pglogrepl.TupleData) error {
-	if st.window != nil && st.window.table == rel.idx {
+	if st.window != nil || len(st.handing) > 0 {
 		if err := st.noteRow(rel, oldTuple, newTuple); err != nil {
 			return err
 		}

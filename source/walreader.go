@@ -48,7 +48,19 @@ type walReader struct {
 	tick      func(now time.Time)
 	tickEvery time.Duration
 	nextTick  time.Time
+
+	// between, when set, is called before each receive with work the
+	// handler does between messages (the stream hands a republished chunk
+	// over in slices as the producer acknowledges them). While it reports
+	// more, a receive waits at most betweenPoll, so the work goes on while
+	// the WAL is idle: acknowledgements have no channel the receive could
+	// wait on.
+	between func(ctx context.Context) (more bool, err error)
 }
+
+// betweenPoll bounds a receive while the handler has work between
+// messages: how late it may see the acknowledgements that let it go on.
+const betweenPoll = time.Millisecond
 
 // walTxn is the transaction being read: BEGIN seen, COMMIT not yet.
 type walTxn struct {
@@ -157,7 +169,21 @@ func (r *walReader) run(ctx context.Context) error {
 				return err
 			}
 		}
-		if err := r.armReceive(now); err != nil {
+		until := r.nextStatus
+		if r.between != nil {
+			more, err := r.between(ctx)
+			switch {
+			case err == nil:
+			case ctx.Err() != nil:
+				return ctx.Err()
+			default:
+				return err
+			}
+			if poll := now.Add(betweenPoll); more && poll.Before(until) {
+				until = poll
+			}
+		}
+		if err := r.armReceive(now, until); err != nil {
 			return err
 		}
 		msg, err := r.conn.ReceiveMessage(context.Background())
@@ -198,8 +224,8 @@ func (r *walReader) run(ctx context.Context) error {
 	}
 }
 
-// armReceive bounds the next blocking receive by maxReceiveWait and the
-// next status update, with a read deadline on the connection rather than a
+// armReceive bounds the next blocking receive by maxReceiveWait and until
+// (the next status update, or sooner), with a read deadline on the connection rather than a
 // deadline context per message: that context costs a timer and a pgconn
 // context watcher per message, a tenth of the receive loop's CPU in the
 // stream profile (docs/BENCHMARKS.md, "What the profiles showed"). A
@@ -207,8 +233,8 @@ func (r *walReader) run(ctx context.Context) error {
 // update still holds, so a busy stream moves it a few times a second. A
 // timeout leaves the connection usable (pgconn closes it on any other read
 // error).
-func (r *walReader) armReceive(now time.Time) error {
-	if err := r.deadline.arm(r.conn.Conn(), now, r.nextStatus); err != nil {
+func (r *walReader) armReceive(now, until time.Time) error {
+	if err := r.deadline.arm(r.conn.Conn(), now, until); err != nil {
 		return fmt.Errorf("receive from slot %s: set read deadline: %w", r.slot, err)
 	}
 	return nil
