@@ -201,21 +201,32 @@ func (t *pgTx) Commit() error {
 
 // Rollback rolls the transaction back unless it has ended; sql.ErrTxDone
 // once it has.
+// A COMMIT that failed (a statement sent with it failed first, so the
+// server skipped it) leaves the transaction open, aborted: it is rolled
+// back here all the same, so that the connection goes back to the pool
+// idle with its temporary tables and prepared statements, instead of
+// being discarded at its next use (stdlib's ResetSession) and the batch's
+// retry paying for a new session.
 func (t *pgTx) Rollback() error {
-	if t.done {
-		return sql.ErrTxDone
-	}
+	done := t.done
 	t.done, t.pending = true, nil
 	if !t.begun {
+		if done {
+			return sql.ErrTxDone
+		}
 		return nil
 	}
-	return t.raw(func(pg *pgconn.PgConn) error {
+	err := t.raw(func(pg *pgconn.PgConn) error {
 		if pg.IsClosed() || pg.TxStatus() == 'I' {
 			return nil
 		}
 		_, err := pg.Exec(context.Background(), "ROLLBACK").ReadAll()
 		return err
 	})
+	if done && err == nil {
+		return sql.ErrTxDone
+	}
+	return err
 }
 
 // upsertCopy upserts rows through COPY into a temporary table. Not done

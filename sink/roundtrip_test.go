@@ -25,6 +25,7 @@ type readyCounter struct {
 	ln     net.Listener
 	target string
 	ready  atomic.Int64
+	conns  atomic.Int64 // connections accepted
 	wg     sync.WaitGroup
 }
 
@@ -58,6 +59,7 @@ func (rc *readyCounter) accept() {
 		if err != nil {
 			return
 		}
+		rc.conns.Add(1)
 		s, err := net.Dial("tcp", rc.target)
 		if err != nil {
 			c.Close()
@@ -95,7 +97,8 @@ func (rc *readyCounter) accept() {
 // TestBatchRoundTrips: a PostgreSQL batch of the steady state (the
 // partitions' offsets stored, updates going through the temporary table)
 // is two round trips: BEGIN with the lock, the column types, the offsets'
-// compare-and-set and the temporary table's TRUNCATE; COPY with the
+// compare-and-set and the temporary table's CREATE … IF NOT EXISTS (emptied
+// by every COMMIT); COPY with the
 // INSERT … SELECT and the COMMIT. A batch of new keys only (straight into
 // the table) is three: its COPY's outcome decides whether the temporary
 // table follows, and its savepoint is released by the COMMIT. Before,
@@ -168,6 +171,59 @@ func TestBatchRoundTrips(t *testing.T) {
 		if offs[p].next != 5 {
 			t.Errorf("offset of %v: got %d, want 5", p, offs[p].next)
 		}
+	}
+}
+
+// TestBatchFailedAtCommit: a batch whose INSERT, sent with the COMMIT,
+// fails (a CHECK the read model's owner added) stores nothing and moves
+// no offset; its transaction is rolled back, so the connection goes back
+// to the pool idle and the next batch runs on it, not on a new session.
+func TestBatchFailedAtCommit(t *testing.T) {
+	t.Parallel()
+	rc, url := proxyURL(t, postgresStore(t).fresh(t))
+	st := openTestStore(t, url)
+	ctx := t.Context()
+	if err := st.ensureSinkTables(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.db.ExecContext(ctx, `CREATE TABLE t (id bigint PRIMARY KEY, v text CHECK (v <> 'bad'))`); err != nil {
+		t.Fatal(err)
+	}
+	s := &Sink{cfg: Config{Model: ReadModel{Name: "m", Table: "t"}}, st: st}
+	p := tp{"a", 0}
+	at := int64(-1)
+	batch := func(v string) error {
+		next := map[tp]int64{p: max(at, 0) + 1}
+		err := s.commit(ctx, map[tp]int64{p: at}, next, func(tx batchTx) error {
+			return st.upsertRows(ctx, tx, "t", []string{"id", "v"}, 1, [][]any{{int64(1), "ok"}, {int64(2), v}})
+		})
+		if err == nil {
+			at = next[p]
+		}
+		return err
+	}
+	for _, v := range []string{"first", "second", "third"} { // the temporary table's path from the second on
+		if err := batch(v); err != nil {
+			t.Fatalf("batch %s: %v", v, err)
+		}
+	}
+	conns := rc.conns.Load()
+	if err := batch("bad"); err == nil || !strings.Contains(err.Error(), "check constraint") {
+		t.Fatalf("a batch breaking the table's CHECK: got %v, want the constraint's error", err)
+	}
+	var v string
+	var off int64
+	if err := st.db.QueryRowContext(ctx, `SELECT (SELECT v FROM t WHERE id = 2), (SELECT next_offset FROM replicator_sink_offsets)`).Scan(&v, &off); err != nil {
+		t.Fatal(err)
+	}
+	if v != "third" || off != at {
+		t.Errorf("after the failed batch: v %q, offset %d; want \"third\" and %d", v, off, at)
+	}
+	if err := batch("fourth"); err != nil {
+		t.Fatal(err)
+	}
+	if n := rc.conns.Load() - conns; n != 0 {
+		t.Errorf("%d new connections after a batch failed at its COMMIT; want the pooled one reused", n)
 	}
 }
 

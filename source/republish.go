@@ -396,7 +396,7 @@ func (st *stream) handleSignal(ctx context.Context, m *pglogrepl.LogicalDecoding
 		return st.cancelled(sig)
 	case signalLow:
 		if w := st.rp.window(sig.Run, sig.Seq); w != nil {
-			st.window = w
+			st.window = st.dropIfCancelled(w)
 		}
 	case signalHigh:
 		if w := st.window; w != nil && w.run == sig.Run && w.seq == sig.Seq {
@@ -407,7 +407,7 @@ func (st *stream) handleSignal(ctx context.Context, m *pglogrepl.LogicalDecoding
 		}
 		if sig.Next != 0 { // also the next chunk's low watermark
 			if w := st.rp.window(sig.Run, sig.Next); w != nil {
-				st.window = w
+				st.window = st.dropIfCancelled(w)
 			}
 		}
 	case signalReconcile:
@@ -476,10 +476,32 @@ func (st *stream) cancelled(sig signal) error {
 		return fmt.Errorf("cancel republish: %w", err)
 	}
 	if len(ids) > 0 {
+		// The rows of the job's chunks read but not handed over yet (up
+		// to republishInFlight chunks of maxRepublishChunkRows) are
+		// dropped: a cancel stops the job's records now, not after its
+		// chunks in flight.
+		if st.cancelledJobs == nil {
+			st.cancelledJobs = map[string]struct{}{}
+		}
+		for _, id := range ids {
+			st.cancelledJobs[id] = struct{}{}
+		}
+		for _, w := range st.windows() {
+			st.dropIfCancelled(w)
+		}
 		s.log.Info(LogRepublishCancelled, "ids", strings.Join(ids, ", "))
 		st.rp.wakeUp()
 	}
 	return nil
+}
+
+// dropIfCancelled marks the rows of w's chunk to be dropped, as a
+// TRUNCATE drops them, when its job was cancelled, and returns w.
+func (st *stream) dropIfCancelled(w *chunkWindow) *chunkWindow {
+	if _, ok := st.cancelledJobs[w.id]; ok {
+		w.truncated = true
+	}
+	return w
 }
 
 // noteRow is the stream's part between a chunk's watermarks, and after

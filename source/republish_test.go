@@ -307,6 +307,51 @@ func TestRepublish(t *testing.T) {
 		}
 	})
 
+	// A cancel stops the job's records at once: the rows of its chunks
+	// read and not yet handed over (held back by the bound on records
+	// unacknowledged) are dropped, not produced after the cancel.
+	t.Run("cancel drops the rows not handed over", func(t *testing.T) {
+		const chunk, rows, bound = 1000, 3000, 300
+		db := newDB(t, pg, "rep_cancel_slices", "CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL)")
+		db.exec(fmt.Sprintf("INSERT INTO items SELECT g, 0 FROM generate_series(1, %d) g", rows))
+		dir := t.TempDir()
+		h := newFakeHandler(false)
+		src := db.newSource(dir, nil, nil, "items")
+		src.republishBuffered = bound
+		r := run(t, src, h)
+		db.waitStreamable(dir)
+		r.waitChanges(t, h, "the initial snapshot", atLeast(rows))
+		h.mu.Lock()
+		h.hold = true
+		h.mu.Unlock()
+		from := len(h.got())
+		id, err := RequestRepublish(context.Background(), db.conn, db.name, []string{"public.items"}, RepublishOptions{ChunkRows: chunk})
+		if err != nil {
+			t.Fatal(err)
+		}
+		republished := func(cs []Change) []Change {
+			return filter(cs[from:], func(c Change) bool { return c.Republish == id })
+		}
+		r.waitChanges(t, h, "a first slice", func(cs []Change) bool { return len(republished(cs)) >= bound })
+		if err := CancelRepublish(context.Background(), db.conn, db.name, id); err != nil {
+			t.Fatal(err)
+		}
+		db.waitState(dir, "republish "+id+" cancelled", func(s snapshotState) bool {
+			return !slices.ContainsFunc(s.Republish, func(j republishJob) bool { return j.ID == id })
+		})
+		h.ackAll(t)
+		db.exec("INSERT INTO items VALUES (-1, -1)")
+		got := r.waitChanges(t, h, "the end marker", func(cs []Change) bool {
+			return slices.ContainsFunc(cs, func(c Change) bool { return c.Op == OpInsert && c.New[0].(int32) == -1 })
+		})
+		if n := len(republished(got)); n != bound {
+			t.Errorf("%d rows republished by a job cancelled after its first %d: the rows read and not handed over must be dropped", n, bound)
+		}
+		if err := r.stop(t); err != nil {
+			t.Fatal(err)
+		}
+	})
+
 	// Deterministic: rows of a chunk changed between its watermarks are
 	// dropped from it, so the stream's newer state stays the latest.
 	t.Run("changed between the watermarks", func(t *testing.T) {

@@ -47,6 +47,10 @@ type stream struct {
 	// whose rows may not all be acknowledged.
 	handing    []*handover
 	chunkMarks []*txnMark
+	// cancelledJobs are the republish jobs cancelled in this session:
+	// a chunk of theirs whose low watermark comes after the cancel
+	// (the republisher emitted it before it noticed) is dropped too.
+	cancelledJobs map[string]struct{}
 }
 
 func (st *stream) run(ctx context.Context, start pglogrepl.LSN) error {
