@@ -60,13 +60,16 @@ const MessagePrefix = "replicator"
 const RepublishChunkBytes = 8 << 20
 
 // Rows of the chunks sized by bytes: the first one's, before a row size is
-// known, and the most in one chunk (rows of a few bytes would otherwise
-// make chunks of a million). What a stream change finds ahead of it in the
-// producer is bounded by republishBuffered, not by the chunk: a chunk is
-// handed over in slices.
+// known, and the most in one chunk. What a stream change finds ahead of it
+// in the producer is bounded by republishBuffered, not by the chunk (a
+// chunk is handed over in slices), yet the stream's p99 during a republish
+// still rose with larger chunks, and their throughput did not: with slices,
+// chunks of at most 10,000 rows gave p99 28-46 ms and 414k-434k rows/s in
+// the benchmark, chunks of 31,000 (8 MB, under a cap of 100,000) 53-125 ms
+// and 386k-456k rows/s (bench/analysis.md, 2026-12-07).
 const (
 	firstChunkRows        = 100
-	maxRepublishChunkRows = 100_000
+	maxRepublishChunkRows = 10_000
 )
 
 // nextChunkRows is the rows of the chunk after one of rows rows and bytes
