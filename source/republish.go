@@ -624,6 +624,9 @@ func (st *stream) handOver(ctx context.Context) error {
 	room := st.republishRoom()
 	for room > 0 && len(st.handing) > 0 {
 		h := st.handing[0]
+		if err := st.sameShapeAsRead(h.w.table); err != nil {
+			return err
+		}
 		n, err := st.hand(ctx, h, room)
 		if err != nil {
 			return err
@@ -639,6 +642,31 @@ func (st *stream) handOver(ctx context.Context) error {
 		st.handing = st.handing[1:]
 	}
 	return nil
+}
+
+// sameShapeAsRead fails when the stream has followed a change of table
+// idx's columns: a chunk's rows were read in the shape of the start
+// (readChunk selects its columns), and the handler, which follows the
+// stream's shape, would map them by position onto the new one (a column
+// dropped and another added would swap values silently). A restart reads
+// the rest in the new shape, from the last chunk completed.
+func (st *stream) sameShapeAsRead(idx int) error {
+	read := &st.src.tables[idx]
+	now, ok := st.shapes[idx]
+	if !ok || now == read || sameColumns(now, read) {
+		return nil
+	}
+	return fmt.Errorf("republish of %s: the table's columns changed while it was republished (its chunks were read as [%s], the stream now has [%s]); restart replicator: the republish goes on from its last completed chunk, read in the new shape",
+		read.QualifiedName(), columnNames(read), columnNames(now))
+}
+
+// sameColumns reports whether a and b have the same columns, as the rows of
+// a chunk and the stream decode them: names, type OIDs and numeric
+// precision and scale.
+func sameColumns(a, b *relation.Table) bool {
+	return slices.EqualFunc(a.Columns, b.Columns, func(x, y relation.Column) bool {
+		return x.Name == y.Name && x.Type.OID == y.Type.OID && x.Type.Precision == y.Type.Precision && x.Type.Scale == y.Type.Scale
+	})
 }
 
 // republishRoom is how many more republished records may be handed over

@@ -352,6 +352,53 @@ func TestRepublish(t *testing.T) {
 		}
 	})
 
+	// The rows of a chunk are in the shape the table had at the start; once
+	// the stream has followed a change of its columns they are not handed
+	// over in it (the handler would map them by position onto the new
+	// shape): the run stops, saying so, and a restart goes on in the new
+	// shape.
+	t.Run("columns changed during a republish", func(t *testing.T) {
+		const chunk, rows, bound = 1000, 3000, 300
+		db := newDB(t, pg, "rep_shape", "CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL)")
+		db.exec(fmt.Sprintf("INSERT INTO items SELECT g, 0 FROM generate_series(1, %d) g", rows))
+		dir := t.TempDir()
+		h := &followingHandler{fakeHandler: newFakeHandler(false)}
+		src := db.newSource(dir, nil, nil, "items")
+		src.republishBuffered = bound
+		r := run(t, src, h)
+		db.waitStreamable(dir)
+		r.waitChanges(t, h.fakeHandler, "the initial snapshot", atLeast(rows))
+		h.mu.Lock()
+		h.hold = true
+		h.mu.Unlock()
+		from := len(h.got())
+		id, err := RequestRepublish(context.Background(), db.conn, db.name, []string{"public.items"}, RepublishOptions{ChunkRows: chunk})
+		if err != nil {
+			t.Fatal(err)
+		}
+		republished := func(cs []Change) []Change {
+			return filter(cs[from:], func(c Change) bool { return c.Republish == id })
+		}
+		r.waitChanges(t, h.fakeHandler, "a first slice", func(cs []Change) bool { return len(republished(cs)) >= bound })
+		db.exec("ALTER TABLE items ADD COLUMN w text")
+		db.exec("INSERT INTO items VALUES (0, 5, 'x')")
+		r.waitChanges(t, h.fakeHandler, "the insert in the new shape", func(cs []Change) bool {
+			return slices.ContainsFunc(cs, func(c Change) bool { return c.Op == OpInsert && c.New[0].(int32) == 0 })
+		})
+		h.ackAll(t)
+		select {
+		case <-r.done:
+		case <-time.After(waitTimeout):
+			t.Fatal("the run went on handing over rows read in the old shape")
+		}
+		if r.err == nil || !strings.Contains(r.err.Error(), "columns changed while it was republished") || !strings.Contains(r.err.Error(), "[id, v, w]") {
+			t.Errorf("run ended with %v, want the shape change named", r.err)
+		}
+		if n := len(republished(h.got())); n != bound {
+			t.Errorf("%d rows republished; want the %d handed over before the change", n, bound)
+		}
+	})
+
 	// Deterministic: rows of a chunk changed between its watermarks are
 	// dropped from it, so the stream's newer state stays the latest.
 	t.Run("changed between the watermarks", func(t *testing.T) {
