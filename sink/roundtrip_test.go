@@ -94,6 +94,16 @@ func (rc *readyCounter) accept() {
 	}
 }
 
+// sinkTablesStore opens the store of url with the sink's own tables.
+func sinkTablesStore(t *testing.T, url string) *store {
+	t.Helper()
+	st := openTestStore(t, url)
+	if err := st.ensureSinkTables(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
 // TestBatchRoundTrips: a PostgreSQL batch of the steady state (the
 // partitions' offsets stored, updates going through the temporary table)
 // is two round trips: BEGIN with the lock, the column types, the offsets'
@@ -107,11 +117,8 @@ func (rc *readyCounter) accept() {
 func TestBatchRoundTrips(t *testing.T) {
 	t.Parallel()
 	rc, url := proxyURL(t, postgresStore(t).fresh(t))
-	st := openTestStore(t, url)
+	st := sinkTablesStore(t, url)
 	ctx := t.Context()
-	if err := st.ensureSinkTables(ctx); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := st.db.ExecContext(ctx, `CREATE TABLE t (id bigint PRIMARY KEY, v text)`); err != nil {
 		t.Fatal(err)
 	}
@@ -181,11 +188,8 @@ func TestBatchRoundTrips(t *testing.T) {
 func TestBatchFailedAtCommit(t *testing.T) {
 	t.Parallel()
 	rc, url := proxyURL(t, postgresStore(t).fresh(t))
-	st := openTestStore(t, url)
+	st := sinkTablesStore(t, url)
 	ctx := t.Context()
-	if err := st.ensureSinkTables(ctx); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := st.db.ExecContext(ctx, `CREATE TABLE t (id bigint PRIMARY KEY, v text CHECK (v <> 'bad'))`); err != nil {
 		t.Fatal(err)
 	}
@@ -232,11 +236,8 @@ func TestBatchFailedAtCommit(t *testing.T) {
 // errFenced: no row stored, no offset moved.
 func TestBatchFoldedFence(t *testing.T) {
 	t.Parallel()
-	st := openTestStore(t, postgresStore(t).fresh(t))
+	st := sinkTablesStore(t, postgresStore(t).fresh(t))
 	ctx := t.Context()
-	if err := st.ensureSinkTables(ctx); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := st.db.ExecContext(ctx, `CREATE TABLE t (id bigint PRIMARY KEY, v text)`); err != nil {
 		t.Fatal(err)
 	}
@@ -281,17 +282,8 @@ func TestBatchFoldedFence(t *testing.T) {
 //
 //	go test -run '^$' -bench BatchPostgres -benchtime 3000x ./sink/
 func BenchmarkBatchPostgres(b *testing.B) {
-	cl := pgtest.Start(b)
-	name := fmt.Sprintf("batch_%d", b.N)
-	if err := cl.CreateDatabase(b.Context(), name); err != nil {
-		b.Fatal(err)
-	}
-	db, d, err := openStore(cl.DSN(name))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer db.Close()
-	st := &store{db: db, d: d}
+	st := benchStore(b, pgtest.Start(b), fmt.Sprintf("batch_%d", b.N))
+	db := st.db
 	ctx := b.Context()
 	if err := st.ensureSinkTables(ctx); err != nil {
 		b.Fatal(err)

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/replicator/replicator/pgcluster"
 	"github.com/replicator/replicator/pgcluster/pgtest"
 )
 
@@ -340,16 +341,8 @@ func BenchmarkUpsertPostgres(b *testing.B) {
 	cl := pgtest.Start(b)
 	for _, form := range []string{"unnest", "copy-temp", "copy"} {
 		b.Run(form, func(b *testing.B) {
-			name := fmt.Sprintf("bench_%s_%d", form, b.N) // run once with N=1, then with N
-			if err := cl.CreateDatabase(b.Context(), name); err != nil {
-				b.Fatal(err)
-			}
-			db, d, err := openStore(cl.DSN(name))
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer db.Close()
-			st := &store{db: db, d: d}
+			st := benchStore(b, cl, fmt.Sprintf("bench_%s_%d", form, b.N)) // run once with N=1, then with N
+			db := st.db
 			if form == "copy-temp" { // never straight into the table
 				st.skipDirect = map[string]int{"t": math.MaxInt}
 			}
@@ -372,6 +365,7 @@ func BenchmarkUpsertPostgres(b *testing.B) {
 				}
 				b.StartTimer()
 				var tx batchTx
+				var err error
 				if form != "unnest" {
 					tx, err = st.begin(ctx)
 				} else {
@@ -837,16 +831,8 @@ func BenchmarkUpsertPostgresSmall(b *testing.B) {
 	cl := pgtest.Start(b)
 	for _, form := range []string{"statement", "copy"} {
 		b.Run(form, func(b *testing.B) {
-			name := fmt.Sprintf("small_%s_%d", form, b.N)
-			if err := cl.CreateDatabase(b.Context(), name); err != nil {
-				b.Fatal(err)
-			}
-			db, d, err := openStore(cl.DSN(name))
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer db.Close()
-			st := &store{db: db, d: d}
+			st := benchStore(b, cl, fmt.Sprintf("small_%s_%d", form, b.N))
+			db := st.db
 			if form == "statement" {
 				st.statementBelow = 1000
 			}
@@ -912,4 +898,19 @@ func queryRow(ctx context.Context, tx batchTx, query string, dest ...any) error 
 		return err
 	}
 	return rows.Close()
+}
+
+// benchStore opens a store on a new database name of cl, closed when b
+// ends.
+func benchStore(b *testing.B, cl *pgcluster.Cluster, name string) *store {
+	b.Helper()
+	if err := cl.CreateDatabase(b.Context(), name); err != nil {
+		b.Fatal(err)
+	}
+	db, d, err := openStore(cl.DSN(name))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { db.Close() })
+	return &store{db: db, d: d}
 }

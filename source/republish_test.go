@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/replicator/replicator/pgcluster"
 	"github.com/replicator/replicator/pgcluster/pgtest"
 	"github.com/replicator/replicator/relation"
 )
@@ -257,28 +258,10 @@ func TestRepublish(t *testing.T) {
 	// chunk, not behind it; and a row of the rest whose key changed
 	// meanwhile is dropped, as one changed between the watermarks is.
 	t.Run("chunk handed over in slices", func(t *testing.T) {
-		const chunk, rows, bound = 1000, 3000, 300
-		db := newDB(t, pg, "rep_slices", "CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL)")
-		db.exec(fmt.Sprintf("INSERT INTO items SELECT g, 0 FROM generate_series(1, %d) g", rows))
-		dir := t.TempDir()
+		const rows, bound = heldRows, heldBound
 		h := newFakeHandler(false)
-		src := db.newSource(dir, nil, nil, "items")
-		src.republishBuffered = bound
-		r := run(t, src, h)
-		db.waitStreamable(dir)
-		r.waitChanges(t, h, "the initial snapshot", atLeast(rows))
-		h.mu.Lock()
-		h.hold = true
-		h.mu.Unlock()
-		from := len(h.got())
-		id, err := RequestRepublish(context.Background(), db.conn, db.name, []string{"public.items"}, RepublishOptions{ChunkRows: chunk})
-		if err != nil {
-			t.Fatal(err)
-		}
-		republished := func(cs []Change) []Change {
-			return filter(cs[from:], func(c Change) bool { return c.Republish == id })
-		}
-		r.waitChanges(t, h, "a first slice", func(cs []Change) bool { return len(republished(cs)) >= bound })
+		hr := startHeldRepublish(t, pg, "rep_slices", h, h)
+		db, dir, r, id, from, republished := hr.db, hr.dir, hr.r, hr.id, hr.from, hr.republished
 		// Key 0 is before every chunk: no chunk reads it.
 		db.exec("UPDATE items SET v = 7 WHERE id = 800; DELETE FROM items WHERE id = 900; INSERT INTO items VALUES (0, 5)")
 		isMarker := func(c Change) bool { return c.Op == OpInsert && c.New[0].(int32) == 0 }
@@ -311,28 +294,10 @@ func TestRepublish(t *testing.T) {
 	// read and not yet handed over (held back by the bound on records
 	// unacknowledged) are dropped, not produced after the cancel.
 	t.Run("cancel drops the rows not handed over", func(t *testing.T) {
-		const chunk, rows, bound = 1000, 3000, 300
-		db := newDB(t, pg, "rep_cancel_slices", "CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL)")
-		db.exec(fmt.Sprintf("INSERT INTO items SELECT g, 0 FROM generate_series(1, %d) g", rows))
-		dir := t.TempDir()
+		const bound = heldBound
 		h := newFakeHandler(false)
-		src := db.newSource(dir, nil, nil, "items")
-		src.republishBuffered = bound
-		r := run(t, src, h)
-		db.waitStreamable(dir)
-		r.waitChanges(t, h, "the initial snapshot", atLeast(rows))
-		h.mu.Lock()
-		h.hold = true
-		h.mu.Unlock()
-		from := len(h.got())
-		id, err := RequestRepublish(context.Background(), db.conn, db.name, []string{"public.items"}, RepublishOptions{ChunkRows: chunk})
-		if err != nil {
-			t.Fatal(err)
-		}
-		republished := func(cs []Change) []Change {
-			return filter(cs[from:], func(c Change) bool { return c.Republish == id })
-		}
-		r.waitChanges(t, h, "a first slice", func(cs []Change) bool { return len(republished(cs)) >= bound })
+		hr := startHeldRepublish(t, pg, "rep_cancel_slices", h, h)
+		db, dir, r, id, republished := hr.db, hr.dir, hr.r, hr.id, hr.republished
 		if err := CancelRepublish(context.Background(), db.conn, db.name, id); err != nil {
 			t.Fatal(err)
 		}
@@ -358,28 +323,10 @@ func TestRepublish(t *testing.T) {
 	// shape): the run stops, saying so, and a restart goes on in the new
 	// shape.
 	t.Run("columns changed during a republish", func(t *testing.T) {
-		const chunk, rows, bound = 1000, 3000, 300
-		db := newDB(t, pg, "rep_shape", "CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL)")
-		db.exec(fmt.Sprintf("INSERT INTO items SELECT g, 0 FROM generate_series(1, %d) g", rows))
-		dir := t.TempDir()
+		const bound = heldBound
 		h := &followingHandler{fakeHandler: newFakeHandler(false)}
-		src := db.newSource(dir, nil, nil, "items")
-		src.republishBuffered = bound
-		r := run(t, src, h)
-		db.waitStreamable(dir)
-		r.waitChanges(t, h.fakeHandler, "the initial snapshot", atLeast(rows))
-		h.mu.Lock()
-		h.hold = true
-		h.mu.Unlock()
-		from := len(h.got())
-		id, err := RequestRepublish(context.Background(), db.conn, db.name, []string{"public.items"}, RepublishOptions{ChunkRows: chunk})
-		if err != nil {
-			t.Fatal(err)
-		}
-		republished := func(cs []Change) []Change {
-			return filter(cs[from:], func(c Change) bool { return c.Republish == id })
-		}
-		r.waitChanges(t, h.fakeHandler, "a first slice", func(cs []Change) bool { return len(republished(cs)) >= bound })
+		hr := startHeldRepublish(t, pg, "rep_shape", h.fakeHandler, h)
+		db, r, republished := hr.db, hr.r, hr.republished
 		db.exec("ALTER TABLE items ADD COLUMN w text")
 		db.exec("INSERT INTO items VALUES (0, 5, 'x')")
 		r.waitChanges(t, h.fakeHandler, "the insert in the new shape", func(cs []Change) bool {
@@ -789,4 +736,48 @@ func TestNextChunkRows(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The held republish of startHeldRepublish: a table of heldRows rows, at
+// most heldBound republished records unacknowledged, chunks of heldChunk.
+const heldChunk, heldRows, heldBound = 1000, 3000, 300
+
+// heldRepublish is a run whose handler holds every acknowledgement, in the
+// middle of a republish of items that has handed over its first slice.
+type heldRepublish struct {
+	db          *testDB
+	dir         string
+	r           *running
+	id          string
+	from        int // the changes before the request
+	republished func([]Change) []Change
+}
+
+// startHeldRepublish runs a source of a new database name's items table
+// (heldRows rows) with handler (which records into h), holds h's
+// acknowledgements once the snapshot is in, requests a republish in
+// chunks of heldChunk rows and waits for its first slice.
+func startHeldRepublish(t *testing.T, pg *pgcluster.Cluster, name string, h *fakeHandler, handler Handler) heldRepublish {
+	t.Helper()
+	db := newDB(t, pg, name, "CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL)")
+	db.exec(fmt.Sprintf("INSERT INTO items SELECT g, 0 FROM generate_series(1, %d) g", heldRows))
+	dir := t.TempDir()
+	src := db.newSource(dir, nil, nil, "items")
+	src.republishBuffered = heldBound
+	r := run(t, src, handler)
+	db.waitStreamable(dir)
+	r.waitChanges(t, h, "the initial snapshot", atLeast(heldRows))
+	h.mu.Lock()
+	h.hold = true
+	h.mu.Unlock()
+	from := len(h.got())
+	id, err := RequestRepublish(context.Background(), db.conn, db.name, []string{"public.items"}, RepublishOptions{ChunkRows: heldChunk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	republished := func(cs []Change) []Change {
+		return filter(cs[from:], func(c Change) bool { return c.Republish == id })
+	}
+	r.waitChanges(t, h, "a first slice", func(cs []Change) bool { return len(republished(cs)) >= heldBound })
+	return heldRepublish{db: db, dir: dir, r: r, id: id, from: from, republished: republished}
 }
