@@ -427,12 +427,7 @@ func (s *store) checkedTypes(table string, cols []string, r *pgconn.Result) ([]s
 	for _, row := range r.Rows {
 		known[string(row[0])] = string(row[1])
 	}
-	s.mu.Lock()
-	if s.pgTypes == nil {
-		s.pgTypes = map[string]map[string]string{}
-	}
-	s.pgTypes[table] = known
-	s.mu.Unlock()
+	s.cacheTypes(table, known)
 	return typesOf(s.d, table, known, cols)
 }
 

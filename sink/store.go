@@ -740,14 +740,20 @@ func (s *store) pgColumnTypes(ctx context.Context, tx batchTx, table string, col
 		if err != nil {
 			return nil, fmt.Errorf("read the column types of table %s: %w", s.d.quote(table), err)
 		}
-		s.mu.Lock()
-		if s.pgTypes == nil {
-			s.pgTypes = map[string]map[string]string{}
-		}
-		s.pgTypes[table] = known
-		s.mu.Unlock()
+		s.cacheTypes(table, known)
 	}
 	return typesOf(s.d, table, known, cols)
+}
+
+// cacheTypes keeps table's column types as last read (pgColumnTypes'
+// cache, which every COPY batch refreshes).
+func (s *store) cacheTypes(table string, known map[string]string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pgTypes == nil {
+		s.pgTypes = map[string]map[string]string{}
+	}
+	s.pgTypes[table] = known
 }
 
 // pgTypesQuery selects the name and type of each column of the table
