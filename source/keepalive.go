@@ -69,8 +69,9 @@ func (g *stallGuard) run(ctx context.Context, conn *pgconn.PgConn, interval time
 				lsn := pglogrepl.LSN(g.lsn.Load())
 				if err := pglogrepl.SendStandbyStatusUpdate(ctx, conn, pglogrepl.StandbyStatusUpdate{WALWritePosition: lsn}); err != nil {
 					// The stream meets the broken connection itself once
-					// the hand-over ends.
-					log.Debug("status update while blocked failed", "error", err)
+					// the hand-over ends; until then the server may drop
+					// it after wal_sender_timeout, which is worth a line.
+					log.Warn("status update while blocked failed", "error", err)
 				} else {
 					log.Debug("status update while blocked", "lsn", lsn, "blocked_for", now.Sub(time.Unix(0, since)).Round(time.Millisecond))
 				}

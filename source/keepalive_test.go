@@ -21,6 +21,11 @@ func TestStatusWhileHandOverBlocks(t *testing.T) {
 	db := newDB(t, pg, "stall", `CREATE TABLE items (id int PRIMARY KEY)`)
 	dir := t.TempDir()
 	logs := &logBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() { // the guard's status updates are logged at debug
+			t.Logf("source log:\n%s", logs.String())
+		}
+	})
 	h := newFakeHandler(false)
 	blocked, release := make(chan struct{}), make(chan struct{})
 	h.before = func(ctx context.Context, n int, _ *Change) error {
