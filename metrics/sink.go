@@ -20,11 +20,12 @@ type SinkSource interface {
 }
 
 // Sinks is the collector and health of `replicator sink`: counters, lag
-// per partition and state per read model, and the batch latency
-// histogram. Safe for concurrent use.
+// per partition and state per read model, and the histograms of batch
+// latency and of freshness (commit to visible). Safe for concurrent use.
 type Sinks struct {
 	stall   time.Duration
 	latency *prometheus.HistogramVec
+	visible *prometheus.HistogramVec
 	descs   sinkDescs
 
 	mu    sync.Mutex // guards sinks
@@ -49,6 +50,12 @@ func NewSinks(stall time.Duration) *Sinks {
 			Help:    "Time to decode, write and commit one batch (one poll's records) in the read-model store.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12), // 1 ms … ~60 s
 		}, []string{"read_model"}),
+		visible: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "replicator_sink_commit_to_visible_seconds",
+			Help: "Per applied record: from its commit in the source (its commit_ts header) to the commit of its batch in the read-model store, " +
+				"i.e. how stale the read model is. Snapshot and republish rows carry the time of their snapshot or chunk; records without the header are not counted.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 17), // 1 ms … ~65 s
+		}, []string{"read_model"}),
 		descs: sinkDescs{
 			applied:      d("replicator_sink_records_applied_total", "Records consumed and committed in the read-model store (dead-lettered ones included).", "read_model"),
 			deadLettered: d("replicator_sink_records_dead_lettered_total", "Poison records sent to the read model's dead-letter topic.", "read_model"),
@@ -63,14 +70,16 @@ func NewSinks(stall time.Duration) *Sinks {
 	}
 }
 
-// Observer is name's batch observer, its histogram child resolved once.
+// Observer is name's batch observer, its histograms' children resolved once.
 func (m *Sinks) Observer(name string) sink.BatchObserver {
-	return batchObserver{m.latency.WithLabelValues(name)}
+	return batchObserver{apply: m.latency.WithLabelValues(name), visible: m.visible.WithLabelValues(name)}
 }
 
-type batchObserver struct{ h prometheus.Observer }
+type batchObserver struct{ apply, visible prometheus.Observer }
 
-func (b batchObserver) ObserveBatch(_ int, took time.Duration) { b.h.Observe(took.Seconds()) }
+func (b batchObserver) ObserveBatch(_ int, took time.Duration) { b.apply.Observe(took.Seconds()) }
+
+func (b batchObserver) ObserveVisible(d time.Duration) { b.visible.Observe(d.Seconds()) }
 
 // Attach adds the read models' sinks (before the server is started or
 // after: a scrape sees those attached by then).
@@ -93,8 +102,10 @@ func (m *Sinks) AddTo(reg prometheus.Registerer, h *Health) error {
 	if err := reg.Register(m); err != nil {
 		return fmt.Errorf("register sink metrics: %w", err)
 	}
-	if err := reg.Register(m.latency); err != nil {
-		return fmt.Errorf("register sink metrics: %w", err)
+	for _, c := range []prometheus.Collector{m.latency, m.visible} {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("register sink metrics: %w", err)
+		}
 	}
 	h.AddReady("sink", m.ready)
 	for _, s := range m.all() {

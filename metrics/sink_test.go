@@ -111,6 +111,8 @@ func TestSinksCollect(t *testing.T) {
 	m := NewSinks(time.Minute)
 	m.Attach(a)
 	m.Observer("a").ObserveBatch(42, 20*time.Millisecond)
+	m.Observer("a").ObserveVisible(30 * time.Millisecond)
+	m.Observer("a").ObserveVisible(2 * time.Second)
 	want := `
 # HELP replicator_sink_lag_records Records of an assigned partition not yet applied: its end offset (at the last fetch) minus the offset stored with the rows.
 # TYPE replicator_sink_lag_records gauge
@@ -155,7 +157,18 @@ replicator_sink_read_model_running{read_model="a"} 1
 	if h := mfs[0].GetMetric()[0].GetHistogram(); h.GetSampleCount() != 1 || h.GetSampleSum() != 0.02 {
 		t.Errorf("batch latency: %d samples summing to %v s, want 1 of 0.02 s", h.GetSampleCount(), h.GetSampleSum())
 	}
-	for _, c := range []prometheus.Collector{m, m.latency} {
+	reg = prometheus.NewRegistry()
+	reg.MustRegister(m.visible)
+	if mfs, err = reg.Gather(); err != nil {
+		t.Fatal(err)
+	}
+	if len(mfs) != 1 || len(mfs[0].GetMetric()) != 1 {
+		t.Fatalf("commit to visible: %v, want one histogram for read model a", mfs)
+	}
+	if h := mfs[0].GetMetric()[0].GetHistogram(); h.GetSampleCount() != 2 || h.GetSampleSum() != 2.03 {
+		t.Errorf("commit to visible: %d samples summing to %v s, want 2 of 2.03 s", h.GetSampleCount(), h.GetSampleSum())
+	}
+	for _, c := range []prometheus.Collector{m, m.latency, m.visible} {
 		problems, err := testutil.CollectAndLint(c)
 		if err != nil {
 			t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hamba/avro/v2"
+	"github.com/replicator/replicator/cdc"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -63,10 +64,14 @@ type Config struct {
 }
 
 // BatchObserver is told of each batch committed in the store: how many
-// records and how long decoding, writing and committing took. Called on
-// the poll loop: it must be cheap.
+// records and how long decoding, writing and committing took; and, for
+// each of its records that carries a commit_ts header, how long after
+// that commit in the source the batch committed: the read model's
+// freshness, which a record count (the lag in records) does not tell.
+// Called on the poll loop: it must be cheap.
 type BatchObserver interface {
 	ObserveBatch(records int, took time.Duration)
+	ObserveVisible(sinceCommit time.Duration)
 }
 
 // State is where a read model's sink is in its life.
@@ -545,7 +550,7 @@ func (s *Sink) processDecoded(ctx context.Context, b *decodedBatch) error {
 	})
 	switch {
 	case err == nil:
-		s.committed(next, int64(len(todo)))
+		s.committed(next, todo)
 		return nil
 	case errors.Is(err, errFenced):
 		return s.fence(ctx, err)
@@ -570,7 +575,7 @@ func (s *Sink) processDecoded(ctx context.Context, b *decodedBatch) error {
 // oneByOne applies records in order, each in its own transaction with its
 // partition's offset, so that a record the store rejects is isolated.
 func (s *Sink) oneByOne(ctx context.Context, todo []*kgo.Record, entries []entry, decoded map[*kgo.Record]int, expected map[tp]int64) error {
-	for _, r := range todo {
+	for j, r := range todo {
 		k := tp{r.Topic, r.Partition}
 		next := map[tp]int64{k: r.Offset + 1}
 		exp := map[tp]int64{k: expected[k]}
@@ -617,7 +622,7 @@ func (s *Sink) oneByOne(ctx context.Context, todo []*kgo.Record, entries []entry
 			}
 		}
 		expected[k] = r.Offset + 1
-		s.committed(next, 1)
+		s.committed(next, todo[j:j+1])
 	}
 	return nil
 }
@@ -677,10 +682,24 @@ func (s *Sink) commit(ctx context.Context, expected, next map[tp]int64, write fu
 	return nil
 }
 
-// committed records a committed batch: the expected offsets move, and the
-// group's offsets are committed for monitoring (lag tools); the store stays
-// the truth, so a failure there is only logged.
-func (s *Sink) committed(next map[tp]int64, n int64) {
+// committed records a committed batch of recs: the expected offsets move,
+// the observer hears how fresh they are, and the group's offsets are
+// committed for monitoring (lag tools); the store stays the truth, so a
+// failure there is only logged.
+func (s *Sink) committed(next map[tp]int64, recs []*kgo.Record) {
+	n := int64(len(recs))
+	if obs := s.cfg.Observer; obs != nil {
+		now := time.Now()
+		for _, r := range recs {
+			// A producer may leave the header out (the contract's
+			// consumers need only key and value): nothing to tell then.
+			if v, ok := cdc.Header(r.Headers, cdc.HeaderCommitTime); ok {
+				if at, err := cdc.ParseCommitTime(v); err == nil {
+					obs.ObserveVisible(max(now.Sub(at), 0)) // clocks of two hosts
+				}
+			}
+		}
+	}
 	s.mu.Lock()
 	for k, v := range next {
 		if _, ok := s.expected[k]; ok {

@@ -1,7 +1,12 @@
 package sink
 
 import (
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/replicator/replicator/cdc"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // A batch the store rejects is applied again record by record, one
@@ -27,5 +32,57 @@ func TestStatsCountABatchOnceWhenSplit(t *testing.T) {
 	got := r.s.Stats()
 	if got.Batches != 1 || got.Split != 1 || got.Records != 6 || got.DeadLettered != 1 {
 		t.Errorf("stats %+v: got %d batches, %d split, %d records, %d dead-lettered; want 1, 1, 6, 1", got, got.Batches, got.Split, got.Records, got.DeadLettered)
+	}
+}
+
+// recordingObserver keeps what the sink tells its observer.
+type recordingObserver struct {
+	mu      sync.Mutex
+	visible []time.Duration
+}
+
+func (o *recordingObserver) ObserveBatch(int, time.Duration) {}
+
+func (o *recordingObserver) ObserveVisible(d time.Duration) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.visible = append(o.visible, d)
+}
+
+// The observer hears, per applied record that carries a commit_ts header,
+// how long after that commit its batch committed in the store; a record
+// without the header (another producer's) is applied and not counted.
+func TestObserverHearsFreshness(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	w := e.topic("customers", customersKey, customersValue)
+	stamp := func(r *kgo.Record, at time.Time) *kgo.Record {
+		r.Headers = append(r.Headers, kgo.RecordHeader{Key: cdc.HeaderCommitTime, Value: []byte(at.UTC().Format(cdc.CommitTimeLayout))})
+		return r
+	}
+	record := func(id int64, name string) *kgo.Record {
+		k, v := cust(id, name, nil)
+		return &kgo.Record{Topic: w.name, Key: frame(t, w.keyID, w.key, k), Value: frame(t, w.valueID, w.value, v)}
+	}
+	old := time.Now().Add(-time.Hour)
+	before := time.Now()
+	w.produce(stamp(record(1, "ann"), old))
+	w.produce(stamp(record(2, "bo"), before))
+	w.produce(record(3, "cy")) // no commit_ts
+	obs := &recordingObserver{}
+	store := sqliteStore().fresh(t)
+	r := e.start(customerModel("profile"), store, func(c *Config) { c.Observer = obs })
+	r.waitRecords(t, 3)
+	elapsed := time.Since(before)
+	obs.mu.Lock()
+	defer obs.mu.Unlock()
+	if len(obs.visible) != 2 {
+		t.Fatalf("observed %d freshness values (%v), want 2: one per record with a commit_ts header", len(obs.visible), obs.visible)
+	}
+	if d := obs.visible[0]; d < time.Hour || d > time.Hour+elapsed {
+		t.Errorf("record committed an hour ago: observed %v, want between 1h and 1h+%v", d, elapsed)
+	}
+	if d := obs.visible[1]; d < 0 || d > elapsed {
+		t.Errorf("record committed just before: observed %v, want between 0 and %v", d, elapsed)
 	}
 }

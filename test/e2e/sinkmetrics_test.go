@@ -133,6 +133,17 @@ read_models:
 	if batches < 2 || observed != uint64(batches) {
 		t.Errorf("batches %v, batch latency observations %d: want one observation per batch (at least 2)", batches, observed)
 	}
+	// Every record run produced carries its commit time: one freshness
+	// observation per applied record.
+	var fresh uint64
+	if f := s["replicator_sink_commit_to_visible_seconds"]; f != nil {
+		for _, m := range f.GetMetric() {
+			fresh += m.GetHistogram().GetSampleCount()
+		}
+	}
+	if fresh != 320 {
+		t.Errorf("commit to visible observations %d, want 320 (one per applied record)", fresh)
+	}
 	if code, body := probe(t, sinkMetrics, "/healthz"); code != http.StatusOK {
 		t.Errorf("/healthz %d: %s", code, body)
 	}
