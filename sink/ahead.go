@@ -18,7 +18,6 @@ type decodedBatch struct {
 	ents []entry
 	errs []error
 	n    int
-	copy *copyAhead // its rows' COPY text, when all converted (PostgreSQL)
 }
 
 // decodeAhead decodes recs with the sources' ahead decoders. It stops
@@ -60,29 +59,7 @@ func (s *Sink) decodeAhead(ctx context.Context, recs []*kgo.Record) *decodedBatc
 			}
 		}
 	}
-	if convert && b.n == len(recs) {
-		b.copy = s.copyAhead(b)
-	}
 	return b
-}
-
-// copyAhead encodes the COPY text of a batch whose every record was
-// decoded and converted to a row (none a tombstone or a poison record):
-// the rows write will upsert, unless the batch holds a key twice or
-// records applied already (upsertCopy then encodes as before).
-func (s *Sink) copyAhead(b *decodedBatch) *copyAhead {
-	rows := make([][]any, len(b.ents))
-	for i, e := range b.ents {
-		if e.row == nil || b.errs[i] != nil {
-			return nil
-		}
-		rows[i] = e.row
-	}
-	c := s.st.encodeAhead(s.a.p.model.Table, s.a.p.columnNames(), rows, int(s.aheadSize.Load()))
-	if c != nil {
-		s.aheadSize.Store(int64(len(c.text) + len(c.text)/8))
-	}
-	return c
 }
 
 // pollAhead polls the next batch and decodes it in a goroutine of its

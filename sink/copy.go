@@ -314,7 +314,6 @@ func (s *store) upsertCopy(ctx context.Context, tx batchTx, table string, cols [
 			if data.types, err = s.checkedTypes(table, cols, rs[1]); err != nil {
 				return err
 			}
-			s.ahead.use(table, data)
 			direct, err := s.copyDirect(ctx, pg, table, list, data)
 			if err != nil || direct {
 				return err
@@ -354,7 +353,6 @@ func (s *store) upsertCopy(ctx context.Context, tx batchTx, table string, cols [
 			}
 		}
 		s.copied[tmp] = true
-		s.ahead.use(table, data)
 		if !data.encodeAll() {
 			noText = true
 			return nil

@@ -163,10 +163,6 @@ type Sink struct {
 	// the poll loop's goroutine only.
 	groupPending map[string]map[int32]kgo.EpochOffset
 	groupAt      time.Time
-
-	// aheadSize is the size to allocate for the next batch's COPY text
-	// encoded ahead (the last one's, and some): its buffer grows once.
-	aheadSize atomic.Int64
 }
 
 // tpo is a record's position.
@@ -545,8 +541,6 @@ func (s *Sink) processDecoded(ctx context.Context, b *decodedBatch) error {
 	// A transient failure (the store busy or out of reach) is returned
 	// as is: the caller retries the whole batch (processRetrying).
 	err := s.commit(ctx, expected, next, func(tx batchTx) error {
-		s.st.ahead = b.copy
-		defer func() { s.st.ahead = nil }()
 		return s.a.write(ctx, tx, batch, time.Now().UnixNano())
 	})
 	switch {

@@ -59,9 +59,6 @@ type store struct {
 	// skipDirect is, per table, how many more batches go through the
 	// temporary table before a direct COPY is tried again (copy.go).
 	skipDirect map[string]int
-	// ahead is the COPY text of the batch being written, encoded with its
-	// decoding (copyAhead), set by the sink around the batch's commit.
-	ahead *copyAhead
 	// statementBelow makes PostgreSQL batches of fewer rows go through
 	// the multi-row statement instead of COPY (tests of that form; 0, the
 	// sink's own setting: every batch through COPY, see upsertRows)
