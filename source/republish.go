@@ -827,7 +827,7 @@ func (rp *republisher) loop(ctx context.Context) error {
 			}
 		}
 		if conn == nil {
-			if conn, err = Connect(ctx, rp.src.cfg.URL); err != nil {
+			if conn, err = connectSnapshot(ctx, rp.src.cfg.URL); err != nil {
 				return fmt.Errorf("republish connection: %w", err)
 			}
 			if err := checkMessages(conn); err != nil {

@@ -318,13 +318,15 @@ func (s *Source) snapshotWorker(ctx context.Context, snapshotName string, jobs <
 	return nil
 }
 
-// snapshotReadBuffer is the read buffer of a snapshot connection. COPY
-// sends one small message per row; when the reader falls behind, the
-// socket fills up and one read takes many rows instead of pgproto3's
-// default 8 KB.
+// snapshotReadBuffer is the read buffer of a connection that reads tables
+// with COPY (the snapshot's, the republish's). COPY sends one small
+// message per row; when the reader falls behind, the socket fills up and
+// one read takes many rows instead of pgproto3's default 8 KB.
 const snapshotReadBuffer = 256 << 10
 
-// connectSnapshot is [Connect] with a larger read buffer.
+// connectSnapshot is [Connect] with a larger read buffer, for the
+// connections that read tables with COPY: the snapshot's and the
+// republish's.
 func connectSnapshot(ctx context.Context, url string) (*pgx.Conn, error) {
 	cfg, err := parseConfig(url, false)
 	if err != nil {
