@@ -52,9 +52,9 @@ func NewSinks(stall time.Duration) *Sinks {
 		}, []string{"read_model"}),
 		visible: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "replicator_sink_commit_to_visible_seconds",
-			Help: "Per applied record: from its commit in the source (its commit_ts header) to the commit of its batch in the read-model store, " +
-				"i.e. how stale the read model is. Snapshot and republish rows carry the time of their snapshot or chunk; records without the header are not counted.",
-			Buckets: prometheus.ExponentialBuckets(0.001, 2, 17), // 1 ms … ~65 s
+			Help: "Per record written in the read model: from its commit in the source (its commit_ts header) to the commit of its batch in the read-model store. " +
+				"Snapshot and republish rows carry the time of their snapshot or chunk; records without the header, and dead-lettered ones, are not counted; a stalled sink observes nothing.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 23), // 1 ms … ~70 min: a catch-up shows how far behind
 		}, []string{"read_model"}),
 		descs: sinkDescs{
 			applied:      d("replicator_sink_records_applied_total", "Records consumed and committed in the read-model store (dead-lettered ones included).", "read_model"),

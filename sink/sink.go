@@ -1,6 +1,7 @@
 package sink
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -51,8 +52,9 @@ type Config struct {
 	// default 10000. A rebuild holds two batches: the one it writes and
 	// the next, decoded meanwhile.
 	MaxBatch int
-	// Observer, if set, is told each committed batch's apply time (the
-	// metrics' latency histogram).
+	// Observer, if set, is told each committed batch's apply time and
+	// each written record's commit → visible time (the metrics'
+	// histograms). A rebuild has none.
 	Observer BatchObserver
 	// GiveUpAfter bounds how long a batch is retried while the store or the
 	// registry is unavailable before the read model stops; 0 (default):
@@ -65,10 +67,10 @@ type Config struct {
 
 // BatchObserver is told of each batch committed in the store: how many
 // records and how long decoding, writing and committing took; and, for
-// each of its records that carries a commit_ts header, how long after
-// that commit in the source the batch committed: the read model's
-// freshness, which a record count (the lag in records) does not tell.
-// Called on the poll loop: it must be cheap.
+// each record it wrote (not those dead-lettered) that carries a
+// commit_ts header, how long after that commit in the source the batch
+// committed: commit → visible, which a record count (the lag in records)
+// does not tell. Called on the poll loop: it must be cheap.
 type BatchObserver interface {
 	ObserveBatch(records int, took time.Duration)
 	ObserveVisible(sinceCommit time.Duration)
@@ -168,6 +170,11 @@ type Sink struct {
 	// the poll loop's goroutine only.
 	groupPending map[string]map[int32]kgo.EpochOffset
 	groupAt      time.Time
+
+	// commitRaw is the last commit_ts header parsed by committed, and
+	// commitAt its time; the poll loop's goroutine only.
+	commitRaw []byte
+	commitAt  time.Time
 }
 
 // tpo is a record's position.
@@ -550,7 +557,7 @@ func (s *Sink) processDecoded(ctx context.Context, b *decodedBatch) error {
 	})
 	switch {
 	case err == nil:
-		s.committed(next, todo)
+		s.committed(next, int64(len(todo)), entries)
 		return nil
 	case errors.Is(err, errFenced):
 		return s.fence(ctx, err)
@@ -575,7 +582,7 @@ func (s *Sink) processDecoded(ctx context.Context, b *decodedBatch) error {
 // oneByOne applies records in order, each in its own transaction with its
 // partition's offset, so that a record the store rejects is isolated.
 func (s *Sink) oneByOne(ctx context.Context, todo []*kgo.Record, entries []entry, decoded map[*kgo.Record]int, expected map[tp]int64) error {
-	for j, r := range todo {
+	for _, r := range todo {
 		k := tp{r.Topic, r.Partition}
 		next := map[tp]int64{k: r.Offset + 1}
 		exp := map[tp]int64{k: expected[k]}
@@ -598,6 +605,10 @@ func (s *Sink) oneByOne(ctx context.Context, todo []*kgo.Record, entries []entry
 		}
 		if errors.Is(err, errFenced) {
 			return s.fence(ctx, err)
+		}
+		var written []entry // nil when dead-lettered
+		if err == nil && ok {
+			written = entries[i : i+1]
 		}
 		if err != nil {
 			if err := s.unavailable(ctx, err); err != nil {
@@ -622,7 +633,7 @@ func (s *Sink) oneByOne(ctx context.Context, todo []*kgo.Record, entries []entry
 			}
 		}
 		expected[k] = r.Offset + 1
-		s.committed(next, todo[j:j+1])
+		s.committed(next, 1, written)
 	}
 	return nil
 }
@@ -682,22 +693,32 @@ func (s *Sink) commit(ctx context.Context, expected, next map[tp]int64, write fu
 	return nil
 }
 
-// committed records a committed batch of recs: the expected offsets move,
-// the observer hears how fresh they are, and the group's offsets are
-// committed for monitoring (lag tools); the store stays the truth, so a
-// failure there is only logged.
-func (s *Sink) committed(next map[tp]int64, recs []*kgo.Record) {
-	n := int64(len(recs))
+// committed records a committed batch of n records, written of them in
+// the read model (the others dead-lettered): the expected offsets move,
+// the observer hears how long after their commit the written ones became
+// visible, and the group's offsets are committed for monitoring (lag
+// tools); the store stays the truth, so a failure there is only logged.
+func (s *Sink) committed(next map[tp]int64, n int64, written []entry) {
 	if obs := s.cfg.Observer; obs != nil {
 		now := time.Now()
-		for _, r := range recs {
+		for i := range written {
 			// A producer may leave the header out (the contract's
 			// consumers need only key and value): nothing to tell then.
-			if v, ok := cdc.Header(r.Headers, cdc.HeaderCommitTime); ok {
-				if at, err := cdc.ParseCommitTime(v); err == nil {
-					obs.ObserveVisible(max(now.Sub(at), 0)) // clocks of two hosts
-				}
+			v, ok := cdc.Header(written[i].rec.Headers, cdc.HeaderCommitTime)
+			if !ok {
+				continue
 			}
+			// A transaction's records carry the same bytes: parsed once.
+			if !bytes.Equal(v, s.commitRaw) {
+				at, err := cdc.ParseCommitTime(v)
+				if err != nil {
+					continue
+				}
+				s.commitRaw, s.commitAt = append(s.commitRaw[:0], v...), at
+			}
+			// Not below zero: the commit time is PostgreSQL's clock (a
+			// snapshot row's, replicator's), the now this host's.
+			obs.ObserveVisible(max(now.Sub(s.commitAt), 0))
 		}
 	}
 	s.mu.Lock()

@@ -20,19 +20,36 @@ func TestStatsCountABatchOnceWhenSplit(t *testing.T) {
 	m.OnError, m.DeadLetterTopic = DeadLetter, "profile.dlq"
 	m.Sources[0].Columns[1].Type = `VARCHAR(100) CHECK (display_name <> 'reject me')`
 	// Six records on one partition before the sink starts: one poll.
-	w.put(cust(1, "ann", nil))
-	w.put(cust(2, "reject me", nil))
+	at := time.Now()
+	w.produce(stamped(t, w, 1, "ann", at))
+	w.produce(stamped(t, w, 2, "reject me", at))
 	for id := int64(3); id <= 6; id++ {
-		w.put(cust(id, "bo", nil))
+		w.produce(stamped(t, w, id, "bo", at))
 	}
 	store := sqliteStore().fresh(t)
-	r := e.start(m, store)
+	obs := &recordingObserver{}
+	r := e.start(m, store, func(c *Config) { c.Observer = obs })
 	r.waitRecords(t, 6)
 	wantRows(t, store, "profile", profileCols, "1|ann|NULL", "3|bo|NULL", "4|bo|NULL", "5|bo|NULL", "6|bo|NULL")
 	got := r.s.Stats()
 	if got.Batches != 1 || got.Split != 1 || got.Records != 6 || got.DeadLettered != 1 {
 		t.Errorf("stats %+v: got %d batches, %d split, %d records, %d dead-lettered; want 1, 1, 6, 1", got, got.Batches, got.Split, got.Records, got.DeadLettered)
 	}
+	// Commit → visible: once per record written, record by record; not
+	// for the dead-lettered one, which never became visible.
+	obs.mu.Lock()
+	defer obs.mu.Unlock()
+	if len(obs.visible) != 5 {
+		t.Errorf("observed %d commit → visible times (%v), want 5: one per written record", len(obs.visible), obs.visible)
+	}
+}
+
+// stamped is customer id's record with a commit_ts header of at.
+func stamped(t *testing.T, w *topicW, id int64, name string, at time.Time) *kgo.Record {
+	t.Helper()
+	k, v := cust(id, name, nil)
+	return &kgo.Record{Topic: w.name, Key: frame(t, w.keyID, w.key, k), Value: frame(t, w.valueID, w.value, v),
+		Headers: []kgo.RecordHeader{{Key: cdc.HeaderCommitTime, Value: []byte(at.UTC().Format(cdc.CommitTimeLayout))}}}
 }
 
 // recordingObserver keeps what the sink tells its observer.
@@ -56,19 +73,12 @@ func TestObserverHearsFreshness(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	w := e.topic("customers", customersKey, customersValue)
-	stamp := func(r *kgo.Record, at time.Time) *kgo.Record {
-		r.Headers = append(r.Headers, kgo.RecordHeader{Key: cdc.HeaderCommitTime, Value: []byte(at.UTC().Format(cdc.CommitTimeLayout))})
-		return r
-	}
-	record := func(id int64, name string) *kgo.Record {
-		k, v := cust(id, name, nil)
-		return &kgo.Record{Topic: w.name, Key: frame(t, w.keyID, w.key, k), Value: frame(t, w.valueID, w.value, v)}
-	}
 	old := time.Now().Add(-time.Hour)
 	before := time.Now()
-	w.produce(stamp(record(1, "ann"), old))
-	w.produce(stamp(record(2, "bo"), before))
-	w.produce(record(3, "cy")) // no commit_ts
+	w.produce(stamped(t, w, 1, "ann", old))
+	w.produce(stamped(t, w, 2, "bo", before))
+	k, v := cust(3, "cy", nil)
+	w.produce(&kgo.Record{Topic: w.name, Key: frame(t, w.keyID, w.key, k), Value: frame(t, w.valueID, w.value, v)}) // no commit_ts
 	obs := &recordingObserver{}
 	store := sqliteStore().fresh(t)
 	r := e.start(customerModel("profile"), store, func(c *Config) { c.Observer = obs })
