@@ -54,6 +54,7 @@ func (g *stallGuard) confirmed(lsn pglogrepl.LSN) { g.lsn.Store(uint64(lsn)) }
 func (g *stallGuard) run(ctx context.Context, conn *pgconn.PgConn, interval time.Duration, log *slog.Logger) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	var warned int64 // the hand-over (its start) a failed update was warned of
 	for {
 		select {
 		case <-ctx.Done():
@@ -70,8 +71,16 @@ func (g *stallGuard) run(ctx context.Context, conn *pgconn.PgConn, interval time
 				if err := pglogrepl.SendStandbyStatusUpdate(ctx, conn, pglogrepl.StandbyStatusUpdate{WALWritePosition: lsn}); err != nil {
 					// The stream meets the broken connection itself once
 					// the hand-over ends; until then the server may drop
-					// it after wal_sender_timeout, which is worth a line.
-					log.Warn("status update while blocked failed", "error", err)
+					// it after wal_sender_timeout, which is worth a line,
+					// once per hand-over, and none on a stop.
+					switch {
+					case ctx.Err() != nil:
+					case warned != since:
+						warned = since
+						log.Warn("status update while blocked failed; the server may end the replication connection after wal_sender_timeout", "error", err)
+					default:
+						log.Debug("status update while blocked failed", "error", err)
+					}
 				} else {
 					log.Debug("status update while blocked", "lsn", lsn, "blocked_for", now.Sub(time.Unix(0, since)).Round(time.Millisecond))
 				}

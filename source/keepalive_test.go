@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/replicator/replicator/pgcluster/pgtest"
 )
 
@@ -65,5 +66,59 @@ func TestStatusWhileHandOverBlocks(t *testing.T) {
 	}
 	if err := r.stop(t); err != nil {
 		t.Fatalf("Run after cancel: got %v, want nil", err)
+	}
+}
+
+// A guard whose status updates fail (the connection is gone) warns once
+// per hand-over, not at every interval, and says nothing more at a stop.
+func TestGuardWarnsOncePerHandOver(t *testing.T) {
+	t.Parallel()
+	pg := startCluster(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	conn, err := pgconn.Connect(ctx, pg.DSN(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Close(ctx); err != nil { // every write fails from here on
+		t.Fatal(err)
+	}
+	logs := &logBuffer{}
+	g := &stallGuard{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		g.run(ctx, conn, 5*time.Millisecond, logs.logger())
+	}()
+	failures := func() (warn, all int) {
+		s := logs.String()
+		return strings.Count(s, "level=WARN"), strings.Count(s, "status update while blocked failed")
+	}
+	// waitFailures waits until the guard has failed at least n times.
+	waitFailures := func(n int) {
+		t.Helper()
+		for deadline := time.Now().Add(waitTimeout); ; time.Sleep(5 * time.Millisecond) {
+			if _, all := failures(); all >= n {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the guard failed fewer than %d times within %v; log:\n%s", n, waitTimeout, logs.String())
+			}
+		}
+	}
+	g.enter(time.Now().Add(-time.Second))
+	waitFailures(4)
+	g.leave()
+	if warn, all := failures(); warn != 1 {
+		t.Errorf("one hand-over: %d warnings among %d failed updates, want 1", warn, all)
+	}
+	_, before := failures()
+	g.enter(time.Now().Add(-time.Second))
+	waitFailures(before + 2)
+	cancel()
+	<-done
+	g.leave()
+	if warn, all := failures(); warn != 2 {
+		t.Errorf("two hand-overs: %d warnings among %d failed updates, want 2", warn, all)
 	}
 }
