@@ -16,6 +16,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/replicator/replicator/pgcluster"
 	"github.com/replicator/replicator/pgcluster/pgtest"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // killSetup is the source, the read model and the running `replicator run`
@@ -28,6 +30,7 @@ type killSetup struct {
 	conn    *pgx.Conn // the source
 	read    *pgx.Conn // the read-model database
 	cfgPath string
+	broker  string // the embedded broker's address
 	run     *process
 }
 
@@ -55,6 +58,7 @@ func startKillSetup(t *testing.T, partitions int) *killSetup {
 
 	dataDir := t.TempDir()
 	cfgPath := filepath.Join(dataDir, "replicator.yaml")
+	broker := freeAddr(t)
 	cfg := fmt.Sprintf(`data_dir: %q
 source:
   url: %q
@@ -74,13 +78,53 @@ read_models:
       - entity: items
         key: id
         columns: {v: v}
-`, filepath.Join(dataDir, "data"), pg.DSN("postgres"), freeAddr(t), partitions, freeAddr(t), pg.DSN("readmodels"))
+`, filepath.Join(dataDir, "data"), pg.DSN("postgres"), broker, partitions, freeAddr(t), pg.DSN("readmodels"))
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	run := startReplicator(t, "run", "--config", cfgPath)
 	waitSlot(t, conn, "replicator", run)
-	return &killSetup{pg: pg, conn: conn, read: read, cfgPath: cfgPath, run: run}
+	k := &killSetup{pg: pg, conn: conn, read: read, cfgPath: cfgPath, broker: broker, run: run}
+	// A takeover that does not come (partitions left with dead members)
+	// is a failure of the group, not of the rows: say who holds what.
+	// Registered after run's cleanup, so it runs before run is stopped.
+	t.Cleanup(func() {
+		if t.Failed() {
+			k.logGroup(t)
+		}
+	})
+	return k
+}
+
+// logGroup logs the sink group's state as the broker describes it: its
+// members and each one's assigned partitions.
+func (k *killSetup) logGroup(t *testing.T) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(k.broker))
+	if err != nil {
+		t.Logf("describe the sink group: %v", err)
+		return
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	groups, err := kadm.NewClient(cl).DescribeGroups(ctx, "replicator-sink-items_read")
+	if err != nil {
+		t.Logf("describe the sink group: %v", err)
+		return
+	}
+	for _, g := range groups.Sorted() {
+		t.Logf("sink group %s: state %s, protocol %s, %d members (err %v)", g.Group, g.State, g.Protocol, len(g.Members), g.Err)
+		for _, m := range g.Members {
+			var parts []string
+			if a, ok := m.Assigned.AsConsumer(); ok {
+				for _, tp := range a.Topics {
+					parts = append(parts, fmt.Sprintf("%s%v", tp.Topic, tp.Partitions))
+				}
+			}
+			t.Logf("  member %s (client %s, host %s): %v", m.MemberID, m.ClientID, m.ClientHost, parts)
+		}
+	}
 }
 
 // startWriter bumps the version of 50 random rows about 25 times a second,
