@@ -145,29 +145,8 @@ replicator_sink_read_model_running{read_model="a"} 1
 		"replicator_sink_batches_total", "replicator_sink_batches_split_total", "replicator_sink_batches_fenced_total", "replicator_sink_batch_retries_total", "replicator_sink_read_model_failed", "replicator_sink_read_model_running"); err != nil {
 		t.Error(err)
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(m.latency)
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(mfs) != 1 || len(mfs[0].GetMetric()) != 1 {
-		t.Fatalf("batch latency: %v, want one histogram for read model a", mfs)
-	}
-	if h := mfs[0].GetMetric()[0].GetHistogram(); h.GetSampleCount() != 1 || h.GetSampleSum() != 0.02 {
-		t.Errorf("batch latency: %d samples summing to %v s, want 1 of 0.02 s", h.GetSampleCount(), h.GetSampleSum())
-	}
-	reg = prometheus.NewRegistry()
-	reg.MustRegister(m.visible)
-	if mfs, err = reg.Gather(); err != nil {
-		t.Fatal(err)
-	}
-	if len(mfs) != 1 || len(mfs[0].GetMetric()) != 1 {
-		t.Fatalf("commit to visible: %v, want one histogram for read model a", mfs)
-	}
-	if h := mfs[0].GetMetric()[0].GetHistogram(); h.GetSampleCount() != 2 || h.GetSampleSum() != 2.03 {
-		t.Errorf("commit to visible: %d samples summing to %v s, want 2 of 2.03 s", h.GetSampleCount(), h.GetSampleSum())
-	}
+	checkHistogram(t, "batch latency", m.latency, 1, 0.02)
+	checkHistogram(t, "commit to visible", m.visible, 2, 2.03)
 	for _, c := range []prometheus.Collector{m, m.latency, m.visible} {
 		problems, err := testutil.CollectAndLint(c)
 		if err != nil {
@@ -176,5 +155,23 @@ replicator_sink_read_model_running{read_model="a"} 1
 		for _, p := range problems {
 			t.Errorf("%s: %s", p.Metric, p.Text)
 		}
+	}
+}
+
+// checkHistogram checks that h has one series (read model a) of count
+// observations summing to sum seconds.
+func checkHistogram(t *testing.T, what string, h *prometheus.HistogramVec, count uint64, sum float64) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(h)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(mfs) != 1 || len(mfs[0].GetMetric()) != 1 {
+		t.Fatalf("%s: %v, want one histogram for read model a", what, mfs)
+	}
+	if got := mfs[0].GetMetric()[0].GetHistogram(); got.GetSampleCount() != count || got.GetSampleSum() != sum {
+		t.Errorf("%s: %d samples summing to %v s, want %d of %v s", what, got.GetSampleCount(), got.GetSampleSum(), count, sum)
 	}
 }

@@ -77,8 +77,7 @@ func TestObserverHearsFreshness(t *testing.T) {
 	before := time.Now()
 	w.produce(stamped(t, w, 1, "ann", old))
 	w.produce(stamped(t, w, 2, "bo", before))
-	k, v := cust(3, "cy", nil)
-	w.produce(&kgo.Record{Topic: w.name, Key: frame(t, w.keyID, w.key, k), Value: frame(t, w.valueID, w.value, v)}) // no commit_ts
+	w.put(cust(3, "cy", nil)) // no commit_ts
 	obs := &recordingObserver{}
 	store := sqliteStore().fresh(t)
 	r := e.start(customerModel("profile"), store, func(c *Config) { c.Observer = obs })

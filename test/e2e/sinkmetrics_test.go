@@ -124,24 +124,13 @@ read_models:
 		t.Errorf("replicator_sink_read_model_failed = %v (present %v), want 0", v, ok)
 	}
 	batches, _ := s.value("replicator_sink_batches_total", "read_model", "items_rm")
-	var observed uint64
-	if f := s["replicator_sink_batch_apply_seconds"]; f != nil {
-		for _, m := range f.GetMetric() {
-			observed += m.GetHistogram().GetSampleCount()
-		}
-	}
+	observed := s.samples("replicator_sink_batch_apply_seconds")
 	if batches < 2 || observed != uint64(batches) {
 		t.Errorf("batches %v, batch latency observations %d: want one observation per batch (at least 2)", batches, observed)
 	}
 	// Every record run produced carries its commit time: one freshness
 	// observation per applied record.
-	var fresh uint64
-	if f := s["replicator_sink_commit_to_visible_seconds"]; f != nil {
-		for _, m := range f.GetMetric() {
-			fresh += m.GetHistogram().GetSampleCount()
-		}
-	}
-	if fresh != 320 {
+	if fresh := s.samples("replicator_sink_commit_to_visible_seconds"); fresh != 320 {
 		t.Errorf("commit to visible observations %d, want 320 (one per applied record)", fresh)
 	}
 	if code, body := probe(t, sinkMetrics, "/healthz"); code != http.StatusOK {
@@ -154,4 +143,16 @@ read_models:
 	checkDashboard(t, scrapeMetrics(t, runMetrics), s)
 	sink.stop(t)
 	run.stop(t)
+}
+
+// samples is the number of observations of histogram name, over all its
+// series (0 when it is not served).
+func (s scrape) samples(name string) uint64 {
+	var n uint64
+	if f := s[name]; f != nil {
+		for _, m := range f.GetMetric() {
+			n += m.GetHistogram().GetSampleCount()
+		}
+	}
+	return n
 }
