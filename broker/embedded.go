@@ -85,9 +85,13 @@ type Embedded struct {
 	clientTLS *tls.Config
 	unlock    func() error // releases the DataDir lock; nil without DataDir or once released
 
-	compactor     *compactor
-	stopCompactor context.CancelFunc
-	compactorDone chan struct{}
+	compactor *compactor
+	reaper    *reaper
+	// The compactor and the reaper run until stop; Close waits for them
+	// (background) before closing the cluster, whose methods block
+	// forever once closed.
+	stop       context.CancelFunc
+	background sync.WaitGroup
 
 	closeOnce sync.Once
 }
@@ -183,19 +187,24 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 	e.cluster = c
 	e.addr = dialAddr(cfg.Listen, ln.Addr())
 
+	clientOpts := append(clientAuth, kgo.Dialer(e.DialContext))
 	// The compactor also covers topics reloaded from disk, for which kfake
 	// would not start its own ticker.
 	e.compactor = &compactor{
 		cluster: c, addr: e.addr, interval: cfg.CompactionInterval,
 		minDirty: cfg.CompactionMinDirtyBytes, log: cfg.Logger,
-		clientOpts: append(clientAuth, kgo.Dialer(e.DialContext)),
+		clientOpts: clientOpts,
 	}
-	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	e.stopCompactor, e.compactorDone = cancel, make(chan struct{})
-	go func() {
-		defer close(e.compactorDone)
-		e.compactor.run(cctx)
-	}()
+	e.reaper = &reaper{
+		interval: reapInterval, grace: reapGrace, addr: e.addr,
+		clientOpts: clientOpts, log: cfg.Logger,
+		members: map[memberKey]*heard{},
+	}
+	e.reaper.watch(c)
+	bctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	e.stop = cancel
+	e.background.Go(func() { e.compactor.run(bctx) })
+	e.background.Go(func() { e.reaper.run(bctx) })
 	return e, nil
 }
 
@@ -232,8 +241,8 @@ func (e *Embedded) Close() {
 		// Order matters: the compactor calls the cluster, which blocks
 		// forever once closed, and kfake must finish writing its state
 		// before another process may take the directory.
-		e.stopCompactor()
-		<-e.compactorDone
+		e.stop()
+		e.background.Wait()
 		e.cluster.Close()
 		e.release()
 	})

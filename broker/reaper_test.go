@@ -1,0 +1,203 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// killableDialer dials over TCP until kill, which closes every connection
+// it made and refuses new ones: to the broker, the client's process died
+// (a SIGKILL) without leaving its group.
+type killableDialer struct {
+	mu    sync.Mutex
+	dead  bool
+	conns []net.Conn
+}
+
+func (d *killableDialer) dial(ctx context.Context, network, host string) (net.Conn, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.dead {
+		return nil, errors.New("killed")
+	}
+	var nd net.Dialer
+	c, err := nd.DialContext(ctx, network, host)
+	if err == nil {
+		d.conns = append(d.conns, c)
+	}
+	return c, err
+}
+
+func (d *killableDialer) kill() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.dead = true
+	for _, c := range d.conns {
+		c.Close()
+	}
+}
+
+// onJoinWrite is a kgo hook that calls fn after the client has written its
+// n-th JoinGroup request.
+type onJoinWrite struct {
+	mu   sync.Mutex
+	seen int
+	n    int
+	fn   func()
+}
+
+var _ kgo.HookBrokerWrite = (*onJoinWrite)(nil)
+
+func (h *onJoinWrite) OnBrokerWrite(_ kgo.BrokerMetadata, key int16, _ int, _, _ time.Duration, err error) {
+	if key != int16(kmsg.JoinGroup) || err != nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.seen++; h.seen == h.n {
+		h.fn()
+	}
+}
+
+// owned tracks the partitions a group member holds, from its callbacks.
+type owned struct {
+	mu    sync.Mutex
+	parts map[int32]bool
+}
+
+func (o *owned) opts() []kgo.Opt {
+	change := func(parts map[string][]int32, held bool) {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		for _, p := range parts["items"] {
+			o.parts[p] = held
+		}
+	}
+	return []kgo.Opt{
+		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, p map[string][]int32) { change(p, true) }),
+		kgo.OnPartitionsRevoked(func(_ context.Context, _ *kgo.Client, p map[string][]int32) { change(p, false) }),
+		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, p map[string][]int32) { change(p, false) }),
+	}
+}
+
+func (o *owned) count() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	n := 0
+	for _, held := range o.parts {
+		if held {
+			n++
+		}
+	}
+	return n
+}
+
+// TestDeadJoiningMemberRemoved kills a consumer while its JoinGroup waits
+// for a rebalance (the group's previous member has just died too), then
+// starts a live one: the live one must end up with every partition. kfake
+// can keep the killed member in the group without a session timer, holding
+// its partitions forever (reaper.go says how); the broker removes a member
+// silent for longer than its session timeout. The race in kfake is random
+// (without the reaper, 2 to 7 of 12 groups kept a dead member), so 16
+// groups run at once. The live member, which heartbeats, is not removed.
+func TestDeadJoiningMemberRemoved(t *testing.T) {
+	t.Parallel()
+	e := startEmbedded(t, EmbeddedConfig{})
+	ensure(t, newAdmin(t, e.Addr()), TopicSpec{Name: "items", Partitions: 3})
+	const groups = 16
+	errs := make([]error, groups)
+	var wg sync.WaitGroup
+	for i := range groups {
+		wg.Go(func() { errs[i] = deadJoiner(t, e.Addr(), fmt.Sprintf("reap-%d", i)) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("group reap-%d: %v", i, err)
+		}
+	}
+}
+
+// deadJoiner runs the scenario of TestDeadJoiningMemberRemoved in group
+// (from a goroutine of the test: it reports instead of failing).
+func deadJoiner(t *testing.T, addr, group string) error {
+	const session = 6 * time.Second // kfake's smallest
+	member := func(name string, extra ...kgo.Opt) error {
+		opts := append([]kgo.Opt{
+			kgo.SeedBrokers(addr), kgo.ClientID(name),
+			kgo.ConsumerGroup(group), kgo.ConsumeTopics("items"),
+			kgo.SessionTimeout(session), kgo.RebalanceTimeout(session),
+			kgo.HeartbeatInterval(500 * time.Millisecond),
+		}, extra...)
+		cl, err := kgo.NewClient(opts...)
+		if err != nil {
+			return err
+		}
+		t.Cleanup(cl.Close)
+		return nil
+	}
+	// waitFor polls cond every 50 ms until it holds or d has passed.
+	waitFor := func(d time.Duration, cond func() bool) bool {
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for deadline := time.Now().Add(d); !cond(); <-tick.C {
+			if time.Now().After(deadline) {
+				return false
+			}
+		}
+		return true
+	}
+
+	// The first member joins alone and dies holding every partition.
+	first := &owned{parts: map[int32]bool{}}
+	firstDialer := &killableDialer{}
+	if err := member(group+"-first", append(first.opts(), kgo.Dialer(firstDialer.dial))...); err != nil {
+		return err
+	}
+	if !waitFor(testTimeout, func() bool { return first.count() == 3 }) {
+		return fmt.Errorf("the first member holds %d of 3 partitions after %v", first.count(), testTimeout)
+	}
+	firstDialer.kill()
+
+	// The second joins and dies while its JoinGroup (the one with its
+	// member ID) waits for the first to rejoin.
+	joinerDialer := &killableDialer{}
+	joined := make(chan struct{})
+	if err := member(group+"-joiner", kgo.Dialer(joinerDialer.dial),
+		kgo.WithHooks(&onJoinWrite{n: 2, fn: func() { close(joined) }})); err != nil {
+		return err
+	}
+	select {
+	case <-joined:
+	case <-time.After(testTimeout):
+		return fmt.Errorf("the joiner sent no second JoinGroup in %v", testTimeout)
+	}
+	joinerDialer.kill()
+
+	// The survivor joins the same rebalance: expected to hold every
+	// partition after the rebalance timeout and a session timeout.
+	survivor := &owned{parts: map[int32]bool{}}
+	began := time.Now()
+	if err := member(group+"-survivor", survivor.opts()...); err != nil {
+		return err
+	}
+	if !waitFor(4*session+10*time.Second, func() bool { return survivor.count() == 3 }) {
+		return fmt.Errorf("after %v the live member holds %d of 3 partitions: a dead member keeps the others",
+			time.Since(began).Round(time.Second), survivor.count())
+	}
+	t.Logf("group %s: the live member holds every partition after %v", group, time.Since(began).Round(100*time.Millisecond))
+	// The reaper leaves a member that heartbeats alone: it keeps every
+	// partition for longer than its session timeout and the grace.
+	if waitFor(session+3*reapGrace+2*reapInterval, func() bool { return survivor.count() != 3 }) {
+		return fmt.Errorf("the live member lost partitions: it holds %d of 3", survivor.count())
+	}
+	return nil
+}
