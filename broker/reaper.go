@@ -68,6 +68,12 @@ type heard struct {
 	session time.Duration
 }
 
+// silentAt reports whether the member has been silent at now for longer
+// than its session timeout plus grace.
+func (h *heard) silentAt(now time.Time, grace time.Duration) bool {
+	return h.session > 0 && now.Sub(h.at) > h.session+grace
+}
+
 // watch installs the reaper's observers on the cluster's group requests.
 // They never handle a request, so kfake keeps them and serves the request
 // as usual. (kfake remembers, per observer, the last request of every
@@ -121,11 +127,19 @@ func (r *reaper) silent(now time.Time) map[string][]string {
 	defer r.mu.Unlock()
 	out := map[string][]string{}
 	for k, h := range r.members {
-		if h.session > 0 && now.Sub(h.at) > h.session+r.grace {
+		if h.silentAt(now, r.grace) {
 			out[k.group] = append(out[k.group], k.member)
 		}
 	}
 	return out
+}
+
+// stillSilent reports whether member of group is still silent at now.
+func (r *reaper) stillSilent(group, member string, now time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	h := r.members[memberKey{group, member}]
+	return h != nil && h.silentAt(now, r.grace)
 }
 
 func (r *reaper) forget(group, member string) {
@@ -176,7 +190,13 @@ func (r *reaper) reap(ctx context.Context, now time.Time) error {
 	}
 	for group, members := range silent {
 		d, ok := described[group]
-		if !ok || d.Err != nil {
+		if !ok || errors.Is(d.Err, kerr.GroupIDNotFound) {
+			for _, id := range members {
+				r.forget(group, id)
+			}
+			continue
+		}
+		if d.Err != nil {
 			continue // asked again at the next tick
 		}
 		listed := map[string]kadm.DescribedGroupMember{}
@@ -189,8 +209,11 @@ func (r *reaper) reap(ctx context.Context, now time.Time) error {
 				r.forget(group, id)
 				continue
 			}
-			if d.State != "Stable" {
-				continue // kfake's rebalance and sync timers apply
+			// Outside Stable kfake's rebalance and sync timers apply. A
+			// member heard while the group was described (its heartbeats
+			// queued behind a busy broker loop) is alive.
+			if d.State != "Stable" || !r.stillSilent(group, id, time.Now()) {
+				continue
 			}
 			if err := r.remove(ctx, group, id); err != nil {
 				return err

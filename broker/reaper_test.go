@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -200,4 +201,56 @@ func deadJoiner(t *testing.T, addr, group string) error {
 		return fmt.Errorf("the live member lost partitions: it holds %d of 3", survivor.count())
 	}
 	return nil
+}
+
+// The reaper's bookkeeping: which requests make a member known, silent or
+// forgotten.
+func TestReaperBookkeeping(t *testing.T) {
+	t0 := time.Unix(1_000, 0)
+	join := func(member string) *kmsg.JoinGroupRequest {
+		r := kmsg.NewPtrJoinGroupRequest()
+		r.Group, r.MemberID, r.SessionTimeoutMillis = "g", member, 10_000
+		return r
+	}
+	heartbeat := func(member string) *kmsg.HeartbeatRequest {
+		r := kmsg.NewPtrHeartbeatRequest()
+		r.Group, r.MemberID = "g", member
+		return r
+	}
+	leave := kmsg.NewPtrLeaveGroupRequest()
+	leave.Group = "g"
+	m := kmsg.NewLeaveGroupRequestMember()
+	m.MemberID = "left"
+	leave.Members = append(leave.Members, m)
+
+	r := &reaper{grace: time.Second, members: map[memberKey]*heard{}}
+	r.observe(join(""), t0)         // a first join: no ID yet
+	r.observe(join("quiet"), t0)    // then silent
+	r.observe(join("alive"), t0)    // heartbeats on
+	r.observe(join("left"), t0)     // leaves
+	r.observe(heartbeat("old"), t0) // joined before the reaper watched: session unknown
+	r.observe(heartbeat("alive"), t0.Add(10*time.Second))
+	r.observe(leave, t0.Add(time.Second))
+
+	for _, c := range []struct {
+		at   time.Duration
+		want []string
+	}{
+		{11 * time.Second, nil},                 // within session + grace
+		{11*time.Second + 1, []string{"quiet"}}, // past it
+		{21*time.Second + 1, []string{"alive", "quiet"}},
+	} {
+		got := r.silent(t0.Add(c.at))["g"]
+		slices.Sort(got)
+		if !slices.Equal(got, c.want) {
+			t.Errorf("silent at +%v: got %v, want %v", c.at, got, c.want)
+		}
+	}
+	if !r.stillSilent("g", "quiet", t0.Add(12*time.Second)) || r.stillSilent("g", "alive", t0.Add(12*time.Second)) {
+		t.Error("stillSilent disagrees with silent")
+	}
+	r.forget("g", "quiet")
+	if got := r.silent(t0.Add(time.Hour))["g"]; !slices.Equal(got, []string{"alive"}) {
+		t.Errorf("after forget: silent %v, want [alive]", got)
+	}
 }
