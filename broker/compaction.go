@@ -64,17 +64,26 @@ func compactionDue(total, clean, minDirty int64) bool {
 }
 
 func (c *compactor) run(ctx context.Context) {
-	t := time.NewTicker(c.interval)
-	defer t.Stop()
 	defer c.close()
+	every(ctx, c.interval, c.log, "compaction check failed", func() error {
+		_, err := c.check(ctx)
+		return err
+	})
+}
+
+// every calls fn each interval until ctx ends. A failure is not fatal (the
+// next tick tries again): it is logged as a warning, "embedded broker: "
+// and what, unless log is nil or ctx has ended.
+func every(ctx context.Context, interval time.Duration, log *slog.Logger, what string, fn func() error) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if _, err := c.check(ctx); err != nil && ctx.Err() == nil && c.log != nil {
-				// Not fatal: the next tick tries again.
-				c.log.Warn("embedded broker: compaction check failed", "error", err)
+			if err := fn(); err != nil && ctx.Err() == nil && log != nil {
+				log.Warn("embedded broker: "+what, "error", err)
 			}
 		}
 	}

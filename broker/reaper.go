@@ -149,20 +149,10 @@ func (r *reaper) forget(group, member string) {
 }
 
 func (r *reaper) run(ctx context.Context) {
-	t := time.NewTicker(r.interval)
-	defer t.Stop()
 	defer r.close()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := r.reap(ctx, time.Now()); err != nil && ctx.Err() == nil && r.log != nil {
-				// Not fatal: the next tick tries again.
-				r.log.Warn("embedded broker: removing silent consumer group members failed", "error", err)
-			}
-		}
-	}
+	every(ctx, r.interval, r.log, "removing silent consumer group members failed", func() error {
+		return r.reap(ctx, time.Now())
+	})
 }
 
 // reap removes the silent members that their Stable group still lists.
