@@ -15,6 +15,14 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
+// How often the reaper looks for silent members, and how long past its
+// session timeout a member must have been silent: a live member's
+// heartbeat can be late by a scheduling hiccup, never by a second.
+const (
+	reapInterval = time.Second
+	reapGrace    = time.Second
+)
+
 // reaper removes consumer-group members that have stopped talking to the
 // broker for longer than their session timeout, which kfake can fail to
 // do itself.
@@ -28,23 +36,20 @@ import (
 // group is Stable with a member that never heartbeats and is never
 // expired: it keeps the partitions the leader gave it, and no live sink
 // ever consumes them (seen as a sink kill test that never converged;
-// TestDeadJoiningMemberRemoved reproduces it in most runs of 12 groups).
+// TestDeadJoiningMemberRemoved: without the reaper 2–7 of 12 groups).
 //
 // The reaper watches the group requests (JoinGroup, SyncGroup, Heartbeat,
 // LeaveGroup) through kfake's control hooks, without handling them, and
-// remembers when each member last spoke and its session timeout. A member
-// silent for longer than that while its group is Stable (a live member
-// heartbeats well within it; during a rebalance kfake's own rebalance and
-// sync timers apply) is removed with a LeaveGroup on its behalf, which is
-// what a real broker's session expiry does: the group rebalances without it.
-// How often the reaper looks for silent members, and how long past its
-// session timeout a member must have been silent: a live member's
-// heartbeat can be late by a scheduling hiccup, never by a second.
-const (
-	reapInterval = time.Second
-	reapGrace    = time.Second
-)
-
+// remembers when each member last spoke (for a follower released by the
+// leader's SyncGroup, that sync: kfake starts its timer then) and its
+// session timeout. A member silent for longer than that plus reapGrace,
+// at two ticks in a row and again once its group is described Stable (a
+// live member heartbeats well within it; during a rebalance kfake's own
+// rebalance and sync timers apply), is removed with a LeaveGroup on its
+// behalf, which is what a real broker's session expiry does: the group
+// rebalances without it. Not covered: a dynamic member that joined with
+// JoinGroup v3 or older (its member ID comes in the reply only); every
+// current client (kgo, librdkafka, the Java client) joins with v4+.
 type reaper struct {
 	interval   time.Duration // how often silent members are looked for
 	grace      time.Duration // added to a member's session timeout
@@ -59,13 +64,26 @@ type reaper struct {
 	adm *kadm.Client
 }
 
-type memberKey struct{ group, member string }
+// memberKey names a member: by its member ID, or for a static member by
+// its instance ID (a static member's first JoinGroup carries no member ID).
+type memberKey struct {
+	group, id string
+	static    bool
+}
 
-// heard is when a member last sent a group request, and its session
-// timeout (zero until its JoinGroup has been seen).
+func keyOf(group, memberID string, instanceID *string) memberKey {
+	if instanceID != nil {
+		return memberKey{group, *instanceID, true}
+	}
+	return memberKey{group, memberID, false}
+}
+
+// heard is what the reaper knows of a member.
 type heard struct {
-	at      time.Time
-	session time.Duration
+	at       time.Time     // when it last sent a group request
+	session  time.Duration // its session timeout; zero until its JoinGroup is seen
+	suspect  bool          // found silent at the last tick already
+	memberID string        // a static member's member ID, once seen
 }
 
 // silentAt reports whether the member has been silent at now for longer
@@ -74,11 +92,17 @@ func (h *heard) silentAt(now time.Time, grace time.Duration) bool {
 	return h.session > 0 && now.Sub(h.at) > h.session+grace
 }
 
+// forgetUnknownAfter drops a member whose session timeout was never seen
+// (it joined before this broker process started, restored from the
+// DataDir with kfake's own timer) once it has been silent this long: the
+// longest session kfake accepts by default.
+const forgetUnknownAfter = 30 * time.Minute
+
 // watch installs the reaper's observers on the cluster's group requests.
 // They never handle a request, so kfake keeps them and serves the request
-// as usual. (kfake remembers, per observer, the last request of every
-// connection that sent one: a few hundred bytes per consumer connection
-// over the broker's life.)
+// as usual. Their cost, kfake's: each observer keeps the last request of
+// every connection that sent it one, closed connections included (one
+// small entry per group connection a consumer ever opened).
 func (r *reaper) watch(c *kfake.Cluster) {
 	for _, key := range []kmsg.Key{kmsg.JoinGroup, kmsg.SyncGroup, kmsg.Heartbeat, kmsg.LeaveGroup} {
 		c.ControlKey(int16(key), func(req kmsg.Request) (kmsg.Response, error, bool) {
@@ -94,70 +118,104 @@ func (r *reaper) observe(req kmsg.Request, now time.Time) {
 	defer r.mu.Unlock()
 	switch req := req.(type) {
 	case *kmsg.JoinGroupRequest:
-		if req.MemberID != "" { // a first join gets its ID in the reply
-			r.heardFrom(req.Group, req.MemberID, now).session = time.Duration(req.SessionTimeoutMillis) * time.Millisecond
+		// A dynamic member's first join gets its ID in the reply; the
+		// second carries it.
+		if req.MemberID != "" || req.InstanceID != nil {
+			r.heardFrom(keyOf(req.Group, req.MemberID, req.InstanceID), req.MemberID, now).session = time.Duration(req.SessionTimeoutMillis) * time.Millisecond
 		}
 	case *kmsg.SyncGroupRequest:
-		r.heardFrom(req.Group, req.MemberID, now)
+		r.heardFrom(keyOf(req.Group, req.MemberID, req.InstanceID), req.MemberID, now)
+		if len(req.GroupAssignment) > 0 {
+			// The leader's sync releases every follower waiting in its
+			// own, and kfake starts their session timers then: from
+			// here, not from their SyncGroup, they owe a heartbeat.
+			for k, h := range r.members {
+				if k.group == req.Group {
+					h.at, h.suspect = now, false
+				}
+			}
+		}
 	case *kmsg.HeartbeatRequest:
-		r.heardFrom(req.Group, req.MemberID, now)
+		r.heardFrom(keyOf(req.Group, req.MemberID, req.InstanceID), req.MemberID, now)
 	case *kmsg.LeaveGroupRequest:
-		delete(r.members, memberKey{req.Group, req.MemberID})
+		delete(r.members, memberKey{req.Group, req.MemberID, false})
 		for _, m := range req.Members {
-			delete(r.members, memberKey{req.Group, m.MemberID})
+			delete(r.members, keyOf(req.Group, m.MemberID, m.InstanceID))
 		}
 	}
 }
 
-func (r *reaper) heardFrom(group, member string, now time.Time) *heard {
-	k := memberKey{group, member}
+func (r *reaper) heardFrom(k memberKey, memberID string, now time.Time) *heard {
 	h := r.members[k]
 	if h == nil {
 		h = &heard{}
 		r.members[k] = h
 	}
-	h.at = now
+	h.at, h.suspect = now, false
+	if memberID != "" {
+		h.memberID = memberID
+	}
 	return h
 }
 
-// silent returns, by group, the members that have not spoken for longer
-// than their session timeout plus the grace.
-func (r *reaper) silent(now time.Time) map[string][]string {
+// silent returns, by group, the members silent past their session timeout
+// plus the grace at now and at the tick before: one late heartbeat
+// (queued behind a busy broker loop) does not make a member a candidate.
+func (r *reaper) silent(now time.Time) map[string][]memberKey {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := map[string][]string{}
+	out := map[string][]memberKey{}
 	for k, h := range r.members {
-		if h.silentAt(now, r.grace) {
-			out[k.group] = append(out[k.group], k.member)
+		switch {
+		case h.session == 0 && now.Sub(h.at) > forgetUnknownAfter:
+			delete(r.members, k)
+		case !h.silentAt(now, r.grace):
+		case h.suspect:
+			out[k.group] = append(out[k.group], k)
+		default:
+			h.suspect = true
 		}
 	}
 	return out
 }
 
-// stillSilent reports whether member of group is still silent at now.
-func (r *reaper) stillSilent(group, member string, now time.Time) bool {
+// stillSilent reports whether member k is still silent at now, and for
+// how long.
+func (r *reaper) stillSilent(k memberKey, now time.Time) (bool, time.Duration, time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	h := r.members[memberKey{group, member}]
-	return h != nil && h.silentAt(now, r.grace)
+	h := r.members[k]
+	if h == nil || !h.silentAt(now, r.grace) {
+		return false, 0, 0
+	}
+	return true, now.Sub(h.at), h.session
 }
 
-func (r *reaper) forget(group, member string) {
+func (r *reaper) forget(k memberKey) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	delete(r.members, memberKey{group, member})
+	delete(r.members, k)
 }
 
 func (r *reaper) run(ctx context.Context) {
 	defer r.close()
+	// A failure that repeats is logged once a minute, not every tick.
+	var last string
+	var loggedAt time.Time
 	every(ctx, r.interval, r.log, "removing silent consumer group members failed", func() error {
-		return r.reap(ctx, time.Now())
+		err := r.reap(ctx, time.Now())
+		if err == nil || (err.Error() == last && time.Since(loggedAt) < time.Minute) {
+			return nil
+		}
+		last, loggedAt = err.Error(), time.Now()
+		return err
 	})
 }
 
 // reap removes the silent members that their Stable group still lists.
 // Members the group no longer lists (kfake expired them, or the group
-// moved on) are forgotten.
+// moved on) are forgotten. A group that fails is skipped (tried again at
+// the next tick), not the others.
 func (r *reaper) reap(ctx context.Context, now time.Time) error {
 	silent := r.silent(now)
 	if len(silent) == 0 {
@@ -178,56 +236,76 @@ func (r *reaper) reap(ctx context.Context, now time.Time) error {
 	if err != nil {
 		return fmt.Errorf("describe groups %v: %w", groups, err)
 	}
+	var errs []error
 	for group, members := range silent {
 		d, ok := described[group]
 		if !ok || errors.Is(d.Err, kerr.GroupIDNotFound) {
-			for _, id := range members {
-				r.forget(group, id)
+			for _, k := range members {
+				r.forget(k)
 			}
 			continue
 		}
 		if d.Err != nil {
-			continue // asked again at the next tick
+			errs = append(errs, fmt.Errorf("describe group %s: %w", group, d.Err))
+			continue
 		}
-		listed := map[string]kadm.DescribedGroupMember{}
-		for _, m := range d.Members {
-			listed[m.MemberID] = m
-		}
-		for _, id := range members {
-			m, ok := listed[id]
+		for _, k := range members {
+			m, ok := listedMember(d.Members, k)
 			if !ok {
-				r.forget(group, id)
+				r.forget(k)
 				continue
 			}
 			// Outside Stable kfake's rebalance and sync timers apply. A
-			// member heard while the group was described (its heartbeats
-			// queued behind a busy broker loop) is alive.
-			if d.State != "Stable" || !r.stillSilent(group, id, time.Now()) {
+			// member heard while the group was described is alive.
+			silentFor, session := time.Duration(0), time.Duration(0)
+			if d.State == "Stable" {
+				ok, silentFor, session = r.stillSilent(k, time.Now())
+			}
+			if d.State != "Stable" || !ok {
 				continue
 			}
-			if err := r.remove(ctx, group, id); err != nil {
-				return err
+			if err := r.remove(ctx, k, m.MemberID); err != nil {
+				errs = append(errs, err)
+				continue
 			}
-			r.forget(group, id)
+			r.forget(k)
 			if r.log != nil {
-				r.log.Warn("embedded broker: removed a consumer group member that stopped heartbeating (a process that died while joining); the group rebalances without it",
-					"group", group, "member", id, "client_id", m.ClientID, "host", m.ClientHost)
+				attrs := []any{"group", group, "member", m.MemberID, "client_id", m.ClientID, "host", m.ClientHost,
+					"silent_for", silentFor.Round(time.Second), "session_timeout", session}
+				if k.static {
+					attrs = append(attrs, "instance_id", k.id)
+				}
+				r.log.Warn("embedded broker: removed a consumer group member silent past its session timeout, which kfake had kept in the group; the group rebalances without it", attrs...)
 			}
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
-// remove makes member leave group, as its session's expiry would.
-func (r *reaper) remove(ctx context.Context, group, member string) error {
+// listedMember finds member k among a described group's members.
+func listedMember(members []kadm.DescribedGroupMember, k memberKey) (kadm.DescribedGroupMember, bool) {
+	for _, m := range members {
+		if (!k.static && m.MemberID == k.id) || (k.static && m.InstanceID != nil && *m.InstanceID == k.id) {
+			return m, true
+		}
+	}
+	return kadm.DescribedGroupMember{}, false
+}
+
+// remove makes member k (member ID memberID) leave its group, as its
+// session's expiry would.
+func (r *reaper) remove(ctx context.Context, k memberKey, memberID string) error {
 	req := kmsg.NewPtrLeaveGroupRequest()
-	req.Group = group
+	req.Group = k.group
 	m := kmsg.NewLeaveGroupRequestMember()
-	m.MemberID = member
+	m.MemberID = memberID
+	if k.static {
+		m.InstanceID = &k.id
+	}
 	req.Members = append(req.Members, m)
 	resp, err := req.RequestWith(ctx, r.cl)
 	if err != nil {
-		return fmt.Errorf("remove member %s of group %s: %w", member, group, err)
+		return fmt.Errorf("remove member %s of group %s: %w", memberID, k.group, err)
 	}
 	codes := []int16{resp.ErrorCode}
 	for _, rm := range resp.Members {
@@ -236,7 +314,7 @@ func (r *reaper) remove(ctx context.Context, group, member string) error {
 	for _, code := range codes {
 		// Unknown: it left or expired since it was described.
 		if err := kerr.ErrorForCode(code); err != nil && !errors.Is(err, kerr.UnknownMemberID) {
-			return fmt.Errorf("remove member %s of group %s: %w", member, group, err)
+			return fmt.Errorf("remove member %s of group %s: %w", memberID, k.group, err)
 		}
 	}
 	return nil

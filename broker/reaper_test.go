@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -207,9 +209,10 @@ func deadJoiner(t *testing.T, addr, group string) error {
 // forgotten.
 func TestReaperBookkeeping(t *testing.T) {
 	t0 := time.Unix(1_000, 0)
-	join := func(member string) *kmsg.JoinGroupRequest {
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	join := func(member string, instance *string) *kmsg.JoinGroupRequest {
 		r := kmsg.NewPtrJoinGroupRequest()
-		r.Group, r.MemberID, r.SessionTimeoutMillis = "g", member, 10_000
+		r.Group, r.MemberID, r.InstanceID, r.SessionTimeoutMillis = "g", member, instance, 10_000
 		return r
 	}
 	heartbeat := func(member string) *kmsg.HeartbeatRequest {
@@ -222,35 +225,128 @@ func TestReaperBookkeeping(t *testing.T) {
 	m := kmsg.NewLeaveGroupRequestMember()
 	m.MemberID = "left"
 	leave.Members = append(leave.Members, m)
+	static := "instance-1"
 
 	r := &reaper{grace: time.Second, members: map[memberKey]*heard{}}
-	r.observe(join(""), t0)         // a first join: no ID yet
-	r.observe(join("quiet"), t0)    // then silent
-	r.observe(join("alive"), t0)    // heartbeats on
-	r.observe(join("left"), t0)     // leaves
-	r.observe(heartbeat("old"), t0) // joined before the reaper watched: session unknown
-	r.observe(heartbeat("alive"), t0.Add(10*time.Second))
-	r.observe(leave, t0.Add(time.Second))
+	r.observe(join("", nil), t0)      // a first join: no ID yet
+	r.observe(join("quiet", nil), t0) // then silent
+	r.observe(join("alive", nil), t0) // heartbeats on
+	r.observe(join("left", nil), t0)  // leaves
+	r.observe(join("", &static), t0)  // a static member's first join: known by its instance
+	r.observe(heartbeat("old"), t0)   // joined before the reaper watched: session unknown
+	r.observe(heartbeat("alive"), at(10*time.Second))
+	r.observe(leave, at(time.Second))
 
+	names := func(ks []memberKey) []string {
+		var out []string
+		for _, k := range ks {
+			out = append(out, k.id)
+		}
+		slices.Sort(out)
+		return out
+	}
 	for _, c := range []struct {
 		at   time.Duration
 		want []string
 	}{
-		{11 * time.Second, nil},                 // within session + grace
-		{11*time.Second + 1, []string{"quiet"}}, // past it
-		{21*time.Second + 1, []string{"alive", "quiet"}},
+		{11 * time.Second, nil},                             // within session + grace
+		{11*time.Second + 1, nil},                           // past it: suspect, not yet a candidate
+		{12 * time.Second, []string{"instance-1", "quiet"}}, // still silent at the next tick
+		{22 * time.Second, []string{"instance-1", "quiet"}}, // alive: suspect only
+		{23 * time.Second, []string{"alive", "instance-1", "quiet"}},
 	} {
-		got := r.silent(t0.Add(c.at))["g"]
-		slices.Sort(got)
-		if !slices.Equal(got, c.want) {
+		if got := names(r.silent(at(c.at))["g"]); !slices.Equal(got, c.want) {
 			t.Errorf("silent at +%v: got %v, want %v", c.at, got, c.want)
 		}
 	}
-	if !r.stillSilent("g", "quiet", t0.Add(12*time.Second)) || r.stillSilent("g", "alive", t0.Add(12*time.Second)) {
-		t.Error("stillSilent disagrees with silent")
+
+	// The leader's SyncGroup releases the followers: their heartbeats are
+	// owed from then on.
+	sync := kmsg.NewPtrSyncGroupRequest()
+	sync.Group, sync.MemberID = "g", "alive"
+	sync.GroupAssignment = []kmsg.SyncGroupRequestGroupAssignment{{MemberID: "alive"}, {MemberID: "quiet"}}
+	r.observe(sync, at(30*time.Second))
+	if got := names(r.silent(at(40 * time.Second))["g"]); got != nil {
+		t.Errorf("after the leader's sync: silent %v, want none", got)
 	}
-	r.forget("g", "quiet")
-	if got := r.silent(t0.Add(time.Hour))["g"]; !slices.Equal(got, []string{"alive"}) {
-		t.Errorf("after forget: silent %v, want [alive]", got)
+	if ok, _, _ := r.stillSilent(memberKey{"g", "quiet", false}, at(40*time.Second)); ok {
+		t.Error("quiet is silent 10 s after the leader's sync")
+	}
+	if ok, silentFor, session := r.stillSilent(memberKey{"g", "quiet", false}, at(42*time.Second)); !ok || silentFor != 12*time.Second || session != 10*time.Second {
+		t.Errorf("stillSilent(quiet, +42s) = %v, %v, %v; want true, 12s, 10s", ok, silentFor, session)
+	}
+
+	r.forget(memberKey{"g", "quiet", false})
+	if _, ok := r.members[memberKey{"g", "quiet", false}]; ok {
+		t.Error("forget left quiet")
+	}
+	// A member whose session was never seen is dropped after a while.
+	r.silent(at(forgetUnknownAfter + time.Minute)) // heard last at the sync, +30 s
+	if _, ok := r.members[memberKey{"g", "old", false}]; ok {
+		t.Errorf("old (session unknown) still tracked after %v", forgetUnknownAfter)
+	}
+}
+
+// slowBalancer is a balancer whose leader takes its time on the rebalances
+// slow says so (one value per rebalance).
+type slowBalancer struct {
+	kgo.GroupBalancer
+	slow chan bool
+	d    time.Duration
+}
+
+func (b slowBalancer) MemberBalancer(m []kmsg.JoinGroupResponseMember) (kgo.GroupMemberBalancer, map[string]struct{}, error) {
+	if <-b.slow {
+		time.Sleep(b.d) // the leader's work, which its followers wait for
+	}
+	return b.GroupBalancer.MemberBalancer(m)
+}
+
+// A follower waits in its SyncGroup while the leader balances, and owes
+// no heartbeat until the leader's sync releases it (kfake starts its
+// session timer then). With a leader slower than the follower's session
+// timeout minus its heartbeat interval, the reaper must not count that
+// wait as silence (it did once: the live follower was removed).
+func TestSlowLeaderKeepsFollower(t *testing.T) {
+	t.Parallel()
+	var logs syncBuffer
+	e := startEmbedded(t, EmbeddedConfig{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	ensure(t, newAdmin(t, e.Addr()), TopicSpec{Name: "items", Partitions: 4})
+	const session, heartbeat = 6 * time.Second, 4 * time.Second
+	slow := make(chan bool, 64)
+	slow <- false // the leader's own first rebalance
+	slow <- true  // the follower's join
+	for range 60 {
+		slow <- false
+	}
+	member := func(name string) *owned {
+		o := &owned{parts: map[int32]bool{}}
+		cl, err := kgo.NewClient(append([]kgo.Opt{
+			kgo.SeedBrokers(e.Addr()), kgo.ClientID(name),
+			kgo.ConsumerGroup("slow"), kgo.ConsumeTopics("items"),
+			kgo.SessionTimeout(session), kgo.RebalanceTimeout(30 * time.Second), kgo.HeartbeatInterval(heartbeat),
+			kgo.Balancers(slowBalancer{kgo.RangeBalancer(), slow, 5500 * time.Millisecond}),
+		}, o.opts()...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(cl.Close)
+		return o
+	}
+	leader := member("leader")
+	pollUntil(t, "the leader holds every partition", func() bool { return leader.count() == 4 })
+	follower := member("follower")
+	pollUntil(t, "the follower holds its share", func() bool { return follower.count() == 2 })
+	// Past the window in which the reaper would have seen it silent.
+	deadline := time.Now().Add(session + 3*reapGrace + 2*reapInterval)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for ; time.Now().Before(deadline); <-tick.C {
+		if follower.count() != 2 || leader.count() != 2 {
+			t.Fatalf("the group rebalanced again: leader %d, follower %d partitions; broker log:\n%s", leader.count(), follower.count(), logs.String())
+		}
+	}
+	if strings.Contains(logs.String(), "removed a consumer group member") {
+		t.Fatalf("a live member was removed:\n%s", logs.String())
 	}
 }
