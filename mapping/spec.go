@@ -120,6 +120,28 @@ func applyOverrides(t relation.Table, asString []string) (relation.Table, []stri
 	return out, missing
 }
 
+// PresentColumns splits names into those t has and those it lacks, each in
+// order.
+func PresentColumns(t *relation.Table, names []string) (present, missing []string) {
+	for _, n := range names {
+		if _, _, ok := t.Column(n); ok {
+			present = append(present, n)
+		} else {
+			missing = append(missing, n)
+		}
+	}
+	return present, missing
+}
+
+// AsStringNotInTable words the note for an as_string: name that table t
+// lacks: ignored for t's shape, not refused, because a column dropped
+// while older changes were still to stream must stay listed for them
+// (docs/OPERATIONS.md, Schema changes).
+func AsStringNotInTable(t *relation.Table, name string) string {
+	return fmt.Sprintf("column %q listed in as_string: is not in table %s%s: ignored for its current shape; changes from before it was dropped, if any are still to stream, export it as text; remove it from as_string: once they have (or fix the name, if it is a typo)",
+		name, t.QualifiedName(), columnList(t))
+}
+
 // columnList renders the table's column names for "does not exist" errors.
 func columnList(t *relation.Table) string {
 	if len(t.Columns) == 0 {

@@ -41,10 +41,10 @@ func (p *Pipeline) FollowShape(ctx context.Context, idx int, prev, next *relatio
 	// An as_string: column this shape lacks is not an error here: the
 	// stream replays shapes from before the column was added (the advice
 	// for an added unsupported column is to list it there) or after it
-	// was dropped. A name that exists in no shape is caught at start-up,
-	// against the catalog.
+	// was dropped. A name the catalog lacks at start-up is a warning
+	// there (mapping.AsStringNotInTable).
 	spec := e.Spec
-	spec.AsString = presentColumns(next, e.Spec.AsString)
+	spec.AsString, _ = mapping.PresentColumns(next, e.Spec.AsString)
 	table, err := mapping.ApplyOverrides(*next, spec.AsString)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", where, err)
@@ -72,16 +72,6 @@ func (p *Pipeline) FollowShape(ctx context.Context, idx int, prev, next *relatio
 	return &table, nil
 }
 
-// presentColumns are the names in names that t has, in order.
-func presentColumns(t *relation.Table, names []string) []string {
-	var out []string
-	for _, n := range names {
-		if _, _, ok := t.Column(n); ok {
-			out = append(out, n)
-		}
-	}
-	return out
-}
 
 func (p *Pipeline) register(ctx context.Context, e *Entity, subject, schema string) (int, error) {
 	if p.schemas == nil {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -32,12 +33,14 @@ type endpoints struct {
 }
 
 // loadEntities reads every configured table from the catalog and builds its
-// mapping, reporting every problem at once.
-func loadEntities(ctx context.Context, cfg *config.Config, conn *pgx.Conn) ([]relation.Table, []*mapping.Entity, error) {
+// mapping, reporting every problem at once. notes are warnings: as_string:
+// names the table lacks (a column dropped while its older changes may
+// still be to stream must stay listed for them).
+func loadEntities(ctx context.Context, cfg *config.Config, conn *pgx.Conn) (tables []relation.Table, entities []*mapping.Entity, notes []string, err error) {
 	opts := mappingOptions(cfg)
 	var errs []error
-	tables := make([]relation.Table, len(cfg.Entities))
-	entities := make([]*mapping.Entity, len(cfg.Entities))
+	tables = make([]relation.Table, len(cfg.Entities))
+	entities = make([]*mapping.Entity, len(cfg.Entities))
 	for i, e := range cfg.Entities {
 		key := fmt.Sprintf("%s[%d]", config.KeyEntities, i)
 		schema, name, err := relation.ParseQualifiedName(e.Table)
@@ -54,12 +57,18 @@ func loadEntities(ctx context.Context, cfg *config.Config, conn *pgx.Conn) ([]re
 			errs = append(errs, fmt.Errorf("%s: %w", key, err))
 			continue
 		}
-		if t, err = mapping.ApplyOverrides(t, e.AsString); err != nil {
+		spec := entitySpecFor(e, &t)
+		for _, name := range e.AsString {
+			if !slices.Contains(spec.AsString, name) {
+				notes = append(notes, fmt.Sprintf("%s.as_string: %s", key, mapping.AsStringNotInTable(&t, name)))
+			}
+		}
+		if t, err = mapping.ApplyOverrides(t, spec.AsString); err != nil {
 			errs = append(errs, fmt.Errorf("%s.as_string: %w", key, err))
 			continue
 		}
 		tables[i] = t
-		ent, err := mapping.NewEntity(entitySpec(e), &tables[i], opts)
+		ent, err := mapping.NewEntity(spec, &tables[i], opts)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s (%s): %w", key, e.Name, err))
 			continue
@@ -68,9 +77,9 @@ func loadEntities(ctx context.Context, cfg *config.Config, conn *pgx.Conn) ([]re
 		entities[i] = ent
 	}
 	if err := errors.Join(errs...); err != nil {
-		return nil, nil, err
+		return nil, nil, notes, err
 	}
-	return tables, entities, nil
+	return tables, entities, notes, nil
 }
 
 func mappingOptions(cfg *config.Config) mapping.Options {
@@ -86,6 +95,14 @@ func mappingOptions(cfg *config.Config) mapping.Options {
 // changes nothing, and a table rebuilt after a schema change needs it.
 func entitySpec(e config.Entity) mapping.Spec {
 	return mapping.Spec{Name: e.Name, Topic: e.Topic, Key: e.Key, Columns: e.Columns, AsString: e.AsString}
+}
+
+// entitySpecFor is entitySpec for table t's shape: as_string: names t
+// lacks are left out (see loadEntities).
+func entitySpecFor(e config.Entity, t *relation.Table) mapping.Spec {
+	spec := entitySpec(e)
+	spec.AsString, _ = mapping.PresentColumns(t, e.AsString)
+	return spec
 }
 
 // runReplicator is `replicator run`: it starts the embedded broker and
@@ -111,8 +128,12 @@ func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, pr
 	var tables []relation.Table
 	var entities []*mapping.Entity
 	if len(problems) == 0 {
-		tables, entities, err = loadEntities(ctx, cfg, conn)
+		var notes []string
+		tables, entities, notes, err = loadEntities(ctx, cfg, conn)
 		problems = append(problems, err)
+		for _, n := range notes {
+			log.Warn(n)
+		}
 		if err == nil {
 			problems = append(problems, source.CheckPrivileges(ctx, conn, cfg.Source.Publication, tables)...)
 			problems = append(problems, source.CheckPublication(ctx, conn, cfg.Source.Publication, tables)...)
@@ -346,7 +367,7 @@ func registerSchemas(ctx context.Context, cfg *config.Config, rcl *sr.Client, ta
 		if err != nil {
 			return nil, fmt.Errorf("%s[%d].compatibility: %w", config.KeyEntities, i, err)
 		}
-		spec := entitySpec(ce)
+		spec := entitySpecFor(ce, &tables[i])
 		if spec.Nullable, err = keptNullable(ctx, rcl, e.ValueSubject(), &tables[i]); err != nil {
 			return nil, fmt.Errorf("entity %s: %w", e.Name(), err)
 		}
@@ -368,6 +389,9 @@ func registerSchemas(ctx context.Context, cfg *config.Config, rcl *sr.Client, ta
 		if ce.OnTruncate == config.OnTruncateFail {
 			onTruncate = pipeline.TruncateFail
 		}
+		// The stream's shapes get every as_string: name: an older shape
+		// may still have a column the catalog has dropped since.
+		spec.AsString = ce.AsString
 		out[i] = pipeline.Entity{
 			Mapping: e, KeySchemaID: keyID, ValueSchemaID: valueID,
 			Spec: spec, Options: mappingOptions(cfg),

@@ -64,7 +64,7 @@ func runCheck(ctx context.Context, path string, flags *pflag.FlagSet, out io.Wri
 
 	// PostgreSQL out of reach leaves its own checks out, not Kafka's,
 	// the registry's or the metrics listener's: every problem at once.
-	entities := checkPostgres(ctx, cfg, report)
+	entities := checkPostgres(ctx, cfg, out, report)
 
 	if !cfg.EmbeddedKafka() {
 		kcl, err := newKafkaClient(cfg, cfg.Kafka.Brokers, nil, nil) // check reports the failure itself
@@ -102,7 +102,7 @@ const checkConnectTimeout = 15 * time.Second
 // checkPostgres reports the server, the slot, the entities and the
 // publication, or only the connection's failure. It returns the entities'
 // mappings when they could be built (for the topic checks), else nil.
-func checkPostgres(ctx context.Context, cfg *config.Config, report func(string, ...error)) []*mapping.Entity {
+func checkPostgres(ctx context.Context, cfg *config.Config, out io.Writer, report func(string, ...error)) []*mapping.Entity {
 	cctx, cancel := context.WithTimeout(ctx, checkConnectTimeout)
 	conn, err := source.Connect(cctx, cfg.Source.URL)
 	cancel()
@@ -114,9 +114,15 @@ func checkPostgres(ctx context.Context, cfg *config.Config, report func(string, 
 	report("PostgreSQL server "+config.RedactSourceURL(cfg.Source.URL), append(source.CheckServer(ctx, conn, cfg.Source.Slot, cfg.Source.Publication),
 		source.CheckSlotKept(ctx, conn, cfg.Source.Slot, filepath.Join(cfg.DataDir, "source"), cfg.Source.Snapshot == config.SnapshotInitial))...)
 
-	tables, entities, err := loadEntities(ctx, cfg, conn)
+	tables, entities, notes, err := loadEntities(ctx, cfg, conn)
+	printNotes := func() {
+		for _, n := range notes {
+			fmt.Fprintf(out, "      note: %s\n", n)
+		}
+	}
 	if err != nil {
 		report("entities", err)
+		printNotes()
 		return nil
 	}
 	var errs []error
@@ -124,6 +130,7 @@ func checkPostgres(ctx context.Context, cfg *config.Config, report func(string, 
 		errs = append(errs, source.CheckTable(ctx, conn, &tables[i])...)
 	}
 	report(fmt.Sprintf("entities (%d tables)", len(tables)), errs...)
+	printNotes()
 	report("publication "+cfg.Source.Publication, append(source.CheckPrivileges(ctx, conn, cfg.Source.Publication, tables),
 		source.CheckPublication(ctx, conn, cfg.Source.Publication, tables)...)...)
 	return entities

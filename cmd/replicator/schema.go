@@ -19,9 +19,12 @@ func runSchema(ctx context.Context, cfg *config.Config, out io.Writer) error {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	tables, entities, err := loadEntities(ctx, cfg, conn)
+	tables, entities, notes, err := loadEntities(ctx, cfg, conn)
 	if err != nil {
 		return err
+	}
+	for _, n := range notes {
+		fmt.Fprintf(out, "# note: %s\n\n", n)
 	}
 	for i, e := range entities {
 		for _, s := range []struct{ subject, schema string }{

@@ -90,3 +90,44 @@ func TestAsStringAdviceForAddedColumn(t *testing.T) {
 		}
 	})
 }
+
+// A column listed in as_string: dropped while changes from before the drop
+// are unconfirmed: the start is not refused (a warning says the table no
+// longer has it), the older change is exported with it as text and the
+// later one without it. Before, the name was refused at start-up as not in
+// the table, and without it the older shape was refused for its type: no
+// configuration could start.
+func TestAsStringColumnDropped(t *testing.T) {
+	env := newEvolveEnv(t, evolveDDL+`; ALTER TABLE orders ADD COLUMN spot point`, "  - table: orders\n    as_string: [spot]\n")
+	p := env.start(t)
+	waitOutput(t, p, "msg=streaming")
+	waitCaughtUp(t, env.conn, "replicator", p)
+	p.stop(t)
+
+	mustExec(t, env.conn, `UPDATE orders SET spot = '(3,4)', note = 'before' WHERE id = 1`) // unconfirmed, with the column
+	mustExec(t, env.conn, `ALTER TABLE orders DROP COLUMN spot`)
+	mustExec(t, env.conn, `UPDATE orders SET note = 'after' WHERE id = 2`)
+
+	p = env.start(t)
+	waitOutput(t, p, "msg=streaming")
+	waitCaughtUp(t, env.conn, "replicator", p)
+	p.stop(t)
+	assertOutput(t, p, []string{"resuming from replication slot", "listed in as_string: is not in table public.orders", "level=WARN"})
+	env.whileStopped(t, func(brokerAddr, registryURL string) {
+		got := map[string]topicRecord{}
+		for _, r := range latestByKey(readTopic(t, brokerAddr, registryURL, "orders")) {
+			id, _ := gotInt(r.Key["id"])
+			got[id] = r
+		}
+		one, two := got["1"], got["2"]
+		if spot, _ := gotString(unwrapUnion(one.Value["spot"])); spot != "(3,4)" {
+			t.Errorf("key 1 (changed before the drop): got spot %v, want (3,4) as text; %v", one.Value["spot"], one.Value)
+		}
+		if note, _ := gotString(unwrapUnion(two.Value["note"])); note != "after" {
+			t.Errorf("key 2: got note %q, want after; %v", note, two.Value)
+		}
+		if _, ok := two.Value["spot"]; ok {
+			t.Errorf("key 2 (changed after the drop) still has spot: %v", two.Value)
+		}
+	})
+}
