@@ -628,28 +628,28 @@ func TestBatchEndingItsConnectionIsSplit(t *testing.T) {
 	}
 }
 
-// A batch found fenced by offsets exactly where it leaves them is told
-// apart from one whose partitions another process moved elsewhere: the
-// former is, most likely, this batch's own earlier attempt whose COMMIT
-// went through while its reply was lost with the connection.
-func TestFenceByOwnCommit(t *testing.T) {
+// A batch fenced by stored offsets that moved only within its own records
+// (what its retry finds after an earlier attempt's COMMIT went through
+// while the reply was lost with the connection) is told apart from one
+// whose partitions another process moved elsewhere.
+func TestFenceWithinBatch(t *testing.T) {
 	a, b := tp{"customers", 0}, tp{"customers", 1}
+	before := map[tp]int64{a: 5, b: 3}
+	next := map[tp]int64{a: 10, b: 7}
 	for _, c := range []struct {
-		name     string
-		expected map[tp]int64 // the stored offsets, reloaded
-		next     map[tp]int64 // where the batch leaves them
-		want     bool
+		name   string
+		stored map[tp]int64 // reloaded after the fence
+		want   bool
 	}{
-		{"all where the batch leaves them", map[tp]int64{a: 10, b: 7}, map[tp]int64{a: 10, b: 7}, true},
-		{"the batch's partitions only", map[tp]int64{a: 10, b: 3}, map[tp]int64{a: 10}, true},
-		{"one moved further", map[tp]int64{a: 12, b: 7}, map[tp]int64{a: 10, b: 7}, false},
-		{"one not reached", map[tp]int64{a: 10, b: 5}, map[tp]int64{a: 10, b: 7}, false},
-		{"a partition no longer assigned", map[tp]int64{b: 7}, map[tp]int64{a: 10, b: 7}, false},
-		{"nothing to compare", map[tp]int64{a: 10}, map[tp]int64{}, false},
+		{"all where the batch leaves them", map[tp]int64{a: 10, b: 7}, true},
+		{"part of the batch (a split batch's records)", map[tp]int64{a: 8, b: 3}, true},
+		{"one moved past the batch", map[tp]int64{a: 12, b: 7}, false},
+		{"one moved back", map[tp]int64{a: 4, b: 7}, false},
+		{"a partition no longer assigned", map[tp]int64{b: 7}, false},
+		{"nothing moved", map[tp]int64{a: 5, b: 3}, false},
 	} {
-		s := &Sink{expected: c.expected}
-		if got := s.storedAt(c.next); got != c.want {
-			t.Errorf("%s: storedAt(%v) with stored %v = %v, want %v", c.name, c.next, c.expected, got, c.want)
+		if got := withinBatch(before, c.stored, next); got != c.want {
+			t.Errorf("%s: withinBatch(%v, %v, %v) = %v, want %v", c.name, before, c.stored, next, got, c.want)
 		}
 	}
 }

@@ -560,7 +560,7 @@ func (s *Sink) processDecoded(ctx context.Context, b *decodedBatch) error {
 		s.committed(next, int64(len(todo)), entries)
 		return nil
 	case errors.Is(err, errFenced):
-		return s.fence(ctx, err, next)
+		return s.fence(ctx, err, expected, next)
 	case ctx.Err() != nil:
 		return err
 	}
@@ -604,7 +604,7 @@ func (s *Sink) oneByOne(ctx context.Context, todo []*kgo.Record, entries []entry
 			err = s.commit(ctx, exp, next, write)
 		}
 		if errors.Is(err, errFenced) {
-			return s.fence(ctx, err, next)
+			return s.fence(ctx, err, exp, next)
 		}
 		var written []entry // nil when dead-lettered
 		if err == nil && ok {
@@ -627,7 +627,7 @@ func (s *Sink) oneByOne(ctx context.Context, todo []*kgo.Record, entries []entry
 			}
 			if err := s.commit(ctx, exp, next, func(batchTx) error { return nil }); err != nil {
 				if errors.Is(err, errFenced) {
-					return s.fence(ctx, err, next)
+					return s.fence(ctx, err, exp, next)
 				}
 				return err
 			}
@@ -771,36 +771,37 @@ func (s *Sink) commitGroup(ctx context.Context, sync bool) {
 }
 
 // fence handles a batch whose offsets moved: nothing of it was applied
-// by this attempt; consumption resumes at the stored offsets. next is
-// where the batch would have left its partitions' offsets.
-func (s *Sink) fence(ctx context.Context, cause error, next map[tp]int64) error {
+// by this attempt; consumption resumes at the stored offsets. expected
+// and next are where the batch found and would leave its partitions'
+// offsets.
+func (s *Sink) fence(ctx context.Context, cause error, expected, next map[tp]int64) error {
 	s.fenced.Add(1)
 	if err := s.reload(ctx); err != nil {
 		return err
 	}
-	// Offsets exactly where this batch leaves them are, most likely, this
-	// batch's own earlier attempt, whose COMMIT went through but whose
-	// reply was lost with the connection (the retry then finds them
-	// moved): not another process.
-	if s.storedAt(next) {
-		s.log.Info("batch already applied: its partitions' stored offsets are where it leaves them (an earlier attempt's commit went through though its reply was lost, or another sink process applied the same records); resuming after it", "cause", cause)
+	if withinBatch(expected, s.expectedCopy(), next) {
+		s.log.Info("batch already applied, wholly or in part: its partitions' stored offsets moved within its own records (most likely an earlier attempt's commit went through and its reply was lost with the connection; or another sink process applied the same records); resuming after them", "detail", cause)
 		return nil
 	}
-	s.log.Info("batch rolled back: its partitions' stored offsets moved (another sink process applied them); resuming from the stored offsets", "cause", cause)
+	s.log.Info("batch rolled back: its partitions' stored offsets moved (another sink process applied them); resuming from the stored offsets", "detail", cause)
 	return nil
 }
 
-// storedAt reports whether every partition of next is expected (stored)
-// at its offset in next.
-func (s *Sink) storedAt(next map[tp]int64) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for k, o := range next {
-		if s.expected[k] != o {
+// withinBatch reports whether the stored offsets, reloaded after a fence,
+// moved only within the batch's own records: past where the batch found
+// them (expected) and no further than where it leaves them (next), for
+// each of its partitions, and past for one at least. That is what a retry
+// finds after its earlier attempt's COMMIT went through unacknowledged.
+func withinBatch(expected, stored, next map[tp]int64) bool {
+	moved := false
+	for k, n := range next {
+		o, ok := stored[k]
+		if !ok || o < expected[k] || o > n {
 			return false
 		}
+		moved = moved || o > expected[k]
 	}
-	return len(next) > 0
+	return moved
 }
 
 // poison applies on_error to a record: Stop returns the error (the

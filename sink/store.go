@@ -26,7 +26,7 @@ const (
 // errFenced is returned by a batch whose offsets were moved by another sink
 // process since this one read them: the batch is rolled back, and the
 // offsets reloaded.
-var errFenced = errors.New("the stored offsets moved: another sink process applied these partitions")
+var errFenced = errors.New("the stored offsets moved since this batch began")
 
 // store is a read-model database: one implementation over database/sql,
 // with what differs per database in its dialect. Safe for concurrent use
