@@ -76,11 +76,7 @@ func TestAsStringAdviceForAddedColumn(t *testing.T) {
 	p.stop(t)
 	assertOutput(t, p, []string{"resuming from replication slot"}) // the older changes were streamed, not snapshotted
 	env.whileStopped(t, func(brokerAddr, registryURL string) {
-		got := map[string]topicRecord{}
-		for _, r := range latestByKey(readTopic(t, brokerAddr, registryURL, "orders")) {
-			id, _ := gotInt(r.Key["id"])
-			got[id] = r
-		}
+		got := latestByID(t, brokerAddr, registryURL, "orders")
 		one, two := got["1"], got["2"]
 		if note, _ := gotString(unwrapUnion(one.Value["note"])); note != "before" {
 			t.Errorf("key 1 (changed before the column was added): got note %q, want before; %v", note, one.Value)
@@ -114,11 +110,7 @@ func TestAsStringColumnDropped(t *testing.T) {
 	p.stop(t)
 	assertOutput(t, p, []string{"resuming from replication slot", "listed in as_string: is not in table public.orders", "level=WARN"})
 	env.whileStopped(t, func(brokerAddr, registryURL string) {
-		got := map[string]topicRecord{}
-		for _, r := range latestByKey(readTopic(t, brokerAddr, registryURL, "orders")) {
-			id, _ := gotInt(r.Key["id"])
-			got[id] = r
-		}
+		got := latestByID(t, brokerAddr, registryURL, "orders")
 		one, two := got["1"], got["2"]
 		if spot, _ := gotString(unwrapUnion(one.Value["spot"])); spot != "(3,4)" {
 			t.Errorf("key 1 (changed before the drop): got spot %v, want (3,4) as text; %v", one.Value["spot"], one.Value)
@@ -130,4 +122,16 @@ func TestAsStringColumnDropped(t *testing.T) {
 			t.Errorf("key 2 (changed after the drop) still has spot: %v", two.Value)
 		}
 	})
+}
+
+// latestByID reads topic and returns each key's latest record by its id
+// field.
+func latestByID(t *testing.T, brokerAddr, registryURL, topic string) map[string]topicRecord {
+	t.Helper()
+	got := map[string]topicRecord{}
+	for _, r := range latestByKey(readTopic(t, brokerAddr, registryURL, topic)) {
+		id, _ := gotInt(r.Key["id"])
+		got[id] = r
+	}
+	return got
 }
