@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -57,11 +56,11 @@ func loadEntities(ctx context.Context, cfg *config.Config, conn *pgx.Conn) (tabl
 			errs = append(errs, fmt.Errorf("%s: %w", key, err))
 			continue
 		}
-		spec := entitySpecFor(e, &t)
-		for _, name := range e.AsString {
-			if !slices.Contains(spec.AsString, name) {
-				notes = append(notes, fmt.Sprintf("%s.as_string: %s", key, mapping.AsStringNotInTable(&t, name)))
-			}
+		spec := entitySpec(e)
+		var missing []string
+		spec.AsString, missing = mapping.PresentColumns(&t, e.AsString)
+		for _, name := range missing {
+			notes = append(notes, fmt.Sprintf("%s.as_string: %s", key, mapping.AsStringNotInTable(&t, name)))
 		}
 		if t, err = mapping.ApplyOverrides(t, spec.AsString); err != nil {
 			errs = append(errs, fmt.Errorf("%s.as_string: %w", key, err))
