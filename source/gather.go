@@ -91,3 +91,12 @@ func (g *gather) timedOut() {
 	}
 	g.on, g.empty = false, 0
 }
+
+// stop lowers the mark again when the reader is done with the connection:
+// whatever reads from it next (a reply, the close) must not wait for
+// gatherBytes.
+func (g *gather) stop() {
+	if g.on && g.set(g.conn, 1) {
+		g.on, g.empty = false, 0
+	}
+}

@@ -120,3 +120,17 @@ func TestGatherZeroValue(t *testing.T) {
 		t.Fatalf("zero gather bounds the receive: %v", got.Sub(now))
 	}
 }
+
+func TestGatherStopLowersMark(t *testing.T) {
+	f := &fakeMark{}
+	g := newFakeGather(f)
+	g.stop() // not gathering: nothing to lower
+	if len(f.marks) != 0 {
+		t.Fatalf("stop before gathering set %v", f.marks)
+	}
+	g.received()
+	g.stop()
+	if g.on || len(f.marks) != 2 || f.marks[1] != 1 {
+		t.Fatalf("stop while gathering: on %v, marks %v; want off, [%d 1]", g.on, f.marks, gatherBytes)
+	}
+}

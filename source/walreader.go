@@ -159,6 +159,7 @@ func serverMajor(conn *pgconn.PgConn) int {
 // run reads until ctx ends (it returns ctx's error), a handler method
 // returns errStopReading (nil) or fails (its error), or the session ends.
 func (r *walReader) run(ctx context.Context) error {
+	defer r.gather.stop()
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
