@@ -56,6 +56,9 @@ type walReader struct {
 	// the WAL is idle: acknowledgements have no channel the receive could
 	// wait on.
 	between func(ctx context.Context) (more bool, err error)
+
+	// gather holds the receive's wake-ups back while changes stream in.
+	gather gather
 }
 
 // betweenPoll bounds a receive while the handler has work between
@@ -138,6 +141,7 @@ func (r *walReader) start(ctx context.Context, publication string, lsn pglogrepl
 		return fmt.Errorf("start replication on slot %s: %w", r.slot, err)
 	}
 	r.nextStatus = time.Now().Add(r.interval)
+	r.gather = newGather(r.conn.Conn())
 	return nil
 }
 
@@ -155,6 +159,7 @@ func serverMajor(conn *pgconn.PgConn) int {
 // run reads until ctx ends (it returns ctx's error), a handler method
 // returns errStopReading (nil) or fails (its error), or the session ends.
 func (r *walReader) run(ctx context.Context) error {
+	defer r.gather.stop()
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -183,16 +188,18 @@ func (r *walReader) run(ctx context.Context) error {
 				until = poll
 			}
 		}
-		if err := r.armReceive(now, until); err != nil {
+		if err := r.armReceive(now, r.gather.bound(now, until)); err != nil {
 			return err
 		}
 		msg, err := r.conn.ReceiveMessage(context.Background())
 		if err != nil {
 			if pgconn.Timeout(err) {
+				r.gather.timedOut()
 				continue
 			}
 			return fmt.Errorf("receive from slot %s: %w", r.slot, err)
 		}
+		r.gather.received()
 		switch msg := msg.(type) {
 		case *pgproto3.CopyData:
 			if r.guard != nil {
