@@ -72,7 +72,6 @@ func (p *Pipeline) FollowShape(ctx context.Context, idx int, prev, next *relatio
 	return &table, nil
 }
 
-
 func (p *Pipeline) register(ctx context.Context, e *Entity, subject, schema string) (int, error) {
 	if p.schemas == nil {
 		return 0, errors.New("the pipeline has no schema registry to register it with")
