@@ -80,10 +80,9 @@ func keyOf(group, memberID string, instanceID *string) memberKey {
 
 // heard is what the reaper knows of a member.
 type heard struct {
-	at       time.Time     // when it last sent a group request
-	session  time.Duration // its session timeout; zero until its JoinGroup is seen
-	suspect  bool          // found silent at the last tick already
-	memberID string        // a static member's member ID, once seen
+	at      time.Time     // when it last sent a group request
+	session time.Duration // its session timeout; zero until its JoinGroup is seen
+	suspect bool          // found silent at the last tick already
 }
 
 // silentAt reports whether the member has been silent at now for longer
@@ -121,10 +120,10 @@ func (r *reaper) observe(req kmsg.Request, now time.Time) {
 		// A dynamic member's first join gets its ID in the reply; the
 		// second carries it.
 		if req.MemberID != "" || req.InstanceID != nil {
-			r.heardFrom(keyOf(req.Group, req.MemberID, req.InstanceID), req.MemberID, now).session = time.Duration(req.SessionTimeoutMillis) * time.Millisecond
+			r.heardFrom(keyOf(req.Group, req.MemberID, req.InstanceID), now).session = time.Duration(req.SessionTimeoutMillis) * time.Millisecond
 		}
 	case *kmsg.SyncGroupRequest:
-		r.heardFrom(keyOf(req.Group, req.MemberID, req.InstanceID), req.MemberID, now)
+		r.heardFrom(keyOf(req.Group, req.MemberID, req.InstanceID), now)
 		if len(req.GroupAssignment) > 0 {
 			// The leader's sync releases every follower waiting in its
 			// own, and kfake starts their session timers then: from
@@ -136,7 +135,7 @@ func (r *reaper) observe(req kmsg.Request, now time.Time) {
 			}
 		}
 	case *kmsg.HeartbeatRequest:
-		r.heardFrom(keyOf(req.Group, req.MemberID, req.InstanceID), req.MemberID, now)
+		r.heardFrom(keyOf(req.Group, req.MemberID, req.InstanceID), now)
 	case *kmsg.LeaveGroupRequest:
 		delete(r.members, memberKey{req.Group, req.MemberID, false})
 		for _, m := range req.Members {
@@ -145,16 +144,13 @@ func (r *reaper) observe(req kmsg.Request, now time.Time) {
 	}
 }
 
-func (r *reaper) heardFrom(k memberKey, memberID string, now time.Time) *heard {
+func (r *reaper) heardFrom(k memberKey, now time.Time) *heard {
 	h := r.members[k]
 	if h == nil {
 		h = &heard{}
 		r.members[k] = h
 	}
 	h.at, h.suspect = now, false
-	if memberID != "" {
-		h.memberID = memberID
-	}
 	return h
 }
 
@@ -257,11 +253,11 @@ func (r *reaper) reap(ctx context.Context, now time.Time) error {
 			}
 			// Outside Stable kfake's rebalance and sync timers apply. A
 			// member heard while the group was described is alive.
-			silentFor, session := time.Duration(0), time.Duration(0)
-			if d.State == "Stable" {
-				ok, silentFor, session = r.stillSilent(k, time.Now())
+			if d.State != "Stable" {
+				continue
 			}
-			if d.State != "Stable" || !ok {
+			silent, silentFor, session := r.stillSilent(k, time.Now())
+			if !silent {
 				continue
 			}
 			if err := r.remove(ctx, k, m.MemberID); err != nil {
