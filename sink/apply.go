@@ -27,6 +27,13 @@ type entry struct {
 	// decoding, ahead of its batch (decodeAhead, a read model of one
 	// source); nil otherwise, and write converts it itself.
 	row []any
+	// line is the row of an owner's record (not a tombstone) as COPY
+	// text, written straight from its bytes with its decoding ahead
+	// (copyline.go) for the column types lineTypes; value is then not
+	// decoded (none()), and write converts the record itself only if
+	// the text cannot be used.
+	line      []byte
+	lineTypes []string
 }
 
 // applier applies decoded batches of one read model to its store.
@@ -53,12 +60,18 @@ func (a *applier) decodeWith(ctx context.Context, dec *recordDecoder, src int, r
 			return e, fmt.Errorf("value: %w", err)
 		}
 	}
+	a.identify(&e)
+	return e, nil
+}
+
+// identify sets e's topic key identity from its decoded key.
+func (a *applier) identify(e *entry) {
 	// Every key field, in the reader's order. The owner's identity only
 	// deduplicates a batch, where the key's JSON text serves as well as
 	// its hash; the other sources' is kept in the side table: the hash.
 	// A one-integer key (the usual owner key) is its own identity: no
 	// text to build per record.
-	if src == a.p.owner {
+	if e.src == a.p.owner {
 		if n, ok := oneInt(e.key.vals); ok {
 			e.tn = n
 		} else {
@@ -67,7 +80,6 @@ func (a *applier) decodeWith(ctx context.Context, dec *recordDecoder, src int, r
 	} else {
 		e.tk = hashValues(e.key.vals)
 	}
-	return e, nil
 }
 
 // hashValues is the identity of decoded key values: never the raw key
@@ -409,6 +421,7 @@ func (a *applier) write(ctx context.Context, tx batchTx, entries []entry, seq in
 	type up struct {
 		hash string
 		row  []any // the key and the owner's columns; the others' are filled below
+		ent  int   // its entry in owned, when encoded ahead (row nil)
 	}
 	owned := bySrc[a.p.owner]
 	nc := len(a.p.columns)
@@ -417,7 +430,23 @@ func (a *applier) write(ctx context.Context, tx batchTx, entries []entry, seq in
 	// The owner's row key is converted (storeKey, storeKeyInto) or hashed
 	// before the next record: one scratch slice serves every record.
 	scratch := make([]any, len(a.p.sources[a.p.owner].keyFields))
-	for _, e := range owned {
+	var lines [][]byte // per ups, when any was encoded ahead
+	var lineTypes []string
+	for k, e := range owned {
+		if e.line != nil {
+			// Encoded with its decoding (a read model of one source);
+			// converted below only if the text cannot be used.
+			if lines == nil {
+				lines = make([][]byte, len(ups), len(owned))
+			}
+			lines = append(lines, e.line)
+			lineTypes = e.lineTypes
+			ups = append(ups, up{ent: k})
+			continue
+		}
+		if lines != nil {
+			lines = append(lines, nil)
+		}
 		if e.row != nil {
 			// Converted with its decoding (a read model of one source:
 			// nothing to fill, no hash to find side rows by).
@@ -471,6 +500,27 @@ func (a *applier) write(ctx context.Context, tx batchTx, entries []entry, seq in
 		}
 	}
 	rows := make([][]any, len(ups))
+	if lines != nil { // a read model of one source: nothing to fill
+		expand := func(i int) ([]any, error) {
+			e := owned[ups[i].ent]
+			d, err := a.decode(ctx, e.src, e.rec)
+			if err != nil {
+				return nil, recordError(e.rec, err)
+			}
+			row := make([]any, nc)
+			if err := a.ownerRowInto(row, scratch, &d); err != nil {
+				return nil, recordError(e.rec, err)
+			}
+			return row, nil
+		}
+		for i, u := range ups {
+			rows[i] = u.row
+		}
+		if err := a.st.upsertEncoded(ctx, tx, table, a.p.columnNames(), len(keyCols), rows, lines, lineTypes, expand); err != nil {
+			return fmt.Errorf("upsert rows: %w", err)
+		}
+		return nil
+	}
 	for i, u := range ups {
 		row := u.row
 		for src, sp := range a.p.sources {

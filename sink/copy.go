@@ -233,6 +233,13 @@ func (t *pgTx) Rollback() error {
 // (false) outside a transaction of begin, or when a value has no COPY
 // text form here (the caller falls back to the statement forms).
 func (s *store) upsertCopy(ctx context.Context, tx batchTx, table string, cols []string, tail string, rows [][]any) (bool, error) {
+	return s.upsertCopyOf(ctx, tx, table, cols, tail, &copyRows{rows: rows})
+}
+
+// upsertCopyOf is upsertCopy of data's rows, some of them perhaps encoded
+// ahead: not done (false) also when those were encoded for other column
+// types than the table's.
+func (s *store) upsertCopyOf(ctx context.Context, tx batchTx, table string, cols []string, tail string, data *copyRows) (bool, error) {
 	t, ok := tx.(*pgTx)
 	if !ok || t != s.pg {
 		return false, nil
@@ -253,7 +260,7 @@ func (s *store) upsertCopy(ctx context.Context, tx batchTx, table string, cols [
 		s.copyText = new(bytes.Buffer)
 	}
 	s.copyText.Reset()
-	data := &copyRows{rows: rows, types: types, buf: s.copyText}
+	data.types, data.buf = types, s.copyText
 	noText := false // a value without a COPY text form: the statement forms
 	q := s.d.quote
 	// The column types are checked in every batch, in the round trip of
@@ -314,6 +321,10 @@ func (s *store) upsertCopy(ctx context.Context, tx batchTx, table string, cols [
 			if data.types, err = s.checkedTypes(table, cols, rs[1]); err != nil {
 				return err
 			}
+			if !data.linesFit() {
+				noText = true // the caller converts the lines' rows
+				return nil
+			}
 			direct, err := s.copyDirect(ctx, pg, table, list, data)
 			if err != nil || direct {
 				return err
@@ -353,7 +364,7 @@ func (s *store) upsertCopy(ctx context.Context, tx batchTx, table string, cols [
 			}
 		}
 		s.copied[tmp] = true
-		if !data.encodeAll() {
+		if !data.linesFit() || !data.encodeAll() {
 			noText = true
 			return nil
 		}
@@ -464,12 +475,23 @@ func (s *store) copyDirect(ctx context.Context, pg *pgconn.PgConn, table, list s
 // COPY of the same rows (the temporary table's, after a direct COPY met a
 // key already there).
 type copyRows struct {
-	rows  [][]any
-	types []string
-	buf   *bytes.Buffer
-	next  int  // the first row not encoded yet
-	off   int  // bytes of buf read already
-	bad   bool // a value without a COPY text form: the COPY fails
+	rows [][]any
+	// lines are rows encoded ahead as COPY text (copyline.go), with the
+	// column types lineTypes: lines[i], when not nil, is row i (rows[i]
+	// is then nil). nil when none was.
+	lines     [][]byte
+	lineTypes []string
+	types     []string
+	buf       *bytes.Buffer
+	next      int  // the first row not encoded yet
+	off       int  // bytes of buf read already
+	bad       bool // a value without a COPY text form: the COPY fails
+}
+
+// linesFit reports whether the lines encoded ahead are text for types,
+// the column types checked under the table's lock.
+func (c *copyRows) linesFit() bool {
+	return c.lines == nil || slices.Equal(c.lineTypes, c.types)
 }
 
 // errNoCopyText fails a COPY whose rows hold a value without a COPY text
@@ -482,7 +504,7 @@ func (c *copyRows) Read(p []byte) (int, error) {
 			return 0, io.EOF
 		}
 		for c.next < len(c.rows) && c.buf.Len()-c.off < len(p) {
-			if !c.encode(c.rows[c.next]) {
+			if !c.encode(c.next) {
 				c.bad = true
 				return 0, errNoCopyText
 			}
@@ -498,7 +520,7 @@ func (c *copyRows) Read(p []byte) (int, error) {
 // COPY text form.
 func (c *copyRows) encodeAll() bool {
 	for ; c.next < len(c.rows); c.next++ {
-		if !c.encode(c.rows[c.next]) {
+		if !c.encode(c.next) {
 			c.bad = true
 			return false
 		}
@@ -506,8 +528,13 @@ func (c *copyRows) encodeAll() bool {
 	return !c.bad
 }
 
-func (c *copyRows) encode(r []any) bool {
-	for j, v := range r {
+// encode writes row i's text.
+func (c *copyRows) encode(i int) bool {
+	if c.lines != nil && c.lines[i] != nil {
+		c.buf.Write(c.lines[i])
+		return true
+	}
+	for j, v := range c.rows[i] {
 		if j > 0 {
 			c.buf.WriteByte('\t')
 		}
@@ -556,25 +583,7 @@ func appendCopyText(b *bytes.Buffer, v any, typ string) bool {
 		b.WriteString(`\\x`)
 		b.WriteString(hex.EncodeToString(x))
 	case time.Time:
-		// Go prints years outside 1–9999 in a form PostgreSQL refuses
-		// ("-005" for 6 BC): those go through the statement forms.
-		if y := x.UTC().Year(); y < 1 || y > 9999 {
-			return false
-		}
-		if y := x.Year(); y < 1 || y > 9999 {
-			return false
-		}
-		switch typ {
-		case "timestamp with time zone":
-			appendTimeText(b, x.UTC(), true)
-			b.WriteByte('Z')
-		case "timestamp without time zone":
-			appendTimeText(b, x, true)
-		case "date":
-			appendTimeText(b, x, false)
-		default:
-			return false
-		}
+		return appendTimeCopyText(b, x, typ)
 	case []*string:
 		appendArray(b, x, func(b *bytes.Buffer, s string) { appendElemEscaped(b, s) })
 	case []*int64:

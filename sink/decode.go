@@ -72,6 +72,12 @@ type half struct {
 type writerReading struct {
 	schema avro.Schema // resolved: what hamba/avro decodes into a map
 	ops    []fieldOp   // the direct reading; nil when only the map path reads it (fastdecode.go)
+	// line writes its records as COPY lines into columns of lineTypes
+	// (copyline.go); nil when it cannot. Planned by the first record of
+	// a batch decoded ahead for those types, again when they change.
+	line      *lineEncoder
+	lineTypes []string
+	linePlan  bool // line planned for lineTypes
 }
 
 // newRecordDecoder reads the topic's latest key and value schemas and

@@ -171,6 +171,11 @@ type Sink struct {
 	groupPending map[string]map[int32]kgo.EpochOffset
 	groupAt      time.Time
 
+	// aheadSize is the size to allocate for the next batch's COPY lines
+	// written with its decoding ahead (the last one's, and some): its
+	// buffer grows once.
+	aheadSize atomic.Int64
+
 	// commitRaw is the last commit_ts header parsed by committed, and
 	// commitAt its time; the poll loop's goroutine only.
 	commitRaw []byte

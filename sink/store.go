@@ -500,6 +500,31 @@ func (s *store) upsertRows(ctx context.Context, tx batchTx, table string, cols [
 	return nil
 }
 
+// upsertEncoded is upsertRows of rows some of which were encoded ahead
+// as COPY lines (lines[i] not nil, rows[i] nil) for the column types
+// lineTypes: through COPY when the table's types are those still, else
+// after expand has converted each such row i to driver values.
+func (s *store) upsertEncoded(ctx context.Context, tx batchTx, table string, cols []string, nkey int, rows [][]any, lines [][]byte, lineTypes []string, expand func(i int) ([]any, error)) error {
+	if _, ok := s.d.(postgresDialect); ok && len(rows) >= s.statementBelow && len(rows) > 0 {
+		tail := s.d.onConflict(cols[:nkey], cols[nkey:])
+		done, err := s.upsertCopyOf(ctx, tx, table, cols, tail, &copyRows{rows: rows, lines: lines, lineTypes: lineTypes})
+		if done || err != nil {
+			return err
+		}
+	}
+	for i, l := range lines {
+		if l == nil {
+			continue
+		}
+		r, err := expand(i)
+		if err != nil {
+			return err
+		}
+		rows[i] = r
+	}
+	return s.upsertRows(ctx, tx, table, cols, nkey, rows)
+}
+
 // upsertUnnest is PostgreSQL's bulk upsert: one array parameter per
 // column, unnested into rows, so a batch is one statement of len(cols)
 // parameters whatever its size, and PostgreSQL plans it once (no text of
@@ -743,6 +768,23 @@ func (s *store) pgColumnTypes(ctx context.Context, tx batchTx, table string, col
 		s.cacheTypes(table, known)
 	}
 	return typesOf(s.d, table, known, cols)
+}
+
+// cachedTypes returns the types of cols as last read for table (the
+// PostgreSQL COPY's cache), or nil when none were read yet or the store
+// is not PostgreSQL. Safe while another goroutine writes a batch.
+func (s *store) cachedTypes(table string, cols []string) []string {
+	if _, ok := s.d.(postgresDialect); !ok {
+		return nil
+	}
+	s.mu.Lock()
+	known := s.pgTypes[table]
+	s.mu.Unlock()
+	types, err := typesOf(s.d, table, known, cols)
+	if known == nil || err != nil {
+		return nil
+	}
+	return types
 }
 
 // cacheTypes keeps table's column types as last read (pgColumnTypes'

@@ -914,3 +914,70 @@ func benchStore(b *testing.B, cl *pgcluster.Cluster, name string) *store {
 	b.Cleanup(func() { db.Close() })
 	return &store{db: db, d: d}
 }
+
+// TestUpsertEncodedLines: rows encoded ahead as COPY lines go through COPY
+// as they are while the table's column types are those they were encoded
+// for, straight in or through the temporary table; a type altered since
+// makes the batch convert those rows (expand) and encode them anew.
+func TestUpsertEncodedLines(t *testing.T) {
+	t.Parallel()
+	sk := postgresStore(t)
+	at := time.Date(2024, 1, 2, 12, 34, 56, 0, time.UTC)
+	for _, c := range []struct {
+		name     string
+		temp     bool
+		alter    bool
+		expanded bool
+		want     string
+	}{
+		{"straight in", false, false, false, "v = '2024-01-02'::date"},
+		{"through the temporary table", true, false, false, "v = '2024-01-02'::date"},
+		{"type altered, straight in", false, true, true, "v = '2024-01-02 12:34:56+00'"},
+		{"type altered, through the temporary table", true, true, true, "v = '2024-01-02 12:34:56+00'"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			st := openTestStore(t, sk.fresh(t))
+			ctx := t.Context()
+			if _, err := st.db.ExecContext(ctx, `CREATE TABLE a (id bigint PRIMARY KEY, v date)`); err != nil {
+				t.Fatal(err)
+			}
+			if c.temp {
+				st.skipDirect = map[string]int{"a": math.MaxInt}
+			}
+			if c.alter {
+				if _, err := st.db.ExecContext(ctx, `ALTER TABLE a ALTER COLUMN v TYPE timestamptz`); err != nil {
+					t.Fatal(err)
+				}
+			}
+			tx, err := st.begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			expanded := 0
+			rows := [][]any{{int64(1), at}, nil}
+			lines := [][]byte{nil, []byte("2\t2024-01-02\n")}
+			err = st.upsertEncoded(ctx, tx, "a", []string{"id", "v"}, 1, rows, lines, []string{"bigint", "date"}, func(i int) ([]any, error) {
+				expanded++
+				return []any{int64(i + 1), at}, nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := tx.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			st.end()
+			if (expanded > 0) != c.expanded {
+				t.Errorf("rows converted again: %d, want them converted: %v", expanded, c.expanded)
+			}
+			var n int
+			if err := st.db.QueryRowContext(ctx, `SELECT count(*) FROM a WHERE id = 1 OR (id = 2 AND `+c.want+`)`).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			if n != 2 {
+				t.Errorf("%d of the 2 rows as expected (row 2: %s)", n, c.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,268 @@
+package sink
+
+import (
+	"bytes"
+	"math"
+	"math/big"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hamba/avro/v2"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// lineModel is a read model of topic "t" of one source writing every
+// field of lineValue (s into two columns), a key field into a column
+// besides the key too, with the table's column types as format_type
+// names them.
+var lineModel = ReadModel{Name: "lines", Table: "lines", Key: []string{"id", "k"}, Sources: []Source{{
+	Topic: "t", Key: []string{"id", "k"}, Owner: true,
+	Columns: []Column{
+		{Name: "id", Field: "id"}, {Name: "i", Field: "i"}, {Name: "f", Field: "f"}, {Name: "d", Field: "d"},
+		{Name: "b", Field: "b"}, {Name: "s", Field: "s"}, {Name: "s2", Field: "s2"}, {Name: "raw", Field: "raw"},
+		{Name: "amount", Field: "amount"}, {Name: "oamount", Field: "oamount"}, {Name: "u", Field: "u"},
+		{Name: "day", Field: "day"}, {Name: "ts", Field: "ts"}, {Name: "tsm", Field: "tsm", Type: "timestamp"},
+		{Name: "s_again", Field: "s"}, {Name: "tags", Field: "tags"}, {Name: "nums", Field: "nums"},
+		{Name: "doc", Field: "doc", Type: "jsonb"}, {Name: "k2", Field: "k"},
+	},
+}}}
+
+var lineTypes = []string{"bigint", "text", "integer", "real", "double precision", "boolean", "text", "text", "bytea",
+	"numeric", "numeric", "uuid", "date", "timestamp with time zone", "timestamp without time zone",
+	"text", "text[]", "bigint[]", "jsonb", "text"}
+
+const lineKey = `{"type":"record","name":"k","fields":[{"name":"id","type":"long"},{"name":"k","type":"string"}]}`
+
+const lineValue = `{"type":"record","name":"v","fields":[
+	{"name":"skipped","type":{"type":"map","values":"long"}},
+	{"name":"id","type":"long"},
+	{"name":"i","type":"int"},
+	{"name":"f","type":"float"},
+	{"name":"d","type":"double"},
+	{"name":"b","type":"boolean"},
+	{"name":"s","type":["null","string"],"default":null},
+	{"name":"s2","type":["string","null"]},
+	{"name":"raw","type":"bytes"},
+	{"name":"amount","type":{"type":"bytes","logicalType":"decimal","precision":12,"scale":2}},
+	{"name":"oamount","type":["null",{"type":"bytes","logicalType":"decimal","precision":20,"scale":4}],"default":null},
+	{"name":"u","type":{"type":"string","logicalType":"uuid"}},
+	{"name":"day","type":{"type":"int","logicalType":"date"}},
+	{"name":"ts","type":{"type":"long","logicalType":"timestamp-micros"}},
+	{"name":"tsm","type":["null",{"type":"long","logicalType":"timestamp-millis"}],"default":null},
+	{"name":"tags","type":["null",{"type":"array","items":["null","string"]}],"default":null},
+	{"name":"nums","type":{"type":"array","items":["null","long"]}},
+	{"name":"doc","type":"string"}
+]}`
+
+// lineApplier compiles m against a registry holding key and value, on a
+// PostgreSQL store that is never connected (nothing here reaches it).
+func lineApplier(t *testing.T, m ReadModel, key, value string) (*applier, *fakeRegistry, int) {
+	t.Helper()
+	reg := newFakeRegistry()
+	reg.add(t, "t-key", key)
+	id := reg.add(t, "t-value", value)
+	p, err := compile(t.Context(), &m, reg, avro.Config{}.Freeze())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &applier{p: p, st: &store{d: postgresDialect{}}}, reg, id
+}
+
+// valuesLine is the reference: the record decoded into values, converted
+// to driver values and encoded as COPY text, as every row was before the
+// lines; ok false when it has no COPY text.
+func valuesLine(t *testing.T, a *applier, rec *kgo.Record, types []string) ([]byte, entry, bool) {
+	t.Helper()
+	e, err := a.decode(t.Context(), 0, rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := make([]any, len(a.p.columns))
+	if err := a.ownerRowInto(row, make([]any, len(a.p.sources[0].keyFields)), &e); err != nil {
+		t.Fatal(err)
+	}
+	c := &copyRows{rows: [][]any{row}, types: types, buf: new(bytes.Buffer)}
+	ok := c.encodeAll()
+	return c.buf.Bytes(), e, ok
+}
+
+// scratch is aheadLine's scratch for a's row key and key cells.
+func scratch(a *applier) (keyCells, rk []any) {
+	return make([]any, len(a.p.columns)), make([]any, len(a.p.sources[0].keyFields))
+}
+
+// randomLineRecord is a record of lineValue with values chosen to reach
+// every escape, sign, null and edge the text has.
+func randomLineRecord(r *rand.Rand, id int64) (key, value map[string]any) {
+	text := func() string {
+		const alphabet = "ab\\\t\n\r\" ,{}ü€NULL'x"
+		var b strings.Builder
+		for range r.IntN(12) {
+			b.WriteString(string([]rune(alphabet)[r.IntN(len([]rune(alphabet)))]))
+		}
+		return b.String()
+	}
+	opt := func(v any) any {
+		if r.IntN(4) == 0 {
+			return nil
+		}
+		return v
+	}
+	when := func() time.Time {
+		// Mostly years 1–9999, sometimes around and past the edges.
+		lo, hi := time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC).UnixMicro(), time.Date(9999, 12, 31, 23, 59, 59, 999999000, time.UTC).UnixMicro()
+		switch r.IntN(40) {
+		case 0:
+			return time.UnixMicro(lo - r.Int64N(1e12)).UTC()
+		case 1:
+			return time.UnixMicro(hi + r.Int64N(1e12)).UTC()
+		case 2:
+			return time.UnixMicro(r.Int64N(2e6) - 1e6).UTC() // around the epoch, sub-second negatives
+		}
+		return time.UnixMicro(lo + r.Int64N(hi-lo)).UTC()
+	}
+	dec := func(maxDigits int) *big.Rat {
+		n := r.Int64N(int64(math.Pow10(r.IntN(maxDigits) + 1)))
+		if r.IntN(2) == 0 {
+			n = -n
+		}
+		return big.NewRat(n, 1) // scaled below
+	}
+	amount := dec(12)
+	amount.Quo(amount, big.NewRat(100, 1))
+	oamount := dec(18)
+	oamount.Quo(oamount, big.NewRat(10000, 1))
+	var tags any
+	if r.IntN(4) > 0 {
+		list := []any{}
+		for range r.IntN(4) {
+			list = append(list, opt(text()))
+		}
+		tags = list
+	}
+	nums := []any{}
+	for range r.IntN(4) {
+		nums = append(nums, opt(r.Int64()-math.MaxInt64/2))
+	}
+	floats := []float64{0, -0.5, 1e-7, 3.4e38, math.Inf(1), math.NaN(), r.NormFloat64()}
+	tsm := opt(when().Truncate(time.Millisecond))
+	day := when()
+	day = time.Date(day.Year(), day.Month(), day.Day(), 0, 0, 0, 0, time.UTC)
+	return map[string]any{"id": id, "k": text()}, map[string]any{
+		"skipped": map[string]any{"a": int64(1)},
+		"id":      id, "i": int(r.Int32()), "f": float32(floats[r.IntN(len(floats))]), "d": floats[r.IntN(len(floats))],
+		"b": r.IntN(2) == 0, "s": opt(text()), "s2": opt(text()), "raw": []byte(text()),
+		"amount": amount, "oamount": opt(oamount), "u": "6ba7b810-9dad-11d1-80b4-00c04fd430c8",
+		"day": day, "ts": when(), "tsm": tsm, "tags": tags, "nums": nums, "doc": `{"a": "` + text() + `"}`,
+	}
+}
+
+// TestCopyLineMatchesValues: a row's COPY line written straight from its
+// bytes is byte for byte the text of its values, converted and encoded,
+// on every kind the lines take; a record without COPY text (a year out of
+// range) is left to the values' way.
+func TestCopyLineMatchesValues(t *testing.T) {
+	t.Parallel()
+	a, reg, id := lineApplier(t, lineModel, lineKey, lineValue)
+	keyID := reg.versions["t-key"][0]
+	r := rand.New(rand.NewPCG(1, 2))
+	lines, left := 0, 0
+	for n := range 3000 {
+		k, v := randomLineRecord(r, int64(n)-1500)
+		rec := &kgo.Record{Topic: "t", Key: frame(t, keyID, reg.schemaFor[keyID], k), Value: frame(t, id, reg.schemaFor[id], v)}
+		want, we, wantOK := valuesLine(t, a, rec, lineTypes)
+		var got bytes.Buffer
+		got.WriteString("before")
+		kc, rk := scratch(a)
+		e, ok := a.aheadLine(t.Context(), 0, rec, lineTypes, kc, rk, &got)
+		if !ok {
+			if got.String() != "before" {
+				t.Fatalf("record %d: a line left to the values' way wrote %q", n, got.String())
+			}
+			if wantOK {
+				t.Fatalf("record %d: no line, but the values have COPY text %q (%v)", n, want, v)
+			}
+			left++
+			continue
+		}
+		if !wantOK {
+			t.Fatalf("record %d: a line %q, but the values have no COPY text (%v)", n, got.String(), v)
+		}
+		if g := got.String()[len("before"):]; g != string(want) {
+			t.Fatalf("record %d:\n got %q\nwant %q\nvalues %v", n, g, want, v)
+		}
+		if e.tn != we.tn || e.tk != we.tk || e.tk == "" {
+			t.Fatalf("record %d: topic key identity %d %q, want %d %q", n, e.tn, e.tk, we.tn, we.tk)
+		}
+		lines++
+	}
+	if lines < 2000 || left == 0 {
+		t.Fatalf("%d lines, %d left to the values' way: want most as lines and a few left", lines, left)
+	}
+	t.Logf("%d lines, %d left to the values' way", lines, left)
+}
+
+// TestCopyLineLeavesWhatItDoesNotKnow: a field of a kind the lines do not
+// write (a time of day, a map), a writer that needs resolution, column
+// types of another shape, a time into columns of different texts and a
+// tombstone all take the values' way.
+func TestCopyLineLeavesWhatItDoesNotKnow(t *testing.T) {
+	t.Parallel()
+	const key = `{"type":"record","name":"k","fields":[{"name":"id","type":"long"}]}`
+	const value = `{"type":"record","name":"v","fields":[{"name":"id","type":"long"},{"name":"n","type":"long"},
+		{"name":"tod","type":{"type":"long","logicalType":"time-micros"}},{"name":"m","type":{"type":"map","values":"long"}},
+		{"name":"ts","type":{"type":"long","logicalType":"timestamp-micros"}}]}`
+	model := func(cols ...Column) ReadModel {
+		return ReadModel{Name: "x", Table: "x", Key: []string{"id"}, Sources: []Source{{Topic: "t", Key: []string{"id"}, Owner: true, Columns: cols}}}
+	}
+	type record = map[string]any
+	v := record{"id": int64(1), "n": int64(2), "tod": time.Second, "m": record{"a": int64(1)}, "ts": time.Unix(5, 0).UTC()}
+	for _, c := range []struct {
+		name  string
+		model ReadModel
+		types []string
+		line  bool
+	}{
+		{"plain", model(Column{Name: "n", Field: "n"}), []string{"bigint", "bigint"}, true},
+		{"a time of day", model(Column{Name: "n", Field: "n"}, Column{Name: "tod", Field: "tod"}), []string{"bigint", "bigint", "time without time zone"}, false},
+		{"a map", model(Column{Name: "m", Field: "m"}), []string{"bigint", "jsonb"}, false},
+		{"types of another shape", model(Column{Name: "n", Field: "n"}), []string{"bigint"}, false},
+		{"one field into two columns of the same text", model(Column{Name: "n", Field: "n"}, Column{Name: "n2", Field: "n"}), []string{"bigint", "bigint", "text"}, true},
+		{"one time into two columns of different texts", model(Column{Name: "ts", Field: "ts"}, Column{Name: "day", Field: "ts"}), []string{"bigint", "timestamp with time zone", "date"}, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			a, reg, id := lineApplier(t, c.model, key, value)
+			keyID := reg.versions["t-key"][0]
+			rec := &kgo.Record{Topic: "t", Key: frame(t, keyID, reg.schemaFor[keyID], record{"id": int64(1)}), Value: frame(t, id, reg.schemaFor[id], v)}
+			var b bytes.Buffer
+			kc, rk := scratch(a)
+			_, ok := a.aheadLine(t.Context(), 0, rec, c.types, kc, rk, &b)
+			if ok != c.line {
+				t.Fatalf("line written: %v, want %v", ok, c.line)
+			}
+			if ok {
+				if want, _, _ := valuesLine(t, a, rec, c.types); b.String() != string(want) {
+					t.Fatalf("got %q, want %q", b.String(), want)
+				}
+			}
+			rec.Value = nil // a tombstone
+			if _, ok := a.aheadLine(t.Context(), 0, rec, c.types, kc, rk, &b); ok {
+				t.Fatal("a tombstone written as a line")
+			}
+		})
+	}
+	t.Run("a writer that needs resolution", func(t *testing.T) {
+		t.Parallel()
+		a, reg, _ := lineApplier(t, model(Column{Name: "n", Field: "n"}), key, value)
+		older := reg.add(t, "t-value", `{"type":"record","name":"v","fields":[{"name":"id","type":"long"},{"name":"n","type":"int"}]}`)
+		keyID := reg.versions["t-key"][0]
+		rec := &kgo.Record{Topic: "t", Key: frame(t, keyID, reg.schemaFor[keyID], record{"id": int64(1)}), Value: frame(t, older, reg.schemaFor[older], record{"id": int64(1), "n": 5})}
+		kc, rk := scratch(a)
+		if _, ok := a.aheadLine(t.Context(), 0, rec, []string{"bigint", "bigint"}, kc, rk, new(bytes.Buffer)); ok {
+			t.Fatal("a promoted int written as a line")
+		}
+	})
+}
