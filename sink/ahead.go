@@ -47,6 +47,7 @@ func (s *Sink) decodeAhead(ctx context.Context, recs []*kgo.Record) *decodedBatc
 	}
 	var text *bytes.Buffer
 	var spans [][2]int // each line's bytes in text
+	var keyCells []any // a line's row key, written into its line
 	for i, r := range recs {
 		src := s.a.sourceOf(r.Topic)
 		if src < 0 {
@@ -56,13 +57,10 @@ func (s *Sink) decodeAhead(ctx context.Context, recs []*kgo.Record) *decodedBatc
 			if text == nil {
 				text = bytes.NewBuffer(make([]byte, 0, int(s.aheadSize.Load())))
 				spans = make([][2]int, len(recs))
-				rk = make([]any, len(s.a.p.sources[src].keyFields))
-				if cells == nil {
-					cells = make([]any, len(recs)*nc)
-				}
+				keyCells, rk = make([]any, nc), make([]any, len(s.a.p.sources[src].keyFields))
 			}
 			start := text.Len()
-			if e, ok := s.a.aheadLine(ctx, src, r, types, cells[i*nc:(i+1)*nc:(i+1)*nc], rk, text); ok {
+			if e, ok := s.a.aheadLine(ctx, src, r, types, keyCells, rk, text); ok {
 				b.ents[i], b.n = e, i+1
 				spans[i] = [2]int{start, text.Len()}
 				continue

@@ -420,8 +420,9 @@ func (a *applier) write(ctx context.Context, tx batchTx, entries []entry, seq in
 	var dels [][]any
 	type up struct {
 		hash string
-		row  []any // the key and the owner's columns; the others' are filled below
-		ent  int   // its entry in owned, when encoded ahead (row nil)
+		row  []any  // the key and the owner's columns; the others' are filled below
+		line []byte // or its COPY line, encoded ahead (row nil)
+		ent  int    // the line's entry in owned
 	}
 	owned := bySrc[a.p.owner]
 	nc := len(a.p.columns)
@@ -430,22 +431,14 @@ func (a *applier) write(ctx context.Context, tx batchTx, entries []entry, seq in
 	// The owner's row key is converted (storeKey, storeKeyInto) or hashed
 	// before the next record: one scratch slice serves every record.
 	scratch := make([]any, len(a.p.sources[a.p.owner].keyFields))
-	var lines [][]byte // per ups, when any was encoded ahead
-	var lineTypes []string
+	var lineTypes []string // set when any entry was encoded ahead
 	for k, e := range owned {
 		if e.line != nil {
 			// Encoded with its decoding (a read model of one source);
 			// converted below only if the text cannot be used.
-			if lines == nil {
-				lines = make([][]byte, len(ups), len(owned))
-			}
-			lines = append(lines, e.line)
 			lineTypes = e.lineTypes
-			ups = append(ups, up{ent: k})
+			ups = append(ups, up{line: e.line, ent: k})
 			continue
-		}
-		if lines != nil {
-			lines = append(lines, nil)
 		}
 		if e.row != nil {
 			// Converted with its decoding (a read model of one source:
@@ -500,7 +493,7 @@ func (a *applier) write(ctx context.Context, tx batchTx, entries []entry, seq in
 		}
 	}
 	rows := make([][]any, len(ups))
-	if lines != nil { // a read model of one source: nothing to fill
+	if lineTypes != nil { // a read model of one source: nothing to fill
 		expand := func(i int) ([]any, error) {
 			e := owned[ups[i].ent]
 			d, err := a.decode(ctx, e.src, e.rec)
@@ -513,8 +506,9 @@ func (a *applier) write(ctx context.Context, tx batchTx, entries []entry, seq in
 			}
 			return row, nil
 		}
+		lines := make([][]byte, len(ups))
 		for i, u := range ups {
-			rows[i] = u.row
+			rows[i], lines[i] = u.row, u.line
 		}
 		if err := a.st.upsertEncoded(ctx, tx, table, a.p.columnNames(), len(keyCols), rows, lines, lineTypes, expand); err != nil {
 			return fmt.Errorf("upsert rows: %w", err)

@@ -56,13 +56,14 @@ const lineValue = `{"type":"record","name":"v","fields":[
 	{"name":"doc","type":"string"}
 ]}`
 
-// lineApplier compiles m against a registry holding key and value, on a
+// lineApplier compiles m against a registry holding key and value (its
+// one source's subjects), on a
 // PostgreSQL store that is never connected (nothing here reaches it).
 func lineApplier(t *testing.T, m ReadModel, key, value string) (*applier, *fakeRegistry, int) {
 	t.Helper()
 	reg := newFakeRegistry()
-	reg.add(t, "t-key", key)
-	id := reg.add(t, "t-value", value)
+	reg.add(t, m.Sources[0].Topic+"-key", key)
+	id := reg.add(t, m.Sources[0].Topic+"-value", value)
 	p, err := compile(t.Context(), &m, reg, avro.Config{}.Freeze())
 	if err != nil {
 		t.Fatal(err)
@@ -265,4 +266,73 @@ func TestCopyLineLeavesWhatItDoesNotKnow(t *testing.T) {
 			t.Fatal("a promoted int written as a line")
 		}
 	})
+}
+
+// TestWriteLinesBesideOtherRows: one batch of lines encoded ahead, rows
+// converted the values' way and tombstones, in any order, is one COPY of
+// the right rows and the deletes.
+func TestWriteLinesBesideOtherRows(t *testing.T) {
+	t.Parallel()
+	st := openTestStore(t, postgresStore(t).fresh(t))
+	ctx := t.Context()
+	if _, err := st.db.ExecContext(ctx, `CREATE TABLE profile (customer_id bigint PRIMARY KEY, display_name text NOT NULL, tier text)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.db.ExecContext(ctx, `INSERT INTO profile VALUES (2, 'gone', NULL), (5, 'gone too', 'x')`); err != nil {
+		t.Fatal(err)
+	}
+	a, reg, id := lineApplier(t, customerModel("profile"), customersKey, customersValue)
+	a.st = st
+	keyID := reg.versions["customers-key"][0]
+	types := []string{"bigint", "text", "text"}
+	record := func(n int64, name string, asLine bool) entry {
+		k, v := cust(n, name, "gold")
+		rec := &kgo.Record{Topic: "customers", Key: frame(t, keyID, reg.schemaFor[keyID], k)}
+		if name != "" {
+			rec.Value = frame(t, id, reg.schemaFor[id], v)
+		}
+		if asLine {
+			kc, rk := scratch(a)
+			text := new(bytes.Buffer)
+			e, ok := a.aheadLine(ctx, 0, rec, types, kc, rk, text)
+			if !ok {
+				t.Fatalf("record %d: no line", n)
+			}
+			e.line, e.lineTypes = text.Bytes(), types
+			return e
+		}
+		e, err := a.decode(ctx, 0, rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	entries := []entry{record(1, "ann", true), record(2, "", false), record(3, "bob", false), record(4, "cy", true), record(5, "", false), record(6, "dee", true)}
+	tx, err := st.begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.write(ctx, tx, entries, 1); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	st.end()
+	var got []string
+	r, err := st.db.QueryContext(ctx, `SELECT customer_id || '|' || display_name || '|' || tier FROM profile ORDER BY customer_id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for r.Next() {
+		var s string
+		if err := r.Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, s)
+	}
+	if want := "1|ann|gold 3|bob|gold 4|cy|gold 6|dee|gold"; strings.Join(got, " ") != want {
+		t.Fatalf("rows: got %q, want %q", strings.Join(got, " "), want)
+	}
 }
