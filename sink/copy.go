@@ -563,11 +563,11 @@ func appendCopyText(b *bytes.Buffer, v any, typ string) bool {
 	case string:
 		appendCopyEscaped(b, x)
 	case int:
-		b.WriteString(strconv.Itoa(x))
+		b.Write(strconv.AppendInt(b.AvailableBuffer(), int64(x), 10))
 	case int32:
-		b.WriteString(strconv.FormatInt(int64(x), 10))
+		b.Write(strconv.AppendInt(b.AvailableBuffer(), int64(x), 10))
 	case int64:
-		b.WriteString(strconv.FormatInt(x, 10))
+		b.Write(strconv.AppendInt(b.AvailableBuffer(), x, 10))
 	case float32:
 		// As the statement forms send it: exact in a real or a double column.
 		b.WriteString(floatText(float64(x), 64))
