@@ -986,15 +986,9 @@ func (rp *republisher) runTable(ctx context.Context, conn *pgx.Conn, job republi
 func (rp *republisher) readTable(ctx context.Context, conn *pgx.Conn, job republishJob, idx int, tr *tableReader, first bool,
 	began time.Time, queue chan<- chunkFlight) error {
 	var w *chunkWindow // the chunk to read next, once its low watermark is emitted
-	// begun is the next chunk's transaction when the last chunk's commit
-	// began it (readAfterLow); left open only if this returns early.
-	var begun *chunkTxn
 	defer func() {
 		if w != nil {
 			rp.close(w)
-		}
-		if begun != nil {
-			_ = conn.PgConn().Exec(context.WithoutCancel(ctx), "ROLLBACK").Close()
 		}
 	}()
 	var read int64
@@ -1015,7 +1009,7 @@ func (rp *republisher) readTable(ctx context.Context, conn *pgx.Conn, job republ
 		// unless the rate makes the republisher wait in between (the
 		// window would stay open, noting keys, for the whole wait) or the
 		// job was cancelled.
-		more, next, err := rp.read(ctx, conn, tr, cur, first, begun, func(n int64, more bool) (uint64, error) {
+		more, err := rp.read(ctx, conn, tr, cur, first, func(n int64, more bool) (uint64, error) {
 			read += n
 			if job.Rate > 0 {
 				due = began.Add(time.Duration(float64(read) / float64(job.Rate) * float64(time.Second)))
@@ -1029,7 +1023,6 @@ func (rp *republisher) readTable(ctx context.Context, conn *pgx.Conn, job republ
 			w = rp.open(idx, job.ID, 0)
 			return w.seq, nil
 		})
-		begun = next
 		if err != nil {
 			rp.close(cur)
 			return err
@@ -1148,11 +1141,9 @@ func (rp *republisher) watermark(ctx context.Context, conn *pgx.Conn, kind strin
 // read reads the chunk of w, whose low watermark is emitted, and passes
 // its rows to w; then, in the chunk's transaction, it emits w's high
 // watermark, with the next chunk's low one when high returns a chunk. It
-// reports whether more chunks follow, and returns the next chunk's
-// transaction when it began it with this one's commit (readAfterLow).
-// begun is this chunk's transaction when the chunk before began it.
-func (rp *republisher) read(ctx context.Context, conn *pgx.Conn, tr *tableReader, w *chunkWindow, first bool, begun *chunkTxn,
-	high func(rows int64, more bool) (next uint64, err error)) (bool, *chunkTxn, error) {
+// reports whether more chunks follow.
+func (rp *republisher) read(ctx context.Context, conn *pgx.Conn, tr *tableReader, w *chunkWindow, first bool,
+	high func(rows int64, more bool) (next uint64, err error)) (bool, error) {
 	var rows chunkRows
 	tr.emit = func(b *rowBatch) error {
 		rows.batches = append(rows.batches, b)
@@ -1165,9 +1156,9 @@ func (rp *republisher) read(ctx context.Context, conn *pgx.Conn, tr *tableReader
 	} else {
 		rows.keyAt = tr.keys
 	}
-	more, next, err := readAfterLow(ctx, conn, tr, first, begun, func(more bool) (string, bool, error) {
+	more, err := readAfterLow(ctx, conn, tr, first, func(more bool) (string, error) {
 		if err := tr.send(); err != nil {
-			return "", false, err
+			return "", err
 		}
 		w.ready <- rows // buffered, and sent once per window
 		if rp.src.chunkRead != nil {
@@ -1175,15 +1166,14 @@ func (rp *republisher) read(ctx context.Context, conn *pgx.Conn, tr *tableReader
 		}
 		next, err := high(rows.n, more)
 		if err != nil {
-			return "", false, err
+			return "", err
 		}
-		sql, err := signalSQL(signal{Kind: signalHigh, Slot: rp.src.cfg.Slot, Run: rp.run, Seq: w.seq, Next: next})
-		return sql, next != 0, err
+		return signalSQL(signal{Kind: signalHigh, Slot: rp.src.cfg.Slot, Run: rp.run, Seq: w.seq, Next: next})
 	})
 	if err != nil {
-		return false, nil, fmt.Errorf("republish: %w", err)
+		return false, fmt.Errorf("republish: %w", err)
 	}
-	return more, next, nil
+	return more, nil
 }
 
 // settle waits until the stream handed chunk w over and the handler
@@ -1234,80 +1224,54 @@ const chunkBegin = `BEGIN ISOLATION LEVEL REPEATABLE READ; ` +
 // Once the chunk is read, high (which hands the rows over) returns the
 // high watermark's statement, run in the chunk's transaction with its
 // COMMIT in one round trip: the transaction's commit is the high
-// watermark, after the snapshot as the method needs. When high says the
-// watermark is also the next chunk's low one, the same round trip begins
-// the next chunk's transaction and takes its snapshot (chunkBegin, after
-// the COMMIT, as a round trip of its own would): readAfterLow returns it,
-// and the next call, given it as begun, reads in it. So a chunk costs two
-// round trips, not three, and the server reads chunks with one pause fewer
-// between them (bench/analysis.md, "Republish: the execution trace").
-func readAfterLow(ctx context.Context, conn *pgx.Conn, tr *tableReader, first bool, begun *chunkTxn,
-	high func(more bool) (sql string, beginNext bool, err error)) (bool, *chunkTxn, error) {
+// watermark, after the snapshot as the method needs.
+func readAfterLow(ctx context.Context, conn *pgx.Conn, tr *tableReader, first bool, high func(more bool) (string, error)) (bool, error) {
 	pc := conn.PgConn()
 	rollback := func() { _ = pc.Exec(context.WithoutCancel(ctx), "ROLLBACK").Close() }
 	for try := 0; ; try++ {
-		var racing int
-		var err error
-		if begun != nil && try == 0 {
-			racing = begun.racing
-		} else {
-			racing, err = beginChunk(ctx, pc, chunkBegin)
-		}
+		racing, err := beginChunk(ctx, pc)
 		if err == nil && racing == 0 {
-			var more, beginNext bool
+			var more bool
 			var sql string
-			var next *chunkTxn
 			_, more, err = tr.readChunk(ctx, conn, first)
 			if err == nil {
-				sql, beginNext, err = high(more)
+				sql, err = high(more)
 			}
 			if err == nil {
-				if beginNext {
-					var n int
-					if n, err = beginChunk(ctx, pc, sql+"; COMMIT; "+chunkBegin); err == nil {
-						next = &chunkTxn{racing: n}
-					} else {
-						err = fmt.Errorf("emit the high watermark, commit and begin the next chunk: %w", err)
-					}
-				} else if err = pc.Exec(ctx, sql+"; COMMIT").Close(); err != nil {
+				err = pc.Exec(ctx, sql+"; COMMIT").Close()
+				if err != nil {
 					err = fmt.Errorf("emit the high watermark and commit: %w", err)
 				}
 			}
 			if err != nil {
 				rollback()
-				return false, nil, err
+				return false, err
 			}
-			return more, next, nil
+			return more, nil
 		}
 		rollback()
 		if err != nil {
-			return false, nil, err
+			return false, err
 		}
 		if try == snapshotRetries {
-			return false, nil, fmt.Errorf("no snapshot without a committed-but-invisible transaction after %d tries (a synchronous standby that does not answer?)", snapshotRetries)
+			return false, fmt.Errorf("no snapshot without a committed-but-invisible transaction after %d tries (a synchronous standby that does not answer?)", snapshotRetries)
 		}
 		if err := sleepUntil(ctx, time.Now().Add(snapshotRetryWait)); err != nil {
-			return false, nil, err
+			return false, err
 		}
 	}
 }
 
-// chunkTxn is a chunk's transaction begun by the commit of the chunk
-// before (readAfterLow): its snapshot is taken, racing is its count of
-// committed transactions it sees as running.
-type chunkTxn struct{ racing int }
-
-// beginChunk runs sql, which ends with chunkBegin, and returns chunkBegin's
-// count.
-func beginChunk(ctx context.Context, pc *pgconn.PgConn, sql string) (int, error) {
-	res, err := pc.Exec(ctx, sql).ReadAll()
+// beginChunk runs chunkBegin and returns its count.
+func beginChunk(ctx context.Context, pc *pgconn.PgConn) (int, error) {
+	res, err := pc.Exec(ctx, chunkBegin).ReadAll()
 	if err != nil {
 		return 0, fmt.Errorf("take the chunk's snapshot: %w", err)
 	}
-	if len(res) < 2 || len(res[len(res)-1].Rows) != 1 || len(res[len(res)-1].Rows[0]) != 1 {
-		return 0, fmt.Errorf("take the chunk's snapshot: unexpected answer to %q", sql)
+	if len(res) != 2 || len(res[1].Rows) != 1 || len(res[1].Rows[0]) != 1 {
+		return 0, fmt.Errorf("take the chunk's snapshot: unexpected answer to %q", chunkBegin)
 	}
-	n, err := strconv.Atoi(string(res[len(res)-1].Rows[0][0]))
+	n, err := strconv.Atoi(string(res[1].Rows[0][0]))
 	if err != nil {
 		return 0, fmt.Errorf("take the chunk's snapshot: count of committed running transactions: %w", err)
 	}

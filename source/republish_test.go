@@ -715,58 +715,6 @@ func republishWritingBetween(t *testing.T, db *testDB, dir string, src *Source, 
 	return r, got, from, id
 }
 
-// TestReadAfterLowBeginsNext: when the high watermark is also the next
-// chunk's low one, the round trip that commits it begins the next chunk's
-// transaction and takes its snapshot: the next chunk sees what the high
-// watermark's transaction wrote (its snapshot follows that commit) and
-// not what commits after the round trip (the snapshot is not taken later,
-// at the next chunk's first statement).
-func TestReadAfterLowBeginsNext(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	db := newDB(t, startCluster(t), "rep_begins_next", "CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL)")
-	db.exec("INSERT INTO items SELECT g, 0 FROM generate_series(1, 10) g")
-	tbl := db.table("items")
-	tr := newTableReader(&tbl, 0, 5, nil)
-	var ids []string
-	tr.emit = func(b *rowBatch) error {
-		for i := range b.rows {
-			ids = append(ids, string(b.row(i, nil)[0]))
-		}
-		return nil
-	}
-	conn := pgtest.Connect(t, db.dsn)
-
-	more, next, err := readAfterLow(ctx, conn, tr, true, nil, func(bool) (string, bool, error) {
-		return "INSERT INTO items VALUES (100, 0)", true, tr.send()
-	})
-	if err != nil || !more || next == nil {
-		t.Fatalf("first chunk: more %v, next %v, err %v; want more and the next chunk's transaction", more, next, err)
-	}
-	if s := conn.PgConn().TxStatus(); s != 'T' {
-		t.Fatalf("after the first chunk the connection's transaction status is %q, want 'T': the next chunk's transaction is not open", s)
-	}
-	if got := strings.Join(ids, ","); got != "1,2,3,4,5" {
-		t.Fatalf("first chunk read %s, want 1,2,3,4,5", got)
-	}
-	db.exec("INSERT INTO items VALUES (50, 0)") // after the next chunk's snapshot
-
-	ids = nil
-	tr.chunk = 100
-	more, next, err = readAfterLow(ctx, conn, tr, false, next, func(bool) (string, bool, error) {
-		return "SELECT 1", false, tr.send()
-	})
-	if err != nil || more || next != nil {
-		t.Fatalf("second chunk: more %v, next %v, err %v; want the last chunk, no transaction begun", more, next, err)
-	}
-	if got := strings.Join(ids, ","); got != "6,7,8,9,10,100" {
-		t.Errorf("second chunk read %s, want 6,7,8,9,10,100: its snapshot must follow the first chunk's commit and precede the insert of 50", got)
-	}
-	if s := conn.PgConn().TxStatus(); s != 'I' {
-		t.Errorf("after the last chunk the connection's transaction status is %q, want 'I'", s)
-	}
-}
-
 func TestNextChunkRows(t *testing.T) {
 	t.Parallel()
 	for _, tt := range []struct {
