@@ -34,9 +34,14 @@ type lineEncoder struct {
 	types []string  // the column types the text is for
 	ops   []lineOp  // one per writer field, in the writer's order
 	cols  []lineCol // one per column, in the columns' order
-	seg   bytes.Buffer
-	pos   [][2]int // each value column's text in seg
-	tmp   []byte   // a string's bytes, read before they are escaped
+	// inOrder: the value's fields come in the columns' order, one column
+	// each, after every other column, so their text is written straight
+	// into the line; otherwise through seg, then in the columns' order.
+	inOrder    bool
+	firstValue int // the first column taken from the value
+	seg        bytes.Buffer
+	pos        [][2]int // each value column's text in seg
+	tmp        []byte   // a string's bytes, read before they are escaped
 }
 
 // lineOp reads one writer field: skipped (cols nil), or its text written
@@ -118,6 +123,22 @@ func newLineEncoder(p *plan, src int, ops []fieldOp, types []string) *lineEncode
 			}
 		}
 	}
+	le.inOrder = true
+	next := 0 // the first value column
+	for next < len(le.cols) && (le.cols[next].key || le.cols[next].fromKey >= 0) {
+		next++
+	}
+	le.firstValue = next
+	for _, op := range le.ops {
+		switch {
+		case op.cols == nil:
+		case len(op.cols) == 1 && op.cols[0] == next:
+			next++
+		default:
+			le.inOrder = false
+		}
+	}
+	le.inOrder = le.inOrder && next == len(le.cols)
 	return le
 }
 
@@ -125,9 +146,12 @@ func newLineEncoder(p *plan, src int, ops []fieldOp, types []string) *lineEncode
 // key its decoded topic key, keyCells the row key's driver values. False
 // (out as it was) when the record must take the values' way.
 func (le *lineEncoder) encode(a *applier, src int, r *avro.Reader, payload []byte, key fields, keyCells []any, out *bytes.Buffer) bool {
-	le.seg.Reset()
 	r.Reset(payload)
 	r.Error = nil
+	if le.inOrder {
+		return le.encodeInOrder(a, src, r, key, keyCells, out)
+	}
+	le.seg.Reset()
 	for i := range le.ops {
 		op := &le.ops[i]
 		if op.cols == nil {
@@ -167,6 +191,53 @@ func (le *lineEncoder) encode(a *applier, src int, r *avro.Reader, payload []byt
 			continue
 		}
 		if !appendCopyText(out, cell, le.types[j]) {
+			out.Truncate(mark)
+			return false
+		}
+	}
+	out.WriteByte('\n')
+	return true
+}
+
+// encodeInOrder is encode of a writer whose fields come in the columns'
+// order: the columns before the first value column (the row key's, a
+// topic key field's), then each field's text as it is read.
+func (le *lineEncoder) encodeInOrder(a *applier, src int, r *avro.Reader, key fields, keyCells []any, out *bytes.Buffer) bool {
+	mark := out.Len()
+	for i, c := range le.cols[:le.firstValue] {
+		if i > 0 {
+			out.WriteByte('\t')
+		}
+		cell := keyCells[i]
+		if !c.key {
+			v, err := a.sourceValue(src, c.fromKey, key, fields{})
+			if err != nil {
+				out.Truncate(mark)
+				return false
+			}
+			cell = v
+		}
+		if !appendCopyText(out, cell, le.types[i]) {
+			out.Truncate(mark)
+			return false
+		}
+	}
+	j := le.firstValue
+	for i := range le.ops {
+		op := &le.ops[i]
+		if op.cols == nil {
+			skipValue(r, op.writer)
+		} else {
+			if j > 0 {
+				out.WriteByte('\t')
+			}
+			j++
+			if !op.text(r, out, &le.tmp) {
+				out.Truncate(mark)
+				return false
+			}
+		}
+		if r.Error != nil {
 			out.Truncate(mark)
 			return false
 		}

@@ -29,6 +29,23 @@ var lineModel = ReadModel{Name: "lines", Table: "lines", Key: []string{"id", "k"
 	},
 }}}
 
+// lineModelInOrder takes the same fields once each, in the writer's
+// order after the key: its lines are written as the fields are read.
+var lineModelInOrder = ReadModel{Name: "lines", Table: "lines", Key: []string{"id", "k"}, Sources: []Source{{
+	Topic: "t", Key: []string{"id", "k"}, Owner: true,
+	Columns: []Column{
+		{Name: "i", Field: "i"}, {Name: "f", Field: "f"}, {Name: "d", Field: "d"},
+		{Name: "b", Field: "b"}, {Name: "s", Field: "s"}, {Name: "s2", Field: "s2"}, {Name: "raw", Field: "raw"},
+		{Name: "amount", Field: "amount"}, {Name: "oamount", Field: "oamount"}, {Name: "u", Field: "u"},
+		{Name: "day", Field: "day"}, {Name: "ts", Field: "ts"}, {Name: "tsm", Field: "tsm", Type: "timestamp"},
+		{Name: "tags", Field: "tags"}, {Name: "nums", Field: "nums"}, {Name: "doc", Field: "doc", Type: "jsonb"},
+	},
+}}}
+
+var lineTypesInOrder = []string{"bigint", "text", "integer", "real", "double precision", "boolean", "text", "text", "bytea",
+	"numeric", "numeric", "uuid", "date", "timestamp with time zone", "timestamp without time zone",
+	"text[]", "bigint[]", "jsonb"}
+
 var lineTypes = []string{"bigint", "text", "integer", "real", "double precision", "boolean", "text", "text", "bytea",
 	"numeric", "numeric", "uuid", "date", "timestamp with time zone", "timestamp without time zone",
 	"text", "text[]", "bigint[]", "jsonb", "text"}
@@ -166,43 +183,65 @@ func randomLineRecord(r *rand.Rand, id int64) (key, value map[string]any) {
 // range) is left to the values' way.
 func TestCopyLineMatchesValues(t *testing.T) {
 	t.Parallel()
-	a, reg, id := lineApplier(t, lineModel, lineKey, lineValue)
-	keyID := reg.versions["t-key"][0]
-	r := rand.New(rand.NewPCG(1, 2))
-	lines, left := 0, 0
-	for n := range 3000 {
-		k, v := randomLineRecord(r, int64(n)-1500)
-		rec := &kgo.Record{Topic: "t", Key: frame(t, keyID, reg.schemaFor[keyID], k), Value: frame(t, id, reg.schemaFor[id], v)}
-		want, we, wantOK := valuesLine(t, a, rec, lineTypes)
-		var got bytes.Buffer
-		got.WriteString("before")
-		kc, rk := scratch(a)
-		e, ok := a.aheadLine(t.Context(), 0, rec, lineTypes, kc, rk, &got)
-		if !ok {
-			if got.String() != "before" {
-				t.Fatalf("record %d: a line left to the values' way wrote %q", n, got.String())
+	for _, c := range []struct {
+		name    string
+		model   ReadModel
+		types   []string
+		inOrder bool
+	}{
+		{"fields in the columns' order", lineModelInOrder, lineTypesInOrder, true},
+		{"a field twice, a key field last", lineModel, lineTypes, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			a, reg, id := lineApplier(t, c.model, lineKey, lineValue)
+			keyID := reg.versions["t-key"][0]
+			r := rand.New(rand.NewPCG(1, 2))
+			lines, left := 0, 0
+			for n := range 3000 {
+				k, v := randomLineRecord(r, int64(n)-1500)
+				rec := &kgo.Record{Topic: "t", Key: frame(t, keyID, reg.schemaFor[keyID], k), Value: frame(t, id, reg.schemaFor[id], v)}
+				want, we, wantOK := valuesLine(t, a, rec, c.types)
+				var got bytes.Buffer
+				got.WriteString("before")
+				kc, rk := scratch(a)
+				e, ok := a.aheadLine(t.Context(), 0, rec, c.types, kc, rk, &got)
+				if !ok {
+					if got.String() != "before" {
+						t.Fatalf("record %d: a line left to the values' way wrote %q", n, got.String())
+					}
+					if wantOK {
+						t.Fatalf("record %d: no line, but the values have COPY text %q (%v)", n, want, v)
+					}
+					left++
+					continue
+				}
+				if !wantOK {
+					t.Fatalf("record %d: a line %q, but the values have no COPY text (%v)", n, got.String(), v)
+				}
+				if g := got.String()[len("before"):]; g != string(want) {
+					t.Fatalf("record %d:\n got %q\nwant %q\nvalues %v", n, g, want, v)
+				}
+				if e.tn != we.tn || e.tk != we.tk || e.tk == "" {
+					t.Fatalf("record %d: topic key identity %d %q, want %d %q", n, e.tn, e.tk, we.tn, we.tk)
+				}
+				lines++
+				// Cut short: no line, and nothing of one written.
+				rec.Value = rec.Value[:len(rec.Value)-1-r.IntN(len(rec.Value)-6)]
+				got.Reset()
+				if _, ok := a.aheadLine(t.Context(), 0, rec, c.types, kc, rk, &got); ok || got.Len() > 0 {
+					t.Fatalf("record %d cut to %d bytes: a line %q", n, len(rec.Value), got.String())
+				}
 			}
-			if wantOK {
-				t.Fatalf("record %d: no line, but the values have COPY text %q (%v)", n, want, v)
+			if le := a.p.sources[0].ahead.value.resolved[id].line; le == nil || le.inOrder != c.inOrder {
+				t.Fatalf("lines written in the fields' order: %v, want %v", le != nil && le.inOrder, c.inOrder)
 			}
-			left++
-			continue
-		}
-		if !wantOK {
-			t.Fatalf("record %d: a line %q, but the values have no COPY text (%v)", n, got.String(), v)
-		}
-		if g := got.String()[len("before"):]; g != string(want) {
-			t.Fatalf("record %d:\n got %q\nwant %q\nvalues %v", n, g, want, v)
-		}
-		if e.tn != we.tn || e.tk != we.tk || e.tk == "" {
-			t.Fatalf("record %d: topic key identity %d %q, want %d %q", n, e.tn, e.tk, we.tn, we.tk)
-		}
-		lines++
+			if lines < 2000 || left == 0 {
+				t.Fatalf("%d lines, %d left to the values' way: want most as lines and a few left", lines, left)
+			}
+			t.Logf("%d lines, %d left to the values' way", lines, left)
+		})
 	}
-	if lines < 2000 || left == 0 {
-		t.Fatalf("%d lines, %d left to the values' way: want most as lines and a few left", lines, left)
-	}
-	t.Logf("%d lines, %d left to the values' way", lines, left)
 }
 
 // TestCopyLineLeavesWhatItDoesNotKnow: a field of a kind the lines do not
