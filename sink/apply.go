@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 
@@ -498,7 +499,12 @@ func (a *applier) write(ctx context.Context, tx batchTx, entries []entry, seq in
 			e := owned[ups[i].ent]
 			d, err := a.decode(ctx, e.src, e.rec)
 			if err != nil {
-				return nil, recordError(e.rec, err)
+				if errors.Is(err, errUndecodable) {
+					return nil, recordError(e.rec, err)
+				}
+				// A registry outage, a schema the read model cannot
+				// read: the batch's, not the record's.
+				return nil, &redecodeError{err}
 			}
 			row := make([]any, nc)
 			if err := a.ownerRowInto(row, scratch, &d); err != nil {
@@ -540,6 +546,15 @@ func (a *applier) write(ctx context.Context, tx batchTx, entries []entry, seq in
 	}
 	return nil
 }
+
+// redecodeError is a failure to decode again, as values, a record of a
+// batch encoded ahead (a registry outage, a schema the read model cannot
+// read): the batch fails as it would have had the record failed its first
+// decoding, never the record as a poison one.
+type redecodeError struct{ err error }
+
+func (e *redecodeError) Error() string { return "decode a record again: " + e.err.Error() }
+func (e *redecodeError) Unwrap() error { return e.err }
 
 // sideKey is a source topic and a row hash.
 type sideKey struct{ topic, row string }

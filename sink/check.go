@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/hamba/avro/v2"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -56,7 +55,7 @@ func Check(ctx context.Context, cfg Config) (notes []string, problems []error) {
 		}
 	}
 
-	p, err := compile(pctx, m, cfg.Registry, avro.Config{}.Freeze())
+	p, err := compile(pctx, m, cfg.Registry, newAPI())
 	if err != nil {
 		return notes, append(problems, err)
 	}

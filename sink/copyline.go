@@ -41,7 +41,7 @@ type lineEncoder struct {
 	firstValue int // the first column taken from the value
 	seg        bytes.Buffer
 	pos        [][2]int // each value column's text in seg
-	tmp        []byte   // a string's bytes, read before they are escaped
+	tmp        rawBuf   // a string's bytes, read before they are escaped
 }
 
 // lineOp reads one writer field: skipped (cols nil), or its text written
@@ -64,7 +64,14 @@ type lineCol struct {
 // textOp writes the COPY text of one Avro value read from r into b; false
 // when it has no text here (the record then takes the values' way). tmp is
 // scratch for a string's bytes.
-type textOp func(r *avro.Reader, b *bytes.Buffer, tmp *[]byte) bool
+type textOp func(r *avro.Reader, b *bytes.Buffer, tmp *rawBuf) bool
+
+// rawBuf holds a string's or bytes' content while it is escaped; max is
+// the most a length prefix may claim: the record's bytes.
+type rawBuf struct {
+	b   []byte
+	max int
+}
 
 // newLineEncoder plans the lines of src's records written with the writer
 // fields ops (a direct reading, fastdecode.go) into columns of types, or
@@ -148,6 +155,7 @@ func newLineEncoder(p *plan, src int, ops []fieldOp, types []string) *lineEncode
 func (le *lineEncoder) encode(a *applier, src int, r *avro.Reader, payload []byte, key fields, keyCells []any, out *bytes.Buffer) bool {
 	r.Reset(payload)
 	r.Error = nil
+	le.tmp.max = len(payload)
 	if le.inOrder {
 		return le.encodeInOrder(a, src, r, key, keyCells, out)
 	}
@@ -264,7 +272,7 @@ func textReading(s avro.Schema, t fieldType, override, colType string) textOp {
 		if inner == nil {
 			return nil
 		}
-		return func(r *avro.Reader, b *bytes.Buffer, tmp *[]byte) bool {
+		return func(r *avro.Reader, b *bytes.Buffer, tmp *rawBuf) bool {
 			switch r.ReadLong() {
 			case null:
 				b.WriteString(`\N`)
@@ -286,17 +294,11 @@ func textReading(s avro.Schema, t fieldType, override, colType string) textOp {
 		if !t.array || (override != "" && !isArrayType(override)) {
 			return nil
 		}
-		var elem textOp
-		switch t.items {
-		case kindString:
-			elem = elementText(s.(*avro.ArraySchema).Items(), stringElemText)
-		case kindInt, kindLong:
-			elem = elementText(s.(*avro.ArraySchema).Items(), intElemText)
-		}
+		elem := elementText(s.(*avro.ArraySchema).Items())
 		if elem == nil {
 			return nil
 		}
-		return func(r *avro.Reader, b *bytes.Buffer, tmp *[]byte) bool {
+		return func(r *avro.Reader, b *bytes.Buffer, tmp *rawBuf) bool {
 			b.WriteByte('{')
 			first := true
 			for r.Error == nil {
@@ -318,7 +320,7 @@ func textReading(s avro.Schema, t fieldType, override, colType string) textOp {
 			return r.Error == nil
 		}
 	case avro.Boolean:
-		return func(r *avro.Reader, b *bytes.Buffer, _ *[]byte) bool {
+		return func(r *avro.Reader, b *bytes.Buffer, _ *rawBuf) bool {
 			if r.ReadBool() {
 				b.WriteByte('t')
 			} else {
@@ -329,7 +331,7 @@ func textReading(s avro.Schema, t fieldType, override, colType string) textOp {
 	case avro.Int:
 		switch logical {
 		case "":
-			return func(r *avro.Reader, b *bytes.Buffer, _ *[]byte) bool {
+			return func(r *avro.Reader, b *bytes.Buffer, _ *rawBuf) bool {
 				b.Write(strconv.AppendInt(b.AvailableBuffer(), int64(r.ReadInt()), 10))
 				return true
 			}
@@ -341,7 +343,7 @@ func textReading(s avro.Schema, t fieldType, override, colType string) textOp {
 	case avro.Long:
 		switch logical {
 		case "":
-			return func(r *avro.Reader, b *bytes.Buffer, _ *[]byte) bool {
+			return func(r *avro.Reader, b *bytes.Buffer, _ *rawBuf) bool {
 				b.Write(strconv.AppendInt(b.AvailableBuffer(), r.ReadLong(), 10))
 				return true
 			}
@@ -360,21 +362,21 @@ func textReading(s avro.Schema, t fieldType, override, colType string) textOp {
 		}
 	case avro.Float:
 		if logical == "" {
-			return func(r *avro.Reader, b *bytes.Buffer, _ *[]byte) bool {
+			return func(r *avro.Reader, b *bytes.Buffer, _ *rawBuf) bool {
 				b.WriteString(floatText(float64(r.ReadFloat()), 64))
 				return true
 			}
 		}
 	case avro.Double:
 		if logical == "" {
-			return func(r *avro.Reader, b *bytes.Buffer, _ *[]byte) bool {
+			return func(r *avro.Reader, b *bytes.Buffer, _ *rawBuf) bool {
 				b.WriteString(floatText(r.ReadDouble(), 64))
 				return true
 			}
 		}
 	case avro.String:
 		if logical == "" || logical == avro.UUID {
-			return func(r *avro.Reader, b *bytes.Buffer, tmp *[]byte) bool {
+			return func(r *avro.Reader, b *bytes.Buffer, tmp *rawBuf) bool {
 				s, ok := readRaw(r, tmp)
 				if ok {
 					appendCopyEscapedBytes(b, s)
@@ -385,7 +387,7 @@ func textReading(s avro.Schema, t fieldType, override, colType string) textOp {
 	case avro.Bytes:
 		switch logical {
 		case "":
-			return func(r *avro.Reader, b *bytes.Buffer, tmp *[]byte) bool {
+			return func(r *avro.Reader, b *bytes.Buffer, tmp *rawBuf) bool {
 				s, ok := readRaw(r, tmp)
 				if ok {
 					b.WriteString(`\\x`)
@@ -398,7 +400,7 @@ func textReading(s avro.Schema, t fieldType, override, colType string) textOp {
 			if scale != t.scale {
 				return nil
 			}
-			return func(r *avro.Reader, b *bytes.Buffer, tmp *[]byte) bool {
+			return func(r *avro.Reader, b *bytes.Buffer, tmp *rawBuf) bool {
 				s, ok := readRaw(r, tmp)
 				return ok && appendDecimal64(b, s, scale)
 			}
@@ -415,14 +417,16 @@ func timeReading(colType string, read func(*avro.Reader) time.Time) textOp {
 	default:
 		return nil
 	}
-	return func(r *avro.Reader, b *bytes.Buffer, _ *[]byte) bool {
+	return func(r *avro.Reader, b *bytes.Buffer, _ *rawBuf) bool {
 		return appendTimeCopyText(b, read(r), colType)
 	}
 }
 
 // elementText reads an array's element of schema s (a union with null or
-// not) with text, or NULL.
-func elementText(s avro.Schema, text textOp) textOp {
+// not): a plain string, int or long (what typedArray makes a PostgreSQL
+// array of), or NULL; nil for any other element (an enum, whose kind is a
+// string's too, a logical type).
+func elementText(s avro.Schema) textOp {
 	if u, ok := s.(*avro.UnionSchema); ok {
 		types := u.Types()
 		if len(types) != 2 || (types[0].Type() == avro.Null) == (types[1].Type() == avro.Null) {
@@ -432,10 +436,11 @@ func elementText(s avro.Schema, text textOp) textOp {
 		if types[1].Type() == avro.Null {
 			null = 1
 		}
-		if elementText(types[1-null], text) == nil {
+		text := elementText(types[1-null])
+		if text == nil {
 			return nil
 		}
-		return func(r *avro.Reader, b *bytes.Buffer, tmp *[]byte) bool {
+		return func(r *avro.Reader, b *bytes.Buffer, tmp *rawBuf) bool {
 			switch r.ReadLong() {
 			case null:
 				b.WriteString("NULL")
@@ -449,12 +454,20 @@ func elementText(s avro.Schema, text textOp) textOp {
 	if ls, ok := s.(avro.LogicalTypeSchema); ok && ls.Logical() != nil {
 		return nil
 	}
-	return text
+	switch s.Type() {
+	case avro.String:
+		return stringElemText
+	case avro.Int:
+		return intElemText
+	case avro.Long:
+		return longElemText
+	}
+	return nil
 }
 
 // stringElemText and intElemText write a quoted element of an array
 // literal in COPY text, as appendArray does for typedArray's elements.
-func stringElemText(r *avro.Reader, b *bytes.Buffer, tmp *[]byte) bool {
+func stringElemText(r *avro.Reader, b *bytes.Buffer, tmp *rawBuf) bool {
 	s, ok := readRaw(r, tmp)
 	if !ok {
 		return false
@@ -480,7 +493,14 @@ func stringElemText(r *avro.Reader, b *bytes.Buffer, tmp *[]byte) bool {
 	return true
 }
 
-func intElemText(r *avro.Reader, b *bytes.Buffer, _ *[]byte) bool {
+func intElemText(r *avro.Reader, b *bytes.Buffer, _ *rawBuf) bool {
+	b.WriteByte('"')
+	b.Write(strconv.AppendInt(b.AvailableBuffer(), int64(r.ReadInt()), 10))
+	b.WriteByte('"')
+	return true
+}
+
+func longElemText(r *avro.Reader, b *bytes.Buffer, _ *rawBuf) bool {
 	b.WriteByte('"')
 	b.Write(strconv.AppendInt(b.AvailableBuffer(), r.ReadLong(), 10))
 	b.WriteByte('"')
@@ -488,16 +508,25 @@ func intElemText(r *avro.Reader, b *bytes.Buffer, _ *[]byte) bool {
 }
 
 // readRaw reads an Avro string's or bytes' content into tmp (reused:
-// valid until the next read), without an allocation per value.
-func readRaw(r *avro.Reader, tmp *[]byte) ([]byte, bool) {
+// valid until the next read), without an allocation per value. A length
+// beyond the record's bytes or maxValueBytes (which hamba/avro refuses
+// too) is false: the values' way then says what is wrong. A value over
+// 1 MiB is read into a buffer of its own, so that no such buffer is kept.
+func readRaw(r *avro.Reader, tmp *rawBuf) ([]byte, bool) {
 	n := r.ReadLong()
-	if r.Error != nil || n < 0 || n > math.MaxInt32 {
+	if r.Error != nil || n < 0 || n > int64(tmp.max) || n > maxValueBytes {
 		return nil, false
 	}
-	if cap(*tmp) < int(n) {
-		*tmp = make([]byte, n)
+	var s []byte
+	switch {
+	case n > 1<<20:
+		s = make([]byte, n)
+	case cap(tmp.b) < int(n):
+		tmp.b = make([]byte, n, max(n, 64))
+		s = tmp.b
+	default:
+		s = tmp.b[:n]
 	}
-	s := (*tmp)[:n]
 	r.Read(s) // short bytes set r.Error
 	return s, r.Error == nil
 }

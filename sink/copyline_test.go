@@ -2,15 +2,19 @@ package sink
 
 import (
 	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
 	"math"
 	"math/big"
 	"math/rand/v2"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/hamba/avro/v2"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sr"
 )
 
 // lineModel is a read model of topic "t" of one source writing every
@@ -24,7 +28,7 @@ var lineModel = ReadModel{Name: "lines", Table: "lines", Key: []string{"id", "k"
 		{Name: "b", Field: "b"}, {Name: "s", Field: "s"}, {Name: "s2", Field: "s2"}, {Name: "raw", Field: "raw"},
 		{Name: "amount", Field: "amount"}, {Name: "oamount", Field: "oamount"}, {Name: "u", Field: "u"},
 		{Name: "day", Field: "day"}, {Name: "ts", Field: "ts"}, {Name: "tsm", Field: "tsm", Type: "timestamp"},
-		{Name: "s_again", Field: "s"}, {Name: "tags", Field: "tags"}, {Name: "nums", Field: "nums"},
+		{Name: "s_again", Field: "s"}, {Name: "tags", Field: "tags"}, {Name: "nums", Field: "nums"}, {Name: "ints", Field: "ints"},
 		{Name: "doc", Field: "doc", Type: "jsonb"}, {Name: "k2", Field: "k"},
 	},
 }}}
@@ -38,17 +42,17 @@ var lineModelInOrder = ReadModel{Name: "lines", Table: "lines", Key: []string{"i
 		{Name: "b", Field: "b"}, {Name: "s", Field: "s"}, {Name: "s2", Field: "s2"}, {Name: "raw", Field: "raw"},
 		{Name: "amount", Field: "amount"}, {Name: "oamount", Field: "oamount"}, {Name: "u", Field: "u"},
 		{Name: "day", Field: "day"}, {Name: "ts", Field: "ts"}, {Name: "tsm", Field: "tsm", Type: "timestamp"},
-		{Name: "tags", Field: "tags"}, {Name: "nums", Field: "nums"}, {Name: "doc", Field: "doc", Type: "jsonb"},
+		{Name: "tags", Field: "tags"}, {Name: "nums", Field: "nums"}, {Name: "ints", Field: "ints"}, {Name: "doc", Field: "doc", Type: "jsonb"},
 	},
 }}}
 
 var lineTypesInOrder = []string{"bigint", "text", "integer", "real", "double precision", "boolean", "text", "text", "bytea",
 	"numeric", "numeric", "uuid", "date", "timestamp with time zone", "timestamp without time zone",
-	"text[]", "bigint[]", "jsonb"}
+	"text[]", "bigint[]", "integer[]", "jsonb"}
 
 var lineTypes = []string{"bigint", "text", "integer", "real", "double precision", "boolean", "text", "text", "bytea",
 	"numeric", "numeric", "uuid", "date", "timestamp with time zone", "timestamp without time zone",
-	"text", "text[]", "bigint[]", "jsonb", "text"}
+	"text", "text[]", "bigint[]", "integer[]", "jsonb", "text"}
 
 const lineKey = `{"type":"record","name":"k","fields":[{"name":"id","type":"long"},{"name":"k","type":"string"}]}`
 
@@ -70,6 +74,7 @@ const lineValue = `{"type":"record","name":"v","fields":[
 	{"name":"tsm","type":["null",{"type":"long","logicalType":"timestamp-millis"}],"default":null},
 	{"name":"tags","type":["null",{"type":"array","items":["null","string"]}],"default":null},
 	{"name":"nums","type":{"type":"array","items":["null","long"]}},
+	{"name":"ints","type":{"type":"array","items":"int"}},
 	{"name":"doc","type":"string"}
 ]}`
 
@@ -81,7 +86,7 @@ func lineApplier(t *testing.T, m ReadModel, key, value string) (*applier, *fakeR
 	reg := newFakeRegistry()
 	reg.add(t, m.Sources[0].Topic+"-key", key)
 	id := reg.add(t, m.Sources[0].Topic+"-value", value)
-	p, err := compile(t.Context(), &m, reg, avro.Config{}.Freeze())
+	p, err := compile(t.Context(), &m, reg, newAPI())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,8 +117,9 @@ func scratch(a *applier) (keyCells, rk []any) {
 }
 
 // randomLineRecord is a record of lineValue with values chosen to reach
-// every escape, sign, null and edge the text has.
-func randomLineRecord(r *rand.Rand, id int64) (key, value map[string]any) {
+// every escape, sign, null and edge the text has; wide is whether it holds
+// a decimal past 64 bits, which the lines leave to the values' way.
+func randomLineRecord(r *rand.Rand, id int64) (key, value map[string]any, wide bool) {
 	text := func() string {
 		const alphabet = "ab\\\t\n\r\" ,{}ü€NULL'x"
 		var b strings.Builder
@@ -151,7 +157,15 @@ func randomLineRecord(r *rand.Rand, id int64) (key, value map[string]any) {
 	amount := dec(12)
 	amount.Quo(amount, big.NewRat(100, 1))
 	oamount := dec(18)
+	if r.IntN(10) == 0 { // past 64 bits: the values' way
+		oamount.Mul(oamount, big.NewRat(100, 1))
+	}
 	oamount.Quo(oamount, big.NewRat(10000, 1))
+	o := opt(oamount)
+	if o != nil {
+		unscaled := new(big.Rat).Mul(oamount, big.NewRat(10000, 1)).Num()
+		wide = !unscaled.IsInt64()
+	}
 	var tags any
 	if r.IntN(4) > 0 {
 		list := []any{}
@@ -164,7 +178,11 @@ func randomLineRecord(r *rand.Rand, id int64) (key, value map[string]any) {
 	for range r.IntN(4) {
 		nums = append(nums, opt(r.Int64()-math.MaxInt64/2))
 	}
-	floats := []float64{0, -0.5, 1e-7, 3.4e38, math.Inf(1), math.NaN(), r.NormFloat64()}
+	ints := []any{}
+	for range r.IntN(4) {
+		ints = append(ints, int(r.Int32()))
+	}
+	floats := []float64{0, math.Copysign(0, -1), -0.5, 1e-7, 3.4e38, math.Inf(1), math.NaN(), r.NormFloat64()}
 	tsm := opt(when().Truncate(time.Millisecond))
 	day := when()
 	day = time.Date(day.Year(), day.Month(), day.Day(), 0, 0, 0, 0, time.UTC)
@@ -172,9 +190,9 @@ func randomLineRecord(r *rand.Rand, id int64) (key, value map[string]any) {
 		"skipped": map[string]any{"a": int64(1)},
 		"id":      id, "i": int(r.Int32()), "f": float32(floats[r.IntN(len(floats))]), "d": floats[r.IntN(len(floats))],
 		"b": r.IntN(2) == 0, "s": opt(text()), "s2": opt(text()), "raw": []byte(text()),
-		"amount": amount, "oamount": opt(oamount), "u": "6ba7b810-9dad-11d1-80b4-00c04fd430c8",
-		"day": day, "ts": when(), "tsm": tsm, "tags": tags, "nums": nums, "doc": `{"a": "` + text() + `"}`,
-	}
+		"amount": amount, "oamount": o, "u": "6ba7b810-9dad-11d1-80b4-00c04fd430c8",
+		"day": day, "ts": when(), "tsm": tsm, "tags": tags, "nums": nums, "ints": ints, "doc": `{"a": "` + text() + `"}`,
+	}, wide
 }
 
 // TestCopyLineMatchesValues: a row's COPY line written straight from its
@@ -197,9 +215,12 @@ func TestCopyLineMatchesValues(t *testing.T) {
 			a, reg, id := lineApplier(t, c.model, lineKey, lineValue)
 			keyID := reg.versions["t-key"][0]
 			r := rand.New(rand.NewPCG(1, 2))
-			lines, left := 0, 0
+			lines, left, wides := 0, 0, 0
 			for n := range 3000 {
-				k, v := randomLineRecord(r, int64(n)-1500)
+				k, v, wide := randomLineRecord(r, int64(n)-1500)
+				if wide {
+					wides++
+				}
 				rec := &kgo.Record{Topic: "t", Key: frame(t, keyID, reg.schemaFor[keyID], k), Value: frame(t, id, reg.schemaFor[id], v)}
 				want, we, wantOK := valuesLine(t, a, rec, c.types)
 				var got bytes.Buffer
@@ -210,14 +231,14 @@ func TestCopyLineMatchesValues(t *testing.T) {
 					if got.String() != "before" {
 						t.Fatalf("record %d: a line left to the values' way wrote %q", n, got.String())
 					}
-					if wantOK {
+					if wantOK && !wide {
 						t.Fatalf("record %d: no line, but the values have COPY text %q (%v)", n, want, v)
 					}
 					left++
 					continue
 				}
-				if !wantOK {
-					t.Fatalf("record %d: a line %q, but the values have no COPY text (%v)", n, got.String(), v)
+				if !wantOK || wide {
+					t.Fatalf("record %d: a line %q, but the values have no COPY text or a decimal past 64 bits (%v)", n, got.String(), v)
 				}
 				if g := got.String()[len("before"):]; g != string(want) {
 					t.Fatalf("record %d:\n got %q\nwant %q\nvalues %v", n, g, want, v)
@@ -236,16 +257,17 @@ func TestCopyLineMatchesValues(t *testing.T) {
 			if le := a.p.sources[0].ahead.value.resolved[id].line; le == nil || le.inOrder != c.inOrder {
 				t.Fatalf("lines written in the fields' order: %v, want %v", le != nil && le.inOrder, c.inOrder)
 			}
-			if lines < 2000 || left == 0 {
-				t.Fatalf("%d lines, %d left to the values' way: want most as lines and a few left", lines, left)
+			if lines < 2000 || left == 0 || wides == 0 {
+				t.Fatalf("%d lines, %d left to the values' way (%d for a decimal past 64 bits): want most as lines and a few left of each", lines, left, wides)
 			}
-			t.Logf("%d lines, %d left to the values' way", lines, left)
+			t.Logf("%d lines, %d left to the values' way (%d for a decimal past 64 bits)", lines, left, wides)
 		})
 	}
 }
 
 // TestCopyLineLeavesWhatItDoesNotKnow: a field of a kind the lines do not
-// write (a time of day, a map), a writer that needs resolution, column
+// write (a time of day, a map, an array of enums), a writer that needs
+// resolution, column
 // types of another shape, a time into columns of different texts and a
 // tombstone all take the values' way.
 func TestCopyLineLeavesWhatItDoesNotKnow(t *testing.T) {
@@ -253,12 +275,13 @@ func TestCopyLineLeavesWhatItDoesNotKnow(t *testing.T) {
 	const key = `{"type":"record","name":"k","fields":[{"name":"id","type":"long"}]}`
 	const value = `{"type":"record","name":"v","fields":[{"name":"id","type":"long"},{"name":"n","type":"long"},
 		{"name":"tod","type":{"type":"long","logicalType":"time-micros"}},{"name":"m","type":{"type":"map","values":"long"}},
-		{"name":"ts","type":{"type":"long","logicalType":"timestamp-micros"}}]}`
+		{"name":"ts","type":{"type":"long","logicalType":"timestamp-micros"}},
+		{"name":"e","type":{"type":"array","items":{"type":"enum","name":"color","symbols":["RED","GREEN"]}}}]}`
 	model := func(cols ...Column) ReadModel {
 		return ReadModel{Name: "x", Table: "x", Key: []string{"id"}, Sources: []Source{{Topic: "t", Key: []string{"id"}, Owner: true, Columns: cols}}}
 	}
 	type record = map[string]any
-	v := record{"id": int64(1), "n": int64(2), "tod": time.Second, "m": record{"a": int64(1)}, "ts": time.Unix(5, 0).UTC()}
+	v := record{"id": int64(1), "n": int64(2), "tod": time.Second, "m": record{"a": int64(1)}, "ts": time.Unix(5, 0).UTC(), "e": []any{"RED", "GREEN"}}
 	for _, c := range []struct {
 		name  string
 		model ReadModel
@@ -268,6 +291,7 @@ func TestCopyLineLeavesWhatItDoesNotKnow(t *testing.T) {
 		{"plain", model(Column{Name: "n", Field: "n"}), []string{"bigint", "bigint"}, true},
 		{"a time of day", model(Column{Name: "n", Field: "n"}, Column{Name: "tod", Field: "tod"}), []string{"bigint", "bigint", "time without time zone"}, false},
 		{"a map", model(Column{Name: "m", Field: "m"}), []string{"bigint", "jsonb"}, false},
+		{"an array of enums", model(Column{Name: "e", Field: "e"}), []string{"bigint", "text[]"}, false},
 		{"types of another shape", model(Column{Name: "n", Field: "n"}), []string{"bigint"}, false},
 		{"one field into two columns of the same text", model(Column{Name: "n", Field: "n"}, Column{Name: "n2", Field: "n"}), []string{"bigint", "bigint", "text"}, true},
 		{"one time into two columns of different texts", model(Column{Name: "ts", Field: "ts"}, Column{Name: "day", Field: "ts"}), []string{"bigint", "timestamp with time zone", "date"}, false},
@@ -373,5 +397,150 @@ func TestWriteLinesBesideOtherRows(t *testing.T) {
 	}
 	if want := "1|ann|gold 3|bob|gold 4|cy|gold 6|dee|gold"; strings.Join(got, " ") != want {
 		t.Fatalf("rows: got %q, want %q", strings.Join(got, " "), want)
+	}
+}
+
+// downRegistry is a fakeRegistry whose SchemaByID answers HTTP 503 while
+// down.
+type downRegistry struct {
+	*fakeRegistry
+	down atomic.Bool
+}
+
+func (d *downRegistry) SchemaByID(ctx context.Context, id int) (sr.Schema, error) {
+	if d.down.Load() {
+		return sr.Schema{}, &sr.ResponseError{StatusCode: 503, Message: "unavailable"}
+	}
+	return d.fakeRegistry.SchemaByID(ctx, id)
+}
+
+// TestLinesConvertedAgainDuringAnOutage: a batch's lines that no longer
+// fit the table (a type altered since they were encoded) are decoded
+// again as values; a registry outage then fails the batch as its first
+// decoding would have (retried), never a record as a poison one.
+func TestLinesConvertedAgainDuringAnOutage(t *testing.T) {
+	t.Parallel()
+	st := openTestStore(t, postgresStore(t).fresh(t))
+	ctx := t.Context()
+	if _, err := st.db.ExecContext(ctx, `CREATE TABLE profile (customer_id bigint PRIMARY KEY, display_name character varying, tier text)`); err != nil {
+		t.Fatal(err)
+	}
+	reg := &downRegistry{fakeRegistry: newFakeRegistry()}
+	keyID := reg.add(t, "customers-key", customersKey)
+	id := reg.add(t, "customers-value", customersValue)
+	m := customerModel("profile")
+	p, err := compile(ctx, &m, reg, newAPI())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &applier{p: p, st: st}
+	types := []string{"bigint", "text", "text"} // display_name is a varchar in the table
+	k, v := cust(1, "ann", nil)
+	rec := &kgo.Record{Topic: "customers", Key: frame(t, keyID, reg.schemaFor[keyID], k), Value: frame(t, id, reg.schemaFor[id], v)}
+	kc, rk := scratch(a)
+	text := new(bytes.Buffer)
+	e, ok := a.aheadLine(ctx, 0, rec, types, kc, rk, text)
+	if !ok {
+		t.Fatal("no line")
+	}
+	e.line, e.lineTypes = text.Bytes(), types
+	reg.down.Store(true)
+	tx, err := st.begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = a.write(ctx, tx, []entry{e}, 1)
+	tx.Rollback()
+	st.end()
+	var pe *PoisonError
+	if err == nil || errors.As(err, &pe) || !errors.As(err, new(*redecodeError)) || !retryable(err) {
+		t.Fatalf("write during the outage: got %v (poison: %v), want the batch's retryable failure to decode again", err, errors.As(err, &pe))
+	}
+	reg.down.Store(false)
+	tx, err = st.begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.write(ctx, tx, []entry{e}, 1); err != nil {
+		t.Fatalf("write once the registry answers: %v", err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	st.end()
+	var name string
+	if err := st.db.QueryRowContext(ctx, `SELECT display_name FROM profile WHERE customer_id = 1`).Scan(&name); err != nil || name != "ann" {
+		t.Fatalf("row: %q, %v; want ann", name, err)
+	}
+}
+
+// TestCopyLineValueSizes: a string of several MiB (within what a record
+// may carry) is one line, as the values have it; a length prefix beyond
+// the record's bytes is no line, and leaves no buffer of its claimed size.
+func TestCopyLineValueSizes(t *testing.T) {
+	t.Parallel()
+	const value = `{"type":"record","name":"v","fields":[{"name":"id","type":"long"},{"name":"s","type":"string"},{"name":"b","type":"bytes"}]}`
+	m := ReadModel{Name: "x", Table: "x", Key: []string{"id"}, Sources: []Source{{Topic: "t", Key: []string{"id"}, Owner: true,
+		Columns: []Column{{Name: "s", Field: "s"}, {Name: "b", Field: "b"}}}}}
+	a, reg, id := lineApplier(t, m, `{"type":"record","name":"k","fields":[{"name":"id","type":"long"}]}`, value)
+	keyID := reg.versions["t-key"][0]
+	types := []string{"bigint", "text", "bytea"}
+	big := strings.Repeat("a\tb", 1<<20)
+	rec := &kgo.Record{Topic: "t", Key: frame(t, keyID, reg.schemaFor[keyID], map[string]any{"id": int64(1)}),
+		Value: frame(t, id, reg.schemaFor[id], map[string]any{"id": int64(1), "s": big, "b": []byte(big[:5000])})}
+	want, _, wantOK := valuesLine(t, a, rec, types)
+	kc, rk := scratch(a)
+	var got bytes.Buffer
+	if _, ok := a.aheadLine(t.Context(), 0, rec, types, kc, rk, &got); !ok || !wantOK || !bytes.Equal(got.Bytes(), want) {
+		t.Fatalf("a 3 MiB string: line %v (%d bytes), values %v (%d bytes), equal %v", ok, got.Len(), wantOK, len(want), bytes.Equal(got.Bytes(), want))
+	}
+	// id 1, then a string claiming 1 GiB.
+	corrupt := append([]byte{0, 0, 0, 0, byte(id), 2}, binary.AppendVarint(nil, 1<<30)...)
+	rec.Value = append(corrupt, "abc"...)
+	got.Reset()
+	if _, ok := a.aheadLine(t.Context(), 0, rec, types, kc, rk, &got); ok || got.Len() > 0 {
+		t.Fatalf("a length past the record's bytes: a line %q", got.String())
+	}
+	if le := a.p.sources[0].ahead.value.resolved[id].line; le == nil || cap(le.tmp.b) > 1<<20 {
+		t.Fatalf("the lines' scratch kept a buffer of %d bytes", cap(le.tmp.b))
+	}
+}
+
+// TestDecodeAheadWritesLines: a batch decoded ahead is written as lines
+// once the table's column types are known (not the first batch, which
+// reads them), tombstones and poison records among them as before.
+func TestDecodeAheadWritesLines(t *testing.T) {
+	t.Parallel()
+	a, reg, id := lineApplier(t, customerModel("profile"), customersKey, customersValue)
+	keyID := reg.versions["customers-key"][0]
+	rec := func(n int64, name string) *kgo.Record {
+		k, v := cust(n, name, nil)
+		r := &kgo.Record{Topic: "customers", Key: frame(t, keyID, reg.schemaFor[keyID], k)}
+		switch name {
+		case "":
+		case "poison":
+			r.Value = []byte("not avro")
+		default:
+			r.Value = frame(t, id, reg.schemaFor[id], v)
+		}
+		return r
+	}
+	s := &Sink{a: a, st: a.st}
+	recs := []*kgo.Record{rec(1, "ann"), rec(2, ""), rec(3, "poison"), rec(4, "bob")}
+	if b := s.decodeAhead(t.Context(), recs); b.n != 4 || b.ents[0].line != nil || b.ents[0].row == nil {
+		t.Fatalf("first batch: %d decoded, line %q, row %v; want rows, no lines (the types are not known yet)", b.n, b.ents[0].line, b.ents[0].row)
+	}
+	a.st.cacheTypes("profile", map[string]string{"customer_id": "bigint", "display_name": "text", "tier": "text"})
+	b := s.decodeAhead(t.Context(), recs)
+	if b.n != 4 {
+		t.Fatalf("%d decoded, want 4", b.n)
+	}
+	for i, want := range []string{"1\tann\t\\N\n", "", "", "4\tbob\t\\N\n"} {
+		if string(b.ents[i].line) != want {
+			t.Errorf("record %d: line %q, want %q", i, b.ents[i].line, want)
+		}
+	}
+	if !b.ents[1].value.none() || b.errs[1] != nil || !errors.Is(b.errs[2], errUndecodable) {
+		t.Errorf("tombstone: value none %v, error %v; poison record: error %v", b.ents[1].value.none(), b.errs[1], b.errs[2])
 	}
 }

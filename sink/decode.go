@@ -80,6 +80,15 @@ type writerReading struct {
 	linePlan  bool // line planned for lineTypes
 }
 
+// maxValueBytes bounds one string or bytes value the sink decodes: the
+// largest a record may carry (kafka.max_message_bytes is at most 64 MiB),
+// so that no value a producer could send is refused as too long, while a
+// corrupt length prefix cannot make a decoder allocate without bound.
+const maxValueBytes = 64 << 20
+
+// newAPI is the hamba/avro configuration the sink decodes with.
+func newAPI() avro.API { return avro.Config{MaxByteSliceSize: maxValueBytes}.Freeze() }
+
 // newRecordDecoder reads the topic's latest key and value schemas and
 // builds the readers: the whole key record, and the value fields named in
 // need that the value record has (the others are looked up in the key).

@@ -227,7 +227,7 @@ func New(cfg Config) (*Sink, error) {
 		cfg:      cfg,
 		name:     cfg.Model.Name,
 		log:      cfg.Logger.With("read_model", cfg.Model.Name),
-		api:      avro.Config{}.Freeze(),
+		api:      newAPI(),
 		expected: map[tp]int64{},
 		ends:     map[tp]int64{},
 	}, nil
@@ -568,6 +568,8 @@ func (s *Sink) processDecoded(ctx context.Context, b *decodedBatch) error {
 		return s.fence(ctx, err, expected, next)
 	case ctx.Err() != nil:
 		return err
+	case errors.As(err, new(*redecodeError)):
+		return err // retried (processRetrying) or stops, as a decoding's
 	}
 	if err := s.unavailable(ctx, err); err != nil {
 		return err
