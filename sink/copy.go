@@ -640,8 +640,12 @@ func appendArray[T any](b *bytes.Buffer, x []*T, elem func(*bytes.Buffer, T)) {
 	b.WriteByte('}')
 }
 
-// copySpecial are the bytes COPY's text format escapes (copyEscaper's).
-var copySpecial = [256]bool{'\\': true, '\t': true, '\n': true, '\r': true}
+// copySpecial are the bytes COPY's text format escapes (copyEscaper's),
+// copyEscapes their escapes.
+var (
+	copySpecial = [256]bool{'\\': true, '\t': true, '\n': true, '\r': true}
+	copyEscapes = [256]string{'\\': `\\`, '\t': `\t`, '\n': `\n`, '\r': `\r`}
+)
 
 // appendCopyEscaped writes s escaped for COPY's text format: as a whole
 // when nothing in it needs escaping (the usual text).

@@ -260,15 +260,11 @@ func (le *lineEncoder) encodeInOrder(a *applier, src int, r *avro.Reader, key fi
 // (dialect value, then appendCopyText); nil for what it leaves to them.
 func textReading(s avro.Schema, t fieldType, override, colType string) textOp {
 	if u, ok := s.(*avro.UnionSchema); ok {
-		types := u.Types()
-		if len(types) != 2 || (types[0].Type() == avro.Null) == (types[1].Type() == avro.Null) {
+		branch, null, ok := nullable(u)
+		if !ok {
 			return nil
 		}
-		null := int64(0)
-		if types[1].Type() == avro.Null {
-			null = 1
-		}
-		inner := textReading(types[1-null], t, override, colType)
+		inner := textReading(branch, t, override, colType)
 		if inner == nil {
 			return nil
 		}
@@ -336,9 +332,7 @@ func textReading(s avro.Schema, t fieldType, override, colType string) textOp {
 				return true
 			}
 		case avro.Date:
-			return timeReading(colType, func(r *avro.Reader) time.Time {
-				return time.Unix(int64(r.ReadInt())*int64(24*time.Hour/time.Second), 0).UTC()
-			})
+			return timeReading(colType, func(r *avro.Reader) time.Time { return dateOf(r.ReadInt()) })
 		}
 	case avro.Long:
 		switch logical {
@@ -348,17 +342,9 @@ func textReading(s avro.Schema, t fieldType, override, colType string) textOp {
 				return true
 			}
 		case avro.TimestampMicros:
-			return timeReading(colType, func(r *avro.Reader) time.Time {
-				i := r.ReadLong()
-				sec := i / 1e6
-				return time.Unix(sec, (i-sec*1e6)*1e3).UTC()
-			})
+			return timeReading(colType, func(r *avro.Reader) time.Time { return instantOfMicros(r.ReadLong()) })
 		case avro.TimestampMillis:
-			return timeReading(colType, func(r *avro.Reader) time.Time {
-				i := r.ReadLong()
-				sec := i / 1e3
-				return time.Unix(sec, (i-sec*1e3)*1e6).UTC()
-			})
+			return timeReading(colType, func(r *avro.Reader) time.Time { return instantOfMillis(r.ReadLong()) })
 		}
 	case avro.Float:
 		if logical == "" {
@@ -428,15 +414,11 @@ func timeReading(colType string, read func(*avro.Reader) time.Time) textOp {
 // string's too, a logical type).
 func elementText(s avro.Schema) textOp {
 	if u, ok := s.(*avro.UnionSchema); ok {
-		types := u.Types()
-		if len(types) != 2 || (types[0].Type() == avro.Null) == (types[1].Type() == avro.Null) {
+		branch, null, ok := nullable(u)
+		if !ok {
 			return nil
 		}
-		null := int64(0)
-		if types[1].Type() == avro.Null {
-			null = 1
-		}
-		text := elementText(types[1-null])
+		text := elementText(branch)
 		if text == nil {
 			return nil
 		}
@@ -474,17 +456,13 @@ func stringElemText(r *avro.Reader, b *bytes.Buffer, tmp *rawBuf) bool {
 	}
 	b.WriteByte('"')
 	for _, c := range s {
-		switch c {
-		case '\\':
+		switch {
+		case c == '\\': // escaped in the literal, then for COPY
 			b.WriteString(`\\\\`)
-		case '"':
+		case c == '"':
 			b.WriteString(`\\"`)
-		case '\t':
-			b.WriteString(`\t`)
-		case '\n':
-			b.WriteString(`\n`)
-		case '\r':
-			b.WriteString(`\r`)
+		case copySpecial[c]:
+			b.WriteString(copyEscapes[c])
 		default:
 			b.WriteByte(c)
 		}
@@ -539,16 +517,7 @@ func appendCopyEscapedBytes(b *bytes.Buffer, s []byte) {
 			continue
 		}
 		b.Write(s[start:i])
-		switch c {
-		case '\\':
-			b.WriteString(`\\`)
-		case '\t':
-			b.WriteString(`\t`)
-		case '\n':
-			b.WriteString(`\n`)
-		case '\r':
-			b.WriteString(`\r`)
-		}
+		b.WriteString(copyEscapes[c])
 		start = i + 1
 	}
 	b.Write(s[start:])

@@ -105,15 +105,11 @@ func sameSchema(a, b avro.Schema) bool {
 // unwrapped), or nil for the types it leaves to hamba/avro.
 func primitiveReading(s avro.Schema) func(*avro.Reader) any {
 	if u, ok := s.(*avro.UnionSchema); ok {
-		types := u.Types()
-		if len(types) != 2 || (types[0].Type() == avro.Null) == (types[1].Type() == avro.Null) {
+		branch, null, ok := nullable(u)
+		if !ok {
 			return nil
 		}
-		null := int64(0)
-		if types[1].Type() == avro.Null {
-			null = 1
-		}
-		inner := primitiveReading(types[1-null])
+		inner := primitiveReading(branch)
 		if inner == nil {
 			return nil
 		}
@@ -167,9 +163,7 @@ func primitiveReading(s avro.Schema) func(*avro.Reader) any {
 		case "":
 			return func(r *avro.Reader) any { return int(r.ReadInt()) }
 		case avro.Date:
-			return func(r *avro.Reader) any {
-				return time.Unix(int64(r.ReadInt())*int64(24*time.Hour/time.Second), 0).UTC()
-			}
+			return func(r *avro.Reader) any { return dateOf(r.ReadInt()) }
 		case avro.TimeMillis:
 			return func(r *avro.Reader) any { return time.Duration(r.ReadInt()) * time.Millisecond }
 		}
@@ -180,17 +174,9 @@ func primitiveReading(s avro.Schema) func(*avro.Reader) any {
 		case avro.TimeMicros:
 			return func(r *avro.Reader) any { return time.Duration(r.ReadLong()) * time.Microsecond }
 		case avro.TimestampMicros:
-			return func(r *avro.Reader) any {
-				i := r.ReadLong()
-				sec := i / 1e6
-				return time.Unix(sec, (i-sec*1e6)*1e3).UTC()
-			}
+			return func(r *avro.Reader) any { return instantOfMicros(r.ReadLong()) }
 		case avro.TimestampMillis:
-			return func(r *avro.Reader) any {
-				i := r.ReadLong()
-				sec := i / 1e3
-				return time.Unix(sec, (i-sec*1e3)*1e6).UTC()
-			}
+			return func(r *avro.Reader) any { return instantOfMillis(r.ReadLong()) }
 		}
 	case avro.Float:
 		if logical == "" {
@@ -214,6 +200,36 @@ func primitiveReading(s avro.Schema) func(*avro.Reader) any {
 		}
 	}
 	return nil
+}
+
+// nullable returns the non-null branch of a union of null and one other
+// type, and the null branch's index; ok is false for any other union.
+func nullable(u *avro.UnionSchema) (branch avro.Schema, null int64, ok bool) {
+	types := u.Types()
+	if len(types) != 2 || (types[0].Type() == avro.Null) == (types[1].Type() == avro.Null) {
+		return nil, 0, false
+	}
+	if types[1].Type() == avro.Null {
+		null = 1
+	}
+	return types[1-null], null, true
+}
+
+// dateOf, instantOfMicros and instantOfMillis are the times Avro's date,
+// timestamp-micros and timestamp-millis values are, in UTC, as hamba/avro
+// decodes them.
+func dateOf(days int32) time.Time {
+	return time.Unix(int64(days)*int64(24*time.Hour/time.Second), 0).UTC()
+}
+
+func instantOfMicros(i int64) time.Time {
+	sec := i / 1e6
+	return time.Unix(sec, (i-sec*1e6)*1e3).UTC()
+}
+
+func instantOfMillis(i int64) time.Time {
+	sec := i / 1e3
+	return time.Unix(sec, (i-sec*1e3)*1e6).UTC()
 }
 
 // ratFromTwosComplement is an Avro decimal's value: its bytes are the
