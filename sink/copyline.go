@@ -159,6 +159,9 @@ func (le *lineEncoder) encode(a *applier, src int, r *avro.Reader, payload []byt
 	if le.inOrder {
 		return le.encodeInOrder(a, src, r, key, keyCells, out)
 	}
+	if le.seg.Cap() > 1<<20 { // kept for the next record only when small
+		le.seg = bytes.Buffer{}
+	}
 	le.seg.Reset()
 	for i := range le.ops {
 		op := &le.ops[i]

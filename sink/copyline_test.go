@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"log/slog"
 	"math"
 	"math/big"
 	"math/rand/v2"
@@ -542,5 +543,76 @@ func TestDecodeAheadWritesLines(t *testing.T) {
 	}
 	if !b.ents[1].value.none() || b.errs[1] != nil || !errors.Is(b.errs[2], errUndecodable) {
 		t.Errorf("tombstone: value none %v, error %v; poison record: error %v", b.ents[1].value.none(), b.errs[1], b.errs[2])
+	}
+}
+
+// TestLinesConvertedAgainRecordByRecord: a batch split record by record
+// (oneByOne) whose line must be decoded again during a registry outage
+// fails, to be retried; the record is not poison.
+func TestLinesConvertedAgainRecordByRecord(t *testing.T) {
+	t.Parallel()
+	st := openTestStore(t, postgresStore(t).fresh(t))
+	ctx := t.Context()
+	if err := st.ensureSinkTables(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.db.ExecContext(ctx, `CREATE TABLE profile (customer_id bigint PRIMARY KEY, display_name character varying, tier text)`); err != nil {
+		t.Fatal(err)
+	}
+	reg := &downRegistry{fakeRegistry: newFakeRegistry()}
+	keyID := reg.add(t, "customers-key", customersKey)
+	id := reg.add(t, "customers-value", customersValue)
+	m := customerModel("profile")
+	p, err := compile(ctx, &m, reg, newAPI())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &applier{p: p, st: st}
+	types := []string{"bigint", "text", "text"} // display_name is a varchar in the table
+	k, v := cust(1, "ann", nil)
+	rec := &kgo.Record{Topic: "customers", Key: frame(t, keyID, reg.schemaFor[keyID], k), Value: frame(t, id, reg.schemaFor[id], v)}
+	kc, rk := scratch(a)
+	text := new(bytes.Buffer)
+	e, ok := a.aheadLine(ctx, 0, rec, types, kc, rk, text)
+	if !ok {
+		t.Fatal("no line")
+	}
+	e.line, e.lineTypes = text.Bytes(), types
+	reg.down.Store(true)
+	s := &Sink{cfg: Config{Model: m}, name: "profile", log: slog.Default(), st: st, a: a, expected: map[tp]int64{}}
+	err = s.oneByOne(ctx, []*kgo.Record{rec}, []entry{e}, map[*kgo.Record]int{rec: 0}, map[tp]int64{{"customers", 0}: -1})
+	var pe *PoisonError
+	if err == nil || errors.As(err, &pe) || !retryable(err) {
+		t.Fatalf("record by record during the outage: got %v (poison: %v), want the batch's retryable failure", err, errors.As(err, &pe))
+	}
+}
+
+// TestCopyLineScratchNotKept: a writer whose fields are not in the
+// columns' order writes a large value through the scratch buffer, which is
+// not kept past the next record.
+func TestCopyLineScratchNotKept(t *testing.T) {
+	t.Parallel()
+	const value = `{"type":"record","name":"v","fields":[{"name":"id","type":"long"},{"name":"s","type":"string"},{"name":"b","type":"bytes"}]}`
+	m := ReadModel{Name: "x", Table: "x", Key: []string{"id"}, Sources: []Source{{Topic: "t", Key: []string{"id"}, Owner: true,
+		Columns: []Column{{Name: "b", Field: "b"}, {Name: "s", Field: "s"}}}}}
+	a, reg, id := lineApplier(t, m, `{"type":"record","name":"k","fields":[{"name":"id","type":"long"}]}`, value)
+	keyID := reg.versions["t-key"][0]
+	types := []string{"bigint", "bytea", "text"}
+	line := func(s string) {
+		t.Helper()
+		rec := &kgo.Record{Topic: "t", Key: frame(t, keyID, reg.schemaFor[keyID], map[string]any{"id": int64(1)}),
+			Value: frame(t, id, reg.schemaFor[id], map[string]any{"id": int64(1), "s": s, "b": []byte("x")})}
+		want, _, _ := valuesLine(t, a, rec, types)
+		kc, rk := scratch(a)
+		var got bytes.Buffer
+		if _, ok := a.aheadLine(t.Context(), 0, rec, types, kc, rk, &got); !ok || !bytes.Equal(got.Bytes(), want) {
+			t.Fatalf("line %v, equal to the values' %v", ok, bytes.Equal(got.Bytes(), want))
+		}
+	}
+	line(strings.Repeat("s", 3<<20))
+	line("small")
+	le := a.p.sources[0].ahead.value.resolved[id].line
+	if le == nil || le.inOrder || le.seg.Cap() > 1<<20 {
+		t.Fatalf("out of order: %v; scratch kept %d bytes", le != nil && !le.inOrder, le.seg.Cap())
 	}
 }

@@ -357,6 +357,7 @@ func skipValue(r *avro.Reader, s avro.Schema) {
 // skipBlocks reads past an array's or a map's blocks, skipping each item
 // with item (or a whole block at once when the writer gave its size).
 func skipBlocks(r *avro.Reader, item func()) {
+	total := int64(0)
 	for r.Error == nil {
 		n, size := r.ReadBlockHeader()
 		if n == 0 || r.Error != nil {
@@ -365,6 +366,13 @@ func skipBlocks(r *avro.Reader, item func()) {
 		if size > 0 {
 			r.SkipNBytes(int(size))
 			continue
+		}
+		// Items of no bytes (null, an empty record) would let a few
+		// bytes claim 2^60 of them: no record holds more than its bytes
+		// could count.
+		if total += n; n < 0 || total > maxValueBytes {
+			r.ReportError("skip", "an array or map of more items than a record may hold")
+			return
 		}
 		for ; n > 0 && r.Error == nil; n-- {
 			item()

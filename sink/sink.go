@@ -618,6 +618,9 @@ func (s *Sink) oneByOne(ctx context.Context, todo []*kgo.Record, entries []entry
 			written = entries[i : i+1]
 		}
 		if err != nil {
+			if errors.As(err, new(*redecodeError)) {
+				return err // the record's decoding failed, not the record: as in processDecoded
+			}
 			if err := s.unavailable(ctx, err); err != nil {
 				return err
 			}
