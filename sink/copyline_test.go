@@ -415,12 +415,11 @@ func (d *downRegistry) SchemaByID(ctx context.Context, id int) (sr.Schema, error
 	return d.fakeRegistry.SchemaByID(ctx, id)
 }
 
-// TestLinesConvertedAgainDuringAnOutage: a batch's lines that no longer
-// fit the table (a type altered since they were encoded) are decoded
-// again as values; a registry outage then fails the batch as its first
-// decoding would have (retried), never a record as a poison one.
-func TestLinesConvertedAgainDuringAnOutage(t *testing.T) {
-	t.Parallel()
+// lineThatNoLongerFits is a customer record's line encoded for column
+// types its table no longer has (display_name became a varchar), on a
+// fresh PostgreSQL store, with a registry that can be taken down.
+func lineThatNoLongerFits(t *testing.T) (*applier, *store, *downRegistry, entry) {
+	t.Helper()
 	st := openTestStore(t, postgresStore(t).fresh(t))
 	ctx := t.Context()
 	if _, err := st.db.ExecContext(ctx, `CREATE TABLE profile (customer_id bigint PRIMARY KEY, display_name character varying, tier text)`); err != nil {
@@ -435,7 +434,7 @@ func TestLinesConvertedAgainDuringAnOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := &applier{p: p, st: st}
-	types := []string{"bigint", "text", "text"} // display_name is a varchar in the table
+	types := []string{"bigint", "text", "text"}
 	k, v := cust(1, "ann", nil)
 	rec := &kgo.Record{Topic: "customers", Key: frame(t, keyID, reg.schemaFor[keyID], k), Value: frame(t, id, reg.schemaFor[id], v)}
 	kc, rk := scratch(a)
@@ -445,6 +444,17 @@ func TestLinesConvertedAgainDuringAnOutage(t *testing.T) {
 		t.Fatal("no line")
 	}
 	e.line, e.lineTypes = text.Bytes(), types
+	return a, st, reg, e
+}
+
+// TestLinesConvertedAgainDuringAnOutage: a batch's lines that no longer
+// fit the table (a type altered since they were encoded) are decoded
+// again as values; a registry outage then fails the batch as its first
+// decoding would have (retried), never a record as a poison one.
+func TestLinesConvertedAgainDuringAnOutage(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	a, st, reg, e := lineThatNoLongerFits(t)
 	reg.down.Store(true)
 	tx, err := st.begin(ctx)
 	if err != nil {
@@ -551,36 +561,14 @@ func TestDecodeAheadWritesLines(t *testing.T) {
 // fails, to be retried; the record is not poison.
 func TestLinesConvertedAgainRecordByRecord(t *testing.T) {
 	t.Parallel()
-	st := openTestStore(t, postgresStore(t).fresh(t))
 	ctx := t.Context()
+	a, st, reg, e := lineThatNoLongerFits(t)
 	if err := st.ensureSinkTables(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.db.ExecContext(ctx, `CREATE TABLE profile (customer_id bigint PRIMARY KEY, display_name character varying, tier text)`); err != nil {
-		t.Fatal(err)
-	}
-	reg := &downRegistry{fakeRegistry: newFakeRegistry()}
-	keyID := reg.add(t, "customers-key", customersKey)
-	id := reg.add(t, "customers-value", customersValue)
-	m := customerModel("profile")
-	p, err := compile(ctx, &m, reg, newAPI())
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := &applier{p: p, st: st}
-	types := []string{"bigint", "text", "text"} // display_name is a varchar in the table
-	k, v := cust(1, "ann", nil)
-	rec := &kgo.Record{Topic: "customers", Key: frame(t, keyID, reg.schemaFor[keyID], k), Value: frame(t, id, reg.schemaFor[id], v)}
-	kc, rk := scratch(a)
-	text := new(bytes.Buffer)
-	e, ok := a.aheadLine(ctx, 0, rec, types, kc, rk, text)
-	if !ok {
-		t.Fatal("no line")
-	}
-	e.line, e.lineTypes = text.Bytes(), types
 	reg.down.Store(true)
-	s := &Sink{cfg: Config{Model: m}, name: "profile", log: slog.Default(), st: st, a: a, expected: map[tp]int64{}}
-	err = s.oneByOne(ctx, []*kgo.Record{rec}, []entry{e}, map[*kgo.Record]int{rec: 0}, map[tp]int64{{"customers", 0}: -1})
+	s := &Sink{cfg: Config{Model: *a.p.model}, name: "profile", log: slog.Default(), st: st, a: a, expected: map[tp]int64{}}
+	err := s.oneByOne(ctx, []*kgo.Record{e.rec}, []entry{e}, map[*kgo.Record]int{e.rec: 0}, map[tp]int64{{"customers", 0}: -1})
 	var pe *PoisonError
 	if err == nil || errors.As(err, &pe) || !retryable(err) {
 		t.Fatalf("record by record during the outage: got %v (poison: %v), want the batch's retryable failure", err, errors.As(err, &pe))
