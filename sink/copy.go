@@ -598,6 +598,32 @@ func appendCopyText(b *bytes.Buffer, v any, typ string) bool {
 	return true
 }
 
+// appendTimeCopyText writes t in COPY text for a column of type typ (as
+// format_type names it); false for a year COPY's text cannot take or a
+// type without a time text here.
+func appendTimeCopyText(b *bytes.Buffer, x time.Time, typ string) bool {
+	// Go prints years outside 1–9999 in a form PostgreSQL refuses
+	// ("-005" for 6 BC): those go through the statement forms.
+	if y := x.UTC().Year(); y < 1 || y > 9999 {
+		return false
+	}
+	if y := x.Year(); y < 1 || y > 9999 {
+		return false
+	}
+	switch typ {
+	case "timestamp with time zone":
+		appendTimeText(b, x.UTC(), true)
+		b.WriteByte('Z')
+	case "timestamp without time zone":
+		appendTimeText(b, x, true)
+	case "date":
+		appendTimeText(b, x, false)
+	default:
+		return false
+	}
+	return true
+}
+
 // appendTimeText writes t, of a year from 1 to 9999, in its own location
 // as t.Format("2006-01-02 15:04:05.999999") writes it, or as
 // "2006-01-02" without clock, by hand: Format's general layout

@@ -558,29 +558,3 @@ func appendDecimal64(b *bytes.Buffer, s []byte, scale int) bool {
 	}
 	return true
 }
-
-// appendTimeCopyText writes t in COPY text for a column of type typ (as
-// format_type names it); false for a year COPY's text cannot take or a
-// type without a time text here.
-func appendTimeCopyText(b *bytes.Buffer, x time.Time, typ string) bool {
-	// Go prints years outside 1–9999 in a form PostgreSQL refuses
-	// ("-005" for 6 BC): those go through the statement forms.
-	if y := x.UTC().Year(); y < 1 || y > 9999 {
-		return false
-	}
-	if y := x.Year(); y < 1 || y > 9999 {
-		return false
-	}
-	switch typ {
-	case "timestamp with time zone":
-		appendTimeText(b, x.UTC(), true)
-		b.WriteByte('Z')
-	case "timestamp without time zone":
-		appendTimeText(b, x, true)
-	case "date":
-		appendTimeText(b, x, false)
-	default:
-		return false
-	}
-	return true
-}
