@@ -186,22 +186,9 @@ func (le *lineEncoder) encode(a *applier, src int, r *avro.Reader, payload []byt
 		if j > 0 {
 			out.WriteByte('\t')
 		}
-		var cell any
-		switch {
-		case c.key:
-			cell = keyCells[j]
-		case c.fromKey >= 0:
-			v, err := a.sourceValue(src, c.fromKey, key, fields{})
-			if err != nil {
-				out.Truncate(mark)
-				return false
-			}
-			cell = v
-		default:
+		if !c.key && c.fromKey < 0 {
 			out.Write(seg[le.pos[j][0]:le.pos[j][1]])
-			continue
-		}
-		if !appendCopyText(out, cell, le.types[j]) {
+		} else if !le.keyText(a, src, j, key, keyCells, out) {
 			out.Truncate(mark)
 			return false
 		}
@@ -210,25 +197,30 @@ func (le *lineEncoder) encode(a *applier, src int, r *avro.Reader, payload []byt
 	return true
 }
 
+// keyText writes the text of column j, the row key's or a topic key
+// field's, as the values' way writes it.
+func (le *lineEncoder) keyText(a *applier, src, j int, key fields, keyCells []any, out *bytes.Buffer) bool {
+	cell := keyCells[j]
+	if c := le.cols[j]; !c.key {
+		v, err := a.sourceValue(src, c.fromKey, key, fields{})
+		if err != nil {
+			return false
+		}
+		cell = v
+	}
+	return appendCopyText(out, cell, le.types[j])
+}
+
 // encodeInOrder is encode of a writer whose fields come in the columns'
 // order: the columns before the first value column (the row key's, a
 // topic key field's), then each field's text as it is read.
 func (le *lineEncoder) encodeInOrder(a *applier, src int, r *avro.Reader, key fields, keyCells []any, out *bytes.Buffer) bool {
 	mark := out.Len()
-	for i, c := range le.cols[:le.firstValue] {
+	for i := range le.firstValue {
 		if i > 0 {
 			out.WriteByte('\t')
 		}
-		cell := keyCells[i]
-		if !c.key {
-			v, err := a.sourceValue(src, c.fromKey, key, fields{})
-			if err != nil {
-				out.Truncate(mark)
-				return false
-			}
-			cell = v
-		}
-		if !appendCopyText(out, cell, le.types[i]) {
+		if !le.keyText(a, src, i, key, keyCells, out) {
 			out.Truncate(mark)
 			return false
 		}
