@@ -165,14 +165,17 @@ func (s *soakBench) replicator(ctx context.Context, run int) (sample, error) {
 		smp["broker_rss_mb"] = mb(brokerRSS)
 	}
 	smp["topic_mb"] = mb(disk)
+	var errs []error
 	if len(passes) == 0 {
+		// The soak is for the latency during compaction: without a pass
+		// it measured nothing it is for.
 		hint := "raise -soak or -soak-rate, or lower -soak-min-dirty"
 		if s.embedded {
 			hint = "raise -soak or -soak-rate (the embedded broker's threshold cannot be lowered)"
 		}
-		s.h.logf("soak: no compaction pass ran: the topic stayed under the threshold (%d MiB); %s", s.minDirty>>20, hint)
+		errs = append(errs, fmt.Errorf("soak: no compaction pass ran: the topic stayed under the threshold (%d MiB); %s", s.minDirty>>20, hint))
 	}
-	errs := []error{s.h.cleanup(rp.dir)}
+	errs = append(errs, s.h.cleanup(rp.dir))
 	if bk != nil {
 		errs = append(errs, s.h.cleanup(bk.dir()))
 	}

@@ -22,7 +22,7 @@ const toastCopySQL = "COPY (SELECT note FROM ONLY public." + tableName + ") TO S
 type toastBench struct{ walBacklog }
 
 func toastBenchmark(h *harness) benchmark {
-	s := &toastBench{walBacklog{h: h, prefix: "toast", readers: []string{readerBare, readerEmbedded, readerDrop}}}
+	s := &toastBench{walBacklog{h: h, prefix: "toast", readers: []string{readerBare, readerEmbedded, readerPeek, readerDrop}}}
 	s.prepare = s.load
 	b := benchmark{
 		name: "toast",
@@ -33,7 +33,8 @@ func toastBenchmark(h *harness) benchmark {
 			"Subject: `replicator run` (`source.snapshot: never`, embedded broker), timed as in `stream`; every run checks " +
 			"the topic holds one record per update. Ceiling: `COPY (SELECT note FROM …) TO STDOUT` of the same rows (the " +
 			"columns the updates left unsent), read to io.Discard, after one unmeasured COPY warmed the cache. " +
-			"Reference: the bare reader on the same WAL, which does not read the values back; and \"" + subjectDrop + "\" " +
+			"Reference: the bare reader on the same WAL, which does not read the values back; \"" + subjectPeek + "\", the " +
+			"walsender's own decoding of the same WAL (`pg_logical_slot_peek_binary_changes`, no client); and \"" + subjectDrop + "\" " +
 			"(`bench/cmd/sourcedrop`, from its own slot): replicator's source, re-reads included, with a handler that " +
 			"acknowledges every change at once, so that the re-reads' cost shows apart from mapping and produce (the table after the figures).",
 		setup:   s.setup,
@@ -41,10 +42,12 @@ func toastBenchmark(h *harness) benchmark {
 		subjects: []subject{
 			{name: subjectEmbedded, run: s.replicatorRun},
 			{name: "bare reader (no re-read)", run: s.bareRun},
+			{name: subjectPeek, reference: true, run: s.peekRun},
 			{name: subjectDrop, reference: true, run: s.droppedRun},
 		},
 		layers: []layer{
-			{subject: "bare reader (no re-read)", adds: "reading the WAL with a minimal client, without the unsent values"},
+			{subject: subjectPeek, adds: "the walsender's decoding of the WAL with pgoutput (no client, no network)"},
+			{subject: "bare reader (no re-read)", adds: "sending it to a minimal client, which reads it without the unsent values"},
 			{subject: subjectDrop, adds: "replicator's source instead, its re-reads of the unsent values included"},
 			{subject: subjectEmbedded, adds: "mapping to Avro, producing to the broker and waiting for its acks"},
 		},

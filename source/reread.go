@@ -64,9 +64,15 @@ import (
 // pipeline as they are and are re-read whole, which needs nothing from the
 // rest of the transaction.
 
-// maxHeld bounds the changes held for a batched re-read; more go to the
-// pipeline (re-read whole) before the COMMIT.
-const maxHeld = 4096
+// maxHeld and maxHeldBytes bound the changes held for a batched re-read,
+// by count and by the bytes of their tuples as received; beyond either,
+// they go to the pipeline (re-read whole) before the COMMIT. The bytes
+// matter for the changes held behind a re-read that need none: they carry
+// all their values, and may be large whatever the table being re-read.
+const (
+	maxHeld      = 4096
+	maxHeldBytes = 16 << 20
+)
 
 // heldChange is a change waiting in st.held.
 type heldChange struct {
@@ -81,6 +87,9 @@ type heldChange struct {
 	newKey, oldKey string
 	// gone: the row was gone when re-read and the change is dropped.
 	gone bool
+	// size is the bytes of the change's tuples as received, about what
+	// its decoded values take until it is handed over.
+	size int
 }
 
 // fillFromOld replaces unchanged TOAST markers in c.New with the old
@@ -107,7 +116,7 @@ func fillFromOld(c *Change) (missing bool) {
 // changes.
 func (st *stream) hold(c *Change, oldTuple, newTuple *pglogrepl.TupleData, toast bool) error {
 	t := c.Table
-	h := heldChange{c: *c, toast: toast}
+	h := heldChange{c: *c, toast: toast, size: tupleSize(oldTuple) + tupleSize(newTuple)}
 	at, keyErr := keyIndexes(t)
 	if toast {
 		if len(t.PrimaryKey) == 0 {
@@ -128,7 +137,20 @@ func (st *stream) hold(c *Change, oldTuple, newTuple *pglogrepl.TupleData, toast
 		h.oldKey = namedKey(c.TableIndex, at, oldTuple)
 	}
 	st.held = append(st.held, h)
+	st.heldBytes += h.size
 	return nil
+}
+
+// tupleSize is the size of tuple's values as received; 0 for nil.
+func tupleSize(tuple *pglogrepl.TupleData) int {
+	if tuple == nil {
+		return 0
+	}
+	n := 0
+	for _, col := range tuple.Columns {
+		n += len(col.Data)
+	}
+	return n
 }
 
 // namedKey is the identity of the row with the key at the positions at of
@@ -152,37 +174,61 @@ func namedKey(table int, at []int, tuple *pglogrepl.TupleData) string {
 // Bounds of the changes re-read per statement (a chunk). The pipeline's
 // reader runs a transaction's statements a chunk at a time, so the
 // hand-over of one chunk overlaps the re-read of the next; a chunk holds
-// about rereadChunkBytes of re-read values (chunkLimit), which bounds the
-// memory the chunks in flight take whatever the size of the values.
+// about rereadChunkBytes of re-read values (nextChunk), which bounds the
+// memory the chunks in flight take whatever the size of the values. The
+// size of a table's rows is learnt from its statements (rowSizes); a table
+// not seen yet is taken to have rows of unseenRowBytes, so its first
+// statement reads few keys even if its rows are large.
 // Statements of 1,024 keys read 8 KB values 15–20 % faster than statements of
 // 256 (fewer round trips); larger ones gained nothing more.
 const (
-	firstRereadChunk = 256 // before any row size was seen
 	maxRereadChunk   = 1024
 	rereadChunkBytes = 8 << 20
+	unseenRowBytes   = rereadChunkBytes / 64
 )
 
-// chunkLimit is the number of changes to re-read in the next statement,
-// given the average size of a row the last statement returned (0: none
-// yet).
-func chunkLimit(rowBytes int) int {
-	if rowBytes <= 0 {
-		return firstRereadChunk
+// rowSizes is the size to expect of a re-read row per table (by qualified
+// name), learnt from its statements that found rows; it belongs to the
+// goroutine that re-reads.
+type rowSizes map[string]int
+
+// learn takes the average size of the rows a statement of t found. A
+// larger size is taken at once, a smaller one halves the estimate at
+// most: a statement of a few small rows (a row re-read whole after a
+// later change shrank it) must not make the next statement read a
+// thousand of the table's large ones.
+func (r rowSizes) learn(t *relation.Table, avg int) {
+	name := t.QualifiedName()
+	if old, ok := r[name]; ok && avg < old/2 {
+		avg = old / 2
 	}
-	return max(1, min(maxRereadChunk, rereadChunkBytes/rowBytes))
+	r[name] = max(1, avg)
+}
+
+// of is the size to expect of a re-read row of t.
+func (r rowSizes) of(t *relation.Table) int {
+	if n, ok := r[t.QualifiedName()]; ok {
+		return n
+	}
+	return unseenRowBytes
 }
 
 // nextChunk returns the end (exclusive) of the first chunk of held: the
-// changes before its (limit+1)th change to re-read, or all of them.
-func nextChunk(held []heldChange, limit int) int {
-	n := 0
+// changes before the first change to re-read that would take the chunk
+// past maxRereadChunk re-reads or rereadChunkBytes of rows (sizes), or all
+// of them. A chunk re-reads one change at least.
+func nextChunk(held []heldChange, sizes rowSizes) int {
+	n, bytes := 0, 0
 	for i := range held {
-		if held[i].toast {
-			if n == limit {
-				return i
-			}
-			n++
+		if !held[i].toast {
+			continue
 		}
+		b := sizes.of(held[i].c.Table)
+		if n > 0 && (n == maxRereadChunk || bytes+b > rereadChunkBytes) {
+			return i
+		}
+		n++
+		bytes += b
 	}
 	return len(held)
 }
@@ -488,12 +534,9 @@ func (st *stream) rereadOnce(ctx context.Context, t *relation.Table, sql string,
 	}
 	defer rows.Close()
 	out = make([]rereadRow, n)
-	got, size := 0, 0
+	got, found, size := 0, 0, 0
 	for rows.Next() {
 		raw := rows.RawValues()
-		for _, b := range raw {
-			size += len(b)
-		}
 		i, err := strconv.Atoi(string(raw[0]))
 		if err != nil || i < 1 || i > n {
 			return nil, false, fmt.Errorf("%s: the re-read returned row %q of %d", t.QualifiedName(), raw[0], n)
@@ -504,6 +547,10 @@ func (st *stream) rereadOnce(ctx context.Context, t *relation.Table, sql string,
 			continue // gone
 		}
 		r.exists, r.mine = true, string(raw[2]) == "t"
+		found++
+		for _, b := range raw {
+			size += len(b)
+		}
 		if cols == nil {
 			if r.vals, err = decodeRow(t, raw[3:]); err != nil {
 				return nil, false, err
@@ -530,7 +577,12 @@ func (st *stream) rereadOnce(ctx context.Context, t *relation.Table, sql string,
 	if got != n {
 		return nil, false, fmt.Errorf("%s: the re-read returned %d rows for %d keys", t.QualifiedName(), got, n)
 	}
-	st.rowBytes = max(1, size/n)
+	if found > 0 { // a row that is gone says nothing of the others' size
+		if st.rowBytes == nil {
+			st.rowBytes = rowSizes{}
+		}
+		st.rowBytes.learn(t, size/found)
+	}
 	return out, true, nil
 }
 

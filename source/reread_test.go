@@ -109,11 +109,20 @@ func TestReread(t *testing.T) {
 	if want := []any{int32(2), int32(0), "two"}; r.err == nil && (!r.rows[1].exists || !r.rows[1].mine || !reflect.DeepEqual(r.rows[1].vals, want)) {
 		t.Errorf("re-read of row 2 in the same statement: got %+v; want %v written by its own transaction", r.rows[1], want)
 	}
-	// A transaction long visible, a row that is gone: nil, at once.
+	// The size of the table's rows is learnt, as returned: the ordinal,
+	// the two flags and the three columns' text, 8 bytes each row.
+	if got := st.rowBytes.of(&tbl); got != 8 {
+		t.Errorf("size of a re-read row learnt: got %d, want 8", got)
+	}
+	// A transaction long visible, a row that is gone: nil, at once; and
+	// nothing learnt of the size of the table's rows.
 	db.exec(`DELETE FROM "Big Rows" WHERE "Id" = 2`)
 	row, err := st.rereadRows(wctx, &tbl, []uint32{uint32(xid)}, [][]string{{"2"}}, nil, nil)
 	if err != nil || row[0].exists {
 		t.Errorf("re-read of a deleted row: got %+v, %v; want it gone", row, err)
+	}
+	if got := st.rowBytes.of(&tbl); got != 8 {
+		t.Errorf("size of a re-read row after a statement found none: got %d, want 8 still", got)
 	}
 
 	// The catalog ahead of the stream: a column dropped since the change

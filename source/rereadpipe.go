@@ -7,10 +7,16 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
-// maxInFlight bounds the changes given to the re-read pipeline and not yet
-// handed over (held rows are small until re-read: the large values are
-// what was not sent); the stream goroutine waits for room beyond it.
-const maxInFlight = 4 * maxHeld
+// maxInFlight and maxInFlightBytes bound the changes given to the re-read
+// pipeline and not yet handed over, by count and by the bytes of their
+// tuples as received (heldChange.size: the rows to re-read are small until
+// re-read, but the changes queued behind them carry all their values); the
+// stream goroutine waits for room beyond either. The values re-read add
+// about three chunks (rereadChunkBytes) to that.
+const (
+	maxInFlight      = 4 * maxHeld
+	maxInFlightBytes = 4 * maxHeldBytes
+)
 
 // maxBatches bounds the batches waiting for the pipeline's reader: a
 // batch is a transaction, so this is how many transactions the WAL reader
@@ -45,10 +51,12 @@ type rereadPipe struct {
 	batches chan rereadBatch // stream goroutine → reader
 	// inFlight counts the changes given to the pipeline and not yet
 	// handed over; its decrement follows the hand-over, so a stream
-	// goroutine that reads 0 may call the handler itself.
-	inFlight atomic.Int64
-	freed    chan struct{} // capacity 1: inFlight went down
-	handed   atomic.Uint64 // changes handed over since publishStats took them
+	// goroutine that reads 0 may call the handler itself. inFlightBytes
+	// is their size.
+	inFlight      atomic.Int64
+	inFlightBytes atomic.Int64
+	freed         chan struct{} // capacity 1: inFlight went down
+	handed        atomic.Uint64 // changes handed over since publishStats took them
 }
 
 func newRereadPipe(st *stream) *rereadPipe {
@@ -73,8 +81,8 @@ func (p *rereadPipe) run(ctx context.Context) error {
 	return g.Wait()
 }
 
-// read re-reads the batches in order, a chunk (chunkLimit) per
-// statement, and passes each chunk on.
+// read re-reads the batches in order, a chunk (nextChunk) per statement,
+// and passes each chunk on.
 func (p *rereadPipe) read(ctx context.Context, out chan<- []heldChange) error {
 	for {
 		var b rereadBatch
@@ -88,7 +96,7 @@ func (p *rereadPipe) read(ctx context.Context, out chan<- []heldChange) error {
 		}
 		b = p.coalesce(b)
 		for from := 0; from < len(b.held); {
-			to := from + nextChunk(b.held[from:], chunkLimit(p.st.rowBytes))
+			to := from + nextChunk(b.held[from:], p.st.rowBytes)
 			if err := p.st.rereadHeld(ctx, b.held[from:to], b.narrow[from:to]); err != nil {
 				return err
 			}
@@ -130,8 +138,9 @@ func (p *rereadPipe) handOver(ctx context.Context, in <-chan []heldChange) error
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		n := uint64(0)
+		n, size := uint64(0), 0
 		for i := range held {
+			size += held[i].size
 			if held[i].gone {
 				held[i].c.Ack.Done()
 				continue
@@ -144,6 +153,7 @@ func (p *rereadPipe) handOver(ctx context.Context, in <-chan []heldChange) error
 		}
 		p.handed.Add(n)
 		clear(held) // the values are the handler's now
+		p.inFlightBytes.Add(-int64(size))
 		p.inFlight.Add(-int64(len(held)))
 		select {
 		case p.freed <- struct{}{}:
@@ -155,24 +165,27 @@ func (p *rereadPipe) handOver(ctx context.Context, in <-chan []heldChange) error
 // push gives st.held to the pipeline, waiting for room; complete says
 // the transaction was read to its end (COMMIT).
 func (st *stream) push(ctx context.Context, complete bool) error {
-	n := int64(len(st.held))
+	n, size := int64(len(st.held)), int64(st.heldBytes)
 	if n == 0 {
 		return nil
 	}
 	p := st.pipe
 	b := rereadBatch{held: st.held, narrow: lastToName(st.held, complete)}
-	for in := p.inFlight.Load(); in > 0 && in+n > maxInFlight; in = p.inFlight.Load() {
+	// A batch larger than the bounds goes alone, once nothing else is in
+	// flight.
+	for p.inFlight.Load() > 0 && (p.inFlight.Load()+n > maxInFlight || p.inFlightBytes.Load()+size > maxInFlightBytes) {
 		if err := p.wait(ctx); err != nil {
 			return err
 		}
 	}
+	p.inFlightBytes.Add(size)
 	p.inFlight.Add(n)
 	select {
 	case p.batches <- b:
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	st.held = nil // the pipeline's now
+	st.held, st.heldBytes = nil, 0 // the pipeline's now
 	return nil
 }
 

@@ -2,58 +2,158 @@ package source
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/replicator/replicator/pgcluster/pgtest"
+	"github.com/replicator/replicator/relation"
 )
 
 // TestChunkLimit: a re-read statement holds about rereadChunkBytes of
-// rows, within its bounds, and a chunk ends before its limit+1st change
-// to re-read.
+// rows by the sizes learnt per table (a table not seen yet: few keys),
+// within maxRereadChunk keys and one at least, and a chunk ends before
+// the change to re-read that would pass them.
 func TestChunkLimit(t *testing.T) {
 	t.Parallel()
-	for _, tt := range []struct {
-		name     string
-		rowBytes int
-		want     int
-	}{
-		{name: "no row seen yet", rowBytes: 0, want: firstRereadChunk},
-		{name: "small rows", rowBytes: 10, want: maxRereadChunk},
-		{name: "8 KB rows", rowBytes: 8 << 10, want: maxRereadChunk},
-		{name: "32 KB rows", rowBytes: 32 << 10, want: 256},
-		{name: "1 MB rows", rowBytes: 1 << 20, want: 8},
-		{name: "rows larger than a chunk", rowBytes: 100 << 20, want: 1},
-	} {
-		if got := chunkLimit(tt.rowBytes); got != tt.want {
-			t.Errorf("%s: chunkLimit(%d): got %d, want %d", tt.name, tt.rowBytes, got, tt.want)
-		}
-	}
-	// t: to re-read; o: other changes held with them.
+	small, large := &relation.Table{Schema: "public", Name: "small"}, &relation.Table{Schema: "public", Name: "large"}
+	// held: t a change of small to re-read, T one of large, o a change
+	// held with them (not re-read).
 	held := func(s string) []heldChange {
 		h := make([]heldChange, len(s))
 		for i := range s {
-			h[i].toast = s[i] == 't'
+			h[i].toast = s[i] != 'o'
+			h[i].c.Table = small
+			if s[i] == 'T' {
+				h[i].c.Table = large
+			}
 		}
 		return h
 	}
+	sizes := func(small, large int) rowSizes {
+		r := rowSizes{}
+		if small > 0 {
+			r["public.small"] = small
+		}
+		if large > 0 {
+			r["public.large"] = large
+		}
+		return r
+	}
 	for _, tt := range []struct {
+		name  string
 		held  string
-		limit int
+		sizes rowSizes
 		want  int
 	}{
-		{"ttoto", 2, 3},
-		{"ttoto", 3, 5},
-		{"oootto", 1, 4},
-		{"ooo", 1, 3},
-		{"", 4, 0},
+		{"no row of the table seen yet", strings.Repeat("t", 100), nil, rereadChunkBytes / unseenRowBytes},
+		{"small rows", strings.Repeat("t", 2000), sizes(10, 0), maxRereadChunk},
+		{"8 KB rows", strings.Repeat("t", 2000), sizes(8<<10, 0), maxRereadChunk},
+		{"32 KB rows", strings.Repeat("t", 2000), sizes(32<<10, 0), 256},
+		{"1 MB rows", strings.Repeat("t", 2000), sizes(1<<20, 0), 8},
+		{"rows larger than a chunk", "ttt", sizes(100<<20, 0), 1},
+		// Small rows learnt on one table say nothing of another's.
+		{"small rows, then a table not seen", "ttt" + strings.Repeat("T", 100), sizes(10, 0), 3 + rereadChunkBytes/unseenRowBytes - 1},
+		{"small rows, then large ones", "tttTTTT", sizes(10, 4<<20), 4},
+		{"changes held with them end no chunk", "ttoto", sizes(4<<20, 0), 3},
+		{"nor count", "ttooo", sizes(4<<20, 0), 5},
+		{"the changes after the last re-read", "oootto", sizes(8<<20, 0), 4},
+		{"nothing to re-read", "ooo", sizes(8<<20, 0), 3},
+		{"nothing", "", nil, 0},
 	} {
-		if got := nextChunk(held(tt.held), tt.limit); got != tt.want {
-			t.Errorf("nextChunk(%s, %d): got %d, want %d", tt.held, tt.limit, got, tt.want)
+		if got := nextChunk(held(tt.held), tt.sizes); got != tt.want {
+			t.Errorf("%s: nextChunk(%.20s…): got %d, want %d", tt.name, tt.held, got, tt.want)
 		}
+	}
+}
+
+// TestRowSizesLearnt: a table's row size is learnt from its statements:
+// larger at once, smaller by half at most a statement, per table.
+func TestRowSizesLearnt(t *testing.T) {
+	t.Parallel()
+	a, b := &relation.Table{Schema: "public", Name: "a"}, &relation.Table{Schema: "public", Name: "b"}
+	r := rowSizes{}
+	for _, step := range []struct {
+		table *relation.Table
+		avg   int
+		want  int
+	}{
+		{a, 32 << 10, 32 << 10},
+		{a, 14, 16 << 10},
+		{a, 14, 8 << 10},
+		{a, 1 << 20, 1 << 20},
+		{a, 600 << 10, 600 << 10},
+		{b, 0, 1},
+	} {
+		r.learn(step.table, step.avg)
+		if got := r.of(step.table); got != step.want {
+			t.Fatalf("after a statement of %s with rows of %d bytes: got %d, want %d", step.table.Name, step.avg, got, step.want)
+		}
+	}
+	if got := r.of(a); got != 600<<10 {
+		t.Errorf("rows of a after b was learnt: got %d, want %d", got, 600<<10)
+	}
+	if got := r.of(&relation.Table{Schema: "public", Name: "c"}); got != unseenRowBytes {
+		t.Errorf("rows of a table not seen: got %d, want %d", got, unseenRowBytes)
+	}
+}
+
+// TestHeldBytesBounded: changes are held and given to the re-read
+// pipeline within a bound of their bytes as well as of their count: the
+// changes held behind a re-read carry all their values, which may be
+// large whatever the table re-read. A batch larger than the bound goes
+// alone.
+func TestHeldBytesBounded(t *testing.T) {
+	t.Parallel()
+	tbl := &relation.Table{Schema: "public", Name: "docs", Columns: []relation.Column{{Name: "id"}, {Name: "doc"}}}
+	st := &stream{}
+	st.pipe = newRereadPipe(st)
+	tuple := &pglogrepl.TupleData{Columns: []*pglogrepl.TupleDataColumn{
+		{DataType: pglogrepl.TupleDataTypeText, Data: []byte("1")},
+		{DataType: pglogrepl.TupleDataTypeText, Data: make([]byte, 1<<20)},
+	}}
+	c := &Change{Op: OpUpdate, Table: tbl, New: []any{int32(1), "…"}}
+	if err := st.hold(c, tuple, tuple, false); err != nil {
+		t.Fatal(err)
+	}
+	if want := 2 * (1 + 1<<20); st.heldBytes != want || st.held[0].size != want {
+		t.Fatalf("held bytes of an update with its old row: got %d (change %d), want %d", st.heldBytes, st.held[0].size, want)
+	}
+
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	// Nothing in flight: even a batch over the bound goes.
+	st.heldBytes = maxInFlightBytes + 1
+	if err := st.push(context.Background(), false); err != nil {
+		t.Fatalf("push of a large batch with nothing in flight: %v", err)
+	}
+	if st.held != nil || st.heldBytes != 0 || st.pipe.inFlightBytes.Load() != maxInFlightBytes+1 || st.pipe.inFlight.Load() != 1 {
+		t.Fatalf("after the push: held %d changes of %d bytes, in flight %d of %d bytes; want 0, 0, 1 of %d", len(st.held), st.heldBytes, st.pipe.inFlight.Load(), st.pipe.inFlightBytes.Load(), maxInFlightBytes+1)
+	}
+	// Something in flight: a batch that would pass the bytes bound waits
+	// for room (here: for ever, its context is done), though few changes.
+	<-st.pipe.batches
+	st.pipe.inFlightBytes.Store(maxInFlightBytes - 100)
+	if err := st.hold(c, nil, tuple, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.push(cancelled, false); !errors.Is(err, context.Canceled) {
+		t.Fatalf("push past the bytes in flight: got %v, want it waiting for room", err)
+	}
+	if len(st.held) != 1 || st.pipe.inFlight.Load() != 1 {
+		t.Fatalf("after a push that waited: held %d, in flight %d; want 1 and 1", len(st.held), st.pipe.inFlight.Load())
+	}
+	// Within the bounds, it goes at once.
+	st.pipe.inFlightBytes.Store(int64(maxInFlightBytes - st.heldBytes))
+	if err := st.push(context.Background(), false); err != nil {
+		t.Fatalf("push within the bounds: %v", err)
+	}
+	if st.pipe.inFlightBytes.Load() != maxInFlightBytes || st.pipe.inFlight.Load() != 2 {
+		t.Errorf("in flight after a push within the bounds: %d changes of %d bytes, want 2 of %d", st.pipe.inFlight.Load(), st.pipe.inFlightBytes.Load(), maxInFlightBytes)
 	}
 }
 

@@ -30,10 +30,12 @@ type stream struct {
 
 	txn  *txnMark     // the open transaction's mark; nil between transactions
 	held []heldChange // changes waiting to go to pipe (reread.go)
-	pipe *rereadPipe  // re-reads and hands over held changes (rereadpipe.go)
-	// rowBytes is the average size of a row the last re-read statement
-	// returned (reread.go's chunkLimit); the re-reads' goroutine's.
-	rowBytes int
+	// heldBytes is the size of held's tuples (heldChange.size).
+	heldBytes int
+	pipe      *rereadPipe // re-reads and hands over held changes (rereadpipe.go)
+	// rowBytes is the size of a re-read row per table (reread.go's
+	// nextChunk); the re-reads' goroutine's.
+	rowBytes rowSizes
 	reported pglogrepl.LSN // last LSN sent in a status update
 	change   Change
 	guard    stallGuard // answers the server while a hand-over blocks
@@ -232,7 +234,7 @@ func (st *stream) row(ctx context.Context, op Op, rel *walRel, oldTuple, newTupl
 			return fmt.Errorf("%s at LSN %s: %w", op.verb(), c.LSN, err)
 		}
 		st.held[len(st.held)-1].c.Ack = st.cp.track(st.txn)
-		if len(st.held) >= maxHeld {
+		if len(st.held) >= maxHeld || st.heldBytes >= maxHeldBytes {
 			return st.push(ctx, false)
 		}
 		return nil

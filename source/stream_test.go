@@ -567,7 +567,8 @@ func TestStream(t *testing.T) {
 	})
 
 	// A transaction with more re-reads than one statement takes
-	// (chunkLimit: 256 at first, then about 8 MB of rows of 32 KB) is
+	// (nextChunk: 64 before a row of the table was seen, then about 8 MB
+	// of rows of 32 KB) is
 	// re-read in chunks, one ahead of the hand-over, and handed over in
 	// WAL order all the same.
 	t.Run("unchanged TOAST re-read of a large transaction in chunks", func(t *testing.T) {
@@ -632,8 +633,10 @@ func TestStream(t *testing.T) {
 		if c := got[600]; c.Op != OpDelete || c.Old[0] != int32(400) {
 			t.Errorf("then: got %s %v, want the delete of 400", c.Op, c.Old)
 		}
-		// Three chunks (unsent columns only: 256, then 262 and the last 82
-		// of 32 KB rows), and 300 whole.
+		// Three chunks of the unsent columns: 64 before a row of the
+		// table was seen, then 262 of 32 KB rows, whose re-read of 300
+		// whole finds a small row that halves the estimate: the last 277
+		// in one. And 300 whole.
 		if n := src.rereads.Load() - before; n != 4 {
 			t.Errorf("re-read statements: got %d, want 4", n)
 		}

@@ -40,6 +40,7 @@ func TestUnchangedTOAST(t *testing.T) {
 	tables := []string{"docs", "docs_full"}
 	for _, tbl := range tables {
 		mustExec(t, conn, fmt.Sprintf(`INSERT INTO %s (id, n, body, doc) SELECT id, 0, %s FROM generate_series(1, 6) id`, tbl, bigValues))
+		mustExec(t, conn, fmt.Sprintf(`INSERT INTO %s (id, n, body, doc) SELECT id, 0, %s FROM generate_series(8, 12) id`, tbl, bigValues))
 		var toastBytes int64
 		if err := conn.QueryRow(context.Background(), `SELECT pg_relation_size(reltoastrelid) FROM pg_class WHERE oid = $1::regclass`, tbl).Scan(&toastBytes); err != nil {
 			t.Fatal(err)
@@ -101,6 +102,14 @@ func TestUnchangedTOAST(t *testing.T) {
 			`UPDATE ` + tbl + ` SET n = 5 WHERE id = 5`,
 			fmt.Sprintf(`UPDATE %[1]s SET (body, doc) = (SELECT %[2]s FROM %[1]s s WHERE s.id = %[1]s.id), n = 6 WHERE id = 5`, tbl, bigValues),
 			`UPDATE ` + tbl + ` SET id = 60, n = 1 WHERE id = 6`,
+			// One transaction's updates re-read together, then one of
+			// its rows updated again, one deleted, one moved to another
+			// key by later transactions: 11 and 12 are read as the
+			// transaction left them, the others found newer or gone.
+			`UPDATE ` + tbl + ` SET n = n + 100 WHERE id BETWEEN 8 AND 12`,
+			`UPDATE ` + tbl + ` SET n = 30 WHERE id = 8`,
+			`DELETE FROM ` + tbl + ` WHERE id = 9`,
+			`UPDATE ` + tbl + ` SET id = 110, n = 2 WHERE id = 10`,
 		} {
 			mustExec(t, conn, sql)
 			record()
@@ -142,7 +151,7 @@ func TestUnchangedTOAST(t *testing.T) {
 				t.Errorf("%s key %s: latest record n=%s body %s doc %s (%v), want the table's n=%s body %s doc %s", topic, id, got.n, got.body, got.doc, err, want.n, want.body, want.doc)
 			}
 		}
-		for _, id := range []string{"2", "3", "4", "40", "6"} {
+		for _, id := range []string{"2", "3", "4", "40", "6", "9", "10"} {
 			if r, ok := latest[id]; !ok {
 				t.Errorf("%s key %s: deleted or moved away, never on the topic, want a tombstone last", topic, id)
 			} else if r.Value != nil {
