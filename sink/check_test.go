@@ -106,10 +106,34 @@ func TestCheckLag(t *testing.T) {
 		t.Fatalf("two minutes later (retention 1m): got %v, %v; want one lagging partition", lags, err)
 	}
 	msg := lags[0].String()
-	for _, want := range []string{"read model profile may have missed tombstones on customers partition 0", "delete.retention.ms (1m0s)", "1 record(s) are unread", "replicator rebuild --read-model profile"} {
+	for _, want := range []string{"read model profile may have missed tombstones on customers partition 0", "1 unread record offset(s) (1 to 1) were written longer ago than the topic's delete.retention.ms (1m0s)", "replicator rebuild --read-model profile"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("%q lacks %q", msg, want)
 		}
+	}
+
+	// What counts is the age of the records not read, not the time since
+	// the last commit. A read model that committed a moment ago (here: at
+	// the time it is checked) but is still behind records older than the
+	// retention, as a running one can be, may have missed tombstones.
+	later := time.Now().Add(2 * time.Minute)
+	setCommitted := func(at time.Time) {
+		t.Helper()
+		if _, err := db.ExecContext(ctx, `UPDATE replicator_sink_offsets SET updated_at = ? WHERE read_model = 'profile'`, at.UnixMilli()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setCommitted(later)
+	lags, err = CheckLag(ctx, adm, st, "profile", []string{"customers"}, later)
+	if err != nil || len(lags) != 1 || lags[0].Recent != 2 {
+		t.Fatalf("committed just now, behind a record two minutes old (retention 1m): got %+v, %v; want one lagging partition, offsets 1 to 1 old", lags, err)
+	}
+	// And one stopped long ago whose unread records are all recent has
+	// missed nothing: a tombstone among them is kept a retention long.
+	setCommitted(time.Now().Add(-time.Hour))
+	lags, err = CheckLag(ctx, adm, st, "profile", []string{"customers"}, time.Now())
+	if err != nil || len(lags) != 0 {
+		t.Fatalf("stopped an hour ago, its unread record written a moment ago: got %v, %v; want no lag", lags, err)
 	}
 }
 

@@ -24,12 +24,17 @@ type Lag struct {
 	Stored    int64 // the stored next offset
 	Start     int64 // the partition's log start offset
 	End       int64 // the partition's end offset
-	Away      time.Duration
+	// Recent is the first offset of a record written within Retention
+	// of now (End when none is): the records from Stored up to it are
+	// older than that, and unread.
+	Recent    int64
+	Away      time.Duration // since the read model last committed
 	Retention time.Duration // the topic's delete.retention.ms
 }
 
 func (l Lag) String() string {
-	why := fmt.Sprintf("its last batch was applied %s ago, longer than the topic's delete.retention.ms (%s), and %d record(s) are unread", l.Away.Round(time.Second), l.Retention, l.End-l.Stored)
+	why := fmt.Sprintf("%d unread record offset(s) (%d to %d) were written longer ago than the topic's delete.retention.ms (%s); its last batch was applied %s ago",
+		l.Recent-l.Stored, l.Stored, l.Recent-1, l.Retention, l.Away.Round(time.Second))
 	if l.Stored < l.Start {
 		why = fmt.Sprintf("its stored offset %d is before the partition's first offset %d", l.Stored, l.Start)
 	}
@@ -39,11 +44,14 @@ func (l Lag) String() string {
 
 // CheckLag compares a read model's stored offsets with its topics: a
 // partition lags when its stored offset is before the log start offset
-// (records it never read are gone), or when it has unread records and the
-// read model last committed longer ago than the topic's
-// delete.retention.ms (a tombstone written after the last commit may have
-// been compacted away since: Kafka keeps a tombstone at least that long
-// only once the segment holding it is cleaned).
+// (records it never read are gone), or when records it has not read were
+// written longer ago than the topic's delete.retention.ms (a tombstone
+// among them may have been compacted away: Kafka keeps a tombstone that
+// long at least, only once the segment holding it is cleaned). That holds
+// for a read model stopped since, and for one running but that far
+// behind. The age of the records is their timestamp, found with a
+// ListOffsets by time; where that fails, the time since the read model's
+// last commit stands for it.
 func CheckLag(ctx context.Context, adm *kadm.Client, st *store, model string, topics []string, now time.Time) ([]Lag, error) {
 	stored, err := st.loadOffsets(ctx, model)
 	if err != nil {
@@ -68,7 +76,6 @@ func missedTombstones(ctx context.Context, adm *kadm.Client, stored map[tp]offse
 	retention := map[string]time.Duration{}
 	if cfgs, err := adm.DescribeTopicConfigs(ctx, topics...); err == nil {
 		for _, rc := range cfgs {
-			retention[rc.Name] = defaultDeleteRetention
 			for _, c := range rc.Configs {
 				if c.Key == "delete.retention.ms" && c.Value != nil {
 					if ms, err := strconv.ParseInt(*c.Value, 10, 64); err == nil {
@@ -78,6 +85,31 @@ func missedTombstones(ctx context.Context, adm *kadm.Client, stored map[tp]offse
 			}
 		}
 	}
+	retentionOf := func(topic string) time.Duration {
+		if r, ok := retention[topic]; ok {
+			return r
+		}
+		return defaultDeleteRetention
+	}
+	// The first offset written within the retention, per partition: one
+	// request per distinct retention (topics of one read model usually
+	// share it).
+	recent := map[tp]int64{}
+	byRetention := map[time.Duration][]string{}
+	for _, t := range topics {
+		byRetention[retentionOf(t)] = append(byRetention[retentionOf(t)], t)
+	}
+	for ret, ts := range byRetention {
+		after, err := adm.ListOffsetsAfterMilli(ctx, now.Add(-ret).UnixMilli(), ts...)
+		if err != nil {
+			continue // the time since the last commit stands for it
+		}
+		after.Each(func(o kadm.ListedOffset) {
+			if o.Err == nil {
+				recent[tp{o.Topic, o.Partition}] = o.Offset
+			}
+		})
+	}
 	var out []Lag
 	for k, o := range stored {
 		start, ok1 := starts.Lookup(k.topic, k.part)
@@ -85,12 +117,17 @@ func missedTombstones(ctx context.Context, adm *kadm.Client, stored map[tp]offse
 		if !ok1 || !ok2 || start.Err != nil || end.Err != nil {
 			continue
 		}
-		ret, ok := retention[k.topic]
-		if !ok {
-			ret = defaultDeleteRetention
+		l := Lag{ReadModel: model, Topic: k.topic, Partition: k.part, Stored: o.next, Start: start.Offset, End: end.Offset,
+			Away: now.Sub(o.updatedAt), Retention: retentionOf(k.topic)}
+		old := false
+		if r, ok := recent[k]; ok {
+			l.Recent = r
+			old = o.next < r
+		} else {
+			l.Recent = end.Offset
+			old = o.next < end.Offset && l.Away > l.Retention
 		}
-		l := Lag{ReadModel: model, Topic: k.topic, Partition: k.part, Stored: o.next, Start: start.Offset, End: end.Offset, Away: now.Sub(o.updatedAt), Retention: ret}
-		if o.next < start.Offset || (o.next < end.Offset && l.Away > ret) {
+		if o.next < start.Offset || old {
 			out = append(out, l)
 		}
 	}

@@ -180,6 +180,10 @@ type Sink struct {
 	// commitAt its time; the poll loop's goroutine only.
 	commitRaw []byte
 	commitAt  time.Time
+
+	// lagAt is when the poll loop last checked for missed tombstones
+	// (reportLag).
+	lagAt time.Time
 }
 
 // tpo is a record's position.
@@ -331,6 +335,9 @@ func (s *Sink) Run(ctx context.Context) (err error) {
 	s.reportLag(ctx, topics)
 	s.state.Store(int32(StateRunning))
 	for {
+		if time.Since(s.lagAt) >= lagCheckInterval {
+			s.reportLag(ctx, topics)
+		}
 		fetches := cl.PollRecords(ctx, s.cfg.MaxBatch)
 		if fetches.IsClientClosed() || ctx.Err() != nil {
 			cl.AllowRebalance()
@@ -869,9 +876,15 @@ func (s *Sink) ensureDeadLetterTopic(ctx context.Context) error {
 	return nil
 }
 
+// lagCheckInterval spaces the checks for missed tombstones of a running
+// read model: one that falls behind by more than delete.retention.ms (a
+// day by default) is told within this.
+const lagCheckInterval = 5 * time.Minute
+
 // reportLag warns when the read model may have missed tombstones
 // ([CheckLag]).
 func (s *Sink) reportLag(ctx context.Context, topics []string) {
+	s.lagAt = time.Now()
 	lags, err := CheckLag(ctx, kadm.NewClient(s.cl), s.st, s.cfg.Model.Name, topics, time.Now())
 	if err != nil {
 		s.log.Warn("could not check for missed tombstones", "error", err)
