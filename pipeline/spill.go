@@ -43,9 +43,9 @@ func newSpill(dir string, buckets int, maxBytes int64) (*spill, error) {
 func (s *spill) add(key []byte, state byte) error { return s.top.add(key, state) }
 
 // each calls fn with every orphan key: live before since, no record since.
-// The key is fn's only until it returns. Each bucket file is removed once
-// read, so the disk a spill takes shrinks as it goes (a split takes its
-// file's size again meanwhile).
+// The key is fn's to keep (a tombstone holds it until produced). Each
+// bucket file is removed once read, so the disk a spill takes shrinks as
+// it goes (a split takes its file's size again meanwhile).
 func (s *spill) each(fn func(key []byte) error) error {
 	set := s.top
 	s.top = nil
