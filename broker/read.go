@@ -76,6 +76,24 @@ func ReadToEnd(ctx context.Context, opts []kgo.Opt, topic string, from map[int32
 	return ends, nil
 }
 
+// OffsetSpan returns, summed over the partitions of topic, the offsets
+// between each one's log start and its end (as [EndOffsets] gives it):
+// the records a [ReadToEnd] begun now would read, or more where
+// compaction removed some, or transaction markers took offsets. An upper
+// bound to size by, not a count; it reads nothing. opts are connection
+// options, as for ReadToEnd.
+func OffsetSpan(ctx context.Context, opts []kgo.Opt, topic string) (int64, error) {
+	starts, ends, err := startsAndEnds(ctx, opts, topic)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for p, end := range ends {
+		n += max(end-starts[p], 0)
+	}
+	return n, nil
+}
+
 // ReadNewest returns the newest record of every partition of topic that
 // has one, in partition order: the record at the offset before the end
 // EndOffsets gives when the call begins (compaction never removes a

@@ -182,6 +182,40 @@ func TestReadToEndCompactedAndDeleted(t *testing.T) {
 	}
 }
 
+// TestOffsetSpan: the offsets from each partition's log start to its end,
+// summed: records deleted from the start (DeleteRecords) are not counted,
+// an empty partition counts nothing, a missing topic is an error naming it.
+func TestOffsetSpan(t *testing.T) {
+	t.Parallel()
+	e := startEmbedded(t, EmbeddedConfig{})
+	const topic = "offset-span"
+	ensure(t, newAdmin(t, e.Addr()), TopicSpec{Name: topic, Partitions: 3})
+	cl := manualProducer(t, e.Addr())
+	produceTo(t, cl, topic, 0, "a", "1", "b", "2", "a", "")
+	produceTo(t, cl, topic, 1, "c", "3", "d", "4", "e", "5", "f", "6")
+	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+	defer cancel()
+	del := kadm.Offsets{}
+	del.Add(kadm.Offset{Topic: topic, Partition: 1, At: 3})
+	res, err := newAdmin(t, e.Addr()).DeleteRecords(ctx, del)
+	if err == nil {
+		err = res.Error()
+	}
+	if err != nil {
+		t.Fatalf("DeleteRecords: %v", err)
+	}
+	n, err := OffsetSpan(ctx, readOpts(t, e.Addr()), topic)
+	if err != nil {
+		t.Fatalf("OffsetSpan: %v", err)
+	}
+	if n != 3+1 {
+		t.Errorf("got %d, want 4 (partition 0: offsets 0 to 2; partition 1: 3; partition 2: none)", n)
+	}
+	if _, err := OffsetSpan(ctx, readOpts(t, e.Addr()), "no-such-topic"); err == nil || !strings.Contains(err.Error(), "no-such-topic") {
+		t.Errorf("missing topic: got %v, want an error naming no-such-topic", err)
+	}
+}
+
 // TestReadToEndTransactions: a transactional producer's topic ends with a
 // commit marker, an offset without a record; the read reaches it, passes
 // no marker to fn, and skips an aborted transaction's records.

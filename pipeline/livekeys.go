@@ -54,3 +54,10 @@ func (r *TopicKeys) EachRecord(ctx context.Context, topic string, fn func(key []
 	})
 	return err
 }
+
+// Records is an upper bound of the records EachRecord would read from
+// topic now, without reading them (broker.OffsetSpan): what a reconcile
+// sizes its spill by.
+func (r *TopicKeys) Records(ctx context.Context, topic string) (int64, error) {
+	return broker.OffsetSpan(ctx, r.opts, topic)
+}

@@ -56,6 +56,9 @@ type Pipeline struct {
 	schemas  schemaRegistry // nil: a changed schema cannot be registered
 	keys     keyReader      // nil: a TRUNCATE cannot be published
 	spillDir string         // where a reconcile spills keys; "": the system's temp dir
+	// spillBytes is the largest bucket file whose keys a reconcile holds
+	// in memory; 0: defaultSpillBucketBytes (tests set a small one).
+	spillBytes int64
 
 	// truncateDedupe bounds the keys a TRUNCATE remembers having
 	// tombstoned; truncatePeak is the most it held at once (tests read

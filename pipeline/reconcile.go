@@ -1,29 +1,54 @@
 package pipeline
 
 import (
-	"bufio"
+	"cmp"
 	"context"
-	"encoding/binary"
-	"errors"
 	"fmt"
-	"hash/maphash"
-	"io"
 	"os"
-	"path/filepath"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/replicator/replicator/source"
 )
 
 // recordReader reads a topic's records with their lsn header, to its end
-// at the call (*TopicKeys).
+// at the call, and bounds their number beforehand (*TopicKeys).
 type recordReader interface {
 	EachRecord(ctx context.Context, topic string, fn func(key []byte, live bool, lsn []byte) error) error
+	// Records is at least the number of records EachRecord would read
+	// now.
+	Records(ctx context.Context, topic string) (int64, error)
 }
 
-// reconcileBuckets is how many files a reconcile spreads the topic's keys
-// over: one file's keys are held in memory at a time.
-const reconcileBuckets = 64
+// Spill sizing. A reconcile holds the keys of one bucket file in memory at
+// a time, so what bounds its memory is the bucket's size, whatever the
+// topic's.
+const (
+	// spillBucketRecords is the records per bucket file the first
+	// spread aims at (spillBuckets): about the size bound below in keys
+	// of 14 bytes (a Confluent header and a bigint key).
+	spillBucketRecords = 1 << 19
+	// maxSpillFiles bounds the bucket files written at once, each an open
+	// file: a daemon has a limit on its open files (often 1024), and its
+	// connections count against it too.
+	maxSpillFiles = 128
+	// defaultSpillBucketBytes is the largest bucket file whose keys are
+	// held in memory: a larger one (more than spillBucketRecords a bucket
+	// after maxSpillFiles buckets, or long keys) is split again. A key
+	// spilled takes its bytes and 2, a key held its bytes and 35 to 80
+	// bytes of map: a file of 8 MB of distinct keys of 6 bytes, the
+	// shortest (a Confluent header and one byte), took 61 MB of heap,
+	// of 20 bytes 22 MB, of 41 bytes 15 MB (go1.26).
+	defaultSpillBucketBytes = 8 << 20
+)
+
+// spillBuckets is how many bucket files a reconcile first spreads a topic
+// of about records records over: one per spillBucketRecords, at least 1,
+// at most maxSpillFiles. Beyond maxSpillFiles*spillBucketRecords the
+// buckets grow past the size bound, and are split when read (spill.each).
+func spillBuckets(records int64) int {
+	n := (max(records, 0) + spillBucketRecords - 1) / spillBucketRecords
+	return int(min(max(n, 1), maxSpillFiles))
+}
 
 // WithSpillDir is where a reconcile spills the keys of a topic (a
 // directory under data_dir); default the system's temporary directory.
@@ -43,11 +68,18 @@ const (
 // (republished, or changed since), so a key without one is gone from the
 // table, an orphan (a delete missed while a slot was lost, a record
 // produced by hand). It waits for the records before it, reads the topic
-// to its end, spilling each record's key and state into files under the
-// spill directory (one of reconcileBuckets in memory at a time), then
+// to its end, spilling each record's key and state into bucket files
+// under the spill directory (spillBuckets of them, by the topic's offsets;
+// a file past the size bound split again when read, so that one bucket's
+// keys, at most about 8 MB of them, are in memory at a time), then
 // produces the tombstones; c.Ack is called once all are durable. Records of
 // later changes are produced after them.
 func (p *Pipeline) Reconcile(ctx context.Context, c *source.Change, since pglogrepl.LSN) error {
+	return p.reconcile(ctx, c, since, c.Ack)
+}
+
+// reconcile is Reconcile acknowledging through ack (see handle).
+func (p *Pipeline) reconcile(ctx context.Context, c *source.Change, since pglogrepl.LSN, ack acker) error {
 	if err := p.accepting(ctx); err != nil {
 		return err
 	}
@@ -63,6 +95,10 @@ func (p *Pipeline) Reconcile(ctx context.Context, c *source.Change, since pglogr
 	if err := p.Flush(ctx); err != nil {
 		return fmt.Errorf("reconcile of %s: wait for the records before it: %w", c.Table.QualifiedName(), err)
 	}
+	records, err := rr.Records(ctx, topic)
+	if err != nil {
+		return fmt.Errorf("reconcile of %s: size of topic %s: %w", c.Table.QualifiedName(), topic, err)
+	}
 	if p.spillDir != "" {
 		if err := os.MkdirAll(p.spillDir, 0o750); err != nil {
 			return fmt.Errorf("reconcile of %s: spill directory: %w", c.Table.QualifiedName(), err)
@@ -73,7 +109,7 @@ func (p *Pipeline) Reconcile(ctx context.Context, c *source.Change, since pglogr
 		return fmt.Errorf("reconcile of %s: spill directory: %w", c.Table.QualifiedName(), err)
 	}
 	defer os.RemoveAll(dir)
-	sp, err := newSpill(dir)
+	sp, err := newSpill(dir, spillBuckets(records), cmp.Or(p.spillBytes, defaultSpillBucketBytes))
 	if err != nil {
 		return fmt.Errorf("reconcile of %s: %w", c.Table.QualifiedName(), err)
 	}
@@ -92,7 +128,7 @@ func (p *Pipeline) Reconcile(ctx context.Context, c *source.Change, since pglogr
 		return fmt.Errorf("reconcile of %s: read topic %s: %w", c.Table.QualifiedName(), topic, err)
 	}
 	headers := changeHeaders(&source.Change{Op: source.OpDelete, LSN: c.LSN, CommitTime: c.CommitTime, Republish: c.Republish})
-	all := &allAck{ack: c.Ack}
+	all := &allAck{ack: ack}
 	all.left.Store(1)
 	err = sp.each(func(key []byte) error {
 		all.left.Add(1)
@@ -105,86 +141,4 @@ func (p *Pipeline) Reconcile(ctx context.Context, c *source.Change, since pglogr
 	}
 	all.Done()
 	return p.Err()
-}
-
-// spill is the key states of a topic spread over bucket files by key
-// hash: a key's records all land in one file, in the order added.
-type spill struct {
-	seed  maphash.Seed
-	files []*os.File
-	bufs  []*bufio.Writer
-}
-
-func newSpill(dir string) (*spill, error) {
-	s := &spill{seed: maphash.MakeSeed()}
-	for i := range reconcileBuckets {
-		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("bucket-%02d", i)))
-		if err != nil {
-			s.close()
-			return nil, fmt.Errorf("spill file: %w", err)
-		}
-		s.files = append(s.files, f)
-		s.bufs = append(s.bufs, bufio.NewWriter(f))
-	}
-	return s, nil
-}
-
-func (s *spill) add(key []byte, state byte) error {
-	w := s.bufs[maphash.Bytes(s.seed, key)%reconcileBuckets]
-	var n [binary.MaxVarintLen64]byte
-	if _, err := w.Write(n[:binary.PutUvarint(n[:], uint64(len(key)))]); err != nil {
-		return fmt.Errorf("spill: %w", err)
-	}
-	if _, err := w.Write(key); err != nil {
-		return fmt.Errorf("spill: %w", err)
-	}
-	if err := w.WriteByte(state); err != nil {
-		return fmt.Errorf("spill: %w", err)
-	}
-	return nil
-}
-
-// each calls fn with every orphan key: live before since, no record since.
-func (s *spill) each(fn func(key []byte) error) error {
-	for i, f := range s.files {
-		if err := s.bufs[i].Flush(); err != nil {
-			return fmt.Errorf("spill: %w", err)
-		}
-		if _, err := f.Seek(0, io.SeekStart); err != nil {
-			return fmt.Errorf("spill: %w", err)
-		}
-		states := map[string]byte{}
-		r := bufio.NewReader(f)
-		for {
-			n, err := binary.ReadUvarint(r)
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				return fmt.Errorf("read spill: %w", err)
-			}
-			key := make([]byte, n+1)
-			if _, err := io.ReadFull(r, key); err != nil {
-				return fmt.Errorf("read spill: %w", err)
-			}
-			k, state := string(key[:n]), key[n]
-			if states[k] != spillSince {
-				states[k] = state
-			}
-		}
-		for k, state := range states {
-			if state == spillLive {
-				if err := fn([]byte(k)); err != nil {
-					return err
-				}
-			}
-		}
-	}
-	return nil
-}
-
-func (s *spill) close() {
-	for _, f := range s.files {
-		f.Close()
-	}
 }

@@ -147,6 +147,28 @@ type RepublishOptions struct {
 	Reconcile bool
 }
 
+// MaxRepublishChunkRows is the most rows a request may fix per chunk
+// (RepublishOptions.ChunkRows, --chunk-rows). A chunk's rows are held in
+// memory, republishInFlight chunks at a time: 100,000 rows of 100 bytes of
+// COPY text are 10 MB a chunk, 30 MB in all (rows of 1 kB, 300 MB), and
+// chunks larger than the byte-sized ones did not republish faster
+// (maxRepublishChunkRows).
+const MaxRepublishChunkRows = 100_000
+
+// Validate reports what is wrong with opts, naming the flag of
+// `replicator republish` that sets each option.
+func (o RepublishOptions) Validate() error {
+	var errs []error
+	if o.Rate < 0 {
+		errs = append(errs, fmt.Errorf("--rate %d: must not be negative (0: no bound)", o.Rate))
+	}
+	if o.ChunkRows < 0 || o.ChunkRows > MaxRepublishChunkRows {
+		errs = append(errs, fmt.Errorf("--chunk-rows %d: must be between 1 and %d (a chunk's rows are held in memory, %d chunks at a time), or 0 for chunks of about %d MB",
+			o.ChunkRows, MaxRepublishChunkRows, republishInFlight, RepublishChunkBytes>>20))
+	}
+	return errors.Join(errs...)
+}
+
 // RequestRepublish asks the replicator streaming slot to republish tables
 // (qualified names, as [relation.Table.QualifiedName]) and returns the
 // request's id. The request is a message in the WAL: the daemon acts on it
@@ -155,8 +177,8 @@ func RequestRepublish(ctx context.Context, conn *pgx.Conn, slot string, tables [
 	if len(tables) == 0 {
 		return "", errors.New("republish: no table given")
 	}
-	if opts.Rate < 0 || opts.ChunkRows < 0 {
-		return "", fmt.Errorf("republish: negative rate %d or chunk rows %d", opts.Rate, opts.ChunkRows)
+	if err := opts.Validate(); err != nil {
+		return "", fmt.Errorf("republish: %w", err)
 	}
 	id := newRepublishID(time.Now())
 	sig := signal{Kind: signalRepublish, Slot: slot, ID: id, Tables: tables, Rate: opts.Rate, ChunkRows: opts.ChunkRows, Reconcile: opts.Reconcile}
@@ -923,7 +945,9 @@ func (rp *republisher) runTable(ctx context.Context, conn *pgx.Conn, job republi
 	if !ok {
 		return 0, rp.tableProgress(job.ID, jt.Name, nil, 0, true, true)
 	}
-	chunkRowsN := job.ChunkRows
+	// A request made without RequestRepublish (a message emitted by
+	// hand) may ask for more rows than a chunk may hold.
+	chunkRowsN := min(job.ChunkRows, MaxRepublishChunkRows)
 	if chunkRowsN <= 0 {
 		chunkRowsN = firstChunkRows
 	}

@@ -781,3 +781,31 @@ func startHeldRepublish(t *testing.T, pg *pgcluster.Cluster, name string, h *fak
 	r.waitChanges(t, h, "a first slice", func(cs []Change) bool { return len(republished(cs)) >= heldBound })
 	return heldRepublish{db: db, dir: dir, r: r, id: id, from: from, republished: republished}
 }
+
+// A request's chunk size is bounded (its rows are held in memory) and
+// neither it nor the rate may be negative; 0 leaves each to the default.
+func TestRepublishOptionsValidate(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name string
+		opts RepublishOptions
+		want string // "": valid
+	}{
+		{"defaults", RepublishOptions{}, ""},
+		{"the most rows", RepublishOptions{ChunkRows: MaxRepublishChunkRows, Rate: 1}, ""},
+		{"one row more", RepublishOptions{ChunkRows: MaxRepublishChunkRows + 1}, "--chunk-rows 100001: must be between 1 and 100000"},
+		{"negative rows", RepublishOptions{ChunkRows: -1}, "--chunk-rows -1"},
+		{"negative rate", RepublishOptions{Rate: -5}, "--rate -5: must not be negative"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			err := tt.opts.Validate()
+			if tt.want == "" && err != nil {
+				t.Errorf("%+v: got %v, want no error", tt.opts, err)
+			}
+			if tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+				t.Errorf("%+v: got %v, want an error containing %q", tt.opts, err, tt.want)
+			}
+		})
+	}
+}

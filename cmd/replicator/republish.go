@@ -50,7 +50,7 @@ state file; a crash continues from the last completed chunk.`,
 	cmd.Flags().String("id", "", "with --cancel: the republish to cancel (as printed when requested)")
 	cmd.Flags().Int("rate", 0, "at most this many rows per second (0: as fast as Kafka takes them)")
 	cmd.Flags().Bool("reconcile", false, "also tombstone keys live on the topic but absent from the table (after a lost slot, a manual produce)")
-	cmd.Flags().Int("chunk-rows", 0, fmt.Sprintf("rows per chunk (default: as many as make about %d MB of rows, at most 10,000)", source.RepublishChunkBytes>>20))
+	cmd.Flags().Int("chunk-rows", 0, fmt.Sprintf("rows per chunk, at most %d (default: as many as make about %d MB of rows, at most 10,000)", source.MaxRepublishChunkRows, source.RepublishChunkBytes>>20))
 	return cmd
 }
 
@@ -78,8 +78,8 @@ func runRepublish(ctx context.Context, cfg *config.Config, req republishRequest,
 	if req.id != "" && !req.cancel {
 		return errors.New("republish: --id goes with --cancel")
 	}
-	if req.opts.Rate < 0 || req.opts.ChunkRows < 0 {
-		return errors.New("republish: --rate and --chunk-rows must not be negative")
+	if err := req.opts.Validate(); err != nil {
+		return fmt.Errorf("republish: %w", err)
 	}
 	var tables []string
 	if !req.cancel {

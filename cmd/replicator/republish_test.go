@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/replicator/replicator/config"
+	"github.com/replicator/replicator/source"
 )
 
 func TestRepublishArguments(t *testing.T) {
@@ -24,6 +25,10 @@ func TestRepublishArguments(t *testing.T) {
 		{"entity and all", republishRequest{entities: []string{"orders"}, all: true}, "give --entity NAME (repeatable), --all or --cancel"},
 		{"id without cancel", republishRequest{all: true, id: "x"}, "--id goes with --cancel"},
 		{"unknown entity", republishRequest{entities: []string{"order"}}, `no entity named "order" in the configuration (entities: orders, people)`},
+		{"chunk rows over the bound", republishRequest{all: true, opts: source.RepublishOptions{ChunkRows: 100_001}},
+			"--chunk-rows 100001: must be between 1 and 100000 (a chunk's rows are held in memory, 3 chunks at a time), or 0 for chunks of about 8 MB"},
+		{"negative chunk rows", republishRequest{all: true, opts: source.RepublishOptions{ChunkRows: -1}}, "--chunk-rows -1: must be between 1 and 100000"},
+		{"negative rate", republishRequest{all: true, opts: source.RepublishOptions{Rate: -1}}, "--rate -1: must not be negative"},
 	} {
 		err := runRepublish(context.Background(), cfg, tc.req, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -15,9 +16,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hamba/avro/v2"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/replicator/replicator/cdc"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sr"
 )
 
 // republishRows is the table size of the republish tests: small enough to
@@ -364,6 +368,111 @@ INSERT INTO items SELECT g, g FROM generate_series(1, 3000) g;`
 	waitCaughtUp(t, env.conn, "replicator", p)
 	assertConverged(t, readTopic(t, env.broker, env.registryURL, "items"), tableState(t, env.conn, `SELECT id, v FROM items`), deleted)
 	p.stop(t)
+}
+
+// TestRepublishReconcileOrphans: keys the table never had, produced
+// straight to the entity topic (encoded with the entity's schemas, one
+// with the headers of a record of the stream, two with none), are live on
+// the topic until `republish --reconcile` tombstones them. A key deleted
+// from the table keeps its delete's tombstone and gets no other, a key of
+// the table also written by hand with a wrong value gets its row back
+// from the republish, and the topic converges with the table.
+func TestRepublishReconcileOrphans(t *testing.T) {
+	ddl := `CREATE TABLE items (id bigint PRIMARY KEY, v int NOT NULL);
+INSERT INTO items SELECT g, g FROM generate_series(1, 1000) g;`
+	env := newEvolveEnv(t, ddl, "  - table: items\n")
+	p := env.start(t)
+	waitSlot(t, env.conn, "replicator", p)
+	waitOutput(t, p, "initial snapshot complete")
+	mustExec(t, env.conn, `DELETE FROM items WHERE id = 7`)
+	waitCaughtUp(t, env.conn, "replicator", p)
+
+	streamed := readTopic(t, env.broker, env.registryURL, "items")
+	orphans := []string{"5001", "5002", "5003"}
+	byHand := []struct {
+		id, v   int64
+		headers map[string]string
+	}{
+		{5001, 1, streamed[0].Headers}, // as if from a stream whose delete was lost
+		{5002, 2, nil},
+		{5003, 3, nil},
+		{10, -1, nil}, // a key of the table, with a value it never had
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(env.broker), kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, h := range byHand {
+		r := &kgo.Record{
+			Topic: "items",
+			Key:   encodeLatest(t, env.registryURL, "items-key", map[string]any{"id": h.id}),
+			Value: encodeLatest(t, env.registryURL, "items-value", map[string]any{"id": h.id, "v": int32(h.v)}),
+		}
+		for k, v := range h.headers {
+			r.Headers = append(r.Headers, kgo.RecordHeader{Key: k, Value: []byte(v)})
+		}
+		if err := cl.ProduceSync(ctx, r).FirstErr(); err != nil {
+			t.Fatalf("produce key %d to items: %v", h.id, err)
+		}
+	}
+	before := map[string]topicRecord{}
+	for _, r := range latestByKey(readTopic(t, env.broker, env.registryURL, "items")) {
+		before[pgText(r.Key["id"])] = r
+	}
+	for _, k := range append(slices.Clone(orphans), "10") {
+		if r := before[k]; r.Value == nil || pgText(r.Value["id"]) != k {
+			t.Fatalf("key %s before the reconcile: latest record %+v, want the one produced by hand (the test's premise)", k, r)
+		}
+	}
+	if r, ok := before["7"]; !ok || r.Value != nil {
+		t.Fatalf("key 7 before the reconcile: latest record %+v, want its delete's tombstone (the test's premise)", r)
+	}
+
+	id := requestRepublish(t, env.cfgPath, "--entity", "items", "--reconcile")
+	waitOutput(t, p, "republish complete\" id="+id)
+	waitCaughtUp(t, env.conn, "replicator", p)
+	records := readTopic(t, env.broker, env.registryURL, "items")
+	assertConverged(t, records, tableState(t, env.conn, `SELECT id, v FROM items`), append(slices.Clone(orphans), "7"))
+	var tombstoned []string
+	for _, r := range records {
+		if r.Value == nil && r.Headers[cdc.HeaderRepublish] == id {
+			tombstoned = append(tombstoned, pgText(r.Key["id"]))
+		}
+	}
+	slices.Sort(tombstoned)
+	if !slices.Equal(tombstoned, orphans) {
+		t.Errorf("keys tombstoned by the reconcile: got %v, want %v (the keys live on the topic only)", tombstoned, orphans)
+	}
+	p.stop(t)
+}
+
+// encodeLatest encodes v with the latest schema of subject in the
+// registry at registryURL, framed as the replicator frames its records
+// (Confluent wire format).
+func encodeLatest(t *testing.T, registryURL, subject string, v map[string]any) []byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl, err := sr.NewClient(sr.URLs(registryURL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss, err := cl.SchemaByVersion(ctx, subject, -1)
+	if err != nil {
+		t.Fatalf("latest schema of %s: %v", subject, err)
+	}
+	s, err := avro.Parse(ss.Schema.Schema)
+	if err != nil {
+		t.Fatalf("parse the schema of %s: %v", subject, err)
+	}
+	b, err := avro.Marshal(s, v)
+	if err != nil {
+		t.Fatalf("encode %v with the schema of %s: %v", v, subject, err)
+	}
+	return append(binary.BigEndian.AppendUint32([]byte{0}, uint32(ss.ID)), b...)
 }
 
 // TestTableAddedToEntitiesSnapshottedOnline: a table added to entities:
