@@ -207,12 +207,18 @@ func TestSinkKilledConvergesWithoutDoubleApply(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	for i := 1; i <= 5; i++ {
 		addr := freeAddr(t)
+		began := time.Now()
 		sink := startReplicator(t, "sink", "--config", k.cfgPath, "--metrics-listen", addr)
+		var applying float64
 		eventually(t, sink, 60*time.Second, fmt.Sprintf("sink process %d of 5 owns partitions and applies records", i), func() (bool, string) {
 			parts, applied, ok := sinkOwnership(t, sink, addr)
+			applying = applied
 			return ok && parts > 0 && applied > 0, fmt.Sprintf("serving metrics %v, %d partitions, %v records applied", ok, parts, applied)
 		})
+		applyingAfter := time.Since(began)
 		time.Sleep(time.Duration(rng.IntN(800)) * time.Millisecond) // a random moment while it applies, not a synchronisation
+		_, applied, _ := sinkOwnership(t, sink, addr)
+		t.Logf("kill %d: applying %v after the start (%v records), killed %v after it (%v records)", i, applyingAfter.Round(10*time.Millisecond), applying, (time.Since(began) - applyingAfter).Round(10*time.Millisecond), applied)
 		if err := sink.cmd.Process.Kill(); err != nil {
 			t.Fatal(err)
 		}
