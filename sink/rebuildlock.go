@@ -64,7 +64,7 @@ func lockRebuild(ctx context.Context, storeURL, model string) (release func(), e
 	conn, err := db.Conn(ctx)
 	if err != nil {
 		db.Close()
-		return nil, fmt.Errorf("rebuild lock of read model %s: %w", model, err)
+		return nil, fmt.Errorf("read model %s: store %s does not answer: %w", model, d.name(), err)
 	}
 	release = func() {
 		conn.Close()
@@ -85,7 +85,11 @@ func lockRebuild(ctx context.Context, storeURL, model string) (release func(), e
 		release()
 		return nil, fmt.Errorf("rebuild lock of read model %s: %w", model, err)
 	}
-	if !got.Valid || !got.Bool {
+	if !got.Valid {
+		release()
+		return nil, fmt.Errorf("rebuild lock of read model %s: the server returned NULL (an error taking the lock)", model)
+	}
+	if !got.Bool {
 		release()
 		return nil, rebuildRunning(model, what)
 	}
