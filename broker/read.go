@@ -23,6 +23,14 @@ func EndOffsets(ctx context.Context, adm *kadm.Client, topic string) (map[int32]
 	return listOffsets(ctx, adm.ListCommittedOffsets, topic, "end")
 }
 
+// StartOffsets returns, per partition of topic, its log start offset: the
+// first offset a consumer can still read (records before it were deleted
+// by retention or DeleteRecords; compaction may also have removed offsets
+// after it). A topic that does not exist is an error.
+func StartOffsets(ctx context.Context, adm *kadm.Client, topic string) (map[int32]int64, error) {
+	return listOffsets(ctx, adm.ListStartOffsets, topic, "start")
+}
+
 func listOffsets(ctx context.Context, list func(context.Context, ...string) (kadm.ListedOffsets, error), topic, which string) (map[int32]int64, error) {
 	listed, err := list(ctx, topic)
 	if err == nil {
@@ -137,7 +145,7 @@ func startsAndEnds(ctx context.Context, opts []kgo.Opt, topic string) (starts, e
 	}
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
-	if starts, err = listOffsets(ctx, adm.ListStartOffsets, topic, "start"); err != nil {
+	if starts, err = StartOffsets(ctx, adm, topic); err != nil {
 		return nil, nil, err
 	}
 	if ends, err = EndOffsets(ctx, adm, topic); err != nil {

@@ -6,7 +6,14 @@
 // available (not a Unix), nothing is locked and nothing is reported held.
 package filelock
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
+)
+
+// ErrHeld is wrapped by the error [Lock] returns when another open file
+// (in this process or another) holds the lock.
+var ErrHeld = errors.New("in use by another process")
 
 // CheckFree returns nil when no other process holds the lock on path, a
 // file in the data directory dataDir, and otherwise an error naming

@@ -3,6 +3,7 @@
 package filelock
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -34,8 +35,8 @@ func TestLock(t *testing.T) {
 		t.Errorf("locked file: got held=%v, %v; want held", held, err)
 	}
 	g := open(t, path)
-	if err := Lock(g); err == nil || !strings.Contains(err.Error(), "in use by another process") || !strings.Contains(err.Error(), path) {
-		t.Errorf("second Lock: got %v, want an error saying %s is in use", err, path)
+	if err := Lock(g); !errors.Is(err, ErrHeld) || !strings.Contains(err.Error(), "in use by another process") || !strings.Contains(err.Error(), path) {
+		t.Errorf("second Lock: got %v, want ErrHeld saying %s is in use", err, path)
 	}
 	err := CheckFree(dir, path)
 	for _, want := range []string{"data_dir", dir, "in use by another process", "another data_dir"} {

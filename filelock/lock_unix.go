@@ -11,11 +11,11 @@ import (
 
 // Lock takes an exclusive, non-blocking flock on f; closing f releases
 // it. A lock another open file holds (in this process or another) is an
-// error saying the file is in use.
+// error wrapping [ErrHeld] that names the file.
 func Lock(f *os.File) error {
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return fmt.Errorf("in use by another process (lock on %s held)", f.Name())
+			return fmt.Errorf("%w (lock on %s held)", ErrHeld, f.Name())
 		}
 		return fmt.Errorf("lock %s: %w", f.Name(), err)
 	}

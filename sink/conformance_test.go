@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/replicator/replicator/broker"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -41,6 +42,7 @@ var conformanceCases = []struct {
 	{"UpsertDelete", testUpsertDelete},
 	{"PartialWritesBothOrders", testPartialWrites},
 	{"SchemaEvolution", testSchemaEvolution},
+	{"KeySchemaNewID", testKeySchemaNewID},
 	{"PoisonStop", testPoisonStop},
 	{"PoisonDeadLetter", testPoisonDeadLetter},
 	{"HostileNames", testHostileNames},
@@ -168,6 +170,60 @@ func testSchemaEvolution(t *testing.T, store string) {
 	wantRows(t, store, "profile", profileCols, "1|old|NULL", "2|new|gold")
 }
 
+// testKeySchemaNewID: rows are matched by decoded key values, never by the
+// key bytes, which carry the schema id. The key schemas are registered
+// again under new ids (a doc added: the same fields, another text); then
+// the owner's tombstone under the new id deletes a row written under the
+// old one, its upsert under the new id updates the same row (no second
+// one), and the other source's tombstone and move under the new id find
+// the side rows its records wrote under the old id, clearing the right
+// columns. Within one batch, a record and a tombstone of one key under
+// the two ids are one key too.
+func testKeySchemaNewID(t *testing.T, store string) {
+	e := newEnv(t)
+	cw := e.topic("customers", customersKey, customersValue)
+	lw := e.topic("loyalty", loyaltyKey, loyaltyValue)
+	cols := []string{"customer_id", "display_name", "points"}
+	cw.put(cust(1, "ann", nil))
+	cw.put(cust(2, "bob", nil))
+	cw.put(cust(3, "cy", nil))
+	lw.put(acct(10, 1, int64(100)))
+	lw.put(acct(20, 2, int64(200)))
+	r := e.start(profileModel(), store)
+	r.waitRecords(t, 5)
+	wantRows(t, store, "profile", cols, "1|ann|100", "2|bob|200", "3|cy|NULL")
+
+	oldCust, oldCustSchema, oldLoyalty := cw.keyID, cw.key, lw.keyID
+	cw.evolveKey(`{"type":"record","name":"customers_key","doc":"registered again","fields":[{"name":"id","type":"long"}]}`)
+	lw.evolveKey(`{"type":"record","name":"loyalty_key","doc":"registered again","fields":[{"name":"account_id","type":"long"}]}`)
+	if cw.keyID == oldCust || lw.keyID == oldLoyalty {
+		t.Fatalf("the key schemas with a doc got ids %d and %d, the same as before (%d, %d): the test needs new ids", cw.keyID, lw.keyID, oldCust, oldLoyalty)
+	}
+	cw.del(map[string]any{"id": int64(3)})
+	cw.put(cust(2, "bob2", nil))
+	lw.del(map[string]any{"account_id": int64(20)})
+	r.waitRecords(t, 8)
+	wantRows(t, store, "profile", cols, "1|ann|100", "2|bob2|NULL")
+	// Account 10 (written under the old id) moves to customer 2.
+	lw.put(acct(10, 2, int64(111)))
+	r.waitRecords(t, 9)
+	wantRows(t, store, "profile", cols, "1|ann|NULL", "2|bob2|111")
+
+	// One batch: customer 4 written under the old id and deleted under
+	// the new one; customer 5 the other way round.
+	if err := r.stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	k4, v4 := cust(4, "dee", nil)
+	cw.raw(frame(t, oldCust, oldCustSchema, k4), frame(t, cw.valueID, cw.value, v4))
+	cw.del(k4)
+	cw.put(cust(5, "eve", nil))
+	cw.raw(frame(t, oldCust, oldCustSchema, map[string]any{"id": int64(5)}), nil)
+	r2 := e.start(profileModel(), store)
+	r2.waitRecords(t, 4)
+	wantRows(t, store, "profile", cols, "1|ann|NULL", "2|bob2|111")
+}
+
 // waitStopped waits for a sink to stop by itself and returns its error.
 func waitStopped(t *testing.T, r *running) error {
 	t.Helper()
@@ -230,7 +286,10 @@ func testPoisonDeadLetter(t *testing.T, store string) {
 	if got := r.s.Stats().DeadLettered; got != 3 {
 		t.Errorf("dead-lettered %d records, want 3", got)
 	}
-	dlq := readTopic(t, e, "profile.dlq", 3)
+	dlq := readTopic(t, e, "profile.dlq")
+	if len(dlq) != 3 {
+		t.Fatalf("dead-letter topic profile.dlq holds %d records, want 3", len(dlq))
+	}
 	// The dead-letter topic may have several partitions: order by the
 	// source offset each record names.
 	header := func(r *kgo.Record, k string) string {
@@ -262,24 +321,19 @@ func testPoisonDeadLetter(t *testing.T, store string) {
 	}
 }
 
-// readTopic reads n records from partition 0.. of topic from the start.
-// (A local helper until broker/ has a read-to-end primitive.)
-func readTopic(t *testing.T, e *env, topic string, n int) []*kgo.Record {
+// readTopic reads topic from its start to its end offsets: the records a
+// finished sink produced to it, every one.
+func readTopic(t *testing.T, e *env, topic string) []*kgo.Record {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(e.brokers...), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
 	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
 	defer cancel()
 	var out []*kgo.Record
-	for len(out) < n {
-		f := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("read %d of %d records of %s within %v", len(out), n, topic, testTimeout)
-		}
-		out = append(out, f.Records()...)
+	_, err := broker.ReadToEnd(ctx, []kgo.Opt{kgo.SeedBrokers(e.brokers...)}, topic, nil, func(r *kgo.Record) error {
+		out = append(out, r)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("read topic %s: %v", topic, err)
 	}
 	return out
 }

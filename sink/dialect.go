@@ -116,6 +116,16 @@ func dialectOf(raw string) (dialect, error) {
 	return nil, fmt.Errorf("store URL scheme %q is not one of postgres, sqlite, mysql", u.Scheme)
 }
 
+// sqlitePath is the file path of a sqlite:// store URL (":memory:" for
+// an in-memory database).
+func sqlitePath(raw string) string {
+	path := strings.TrimPrefix(raw, "sqlite://")
+	if i := strings.IndexByte(path, '?'); i >= 0 {
+		path = path[:i]
+	}
+	return path
+}
+
 // openStore opens the store at a read model's URL: postgres://…,
 // sqlite://path, sqlite:///abs/path, mysql://user:pass@host:port/db.
 // Nothing is connected yet (database/sql connects on first use).
@@ -133,10 +143,7 @@ func openStore(raw string) (*sql.DB, dialect, error) {
 		}
 		return db, d, nil
 	case sqliteDialect:
-		path := strings.TrimPrefix(raw, "sqlite://")
-		if i := strings.IndexByte(path, '?'); i >= 0 {
-			path = path[:i]
-		}
+		path := sqlitePath(raw)
 		// SQLite creates the file but not its directory, and says only
 		// "unable to open database file" when that is missing.
 		if dir := filepath.Dir(path); path != "" && path != ":memory:" {

@@ -104,6 +104,11 @@ func (w *topicW) evolve(valueSchema string) {
 	w.valueID, w.value = w.e.register(w.name+"-value", valueSchema)
 }
 
+// evolveKey registers a new key schema for later puts and tombstones.
+func (w *topicW) evolveKey(keySchema string) {
+	w.keyID, w.key = w.e.register(w.name+"-key", keySchema)
+}
+
 func frame(t *testing.T, id int, s avro.Schema, v any) []byte {
 	t.Helper()
 	var h sr.ConfluentHeader

@@ -20,11 +20,18 @@ const rebuildSuffix = "__rebuild"
 // oldSuffix names the live table while a swap moves it away.
 const oldSuffix = "__old"
 
-// Progress is how far a rebuild is: records applied of the records up to
-// the end offsets taken when it started.
+// Progress is how far a rebuild is: Done records applied of Total, the
+// records between the log start and end offsets of every partition when
+// it started (plus those a running sink applied meanwhile, which the
+// rebuild catches up with). Total is an estimate from above: compaction
+// leaves gaps in the offsets it keeps counting, so a rebuild of a
+// compacted topic ends before Done reaches it. The last Progress, once
+// the rebuilt table is swapped in, has Swapped set and Total equal to
+// Done.
 type Progress struct {
 	Done, Total int64
 	Elapsed     time.Duration
+	Swapped     bool
 }
 
 // Rebuild builds the read model again from offset zero into a new table
@@ -49,7 +56,11 @@ type Progress struct {
 // its start before the swap: the partitions are listed again before each
 // attempt, and those the live offsets name are taken in too.
 //
-// progress, if set, is called after each batch.
+// One rebuild of a read model runs at a time (rebuildlock.go): a second
+// one fails at once with an error saying another rebuild is running.
+//
+// progress, if set, is called after each batch, and once more after the
+// swap (Swapped set).
 func Rebuild(ctx context.Context, cfg Config, progress func(Progress)) error {
 	liveModel := cfg.Model
 	shadow := liveModel
@@ -68,6 +79,13 @@ func Rebuild(ctx context.Context, cfg Config, progress func(Progress)) error {
 		prev := debug.SetGCPercent(pct)
 		defer debug.SetGCPercent(prev)
 	}
+	// Held until the rebuild returns: a second rebuild would remove this
+	// one's shadow table as left over (prepareRebuild).
+	release, err := lockRebuild(ctx, cfg.StoreURL, liveModel.Name)
+	if err != nil {
+		return err
+	}
+	defer release()
 	if err := s.prepareRebuild(ctx, liveModel); err != nil {
 		return err
 	}
@@ -97,13 +115,15 @@ func Rebuild(ctx context.Context, cfg Config, progress func(Progress)) error {
 	}
 	// target: how far the rebuild must have applied, per partition,
 	// before it may swap: the end offsets at start, then the live read
-	// model's stored offsets (a running sink moves them on).
+	// model's stored offsets (a running sink moves them on). total: the
+	// records up to the targets, from each partition's log start.
 	target := map[tp]int64{}
 	var total int64
 	// takeIn starts consuming the partitions of ends the rebuild does not
-	// read yet, from their start, and makes their ends targets; it returns
-	// how many it took in.
-	takeIn := func(ends map[tp]int64, why string) int {
+	// read yet, from their start (starts: their log start offsets, nil
+	// when not known), and makes their ends targets; it returns how many
+	// it took in.
+	takeIn := func(ends, starts map[tp]int64, why string) int {
 		add := map[string]map[int32]kgo.Offset{}
 		n := 0
 		s.mu.Lock()
@@ -113,7 +133,7 @@ func Rebuild(ctx context.Context, cfg Config, progress func(Progress)) error {
 			}
 			s.expected[k] = -1
 			target[k] = max(target[k], end)
-			total += end
+			total += end - min(starts[k], end)
 			if add[k.topic] == nil {
 				add[k.topic] = map[int32]kgo.Offset{}
 			}
@@ -127,11 +147,11 @@ func Rebuild(ctx context.Context, cfg Config, progress func(Progress)) error {
 		cl.AddConsumePartitions(add)
 		return n
 	}
-	ends, err := listEnds(ctx, cfg.Kafka, topics)
+	starts, ends, err := listOffsets(ctx, cfg.Kafka, topics)
 	if err != nil {
 		return fmt.Errorf("read model %s: %w", liveModel.Name, err)
 	}
-	takeIn(ends, "")
+	takeIn(ends, starts, "")
 	start := time.Now()
 	swapAttempts := 0
 	// The next batch is polled and decoded while the store writes the
@@ -169,11 +189,11 @@ func Rebuild(ctx context.Context, cfg Config, progress func(Progress)) error {
 			// A partition added to a source topic since the last listing
 			// holds records (state, in a compacted topic) the rebuilt table
 			// must have before it is swapped in.
-			ends, err := listEnds(ctx, cfg.Kafka, topics)
+			starts, ends, err := listOffsets(ctx, cfg.Kafka, topics)
 			if err != nil {
 				return fmt.Errorf("read model %s: %w", liveModel.Name, err)
 			}
-			if takeIn(ends, "a partition was added to a source topic during the rebuild; reading it from its start") > 0 {
+			if takeIn(ends, starts, "a partition was added to a source topic during the rebuild; reading it from its start") > 0 {
 				continue
 			}
 			// Every partition is at or past the live positions: swap, unless
@@ -185,14 +205,26 @@ func Rebuild(ctx context.Context, cfg Config, progress func(Progress)) error {
 				s.log.Info("the swap met a running batch's locks; retrying", "attempt", swapAttempts, "error", err)
 				continue
 			}
-			if err != nil || done {
+			if err != nil {
 				return err
+			}
+			if done {
+				if progress != nil {
+					// Compaction's gaps leave Done short of Total: the
+					// rebuild is whole all the same.
+					n := s.records.Load()
+					progress(Progress{Done: n, Total: n, Elapsed: time.Since(start), Swapped: true})
+				}
+				return nil
 			}
 			// The live read model may already read a partition added
 			// after the listing above.
-			takeIn(live, "a partition was added to a source topic during the rebuild; reading it from its start")
+			takeIn(live, nil, "a partition was added to a source topic during the rebuild; reading it from its start")
 			for k, l := range live {
-				target[k] = max(target[k], l)
+				if l > target[k] {
+					total += l - target[k] // records the running sink applied meanwhile
+					target[k] = l
+				}
 			}
 			continue
 		}
@@ -247,27 +279,35 @@ func (s *Sink) ofSources(offsets map[tp]int64) map[tp]int64 {
 	return out
 }
 
-// listEnds lists the end offsets of every partition of topics, with a
-// client of its own: a client's cached metadata (kadm's, up to
-// MetadataMinAge old) would not show a partition added just now.
-func listEnds(ctx context.Context, opts []kgo.Opt, topics []string) (map[tp]int64, error) {
+// listOffsets lists the log start and end offsets of every partition of
+// topics, with a client of its own: a client's cached metadata (kadm's,
+// up to MetadataMinAge old) would not show a partition added just now.
+func listOffsets(ctx context.Context, opts []kgo.Opt, topics []string) (starts, ends map[tp]int64, err error) {
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
-		return nil, fmt.Errorf("list end offsets: kafka client: %w", err)
+		return nil, nil, fmt.Errorf("list offsets: kafka client: %w", err)
 	}
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
-	out := map[tp]int64{}
+	starts, ends = map[tp]int64{}, map[tp]int64{}
 	for _, t := range topics {
-		ends, err := broker.EndOffsets(ctx, adm, t)
+		// A start may pass the end listed before it (records produced
+		// and deleted in between): takeIn counts such a partition as
+		// empty.
+		e, err := broker.EndOffsets(ctx, adm, t)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		for p, end := range ends {
-			out[tp{t, p}] = end
+		st, err := broker.StartOffsets(ctx, adm, t)
+		if err != nil {
+			return nil, nil, err
+		}
+		for p, end := range e {
+			ends[tp{t, p}] = end
+			starts[tp{t, p}] = st[p]
 		}
 	}
-	return out, nil
+	return starts, ends, nil
 }
 
 // prepareRebuild is prepare for the shadow table: anything left by an

@@ -8,6 +8,7 @@ import (
 	"runtime/metrics"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -508,7 +509,7 @@ func TestRebuildDecodesAhead(t *testing.T) {
 			}
 			sort.Strings(rowsWant)
 			wantRows(t, store, "profile", profileCols, rowsWant...)
-			dlq := readTopic(t, e, "profile.dlq", poisons)
+			dlq := readTopic(t, e, "profile.dlq")
 			if len(dlq) != poisons {
 				t.Fatalf("dead-letter records: got %d, want %d", len(dlq), poisons)
 			}
@@ -601,5 +602,112 @@ func TestRebuildErrorExitDoesNotWaitForDecodeAhead(t *testing.T) {
 	}
 	if took >= hang/2 {
 		t.Errorf("Rebuild returned after %v (%v), want well before the registry's %v", took, err, hang)
+	}
+}
+
+// TestRebuildRefusedWhileAnotherRuns: a second rebuild of a read model
+// started while one runs fails at once, naming the read model and saying
+// another rebuild is running, and leaves the first one's shadow table
+// alone: the first completes with every row. Once it has ended, a rebuild
+// may run again (the lock went with it).
+func TestRebuildRefusedWhileAnotherRuns(t *testing.T) {
+	t.Parallel()
+	for _, sk := range []storeKind{sqliteStore(), postgresStore(t), mysqlStore()} {
+		t.Run(sk.name, func(t *testing.T) {
+			t.Parallel()
+			store := sk.fresh(t)
+			e := newEnv(t)
+			w := e.topic("customers", customersKey, customersValue)
+			const keys = 60
+			var want []string
+			for k := int64(1); k <= keys; k++ {
+				w.put(cust(k, "v0", nil))
+				want = append(want, fmt.Sprintf("%d|v0|NULL", k))
+			}
+			ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+			defer cancel()
+			cfg := Config{Model: customerModel("profile"), StoreURL: store, Kafka: []kgo.Opt{kgo.SeedBrokers(e.brokers...)}, Registry: e.reg, MaxBatch: 10}
+			// The second rebuild starts from the first one's progress
+			// report: the first is then between two batches, its shadow
+			// table half built.
+			var second error
+			var secondTook time.Duration
+			tried := false
+			err := Rebuild(ctx, cfg, func(p Progress) {
+				if tried || p.Swapped {
+					return
+				}
+				tried = true
+				began := time.Now()
+				second = Rebuild(ctx, cfg, nil)
+				secondTook = time.Since(began)
+			})
+			if err != nil {
+				t.Fatalf("the first rebuild: %v", err)
+			}
+			if !tried {
+				t.Fatal("the first rebuild reported no progress before its swap: the second was never started")
+			}
+			if second == nil || !strings.Contains(second.Error(), "read model profile") || !strings.Contains(second.Error(), "another rebuild of it is running") {
+				t.Errorf("the second rebuild: got %v, want an error naming read model profile and saying another rebuild is running", second)
+			}
+			if secondTook > 10*time.Second {
+				t.Errorf("the second rebuild was refused after %v, want at once", secondTook)
+			}
+			wantRows(t, store, "profile", profileCols, want...)
+			if err := Rebuild(ctx, cfg, nil); err != nil {
+				t.Errorf("a rebuild after the first ended: %v", err)
+			}
+			wantRows(t, store, "profile", profileCols, want...)
+		})
+	}
+}
+
+// TestRebuildProgressFromLogStart: on a topic whose partition no longer
+// starts at offset 0 (records deleted, as retention leaves it; compaction
+// moves the log start too), the progress total counts from the log start,
+// not from 0, so the reports reach it; the last report, after the swap,
+// says swapped, with done equal to total.
+func TestRebuildProgressFromLogStart(t *testing.T) {
+	t.Parallel()
+	store := sqliteStore().fresh(t)
+	e := newEnv(t)
+	w := e.topic("customers", customersKey, customersValue)
+	const keys, deleted = 40, 15
+	var want []string
+	for k := int64(1); k <= keys; k++ {
+		w.put(cust(k, "v0", nil)) // partition 0: offset k-1
+		if k > deleted {
+			want = append(want, fmt.Sprintf("%d|v0|NULL", k))
+		}
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+	defer cancel()
+	var before kadm.Offsets
+	before.Add(kadm.Offset{Topic: "customers", Partition: 0, At: deleted})
+	res, err := kadm.NewClient(e.cl).DeleteRecords(ctx, before)
+	if err == nil {
+		err = res.Error()
+	}
+	if err != nil {
+		t.Fatalf("delete the first %d records of customers/0: %v", deleted, err)
+	}
+	var got []Progress
+	err = Rebuild(ctx, Config{Model: customerModel("profile"), StoreURL: store, Kafka: []kgo.Opt{kgo.SeedBrokers(e.brokers...)}, Registry: e.reg, MaxBatch: 10}, func(p Progress) { got = append(got, p) })
+	if err != nil {
+		t.Fatalf("Rebuild: %v", err)
+	}
+	wantRows(t, store, "profile", profileCols, want...)
+	const total = keys - deleted
+	if len(got) < 2 {
+		t.Fatalf("progress reports %+v: want at least one batch's and the final one", got)
+	}
+	for i, p := range got[:len(got)-1] {
+		if p.Total != total || p.Swapped || p.Done > p.Total {
+			t.Errorf("progress report %d: got %+v, want total %d, done at most that, not swapped", i, p, total)
+		}
+	}
+	if last := got[len(got)-1]; !last.Swapped || last.Done != total || last.Total != total {
+		t.Errorf("last progress report: got %+v, want swapped with done and total %d", last, total)
 	}
 }

@@ -13,9 +13,13 @@ import (
 	"github.com/hamba/avro/v2"
 )
 
-// kind is what a column holds, derived once from the Avro field type. It is
-// the sink's only switch over Avro types; dialects map a kind to a SQL type
-// and a decoded value to a driver value.
+// kind is what a column holds, derived once from the Avro field type
+// (typeOf): the one place the sink decides what an Avro type is as a
+// column; dialects map a kind to a SQL type and a decoded value to a
+// driver value. The direct readers (fastdecode.go, copyline.go) switch
+// over Avro types too, but to read the wire encoding (which Reader call
+// reads or skips a value), and they hand any type they do not read
+// themselves to hamba/avro's decoder; they derive no column type.
 type kind int
 
 const (

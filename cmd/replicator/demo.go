@@ -18,8 +18,8 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
-// demoSchema is the sample database: two related tables covering the common
-// types (numeric, arrays, enum, jsonb, timestamptz).
+// demoSchema is the sample database: three related tables covering the
+// common types (numeric, arrays, enum, jsonb, timestamptz).
 const demoSchema = `
 CREATE TYPE order_status AS ENUM ('placed', 'paid', 'shipped', 'cancelled');
 CREATE TABLE customers (
@@ -73,12 +73,17 @@ func newDemoCommand(stdout, stderr io.Writer) *cobra.Command {
 	var kafkaListen, registryListen string
 	cmd := &cobra.Command{
 		Use:   "demo",
-		Short: "Run everything locally: a throwaway PostgreSQL, the embedded broker and registry, sample writes",
+		Short: "Run everything locally: a throwaway PostgreSQL, the embedded broker and registry, sample writes, the sink",
 		Long: `demo starts a throwaway PostgreSQL cluster from this machine's PostgreSQL
-binaries, the embedded Kafka broker and schema registry, creates two sample
-tables with rows, starts the replicator, writes inserts, updates, deletes and a
-primary-key change, and shows what landed on the topics. It removes everything
-it created when it ends (after the summary, or on Ctrl-C with --keep-running).`,
+binaries, the embedded Kafka broker and schema registry, creates three sample
+tables with rows (customers, orders, loyalty_accounts), starts the replicator,
+writes inserts, updates, deletes and a primary-key change, and shows what
+landed on the topics. It then runs the sink into two SQLite read models
+(read.db in its data directory): orders_read, and customer_profile, which
+joins customers and loyalty_accounts by partial writes; it waits until each
+equals its projection computed on the source tables, and prints the first
+rows of customer_profile. Nothing but PostgreSQL needs to be installed. It removes everything it
+created when it ends (after the summary, or on Ctrl-C with --keep-running).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runDemo(cmd.Context(), demoOptions{keep: keep, kafkaListen: kafkaListen, registryListen: registryListen}, stdout, stderr)

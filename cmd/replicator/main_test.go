@@ -276,6 +276,21 @@ func TestDemo(t *testing.T) {
 	}
 }
 
+// TestDemoHelp: `demo --help` says the demo runs the sink too, into a
+// SQLite read model built by partial writes.
+func TestDemoHelp(t *testing.T) {
+	t.Parallel()
+	out, err := runCLI(t, "demo", "--help")
+	if err != nil {
+		t.Fatalf("demo --help: %v\n%s", err, out)
+	}
+	for _, want := range []string{"the sink", "SQLite read models", "customer_profile", "partial writes"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("demo --help lacks %q:\n%s", want, out)
+		}
+	}
+}
+
 // TestCheckGoesOnWithoutPostgres: PostgreSQL out of reach does not hide
 // the other problems (an unreachable broker, a taken metrics port).
 func TestCheckGoesOnWithoutPostgres(t *testing.T) {

@@ -22,7 +22,8 @@ func newRebuildCommand(stderr io.Writer) *cobra.Command {
 		Long: `rebuild reads the read model's topics from the start into <table>__rebuild,
 catches up with a running "replicator sink", and swaps the new table in
 atomically (PostgreSQL, SQLite, MySQL/MariaDB): queries see the old table
-until then. A running sink continues into the new table.`,
+until then. A running sink continues into the new table. One rebuild of a
+read model runs at a time: a second one fails at once.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			path, _ := cmd.Flags().GetString("config")
@@ -39,8 +40,7 @@ until then. A running sink continues into the new table.`,
 }
 
 // runRebuild rebuilds one read model, with a progress bar on a terminal
-// (bar, records done of the end offsets, rate, ETA) or a log line every
-// 10 s otherwise.
+// (bar) or log lines otherwise (rebuildProgress).
 func runRebuild(ctx context.Context, cfg *config.Config, name string, log *slog.Logger, bar io.Writer) error {
 	var model *config.ReadModel
 	for i := range cfg.ReadModels {
@@ -60,23 +60,8 @@ func runRebuild(ctx context.Context, cfg *config.Config, name string, log *slog.
 	if err != nil {
 		return err
 	}
-	var lastLog time.Time
-	progress := func(p sink.Progress) {
-		rate := float64(p.Done) / max(p.Elapsed.Seconds(), 0.001)
-		eta := time.Duration(float64(p.Total-p.Done)/max(rate, 1)) * time.Second
-		if bar != nil {
-			const width = 30
-			filled := int(width * p.Done / max(p.Total, 1))
-			fmt.Fprintf(bar, "\r%s [%-*s] %d/%d records, %.0f/s, ETA %s ", name, width, strings.Repeat("=", filled), p.Done, p.Total, rate, eta.Round(time.Second))
-			return
-		}
-		if time.Since(lastLog) >= 10*time.Second {
-			lastLog = time.Now()
-			log.Info("rebuild progress", "read_model", name, "done", p.Done, "total", p.Total, "rate", int(rate), "eta", eta.Round(time.Second).String())
-		}
-	}
 	start := time.Now()
-	err = sink.Rebuild(ctx, sink.Config{Model: sinkModel(*model), StoreURL: model.Store, StoreName: model.RedactedStore(), GiveUpAfter: model.GiveUpAfter, RebuildGCPercent: gcPercent(config.KeyReadModels+"[].rebuild_gc_percent", model.RebuildGCPercent, os.Getenv("GOGC"), log), Kafka: kopts, Registry: rcl, Logger: log}, progress)
+	err = sink.Rebuild(ctx, sink.Config{Model: sinkModel(*model), StoreURL: model.Store, StoreName: model.RedactedStore(), GiveUpAfter: model.GiveUpAfter, RebuildGCPercent: gcPercent(config.KeyReadModels+"[].rebuild_gc_percent", model.RebuildGCPercent, os.Getenv("GOGC"), log), Kafka: kopts, Registry: rcl, Logger: log}, rebuildProgress(name, log, bar))
 	if bar != nil {
 		fmt.Fprintln(bar)
 	}
@@ -85,4 +70,30 @@ func runRebuild(ctx context.Context, cfg *config.Config, name string, log *slog.
 	}
 	log.Info("read model rebuilt and swapped in", "read_model", name, "table", model.Table, "seconds", time.Since(start).Seconds())
 	return nil
+}
+
+// rebuildProgress reports a rebuild's progress: on a terminal (bar not
+// nil) a bar redrawn after each batch (records done of the total, rate,
+// ETA; "done" once swapped in), otherwise a log line at most every 10 s
+// (runRebuild logs the end).
+func rebuildProgress(name string, log *slog.Logger, bar io.Writer) func(sink.Progress) {
+	var lastLog time.Time
+	return func(p sink.Progress) {
+		rate := float64(p.Done) / max(p.Elapsed.Seconds(), 0.001)
+		eta := (time.Duration(float64(p.Total-p.Done)/max(rate, 1)) * time.Second).Round(time.Second)
+		if bar != nil {
+			const width = 30
+			filled := int(width * p.Done / max(p.Total, 1))
+			state := "ETA " + eta.String()
+			if p.Swapped {
+				state = "done"
+			}
+			fmt.Fprintf(bar, "\r%s [%-*s] %d/%d records, %.0f/s, %s ", name, width, strings.Repeat("=", filled), p.Done, p.Total, rate, state)
+			return
+		}
+		if !p.Swapped && time.Since(lastLog) >= 10*time.Second {
+			lastLog = time.Now()
+			log.Info("rebuild progress", "read_model", name, "done", p.Done, "total", p.Total, "rate", int(rate), "eta", eta.String())
+		}
+	}
 }

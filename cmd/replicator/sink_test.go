@@ -5,7 +5,9 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"log/slog"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/hamba/avro/v2"
 	"github.com/replicator/replicator/registry"
+	"github.com/replicator/replicator/sink"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -173,7 +176,8 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 }
 
 // TestRebuildCommand: `replicator rebuild --read-model` builds the table
-// from the topics and swaps it in; an unknown name is refused.
+// from the topics and swaps it in, logging its progress; an unknown name
+// is refused.
 func TestRebuildCommand(t *testing.T) {
 	brokers, registryURL := sinkFixture(t)
 	store := filepath.Join(t.TempDir(), "read.db")
@@ -187,6 +191,11 @@ func TestRebuildCommand(t *testing.T) {
 	}
 	if !strings.Contains(out, "read model rebuilt and swapped in") {
 		t.Errorf("output lacks the final log line:\n%s", out)
+	}
+	// Not a terminal: progress is a log line (the first at once), done
+	// of total records (every record from the log start) and the rate.
+	if !regexp.MustCompile(`msg="rebuild progress" read_model=good done=[12] total=2 rate=\d+ eta=\d+s`).MatchString(out) {
+		t.Errorf("output lacks the progress log line (done of total 2, rate, ETA):\n%s", out)
 	}
 	db, err := sql.Open("sqlite", "file:"+store)
 	if err != nil {
@@ -284,4 +293,25 @@ func TestSinkRegistryDown(t *testing.T) {
 		{"embedded", fmt.Sprintf("kafka:\n  listen: %q\nregistry:\n  listen: %q\n", brokers, dead) + fmt.Sprintf(sinkOnlyModel, store),
 			[]string{"registry.url is empty, so this is the embedded registry of `replicator run` at registry.listen", dead}},
 	})
+}
+
+// TestRebuildProgressBar: on a terminal the rebuild's bar shows records
+// done of the total, the rate and the ETA, and its final state, once the
+// table is swapped in, is full and says done.
+func TestRebuildProgressBar(t *testing.T) {
+	t.Parallel()
+	var bar, logged bytes.Buffer
+	report := rebuildProgress("profile", slog.New(slog.NewTextHandler(&logged, nil)), &bar)
+	report(sink.Progress{Done: 300, Total: 1000, Elapsed: 3 * time.Second})
+	if want := "\rprofile [=========                     ] 300/1000 records, 100/s, ETA 7s "; bar.String() != want {
+		t.Errorf("bar during the rebuild:\ngot  %q\nwant %q", bar.String(), want)
+	}
+	bar.Reset()
+	report(sink.Progress{Done: 990, Total: 990, Elapsed: 9 * time.Second, Swapped: true})
+	if want := "\rprofile [==============================] 990/990 records, 110/s, done "; bar.String() != want {
+		t.Errorf("bar once swapped in:\ngot  %q\nwant %q", bar.String(), want)
+	}
+	if logged.Len() > 0 {
+		t.Errorf("a terminal's progress went to the log too: %s", logged.String())
+	}
 }

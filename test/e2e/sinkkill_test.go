@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -32,6 +33,9 @@ type killSetup struct {
 	cfgPath string
 	broker  string // the embedded broker's address
 	run     *process
+	// writerEnded is set when startWriter's writer has stopped, by
+	// itself (its bounds) or by its stop.
+	writerEnded atomic.Bool
 }
 
 func startKillSetup(t *testing.T, partitions int) *killSetup {
@@ -137,6 +141,7 @@ func (k *killSetup) startWriter(t *testing.T) (stop func() error) {
 	w := connect(t, k.pg)
 	done := make(chan error, 1)
 	go func() {
+		defer k.writerEnded.Store(true)
 		rng := rand.New(rand.NewPCG(1, 2))
 		for i := 0; i < 3000 && ctx.Err() == nil; i++ {
 			base := rng.Int64N(1950) + 1
@@ -162,6 +167,9 @@ func (k *killSetup) startWriter(t *testing.T) (stop func() error) {
 	}
 }
 
+// writing reports whether the writer startWriter started still runs.
+func (k *killSetup) writing() bool { return !k.writerEnded.Load() }
+
 // converge waits for the source to be on the topics and the read model
 // (built by sink) to equal the source table, then checks that the trigger
 // saw no (key, version) applied twice.
@@ -184,21 +192,40 @@ func (k *killSetup) converge(t *testing.T, sink *process) {
 }
 
 // TestSinkKilledConvergesWithoutDoubleApply kills `replicator sink` with
-// SIGKILL five times at random moments while a writer keeps changing the
-// source, restarting it each time. The PostgreSQL read model converges to
-// the source table, and a trigger counting applications per (key, version)
-// proves that no batch was applied twice.
+// SIGKILL five times while a writer keeps changing the source, restarting
+// it each time. Each process is killed at a random moment after it has
+// taken partitions over and applied records of its own: a new group
+// member first waits for the killed one (up to the 10 s rebalance
+// timeout), and a kill during that wait would test nothing. The
+// PostgreSQL read model converges to the source table, and a trigger
+// counting applications per (key, version) proves that no batch was
+// applied twice.
 func TestSinkKilledConvergesWithoutDoubleApply(t *testing.T) {
 	k := startKillSetup(t, 3)
 	stopWriter := k.startWriter(t)
+	defer stopWriter()
 	rng := rand.New(rand.NewPCG(3, 4))
-	for i := 0; i < 5; i++ {
-		sink := startReplicator(t, "sink", "--config", k.cfgPath)
-		time.Sleep(time.Duration(300+rng.IntN(1200)) * time.Millisecond) // a random moment, not a synchronisation
+	for i := 1; i <= 5; i++ {
+		addr := freeAddr(t)
+		began := time.Now()
+		sink := startReplicator(t, "sink", "--config", k.cfgPath, "--metrics-listen", addr)
+		var applying float64
+		eventually(t, sink, 60*time.Second, fmt.Sprintf("sink process %d of 5 owns partitions and applies records", i), func() (bool, string) {
+			parts, applied, ok := sinkOwnership(t, sink, addr)
+			applying = applied
+			return ok && parts > 0 && applied > 0, fmt.Sprintf("serving metrics %v, %d partitions, %v records applied", ok, parts, applied)
+		})
+		applyingAfter := time.Since(began)
+		time.Sleep(time.Duration(rng.IntN(800)) * time.Millisecond) // a random moment while it applies, not a synchronisation
+		_, applied, _ := sinkOwnership(t, sink, addr)
+		t.Logf("kill %d: applying %v after the start (%v records), killed %v after it (%v records)", i, applyingAfter.Round(10*time.Millisecond), applying, (time.Since(began) - applyingAfter).Round(10*time.Millisecond), applied)
 		if err := sink.cmd.Process.Kill(); err != nil {
 			t.Fatal(err)
 		}
 		<-sink.done
+		if !k.writing() {
+			t.Fatalf("the writer had stopped before kill %d of 5: the kills must land under load", i)
+		}
 	}
 	if err := stopWriter(); err != nil {
 		t.Fatalf("writer: %v", err)
