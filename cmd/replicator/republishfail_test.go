@@ -1,12 +1,15 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/replicator/replicator/pgcluster/pgtest"
 )
 
 // TestCheckAndStatusReportRepublishFailures: a table a republish could
@@ -69,5 +72,48 @@ entities:
 	}
 	if w := "public.items: failed 2026-12-08T10:16:00Z"; !strings.Contains(b.String(), w) {
 		t.Errorf("status output lacks %q:\n%s", w, b.String())
+	}
+}
+
+// TestCheckReportsATableAddedWithoutAKey: a table added to entities: after
+// the initial snapshot is snapshotted online at the next start, which
+// needs a primary key; check says so before the start refuses it.
+func TestCheckReportsATableAddedWithoutAKey(t *testing.T) {
+	t.Parallel()
+	pg := pgtest.Start(t)
+	dsn := newDatabase(t, pg, `CREATE TABLE good (id bigint PRIMARY KEY); CREATE TABLE nokey (a int NOT NULL, b text)`)
+	// The slot the state file speaks of (made alone: not in a transaction
+	// that wrote).
+	if _, err := pgtest.Connect(t, dsn).Exec(context.Background(), `SELECT pg_create_logical_replication_slot('replicator', 'pgoutput')`); err != nil {
+		t.Fatal(err)
+	}
+	dataDir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dataDir, "source"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	state := `{"slot": "replicator", "complete": true, "tables": ["public.good"]}`
+	statePath := filepath.Join(dataDir, "source", "slot-replicator.json")
+	if err := os.WriteFile(statePath, []byte(state), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := writeYAML(t, fmt.Sprintf(`
+source: {url: %q}
+data_dir: %q
+kafka: {listen: %q}
+registry: {listen: %q}
+entities:
+  - table: good
+  - table: nokey
+    key: [a]
+`, dsn, dataDir, closedAddr(t), closedAddr(t)))
+	out, err := runCLI(t, "check", "--config", cfg)
+	if err == nil {
+		t.Fatalf("check passed with a table added without a primary key:\n%s", out)
+	}
+	for _, want := range []string{"FAIL  entities (2 tables)", "table public.nokey has no primary key", "the online snapshot of a table added to entities:",
+		`ALTER TABLE "public"."nokey" ADD PRIMARY KEY`, "delete " + statePath} {
+		if !strings.Contains(out, want) {
+			t.Errorf("check output does not say %q:\n%s", want, out)
+		}
 	}
 }
