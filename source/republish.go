@@ -97,7 +97,10 @@ const (
 	LogRepublishTableDone = "republish of table complete"
 	LogRepublishDone      = "republish complete"
 	LogRepublishCancelled = "republish cancelled"
-	LogReconciled         = "reconcile of table complete: keys live on its topic but not in the table are tombstoned"
+	// LogRepublishTableFailed: a table of a job could not be republished
+	// (republishFailure); the stream and the job's other tables go on.
+	LogRepublishTableFailed = "republish of table failed"
+	LogReconciled           = "reconcile of table complete: keys live on its topic but not in the table are tombstoned"
 )
 
 // Signal kinds.
@@ -180,6 +183,12 @@ func RequestRepublish(ctx context.Context, conn *pgx.Conn, slot string, tables [
 	if err := opts.Validate(); err != nil {
 		return "", fmt.Errorf("republish: %w", err)
 	}
+	if err := requireSlot(ctx, conn, slot, "request"); err != nil {
+		return "", err
+	}
+	if err := requireKeys(ctx, conn, slot, tables); err != nil {
+		return "", err
+	}
 	id := newRepublishID(time.Now())
 	sig := signal{Kind: signalRepublish, Slot: slot, ID: id, Tables: tables, Rate: opts.Rate, ChunkRows: opts.ChunkRows, Reconcile: opts.Reconcile}
 	if err := emitSignal(ctx, conn, sig); err != nil {
@@ -192,7 +201,91 @@ func RequestRepublish(ctx context.Context, conn *pgx.Conn, slot string, tables [
 // id, or every one when id is empty. Rows already republished stay
 // published.
 func CancelRepublish(ctx context.Context, conn *pgx.Conn, slot, id string) error {
+	if err := requireSlot(ctx, conn, slot, "cancel"); err != nil {
+		return err
+	}
 	return emitSignal(ctx, conn, signal{Kind: signalCancel, Slot: slot, ID: id})
+}
+
+// requireSlot fails unless slot is a pgoutput slot of conn's database that
+// can still stream: a signal is read only by a slot that exists when it
+// is written (a slot created later starts after it) and decodes the WAL of
+// the database the signal is written in. Anything else would take the
+// request and never act on it. what is the signal's verb, for the error.
+func requireSlot(ctx context.Context, conn *pgx.Conn, slot, what string) error {
+	if err := checkMessages(conn); err != nil {
+		return err
+	}
+	var db string
+	var plugin, slotDB, walStatus *string
+	err := conn.QueryRow(ctx, `
+		SELECT current_database(), s.plugin, s.database, s.wal_status
+		FROM (SELECT 1) AS one LEFT JOIN pg_replication_slots s ON s.slot_name = $1 AND s.slot_type = 'logical'`, slot).
+		Scan(&db, &plugin, &slotDB, &walStatus)
+	if err != nil {
+		return fmt.Errorf("republish: look up replication slot %s (source.slot): %w", slot, err)
+	}
+	switch {
+	case plugin == nil:
+		return fmt.Errorf("republish: replication slot %s (source.slot) does not exist in database %s, so no replicator would ever read the %s: "+
+			"start replicator run first (it creates the slot; if it refuses because the slot was lost, follow what it says, docs/OPERATIONS.md \"A lost slot\"), "+
+			"then %s again; or fix source.slot", slot, db, what, what)
+	case *plugin != "pgoutput":
+		return fmt.Errorf("republish: replication slot %s (source.slot) uses plugin %s, not pgoutput: it is not a replicator's slot; fix source.slot", slot, *plugin)
+	case slotDB == nil || *slotDB != db:
+		return fmt.Errorf("republish: replication slot %s (source.slot) belongs to database %s, not %s (source.url's): the %s would be written where the slot never reads; fix source.url or source.slot",
+			slot, cmp.Or(deref(slotDB), "?"), db, what)
+	case walStatus != nil && *walStatus == "lost":
+		return fmt.Errorf("republish: replication slot %s (source.slot) has lost WAL it needs (wal_status lost): replicator run can no longer stream from it, so the %s would never be read; "+
+			"recover first (docs/OPERATIONS.md, \"A lost slot\"), then %s again", slot, what, what)
+	}
+	return nil
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+// requireKeys fails for a table without a primary key: a republish reads
+// a table in key order, so the daemon would have to skip it. tables are
+// qualified names as [relation.Table.QualifiedName] makes them (unquoted);
+// a table the catalog does not know is left to the daemon, which does not
+// start without it.
+func requireKeys(ctx context.Context, conn *pgx.Conn, slot string, tables []string) error {
+	rows, err := conn.Query(ctx, `
+		SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname || '.' || c.relname = ANY($1) AND c.relkind IN ('r', 'p')
+			AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)`, tables)
+	if err != nil {
+		return fmt.Errorf("republish: look up the primary keys of %s: %w", strings.Join(tables, ", "), err)
+	}
+	keyless, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (relation.Table, error) {
+		var t relation.Table
+		return t, row.Scan(&t.Schema, &t.Name)
+	})
+	if err != nil {
+		return fmt.Errorf("republish: look up the primary keys of %s: %w", strings.Join(tables, ", "), err)
+	}
+	var problems []error
+	for i := range keyless {
+		problems = append(problems, fmt.Errorf("republish: %w", noKeyError(&keyless[i], "a republish",
+			"stop replicator run, delete data_dir/source/slot-"+slot+".json and start it again (keep the slot: the start tombstones from it the rows deleted since, then snapshots every configured table)")))
+	}
+	return errors.Join(problems...)
+}
+
+// noKeyError says that table t, without a primary key, cannot be read by
+// what (a republish, an online snapshot): both read in primary-key order,
+// in chunks between watermarks, while the initial snapshot reads such a
+// table in one pass in its exported snapshot (snapshot.go). snapshot is
+// how to take a new initial snapshot.
+func noKeyError(t *relation.Table, what, snapshot string) error {
+	return fmt.Errorf("table %s has no primary key, and %s reads a table in primary-key order (chunks between watermarks while the stream runs), so it would never publish its rows. "+
+		"Add a primary key (ALTER TABLE %s ADD PRIMARY KEY (the entity's key: columns)); or publish every row with a new initial snapshot, which reads a table without one in a single pass: %s",
+		t.QualifiedName(), what, pgx.Identifier{t.Schema, t.Name}.Sanitize(), snapshot)
 }
 
 func newRepublishID(now time.Time) string {
@@ -203,10 +296,18 @@ func newRepublishID(now time.Time) string {
 // sends logical decoding messages: republish needs them.
 const minMessagesMajor = 14
 
+// checkMessages fails when conn's server is too old for republish (and
+// the online snapshot of tables added later, which is one).
 func checkMessages(conn *pgx.Conn) error {
-	if v := serverMajor(conn.PgConn()); v > 0 && v < minMessagesMajor {
+	return messagesProblem(conn.PgConn().ParameterStatus("server_version"))
+}
+
+// messagesProblem is checkMessages for a server_version parameter; an
+// unknown version is let through (the request then fails when emitted).
+func messagesProblem(version string) error {
+	if v := majorVersion(version); v > 0 && v < minMessagesMajor {
 		return fmt.Errorf("republish needs PostgreSQL %d or later (pgoutput sends the logical decoding messages it travels by from then on); the server is %s",
-			minMessagesMajor, conn.PgConn().ParameterStatus("server_version"))
+			minMessagesMajor, version)
 	}
 	return nil
 }
@@ -313,6 +414,68 @@ func finishJob(st *snapshotState, id string) {
 	if n := len(st.RepublishDone); n > maxDoneIDs {
 		st.RepublishDone = st.RepublishDone[n-maxDoneIDs:]
 	}
+}
+
+// republishFailure is a table that a republish job could not republish,
+// for a reason that leaves the stream sound (a [tableError], or the
+// table's columns changed while it was read): the job went on with its
+// other tables, the stream with its changes. It is kept, for `status` and
+// `check`, until a later job republishes the table or a cancel names the
+// job (at most maxDoneIDs, the oldest forgotten first).
+type republishFailure struct {
+	ID    string    `json:"id"`
+	Table string    `json:"table"`
+	At    time.Time `json:"at"`
+	// Error says why, and what to do.
+	Error string `json:"error"`
+}
+
+// failTable records that table name of job id failed: the table counts as
+// done for the job. It reports false when the job is gone (cancelled) or
+// the failure was recorded already.
+func failTable(st *snapshotState, id, name string, cause error, now time.Time) bool {
+	j := slices.IndexFunc(st.Republish, func(j republishJob) bool { return j.ID == id })
+	if j < 0 || tableFailed(st, id, name) {
+		return false
+	}
+	for k := range st.Republish[j].Tables {
+		if t := &st.Republish[j].Tables[k]; t.Name == name {
+			t.Read, t.Done = true, true
+		}
+	}
+	st.RepublishFailed = append(st.RepublishFailed, republishFailure{ID: id, Table: name, At: now.UTC(), Error: cause.Error()})
+	if n := len(st.RepublishFailed); n > maxDoneIDs {
+		st.RepublishFailed = st.RepublishFailed[n-maxDoneIDs:]
+	}
+	return true
+}
+
+// tableFailed reports whether table name of job id failed.
+func tableFailed(st *snapshotState, id, name string) bool {
+	return slices.ContainsFunc(st.RepublishFailed, func(f republishFailure) bool { return f.ID == id && f.Table == name })
+}
+
+// tableError is a failure of one table of a republish job that leaves the
+// stream sound: the job records it (republishFailure) and goes on with its
+// other tables, the stream with its changes, instead of the whole run
+// stopping and, started again, stopping at the same place before it could
+// read a cancel. A lost connection, a state file that cannot be written
+// or a handler that fails are not: they end the stream session.
+type tableError struct{ err error }
+
+func (e *tableError) Error() string { return e.err.Error() }
+func (e *tableError) Unwrap() error { return e.err }
+
+// tableFailure makes err, a failure of reading a table for a republish, a
+// [tableError] when it is the server's answer and connecting again would
+// not cure it (a privilege revoked, the table dropped, a statement
+// timeout): the stream is unaffected by it.
+func tableFailure(ctx context.Context, err error) error {
+	var pgErr *pgconn.PgError
+	if ctx.Err() != nil || !errors.As(err, &pgErr) || IsTransient(err) {
+		return err
+	}
+	return &tableError{fmt.Errorf("%w; fix the cause, then request the republish again", err)}
 }
 
 // chunkWindow is one chunk between its watermarks. The republisher makes
@@ -481,11 +644,13 @@ func (st *stream) requested(sig signal, lsn pglogrepl.LSN) error {
 	return nil
 }
 
-// cancelled removes the job sig names (every job when it names none); the
-// republisher sees it before its next chunk.
+// cancelled removes the job sig names (every job when it names none),
+// and the failures recorded of it; the republisher sees it before its next
+// chunk.
 func (st *stream) cancelled(sig signal) error {
 	s := st.src
 	var ids []string
+	cleared := 0
 	err := s.updateState(func(state *snapshotState) error {
 		for _, j := range state.Republish {
 			if sig.ID == "" || j.ID == sig.ID {
@@ -495,10 +660,16 @@ func (st *stream) cancelled(sig signal) error {
 		for _, id := range ids {
 			finishJob(state, id)
 		}
+		n := len(state.RepublishFailed)
+		state.RepublishFailed = slices.DeleteFunc(state.RepublishFailed, func(f republishFailure) bool { return sig.ID == "" || f.ID == sig.ID })
+		cleared = n - len(state.RepublishFailed)
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("cancel republish: %w", err)
+	}
+	if cleared > 0 {
+		s.log.Info("republish failures cleared by a cancel", "id", sig.ID, "failures", cleared)
 	}
 	if len(ids) > 0 {
 		// The rows of the job's chunks read but not handed over yet (up
@@ -521,9 +692,13 @@ func (st *stream) cancelled(sig signal) error {
 }
 
 // dropIfCancelled marks the rows of w's chunk to be dropped, as a
-// TRUNCATE drops them, when its job was cancelled, and returns w.
+// TRUNCATE drops them, when its job was cancelled or its table failed,
+// and returns w.
 func (st *stream) dropIfCancelled(w *chunkWindow) *chunkWindow {
 	if _, ok := st.cancelledJobs[w.id]; ok {
+		w.truncated = true
+	}
+	if _, ok := st.failedTables[jobTable{w.id, w.table}]; ok {
 		w.truncated = true
 	}
 	return w
@@ -646,8 +821,14 @@ func (st *stream) handOver(ctx context.Context) error {
 	room := st.republishRoom()
 	for room > 0 && len(st.handing) > 0 {
 		h := st.handing[0]
-		if err := st.sameShapeAsRead(h.w.table); err != nil {
-			return err
+		if !h.w.truncated && int64(h.i) < h.rows.n { // rows left to hand over
+			if err := st.sameShapeAsRead(h.w.table); err != nil {
+				// Its rows are dropped (truncated), and so are those of
+				// the table's other chunks in flight.
+				if err := st.failTable(h.w, err); err != nil {
+					return err
+				}
+			}
 		}
 		n, err := st.hand(ctx, h, room)
 		if err != nil {
@@ -670,16 +851,44 @@ func (st *stream) handOver(ctx context.Context) error {
 // idx's columns: a chunk's rows were read in the shape of the start
 // (readChunk selects its columns), and the handler, which follows the
 // stream's shape, would map them by position onto the new one (a column
-// dropped and another added would swap values silently). A restart reads
-// the rest in the new shape, from the last chunk completed.
+// dropped and another added would swap values silently). Only a new
+// session reads the table in its new shape (the source's tables are
+// loaded at start), so the table fails (failTable) and a restart is the
+// way on.
 func (st *stream) sameShapeAsRead(idx int) error {
 	read := &st.src.tables[idx]
 	now, ok := st.shapes[idx]
 	if !ok || now == read || sameColumns(now, read) {
 		return nil
 	}
-	return fmt.Errorf("republish of %s: the table's columns changed while it was republished (its chunks were read as [%s], the stream now has [%s]); restart replicator: the republish goes on from its last completed chunk, read in the new shape",
-		read.QualifiedName(), columnNames(read), columnNames(now))
+	return fmt.Errorf("the table's columns changed while it was republished (its chunks were read as [%s], the stream now has [%s]); "+
+		"restart replicator run (it reads the table in its new shape), then request the republish of the table again",
+		columnNames(read), columnNames(now))
+}
+
+// failTable fails the table of window w in its job (recordTableFailure)
+// and drops the rows of every chunk of it the stream holds or will be
+// handed (as a cancel does); the republisher stops reading it before its
+// next chunk.
+func (st *stream) failTable(w *chunkWindow, cause error) error {
+	s := st.src
+	if err := s.recordTableFailure(w.id, s.tables[w.table].QualifiedName(), cause); err != nil {
+		return err
+	}
+	if st.failedTables == nil {
+		st.failedTables = map[jobTable]struct{}{}
+	}
+	st.failedTables[jobTable{w.id, w.table}] = struct{}{}
+	for _, w := range st.windows() {
+		st.dropIfCancelled(w)
+	}
+	return nil
+}
+
+// jobTable is a table of a republish job.
+type jobTable struct {
+	id    string
+	table int
 }
 
 // sameColumns reports whether a and b have the same columns, as the rows of
@@ -905,6 +1114,7 @@ func (rp *republisher) runJob(ctx context.Context, conn *pgx.Conn, job republish
 	}
 	began := time.Now()
 	var total int64
+	var failed []string
 	for i, jt := range job.Tables {
 		if jt.Done {
 			prog.add(i, jt.Rows)
@@ -912,11 +1122,19 @@ func (rp *republisher) runJob(ctx context.Context, conn *pgx.Conn, job republish
 		}
 		n, err := rp.runTable(ctx, conn, job, i, prog)
 		total += n
-		if errors.Is(err, errJobGone) {
+		var te *tableError
+		switch {
+		case errors.Is(err, errJobGone):
 			s.log.Info(LogRepublishCancelled, "id", job.ID, "table", jt.Name, "rows", n)
 			return nil
-		}
-		if err != nil {
+		case errors.Is(err, errTableFailed): // recorded and logged by the stream
+			failed = append(failed, jt.Name)
+		case errors.As(err, &te) && ctx.Err() == nil:
+			if err := s.recordTableFailure(job.ID, jt.Name, te); err != nil {
+				return err
+			}
+			failed = append(failed, jt.Name)
+		case err != nil:
 			return err
 		}
 	}
@@ -927,7 +1145,35 @@ func (rp *republisher) runJob(ctx context.Context, conn *pgx.Conn, job republish
 	if err != nil {
 		return fmt.Errorf("record the end of republish %s: %w", job.ID, err)
 	}
+	if len(failed) > 0 {
+		s.log.Error(LogRepublishDone, "id", job.ID, "rows", total, "seconds", time.Since(began).Round(time.Millisecond).Seconds(),
+			"failed_tables", strings.Join(failed, ", "))
+		return nil
+	}
 	s.log.Info(LogRepublishDone, "id", job.ID, "rows", total, "seconds", time.Since(began).Round(time.Millisecond).Seconds())
+	return nil
+}
+
+// errTableFailed: the table failed while it ran (the stream recorded it).
+var errTableFailed = errors.New("republish of the table failed")
+
+// recordTableFailure records that table name of job id failed with cause
+// and says so in the log: the job goes on with its other tables, the
+// stream with its changes.
+func (s *Source) recordTableFailure(id, name string, cause error) error {
+	recorded := false
+	err := s.updateState(func(state *snapshotState) error {
+		recorded = failTable(state, id, name, cause, time.Now())
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("record the failure of republish %s of %s (%v): %w", id, name, cause, err)
+	}
+	if recorded {
+		s.log.Error(LogRepublishTableFailed, "id", id, "table", name, "error", cause,
+			"effect", "its rows not republished yet are not; the stream and the job's other tables go on",
+			"status", "replicator status and replicator check list it until the table is republished or the job cancelled")
+	}
 	return nil
 }
 
@@ -937,13 +1183,15 @@ func (rp *republisher) runTable(ctx context.Context, conn *pgx.Conn, job republi
 	s := rp.src
 	jt := job.Tables[ti]
 	idx, ok := s.byName[jt.Name]
-	if ok && len(s.tables[idx].PrimaryKey) == 0 {
-		s.log.Error("cannot republish a table without a primary key (it is read in key order): skipped; add a primary key to republish it",
-			"id", job.ID, "table", jt.Name)
-		ok = false
-	}
 	if !ok {
+		s.log.Warn("republish of a table no longer configured: skipped", "id", job.ID, "table", jt.Name)
 		return 0, rp.tableProgress(job.ID, jt.Name, nil, 0, true, true)
+	}
+	if len(s.tables[idx].PrimaryKey) == 0 {
+		// The request refuses such a table (requireKeys); it lost its key
+		// since.
+		return 0, &tableError{noKeyError(&s.tables[idx], "a republish",
+			"stop replicator run, delete "+statePath(s.cfg.StateDir, s.cfg.Slot)+" and start it again (keep the slot: the start tombstones from it the rows deleted since, then snapshots every configured table)")}
 	}
 	// A request made without RequestRepublish (a message emitted by
 	// hand) may ask for more rows than a chunk may hold.
@@ -953,12 +1201,13 @@ func (rp *republisher) runTable(ctx context.Context, conn *pgx.Conn, job republi
 	}
 	tr := newTableReader(&s.tables[idx], idx, chunkRowsN, nil)
 	if len(tr.keys) == 0 {
-		return 0, fmt.Errorf("republish %s: primary key columns %v are not all in the table's columns", jt.Name, s.tables[idx].PrimaryKey)
+		return 0, &tableError{fmt.Errorf("primary key columns %v are not all in the table's columns [%s]", s.tables[idx].PrimaryKey, columnNames(&s.tables[idx]))}
 	}
 	first := len(jt.After) == 0
 	if !first {
 		if len(jt.After) != len(tr.keys) {
-			return 0, fmt.Errorf("republish %s: the saved position has %d key values, the primary key has %d columns: cancel it (replicator republish --cancel) and request it again", jt.Name, len(jt.After), len(tr.keys))
+			return 0, &tableError{fmt.Errorf("the saved position has %d key values, the primary key has %d columns (it changed since the job began): request the republish of the table again; it starts from its first row",
+				len(jt.After), len(tr.keys))}
 		}
 		for i, k := range jt.After {
 			tr.lastKey[i] = []byte(k)
@@ -990,6 +1239,11 @@ func (rp *republisher) runTable(ctx context.Context, conn *pgx.Conn, job republi
 	for f := range queue {
 		rp.close(f.w) // given up: its watermarks match nothing from now on
 	}
+	if err == nil {
+		// The stream fails a table whose chunks it cannot hand over (its
+		// columns changed) and drops their rows, the last one's too.
+		err = rp.tableGone(job.ID, jt.Name)
+	}
 	if err != nil {
 		return total, err
 	}
@@ -1016,10 +1270,11 @@ func (rp *republisher) readTable(ctx context.Context, conn *pgx.Conn, job republ
 		}
 	}()
 	var read int64
+	name := rp.src.tables[idx].QualifiedName()
 	for {
 		if w == nil {
-			if gone, err := rp.jobGone(job.ID); err != nil || gone {
-				return cmp.Or(err, errJobGone)
+			if err := rp.tableGone(job.ID, name); err != nil {
+				return err
 			}
 			w = rp.open(idx, job.ID, 0)
 			if err := rp.watermark(ctx, conn, signalLow, w.seq, 0); err != nil {
@@ -1041,13 +1296,25 @@ func (rp *republisher) readTable(ctx context.Context, conn *pgx.Conn, job republ
 			if !more || time.Now().Before(due) {
 				return 0, nil
 			}
-			if gone, err := rp.jobGone(job.ID); err != nil || gone {
+			if err := rp.tableGone(job.ID, name); err != nil {
+				if errors.Is(err, errJobGone) || errors.Is(err, errTableFailed) {
+					return 0, nil // the loop above stops before the next chunk
+				}
 				return 0, err
 			}
 			w = rp.open(idx, job.ID, 0)
 			return w.seq, nil
 		})
 		if err != nil {
+			err = tableFailure(ctx, err)
+			var te *tableError
+			if errors.As(err, &te) {
+				// The session goes on: the stream may have taken the
+				// window at its low watermark, and must let go of it.
+				if aerr := rp.abandon(ctx, conn, cur); aerr != nil {
+					err = fmt.Errorf("%w (and then: %w)", aerr, err)
+				}
+			}
 			rp.close(cur)
 			return err
 		}
@@ -1116,6 +1383,9 @@ func (rp *republisher) tableProgress(id, name string, after []string, rows int64
 			if state.Republish[j].ID != id {
 				continue
 			}
+			if tableFailed(state, id, name) {
+				return nil // its last chunks handed over (dropped) after the failure
+			}
 			for k := range state.Republish[j].Tables {
 				t := &state.Republish[j].Tables[k]
 				if t.Name == name {
@@ -1124,6 +1394,10 @@ func (rp *republisher) tableProgress(id, name string, after []string, rows int64
 					}
 					t.After, t.Rows, t.Read, t.Done = after, t.Rows+rows, read, done
 				}
+			}
+			if done {
+				// Republished now: an earlier job's failure of it is past.
+				state.RepublishFailed = slices.DeleteFunc(state.RepublishFailed, func(f republishFailure) bool { return f.Table == name })
 			}
 		}
 		return nil
@@ -1147,13 +1421,41 @@ type chunkFlight struct {
 	more  bool     // false: the table's last chunk
 }
 
-// jobGone reports whether job id was cancelled.
-func (rp *republisher) jobGone(id string) (bool, error) {
+// tableGone returns errJobGone when job id was cancelled, errTableFailed
+// when its table name failed (the stream recorded it), nil otherwise.
+func (rp *republisher) tableGone(id, name string) error {
 	state, err := rp.src.loadState()
-	if err != nil {
-		return false, err
+	switch {
+	case err != nil:
+		return err
+	case !slices.ContainsFunc(state.Republish, func(j republishJob) bool { return j.ID == id }):
+		return errJobGone
+	case tableFailed(&state, id, name):
+		return errTableFailed
 	}
-	return !slices.ContainsFunc(state.Republish, func(j republishJob) bool { return j.ID == id }), nil
+	return nil
+}
+
+// abandon ends chunk w, given up after its low watermark was emitted: a
+// high watermark of its own, so that a stream that took the window at the
+// low one stops noting keys for it (and hands over what was read of it,
+// if anything: the rows are as good as any chunk's, their keys changed
+// since the low watermark being dropped). Outside the chunk's
+// transaction, rolled back; committed without waiting for a synchronous
+// standby, which may be what failed the chunk.
+func (rp *republisher) abandon(ctx context.Context, conn *pgx.Conn, w *chunkWindow) error {
+	select {
+	case w.ready <- chunkRows{}: // unless the rows went already
+	default:
+	}
+	sql, err := signalSQL(signal{Kind: signalHigh, Slot: rp.src.cfg.Slot, Run: rp.run, Seq: w.seq})
+	if err != nil {
+		return err
+	}
+	if err := conn.PgConn().Exec(ctx, "BEGIN; SET LOCAL synchronous_commit = local; "+sql+"; COMMIT").Close(); err != nil {
+		return fmt.Errorf("republish: end the window of a chunk given up: %w", err)
+	}
+	return nil
 }
 
 // watermark emits a watermark of chunk seq; a high one with next is also
@@ -1278,7 +1580,8 @@ func readAfterLow(ctx context.Context, conn *pgx.Conn, tr *tableReader, first bo
 			return false, err
 		}
 		if try == snapshotRetries {
-			return false, fmt.Errorf("no snapshot without a committed-but-invisible transaction after %d tries (a synchronous standby that does not answer?)", snapshotRetries)
+			return false, &tableError{fmt.Errorf("no snapshot without a committed-but-invisible transaction after %d tries (a synchronous standby that does not answer?): "+
+				"a chunk read now could hold a row older than the stream's; once commits complete again, request the republish of the table again", snapshotRetries)}
 		}
 		if err := sleepUntil(ctx, time.Now().Add(snapshotRetryWait)); err != nil {
 			return false, err

@@ -320,29 +320,43 @@ func TestRepublish(t *testing.T) {
 	// The rows of a chunk are in the shape the table had at the start; once
 	// the stream has followed a change of its columns they are not handed
 	// over in it (the handler would map them by position onto the new
-	// shape): the run stops, saying so, and a restart goes on in the new
-	// shape.
+	// shape): the table fails, saying so, and the run goes on streaming.
+	// A cancel of the job clears the failure.
 	t.Run("columns changed during a republish", func(t *testing.T) {
 		const bound = heldBound
 		h := &followingHandler{fakeHandler: newFakeHandler(false)}
 		hr := startHeldRepublish(t, pg, "rep_shape", h.fakeHandler, h)
-		db, r, republished := hr.db, hr.r, hr.republished
+		db, dir, r, id, republished := hr.db, hr.dir, hr.r, hr.id, hr.republished
 		db.exec("ALTER TABLE items ADD COLUMN w text")
 		db.exec("INSERT INTO items VALUES (0, 5, 'x')")
 		r.waitChanges(t, h.fakeHandler, "the insert in the new shape", func(cs []Change) bool {
 			return slices.ContainsFunc(cs, func(c Change) bool { return c.Op == OpInsert && c.New[0].(int32) == 0 })
 		})
 		h.ackAll(t)
-		select {
-		case <-r.done:
-		case <-time.After(waitTimeout):
-			t.Fatal("the run went on handing over rows read in the old shape")
+		st := db.waitState(dir, "the table failed and the job ended", func(s snapshotState) bool {
+			return len(s.Republish) == 0 && slices.Contains(s.RepublishDone, id) && len(s.RepublishFailed) == 1
+		})
+		if f := st.RepublishFailed[0]; f.ID != id || f.Table != "public.items" ||
+			!strings.Contains(f.Error, "columns changed while it was republished") || !strings.Contains(f.Error, "[id, v, w]") || !strings.Contains(f.Error, "restart replicator run") {
+			t.Errorf("recorded failure %+v, want republish %s of public.items naming the shape change and the way out", f, id)
 		}
-		if r.err == nil || !strings.Contains(r.err.Error(), "columns changed while it was republished") || !strings.Contains(r.err.Error(), "[id, v, w]") {
-			t.Errorf("run ended with %v, want the shape change named", r.err)
-		}
-		if n := len(republished(h.got())); n != bound {
+		// The stream goes on.
+		db.exec("INSERT INTO items VALUES (-1, -1, 'end')")
+		got := r.waitChanges(t, h.fakeHandler, "the end marker", func(cs []Change) bool {
+			return slices.ContainsFunc(cs, func(c Change) bool { return c.Op == OpInsert && c.New[0].(int32) == -1 })
+		})
+		if n := len(republished(got)); n != bound {
 			t.Errorf("%d rows republished; want the %d handed over before the change", n, bound)
+		}
+		if problems := CheckRepublishFailures(dir, db.name); len(problems) != 1 || !strings.Contains(problems[0].Error(), "republish "+id+" of table public.items failed") {
+			t.Errorf("CheckRepublishFailures: got %v, want the failure of %s", problems, id)
+		}
+		if err := CancelRepublish(context.Background(), db.conn, db.name, id); err != nil {
+			t.Fatal(err)
+		}
+		db.waitState(dir, "the failure cleared by the cancel", func(s snapshotState) bool { return len(s.RepublishFailed) == 0 })
+		if err := r.stop(t); err != nil {
+			t.Errorf("Run after the failed table: %v", err)
 		}
 	})
 

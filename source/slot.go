@@ -2,6 +2,7 @@ package source
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/replicator/replicator/relation"
 )
 
 // Log messages of the snapshot's life cycle, for operators and tests.
@@ -199,11 +201,12 @@ func (s *Source) snapshotAdded(conn *pgx.Conn, state snapshotState) (snapshotSta
 	if len(added) == 0 {
 		return state, nil
 	}
-	if err := checkMessages(conn); err != nil {
-		return state, fmt.Errorf("%s added to the configuration after the initial snapshot of slot %s, and snapshotting them online failed: %w. "+
-			"To publish their rows, snapshot again: stop and delete %s (keep the slot: the next run tombstones from it the rows deleted since, then snapshots every configured table). "+
-			"Or stream only their changes from now on with source.snapshot: never",
-			strings.Join(added, ", "), s.cfg.Slot, err, statePath(s.cfg.StateDir, s.cfg.Slot))
+	tables := make([]*relation.Table, len(added))
+	for i, name := range added {
+		tables[i] = &s.tables[s.byName[name]]
+	}
+	if err := onlineSnapshotProblems(conn, s.cfg.Slot, statePath(s.cfg.StateDir, s.cfg.Slot), tables); err != nil {
+		return state, err
 	}
 	job := republishJob{ID: "added-" + newRepublishID(time.Now()), Requested: time.Now().UTC()}
 	for _, name := range added {
@@ -221,11 +224,63 @@ func (s *Source) snapshotAdded(conn *pgx.Conn, state snapshotState) (snapshotSta
 	return state, nil
 }
 
+// onlineSnapshotProblems are why tables, added to the configuration after
+// the initial snapshot of slot (state file stateFile), cannot be
+// snapshotted online on conn's server; nil when they can. Each problem
+// says how to publish the tables' rows some other way.
+func onlineSnapshotProblems(conn *pgx.Conn, slot, stateFile string, tables []*relation.Table) error {
+	// Keep the slot: the next start finds no state for it and tombstones
+	// from it the rows deleted since (ghosts.go) before the new snapshot.
+	snapshot := "stop replicator run, delete " + stateFile + " and start it again (keep the slot: the start tombstones from it the rows deleted since, then snapshots every configured table)"
+	never := "Or stream only their changes from now on with source.snapshot: never"
+	var problems []error
+	if err := checkMessages(conn); err != nil {
+		names := make([]string, len(tables))
+		for i, t := range tables {
+			names[i] = t.QualifiedName()
+		}
+		problems = append(problems, fmt.Errorf("%s added to the configuration after the initial snapshot of slot %s, and they cannot be snapshotted online: %w. "+
+			"To publish their rows, snapshot again: %s. %s", strings.Join(names, ", "), slot, err, snapshot, never))
+	}
+	for _, t := range tables {
+		if len(t.PrimaryKey) == 0 {
+			problems = append(problems, fmt.Errorf("%w. %s", noKeyError(t, "the online snapshot of a table added to entities: after the initial snapshot of slot "+slot, snapshot), never))
+		}
+	}
+	return errors.Join(problems...)
+}
+
+// CheckAddedTables reports what would stop the next start from
+// snapshotting online the configured tables that the initial snapshot of
+// slot (state in stateDir) did not read: what Run would refuse, for
+// `check`. snapshotInitial is whether source.snapshot is initial; tables
+// are the configured tables as [LoadTable] describes them.
+func CheckAddedTables(ctx context.Context, conn *pgx.Conn, slot, stateDir string, snapshotInitial bool, tables []relation.Table) error {
+	state, haveState, err := readState(stateDir, slot)
+	if err != nil || !haveState || !state.Complete || len(state.Tables) == 0 || !snapshotInitial {
+		return err // nothing recorded to compare, or no online snapshot at start
+	}
+	info, err := lookupSlot(ctx, conn, slot)
+	if err != nil || !info.exists {
+		return err // a new slot takes a full snapshot; a lost one is CheckSlotKept's
+	}
+	var added []*relation.Table
+	for i := range tables {
+		if !slices.Contains(state.Tables, tables[i].QualifiedName()) {
+			added = append(added, &tables[i])
+		}
+	}
+	if len(added) == 0 {
+		return nil
+	}
+	return onlineSnapshotProblems(conn, slot, statePath(stateDir, slot), added)
+}
+
 // recordTables adds to the slot's state the configured tables it does not
 // list: those streamed only by choice (source.snapshot: never), so that
-// going back to snapshot: initial does not refuse them again, or all of
+// going back to snapshot: initial does not snapshot them after all, or all of
 // them when the state predates the table list, so that a table added
-// later is checked (checkSnapshotted).
+// later is found and snapshotted online (snapshotAdded).
 func (s *Source) recordTables(state snapshotState) error {
 	added := s.unrecorded(state)
 	if len(added) == 0 {

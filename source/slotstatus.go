@@ -94,6 +94,24 @@ type SnapshotState struct {
 	Path          string    // the state file
 	// Republish are the republish requests not finished yet.
 	Republish []RepublishStatus
+	// RepublishFailed are the tables republish requests could not
+	// republish, until a later request republishes them or a cancel
+	// names the request.
+	RepublishFailed []RepublishFailure
+}
+
+// RepublishFailure is a table a republish request could not republish.
+type RepublishFailure struct {
+	ID     string
+	Table  string
+	At     time.Time
+	Reason string // why, and what to do
+}
+
+// Error says what failed, when, why, and how to clear it.
+func (f RepublishFailure) Error() string {
+	return fmt.Sprintf("republish %s of table %s failed at %s: %s (listed until the table is republished again or `replicator republish --cancel --id %s` clears it)",
+		f.ID, f.Table, f.At.Format(time.RFC3339), f.Reason, f.ID)
 }
 
 // RepublishStatus is a republish request in progress, per table.
@@ -129,5 +147,23 @@ func ReadSnapshotState(stateDir, slot string) (st SnapshotState, ok bool, err er
 		}
 		st.Republish = append(st.Republish, rs)
 	}
+	for _, f := range s.RepublishFailed {
+		st.RepublishFailed = append(st.RepublishFailed, RepublishFailure{ID: f.ID, Table: f.Table, At: f.At, Reason: f.Error})
+	}
 	return st, true, nil
+}
+
+// CheckRepublishFailures reports each table a republish request could not
+// republish, as recorded in stateDir for slot: its rows may be missing
+// from the topic or older than the table's. For `check`.
+func CheckRepublishFailures(stateDir, slot string) []error {
+	st, _, err := ReadSnapshotState(stateDir, slot)
+	if err != nil {
+		return []error{err}
+	}
+	var problems []error
+	for _, f := range st.RepublishFailed {
+		problems = append(problems, f)
+	}
+	return problems
 }

@@ -39,6 +39,9 @@ type snapshotState struct {
 	// RepublishDone are the ids of the latest finished or cancelled jobs:
 	// a request the slot replays after a restart is not run again.
 	RepublishDone []string `json:"republish_done,omitempty"`
+	// RepublishFailed are the tables republish jobs could not republish
+	// (republish.go, republishFailure), latest last.
+	RepublishFailed []republishFailure `json:"republish_failed,omitempty"`
 }
 
 func statePath(dir, slot string) string {

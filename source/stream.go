@@ -53,6 +53,10 @@ type stream struct {
 	// a chunk of theirs whose low watermark comes after the cancel
 	// (the republisher emitted it before it noticed) is dropped too.
 	cancelledJobs map[string]struct{}
+	// failedTables are the tables of republish jobs failed in this
+	// session (failTable): their chunks are dropped like a cancelled
+	// job's.
+	failedTables map[jobTable]struct{}
 }
 
 func (st *stream) run(ctx context.Context, start pglogrepl.LSN) error {
@@ -76,7 +80,9 @@ func (st *stream) run(ctx context.Context, start pglogrepl.LSN) error {
 	}()
 	// The republisher lives as long as this session: a failure of it
 	// ends the session like a lost connection (retried when transient),
-	// and its job goes on from its last acknowledged chunk.
+	// and its job goes on from its last acknowledged chunk. A failure of
+	// one table is not one (republish.go, tableError): the republisher
+	// records it and goes on.
 	rctx, stopRead := context.WithCancelCause(ctx)
 	st.rp = newRepublisher(s)
 	var rpDone sync.WaitGroup

@@ -16,8 +16,9 @@ import (
 
 // walReader is the one receive loop over a START_REPLICATION session: the
 // stream (stream.go) and the delete replay of a redone snapshot (ghosts.go)
-// both read the WAL through it, and so will anything else that needs to
-// (watermarks of an online re-read). It owns what every reader of pgoutput
+// both read the WAL through it; a republish (republish.go) has no reader of
+// its own: its requests and chunk watermarks are logical decoding messages
+// that reach the stream's message callback. It owns what every reader of pgoutput
 // needs and must get right once: the receive with its read deadline,
 // keepalives and standby status updates, the relation map, the open
 // transaction, and parsing; what a message means is its walHandler's.
@@ -148,7 +149,11 @@ func (r *walReader) start(ctx context.Context, publication string, lsn pglogrepl
 // serverMajor is the server's major version from its server_version
 // parameter ("16.4", "14.2 (Debian ...)"); 0 when unknown.
 func serverMajor(conn *pgconn.PgConn) int {
-	v := conn.ParameterStatus("server_version")
+	return majorVersion(conn.ParameterStatus("server_version"))
+}
+
+// majorVersion is serverMajor for a server_version text.
+func majorVersion(v string) int {
 	if i := strings.IndexFunc(v, func(r rune) bool { return r < '0' || r > '9' }); i >= 0 {
 		v = v[:i]
 	}

@@ -65,6 +65,9 @@ func runCheck(ctx context.Context, path string, flags *pflag.FlagSet, out io.Wri
 	// PostgreSQL out of reach leaves its own checks out, not Kafka's,
 	// the registry's or the metrics listener's: every problem at once.
 	entities := checkPostgres(ctx, cfg, out, report)
+	// From the state file alone: reported without PostgreSQL too.
+	stateDir := filepath.Join(cfg.DataDir, "source")
+	report("republish requests ("+stateDir+")", source.CheckRepublishFailures(stateDir, cfg.Source.Slot)...)
 
 	if !cfg.EmbeddedKafka() {
 		kcl, err := newKafkaClient(cfg, cfg.Kafka.Brokers, nil, nil) // check reports the failure itself
@@ -129,6 +132,8 @@ func checkPostgres(ctx context.Context, cfg *config.Config, out io.Writer, repor
 	for i := range tables {
 		errs = append(errs, source.CheckTable(ctx, conn, &tables[i])...)
 	}
+	stateDir := filepath.Join(cfg.DataDir, "source")
+	errs = append(errs, source.CheckAddedTables(ctx, conn, cfg.Source.Slot, stateDir, cfg.Source.Snapshot == config.SnapshotInitial, tables))
 	report(fmt.Sprintf("entities (%d tables)", len(tables)), errs...)
 	printNotes()
 	report("publication "+cfg.Source.Publication, append(source.CheckPrivileges(ctx, conn, cfg.Source.Publication, tables),

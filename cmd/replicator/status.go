@@ -71,6 +71,16 @@ type snapshotReport struct {
 	StateFile     string    `json:"state_file"`
 	// Republish are the republish requests not finished yet.
 	Republish []republishReport `json:"republish,omitempty"`
+	// RepublishFailed are the tables republish requests could not
+	// republish (until republished again or cleared by a cancel).
+	RepublishFailed []republishFailureReport `json:"republish_failed,omitempty"`
+}
+
+type republishFailureReport struct {
+	ID    string    `json:"id"`
+	Table string    `json:"table"`
+	At    time.Time `json:"at"`
+	Error string    `json:"error"`
 }
 
 type republishReport struct {
@@ -161,7 +171,8 @@ with status 1 when something needs attention: the slot is missing after a
 completed snapshot, its WAL is lost, it is inactive while keeping more WAL than
 --max-retained-wal-bytes, or it is more than --max-lag-bytes behind; or a read
 model is more than --max-read-model-lag records behind, may have missed
-tombstones, or cannot be read.`,
+tombstones, or cannot be read; or a republish request could not republish a
+table.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			path, _ := cmd.Flags().GetString("config")
@@ -217,6 +228,10 @@ func collectStatus(ctx context.Context, cfg *config.Config, maxRetained, maxLag 
 				r.Tables = append(r.Tables, republishTableReport{Table: t.Name, Chunks: t.Chunks, Rows: t.Rows, Done: t.Done})
 			}
 			rep.Snapshot.Republish = append(rep.Snapshot.Republish, r)
+		}
+		for _, f := range state.RepublishFailed {
+			rep.Snapshot.RepublishFailed = append(rep.Snapshot.RepublishFailed, republishFailureReport{ID: f.ID, Table: f.Table, At: f.At, Error: f.Reason})
+			attention("%v", f)
 		}
 	}
 
@@ -379,6 +394,9 @@ func printStatus(w io.Writer, rep statusReport) error {
 				}
 				fmt.Fprintf(tw, "republish\t%s\t%s: %s\n", r.ID, t.Table, what)
 			}
+		}
+		for _, f := range sn.RepublishFailed {
+			fmt.Fprintf(tw, "republish\t%s\t%s: failed %s\n", f.ID, f.Table, f.At.Format(time.RFC3339))
 		}
 	}
 	if rep.KafkaError != "" {

@@ -203,17 +203,22 @@ func startRandomWriter(t *testing.T, dsn string, keys int) func() int {
 }
 
 // TestRepublishResumesAfterKill9: a daemon killed with SIGKILL in the
-// middle of a republish, started again, completes it from the last
-// acknowledged chunk: the keys of the chunks completed before the kill are
-// not read again, the others are, and the topic converges.
+// middle of a republish, while a writer updates, deletes and re-inserts
+// random keys, started again, completes it from the last acknowledged
+// chunk: the keys of the chunks completed before the kill are not read
+// again, every key in the table at the end was published after the
+// request (republished, or changed since), no deleted key is live, and
+// the topic converges.
 func TestRepublishResumesAfterKill9(t *testing.T) {
-	ddl := fmt.Sprintf(`CREATE TABLE items (id bigint PRIMARY KEY, v int NOT NULL);
-INSERT INTO items SELECT g, g FROM generate_series(1, %d) g;`, republishRows)
-	env := newEvolveEnv(t, ddl, "  - table: items\n")
+	ddl := fmt.Sprintf(`CREATE TABLE items (id bigint PRIMARY KEY, v int NOT NULL, note text);
+INSERT INTO items SELECT g, g, 'n' || g FROM generate_series(1, %d) g;`, republishRows)
+	env := newEvolveEnv(t, ddl, "  - table: items\n    columns: [id, v]\n")
 	p := env.start(t)
 	waitSlot(t, env.conn, "replicator", p)
 	waitOutput(t, p, "initial snapshot complete")
 
+	stopWriter := startRandomWriter(t, env.conn.Config().ConnString(), republishRows)
+	requested := currentLSN(t, env.conn)
 	// 1,000-row chunks at 5,000 rows/s: six seconds, long enough to kill
 	// it midway.
 	id := requestRepublish(t, env.cfgPath, "--entity", "items", "--chunk-rows", "1000", "--rate", "5000")
@@ -230,32 +235,53 @@ INSERT INTO items SELECT g, g FROM generate_series(1, %d) g;`, republishRows)
 
 	p = env.start(t)
 	waitOutput(t, p, "republish complete\" id="+id)
-	t.Logf("republish complete")
+	ops := stopWriter()
+	if ops < 100 {
+		t.Fatalf("the writer made only %d changes during the republish: the test proves nothing", ops)
+	}
 	waitCaughtUp(t, env.conn, "replicator", p)
 	records := readTopic(t, env.broker, env.registryURL, "items")
-	t.Logf("read %d records", len(records))
-	assertConverged(t, records, tableState(t, env.conn, `SELECT id, v FROM items`), nil)
-	again := 0
-	for _, r := range records {
-		if r.Headers[cdc.HeaderRepublish] != id {
-			continue
+	table := tableState(t, env.conn, `SELECT id, v FROM items`)
+	// Every key the table had at the start and lacks now was deleted by
+	// the writer: its latest record must be a tombstone.
+	var deleted []string
+	for k := 1; k <= republishRows; k++ {
+		if _, ok := table[strconv.Itoa(k)]; !ok {
+			deleted = append(deleted, strconv.Itoa(k))
 		}
+	}
+	assertConverged(t, records, table, deleted)
+	again, published := 0, map[string]bool{}
+	for _, r := range records {
 		lsn, err := pglogrepl.ParseLSN(r.Headers[cdc.HeaderLSN])
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("record %v: lsn header: %v", r.Key, err)
 		}
-		if lsn < restart {
+		key := pgText(r.Key["id"])
+		if r.Headers[cdc.HeaderRepublish] == id || lsn > requested {
+			published[key] = true
+		}
+		if r.Headers[cdc.HeaderRepublish] != id || lsn < restart {
 			continue
 		}
-		k, _ := strconv.ParseInt(pgText(r.Key["id"]), 10, 64)
+		k, _ := strconv.ParseInt(key, 10, 64)
 		if k <= after {
 			t.Fatalf("key %d was republished again after the restart: its chunk (up to key %d) completed before the kill", k, after)
 		}
 		again++
 	}
-	if want := republishRows - int(after); again != want {
-		t.Errorf("republished %d rows after the restart, want %d (the keys after %d)", again, want, after)
+	for k := range table {
+		if !published[k] {
+			t.Errorf("key %s is in the table but has no record of republish %s nor one after the request", k, id)
+		}
 	}
+	// The keys after the last chunk completed are read again, but for
+	// those the writer deleted or changed meanwhile (the stream publishes
+	// those).
+	if want := republishRows - int(after); again == 0 || again > want {
+		t.Errorf("republished %d rows after the restart, want 1 to %d (the keys after %d)", again, want, after)
+	}
+	t.Logf("writer: %d changes; %d rows republished after the restart; %d keys deleted", ops, again, len(deleted))
 	p.stop(t)
 }
 
