@@ -196,6 +196,21 @@ func (a *applier) rowKeyInto(out []any, src int, key, value fields) ([]any, erro
 	return out, nil
 }
 
+// nullRowKey reports whether a decoded record of src has a null row-key
+// field: a non-owner's record that belongs to no row.
+func (a *applier) nullRowKey(src int, key, value fields) bool {
+	for _, f := range a.p.sources[src].keyFields {
+		m := value
+		if f.fromKey {
+			m = key
+		}
+		if v, ok := m.at(f.slot); ok && v == nil {
+			return true
+		}
+	}
+	return false
+}
+
 // storeKey converts a row key to driver values.
 func (a *applier) storeKey(rk []any) ([]any, error) {
 	out := make([]any, len(rk))
@@ -360,7 +375,11 @@ func (a *applier) write(ctx context.Context, tx batchTx, entries []entry, seq in
 				}
 				affected[o.rowKey] = rk
 			}
-			if e.value.none() {
+			if e.value.none() || a.nullRowKey(src, e.key, e.value) {
+				// A tombstone, or a record whose row key is null (a
+				// nullable foreign key set to NULL): it belongs to no
+				// row. The row it wrote before (affected above) is
+				// cleared, and nothing is remembered.
 				dels = append(dels, e.tk)
 				continue
 			}

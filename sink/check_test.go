@@ -138,3 +138,73 @@ func TestCheckLag(t *testing.T) {
 }
 
 func ptr(s string) *string { return &s }
+
+// TestCheckKeyTypes: a non-owner's row-key field of another type than the
+// owner's key column would never find the owner's rows (its values hash
+// differently): check and the sink refuse it, naming both fields and
+// types. An int into a long key finds them (both are integers) and is
+// accepted; a long into an int key is not (it may not fit).
+func TestCheckKeyTypes(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	cw := e.topic("customers", customersKey, customersValue)
+	const intCustomersKey = `{"type":"record","name":"icustomers_key","fields":[{"name":"id","type":"int"}]}`
+	const intCustomersValue = `{"type":"record","name":"icustomers","fields":[{"name":"id","type":"int"},{"name":"name","type":"string"},{"name":"tier","type":["null","string"],"default":null}]}`
+	e.topic("icustomers", intCustomersKey, intCustomersValue)
+	loyaltyOf := func(typ string) string {
+		return `{"type":"record","name":"loyalty","fields":[{"name":"account_id","type":"long"},{"name":"customer_id","type":` + typ + `},{"name":"points","type":["null","long"],"default":null}]}`
+	}
+	e.topic("loyalty_str", loyaltyKey, loyaltyOf(`["null","string"]`))
+	lw := e.topic("loyalty_int", loyaltyKey, loyaltyOf(`"int"`))
+	e.topic("loyalty_long", loyaltyKey, loyaltyOf(`"long"`))
+	model := func(owner, other string) ReadModel {
+		m := profileModel()
+		m.Sources[0].Topic, m.Sources[1].Topic = owner, other
+		return m
+	}
+	store := sqliteStore().fresh(t)
+	cfg := Config{StoreURL: store, Kafka: []kgo.Opt{kgo.SeedBrokers(e.brokers...)}, Registry: e.reg}
+	for _, c := range []struct {
+		name, owner, other string
+		want               string // "" accepted
+	}{
+		{"string into long", "customers", "loyalty_str", `source topic loyalty_str: row-key field "customer_id" is an Avro string, but key column "customer_id" is an Avro long (64 bits) (from field "id" of the owner, topic customers)`},
+		{"long into int", "icustomers", "loyalty_long", `source topic loyalty_long: row-key field "customer_id" is an Avro long (64 bits), but key column "customer_id" is an Avro int (32 bits) (from field "id" of the owner, topic icustomers)`},
+		{"int into long", "customers", "loyalty_int", ""},
+		{"long into long", "customers", "loyalty_long", ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := cfg
+			cfg.Model = model(c.owner, c.other)
+			_, problems := Check(t.Context(), cfg)
+			all := fmt.Sprint(problems)
+			switch {
+			case c.want == "" && len(problems) != 0:
+				t.Errorf("got problems %v, want none", problems)
+			case c.want != "" && !strings.Contains(all, c.want):
+				t.Errorf("got problems %v, want one containing %q", problems, c.want)
+			}
+			if c.want == "" {
+				return
+			}
+			// The sink refuses to start, naming the read model.
+			s, err := New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Bounded: without the check the sink would run on.
+			ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+			defer cancel()
+			err = s.Run(ctx)
+			if err == nil || !strings.Contains(err.Error(), "read model profile: ") || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("Run: got %v, want the read model named and %q", err, c.want)
+			}
+		})
+	}
+	// The accepted int field finds the owner's long-keyed rows.
+	cw.put(cust(1, "ann", nil))
+	lw.put(map[string]any{"account_id": int64(10)}, map[string]any{"account_id": int64(10), "customer_id": int32(1), "points": int64(100)})
+	r := e.start(model("customers", "loyalty_int"), store)
+	r.waitRecords(t, 2)
+	wantRows(t, store, "profile", []string{"customer_id", "display_name", "points"}, "1|ann|100")
+}

@@ -41,6 +41,7 @@ var conformanceCases = []struct {
 }{
 	{"UpsertDelete", testUpsertDelete},
 	{"PartialWritesBothOrders", testPartialWrites},
+	{"NullRowKey", testNullRowKey},
 	{"SchemaEvolution", testSchemaEvolution},
 	{"KeySchemaNewID", testKeySchemaNewID},
 	{"PoisonStop", testPoisonStop},
@@ -144,6 +145,55 @@ func testPartialWrites(t *testing.T, store string) {
 	r2 := e.start(profileModel(), store)
 	r2.waitRecords(t, 5)
 	wantRows(t, store, "profile", cols, "1|ann|NULL", "2|bob back|NULL", "3|cy|NULL", "5|eve|1", "6|fay|2", "99|late owner|7")
+}
+
+// testNullRowKey: a non-owner record whose row-key field is null (a
+// nullable foreign key set to NULL) belongs to no row: the row it wrote
+// before is cleared, as by its tombstone, nothing is kept for it, and the
+// read model goes on (not a poison record).
+func testNullRowKey(t *testing.T, store string) {
+	e := newEnv(t)
+	cw := e.topic("customers", customersKey, customersValue)
+	lw := e.topic("loyalty", loyaltyKey, `{"type":"record","name":"loyalty","fields":[{"name":"account_id","type":"long"},{"name":"customer_id","type":["null","long"],"default":null},{"name":"points","type":["null","long"],"default":null}]}`)
+	r := e.start(profileModel(), store)
+	cols := []string{"customer_id", "display_name", "points"}
+	n := int64(0)
+	step := func(f func()) { f(); n++ }
+	sideRows := func() int {
+		return len(rows(t, store, sideTable, "topic"))
+	}
+	step(func() { lw.put(acct(30, 0, nil)) }) // a row key, and no owner
+	step(func() {
+		lw.put(map[string]any{"account_id": int64(40)}, map[string]any{"account_id": int64(40), "customer_id": nil, "points": int64(9)})
+	})
+	step(func() { cw.put(cust(1, "ann", nil)) })
+	step(func() { cw.put(cust(2, "bob", nil)) })
+	step(func() { lw.put(acct(20, 1, int64(5))) })
+	r.waitRecords(t, n)
+	step(func() { lw.put(acct(10, 1, int64(100))) })
+	step(func() { lw.put(acct(11, 2, int64(7))) })
+	r.waitRecords(t, n)
+	wantRows(t, store, "profile", cols, "1|ann|100", "2|bob|7")
+	// Account 10's customer is set to NULL: customer 1 shows account 20
+	// again; account 11's too, in the same batch: customer 2 is cleared.
+	step(func() {
+		lw.put(map[string]any{"account_id": int64(10)}, map[string]any{"account_id": int64(10), "customer_id": nil, "points": int64(100)})
+	})
+	step(func() {
+		lw.put(map[string]any{"account_id": int64(11)}, map[string]any{"account_id": int64(11), "customer_id": nil, "points": int64(7)})
+	})
+	r.waitRecords(t, n)
+	wantRows(t, store, "profile", cols, "1|ann|5", "2|bob|NULL")
+	if got := sideRows(); got != 2 { // accounts 20 and 30
+		t.Errorf("side table holds %d rows, want 2: a record of null row key is not kept", got)
+	}
+	// Account 11 comes back to customer 2.
+	step(func() { lw.put(acct(11, 2, int64(8))) })
+	r.waitRecords(t, n)
+	wantRows(t, store, "profile", cols, "1|ann|5", "2|bob|8")
+	if err := r.stop(); err != nil {
+		t.Fatalf("Run: got %v, want no error: a null row key is no poison record", err)
+	}
 }
 
 func testSchemaEvolution(t *testing.T, store string) {

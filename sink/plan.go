@@ -17,6 +17,9 @@ import (
 func compile(ctx context.Context, m *ReadModel, reg schemaRegistry, api avro.API) (*plan, error) {
 	p := &plan{model: m, owner: -1}
 	keyTypes := make([]fieldType, len(m.Key))
+	// srcKeyTypes are each source's row-key field types, checked against
+	// the owner's once every source is read (the owner may come last).
+	srcKeyTypes := make([][]fieldType, len(m.Sources))
 	keySet := map[string]int{}
 	for i, k := range m.Key {
 		keySet[k] = i
@@ -73,6 +76,7 @@ func compile(ctx context.Context, m *ReadModel, reg schemaRegistry, api avro.API
 			if s.Owner && i < len(keyTypes) {
 				keyTypes[i] = t
 			}
+			srcKeyTypes[si] = append(srcKeyTypes[si], t)
 		}
 		if s.Owner && len(sp.keyFields) == len(s.Key) {
 			// Two live owner records must never share a row: the row key
@@ -100,6 +104,20 @@ func compile(ctx context.Context, m *ReadModel, reg schemaRegistry, api avro.API
 			cols = append(cols, pending{name: c.Name, source: si, field: ref, typ: t, over: c.Type})
 		}
 		p.sources = append(p.sources, sp)
+	}
+	if p.owner >= 0 && len(srcKeyTypes[p.owner]) == len(m.Key) {
+		for si, types := range srcKeyTypes {
+			if si == p.owner || len(types) != len(m.Key) {
+				continue
+			}
+			s := &m.Sources[si]
+			for i, t := range types {
+				if !joinsKey(t, keyTypes[i]) {
+					errs = append(errs, fmt.Errorf("source topic %s: row-key field %q is %s, but key column %q is %s (from field %q of the owner, topic %s): the values would never find the owner's rows; make the field the same type in the producer, or read another field",
+						s.Topic, s.Key[i], fieldDescription(t), m.Key[i], fieldDescription(keyTypes[i]), m.Sources[p.owner].Key[i], m.Sources[p.owner].Topic))
+				}
+			}
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err // the caller names the read model
@@ -129,6 +147,22 @@ func compile(ctx context.Context, m *ReadModel, reg schemaRegistry, api avro.API
 		p.columns = append(p.columns, column{name: c.name, typ: c.typ, source: c.source, override: c.over})
 	}
 	return p, nil
+}
+
+// joinsKey reports whether a non-owner's row-key field of type t finds the
+// owner's rows, keyed by a column of the owner's field type owner: the
+// row is found by the hash of the decoded values (hashValues) and updated
+// by the key column's value, so both must be the same for equal keys. The
+// type is compared whatever its nullability (a null key is no row). An
+// Avro int into a long key column is accepted: both decode to integers
+// whose hashes are equal, and every int fits the column; a long into an
+// int column is not (a value past 32 bits would fail the column).
+func joinsKey(t, owner fieldType) bool {
+	t.nullable, owner.nullable = false, false
+	if t.kind == kindInt && owner.kind == kindLong && !t.array && !owner.array {
+		return true
+	}
+	return t == owner
 }
 
 func ownerHint(owner bool) string {

@@ -74,6 +74,7 @@ func Rebuild(ctx context.Context, cfg Config, progress func(Progress)) error {
 		return err
 	}
 	s.cfg.Model = shadow
+	s.likeTable = liveModel.Table
 	s.log = s.log.With("rebuild", true)
 	if pct := cfg.RebuildGCPercent; pct > 0 {
 		prev := debug.SetGCPercent(pct)

@@ -142,6 +142,10 @@ type Sink struct {
 	a  *applier
 	cl *kgo.Client
 
+	// likeTable is, for a rebuild, the live table its table is created
+	// from when it exists (createShadow); "" for a sink.
+	likeTable string
+
 	mu       sync.Mutex   // protects expected and ends (written by group callbacks and the poll loop, read by metrics)
 	expected map[tp]int64 // assigned partitions → stored next offset, -1 none
 	ends     map[tp]int64 // partitions → high watermark at the last fetch
@@ -398,7 +402,24 @@ func (s *Sink) prepare(ctx context.Context) error {
 		return fail(err)
 	}
 	s.a = &applier{p: p, st: s.st}
+	copied := false
+	if s.likeTable != "" {
+		var warnings []string
+		if copied, warnings, err = s.st.createShadow(ctx, p, s.likeTable); err != nil {
+			return fail(err)
+		}
+		if copied {
+			s.log.Info("created the rebuilt table from the live table's definition", "table", m.Table, "from", s.likeTable, "store", d.name())
+		}
+		for _, w := range warnings {
+			s.log.Warn(w, "table", s.likeTable, "store", d.name())
+		}
+	}
 	created, notes, err := s.st.ensureTable(ctx, p)
+	if err != nil && copied {
+		return fail(fmt.Errorf("the rebuilt table is created from table %s, which does not fit the read model: alter table %s as said below for the rebuilt one, or drop it so that the rebuild creates the table from the schemas: %w",
+			d.quote(s.likeTable), d.quote(s.likeTable), err))
+	}
 	if err != nil {
 		return fail(err)
 	}
