@@ -42,6 +42,7 @@ func newProgress(names []string, estimates []int64, log *slog.Logger, bar io.Wri
 func (p *progress) start(i int, now time.Time)  { p.tables[i].started.Store(now.UnixNano()) }
 func (p *progress) finish(i int, now time.Time) { p.tables[i].finished.Store(now.UnixNano()) }
 func (p *progress) add(i int, n int64)          { p.tables[i].done.Add(n) }
+func (p *progress) set(i int, n int64)          { p.tables[i].done.Store(n) }
 func (p *progress) queue(i int, n int64)        { p.tables[i].queued.Add(n) }
 
 // tableStat is what a report says about one table at one moment.

@@ -492,6 +492,12 @@ type chunkWindow struct {
 	// Stream goroutine only, between the watermarks.
 	changed   map[string]struct{}
 	truncated bool
+	// redo: the chunk's rows cannot be trusted and are dropped, and the
+	// chunk is read again (a key not sent, a transaction the chunk's
+	// snapshot missed: inSnapshotGap).
+	redo bool
+	// low is the commit position of the low watermark's transaction.
+	low pglogrepl.LSN
 	keyAt     []int           // key column positions in keyShape
 	keyShape  *relation.Table // the shape keyAt was computed for
 
@@ -510,6 +516,9 @@ type chunkRows struct {
 	n       int64 // rows
 	keyAt   []int
 	keys    []string
+	// xip are the transactions the chunk's snapshot saw as in progress
+	// (their xids' low 32 bits, as pgoutput sends them).
+	xip []uint32
 }
 
 // chunkResult is what the stream did with a chunk.
@@ -517,6 +526,7 @@ type chunkResult struct {
 	mark    *txnMark // the high watermark's transaction, which holds the rows
 	emitted int64
 	dropped int64
+	redo    bool // every row dropped: the chunk is to be read again
 }
 
 // keyString is a row's key as one comparable string: each key column's
@@ -559,8 +569,9 @@ func (w *chunkWindow) note(t *relation.Table, oldTuple, newTuple *pglogrepl.Tupl
 			w.changed[key] = struct{}{}
 		} else if tuple == newTuple && oldTuple == nil {
 			// A key value not sent (unchanged TOAST in a key column): the
-			// key is unknown, so no row of the chunk is trusted.
-			w.truncated = true
+			// key is unknown, so no row of the chunk is trusted, and the
+			// chunk is read again.
+			w.redo = true
 		}
 	}
 	return nil
@@ -584,6 +595,7 @@ func (st *stream) handleSignal(ctx context.Context, m *pglogrepl.LogicalDecoding
 		return st.cancelled(sig)
 	case signalLow:
 		if w := st.rp.window(sig.Run, sig.Seq); w != nil {
+			w.low = st.r.txn.lsn
 			st.window = st.dropIfCancelled(w)
 		}
 	case signalHigh:
@@ -595,6 +607,7 @@ func (st *stream) handleSignal(ctx context.Context, m *pglogrepl.LogicalDecoding
 		}
 		if sig.Next != 0 { // also the next chunk's low watermark
 			if w := st.rp.window(sig.Run, sig.Next); w != nil {
+				w.low = st.r.txn.lsn
 				st.window = st.dropIfCancelled(w)
 			}
 		}
@@ -782,6 +795,11 @@ func (st *stream) handChunk(ctx context.Context, w *chunkWindow) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	if st.commits.committedBefore(rows.xip, w.low) {
+		w.redo = true
+		st.src.log.Warn("republish: a transaction committed before a chunk's low watermark was not visible to its snapshot: the chunk is read again",
+			"table", st.src.tables[w.table].QualifiedName(), "id", w.id)
+	}
 	s := st.src
 	h := &handover{w: w, rows: rows, mark: &txnMark{},
 		c: Change{Op: OpSnapshot, Table: &s.tables[w.table], TableIndex: w.table, LSN: st.r.txn.lsn, CommitTime: st.r.txn.time, Republish: w.id}}
@@ -840,6 +858,7 @@ func (st *stream) handOver(ctx context.Context) error {
 		}
 		h.mark.sealed.Store(true)
 		h.res.mark = h.mark
+		h.res.redo = h.w.redo
 		h.w.result <- h.res // buffered: the republisher may have stopped waiting
 		st.handing[0] = nil
 		st.handing = st.handing[1:]
@@ -941,7 +960,7 @@ func (st *stream) hand(ctx context.Context, h *handover, room int64) (int64, err
 		}
 		r, i := h.r, h.i
 		h.r, h.i = h.r+1, h.i+1
-		if w.truncated {
+		if w.truncated || w.redo {
 			h.res.dropped++
 			continue
 		}
@@ -1121,6 +1140,26 @@ func (rp *republisher) runJob(ctx context.Context, conn *pgx.Conn, job republish
 			continue
 		}
 		n, err := rp.runTable(ctx, conn, job, i, prog)
+		for redo := 1; errors.Is(err, errChunkRedo); redo++ {
+			if redo > maxChunkRedos {
+				err = &tableError{fmt.Errorf("a chunk was read again %d times in a row and its rows still could not be trusted "+
+					"(a key column's value left unsent as unchanged TOAST, or transactions its snapshot kept missing): request the republish of the table again", maxChunkRedos)}
+				break
+			}
+			s.log.Info("republish: reading the table again from its last chunk recorded", "id", job.ID, "table", jt.Name, "time", redo)
+			if s.chunkRedo != nil {
+				s.chunkRedo()
+			}
+			// From the last chunk recorded: the state file has it.
+			again, rerr := rp.reloadJob(job.ID)
+			if err = rerr; err != nil {
+				break
+			}
+			job = again
+			var m int64
+			m, err = rp.runTable(ctx, conn, job, i, prog)
+			n += m
+		}
 		total += n
 		var te *tableError
 		switch {
@@ -1152,6 +1191,29 @@ func (rp *republisher) runJob(ctx context.Context, conn *pgx.Conn, job republish
 	}
 	s.log.Info(LogRepublishDone, "id", job.ID, "rows", total, "seconds", time.Since(began).Round(time.Millisecond).Seconds())
 	return nil
+}
+
+// errChunkRedo: the stream dropped a chunk's rows as untrusted; the table
+// goes on from its last chunk recorded, which reads that chunk again.
+var errChunkRedo = errors.New("republish: a chunk is to be read again")
+
+// maxChunkRedos bounds the times in a row a table goes back to its last
+// chunk recorded (errChunkRedo) before it fails.
+const maxChunkRedos = 20
+
+// reloadJob reads job id again from the state file, for the position its
+// tables have reached; errJobGone when it is no longer there (cancelled).
+func (rp *republisher) reloadJob(id string) (republishJob, error) {
+	state, err := rp.src.loadState()
+	if err != nil {
+		return republishJob{}, err
+	}
+	for _, j := range state.Republish {
+		if j.ID == id {
+			return j, nil
+		}
+	}
+	return republishJob{}, errJobGone
 }
 
 // errTableFailed: the table failed while it ran (the stream recorded it).
@@ -1213,7 +1275,7 @@ func (rp *republisher) runTable(ctx context.Context, conn *pgx.Conn, job republi
 			tr.lastKey[i] = []byte(k)
 		}
 	}
-	prog.add(ti, jt.Rows)
+	prog.set(ti, jt.Rows) // set, not added: a table read again from its last chunk (errChunkRedo) counted its rows already
 	if jt.Read { // every chunk was read before a restart: only the reconcile is left
 		return 0, rp.reconcileDone(ctx, conn, job, idx)
 	}
@@ -1354,6 +1416,9 @@ func (rp *republisher) record(ctx context.Context, job republishJob, ti int, pro
 			rp.close(f.w)
 			return err
 		}
+		if res.redo {
+			return errChunkRedo
+		}
 		*total += res.emitted
 		prog.add(ti, res.emitted)
 		if err := rp.tableProgress(job.ID, name, f.after, res.emitted, !f.more, !f.more && !job.Reconcile); err != nil {
@@ -1482,10 +1547,11 @@ func (rp *republisher) read(ctx context.Context, conn *pgx.Conn, tr *tableReader
 	} else {
 		rows.keyAt = tr.keys
 	}
-	more, err := readAfterLow(ctx, conn, tr, first, func(more bool) (string, error) {
+	more, err := readAfterLow(ctx, conn, tr, first, func(more bool, xip []uint32) (string, error) {
 		if err := tr.send(); err != nil {
 			return "", err
 		}
+		rows.xip = xip
 		w.ready <- rows // buffered, and sent once per window
 		if rp.src.chunkRead != nil {
 			rp.src.chunkRead()
@@ -1521,88 +1587,76 @@ func (rp *republisher) settle(ctx context.Context, w *chunkWindow) (chunkResult,
 	return res, nil
 }
 
-// Bounds of the wait for a snapshot that sees every transaction committed
-// before the low watermark (readAfterLow).
-const (
-	snapshotRetryWait = time.Millisecond
-	snapshotRetries   = 5000
-)
-
 // chunkBegin opens a chunk's transaction and takes its snapshot, in one
-// round trip, counting the transactions the snapshot sees as running that
-// are committed (readAfterLow). The transaction is not READ ONLY: the high
-// watermark is emitted in it.
+// round trip, listing the transactions the snapshot sees as in progress
+// (readAfterLow). The transaction is not READ ONLY: the high watermark is
+// emitted in it.
 const chunkBegin = `BEGIN ISOLATION LEVEL REPEATABLE READ; ` +
-	`SELECT count(*) FILTER (WHERE pg_xact_status(x) = 'committed') FROM pg_snapshot_xip(pg_current_snapshot()) AS x`
+	`SELECT coalesce(string_agg((x::text::bigint & 4294967295)::text, ','), '') FROM pg_snapshot_xip(pg_current_snapshot()) AS x`
 
-// readAfterLow reads a chunk in a snapshot that sees every transaction
-// whose commit precedes the low watermark in the WAL. A snapshot taken
-// after the watermark's commit returned nearly always does, but not
-// always: PostgreSQL writes a commit record, then marks the transaction
-// committed (pg_xact), and only then makes it visible (ProcArray), in
-// between waiting for a synchronous standby if there is one. A
-// transaction caught there is committed yet invisible, its change is
-// before the low watermark (so not noted), and the chunk would hold its
-// old row. Such a transaction is in the snapshot's in-progress list with
-// a committed status: the snapshot is then taken again until none is.
-// (docs/ARCHITECTURE.md, "Republish", names the window this leaves.)
+// readAfterLow reads a chunk in a snapshot taken after the low
+// watermark's commit returned, and passes high the transactions that
+// snapshot saw as in progress. The method needs the snapshot to see every
+// transaction whose commit precedes the low watermark in the WAL, which
+// it nearly always does, but not always: PostgreSQL writes a commit
+// record, marks the transaction committed, and only then makes it visible
+// (ProcArray), in between waiting for a synchronous standby if there is
+// one. A transaction caught there is committed before the low watermark
+// yet invisible, and in the snapshot's in-progress list: the stream,
+// which has read its COMMIT before the low watermark, finds it in that
+// list and has the chunk read again (stream.handChunk, commitRing).
 //
 // Once the chunk is read, high (which hands the rows over) returns the
 // high watermark's statement, run in the chunk's transaction with its
 // COMMIT in one round trip: the transaction's commit is the high
 // watermark, after the snapshot as the method needs.
-func readAfterLow(ctx context.Context, conn *pgx.Conn, tr *tableReader, first bool, high func(more bool) (string, error)) (bool, error) {
+func readAfterLow(ctx context.Context, conn *pgx.Conn, tr *tableReader, first bool, high func(more bool, xip []uint32) (string, error)) (bool, error) {
 	pc := conn.PgConn()
-	rollback := func() { _ = pc.Exec(context.WithoutCancel(ctx), "ROLLBACK").Close() }
-	for try := 0; ; try++ {
-		racing, err := beginChunk(ctx, pc)
-		if err == nil && racing == 0 {
-			var more bool
-			var sql string
-			_, more, err = tr.readChunk(ctx, conn, first)
-			if err == nil {
-				sql, err = high(more)
-			}
-			if err == nil {
-				err = pc.Exec(ctx, sql+"; COMMIT").Close()
-				if err != nil {
-					err = fmt.Errorf("emit the high watermark and commit: %w", err)
-				}
-			}
-			if err != nil {
-				rollback()
-				return false, err
-			}
-			return more, nil
-		}
-		rollback()
+	xip, err := beginChunk(ctx, pc)
+	var more bool
+	var sql string
+	if err == nil {
+		_, more, err = tr.readChunk(ctx, conn, first)
+	}
+	if err == nil {
+		sql, err = high(more, xip)
+	}
+	if err == nil {
+		err = pc.Exec(ctx, sql+"; COMMIT").Close()
 		if err != nil {
-			return false, err
-		}
-		if try == snapshotRetries {
-			return false, &tableError{fmt.Errorf("no snapshot without a committed-but-invisible transaction after %d tries (a synchronous standby that does not answer?): "+
-				"a chunk read now could hold a row older than the stream's; once commits complete again, request the republish of the table again", snapshotRetries)}
-		}
-		if err := sleepUntil(ctx, time.Now().Add(snapshotRetryWait)); err != nil {
-			return false, err
+			err = fmt.Errorf("emit the high watermark and commit: %w", err)
 		}
 	}
+	if err != nil {
+		_ = pc.Exec(context.WithoutCancel(ctx), "ROLLBACK").Close()
+		return false, err
+	}
+	return more, nil
 }
 
-// beginChunk runs chunkBegin and returns its count.
-func beginChunk(ctx context.Context, pc *pgconn.PgConn) (int, error) {
+// beginChunk runs chunkBegin and returns the snapshot's transactions in
+// progress.
+func beginChunk(ctx context.Context, pc *pgconn.PgConn) ([]uint32, error) {
 	res, err := pc.Exec(ctx, chunkBegin).ReadAll()
 	if err != nil {
-		return 0, fmt.Errorf("take the chunk's snapshot: %w", err)
+		return nil, fmt.Errorf("take the chunk's snapshot: %w", err)
 	}
 	if len(res) != 2 || len(res[1].Rows) != 1 || len(res[1].Rows[0]) != 1 {
-		return 0, fmt.Errorf("take the chunk's snapshot: unexpected answer to %q", chunkBegin)
+		return nil, fmt.Errorf("take the chunk's snapshot: unexpected answer to %q", chunkBegin)
 	}
-	n, err := strconv.Atoi(string(res[1].Rows[0][0]))
-	if err != nil {
-		return 0, fmt.Errorf("take the chunk's snapshot: count of committed running transactions: %w", err)
+	list := string(res[1].Rows[0][0])
+	if list == "" {
+		return nil, nil
 	}
-	return n, nil
+	var xip []uint32
+	for _, f := range strings.Split(list, ",") {
+		x, err := strconv.ParseUint(f, 10, 32)
+		if err != nil {
+			return nil, fmt.Errorf("take the chunk's snapshot: transaction in progress %q: %w", f, err)
+		}
+		xip = append(xip, uint32(x))
+	}
+	return xip, nil
 }
 
 func sleepUntil(ctx context.Context, t time.Time) error {

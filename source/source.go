@@ -97,6 +97,9 @@ type Source struct {
 	// chunkRead, when set (tests), runs after a republish chunk is read,
 	// before its high watermark: writes there fall between the watermarks.
 	chunkRead func()
+	// chunkRedo, when set (tests), runs before a table goes back to its
+	// last chunk recorded to read a chunk again (errChunkRedo).
+	chunkRedo func()
 	// republishBuffered, when set (tests), replaces republishBuffered:
 	// the republished records unacknowledged before the stream waits.
 	republishBuffered int

@@ -49,6 +49,9 @@ type stream struct {
 	// whose rows may not all be acknowledged.
 	handing    []*handover
 	chunkMarks []*txnMark
+	// commits are the latest transactions read, for the republish's
+	// check of its chunks' snapshots (commitring.go).
+	commits commitRing
 	// cancelledJobs are the republish jobs cancelled in this session:
 	// a chunk of theirs whose low watermark comes after the cancel
 	// (the republisher emitted it before it noticed) is dropped too.
@@ -208,6 +211,7 @@ func (st *stream) commit(ctx context.Context, _, end pglogrepl.LSN) error {
 	}
 	st.cp.seal(st.txn, end)
 	st.txn = nil
+	st.commits.add(st.r.txn.xid, st.r.txn.lsn)
 	return nil
 }
 

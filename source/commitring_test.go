@@ -1,0 +1,159 @@
+package source
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/replicator/replicator/pgcluster/pgtest"
+)
+
+// TestCommitRing: the ring tells a transaction that committed before a
+// position from one that committed after it or that it never saw, and
+// forgets the oldest once full.
+func TestCommitRing(t *testing.T) {
+	t.Parallel()
+	var r commitRing
+	if r.committedBefore([]uint32{7}, 100) {
+		t.Fatal("an empty ring: got committed, want not")
+	}
+	r.add(7, 50)
+	r.add(8, 150)
+	for _, tt := range []struct {
+		xids []uint32
+		low  pglogrepl.LSN
+		want bool
+	}{
+		{[]uint32{7}, 100, true},     // committed at 50, before 100
+		{[]uint32{8}, 100, false},    // at 150: after the low watermark
+		{[]uint32{9, 8}, 100, false}, // 9 never seen: still running
+		{[]uint32{9, 7}, 100, true},
+		{nil, 100, false},
+		{[]uint32{7}, 50, false}, // the low watermark's own commit
+	} {
+		if got := r.committedBefore(tt.xids, tt.low); got != tt.want {
+			t.Errorf("committedBefore(%v, %d): got %v, want %v", tt.xids, tt.low, got, tt.want)
+		}
+	}
+	for i := range commitRingSize {
+		r.add(uint32(1000+i), pglogrepl.LSN(1000+i))
+	}
+	if r.committedBefore([]uint32{7}, 1<<40) {
+		t.Error("after a full ring of later commits: 7 still found, want it forgotten")
+	}
+	if !r.committedBefore([]uint32{1000 + commitRingSize - 1}, 1<<40) {
+		t.Error("the latest commit: not found")
+	}
+}
+
+// TestRepublishSnapshotGap: a transaction whose commit precedes a chunk's
+// low watermark in the WAL but which the chunk's snapshot does not see yet
+// (here it waits for a synchronous standby that never answers: committed
+// in the WAL, read by the stream, still invisible to other sessions) would
+// let the chunk publish the row as it was before it, after its change.
+// The stream finds the transaction among the snapshot's running ones, the
+// chunk is dropped and read again, and the topic converges to the table.
+func TestRepublishSnapshotGap(t *testing.T) {
+	t.Parallel()
+	pg := startCluster(t)
+	db := newDB(t, pg, "rep_gap", "CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL)")
+	db.exec("INSERT INTO items SELECT g, 0 FROM generate_series(1, 100) g")
+	// Every session but the stuck one commits without the standby.
+	db.exec("ALTER DATABASE rep_gap SET synchronous_commit = local")
+	db.exec("SET synchronous_commit = local")
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+
+	stuck := pgtest.Connect(t, db.dsn)
+	if _, err := stuck.Exec(ctx, "SET synchronous_commit = on"); err != nil {
+		t.Fatal(err)
+	}
+	admin := pgtest.Connect(t, db.dsn) // for release, which the republisher's goroutine may run
+	release := sync.OnceFunc(func() {
+		for _, sql := range []string{"ALTER SYSTEM RESET synchronous_standby_names", "SELECT pg_reload_conf()"} {
+			if _, err := admin.Exec(context.Background(), sql); err != nil {
+				t.Errorf("release the stuck transaction: %s: %v", sql, err)
+			}
+		}
+	})
+	t.Cleanup(release)
+	done := make(chan error, 1)
+	var redos atomic.Int64
+	dir := t.TempDir()
+	src := db.newSource(dir, nil, nil, "items")
+	src.chunkRedo = func() {
+		redos.Add(1)
+		release()
+		select { // the stuck transaction is visible now
+		case err := <-done:
+			done <- err
+		case <-ctx.Done():
+		}
+	}
+	h := newFakeHandler(false)
+	r := run(t, src, h)
+	db.waitStreamable(dir)
+	r.waitChanges(t, h, "the snapshot", atLeast(100))
+
+	db.exec("ALTER SYSTEM SET synchronous_standby_names = 'nobody'")
+	db.exec("SELECT pg_reload_conf()")
+	var pid int
+	if err := stuck.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the stuck session to see synchronous_standby_names", func() bool {
+		var names string
+		return stuck.QueryRow(ctx, "SHOW synchronous_standby_names").Scan(&names) == nil && names == "nobody"
+	})
+	go func() {
+		_, err := stuck.Exec(ctx, "UPDATE items SET v = 1 WHERE id = 5")
+		done <- err
+	}()
+	waitFor(t, "the update to wait for the standby", func() bool {
+		var ev string
+		return db.conn.QueryRow(ctx, "SELECT coalesce(wait_event, '') FROM pg_stat_activity WHERE pid = $1", pid).Scan(&ev) == nil && ev == "SyncRep"
+	})
+	r.waitChanges(t, h, "the stuck update, read from the WAL", func(cs []Change) bool {
+		return slices.ContainsFunc(cs, func(c Change) bool { return c.Op == OpUpdate && c.New[0] == int32(5) && c.New[1] == int32(1) })
+	})
+	var visible int
+	if err := db.conn.QueryRow(ctx, "SELECT v FROM items WHERE id = 5").Scan(&visible); err != nil || visible != 0 {
+		t.Fatalf("precondition: the update is not visible yet: got v=%d, %v; want 0", visible, err)
+	}
+
+	from := len(h.got())
+	id, err := RequestRepublish(ctx, db.conn, db.name, []string{"public.items"}, RepublishOptions{ChunkRows: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.waitState(dir, "republish "+id+" done", func(s snapshotState) bool {
+		return len(s.Republish) == 0 && slices.Contains(s.RepublishDone, id)
+	})
+	release() // if the chunk was not read again, the update is still stuck
+	if err := <-done; err != nil {
+		t.Fatalf("the stuck update: %v", err)
+	}
+	db.exec("INSERT INTO items VALUES (-1, -1)")
+	got := r.waitChanges(t, h, "the end marker", func(cs []Change) bool {
+		return slices.ContainsFunc(cs, func(c Change) bool { return c.Op == OpInsert && c.New[0].(int32) == -1 })
+	})
+	if redos.Load() == 0 {
+		t.Error("the chunk that missed the stuck transaction was not read again")
+	}
+	checkConverged(t, db, got, from, id)
+}
+
+// waitFor polls cond until it holds, failing the test after waitTimeout.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(waitTimeout); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting for %s: not after %v", what, waitTimeout)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
