@@ -497,9 +497,9 @@ type chunkWindow struct {
 	// snapshot missed: inSnapshotGap).
 	redo bool
 	// low is the commit position of the low watermark's transaction.
-	low pglogrepl.LSN
-	keyAt     []int           // key column positions in keyShape
-	keyShape  *relation.Table // the shape keyAt was computed for
+	low      pglogrepl.LSN
+	keyAt    []int           // key column positions in keyShape
+	keyShape *relation.Table // the shape keyAt was computed for
 
 	ready  chan chunkRows   // the rows, sent before the high watermark
 	result chan chunkResult // sent by the stream once the rows are handed over
@@ -1276,7 +1276,7 @@ func (rp *republisher) runTable(ctx context.Context, conn *pgx.Conn, job republi
 		}
 	}
 	prog.set(ti, jt.Rows) // set, not added: a table read again from its last chunk (errChunkRedo) counted its rows already
-	if jt.Read { // every chunk was read before a restart: only the reconcile is left
+	if jt.Read {          // every chunk was read before a restart: only the reconcile is left
 		return 0, rp.reconcileDone(ctx, conn, job, idx)
 	}
 	prog.start(ti, time.Now())
