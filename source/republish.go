@@ -494,7 +494,7 @@ type chunkWindow struct {
 	truncated bool
 	// redo: the chunk's rows cannot be trusted and are dropped, and the
 	// chunk is read again (a key not sent, a transaction the chunk's
-	// snapshot missed: inSnapshotGap).
+	// snapshot missed: commitRing).
 	redo bool
 	// low is the commit position of the low watermark's transaction.
 	low      pglogrepl.LSN
