@@ -25,6 +25,22 @@ import (
 // sinkFixture is a broker and a registry holding topic customers with two
 // records, written as any producer following the topic format would.
 func sinkFixture(t *testing.T) (brokers, registryURL string) {
+	f := newSinkFixture(t)
+	f.put(1, "ann")
+	f.put(2, "bob")
+	return f.brokers, f.registryURL
+}
+
+// sinkFix is sinkFixture's broker and registry, with topic customers empty
+// until put.
+type sinkFix struct {
+	t                    *testing.T
+	brokers, registryURL string
+	cl                   *kgo.Client
+	key, value           func(v any) []byte
+}
+
+func newSinkFixture(t *testing.T) *sinkFix {
 	t.Helper()
 	kc, err := kfake.NewCluster(kfake.NumBrokers(1))
 	if err != nil {
@@ -44,15 +60,13 @@ func sinkFixture(t *testing.T) (brokers, registryURL string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cl.Close()
+	t.Cleanup(cl.Close)
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	if _, err := kadm.NewClient(cl).CreateTopic(ctx, 2, 1, nil, "customers"); err != nil {
 		t.Fatal(err)
 	}
-	keySchema := `{"type":"record","name":"customers_key","fields":[{"name":"id","type":"long"}]}`
-	valueSchema := `{"type":"record","name":"customers","fields":[{"name":"id","type":"long"},{"name":"name","type":"string"}]}`
-	enc := func(subject, schema string, v any) []byte {
+	encoder := func(subject, schema string) func(v any) []byte {
 		id, err := registry.Register(ctx, rcl, subject, schema)
 		if err != nil {
 			t.Fatal(err)
@@ -61,22 +75,32 @@ func sinkFixture(t *testing.T) (brokers, registryURL string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		b, err := avro.Config{}.Freeze().Marshal(s, v)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var h sr.ConfluentHeader
-		out, _ := h.AppendEncode(nil, id, nil)
-		return append(out, b...)
-	}
-	for i, name := range []string{"ann", "bob"} {
-		id := int64(i + 1)
-		r := &kgo.Record{Topic: "customers", Key: enc("customers-key", keySchema, map[string]any{"id": id}), Value: enc("customers-value", valueSchema, map[string]any{"id": id, "name": name})}
-		if err := cl.ProduceSync(ctx, r).FirstErr(); err != nil {
-			t.Fatal(err)
+		api := avro.Config{}.Freeze()
+		return func(v any) []byte {
+			b, err := api.Marshal(s, v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var h sr.ConfluentHeader
+			out, _ := h.AppendEncode(nil, id, nil)
+			return append(out, b...)
 		}
 	}
-	return kc.ListenAddrs()[0], emb.URL()
+	return &sinkFix{t: t, brokers: kc.ListenAddrs()[0], registryURL: emb.URL(), cl: cl,
+		key:   encoder("customers-key", `{"type":"record","name":"customers_key","fields":[{"name":"id","type":"long"}]}`),
+		value: encoder("customers-value", `{"type":"record","name":"customers","fields":[{"name":"id","type":"long"},{"name":"name","type":"string"}]}`),
+	}
+}
+
+// put produces customer id with name.
+func (f *sinkFix) put(id int64, name string) {
+	f.t.Helper()
+	ctx, cancel := context.WithTimeout(f.t.Context(), time.Minute)
+	defer cancel()
+	r := &kgo.Record{Topic: "customers", Key: f.key(map[string]any{"id": id}), Value: f.value(map[string]any{"id": id, "name": name})}
+	if err := f.cl.ProduceSync(ctx, r).FirstErr(); err != nil {
+		f.t.Fatal(err)
+	}
 }
 
 func sinkConfig(t *testing.T, brokers, registryURL, store string, withBad bool) string {
@@ -161,6 +185,111 @@ func TestSinkCommand(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), `read model stopped; the others go on" read_model=bad`) {
 		t.Errorf("output lacks the failed read model's log line:\n%s", out.String())
+	}
+}
+
+// TestSinkSlowReadModelStopsOnlyItself: a read model whose store stops
+// answering (its SQLite file held locked by another process's transaction)
+// waits and retries, and the other read model of the same process goes on
+// applying meanwhile; once the store answers again, the first catches up.
+func TestSinkSlowReadModelStopsOnlyItself(t *testing.T) {
+	f := newSinkFixture(t)
+	f.put(1, "ann")
+	dir := t.TempDir()
+	fast, slow := filepath.Join(dir, "fast.db"), filepath.Join(dir, "slow.db")
+	cfg := writeYAML(t, fmt.Sprintf(`kafka:
+  brokers: [%q]
+registry:
+  url: %q
+read_models:
+  - name: fast
+    store: %q
+    key: id
+    sources:
+      - entity: customers
+        key: id
+        columns: {name: name}
+  - name: slow
+    store: %q
+    key: id
+    sources:
+      - entity: customers
+        key: id
+        columns: {name: name}
+`, f.brokers, f.registryURL, "sqlite://"+fast, "sqlite://"+slow))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out bytes.Buffer
+	var mu sync.Mutex // guards out
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"sink", "--config", cfg}, lockedWriter{&mu, &out}, lockedWriter{&mu, &out})
+	}()
+	open := func(path string) *sql.DB {
+		db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		return db
+	}
+	fastDB, slowDB := open(fast), open(slow)
+	rows := func(db *sql.DB, table string) (names []string) {
+		r, err := db.Query(`SELECT name FROM ` + table + ` ORDER BY id`)
+		if err != nil {
+			return nil // not created yet, or locked
+		}
+		defer r.Close()
+		for r.Next() {
+			var n string
+			if r.Scan(&n) == nil {
+				names = append(names, n)
+			}
+		}
+		return names
+	}
+	waitRows := func(db *sql.DB, table string, want ...string) {
+		t.Helper()
+		for deadline := time.Now().Add(time.Minute); strings.Join(rows(db, table), ",") != strings.Join(want, ","); {
+			if time.Now().After(deadline) {
+				mu.Lock()
+				t.Fatalf("read model %s: got rows %v, want %v within a minute; output:\n%s", table, rows(db, table), want, out.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitRows(fastDB, "fast", "ann")
+	waitRows(slowDB, "slow", "ann")
+
+	// Another process takes slow's file: the read model cannot write.
+	conn, err := slowDB.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(ctx, "BEGIN EXCLUSIVE"); err != nil {
+		t.Fatal(err)
+	}
+	f.put(2, "bob")
+	f.put(3, "cy")
+	waitRows(fastDB, "fast", "ann", "bob", "cy")
+	var n int
+	if err := conn.QueryRowContext(ctx, `SELECT count(*) FROM slow`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("slow while its file is locked: got %d rows, %v; want still 1", n, err)
+	}
+	if _, err := conn.ExecContext(ctx, "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	waitRows(slowDB, "slow", "ann", "bob", "cy")
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			mu.Lock()
+			t.Errorf("sink after the stop: %v; output:\n%s", err, out.String())
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("sink did not stop within a minute of the stop")
 	}
 }
 
