@@ -172,6 +172,7 @@ func columnNames(t *relation.Table) string {
 // truncate hands a TRUNCATE of a configured table to the handler, so it
 // can tombstone what the topic still holds.
 func (st *stream) truncate(ctx context.Context, rel *walRel) error {
+	st.txnRows = true
 	for _, w := range st.windows() {
 		if w.table == rel.idx {
 			w.truncated = true // every row read before it may be gone

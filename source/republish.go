@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -496,8 +497,9 @@ type chunkWindow struct {
 	// chunk is read again (a key not sent, a transaction the chunk's
 	// snapshot missed: commitRing).
 	redo bool
-	// low is the commit position of the low watermark's transaction.
-	low      pglogrepl.LSN
+	// before are the latest transactions committed before the low
+	// watermark (commitRing), copied when the stream adopts the window.
+	before   []uint32
 	keyAt    []int           // key column positions in keyShape
 	keyShape *relation.Table // the shape keyAt was computed for
 
@@ -595,7 +597,7 @@ func (st *stream) handleSignal(ctx context.Context, m *pglogrepl.LogicalDecoding
 		return st.cancelled(sig)
 	case signalLow:
 		if w := st.rp.window(sig.Run, sig.Seq); w != nil {
-			w.low = st.r.txn.lsn
+			w.before = st.commits.before()
 			st.window = st.dropIfCancelled(w)
 		}
 	case signalHigh:
@@ -607,7 +609,7 @@ func (st *stream) handleSignal(ctx context.Context, m *pglogrepl.LogicalDecoding
 		}
 		if sig.Next != 0 { // also the next chunk's low watermark
 			if w := st.rp.window(sig.Run, sig.Next); w != nil {
-				w.low = st.r.txn.lsn
+				w.before = st.commits.before()
 				st.window = st.dropIfCancelled(w)
 			}
 		}
@@ -795,11 +797,12 @@ func (st *stream) handChunk(ctx context.Context, w *chunkWindow) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	if st.commits.committedBefore(rows.xip, w.low) {
+	if committedAmong(rows.xip, w.before) {
 		w.redo = true
 		st.src.log.Warn("republish: a transaction committed before a chunk's low watermark was not visible to its snapshot: the chunk is read again",
 			"table", st.src.tables[w.table].QualifiedName(), "id", w.id)
 	}
+	w.before = nil
 	s := st.src
 	h := &handover{w: w, rows: rows, mark: &txnMark{},
 		c: Change{Op: OpSnapshot, Table: &s.tables[w.table], TableIndex: w.table, LSN: st.r.txn.lsn, CommitTime: st.r.txn.time, Republish: w.id}}
@@ -1076,6 +1079,9 @@ func (rp *republisher) loop(ctx context.Context) error {
 				continue
 			}
 		}
+		if conn != nil && conn.IsClosed() { // a failure that ended the session (a FATAL error)
+			conn = nil
+		}
 		if conn == nil {
 			if conn, err = connectSnapshot(ctx, rp.src.cfg.URL); err != nil {
 				return fmt.Errorf("republish connection: %w", err)
@@ -1140,22 +1146,35 @@ func (rp *republisher) runJob(ctx context.Context, conn *pgx.Conn, job republish
 			continue
 		}
 		n, err := rp.runTable(ctx, conn, job, i, prog)
-		for redo := 1; errors.Is(err, errChunkRedo); redo++ {
-			if redo > maxChunkRedos {
-				err = &tableError{fmt.Errorf("a chunk was read again %d times in a row and its rows still could not be trusted "+
-					"(a key column's value left unsent as unchanged TOAST, or transactions its snapshot kept missing): request the republish of the table again", maxChunkRedos)}
-				break
-			}
-			s.log.Info("republish: reading the table again from its last chunk recorded", "id", job.ID, "table", jt.Name, "time", redo)
-			if s.chunkRedo != nil {
-				s.chunkRedo()
-			}
-			// From the last chunk recorded: the state file has it.
+		chunks, redos := jt.Chunks, 0
+		for errors.Is(err, errChunkRedo) {
 			again, rerr := rp.reloadJob(job.ID)
 			if err = rerr; err != nil {
 				break
 			}
 			job = again
+			now := job.Tables[i]
+			if now.Done { // failed by the stream meanwhile (failTable)
+				err = errTableFailed
+				break
+			}
+			if now.Chunks > chunks { // progress since the last time: redos count again from one
+				chunks, redos = now.Chunks, 0
+			}
+			if redos++; redos > maxChunkRedos {
+				err = &tableError{fmt.Errorf("a chunk was read again %d times in a row and its rows still could not be trusted "+
+					"(a key column's value left unsent as unchanged TOAST, or transactions its snapshot kept missing): request the republish of the table again", maxChunkRedos)}
+				break
+			}
+			s.log.Info("republish: reading the table again from its last chunk recorded", "id", job.ID, "table", jt.Name, "time", redos)
+			if s.chunkRedo != nil {
+				s.chunkRedo()
+			}
+			// A transaction kept invisible (a slow synchronous standby)
+			// is given a moment.
+			if err = sleepUntil(ctx, time.Now().Add(min(time.Duration(redos)*10*time.Millisecond, time.Second))); err != nil {
+				break
+			}
 			var m int64
 			m, err = rp.runTable(ctx, conn, job, i, prog)
 			n += m
@@ -1290,13 +1309,17 @@ func (rp *republisher) runTable(ctx context.Context, conn *pgx.Conn, job republi
 	// the chunks read and not yet recorded (republishInFlight): those in
 	// it, the one being recorded and the one being read.
 	queue := make(chan chunkFlight, republishInFlight-2)
+	// redo: a chunk's rows were dropped as untrusted (errChunkRedo); the
+	// reader stops after the chunk it reads, without cancelling it (its
+	// connection stays usable), and the recorder lets the rest go.
+	var redo atomic.Bool
 	var total int64 // the recorder's until it has returned
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		defer close(queue)
-		return rp.readTable(gctx, conn, job, idx, tr, first, began, queue)
+		return rp.readTable(gctx, conn, job, idx, tr, first, began, queue, &redo)
 	})
-	g.Go(func() error { return rp.record(gctx, job, ti, prog, queue, &total) })
+	g.Go(func() error { return rp.record(gctx, job, ti, prog, queue, &total, &redo) })
 	err := g.Wait()
 	for f := range queue {
 		rp.close(f.w) // given up: its watermarks match nothing from now on
@@ -1324,7 +1347,7 @@ func (rp *republisher) runTable(ctx context.Context, conn *pgx.Conn, job republi
 // window the stream adopted already is handed over at its high watermark
 // even if this gives it up (an error, a cancel).
 func (rp *republisher) readTable(ctx context.Context, conn *pgx.Conn, job republishJob, idx int, tr *tableReader, first bool,
-	began time.Time, queue chan<- chunkFlight) error {
+	began time.Time, queue chan<- chunkFlight, redo *atomic.Bool) error {
 	var w *chunkWindow // the chunk to read next, once its low watermark is emitted
 	defer func() {
 		if w != nil {
@@ -1335,6 +1358,9 @@ func (rp *republisher) readTable(ctx context.Context, conn *pgx.Conn, job republ
 	name := rp.src.tables[idx].QualifiedName()
 	for {
 		if w == nil {
+			if redo.Load() {
+				return nil // the table goes back to its last chunk recorded
+			}
 			if err := rp.tableGone(job.ID, name); err != nil {
 				return err
 			}
@@ -1355,7 +1381,7 @@ func (rp *republisher) readTable(ctx context.Context, conn *pgx.Conn, job republ
 			if job.Rate > 0 {
 				due = began.Add(time.Duration(float64(read) / float64(job.Rate) * float64(time.Second)))
 			}
-			if !more || time.Now().Before(due) {
+			if !more || time.Now().Before(due) || redo.Load() {
 				return 0, nil
 			}
 			if err := rp.tableGone(job.ID, name); err != nil {
@@ -1407,23 +1433,35 @@ func (rp *republisher) readTable(ctx context.Context, conn *pgx.Conn, job republ
 
 // record records the chunks of table ti of job from queue, in order, each
 // once the stream handed it over and its rows are acknowledged, adding
-// their rows to total.
-func (rp *republisher) record(ctx context.Context, job republishJob, ti int, prog *progress, queue <-chan chunkFlight, total *int64) error {
+// their rows to total. A chunk whose rows the stream dropped to be read
+// again is not recorded, nor is any after it: it sets redo, which stops
+// the reader after its chunk, lets the chunks queued go (their rows, handed
+// over or not, are read again) and returns errChunkRedo once the reader
+// has stopped.
+func (rp *republisher) record(ctx context.Context, job republishJob, ti int, prog *progress, queue <-chan chunkFlight, total *int64, redo *atomic.Bool) error {
 	name := job.Tables[ti].Name
 	for f := range queue {
+		if redo.Load() {
+			rp.close(f.w)
+			continue
+		}
 		res, err := rp.settle(ctx, f.w)
 		if err != nil {
 			rp.close(f.w)
 			return err
 		}
 		if res.redo {
-			return errChunkRedo
+			redo.Store(true)
+			continue
 		}
 		*total += res.emitted
 		prog.add(ti, res.emitted)
 		if err := rp.tableProgress(job.ID, name, f.after, res.emitted, !f.more, !f.more && !job.Reconcile); err != nil {
 			return err
 		}
+	}
+	if redo.Load() {
+		return errChunkRedo
 	}
 	return nil
 }

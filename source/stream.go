@@ -52,6 +52,7 @@ type stream struct {
 	// commits are the latest transactions read, for the republish's
 	// check of its chunks' snapshots (commitring.go).
 	commits commitRing
+	txnRows bool // the open transaction changed a configured table
 	// cancelledJobs are the republish jobs cancelled in this session:
 	// a chunk of theirs whose low watermark comes after the cancel
 	// (the republisher emitted it before it noticed) is dropped too.
@@ -200,6 +201,7 @@ func (st *stream) shutdown(ctx context.Context) error {
 }
 
 func (st *stream) begin() error {
+	st.txnRows = false
 	st.txn = st.cp.begin()
 	st.txn.commit = st.r.txn.time.UnixNano()
 	return nil
@@ -211,11 +213,14 @@ func (st *stream) commit(ctx context.Context, _, end pglogrepl.LSN) error {
 	}
 	st.cp.seal(st.txn, end)
 	st.txn = nil
-	st.commits.add(st.r.txn.xid, st.r.txn.lsn)
+	if st.txnRows {
+		st.commits.add(st.r.txn.xid)
+	}
 	return nil
 }
 
 func (st *stream) row(ctx context.Context, op Op, rel *walRel, oldTuple, newTuple *pglogrepl.TupleData) error {
+	st.txnRows = true
 	if st.window != nil || len(st.handing) > 0 {
 		if err := st.noteRow(rel, oldTuple, newTuple); err != nil {
 			return err
