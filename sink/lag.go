@@ -27,7 +27,10 @@ type Lag struct {
 	// Recent is the first offset of a record written within Retention
 	// of now (End when none is): the records from Stored up to it are
 	// older than that, and unread.
-	Recent    int64
+	Recent int64
+	// ByCommit: the records' age could not be read (the ListOffsets by
+	// time failed), and the time since the last commit stood for it.
+	ByCommit  bool
 	Away      time.Duration // since the read model last committed
 	Retention time.Duration // the topic's delete.retention.ms
 }
@@ -35,6 +38,10 @@ type Lag struct {
 func (l Lag) String() string {
 	why := fmt.Sprintf("%d unread record offset(s) (%d to %d) were written longer ago than the topic's delete.retention.ms (%s); its last batch was applied %s ago",
 		l.Recent-l.Stored, l.Stored, l.Recent-1, l.Retention, l.Away.Round(time.Second))
+	if l.ByCommit {
+		why = fmt.Sprintf("its last batch was applied %s ago, longer than the topic's delete.retention.ms (%s), and %d record offset(s) are unread (their age could not be read)",
+			l.Away.Round(time.Second), l.Retention, l.End-l.Stored)
+	}
 	if l.Stored < l.Start {
 		why = fmt.Sprintf("its stored offset %d is before the partition's first offset %d", l.Stored, l.Start)
 	}
@@ -124,7 +131,7 @@ func missedTombstones(ctx context.Context, adm *kadm.Client, stored map[tp]offse
 			l.Recent = r
 			old = o.next < r
 		} else {
-			l.Recent = end.Offset
+			l.Recent, l.ByCommit = end.Offset, true
 			old = o.next < end.Offset && l.Away > l.Retention
 		}
 		if o.next < start.Offset || old {

@@ -157,10 +157,20 @@ func compile(ctx context.Context, m *ReadModel, reg schemaRegistry, api avro.API
 // Avro int into a long key column is accepted: both decode to integers
 // whose hashes are equal, and every int fits the column; a long into an
 // int column is not (a value past 32 bits would fail the column).
+//
+// Likewise a string and a uuid (the sink decodes a uuid as its string),
+// and two decimals of the same scale whatever their precision (equal
+// values decode to equal rationals).
 func joinsKey(t, owner fieldType) bool {
 	t.nullable, owner.nullable = false, false
-	if t.kind == kindInt && owner.kind == kindLong && !t.array && !owner.array {
-		return true
+	if !t.array && !owner.array {
+		stringy := func(k kind) bool { return k == kindString || k == kindUUID }
+		switch {
+		case t.kind == kindInt && owner.kind == kindLong,
+			stringy(t.kind) && stringy(owner.kind),
+			t.kind == kindDecimal && owner.kind == kindDecimal && t.scale == owner.scale:
+			return true
+		}
 	}
 	return t == owner
 }

@@ -23,9 +23,12 @@ const oldSuffix = "__old"
 // Progress is how far a rebuild is: Done records applied of Total, the
 // records between the log start and end offsets of every partition when
 // it started (plus those a running sink applied meanwhile, which the
-// rebuild catches up with). Total is an estimate from above: compaction
-// leaves gaps in the offsets it keeps counting, so a rebuild of a
-// compacted topic ends before Done reaches it. The last Progress, once
+// rebuild catches up with). Total is an estimate: compaction leaves gaps
+// in the offsets it counts, so a rebuild of a compacted topic ends before
+// Done reaches it; and records produced since the start, which the
+// rebuild reads too, are not in it, so Total follows Done once Done
+// passes it (the bar then shows full while the rebuild catches up). The
+// last Progress, once
 // the rebuilt table is swapped in, has Swapped set and Total equal to
 // Done.
 type Progress struct {

@@ -4,6 +4,7 @@ import (
 	"math"
 	"math/big"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 )
@@ -140,5 +141,56 @@ func TestDecimalTextMatchesFloatString(t *testing.T) {
 	big1 := new(big.Rat).SetFrac(new(big.Int).Lsh(big.NewInt(1), 80), big.NewInt(3))
 	if got, want := decimalText(big1, 4), big1.FloatString(4); got != want {
 		t.Fatalf("2^80/3: got %s, want %s", got, want)
+	}
+}
+
+// TestJoinsKey: a non-owner's row-key field joins the owner's key column
+// when their decoded values hash alike for equal keys, whatever the
+// nullability, and the value fits the column.
+func TestJoinsKey(t *testing.T) {
+	t.Parallel()
+	f := func(k kind) fieldType { return fieldType{kind: k} }
+	dec := func(p, s int) fieldType { return fieldType{kind: kindDecimal, precision: p, scale: s} }
+	for _, tt := range []struct {
+		name         string
+		field, owner fieldType
+		want         bool
+	}{
+		{"same kind", f(kindLong), f(kindLong), true},
+		{"nullable field", fieldType{kind: kindLong, nullable: true}, f(kindLong), true},
+		{"int into long", f(kindInt), f(kindLong), true},
+		{"long into int", f(kindLong), f(kindInt), false},
+		{"string into long", f(kindString), f(kindLong), false},
+		{"string into uuid", f(kindString), f(kindUUID), true},
+		{"uuid into string", f(kindUUID), f(kindString), true},
+		{"decimals of one scale", dec(10, 2), dec(20, 2), true},
+		{"decimals of two scales", dec(10, 2), dec(10, 3), false},
+		{"arrays of one kind", fieldType{kind: kindJSON, array: true, items: kindLong}, fieldType{kind: kindJSON, array: true, items: kindLong}, true},
+		{"array and string", fieldType{kind: kindJSON, array: true, items: kindString}, f(kindString), false},
+	} {
+		if got := joinsKey(tt.field, tt.owner); got != tt.want {
+			t.Errorf("%s: joinsKey(%+v, %+v) = %v, want %v", tt.name, tt.field, tt.owner, got, tt.want)
+		}
+	}
+}
+
+// TestLagString: the message says which rule found the lag: the age of
+// the unread records, or, when that could not be read, the time since
+// the last commit; and names the way out.
+func TestLagString(t *testing.T) {
+	t.Parallel()
+	l := Lag{ReadModel: "profile", Topic: "customers", Partition: 1, Stored: 5, Start: 0, End: 12, Recent: 9, Away: 3 * time.Hour, Retention: time.Hour}
+	for _, tt := range []struct {
+		l    Lag
+		want string
+	}{
+		{l, "4 unread record offset(s) (5 to 8) were written longer ago than the topic's delete.retention.ms (1h0m0s)"},
+		{func() Lag { l := l; l.ByCommit = true; return l }(), "its last batch was applied 3h0m0s ago, longer than the topic's delete.retention.ms (1h0m0s), and 7 record offset(s) are unread (their age could not be read)"},
+		{func() Lag { l := l; l.Start = 6; return l }(), "its stored offset 5 is before the partition's first offset 6"},
+	} {
+		got := tt.l.String()
+		if !strings.Contains(got, tt.want) || !strings.Contains(got, "replicator rebuild --read-model profile") {
+			t.Errorf("%+v: got %q, want it to contain %q and the rebuild command", tt.l, got, tt.want)
+		}
 	}
 }
