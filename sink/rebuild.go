@@ -82,11 +82,11 @@ func Rebuild(ctx context.Context, cfg Config, progress func(Progress)) error {
 	}
 	// Held until the rebuild returns: a second rebuild would remove this
 	// one's shadow table as left over (prepareRebuild).
-	release, err := lockRebuild(ctx, cfg.StoreURL, liveModel.Name)
+	lock, err := lockRebuild(ctx, cfg.StoreURL, liveModel.Name)
 	if err != nil {
 		return err
 	}
-	defer release()
+	defer lock.release()
 	if err := s.prepareRebuild(ctx, liveModel); err != nil {
 		return err
 	}
@@ -196,6 +196,13 @@ func Rebuild(ctx context.Context, cfg Config, progress func(Progress)) error {
 			}
 			if takeIn(ends, starts, "a partition was added to a source topic during the rebuild; reading it from its start") > 0 {
 				continue
+			}
+			// A lock lost meanwhile may be another rebuild's now, building
+			// (or about to drop) the same shadow table: no swap.
+			if lock.held != nil {
+				if err := lock.held(ctx); err != nil {
+					return err
+				}
 			}
 			// Every partition is at or past the live positions: swap, unless
 			// the running sink moved on meanwhile (then catch up again).
