@@ -82,10 +82,12 @@ func dependents(d dialect, live string, names []string) error {
 // constraints, the primary key and every index (named by PostgreSQL after
 // the new table), comments, storage and statistics settings; the grants
 // (table and column) are copied from the ACL, and the owner set when it is
-// another role. Triggers are not copied: on the shadow they would fire for
-// every row the rebuild loads. A view or another table's foreign key on
-// the live table would make the swap's DROP fail (after the whole load):
-// refused now.
+// another role. A serial column's default draws from the live column's
+// sequence, which the swap gives to the new table (moveOwnedSequences).
+// Triggers are not copied: on the shadow they would fire for every row the
+// rebuild loads. A view, another table's foreign key on the live table or
+// a child of it (inheritance, partition) would make the swap's DROP fail
+// (after the whole load): refused now.
 func (s *store) shadowPostgres(ctx context.Context, live, shadow string) ([]string, error) {
 	q := s.d.quote
 	rel := q(live) // to_regclass's argument: the name as the sink's queries write it
@@ -106,6 +108,16 @@ func (s *store) shadowPostgres(ctx context.Context, live, shadow string) ([]stri
 	}
 	if len(fks) > 0 {
 		return nil, dependents(s.d, live, fks)
+	}
+	// A child (inheritance, or a partition) would make the drop fail;
+	// LIKE copies neither the children nor the partitioning.
+	children, err := queryColumns(ctx, s.db, `SELECT format('table %s (a child: inheritance or partition)', inhrelid::regclass::text)
+		FROM pg_inherits WHERE inhparent = to_regclass($1) ORDER BY 1`, rel)
+	if err != nil {
+		return nil, fmt.Errorf("look up the tables inheriting from it: %w", err)
+	}
+	if len(children) > 0 {
+		return nil, dependents(s.d, live, children)
 	}
 	if _, err := s.db.ExecContext(ctx, fmt.Sprintf("CREATE TABLE %s (LIKE %s INCLUDING ALL)", q(shadow), q(live))); err != nil {
 		return nil, err
