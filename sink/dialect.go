@@ -195,7 +195,11 @@ func quoteWith(q, ident string) string {
 	return q + strings.ReplaceAll(ident, q, q+q) + q
 }
 
-func queryColumns(ctx context.Context, db *sql.DB, query string, args ...any) ([]string, error) {
+// queryColumns runs query, which selects one text column, on db (a pool,
+// a connection or a transaction) and returns its values.
+func queryColumns(ctx context.Context, db interface {
+	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
+}, query string, args ...any) ([]string, error) {
 	rows, err := db.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err

@@ -85,11 +85,11 @@ func Rebuild(ctx context.Context, cfg Config, progress func(Progress)) error {
 	}
 	// Held until the rebuild returns: a second rebuild would remove this
 	// one's shadow table as left over (prepareRebuild).
-	release, err := lockRebuild(ctx, cfg.StoreURL, liveModel.Name)
+	lock, err := lockRebuild(ctx, cfg.StoreURL, liveModel.Name)
 	if err != nil {
 		return err
 	}
-	defer release()
+	defer lock.release()
 	if err := s.prepareRebuild(ctx, liveModel); err != nil {
 		return err
 	}
@@ -199,6 +199,13 @@ func Rebuild(ctx context.Context, cfg Config, progress func(Progress)) error {
 			}
 			if takeIn(ends, starts, "a partition was added to a source topic during the rebuild; reading it from its start") > 0 {
 				continue
+			}
+			// A lock lost meanwhile may be another rebuild's now, building
+			// (or about to drop) the same shadow table: no swap.
+			if lock.held != nil {
+				if err := lock.held(ctx); err != nil {
+					return err
+				}
 			}
 			// Every partition is at or past the live positions: swap, unless
 			// the running sink moved on meanwhile (then catch up again).
@@ -422,12 +429,17 @@ func (s *Sink) trySwap(ctx context.Context, live ReadModel) (map[tp]int64, bool,
 		stmts = append(stmts, fmt.Sprintf("ALTER TABLE %s RENAME TO %s", q(live.Table), q(old)))
 	}
 	stmts = append(stmts, fmt.Sprintf("ALTER TABLE %s RENAME TO %s", q(s.cfg.Model.Table), q(live.Table)))
-	if have != nil {
-		stmts = append(stmts, "DROP TABLE "+q(old))
-	}
 	for _, stmt := range stmts {
 		if _, err := tx.ExecContext(ctx, stmt); err != nil {
 			return nil, false, fmt.Errorf("swap: %s: %w", stmt, err)
+		}
+	}
+	if have != nil {
+		if err := st.moveOwnedSequences(ctx, tx, old, live.Table); err != nil {
+			return nil, false, fmt.Errorf("swap: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, "DROP TABLE "+q(old)); err != nil {
+			return nil, false, fmt.Errorf("swap: DROP TABLE %s: %w", q(old), err)
 		}
 	}
 	for _, t := range []string{offsetsTable, sideTable} {
@@ -442,6 +454,34 @@ func (s *Sink) trySwap(ctx context.Context, live ReadModel) (map[tp]int64, bool,
 		return nil, false, fmt.Errorf("swap: %w", err)
 	}
 	return nil, true, nil
+}
+
+// moveOwnedSequences gives the sequences owned by columns of table from
+// (PostgreSQL: a serial column's, ALTER SEQUENCE … OWNED BY) to the same
+// columns of table to. The rebuilt table was created LIKE the live one, so
+// its column's default draws from the live column's sequence: owned by the
+// old table, the sequence would make the old table's drop fail (the new
+// default depends on it), or be dropped with it. Moved, numbering goes on.
+// An identity column's sequence is not shared (LIKE makes the new table
+// its own).
+func (s *store) moveOwnedSequences(ctx context.Context, tx *sql.Tx, from, to string) error {
+	if _, ok := s.d.(postgresDialect); !ok {
+		return nil
+	}
+	stmts, err := queryColumns(ctx, tx, `SELECT format('ALTER SEQUENCE %s OWNED BY %s.%s', q.oid::regclass::text, $2::text, quote_ident(a.attname))
+		FROM pg_depend d JOIN pg_class q ON q.oid = d.objid AND q.relkind = 'S'
+			JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+		WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass AND d.deptype = 'a'
+			AND d.refobjid = to_regclass($1) ORDER BY 1`, s.d.quote(from), s.d.quote(to))
+	if err != nil {
+		return fmt.Errorf("look up the sequences owned by table %s: %w", s.d.quote(from), err)
+	}
+	for _, stmt := range stmts {
+		if _, err := tx.ExecContext(ctx, stmt); err != nil {
+			return fmt.Errorf("give a sequence of table %s to the rebuilt table: %s: %w", s.d.quote(from), stmt, err)
+		}
+	}
+	return nil
 }
 
 // queryOffsets runs query, which selects topic, part and next_offset rows,

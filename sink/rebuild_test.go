@@ -711,3 +711,84 @@ func TestRebuildProgressFromLogStart(t *testing.T) {
 		t.Errorf("last progress report: got %+v, want swapped with done and total %d", last, total)
 	}
 }
+
+// TestRebuildLockLost: the rebuild lock is a server session's, idle while
+// the rebuild runs; a session ended meanwhile (here killed, as a dropped
+// connection or MySQL's wait_timeout would end it) has taken the lock
+// with it, and another rebuild could have started. The rebuild finds that
+// before its swap and fails saying so, the live table unchanged; a
+// rebuild after it runs through.
+func TestRebuildLockLost(t *testing.T) {
+	t.Parallel()
+	for _, sk := range []storeKind{postgresStore(t), mysqlStore()} {
+		t.Run(sk.name, func(t *testing.T) {
+			t.Parallel()
+			store := sk.fresh(t)
+			e := newEnv(t)
+			w := e.topic("customers", customersKey, customersValue)
+			const keys = 60
+			var want []string
+			for k := int64(1); k <= keys; k++ {
+				w.put(cust(k, "v0", nil))
+				want = append(want, fmt.Sprintf("%d|v0|NULL", k))
+			}
+			r := e.start(customerModel("profile"), store)
+			r.waitRecords(t, keys)
+			if err := r.stop(); err != nil {
+				t.Fatal(err)
+			}
+			db, _, err := openStore(store)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+			defer cancel()
+			// A row no record has: gone if the rebuilt table is swapped in.
+			if _, err := db.ExecContext(ctx, "INSERT INTO profile (customer_id, display_name) VALUES (999, 'mine')"); err != nil {
+				t.Fatal(err)
+			}
+			cfg := Config{Model: customerModel("profile"), StoreURL: store, Kafka: []kgo.Opt{kgo.SeedBrokers(e.brokers...)}, Registry: e.reg, MaxBatch: 10}
+			// The lock's session is killed from the first progress report:
+			// the rebuild is then between two batches, well before its swap.
+			killed := false
+			var killErr error
+			err = Rebuild(ctx, cfg, func(p Progress) {
+				if killed || p.Swapped {
+					return
+				}
+				killed = true
+				var n int
+				switch sk.name {
+				case "postgres":
+					// The database is this test's own: its one advisory
+					// lock is the rebuild's. The timeout waits for the
+					// session's end.
+					killErr = db.QueryRowContext(ctx, `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 10000)) FROM (SELECT pid FROM pg_locks
+						WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()
+							AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) OFFSET 0) l`).Scan(&n)
+				case "mysql":
+					var id int64
+					if killErr = db.QueryRowContext(ctx, "SELECT IS_USED_LOCK("+rebuildLockName+")", "profile").Scan(&id); killErr == nil {
+						_, killErr = db.ExecContext(ctx, fmt.Sprintf("KILL %d", id))
+						n = 1
+					}
+				}
+				if killErr == nil && n != 1 {
+					killErr = fmt.Errorf("%d sessions holding the rebuild lock killed, want 1", n)
+				}
+			})
+			if !killed || killErr != nil {
+				t.Fatalf("kill the rebuild lock's session: reported progress %v, %v", killed, killErr)
+			}
+			if err == nil || !strings.Contains(err.Error(), "read model profile: the rebuild lost its lock before the swap") || !strings.Contains(err.Error(), "rebuild again") {
+				t.Fatalf("the rebuild whose lock was lost: got %v, want an error saying it lost its lock before the swap", err)
+			}
+			wantRows(t, store, "profile", profileCols, append(slices.Clone(want), "999|mine|NULL")...)
+			if err := Rebuild(ctx, cfg, nil); err != nil {
+				t.Fatalf("a rebuild after it: %v", err)
+			}
+			wantRows(t, store, "profile", profileCols, want...)
+		})
+	}
+}

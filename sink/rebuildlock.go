@@ -42,17 +42,35 @@ import (
 //     filelock locks nothing and SQLite rebuilds are not guarded.
 //
 // The running sink never takes this lock: it goes on beside a rebuild.
+//
+// A server's lock lives as long as the session holding it, which is idle
+// for the whole rebuild: a session ended meanwhile (MySQL's wait_timeout,
+// a dropped connection, a DBA's kill) has taken the lock with it, and
+// another rebuild may have started since. So the rebuild checks the lock
+// is still its own before each swap attempt (held), and fails if not.
+
+// rebuildLock is a rebuild lock taken: release frees it; held, nil for a
+// lock file (which the process holds until it ends), says whether the
+// server still has it as this session's.
+type rebuildLock struct {
+	release func()
+	held    func(ctx context.Context) error
+}
 
 // lockRebuild takes the rebuild lock of read model model in the store at
-// storeURL and returns its release. A lock another rebuild holds is an
-// error naming the read model and saying another rebuild is running.
-func lockRebuild(ctx context.Context, storeURL, model string) (release func(), err error) {
+// storeURL. A lock another rebuild holds is an error naming the read model
+// and saying another rebuild is running.
+func lockRebuild(ctx context.Context, storeURL, model string) (*rebuildLock, error) {
 	d, err := dialectOf(storeURL)
 	if err != nil {
 		return nil, err
 	}
 	if _, ok := d.(sqliteDialect); ok {
-		return lockRebuildFile(storeURL, model)
+		release, err := lockRebuildFile(storeURL, model)
+		if err != nil {
+			return nil, err
+		}
+		return &rebuildLock{release: release}, nil
 	}
 	// A pool of its own, and one connection of it held until the release:
 	// the lock is that session's, and closing the pool ends the session
@@ -66,20 +84,30 @@ func lockRebuild(ctx context.Context, storeURL, model string) (release func(), e
 		db.Close()
 		return nil, fmt.Errorf("read model %s: store %s does not answer: %w", model, d.name(), err)
 	}
-	release = func() {
+	release := func() {
 		conn.Close()
 		db.Close()
 	}
 	var got sql.NullBool
-	var what string
+	var what, check string
+	var arg any
 	switch d.(type) {
 	case postgresDialect:
 		what = "its advisory lock is held by another session"
-		err = conn.QueryRowContext(ctx, "SELECT pg_try_advisory_lock($1)", rebuildLockKey(model)).Scan(&got)
+		arg = rebuildLockKey(model)
+		err = conn.QueryRowContext(ctx, "SELECT pg_try_advisory_lock($1)", arg).Scan(&got)
+		// The key split as pg_locks shows a bigint key: classid the high
+		// half, objid the low one, objsubid 1.
+		check = `SELECT count(*) > 0 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
+			AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+			AND classid::bigint = ($1::bigint >> 32) & 4294967295 AND objid::bigint = $1::bigint & 4294967295 AND objsubid = 1`
 	case mysqlDialect:
 		what = "its named lock (GET_LOCK) is held by another session"
+		arg = model
 		// 0 when another session holds it, NULL on an error.
-		err = conn.QueryRowContext(ctx, "SELECT GET_LOCK("+rebuildLockName+", 0)", model).Scan(&got)
+		err = conn.QueryRowContext(ctx, "SELECT GET_LOCK("+rebuildLockName+", 0)", arg).Scan(&got)
+		// NULL when no session holds it.
+		check = "SELECT COALESCE(IS_USED_LOCK(" + rebuildLockName + ") = CONNECTION_ID(), FALSE)"
 	}
 	if err != nil {
 		release()
@@ -93,7 +121,25 @@ func lockRebuild(ctx context.Context, storeURL, model string) (release func(), e
 		release()
 		return nil, rebuildRunning(model, what)
 	}
-	return release, nil
+	held := func(ctx context.Context) error {
+		var mine bool
+		// On the lock's own connection: a session that ended fails the
+		// query (database/sql does not replace a Conn's connection).
+		if err := conn.QueryRowContext(ctx, check, arg).Scan(&mine); err != nil {
+			return rebuildLockLost(model, err.Error())
+		}
+		if !mine {
+			return rebuildLockLost(model, "the server no longer has it as this rebuild's")
+		}
+		return nil
+	}
+	return &rebuildLock{release: release, held: held}, nil
+}
+
+// rebuildLockLost is the error of a rebuild that found, before its swap,
+// that its lock is gone (why).
+func rebuildLockLost(model, why string) error {
+	return fmt.Errorf("read model %s: the rebuild lost its lock before the swap (%s): its session ended (a connection dropped, the server's idle timeout such as MySQL's wait_timeout, or a kill), so another rebuild may have started; not swapping, the live table is unchanged: rebuild again (if its idle session times out, raise the server's idle timeout)", model, why)
 }
 
 // rebuildLockKey is the advisory lock key of a read model's rebuild in

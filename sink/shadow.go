@@ -82,10 +82,12 @@ func dependents(d dialect, live string, names []string) error {
 // constraints, the primary key and every index (named by PostgreSQL after
 // the new table), comments, storage and statistics settings; the grants
 // (table and column) are copied from the ACL, and the owner set when it is
-// another role. Triggers are not copied: on the shadow they would fire for
-// every row the rebuild loads. A view or another table's foreign key on
-// the live table would make the swap's DROP fail (after the whole load):
-// refused now.
+// another role. A serial column's default draws from the live column's
+// sequence, which the swap gives to the new table (moveOwnedSequences).
+// Triggers are not copied: on the shadow they would fire for every row the
+// rebuild loads. A view, another table's foreign key on the live table or
+// a child of it (inheritance, partition) would make the swap's DROP fail
+// (after the whole load): refused now.
 func (s *store) shadowPostgres(ctx context.Context, live, shadow string) ([]string, error) {
 	q := s.d.quote
 	rel := q(live) // to_regclass's argument: the name as the sink's queries write it
@@ -106,6 +108,16 @@ func (s *store) shadowPostgres(ctx context.Context, live, shadow string) ([]stri
 	}
 	if len(fks) > 0 {
 		return nil, dependents(s.d, live, fks)
+	}
+	// A child (inheritance, or a partition) would make the drop fail;
+	// LIKE copies neither the children nor the partitioning.
+	children, err := queryColumns(ctx, s.db, `SELECT format('table %s (a child: inheritance or partition)', inhrelid::regclass::text)
+		FROM pg_inherits WHERE inhparent = to_regclass($1) ORDER BY 1`, rel)
+	if err != nil {
+		return nil, fmt.Errorf("look up the tables inheriting from it: %w", err)
+	}
+	if len(children) > 0 {
+		return nil, dependents(s.d, live, children)
 	}
 	if _, err := s.db.ExecContext(ctx, fmt.Sprintf("CREATE TABLE %s (LIKE %s INCLUDING ALL)", q(shadow), q(live))); err != nil {
 		return nil, err
@@ -210,8 +222,11 @@ func (s *store) shadowMySQL(ctx context.Context, live, shadow string) ([]string,
 // alternates between rebuilds, never growing). SQLite's rename of the
 // live table at the swap rewrites the views, triggers and foreign keys of
 // other tables that name it to the old name, which is then dropped: they
-// are found by a rename rolled back at once, and refused. Triggers on the
-// table are dropped with it (their names are unique too).
+// are found by a rename rolled back at once, and refused. It rewrites the
+// table's own foreign keys to itself too: the shadow's copy references the
+// shadow (sqliteSelfReferences), which the swap renames with it. Triggers
+// on the table are dropped with it (their names are unique too). Names are
+// compared as SQLite does, ignoring case.
 func (s *store) shadowSQLite(ctx context.Context, live, shadow string) ([]string, error) {
 	q := s.d.quote
 	broken, err := s.sqliteDependents(ctx, live)
@@ -222,7 +237,7 @@ func (s *store) shadowSQLite(ctx context.Context, live, shadow string) ([]string
 		return nil, dependents(s.d, live, broken)
 	}
 	type object struct{ typ, name, sql string }
-	rows, err := s.db.QueryContext(ctx, `SELECT type, name, sql FROM sqlite_master WHERE tbl_name = ? AND sql IS NOT NULL ORDER BY type = 'index', name`, live)
+	rows, err := s.db.QueryContext(ctx, `SELECT type, name, sql FROM sqlite_master WHERE tbl_name = ? COLLATE NOCASE AND sql IS NOT NULL ORDER BY type = 'index', name`, live)
 	if err != nil {
 		return nil, fmt.Errorf("read its definition: %w", err)
 	}
@@ -250,7 +265,9 @@ func (s *store) shadowSQLite(ctx context.Context, live, shadow string) ([]string
 		var err error
 		switch o.typ {
 		case "table":
-			stmt, err = sqliteRename(o.sql, []string{"CREATE TABLE"}, q(shadow), "")
+			if stmt, err = sqliteRename(o.sql, []string{"CREATE TABLE"}, q(shadow), ""); err == nil {
+				stmt, err = sqliteSelfReferences(stmt, live, q(shadow))
+			}
 		case "index":
 			name := strings.TrimSuffix(o.name, rebuildSuffix)
 			if name == o.name {
@@ -290,7 +307,7 @@ func (s *store) sqliteDependents(ctx context.Context, table string) ([]string, e
 	}
 	defer tx.Rollback()
 	read := func() (map[string]string, error) {
-		rows, err := tx.QueryContext(ctx, `SELECT type || ' ' || name, sql FROM sqlite_master WHERE tbl_name <> ? AND sql IS NOT NULL`, table)
+		rows, err := tx.QueryContext(ctx, `SELECT type || ' ' || name, sql FROM sqlite_master WHERE tbl_name <> ? COLLATE NOCASE AND sql IS NOT NULL`, table)
 		if err != nil {
 			return nil, err
 		}
@@ -362,6 +379,83 @@ func sqliteRename(stmt string, prefixes []string, name, on string) (string, erro
 		return "", err
 	}
 	return out + on + afterOn[n:], nil
+}
+
+// sqliteSelfReferences rewrites the foreign keys of a CREATE TABLE
+// statement that reference table (REFERENCES table, the name in any
+// quoting or case, as SQLite compares names) to reference name instead.
+// The rebuilt table's copy of a foreign key from the live table to itself
+// must reference the rebuilt table: left naming the live one, the swap's
+// rename would rewrite it to the old table's name, which is then dropped.
+// String literals, quoted names and comments are skipped.
+func sqliteSelfReferences(stmt, table, name string) (string, error) {
+	const kw = "REFERENCES"
+	var out strings.Builder
+	last := 0
+	for i := 0; i < len(stmt); {
+		switch c := stmt[i]; {
+		case c == '\'' || c == '"' || c == '`' || c == '[':
+			n, err := sqliteIdentLen(stmt[i:])
+			if err != nil {
+				return "", err
+			}
+			i += n
+		case c == '-' && strings.HasPrefix(stmt[i:], "--"):
+			if j := strings.IndexByte(stmt[i:], '\n'); j >= 0 {
+				i += j + 1
+			} else {
+				i = len(stmt)
+			}
+		case c == '/' && strings.HasPrefix(stmt[i:], "/*"):
+			if j := strings.Index(stmt[i+2:], "*/"); j >= 0 {
+				i += 2 + j + 2
+			} else {
+				i = len(stmt)
+			}
+		case len(stmt)-i > len(kw) && strings.EqualFold(stmt[i:i+len(kw)], kw) &&
+			(i == 0 || !isIdentChar(stmt[i-1])) && !isIdentChar(stmt[i+len(kw)]):
+			i += len(kw)
+			at := i + len(stmt[i:]) - len(strings.TrimLeft(stmt[i:], " \t\r\n"))
+			n := 0
+			for at+n < len(stmt) && isIdentChar(stmt[at+n]) {
+				n++ // a bare name ends at anything else: "REFERENCES t," is one
+			}
+			if n == 0 {
+				var err error
+				if n, err = sqliteIdentLen(stmt[at:]); err != nil {
+					return "", fmt.Errorf("a foreign key's table: %w", err)
+				}
+			}
+			if strings.EqualFold(sqliteUnquote(stmt[at:at+n]), table) {
+				out.WriteString(stmt[last:at])
+				out.WriteString(name)
+				last = at + n
+			}
+			i = at + n
+		default:
+			i++
+		}
+	}
+	out.WriteString(stmt[last:])
+	return out.String(), nil
+}
+
+// sqliteUnquote is the name a (possibly quoted) identifier stands for.
+func sqliteUnquote(ident string) string {
+	if len(ident) < 2 {
+		return ident
+	}
+	switch c := ident[0]; c {
+	case '"', '`', '\'':
+		return strings.ReplaceAll(ident[1:len(ident)-1], string([]byte{c, c}), string(c))
+	case '[':
+		return ident[1 : len(ident)-1]
+	}
+	return ident
+}
+
+func isIdentChar(c byte) bool {
+	return c == '_' || c == '$' || c >= 0x80 || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
 }
 
 // sqliteIdentLen is the length of the identifier s starts with: quoted

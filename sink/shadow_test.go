@@ -3,6 +3,7 @@ package sink
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -47,6 +48,16 @@ func TestRebuildKeepsTable(t *testing.T) {
 				}
 			}
 			exec("ALTER TABLE profile ADD COLUMN note varchar(20) DEFAULT 'mine'")
+			switch sk.name {
+			case "postgres":
+				// Its sequence is owned by the live table's column, and the
+				// rebuilt table's default draws from it.
+				exec("ALTER TABLE profile ADD COLUMN seq bigserial")
+			case "sqlite":
+				// A foreign key to the table itself, which must reference
+				// the rebuilt table after the swap, not the dropped one.
+				exec(`ALTER TABLE profile ADD COLUMN parent integer REFERENCES "profile" (customer_id)`)
+			}
 			if sk.name == "mysql" { // a longtext column is indexed by a prefix
 				exec("CREATE INDEX profile_by_name ON profile (display_name(20))")
 			} else {
@@ -100,6 +111,17 @@ func TestRebuildKeepsTable(t *testing.T) {
 				wantRows(t, store, "profile", []string{"customer_id", "display_name", "note"}, "1|n1|mine", "2|n2|mine", "3|n3|mine", "4|n4|mine", "5|n5|mine")
 			}
 			exec("DROP VIEW profile_names")
+			if sk.name == "postgres" {
+				// A child table would make the old table's drop fail at
+				// the very end: refused at the start.
+				exec("CREATE TABLE profile_child () INHERITS (profile)")
+				err := rebuild()
+				want := `table "profile": table profile_child (a child: inheritance or partition) depend(s) on it`
+				if err == nil || !strings.Contains(err.Error(), want) {
+					t.Fatalf("Rebuild with a child table: got %v, want a refusal naming it (%q)", err, want)
+				}
+				exec("DROP TABLE profile_child")
+			}
 			for i := range 2 {
 				if err := rebuild(); err != nil {
 					t.Fatalf("Rebuild %d: %v", i+1, err)
@@ -127,6 +149,33 @@ func TestRebuildKeepsTable(t *testing.T) {
 						t.Errorf("rebuild log lacks the warning that trigger profile_touch is not kept:\n%s", got)
 					}
 				}
+				switch sk.name {
+				case "postgres":
+					// The serial column's sequence went to the new table,
+					// and numbers rows written after the swap.
+					var seq sql.NullInt64
+					var owned sql.NullString
+					if err := db.QueryRowContext(t.Context(), `INSERT INTO profile (customer_id, display_name) VALUES (1000, 'after')
+						RETURNING seq, pg_get_serial_sequence('profile', 'seq')`).Scan(&seq, &owned); err != nil {
+						t.Fatalf("after rebuild %d: insert a row: %v", i+1, err)
+					}
+					var distinct, all int
+					if err := db.QueryRowContext(t.Context(), "SELECT count(DISTINCT seq), count(*) FROM profile").Scan(&distinct, &all); err != nil {
+						t.Fatal(err)
+					}
+					if !seq.Valid || !owned.Valid || distinct != all {
+						t.Errorf("after rebuild %d: a new row's seq %v, the sequence owned by profile.seq %v, %d distinct seq in %d rows; want a number, a sequence, all distinct", i+1, seq, owned, distinct, all)
+					}
+					exec("DELETE FROM profile WHERE customer_id = 1000")
+				case "sqlite":
+					fk, err := queryColumns(t.Context(), db, `SELECT "table" FROM pragma_foreign_key_list('profile')`)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if len(fk) != 1 || fk[0] != "profile" {
+						t.Errorf("after rebuild %d: the foreign keys of profile reference %q, want [profile] (itself)", i+1, fk)
+					}
+				}
 				if sk.name == "postgres" {
 					var sel, upd, updName bool
 					if err := db.QueryRowContext(t.Context(), `SELECT has_table_privilege($1, 'profile', 'SELECT'),
@@ -137,6 +186,87 @@ func TestRebuildKeepsTable(t *testing.T) {
 						t.Errorf("after rebuild %d: role %s may select %v, update note %v, update display_name %v; want true, true, false (the grants kept)", i+1, role, sel, upd, updName)
 					}
 				}
+			}
+		})
+	}
+}
+
+// TestRebuildTableNameCase: SQLite ignores the case of names, so a read
+// model's table configured as Profile is the user's table profile; a
+// rebuild finds its definition, indexes and self-reference under either
+// case, and keeps them.
+func TestRebuildTableNameCase(t *testing.T) {
+	t.Parallel()
+	store := sqliteStore().fresh(t)
+	e := newEnv(t)
+	w := e.topic("customers", customersKey, customersValue)
+	for k := int64(1); k <= 3; k++ {
+		w.put(cust(k, fmt.Sprint("n", k), nil))
+	}
+	r := e.start(customerModel("profile"), store)
+	r.waitRecords(t, 3)
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	db, _, err := openStore(store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, q := range []string{
+		"CREATE INDEX profile_by_name ON profile (display_name)",
+		"ALTER TABLE profile ADD COLUMN parent integer REFERENCES PROFILE (customer_id)",
+	} {
+		if _, err := db.ExecContext(t.Context(), q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	m := customerModel("profile")
+	m.Table = "Profile"
+	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+	defer cancel()
+	if err := Rebuild(ctx, Config{Model: m, StoreURL: store, Kafka: []kgo.Opt{kgo.SeedBrokers(e.brokers...)}, Registry: e.reg}, nil); err != nil {
+		t.Fatalf("Rebuild of table Profile (created as profile): %v", err)
+	}
+	wantRows(t, store, "profile", []string{"customer_id", "display_name", "parent"}, "1|n1|NULL", "2|n2|NULL", "3|n3|NULL")
+	indexes, err := queryColumns(t.Context(), db, `SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'Profile' AND sql LIKE '%(display_name)%'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fk, err := queryColumns(t.Context(), db, `SELECT "table" FROM pragma_foreign_key_list('profile')`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(indexes) != 1 || len(fk) != 1 || !strings.EqualFold(fk[0], "profile") {
+		t.Errorf("after the rebuild: indexes on (display_name) %q, want one; foreign keys to %q, want [Profile] (itself)", indexes, fk)
+	}
+}
+
+// TestSQLiteSelfReferences rewrites the foreign keys of a CREATE TABLE
+// statement that reference the table itself, whatever their quoting and
+// case, and nothing else.
+func TestSQLiteSelfReferences(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct{ name, stmt, want string }{
+		{"bare", `CREATE TABLE "p2"(a INTEGER PRIMARY KEY, b REFERENCES profile(a))`, `CREATE TABLE "p2"(a INTEGER PRIMARY KEY, b REFERENCES "p2"(a))`},
+		{"quoted, other case, no columns", "CREATE TABLE \"p2\"(a, b references\n\t\"PROFILE\", c REFERENCES [profile] , d REFERENCES `profile`)",
+			"CREATE TABLE \"p2\"(a, b references\n\t\"p2\", c REFERENCES \"p2\" , d REFERENCES \"p2\")"},
+		{"comma after the name", `CREATE TABLE "p2"(a, b REFERENCES profile, c)`, `CREATE TABLE "p2"(a, b REFERENCES "p2", c)`},
+		{"table constraint", `CREATE TABLE "p2"(a, b, FOREIGN KEY (b) REFERENCES profile (a) ON DELETE CASCADE)`, `CREATE TABLE "p2"(a, b, FOREIGN KEY (b) REFERENCES "p2" (a) ON DELETE CASCADE)`},
+		{"another table", `CREATE TABLE "p2"(a, b REFERENCES profile_x(a), c REFERENCES "other")`, `CREATE TABLE "p2"(a, b REFERENCES profile_x(a), c REFERENCES "other")`},
+		{"in a string, a name, a comment", `CREATE TABLE "p2"(a DEFAULT 'REFERENCES profile', "x REFERENCES profile" int, -- REFERENCES profile
+ /* REFERENCES profile */ b, my_references profile)`, `CREATE TABLE "p2"(a DEFAULT 'REFERENCES profile', "x REFERENCES profile" int, -- REFERENCES profile
+ /* REFERENCES profile */ b, my_references profile)`},
+		{"quote doubled", `CREATE TABLE "p2"(a REFERENCES "pro""file")`, `CREATE TABLE "p2"(a REFERENCES "p2")`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			table := "profile"
+			if c.name == "quote doubled" {
+				table = `pro"file`
+			}
+			got, err := sqliteSelfReferences(c.stmt, table, `"p2"`)
+			if err != nil || got != c.want {
+				t.Errorf("got %q, %v; want %q", got, err, c.want)
 			}
 		})
 	}
