@@ -16,13 +16,21 @@ import (
 // oldest once full.
 func TestCommitRing(t *testing.T) {
 	t.Parallel()
-	var r commitRing
-	if committedAmong([]uint32{7}, r.before()) {
+	var none *commitRing // a stream without a republisher
+	none.add(7)
+	if none.before() != nil || none.holdsAny([]uint32{7}) {
+		t.Fatal("a nil ring: took a commit")
+	}
+	r := newCommitRing()
+	if committedAmong([]uint32{7}, r.before()) || r.holdsAny([]uint32{7}) {
 		t.Fatal("an empty ring: got committed, want not")
 	}
 	r.add(7)
 	before := r.before()
 	r.add(8) // after the copy: after the low watermark
+	if !r.holdsAny([]uint32{9, 8}) || r.holdsAny([]uint32{9, 0}) {
+		t.Error("holdsAny: want 8 held, 9 and 0 not")
+	}
 	for _, tt := range []struct {
 		xids []uint32
 		want bool

@@ -1000,10 +1000,14 @@ func (st *stream) hand(ctx context.Context, h *handover, room int64) (int64, err
 // (republishInFlight). It belongs to a stream session, which starts it and
 // stops it.
 type republisher struct {
-	src  *Source
-	run  string
-	wake chan struct{}
-	seq  uint64 // the last chunk's number; republisher goroutine only
+	src *Source
+	// commits are the latest transactions the stream read (commitRing):
+	// a chunk's snapshot that sees one of them as running is taken again
+	// (readAfterLow).
+	commits *commitRing
+	run     string
+	wake    chan struct{}
+	seq     uint64 // the last chunk's number; republisher goroutine only
 	// pool recycles the batches of chunks handed over: the stream puts
 	// them back, the republisher's reader takes them.
 	pool batchPool
@@ -1015,8 +1019,8 @@ type republisher struct {
 	windows map[uint64]*chunkWindow
 }
 
-func newRepublisher(s *Source) *republisher {
-	return &republisher{src: s, run: fmt.Sprintf("%016x", rand.Uint64()), wake: make(chan struct{}, 1),
+func newRepublisher(s *Source, commits *commitRing) *republisher {
+	return &republisher{src: s, commits: commits, run: fmt.Sprintf("%016x", rand.Uint64()), wake: make(chan struct{}, 1),
 		pool: make(batchPool, republishInFlight*(maxRepublishChunkRows/batchRows+2)), windows: map[uint64]*chunkWindow{}}
 }
 
@@ -1585,7 +1589,7 @@ func (rp *republisher) read(ctx context.Context, conn *pgx.Conn, tr *tableReader
 	} else {
 		rows.keyAt = tr.keys
 	}
-	more, err := readAfterLow(ctx, conn, tr, first, func(more bool, xip []uint32) (string, error) {
+	more, err := readAfterLow(ctx, conn, tr, first, rp.commits.holdsAny, func(more bool, xip []uint32) (string, error) {
 		if err := tr.send(); err != nil {
 			return "", err
 		}
@@ -1625,6 +1629,14 @@ func (rp *republisher) settle(ctx context.Context, w *chunkWindow) (chunkResult,
 	return res, nil
 }
 
+// Bounds of the retakes of a chunk's snapshot that sees as running a
+// transaction the stream has read the commit of (readAfterLow); past
+// them the chunk is read, and the stream has it read again if need be.
+const (
+	snapshotRetakes    = 1000
+	snapshotRetakeWait = time.Millisecond
+)
+
 // chunkBegin opens a chunk's transaction and takes its snapshot, in one
 // round trip, listing the transactions the snapshot sees as in progress
 // (readAfterLow). The transaction is not READ ONLY: the high watermark is
@@ -1648,9 +1660,19 @@ const chunkBegin = `BEGIN ISOLATION LEVEL REPEATABLE READ; ` +
 // high watermark's statement, run in the chunk's transaction with its
 // COMMIT in one round trip: the transaction's commit is the high
 // watermark, after the snapshot as the method needs.
-func readAfterLow(ctx context.Context, conn *pgx.Conn, tr *tableReader, first bool, high func(more bool, xip []uint32) (string, error)) (bool, error) {
+func readAfterLow(ctx context.Context, conn *pgx.Conn, tr *tableReader, first bool, committed func(xip []uint32) bool,
+	high func(more bool, xip []uint32) (string, error)) (bool, error) {
 	pc := conn.PgConn()
 	xip, err := beginChunk(ctx, pc)
+	for try := 0; err == nil && try < snapshotRetakes && committed(xip); try++ {
+		// The stream has read the commit of a transaction this snapshot
+		// sees as running: it is being made visible, and will be in a
+		// moment. Taken again rather than have the chunk read again.
+		_ = pc.Exec(context.WithoutCancel(ctx), "ROLLBACK").Close()
+		if err = sleepUntil(ctx, time.Now().Add(snapshotRetakeWait)); err == nil {
+			xip, err = beginChunk(ctx, pc)
+		}
+	}
 	var more bool
 	var sql string
 	if err == nil {

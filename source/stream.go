@@ -51,7 +51,7 @@ type stream struct {
 	chunkMarks []*txnMark
 	// commits are the latest transactions read, for the republish's
 	// check of its chunks' snapshots (commitring.go).
-	commits commitRing
+	commits *commitRing
 	txnRows bool // the open transaction changed a configured table
 	// cancelledJobs are the republish jobs cancelled in this session:
 	// a chunk of theirs whose low watermark comes after the cancel
@@ -88,7 +88,8 @@ func (st *stream) run(ctx context.Context, start pglogrepl.LSN) error {
 	// one table is not one (republish.go, tableError): the republisher
 	// records it and goes on.
 	rctx, stopRead := context.WithCancelCause(ctx)
-	st.rp = newRepublisher(s)
+	st.commits = newCommitRing()
+	st.rp = newRepublisher(s, st.commits)
 	var rpDone sync.WaitGroup
 	rpDone.Go(func() {
 		if err := st.rp.loop(rctx); err != nil {
