@@ -14,13 +14,13 @@ const commitRingSize = 1 << 16
 // transaction its chunk's snapshot saw as in progress had in fact
 // committed before the chunk's low watermark. The stream adds to it; the
 // republisher's reader looks in it as the snapshot is taken (any xid
-// there committed before now), and a window copies it at its low
-// watermark (every xid there then committed before it). Its slots are
-// atomic: the reader reads while the stream writes. A nil ring is empty
-// and takes nothing (a stream without a republisher, in tests).
+// there committed before now), and a window notes the ring's count at its
+// low watermark (the xids added before it committed before it). Its slots
+// are atomic: the reader reads while the stream writes. A nil ring is
+// empty and takes nothing (a stream without a republisher, in tests).
 type commitRing struct {
 	xids []atomic.Uint32
-	next int // where the next commit goes; the stream's
+	n    uint64 // commits added so far; the stream's
 }
 
 func newCommitRing() *commitRing { return &commitRing{xids: make([]atomic.Uint32, commitRingSize)} }
@@ -30,21 +30,44 @@ func (r *commitRing) add(xid uint32) {
 	if r == nil {
 		return
 	}
-	r.xids[r.next].Store(xid)
-	r.next = (r.next + 1) % commitRingSize
+	r.xids[r.n%commitRingSize].Store(xid)
+	r.n++
 }
 
-// before returns a copy of the ring: the transactions committed before
-// now, among the latest.
-func (r *commitRing) before() []uint32 {
+// count is how many commits were added so far: a window's mark at its low
+// watermark, for committedBefore. Stream goroutine only.
+func (r *commitRing) count() uint64 {
 	if r == nil {
-		return nil
+		return 0
 	}
-	out := make([]uint32, len(r.xids))
-	for i := range r.xids {
-		out[i] = r.xids[i].Load()
+	return r.n
+}
+
+// committedBefore reports whether any of xids is among the commits added
+// before the ring counted mark. When so many commits were added since
+// that the ones before mark are overwritten, it cannot tell, and says
+// true for any xid: the chunk is read again rather than trusted.
+func (r *commitRing) committedBefore(xids []uint32, mark uint64) bool {
+	if r == nil {
+		return false
 	}
-	return out
+	set := xidSet(xids)
+	if len(set) == 0 {
+		return false
+	}
+	if r.n-mark >= commitRingSize {
+		return true
+	}
+	lo := uint64(0)
+	if r.n > commitRingSize {
+		lo = r.n - commitRingSize
+	}
+	for i := lo; i < mark; i++ {
+		if _, ok := set[r.xids[i%commitRingSize].Load()]; ok {
+			return true
+		}
+	}
+	return false
 }
 
 // holdsAny reports whether any of xids is in the ring now.
@@ -55,23 +78,6 @@ func (r *commitRing) holdsAny(xids []uint32) bool {
 	set := xidSet(xids)
 	for i := range r.xids {
 		if _, ok := set[r.xids[i].Load()]; ok {
-			return true
-		}
-	}
-	return false
-}
-
-// committedAmong reports whether any of xids is in before (a copy of the
-// ring). A xid's low 32 bits are unique among the transactions of the
-// ring (far fewer than 2^32 apart); xid 0, which the ring's unfilled
-// entries hold, is no transaction's.
-func committedAmong(xids, before []uint32) bool {
-	if len(xids) == 0 || len(before) == 0 {
-		return false
-	}
-	set := xidSet(xids)
-	for _, x := range before {
-		if _, ok := set[x]; ok {
 			return true
 		}
 	}

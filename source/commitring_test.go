@@ -11,23 +11,23 @@ import (
 	"github.com/replicator/replicator/pgcluster/pgtest"
 )
 
-// TestCommitRing: a window's copy of the ring holds the transactions
-// committed before it was taken, not those after; the ring forgets the
-// oldest once full.
+// TestCommitRing: a window's mark tells the transactions committed before
+// it from those after; the ring forgets the oldest once full, and then
+// cannot vouch for a mark whose commits it lost.
 func TestCommitRing(t *testing.T) {
 	t.Parallel()
 	var none *commitRing // a stream without a republisher
 	none.add(7)
-	if none.before() != nil || none.holdsAny([]uint32{7}) {
+	if none.count() != 0 || none.committedBefore([]uint32{7}, 1) || none.holdsAny([]uint32{7}) {
 		t.Fatal("a nil ring: took a commit")
 	}
 	r := newCommitRing()
-	if committedAmong([]uint32{7}, r.before()) || r.holdsAny([]uint32{7}) {
+	if r.committedBefore([]uint32{7}, r.count()) || r.holdsAny([]uint32{7}) {
 		t.Fatal("an empty ring: got committed, want not")
 	}
 	r.add(7)
-	before := r.before()
-	r.add(8) // after the copy: after the low watermark
+	mark := r.count()
+	r.add(8) // after the mark: after the low watermark
 	if !r.holdsAny([]uint32{9, 8}) || r.holdsAny([]uint32{9, 0}) {
 		t.Error("holdsAny: want 8 held, 9 and 0 not")
 	}
@@ -40,20 +40,24 @@ func TestCommitRing(t *testing.T) {
 		{[]uint32{9, 8}, false}, // 9 never seen: still running
 		{[]uint32{9, 7}, true},
 		{nil, false},
-		{[]uint32{0}, false}, // an entry never filled
+		{[]uint32{0}, false},
 	} {
-		if got := committedAmong(tt.xids, before); got != tt.want {
-			t.Errorf("committedAmong(%v): got %v, want %v", tt.xids, got, tt.want)
+		if got := r.committedBefore(tt.xids, mark); got != tt.want {
+			t.Errorf("committedBefore(%v): got %v, want %v", tt.xids, got, tt.want)
 		}
 	}
-	for i := range commitRingSize {
+	for i := range commitRingSize - 2 {
 		r.add(uint32(1000 + i))
 	}
-	if committedAmong([]uint32{7}, r.before()) {
-		t.Error("after a full ring of later commits: 7 still found, want it forgotten")
+	if !r.committedBefore([]uint32{7}, mark) {
+		t.Error("7 with its commit still in the ring: not found")
 	}
-	if !committedAmong([]uint32{1000 + commitRingSize - 1}, r.before()) {
-		t.Error("the latest commit: not found")
+	r.add(1)
+	if !r.committedBefore([]uint32{12345678}, mark) {
+		t.Error("a mark whose commits the ring lost: want any xid said committed (read again), got not")
+	}
+	if late := r.count(); r.committedBefore([]uint32{7}, late) {
+		t.Error("7, overwritten, before a later mark: still found")
 	}
 }
 

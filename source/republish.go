@@ -497,9 +497,10 @@ type chunkWindow struct {
 	// chunk is read again (a key not sent, a transaction the chunk's
 	// snapshot missed: commitRing).
 	redo bool
-	// before are the latest transactions committed before the low
-	// watermark (commitRing), copied when the stream adopts the window.
-	before   []uint32
+	// low is the commit ring's count when the stream adopted the window
+	// at its low watermark: the transactions added before it committed
+	// before it (commitRing.committedBefore).
+	low      uint64
 	keyAt    []int           // key column positions in keyShape
 	keyShape *relation.Table // the shape keyAt was computed for
 
@@ -597,7 +598,7 @@ func (st *stream) handleSignal(ctx context.Context, m *pglogrepl.LogicalDecoding
 		return st.cancelled(sig)
 	case signalLow:
 		if w := st.rp.window(sig.Run, sig.Seq); w != nil {
-			w.before = st.commits.before()
+			w.low = st.commits.count()
 			st.window = st.dropIfCancelled(w)
 		}
 	case signalHigh:
@@ -609,7 +610,7 @@ func (st *stream) handleSignal(ctx context.Context, m *pglogrepl.LogicalDecoding
 		}
 		if sig.Next != 0 { // also the next chunk's low watermark
 			if w := st.rp.window(sig.Run, sig.Next); w != nil {
-				w.before = st.commits.before()
+				w.low = st.commits.count()
 				st.window = st.dropIfCancelled(w)
 			}
 		}
@@ -797,12 +798,11 @@ func (st *stream) handChunk(ctx context.Context, w *chunkWindow) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	if committedAmong(rows.xip, w.before) {
+	if st.commits.committedBefore(rows.xip, w.low) {
 		w.redo = true
 		st.src.log.Warn("republish: a transaction committed before a chunk's low watermark was not visible to its snapshot: the chunk is read again",
 			"table", st.src.tables[w.table].QualifiedName(), "id", w.id)
 	}
-	w.before = nil
 	s := st.src
 	h := &handover{w: w, rows: rows, mark: &txnMark{},
 		c: Change{Op: OpSnapshot, Table: &s.tables[w.table], TableIndex: w.table, LSN: st.r.txn.lsn, CommitTime: st.r.txn.time, Republish: w.id}}
