@@ -270,9 +270,14 @@ func (s *Sink) Stats() Stats {
 
 // Run prepares the store (the sink's tables, the read-model table), joins
 // the consumer group and applies batches until ctx ends (nil: a clean stop
-// after the batch in progress) or the read model fails.
+// after the batch in progress, or while starting) or the read model fails.
 func (s *Sink) Run(ctx context.Context) (err error) {
 	defer func() {
+		if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+			// A stop while starting (the store's tables checked, the
+			// schemas read) cuts that work short: a stop, not a failure.
+			err = nil
+		}
 		if err != nil {
 			s.state.Store(int32(StateFailed))
 		} else {
