@@ -134,6 +134,9 @@ func runReplicator(ctx context.Context, cfg *config.Config, log *slog.Logger, pr
 			log.Warn(n)
 		}
 		if err == nil {
+			for i := range tables {
+				problems = append(problems, source.CheckTable(ctx, conn, &tables[i])...)
+			}
 			problems = append(problems, source.CheckPrivileges(ctx, conn, cfg.Source.Publication, tables)...)
 			problems = append(problems, source.CheckPublication(ctx, conn, cfg.Source.Publication, tables)...)
 		}

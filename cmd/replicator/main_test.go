@@ -160,7 +160,7 @@ entities:
 func TestRunRefusesBadInput(t *testing.T) {
 	pg := pgtest.Start(t)
 	replicaOnly := pgtest.Start(t, pgtest.Setting("wal_level", "replica"))
-	dsn := newDatabase(t, pg, badTables+`CREATE ROLE secretive LOGIN PASSWORD 'right';`)
+	dsn := newDatabase(t, pg, badTables+`CREATE ROLE secretive LOGIN PASSWORD 'right'; CREATE ROLE noselect LOGIN REPLICATION;`)
 	// Password authentication for one role, trust for the rest.
 	hba := filepath.Join(pg.Dir(), "data", "pg_hba.conf")
 	old, err := os.ReadFile(hba)
@@ -189,6 +189,7 @@ func TestRunRefusesBadInput(t *testing.T) {
 		{name: "unmappable type", url: dsn, entity: "shapes", want: []string{"shapes", "p", "point", "as_string:"}},
 		{name: "wal_level not logical", url: replicaOnly.DSN("postgres"), entity: "pg_catalog.pg_class", want: []string{"wal_level", "logical", "ALTER SYSTEM"}},
 		{name: "wrong password", url: wrongPassword, entity: "good", want: []string{"password", "secretive"}, notWant: "wrong@"},
+		{name: "role without SELECT on the table", url: strings.Replace(dsn, "postgres@", "noselect@", 1), entity: "good", want: []string{`role noselect lacks SELECT: GRANT SELECT ON "public"."good" TO "noselect"`}},
 		{name: "publication that would lose deletes", url: dsn, pub: "no_deletes", entity: "good", want: []string{"publication no_deletes does not publish delete, truncate", `ALTER PUBLICATION "no_deletes" SET (publish = 'insert, update, delete, truncate')`}},
 		{name: "unreachable registry", url: dsn, entity: "good", extra: fmt.Sprintf("registry: {url: %q}\n", "http://"+closedAddr(t)), want: []string{"registry.url"}},
 		{name: "unreachable broker", url: dsn, entity: "good", extra: fmt.Sprintf("kafka: {brokers: [%q]}\n", closedAddr(t)), want: []string{"kafka.brokers"}},

@@ -48,7 +48,7 @@ func TestRepublishArguments(t *testing.T) {
 
 // status shows each table of a republish in progress.
 func TestStatusShowsRepublish(t *testing.T) {
-	rep := statusReport{Snapshot: &snapshotReport{Complete: true, Republish: []republishReport{{ID: "r1", Tables: []republishTableReport{
+	rep := statusReport{Slot: &slotReport{Name: "s"}, Snapshot: &snapshotReport{Complete: true, Republish: []republishReport{{ID: "r1", Tables: []republishTableReport{
 		{Table: "public.a", Chunks: 3, Rows: 15000, Done: true},
 		{Table: "public.b", Chunks: 1, Rows: 5000},
 	}}}}}

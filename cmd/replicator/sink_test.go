@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -138,6 +140,40 @@ func TestCheckOfASinkOnlyConfig(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("check output lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// TestStatusOfASinkOnlyConfig: status accepts the file `replicator sink`
+// reads (no source, no entities) and reports its read models alone.
+func TestStatusOfASinkOnlyConfig(t *testing.T) {
+	brokers, registryURL := sinkFixture(t)
+	store := "sqlite://" + filepath.Join(t.TempDir(), "read.db")
+	cfg := sinkConfig(t, brokers, registryURL, store, false)
+	out, err := runCLI(t, "status", "--config", cfg)
+	if err != nil {
+		t.Fatalf("status of a sink-only config: %v\n%s", err, out)
+	}
+	for _, want := range []string{"2 records behind", "customers[0]  none stored, end 2, 2 behind", "ok: nothing needs attention"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status output lacks %q:\n%s", want, out)
+		}
+	}
+	for _, notWant := range []string{"slot", "snapshot", "topics"} {
+		if strings.Contains(out, notWant) {
+			t.Errorf("status of a sink-only config shows the source's %q:\n%s", notWant, out)
+		}
+	}
+	out, err = runCLI(t, "status", "--config", cfg, "--json", "--max-read-model-lag", "1")
+	var exit exitError
+	if !errors.As(err, &exit) {
+		t.Fatalf("status over --max-read-model-lag: got %v, want a non-zero exit\n%s", err, out)
+	}
+	var rep statusReport
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("status --json: %v: %q", err, out)
+	}
+	if rep.Slot != nil || len(rep.ReadModels) != 1 || rep.ReadModels[0].Lag != 2 || len(rep.Attention) != 1 {
+		t.Errorf("status --json of a sink-only config: %+v", rep)
 	}
 }
 

@@ -38,7 +38,8 @@ const (
 
 // statusReport is what `replicator status` prints (and --json encodes).
 type statusReport struct {
-	Slot       slotReport        `json:"slot"`
+	// Slot is nil for a sink-only config (read_models, no source).
+	Slot       *slotReport       `json:"slot,omitempty"`
 	Snapshot   *snapshotReport   `json:"snapshot"`
 	Topics     []topicReport     `json:"topics"`
 	KafkaError string            `json:"kafka_error,omitempty"`
@@ -177,14 +178,21 @@ table.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			path, _ := cmd.Flags().GetString("config")
 			cfg, err := config.Load(path, cmd.Flags())
+			sinkOnly := false
 			if err != nil {
-				return fmt.Errorf("invalid configuration:\n%w", err)
+				// A sink-only file (kafka, registry, read_models): its read
+				// models are reported, as `replicator sink` reads it.
+				scfg, serr := config.LoadSink(path, cmd.Flags())
+				if serr != nil || scfg.Source.URL != "" || len(scfg.Entities) > 0 {
+					return fmt.Errorf("invalid configuration:\n%w", err)
+				}
+				cfg, sinkOnly = scfg, true
 			}
 			asJSON, _ := cmd.Flags().GetBool("json")
 			maxRetained, _ := cmd.Flags().GetUint64("max-retained-wal-bytes")
 			maxLag, _ := cmd.Flags().GetUint64("max-lag-bytes")
 			maxModelLag, _ := cmd.Flags().GetInt64("max-read-model-lag")
-			rep := collectStatus(cmd.Context(), cfg, maxRetained, maxLag, maxModelLag)
+			rep := collectStatus(cmd.Context(), cfg, sinkOnly, maxRetained, maxLag, maxModelLag)
 			if asJSON {
 				enc := json.NewEncoder(stdout)
 				enc.SetIndent("", "  ")
@@ -208,10 +216,33 @@ table.`,
 }
 
 // collectStatus gathers the report; what cannot be read is reported in it,
-// not returned, so the rest is still shown.
-func collectStatus(ctx context.Context, cfg *config.Config, maxRetained, maxLag uint64, maxReadModelLag int64) statusReport {
-	rep := statusReport{Slot: slotReport{Name: cfg.Source.Slot}, Topics: []topicReport{}, ReadModels: []readModelReport{}, Attention: []string{}}
+// not returned, so the rest is still shown. sinkOnly (a config of read
+// models alone) reports the read models only.
+func collectStatus(ctx context.Context, cfg *config.Config, sinkOnly bool, maxRetained, maxLag uint64, maxReadModelLag int64) statusReport {
+	rep := statusReport{Topics: []topicReport{}, ReadModels: []readModelReport{}, Attention: []string{}}
 	attention := func(format string, a ...any) { rep.Attention = append(rep.Attention, fmt.Sprintf(format, a...)) }
+	if !sinkOnly {
+		rep.Slot = &slotReport{Name: cfg.Source.Slot}
+		collectSourceStatus(ctx, cfg, &rep, attention, maxRetained, maxLag)
+	}
+	rep.ReadModels = readModelStatus(ctx, cfg)
+	for _, m := range rep.ReadModels {
+		switch {
+		case m.Error != "":
+			attention("read model %s: %s", m.Name, m.Error)
+		case m.Lag > maxReadModelLag:
+			attention("read model %s is %d records behind its topics (over --max-read-model-lag %d): is `replicator sink` running?", m.Name, m.Lag, maxReadModelLag)
+		}
+		for _, why := range m.MissedTombstones {
+			attention("%s", why)
+		}
+	}
+	return rep
+}
+
+// collectSourceStatus adds the source side to rep: the snapshot state and
+// republish requests, the slot, the entity topics' end offsets.
+func collectSourceStatus(ctx context.Context, cfg *config.Config, rep *statusReport, attention func(string, ...any), maxRetained, maxLag uint64) {
 
 	state, haveState, err := source.ReadSnapshotState(filepath.Join(cfg.DataDir, "source"), cfg.Source.Slot)
 	switch {
@@ -240,7 +271,7 @@ func collectStatus(ctx context.Context, cfg *config.Config, maxRetained, maxLag 
 		rep.Slot.SourceError = err.Error()
 		attention("source %s: %v", config.KeySourceURL, err)
 	} else {
-		rep.Slot = slotReport{
+		rep.Slot = &slotReport{
 			Name: slot.Name, Exists: slot.Exists, Active: slot.Active, ActivePID: slot.ActivePID,
 			RetainedWAL: slot.RetainedBytes(), LagBytes: slot.LagBytes(), WALStatus: slot.WALStatus,
 		}
@@ -267,19 +298,6 @@ func collectStatus(ctx context.Context, cfg *config.Config, maxRetained, maxLag 
 		// `replicator run`.
 		rep.KafkaError = err.Error()
 	}
-	rep.ReadModels = readModelStatus(ctx, cfg)
-	for _, m := range rep.ReadModels {
-		switch {
-		case m.Error != "":
-			attention("read model %s: %s", m.Name, m.Error)
-		case m.Lag > maxReadModelLag:
-			attention("read model %s is %d records behind its topics (over --max-read-model-lag %d): is `replicator sink` running?", m.Name, m.Lag, maxReadModelLag)
-		}
-		for _, why := range m.MissedTombstones {
-			attention("%s", why)
-		}
-	}
-	return rep
 }
 
 func readSlot(ctx context.Context, cfg *config.Config) (source.SlotStatus, error) {
@@ -359,6 +377,29 @@ func topicEnds(ctx context.Context, cfg *config.Config) ([]topicReport, error) {
 
 func printStatus(w io.Writer, rep statusReport) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	if rep.Slot != nil {
+		printSourceStatus(tw, rep)
+	}
+	printReadModelStatus(tw, rep)
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(rep.Attention) == 0 {
+		_, err := fmt.Fprintln(w, "ok: nothing needs attention")
+		return err
+	}
+	var b strings.Builder
+	b.WriteString("needs attention:\n")
+	for _, a := range rep.Attention {
+		fmt.Fprintf(&b, "  - %s\n", a)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// printSourceStatus prints the slot, the snapshot and republish requests,
+// and the entity topics.
+func printSourceStatus(tw io.Writer, rep statusReport) {
 	s := rep.Slot
 	switch {
 	case s.SourceError != "":
@@ -409,6 +450,10 @@ func printStatus(w io.Writer, rep statusReport) error {
 		}
 		fmt.Fprintf(tw, "topic\t%s\t%d records written, end offsets %v\n", t.Topic, t.Records, t.EndOffsets)
 	}
+}
+
+// printReadModelStatus prints each read model's position.
+func printReadModelStatus(tw io.Writer, rep statusReport) {
 	if len(rep.ReadModels) == 0 {
 		fmt.Fprintf(tw, "read models\tnone configured\t\n")
 	}
@@ -426,20 +471,6 @@ func printStatus(w io.Writer, rep statusReport) error {
 			fmt.Fprintf(tw, "\t%s[%d]\t%s, end %d, %d behind\n", p.Topic, p.Partition, stored, p.End, p.Lag)
 		}
 	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	if len(rep.Attention) == 0 {
-		_, err := fmt.Fprintln(w, "ok: nothing needs attention")
-		return err
-	}
-	var b strings.Builder
-	b.WriteString("needs attention:\n")
-	for _, a := range rep.Attention {
-		fmt.Fprintf(&b, "  - %s\n", a)
-	}
-	_, err := io.WriteString(w, b.String())
-	return err
 }
 
 // bytesText prints a byte count for people.
