@@ -80,8 +80,8 @@ type BatchObserver interface {
 type State int32
 
 const (
-	StateStarting State = iota // preparing the store, joining the group
-	StateRunning               // consuming
+	StateStarting State = iota // preparing the store, reading the schemas
+	StateRunning               // consuming: the group is joined in the background (kgo), so from before the join
 	StateFailed                // stopped with an error
 	StateStopped               // stopped cleanly
 )

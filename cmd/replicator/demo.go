@@ -15,6 +15,7 @@ import (
 	"github.com/replicator/replicator/pgcluster"
 	"github.com/replicator/replicator/source"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -86,6 +87,17 @@ rows of customer_profile. Nothing but PostgreSQL needs to be installed. It remov
 created when it ends (after the summary, or on Ctrl-C with --keep-running).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// The global flags configure run, sink and the others; demo
+			// builds its own config, so one given here would be ignored.
+			var given []string
+			cmd.InheritedFlags().VisitAll(func(f *pflag.Flag) {
+				if f.Changed {
+					given = append(given, "--"+f.Name)
+				}
+			})
+			if len(given) > 0 {
+				return fmt.Errorf("demo runs on a throwaway cluster with embedded defaults and takes no %s: use `replicator run --config F` for your own setup", strings.Join(given, ", "))
+			}
 			return runDemo(cmd.Context(), demoOptions{keep: keep, kafkaListen: kafkaListen, registryListen: registryListen}, stdout, stderr)
 		},
 	}

@@ -292,6 +292,24 @@ func TestDemoHelp(t *testing.T) {
 	}
 }
 
+// TestDemoRefusesGlobalFlags: demo builds its own config, so a global
+// flag given to it (which it would ignore) is refused, named.
+func TestDemoRefusesGlobalFlags(t *testing.T) {
+	t.Parallel()
+	out, err := runCLI(t, "demo", "--config", "mine.yaml", "--source-url", "postgres://x@127.0.0.1/db")
+	if err == nil {
+		t.Fatalf("demo with --config and --source-url ran:\n%s", out)
+	}
+	for _, want := range []string{"--config", "--source-url", "replicator run --config"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("demo's refusal %q lacks %q", err, want)
+		}
+	}
+	if strings.Contains(out, "starting a throwaway PostgreSQL") {
+		t.Errorf("demo started before refusing:\n%s", out)
+	}
+}
+
 // TestCheckGoesOnWithoutPostgres: PostgreSQL out of reach does not hide
 // the other problems (an unreachable broker, a taken metrics port).
 func TestCheckGoesOnWithoutPostgres(t *testing.T) {
