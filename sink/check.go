@@ -78,6 +78,11 @@ func Check(ctx context.Context, cfg Config) (notes []string, problems []error) {
 		n, ps := fitTable(d, p, desc)
 		notes = append(notes, n...)
 		problems = append(problems, ps...)
+		n, err = st.overrideNotes(pctx, p, desc)
+		if err != nil {
+			problems = append(problems, err)
+		}
+		notes = append(notes, n...)
 	}
 	if cols, err := d.columns(pctx, db, offsetsTable); err == nil && cols != nil {
 		lags, err := CheckLag(pctx, adm, st, m.Name, topics, time.Now())
