@@ -263,7 +263,7 @@ func (s *store) overrideNotes(ctx context.Context, p *plan, desc *tableDesc) ([]
 func (s *store) shadowRetype(ctx context.Context, shadow string, rs []retype) error {
 	q := s.d.quote
 	fix := func(r retype, stmt string, err error) error {
-		return fmt.Errorf("give column %s of the rebuilt table the type %s (the live table has %s): %s: %w: something of the table on the column does not take the new type (an index, a constraint, a default, a generated column): drop or change it on the live table, rebuild, and create it again",
+		return fmt.Errorf("give column %s of the rebuilt table the type %s (the live table has %s): %s: %w: something of the table on the column does not take the new type (an index, a constraint, a default, a generated column): drop or change it on the live table, rebuild, and create it again (or keep the type the column has)",
 			q(r.column), r.to, r.from, stmt, err)
 	}
 	for _, r := range rs {

@@ -503,3 +503,43 @@ func TestRebuildRetypes(t *testing.T) {
 		})
 	}
 }
+
+// TestRebuildRetypesCharsetMySQL: a text column in another character set
+// than utf8mb4 does not hold a string field (fitTable); the rebuilt table
+// gives it utf8mb4, keeping the rest of its definition (NOT NULL, the
+// default, the comment), and a 4-byte character is then loaded.
+func TestRebuildRetypesCharsetMySQL(t *testing.T) {
+	t.Parallel()
+	store := mysqlStore().fresh(t)
+	e := newEnv(t)
+	w := e.topic("customers", customersKey, customersValue)
+	w.put(cust(1, "ann", nil))
+	r := e.start(customerModel("profile"), store)
+	r.waitRecords(t, 1)
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	db, _, err := openStore(store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(t.Context(), "ALTER TABLE profile MODIFY display_name longtext CHARACTER SET latin1 NOT NULL DEFAULT 'anon' COMMENT 'shown'"); err != nil {
+		t.Fatal(err)
+	}
+	w.put(cust(2, "bob \U0001F600", nil))
+	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+	defer cancel()
+	if err := Rebuild(ctx, Config{Model: customerModel("profile"), StoreURL: store, Kafka: []kgo.Opt{kgo.SeedBrokers(e.brokers...)}, Registry: e.reg}, nil); err != nil {
+		t.Fatalf("Rebuild: %v", err)
+	}
+	wantRows(t, store, "profile", []string{"customer_id", "display_name"}, "1|ann", "2|bob \U0001F600")
+	var charset, nullable, def, comment string
+	if err := db.QueryRowContext(t.Context(), `SELECT character_set_name, is_nullable, column_default, column_comment FROM information_schema.columns
+		WHERE table_schema = DATABASE() AND table_name = 'profile' AND column_name = 'display_name'`).Scan(&charset, &nullable, &def, &comment); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(charset, "utf8mb4") || nullable != "NO" || def != "'anon'" || comment != "shown" {
+		t.Errorf("after the rebuild, display_name has character set %q, nullable %q, default %q, comment %q; want utf8mb4, NO, 'anon', shown", charset, nullable, def, comment)
+	}
+}
