@@ -14,8 +14,10 @@ import (
 // at start (the store unreachable, a topic or subject missing, a needed
 // field absent, an existing table that does not fit: [fitTable]) as
 // problems, and what deserves attention (the table will be created; a
-// column of bounded length) as notes. Missed tombstones ([Lag]) are
-// problems.
+// column of bounded length; a column whose type differs from its `type:`
+// in the config, which a rebuild applies) as notes. Missed tombstones
+// ([Lag]) are problems. On MySQL/MariaDB a `type:` is compared with the
+// column's through a temporary table (the session's own, dropped at once).
 func Check(ctx context.Context, cfg Config) (notes []string, problems []error) {
 	s, err := New(cfg)
 	if err != nil {
@@ -78,6 +80,11 @@ func Check(ctx context.Context, cfg Config) (notes []string, problems []error) {
 		n, ps := fitTable(d, p, desc)
 		notes = append(notes, n...)
 		problems = append(problems, ps...)
+		n, err = st.overrideNotes(pctx, p, desc)
+		if err != nil {
+			problems = append(problems, err)
+		}
+		notes = append(notes, n...)
 	}
 	if cols, err := d.columns(pctx, db, offsetsTable); err == nil && cols != nil {
 		lags, err := CheckLag(pctx, adm, st, m.Name, topics, time.Now())

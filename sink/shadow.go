@@ -15,23 +15,38 @@ import (
 // indexes for the queries it serves, grants. So when the live table
 // exists the shadow is created from it, not from the schemas, and the
 // columns the read model needs that it lacks (a column added to the
-// config, the reason for many a rebuild) are added. What cannot be carried
+// config, the reason for many a rebuild) are added. The columns the read
+// model writes get the types it wants now where the live ones differ (a
+// changed `type:`, a field widened in the schemas: retype.go), while the
+// shadow is still empty. What cannot be carried
 // over is said before anything is built: refused when it would break the
 // swap or what depends on the table (a view, another table's foreign
 // key), warned about otherwise (triggers; see each store below).
 
 // createShadow creates p's table (the shadow) from the live table when
-// live exists, and adds the columns of p it lacks; created is false when
-// live does not exist (the shadow is then created from the schemas, as any
-// new table). warnings are what the shadow does not keep of the live
-// table, for the log.
-func (s *store) createShadow(ctx context.Context, p *plan, live string) (created bool, warnings []string, err error) {
+// live exists, gives the columns of p it has the type p wants now where
+// the live one is another (retypes: the shadow is empty, so this is when
+// a changed type takes effect), and adds the columns of p it lacks;
+// created is false when live does not exist (the shadow is then created
+// from the schemas, as any new table). retyped are the columns whose type
+// changed, and warnings what the shadow does not keep of the live table,
+// for the log.
+func (s *store) createShadow(ctx context.Context, p *plan, live string) (created bool, retyped []retype, warnings []string, err error) {
 	have, err := s.d.columns(ctx, s.db, live)
 	if err != nil {
-		return false, nil, fmt.Errorf("read the columns of table %s: %w", s.d.quote(live), err)
+		return false, nil, nil, fmt.Errorf("read the columns of table %s: %w", s.d.quote(live), err)
 	}
 	if have == nil {
-		return false, nil, nil
+		return false, nil, nil, nil
+	}
+	desc, err := s.d.describe(ctx, s.db, live)
+	if err != nil {
+		return false, nil, nil, fmt.Errorf("read the columns and keys of table %s: %w", s.d.quote(live), err)
+	}
+	if desc != nil {
+		if retyped, err = s.retypes(ctx, p, desc); err != nil {
+			return false, nil, nil, fmt.Errorf("table %s: %w", s.d.quote(live), err)
+		}
 	}
 	shadow := p.model.Table
 	switch s.d.(type) {
@@ -40,12 +55,17 @@ func (s *store) createShadow(ctx context.Context, p *plan, live string) (created
 	case mysqlDialect:
 		warnings, err = s.shadowMySQL(ctx, live, shadow)
 	case sqliteDialect:
-		warnings, err = s.shadowSQLite(ctx, live, shadow)
+		warnings, err = s.shadowSQLite(ctx, live, shadow, retyped)
 	default:
-		return false, nil, fmt.Errorf("create table %s like %s: no way known for store %s", s.d.quote(shadow), s.d.quote(live), s.d.name())
+		return false, nil, nil, fmt.Errorf("create table %s like %s: no way known for store %s", s.d.quote(shadow), s.d.quote(live), s.d.name())
+	}
+	if err == nil && len(retyped) > 0 {
+		if _, ok := s.d.(sqliteDialect); !ok {
+			err = s.shadowRetype(ctx, shadow, retyped)
+		}
 	}
 	if err != nil {
-		return false, nil, fmt.Errorf("rebuild table %s as table %s is: %w", s.d.quote(shadow), s.d.quote(live), err)
+		return false, nil, nil, fmt.Errorf("rebuild table %s as table %s is: %w", s.d.quote(shadow), s.d.quote(live), err)
 	}
 	got := map[string]bool{}
 	for _, c := range have {
@@ -63,10 +83,10 @@ func (s *store) createShadow(ctx context.Context, p *plan, live string) (created
 		}
 		q := fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s %s", s.d.quote(shadow), s.d.quote(c.name), typ)
 		if _, err := s.db.ExecContext(ctx, q); err != nil {
-			return false, nil, fmt.Errorf("add column %s, which table %s lacks, to the rebuilt table: %s: %w", s.d.quote(c.name), s.d.quote(live), q, err)
+			return false, nil, nil, fmt.Errorf("add column %s, which table %s lacks, to the rebuilt table: %s: %w", s.d.quote(c.name), s.d.quote(live), q, err)
 		}
 	}
-	return true, warnings, nil
+	return true, retyped, warnings, nil
 }
 
 // dependents is the refusal of a rebuild whose swap would break objects
@@ -226,8 +246,9 @@ func (s *store) shadowMySQL(ctx context.Context, live, shadow string) ([]string,
 // table's own foreign keys to itself too: the shadow's copy references the
 // shadow (sqliteSelfReferences), which the swap renames with it. Triggers
 // on the table are dropped with it (their names are unique too). Names are
-// compared as SQLite does, ignoring case.
-func (s *store) shadowSQLite(ctx context.Context, live, shadow string) ([]string, error) {
+// compared as SQLite does, ignoring case. The columns of retyped get their
+// new type in the table's statement (sqliteRetype).
+func (s *store) shadowSQLite(ctx context.Context, live, shadow string, retyped []retype) ([]string, error) {
 	q := s.d.quote
 	broken, err := s.sqliteDependents(ctx, live)
 	if err != nil {
@@ -267,6 +288,13 @@ func (s *store) shadowSQLite(ctx context.Context, live, shadow string) ([]string
 		case "table":
 			if stmt, err = sqliteRename(o.sql, []string{"CREATE TABLE"}, q(shadow), ""); err == nil {
 				stmt, err = sqliteSelfReferences(stmt, live, q(shadow))
+			}
+			if err == nil && len(retyped) > 0 {
+				types := map[string]string{}
+				for _, r := range retyped {
+					types[strings.ToLower(r.column)] = r.to
+				}
+				stmt, err = sqliteRetype(stmt, types)
 			}
 		case "index":
 			name := strings.TrimSuffix(o.name, rebuildSuffix)

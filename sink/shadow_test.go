@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -294,5 +296,250 @@ func TestSQLiteRename(t *testing.T) {
 	}
 	if _, err := sqliteRename(`CREATE VIRTUAL TABLE x USING fts5(a)`, []string{"CREATE TABLE"}, `"y"`, ""); err == nil {
 		t.Error("a virtual table: got no error, want one")
+	}
+}
+
+// TestSQLiteRetype rewrites the declared type of the named columns of a
+// CREATE TABLE statement, keeping their constraints and everything else.
+func TestSQLiteRetype(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name, stmt string
+		types      map[string]string
+		want       string
+	}{
+		{"modifiers and constraints", `CREATE TABLE "p"(id INTEGER PRIMARY KEY, tier varchar(10) NOT NULL DEFAULT 'x', n numeric ( 12, 2 ) CHECK (n > 0))`,
+			map[string]string{"tier": "TEXT", "n": "text"},
+			`CREATE TABLE "p"(id INTEGER PRIMARY KEY, tier TEXT NOT NULL DEFAULT 'x', n text CHECK (n > 0))`},
+		{"no type, last column", `CREATE TABLE "p"(id, v)`, map[string]string{"v": "INTEGER"}, `CREATE TABLE "p"(id, v INTEGER)`},
+		{"no type, constraint", `CREATE TABLE "p"(id, v NOT NULL, w)`, map[string]string{"v": "INTEGER"}, `CREATE TABLE "p"(id, v INTEGER NOT NULL, w)`},
+		{"quoted name, other case, two words", "CREATE TABLE \"p\"(\"Id\" int, [TIER] double precision, -- tier text\n x /* a, b */ text, PRIMARY KEY (\"Id\"))",
+			map[string]string{"tier": "TEXT", "id": "INTEGER"},
+			"CREATE TABLE \"p\"(\"Id\" INTEGER, [TIER] TEXT, -- tier text\n x /* a, b */ text, PRIMARY KEY (\"Id\"))"},
+		{"table constraint named like a column", `CREATE TABLE "p"(a int, b int, CONSTRAINT c CHECK (b, 'tier' <> 'tier'), UNIQUE (a))`,
+			map[string]string{"b": "TEXT"}, `CREATE TABLE "p"(a int, b TEXT, CONSTRAINT c CHECK (b, 'tier' <> 'tier'), UNIQUE (a))`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := sqliteRetype(c.stmt, c.types)
+			if err != nil || got != c.want {
+				t.Errorf("got %q, %v; want %q", got, err, c.want)
+			}
+		})
+	}
+	if _, err := sqliteRetype(`CREATE TABLE "p"(a int)`, map[string]string{"b": "TEXT"}); err == nil || !strings.Contains(err.Error(), `column "b"`) {
+		t.Errorf("a column the statement lacks: got %v, want an error naming it", err)
+	}
+}
+
+// TestRebuildRetypes: a rebuild gives the rebuilt table the types the read
+// model wants now, where the live table has others: a column whose type:
+// in the config changed (a longer value than the old type takes is then
+// loaded), and one whose field was widened in the schemas (int to long: a
+// value past 32 bits is then loaded); a type: spelled otherwise than the
+// catalog prints it is the same type and left alone. What the user added
+// (a column, an index) survives. `check` notes the changed type: before
+// the rebuild, not after. On PostgreSQL, an index the new type does not
+// take refuses the rebuild, naming the column and the fix.
+func TestRebuildRetypes(t *testing.T) {
+	t.Parallel()
+	const valueInt = `{"type":"record","name":"customers","fields":[{"name":"id","type":"long"},{"name":"name","type":"string"},{"name":"tier","type":["null","string"],"default":null},{"name":"visits","type":"int"}]}`
+	valueLong := strings.Replace(valueInt, `{"name":"visits","type":"int"}`, `{"name":"visits","type":"long"}`, 1)
+	for _, sk := range []storeKind{sqliteStore(), postgresStore(t), mysqlStore()} {
+		t.Run(sk.name, func(t *testing.T) {
+			t.Parallel()
+			store := sk.fresh(t)
+			e := newEnv(t)
+			w := e.topic("customers", customersKey, valueInt)
+			put := func(id int64, tier string, visits any) {
+				t.Helper()
+				w.put(map[string]any{"id": id}, map[string]any{"id": id, "name": fmt.Sprint("n", id), "tier": tier, "visits": visits})
+			}
+			model := func(nameType, tierType string) ReadModel {
+				m := customerModel("profile")
+				m.Sources[0].Columns = []Column{{Name: "customer_id", Field: "id"}, {Name: "display_name", Field: "name", Type: nameType},
+					{Name: "tier", Field: "tier", Type: tierType}, {Name: "visits", Field: "visits"}}
+				return m
+			}
+			for k := int64(1); k <= 3; k++ {
+				put(k, "gold", int32(k))
+			}
+			r := e.start(model("varchar(50)", "varchar(10)"), store)
+			r.waitRecords(t, 3)
+			if err := r.stop(); err != nil {
+				t.Fatal(err)
+			}
+			db, d, err := openStore(store)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			exec := func(q string) {
+				t.Helper()
+				if _, err := db.ExecContext(t.Context(), q); err != nil {
+					t.Fatalf("%s: %v", q, err)
+				}
+			}
+			exec("ALTER TABLE profile ADD COLUMN note varchar(20) DEFAULT 'mine'")
+			exec("CREATE INDEX profile_by_name ON profile (display_name)")
+			// The rest of a retyped column's definition is kept.
+			switch sk.name {
+			case "postgres":
+				exec("ALTER TABLE profile ALTER COLUMN tier SET DEFAULT 'none'")
+			case "mysql":
+				exec("ALTER TABLE profile MODIFY tier varchar(10) CHARACTER SET latin1 DEFAULT 'none' COMMENT 'level'")
+			}
+			w.evolve(valueLong)
+			put(4, "platinum-plus-member", int64(5_000_000_000))
+
+			// The same type as the live one, spelled otherwise.
+			nameType := "VARCHAR( 50 )"
+			oldTier := "varchar(10)"
+			if sk.name == "postgres" {
+				nameType, oldTier = "character varying (50)", "character varying(10)"
+			}
+			m := model(nameType, "text")
+			var logs bytes.Buffer // written under the handler's lock, read after Rebuild returns
+			cfg := Config{Model: m, StoreURL: store, Kafka: []kgo.Opt{kgo.SeedBrokers(e.brokers...)}, Registry: e.reg, Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+			ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+			defer cancel()
+			note := fmt.Sprintf("table %s column %s is %s, the config says text: a rebuild applies it", d.quote("profile"), d.quote("tier"), oldTier)
+			notes, _ := Check(ctx, cfg)
+			if !slices.ContainsFunc(notes, func(n string) bool { return strings.Contains(n, note) }) {
+				t.Errorf("check before the rebuild: notes %q, want one saying %q", notes, note)
+			}
+			if slices.ContainsFunc(notes, func(n string) bool { return strings.Contains(n, "display_name") }) {
+				t.Errorf("check before the rebuild: notes %q, want none on display_name (its type: is the same type)", notes)
+			}
+
+			if err := Rebuild(ctx, cfg, nil); err != nil {
+				t.Fatalf("Rebuild: %v", err)
+			}
+			wantRows(t, store, "profile", []string{"customer_id", "display_name", "tier", "visits", "note"},
+				"1|n1|gold|1|mine", "2|n2|gold|2|mine", "3|n3|gold|3|mine", "4|n4|platinum-plus-member|5000000000|mine")
+			var typeQuery, indexQuery string
+			want := map[string]string{"display_name": "varchar(50)", "tier": "text", "note": "varchar(20)"}
+			switch sk.name {
+			case "sqlite":
+				typeQuery = `SELECT lower(type) FROM pragma_table_info('profile') WHERE name = ?`
+				indexQuery = `SELECT count(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'profile' AND sql LIKE '%(display_name)%'`
+				want["visits"] = "integer" // holds a long: kept
+			case "postgres":
+				typeQuery = `SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'profile'::regclass AND attname = $1`
+				indexQuery = `SELECT count(*) FROM pg_indexes WHERE tablename = 'profile' AND indexdef LIKE '%(display_name)%'`
+				want = map[string]string{"display_name": "character varying(50)", "tier": "text", "note": "character varying(20)", "visits": "bigint"}
+			case "mysql":
+				typeQuery = `SELECT concat(column_type, ' ', is_nullable) FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = 'profile' AND column_name = ?`
+				indexQuery = `SELECT count(*) FROM information_schema.statistics WHERE table_schema = DATABASE() AND table_name = 'profile' AND column_name = 'display_name'`
+				want = map[string]string{"display_name": "varchar(50) YES", "tier": "text YES", "note": "varchar(20) YES", "visits": "bigint(20) YES"} // nullable as the live ones
+			}
+			for col, typ := range want {
+				var got string
+				if err := db.QueryRowContext(t.Context(), typeQuery, col).Scan(&got); err != nil {
+					t.Fatalf("the type of column %s: %v", col, err)
+				}
+				if got != typ {
+					t.Errorf("after the rebuild, column %s is %q, want %q", col, got, typ)
+				}
+			}
+			var indexed int
+			if err := db.QueryRowContext(t.Context(), indexQuery).Scan(&indexed); err != nil {
+				t.Fatal(err)
+			}
+			if indexed != 1 {
+				t.Errorf("after the rebuild: %d index(es) on profile (display_name), want 1", indexed)
+			}
+			if sk.name != "sqlite" {
+				exec("INSERT INTO profile (customer_id, display_name, visits) VALUES (99, 'x', 1)")
+				var tier string
+				if err := db.QueryRowContext(t.Context(), "SELECT tier FROM profile WHERE customer_id = 99").Scan(&tier); err != nil {
+					t.Fatal(err)
+				}
+				if tier != "none" {
+					t.Errorf("after the rebuild, a row inserted without tier has tier %q, want the live column's default 'none'", tier)
+				}
+				exec("DELETE FROM profile WHERE customer_id = 99")
+			}
+			if sk.name == "mysql" {
+				var charset, comment string
+				if err := db.QueryRowContext(t.Context(), `SELECT character_set_name, column_comment FROM information_schema.columns
+					WHERE table_schema = DATABASE() AND table_name = 'profile' AND column_name = 'tier'`).Scan(&charset, &comment); err != nil {
+					t.Fatal(err)
+				}
+				if charset != "latin1" || comment != "level" {
+					t.Errorf("after the rebuild, column tier has character set %q and comment %q, want the live column's latin1 and level", charset, comment)
+				}
+			}
+			got := logs.String()
+			from := oldTier
+			if strings.Contains(from, " ") {
+				from = strconv.Quote(from) // as slog's text handler writes it
+			}
+			retyped := []string{"column=tier from=" + from + " to=text"}
+			if sk.name != "sqlite" {
+				retyped = append(retyped, "column=visits")
+			}
+			for _, l := range retyped {
+				if !strings.Contains(got, "the rebuilt table gives a column the type the read model wants now") || !strings.Contains(got, l) {
+					t.Errorf("rebuild log lacks the retyped column (%s):\n%s", l, got)
+				}
+			}
+			if strings.Contains(got, "column=display_name") {
+				t.Errorf("rebuild log says display_name was retyped, which has the same type spelled otherwise:\n%s", got)
+			}
+			notes, _ = Check(ctx, cfg)
+			if slices.ContainsFunc(notes, func(n string) bool { return strings.Contains(n, "the config says") }) {
+				t.Errorf("check after the rebuild: notes %q, want none on a type", notes)
+			}
+
+			if sk.name == "postgres" {
+				exec("CREATE INDEX profile_by_tier ON profile (upper(tier))")
+				cfg.Model = model(nameType, "bytea")
+				err := Rebuild(ctx, cfg, nil)
+				if err == nil || !strings.Contains(err.Error(), `give column "tier" of the rebuilt table the type bytea`) || !strings.Contains(err.Error(), "drop or change it on the live table") {
+					t.Fatalf("Rebuild to a type an index does not take: got %v, want the refusal naming the column and the fix", err)
+				}
+				wantRows(t, store, "profile", []string{"customer_id", "tier"}, "1|gold", "2|gold", "3|gold", "4|platinum-plus-member")
+			}
+		})
+	}
+}
+
+// TestRebuildRetypesCharsetMySQL: a text column in another character set
+// than utf8mb4 does not hold a string field (fitTable); the rebuilt table
+// gives it utf8mb4, keeping the rest of its definition (NOT NULL, the
+// default, the comment), and a 4-byte character is then loaded.
+func TestRebuildRetypesCharsetMySQL(t *testing.T) {
+	t.Parallel()
+	store := mysqlStore().fresh(t)
+	e := newEnv(t)
+	w := e.topic("customers", customersKey, customersValue)
+	w.put(cust(1, "ann", nil))
+	r := e.start(customerModel("profile"), store)
+	r.waitRecords(t, 1)
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	db, _, err := openStore(store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(t.Context(), "ALTER TABLE profile MODIFY display_name longtext CHARACTER SET latin1 NOT NULL DEFAULT 'anon' COMMENT 'shown'"); err != nil {
+		t.Fatal(err)
+	}
+	w.put(cust(2, "bob \U0001F600", nil))
+	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+	defer cancel()
+	if err := Rebuild(ctx, Config{Model: customerModel("profile"), StoreURL: store, Kafka: []kgo.Opt{kgo.SeedBrokers(e.brokers...)}, Registry: e.reg}, nil); err != nil {
+		t.Fatalf("Rebuild: %v", err)
+	}
+	wantRows(t, store, "profile", []string{"customer_id", "display_name"}, "1|ann", "2|bob \U0001F600")
+	var charset, nullable, def, comment string
+	if err := db.QueryRowContext(t.Context(), `SELECT character_set_name, is_nullable, column_default, column_comment FROM information_schema.columns
+		WHERE table_schema = DATABASE() AND table_name = 'profile' AND column_name = 'display_name'`).Scan(&charset, &nullable, &def, &comment); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(charset, "utf8mb4") || nullable != "NO" || def != "'anon'" || comment != "shown" {
+		t.Errorf("after the rebuild, display_name has character set %q, nullable %q, default %q, comment %q; want utf8mb4, NO, 'anon', shown", charset, nullable, def, comment)
 	}
 }

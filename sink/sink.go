@@ -410,11 +410,15 @@ func (s *Sink) prepare(ctx context.Context) error {
 	copied := false
 	if s.likeTable != "" {
 		var warnings []string
-		if copied, warnings, err = s.st.createShadow(ctx, p, s.likeTable); err != nil {
+		var retyped []retype
+		if copied, retyped, warnings, err = s.st.createShadow(ctx, p, s.likeTable); err != nil {
 			return fail(err)
 		}
 		if copied {
 			s.log.Info("created the rebuilt table from the live table's definition", "table", m.Table, "from", s.likeTable, "store", d.name())
+		}
+		for _, r := range retyped {
+			s.log.Info("the rebuilt table gives a column the type the read model wants now", "table", s.likeTable, "column", r.column, "from", r.from, "to", r.to, "store", d.name())
 		}
 		for _, w := range warnings {
 			s.log.Warn(w, "table", s.likeTable, "store", d.name())

@@ -1,0 +1,500 @@
+package sink
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/jackc/pgx/v5/stdlib"
+)
+
+// A rebuild creates its table from the live one (shadow.go), which keeps
+// the live columns' types. The types the read model wants may have
+// changed since the live table was created: a column's `type:` in the
+// config, or a field's type in the schemas (an int widened to a long). A
+// rebuild is when a user expects such a change to take effect, and the
+// rebuilt table is empty until the load starts, so changing a column's
+// type then costs nothing: retypes finds the columns to change, and the
+// store's way applies it (shadowRetype, sqliteRetype).
+
+// retype is a column of the read model whose live type the rebuilt table
+// changes: from as the live table's catalog prints it, to as the read
+// model wants it.
+type retype struct {
+	column, from, to string
+}
+
+// retypes lists the columns the read model writes whose type in the live
+// table (desc) is not the one it wants now: a column with a `type:`
+// override whose type is another (compared by sameType, as the catalog
+// spells it), and one without whose live type does not hold its field
+// (d.holds, the fit check's rule: a wider type is kept). A column the live
+// table lacks is added with the wanted type (createShadow); one the read
+// model does not write keeps its type.
+func (s *store) retypes(ctx context.Context, p *plan, desc *tableDesc) ([]retype, error) {
+	have := map[string]colDesc{}
+	for _, c := range desc.cols {
+		have[c.name] = c
+	}
+	var out []retype
+	for _, c := range p.columns {
+		found, ok := have[c.name]
+		if !ok {
+			continue
+		}
+		r := retype{column: c.name, from: found.typ}
+		if c.override != "" {
+			same, err := s.sameType(ctx, found, c.override)
+			if err != nil {
+				return nil, fmt.Errorf("column %s: compare its type %s with the config's type %q: %w", s.d.quote(c.name), found.typ, c.override, err)
+			}
+			if same {
+				continue
+			}
+			r.to = c.override
+		} else {
+			if s.d.holds(c.typ, found).ok {
+				continue
+			}
+			r.to = s.d.sqlType(c.typ, c.source < 0)
+			if _, ok := s.d.(mysqlDialect); ok && mysqlTextType(r.to) {
+				// The sink's text is utf8mb4 (holds refuses another
+				// character set), whatever the live column's was.
+				r.to += " CHARACTER SET utf8mb4"
+			}
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// sameType reports whether a column of type typ, as the config spells it,
+// would be what the catalog describes as found. The catalog spells a type
+// its own way (PostgreSQL "character varying(20)" for "varchar(20)",
+// MariaDB "int(11)" for "int"), so typ is put to the store and its own
+// spelling compared:
+//   - PostgreSQL: format_type of the type and modifier PostgreSQL gives
+//     `SELECT CAST(NULL AS typ)` (the statement is only prepared, never
+//     run), the function the catalog description uses (describe);
+//   - MySQL/MariaDB: the column_type of a column of that type in a
+//     temporary table (SHOW COLUMNS), compared ignoring case; the
+//     character set is not compared. Without the privilege to create
+//     one, the spellings are compared as written, ignoring case and
+//     spaces (an equal type spelled otherwise is then changed to itself,
+//     harmless on the empty rebuilt table);
+//   - SQLite keeps the declared type as written: compared ignoring case
+//     and spaces.
+func (s *store) sameType(ctx context.Context, found colDesc, typ string) (bool, error) {
+	switch s.d.(type) {
+	case postgresDialect:
+		canon, err := postgresTypeName(ctx, s.db, typ)
+		if err != nil {
+			return false, err
+		}
+		return canon == found.typ, nil
+	case mysqlDialect:
+		canon, err := mysqlTypeName(ctx, s.db, typ)
+		if err != nil {
+			return squeezeType(typ) == squeezeType(found.typ), nil
+		}
+		return strings.EqualFold(canon, found.typ), nil
+	}
+	declared := found.typ
+	if declared == "(no type)" { // describe's stand-in for an empty one
+		declared = ""
+	}
+	return squeezeType(typ) == squeezeType(declared), nil
+}
+
+// squeezeType is a type's spelling without case and spaces.
+func squeezeType(typ string) string {
+	return strings.ToLower(strings.Join(strings.Fields(typ), ""))
+}
+
+// postgresTypeName is format_type of the type PostgreSQL parses typ as,
+// with its modifier: the description of a prepared
+// `SELECT CAST(NULL AS typ)` carries both. A `type:` that is more than a
+// type (a constraint after it) is refused there.
+func postgresTypeName(ctx context.Context, db *sql.DB, typ string) (string, error) {
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	var oid uint32
+	var mod int32
+	if err := conn.Raw(func(dc any) error {
+		c, ok := dc.(*stdlib.Conn)
+		if !ok {
+			return fmt.Errorf("the connection is a %T, not pgx's", dc)
+		}
+		sd, err := c.Conn().PgConn().Prepare(ctx, "", "SELECT CAST(NULL AS "+typ+")", nil)
+		if err != nil {
+			return fmt.Errorf("not a type PostgreSQL knows (type: takes a type, nothing more): %w", err)
+		}
+		if len(sd.Fields) != 1 {
+			return fmt.Errorf("not a type: SELECT CAST(NULL AS %s) describes %d columns", typ, len(sd.Fields))
+		}
+		oid, mod = sd.Fields[0].DataTypeOID, sd.Fields[0].TypeModifier
+		return nil
+	}); err != nil {
+		return "", err
+	}
+	var name string
+	if err := conn.QueryRowContext(ctx, "SELECT format_type($1::oid, $2::int)", oid, mod).Scan(&name); err != nil {
+		return "", err
+	}
+	return name, nil
+}
+
+// mysqlTypeProbe is the temporary table mysqlTypeName creates: a
+// session's own, invisible to others, dropped before the connection goes
+// back to the pool.
+const mysqlTypeProbe = "replicator_type_probe"
+
+// mysqlTypeName is the column_type MySQL/MariaDB gives a column declared
+// typ, read from a temporary table of one column.
+func mysqlTypeName(ctx context.Context, db *sql.DB, typ string) (name string, err error) {
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	q := mysqlDialect{}.quote(mysqlTypeProbe)
+	if _, err := conn.ExecContext(ctx, fmt.Sprintf("CREATE TEMPORARY TABLE %s (c %s)", q, typ)); err != nil {
+		return "", err
+	}
+	defer func() {
+		if _, derr := conn.ExecContext(context.WithoutCancel(ctx), "DROP TEMPORARY TABLE "+q); derr != nil {
+			// The table would stay with the session: not back to the pool.
+			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+		}
+	}()
+	rows, err := conn.QueryContext(ctx, "SHOW COLUMNS FROM "+q)
+	if err != nil {
+		return "", err
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		return "", err
+	}
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return "", err
+		}
+		return "", errors.New("SHOW COLUMNS of the probe table lists no column")
+	}
+	vals := make([]sql.RawBytes, len(cols))
+	ptrs := make([]any, len(cols))
+	for i := range vals {
+		ptrs[i] = &vals[i]
+	}
+	if err := rows.Scan(ptrs...); err != nil {
+		return "", err
+	}
+	if len(vals) < 2 { // Field, Type, …
+		return "", fmt.Errorf("SHOW COLUMNS lists %d fields, want Field and Type", len(vals))
+	}
+	return string(vals[1]), nil
+}
+
+// mysqlTextType reports whether typ is a MySQL/MariaDB character type:
+// one with a character set.
+func mysqlTextType(typ string) bool {
+	t := strings.ToLower(strings.TrimSpace(typ))
+	return strings.Contains(t, "char") || strings.Contains(t, "text") || strings.HasPrefix(t, "enum") || strings.HasPrefix(t, "set")
+}
+
+// mysqlNamesCharset reports whether typ sets its own character set or
+// collation.
+func mysqlNamesCharset(typ string) bool {
+	t := strings.ToLower(typ)
+	return strings.Contains(t, "character set") || strings.Contains(t, "charset") || strings.Contains(t, "collate")
+}
+
+// overrideNotes are `replicator check`'s notes on the columns of an
+// existing table whose type differs from their `type:` in the config:
+// the fit check leaves such a column alone (the user chose its type), so
+// a changed `type:` takes effect only when the table is created again,
+// which a rebuild does.
+func (s *store) overrideNotes(ctx context.Context, p *plan, desc *tableDesc) ([]string, error) {
+	over := &plan{model: p.model}
+	for _, c := range p.columns {
+		if c.override != "" {
+			over.columns = append(over.columns, c)
+		}
+	}
+	rs, err := s.retypes(ctx, over, desc)
+	if err != nil {
+		return nil, fmt.Errorf("table %s: %w", s.d.quote(p.model.Table), err)
+	}
+	var notes []string
+	for _, r := range rs {
+		notes = append(notes, fmt.Sprintf("table %s column %s is %s, the config says %s: a rebuild applies it (replicator rebuild); the running sink writes into %s",
+			s.d.quote(p.model.Table), s.d.quote(r.column), r.from, r.to, r.from))
+	}
+	return notes, nil
+}
+
+// shadowRetype gives the columns rs of the rebuilt table (shadow, just
+// created from the live table and still empty) their new type, on
+// PostgreSQL and MySQL/MariaDB (SQLite cannot alter a column's type:
+// shadowSQLite writes the new types into the table's CREATE statement).
+//
+// PostgreSQL: ALTER COLUMN … TYPE … USING NULL: the table has no row to
+// convert, and NULL converts to any type, where the column's own value
+// needs a cast that may not exist (date to integer). PostgreSQL rebuilds
+// the column's indexes and converts its default and constraints on the
+// new type, and refuses when one does not apply to it (an expression
+// index or a CHECK calling a function of the old type, an operator class
+// of it, a generated column using it): the error names the column and the
+// fix. No view can depend on the shadow (a view on the live table is
+// refused before, shadowPostgres).
+//
+// MySQL/MariaDB: MODIFY COLUMN restates the whole column, so the rest of
+// its definition is taken from SHOW CREATE TABLE (nullability, default,
+// comment, …) and kept, and its character set and collation too when
+// the new type is a text type that does not name its own.
+func (s *store) shadowRetype(ctx context.Context, shadow string, rs []retype) error {
+	q := s.d.quote
+	fix := func(r retype, stmt string, err error) error {
+		return fmt.Errorf("give column %s of the rebuilt table the type %s (the live table has %s): %s: %w: something of the table on the column does not take the new type (an index, a constraint, a default, a generated column): drop or change it on the live table, rebuild, and create it again (or keep the type the column has)",
+			q(r.column), r.to, r.from, stmt, err)
+	}
+	for _, r := range rs {
+		var stmt string
+		switch s.d.(type) {
+		case postgresDialect:
+			stmt = fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s TYPE %s USING NULL", q(shadow), q(r.column), r.to)
+		case mysqlDialect:
+			var err error
+			if stmt, err = s.mysqlModify(ctx, shadow, r); err != nil {
+				return fmt.Errorf("column %s: %w", q(r.column), err)
+			}
+		default:
+			return fmt.Errorf("change the type of column %s: no way known for store %s", q(r.column), s.d.name())
+		}
+		if _, err := s.db.ExecContext(ctx, stmt); err != nil {
+			return fix(r, stmt, err)
+		}
+	}
+	return nil
+}
+
+// mysqlColumnCharset matches the character set and collation SHOW CREATE
+// TABLE prints after a column's type.
+var mysqlColumnCharset = regexp.MustCompile(`^( CHARACTER SET \w+)?( COLLATE \w+)?`)
+
+// mysqlModify is the MODIFY COLUMN giving r's column of table its new
+// type, the rest of its definition as SHOW CREATE TABLE prints it.
+func (s *store) mysqlModify(ctx context.Context, table string, r retype) (string, error) {
+	q := s.d.quote
+	var name, create string
+	if err := s.db.QueryRowContext(ctx, "SHOW CREATE TABLE "+q(table)).Scan(&name, &create); err != nil {
+		return "", fmt.Errorf("read the definition of table %s: %w", q(table), err)
+	}
+	prefix := q(r.column) + " "
+	for _, line := range strings.Split(create, "\n") {
+		line = strings.TrimLeft(line, " ")
+		if !strings.HasPrefix(line, prefix) {
+			continue
+		}
+		def := strings.TrimSuffix(strings.TrimPrefix(line, prefix), ",")
+		if len(def) < len(r.from) || !strings.EqualFold(def[:len(r.from)], r.from) {
+			return "", fmt.Errorf("its definition in SHOW CREATE TABLE %s does not start with its type %s: %q", q(table), r.from, def)
+		}
+		rest := def[len(r.from):]
+		charset := mysqlColumnCharset.FindString(rest)
+		rest = rest[len(charset):]
+		if !mysqlTextType(r.to) || mysqlNamesCharset(r.to) {
+			charset = ""
+		}
+		return fmt.Sprintf("ALTER TABLE %s MODIFY COLUMN %s %s%s%s", q(table), q(r.column), r.to, charset, rest), nil
+	}
+	return "", fmt.Errorf("SHOW CREATE TABLE %s does not list it", q(table))
+}
+
+// sqliteRetype rewrites the declared types of the columns of a CREATE
+// TABLE statement as sqlite_master keeps it: types maps a column's name,
+// lower-case (SQLite ignores the case of names), to its new type. SQLite
+// cannot alter a column's type, and building the rebuilt table from the
+// schemas instead would lose what the user wrote (constraints, defaults,
+// collations, the other columns' declarations), so the statement that
+// creates it says the new type: the type name is the words after the
+// column's name up to a constraint's keyword, with its (n) or (p,s).
+// String literals, quoted names and comments are skipped. A column of
+// types the statement does not declare is an error.
+func sqliteRetype(stmt string, types map[string]string) (string, error) {
+	const head = "CREATE TABLE"
+	if len(stmt) <= len(head) || !strings.EqualFold(stmt[:len(head)], head) {
+		return "", fmt.Errorf("its definition does not start with %s: %.60q", head, stmt)
+	}
+	i := sqliteSkipSpace(stmt, len(head))
+	n, err := sqliteIdentLen(stmt[i:])
+	if err != nil {
+		return "", err
+	}
+	i = sqliteSkipSpace(stmt, i+n)
+	if i >= len(stmt) || stmt[i] != '(' {
+		return "", fmt.Errorf("no column list after the table's name: %.60q", stmt)
+	}
+	i++
+	var out strings.Builder
+	last := 0
+	done := map[string]bool{}
+	for {
+		i = sqliteSkipSpace(stmt, i)
+		n := sqliteWordLen(stmt[i:])
+		if n == 0 {
+			return "", fmt.Errorf("a column's name is missing at %.40q", stmt[i:])
+		}
+		name := sqliteUnquote(stmt[i : i+n])
+		bare := isIdentChar(stmt[i])
+		i += n
+		switch up := strings.ToUpper(name); {
+		case bare && (up == "CONSTRAINT" || up == "PRIMARY" || up == "UNIQUE" || up == "CHECK" || up == "FOREIGN"):
+			// A table constraint.
+		default:
+			to, ok := types[strings.ToLower(name)]
+			if !ok || done[strings.ToLower(name)] {
+				break
+			}
+			done[strings.ToLower(name)] = true
+			start, end := i, i // the type name: none when start == end
+			for j := sqliteSkipSpace(stmt, i); j < len(stmt); j = sqliteSkipSpace(stmt, j) {
+				w := 0
+				for j+w < len(stmt) && isIdentChar(stmt[j+w]) {
+					w++
+				}
+				if w == 0 || sqliteConstraintWord[strings.ToUpper(stmt[j:j+w])] {
+					if w == 0 && stmt[j] == '(' && end > start {
+						close, err := sqliteSkipTo(stmt, j+1, ')')
+						if err != nil {
+							return "", err
+						}
+						end = close + 1
+					}
+					break
+				}
+				if start == end {
+					start = j
+				}
+				j += w
+				end = j
+			}
+			out.WriteString(stmt[last:start])
+			if start == end {
+				out.WriteString(" ")
+			}
+			out.WriteString(to)
+			last = end
+			i = end
+		}
+		// On to the next definition, or the end of the list.
+		j, err := sqliteSkipTo(stmt, i, ',')
+		if err != nil {
+			return "", err
+		}
+		if stmt[j] == ')' {
+			break
+		}
+		i = j + 1
+	}
+	for name := range types {
+		if !done[name] {
+			return "", fmt.Errorf("column %q is not in its definition: %.60q", name, stmt)
+		}
+	}
+	out.WriteString(stmt[last:])
+	return out.String(), nil
+}
+
+// sqliteConstraintWord are the keywords that end a column's type name
+// (https://sqlite.org/lang_createtable.html, column-constraint).
+var sqliteConstraintWord = map[string]bool{
+	"CONSTRAINT": true, "PRIMARY": true, "NOT": true, "NULL": true, "UNIQUE": true, "CHECK": true,
+	"DEFAULT": true, "COLLATE": true, "REFERENCES": true, "GENERATED": true, "AS": true,
+}
+
+// sqliteWordLen is the length of the name s starts with, quoted or bare
+// (up to a character no bare name has).
+func sqliteWordLen(s string) int {
+	if s == "" {
+		return 0
+	}
+	switch s[0] {
+	case '"', '`', '\'', '[':
+		n, err := sqliteIdentLen(s)
+		if err != nil {
+			return 0
+		}
+		return n
+	}
+	n := 0
+	for n < len(s) && isIdentChar(s[n]) {
+		n++
+	}
+	return n
+}
+
+// sqliteSkipSpace skips spaces and comments from i.
+func sqliteSkipSpace(s string, i int) int {
+	for i < len(s) {
+		switch {
+		case isSpace(s[i]):
+			i++
+		case strings.HasPrefix(s[i:], "--"):
+			if j := strings.IndexByte(s[i:], '\n'); j >= 0 {
+				i += j + 1
+			} else {
+				i = len(s)
+			}
+		case strings.HasPrefix(s[i:], "/*"):
+			if j := strings.Index(s[i+2:], "*/"); j >= 0 {
+				i += 2 + j + 2
+			} else {
+				i = len(s)
+			}
+		default:
+			return i
+		}
+	}
+	return i
+}
+
+// sqliteSkipTo is the index of the first stop (or of a closing
+// parenthesis) from i outside parentheses opened after i, string
+// literals, quoted names and comments.
+func sqliteSkipTo(s string, i int, stop byte) (int, error) {
+	depth := 0
+	for i < len(s) {
+		switch c := s[i]; {
+		case c == '\'' || c == '"' || c == '`' || c == '[':
+			n, err := sqliteIdentLen(s[i:])
+			if err != nil {
+				return 0, err
+			}
+			i += n
+			continue
+		case c == '-' && strings.HasPrefix(s[i:], "--"), c == '/' && strings.HasPrefix(s[i:], "/*"):
+			i = sqliteSkipSpace(s, i)
+			continue
+		case c == '(':
+			depth++
+		case c == ')':
+			if depth == 0 {
+				return i, nil
+			}
+			depth--
+		case c == stop && depth == 0:
+			return i, nil
+		}
+		i++
+	}
+	return 0, fmt.Errorf("unterminated definition: %.60q", s)
+}
