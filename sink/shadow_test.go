@@ -410,6 +410,19 @@ func TestRebuildRetypes(t *testing.T) {
 			if slices.ContainsFunc(notes, func(n string) bool { return strings.Contains(n, "display_name") }) {
 				t.Errorf("check before the rebuild: notes %q, want none on display_name (its type: is the same type)", notes)
 			}
+			if sk.name == "postgres" {
+				// A type: with more than a type in it: the running sink
+				// takes it, only a rebuild would fail, so check notes it.
+				bad := cfg
+				bad.Model = model(nameType, "text NOT NULL")
+				notes, problems := Check(ctx, bad)
+				if slices.ContainsFunc(problems, func(err error) bool { return strings.Contains(err.Error(), `"tier"`) }) {
+					t.Errorf("check of a type: with a constraint: problems %v, want a note only on tier", problems)
+				}
+				if !slices.ContainsFunc(notes, func(n string) bool { return strings.Contains(n, "a rebuild would fail") && strings.Contains(n, "type: takes a type") }) {
+					t.Errorf("check of a type: with a constraint: notes %q, want one saying a rebuild would fail", notes)
+				}
+			}
 
 			if err := Rebuild(ctx, cfg, nil); err != nil {
 				t.Fatalf("Rebuild: %v", err)
