@@ -419,7 +419,9 @@ func TestRebuildRetypes(t *testing.T) {
 				if slices.ContainsFunc(problems, func(err error) bool { return strings.Contains(err.Error(), `"tier"`) }) {
 					t.Errorf("check of a type: with a constraint: problems %v, want a note only on tier", problems)
 				}
-				if !slices.ContainsFunc(notes, func(n string) bool { return strings.Contains(n, "a rebuild would fail") && strings.Contains(n, "type: takes a type") }) {
+				if !slices.ContainsFunc(notes, func(n string) bool {
+					return strings.Contains(n, "a rebuild would fail") && strings.Contains(n, "type: takes a type")
+				}) {
 					t.Errorf("check of a type: with a constraint: notes %q, want one saying a rebuild would fail", notes)
 				}
 			}
