@@ -60,7 +60,9 @@ type Progress struct {
 // attempt, and those the live offsets name are taken in too.
 //
 // One rebuild of a read model runs at a time (rebuildlock.go): a second
-// one fails at once with an error saying another rebuild is running.
+// one fails at once with an error saying another rebuild is running. A
+// rebuild whose lock is lost before its swap commits (the lock's session
+// ended) fails saying so, and swaps nothing.
 //
 // progress, if set, is called after each batch, and once more after the
 // swap (Swapped set).
@@ -200,16 +202,12 @@ func Rebuild(ctx context.Context, cfg Config, progress func(Progress)) error {
 			if takeIn(ends, starts, "a partition was added to a source topic during the rebuild; reading it from its start") > 0 {
 				continue
 			}
-			// A lock lost meanwhile may be another rebuild's now, building
-			// (or about to drop) the same shadow table: no swap.
-			if lock.held != nil {
-				if err := lock.held(ctx); err != nil {
-					return err
-				}
-			}
 			// Every partition is at or past the live positions: swap, unless
-			// the running sink moved on meanwhile (then catch up again).
-			live, done, err := s.trySwap(ctx, liveModel)
+			// the running sink moved on meanwhile (then catch up again), or
+			// the lock was lost (it may be another rebuild's now, building
+			// or about to drop the same shadow table): the swap commits
+			// only while the lock is this rebuild's (rebuildlock.go).
+			live, done, err := s.trySwap(ctx, liveModel, lock)
 			if err != nil && isTransient(err) && swapAttempts < maxTransientAttempts {
 				// Lock contention with a running sink's batch: try again.
 				swapAttempts++
@@ -379,10 +377,12 @@ func (s *store) forget(ctx context.Context, model, table string) error {
 // every partition of the rebuild is at or past the live position, so a
 // running sink either continues where it is (same position) or, having
 // records past its position, finds the offsets moved on its next batch and
-// reloads them.
-func (s *Sink) trySwap(ctx context.Context, live ReadModel) (map[tp]int64, bool, error) {
+// reloads them. The transaction runs on the rebuild lock's session and
+// checks the lock first (lock.beginSwap): it commits only while the lock
+// is this rebuild's, and fails with the lock-lost error otherwise.
+func (s *Sink) trySwap(ctx context.Context, live ReadModel, lock *rebuildLock) (_ map[tp]int64, _ bool, err error) {
 	if _, ok := s.st.d.(mysqlDialect); ok {
-		return s.trySwapMySQL(ctx, live)
+		return s.trySwapMySQL(ctx, live, lock)
 	}
 	st, q, p := s.st, s.st.d.quote, s.st.d.param
 	old := live.Table + oldSuffix
@@ -390,14 +390,18 @@ func (s *Sink) trySwap(ctx context.Context, live ReadModel) (map[tp]int64, bool,
 	if err != nil {
 		return nil, false, fmt.Errorf("swap: %w", err)
 	}
-	tx, err := st.db.BeginTx(ctx, nil)
+	// Deferred before the rollback, so run after it: lostOr queries the
+	// lock's session, which the transaction must have left.
+	committing := false
+	defer func() { err = lock.lostOr(ctx, err, committing) }()
+	tx, err := lock.beginSwap(ctx, st.db)
 	if err != nil {
 		return nil, false, fmt.Errorf("swap: %w", err)
 	}
 	defer tx.Rollback()
-	lock := ""
+	forUpdate := ""
 	if _, ok := st.d.(postgresDialect); ok {
-		lock = " FOR UPDATE" // SQLite's transactions take the write lock at BEGIN
+		forUpdate = " FOR UPDATE" // SQLite's transactions take the write lock at BEGIN
 		// A running sink's batch locks the side table, then the read
 		// model's table, then its offsets rows: take them in the same
 		// order, or the swap and a batch can each hold what the other
@@ -410,7 +414,7 @@ func (s *Sink) trySwap(ctx context.Context, live ReadModel) (map[tp]int64, bool,
 			return nil, false, fmt.Errorf("swap: lock the live tables: %w", err)
 		}
 	}
-	liveOffsets, err := queryOffsets(ctx, tx, fmt.Sprintf("SELECT topic, part, next_offset FROM %s WHERE read_model = %s%s", q(offsetsTable), p(1), lock), live.Name)
+	liveOffsets, err := queryOffsets(ctx, tx, fmt.Sprintf("SELECT topic, part, next_offset FROM %s WHERE read_model = %s%s", q(offsetsTable), p(1), forUpdate), live.Name)
 	if err != nil {
 		return nil, false, fmt.Errorf("swap: read the live offsets: %w", err)
 	}
@@ -450,6 +454,10 @@ func (s *Sink) trySwap(ctx context.Context, live ReadModel) (map[tp]int64, bool,
 			return nil, false, fmt.Errorf("swap: %w", err)
 		}
 	}
+	if hook := s.cfg.beforeSwapCommit; hook != nil {
+		hook(ctx)
+	}
+	committing = true
 	if err := tx.Commit(); err != nil {
 		return nil, false, fmt.Errorf("swap: %w", err)
 	}

@@ -34,6 +34,13 @@ import (
 // finishes it before it starts over. Steps 1 to 3, and a sink finishing
 // them, run under a named lock (GET_LOCK) per database and read model, so
 // two finishers never interleave; sink batches never take it.
+//
+// Step 1 is the one that decides the swap: once it has committed, anyone
+// finishes it. So it is the step that must commit only while the rebuild
+// lock is this rebuild's, and it runs on that lock's session, checking it
+// first (rebuildlock.go). A transaction without DDL, it is one: a session
+// ended before its commit rolls it back. Steps 2 and 3 only finish what it
+// decided and need no rebuild lock (a sink runs them without one).
 
 // pendingSQL turns a position into a pending one (step 1) and back (step 3).
 const pendingSQL = "-2 - next_offset"
@@ -77,9 +84,12 @@ func (st *store) lockSwap(ctx context.Context, model string) (*sql.Conn, func(),
 	return conn, release, nil
 }
 
-// trySwapMySQL is trySwap on MySQL/MariaDB (the steps above).
-func (s *Sink) trySwapMySQL(ctx context.Context, live ReadModel) (map[tp]int64, bool, error) {
-	st, q := s.st, s.st.d.quote
+// trySwapMySQL is trySwap on MySQL/MariaDB (the steps above). Step 1
+// decides the swap (a sink or the next rebuild finishes one begun), so it
+// is the step that runs on the rebuild lock's session, checking the lock
+// first (stageSwap); the other steps run on the swap lock's connection.
+func (s *Sink) trySwapMySQL(ctx context.Context, live ReadModel, lock *rebuildLock) (map[tp]int64, bool, error) {
+	st := s.st
 	conn, release, err := st.lockSwap(ctx, live.Name)
 	if err != nil {
 		return nil, false, fmt.Errorf("swap: %w", err)
@@ -92,40 +102,60 @@ func (s *Sink) trySwapMySQL(ctx context.Context, live ReadModel) (map[tp]int64, 
 	if finished, err := st.completeSwap(ctx, conn, live.Name, live.Table); err != nil || finished {
 		return nil, finished, err
 	}
-	tx, err := conn.BeginTx(ctx, nil)
+	if ahead, err := s.stageSwap(ctx, live, lock); err != nil || ahead != nil {
+		return ahead, false, err
+	}
+	if _, err := st.completeSwap(ctx, conn, live.Name, live.Table); err != nil {
+		return nil, false, fmt.Errorf("swap: %w (a running sink, or the next rebuild, finishes it)", err)
+	}
+	return nil, true, nil
+}
+
+// stageSwap is step 1, in a transaction on the rebuild lock's session
+// that checks the lock first (lock.beginSwap): it commits only while the
+// lock is this rebuild's. If a live offset is past the rebuild's, nothing
+// changes and the live offsets are returned to catch up to.
+func (s *Sink) stageSwap(ctx context.Context, live ReadModel, lock *rebuildLock) (_ map[tp]int64, err error) {
+	st, q := s.st, s.st.d.quote
+	// Deferred before the rollback, so run after it: lostOr queries the
+	// lock's session, which the transaction must have left.
+	committing := false
+	defer func() { err = lock.lostOr(ctx, err, committing) }()
+	tx, err := lock.beginSwap(ctx, st.db)
 	if err != nil {
-		return nil, false, fmt.Errorf("swap: %w", err)
+		return nil, fmt.Errorf("swap: %w", err)
 	}
 	defer tx.Rollback()
 	// A sink batch locks side rows, then the table, then its offsets rows:
 	// lock the side rows first too, or each could hold what the other
 	// waits for (a deadlock InnoDB would break by failing one of them).
 	if _, err := tx.ExecContext(ctx, "UPDATE "+q(sideTable)+" SET seq = seq WHERE read_model = ?", live.Name); err != nil {
-		return nil, false, fmt.Errorf("swap: lock the side rows: %w", err)
+		return nil, fmt.Errorf("swap: lock the side rows: %w", err)
 	}
 	// FOR UPDATE waits for a sink batch holding these rows and reads what
 	// it committed; its next-key locks keep a sink from inserting a
 	// partition's first row meanwhile.
 	liveOffsets, err := queryOffsets(ctx, tx, "SELECT topic, part, next_offset FROM "+q(offsetsTable)+" WHERE read_model = ? FOR UPDATE", live.Name)
 	if err != nil {
-		return nil, false, fmt.Errorf("swap: read the live offsets: %w", err)
+		return nil, fmt.Errorf("swap: read the live offsets: %w", err)
 	}
 	mine := s.expectedCopy()
 	for k, l := range s.ofSources(liveOffsets) {
 		if l > max(mine[k], 0) {
-			return s.ofSources(liveOffsets), false, nil
+			return s.ofSources(liveOffsets), nil
 		}
 	}
 	if err := st.stagePending(ctx, tx, live.Name, s.cfg.Model.Name, mine); err != nil {
-		return nil, false, fmt.Errorf("swap: %w", err)
+		return nil, fmt.Errorf("swap: %w", err)
 	}
+	if hook := s.cfg.beforeSwapCommit; hook != nil {
+		hook(ctx)
+	}
+	committing = true
 	if err := tx.Commit(); err != nil {
-		return nil, false, fmt.Errorf("swap: move the offsets and side rows: %w", err)
+		return nil, fmt.Errorf("swap: move the offsets and side rows: %w", err)
 	}
-	if _, err := st.completeSwap(ctx, conn, live.Name, live.Table); err != nil {
-		return nil, false, fmt.Errorf("swap: %w (a running sink, or the next rebuild, finishes it)", err)
-	}
-	return nil, true, nil
+	return nil, nil
 }
 
 // stagePending is step 1 after the check, in tx: the live read model's

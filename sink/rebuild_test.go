@@ -2,6 +2,7 @@ package sink
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -715,80 +716,155 @@ func TestRebuildProgressFromLogStart(t *testing.T) {
 // TestRebuildLockLost: the rebuild lock is a server session's, idle while
 // the rebuild runs; a session ended meanwhile (here killed, as a dropped
 // connection or MySQL's wait_timeout would end it) has taken the lock
-// with it, and another rebuild could have started. The rebuild finds that
-// before its swap and fails saying so, the live table unchanged; a
-// rebuild after it runs through.
+// with it, and another rebuild could have started. The rebuild fails
+// saying so, the live table and its stored offsets unchanged, whether the
+// session ends between two batches or in the swap itself, after the lock
+// was checked and before the swap commits (then another rebuild takes the
+// lock before that commit): the check and the swap are one. A rebuild
+// after it runs through.
 func TestRebuildLockLost(t *testing.T) {
 	t.Parallel()
 	for _, sk := range []storeKind{postgresStore(t), mysqlStore()} {
-		t.Run(sk.name, func(t *testing.T) {
-			t.Parallel()
-			store := sk.fresh(t)
-			e := newEnv(t)
-			w := e.topic("customers", customersKey, customersValue)
-			const keys = 60
-			var want []string
-			for k := int64(1); k <= keys; k++ {
-				w.put(cust(k, "v0", nil))
-				want = append(want, fmt.Sprintf("%d|v0|NULL", k))
-			}
-			r := e.start(customerModel("profile"), store)
-			r.waitRecords(t, keys)
-			if err := r.stop(); err != nil {
-				t.Fatal(err)
-			}
-			db, _, err := openStore(store)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer db.Close()
-			ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
-			defer cancel()
-			// A row no record has: gone if the rebuilt table is swapped in.
-			if _, err := db.ExecContext(ctx, "INSERT INTO profile (customer_id, display_name) VALUES (999, 'mine')"); err != nil {
-				t.Fatal(err)
-			}
-			cfg := Config{Model: customerModel("profile"), StoreURL: store, Kafka: []kgo.Opt{kgo.SeedBrokers(e.brokers...)}, Registry: e.reg, MaxBatch: 10}
-			// The lock's session is killed from the first progress report:
-			// the rebuild is then between two batches, well before its swap.
-			killed := false
-			var killErr error
-			err = Rebuild(ctx, cfg, func(p Progress) {
-				if killed || p.Swapped {
-					return
+		for _, when := range []string{"between batches", "at the swap"} {
+			t.Run(sk.name+"/"+when, func(t *testing.T) {
+				t.Parallel()
+				url := sk.fresh(t)
+				e := newEnv(t)
+				w := e.topic("customers", customersKey, customersValue)
+				const keys = 60
+				var want []string
+				for k := int64(1); k <= keys; k++ {
+					w.put(cust(k, "v0", nil))
+					want = append(want, fmt.Sprintf("%d|v0|NULL", k))
 				}
-				killed = true
-				var n int
-				switch sk.name {
-				case "postgres":
-					// The database is this test's own: its one advisory
-					// lock is the rebuild's. The timeout waits for the
-					// session's end.
-					killErr = db.QueryRowContext(ctx, `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 10000)) FROM (SELECT pid FROM pg_locks
-						WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()
-							AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) OFFSET 0) l`).Scan(&n)
-				case "mysql":
-					var id int64
-					if killErr = db.QueryRowContext(ctx, "SELECT IS_USED_LOCK("+rebuildLockName+")", "profile").Scan(&id); killErr == nil {
-						_, killErr = db.ExecContext(ctx, fmt.Sprintf("KILL %d", id))
-						n = 1
+				r := e.start(customerModel("profile"), url)
+				r.waitRecords(t, keys)
+				if err := r.stop(); err != nil {
+					t.Fatal(err)
+				}
+				db, d, err := openStore(url)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer db.Close()
+				st := &store{db: db, d: d}
+				ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+				defer cancel()
+				// A row no record has: gone if the rebuilt table is swapped in.
+				if _, err := db.ExecContext(ctx, "INSERT INTO profile (customer_id, display_name) VALUES (999, 'mine')"); err != nil {
+					t.Fatal(err)
+				}
+				offsetsBefore, err := st.loadOffsets(ctx, "profile")
+				if err != nil {
+					t.Fatal(err)
+				}
+				cfg := Config{Model: customerModel("profile"), StoreURL: url, Kafka: []kgo.Opt{kgo.SeedBrokers(e.brokers...)}, Registry: e.reg, MaxBatch: 10}
+				killed := false
+				var killErr error
+				var other *rebuildLock
+				defer func() {
+					if other != nil {
+						other.release()
+					}
+				}()
+				progress := func(Progress) {}
+				switch when {
+				case "between batches":
+					// From the first progress report: the rebuild is then
+					// between two batches, well before its swap.
+					progress = func(p Progress) {
+						if killed || p.Swapped {
+							return
+						}
+						killed = true
+						killErr = killRebuildLockSession(ctx, sk.name, db)
+					}
+				case "at the swap":
+					cfg.beforeSwapCommit = func(context.Context) {
+						if killed {
+							return
+						}
+						killed = true
+						if killErr = killRebuildLockSession(ctx, sk.name, db); killErr == nil {
+							// Another rebuild takes the lock before the swap
+							// commits: it could now drop and begin again the
+							// shadow table the swap is about to put in place.
+							killErr = whenLockFree(func() (err error) {
+								other, err = lockRebuild(ctx, url, "profile")
+								return err
+							})
+						}
 					}
 				}
-				if killErr == nil && n != 1 {
-					killErr = fmt.Errorf("%d sessions holding the rebuild lock killed, want 1", n)
+				err = Rebuild(ctx, cfg, progress)
+				if !killed || killErr != nil {
+					t.Fatalf("kill the rebuild lock's session: done %v, %v", killed, killErr)
 				}
+				if err == nil || !strings.Contains(err.Error(), "read model profile: the rebuild lost its lock before its swap committed") || !strings.Contains(err.Error(), "rebuild again") {
+					t.Fatalf("the rebuild whose lock was lost: got %v, want an error naming read model profile, saying it lost its lock before its swap committed", err)
+				}
+				wantRows(t, url, "profile", profileCols, append(slices.Clone(want), "999|mine|NULL")...)
+				offsetsAfter, err := st.loadOffsets(ctx, "profile")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if fmt.Sprint(offsetsAfter) != fmt.Sprint(offsetsBefore) {
+					t.Errorf("stored offsets of read model profile after the failed rebuild: got %v, want them unchanged, %v", offsetsAfter, offsetsBefore)
+				}
+				if other != nil {
+					other.release()
+					other = nil
+				}
+				if err := whenLockFree(func() error { return Rebuild(ctx, cfg, nil) }); err != nil {
+					t.Fatalf("a rebuild after it: %v", err)
+				}
+				wantRows(t, url, "profile", profileCols, want...)
 			})
-			if !killed || killErr != nil {
-				t.Fatalf("kill the rebuild lock's session: reported progress %v, %v", killed, killErr)
-			}
-			if err == nil || !strings.Contains(err.Error(), "read model profile: the rebuild lost its lock before the swap") || !strings.Contains(err.Error(), "rebuild again") {
-				t.Fatalf("the rebuild whose lock was lost: got %v, want an error saying it lost its lock before the swap", err)
-			}
-			wantRows(t, store, "profile", profileCols, append(slices.Clone(want), "999|mine|NULL")...)
-			if err := Rebuild(ctx, cfg, nil); err != nil {
-				t.Fatalf("a rebuild after it: %v", err)
-			}
-			wantRows(t, store, "profile", profileCols, want...)
-		})
+		}
+	}
+}
+
+// killRebuildLockSession ends the session holding the rebuild lock of
+// read model profile in the store db is on (of kind postgres or mysql),
+// as a DBA's kill would.
+func killRebuildLockSession(ctx context.Context, kind string, db *sql.DB) error {
+	var n int
+	switch kind {
+	case "postgres":
+		// The database is the test's own: its one advisory lock is the
+		// rebuild's. The timeout waits for the session's end.
+		if err := db.QueryRowContext(ctx, `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 10000)) FROM (SELECT pid FROM pg_locks
+			WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()
+				AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) OFFSET 0) l`).Scan(&n); err != nil {
+			return err
+		}
+	case "mysql":
+		var id int64
+		if err := db.QueryRowContext(ctx, "SELECT IS_USED_LOCK("+rebuildLockName+")", "profile").Scan(&id); err != nil {
+			return err
+		}
+		if _, err := db.ExecContext(ctx, fmt.Sprintf("KILL %d", id)); err != nil {
+			return err
+		}
+		n = 1
+	}
+	if n != 1 {
+		return fmt.Errorf("%d sessions holding the rebuild lock killed, want 1", n)
+	}
+	return nil
+}
+
+// whenLockFree runs f, which takes a rebuild lock, again while it fails
+// because the lock is held, for up to 10 s: the server frees the lock of
+// a session that was just killed or closed (MySQL after KILL returns,
+// either after the client's close) once it has ended that session.
+func whenLockFree(f func() error) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := f()
+		if err == nil || !strings.Contains(err.Error(), "another rebuild of it is running") || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -46,15 +46,44 @@ import (
 // A server's lock lives as long as the session holding it, which is idle
 // for the whole rebuild: a session ended meanwhile (MySQL's wait_timeout,
 // a dropped connection, a DBA's kill) has taken the lock with it, and
-// another rebuild may have started since. So the rebuild checks the lock
-// is still its own before each swap attempt (held), and fails if not.
+// another rebuild may have started since. A check of the lock before the
+// swap would not do: the session could end between the check and the
+// swap's commit, and the other rebuild drop and begin again the shadow
+// table this one then swaps in. So the check is part of the transaction
+// that decides the swap, run on the lock's own session (beginSwap): a
+// session lock is released only when its session ends or it releases it
+// (the rebuild does only on its way out, and takes no other named lock on
+// that session, which MySQL before 5.7 took as a release), and a session
+// that ends rolls its open transaction back. The swap therefore commits
+// only while the lock is still this rebuild's, held without a break since
+// before its prepareRebuild: no other rebuild can have dropped or begun
+// again the shadow table or its stored rows in between. The check in the
+// transaction proves the session is still the one that took the lock: a
+// pooler handing out another server session would otherwise pass unseen.
+//
+//   - PostgreSQL: the whole swap is that transaction.
+//   - MySQL/MariaDB: its DDL commits by itself, so the swap is three steps
+//     (rebuild_mysql.go); the first, one transaction without DDL, decides
+//     it (once committed, anyone finishes it), and it is the one run on
+//     the lock's session. The swap's own named lock stays on a connection
+//     of its own: the steps after the first need only it.
+//   - SQLite: nothing to check. The flock is the process's, held by the
+//     open file until release (when Rebuild returns) or the process's
+//     end; no session can end under it.
+//
+// A transaction that fails because the session ended is reported as the
+// lock lost (lostOr), not retried.
 
-// rebuildLock is a rebuild lock taken: release frees it; held, nil for a
-// lock file (which the process holds until it ends), says whether the
-// server still has it as this session's.
+// rebuildLock is a rebuild lock taken. release frees it. conn is the
+// session holding a server's lock (nil for a lock file, which the process
+// holds until it ends); check, with arg, is the query on it saying whether
+// the server still has the lock as this session's.
 type rebuildLock struct {
+	model   string
 	release func()
-	held    func(ctx context.Context) error
+	conn    *sql.Conn
+	check   string
+	arg     any
 }
 
 // lockRebuild takes the rebuild lock of read model model in the store at
@@ -70,7 +99,7 @@ func lockRebuild(ctx context.Context, storeURL, model string) (*rebuildLock, err
 		if err != nil {
 			return nil, err
 		}
-		return &rebuildLock{release: release}, nil
+		return &rebuildLock{model: model, release: release}, nil
 	}
 	// A pool of its own, and one connection of it held until the release:
 	// the lock is that session's, and closing the pool ends the session
@@ -121,25 +150,63 @@ func lockRebuild(ctx context.Context, storeURL, model string) (*rebuildLock, err
 		release()
 		return nil, rebuildRunning(model, what)
 	}
-	held := func(ctx context.Context) error {
-		var mine bool
-		// On the lock's own connection: a session that ended fails the
-		// query (database/sql does not replace a Conn's connection).
-		if err := conn.QueryRowContext(ctx, check, arg).Scan(&mine); err != nil {
-			return rebuildLockLost(model, err.Error())
-		}
-		if !mine {
-			return rebuildLockLost(model, "the server no longer has it as this rebuild's")
-		}
-		return nil
-	}
-	return &rebuildLock{release: release, held: held}, nil
+	return &rebuildLock{model: model, release: release, conn: conn, check: check, arg: arg}, nil
 }
 
-// rebuildLockLost is the error of a rebuild that found, before its swap,
-// that its lock is gone (why).
-func rebuildLockLost(model, why string) error {
-	return fmt.Errorf("read model %s: the rebuild lost its lock before the swap (%s): its session ended (a connection dropped, the server's idle timeout such as MySQL's wait_timeout, or a kill), so another rebuild may have started; not swapping, the live table is unchanged: rebuild again (if its idle session times out, raise the server's idle timeout)", model, why)
+// beginSwap begins the transaction that decides a swap: on the lock's
+// own session, where it first checks that the server still has the lock
+// as that session's (see above: it then stays so until the commit); on
+// db for a lock file.
+func (l *rebuildLock) beginSwap(ctx context.Context, db *sql.DB) (*sql.Tx, error) {
+	if l.conn == nil {
+		return db.BeginTx(ctx, nil)
+	}
+	// A session that ended fails here (database/sql does not replace a
+	// Conn's connection): lostOr tells it apart.
+	tx, err := l.conn.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	var mine bool
+	if err := tx.QueryRowContext(ctx, l.check, l.arg).Scan(&mine); err != nil {
+		tx.Rollback()
+		return nil, err
+	}
+	if !mine {
+		tx.Rollback()
+		return nil, errors.New("the server no longer has the rebuild lock as this session's") // lostOr says the rest
+	}
+	return tx, nil
+}
+
+// lostOr is err, which the transaction deciding the swap (beginSwap)
+// failed with, or the lock-lost error if the lock's session has ended
+// (the likely cause, and not one to retry); atCommit: err is the
+// commit's.
+func (l *rebuildLock) lostOr(ctx context.Context, err error, atCommit bool) error {
+	if err == nil || l.conn == nil || ctx.Err() != nil {
+		return err
+	}
+	// A session alive now held the lock all along; one that ended took
+	// the transaction with it (which must have ended before this query:
+	// in an aborted one, it would fail too).
+	var mine bool
+	if cerr := l.conn.QueryRowContext(ctx, l.check, l.arg).Scan(&mine); cerr == nil && mine {
+		return err
+	}
+	return rebuildLockLost(l.model, err.Error(), atCommit)
+}
+
+// rebuildLockLost is the error of a rebuild that lost its lock before its
+// swap committed (why); atCommit: the commit itself failed, so whether it
+// reached the server first is not known. It does not wrap why's error: a
+// transient one would have the rebuild retry the swap, on a session gone.
+func rebuildLockLost(model, why string, atCommit bool) error {
+	outcome := "nothing was swapped, the live table and its stored offsets are unchanged"
+	if atCommit {
+		outcome = "the swap's commit failed with it, so the live table is the old one or, if the commit reached the server before the session ended, the rebuilt one: either is whole"
+	}
+	return fmt.Errorf("read model %s: the rebuild lost its lock before its swap committed (%s): its session ended (a connection dropped, the server's idle timeout such as MySQL's wait_timeout, or a kill), so another rebuild may have started; %s: rebuild again (if its idle session times out, raise the server's idle timeout)", model, why, outcome)
 }
 
 // rebuildLockKey is the advisory lock key of a read model's rebuild in

@@ -63,6 +63,11 @@ type Config struct {
 	// StoreName is the store as logs show it (its URL without password);
 	// default the URL's scheme.
 	StoreName string
+
+	// beforeSwapCommit, when set (tests), runs in a rebuild's swap after
+	// the rebuild lock was checked and just before the transaction that
+	// decides the swap commits (MySQL: its first step's).
+	beforeSwapCommit func(context.Context)
 }
 
 // BatchObserver is told of each batch committed in the store: how many
