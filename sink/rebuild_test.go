@@ -868,3 +868,31 @@ func whenLockFree(f func() error) error {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestRebuildLockReleasedAtOnce: a rebuild frees its lock before it
+// closes the lock's session, so that a rebuild started right after it
+// returns (a script rebuilding in turn, a retry) finds it free, not held
+// until the server has noticed the session gone.
+func TestRebuildLockReleasedAtOnce(t *testing.T) {
+	t.Parallel()
+	for _, sk := range []storeKind{postgresStore(t), mysqlStore()} {
+		t.Run(sk.name, func(t *testing.T) {
+			t.Parallel()
+			store := sk.fresh(t)
+			first, err := lockRebuild(t.Context(), store, "profile")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer first.release()
+			if err := first.unlock(t.Context()); err != nil {
+				t.Fatalf("unlock: %v", err)
+			}
+			// The first session is still open: only the unlock freed it.
+			second, err := lockRebuild(t.Context(), store, "profile")
+			if err != nil {
+				t.Fatalf("lock after the first was unlocked, its session open: %v", err)
+			}
+			second.release()
+		})
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/replicator/replicator/filelock"
 )
@@ -84,6 +85,8 @@ type rebuildLock struct {
 	conn    *sql.Conn
 	check   string
 	arg     any
+	// unlockSQL frees the lock (one boolean column; arg its argument).
+	unlockSQL string
 }
 
 // lockRebuild takes the rebuild lock of read model model in the store at
@@ -113,17 +116,18 @@ func lockRebuild(ctx context.Context, storeURL, model string) (*rebuildLock, err
 		db.Close()
 		return nil, fmt.Errorf("read model %s: store %s does not answer: %w", model, d.name(), err)
 	}
-	release := func() {
+	closeAll := func() {
 		conn.Close()
 		db.Close()
 	}
 	var got sql.NullBool
-	var what, check string
+	var what, check, unlock string
 	var arg any
 	switch d.(type) {
 	case postgresDialect:
 		what = "its advisory lock is held by another session"
 		arg = rebuildLockKey(model)
+		unlock = "SELECT pg_advisory_unlock($1)"
 		err = conn.QueryRowContext(ctx, "SELECT pg_try_advisory_lock($1)", arg).Scan(&got)
 		// The key split as pg_locks shows a bigint key: classid the high
 		// half, objid the low one, objsubid 1.
@@ -134,23 +138,47 @@ func lockRebuild(ctx context.Context, storeURL, model string) (*rebuildLock, err
 		what = "its named lock (GET_LOCK) is held by another session"
 		arg = model
 		// 0 when another session holds it, NULL on an error.
+		unlock = "SELECT RELEASE_LOCK(" + rebuildLockName + ")"
 		err = conn.QueryRowContext(ctx, "SELECT GET_LOCK("+rebuildLockName+", 0)", arg).Scan(&got)
 		// NULL when no session holds it.
 		check = "SELECT COALESCE(IS_USED_LOCK(" + rebuildLockName + ") = CONNECTION_ID(), FALSE)"
 	}
 	if err != nil {
-		release()
+		closeAll()
 		return nil, fmt.Errorf("rebuild lock of read model %s: %w", model, err)
 	}
 	if !got.Valid {
-		release()
+		closeAll()
 		return nil, fmt.Errorf("rebuild lock of read model %s: the server returned NULL (an error taking the lock)", model)
 	}
 	if !got.Bool {
-		release()
+		closeAll()
 		return nil, rebuildRunning(model, what)
 	}
-	return &rebuildLock{model: model, release: release, conn: conn, check: check, arg: arg}, nil
+	l := &rebuildLock{model: model, conn: conn, check: check, arg: arg, unlockSQL: unlock}
+	l.release = func() {
+		// Unlocked before the session ends: the server frees a closed
+		// session's locks a moment after the client has gone, and a
+		// rebuild started right after this one returns could find the
+		// lock still held. Bounded: closing frees it anyway.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = l.unlock(ctx)
+		closeAll()
+	}
+	return l, nil
+}
+
+// unlock frees the server's lock, the session kept.
+func (l *rebuildLock) unlock(ctx context.Context) error {
+	var freed sql.NullBool
+	if err := l.conn.QueryRowContext(ctx, l.unlockSQL, l.arg).Scan(&freed); err != nil {
+		return fmt.Errorf("free the rebuild lock of read model %s: %w", l.model, err)
+	}
+	if !freed.Bool {
+		return fmt.Errorf("free the rebuild lock of read model %s: this session did not hold it", l.model)
+	}
+	return nil
 }
 
 // beginSwap begins the transaction that decides a swap: on the lock's
