@@ -160,6 +160,10 @@ func Rebuild(ctx context.Context, cfg Config, progress func(Progress)) error {
 	takeIn(ends, starts, "")
 	start := time.Now()
 	swapAttempts := 0
+	lockCheckEvery, lockChecked := rebuildLockCheckInterval, time.Now()
+	if cfg.rebuildLockCheckEvery > 0 {
+		lockCheckEvery = cfg.rebuildLockCheckEvery
+	}
 	// The next batch is polled and decoded while the store writes the
 	// current one (pollAhead): ahead is that batch in flight, next one
 	// received but not applied yet (a stopped poll's).
@@ -253,6 +257,12 @@ func Rebuild(ctx context.Context, cfg Config, progress func(Progress)) error {
 		}
 		if err := ctx.Err(); err != nil {
 			return err
+		}
+		if time.Since(lockChecked) >= lockCheckEvery {
+			if err := lock.stillHeld(ctx); err != nil {
+				return err
+			}
+			lockChecked = time.Now()
 		}
 		ahead, stopAhead = s.pollAhead(actx, cl)
 		fenced := s.fenced.Load()

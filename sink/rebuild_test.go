@@ -768,12 +768,21 @@ func TestRebuildLockLost(t *testing.T) {
 					}
 				}()
 				progress := func(Progress) {}
+				batchesAfter := 0 // batches applied after the kill
 				switch when {
 				case "between batches":
 					// From the first progress report: the rebuild is then
-					// between two batches, well before its swap.
+					// between two batches, well before its swap. It checks
+					// its lock before each batch here (every 10 s by
+					// default), so it stops at the next one instead of
+					// loading the rest for a swap it cannot make.
+					cfg.rebuildLockCheckEvery = time.Nanosecond
 					progress = func(p Progress) {
-						if killed || p.Swapped {
+						if p.Swapped {
+							return
+						}
+						if killed {
+							batchesAfter++
 							return
 						}
 						killed = true
@@ -802,6 +811,9 @@ func TestRebuildLockLost(t *testing.T) {
 				}
 				if err == nil || !strings.Contains(err.Error(), "read model profile: the rebuild lost its lock before its swap committed") || !strings.Contains(err.Error(), "rebuild again") {
 					t.Fatalf("the rebuild whose lock was lost: got %v, want an error naming read model profile, saying it lost its lock before its swap committed", err)
+				}
+				if batchesAfter > 1 { // the batch decoded ahead may be applied before the check
+					t.Errorf("the rebuild applied %d batches after its lock was lost, want it to stop at the next check", batchesAfter)
 				}
 				wantRows(t, url, "profile", profileCols, append(slices.Clone(want), "999|mine|NULL")...)
 				offsetsAfter, err := st.loadOffsets(ctx, "profile")

@@ -225,6 +225,32 @@ func (l *rebuildLock) lostOr(ctx context.Context, err error, atCommit bool) erro
 	return rebuildLockLost(l.model, err.Error(), atCommit)
 }
 
+// rebuildLockCheckInterval is how often a rebuild checks, between
+// batches, that its lock is still its own: one that lost it cannot swap,
+// and its batches would go on loading the shadow table beside the rebuild
+// that may have taken the lock since, for nothing.
+const rebuildLockCheckInterval = 10 * time.Second
+
+// stillHeld is nil while the server has the lock as this session's, and
+// the lock-lost error once it has not (nil for a lock file, held by the
+// process).
+func (l *rebuildLock) stillHeld(ctx context.Context) error {
+	if l.conn == nil {
+		return nil
+	}
+	var mine bool
+	if err := l.conn.QueryRowContext(ctx, l.check, l.arg).Scan(&mine); err != nil {
+		if ctx.Err() != nil {
+			return err
+		}
+		return rebuildLockLost(l.model, err.Error(), false)
+	}
+	if !mine {
+		return rebuildLockLost(l.model, "the server no longer has it as this rebuild's", false)
+	}
+	return nil
+}
+
 // rebuildLockLost is the error of a rebuild that lost its lock before its
 // swap committed (why); atCommit: the commit itself failed, so whether it
 // reached the server first is not known. It does not wrap why's error: a

@@ -68,6 +68,9 @@ type Config struct {
 	// the rebuild lock was checked and just before the transaction that
 	// decides the swap commits (MySQL: its first step's).
 	beforeSwapCommit func(context.Context)
+	// rebuildLockCheckEvery, when set (tests), replaces
+	// rebuildLockCheckInterval.
+	rebuildLockCheckEvery time.Duration
 }
 
 // BatchObserver is told of each batch committed in the store: how many
