@@ -891,6 +891,15 @@ func TestRebuildLockReleasedAtOnce(t *testing.T) {
 		t.Run(sk.name, func(t *testing.T) {
 			t.Parallel()
 			store := sk.fresh(t)
+			for i := range 20 {
+				first, err := lockRebuild(t.Context(), store, "profile")
+				if err != nil {
+					t.Fatalf("lock %d of 20, at once after the release of the one before: %v", i+1, err)
+				}
+				first.release()
+			}
+			// What makes the above deterministic: the lock is free once
+			// unlocked, the session still open.
 			first, err := lockRebuild(t.Context(), store, "profile")
 			if err != nil {
 				t.Fatal(err)
@@ -899,7 +908,6 @@ func TestRebuildLockReleasedAtOnce(t *testing.T) {
 			if err := first.unlock(t.Context()); err != nil {
 				t.Fatalf("unlock: %v", err)
 			}
-			// The first session is still open: only the unlock freed it.
 			second, err := lockRebuild(t.Context(), store, "profile")
 			if err != nil {
 				t.Fatalf("lock after the first was unlocked, its session open: %v", err)
