@@ -119,8 +119,9 @@ func (s *store) retypeColumn(ctx context.Context, c column, found colDesc) (rety
 //     in a transaction rolled back (postgresTypeName), the function the
 //     catalog description uses (describe). It takes typ as CREATE TABLE
 //     does (a constraint, a collation, serial, a domain: a domain column's
-//     type is the domain), and is what the rebuilt column gets: ALTER
-//     COLUMN TYPE takes a type, not the constraints typ may carry;
+//     type is the domain), and is what the rebuilt column gets, with the
+//     collation typ names: ALTER COLUMN TYPE takes a type, not the
+//     constraints typ may carry;
 //   - MySQL/MariaDB: the column_type of a column of that type in a
 //     temporary table (mysqlTypeName), compared ignoring case; the
 //     character set is not compared. Without the privilege to create
@@ -137,11 +138,11 @@ func (s *store) retypeColumn(ctx context.Context, c column, found colDesc) (rety
 func (s *store) sameType(ctx context.Context, found colDesc, typ string) (same bool, to string, err error) {
 	switch s.d.(type) {
 	case postgresDialect:
-		canon, err := postgresTypeName(ctx, s.db, typ)
+		canon, collate, err := postgresTypeName(ctx, s.db, typ)
 		if err != nil {
 			return false, "", err
 		}
-		return canon == found.typ, canon, nil
+		return canon == found.typ, canon + collate, nil
 	case mysqlDialect:
 		canon, err := mysqlTypeName(ctx, s.db, typ)
 		if errors.Is(err, errProbeDenied) {
@@ -171,38 +172,41 @@ const postgresTypeProbe = "replicator_type_probe"
 
 // postgresTypeName is format_type of the column PostgreSQL creates for a
 // column declared typ: the type and its modifier, a domain's name for a
-// domain.
-func postgresTypeName(ctx context.Context, db *sql.DB, typ string) (string, error) {
+// domain; collate is the COLLATE clause of the collation typ gives it when
+// that is not its type's own, else empty: ALTER COLUMN TYPE gives a
+// column its new type's collation unless told another.
+func postgresTypeName(ctx context.Context, db *sql.DB, typ string) (name, collate string, err error) {
 	conn, err := db.Conn(ctx)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	defer conn.Close()
 	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	defer tx.Rollback()
 	q := postgresDialect{}.quote(postgresTypeProbe)
 	if _, err := tx.ExecContext(ctx, fmt.Sprintf("CREATE TEMP TABLE %s (c %s)", q, typ)); err != nil {
 		var pe *pgconn.PgError
 		if errors.As(err, &pe) && pe.Code == "42501" {
-			return "", fmt.Errorf("create a temporary table with a column of that type to compare it: %w (grant the sink's user TEMPORARY on the database)", err)
+			return "", "", fmt.Errorf("create a temporary table with a column of that type to compare it: %w (grant the sink's user TEMPORARY on the database)", err)
 		}
 		// A syntax error, an unknown type or collation, an invalid
 		// modifier (classes 42, 22, 0A) is the type refused; anything
 		// else (the connection, a timeout) says nothing of it.
 		if errors.As(err, &pe) && (strings.HasPrefix(pe.Code, "42") || strings.HasPrefix(pe.Code, "22") || strings.HasPrefix(pe.Code, "0A")) {
-			return "", fmt.Errorf("%w (CREATE TABLE refuses a column of it): %w", errTypeRefused, err)
+			return "", "", fmt.Errorf("%w (CREATE TABLE refuses a column of it): %w", errTypeRefused, err)
 		}
-		return "", fmt.Errorf("create a temporary table with a column of that type to compare it: %w", err)
+		return "", "", fmt.Errorf("create a temporary table with a column of that type to compare it: %w", err)
 	}
-	var name string
-	if err := tx.QueryRowContext(ctx, "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = $1::regclass AND attname = 'c'",
-		"pg_temp."+q).Scan(&name); err != nil {
-		return "", fmt.Errorf("read the type of the probe column: %w", err)
+	if err := tx.QueryRowContext(ctx, `SELECT format_type(a.atttypid, a.atttypmod), coalesce((SELECT ' COLLATE ' || quote_ident(n.nspname) || '.' || quote_ident(c.collname)
+			FROM pg_collation c JOIN pg_namespace n ON n.oid = c.collnamespace WHERE c.oid = a.attcollation AND a.attcollation <> t.typcollation), '')
+		FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid WHERE a.attrelid = $1::regclass AND a.attname = 'c'`,
+		"pg_temp."+q).Scan(&name, &collate); err != nil {
+		return "", "", fmt.Errorf("read the type of the probe column: %w", err)
 	}
-	return name, nil
+	return name, collate, nil
 }
 
 // mysqlTypeProbe is the temporary table mysqlTypeName creates: a

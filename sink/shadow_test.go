@@ -590,14 +590,16 @@ func TestRebuildRetypesCharsetMySQL(t *testing.T) {
 // a collation, a constraint and a domain (a domain column's type is the
 // domain: a generated column on it would refuse any change of its type);
 // SQLite's catalog leaves a constraint out of the type, which must not
-// be written into the table's statement once more each rebuild.
+// be written into the table's statement once more each rebuild. On
+// PostgreSQL a changed type: then takes effect with the collation it
+// names.
 func TestRebuildKeepsOverrides(t *testing.T) {
 	t.Parallel()
 	for _, sk := range []storeKind{sqliteStore(), postgresStore(t)} {
 		t.Run(sk.name, func(t *testing.T) {
 			t.Parallel()
 			store := sk.fresh(t)
-			db, d, err := openStore(store)
+			db, _, err := openStore(store)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -664,8 +666,23 @@ func TestRebuildKeepsOverrides(t *testing.T) {
 					t.Errorf("rebuild %d changed the table from %s to %s", i, first, got)
 				}
 			}
+			if sk.name == "postgres" {
+				// A changed type: is applied as its type, in the
+				// collation it names (ALTER COLUMN TYPE would give the
+				// column the new type's own).
+				cols[1].Type = `varchar(40) COLLATE "C"`
+				if err := Rebuild(ctx, cfg, nil); err != nil {
+					t.Fatalf("rebuild to varchar(40): %v", err)
+				}
+				var got string
+				if err := db.QueryRowContext(t.Context(), definition).Scan(&got); err != nil {
+					t.Fatal(err)
+				}
+				if want := `customer_id bigint -, display_name character varying(40) "C", tier tier_t "default", tier_up text "default"`; got != want {
+					t.Errorf("after the rebuild to varchar(40), the table's columns are %s, want %s", got, want)
+				}
+			}
 			wantRows(t, store, "profile", profileCols, "1|ann|gold")
-			_ = d
 		})
 	}
 }
