@@ -6,6 +6,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"regexp"
 	"strings"
 
@@ -168,6 +169,9 @@ func squeezeType(typ string) string {
 
 // postgresTypeProbe is the temporary table postgresTypeName creates, in a
 // transaction it rolls back: no one else sees it, and it is gone after.
+// A type: with a foreign key is probed in a table of that name with a
+// random suffix, beside the sink's tables (a temporary table may not
+// reference another), in the same transaction.
 const postgresTypeProbe = "replicator_type_probe"
 
 // postgresTypeName is format_type of the column PostgreSQL creates for a
@@ -187,10 +191,26 @@ func postgresTypeName(ctx context.Context, db *sql.DB, typ string) (name, collat
 	}
 	defer tx.Rollback()
 	q := postgresDialect{}.quote(postgresTypeProbe)
-	if _, err := tx.ExecContext(ctx, fmt.Sprintf("CREATE TEMP TABLE %s (c %s)", q, typ)); err != nil {
-		var pe *pgconn.PgError
+	rel := "pg_temp." + q
+	if _, err := tx.ExecContext(ctx, "SAVEPOINT probe"); err != nil {
+		return "", "", err
+	}
+	_, err = tx.ExecContext(ctx, fmt.Sprintf("CREATE TEMP TABLE %s (c %s)", q, typ))
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "42P16" {
+		// A foreign key to a table of the database, which a temporary
+		// table may not have: a table beside the sink's (it may create
+		// one there), under a name no other probe takes at once, is
+		// unseen by others too until the rollback drops it.
+		if _, err := tx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT probe"); err != nil {
+			return "", "", err
+		}
+		rel = postgresDialect{}.quote(fmt.Sprintf("%s_%d", postgresTypeProbe, rand.Uint64()))
+		_, err = tx.ExecContext(ctx, fmt.Sprintf("CREATE TABLE %s (c %s)", rel, typ))
+	}
+	if err != nil {
 		if errors.As(err, &pe) && pe.Code == "42501" {
-			return "", "", fmt.Errorf("create a temporary table with a column of that type to compare it: %w (grant the sink's user TEMPORARY on the database)", err)
+			return "", "", fmt.Errorf("create a temporary table with a column of that type to compare it: %w (the sink's user needs TEMPORARY on the database, and for a type: with a foreign key CREATE on the schema)", err)
 		}
 		// A syntax error, an unknown type or collation, an invalid
 		// modifier (classes 42, 22, 0A) is the type refused; anything
@@ -203,7 +223,7 @@ func postgresTypeName(ctx context.Context, db *sql.DB, typ string) (name, collat
 	if err := tx.QueryRowContext(ctx, `SELECT format_type(a.atttypid, a.atttypmod), coalesce((SELECT ' COLLATE ' || quote_ident(n.nspname) || '.' || quote_ident(c.collname)
 			FROM pg_collation c JOIN pg_namespace n ON n.oid = c.collnamespace WHERE c.oid = a.attcollation AND a.attcollation <> t.typcollation), '')
 		FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid WHERE a.attrelid = $1::regclass AND a.attname = 'c'`,
-		"pg_temp."+q).Scan(&name, &collate); err != nil {
+		rel).Scan(&name, &collate); err != nil {
 		return "", "", fmt.Errorf("read the type of the probe column: %w", err)
 	}
 	return name, collate, nil

@@ -587,7 +587,8 @@ func TestRebuildRetypesCharsetMySQL(t *testing.T) {
 // TestRebuildKeepsOverrides: a `type:` that is more than a bare type is
 // the type of the column it created, and rebuilds leave the column as it
 // is, three in a row, and `check` notes nothing on it. PostgreSQL takes
-// a collation, a constraint and a domain (a domain column's type is the
+// a collation, a constraint, a foreign key (a temporary table may not
+// have one) and a domain (a domain column's type is the
 // domain: a generated column on it would refuse any change of its type);
 // SQLite's catalog leaves a constraint out of the type, which must not
 // be written into the table's statement once more each rebuild. On
@@ -619,7 +620,9 @@ func TestRebuildKeepsOverrides(t *testing.T) {
 				definition = `SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'profile'`
 			} else {
 				exec(`CREATE DOMAIN tier_t AS varchar(20) CHECK (VALUE <> '')`)
-				cols[0].Type, cols[1].Type, cols[2].Type = "bigint NOT NULL", `text COLLATE "C"`, "tier_t"
+				exec(`CREATE TABLE accounts (id bigint PRIMARY KEY)`)
+				exec(`INSERT INTO accounts VALUES (1)`)
+				cols[0].Type, cols[1].Type, cols[2].Type = "bigint NOT NULL REFERENCES accounts (id)", `text COLLATE "C"`, "tier_t"
 				definition = `SELECT string_agg(format('%s %s %s', attname, format_type(atttypid, atttypmod), attcollation::regcollation), ', ' ORDER BY attnum)
 					FROM pg_attribute WHERE attrelid = 'profile'::regclass AND attnum > 0 AND NOT attisdropped`
 			}
