@@ -68,11 +68,12 @@ func (s *store) retypes(ctx context.Context, p *plan, desc *tableDesc) ([]retype
 
 // retypeColumn reports whether column c, whose live type is found, gets
 // another type in the rebuilt table, and which:
-//   - one with a `type:` override whose type is another (sameType): the
-//     type as the store names it (PostgreSQL: format_type of the probe;
-//     SQLite: the override's type words), without what else the override
-//     says (a constraint, a collation), which a rebuild takes from the live
-//     column as it does for any column;
+//   - one with a `type:` override whose type is another (sameType): on
+//     PostgreSQL the type as the store names it (format_type of the probe)
+//     with the collation the override names, on SQLite the override's
+//     type words, without the constraints the override may carry: a
+//     rebuild takes those from the live column, as for any column (on
+//     MySQL/MariaDB MODIFY COLUMN takes the override as written);
 //   - one without whose live type does not hold its field (d.holds, the
 //     fit check's rule: a wider type is kept): the sink's type for the
 //     field, or on MySQL/MariaDB, when only the live text type's character
