@@ -6,10 +6,12 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"regexp"
 	"strings"
 
-	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/go-sql-driver/mysql"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // A rebuild creates its table from the live one (shadow.go), which keeps
@@ -22,19 +24,26 @@ import (
 // store's way applies it (shadowRetype, sqliteRetype).
 
 // retype is a column of the read model whose live type the rebuilt table
-// changes: from as the live table's catalog prints it, to as the read
-// model wants it.
+// changes: from as the live table's catalog prints it, to as the rebuilt
+// table gets it.
 type retype struct {
 	column, from, to string
 }
 
+// errTypeRefused marks a `type:` the store refuses as a column's type:
+// `check` notes it (the running sink writes into the column whatever its
+// type, only a rebuild fails on it), where any other failure to compare
+// (the connection, the context) is a problem.
+var errTypeRefused = errors.New("the store refuses it as a column's type")
+
+// errProbeDenied is MySQL/MariaDB refusing the temporary table that
+// mysqlTypeName creates for lack of a privilege.
+var errProbeDenied = errors.New("no privilege to create a temporary table")
+
 // retypes lists the columns the read model writes whose type in the live
-// table (desc) is not the one it wants now: a column with a `type:`
-// override whose type is another (compared by sameType, as the catalog
-// spells it), and one without whose live type does not hold its field
-// (d.holds, the fit check's rule: a wider type is kept). A column the live
-// table lacks is added with the wanted type (createShadow); one the read
-// model does not write keeps its type.
+// table (desc) is not the one it wants now (retypeColumn). A column the
+// live table lacks is added with the wanted type (createShadow); one the
+// read model does not write keeps its type.
 func (s *store) retypes(ctx context.Context, p *plan, desc *tableDesc) ([]retype, error) {
 	have := map[string]colDesc{}
 	for _, c := range desc.cols {
@@ -46,68 +55,112 @@ func (s *store) retypes(ctx context.Context, p *plan, desc *tableDesc) ([]retype
 		if !ok {
 			continue
 		}
-		r := retype{column: c.name, from: found.typ}
-		if c.override != "" {
-			same, err := s.sameType(ctx, found, c.override)
-			if err != nil {
-				return nil, fmt.Errorf("column %s: compare its type %s with the config's type %q: %w", s.d.quote(c.name), found.typ, c.override, err)
-			}
-			if same {
-				continue
-			}
-			r.to = c.override
-		} else {
-			if s.d.holds(c.typ, found).ok {
-				continue
-			}
-			r.to = s.d.sqlType(c.typ, c.source < 0)
-			if _, ok := s.d.(mysqlDialect); ok && mysqlTextType(r.to) {
-				// The sink's text is utf8mb4 (holds refuses another
-				// character set), whatever the live column's was.
-				r.to += " CHARACTER SET utf8mb4"
-			}
+		r, change, err := s.retypeColumn(ctx, c, found)
+		if err != nil {
+			return nil, err
 		}
-		out = append(out, r)
+		if change {
+			out = append(out, r)
+		}
 	}
 	return out, nil
 }
 
+// retypeColumn reports whether column c, whose live type is found, gets
+// another type in the rebuilt table, and which:
+//   - one with a `type:` override whose type is another (sameType): on
+//     PostgreSQL the type as the store names it (format_type of the probe)
+//     with the collation the override names, on SQLite the override's
+//     type words, without the constraints the override may carry: a
+//     rebuild takes those from the live column, as for any column (on
+//     MySQL/MariaDB MODIFY COLUMN takes the override as written);
+//   - one without whose live type does not hold its field (d.holds, the
+//     fit check's rule: a wider type is kept): the sink's type for the
+//     field, or on MySQL/MariaDB, when only the live text type's character
+//     set fails, that type in utf8mb4 (its length, and so its indexes, as
+//     they are).
+func (s *store) retypeColumn(ctx context.Context, c column, found colDesc) (retype, bool, error) {
+	r := retype{column: c.name, from: found.typ}
+	if c.override != "" {
+		same, to, err := s.sameType(ctx, found, c.override)
+		if err != nil {
+			return r, false, fmt.Errorf("column %s: compare its type %s with the config's type %q: %w", s.d.quote(c.name), found.typ, c.override, err)
+		}
+		r.to = to
+		return r, !same, nil
+	}
+	if s.d.holds(c.typ, found).ok {
+		return r, false, nil
+	}
+	if _, ok := s.d.(mysqlDialect); ok {
+		utf8 := found
+		utf8.charset = ""
+		if found.charset != "" && s.d.holds(c.typ, utf8).ok {
+			// The sink's text is utf8mb4 (holds refuses another
+			// character set). sqlType's longtext would lose the
+			// length: MariaDB then makes an index on the column a
+			// prefix one (a UNIQUE one USING HASH), MySQL refuses it.
+			r.to = found.typ + " CHARACTER SET utf8mb4"
+			return r, true, nil
+		}
+	}
+	r.to = s.d.sqlType(c.typ, c.source < 0)
+	if _, ok := s.d.(mysqlDialect); ok && mysqlTextType(r.to) {
+		r.to += " CHARACTER SET utf8mb4"
+	}
+	return r, true, nil
+}
+
 // sameType reports whether a column of type typ, as the config spells it,
-// would be what the catalog describes as found. The catalog spells a type
-// its own way (PostgreSQL "character varying(20)" for "varchar(20)",
-// MariaDB "int(11)" for "int"), so typ is put to the store and its own
-// spelling compared:
-//   - PostgreSQL: format_type of the type and modifier PostgreSQL gives
-//     `SELECT CAST(NULL AS typ)` (the statement is only prepared, never
-//     run), the function the catalog description uses (describe);
+// would have the type the catalog describes as found, and the type to
+// give the rebuilt column when not. The catalog spells a type its own way
+// (PostgreSQL "character varying(20)" for "varchar(20)", MariaDB
+// "int(11)" for "int"), so a column of type typ is created where no one
+// else sees it and the store's own spelling compared:
+//   - PostgreSQL: format_type of the column of a temporary table created
+//     in a transaction rolled back (postgresTypeName), the function the
+//     catalog description uses (describe). It takes typ as CREATE TABLE
+//     does (a constraint, a collation, serial, a domain: a domain column's
+//     type is the domain), and is what the rebuilt column gets, with the
+//     collation typ names: ALTER COLUMN TYPE takes a type, not the
+//     constraints typ may carry;
 //   - MySQL/MariaDB: the column_type of a column of that type in a
-//     temporary table (SHOW COLUMNS), compared ignoring case; the
+//     temporary table (mysqlTypeName), compared ignoring case; the
 //     character set is not compared. Without the privilege to create
 //     one, the spellings are compared as written, ignoring case and
 //     spaces (an equal type spelled otherwise is then changed to itself,
 //     harmless on the empty rebuilt table);
-//   - SQLite keeps the declared type as written: compared ignoring case
-//     and spaces.
-func (s *store) sameType(ctx context.Context, found colDesc, typ string) (bool, error) {
+//   - SQLite keeps the declared type as written, and its catalog
+//     (pragma table_info) leaves the constraints out: the words of typ
+//     before its first constraint (sqliteTypeWords) are compared ignoring
+//     case and spaces, and only they are written into the rebuilt table's
+//     statement, whose constraints are the live column's.
+//
+// An error wrapping errTypeRefused is typ refused by the store.
+func (s *store) sameType(ctx context.Context, found colDesc, typ string) (same bool, to string, err error) {
 	switch s.d.(type) {
 	case postgresDialect:
-		canon, err := postgresTypeName(ctx, s.db, typ)
+		canon, collate, err := postgresTypeName(ctx, s.db, typ)
 		if err != nil {
-			return false, err
+			return false, "", err
 		}
-		return canon == found.typ, nil
+		return canon == found.typ, canon + collate, nil
 	case mysqlDialect:
 		canon, err := mysqlTypeName(ctx, s.db, typ)
-		if err != nil {
-			return squeezeType(typ) == squeezeType(found.typ), nil
+		if errors.Is(err, errProbeDenied) {
+			return squeezeType(typ) == squeezeType(found.typ), typ, nil
 		}
-		return strings.EqualFold(canon, found.typ), nil
+		if err != nil {
+			return false, "", err
+		}
+		return strings.EqualFold(canon, found.typ), typ, nil
 	}
 	declared := found.typ
 	if declared == "(no type)" { // describe's stand-in for an empty one
 		declared = ""
 	}
-	return squeezeType(typ) == squeezeType(declared), nil
+	words := sqliteTypeWords(typ)
+	return squeezeType(words) == squeezeType(declared), words, nil
 }
 
 // squeezeType is a type's spelling without case and spaces.
@@ -115,49 +168,82 @@ func squeezeType(typ string) string {
 	return strings.ToLower(strings.Join(strings.Fields(typ), ""))
 }
 
-// postgresTypeName is format_type of the type PostgreSQL parses typ as,
-// with its modifier: the description of a prepared
-// `SELECT CAST(NULL AS typ)` carries both. A `type:` that is more than a
-// type (a constraint after it) is refused there.
-func postgresTypeName(ctx context.Context, db *sql.DB, typ string) (string, error) {
+// postgresTypeProbe is the temporary table postgresTypeName creates, in a
+// transaction it rolls back: no one else sees it, and it is gone after.
+// A type: with a foreign key is probed in a table of that name with a
+// random suffix, beside the sink's tables (a temporary table may not
+// reference another), in the same transaction.
+const postgresTypeProbe = "replicator_type_probe"
+
+// postgresTypeName is format_type of the column PostgreSQL creates for a
+// column declared typ: the type and its modifier, a domain's name for a
+// domain; collate is the COLLATE clause of the collation typ gives it when
+// that is not its type's own, else empty: ALTER COLUMN TYPE gives a
+// column its new type's collation unless told another.
+func postgresTypeName(ctx context.Context, db *sql.DB, typ string) (name, collate string, err error) {
 	conn, err := db.Conn(ctx)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	defer conn.Close()
-	var oid uint32
-	var mod int32
-	if err := conn.Raw(func(dc any) error {
-		c, ok := dc.(*stdlib.Conn)
-		if !ok {
-			return fmt.Errorf("the connection is a %T, not pgx's", dc)
-		}
-		sd, err := c.Conn().PgConn().Prepare(ctx, "", "SELECT CAST(NULL AS "+typ+")", nil)
-		if err != nil {
-			return fmt.Errorf("not a type PostgreSQL knows (type: takes a type, nothing more): %w", err)
-		}
-		if len(sd.Fields) != 1 {
-			return fmt.Errorf("not a type: SELECT CAST(NULL AS %s) describes %d columns", typ, len(sd.Fields))
-		}
-		oid, mod = sd.Fields[0].DataTypeOID, sd.Fields[0].TypeModifier
-		return nil
-	}); err != nil {
-		return "", err
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return "", "", err
 	}
-	var name string
-	if err := conn.QueryRowContext(ctx, "SELECT format_type($1::oid, $2::int)", oid, mod).Scan(&name); err != nil {
-		return "", err
+	defer tx.Rollback()
+	q := postgresDialect{}.quote(postgresTypeProbe)
+	rel := "pg_temp." + q
+	if _, err := tx.ExecContext(ctx, "SAVEPOINT probe"); err != nil {
+		return "", "", err
 	}
-	return name, nil
+	_, err = tx.ExecContext(ctx, fmt.Sprintf("CREATE TEMP TABLE %s (c %s)", q, typ))
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "42P16" {
+		// A foreign key to a table of the database, which a temporary
+		// table may not have: a table beside the sink's (it may create
+		// one there), under a name no other probe takes at once, is
+		// unseen by others too until the rollback drops it.
+		if _, err := tx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT probe"); err != nil {
+			return "", "", err
+		}
+		rel = postgresDialect{}.quote(fmt.Sprintf("%s_%d", postgresTypeProbe, rand.Uint64()))
+		_, err = tx.ExecContext(ctx, fmt.Sprintf("CREATE TABLE %s (c %s)", rel, typ))
+	}
+	if err != nil {
+		if errors.As(err, &pe) && pe.Code == "42501" {
+			return "", "", fmt.Errorf("create a temporary table with a column of that type to compare it: %w (the sink's user needs TEMPORARY on the database, and for a type: with a foreign key CREATE on the schema)", err)
+		}
+		// A syntax error, an unknown type or collation, an invalid
+		// modifier (classes 42, 22, 0A) is the type refused; anything
+		// else (the connection, a timeout) says nothing of it.
+		if errors.As(err, &pe) && (strings.HasPrefix(pe.Code, "42") || strings.HasPrefix(pe.Code, "22") || strings.HasPrefix(pe.Code, "0A")) {
+			return "", "", fmt.Errorf("%w (CREATE TABLE refuses a column of it): %w", errTypeRefused, err)
+		}
+		return "", "", fmt.Errorf("create a temporary table with a column of that type to compare it: %w", err)
+	}
+	if err := tx.QueryRowContext(ctx, `SELECT format_type(a.atttypid, a.atttypmod), coalesce((SELECT ' COLLATE ' || quote_ident(n.nspname) || '.' || quote_ident(c.collname)
+			FROM pg_collation c JOIN pg_namespace n ON n.oid = c.collnamespace WHERE c.oid = a.attcollation AND a.attcollation <> t.typcollation), '')
+		FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid WHERE a.attrelid = $1::regclass AND a.attname = 'c'`,
+		rel).Scan(&name, &collate); err != nil {
+		return "", "", fmt.Errorf("read the type of the probe column: %w", err)
+	}
+	return name, collate, nil
 }
 
 // mysqlTypeProbe is the temporary table mysqlTypeName creates: a
 // session's own, invisible to others, dropped before the connection goes
-// back to the pool.
-const mysqlTypeProbe = "replicator_type_probe"
+// back to the pool. It has a primary key column besides the probed one:
+// a server that requires one (sql_require_primary_key, MySQL 8;
+// innodb_force_primary_key, MariaDB) refuses a table without.
+const (
+	mysqlTypeProbe    = "replicator_type_probe"
+	mysqlTypeProbeKey = "replicator_probe_key"
+)
 
 // mysqlTypeName is the column_type MySQL/MariaDB gives a column declared
-// typ, read from a temporary table of one column.
+// typ, read from a temporary table. An error wrapping errProbeDenied is
+// the user lacking the privilege to create one; one wrapping
+// errTypeRefused is the server refusing typ.
 func mysqlTypeName(ctx context.Context, db *sql.DB, typ string) (name string, err error) {
 	conn, err := db.Conn(ctx)
 	if err != nil {
@@ -165,8 +251,19 @@ func mysqlTypeName(ctx context.Context, db *sql.DB, typ string) (name string, er
 	}
 	defer conn.Close()
 	q := mysqlDialect{}.quote(mysqlTypeProbe)
-	if _, err := conn.ExecContext(ctx, fmt.Sprintf("CREATE TEMPORARY TABLE %s (c %s)", q, typ)); err != nil {
-		return "", err
+	if _, err := conn.ExecContext(ctx, fmt.Sprintf("CREATE TEMPORARY TABLE %s (%s int PRIMARY KEY, c %s)", q, mysqlDialect{}.quote(mysqlTypeProbeKey), typ)); err != nil {
+		var me *mysql.MySQLError
+		if !errors.As(err, &me) {
+			return "", fmt.Errorf("create a temporary table with a column of that type to compare it: %w", err)
+		}
+		switch me.Number {
+		case 1044, 1142, 1227: // access denied to the database, the table, the operation
+			return "", fmt.Errorf("%w: %w", errProbeDenied, err)
+		}
+		// The server answered about the statement, which is only the
+		// type's: a syntax error, an unknown type or character set, a
+		// length out of range.
+		return "", fmt.Errorf("%w (CREATE TABLE refuses a column of it): %w", errTypeRefused, err)
 	}
 	defer func() {
 		if _, derr := conn.ExecContext(context.WithoutCancel(ctx), "DROP TEMPORARY TABLE "+q); derr != nil {
@@ -183,24 +280,26 @@ func mysqlTypeName(ctx context.Context, db *sql.DB, typ string) (name string, er
 	if err != nil {
 		return "", err
 	}
-	if !rows.Next() {
-		if err := rows.Err(); err != nil {
-			return "", err
-		}
-		return "", errors.New("SHOW COLUMNS of the probe table lists no column")
+	if len(cols) < 2 { // Field, Type, …
+		return "", fmt.Errorf("SHOW COLUMNS lists %d fields, want Field and Type", len(cols))
 	}
 	vals := make([]sql.RawBytes, len(cols))
 	ptrs := make([]any, len(cols))
 	for i := range vals {
 		ptrs[i] = &vals[i]
 	}
-	if err := rows.Scan(ptrs...); err != nil {
+	for rows.Next() {
+		if err := rows.Scan(ptrs...); err != nil {
+			return "", err
+		}
+		if string(vals[0]) == "c" {
+			return string(vals[1]), nil
+		}
+	}
+	if err := rows.Err(); err != nil {
 		return "", err
 	}
-	if len(vals) < 2 { // Field, Type, …
-		return "", fmt.Errorf("SHOW COLUMNS lists %d fields, want Field and Type", len(vals))
-	}
-	return string(vals[1]), nil
+	return "", errors.New("SHOW COLUMNS of the probe table does not list its column c")
 }
 
 // mysqlTextType reports whether typ is a MySQL/MariaDB character type:
@@ -221,24 +320,33 @@ func mysqlNamesCharset(typ string) bool {
 // existing table whose type differs from their `type:` in the config:
 // the fit check leaves such a column alone (the user chose its type), so
 // a changed `type:` takes effect only when the table is created again,
-// which a rebuild does.
-func (s *store) overrideNotes(ctx context.Context, p *plan, desc *tableDesc) ([]string, error) {
-	over := &plan{model: p.model}
+// which a rebuild does. A `type:` the store refuses is a note too (the
+// running sink writes into the column whatever its type: only a rebuild
+// fails on it); any other failure to compare a column is a problem. Each
+// column is reported.
+func (s *store) overrideNotes(ctx context.Context, p *plan, desc *tableDesc) (notes []string, problems []error) {
+	have := map[string]colDesc{}
+	for _, c := range desc.cols {
+		have[c.name] = c
+	}
+	table := s.d.quote(p.model.Table)
 	for _, c := range p.columns {
-		if c.override != "" {
-			over.columns = append(over.columns, c)
+		found, ok := have[c.name]
+		if c.override == "" || !ok {
+			continue
+		}
+		r, change, err := s.retypeColumn(ctx, c, found)
+		switch {
+		case errors.Is(err, errTypeRefused):
+			notes = append(notes, fmt.Sprintf("table %s: a rebuild would fail: %v", table, err))
+		case err != nil:
+			problems = append(problems, fmt.Errorf("table %s: %w", table, err))
+		case change:
+			notes = append(notes, fmt.Sprintf("table %s column %s is %s, the config says %s: a rebuild applies it (replicator rebuild); the running sink writes into %s",
+				table, s.d.quote(r.column), r.from, c.override, r.from))
 		}
 	}
-	rs, err := s.retypes(ctx, over, desc)
-	if err != nil {
-		return nil, fmt.Errorf("table %s: %w", s.d.quote(p.model.Table), err)
-	}
-	var notes []string
-	for _, r := range rs {
-		notes = append(notes, fmt.Sprintf("table %s column %s is %s, the config says %s: a rebuild applies it (replicator rebuild); the running sink writes into %s",
-			s.d.quote(p.model.Table), s.d.quote(r.column), r.from, r.to, r.from))
-	}
-	return notes, nil
+	return notes, problems
 }
 
 // shadowRetype gives the columns rs of the rebuilt table (shadow, just
@@ -365,27 +473,9 @@ func sqliteRetype(stmt string, types map[string]string) (string, error) {
 				break
 			}
 			done[strings.ToLower(name)] = true
-			start, end := i, i // the type name: none when start == end
-			for j := sqliteSkipSpace(stmt, i); j < len(stmt); j = sqliteSkipSpace(stmt, j) {
-				w := 0
-				for j+w < len(stmt) && isIdentChar(stmt[j+w]) {
-					w++
-				}
-				if w == 0 || sqliteConstraintWord[strings.ToUpper(stmt[j:j+w])] {
-					if w == 0 && stmt[j] == '(' && end > start {
-						close, err := sqliteSkipTo(stmt, j+1, ')')
-						if err != nil {
-							return "", err
-						}
-						end = close + 1
-					}
-					break
-				}
-				if start == end {
-					start = j
-				}
-				j += w
-				end = j
+			start, end, err := sqliteTypeName(stmt, i)
+			if err != nil {
+				return "", err
 			}
 			out.WriteString(stmt[last:start])
 			if start == end {
@@ -412,6 +502,47 @@ func sqliteRetype(stmt string, types map[string]string) (string, error) {
 	}
 	out.WriteString(stmt[last:])
 	return out.String(), nil
+}
+
+// sqliteTypeName is where the type name starts and ends in s from i (a
+// column's definition after its name): the words up to a constraint's
+// keyword, with its (n) or (p,s); start == end when there is none.
+func sqliteTypeName(s string, i int) (start, end int, err error) {
+	start, end = i, i
+	for j := sqliteSkipSpace(s, i); j < len(s); j = sqliteSkipSpace(s, j) {
+		w := 0
+		for j+w < len(s) && isIdentChar(s[j+w]) {
+			w++
+		}
+		if w == 0 || sqliteConstraintWord[strings.ToUpper(s[j:j+w])] {
+			if w == 0 && s[j] == '(' && end > start {
+				close, err := sqliteSkipTo(s, j+1, ')')
+				if err != nil {
+					return 0, 0, err
+				}
+				end = close + 1
+			}
+			break
+		}
+		if start == end {
+			start = j
+		}
+		j += w
+		end = j
+	}
+	return start, end, nil
+}
+
+// sqliteTypeWords is the type name a `type:` override starts with, as
+// SQLite's catalog (pragma table_info) shows a column declared so: the
+// words before its first constraint ("TEXT" of "TEXT COLLATE NOCASE").
+// An override whose parentheses do not close is taken whole.
+func sqliteTypeWords(typ string) string {
+	start, end, err := sqliteTypeName(typ, 0)
+	if err != nil {
+		return typ
+	}
+	return typ[start:end]
 }
 
 // sqliteConstraintWord are the keywords that end a column's type name

@@ -410,19 +410,25 @@ func TestRebuildRetypes(t *testing.T) {
 			if slices.ContainsFunc(notes, func(n string) bool { return strings.Contains(n, "display_name") }) {
 				t.Errorf("check before the rebuild: notes %q, want none on display_name (its type: is the same type)", notes)
 			}
-			if sk.name == "postgres" {
-				// A type: with more than a type in it: the running sink
-				// takes it, only a rebuild would fail, so check notes it.
+			if sk.name != "sqlite" {
+				// A type: the store refuses: the running sink writes into
+				// the column whatever its type, only a rebuild fails on
+				// it, so check notes it, on each such column.
 				bad := cfg
-				bad.Model = model(nameType, "text NOT NULL")
+				bad.Model = model("no_such_type_a", "no_such_type_b")
 				notes, problems := Check(ctx, bad)
-				if slices.ContainsFunc(problems, func(err error) bool { return strings.Contains(err.Error(), `"tier"`) }) {
-					t.Errorf("check of a type: with a constraint: problems %v, want a note only on tier", problems)
+				for _, col := range []string{"display_name", "tier"} {
+					if slices.ContainsFunc(problems, func(err error) bool { return strings.Contains(err.Error(), col) }) {
+						t.Errorf("check of a type: the store refuses: problems %v, want a note only on %s", problems, col)
+					}
+					if !slices.ContainsFunc(notes, func(n string) bool {
+						return strings.Contains(n, "a rebuild would fail") && strings.Contains(n, d.quote(col))
+					}) {
+						t.Errorf("check of a type: the store refuses: notes %q, want one saying a rebuild would fail on %s", notes, col)
+					}
 				}
-				if !slices.ContainsFunc(notes, func(n string) bool {
-					return strings.Contains(n, "a rebuild would fail") && strings.Contains(n, "type: takes a type")
-				}) {
-					t.Errorf("check of a type: with a constraint: notes %q, want one saying a rebuild would fail", notes)
+				if err := Rebuild(ctx, bad, nil); err == nil || !strings.Contains(err.Error(), d.quote("display_name")) || !strings.Contains(err.Error(), "no_such_type_a") {
+					t.Errorf("Rebuild with a type: the store refuses: got %v, want an error naming the column and its type:", err)
 				}
 			}
 
@@ -522,7 +528,10 @@ func TestRebuildRetypes(t *testing.T) {
 // TestRebuildRetypesCharsetMySQL: a text column in another character set
 // than utf8mb4 does not hold a string field (fitTable); the rebuilt table
 // gives it utf8mb4, keeping the rest of its definition (NOT NULL, the
-// default, the comment), and a 4-byte character is then loaded.
+// default, the comment), and a 4-byte character is then loaded. A
+// varchar refused only for its character set keeps its length, and so an
+// index on it stays on the whole value (on a longtext MariaDB makes it a
+// prefix one, a UNIQUE one USING HASH; MySQL refuses).
 func TestRebuildRetypesCharsetMySQL(t *testing.T) {
 	t.Parallel()
 	store := mysqlStore().fresh(t)
@@ -539,16 +548,16 @@ func TestRebuildRetypesCharsetMySQL(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	if _, err := db.ExecContext(t.Context(), "ALTER TABLE profile MODIFY display_name longtext CHARACTER SET latin1 NOT NULL DEFAULT 'anon' COMMENT 'shown'"); err != nil {
+	if _, err := db.ExecContext(t.Context(), "ALTER TABLE profile MODIFY display_name longtext CHARACTER SET latin1 NOT NULL DEFAULT 'anon' COMMENT 'shown', MODIFY tier varchar(100) CHARACTER SET latin1, ADD INDEX profile_by_tier (tier)"); err != nil {
 		t.Fatal(err)
 	}
-	w.put(cust(2, "bob \U0001F600", nil))
+	w.put(cust(2, "bob \U0001F600", "gold \U0001F600"))
 	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
 	defer cancel()
 	if err := Rebuild(ctx, Config{Model: customerModel("profile"), StoreURL: store, Kafka: []kgo.Opt{kgo.SeedBrokers(e.brokers...)}, Registry: e.reg}, nil); err != nil {
 		t.Fatalf("Rebuild: %v", err)
 	}
-	wantRows(t, store, "profile", []string{"customer_id", "display_name"}, "1|ann", "2|bob \U0001F600")
+	wantRows(t, store, "profile", []string{"customer_id", "display_name", "tier"}, "1|ann|NULL", "2|bob \U0001F600|gold \U0001F600")
 	var charset, nullable, def, comment string
 	if err := db.QueryRowContext(t.Context(), `SELECT character_set_name, is_nullable, column_default, column_comment FROM information_schema.columns
 		WHERE table_schema = DATABASE() AND table_name = 'profile' AND column_name = 'display_name'`).Scan(&charset, &nullable, &def, &comment); err != nil {
@@ -556,5 +565,171 @@ func TestRebuildRetypesCharsetMySQL(t *testing.T) {
 	}
 	if !strings.HasPrefix(charset, "utf8mb4") || nullable != "NO" || def != "'anon'" || comment != "shown" {
 		t.Errorf("after the rebuild, display_name has character set %q, nullable %q, default %q, comment %q; want utf8mb4, NO, 'anon', shown", charset, nullable, def, comment)
+	}
+	var typ string
+	if err := db.QueryRowContext(t.Context(), `SELECT column_type, character_set_name FROM information_schema.columns
+		WHERE table_schema = DATABASE() AND table_name = 'profile' AND column_name = 'tier'`).Scan(&typ, &charset); err != nil {
+		t.Fatal(err)
+	}
+	if typ != "varchar(100)" || !strings.HasPrefix(charset, "utf8mb4") {
+		t.Errorf("after the rebuild, tier is %s in character set %s, want varchar(100) in utf8mb4", typ, charset)
+	}
+	var index string
+	if err := db.QueryRowContext(t.Context(), `SELECT concat(index_type, ' ', coalesce(sub_part, 'whole')) FROM information_schema.statistics
+		WHERE table_schema = DATABASE() AND table_name = 'profile' AND index_name = 'profile_by_tier'`).Scan(&index); err != nil {
+		t.Fatalf("the index on tier after the rebuild: %v", err)
+	}
+	if index != "BTREE whole" {
+		t.Errorf("after the rebuild, the index on tier is %s, want BTREE whole", index)
+	}
+}
+
+// TestRebuildKeepsOverrides: a `type:` that is more than a bare type is
+// the type of the column it created, and rebuilds leave the column as it
+// is, three in a row, and `check` notes nothing on it. PostgreSQL takes
+// a collation, a constraint, a foreign key (a temporary table may not
+// have one) and a domain (a domain column's type is the
+// domain: a generated column on it would refuse any change of its type);
+// SQLite's catalog leaves a constraint out of the type, which must not
+// be written into the table's statement once more each rebuild. On
+// PostgreSQL a changed type: then takes effect with the collation it
+// names.
+func TestRebuildKeepsOverrides(t *testing.T) {
+	t.Parallel()
+	for _, sk := range []storeKind{sqliteStore(), postgresStore(t)} {
+		t.Run(sk.name, func(t *testing.T) {
+			t.Parallel()
+			store := sk.fresh(t)
+			db, _, err := openStore(store)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			exec := func(q string) {
+				t.Helper()
+				if _, err := db.ExecContext(t.Context(), q); err != nil {
+					t.Fatalf("%s: %v", q, err)
+				}
+			}
+			m := customerModel("profile")
+			cols := m.Sources[0].Columns
+			// definition is what a rebuild must leave as it is.
+			var definition string
+			if sk.name == "sqlite" {
+				cols[1].Type, cols[2].Type = "TEXT COLLATE NOCASE", "varchar(20) DEFAULT 'none'"
+				definition = `SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'profile'`
+			} else {
+				exec(`CREATE DOMAIN tier_t AS varchar(20) CHECK (VALUE <> '')`)
+				exec(`CREATE TABLE accounts (id bigint PRIMARY KEY)`)
+				exec(`INSERT INTO accounts VALUES (1)`)
+				cols[0].Type, cols[1].Type, cols[2].Type = "bigint NOT NULL REFERENCES accounts (id)", `text COLLATE "C"`, "tier_t"
+				definition = `SELECT string_agg(format('%s %s %s', attname, format_type(atttypid, atttypmod), attcollation::regcollation), ', ' ORDER BY attnum)
+					FROM pg_attribute WHERE attrelid = 'profile'::regclass AND attnum > 0 AND NOT attisdropped`
+			}
+			e := newEnv(t)
+			w := e.topic("customers", customersKey, customersValue)
+			w.put(cust(1, "ann", "gold"))
+			r := e.start(m, store)
+			r.waitRecords(t, 1)
+			if err := r.stop(); err != nil {
+				t.Fatal(err)
+			}
+			if sk.name == "postgres" {
+				exec("ALTER TABLE profile ADD COLUMN tier_up text GENERATED ALWAYS AS (upper(tier)) STORED")
+			}
+			cfg := Config{Model: m, StoreURL: store, Kafka: []kgo.Opt{kgo.SeedBrokers(e.brokers...)}, Registry: e.reg}
+			ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+			defer cancel()
+			var first string
+			for i := 1; i <= 3; i++ {
+				notes, problems := Check(ctx, cfg)
+				if slices.ContainsFunc(notes, func(n string) bool {
+					return strings.Contains(n, "the config says") || strings.Contains(n, "a rebuild would fail")
+				}) || len(problems) > 0 {
+					t.Errorf("check before rebuild %d: notes %q, problems %v; want none on a type", i, notes, problems)
+				}
+				if err := Rebuild(ctx, cfg, nil); err != nil {
+					t.Fatalf("rebuild %d: %v", i, err)
+				}
+				var got string
+				if err := db.QueryRowContext(t.Context(), definition).Scan(&got); err != nil {
+					t.Fatal(err)
+				}
+				if i == 1 {
+					first = got
+					for _, want := range []string{"TEXT COLLATE NOCASE", "varchar(20) DEFAULT 'none'"} {
+						if sk.name == "sqlite" && strings.Count(got, want) != 1 {
+							t.Errorf("after rebuild 1, the table is %s, want %q in it once", got, want)
+						}
+					}
+					if want := `customer_id bigint -, display_name text "C", tier tier_t "default", tier_up text "default"`; sk.name == "postgres" && got != want {
+						t.Errorf("after rebuild 1, the table's columns are %s, want %s", got, want)
+					}
+				} else if got != first {
+					t.Errorf("rebuild %d changed the table from %s to %s", i, first, got)
+				}
+			}
+			if sk.name == "postgres" {
+				// A changed type: is applied as its type, in the
+				// collation it names (ALTER COLUMN TYPE would give the
+				// column the new type's own).
+				cols[1].Type = `varchar(40) COLLATE "C"`
+				if err := Rebuild(ctx, cfg, nil); err != nil {
+					t.Fatalf("rebuild to varchar(40): %v", err)
+				}
+				var got string
+				if err := db.QueryRowContext(t.Context(), definition).Scan(&got); err != nil {
+					t.Fatal(err)
+				}
+				if want := `customer_id bigint -, display_name character varying(40) "C", tier tier_t "default", tier_up text "default"`; got != want {
+					t.Errorf("after the rebuild to varchar(40), the table's columns are %s, want %s", got, want)
+				}
+			}
+			wantRows(t, store, "profile", profileCols, "1|ann|gold")
+		})
+	}
+}
+
+// TestOverrideNotes: `check` reports each column whose `type:` differs
+// from its live type or is refused by the store, not only the first; a
+// type the store refuses is a note (only a rebuild fails on it), while a
+// failure to compare that says nothing of the type (here the store's
+// connection closed) is a problem, on each column, not a note that a
+// rebuild would fail.
+func TestOverrideNotes(t *testing.T) {
+	t.Parallel()
+	for _, sk := range []storeKind{postgresStore(t), mysqlStore()} {
+		t.Run(sk.name, func(t *testing.T) {
+			t.Parallel()
+			db, d, err := openStore(sk.fresh(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			st := &store{db: db, d: d}
+			p := &plan{model: &ReadModel{Table: "profile"}, columns: []column{
+				{name: "a", override: "no_such_type_a"}, {name: "b", override: "no_such_type_b"},
+				{name: "c", override: "text"}, {name: "e", override: "bigint"}, {name: "f"}}}
+			desc := &tableDesc{cols: []colDesc{{name: "a", typ: "integer"}, {name: "b", typ: "integer"}, {name: "c", typ: "integer"}, {name: "e", typ: "integer"}, {name: "f", typ: "integer"}}}
+			notes, problems := st.overrideNotes(t.Context(), p, desc)
+			if len(problems) > 0 {
+				t.Errorf("types the store refuses: problems %v, want notes only", problems)
+			}
+			want := []string{"a rebuild would fail", "a rebuild would fail", "is integer, the config says text", "is integer, the config says bigint"}
+			if len(notes) != len(want) {
+				t.Fatalf("notes %q, want %d: %q", notes, len(want), want)
+			}
+			for i, n := range notes {
+				if col := d.quote(p.columns[i].name); !strings.Contains(n, want[i]) || !strings.Contains(n, col) {
+					t.Errorf("note %d is %q, want one on column %s saying %q", i, n, col, want[i])
+				}
+			}
+
+			db.Close()
+			notes, problems = st.overrideNotes(t.Context(), p, desc)
+			if len(notes) > 0 || len(problems) != 4 {
+				t.Errorf("the store's connection closed: notes %q, problems %v; want a problem on each of the 4 columns with a type:, no note", notes, problems)
+			}
+		})
 	}
 }
