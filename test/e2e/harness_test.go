@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/big"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -58,15 +59,68 @@ func replicatorBinary(t *testing.T) string {
 	return binPath
 }
 
+// freeAddr returns a loopback address that nothing listens on, for a
+// process the test starts to bind later (or to find refused).
+//
+// The port comes from below the kernel's ephemeral range
+// (ip_local_port_range). A port the kernel picks (listening on port 0,
+// as net.Listen(":0") here would) is free only until released, and the
+// kernel hands the ephemeral range out all the time meanwhile: to every
+// outgoing connection (the tests', the processes', PostgreSQL's) and to
+// every listener on port 0 (each PostgreSQL cluster started picks its
+// port so). Once one took it, the process fails to bind and exits
+// (address already in use). Below the range only another freeAddr of
+// this binary could pick the port, and each is handed out once.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	freePorts.mu.Lock()
+	defer freePorts.mu.Unlock()
+	if freePorts.used == nil {
+		freePorts.used = map[int]bool{}
+		freePorts.low, freePorts.high = fixedPortRange()
+		freePorts.next = freePorts.low + rand.IntN(freePorts.high-freePorts.low)
 	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
+	for range freePorts.high - freePorts.low {
+		port := freePorts.next
+		if freePorts.next++; freePorts.next == freePorts.high {
+			freePorts.next = freePorts.low
+		}
+		if freePorts.used[port] {
+			continue
+		}
+		freePorts.used[port] = true
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue // taken by something else on this machine
+		}
+		l.Close()
+		return addr
+	}
+	t.Fatalf("no free port in [%d, %d)", freePorts.low, freePorts.high)
+	return ""
+}
+
+// freePorts is what freeAddr has handed out.
+var freePorts struct {
+	mu              sync.Mutex // guards the fields
+	low, high, next int
+	used            map[int]bool
+}
+
+// fixedPortRange is the ports freeAddr picks from: from 10000 (above the
+// well-known services, MariaDB's 3306 among them) to the start of the
+// kernel's ephemeral range.
+func fixedPortRange() (low, high int) {
+	low, high = 10000, 32768 // Linux's default ephemeral range starts at 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil && n > low+1000 {
+				high = n
+			}
+		}
+	}
+	return low, high
 }
 
 // process is one `replicator` child process.
@@ -192,8 +246,15 @@ func mustExec(t *testing.T, conn *pgx.Conn, sql string, args ...any) {
 	}
 }
 
-// waitCaughtUp polls until the slot has confirmed the current end of WAL,
-// which means every change written so far is acknowledged by the broker.
+// waitCaughtUp polls until p streams and the slot has confirmed the
+// current end of WAL, which means every change written so far is
+// acknowledged by the broker.
+//
+// The slot alone does not say it: a slot just created has confirmed the
+// end of WAL already (its consistent point), while p still reads the
+// snapshot and has produced nothing; and a restarted p finds the slot
+// where the last process left it. Only a p that streams has read what
+// the slot holds.
 func waitCaughtUp(t *testing.T, conn *pgx.Conn, slot string, p *process) {
 	t.Helper()
 	ctx := context.Background()
@@ -206,7 +267,7 @@ func waitCaughtUp(t *testing.T, conn *pgx.Conn, slot string, p *process) {
 	for {
 		var confirmed *string
 		err := conn.QueryRow(ctx, `SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&confirmed)
-		if err == nil && confirmed != nil {
+		if err == nil && confirmed != nil && p.streams() {
 			if lsn, _ := pglogrepl.ParseLSN(*confirmed); lsn >= target {
 				return
 			}
@@ -217,9 +278,15 @@ func waitCaughtUp(t *testing.T, conn *pgx.Conn, slot string, p *process) {
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("slot %s did not confirm %s within 90s (confirmed %v); output:\n%s", slot, target, confirmed, p.output.String())
+			t.Fatalf("slot %s did not confirm %s within 90s (confirmed %v, streaming %v); output:\n%s", slot, target, confirmed, p.streams(), p.output.String())
 		}
 	}
+}
+
+// streams reports whether p has logged that it streams (text or JSON log).
+func (p *process) streams() bool {
+	out := p.output.String()
+	return strings.Contains(out, "msg=streaming ") || strings.Contains(out, `"msg":"streaming"`)
 }
 
 // topicRecord is one consumed record with its decoded key and value.
