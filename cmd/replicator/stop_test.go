@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/replicator/replicator/pgcluster/pgtest"
+	"github.com/replicator/replicator/source"
 )
 
 // stopOnLine is the process's stderr that stops it (cancels its context,
@@ -41,14 +42,16 @@ func (w *stopOnLine) String() string {
 }
 
 // TestRunStopDuringStartIsClean stops `replicator run` right after each
-// step of its start (its log lines, in order): every stop is a clean one,
+// step of its start (its log lines, in order), and of a republish it runs
+// (the daemon side of `replicator republish`): every stop is a clean one,
 // run returns nil (exit status 0). A context-canceled error of the step
 // after (the publication, the slot, the snapshot, the embedded services,
-// the registry) reported as a failure exits 1, which is how a SIGTERM
-// during the start of `replicator sink` once failed CI.
+// the registry, a republish's chunks) reported as a failure exits 1,
+// which is how a SIGTERM during the start of `replicator sink` once
+// failed CI.
 func TestRunStopDuringStartIsClean(t *testing.T) {
 	pg := pgtest.Start(t)
-	steps := []string{
+	for i, step := range []string{
 		`msg="serving metrics"`,
 		`msg="embedded Kafka broker listening"`,
 		`msg="embedded schema registry listening"`,
@@ -58,28 +61,42 @@ func TestRunStopDuringStartIsClean(t *testing.T) {
 		`msg="snapshot table read"`,
 		`msg="initial snapshot complete"`,
 		`msg=streaming`,
-	}
-	for i, step := range steps {
-		t.Run(strings.Trim(strings.TrimPrefix(step, "msg="), `"`), func(t *testing.T) {
+		// A republish with reconcile, requested once run streams.
+		`msg="` + source.LogRepublishRequested + `"`,
+		`msg="` + source.LogRepublishStarted + `"`,
+		`msg="` + source.LogRepublishTableDone + `"`,
+		`msg="` + source.LogReconciled + `"`,
+	} {
+		republish := strings.Contains(step, "republish") || strings.Contains(step, "reconcile")
+		name, _, _ := strings.Cut(strings.Trim(strings.TrimPrefix(step, "msg="), `"`), ":")
+		t.Run(name, func(t *testing.T) {
 			// A database each: a publication and a slot of their own.
 			dsn := newDatabase(t, pg, `CREATE TABLE items (id bigint PRIMARY KEY, name text);
 				INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 2000) g;`)
+			slot := fmt.Sprintf("stop_%d", i)
 			cfg := writeYAML(t, fmt.Sprintf(`
-source: {url: %q, slot: stop_%d}
+source: {url: %q, slot: %s}
 data_dir: %q
 kafka: {listen: %q}
 registry: {listen: %q}
 metrics: {listen: %q}
 entities:
   - table: items
-`, dsn, i, t.TempDir(), closedAddr(t), closedAddr(t), closedAddr(t)))
+`, dsn, slot, t.TempDir(), closedAddr(t), closedAddr(t), closedAddr(t)))
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
 			stopCtx, stop := context.WithCancel(ctx)
 			defer stop()
 			out := &stopOnLine{want: step, stop: stop}
-			err := run(stopCtx, []string{"run", "--config", cfg}, out, out)
-			if ctx.Err() != nil {
+			done := make(chan error, 1)
+			go func() { done <- run(stopCtx, []string{"run", "--config", cfg}, out, out) }()
+			if republish {
+				requestRepublish(t, stopCtx, out, cfg)
+			}
+			var err error
+			select {
+			case err = <-done:
+			case <-ctx.Done():
 				t.Fatalf("run did not return within 2 minutes; output:\n%s", out.String())
 			}
 			if stopCtx.Err() == nil {
@@ -88,8 +105,28 @@ entities:
 			if err != nil {
 				t.Errorf("stopped after %s: run returned %v, want nil (a clean stop); output:\n%s", step, err, out.String())
 			}
-			dropSlot(t, dsn, fmt.Sprintf("stop_%d", i))
+			dropSlot(t, dsn, slot)
 		})
+	}
+}
+
+// requestRepublish waits until the run logging to out streams, then
+// requests a republish of every entity with reconcile, as `replicator
+// republish --all --reconcile` does.
+func requestRepublish(t *testing.T, ctx context.Context, out *stopOnLine, cfg string) {
+	t.Helper()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for !strings.Contains(out.String(), "msg=streaming ") {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("run ended before it streamed; output:\n%s", out.String())
+		case <-tick.C: // polling interval toward the run's deadline
+		}
+	}
+	var req bytes.Buffer
+	if err := run(ctx, []string{"republish", "--config", cfg, "--all", "--reconcile"}, &req, &req); err != nil {
+		t.Fatalf("republish --all --reconcile: %v\n%s", err, req.String())
 	}
 }
 
