@@ -8,7 +8,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/big"
-	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -25,6 +24,7 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/replicator/replicator/broker"
+	"github.com/replicator/replicator/listenaddr/addrtest"
 	"github.com/replicator/replicator/pgcluster"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -60,67 +60,11 @@ func replicatorBinary(t *testing.T) string {
 }
 
 // freeAddr returns a loopback address that nothing listens on, for a
-// process the test starts to bind later (or to find refused).
-//
-// The port comes from below the kernel's ephemeral range
-// (ip_local_port_range). A port the kernel picks (listening on port 0,
-// as net.Listen(":0") here would) is free only until released, and the
-// kernel hands the ephemeral range out all the time meanwhile: to every
-// outgoing connection (the tests', the processes', PostgreSQL's) and to
-// every listener on port 0 (each PostgreSQL cluster started picks its
-// port so). Once one took it, the process fails to bind and exits
-// (address already in use). Below the range only another freeAddr of
-// this binary could pick the port, and each is handed out once.
+// process the test starts to bind later (or to find refused): outside the
+// kernel's ephemeral range (see addrtest.Free).
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	freePorts.mu.Lock()
-	defer freePorts.mu.Unlock()
-	if freePorts.used == nil {
-		freePorts.used = map[int]bool{}
-		freePorts.low, freePorts.high = fixedPortRange()
-		freePorts.next = freePorts.low + rand.IntN(freePorts.high-freePorts.low)
-	}
-	for range freePorts.high - freePorts.low {
-		port := freePorts.next
-		if freePorts.next++; freePorts.next == freePorts.high {
-			freePorts.next = freePorts.low
-		}
-		if freePorts.used[port] {
-			continue
-		}
-		freePorts.used[port] = true
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			continue // taken by something else on this machine
-		}
-		l.Close()
-		return addr
-	}
-	t.Fatalf("no free port in [%d, %d)", freePorts.low, freePorts.high)
-	return ""
-}
-
-// freePorts is what freeAddr has handed out.
-var freePorts struct {
-	mu              sync.Mutex // guards the fields
-	low, high, next int
-	used            map[int]bool
-}
-
-// fixedPortRange is the ports freeAddr picks from: from 10000 (above the
-// well-known services, MariaDB's 3306 among them) to the start of the
-// kernel's ephemeral range.
-func fixedPortRange() (low, high int) {
-	low, high = 10000, 32768 // Linux's default ephemeral range starts at 32768
-	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
-		if f := strings.Fields(string(b)); len(f) == 2 {
-			if n, err := strconv.Atoi(f[0]); err == nil && n > low+1000 {
-				high = n
-			}
-		}
-	}
-	return low, high
+	return addrtest.Free(t)
 }
 
 // process is one `replicator` child process.
