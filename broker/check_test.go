@@ -1,9 +1,10 @@
 package broker
 
 import (
-	"net"
 	"strings"
 	"testing"
+
+	"github.com/replicator/replicator/listenaddr/addrtest"
 )
 
 func TestCheckEmbedded(t *testing.T) {
@@ -31,10 +32,5 @@ func TestCheckEmbedded(t *testing.T) {
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addrtest.Free(t)
 }

@@ -303,16 +303,27 @@ func (b slowBalancer) MemberBalancer(m []kmsg.JoinGroupResponseMember) (kgo.Grou
 }
 
 // A follower waits in its SyncGroup while the leader balances, and owes
-// no heartbeat until the leader's sync releases it (kfake starts its
-// session timer then). With a leader slower than the follower's session
-// timeout minus its heartbeat interval, the reaper must not count that
-// wait as silence (it did once: the live follower was removed).
+// no heartbeat until the leader's sync releases it (kfake restarts its
+// session timer then). With a leader that balances for longer than the
+// follower's session timeout plus the reaper's grace and ticks, minus its
+// heartbeat interval, the reaper must not count that wait as silence (it
+// did once: the live follower was removed).
+//
+// kfake's own timers bound the scenario: a member's session timer starts
+// when its JoinGroup reply is sent and is not reset by its SyncGroup, so
+// the leader must balance well within the session timeout (or kfake
+// expires both), and a heartbeat must come well within it. The session
+// is long enough that each margin is seconds, not fractions of one, on a
+// loaded machine: balance 7 s and heartbeat 7 s of a 10 s session (3 s
+// each), while the follower's silence counted from its own SyncGroup
+// (balance + heartbeat, 14 s) passes the reaper's threshold (session +
+// grace, then one more tick: 12-13 s) before its first heartbeat.
 func TestSlowLeaderKeepsFollower(t *testing.T) {
 	t.Parallel()
 	var logs syncBuffer
 	e := startEmbedded(t, EmbeddedConfig{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	ensure(t, newAdmin(t, e.Addr()), TopicSpec{Name: "items", Partitions: 4})
-	const session, heartbeat = 6 * time.Second, 4 * time.Second
+	const session, heartbeat, balance = 10 * time.Second, 7 * time.Second, 7 * time.Second
 	slow := make(chan bool, 64)
 	slow <- false // the leader's own first rebalance
 	slow <- true  // the follower's join
@@ -325,7 +336,7 @@ func TestSlowLeaderKeepsFollower(t *testing.T) {
 			kgo.SeedBrokers(e.Addr()), kgo.ClientID(name),
 			kgo.ConsumerGroup("slow"), kgo.ConsumeTopics("items"),
 			kgo.SessionTimeout(session), kgo.RebalanceTimeout(30 * time.Second), kgo.HeartbeatInterval(heartbeat),
-			kgo.Balancers(slowBalancer{kgo.RangeBalancer(), slow, 5500 * time.Millisecond}),
+			kgo.Balancers(slowBalancer{kgo.RangeBalancer(), slow, balance}),
 		}, o.opts()...)...)
 		if err != nil {
 			t.Fatal(err)
@@ -336,7 +347,11 @@ func TestSlowLeaderKeepsFollower(t *testing.T) {
 	leader := member("leader")
 	pollUntil(t, "the leader holds every partition", func() bool { return leader.count() == 4 })
 	follower := member("follower")
-	pollUntil(t, "the follower holds its share", func() bool { return follower.count() == 2 })
+	// Both sync responses leave kfake together, but each client runs its
+	// assignment callback on its own goroutine: the follower's can come
+	// first, the leader still holding none (eager rebalancing revoked its
+	// four). That is the rebalance completing, not another one.
+	pollUntil(t, "the leader and the follower hold two partitions each", func() bool { return follower.count() == 2 && leader.count() == 2 })
 	// Past the window in which the reaper would have seen it silent.
 	deadline := time.Now().Add(session + 3*reapGrace + 2*reapInterval)
 	tick := time.NewTicker(50 * time.Millisecond)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/replicator/replicator/broker"
+	"github.com/replicator/replicator/listenaddr/addrtest"
 	"github.com/replicator/replicator/pgcluster"
 	"github.com/replicator/replicator/pgcluster/pgtest"
 	"github.com/replicator/replicator/registry"
@@ -41,15 +42,12 @@ func writeYAML(t *testing.T, body string) string {
 	return path
 }
 
+// closedAddr is a loopback address nothing listens on, for a server the
+// test starts (or to find refused): outside the kernel's ephemeral range,
+// where no other listener or connection takes it meanwhile.
 func closedAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
+	return addrtest.Free(t)
 }
 
 func runCLI(t *testing.T, args ...string) (string, error) {

@@ -24,6 +24,7 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/replicator/replicator/broker"
+	"github.com/replicator/replicator/listenaddr/addrtest"
 	"github.com/replicator/replicator/pgcluster"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -58,15 +59,12 @@ func replicatorBinary(t *testing.T) string {
 	return binPath
 }
 
+// freeAddr returns a loopback address that nothing listens on, for a
+// process the test starts to bind later (or to find refused): outside the
+// kernel's ephemeral range (see addrtest.Free).
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
+	return addrtest.Free(t)
 }
 
 // process is one `replicator` child process.
@@ -192,8 +190,15 @@ func mustExec(t *testing.T, conn *pgx.Conn, sql string, args ...any) {
 	}
 }
 
-// waitCaughtUp polls until the slot has confirmed the current end of WAL,
-// which means every change written so far is acknowledged by the broker.
+// waitCaughtUp polls until p streams and the slot has confirmed the
+// current end of WAL, which means every change written so far is
+// acknowledged by the broker.
+//
+// The slot alone does not say it: a slot just created has confirmed the
+// end of WAL already (its consistent point), while p still reads the
+// snapshot and has produced nothing; and a restarted p finds the slot
+// where the last process left it. Only a p that streams has read what
+// the slot holds.
 func waitCaughtUp(t *testing.T, conn *pgx.Conn, slot string, p *process) {
 	t.Helper()
 	ctx := context.Background()
@@ -206,7 +211,7 @@ func waitCaughtUp(t *testing.T, conn *pgx.Conn, slot string, p *process) {
 	for {
 		var confirmed *string
 		err := conn.QueryRow(ctx, `SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&confirmed)
-		if err == nil && confirmed != nil {
+		if err == nil && confirmed != nil && p.streams() {
 			if lsn, _ := pglogrepl.ParseLSN(*confirmed); lsn >= target {
 				return
 			}
@@ -217,9 +222,15 @@ func waitCaughtUp(t *testing.T, conn *pgx.Conn, slot string, p *process) {
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("slot %s did not confirm %s within 90s (confirmed %v); output:\n%s", slot, target, confirmed, p.output.String())
+			t.Fatalf("slot %s did not confirm %s within 90s (confirmed %v, streaming %v); output:\n%s", slot, target, confirmed, p.streams(), p.output.String())
 		}
 	}
+}
+
+// streams reports whether p has logged that it streams (text or JSON log).
+func (p *process) streams() bool {
+	out := p.output.String()
+	return strings.Contains(out, "msg=streaming ") || strings.Contains(out, `"msg":"streaming"`)
 }
 
 // topicRecord is one consumed record with its decoded key and value.
