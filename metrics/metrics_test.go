@@ -14,6 +14,7 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/replicator/replicator/pipeline"
 	"github.com/replicator/replicator/source"
 )
@@ -283,4 +284,57 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// stuckGatherer's Gather waits until release is closed, after saying on
+// entered that a scrape is in it.
+type stuckGatherer struct{ entered, release chan struct{} }
+
+func (g stuckGatherer) Gather() ([]*dto.MetricFamily, error) {
+	close(g.entered)
+	<-g.release
+	return nil, nil
+}
+
+// TestServerStopsCleanlyDuringAStuckScrape: a stop while a scrape hangs
+// closes it after the shutdown timeout and Run returns nil: a monitoring
+// request never makes a clean stop exit non-zero.
+func TestServerStopsCleanlyDuringAStuckScrape(t *testing.T) {
+	t.Parallel()
+	g := stuckGatherer{entered: make(chan struct{}), release: make(chan struct{})}
+	defer close(g.release)
+	srv, err := Listen("127.0.0.1:0", g, &Health{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.shutdown = 100 * time.Millisecond
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	scraped := make(chan struct{})
+	go func() {
+		defer close(scraped)
+		if resp, err := http.Get("http://" + srv.Addr() + "/metrics"); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	select {
+	case <-g.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the scrape never reached the gatherer")
+	}
+	stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run after a stop during a stuck scrape: %v, want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after the stop")
+	}
+	select {
+	case <-scraped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stuck scrape's connection was not closed")
+	}
 }

@@ -37,6 +37,9 @@ type Server struct {
 	srv    *http.Server
 	health *Health
 	log    *slog.Logger
+	// shutdown bounds the wait for requests being served at stop
+	// (shutdownTimeout; tests shorten it).
+	shutdown time.Duration
 }
 
 // shutdownTimeout bounds the wait for requests being served at stop.
@@ -54,10 +57,11 @@ func Listen(addr string, reg prometheus.Gatherer, health *Health, log *slog.Logg
 	mux.HandleFunc("GET /healthz", probe(health.Alive))
 	mux.HandleFunc("GET /readyz", probe(health.Ready))
 	return &Server{
-		ln:     ln,
-		srv:    &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second},
-		health: health,
-		log:    log,
+		ln:       ln,
+		srv:      &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second},
+		health:   health,
+		log:      log,
+		shutdown: shutdownTimeout,
 	}, nil
 }
 
@@ -79,10 +83,14 @@ func (s *Server) Run(ctx context.Context) error {
 	})
 	g.Go(func() error {
 		<-gctx.Done()
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.shutdown)
 		defer cancel()
 		if err := s.srv.Shutdown(sctx); err != nil {
-			return fmt.Errorf("stop metrics server: %w", err)
+			// A scrape still running (a slow collector, a client that
+			// reads slowly) is cut: the process is stopping cleanly,
+			// and a monitoring request must not make it exit non-zero.
+			s.log.Warn("metrics server: requests still running at stop were closed", "addr", s.Addr(), "error", err)
+			s.srv.Close()
 		}
 		return nil
 	})
