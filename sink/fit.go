@@ -39,6 +39,9 @@ type colDesc struct {
 	// default, an identity or auto-increment, a generated column).
 	defaulted bool
 	autoInc   bool // MySQL auto_increment: values no insert of the sink repeats
+	// keyNote is a caveat on the column as a key column (MySQL: a
+	// collation that compares strings PostgreSQL tells apart as equal).
+	keyNote string
 }
 
 // uniqueDesc is a primary key or unique index.
@@ -87,6 +90,9 @@ func fitTable(d dialect, p *plan, desc *tableDesc) (notes []string, problems []e
 			} else if f.note != "" {
 				notes = append(notes, fmt.Sprintf("table %s column %s is %s: %s", tbl, q(c.name), found.typ, f.note))
 			}
+		}
+		if c.source < 0 && found.keyNote != "" && c.typ.kind != kindUUID { // a uuid's text has one case
+			notes = append(notes, fmt.Sprintf("table %s key column %s is %s: %s", tbl, q(c.name), found.typ, found.keyNote))
 		}
 		if found.notNull && c.source >= 0 && c.typ.nullable {
 			why := "its field is nullable"

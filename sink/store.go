@@ -153,6 +153,12 @@ func (s *store) ensureTable(ctx context.Context, p *plan) (created bool, notes [
 		notes, problems := fitTable(s.d, p, desc)
 		return false, notes, errors.Join(problems...)
 	}
+	keyCollation := ""
+	if _, ok := s.d.(mysqlDialect); ok {
+		if keyCollation, err = mysqlKeyCollation(ctx, s.db); err != nil {
+			return false, nil, fmt.Errorf("create table %s: %w", s.d.quote(p.model.Table), err)
+		}
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "CREATE TABLE %s (", s.d.quote(p.model.Table))
 	for i, c := range p.columns {
@@ -162,6 +168,9 @@ func (s *store) ensureTable(ctx context.Context, p *plan) (created bool, notes [
 		typ := c.override
 		if typ == "" {
 			typ = s.d.sqlType(c.typ, c.source < 0)
+			if keyCollation != "" && c.source < 0 && strings.HasPrefix(typ, "varchar(") {
+				typ += " CHARACTER SET utf8mb4 COLLATE " + keyCollation
+			}
 		}
 		b.WriteString(s.d.quote(c.name) + " " + typ)
 		if c.source < 0 {
