@@ -15,9 +15,15 @@ func (mysqlDialect) name() string              { return "mysql" }
 func (mysqlDialect) quote(ident string) string { return quoteWith("`", ident) }
 func (mysqlDialect) param(int) string          { return "?" }
 func (mysqlDialect) blobType() string          { return "longblob" }
-func (mysqlDialect) textKeyType(n int) string  { return fmt.Sprintf("varchar(%d)", n) }
-func (mysqlDialect) maxParams() int            { return 65535 }
-func (mysqlDialect) identLimit() identLimit    { return identLimit{n: 64, chars: true} }
+func (mysqlDialect) textKeyType(n int) string {
+	// Binary: read-model and topic names are case-sensitive (two read
+	// models "Profile" and "profile" keep offsets of their own), and the
+	// hashes in the side table are compared as bytes. The names hold no
+	// spaces, so utf8mb4_bin's padding is harmless; every version has it.
+	return fmt.Sprintf("varchar(%d) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin", n)
+}
+func (mysqlDialect) maxParams() int         { return 65535 }
+func (mysqlDialect) identLimit() identLimit { return identLimit{n: 64, chars: true} }
 
 func (mysqlDialect) sqlType(t fieldType, key bool) string {
 	switch t.kind {

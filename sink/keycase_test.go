@@ -83,3 +83,28 @@ func TestMySQLKeyCollationNoted(t *testing.T) {
 		}
 	}
 }
+
+// TestReadModelNamesDifferingInCaseKeepTheirOffsets: two read models
+// whose names differ only in case, in one MySQL store, keep offsets of
+// their own. With the sink's tables in the server's default collation
+// their offset rows were one, and the second read model took the first's
+// offsets for its own and skipped every record.
+func TestReadModelNamesDifferingInCaseKeepTheirOffsets(t *testing.T) {
+	t.Parallel()
+	store := mysqlStore().fresh(t)
+	e := newEnv(t)
+	w := e.topic("customers", customersKey, customersValue)
+	w.put(cust(1, "ann", "gold"))
+	w.put(cust(2, "bob", nil))
+	upper := customerModel("Profile")
+	upper.Table = "profile_upper"
+	r := e.start(upper, store)
+	r.waitRecords(t, 2)
+	lower := customerModel("profile")
+	lower.Table = "profile_lower"
+	r = e.start(lower, store)
+	r.waitRecords(t, 2)
+	for _, table := range []string{"profile_upper", "profile_lower"} {
+		wantRows(t, store, table, profileCols, "1|ann|gold", "2|bob|NULL")
+	}
+}
