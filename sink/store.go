@@ -188,6 +188,33 @@ func (s *store) ensureTable(ctx context.Context, p *plan) (created bool, notes [
 	return true, nil, nil
 }
 
+// lostTable is the error of a read model whose table is missing while
+// offsets are stored for it (dropped by hand, or to have the sink create
+// it anew): a table created now would start at those offsets and lack
+// every row applied before them, while status showed it caught up. Nil
+// when the table exists or no offset is stored (a first start).
+func (s *store) lostTable(ctx context.Context, model, table string) error {
+	have, err := s.d.columns(ctx, s.db, table)
+	if err != nil {
+		return fmt.Errorf("read the columns of table %s: %w", s.d.quote(table), err)
+	}
+	if have != nil {
+		return nil
+	}
+	if sink, err := s.d.columns(ctx, s.db, offsetsTable); err != nil || sink == nil {
+		return err // no sink tables yet: a first start
+	}
+	stored, pending, err := s.loadOffsetsPending(ctx, model)
+	if err != nil {
+		return fmt.Errorf("read the stored offsets: %w", err)
+	}
+	if len(stored) == 0 || pending { // pending: a MySQL swap in progress brings the table
+		return nil
+	}
+	return fmt.Errorf("table %s does not exist, but %s holds offsets of read model %s for %d partition(s): the records before them were applied to a table that is gone, and a table created now would lack their rows. Rebuild it: replicator rebuild --read-model %s (it creates the table and reads the topics from the start); or start it over: DELETE FROM %s WHERE read_model = '%s'; DELETE FROM %s WHERE read_model = '%s'",
+		s.d.quote(table), offsetsTable, model, len(stored), model, offsetsTable, model, sideTable, model)
+}
+
 // offsetRow is a stored position.
 type offsetRow struct {
 	next      int64
