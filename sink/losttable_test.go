@@ -4,14 +4,17 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // TestDroppedTableWithStoredOffsetsStops: a read-model table dropped while
 // its offsets stay stored is not created again empty, to go on from those
 // offsets without the rows before them (status would show it caught up):
-// the read model stops naming `replicator rebuild`, and check reports it.
+// the read model stops naming `replicator rebuild`, and check and status
+// report it.
 func TestDroppedTableWithStoredOffsetsStops(t *testing.T) {
 	t.Parallel()
 	for _, sk := range []storeKind{sqliteStore(), postgresStore(t), mysqlStore()} {
@@ -37,11 +40,14 @@ func TestDroppedTableWithStoredOffsetsStops(t *testing.T) {
 			}
 
 			_, problems := Check(t.Context(), Config{Model: customerModel("profile"), StoreURL: store, Kafka: []kgo.Opt{kgo.SeedBrokers(e.brokers...)}, Registry: e.reg})
-			if got := fmt.Sprint(problems); !strings.Contains(got, "replicator rebuild --read-model profile") {
+			if got := fmt.Sprint(problems); !strings.Contains(got, "replicator rebuild --config <file> --read-model profile") {
 				t.Errorf("check: got problems %v, want the dropped table reported with the rebuild that restores it", problems)
 			}
+			if _, err := ReadStatus(t.Context(), customerModel("profile"), store, kadm.NewClient(e.cl), time.Now()); err == nil || !strings.Contains(err.Error(), "replicator rebuild --config <file> --read-model profile") {
+				t.Errorf("status: got %v, want the dropped table reported with the rebuild that restores it", err)
+			}
 			err = waitStopped(t, e.start(customerModel("profile"), store))
-			if err == nil || !strings.Contains(err.Error(), `does not exist, but replicator_sink_offsets holds offsets of read model profile`) || !strings.Contains(err.Error(), "replicator rebuild --read-model profile") {
+			if err == nil || !strings.Contains(err.Error(), `does not exist, but replicator_sink_offsets holds offsets of read model profile`) || !strings.Contains(err.Error(), "replicator rebuild --config <file> --read-model profile") {
 				t.Fatalf("Run: got %v, want the read model stopped, naming the stored offsets and the rebuild", err)
 			}
 			if have, err := d.columns(t.Context(), db, "profile"); err != nil || have != nil {

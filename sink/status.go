@@ -39,7 +39,7 @@ type ModelStatus struct {
 // offsets: every record is lag.
 func ReadStatus(ctx context.Context, m ReadModel, storeURL string, adm *kadm.Client, now time.Time) (ModelStatus, error) {
 	var out ModelStatus
-	stored, err := readStoredOffsets(ctx, m.Name, storeURL)
+	stored, lost, err := readStoredOffsets(ctx, m.Name, m.Table, storeURL)
 	if err != nil {
 		return out, err
 	}
@@ -52,6 +52,9 @@ func ReadStatus(ctx context.Context, m ReadModel, storeURL string, adm *kadm.Cli
 		return out, fmt.Errorf("read model %s: list end offsets: %w", m.Name, err)
 	}
 	var errs []error
+	if lost != nil {
+		errs = append(errs, fmt.Errorf("read model %s: %w", m.Name, lost))
+	}
 	for _, t := range topics {
 		parts := ends[t]
 		for _, p := range slices.Sorted(maps.Keys(parts)) {
@@ -85,33 +88,33 @@ func ReadStatus(ctx context.Context, m ReadModel, storeURL string, adm *kadm.Cli
 }
 
 // readStoredOffsets reads a read model's stored offsets, none when the
-// sink never ran there. A SQLite file that does not exist is not created.
-func readStoredOffsets(ctx context.Context, model, storeURL string) (map[tp]offsetRow, error) {
+// sink never ran there; lost is [store.lostTable]'s verdict on its table.
+// A SQLite file that does not exist is not created.
+func readStoredOffsets(ctx context.Context, model, table, storeURL string) (stored map[tp]offsetRow, lost, err error) {
 	if path, ok := strings.CutPrefix(storeURL, "sqlite://"); ok {
 		path, _, _ = strings.Cut(path, "?")
 		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
-			return nil, nil
+			return nil, nil, nil
 		}
 	}
 	db, d, err := openStore(storeURL)
 	if err != nil {
-		return nil, fmt.Errorf("read model %s: store: %w", model, err)
+		return nil, nil, fmt.Errorf("read model %s: store: %w", model, err)
 	}
 	defer db.Close()
 	if err := db.PingContext(ctx); err != nil {
-		return nil, fmt.Errorf("read model %s: store %s does not answer: %w", model, d.name(), err)
+		return nil, nil, fmt.Errorf("read model %s: store %s does not answer: %w", model, d.name(), err)
 	}
 	cols, err := d.columns(ctx, db, offsetsTable)
 	if err != nil {
-		return nil, fmt.Errorf("read model %s: read the columns of %s: %w", model, offsetsTable, err)
+		return nil, nil, fmt.Errorf("read model %s: read the columns of %s: %w", model, offsetsTable, err)
 	}
 	if cols == nil {
-		return nil, nil
+		return nil, nil, nil
 	}
 	st := &store{db: db, d: d}
-	stored, err := st.loadOffsets(ctx, model)
-	if err != nil {
-		return nil, fmt.Errorf("read model %s: %w", model, err)
+	if stored, err = st.loadOffsets(ctx, model); err != nil {
+		return nil, nil, fmt.Errorf("read model %s: %w", model, err)
 	}
-	return stored, nil
+	return stored, st.lostTable(ctx, model, table), nil
 }

@@ -211,7 +211,7 @@ func (s *store) lostTable(ctx context.Context, model, table string) error {
 	if len(stored) == 0 || pending { // pending: a MySQL swap in progress brings the table
 		return nil
 	}
-	return fmt.Errorf("table %s does not exist, but %s holds offsets of read model %s for %d partition(s): the records before them were applied to a table that is gone, and a table created now would lack their rows. Rebuild it: replicator rebuild --read-model %s (it creates the table and reads the topics from the start); or start it over: DELETE FROM %s WHERE read_model = '%s'; DELETE FROM %s WHERE read_model = '%s'",
+	return fmt.Errorf("table %s does not exist, but %s holds offsets of read model %s for %d partition(s): the records before them were applied to a table that is gone, and a table created now would lack their rows. Rebuild it: replicator rebuild --config <file> --read-model %s (it creates the table and reads the topics from the start); or start it over: DELETE FROM %s WHERE read_model = '%s'; DELETE FROM %s WHERE read_model = '%s'",
 		s.d.quote(table), offsetsTable, model, len(stored), model, offsetsTable, model, sideTable, model)
 }
 
