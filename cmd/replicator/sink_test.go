@@ -515,3 +515,32 @@ read_models:
 		})
 	}
 }
+
+// TestStatusNamesTheReadModelOnce: a read model status cannot read is
+// named once in its line and its attention, not once by status and again
+// by the error.
+func TestStatusNamesTheReadModelOnce(t *testing.T) {
+	t.Parallel()
+	dead := closedAddr(t)
+	path := writeYAML(t, fmt.Sprintf(`
+kafka:
+  brokers: [%q]
+registry:
+  url: http://%s
+read_models:
+  - name: profile
+    store: mysql://root@%s/read
+    key: id
+    sources:
+      - entity: customers
+        key: id
+        columns: {name: name}
+`, dead, dead, dead))
+	out, err := runCLI(t, "status", "--config", path)
+	if err == nil {
+		t.Fatalf("status passed a read model whose store does not answer:\n%s", out)
+	}
+	if !strings.Contains(out, "read model profile: store mysql does not answer") || strings.Contains(out, "read model profile: read model profile") {
+		t.Errorf("got:\n%s\nwant the read model named once before its error", out)
+	}
+}
