@@ -121,6 +121,29 @@ func LoadSink(path string, fs *pflag.FlagSet) (*Config, error) {
 	return load(data, path != "", fs, (*Config).ValidateSink)
 }
 
+// LoadAny is [Load] for the commands that read either file (`check`,
+// `status`): a file without source.url and entities but with read_models
+// is a sink-only file and is validated as [LoadSink] validates it
+// (sinkOnly true), any other as [Load]. Deciding before validating keeps
+// a sink-only file's own problems (a bad store URL) from being reported
+// as the source.url and entities it never meant to have.
+func LoadAny(path string, fs *pflag.FlagSet) (cfg *Config, sinkOnly bool, err error) {
+	var data []byte
+	if path != "" {
+		if data, err = readFile(path); err != nil {
+			return nil, false, err
+		}
+	}
+	cfg, err = load(data, path != "", fs, func(c *Config) error {
+		if c.Source.URL == "" && len(c.Entities) == 0 && len(c.ReadModels) > 0 {
+			sinkOnly = true
+			return c.ValidateSink()
+		}
+		return c.Validate()
+	})
+	return cfg, sinkOnly, err
+}
+
 // readFile reads a config file, refusing what is not a regular file (a
 // device, a FIFO, a directory) or larger than MaxFileSize before reading it.
 func readFile(path string) ([]byte, error) {

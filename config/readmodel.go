@@ -502,17 +502,21 @@ func checkStoreURL(s string) error {
 	if s == "" {
 		return errors.New("required: postgres://user@host:5432/db, sqlite://path, sqlite:///abs/path or mysql://user:pass@host:3306/db")
 	}
+	// A password holding a character a URL gives a meaning to ('#' starts
+	// a fragment, '/' a path, '?' a query) cuts the URL short, and the
+	// message would be about what is left.
+	const encode = ": a password holding # / ? @ : or % must be percent-encoded (%23 %2F %3F %40 %3A %25), in the value of a ${NAME} too"
 	u, err := url.Parse(s)
 	if err != nil {
-		return fmt.Errorf("%q is not a URL", RedactStoreURL(s))
+		return fmt.Errorf("%q is not a URL%s", RedactStoreURL(s), encode)
 	}
 	switch u.Scheme {
 	case "postgres", "postgresql", "mysql":
 		if u.Host == "" {
-			return fmt.Errorf("%q has no host", RedactStoreURL(s))
+			return fmt.Errorf("%q has no host%s", RedactStoreURL(s), encode)
 		}
 		if strings.Trim(u.Path, "/") == "" {
-			return fmt.Errorf("%q names no database (…/dbname)", RedactStoreURL(s))
+			return fmt.Errorf("%q names no database (…/dbname)%s", RedactStoreURL(s), encode)
 		}
 	case "sqlite":
 		if u.Host == "" && u.Path == "" && u.Opaque == "" {

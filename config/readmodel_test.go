@@ -397,3 +397,27 @@ read_models:
 	}
 	return cfg.ReadModels[0], true
 }
+
+// TestStoreURLPasswordNeedsEncoding: a ${NAME} whose value holds a
+// character a URL gives a meaning to ('#' here: the rest is a fragment)
+// leaves a store URL without a host; the error says to percent-encode the
+// password, and shows it in no form.
+func TestStoreURLPasswordNeedsEncoding(t *testing.T) {
+	t.Setenv("REPLICATOR_TEST_READ_DB_PASSWORD", "hunter#2")
+	_, err := LoadSink(writeConfig(t, `
+read_models:
+  - name: m
+    store: mysql://app:${REPLICATOR_TEST_READ_DB_PASSWORD}@db.internal:3306/read
+    key: id
+    sources:
+      - entity: customers
+        key: id
+        columns: {id: id}
+`), nil)
+	if err == nil || !strings.Contains(err.Error(), "read_models[0].store") || !strings.Contains(err.Error(), "percent-encoded (%23") {
+		t.Errorf("got %v, want an error naming read_models[0].store and saying to percent-encode the password", err)
+	}
+	if err != nil && strings.Contains(err.Error(), "hunter") {
+		t.Errorf("the error shows the password: %v", err)
+	}
+}

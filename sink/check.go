@@ -66,6 +66,10 @@ func Check(ctx context.Context, cfg Config) (notes []string, problems []error) {
 	case err != nil:
 		problems = append(problems, fmt.Errorf("read the columns of table %s: %w", d.quote(m.Table), err))
 	case have == nil:
+		if err := st.lostTable(pctx, m.Name, m.Table); err != nil {
+			problems = append(problems, err)
+			break
+		}
 		notes = append(notes, fmt.Sprintf("table %s does not exist yet: the sink creates it", d.quote(m.Table)))
 	default:
 		desc, err := d.describe(pctx, db, m.Table)

@@ -3,6 +3,7 @@ package sink
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"strings"
 )
@@ -14,9 +15,15 @@ func (mysqlDialect) name() string              { return "mysql" }
 func (mysqlDialect) quote(ident string) string { return quoteWith("`", ident) }
 func (mysqlDialect) param(int) string          { return "?" }
 func (mysqlDialect) blobType() string          { return "longblob" }
-func (mysqlDialect) textKeyType(n int) string  { return fmt.Sprintf("varchar(%d)", n) }
-func (mysqlDialect) maxParams() int            { return 65535 }
-func (mysqlDialect) identLimit() identLimit    { return identLimit{n: 64, chars: true} }
+func (mysqlDialect) textKeyType(n int) string {
+	// Binary: read-model and topic names are case-sensitive (two read
+	// models "Profile" and "profile" keep offsets of their own), and the
+	// hashes in the side table are compared as bytes. The names hold no
+	// spaces, so utf8mb4_bin's padding is harmless; every version has it.
+	return fmt.Sprintf("varchar(%d) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin", n)
+}
+func (mysqlDialect) maxParams() int         { return 65535 }
+func (mysqlDialect) identLimit() identLimit { return identLimit{n: 64, chars: true} }
 
 func (mysqlDialect) sqlType(t fieldType, key bool) string {
 	switch t.kind {
@@ -52,6 +59,28 @@ func (mysqlDialect) sqlType(t fieldType, key bool) string {
 		return "varchar(255)"
 	}
 	return "longtext"
+}
+
+// mysqlKeyCollation is the collation a string key column is created
+// with. The server's default (utf8mb4_general_ci, MySQL 8's
+// utf8mb4_0900_ai_ci) compares without case or accents and, in MariaDB,
+// ignores trailing spaces: keys PostgreSQL tells apart ("abc" and "ABC",
+// "e" and "é", "a" and "a ") would be one row, the record of one
+// overwriting the other's and the delete of one deleting both. A binary
+// collation without padding compares them as PostgreSQL does: MariaDB's
+// utf8mb4_nopad_bin (10.2+), MySQL's utf8mb4_0900_bin (8.0.17+); where
+// neither exists, utf8mb4_bin, which still ignores trailing spaces.
+func mysqlKeyCollation(ctx context.Context, db *sql.DB) (string, error) {
+	var name string
+	err := db.QueryRowContext(ctx, `SELECT collation_name FROM information_schema.collations
+		WHERE collation_name IN ('utf8mb4_nopad_bin', 'utf8mb4_0900_bin') ORDER BY collation_name LIMIT 1`).Scan(&name)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "utf8mb4_bin", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("look up a binary collation for the key columns: %w", err)
+	}
+	return name, nil
 }
 
 func (mysqlDialect) value(t fieldType, _ string, v any) (any, error) {

@@ -39,6 +39,9 @@ type colDesc struct {
 	// default, an identity or auto-increment, a generated column).
 	defaulted bool
 	autoInc   bool // MySQL auto_increment: values no insert of the sink repeats
+	// keyNote is a caveat on the column as a key column (MySQL: a
+	// collation that compares strings PostgreSQL tells apart as equal).
+	keyNote string
 }
 
 // uniqueDesc is a primary key or unique index.
@@ -82,11 +85,14 @@ func fitTable(d dialect, p *plan, desc *tableDesc) (notes []string, problems []e
 			f := d.holds(c.typ, found)
 			if !f.ok {
 				fix := d.fixType(p.model.Table, found, d.sqlType(c.typ, c.source < 0))
-				problems = append(problems, fmt.Errorf("table %s column %s: found type %s, expected %s to hold %s exactly: %s, or drop the table so the sink creates it; or, to write into it as it is, declare the column's type in the config (type: %q)",
+				problems = append(problems, fmt.Errorf("table %s column %s: found type %s, expected %s to hold %s exactly: %s, or drop the table and run replicator rebuild (it creates the table and reads the topics from the start); or, to write into it as it is, declare the column's type in the config (type: %q)",
 					tbl, q(c.name), found.typ, f.expected, fieldDescription(c.typ), fix, found.typ))
 			} else if f.note != "" {
 				notes = append(notes, fmt.Sprintf("table %s column %s is %s: %s", tbl, q(c.name), found.typ, f.note))
 			}
+		}
+		if c.source < 0 && found.keyNote != "" && c.typ.kind != kindUUID { // a uuid's text has one case
+			notes = append(notes, fmt.Sprintf("table %s key column %s is %s: %s", tbl, q(c.name), found.typ, found.keyNote))
 		}
 		if found.notNull && c.source >= 0 && c.typ.nullable {
 			why := "its field is nullable"
@@ -97,7 +103,7 @@ func fitTable(d dialect, p *plan, desc *tableDesc) (notes []string, problems []e
 		}
 	}
 	if len(missing) > 0 {
-		problems = append(problems, fmt.Errorf("table %s exists but lacks column(s) %s: add them (ALTER TABLE … ADD COLUMN), drop the table so the sink creates it, or point table: at a new one",
+		problems = append(problems, fmt.Errorf("table %s exists but lacks column(s) %s: add them (ALTER TABLE … ADD COLUMN), drop the table and run replicator rebuild (it creates the table and reads the topics from the start), or point table: at a new one",
 			tbl, strings.Join(missing, ", ")))
 	}
 	for _, c := range desc.cols {

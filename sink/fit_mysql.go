@@ -8,7 +8,7 @@ import (
 )
 
 func (mysqlDialect) describe(ctx context.Context, db *sql.DB, table string) (*tableDesc, error) {
-	rows, err := db.QueryContext(ctx, `SELECT column_name, column_type, data_type, is_nullable, column_default, extra, COALESCE(character_set_name, '')
+	rows, err := db.QueryContext(ctx, `SELECT column_name, column_type, data_type, is_nullable, column_default, extra, COALESCE(character_set_name, ''), COALESCE(collation_name, '')
 		FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = ? ORDER BY ordinal_position`, table)
 	if err != nil {
 		return nil, err
@@ -18,7 +18,8 @@ func (mysqlDialect) describe(ctx context.Context, db *sql.DB, table string) (*ta
 		var c colDesc
 		var dataType, nullable, extra string
 		var def sql.NullString
-		if err := rows.Scan(&c.name, &c.typ, &dataType, &nullable, &def, &extra, &c.charset); err != nil {
+		var collation string
+		if err := rows.Scan(&c.name, &c.typ, &dataType, &nullable, &def, &extra, &c.charset, &collation); err != nil {
 			rows.Close()
 			return nil, err
 		}
@@ -26,6 +27,7 @@ func (mysqlDialect) describe(ctx context.Context, db *sql.DB, table string) (*ta
 		c.base = strings.ToLower(dataType)
 		c.unsigned = strings.Contains(strings.ToLower(c.typ), "unsigned")
 		c.notNull = nullable == "NO"
+		c.keyNote = mysqlKeyCollationNote(table, c.name, c.typ, collation)
 		extra = strings.ToLower(extra)
 		c.autoInc = strings.Contains(extra, "auto_increment")
 		// MariaDB shows a nullable column's default null as 'NULL', a NOT
@@ -166,3 +168,27 @@ func (d mysqlDialect) fixNull(table string, c colDesc) string {
 }
 
 func (mysqlDialect) upsertOnAnyUnique() bool { return true }
+
+// mysqlKeyCollationNote is the caveat on a string key column in a
+// collation that compares as equal strings PostgreSQL tells apart (without
+// case or accents, or ignoring trailing spaces): the rows of such keys
+// merge into one, and the delete of one removes it. Empty for a binary
+// collation without padding (the one the sink creates key columns with,
+// mysqlKeyCollation) and for a column that is not text.
+func mysqlKeyCollationNote(table, column, typ, collation string) string {
+	switch {
+	case collation == "", strings.HasSuffix(collation, "_nopad_bin"), collation == "utf8mb4_0900_bin", collation == "binary":
+		return ""
+	}
+	q := mysqlDialect{}.quote
+	return fmt.Sprintf("collation %s compares keys the source tells apart as equal (%s): their rows would merge into one. ALTER TABLE %s MODIFY %s %s CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin NOT NULL (MySQL 8: utf8mb4_0900_bin), then rebuild the read model",
+		collation, mysqlCollationLoses(collation), q(table), q(column), typ)
+}
+
+// mysqlCollationLoses names what a collation ignores when it compares.
+func mysqlCollationLoses(collation string) string {
+	if strings.HasSuffix(collation, "_bin") {
+		return "trailing spaces"
+	}
+	return "case, accents or trailing spaces"
+}

@@ -432,6 +432,11 @@ func (s *Sink) prepare(ctx context.Context) error {
 			s.log.Warn(w, "table", s.likeTable, "store", d.name())
 		}
 	}
+	if s.likeTable == "" { // a rebuild's table starts with its offsets forgotten
+		if err := s.st.lostTable(ctx, m.Name, m.Table); err != nil {
+			return fail(err)
+		}
+	}
 	created, notes, err := s.st.ensureTable(ctx, p)
 	if err != nil && copied {
 		return fail(fmt.Errorf("the rebuilt table is created from table %s, which does not fit the read model: alter table %s as said below for the rebuilt one, or drop it so that the rebuild creates the table from the schemas: %w",
@@ -620,7 +625,7 @@ func (s *Sink) processDecoded(ctx context.Context, b *decodedBatch) error {
 		return err
 	}
 	if isTableFault(err) {
-		return fmt.Errorf("table %s refuses the batch's statements, whatever the records (no record is dead-lettered for it): %w; check that it fits the read model: its primary key exactly the key column(s) %s, the columns present and writable, or drop it so the sink creates it", s.st.d.quote(s.cfg.Model.Table), err, strings.Join(s.cfg.Model.Key, ", "))
+		return fmt.Errorf("table %s refuses the batch's statements, whatever the records (no record is dead-lettered for it): %w; check that it fits the read model: its primary key exactly the key column(s) %s, the columns present and writable, or drop it and run replicator rebuild (it creates the table and reads the topics from the start)", s.st.d.quote(s.cfg.Model.Table), err, strings.Join(s.cfg.Model.Key, ", "))
 	}
 	s.log.Warn("the store rejected a batch; applying it record by record to find the culprit", "records", len(todo), "error", err)
 	s.split.Add(1)

@@ -37,9 +37,11 @@ type ModelStatus struct {
 // offsets from its store's replicator_sink_offsets and compares them with
 // its topics' end offsets (adm). A store where the sink never ran has no
 // offsets: every record is lag.
+// Its errors do not name the read model: the caller, which reports it,
+// does.
 func ReadStatus(ctx context.Context, m ReadModel, storeURL string, adm *kadm.Client, now time.Time) (ModelStatus, error) {
 	var out ModelStatus
-	stored, err := readStoredOffsets(ctx, m.Name, storeURL)
+	stored, lost, err := readStoredOffsets(ctx, m.Name, m.Table, storeURL)
 	if err != nil {
 		return out, err
 	}
@@ -49,15 +51,18 @@ func ReadStatus(ctx context.Context, m ReadModel, storeURL string, adm *kadm.Cli
 	}
 	ends, err := adm.ListEndOffsets(ctx, topics...)
 	if err != nil {
-		return out, fmt.Errorf("read model %s: list end offsets: %w", m.Name, err)
+		return out, fmt.Errorf("list end offsets: %w", err)
 	}
 	var errs []error
+	if lost != nil {
+		errs = append(errs, lost)
+	}
 	for _, t := range topics {
 		parts := ends[t]
 		for _, p := range slices.Sorted(maps.Keys(parts)) {
 			o := parts[p]
 			if o.Err != nil {
-				errs = append(errs, fmt.Errorf("read model %s: topic %s partition %d: %w", m.Name, t, p, o.Err))
+				errs = append(errs, fmt.Errorf("topic %s partition %d: %w", t, p, o.Err))
 				continue
 			}
 			ps := PartitionStatus{Topic: t, Partition: p, Stored: -1, End: o.Offset}
@@ -72,7 +77,7 @@ func ReadStatus(ctx context.Context, m ReadModel, storeURL string, adm *kadm.Cli
 	if len(stored) > 0 {
 		out.Missed, err = missedTombstones(ctx, adm, stored, m.Name, topics, now)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("read model %s: %w", m.Name, err))
+			errs = append(errs, err)
 		}
 		slices.SortFunc(out.Missed, func(a, b Lag) int {
 			if c := strings.Compare(a.Topic, b.Topic); c != 0 {
@@ -85,33 +90,33 @@ func ReadStatus(ctx context.Context, m ReadModel, storeURL string, adm *kadm.Cli
 }
 
 // readStoredOffsets reads a read model's stored offsets, none when the
-// sink never ran there. A SQLite file that does not exist is not created.
-func readStoredOffsets(ctx context.Context, model, storeURL string) (map[tp]offsetRow, error) {
+// sink never ran there; lost is [store.lostTable]'s verdict on its table.
+// A SQLite file that does not exist is not created.
+func readStoredOffsets(ctx context.Context, model, table, storeURL string) (stored map[tp]offsetRow, lost, err error) {
 	if path, ok := strings.CutPrefix(storeURL, "sqlite://"); ok {
 		path, _, _ = strings.Cut(path, "?")
 		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
-			return nil, nil
+			return nil, nil, nil
 		}
 	}
 	db, d, err := openStore(storeURL)
 	if err != nil {
-		return nil, fmt.Errorf("read model %s: store: %w", model, err)
+		return nil, nil, fmt.Errorf("store: %w", err)
 	}
 	defer db.Close()
 	if err := db.PingContext(ctx); err != nil {
-		return nil, fmt.Errorf("read model %s: store %s does not answer: %w", model, d.name(), err)
+		return nil, nil, fmt.Errorf("store %s does not answer: %w", d.name(), err)
 	}
 	cols, err := d.columns(ctx, db, offsetsTable)
 	if err != nil {
-		return nil, fmt.Errorf("read model %s: read the columns of %s: %w", model, offsetsTable, err)
+		return nil, nil, fmt.Errorf("read the columns of %s: %w", offsetsTable, err)
 	}
 	if cols == nil {
-		return nil, nil
+		return nil, nil, nil
 	}
 	st := &store{db: db, d: d}
-	stored, err := st.loadOffsets(ctx, model)
-	if err != nil {
-		return nil, fmt.Errorf("read model %s: %w", model, err)
+	if stored, err = st.loadOffsets(ctx, model); err != nil {
+		return nil, nil, fmt.Errorf("read the stored offsets: %w", err)
 	}
-	return stored, nil
+	return stored, st.lostTable(ctx, model, table), nil
 }

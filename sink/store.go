@@ -153,6 +153,12 @@ func (s *store) ensureTable(ctx context.Context, p *plan) (created bool, notes [
 		notes, problems := fitTable(s.d, p, desc)
 		return false, notes, errors.Join(problems...)
 	}
+	keyCollation := ""
+	if _, ok := s.d.(mysqlDialect); ok {
+		if keyCollation, err = mysqlKeyCollation(ctx, s.db); err != nil {
+			return false, nil, fmt.Errorf("create table %s: %w", s.d.quote(p.model.Table), err)
+		}
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "CREATE TABLE %s (", s.d.quote(p.model.Table))
 	for i, c := range p.columns {
@@ -162,6 +168,9 @@ func (s *store) ensureTable(ctx context.Context, p *plan) (created bool, notes [
 		typ := c.override
 		if typ == "" {
 			typ = s.d.sqlType(c.typ, c.source < 0)
+			if keyCollation != "" && c.source < 0 && strings.HasPrefix(typ, "varchar(") {
+				typ += " CHARACTER SET utf8mb4 COLLATE " + keyCollation
+			}
 		}
 		b.WriteString(s.d.quote(c.name) + " " + typ)
 		if c.source < 0 {
@@ -177,6 +186,33 @@ func (s *store) ensureTable(ctx context.Context, p *plan) (created bool, notes [
 		return false, nil, fmt.Errorf("create table %s: %w", s.d.quote(p.model.Table), err)
 	}
 	return true, nil, nil
+}
+
+// lostTable is the error of a read model whose table is missing while
+// offsets are stored for it (dropped by hand, or to have the sink create
+// it anew): a table created now would start at those offsets and lack
+// every row applied before them, while status showed it caught up. Nil
+// when the table exists or no offset is stored (a first start).
+func (s *store) lostTable(ctx context.Context, model, table string) error {
+	have, err := s.d.columns(ctx, s.db, table)
+	if err != nil {
+		return fmt.Errorf("read the columns of table %s: %w", s.d.quote(table), err)
+	}
+	if have != nil {
+		return nil
+	}
+	if sink, err := s.d.columns(ctx, s.db, offsetsTable); err != nil || sink == nil {
+		return err // no sink tables yet: a first start
+	}
+	stored, pending, err := s.loadOffsetsPending(ctx, model)
+	if err != nil {
+		return fmt.Errorf("read the stored offsets: %w", err)
+	}
+	if len(stored) == 0 || pending { // pending: a MySQL swap in progress brings the table
+		return nil
+	}
+	return fmt.Errorf("table %s does not exist, but %s holds offsets of read model %s for %d partition(s): the records before them were applied to a table that is gone, and a table created now would lack their rows. Rebuild it: replicator rebuild --config <file> --read-model %s (it creates the table and reads the topics from the start); or start it over: DELETE FROM %s WHERE read_model = '%s'; DELETE FROM %s WHERE read_model = '%s'",
+		s.d.quote(table), offsetsTable, model, len(stored), model, offsetsTable, model, sideTable, model)
 }
 
 // offsetRow is a stored position.

@@ -42,18 +42,17 @@ func runCheck(ctx context.Context, path string, flags *pflag.FlagSet, out io.Wri
 		problems = append(problems, mine...)
 	}
 
-	cfg, err := config.Load(path, flags)
+	// A sink-only file (kafka, registry, read_models) is checked as
+	// `replicator sink` reads it.
+	cfg, sinkOnly, err := config.LoadAny(path, flags)
 	if err != nil {
-		// A sink-only file (kafka, registry, read_models) is checked as
-		// `replicator sink` reads it.
-		scfg, serr := config.LoadSink(path, flags)
-		if serr != nil || scfg.Source.URL != "" || len(scfg.Entities) > 0 {
-			report("config", err)
-			return exitError{msg: "check failed"}
-		}
+		report("config", err)
+		return exitError{msg: "check failed"}
+	}
+	if sinkOnly {
 		report("config " + path + " (sink only: read_models)")
-		checkMetricsListen(scfg, report)
-		checkReadModels(ctx, scfg, out, report)
+		checkMetricsListen(cfg, report)
+		checkReadModels(ctx, cfg, out, report)
 		if len(problems) > 0 {
 			fmt.Fprintf(out, "%d problem(s) found\n", len(problems))
 			return exitError{msg: "check failed"}

@@ -480,3 +480,67 @@ func TestRebuildProgressBar(t *testing.T) {
 		t.Errorf("a terminal's progress went to the log too: %s", logged.String())
 	}
 }
+
+// TestSinkOnlyConfigProblemsAreItsOwn: check and status of a sink-only
+// file with a problem in a read model report that problem, not the
+// source.url and entities that only `run` needs.
+func TestSinkOnlyConfigProblemsAreItsOwn(t *testing.T) {
+	t.Parallel()
+	path := writeYAML(t, `
+read_models:
+  - name: profile
+    store: "host=db user=app password=hunter2 dbname=read"
+    key: id
+    sources:
+      - entity: customers
+        key: id
+        columns: {name: name}
+`)
+	for _, cmd := range []string{"check", "status"} {
+		t.Run(cmd, func(t *testing.T) {
+			t.Parallel()
+			out, err := runCLI(t, cmd, "--config", path)
+			if err == nil {
+				t.Fatalf("%s passed a read model whose store does not parse:\n%s", cmd, out)
+			}
+			got := out + err.Error()
+			if !strings.Contains(got, "read_models[0].store") {
+				t.Errorf("%s: got %q, want the read model's store named", cmd, got)
+			}
+			for _, notWanted := range []string{"source.url", "entities", "hunter2"} {
+				if strings.Contains(got, notWanted) {
+					t.Errorf("%s: got %q, which names %q: a sink-only file needs no source or entities, and a password is never shown", cmd, got, notWanted)
+				}
+			}
+		})
+	}
+}
+
+// TestStatusNamesTheReadModelOnce: a read model status cannot read is
+// named once in its line and its attention, not once by status and again
+// by the error.
+func TestStatusNamesTheReadModelOnce(t *testing.T) {
+	t.Parallel()
+	dead := closedAddr(t)
+	path := writeYAML(t, fmt.Sprintf(`
+kafka:
+  brokers: [%q]
+registry:
+  url: http://%s
+read_models:
+  - name: profile
+    store: mysql://root@%s/read
+    key: id
+    sources:
+      - entity: customers
+        key: id
+        columns: {name: name}
+`, dead, dead, dead))
+	out, err := runCLI(t, "status", "--config", path)
+	if err == nil {
+		t.Fatalf("status passed a read model whose store does not answer:\n%s", out)
+	}
+	if !strings.Contains(out, "read model profile: store mysql does not answer") || strings.Contains(out, "read model profile: read model profile") {
+		t.Errorf("got:\n%s\nwant the read model named once before its error", out)
+	}
+}

@@ -177,16 +177,11 @@ table.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			path, _ := cmd.Flags().GetString("config")
-			cfg, err := config.Load(path, cmd.Flags())
-			sinkOnly := false
+			// A sink-only file (kafka, registry, read_models): its read
+			// models are reported, as `replicator sink` reads it.
+			cfg, sinkOnly, err := config.LoadAny(path, cmd.Flags())
 			if err != nil {
-				// A sink-only file (kafka, registry, read_models): its read
-				// models are reported, as `replicator sink` reads it.
-				scfg, serr := config.LoadSink(path, cmd.Flags())
-				if serr != nil || scfg.Source.URL != "" || len(scfg.Entities) > 0 {
-					return fmt.Errorf("invalid configuration:\n%w", err)
-				}
-				cfg, sinkOnly = scfg, true
+				return fmt.Errorf("invalid configuration:\n%w", err)
 			}
 			asJSON, _ := cmd.Flags().GetBool("json")
 			maxRetained, _ := cmd.Flags().GetUint64("max-retained-wal-bytes")
