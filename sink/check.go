@@ -88,6 +88,13 @@ func Check(ctx context.Context, cfg Config) (notes []string, problems []error) {
 		notes = append(notes, n...)
 		problems = append(problems, ps...)
 	}
+	// A rebuild's table beside the live one: a rebuild runs now, or one
+	// ended before its swap and left it (with its rows) for the next to
+	// remove.
+	if cols, err := d.columns(pctx, db, m.Table+rebuildSuffix); err == nil && cols != nil {
+		notes = append(notes, fmt.Sprintf("table %s is a rebuild's: a rebuild of read model %s runs now, or one ended before its swap (killed, failed) and left it; the next rebuild removes it, or drop it (DROP TABLE %s) when none runs",
+			d.quote(m.Table+rebuildSuffix), m.Name, d.quote(m.Table+rebuildSuffix)))
+	}
 	if cols, err := d.columns(pctx, db, offsetsTable); err == nil && cols != nil {
 		lags, err := CheckLag(pctx, adm, st, m.Name, topics, time.Now())
 		if err != nil {

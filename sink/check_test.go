@@ -65,6 +65,15 @@ func TestCheck(t *testing.T) {
 	if want := `table "profile" column "tier": found NOT NULL, expected nullable: its field is nullable`; !strings.Contains(fmt.Sprint(problems), want) {
 		t.Errorf("problems %v lack %q", problems, want)
 	}
+	// A rebuild's table left beside the live one (a rebuild killed before
+	// its swap) is a note, naming the read model and the way to remove it.
+	if _, err := db.Exec(`CREATE TABLE profile__rebuild (customer_id INTEGER PRIMARY KEY)`); err != nil {
+		t.Fatal(err)
+	}
+	notes, _ = Check(t.Context(), cfg(customerModel("profile")))
+	if want := `table "profile__rebuild" is a rebuild's: a rebuild of read model profile runs now, or one ended before its swap`; !strings.Contains(fmt.Sprint(notes), want) {
+		t.Errorf("notes %q lack %q", notes, want)
+	}
 }
 
 // TestCheckLag: a read model whose last commit is older than its topic's
