@@ -16,7 +16,7 @@ import (
 // problems, and what deserves attention (the table will be created; a
 // column of bounded length; a column whose type differs from its `type:`
 // in the config, which a rebuild applies) as notes. Missed tombstones
-// ([Lag]) are problems. On MySQL/MariaDB a `type:` is compared with the
+// ([Lag]) are problems, and so is a recorded stop ([Stopped]). On MySQL/MariaDB a `type:` is compared with the
 // column's through a temporary table (the session's own, dropped at once).
 func Check(ctx context.Context, cfg Config) (notes []string, problems []error) {
 	s, err := New(cfg)
@@ -55,6 +55,12 @@ func Check(ctx context.Context, cfg Config) (notes []string, problems []error) {
 				problems = append(problems, fmt.Errorf("topic %s does not exist (is `replicator run` exporting it? check the source's entity: or topic:)", t))
 			}
 		}
+	}
+
+	if stopped, err := st.loadStop(pctx, m.Name); err != nil {
+		problems = append(problems, err)
+	} else if stopped != nil {
+		problems = append(problems, errors.New(stopped.Message(m.Name)))
 	}
 
 	p, err := compile(pctx, m, cfg.Registry, newAPI())

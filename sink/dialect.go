@@ -44,9 +44,11 @@ type dialect interface {
 	onConflict(keys, update []string) string
 	// columns lists the columns of table; nil when it does not exist.
 	columns(ctx context.Context, db *sql.DB, table string) ([]string, error)
-	// blobType and textKeyType are the types of the sink's own tables.
+	// blobType, textKeyType and textType are the types of the sink's own
+	// tables.
 	blobType() string
 	textKeyType(n int) string
+	textType() string
 	// maxParams bounds the parameters of one statement.
 	maxParams() int
 	// identLimit is the longest identifier the store keeps as given.

@@ -15,6 +15,7 @@ func (mysqlDialect) name() string              { return "mysql" }
 func (mysqlDialect) quote(ident string) string { return quoteWith("`", ident) }
 func (mysqlDialect) param(int) string          { return "?" }
 func (mysqlDialect) blobType() string          { return "longblob" }
+func (mysqlDialect) textType() string          { return "text CHARACTER SET utf8mb4" }
 func (mysqlDialect) textKeyType(n int) string {
 	// Binary: read-model and topic names are case-sensitive (two read
 	// models "Profile" and "profile" keep offsets of their own), and the

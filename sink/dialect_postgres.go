@@ -15,6 +15,7 @@ func (postgresDialect) name() string              { return "postgres" }
 func (postgresDialect) quote(ident string) string { return quoteWith(`"`, ident) }
 func (postgresDialect) param(n int) string        { return "$" + strconv.Itoa(n) }
 func (postgresDialect) blobType() string          { return "bytea" }
+func (postgresDialect) textType() string          { return "text" }
 func (postgresDialect) textKeyType(int) string    { return "text" }
 func (postgresDialect) maxParams() int            { return 65535 }
 func (postgresDialect) identLimit() identLimit    { return identLimit{n: 63} }

@@ -17,6 +17,7 @@ func (sqliteDialect) name() string              { return "sqlite" }
 func (sqliteDialect) quote(ident string) string { return quoteWith(`"`, ident) }
 func (sqliteDialect) param(int) string          { return "?" }
 func (sqliteDialect) blobType() string          { return "BLOB" }
+func (sqliteDialect) textType() string          { return "TEXT" }
 func (sqliteDialect) textKeyType(int) string    { return "TEXT" }
 func (sqliteDialect) maxParams() int            { return 32766 }
 func (sqliteDialect) identLimit() identLimit    { return identLimit{} }

@@ -98,10 +98,10 @@ func (m *ReadModel) validate() error {
 		// be consumed again, poison again: a loop that fills the topic.
 		errs = append(errs, fmt.Errorf("dead-letter topic %q is one of the read model's source topics: name another (dead_letter_topic; default <name>.dlq)", m.DeadLetterTopic))
 	}
-	for _, own := range []string{offsetsTable, sideTable} {
+	for _, own := range []string{offsetsTable, sideTable, failuresTable} {
 		// Compared without case: SQLite and MySQL fold table names.
 		if strings.EqualFold(m.Table, own) {
-			errs = append(errs, fmt.Errorf("table %q is the sink's own table (it keeps the read models' offsets and side rows in the store): give the read model another table (table:)", m.Table))
+			errs = append(errs, fmt.Errorf("table %q is the sink's own table (it keeps the read models' offsets, side rows and stops in the store): give the read model another table (table:)", m.Table))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {

@@ -22,6 +22,7 @@ func TestNewRejectsCollisions(t *testing.T) {
 	}{
 		{"offsets table", func(m *ReadModel) { m.Table = "replicator_sink_offsets" }, []string{`read model "profile"`, `table "replicator_sink_offsets" is the sink's own table`, "(table:)"}},
 		{"side table, other case", func(m *ReadModel) { m.Table = "Replicator_Sink_Side" }, []string{`table "Replicator_Sink_Side" is the sink's own table`}},
+		{"failures table", func(m *ReadModel) { m.Table = "replicator_sink_failures" }, []string{`table "replicator_sink_failures" is the sink's own table`}},
 		{"dead-letter topic is a source", func(m *ReadModel) { m.OnError, m.DeadLetterTopic = DeadLetter, "customers" }, []string{`dead-letter topic "customers" is one of the read model's source topics`, "dead_letter_topic"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -279,6 +279,8 @@ func (s *Sink) Stats() Stats {
 // Run prepares the store (the sink's tables, the read-model table), joins
 // the consumer group and applies batches until ctx ends (nil: a clean stop
 // after the batch in progress, or while starting) or the read model fails.
+// A failure is recorded in the store (failuresTable) for `replicator
+// status`, best effort; a successful start clears it.
 func (s *Sink) Run(ctx context.Context) (err error) {
 	defer func() {
 		if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
@@ -288,6 +290,7 @@ func (s *Sink) Run(ctx context.Context) (err error) {
 		}
 		if err != nil {
 			s.state.Store(int32(StateFailed))
+			s.recordStop(ctx, err)
 		} else {
 			s.state.Store(int32(StateStopped))
 		}
@@ -452,6 +455,13 @@ func (s *Sink) prepare(ctx context.Context) error {
 	// said once here too, since a sink is often started without a check.
 	for _, n := range notes {
 		s.log.Warn(n, "table", m.Table, "store", d.name())
+	}
+	// Started: a stop recorded by a run before is over. A rebuild records
+	// none (its error goes to the user who runs it).
+	if s.likeTable == "" {
+		if err := s.st.clearStop(ctx, m.Name); err != nil {
+			return fail(err)
+		}
 	}
 	return nil
 }

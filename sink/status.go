@@ -31,20 +31,24 @@ type ModelStatus struct {
 	// Missed are the partitions that may have missed tombstones
 	// ([CheckLag]).
 	Missed []Lag
+	// Stopped is the error a sink process of the read model stopped with,
+	// nil unless it stopped with one and none started since.
+	Stopped *Stopped
 }
 
 // ReadStatus reads, without writing anything, a read model's stored
 // offsets from its store's replicator_sink_offsets and compares them with
-// its topics' end offsets (adm). A store where the sink never ran has no
+// its topics' end offsets (adm), and its recorded stop (failuresTable). A store where the sink never ran has no
 // offsets: every record is lag.
 // Its errors do not name the read model: the caller, which reports it,
 // does.
 func ReadStatus(ctx context.Context, m ReadModel, storeURL string, adm *kadm.Client, now time.Time) (ModelStatus, error) {
 	var out ModelStatus
-	stored, lost, err := readStoredOffsets(ctx, m.Name, m.Table, storeURL)
+	stored, stopped, lost, err := readStoredOffsets(ctx, m.Name, m.Table, storeURL)
 	if err != nil {
 		return out, err
 	}
+	out.Stopped = stopped
 	topics := make([]string, len(m.Sources))
 	for i, src := range m.Sources {
 		topics[i] = src.Topic
@@ -90,33 +94,37 @@ func ReadStatus(ctx context.Context, m ReadModel, storeURL string, adm *kadm.Cli
 }
 
 // readStoredOffsets reads a read model's stored offsets, none when the
-// sink never ran there; lost is [store.lostTable]'s verdict on its table.
-// A SQLite file that does not exist is not created.
-func readStoredOffsets(ctx context.Context, model, table, storeURL string) (stored map[tp]offsetRow, lost, err error) {
+// sink never ran there, and its recorded stop; lost is
+// [store.lostTable]'s verdict on its table. A SQLite file that does not
+// exist is not created.
+func readStoredOffsets(ctx context.Context, model, table, storeURL string) (stored map[tp]offsetRow, stopped *Stopped, lost, err error) {
 	if path, ok := strings.CutPrefix(storeURL, "sqlite://"); ok {
 		path, _, _ = strings.Cut(path, "?")
 		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
-			return nil, nil, nil
+			return nil, nil, nil, nil
 		}
 	}
 	db, d, err := openStore(storeURL)
 	if err != nil {
-		return nil, nil, fmt.Errorf("store: %w", err)
+		return nil, nil, nil, fmt.Errorf("store: %w", err)
 	}
 	defer db.Close()
 	if err := db.PingContext(ctx); err != nil {
-		return nil, nil, fmt.Errorf("store %s does not answer: %w", d.name(), err)
+		return nil, nil, nil, fmt.Errorf("store %s does not answer: %w", d.name(), err)
+	}
+	st := &store{db: db, d: d}
+	if stopped, err = st.loadStop(ctx, model); err != nil {
+		return nil, nil, nil, err
 	}
 	cols, err := d.columns(ctx, db, offsetsTable)
 	if err != nil {
-		return nil, nil, fmt.Errorf("read the columns of %s: %w", offsetsTable, err)
+		return nil, nil, nil, fmt.Errorf("read the columns of %s: %w", offsetsTable, err)
 	}
 	if cols == nil {
-		return nil, nil, nil
+		return nil, stopped, nil, nil
 	}
-	st := &store{db: db, d: d}
 	if stored, err = st.loadOffsets(ctx, model); err != nil {
-		return nil, nil, fmt.Errorf("read the stored offsets: %w", err)
+		return nil, nil, nil, fmt.Errorf("read the stored offsets: %w", err)
 	}
-	return stored, st.lostTable(ctx, model, table), nil
+	return stored, stopped, st.lostTable(ctx, model, table), nil
 }

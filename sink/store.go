@@ -21,6 +21,7 @@ import (
 const (
 	offsetsTable = "replicator_sink_offsets"
 	sideTable    = "replicator_sink_side"
+	// failuresTable (failure.go) is the third.
 )
 
 // errFenced is returned by a batch whose offsets were moved by another sink
@@ -71,7 +72,8 @@ type tp struct {
 	part  int32
 }
 
-// ensureSinkTables creates the offsets and side tables when missing. Read
+// ensureSinkTables creates the offsets, side and failures tables when
+// missing. Read
 // models sharing a database start side by side, and CREATE … IF NOT EXISTS
 // is not safe against a concurrent creation (PostgreSQL fails on its
 // catalog's unique index, MySQL on a duplicate index): a failed attempt is
@@ -102,6 +104,9 @@ func (s *store) createSinkTables(ctx context.Context) error {
 			row_key %s NOT NULL, seq BIGINT NOT NULL, key_bytes %s, value_bytes %s NOT NULL,
 			PRIMARY KEY (read_model, topic, topic_key))`,
 			q(sideTable), key(modelNameLen), key(249), key(64), key(64), s.d.blobType(), s.d.blobType()),
+		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s (read_model %s NOT NULL, failed_at BIGINT NOT NULL, %s %s NOT NULL,
+			PRIMARY KEY (read_model))`,
+			q(failuresTable), key(modelNameLen), q("error"), s.d.textType()),
 	}
 	for _, st := range stmts {
 		if _, err := s.db.ExecContext(ctx, st); err != nil {

@@ -113,7 +113,16 @@ type readModelReport struct {
 	// MissedTombstones says, per partition, why the read model may have
 	// missed tombstones (rebuild it).
 	MissedTombstones []string `json:"missed_tombstones,omitempty"`
-	Error            string   `json:"error,omitempty"`
+	// Stopped is the error a sink process of the read model stopped with,
+	// as recorded in its store; cleared by the next start of one.
+	Stopped *stoppedReport `json:"stopped,omitempty"`
+	Error   string         `json:"error,omitempty"`
+	message string         // Stopped as the attention list says it
+}
+
+type stoppedReport struct {
+	At    time.Time `json:"at"`
+	Error string    `json:"error"`
 }
 
 // readModelStatus reads each read model's stored offsets (kept by the sink
@@ -152,6 +161,10 @@ func readModelStatus(ctx context.Context, cfg *config.Config) []readModelReport 
 		for _, l := range st.Missed {
 			r.MissedTombstones = append(r.MissedTombstones, l.String())
 		}
+		if st.Stopped != nil {
+			r.Stopped = &stoppedReport{At: st.Stopped.At, Error: st.Stopped.Error}
+			r.message = st.Stopped.Message(m.Name)
+		}
 		if err != nil {
 			r.Error = err.Error()
 		}
@@ -172,7 +185,8 @@ with status 1 when something needs attention: the slot is missing after a
 completed snapshot, its WAL is lost, it is inactive while keeping more WAL than
 --max-retained-wal-bytes, or it is more than --max-lag-bytes behind; or a read
 model is more than --max-read-model-lag records behind, may have missed
-tombstones, or cannot be read; or a republish request could not republish a
+tombstones, stopped with an error (recorded in its store by the sink), or
+cannot be read; or a republish request could not republish a
 table.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -222,9 +236,13 @@ func collectStatus(ctx context.Context, cfg *config.Config, sinkOnly bool, maxRe
 	}
 	rep.ReadModels = readModelStatus(ctx, cfg)
 	for _, m := range rep.ReadModels {
+		if m.Stopped != nil {
+			attention("%s", m.message)
+		}
 		switch {
 		case m.Error != "":
 			attention("read model %s: %s", m.Name, m.Error)
+		case m.Stopped != nil: // its lag says nothing more
 		case m.Lag > maxReadModelLag:
 			attention("read model %s is %d records behind its topics (over --max-read-model-lag %d): is `replicator sink` running?", m.Name, m.Lag, maxReadModelLag)
 		}
@@ -457,7 +475,11 @@ func printReadModelStatus(tw io.Writer, rep statusReport) {
 			fmt.Fprintf(tw, "read model\t%s\tunknown: %s\n", m.Name, m.Error)
 			continue
 		}
-		fmt.Fprintf(tw, "read model\t%s\t%d records behind\n", m.Name, m.Lag)
+		state := ""
+		if m.Stopped != nil {
+			state = ", stopped at " + m.Stopped.At.Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "read model\t%s\t%d records behind%s\n", m.Name, m.Lag, state)
 		for _, p := range m.Partitions {
 			stored := "none stored"
 			if p.Stored >= 0 {
