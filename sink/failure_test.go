@@ -16,51 +16,45 @@ import (
 // store (the poison record dead-lettered now) clears it.
 func TestStopIsRecorded(t *testing.T) {
 	t.Parallel()
-	for _, sk := range []storeKind{sqliteStore(), postgresStore(t), mysqlStore()} {
-		t.Run(sk.name, func(t *testing.T) {
-			t.Parallel()
-			store := sk.fresh(t)
-			e := newEnv(t)
-			w := e.topic("customers", customersKey, customersValue)
-			w.put(cust(1, "ann", nil))
-			m := customerModel("profile")
-			r := e.start(m, store)
-			r.waitRecords(t, 1)
-			w.produce(&kgo.Record{Topic: "customers", Key: frame(t, w.keyID, w.key, map[string]any{"id": int64(2)}), Value: []byte("not avro")})
-			if err := waitStopped(t, r); err == nil {
-				t.Fatal("Run: got nil, want the poison record's error")
-			}
-			st, err := ReadStatus(t.Context(), m, store, kadm.NewClient(e.cl), time.Now())
-			if err != nil {
-				t.Fatalf("ReadStatus: %v", err)
-			}
-			if st.Stopped == nil || !strings.Contains(st.Stopped.Error, "Confluent wire-format header") || strings.HasPrefix(st.Stopped.Error, "read model") ||
-				time.Since(st.Stopped.At) > time.Minute || time.Since(st.Stopped.At) < 0 {
-				t.Fatalf("ReadStatus: stopped %+v (lag %d), want the poison record's error, recorded just now", st.Stopped, st.Lag)
-			}
-			msg := st.Stopped.Message("profile")
-			if !strings.HasPrefix(msg, "read model profile stopped at ") || !strings.HasSuffix(msg, "fix the cause and start `replicator sink` again") {
-				t.Errorf("message %q", msg)
-			}
-			cfg := Config{Model: m, StoreURL: store, Kafka: []kgo.Opt{kgo.SeedBrokers(e.brokers...)}, Registry: e.reg}
-			if _, problems := Check(t.Context(), cfg); !strings.Contains(fmt.Sprint(problems), "read model profile stopped at ") {
-				t.Errorf("check: problems %v, want the stop", problems)
-			}
+	eachStore(t, func(t *testing.T, sk storeKind, store string, e *env, w *topicW) {
+		w.put(cust(1, "ann", nil))
+		m := customerModel("profile")
+		r := e.start(m, store)
+		r.waitRecords(t, 1)
+		w.produce(&kgo.Record{Topic: "customers", Key: frame(t, w.keyID, w.key, map[string]any{"id": int64(2)}), Value: []byte("not avro")})
+		if err := waitStopped(t, r); err == nil {
+			t.Fatal("Run: got nil, want the poison record's error")
+		}
+		st, err := ReadStatus(t.Context(), m, store, kadm.NewClient(e.cl), time.Now())
+		if err != nil {
+			t.Fatalf("ReadStatus: %v", err)
+		}
+		if st.Stopped == nil || !strings.Contains(st.Stopped.Error, "Confluent wire-format header") || strings.HasPrefix(st.Stopped.Error, "read model") ||
+			time.Since(st.Stopped.At) > time.Minute || time.Since(st.Stopped.At) < 0 {
+			t.Fatalf("ReadStatus: stopped %+v (lag %d), want the poison record's error, recorded just now", st.Stopped, st.Lag)
+		}
+		msg := st.Stopped.Message("profile")
+		if !strings.HasPrefix(msg, "read model profile stopped at ") || !strings.HasSuffix(msg, "fix the cause and start `replicator sink` again") {
+			t.Errorf("message %q", msg)
+		}
+		cfg := Config{Model: m, StoreURL: store, Kafka: []kgo.Opt{kgo.SeedBrokers(e.brokers...)}, Registry: e.reg}
+		if _, problems := Check(t.Context(), cfg); !strings.Contains(fmt.Sprint(problems), "read model profile stopped at ") {
+			t.Errorf("check: problems %v, want the stop", problems)
+		}
 
-			m.OnError, m.DeadLetterTopic = DeadLetter, "profile.dlq"
-			r2 := e.start(m, store)
-			r2.waitRecords(t, 1) // the poison record, dead-lettered
-			if st, err = ReadStatus(t.Context(), m, store, kadm.NewClient(e.cl), time.Now()); err != nil || st.Stopped != nil {
-				t.Errorf("ReadStatus after a restart: stopped %+v, error %v; want none", st.Stopped, err)
-			}
-			if _, problems := Check(t.Context(), cfg); strings.Contains(fmt.Sprint(problems), "stopped at") {
-				t.Errorf("check after a restart: problems %v, want no stop", problems)
-			}
-			if err := r2.stop(); err != nil {
-				t.Fatalf("stop: %v", err)
-			}
-		})
-	}
+		m.OnError, m.DeadLetterTopic = DeadLetter, "profile.dlq"
+		r2 := e.start(m, store)
+		r2.waitRecords(t, 1) // the poison record, dead-lettered
+		if st, err = ReadStatus(t.Context(), m, store, kadm.NewClient(e.cl), time.Now()); err != nil || st.Stopped != nil {
+			t.Errorf("ReadStatus after a restart: stopped %+v, error %v; want none", st.Stopped, err)
+		}
+		if _, problems := Check(t.Context(), cfg); strings.Contains(fmt.Sprint(problems), "stopped at") {
+			t.Errorf("check after a restart: problems %v, want no stop", problems)
+		}
+		if err := r2.stop(); err != nil {
+			t.Fatalf("stop: %v", err)
+		}
+	})
 }
 
 // TestStopRecordBounded: the recorded error is cut to maxStoppedError

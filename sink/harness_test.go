@@ -261,6 +261,20 @@ func wantRows(t *testing.T, storeURL, table string, cols []string, want ...strin
 	}
 }
 
+// eachStore runs f as a parallel subtest per store (SQLite, PostgreSQL,
+// MariaDB), each with a fresh store, an env of its own and topic customers.
+func eachStore(t *testing.T, f func(t *testing.T, sk storeKind, store string, e *env, w *topicW)) {
+	t.Helper()
+	for _, sk := range []storeKind{sqliteStore(), postgresStore(t), mysqlStore()} {
+		t.Run(sk.name, func(t *testing.T) {
+			t.Parallel()
+			store := sk.fresh(t)
+			e := newEnv(t)
+			f(t, sk, store, e, e.topic("customers", customersKey, customersValue))
+		})
+	}
+}
+
 // stores are the databases the conformance suite runs against: each
 // returns a fresh, empty store URL.
 type storeKind struct {

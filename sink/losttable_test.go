@@ -17,42 +17,36 @@ import (
 // report it.
 func TestDroppedTableWithStoredOffsetsStops(t *testing.T) {
 	t.Parallel()
-	for _, sk := range []storeKind{sqliteStore(), postgresStore(t), mysqlStore()} {
-		t.Run(sk.name, func(t *testing.T) {
-			t.Parallel()
-			store := sk.fresh(t)
-			e := newEnv(t)
-			w := e.topic("customers", customersKey, customersValue)
-			w.put(cust(1, "ann", "gold"))
-			w.put(cust(2, "bob", nil))
-			r := e.start(customerModel("profile"), store)
-			r.waitRecords(t, 2)
-			if err := r.stop(); err != nil {
-				t.Fatalf("stop: %v", err)
-			}
-			db, d, err := openStore(store)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer db.Close()
-			if _, err := db.ExecContext(t.Context(), "DROP TABLE "+d.quote("profile")); err != nil {
-				t.Fatal(err)
-			}
+	eachStore(t, func(t *testing.T, sk storeKind, store string, e *env, w *topicW) {
+		w.put(cust(1, "ann", "gold"))
+		w.put(cust(2, "bob", nil))
+		r := e.start(customerModel("profile"), store)
+		r.waitRecords(t, 2)
+		if err := r.stop(); err != nil {
+			t.Fatalf("stop: %v", err)
+		}
+		db, d, err := openStore(store)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		if _, err := db.ExecContext(t.Context(), "DROP TABLE "+d.quote("profile")); err != nil {
+			t.Fatal(err)
+		}
 
-			_, problems := Check(t.Context(), Config{Model: customerModel("profile"), StoreURL: store, Kafka: []kgo.Opt{kgo.SeedBrokers(e.brokers...)}, Registry: e.reg})
-			if got := fmt.Sprint(problems); !strings.Contains(got, "replicator rebuild --config <file> --read-model profile") {
-				t.Errorf("check: got problems %v, want the dropped table reported with the rebuild that restores it", problems)
-			}
-			if _, err := ReadStatus(t.Context(), customerModel("profile"), store, kadm.NewClient(e.cl), time.Now()); err == nil || !strings.Contains(err.Error(), "replicator rebuild --config <file> --read-model profile") {
-				t.Errorf("status: got %v, want the dropped table reported with the rebuild that restores it", err)
-			}
-			err = waitStopped(t, e.start(customerModel("profile"), store))
-			if err == nil || !strings.Contains(err.Error(), `does not exist, but replicator_sink_offsets holds offsets of read model profile`) || !strings.Contains(err.Error(), "replicator rebuild --config <file> --read-model profile") {
-				t.Fatalf("Run: got %v, want the read model stopped, naming the stored offsets and the rebuild", err)
-			}
-			if have, err := d.columns(t.Context(), db, "profile"); err != nil || have != nil {
-				t.Errorf("table profile after the stop: got columns %v (%v), want it not created", have, err)
-			}
-		})
-	}
+		_, problems := Check(t.Context(), Config{Model: customerModel("profile"), StoreURL: store, Kafka: []kgo.Opt{kgo.SeedBrokers(e.brokers...)}, Registry: e.reg})
+		if got := fmt.Sprint(problems); !strings.Contains(got, "replicator rebuild --config <file> --read-model profile") {
+			t.Errorf("check: got problems %v, want the dropped table reported with the rebuild that restores it", problems)
+		}
+		if _, err := ReadStatus(t.Context(), customerModel("profile"), store, kadm.NewClient(e.cl), time.Now()); err == nil || !strings.Contains(err.Error(), "replicator rebuild --config <file> --read-model profile") {
+			t.Errorf("status: got %v, want the dropped table reported with the rebuild that restores it", err)
+		}
+		err = waitStopped(t, e.start(customerModel("profile"), store))
+		if err == nil || !strings.Contains(err.Error(), `does not exist, but replicator_sink_offsets holds offsets of read model profile`) || !strings.Contains(err.Error(), "replicator rebuild --config <file> --read-model profile") {
+			t.Fatalf("Run: got %v, want the read model stopped, naming the stored offsets and the rebuild", err)
+		}
+		if have, err := d.columns(t.Context(), db, "profile"); err != nil || have != nil {
+			t.Errorf("table profile after the stop: got columns %v (%v), want it not created", have, err)
+		}
+	})
 }

@@ -27,112 +27,106 @@ import (
 // rebuild is lost).
 func TestRebuildWhileSinkRuns(t *testing.T) {
 	t.Parallel()
-	for _, sk := range []storeKind{sqliteStore(), postgresStore(t), mysqlStore()} {
-		t.Run(sk.name, func(t *testing.T) {
-			t.Parallel()
-			store := sk.fresh(t)
-			e := newEnv(t)
-			w := e.topic("customers", customersKey, customersValue)
-			lw := e.topic("loyalty", loyaltyKey, loyaltyValue)
-			const keys = 300
-			for k := int64(1); k <= keys; k++ {
-				w.put(cust(k, "v0", nil))
-				lw.put(acct(k, k, k))
-			}
-			// Two sources: the swap meets a running batch's side rows too.
-			m := profileModel()
-			r := e.start(m, store)
-			r.waitRecords(t, 2*keys)
+	eachStore(t, func(t *testing.T, sk storeKind, store string, e *env, w *topicW) {
+		lw := e.topic("loyalty", loyaltyKey, loyaltyValue)
+		const keys = 300
+		for k := int64(1); k <= keys; k++ {
+			w.put(cust(k, "v0", nil))
+			lw.put(acct(k, k, k))
+		}
+		// Two sources: the swap meets a running batch's side rows too.
+		m := profileModel()
+		r := e.start(m, store)
+		r.waitRecords(t, 2*keys)
 
-			// The reader: the table never has fewer rows than keys.
-			db, d, err := openStore(store)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer db.Close()
-			stop := make(chan struct{})
-			var reads, bad atomic.Int64
-			var lastBad atomic.Value
-			var wg sync.WaitGroup
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					var n int64
-					if err := db.QueryRow("SELECT count(*) FROM " + d.quote("profile")).Scan(&n); err != nil {
-						bad.Add(1)
-						lastBad.Store(err.Error())
-					} else if n < keys {
-						bad.Add(1)
-						lastBad.Store(fmt.Sprintf("%d rows", n))
-					}
-					reads.Add(1)
-				}
-			}()
-			// The writer: new versions while the rebuild runs.
-			writeDone := make(chan struct{})
-			go func() {
-				defer close(writeDone)
-				for round := 1; round <= 3; round++ {
-					for k := int64(1); k <= keys; k += 7 {
-						// Partition 0, as the first versions: one key, one partition.
-						w.put(cust(k, fmt.Sprint("v", round), nil))
-					}
-					for k := int64(1); k <= keys; k += 5 {
-						lw.put(acct(k, k, int64(round*1000)+k))
-					}
-				}
-			}()
-			ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
-			defer cancel()
-			var last Progress
-			err = Rebuild(ctx, Config{Model: m, StoreURL: store, Kafka: []kgo.Opt{kgo.SeedBrokers(e.brokers...)}, Registry: e.reg, MaxBatch: 100}, func(p Progress) { last = p })
-			<-writeDone
-			if err != nil {
-				t.Fatalf("Rebuild: %v", err)
-			}
-			if last.Done == 0 {
-				t.Errorf("last progress %+v: want done > 0", last)
-			}
-			var want []string
-			for k := 1; k <= keys; k++ {
-				v := "v0"
-				if (k-1)%7 == 0 {
-					v = "v3"
-				}
-				points := k
-				if (k-1)%5 == 0 {
-					points = 3000 + k
-				}
-				want = append(want, fmt.Sprintf("%d|%s|%d", k, v, points))
-			}
-			deadline := time.Now().Add(testTimeout)
+		// The reader: the table never has fewer rows than keys.
+		db, d, err := openStore(store)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		stop := make(chan struct{})
+		var reads, bad atomic.Int64
+		var lastBad atomic.Value
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
 			for {
-				got := rows(t, store, "profile", "customer_id", "display_name", "points")
-				if fmt.Sprint(got) == fmt.Sprint(sortedCopy(want)) {
-					break
+				select {
+				case <-stop:
+					return
+				default:
 				}
-				if time.Now().After(deadline) {
-					wantRows(t, store, "profile", []string{"customer_id", "display_name", "points"}, want...)
-					break
+				var n int64
+				if err := db.QueryRow("SELECT count(*) FROM " + d.quote("profile")).Scan(&n); err != nil {
+					bad.Add(1)
+					lastBad.Store(err.Error())
+				} else if n < keys {
+					bad.Add(1)
+					lastBad.Store(fmt.Sprintf("%d rows", n))
 				}
-				time.Sleep(50 * time.Millisecond)
+				reads.Add(1)
 			}
-			close(stop)
-			wg.Wait()
-			if bad.Load() > 0 {
-				t.Errorf("%d of %d reads during the rebuild saw a missing or partial table (last: %v)", bad.Load(), reads.Load(), lastBad.Load())
+		}()
+		// The writer: new versions while the rebuild runs.
+		writeDone := make(chan struct{})
+		go func() {
+			defer close(writeDone)
+			for round := 1; round <= 3; round++ {
+				for k := int64(1); k <= keys; k += 7 {
+					// Partition 0, as the first versions: one key, one partition.
+					w.put(cust(k, fmt.Sprint("v", round), nil))
+				}
+				for k := int64(1); k <= keys; k += 5 {
+					lw.put(acct(k, k, int64(round*1000)+k))
+				}
 			}
-			if err := r.stop(); err != nil {
-				t.Fatalf("the running sink: %v", err)
+		}()
+		ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+		defer cancel()
+		var last Progress
+		err = Rebuild(ctx, Config{Model: m, StoreURL: store, Kafka: []kgo.Opt{kgo.SeedBrokers(e.brokers...)}, Registry: e.reg, MaxBatch: 100}, func(p Progress) { last = p })
+		<-writeDone
+		if err != nil {
+			t.Fatalf("Rebuild: %v", err)
+		}
+		if last.Done == 0 {
+			t.Errorf("last progress %+v: want done > 0", last)
+		}
+		var want []string
+		for k := 1; k <= keys; k++ {
+			v := "v0"
+			if (k-1)%7 == 0 {
+				v = "v3"
 			}
-		})
-	}
+			points := k
+			if (k-1)%5 == 0 {
+				points = 3000 + k
+			}
+			want = append(want, fmt.Sprintf("%d|%s|%d", k, v, points))
+		}
+		deadline := time.Now().Add(testTimeout)
+		for {
+			got := rows(t, store, "profile", "customer_id", "display_name", "points")
+			if fmt.Sprint(got) == fmt.Sprint(sortedCopy(want)) {
+				break
+			}
+			if time.Now().After(deadline) {
+				wantRows(t, store, "profile", []string{"customer_id", "display_name", "points"}, want...)
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		close(stop)
+		wg.Wait()
+		if bad.Load() > 0 {
+			t.Errorf("%d of %d reads during the rebuild saw a missing or partial table (last: %v)", bad.Load(), reads.Load(), lastBad.Load())
+		}
+		if err := r.stop(); err != nil {
+			t.Fatalf("the running sink: %v", err)
+		}
+	})
 }
 
 func sortedCopy(s []string) []string {
@@ -437,35 +431,29 @@ func TestSinkPartitionAdded(t *testing.T) {
 // them; the swap drops them with the old table).
 func TestRebuildSourceRemoved(t *testing.T) {
 	t.Parallel()
-	for _, sk := range []storeKind{sqliteStore(), postgresStore(t), mysqlStore()} {
-		t.Run(sk.name, func(t *testing.T) {
-			t.Parallel()
-			store := sk.fresh(t)
-			e := newEnv(t)
-			w := e.topic("customers", customersKey, customersValue)
-			lw := e.topic("loyalty", loyaltyKey, loyaltyValue)
-			for k := int64(1); k <= 20; k++ {
-				w.put(cust(k, "v0", nil))
-				lw.put(acct(k, k, k))
-			}
-			r := e.start(profileModel(), store)
-			r.waitRecords(t, 40)
-			if err := r.stop(); err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
-			defer cancel()
-			m := customerModel("profile") // loyalty is no longer a source
-			if err := Rebuild(ctx, Config{Model: m, StoreURL: store, Kafka: []kgo.Opt{kgo.SeedBrokers(e.brokers...)}, Registry: e.reg}, nil); err != nil {
-				t.Fatalf("Rebuild: %v", err)
-			}
-			var want []string
-			for k := 1; k <= 20; k++ {
-				want = append(want, fmt.Sprintf("%d|v0|NULL", k))
-			}
-			wantRows(t, store, "profile", profileCols, want...)
-		})
-	}
+	eachStore(t, func(t *testing.T, sk storeKind, store string, e *env, w *topicW) {
+		lw := e.topic("loyalty", loyaltyKey, loyaltyValue)
+		for k := int64(1); k <= 20; k++ {
+			w.put(cust(k, "v0", nil))
+			lw.put(acct(k, k, k))
+		}
+		r := e.start(profileModel(), store)
+		r.waitRecords(t, 40)
+		if err := r.stop(); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+		defer cancel()
+		m := customerModel("profile") // loyalty is no longer a source
+		if err := Rebuild(ctx, Config{Model: m, StoreURL: store, Kafka: []kgo.Opt{kgo.SeedBrokers(e.brokers...)}, Registry: e.reg}, nil); err != nil {
+			t.Fatalf("Rebuild: %v", err)
+		}
+		var want []string
+		for k := 1; k <= 20; k++ {
+			want = append(want, fmt.Sprintf("%d|v0|NULL", k))
+		}
+		wantRows(t, store, "profile", profileCols, want...)
+	})
 }
 
 // TestRebuildDecodesAhead: a rebuild of many small batches (each polled
@@ -613,55 +601,49 @@ func TestRebuildErrorExitDoesNotWaitForDecodeAhead(t *testing.T) {
 // may run again (the lock went with it).
 func TestRebuildRefusedWhileAnotherRuns(t *testing.T) {
 	t.Parallel()
-	for _, sk := range []storeKind{sqliteStore(), postgresStore(t), mysqlStore()} {
-		t.Run(sk.name, func(t *testing.T) {
-			t.Parallel()
-			store := sk.fresh(t)
-			e := newEnv(t)
-			w := e.topic("customers", customersKey, customersValue)
-			const keys = 60
-			var want []string
-			for k := int64(1); k <= keys; k++ {
-				w.put(cust(k, "v0", nil))
-				want = append(want, fmt.Sprintf("%d|v0|NULL", k))
+	eachStore(t, func(t *testing.T, sk storeKind, store string, e *env, w *topicW) {
+		const keys = 60
+		var want []string
+		for k := int64(1); k <= keys; k++ {
+			w.put(cust(k, "v0", nil))
+			want = append(want, fmt.Sprintf("%d|v0|NULL", k))
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+		defer cancel()
+		cfg := Config{Model: customerModel("profile"), StoreURL: store, Kafka: []kgo.Opt{kgo.SeedBrokers(e.brokers...)}, Registry: e.reg, MaxBatch: 10}
+		// The second rebuild starts from the first one's progress
+		// report: the first is then between two batches, its shadow
+		// table half built.
+		var second error
+		var secondTook time.Duration
+		tried := false
+		err := Rebuild(ctx, cfg, func(p Progress) {
+			if tried || p.Swapped {
+				return
 			}
-			ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
-			defer cancel()
-			cfg := Config{Model: customerModel("profile"), StoreURL: store, Kafka: []kgo.Opt{kgo.SeedBrokers(e.brokers...)}, Registry: e.reg, MaxBatch: 10}
-			// The second rebuild starts from the first one's progress
-			// report: the first is then between two batches, its shadow
-			// table half built.
-			var second error
-			var secondTook time.Duration
-			tried := false
-			err := Rebuild(ctx, cfg, func(p Progress) {
-				if tried || p.Swapped {
-					return
-				}
-				tried = true
-				began := time.Now()
-				second = Rebuild(ctx, cfg, nil)
-				secondTook = time.Since(began)
-			})
-			if err != nil {
-				t.Fatalf("the first rebuild: %v", err)
-			}
-			if !tried {
-				t.Fatal("the first rebuild reported no progress before its swap: the second was never started")
-			}
-			if second == nil || !strings.Contains(second.Error(), "read model profile") || !strings.Contains(second.Error(), "another rebuild of it is running") {
-				t.Errorf("the second rebuild: got %v, want an error naming read model profile and saying another rebuild is running", second)
-			}
-			if secondTook > 10*time.Second {
-				t.Errorf("the second rebuild was refused after %v, want at once", secondTook)
-			}
-			wantRows(t, store, "profile", profileCols, want...)
-			if err := Rebuild(ctx, cfg, nil); err != nil {
-				t.Errorf("a rebuild after the first ended: %v", err)
-			}
-			wantRows(t, store, "profile", profileCols, want...)
+			tried = true
+			began := time.Now()
+			second = Rebuild(ctx, cfg, nil)
+			secondTook = time.Since(began)
 		})
-	}
+		if err != nil {
+			t.Fatalf("the first rebuild: %v", err)
+		}
+		if !tried {
+			t.Fatal("the first rebuild reported no progress before its swap: the second was never started")
+		}
+		if second == nil || !strings.Contains(second.Error(), "read model profile") || !strings.Contains(second.Error(), "another rebuild of it is running") {
+			t.Errorf("the second rebuild: got %v, want an error naming read model profile and saying another rebuild is running", second)
+		}
+		if secondTook > 10*time.Second {
+			t.Errorf("the second rebuild was refused after %v, want at once", secondTook)
+		}
+		wantRows(t, store, "profile", profileCols, want...)
+		if err := Rebuild(ctx, cfg, nil); err != nil {
+			t.Errorf("a rebuild after the first ended: %v", err)
+		}
+		wantRows(t, store, "profile", profileCols, want...)
+	})
 }
 
 // TestRebuildProgressFromLogStart: on a topic whose partition no longer

@@ -24,173 +24,167 @@ import (
 // on MySQL/MariaDB a view names its table and follows the swap.
 func TestRebuildKeepsTable(t *testing.T) {
 	t.Parallel()
-	for _, sk := range []storeKind{sqliteStore(), postgresStore(t), mysqlStore()} {
-		t.Run(sk.name, func(t *testing.T) {
-			t.Parallel()
-			store := sk.fresh(t)
-			e := newEnv(t)
-			w := e.topic("customers", customersKey, customersValue)
-			for k := int64(1); k <= 5; k++ {
-				w.put(cust(k, fmt.Sprint("n", k), nil))
+	eachStore(t, func(t *testing.T, sk storeKind, store string, e *env, w *topicW) {
+		for k := int64(1); k <= 5; k++ {
+			w.put(cust(k, fmt.Sprint("n", k), nil))
+		}
+		r := e.start(customerModel("profile"), store)
+		r.waitRecords(t, 5)
+		if err := r.stop(); err != nil {
+			t.Fatal(err)
+		}
+		db, _, err := openStore(store)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() }) // after the role's cleanup below
+		exec := func(q string) {
+			t.Helper()
+			if _, err := db.ExecContext(t.Context(), q); err != nil {
+				t.Fatalf("%s: %v", q, err)
 			}
-			r := e.start(customerModel("profile"), store)
-			r.waitRecords(t, 5)
-			if err := r.stop(); err != nil {
-				t.Fatal(err)
-			}
-			db, _, err := openStore(store)
+		}
+		exec("ALTER TABLE profile ADD COLUMN note varchar(20) DEFAULT 'mine'")
+		switch sk.name {
+		case "postgres":
+			// Its sequence is owned by the live table's column, and the
+			// rebuilt table's default draws from it.
+			exec("ALTER TABLE profile ADD COLUMN seq bigserial")
+		case "sqlite":
+			// A foreign key to the table itself, which must reference
+			// the rebuilt table after the swap, not the dropped one.
+			exec(`ALTER TABLE profile ADD COLUMN parent integer REFERENCES "profile" (customer_id)`)
+		}
+		if sk.name == "mysql" { // a longtext column is indexed by a prefix
+			exec("CREATE INDEX profile_by_name ON profile (display_name(20))")
+		} else {
+			exec("CREATE INDEX profile_by_name ON profile (display_name)")
+		}
+		role := fmt.Sprintf("reader_%d", rand.Uint32())
+		if sk.name == "postgres" {
+			exec("CREATE ROLE " + role)
+			t.Cleanup(func() {
+				// Owned objects are gone with the test's database; the
+				// role is the cluster's.
+				db.Exec("DROP OWNED BY " + role)
+				db.Exec("DROP ROLE " + role)
+			})
+			exec("GRANT SELECT ON profile TO " + role)
+			exec("GRANT UPDATE (note) ON profile TO " + role)
+		}
+		// A trigger is not copied (it would fire for every row the
+		// rebuild loads): the rebuild says so.
+		switch sk.name {
+		case "sqlite":
+			exec("CREATE TRIGGER profile_touch AFTER UPDATE ON profile BEGIN SELECT 1; END")
+		case "mysql":
+			exec("CREATE TRIGGER profile_touch BEFORE UPDATE ON profile FOR EACH ROW SET NEW.note = NEW.note")
+		case "postgres":
+			exec("CREATE FUNCTION profile_touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$")
+			exec("CREATE TRIGGER profile_touch BEFORE UPDATE ON profile FOR EACH ROW EXECUTE FUNCTION profile_touch()")
+		}
+		var logs bytes.Buffer // written under the handler's lock, read after Rebuild returns
+		log := slog.New(slog.NewTextHandler(&logs, nil))
+		m := customerModel("profile")
+		m.Sources[0].Columns = append(m.Sources[0].Columns, Column{Name: "name_again", Field: "name"})
+		rebuild := func() error {
+			ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+			defer cancel()
+			return Rebuild(ctx, Config{Model: m, StoreURL: store, Kafka: []kgo.Opt{kgo.SeedBrokers(e.brokers...)}, Registry: e.reg, Logger: log}, nil)
+		}
+		exec("CREATE VIEW profile_names AS SELECT customer_id, display_name FROM profile")
+		err = rebuild()
+		if sk.name == "mysql" {
 			if err != nil {
+				t.Fatalf("Rebuild with a view: %v", err)
+			}
+			wantRows(t, store, "profile_names", []string{"customer_id", "display_name"}, "1|n1", "2|n2", "3|n3", "4|n4", "5|n5")
+		} else {
+			want := `table "profile": view profile_names depend(s) on it`
+			if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "drop them, rebuild, and create them again") {
+				t.Fatalf("Rebuild with a view: got %v, want a refusal naming the view (%q)", err, want)
+			}
+			// Nothing was built: the live table answers as it was.
+			wantRows(t, store, "profile", []string{"customer_id", "display_name", "note"}, "1|n1|mine", "2|n2|mine", "3|n3|mine", "4|n4|mine", "5|n5|mine")
+		}
+		exec("DROP VIEW profile_names")
+		if sk.name == "postgres" {
+			// A child table would make the old table's drop fail at
+			// the very end: refused at the start.
+			exec("CREATE TABLE profile_child () INHERITS (profile)")
+			err := rebuild()
+			want := `table "profile": table profile_child (a child: inheritance or partition) depend(s) on it`
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Fatalf("Rebuild with a child table: got %v, want a refusal naming it (%q)", err, want)
+			}
+			exec("DROP TABLE profile_child")
+		}
+		for i := range 2 {
+			if err := rebuild(); err != nil {
+				t.Fatalf("Rebuild %d: %v", i+1, err)
+			}
+			wantRows(t, store, "profile", []string{"customer_id", "display_name", "note", "name_again"},
+				"1|n1|mine|n1", "2|n2|mine|n2", "3|n3|mine|n3", "4|n4|mine|n4", "5|n5|mine|n5")
+			var indexed int
+			var q string
+			switch sk.name {
+			case "sqlite":
+				q = `SELECT count(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'profile' AND sql LIKE '%(display_name)%'`
+			case "postgres":
+				q = `SELECT count(*) FROM pg_indexes WHERE tablename = 'profile' AND indexdef LIKE '%(display_name)%'`
+			case "mysql":
+				q = `SELECT count(*) FROM information_schema.statistics WHERE table_schema = DATABASE() AND table_name = 'profile' AND column_name = 'display_name'`
+			}
+			if err := db.QueryRowContext(t.Context(), q).Scan(&indexed); err != nil {
 				t.Fatal(err)
 			}
-			t.Cleanup(func() { db.Close() }) // after the role's cleanup below
-			exec := func(q string) {
-				t.Helper()
-				if _, err := db.ExecContext(t.Context(), q); err != nil {
-					t.Fatalf("%s: %v", q, err)
+			if indexed != 1 {
+				t.Errorf("after rebuild %d: %d index(es) on profile (display_name), want 1", i+1, indexed)
+			}
+			if i == 0 {
+				if got := logs.String(); !strings.Contains(got, "has trigger(s) ") || !strings.Contains(got, "profile_touch") || !strings.Contains(got, "create them again") {
+					t.Errorf("rebuild log lacks the warning that trigger profile_touch is not kept:\n%s", got)
 				}
 			}
-			exec("ALTER TABLE profile ADD COLUMN note varchar(20) DEFAULT 'mine'")
 			switch sk.name {
 			case "postgres":
-				// Its sequence is owned by the live table's column, and the
-				// rebuilt table's default draws from it.
-				exec("ALTER TABLE profile ADD COLUMN seq bigserial")
-			case "sqlite":
-				// A foreign key to the table itself, which must reference
-				// the rebuilt table after the swap, not the dropped one.
-				exec(`ALTER TABLE profile ADD COLUMN parent integer REFERENCES "profile" (customer_id)`)
-			}
-			if sk.name == "mysql" { // a longtext column is indexed by a prefix
-				exec("CREATE INDEX profile_by_name ON profile (display_name(20))")
-			} else {
-				exec("CREATE INDEX profile_by_name ON profile (display_name)")
-			}
-			role := fmt.Sprintf("reader_%d", rand.Uint32())
-			if sk.name == "postgres" {
-				exec("CREATE ROLE " + role)
-				t.Cleanup(func() {
-					// Owned objects are gone with the test's database; the
-					// role is the cluster's.
-					db.Exec("DROP OWNED BY " + role)
-					db.Exec("DROP ROLE " + role)
-				})
-				exec("GRANT SELECT ON profile TO " + role)
-				exec("GRANT UPDATE (note) ON profile TO " + role)
-			}
-			// A trigger is not copied (it would fire for every row the
-			// rebuild loads): the rebuild says so.
-			switch sk.name {
-			case "sqlite":
-				exec("CREATE TRIGGER profile_touch AFTER UPDATE ON profile BEGIN SELECT 1; END")
-			case "mysql":
-				exec("CREATE TRIGGER profile_touch BEFORE UPDATE ON profile FOR EACH ROW SET NEW.note = NEW.note")
-			case "postgres":
-				exec("CREATE FUNCTION profile_touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$")
-				exec("CREATE TRIGGER profile_touch BEFORE UPDATE ON profile FOR EACH ROW EXECUTE FUNCTION profile_touch()")
-			}
-			var logs bytes.Buffer // written under the handler's lock, read after Rebuild returns
-			log := slog.New(slog.NewTextHandler(&logs, nil))
-			m := customerModel("profile")
-			m.Sources[0].Columns = append(m.Sources[0].Columns, Column{Name: "name_again", Field: "name"})
-			rebuild := func() error {
-				ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
-				defer cancel()
-				return Rebuild(ctx, Config{Model: m, StoreURL: store, Kafka: []kgo.Opt{kgo.SeedBrokers(e.brokers...)}, Registry: e.reg, Logger: log}, nil)
-			}
-			exec("CREATE VIEW profile_names AS SELECT customer_id, display_name FROM profile")
-			err = rebuild()
-			if sk.name == "mysql" {
-				if err != nil {
-					t.Fatalf("Rebuild with a view: %v", err)
+				// The serial column's sequence went to the new table,
+				// and numbers rows written after the swap.
+				var seq sql.NullInt64
+				var owned sql.NullString
+				if err := db.QueryRowContext(t.Context(), `INSERT INTO profile (customer_id, display_name) VALUES (1000, 'after')
+						RETURNING seq, pg_get_serial_sequence('profile', 'seq')`).Scan(&seq, &owned); err != nil {
+					t.Fatalf("after rebuild %d: insert a row: %v", i+1, err)
 				}
-				wantRows(t, store, "profile_names", []string{"customer_id", "display_name"}, "1|n1", "2|n2", "3|n3", "4|n4", "5|n5")
-			} else {
-				want := `table "profile": view profile_names depend(s) on it`
-				if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "drop them, rebuild, and create them again") {
-					t.Fatalf("Rebuild with a view: got %v, want a refusal naming the view (%q)", err, want)
-				}
-				// Nothing was built: the live table answers as it was.
-				wantRows(t, store, "profile", []string{"customer_id", "display_name", "note"}, "1|n1|mine", "2|n2|mine", "3|n3|mine", "4|n4|mine", "5|n5|mine")
-			}
-			exec("DROP VIEW profile_names")
-			if sk.name == "postgres" {
-				// A child table would make the old table's drop fail at
-				// the very end: refused at the start.
-				exec("CREATE TABLE profile_child () INHERITS (profile)")
-				err := rebuild()
-				want := `table "profile": table profile_child (a child: inheritance or partition) depend(s) on it`
-				if err == nil || !strings.Contains(err.Error(), want) {
-					t.Fatalf("Rebuild with a child table: got %v, want a refusal naming it (%q)", err, want)
-				}
-				exec("DROP TABLE profile_child")
-			}
-			for i := range 2 {
-				if err := rebuild(); err != nil {
-					t.Fatalf("Rebuild %d: %v", i+1, err)
-				}
-				wantRows(t, store, "profile", []string{"customer_id", "display_name", "note", "name_again"},
-					"1|n1|mine|n1", "2|n2|mine|n2", "3|n3|mine|n3", "4|n4|mine|n4", "5|n5|mine|n5")
-				var indexed int
-				var q string
-				switch sk.name {
-				case "sqlite":
-					q = `SELECT count(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'profile' AND sql LIKE '%(display_name)%'`
-				case "postgres":
-					q = `SELECT count(*) FROM pg_indexes WHERE tablename = 'profile' AND indexdef LIKE '%(display_name)%'`
-				case "mysql":
-					q = `SELECT count(*) FROM information_schema.statistics WHERE table_schema = DATABASE() AND table_name = 'profile' AND column_name = 'display_name'`
-				}
-				if err := db.QueryRowContext(t.Context(), q).Scan(&indexed); err != nil {
+				var distinct, all int
+				if err := db.QueryRowContext(t.Context(), "SELECT count(DISTINCT seq), count(*) FROM profile").Scan(&distinct, &all); err != nil {
 					t.Fatal(err)
 				}
-				if indexed != 1 {
-					t.Errorf("after rebuild %d: %d index(es) on profile (display_name), want 1", i+1, indexed)
+				if !seq.Valid || !owned.Valid || distinct != all {
+					t.Errorf("after rebuild %d: a new row's seq %v, the sequence owned by profile.seq %v, %d distinct seq in %d rows; want a number, a sequence, all distinct", i+1, seq, owned, distinct, all)
 				}
-				if i == 0 {
-					if got := logs.String(); !strings.Contains(got, "has trigger(s) ") || !strings.Contains(got, "profile_touch") || !strings.Contains(got, "create them again") {
-						t.Errorf("rebuild log lacks the warning that trigger profile_touch is not kept:\n%s", got)
-					}
+				exec("DELETE FROM profile WHERE customer_id = 1000")
+			case "sqlite":
+				fk, err := queryColumns(t.Context(), db, `SELECT "table" FROM pragma_foreign_key_list('profile')`)
+				if err != nil {
+					t.Fatal(err)
 				}
-				switch sk.name {
-				case "postgres":
-					// The serial column's sequence went to the new table,
-					// and numbers rows written after the swap.
-					var seq sql.NullInt64
-					var owned sql.NullString
-					if err := db.QueryRowContext(t.Context(), `INSERT INTO profile (customer_id, display_name) VALUES (1000, 'after')
-						RETURNING seq, pg_get_serial_sequence('profile', 'seq')`).Scan(&seq, &owned); err != nil {
-						t.Fatalf("after rebuild %d: insert a row: %v", i+1, err)
-					}
-					var distinct, all int
-					if err := db.QueryRowContext(t.Context(), "SELECT count(DISTINCT seq), count(*) FROM profile").Scan(&distinct, &all); err != nil {
-						t.Fatal(err)
-					}
-					if !seq.Valid || !owned.Valid || distinct != all {
-						t.Errorf("after rebuild %d: a new row's seq %v, the sequence owned by profile.seq %v, %d distinct seq in %d rows; want a number, a sequence, all distinct", i+1, seq, owned, distinct, all)
-					}
-					exec("DELETE FROM profile WHERE customer_id = 1000")
-				case "sqlite":
-					fk, err := queryColumns(t.Context(), db, `SELECT "table" FROM pragma_foreign_key_list('profile')`)
-					if err != nil {
-						t.Fatal(err)
-					}
-					if len(fk) != 1 || fk[0] != "profile" {
-						t.Errorf("after rebuild %d: the foreign keys of profile reference %q, want [profile] (itself)", i+1, fk)
-					}
-				}
-				if sk.name == "postgres" {
-					var sel, upd, updName bool
-					if err := db.QueryRowContext(t.Context(), `SELECT has_table_privilege($1, 'profile', 'SELECT'),
-						has_column_privilege($1, 'profile', 'note', 'UPDATE'), has_column_privilege($1, 'profile', 'display_name', 'UPDATE')`, role).Scan(&sel, &upd, &updName); err != nil {
-						t.Fatal(err)
-					}
-					if !sel || !upd || updName {
-						t.Errorf("after rebuild %d: role %s may select %v, update note %v, update display_name %v; want true, true, false (the grants kept)", i+1, role, sel, upd, updName)
-					}
+				if len(fk) != 1 || fk[0] != "profile" {
+					t.Errorf("after rebuild %d: the foreign keys of profile reference %q, want [profile] (itself)", i+1, fk)
 				}
 			}
-		})
-	}
+			if sk.name == "postgres" {
+				var sel, upd, updName bool
+				if err := db.QueryRowContext(t.Context(), `SELECT has_table_privilege($1, 'profile', 'SELECT'),
+						has_column_privilege($1, 'profile', 'note', 'UPDATE'), has_column_privilege($1, 'profile', 'display_name', 'UPDATE')`, role).Scan(&sel, &upd, &updName); err != nil {
+					t.Fatal(err)
+				}
+				if !sel || !upd || updName {
+					t.Errorf("after rebuild %d: role %s may select %v, update note %v, update display_name %v; want true, true, false (the grants kept)", i+1, role, sel, upd, updName)
+				}
+			}
+		}
+	})
 }
 
 // TestRebuildTableNameCase: SQLite ignores the case of names, so a read
