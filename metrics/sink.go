@@ -63,7 +63,7 @@ func NewSinks(stall time.Duration) *Sinks {
 			fenced:       d("replicator_sink_batches_fenced_total", "Batches rolled back because another sink process had moved the stored offsets.", "read_model"),
 			split:        d("replicator_sink_batches_split_total", "Batches the store rejected, applied again record by record (one transaction each) to find the culprit.", "read_model"),
 			retries:      d("replicator_sink_batch_retries_total", "Attempts at a batch that failed because the read model's store or the schema registry was unavailable (retried with backoff).", "read_model"),
-			lag:          d("replicator_sink_lag_records", "Records of an assigned partition not yet applied: its end offset (at the last fetch) minus the offset stored with the rows.", "read_model", "topic", "partition"),
+			lag:          d("replicator_sink_lag_records", "Records of an assigned partition not yet applied: its end offset (at the last fetch, or listed every 2 s while a batch takes longer) minus the offset stored with the rows.", "read_model", "topic", "partition"),
 			running:      d("replicator_sink_read_model_running", "1 while the read model consumes, 0 while it starts or after it stopped.", "read_model"),
 			failed:       d("replicator_sink_read_model_failed", "1 once the read model stopped with an error (the others go on; see the log).", "read_model"),
 		},
@@ -111,7 +111,7 @@ func (m *Sinks) AddTo(reg prometheus.Registerer, h *Health) error {
 	for _, s := range m.all() {
 		h.AddWatchdog("read model "+s.Name(), &Watchdog{
 			Bound: m.stall,
-			What:  fmt.Sprintf("read model %s: records fetched and none applied", s.Name()),
+			What:  "records fetched and none applied",
 			Pending: func() bool {
 				if s.State() != sink.StateRunning {
 					return false

@@ -114,7 +114,7 @@ func TestSinksCollect(t *testing.T) {
 	m.Observer("a").ObserveVisible(30 * time.Millisecond)
 	m.Observer("a").ObserveVisible(2 * time.Second)
 	want := `
-# HELP replicator_sink_lag_records Records of an assigned partition not yet applied: its end offset (at the last fetch) minus the offset stored with the rows.
+# HELP replicator_sink_lag_records Records of an assigned partition not yet applied: its end offset (at the last fetch, or listed every 2 s while a batch takes longer) minus the offset stored with the rows.
 # TYPE replicator_sink_lag_records gauge
 replicator_sink_lag_records{partition="0",read_model="a",topic="t"} 15
 replicator_sink_lag_records{partition="1",read_model="a",topic="t"} 7

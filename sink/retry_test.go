@@ -653,3 +653,70 @@ func TestFenceWithinBatch(t *testing.T) {
 		}
 	}
 }
+
+// TestLagWhileABatchWaits: records produced while a batch waits for its
+// store (here a writer holding the SQLite file) count as lag although the
+// poll loop fetches nothing meanwhile; without the listed ends the lag
+// stayed at the waiting batch's records.
+func TestLagWhileABatchWaits(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	w := e.topic("customers", customersKey, customersValue)
+	path := filepath.Join(t.TempDir(), "read.db")
+	w.put(cust(1, "ann", nil))
+	r := e.start(customerModel("profile"), "sqlite://"+path)
+	r.waitRecords(t, 1)
+
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	lock, err := db.Conn(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if _, err := lock.ExecContext(t.Context(), "BEGIN IMMEDIATE"); err != nil {
+		t.Fatalf("lock the store's file: %v", err)
+	}
+	w.put(cust(2, "bob", nil))
+	deadline := time.Now().Add(testTimeout)
+	for r.s.batchSince.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no batch began within %v of the record (stats %+v)", testTimeout, r.s.Stats())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The batch waits on the lock: these are not fetched until it ends.
+	for i, part := range []int32{1, 2, 2, 1, 2} {
+		k, v := cust(int64(10+i), "later", nil)
+		w.produce(&kgo.Record{Topic: w.name, Partition: part, Key: frame(t, w.keyID, w.key, k), Value: frame(t, w.valueID, w.value, v)})
+	}
+	lag := func() int64 {
+		n := int64(0)
+		for _, p := range r.s.Partitions() {
+			n += p.Lag()
+		}
+		return n
+	}
+	for lag() != 6 {
+		if time.Now().After(deadline) {
+			t.Fatalf("lag %d while the batch waits, want 6 (1 waiting, 5 produced since; partitions %+v)", lag(), r.s.Partitions())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := lock.ExecContext(t.Context(), "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	r.waitRecords(t, 7)
+	for lag() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("lag %d once the store is free, want 0 (partitions %+v)", lag(), r.s.Partitions())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := r.stop(); err != nil {
+		t.Errorf("Run: %v", err)
+	}
+}

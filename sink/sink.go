@@ -156,7 +156,11 @@ type Sink struct {
 
 	mu       sync.Mutex   // protects expected and ends (written by group callbacks and the poll loop, read by metrics)
 	expected map[tp]int64 // assigned partitions → stored next offset, -1 none
-	ends     map[tp]int64 // partitions → high watermark at the last fetch
+	ends     map[tp]int64 // partitions → high watermark at the last fetch, or listed while a batch takes long (watchEnds)
+
+	// batchSince is when the batch in progress began (Unix nanoseconds),
+	// 0 between batches: watchEnds lists the topics' ends while it is old.
+	batchSince atomic.Int64
 
 	state atomic.Int32 // a State
 
@@ -353,6 +357,13 @@ func (s *Sink) Run(ctx context.Context) (err error) {
 		}
 	}
 	s.reportLag(ctx, topics)
+	wctx, stopWatch := context.WithCancel(ctx)
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		s.watchEnds(wctx, kadm.NewClient(cl), topics)
+	}()
+	defer func() { stopWatch(); <-watched }()
 	s.state.Store(int32(StateRunning))
 	for {
 		if time.Since(s.lagAt) >= lagCheckInterval {
@@ -371,7 +382,9 @@ func (s *Sink) Run(ctx context.Context) (err error) {
 		s.noteEnds(fetches)
 		start := time.Now()
 		before := s.records.Load()
+		s.batchSince.Store(start.UnixNano())
 		err := s.processRetrying(ctx, &decodedBatch{recs: fetches.Records()})
+		s.batchSince.Store(0)
 		cl.AllowRebalance()
 		if err != nil {
 			return fmt.Errorf("read model %s: %w", s.name, err)
@@ -390,6 +403,55 @@ func (s *Sink) noteEnds(fetches kgo.Fetches) {
 	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
 		if p.Err == nil {
 			s.ends[tp{p.Topic, p.Partition}] = p.HighWatermark
+		}
+	})
+}
+
+// endsRefresh is how long a batch holds the poll loop before watchEnds
+// lists the topics' ends, and how often it lists them again meanwhile.
+const endsRefresh = 2 * time.Second
+
+// watchEnds keeps the lag true while a batch holds the poll loop (the
+// store down or locked, a long batch): the ends the fetches carry stop
+// moving then, and records produced meanwhile would not count as lag, the
+// moment lag matters most. Between batches the fetches' ends are current
+// and nothing is asked.
+func (s *Sink) watchEnds(ctx context.Context, adm *kadm.Client, topics []string) {
+	t := time.NewTicker(endsRefresh / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		since := s.batchSince.Load()
+		if since == 0 || time.Since(time.Unix(0, since)) < endsRefresh {
+			continue
+		}
+		lctx, cancel := context.WithTimeout(ctx, endsRefresh)
+		listed, err := adm.ListEndOffsets(lctx, topics...)
+		cancel()
+		if err != nil {
+			// Monitoring only: the next tick tries again.
+			continue
+		}
+		s.raiseEnds(listed)
+	}
+}
+
+// raiseEnds takes the listed ends of the assigned partitions that are
+// ahead of the ends known.
+func (s *Sink) raiseEnds(listed kadm.ListedOffsets) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	listed.Each(func(o kadm.ListedOffset) {
+		k := tp{o.Topic, o.Partition}
+		if _, ok := s.expected[k]; !ok || o.Err != nil {
+			return
+		}
+		if end, ok := s.ends[k]; !ok || o.Offset > end {
+			s.ends[k] = o.Offset
 		}
 	})
 }
