@@ -113,6 +113,11 @@ func (s *store) createSinkTables(ctx context.Context) error {
 			return fmt.Errorf("create the sink's tables: %w", err)
 		}
 	}
+	if _, ok := s.d.(mysqlDialect); ok {
+		if err := s.binaryNames(ctx); err != nil {
+			return err
+		}
+	}
 	// The row lookup of the side table. MySQL has no CREATE INDEX IF NOT
 	// EXISTS before 8.0.29 (MariaDB has), so look first.
 	idx := sideTable + "_row"
@@ -134,6 +139,43 @@ func (s *store) createSinkTables(ctx context.Context) error {
 		}
 		if _, err := s.db.ExecContext(ctx, fmt.Sprintf(`CREATE INDEX %s%s ON %s (read_model, row_key)`, ine, q(idx), q(sideTable))); err != nil {
 			return fmt.Errorf("create index %s: %w", idx, err)
+		}
+	}
+	return nil
+}
+
+// binaryNames moves the MySQL sink tables' name and hash columns made by
+// versions before 2026-12-07 to utf8mb4_bin: in the database's default
+// collation two read models whose names differ only in case shared their
+// offset rows. A case-insensitive key held no two such rows, so the binary
+// one takes the rows as they are. Once: afterwards none is listed.
+func (s *store) binaryNames(ctx context.Context) error {
+	rows, err := s.db.QueryContext(ctx, `SELECT table_name, column_name, character_maximum_length FROM information_schema.columns
+		WHERE table_schema = DATABASE() AND table_name IN (?, ?, ?) AND data_type = 'varchar' AND collation_name <> 'utf8mb4_bin'
+		ORDER BY table_name, ordinal_position`, offsetsTable, sideTable, failuresTable)
+	if err != nil {
+		return fmt.Errorf("read the collations of the sink's tables: %w", err)
+	}
+	type col struct {
+		table, name string
+		n           int
+	}
+	var cols []col
+	for rows.Next() {
+		var c col
+		if err := rows.Scan(&c.table, &c.name, &c.n); err != nil {
+			rows.Close()
+			return fmt.Errorf("read the collations of the sink's tables: %w", err)
+		}
+		cols = append(cols, c)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read the collations of the sink's tables: %w", err)
+	}
+	for _, c := range cols {
+		if _, err := s.db.ExecContext(ctx, fmt.Sprintf("ALTER TABLE %s MODIFY %s %s NOT NULL", s.d.quote(c.table), s.d.quote(c.name), s.d.textKeyType(c.n))); err != nil {
+			return fmt.Errorf("make column %s of table %s compare as bytes (utf8mb4_bin): %w", c.name, c.table, err)
 		}
 	}
 	return nil
