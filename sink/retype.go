@@ -71,9 +71,10 @@ func (s *store) retypes(ctx context.Context, p *plan, desc *tableDesc) ([]retype
 //   - one with a `type:` override whose type is another (sameType): on
 //     PostgreSQL the type as the store names it (format_type of the probe)
 //     with the collation the override names, on SQLite the override's
-//     type words, without the constraints the override may carry: a
-//     rebuild takes those from the live column, as for any column (on
-//     MySQL/MariaDB MODIFY COLUMN takes the override as written);
+//     type words, on MySQL/MariaDB its data type with the character set
+//     and collation it names (mysqlTypeWords), in each without the
+//     constraints and attributes the override may carry: a rebuild takes
+//     those from the live column, as for any column;
 //   - one without whose live type does not hold its field (d.holds, the
 //     fit check's rule: a wider type is kept): the sink's type for the
 //     field, or on MySQL/MariaDB, when only the live text type's character
@@ -127,9 +128,11 @@ func (s *store) retypeColumn(ctx context.Context, c column, found colDesc) (rety
 //   - MySQL/MariaDB: the column_type of a column of that type in a
 //     temporary table (mysqlTypeName), compared ignoring case; the
 //     character set is not compared. Without the privilege to create
-//     one, the spellings are compared as written, ignoring case and
-//     spaces (an equal type spelled otherwise is then changed to itself,
-//     harmless on the empty rebuilt table);
+//     one, the spellings of the data type are compared as written,
+//     ignoring case and spaces (an equal type spelled otherwise is then
+//     changed to itself, harmless on the empty rebuilt table). The
+//     rebuilt column gets typ's data type (mysqlTypeWords), and the rest
+//     of the live column's definition (mysqlModify);
 //   - SQLite keeps the declared type as written, and its catalog
 //     (pragma table_info) leaves the constraints out: the words of typ
 //     before its first constraint (sqliteTypeWords) are compared ignoring
@@ -146,14 +149,15 @@ func (s *store) sameType(ctx context.Context, found colDesc, typ string) (same b
 		}
 		return canon == found.typ, canon + collate, nil
 	case mysqlDialect:
+		words := mysqlTypeWords(typ)
 		canon, err := mysqlTypeName(ctx, s.db, typ)
 		if errors.Is(err, errProbeDenied) {
-			return squeezeType(typ) == squeezeType(found.typ), typ, nil
+			return squeezeType(words) == squeezeType(found.typ), words, nil
 		}
 		if err != nil {
 			return false, "", err
 		}
-		return strings.EqualFold(canon, found.typ), typ, nil
+		return strings.EqualFold(canon, found.typ), words, nil
 	}
 	declared := found.typ
 	if declared == "(no type)" { // describe's stand-in for an empty one
@@ -307,6 +311,51 @@ func mysqlTypeName(ctx context.Context, db *sql.DB, typ string) (name string, er
 func mysqlTextType(typ string) bool {
 	t := strings.ToLower(strings.TrimSpace(typ))
 	return strings.Contains(t, "char") || strings.Contains(t, "text") || strings.HasPrefix(t, "enum") || strings.HasPrefix(t, "set")
+}
+
+// mysqlTypeWords is the data type a MySQL/MariaDB `type:` override starts
+// with: its words and parenthesised lists up to the first column
+// attribute ("varchar(40) CHARACTER SET latin1" of "varchar(40) CHARACTER
+// SET latin1 NOT NULL DEFAULT ''"; a character set and collation are part
+// of the type there). An override it cannot read is taken whole.
+func mysqlTypeWords(typ string) string {
+	start, end := -1, 0
+	for j := sqliteSkipSpace(typ, 0); j < len(typ); j = sqliteSkipSpace(typ, j) {
+		if typ[j] == '(' && start >= 0 {
+			close, err := sqliteSkipTo(typ, j+1, ')')
+			if err != nil {
+				return typ
+			}
+			j, end = close+1, close+1
+			continue
+		}
+		w := 0
+		for j+w < len(typ) && isIdentChar(typ[j+w]) {
+			w++
+		}
+		if w == 0 || mysqlAttributeWord[strings.ToUpper(typ[j:j+w])] {
+			break
+		}
+		if start < 0 {
+			start = j
+		}
+		j += w
+		end = j
+	}
+	if start < 0 {
+		return typ
+	}
+	return typ[start:end]
+}
+
+// mysqlAttributeWord are the keywords that begin a column's attributes
+// after its data type (MySQL 8 and MariaDB CREATE TABLE).
+var mysqlAttributeWord = map[string]bool{
+	"NOT": true, "NULL": true, "DEFAULT": true, "AUTO_INCREMENT": true, "UNIQUE": true, "PRIMARY": true,
+	"KEY": true, "COMMENT": true, "COLUMN_FORMAT": true, "ENGINE_ATTRIBUTE": true, "SECONDARY_ENGINE_ATTRIBUTE": true,
+	"STORAGE": true, "REFERENCES": true, "CHECK": true, "CONSTRAINT": true, "GENERATED": true, "AS": true,
+	"VISIBLE": true, "INVISIBLE": true, "ON": true, "SRID": true, "COMPRESSED": true, "PERSISTENT": true,
+	"VIRTUAL": true, "STORED": true,
 }
 
 // mysqlNamesCharset reports whether typ sets its own character set or

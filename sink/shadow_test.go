@@ -727,3 +727,91 @@ func TestOverrideNotes(t *testing.T) {
 		})
 	}
 }
+
+// TestRebuildKeepsOverridesMySQL: on MySQL/MariaDB a `type:` with a
+// character set, NOT NULL and a default is the column the sink created and
+// rebuilds leave it as it is; a changed one gives the rebuilt column its
+// data type, the rest of the column as the live one has it (as on the
+// other stores), its character set included when the new type names none.
+// Before, the override was written whole before the live column's
+// attributes: NOT NULL twice, a syntax error.
+func TestRebuildKeepsOverridesMySQL(t *testing.T) {
+	t.Parallel()
+	store := mysqlStore().fresh(t)
+	db, _, err := openStore(store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	m := customerModel("profile")
+	cols := m.Sources[0].Columns
+	cols[1].Type, cols[2].Type = "varchar(30) CHARACTER SET latin1 NOT NULL", "varchar(20) DEFAULT 'none'"
+	definition := func() string {
+		t.Helper()
+		var got string
+		if err := db.QueryRowContext(t.Context(), `SELECT GROUP_CONCAT(CONCAT_WS(' ', column_name, column_type, coalesce(character_set_name, '-'), is_nullable, coalesce(column_default, '-')) ORDER BY ordinal_position SEPARATOR ', ')
+			FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = 'profile'`).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	e := newEnv(t)
+	w := e.topic("customers", customersKey, customersValue)
+	w.put(cust(1, "ann", "gold"))
+	r := e.start(m, store)
+	r.waitRecords(t, 1)
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	first := definition()
+	if want := "customer_id bigint(20) - NO -, display_name varchar(30) latin1 NO -, tier varchar(20) utf8mb4 YES 'none'"; first != want {
+		t.Errorf("the table the sink created: %s, want %s", first, want)
+	}
+	cfg := Config{Model: m, StoreURL: store, Kafka: []kgo.Opt{kgo.SeedBrokers(e.brokers...)}, Registry: e.reg}
+	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+	defer cancel()
+	for i := 1; i <= 2; i++ {
+		notes, problems := Check(ctx, cfg)
+		if slices.ContainsFunc(notes, func(n string) bool {
+			return strings.Contains(n, "the config says") || strings.Contains(n, "a rebuild would fail")
+		}) || len(problems) > 0 {
+			t.Errorf("check before rebuild %d: notes %q, problems %v; want none on a type", i, notes, problems)
+		}
+		if err := Rebuild(ctx, cfg, nil); err != nil {
+			t.Fatalf("rebuild %d: %v", i, err)
+		}
+		if got := definition(); got != first {
+			t.Errorf("rebuild %d changed the table from %s to %s", i, first, got)
+		}
+	}
+	cols[1].Type = "varchar(40) NOT NULL"
+	if notes, _ := Check(ctx, cfg); !slices.ContainsFunc(notes, func(n string) bool { return strings.Contains(n, "display_name") }) {
+		t.Errorf("check after the type: changed: notes %q, want one on display_name", notes)
+	}
+	if err := Rebuild(ctx, cfg, nil); err != nil {
+		t.Fatalf("rebuild to varchar(40) NOT NULL: %v", err)
+	}
+	if got, want := definition(), "customer_id bigint(20) - NO -, display_name varchar(40) latin1 NO -, tier varchar(20) utf8mb4 YES 'none'"; got != want {
+		t.Errorf("after the rebuild to varchar(40) NOT NULL: %s, want %s", got, want)
+	}
+	wantRows(t, store, "profile", profileCols, "1|ann|gold")
+}
+
+func TestMySQLTypeWords(t *testing.T) {
+	for _, c := range []struct{ typ, want string }{
+		{"varchar(40)", "varchar(40)"},
+		{"varchar(40) NOT NULL", "varchar(40)"},
+		{" varchar(30) CHARACTER SET latin1 COLLATE latin1_bin NOT NULL DEFAULT 'x'", "varchar(30) CHARACTER SET latin1 COLLATE latin1_bin"},
+		{"int unsigned zerofill AUTO_INCREMENT", "int unsigned zerofill"},
+		{"decimal(10, 2) unsigned DEFAULT 0", "decimal(10, 2) unsigned"},
+		{"enum('NOT NULL', 'a)b') CHARSET utf8mb4 null", "enum('NOT NULL', 'a)b') CHARSET utf8mb4"},
+		{"double precision comment 'x'", "double precision"},
+		{"bigint REFERENCES accounts (id)", "bigint"},
+		{"timestamp(6) ON UPDATE CURRENT_TIMESTAMP(6)", "timestamp(6)"},
+		{"varchar(3", "varchar(3"}, // unreadable: whole
+	} {
+		if got := mysqlTypeWords(c.typ); got != c.want {
+			t.Errorf("mysqlTypeWords(%q) = %q, want %q", c.typ, got, c.want)
+		}
+	}
+}
