@@ -316,7 +316,7 @@ func mysqlTextType(typ string) bool {
 // mysqlTypeWords is the data type a MySQL/MariaDB `type:` override starts
 // with: its words and parenthesised lists up to the first column
 // attribute ("varchar(40) CHARACTER SET latin1" of "varchar(40) CHARACTER
-// SET latin1 NOT NULL DEFAULT ”"; a character set and collation are part
+// SET latin1 NOT NULL DEFAULT 'x'"; a character set and collation are part
 // of the type there). An override it cannot read is taken whole.
 func mysqlTypeWords(typ string) string {
 	start, end := -1, 0
