@@ -36,7 +36,7 @@ func TestStringKeysDistinctAsInTheSource(t *testing.T) {
 // TestMySQLKeyCollationNoted: an existing MySQL table whose string key is
 // in a collation that compares without case, accents or trailing spaces
 // is noted (by check, and logged at start) with the ALTER TABLE that
-// fixes it; the key column the sink creates is not.
+// fixes it; the key column the sink creates is not, with a `type:` too.
 func TestMySQLKeyCollationNoted(t *testing.T) {
 	t.Parallel()
 	db, d, err := openStore(mysqlStore().fresh(t))
@@ -56,11 +56,17 @@ func TestMySQLKeyCollationNoted(t *testing.T) {
 			"collation utf8mb4_bin compares keys the source tells apart as equal (trailing spaces)"},
 		{"binary", "CREATE TABLE `binary` (code varchar(100) PRIMARY KEY, label longtext) CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin", ""},
 		{"made", "", ""},
+		{"made_typed", "", ""},
 	} {
 		if c.create != "" {
 			if _, err := db.ExecContext(t.Context(), c.create); err != nil {
 				t.Fatal(err)
 			}
+		}
+		key := key
+		if c.table == "made_typed" {
+			// A key's type: naming no collation gets the binary one.
+			key = []column{{name: "code", typ: fieldType{kind: kindString}, override: "varchar(64) NOT NULL"}}
 		}
 		p := fitPlan(c.table, key, label)
 		if _, _, err := st.ensureTable(t.Context(), p); err != nil { // creates "made"
