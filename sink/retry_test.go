@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -718,5 +719,28 @@ func TestLagWhileABatchWaits(t *testing.T) {
 	}
 	if err := r.stop(); err != nil {
 		t.Errorf("Run: %v", err)
+	}
+}
+
+// TestEndsOnlyRise: the fetch kgo buffered while a batch held the poll
+// loop carries ends older than those listed meanwhile: taking them would
+// show too little lag (none, with records unapplied) until the next fetch.
+// A partition assigned again learns its end anew.
+func TestEndsOnlyRise(t *testing.T) {
+	s := &Sink{expected: map[tp]int64{{"c", 0}: 5}, ends: map[tp]int64{}, log: slog.New(slog.DiscardHandler)}
+	fetch := func(hw int64) kgo.Fetches {
+		return kgo.Fetches{{Topics: []kgo.FetchTopic{{Topic: "c", Partitions: []kgo.FetchPartition{{Partition: 0, HighWatermark: hw}}}}}}
+	}
+	s.noteEnds(fetch(6))
+	s.raiseEnds(kadm.ListedOffsets{"c": {0: {Topic: "c", Partition: 0, Offset: 20}}})
+	s.noteEnds(fetch(8)) // buffered before the listing
+	if got := s.Partitions()[0].Lag(); got != 15 {
+		t.Errorf("lag after an older fetch: %d, want 15 (end 20 listed, 5 stored)", got)
+	}
+	s.drop(t.Context(), nil, map[string][]int32{"c": {0}}, "revoked")
+	s.expected[tp{"c", 0}] = 5
+	s.noteEnds(fetch(8))
+	if got := s.Partitions()[0].Lag(); got != 3 {
+		t.Errorf("lag of a partition assigned again: %d, want 3 (its first fetch's end 8)", got)
 	}
 }

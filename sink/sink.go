@@ -156,7 +156,7 @@ type Sink struct {
 
 	mu       sync.Mutex   // protects expected and ends (written by group callbacks and the poll loop, read by metrics)
 	expected map[tp]int64 // assigned partitions → stored next offset, -1 none
-	ends     map[tp]int64 // partitions → high watermark at the last fetch, or listed while a batch takes long (watchEnds)
+	ends     map[tp]int64 // assigned partitions → the highest end seen in a fetch or listed while a batch takes long (watchEnds)
 
 	// batchSince is when the batch in progress began (Unix nanoseconds),
 	// 0 between batches: watchEnds lists the topics' ends while it is old.
@@ -396,13 +396,17 @@ func (s *Sink) Run(ctx context.Context) (err error) {
 }
 
 // noteEnds keeps each fetched partition's high watermark: the lag the
-// metrics show is measured against it, at no cost of a request.
+// metrics show is measured against it, at no cost of a request. Only
+// raised: the fetch kgo buffered while a batch held the loop is older than
+// the ends watchEnds listed meanwhile, and taking its ends would show too
+// little lag (none, with records unapplied) until the next fetch.
 func (s *Sink) noteEnds(fetches kgo.Fetches) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
-		if p.Err == nil {
-			s.ends[tp{p.Topic, p.Partition}] = p.HighWatermark
+		k := tp{p.Topic, p.Partition}
+		if end, ok := s.ends[k]; p.Err == nil && (!ok || p.HighWatermark > end) {
+			s.ends[k] = p.HighWatermark
 		}
 	})
 }
@@ -542,6 +546,7 @@ func (s *Sink) adjust(ctx context.Context, offsets map[string]map[int32]kgo.Offs
 	for t, parts := range offsets {
 		for p := range parts {
 			k := tp{t, p}
+			delete(s.ends, k) // known again from its fetches (noteEnds only raises)
 			if o, ok := stored[k]; ok {
 				parts[p] = kgo.NewOffset().At(o.next).WithEpoch(-1)
 				s.expected[k] = o.next
@@ -569,6 +574,7 @@ func (s *Sink) drop(_ context.Context, _ *kgo.Client, parts map[string][]int32, 
 	for t, ps := range parts {
 		for _, p := range ps {
 			delete(s.expected, tp{t, p})
+			delete(s.ends, tp{t, p})
 			gone = append(gone, fmt.Sprintf("%s/%d", t, p))
 		}
 	}
