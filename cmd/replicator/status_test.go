@@ -82,6 +82,7 @@ entities: [{table: items}]
 		t.Fatalf("run: %v", err)
 	}
 	done <- nil // for the cleanup
+	waitSlotReleased(t, dsn, "status_slot")
 	out, err = runCLI(t, "status", "--config", cfgPath)
 	if err != nil {
 		t.Fatalf("status of a stopped replicator within thresholds failed: %v\n%s", err, out)

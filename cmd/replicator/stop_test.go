@@ -134,22 +134,34 @@ func requestRepublish(t *testing.T, ctx context.Context, out *stopOnLine, cfg st
 // the slot exists: the test's cluster has room for few.
 func dropSlot(t *testing.T, dsn, name string) {
 	t.Helper()
+	if !waitSlotReleased(t, dsn, name) {
+		return
+	}
+	conn := pgtest.Connect(t, dsn)
+	if _, err := conn.Exec(context.Background(), `SELECT pg_drop_replication_slot($1)`, name); err != nil {
+		t.Fatalf("drop slot %s: %v", name, err)
+	}
+}
+
+// waitSlotReleased waits until replication slot name is inactive and
+// reports whether it exists. A replicator that returned has closed its
+// replication connection, but PostgreSQL's walsender holds the slot until
+// it has read the close and exited, a moment later on a loaded machine.
+func waitSlotReleased(t *testing.T, dsn, name string) bool {
+	t.Helper()
 	conn := pgtest.Connect(t, dsn)
 	deadline := time.Now().Add(time.Minute)
 	for {
 		var active *bool
 		err := conn.QueryRow(context.Background(), `SELECT active FROM pg_replication_slots WHERE slot_name = $1`, name).Scan(&active)
 		if errors.Is(err, pgx.ErrNoRows) {
-			return
+			return false
 		}
 		if err != nil {
 			t.Fatalf("look up slot %s: %v", name, err)
 		}
 		if !*active {
-			if _, err := conn.Exec(context.Background(), `SELECT pg_drop_replication_slot($1)`, name); err != nil {
-				t.Fatalf("drop slot %s: %v", name, err)
-			}
-			return
+			return true
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("slot %s still active a minute after run returned", name)

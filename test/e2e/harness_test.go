@@ -455,13 +455,18 @@ func assertConverged(t *testing.T, records []topicRecord, table map[string]map[s
 	}
 }
 
-// waitSlot polls until the replication slot exists.
+// waitSlot polls until the replication slot exists and has found its
+// consistent point: from then on every commit is past it and arrives
+// through the stream. The slot is listed before that, while PostgreSQL
+// waits for the transactions running at its creation (an autovacuum's
+// ANALYZE, say); a commit then may belong to the snapshot instead.
+// confirmed_flush_lsn is set once the point is found.
 func waitSlot(t *testing.T, conn *pgx.Conn, slot string, p *process) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		var n int
-		if err := conn.QueryRow(context.Background(), `SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&n); err != nil {
+		if err := conn.QueryRow(context.Background(), `SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND confirmed_flush_lsn IS NOT NULL`, slot).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
 		if n == 1 {
@@ -475,6 +480,29 @@ func waitSlot(t *testing.T, conn *pgx.Conn, slot string, p *process) {
 		if time.Now().After(deadline) {
 			t.Fatalf("slot %s not created within 60s; output:\n%s", slot, p.output.String())
 		}
+	}
+}
+
+// waitSlotReleased waits until replication slot name is inactive. A
+// replicator that exited has closed its replication connection, but
+// PostgreSQL's walsender holds the slot until it has read the close and
+// exited, a moment later on a loaded machine: dropping, peeking or
+// checking the slot before that finds it "active for PID".
+func waitSlotReleased(t *testing.T, conn *pgx.Conn, slot string) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var active bool
+		if err := conn.QueryRow(context.Background(), `SELECT active FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&active); err != nil {
+			t.Fatalf("look up slot %s: %v", slot, err)
+		}
+		if !active {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("slot %s still active a minute after replicator exited", slot)
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval toward the deadline
 	}
 }
 

@@ -221,8 +221,8 @@ entities:
 	// A stalled broker: records stay in flight, /healthz fails within
 	// its bound, the lag grows; once the broker answers, all recovers.
 	stalled.Store(true)
+	stallStart := time.Now() // before the records go in flight, which starts the watchdog's clock
 	mustExec(t, conn, `INSERT INTO items SELECT g, 3 FROM generate_series(601, 610) g`)
-	stallStart := time.Now()
 	eventually(t, p, stallTimeout+30*time.Second, "/healthz failing under a stalled broker", func() (bool, string) {
 		code, body := probe(t, metricsAddr, "/healthz")
 		return code == http.StatusServiceUnavailable, fmt.Sprintf("%d %s", code, body)

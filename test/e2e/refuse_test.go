@@ -117,6 +117,7 @@ func TestRefusedValueStopsTheReplicator(t *testing.T) {
 				assertOutput(t, p, tc.want)
 				// The slot still holds the refused transaction: the LSN was not
 				// confirmed past it.
+				waitSlotReleased(t, conn, env.slot)
 				var pending int
 				err := conn.QueryRow(context.Background(), `SELECT count(*) FROM pg_logical_slot_peek_binary_changes($2::name, NULL, NULL,
 					'proto_version', '1', 'publication_names', $2::text) WHERE xid::text = $1`, xid, env.slot).Scan(&pending)

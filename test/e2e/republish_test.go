@@ -364,6 +364,7 @@ INSERT INTO items SELECT g, g FROM generate_series(1, 3000) g;`
 	mustExec(t, env.conn, `INSERT INTO items VALUES (5000, 5000)`) // deleted later, in the gap
 	waitCaughtUp(t, env.conn, "replicator", p)
 	p.stop(t)
+	waitSlotReleased(t, env.conn, "replicator")
 
 	mustExec(t, env.conn, `SELECT pg_drop_replication_slot('replicator')`)
 	mustExec(t, env.conn, `DELETE FROM items WHERE id % 10 = 0 OR id = 5000`)

@@ -130,6 +130,7 @@ entities: [{table: vault}]
 		}
 	}
 	p.stop(t)
+	waitSlotReleased(t, conn, "replicator")
 	outputs = append(outputs, "run:\n"+p.output.String())
 
 	check := exec.Command(replicatorBinary(t), "check", "--config", good)

@@ -132,18 +132,20 @@ func (k *killSetup) logGroup(t *testing.T) {
 }
 
 // startWriter bumps the version of 50 random rows about 25 times a second,
-// at most 3,000 statements and for at most 2 minutes, until the returned
+// at most 7,500 statements and for at most 5 minutes (the five kills take
+// about a minute alone: each waits for the broker to expire the killed
+// member's session), until the returned
 // stop is called; stop returns the writer's error (and may be called
 // again: the test's cleanup does, for a test that failed before).
 func (k *killSetup) startWriter(t *testing.T) (stop func() error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	w := connect(t, k.pg)
 	done := make(chan error, 1)
 	go func() {
 		defer k.writerEnded.Store(true)
 		rng := rand.New(rand.NewPCG(1, 2))
-		for i := 0; i < 3000 && ctx.Err() == nil; i++ {
+		for i := 0; i < 7500 && ctx.Err() == nil; i++ {
 			base := rng.Int64N(1950) + 1
 			if _, err := w.Exec(ctx, `UPDATE items SET v = v + 1 WHERE id BETWEEN $1 AND $1 + 49`, base); err != nil && ctx.Err() == nil {
 				done <- err

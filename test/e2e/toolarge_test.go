@@ -32,6 +32,7 @@ func TestTooLargeRowStops(t *testing.T) {
 	// LSN was not confirmed.
 	held := func(xid string) bool {
 		t.Helper()
+		waitSlotReleased(t, conn, env.slot)
 		var pending int
 		err := conn.QueryRow(context.Background(), `SELECT count(*) FROM pg_logical_slot_peek_binary_changes($2::name, NULL, NULL,
 			'proto_version', '1', 'publication_names', $2::text) WHERE xid::text = $1`, xid, env.slot).Scan(&pending)
