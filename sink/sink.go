@@ -405,7 +405,10 @@ func (s *Sink) noteEnds(fetches kgo.Fetches) {
 	defer s.mu.Unlock()
 	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
 		k := tp{p.Topic, p.Partition}
-		if end, ok := s.ends[k]; p.Err == nil && (!ok || p.HighWatermark > end) {
+		if _, assigned := s.expected[k]; !assigned || p.Err != nil {
+			return
+		}
+		if end, ok := s.ends[k]; !ok || p.HighWatermark > end {
 			s.ends[k] = p.HighWatermark
 		}
 	})
