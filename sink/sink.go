@@ -482,6 +482,9 @@ func (s *Sink) prepare(ctx context.Context) error {
 	if err := s.st.ensureSinkTables(ctx); err != nil {
 		return fail(err)
 	}
+	for _, w := range s.st.binaryNames(ctx) {
+		s.log.Warn(w, "store", d.name())
+	}
 	p, err := compile(ctx, m, s.cfg.Registry, s.api)
 	if err != nil {
 		return fail(err)

@@ -10,6 +10,7 @@ import (
 // columns compared as bytes (in the database's case-insensitive default)
 // are moved to utf8mb4_bin at the next start, their rows kept; two read
 // models whose names differ only in case then keep offsets of their own.
+// A table held by another transaction is a warning, not a stalled start.
 func TestSinkTablesBecomeBinary(t *testing.T) {
 	t.Parallel()
 	url := mysqlStore().fresh(t)
@@ -32,9 +33,29 @@ func TestSinkTablesBecomeBinary(t *testing.T) {
 		}
 	}
 	st := &store{db: db, d: d}
-	for range 2 { // the second start finds nothing to move
-		if err := st.ensureSinkTables(t.Context()); err != nil {
-			t.Fatalf("ensureSinkTables: %v", err)
+	if err := st.ensureSinkTables(t.Context()); err != nil {
+		t.Fatalf("ensureSinkTables: %v", err)
+	}
+	// A batch of another read model holding the table: the ALTER would
+	// queue every statement on it behind its wait. It gives up after a
+	// few seconds with a warning naming what to run, and the start goes on.
+	holder, err := db.BeginTx(t.Context(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := holder.ExecContext(t.Context(), `SELECT * FROM replicator_sink_offsets`); err != nil {
+		t.Fatal(err)
+	}
+	warnings := st.binaryNames(t.Context())
+	if len(warnings) != 1 || !strings.Contains(warnings[0], "run: ALTER TABLE `replicator_sink_offsets` MODIFY `read_model` varchar(200) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL, MODIFY `topic`") {
+		t.Errorf("binaryNames while a transaction holds the offsets table: warnings %q, want one naming the statements to run", warnings)
+	}
+	if err := holder.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 { // the second start finds nothing to move
+		if warnings := st.binaryNames(t.Context()); len(warnings) > 0 {
+			t.Fatalf("binaryNames, start %d: %q", i+1, warnings)
 		}
 	}
 	rows, err := db.QueryContext(t.Context(), `SELECT table_name, column_name, collation_name FROM information_schema.columns

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"strconv"
@@ -113,11 +114,6 @@ func (s *store) createSinkTables(ctx context.Context) error {
 			return fmt.Errorf("create the sink's tables: %w", err)
 		}
 	}
-	if _, ok := s.d.(mysqlDialect); ok {
-		if err := s.binaryNames(ctx); err != nil {
-			return err
-		}
-	}
 	// The row lookup of the side table. MySQL has no CREATE INDEX IF NOT
 	// EXISTS before 8.0.29 (MariaDB has), so look first.
 	idx := sideTable + "_row"
@@ -147,35 +143,71 @@ func (s *store) createSinkTables(ctx context.Context) error {
 // binaryNames moves the MySQL sink tables' name and hash columns made by
 // versions before 2026-12-07 to utf8mb4_bin: in the database's default
 // collation two read models whose names differ only in case shared their
-// offset rows. A case-insensitive key held no two such rows, so the binary
+// offset rows. A case-insensitive key held no two such rows (the names and
+// hashes hold no trailing spaces, which utf8mb4_bin ignores), so the binary
 // one takes the rows as they are. Once: afterwards none is listed.
-func (s *store) binaryNames(ctx context.Context) error {
-	rows, err := s.db.QueryContext(ctx, `SELECT table_name, column_name, character_maximum_length FROM information_schema.columns
+//
+// It never stops a start: the tables work as they are for names that do
+// not differ only in case. What it could not do (the ALTER privilege
+// missing, another read model's batch holding the table past a few
+// seconds: an ALTER waiting for its lock would queue every read model's
+// statements on the table behind it) is returned as warnings, with the
+// statements to run by hand. One ALTER per table: a collation change
+// copies the table.
+func (s *store) binaryNames(ctx context.Context) (warnings []string) {
+	if _, ok := s.d.(mysqlDialect); !ok {
+		return nil
+	}
+	warn := func(what string, err error, stmts ...string) []string {
+		w := fmt.Sprintf("the sink's tables: %s: %v; names of read models that differ only in case share their offsets until then", what, err)
+		if len(stmts) > 0 {
+			w += "; run: " + strings.Join(stmts, "; ")
+		}
+		return append(warnings, w)
+	}
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return warn("read their collations", err)
+	}
+	defer conn.Close()
+	rows, err := conn.QueryContext(ctx, `SELECT table_name, column_name, character_maximum_length FROM information_schema.columns
 		WHERE table_schema = DATABASE() AND table_name IN (?, ?, ?) AND data_type = 'varchar' AND collation_name <> 'utf8mb4_bin'
 		ORDER BY table_name, ordinal_position`, offsetsTable, sideTable, failuresTable)
 	if err != nil {
-		return fmt.Errorf("read the collations of the sink's tables: %w", err)
+		return warn("read their collations", err)
 	}
-	type col struct {
-		table, name string
-		n           int
-	}
-	var cols []col
+	var tables []string
+	modify := map[string][]string{}
 	for rows.Next() {
-		var c col
-		if err := rows.Scan(&c.table, &c.name, &c.n); err != nil {
+		var table, col string
+		var n int
+		if err := rows.Scan(&table, &col, &n); err != nil {
 			rows.Close()
-			return fmt.Errorf("read the collations of the sink's tables: %w", err)
+			return warn("read their collations", err)
 		}
-		cols = append(cols, c)
+		if modify[table] == nil {
+			tables = append(tables, table)
+		}
+		modify[table] = append(modify[table], fmt.Sprintf("MODIFY %s %s NOT NULL", s.d.quote(col), s.d.textKeyType(n)))
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("read the collations of the sink's tables: %w", err)
+		return warn("read their collations", err)
 	}
-	for _, c := range cols {
-		if _, err := s.db.ExecContext(ctx, fmt.Sprintf("ALTER TABLE %s MODIFY %s %s NOT NULL", s.d.quote(c.table), s.d.quote(c.name), s.d.textKeyType(c.n))); err != nil {
-			return fmt.Errorf("make column %s of table %s compare as bytes (utf8mb4_bin): %w", c.name, c.table, err)
+	if len(tables) == 0 {
+		return nil
+	}
+	stmts := make([]string, len(tables))
+	for i, t := range tables {
+		stmts[i] = fmt.Sprintf("ALTER TABLE %s %s", s.d.quote(t), strings.Join(modify[t], ", "))
+	}
+	if _, err := conn.ExecContext(ctx, "SET SESSION lock_wait_timeout = 5"); err != nil {
+		return warn("bound the wait for their locks", err, stmts...)
+	}
+	defer conn.Raw(func(any) error { return driver.ErrBadConn }) // the session's setting goes with it
+	for i, stmt := range stmts {
+		if _, err := conn.ExecContext(ctx, stmt); err != nil {
+			return warn("make the read-model names compare as bytes (utf8mb4_bin)", err, stmts[i:]...)
 		}
 	}
 	return nil
