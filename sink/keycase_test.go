@@ -1,6 +1,7 @@
 package sink
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -66,7 +67,7 @@ func TestMySQLKeyCollationNoted(t *testing.T) {
 		key := key
 		if c.table == "made_typed" {
 			// A key's type: naming no collation gets the binary one.
-			key = []column{{name: "code", typ: fieldType{kind: kindString}, override: "varchar(64) NOT NULL"}}
+			key = []column{{name: "code", typ: fieldType{kind: kindString}, override: "varchar(64)NOT NULL"}}
 		}
 		p := fitPlan(c.table, key, label)
 		if _, _, err := st.ensureTable(t.Context(), p); err != nil { // creates "made"
@@ -112,5 +113,47 @@ func TestReadModelNamesDifferingInCaseKeepTheirOffsets(t *testing.T) {
 	r.waitRecords(t, 2)
 	for _, table := range []string{"profile_upper", "profile_lower"} {
 		wantRows(t, store, table, profileCols, "1|ann|gold", "2|bob|NULL")
+	}
+}
+
+// TestMySQLKeyTypeSpellings: a key's `type:` that chooses its character set
+// or collation in any of MySQL's spellings is created as written (the
+// binary collation is spliced only where the type chooses none), and one
+// that does not is given it whatever follows its type.
+func TestMySQLKeyTypeSpellings(t *testing.T) {
+	t.Parallel()
+	db, d, err := openStore(mysqlStore().fresh(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	st := &store{db: db, d: d}
+	label := column{name: "label", typ: fieldType{kind: kindString, nullable: true}, source: 0}
+	for i, c := range []struct{ typ, want string }{
+		{"varchar(64) binary", "utf8mb4_bin"},
+		{"nvarchar(64)", "utf8mb3_general_ci"},
+		{"national char(10)", "utf8mb3_general_ci"},
+		{"varchar(64) ascii", "latin1_swedish_ci"},
+		{"varchar(64) NOT NULL COLLATE utf8mb4_bin", "utf8mb4_bin"},
+		{"varchar(64)NOT NULL", "utf8mb4_nopad_bin"},
+		{"/* c */ varchar(64) DEFAULT 'binary '", "utf8mb4_general_ci"}, // a word in a default: left to the type
+		{`enum('a\'b','c') NOT NULL`, "utf8mb4_general_ci"},              // not read: as written, noted
+		{"varchar(64) CHARSET latin1", "latin1_swedish_ci"},
+		{" varchar(64)", "utf8mb4_nopad_bin"},
+	} {
+		table := fmt.Sprintf("k%d", i)
+		p := fitPlan(table, []column{{name: "code", typ: fieldType{kind: kindString}, override: c.typ}}, label)
+		if _, _, err := st.ensureTable(t.Context(), p); err != nil {
+			t.Errorf("type %q: %v", c.typ, err)
+			continue
+		}
+		var got string
+		if err := db.QueryRowContext(t.Context(), `SELECT collation_name FROM information_schema.columns
+			WHERE table_schema = DATABASE() AND table_name = ? AND column_name = 'code'`, table).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasPrefix(got, strings.TrimSuffix(c.want, "_general_ci")) || (c.want == "utf8mb4_nopad_bin" && got != c.want) {
+			t.Errorf("type %q: the key column's collation is %s, want %s", c.typ, got, c.want)
+		}
 	}
 }

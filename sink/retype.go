@@ -127,12 +127,13 @@ func (s *store) retypeColumn(ctx context.Context, c column, found colDesc) (rety
 //     constraints typ may carry;
 //   - MySQL/MariaDB: the column_type of a column of that type in a
 //     temporary table (mysqlTypeName), compared ignoring case; the
-//     character set is not compared. Without the privilege to create
-//     one, the spellings of the data type are compared as written,
-//     ignoring case and spaces (an equal type spelled otherwise is then
-//     changed to itself, harmless on the empty rebuilt table). The
-//     rebuilt column gets typ's data type (mysqlTypeWords), and the rest
-//     of the live column's definition (mysqlModify);
+//     character set is not compared. The rebuilt column gets that type,
+//     with the probe's collation when typ sets one (mysqlSetsCollation),
+//     and the rest of the live column's definition (mysqlModify). Without
+//     the privilege to create one, typ's data type as written
+//     (mysqlTypeWords) is compared ignoring case and spaces (an equal
+//     type spelled otherwise is then changed to itself, harmless on the
+//     empty rebuilt table), and given;
 //   - SQLite keeps the declared type as written, and its catalog
 //     (pragma table_info) leaves the constraints out: the words of typ
 //     before its first constraint (sqliteTypeWords) are compared ignoring
@@ -149,15 +150,21 @@ func (s *store) sameType(ctx context.Context, found colDesc, typ string) (same b
 		}
 		return canon == found.typ, canon + collate, nil
 	case mysqlDialect:
-		words := mysqlTypeWords(typ)
-		canon, err := mysqlTypeName(ctx, s.db, typ)
+		canon, collation, err := mysqlTypeName(ctx, s.db, typ)
 		if errors.Is(err, errProbeDenied) {
+			words := mysqlTypeWords(typ)
 			return squeezeType(words) == squeezeType(found.typ), words, nil
 		}
 		if err != nil {
 			return false, "", err
 		}
-		return strings.EqualFold(canon, found.typ), words, nil
+		to := canon
+		if collation != "" && mysqlSetsCollation(typ) {
+			// Wherever typ names it (after NOT NULL too, quoted, or as
+			// BINARY/ASCII): without, mysqlModify keeps the live one.
+			to += " COLLATE " + collation
+		}
+		return strings.EqualFold(canon, found.typ), to, nil
 	}
 	declared := found.typ
 	if declared == "(no type)" { // describe's stand-in for an empty one
@@ -245,29 +252,30 @@ const (
 )
 
 // mysqlTypeName is the column_type MySQL/MariaDB gives a column declared
-// typ, read from a temporary table. An error wrapping errProbeDenied is
-// the user lacking the privilege to create one; one wrapping
-// errTypeRefused is the server refusing typ.
-func mysqlTypeName(ctx context.Context, db *sql.DB, typ string) (name string, err error) {
+// typ, and its collation ("" for a type without one), read from a
+// temporary table. An error wrapping errProbeDenied is the user lacking
+// the privilege to create one; one wrapping errTypeRefused is the server
+// refusing typ.
+func mysqlTypeName(ctx context.Context, db *sql.DB, typ string) (name, collation string, err error) {
 	conn, err := db.Conn(ctx)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	defer conn.Close()
 	q := mysqlDialect{}.quote(mysqlTypeProbe)
 	if _, err := conn.ExecContext(ctx, fmt.Sprintf("CREATE TEMPORARY TABLE %s (%s int PRIMARY KEY, c %s)", q, mysqlDialect{}.quote(mysqlTypeProbeKey), typ)); err != nil {
 		var me *mysql.MySQLError
 		if !errors.As(err, &me) {
-			return "", fmt.Errorf("create a temporary table with a column of that type to compare it: %w", err)
+			return "", "", fmt.Errorf("create a temporary table with a column of that type to compare it: %w", err)
 		}
 		switch me.Number {
 		case 1044, 1142, 1227: // access denied to the database, the table, the operation
-			return "", fmt.Errorf("%w: %w", errProbeDenied, err)
+			return "", "", fmt.Errorf("%w: %w", errProbeDenied, err)
 		}
 		// The server answered about the statement, which is only the
 		// type's: a syntax error, an unknown type or character set, a
 		// length out of range.
-		return "", fmt.Errorf("%w (CREATE TABLE refuses a column of it): %w", errTypeRefused, err)
+		return "", "", fmt.Errorf("%w (CREATE TABLE refuses a column of it): %w", errTypeRefused, err)
 	}
 	defer func() {
 		if _, derr := conn.ExecContext(context.WithoutCancel(ctx), "DROP TEMPORARY TABLE "+q); derr != nil {
@@ -275,17 +283,17 @@ func mysqlTypeName(ctx context.Context, db *sql.DB, typ string) (name string, er
 			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
 		}
 	}()
-	rows, err := conn.QueryContext(ctx, "SHOW COLUMNS FROM "+q)
+	rows, err := conn.QueryContext(ctx, "SHOW FULL COLUMNS FROM "+q)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	defer rows.Close()
 	cols, err := rows.Columns()
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
-	if len(cols) < 2 { // Field, Type, …
-		return "", fmt.Errorf("SHOW COLUMNS lists %d fields, want Field and Type", len(cols))
+	if len(cols) < 3 { // Field, Type, Collation, …
+		return "", "", fmt.Errorf("SHOW FULL COLUMNS lists %d fields, want Field, Type and Collation", len(cols))
 	}
 	vals := make([]sql.RawBytes, len(cols))
 	ptrs := make([]any, len(cols))
@@ -294,16 +302,16 @@ func mysqlTypeName(ctx context.Context, db *sql.DB, typ string) (name string, er
 	}
 	for rows.Next() {
 		if err := rows.Scan(ptrs...); err != nil {
-			return "", err
+			return "", "", err
 		}
 		if string(vals[0]) == "c" {
-			return string(vals[1]), nil
+			return string(vals[1]), string(vals[2]), nil // a NULL collation scans as empty
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return "", err
+		return "", "", err
 	}
-	return "", errors.New("SHOW COLUMNS of the probe table does not list its column c")
+	return "", "", errors.New("SHOW FULL COLUMNS of the probe table does not list its column c")
 }
 
 // mysqlTextType reports whether typ is a MySQL/MariaDB character type:
@@ -314,26 +322,47 @@ func mysqlTextType(typ string) bool {
 }
 
 // mysqlTypeWords is the data type a MySQL/MariaDB `type:` override starts
-// with: its words and parenthesised lists up to the first column
-// attribute ("varchar(40) CHARACTER SET latin1" of "varchar(40) CHARACTER
-// SET latin1 NOT NULL DEFAULT 'x'"; a character set and collation are part
-// of the type there). An override it cannot read is taken whole.
+// with: its words, parenthesised lists and quoted names up to the first
+// column attribute ("varchar(40) CHARACTER SET latin1" of "varchar(40)
+// CHARACTER SET latin1 NOT NULL DEFAULT 'x'"; a character set and
+// collation are part of the type there). An override it cannot read is
+// taken whole.
 func mysqlTypeWords(typ string) string {
-	start, end := -1, 0
+	start, end, ok := mysqlTypeSpan(typ)
+	if !ok {
+		return typ
+	}
+	return typ[start:end]
+}
+
+// mysqlTypeSpan is where mysqlTypeWords's words are in typ; !ok when typ
+// has none or a list or quote that does not close (a backslash escape,
+// which the SQLite rules used here do not know, included).
+func mysqlTypeSpan(typ string) (start, end int, ok bool) {
+	start = -1
 	for j := sqliteSkipSpace(typ, 0); j < len(typ); j = sqliteSkipSpace(typ, j) {
-		if typ[j] == '(' && start >= 0 {
+		switch c := typ[j]; {
+		case c == '(' && start >= 0:
 			close, err := sqliteSkipTo(typ, j+1, ')')
-			if err != nil {
-				return typ
+			if err != nil || strings.Contains(typ[j:close], `\`) {
+				return 0, 0, false
 			}
 			j, end = close+1, close+1
+			continue
+		case (c == '`' || c == '\'' || c == '"') && start >= 0: // a quoted character set or collation
+			n, err := sqliteIdentLen(typ[j:])
+			if err != nil || strings.Contains(typ[j:j+n], `\`) {
+				return 0, 0, false
+			}
+			j, end = j+n, j+n
 			continue
 		}
 		w := 0
 		for j+w < len(typ) && isIdentChar(typ[j+w]) {
 			w++
 		}
-		if w == 0 || mysqlAttributeWord[strings.ToUpper(typ[j:j+w])] {
+		word := strings.ToUpper(typ[j : j+w])
+		if w == 0 || mysqlAttributeWord[word] || (word == "SERIAL" && start >= 0) {
 			break
 		}
 		if start < 0 {
@@ -342,20 +371,49 @@ func mysqlTypeWords(typ string) string {
 		j += w
 		end = j
 	}
-	if start < 0 {
-		return typ
-	}
-	return typ[start:end]
+	return start, end, start >= 0
 }
 
 // mysqlAttributeWord are the keywords that begin a column's attributes
-// after its data type (MySQL 8 and MariaDB CREATE TABLE).
+// after its data type (MySQL 8 and MariaDB CREATE TABLE; SERIAL, which is
+// also a type, only after the first word).
 var mysqlAttributeWord = map[string]bool{
 	"NOT": true, "NULL": true, "DEFAULT": true, "AUTO_INCREMENT": true, "UNIQUE": true, "PRIMARY": true,
 	"KEY": true, "COMMENT": true, "COLUMN_FORMAT": true, "ENGINE_ATTRIBUTE": true, "SECONDARY_ENGINE_ATTRIBUTE": true,
 	"STORAGE": true, "REFERENCES": true, "CHECK": true, "CONSTRAINT": true, "GENERATED": true, "AS": true,
 	"VISIBLE": true, "INVISIBLE": true, "ON": true, "SRID": true, "COMPRESSED": true, "PERSISTENT": true,
-	"VIRTUAL": true, "STORED": true,
+	"VIRTUAL": true, "STORED": true, "WITH": true, "WITHOUT": true,
+}
+
+// mysqlSetsCollation reports whether a `type:` chooses its character set
+// or collation, in any of MySQL's spellings: CHARACTER SET, CHARSET,
+// COLLATE (after NOT NULL too), the BINARY, ASCII, UNICODE and BYTE
+// attributes, NATIONAL, NCHAR and NVARCHAR. A word inside a quoted
+// default counts too: the caller then leaves the collation to typ.
+func mysqlSetsCollation(typ string) bool {
+	if mysqlNamesCharset(typ) {
+		return true
+	}
+	for _, w := range strings.FieldsFunc(strings.ToLower(typ), func(r rune) bool { return r > 0x7f || !isIdentChar(byte(r)) }) {
+		switch w {
+		case "binary", "ascii", "unicode", "byte", "national", "nchar", "nvarchar":
+			return true
+		}
+	}
+	return false
+}
+
+// mysqlKeyType is typ, a key column's `type:`, with the binary collation
+// spliced after its data type when it is a character type that does not
+// choose its own: the server's default would merge keys differing in case
+// or accents. A typ not read whole is left as it is (check notes a key
+// column's collation).
+func mysqlKeyType(typ, collation string) string {
+	_, end, ok := mysqlTypeSpan(typ)
+	if !ok || !mysqlTextType(typ[:end]) || mysqlSetsCollation(typ) {
+		return typ
+	}
+	return typ[:end] + " CHARACTER SET utf8mb4 COLLATE " + collation + " " + typ[end:]
 }
 
 // mysqlNamesCharset reports whether typ sets its own character set or

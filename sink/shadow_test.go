@@ -809,9 +809,66 @@ func TestMySQLTypeWords(t *testing.T) {
 		{"bigint REFERENCES accounts (id)", "bigint"},
 		{"timestamp(6) ON UPDATE CURRENT_TIMESTAMP(6)", "timestamp(6)"},
 		{"varchar(3", "varchar(3"}, // unreadable: whole
+		{"varchar(40) COLLATE `utf8mb4_bin` NOT NULL", "varchar(40) COLLATE `utf8mb4_bin`"},
+		{"varchar(40) CHARACTER SET 'latin1' NOT NULL", "varchar(40) CHARACTER SET 'latin1'"},
+		{"bigint unsigned SERIAL DEFAULT VALUE", "bigint unsigned"},
+		{"serial", "serial"},
+		{`enum('a\'b','c') NOT NULL`, `enum('a\'b','c') NOT NULL`}, // a backslash escape: whole
+		{"national char(10) binary", "national char(10) binary"},
 	} {
 		if got := mysqlTypeWords(c.typ); got != c.want {
 			t.Errorf("mysqlTypeWords(%q) = %q, want %q", c.typ, got, c.want)
+		}
+	}
+}
+
+// TestMySQLRetypeCollation: a changed `type:` gives the rebuilt MySQL
+// column the collation it chooses wherever it says so (quoted, after NOT
+// NULL, as BINARY), and the live column's when it chooses none.
+func TestMySQLRetypeCollation(t *testing.T) {
+	t.Parallel()
+	db, d, err := openStore(mysqlStore().fresh(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	st := &store{db: db, d: d}
+	for i, c := range []struct{ typ, want string }{
+		{"varchar(40) COLLATE `utf8mb4_bin` NOT NULL", "varchar(40) utf8mb4_bin NO"},
+		{"varchar(40) CHARACTER SET 'latin1' NOT NULL", "varchar(40) latin1_swedish_ci NO"},
+		{"varchar(40) NOT NULL COLLATE utf8mb4_bin", "varchar(40) utf8mb4_bin NO"},
+		{"varchar(40) binary", "varchar(40) utf8mb4_bin NO"}, // BINARY chooses: as the probe (in the database's character set) has it
+		{"varchar(40) NOT NULL", "varchar(40) latin1_german1_ci NO"},
+	} {
+		table := fmt.Sprintf("m%d", i)
+		if _, err := db.ExecContext(t.Context(), "CREATE TABLE "+table+" (id int PRIMARY KEY, c varchar(20) CHARACTER SET latin1 COLLATE latin1_german1_ci NOT NULL)"); err != nil {
+			t.Fatal(err)
+		}
+		desc, err := d.describe(t.Context(), db, table)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var found colDesc
+		for _, col := range desc.cols {
+			if col.name == "c" {
+				found = col
+			}
+		}
+		same, to, err := st.sameType(t.Context(), found, c.typ)
+		if err != nil || same {
+			t.Fatalf("%q: same %v, err %v; want a change from varchar(20)", c.typ, same, err)
+		}
+		if err := st.shadowRetype(t.Context(), table, []retype{{column: "c", from: found.typ, to: to}}); err != nil {
+			t.Errorf("%q: %v", c.typ, err)
+			continue
+		}
+		var got string
+		if err := db.QueryRowContext(t.Context(), `SELECT CONCAT_WS(' ', column_type, collation_name, is_nullable) FROM information_schema.columns
+			WHERE table_schema = DATABASE() AND table_name = ? AND column_name = 'c'`, table).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if got != c.want {
+			t.Errorf("%q: the rebuilt column is %s, want %s (to %q)", c.typ, got, c.want, to)
 		}
 	}
 }

@@ -250,10 +250,8 @@ func (s *store) ensureTable(ctx context.Context, p *plan) (created bool, notes [
 			if keyCollation != "" && c.source < 0 && strings.HasPrefix(typ, "varchar(") {
 				typ += " CHARACTER SET utf8mb4 COLLATE " + keyCollation
 			}
-		} else if words := mysqlTypeWords(typ); keyCollation != "" && c.source < 0 && mysqlTextType(words) && !mysqlNamesCharset(words) {
-			// A key's type: that names no collation would get the
-			// server's, which merges keys differing in case or accents.
-			typ = words + " CHARACTER SET utf8mb4 COLLATE " + keyCollation + strings.TrimPrefix(strings.TrimLeft(typ, " \t\n"), words)
+		} else if keyCollation != "" && c.source < 0 {
+			typ = mysqlKeyType(typ, keyCollation)
 		}
 		b.WriteString(s.d.quote(c.name) + " " + typ)
 		if c.source < 0 {
