@@ -137,7 +137,7 @@ func TestMySQLKeyTypeSpellings(t *testing.T) {
 		{"varchar(64) NOT NULL COLLATE utf8mb4_bin", "utf8mb4_bin"},
 		{"varchar(64)NOT NULL", "utf8mb4_nopad_bin"},
 		{"/* c */ varchar(64) DEFAULT 'binary '", "utf8mb4_general_ci"}, // a word in a default: left to the type
-		{`enum('a\'b','c') NOT NULL`, "utf8mb4_general_ci"},              // not read: as written, noted
+		{`enum('a\'b','c') NOT NULL`, "utf8mb4_general_ci"},             // not read: as written, noted
 		{"varchar(64) CHARSET latin1", "latin1_swedish_ci"},
 		{" varchar(64)", "utf8mb4_nopad_bin"},
 	} {
