@@ -576,11 +576,17 @@ func (r *tableReader) send() error {
 }
 
 // estimateRows is PostgreSQL's estimate of the table's row count, or -1
-// when it has none (never vacuumed or analyzed).
+// when it has none (never vacuumed or analyzed) or the table is gone
+// (dropped or renamed since it was loaded): reading it then fails, naming
+// the table, and a republish fails that table alone (tableError), not the
+// stream.
 func estimateRows(ctx context.Context, conn *pgx.Conn, t *relation.Table) (int64, error) {
 	var n float64
 	err := conn.QueryRow(ctx, `SELECT c.reltuples::float8 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2`,
 		t.Schema, t.Name).Scan(&n)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return -1, nil
+	}
 	if err != nil {
 		return 0, fmt.Errorf("estimate rows of %s: %w", t.QualifiedName(), err)
 	}
