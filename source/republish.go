@@ -98,6 +98,9 @@ const (
 	LogRepublishTableDone = "republish of table complete"
 	LogRepublishDone      = "republish complete"
 	LogRepublishCancelled = "republish cancelled"
+	// LogRepublishCancelUnmatched: a cancel named no job in progress and
+	// no failure (a mistyped id, a job finished already).
+	LogRepublishCancelUnmatched = "republish cancel matched nothing"
 	// LogRepublishTableFailed: a table of a job could not be republished
 	// (republishFailure); the stream and the job's other tables go on.
 	LogRepublishTableFailed = "republish of table failed"
@@ -686,6 +689,17 @@ func (st *stream) cancelled(sig signal) error {
 	}
 	if cleared > 0 {
 		s.log.Info("republish failures cleared by a cancel", "id", sig.ID, "failures", cleared)
+	}
+	if len(ids) == 0 && cleared == 0 {
+		// The command cannot tell (it only writes the message): a
+		// mistyped id would otherwise be taken without a word.
+		what := "no republish is in progress or failed on this slot"
+		if sig.ID != "" {
+			what = "republish " + sig.ID + " is neither in progress nor failed on this slot"
+		}
+		s.log.Warn(LogRepublishCancelUnmatched, "id", sig.ID,
+			"why", what+" (finished or cancelled already, or never requested here: check the id)",
+			"status", "replicator status lists the republishes in progress and the failed ones")
 	}
 	if len(ids) > 0 {
 		// The rows of the job's chunks read but not handed over yet (up

@@ -464,6 +464,12 @@ func TestRepublish(t *testing.T) {
 			return len(s.Republish) == 0 && slices.Contains(s.RepublishDone, id)
 		})
 		waitLog(t, logs, LogRepublishCancelled)
+		// A cancel that names no job (a mistyped id) says so, rather than
+		// being taken without a word.
+		if err := CancelRepublish(context.Background(), db.conn, db.name, id+"x"); err != nil {
+			t.Fatal(err)
+		}
+		waitLog(t, logs, `msg="`+LogRepublishCancelUnmatched+`" id=`+id+"x")
 		// Cancelled midway: far fewer rows than the table's.
 		db.exec("INSERT INTO items VALUES (-1, -1)")
 		got := r.waitChanges(t, h, "the end marker", func(cs []Change) bool {
