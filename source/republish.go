@@ -84,6 +84,17 @@ func nextChunkRows(rows, bytes int64) int64 {
 	return min(max(RepublishChunkBytes*rows/bytes, 1), 4*rows, maxRepublishChunkRows)
 }
 
+// rateChunk caps a chunk of rows at rate rows (0: no rate): a chunk's
+// rows go to the producer at once and the rate is kept by waiting after
+// it, so a larger chunk would be a burst of many seconds' rows (chunks of
+// up to 10,000 rows under --rate 100).
+func rateChunk(rows, rate int) int {
+	if rate > 0 {
+		return min(rows, rate)
+	}
+	return rows
+}
+
 // republishInFlight bounds the chunks read and not yet acknowledged: it
 // bounds memory (chunks of rows) and how far the republisher runs ahead of
 // the stream. Three keep
@@ -1298,6 +1309,7 @@ func (rp *republisher) runTable(ctx context.Context, conn *pgx.Conn, job republi
 	if chunkRowsN <= 0 {
 		chunkRowsN = firstChunkRows
 	}
+	chunkRowsN = rateChunk(chunkRowsN, job.Rate)
 	tr := newTableReader(&s.tables[idx], idx, chunkRowsN, nil)
 	if len(tr.keys) == 0 {
 		return 0, &tableError{fmt.Errorf("primary key columns %v are not all in the table's columns [%s]", s.tables[idx].PrimaryKey, columnNames(&s.tables[idx]))}
@@ -1426,7 +1438,7 @@ func (rp *republisher) readTable(ctx context.Context, conn *pgx.Conn, job republ
 		}
 		first = false
 		if job.ChunkRows <= 0 {
-			tr.chunk = nextChunkRows(tr.rows, tr.bytes)
+			tr.chunk = int64(rateChunk(int(nextChunkRows(tr.rows, tr.bytes)), job.Rate))
 		}
 		f := chunkFlight{w: cur, more: more}
 		if more {

@@ -442,6 +442,42 @@ func TestRepublish(t *testing.T) {
 		}
 	})
 
+	// A chunk's rows go to the producer at once and the rate is kept by
+	// waiting after it, so a chunk holds at most a second's rows: the
+	// chunks sized by bytes grew to thousands of rows whatever the rate
+	// (100, 400, 1,600 here), bursts of seconds' worth at once.
+	t.Run("rate bounds the chunks", func(t *testing.T) {
+		const rows, rate = 2100, 1000
+		db := newDB(t, pg, "rep_rate_chunks", "CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL)")
+		db.exec(fmt.Sprintf("INSERT INTO items SELECT g, 0 FROM generate_series(1, %d) g", rows))
+		dir := t.TempDir()
+		h := newFakeHandler(false)
+		r := run(t, db.newSource(dir, nil, nil, "items"), h)
+		db.waitStreamable(dir)
+		from := len(h.got())
+		id, err := RequestRepublish(context.Background(), db.conn, db.name, []string{"public.items"}, RepublishOptions{Rate: rate})
+		if err != nil {
+			t.Fatal(err)
+		}
+		db.waitState(dir, "republish "+id+" done", func(s snapshotState) bool { return slices.Contains(s.RepublishDone, id) })
+		got := r.waitChanges(t, h, "every row republished", func(cs []Change) bool {
+			return len(filter(cs[from:], func(c Change) bool { return c.Republish == id })) >= rows
+		})
+		// A chunk's rows carry its high watermark's position.
+		chunks := map[string]int{}
+		for _, c := range filter(got[from:], func(c Change) bool { return c.Republish == id }) {
+			chunks[c.LSN.String()]++
+		}
+		for lsn, n := range chunks {
+			if n > rate {
+				t.Errorf("a chunk (high watermark %s) of %d rows under --rate %d: a burst of more than a second's rows", lsn, n, rate)
+			}
+		}
+		if err := r.stop(t); err != nil {
+			t.Fatal(err)
+		}
+	})
+
 	t.Run("cancel", func(t *testing.T) {
 		db := newDB(t, pg, "rep_cancel", "CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL)")
 		db.exec(fmt.Sprintf("INSERT INTO items SELECT g, 0 FROM generate_series(1, %d) g", republishRows))
