@@ -564,7 +564,7 @@ func keyString(keys []int, text func(col int) []byte) string {
 // new row's and, when sent, the old one's (a delete, a key update).
 func (w *chunkWindow) note(t *relation.Table, oldTuple, newTuple *pglogrepl.TupleData) error {
 	if w.keyShape != t {
-		at, err := keyIndexes(t)
+		at, err := changeKeyIndexes(t)
 		if err != nil {
 			return err
 		}
@@ -1314,6 +1314,11 @@ func (rp *republisher) runTable(ctx context.Context, conn *pgx.Conn, job republi
 	if len(tr.keys) == 0 {
 		return 0, &tableError{fmt.Errorf("primary key columns %v are not all in the table's columns [%s]", s.tables[idx].PrimaryKey, columnNames(&s.tables[idx]))}
 	}
+	rowKeyAt, err := changeKeyIndexes(&s.tables[idx])
+	if err != nil {
+		return 0, &tableError{err}
+	}
+	tr.rowKeyAt = rowKeyAt
 	first := len(jt.After) == 0
 	if !first {
 		if len(jt.After) != len(tr.keys) {
@@ -1350,7 +1355,7 @@ func (rp *republisher) runTable(ctx context.Context, conn *pgx.Conn, job republi
 		return rp.readTable(gctx, conn, job, idx, tr, first, began, queue, &redo)
 	})
 	g.Go(func() error { return rp.record(gctx, job, ti, prog, queue, &total, &redo) })
-	err := g.Wait()
+	err = g.Wait()
 	for f := range queue {
 		rp.close(f.w) // given up: its watermarks match nothing from now on
 	}
@@ -1610,10 +1615,10 @@ func (rp *republisher) read(ctx context.Context, conn *pgx.Conn, tr *tableReader
 		return nil
 	}
 	tr.rowKeys = nil
-	if slices.ContainsFunc(tr.keys, func(k int) bool { return tr.t.Columns[k].Unused }) {
+	if slices.ContainsFunc(tr.rowKeyAt, func(k int) bool { return tr.t.Columns[k].Unused }) {
 		tr.rowKeys = &rows.keys
 	} else {
-		rows.keyAt = tr.keys
+		rows.keyAt = tr.rowKeyAt
 	}
 	more, err := readAfterLow(ctx, conn, tr, first, rp.commits.holdsAny, func(more bool, xip []uint32) (string, error) {
 		if err := tr.send(); err != nil {

@@ -385,6 +385,38 @@ func TestRepublish(t *testing.T) {
 		}
 	})
 
+	// The same when the replica identity is another unique index than the
+	// primary key: a DELETE's old row then holds only the identity's
+	// columns, and an UPDATE of the primary key alone sends no old row, so
+	// rows are matched by the identity. By the primary key, the deleted row
+	// came back from the chunk after its tombstone (resurrected), and the
+	// row whose primary key changed landed in its old state after the new.
+	t.Run("changed between the watermarks, replica identity an index", func(t *testing.T) {
+		db := newDB(t, pg, "rep_between_ident", "CREATE TABLE items (id int PRIMARY KEY, k int NOT NULL UNIQUE, v int NOT NULL DEFAULT 0); "+
+			"ALTER TABLE items REPLICA IDENTITY USING INDEX items_k_key")
+		db.exec("INSERT INTO items SELECT g, g, 0 FROM generate_series(1, 100) g")
+		dir := t.TempDir()
+		h := newFakeHandler(false)
+		src := db.newSource(dir, nil, nil, "items")
+		r, got, from, id := republishWritingBetween(t, db, dir, src, h,
+			"UPDATE items SET v = 99 WHERE id = 5; DELETE FROM items WHERE id = 7; UPDATE items SET id = 1009 WHERE id = 9; UPDATE items SET k = -11 WHERE id = 11", 0)
+		var rep []int32
+		for _, c := range filter(got[from:], func(c Change) bool { return c.Republish == id }) {
+			rep = append(rep, c.New[1].(int32))
+		}
+		for _, k := range []int32{5, 7, 9, 11, -11} {
+			if slices.Contains(rep, k) {
+				t.Errorf("k=%d, of a row changed between the watermarks, was republished from the chunk read before", k)
+			}
+		}
+		if len(rep) != 96 {
+			t.Errorf("republished %d rows, want the 96 unchanged", len(rep))
+		}
+		if err := r.stop(t); err != nil {
+			t.Fatal(err)
+		}
+	})
+
 	// The same when the entity does not read the key column (it keys on
 	// another one): the chunk's batches lack it, so the reader keeps each
 	// row's key itself.
