@@ -72,8 +72,16 @@ func runRepublish(ctx context.Context, cfg *config.Config, req republishRequest,
 	if n != 1 {
 		return errors.New("republish: give --entity NAME (repeatable), --all or --cancel")
 	}
-	if req.opts.Reconcile && req.cancel {
-		return errors.New("republish: --reconcile goes with --entity or --all")
+	if req.cancel {
+		// A cancel carries no options: they would be taken and ignored.
+		for _, o := range []struct {
+			flag string
+			set  bool
+		}{{"--reconcile", req.opts.Reconcile}, {"--rate", req.opts.Rate != 0}, {"--chunk-rows", req.opts.ChunkRows != 0}} {
+			if o.set {
+				return fmt.Errorf("republish: %s goes with --entity or --all, not --cancel", o.flag)
+			}
+		}
 	}
 	if req.id != "" && !req.cancel {
 		return errors.New("republish: --id goes with --cancel")
