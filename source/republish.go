@@ -109,6 +109,9 @@ const (
 	LogRepublishTableDone = "republish of table complete"
 	LogRepublishDone      = "republish complete"
 	LogRepublishCancelled = "republish cancelled"
+	// LogAddedSnapshotCancelled: a cancel stopped the online snapshot of
+	// tables added to the configuration (a job addedJobPrefix…).
+	LogAddedSnapshotCancelled = "the online snapshot of tables added to the configuration was cancelled before it completed"
 	// LogRepublishCancelUnmatched: a cancel named no job in progress and
 	// no failure (a mistyped id, a job finished already).
 	LogRepublishCancelUnmatched = "republish cancel matched nothing"
@@ -679,12 +682,19 @@ func (st *stream) requested(sig signal, lsn pglogrepl.LSN) error {
 // chunk.
 func (st *stream) cancelled(sig signal) error {
 	s := st.src
-	var ids []string
+	var ids, unsnapshotted []string
 	cleared := 0
 	err := s.updateState(func(state *snapshotState) error {
 		for _, j := range state.Republish {
 			if sig.ID == "" || j.ID == sig.ID {
 				ids = append(ids, j.ID)
+				if strings.HasPrefix(j.ID, addedJobPrefix) {
+					for _, t := range j.Tables {
+						if !t.Done {
+							unsnapshotted = append(unsnapshotted, t.Name)
+						}
+					}
+				}
 			}
 		}
 		for _, id := range ids {
@@ -727,6 +737,13 @@ func (st *stream) cancelled(sig signal) error {
 			st.dropIfCancelled(w)
 		}
 		s.log.Info(LogRepublishCancelled, "ids", strings.Join(ids, ", "))
+		if len(unsnapshotted) > 0 {
+			// Recorded as snapshotted, they are never read again by a
+			// start: unlike a republish, their rows may be on no topic.
+			s.log.Warn(LogAddedSnapshotCancelled, "tables", strings.Join(unsnapshotted, ", "),
+				"effect", "their rows not published yet reach their topics only when changed",
+				"fix", "replicator republish --entity NAME for each of their entities")
+		}
 		st.rp.wakeUp()
 	}
 	return nil

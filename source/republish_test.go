@@ -597,6 +597,36 @@ func TestRepublish(t *testing.T) {
 			t.Errorf("no log line says b is snapshotted online:\n%s", logs)
 		}
 	})
+
+	// A cancel of every republish also stops the online snapshot of a
+	// table added to the configuration, which a start never takes again
+	// (the table is recorded as snapshotted): the log says so, and how to
+	// publish its rows, where it only said "republish cancelled".
+	t.Run("online snapshot of an added table cancelled", func(t *testing.T) {
+		db := newDB(t, pg, "rep_added_cancel", "CREATE TABLE a (id int PRIMARY KEY); CREATE TABLE b (id int PRIMARY KEY)")
+		db.exec("INSERT INTO a SELECT generate_series(1, 10); INSERT INTO b SELECT generate_series(1, 3000)")
+		dir := t.TempDir()
+		h := newFakeHandler(false)
+		r := run(t, db.newSource(dir, nil, nil, "a"), h)
+		db.waitStreamable(dir)
+		r.waitChanges(t, h, "the snapshot of a", atLeast(10))
+		if err := r.stop(t); err != nil {
+			t.Fatal(err)
+		}
+		logs := &logBuffer{}
+		h = newFakeHandler(true) // b's first chunk is never acknowledged: its job stays
+		r = run(t, db.newSource(dir, logs, func(c *Config) { c.ShutdownTimeout = 200 * time.Millisecond }, "a", "b"), h)
+		r.waitChanges(t, h, "a first chunk of b", atLeast(1))
+		if err := CancelRepublish(context.Background(), db.conn, db.name, ""); err != nil {
+			t.Fatal(err)
+		}
+		db.waitState(dir, "the online snapshot cancelled", func(s snapshotState) bool { return len(s.Republish) == 0 })
+		waitLog(t, logs, `msg="`+LogAddedSnapshotCancelled+`" tables=public.b`)
+		h.ackAll(t)
+		if err := r.stop(t); err != nil {
+			t.Fatal(err)
+		}
+	})
 }
 
 // checkConverged checks the changes against the items table: the latest
