@@ -833,6 +833,21 @@ func republishWritingBetween(t *testing.T, db *testDB, dir string, src *Source, 
 	return r, got, from, id
 }
 
+// Requests made in the same second get distinct ids: a request whose id
+// is known is dropped as replayed.
+func TestNewRepublishIDsDiffer(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	seen := map[string]bool{}
+	for range 1000 {
+		id := newRepublishID(now)
+		if seen[id] {
+			t.Fatalf("id %s drawn twice among %d made in the same second", id, len(seen)+1)
+		}
+		seen[id] = true
+	}
+}
+
 func TestNextChunkRows(t *testing.T) {
 	t.Parallel()
 	for _, tt := range []struct {
