@@ -84,6 +84,17 @@ func nextChunkRows(rows, bytes int64) int64 {
 	return min(max(RepublishChunkBytes*rows/bytes, 1), 4*rows, maxRepublishChunkRows)
 }
 
+// rateChunk caps a chunk of rows at rate rows (0: no rate): a chunk's
+// rows go to the producer at once and the rate is kept by waiting after
+// it, so a larger chunk would be a burst of many seconds' rows (chunks of
+// up to 10,000 rows under --rate 100).
+func rateChunk(rows, rate int) int {
+	if rate > 0 {
+		return min(rows, rate)
+	}
+	return rows
+}
+
 // republishInFlight bounds the chunks read and not yet acknowledged: it
 // bounds memory (chunks of rows) and how far the republisher runs ahead of
 // the stream. Three keep
@@ -98,6 +109,12 @@ const (
 	LogRepublishTableDone = "republish of table complete"
 	LogRepublishDone      = "republish complete"
 	LogRepublishCancelled = "republish cancelled"
+	// LogAddedSnapshotCancelled: a cancel stopped the online snapshot of
+	// tables added to the configuration (a job addedJobPrefix…).
+	LogAddedSnapshotCancelled = "the online snapshot of tables added to the configuration was cancelled before it completed"
+	// LogRepublishCancelUnmatched: a cancel named no job in progress and
+	// no failure (a mistyped id, a job finished already).
+	LogRepublishCancelUnmatched = "republish cancel matched nothing"
 	// LogRepublishTableFailed: a table of a job could not be republished
 	// (republishFailure); the stream and the job's other tables go on.
 	LogRepublishTableFailed = "republish of table failed"
@@ -289,8 +306,14 @@ func noKeyError(t *relation.Table, what, snapshot string) error {
 		t.QualifiedName(), what, pgx.Identifier{t.Schema, t.Name}.Sanitize(), snapshot)
 }
 
+// newRepublishID is a request's id: its time to the second, and 48
+// random bits. A request whose id the state knows is taken for one replayed
+// from the slot after a restart and dropped without a word (addJob), so
+// requests of the same second must not draw the same id (with 16 bits,
+// 20 requests in one second, a script requesting entities one by one,
+// collided about once in 350 times).
 func newRepublishID(now time.Time) string {
-	return fmt.Sprintf("%s-%04x", now.UTC().Format("20060102T150405"), rand.IntN(1<<16))
+	return fmt.Sprintf("%s-%012x", now.UTC().Format("20060102T150405"), rand.Uint64()>>16)
 }
 
 // minMessagesMajor is the first PostgreSQL major version whose pgoutput
@@ -550,7 +573,7 @@ func keyString(keys []int, text func(col int) []byte) string {
 // new row's and, when sent, the old one's (a delete, a key update).
 func (w *chunkWindow) note(t *relation.Table, oldTuple, newTuple *pglogrepl.TupleData) error {
 	if w.keyShape != t {
-		at, err := keyIndexes(t)
+		at, err := changeKeyIndexes(t)
 		if err != nil {
 			return err
 		}
@@ -665,12 +688,19 @@ func (st *stream) requested(sig signal, lsn pglogrepl.LSN) error {
 // chunk.
 func (st *stream) cancelled(sig signal) error {
 	s := st.src
-	var ids []string
+	var ids, unsnapshotted []string
 	cleared := 0
 	err := s.updateState(func(state *snapshotState) error {
 		for _, j := range state.Republish {
 			if sig.ID == "" || j.ID == sig.ID {
 				ids = append(ids, j.ID)
+				if strings.HasPrefix(j.ID, addedJobPrefix) {
+					for _, t := range j.Tables {
+						if !t.Done {
+							unsnapshotted = append(unsnapshotted, t.Name)
+						}
+					}
+				}
 			}
 		}
 		for _, id := range ids {
@@ -687,6 +717,17 @@ func (st *stream) cancelled(sig signal) error {
 	if cleared > 0 {
 		s.log.Info("republish failures cleared by a cancel", "id", sig.ID, "failures", cleared)
 	}
+	if len(ids) == 0 && cleared == 0 {
+		// The command cannot tell (it only writes the message): a
+		// mistyped id would otherwise be taken without a word.
+		what := "no republish is in progress or failed on this slot"
+		if sig.ID != "" {
+			what = "republish " + sig.ID + " is neither in progress nor failed on this slot"
+		}
+		s.log.Warn(LogRepublishCancelUnmatched, "id", sig.ID,
+			"why", what+" (finished or cancelled already, or never requested here: check the id)",
+			"status", "replicator status lists the republishes in progress and the failed ones")
+	}
 	if len(ids) > 0 {
 		// The rows of the job's chunks read but not handed over yet (up
 		// to republishInFlight chunks of maxRepublishChunkRows) are
@@ -702,6 +743,13 @@ func (st *stream) cancelled(sig signal) error {
 			st.dropIfCancelled(w)
 		}
 		s.log.Info(LogRepublishCancelled, "ids", strings.Join(ids, ", "))
+		if len(unsnapshotted) > 0 {
+			// Recorded as snapshotted, they are never read again by a
+			// start: unlike a republish, their rows may be on no topic.
+			s.log.Warn(LogAddedSnapshotCancelled, "tables", strings.Join(unsnapshotted, ", "),
+				"effect", "their rows not published yet reach their topics only when changed",
+				"fix", "replicator republish --entity NAME for each of their entities")
+		}
 		st.rp.wakeUp()
 	}
 	return nil
@@ -1284,10 +1332,16 @@ func (rp *republisher) runTable(ctx context.Context, conn *pgx.Conn, job republi
 	if chunkRowsN <= 0 {
 		chunkRowsN = firstChunkRows
 	}
+	chunkRowsN = rateChunk(chunkRowsN, job.Rate)
 	tr := newTableReader(&s.tables[idx], idx, chunkRowsN, nil)
 	if len(tr.keys) == 0 {
 		return 0, &tableError{fmt.Errorf("primary key columns %v are not all in the table's columns [%s]", s.tables[idx].PrimaryKey, columnNames(&s.tables[idx]))}
 	}
+	rowKeyAt, err := changeKeyIndexes(&s.tables[idx])
+	if err != nil {
+		return 0, &tableError{err}
+	}
+	tr.rowKeyAt = rowKeyAt
 	first := len(jt.After) == 0
 	if !first {
 		if len(jt.After) != len(tr.keys) {
@@ -1324,7 +1378,7 @@ func (rp *republisher) runTable(ctx context.Context, conn *pgx.Conn, job republi
 		return rp.readTable(gctx, conn, job, idx, tr, first, began, queue, &redo)
 	})
 	g.Go(func() error { return rp.record(gctx, job, ti, prog, queue, &total, &redo) })
-	err := g.Wait()
+	err = g.Wait()
 	for f := range queue {
 		rp.close(f.w) // given up: its watermarks match nothing from now on
 	}
@@ -1412,7 +1466,7 @@ func (rp *republisher) readTable(ctx context.Context, conn *pgx.Conn, job republ
 		}
 		first = false
 		if job.ChunkRows <= 0 {
-			tr.chunk = nextChunkRows(tr.rows, tr.bytes)
+			tr.chunk = int64(rateChunk(int(nextChunkRows(tr.rows, tr.bytes)), job.Rate))
 		}
 		f := chunkFlight{w: cur, more: more}
 		if more {
@@ -1584,10 +1638,10 @@ func (rp *republisher) read(ctx context.Context, conn *pgx.Conn, tr *tableReader
 		return nil
 	}
 	tr.rowKeys = nil
-	if slices.ContainsFunc(tr.keys, func(k int) bool { return tr.t.Columns[k].Unused }) {
+	if slices.ContainsFunc(tr.rowKeyAt, func(k int) bool { return tr.t.Columns[k].Unused }) {
 		tr.rowKeys = &rows.keys
 	} else {
-		rows.keyAt = tr.keys
+		rows.keyAt = tr.rowKeyAt
 	}
 	more, err := readAfterLow(ctx, conn, tr, first, rp.commits.holdsAny, func(more bool, xip []uint32) (string, error) {
 		if err := tr.send(); err != nil {

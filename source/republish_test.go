@@ -385,6 +385,38 @@ func TestRepublish(t *testing.T) {
 		}
 	})
 
+	// The same when the replica identity is another unique index than the
+	// primary key: a DELETE's old row then holds only the identity's
+	// columns, and an UPDATE of the primary key alone sends no old row, so
+	// rows are matched by the identity. By the primary key, the deleted row
+	// came back from the chunk after its tombstone (resurrected), and the
+	// row whose primary key changed landed in its old state after the new.
+	t.Run("changed between the watermarks, replica identity an index", func(t *testing.T) {
+		db := newDB(t, pg, "rep_between_ident", "CREATE TABLE items (id int PRIMARY KEY, k int NOT NULL UNIQUE, v int NOT NULL DEFAULT 0); "+
+			"ALTER TABLE items REPLICA IDENTITY USING INDEX items_k_key")
+		db.exec("INSERT INTO items SELECT g, g, 0 FROM generate_series(1, 100) g")
+		dir := t.TempDir()
+		h := newFakeHandler(false)
+		src := db.newSource(dir, nil, nil, "items")
+		r, got, from, id := republishWritingBetween(t, db, dir, src, h,
+			"UPDATE items SET v = 99 WHERE id = 5; DELETE FROM items WHERE id = 7; UPDATE items SET id = 1009 WHERE id = 9; UPDATE items SET k = -11 WHERE id = 11", 0)
+		var rep []int32
+		for _, c := range filter(got[from:], func(c Change) bool { return c.Republish == id }) {
+			rep = append(rep, c.New[1].(int32))
+		}
+		for _, k := range []int32{5, 7, 9, 11, -11} {
+			if slices.Contains(rep, k) {
+				t.Errorf("k=%d, of a row changed between the watermarks, was republished from the chunk read before", k)
+			}
+		}
+		if len(rep) != 96 {
+			t.Errorf("republished %d rows, want the 96 unchanged", len(rep))
+		}
+		if err := r.stop(t); err != nil {
+			t.Fatal(err)
+		}
+	})
+
 	// The same when the entity does not read the key column (it keys on
 	// another one): the chunk's batches lack it, so the reader keeps each
 	// row's key itself.
@@ -442,6 +474,42 @@ func TestRepublish(t *testing.T) {
 		}
 	})
 
+	// A chunk's rows go to the producer at once and the rate is kept by
+	// waiting after it, so a chunk holds at most a second's rows: the
+	// chunks sized by bytes grew to thousands of rows whatever the rate
+	// (100, 400, 1,600 here), bursts of seconds' worth at once.
+	t.Run("rate bounds the chunks", func(t *testing.T) {
+		const rows, rate = 2100, 1000
+		db := newDB(t, pg, "rep_rate_chunks", "CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL)")
+		db.exec(fmt.Sprintf("INSERT INTO items SELECT g, 0 FROM generate_series(1, %d) g", rows))
+		dir := t.TempDir()
+		h := newFakeHandler(false)
+		r := run(t, db.newSource(dir, nil, nil, "items"), h)
+		db.waitStreamable(dir)
+		from := len(h.got())
+		id, err := RequestRepublish(context.Background(), db.conn, db.name, []string{"public.items"}, RepublishOptions{Rate: rate})
+		if err != nil {
+			t.Fatal(err)
+		}
+		db.waitState(dir, "republish "+id+" done", func(s snapshotState) bool { return slices.Contains(s.RepublishDone, id) })
+		got := r.waitChanges(t, h, "every row republished", func(cs []Change) bool {
+			return len(filter(cs[from:], func(c Change) bool { return c.Republish == id })) >= rows
+		})
+		// A chunk's rows carry its high watermark's position.
+		chunks := map[string]int{}
+		for _, c := range filter(got[from:], func(c Change) bool { return c.Republish == id }) {
+			chunks[c.LSN.String()]++
+		}
+		for lsn, n := range chunks {
+			if n > rate {
+				t.Errorf("a chunk (high watermark %s) of %d rows under --rate %d: a burst of more than a second's rows", lsn, n, rate)
+			}
+		}
+		if err := r.stop(t); err != nil {
+			t.Fatal(err)
+		}
+	})
+
 	t.Run("cancel", func(t *testing.T) {
 		db := newDB(t, pg, "rep_cancel", "CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL)")
 		db.exec(fmt.Sprintf("INSERT INTO items SELECT g, 0 FROM generate_series(1, %d) g", republishRows))
@@ -464,6 +532,12 @@ func TestRepublish(t *testing.T) {
 			return len(s.Republish) == 0 && slices.Contains(s.RepublishDone, id)
 		})
 		waitLog(t, logs, LogRepublishCancelled)
+		// A cancel that names no job (a mistyped id) says so, rather than
+		// being taken without a word.
+		if err := CancelRepublish(context.Background(), db.conn, db.name, id+"x"); err != nil {
+			t.Fatal(err)
+		}
+		waitLog(t, logs, `msg="`+LogRepublishCancelUnmatched+`" id=`+id+"x")
 		// Cancelled midway: far fewer rows than the table's.
 		db.exec("INSERT INTO items VALUES (-1, -1)")
 		got := r.waitChanges(t, h, "the end marker", func(cs []Change) bool {
@@ -521,6 +595,36 @@ func TestRepublish(t *testing.T) {
 		}
 		if !strings.Contains(logs.String(), "snapshotted online") {
 			t.Errorf("no log line says b is snapshotted online:\n%s", logs)
+		}
+	})
+
+	// A cancel of every republish also stops the online snapshot of a
+	// table added to the configuration, which a start never takes again
+	// (the table is recorded as snapshotted): the log says so, and how to
+	// publish its rows, where it only said "republish cancelled".
+	t.Run("online snapshot of an added table cancelled", func(t *testing.T) {
+		db := newDB(t, pg, "rep_added_cancel", "CREATE TABLE a (id int PRIMARY KEY); CREATE TABLE b (id int PRIMARY KEY)")
+		db.exec("INSERT INTO a SELECT generate_series(1, 10); INSERT INTO b SELECT generate_series(1, 3000)")
+		dir := t.TempDir()
+		h := newFakeHandler(false)
+		r := run(t, db.newSource(dir, nil, nil, "a"), h)
+		db.waitStreamable(dir)
+		r.waitChanges(t, h, "the snapshot of a", atLeast(10))
+		if err := r.stop(t); err != nil {
+			t.Fatal(err)
+		}
+		logs := &logBuffer{}
+		h = newFakeHandler(true) // b's first chunk is never acknowledged: its job stays
+		r = run(t, db.newSource(dir, logs, func(c *Config) { c.ShutdownTimeout = 200 * time.Millisecond }, "a", "b"), h)
+		r.waitChanges(t, h, "a first chunk of b", atLeast(1))
+		if err := CancelRepublish(context.Background(), db.conn, db.name, ""); err != nil {
+			t.Fatal(err)
+		}
+		db.waitState(dir, "the online snapshot cancelled", func(s snapshotState) bool { return len(s.Republish) == 0 })
+		waitLog(t, logs, `msg="`+LogAddedSnapshotCancelled+`" tables=public.b`)
+		h.ackAll(t)
+		if err := r.stop(t); err != nil {
+			t.Fatal(err)
 		}
 	})
 }
@@ -727,6 +831,21 @@ func republishWritingBetween(t *testing.T, db *testDB, dir string, src *Source, 
 		return slices.ContainsFunc(cs, func(c Change) bool { return c.Op == OpInsert && c.New[col].(int32) == -1 })
 	})
 	return r, got, from, id
+}
+
+// Requests made in the same second get distinct ids: a request whose id
+// is known is dropped as replayed.
+func TestNewRepublishIDsDiffer(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	seen := map[string]bool{}
+	for range 1000 {
+		id := newRepublishID(now)
+		if seen[id] {
+			t.Fatalf("id %s drawn twice among %d made in the same second", id, len(seen)+1)
+		}
+		seen[id] = true
+	}
 }
 
 func TestNextChunkRows(t *testing.T) {

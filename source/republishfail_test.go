@@ -212,6 +212,42 @@ func TestRepublishTableFailures(t *testing.T) {
 			t.Errorf("Run: %v", err)
 		}
 	})
+
+	// A table dropped (or renamed) while the run streams, before a job
+	// reaches it, fails alone like one the server refuses to read: the
+	// job's estimate of its rows used to end the run ("estimate rows of
+	// public.b: no rows in result set"), the job's other tables unread.
+	t.Run("table dropped before its job", func(t *testing.T) {
+		db := newDB(t, pg, "rep_fail_drop", "CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL); CREATE TABLE b (id int PRIMARY KEY, v int NOT NULL)")
+		db.exec("INSERT INTO items SELECT g, 0 FROM generate_series(1, 300) g; INSERT INTO b SELECT g, 0 FROM generate_series(1, 100) g")
+		dir := t.TempDir()
+		h := newFakeHandler(false)
+		r := run(t, db.newSource(dir, nil, nil, "items", "b"), h)
+		db.waitStreamable(dir)
+		r.waitChanges(t, h, "the initial snapshot", atLeast(400))
+		db.exec("DROP TABLE b")
+
+		id, err := RequestRepublish(context.Background(), db.conn, db.name, []string{"public.items", "public.b"}, RepublishOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := db.waitState(dir, "the job ended with b failed", func(s snapshotState) bool {
+			return slices.Contains(s.RepublishDone, id) && len(s.RepublishFailed) == 1
+		})
+		if f := st.RepublishFailed[0]; f.Table != "public.b" || !strings.Contains(f.Error, `relation "public.b" does not exist`) {
+			t.Errorf("recorded failure %+v, want public.b and the server's error", f)
+		}
+		db.exec("INSERT INTO items VALUES (-1, -1)")
+		got := r.waitChanges(t, h, "the end marker", func(cs []Change) bool {
+			return slices.ContainsFunc(cs, func(c Change) bool { return c.Op == OpInsert && c.New[0].(int32) == -1 })
+		})
+		if n := len(filter(got, func(c Change) bool { return c.Republish == id && c.Table.Name == "items" })); n != 300 {
+			t.Errorf("the job's other table: %d rows republished, want 300", n)
+		}
+		if err := r.stop(t); err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
 }
 
 // wantErr fails unless err is an error whose text holds every want.

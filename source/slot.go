@@ -186,6 +186,10 @@ func (s *Source) tableNames() []string {
 	return names
 }
 
+// addedJobPrefix begins the id of the republish job that snapshots the
+// tables added to the configuration online (snapshotAdded).
+const addedJobPrefix = "added-"
+
 // snapshotAdded schedules an online snapshot of the configured tables the
 // slot's initial snapshot did not read (added to the configuration since):
 // their rows from before would never be published by streaming alone. It
@@ -208,7 +212,7 @@ func (s *Source) snapshotAdded(conn *pgx.Conn, state snapshotState) (snapshotSta
 	if err := onlineSnapshotProblems(conn, s.cfg.Slot, statePath(s.cfg.StateDir, s.cfg.Slot), tables); err != nil {
 		return state, err
 	}
-	job := republishJob{ID: "added-" + newRepublishID(time.Now()), Requested: time.Now().UTC()}
+	job := republishJob{ID: addedJobPrefix + newRepublishID(time.Now()), Requested: time.Now().UTC()}
 	for _, name := range added {
 		job.Tables = append(job.Tables, republishTable{Name: name})
 	}

@@ -362,10 +362,12 @@ type tableReader struct {
 	// emit, when set, takes each full batch instead of out (republish
 	// collects a chunk's batches); the batch is then the callee's.
 	emit func(*rowBatch) error
-	// rowKeys, when set, gets the key of every row read (keyString), in
-	// order: republish drops the rows whose keys changed while the chunk
-	// was read. The snapshot leaves it nil and pays nothing for it.
-	rowKeys *[]string
+	// rowKeys, when set, gets the key of every row read (keyString of
+	// the columns rowKeyAt), in order: republish drops the rows whose keys
+	// changed while the chunk was read. The snapshot leaves it nil and
+	// pays nothing for it.
+	rowKeys  *[]string
+	rowKeyAt []int
 
 	batch   *rowBatch
 	partial []byte
@@ -530,7 +532,7 @@ func (r *tableReader) row(line []byte) error {
 		if r.fields, r.scratch, err = splitCopyLine(line, r.fields, r.scratch); err != nil {
 			return fmt.Errorf("read %s: %w", r.t.QualifiedName(), err)
 		}
-		*r.rowKeys = append(*r.rowKeys, keyString(r.keys, func(i int) []byte { return r.fields[i] }))
+		*r.rowKeys = append(*r.rowKeys, keyString(r.rowKeyAt, func(i int) []byte { return r.fields[i] }))
 	}
 	if r.keys != nil && r.rows == r.chunk {
 		// The last row of a full chunk: the next chunk starts after its
@@ -576,11 +578,17 @@ func (r *tableReader) send() error {
 }
 
 // estimateRows is PostgreSQL's estimate of the table's row count, or -1
-// when it has none (never vacuumed or analyzed).
+// when it has none (never vacuumed or analyzed) or the table is gone
+// (dropped or renamed since it was loaded): reading it then fails, naming
+// the table, and a republish fails that table alone (tableError), not the
+// stream.
 func estimateRows(ctx context.Context, conn *pgx.Conn, t *relation.Table) (int64, error) {
 	var n float64
 	err := conn.QueryRow(ctx, `SELECT c.reltuples::float8 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2`,
 		t.Schema, t.Name).Scan(&n)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return -1, nil
+	}
 	if err != nil {
 		return 0, fmt.Errorf("estimate rows of %s: %w", t.QualifiedName(), err)
 	}

@@ -313,6 +313,31 @@ func goneKeyChange(c *Change) bool {
 	return true
 }
 
+// changeKeyIndexes returns the positions of the columns by which a
+// republish matches a chunk's rows with the stream's changes
+// (chunkWindow.note): the replica identity, which PostgreSQL sends in the
+// old row of every DELETE and of an UPDATE that changes it, and in every
+// new row. A DELETE under an identity that is another unique index than
+// the primary key sends no primary key, and an UPDATE of the primary key
+// alone no old row, so matching by the primary key would miss both. Under
+// REPLICA IDENTITY FULL (the old row holds every column) or NOTHING (no
+// UPDATE or DELETE is published), the primary key.
+func changeKeyIndexes(t *relation.Table) ([]int, error) {
+	if t.IdentityFull || len(t.Identity) == 0 {
+		return keyIndexes(t)
+	}
+	at := make([]int, len(t.Identity))
+	for n, k := range t.Identity {
+		_, i, found := t.Column(k)
+		if !found {
+			return nil, fmt.Errorf("table %s: replica identity column %s is no longer in the stream's shape of the table (columns [%s]): it was renamed or dropped while streaming; restore it, or drop the slot and the state file and take a new snapshot (docs/OPERATIONS.md)",
+				t.QualifiedName(), k, columnNames(t))
+		}
+		at[n] = i
+	}
+	return at, nil
+}
+
 // keyIndexes returns the positions of t's primary key columns. The key
 // list is kept across a schema change (shapeFromRelation) and can go stale
 // when a key column is renamed or dropped while streaming: that is an

@@ -48,7 +48,7 @@ state file; a crash continues from the last completed chunk.`,
 	cmd.Flags().Bool("all", false, "republish every configured entity")
 	cmd.Flags().Bool("cancel", false, "cancel the republish --id, or every one")
 	cmd.Flags().String("id", "", "with --cancel: the republish to cancel (as printed when requested)")
-	cmd.Flags().Int("rate", 0, "at most this many rows per second (0: as fast as Kafka takes them)")
+	cmd.Flags().Int("rate", 0, "at most this many rows per second, chunks of at most as many rows (0: as fast as Kafka takes them)")
 	cmd.Flags().Bool("reconcile", false, "also tombstone keys live on the topic but absent from the table (after a lost slot, a manual produce)")
 	cmd.Flags().Int("chunk-rows", 0, fmt.Sprintf("rows per chunk, at most %d (default: as many as make about %d MB of rows, at most 10,000)", source.MaxRepublishChunkRows, source.RepublishChunkBytes>>20))
 	return cmd
@@ -72,8 +72,16 @@ func runRepublish(ctx context.Context, cfg *config.Config, req republishRequest,
 	if n != 1 {
 		return errors.New("republish: give --entity NAME (repeatable), --all or --cancel")
 	}
-	if req.opts.Reconcile && req.cancel {
-		return errors.New("republish: --reconcile goes with --entity or --all")
+	if req.cancel {
+		// A cancel carries no options: they would be taken and ignored.
+		for _, o := range []struct {
+			flag string
+			set  bool
+		}{{"--reconcile", req.opts.Reconcile}, {"--rate", req.opts.Rate != 0}, {"--chunk-rows", req.opts.ChunkRows != 0}} {
+			if o.set {
+				return fmt.Errorf("republish: %s goes with --entity or --all, not --cancel", o.flag)
+			}
+		}
 	}
 	if req.id != "" && !req.cancel {
 		return errors.New("republish: --id goes with --cancel")
