@@ -40,12 +40,8 @@ func TestStringKeysDistinctAsInTheSource(t *testing.T) {
 // fixes it; the key column the sink creates is not, with a `type:` too.
 func TestMySQLKeyCollationNoted(t *testing.T) {
 	t.Parallel()
-	db, d, err := openStore(mysqlStore().fresh(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	st := &store{db: db, d: d}
+	st := openTestStore(t, mysqlStore().fresh(t))
+	db, d := st.db, st.d
 	key := []column{{name: "code", typ: fieldType{kind: kindString}}}
 	label := column{name: "label", typ: fieldType{kind: kindString, nullable: true}, source: 0}
 	for _, c := range []struct {
@@ -122,12 +118,8 @@ func TestReadModelNamesDifferingInCaseKeepTheirOffsets(t *testing.T) {
 // that does not is given it whatever follows its type.
 func TestMySQLKeyTypeSpellings(t *testing.T) {
 	t.Parallel()
-	db, d, err := openStore(mysqlStore().fresh(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	st := &store{db: db, d: d}
+	st := openTestStore(t, mysqlStore().fresh(t))
+	db := st.db
 	label := column{name: "label", typ: fieldType{kind: kindString, nullable: true}, source: 0}
 	for i, c := range []struct{ typ, want string }{
 		{"varchar(64) binary", "utf8mb4_bin"},

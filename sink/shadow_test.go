@@ -827,12 +827,8 @@ func TestMySQLTypeWords(t *testing.T) {
 // NULL, as BINARY), and the live column's when it chooses none.
 func TestMySQLRetypeCollation(t *testing.T) {
 	t.Parallel()
-	db, d, err := openStore(mysqlStore().fresh(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	st := &store{db: db, d: d}
+	st := openTestStore(t, mysqlStore().fresh(t))
+	db, d := st.db, st.d
 	for i, c := range []struct{ typ, want string }{
 		{"varchar(40) COLLATE `utf8mb4_bin` NOT NULL", "varchar(40) utf8mb4_bin NO"},
 		{"varchar(40) CHARACTER SET 'latin1' NOT NULL", "varchar(40) latin1_swedish_ci NO"},

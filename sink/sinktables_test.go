@@ -13,12 +13,8 @@ import (
 // A table held by another transaction is a warning, not a stalled start.
 func TestSinkTablesBecomeBinary(t *testing.T) {
 	t.Parallel()
-	url := mysqlStore().fresh(t)
-	db, d, err := openStore(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	st := openTestStore(t, mysqlStore().fresh(t))
+	db := st.db
 	// The tables as the versions before made them.
 	for _, q := range []string{
 		`CREATE TABLE replicator_sink_offsets (read_model varchar(200) NOT NULL, topic varchar(249) NOT NULL, part INTEGER NOT NULL,
@@ -32,7 +28,6 @@ func TestSinkTablesBecomeBinary(t *testing.T) {
 			t.Fatalf("%s: %v", q, err)
 		}
 	}
-	st := &store{db: db, d: d}
 	if err := st.ensureSinkTables(t.Context()); err != nil {
 		t.Fatalf("ensureSinkTables: %v", err)
 	}
