@@ -722,11 +722,12 @@ func TestLagWhileABatchWaits(t *testing.T) {
 	}
 }
 
-// TestEndsOnlyRise: the fetch kgo buffered while a batch held the poll
-// loop carries ends older than those listed meanwhile: taking them would
-// show too little lag (none, with records unapplied) until the next fetch.
-// A partition assigned again learns its end anew.
-func TestEndsOnlyRise(t *testing.T) {
+// TestEndsAfterAListing: the fetch kgo buffered while a batch held the
+// poll loop carries ends older than those listed meanwhile: taking them
+// would show too little lag (none, with records unapplied) until the next
+// fetch. Later fetches are taken as they are, and a partition assigned
+// again learns its end anew.
+func TestEndsAfterAListing(t *testing.T) {
 	s := &Sink{expected: map[tp]int64{{"c", 0}: 5}, ends: map[tp]int64{}, log: slog.New(slog.DiscardHandler)}
 	fetch := func(hw int64) kgo.Fetches {
 		return kgo.Fetches{{Topics: []kgo.FetchTopic{{Topic: "c", Partitions: []kgo.FetchPartition{{Partition: 0, HighWatermark: hw}}}}}}
@@ -736,6 +737,13 @@ func TestEndsOnlyRise(t *testing.T) {
 	s.noteEnds(fetch(8)) // buffered before the listing
 	if got := s.Partitions()[0].Lag(); got != 15 {
 		t.Errorf("lag after an older fetch: %d, want 15 (end 20 listed, 5 stored)", got)
+	}
+	// Fetches after that one are current: a lower end (the log cut back)
+	// is taken, or the lag would stay up and /healthz fail.
+	s.noteEnds(fetch(21))
+	s.noteEnds(fetch(12))
+	if got := s.Partitions()[0].Lag(); got != 7 {
+		t.Errorf("lag after a fetch with a lower end: %d, want 7 (end 12, 5 stored)", got)
 	}
 	s.drop(t.Context(), nil, map[string][]int32{"c": {0}}, "revoked")
 	s.expected[tp{"c", 0}] = 5

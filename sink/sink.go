@@ -154,9 +154,10 @@ type Sink struct {
 	// from when it exists (createShadow); "" for a sink.
 	likeTable string
 
-	mu       sync.Mutex   // protects expected and ends (written by group callbacks and the poll loop, read by metrics)
+	mu       sync.Mutex   // protects expected, ends and listed (written by group callbacks and the poll loop, read by metrics)
 	expected map[tp]int64 // assigned partitions → stored next offset, -1 none
-	ends     map[tp]int64 // assigned partitions → the highest end seen in a fetch or listed while a batch takes long (watchEnds)
+	ends     map[tp]int64 // assigned partitions → end at the last fetch, or listed while a batch takes long (watchEnds)
+	listed   bool         // ends were listed since the last fetch was noted (noteEnds then only raises)
 
 	// batchSince is when the batch in progress began (Unix nanoseconds),
 	// 0 between batches: watchEnds lists the topics' ends while it is old.
@@ -396,26 +397,31 @@ func (s *Sink) Run(ctx context.Context) (err error) {
 }
 
 // noteEnds keeps each fetched partition's high watermark: the lag the
-// metrics show is measured against it, at no cost of a request. Only
-// raised: the fetch kgo buffered while a batch held the loop is older than
-// the ends watchEnds listed meanwhile, and taking its ends would show too
-// little lag (none, with records unapplied) until the next fetch.
+// metrics show is measured against it, at no cost of a request. After a
+// batch during which watchEnds listed the ends, the fetches kgo buffered
+// meanwhile are older than those: they only raise the ends (taking theirs
+// would show too little lag, none with records unapplied, until the next
+// fetch). Otherwise a fetch's end is taken as it is, lower too (a log cut
+// back by an unclean leader election would else show lag forever).
 func (s *Sink) noteEnds(fetches kgo.Fetches) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	raiseOnly := s.listed
+	s.listed = false
 	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
 		k := tp{p.Topic, p.Partition}
 		if _, assigned := s.expected[k]; !assigned || p.Err != nil {
 			return
 		}
-		if end, ok := s.ends[k]; !ok || p.HighWatermark > end {
+		if end, ok := s.ends[k]; !ok || !raiseOnly || p.HighWatermark > end {
 			s.ends[k] = p.HighWatermark
 		}
 	})
 }
 
-// endsRefresh is how long a batch holds the poll loop before watchEnds
-// lists the topics' ends, and how often it lists them again meanwhile.
+// endsRefresh is how often watchEnds lists the topics' ends while a batch
+// has held the poll loop for at least as long (so 2–4 s into a batch, then
+// every 2 s).
 const endsRefresh = 2 * time.Second
 
 // watchEnds keeps the lag true while a batch holds the poll loop (the
@@ -424,7 +430,7 @@ const endsRefresh = 2 * time.Second
 // moment lag matters most. Between batches the fetches' ends are current
 // and nothing is asked.
 func (s *Sink) watchEnds(ctx context.Context, adm *kadm.Client, topics []string) {
-	t := time.NewTicker(endsRefresh / 2)
+	t := time.NewTicker(endsRefresh)
 	defer t.Stop()
 	for {
 		select {
@@ -452,6 +458,7 @@ func (s *Sink) watchEnds(ctx context.Context, adm *kadm.Client, topics []string)
 func (s *Sink) raiseEnds(listed kadm.ListedOffsets) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.listed = true
 	listed.Each(func(o kadm.ListedOffset) {
 		k := tp{o.Topic, o.Partition}
 		if _, ok := s.expected[k]; !ok || o.Err != nil {
