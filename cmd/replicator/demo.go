@@ -233,8 +233,10 @@ read_models:
 	return config.Load(path, nil)
 }
 
-// waitSlot polls until the replication slot exists: changes committed after
-// that arrive through the stream rather than the snapshot.
+// waitSlot polls until the replication slot exists and has found its
+// consistent point (confirmed_flush_lsn is set then; the slot is listed
+// before): changes committed after that arrive through the stream rather
+// than the snapshot.
 func waitSlot(ctx context.Context, cfg *config.Config) error {
 	conn, err := source.Connect(ctx, cfg.Source.URL)
 	if err != nil {
@@ -246,7 +248,7 @@ func waitSlot(ctx context.Context, cfg *config.Config) error {
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		var n int
-		if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1`, cfg.Source.Slot).Scan(&n); err != nil {
+		if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND confirmed_flush_lsn IS NOT NULL`, cfg.Source.Slot).Scan(&n); err != nil {
 			return fmt.Errorf("look up slot: %w", err)
 		}
 		if n > 0 {
