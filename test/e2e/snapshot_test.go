@@ -336,7 +336,10 @@ func TestSnapshotWithConcurrentWriters(t *testing.T) {
 func TestSnapshotKilledMidway(t *testing.T) {
 	pg := pgtest.Start(t)
 	conn := connect(t, pg)
-	mustExec(t, conn, fmt.Sprintf(counterDDL, counterRows))
+	// Three times the rows: the kill must land between the first progress
+	// line and the end of the snapshot, 2.4 s at 200,000 rows, which a
+	// test process starved of CPU for that long once missed.
+	mustExec(t, conn, fmt.Sprintf(counterDDL, 3*counterRows))
 	cfgPath, brokerAddr, registryURL := snapshotConfig(t, pg.DSN("postgres"))
 
 	w := &counterWriters{dsn: pg.DSN("postgres"), deleted: map[int64]bool{}}
