@@ -132,14 +132,14 @@ func (s *Source) warnRenamed(idx int, oid uint32, name string, lsn pglogrepl.LSN
 	s.renamedSeen[key] = true
 	t := &s.tables[idx]
 	s.log.Warn(LogTableRenamed, "table", t.QualifiedName(), "wal_name", name, "oid", oid, "lsn", lsn,
-		"fix", fmt.Sprintf("its changes go to its entity as before (same table by OID). If %s is its name now, set `table: %s` in entities "+
+		"fix", fmt.Sprintf("if %s is its name now, set `table: %s` in entities "+
 			"(keep `name:`/`topic:` so the entity stays the same: `name: %s` if it was left to default to the table's name) before the next restart: a start looks tables up by name",
 			name, name, t.Name))
 }
 
 // LogTableRenamed is the message of the warning that a configured table
 // goes by another name in the WAL (see [Source.tableIndex]).
-const LogTableRenamed = "configured table has another name in the WAL: renamed"
+const LogTableRenamed = "configured table has another name in the WAL (renamed): its changes go to its entity, found by OID"
 
 // sameShape reports whether m describes the columns t decodes: same names,
 // type OIDs and, for numeric columns, precision and scale (their Avro
