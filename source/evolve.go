@@ -174,7 +174,7 @@ func sameShape(m *pglogrepl.RelationMessage, t *relation.Table) bool {
 // the WAL cannot be known. The key and replica identity are kept; a key
 // column that disappeared is the handler's to refuse.
 func (st *stream) shapeFromRelation(ctx context.Context, m *pglogrepl.RelationMessage, prev *relation.Table) (relation.Table, error) {
-	t := relation.Table{Schema: prev.Schema, Name: prev.Name, PrimaryKey: prev.PrimaryKey, IdentityFull: prev.IdentityFull}
+	t := relation.Table{Schema: prev.Schema, Name: prev.Name, OID: prev.OID, PrimaryKey: prev.PrimaryKey, IdentityFull: prev.IdentityFull}
 	for _, name := range prev.Identity {
 		for _, mc := range m.Columns {
 			if mc.Name == name {

@@ -113,35 +113,42 @@ func TestStreamRenamedTable(t *testing.T) {
 
 	t.Run("renamed and altered while streaming", func(t *testing.T) {
 		t.Parallel()
-		db := newDB(t, pg, "renalter", `CREATE TABLE items (id int PRIMARY KEY, v text)`)
+		db := newDB(t, pg, "renalter", `CREATE TABLE items (id int PRIMARY KEY, v text, body text);
+			ALTER TABLE items ALTER COLUMN body SET STORAGE EXTERNAL`)
 		dir := t.TempDir()
 		logs := &logBuffer{}
 		h := &followingHandler{fakeHandler: newFakeHandler(false)}
 		r := run(t, db.newSource(dir, logs, nil, "items"), h)
 		db.waitStreamable(dir)
-		db.exec(`INSERT INTO items VALUES (1, 'a')`)
+		db.exec(`INSERT INTO items SELECT 1, 'a', string_agg(md5(i::text), '') FROM generate_series(1, 3200) i`)
 		r.waitChanges(t, h.fakeHandler, "the first insert", atLeast(1))
 
 		db.exec(`ALTER TABLE items RENAME TO goods`)
 		db.exec(`INSERT INTO goods VALUES (2, 'b')`)
 		db.exec(`ALTER TABLE goods ADD COLUMN extra int`) // a new RELATION under the same name
-		db.exec(`INSERT INTO goods VALUES (3, 'c', 7)`)
+		db.exec(`INSERT INTO goods VALUES (3, 'c', NULL, 7)`)
 		db.exec(`ALTER TABLE goods RENAME TO wares`)
-		db.exec(`INSERT INTO wares VALUES (4, 'd', 8)`)
-		got := r.waitChanges(t, h.fakeHandler, "the inserts after the renames", atLeast(4))
-		if len(got) != 4 || ids(got)[3] != 4 {
-			t.Fatalf("changes: got %s, want inserts 1 to 4", summarize(got))
+		db.exec(`INSERT INTO wares VALUES (4, 'd', NULL, 8)`)
+		// Leaves body unsent: re-read in the shape followed since the
+		// ADD COLUMN, which must still know the table by its OID.
+		db.exec(`UPDATE wares SET v = 'e' WHERE id = 1`)
+		got := r.waitChanges(t, h.fakeHandler, "the changes after the renames", atLeast(5))
+		if len(got) != 5 || ids(got)[3] != 4 {
+			t.Fatalf("changes: got %s, want inserts 1 to 4 and an update of 1", summarize(got))
+		}
+		if u := got[4]; u.Op != OpUpdate || u.New[1] != "e" || u.New[2] != got[0].New[2] {
+			t.Errorf("the update after ADD COLUMN and the renames: got %s with body %s, want v e and the 100 KB body re-read", summarize([]Change{u}), describe(u.New[2]))
 		}
 		for _, c := range got {
 			if c.TableIndex != 0 || c.Table.Name != "items" {
 				t.Errorf("change %s: want table items at index 0", summarize([]Change{c}))
 			}
 		}
-		if row := got[2].New; len(row) != 3 || row[2] != int32(7) {
-			t.Errorf("insert after ADD COLUMN: got %v, want 3 values ending in 7", row)
+		if row := got[2].New; len(row) != 4 || row[3] != int32(7) {
+			t.Errorf("insert after ADD COLUMN: got %v, want 4 values ending in 7", row)
 		}
 		calls := h.calls()
-		if len(calls) < 2 || colNames(calls[len(calls)-1].next) != "id, v, extra" {
+		if len(calls) < 2 || colNames(calls[len(calls)-1].next) != "id, v, body, extra" {
 			t.Errorf("FollowShape: got %+v, want the added column followed", calls)
 		}
 		out := logs.String()
