@@ -82,8 +82,12 @@ type Column struct {
 // attribute order (the order pgoutput sends tuples in), and its primary key
 // column names (empty when the table has none).
 type Table struct {
-	Schema     string
-	Name       string
+	Schema string
+	Name   string
+	// OID is the table's pg_class OID when read from the catalog (0 when
+	// not, as in tests). It outlives a rename: the stream maps a renamed
+	// configured table to its entity by it, and re-reads find it by it.
+	OID        uint32
 	Columns    []Column
 	PrimaryKey []string
 	// Identity lists the columns PostgreSQL writes into the old tuple of an

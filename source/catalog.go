@@ -66,6 +66,7 @@ func LoadTable(ctx context.Context, conn *pgx.Conn, schema, name string) (relati
 	if err != nil {
 		return t, fmt.Errorf("look up table %s: %w", qualified, err)
 	}
+	t.OID = oid
 	if kind == "p" {
 		// SELECT FROM ONLY a partitioned table reads no rows, and pgoutput
 		// names the partitions, not the table, unless the publication has

@@ -49,7 +49,7 @@ func (st *stream) relation(ctx context.Context, m *pglogrepl.RelationMessage) (*
 	if err := st.drain(ctx); err != nil {
 		return nil, err
 	}
-	idx, ok := st.src.byName[m.Namespace+"."+m.RelationName]
+	idx, ok := st.src.tableIndex(m, st.r.txn.lsn)
 	if !ok {
 		return &walRel{idx: -1}, nil
 	}
@@ -89,6 +89,58 @@ func (st *stream) relation(ctx context.Context, m *pglogrepl.RelationMessage) (*
 	return &walRel{idx: idx, table: t}, nil
 }
 
+// tableIndex maps a RELATION message to the index of a configured table:
+// by its name, as configured, or else by its OID. The publication lists
+// tables by OID, so a configured table renamed while streaming keeps
+// sending its changes under the new name; and WAL written before a rename
+// names the table as it was then, replayed after the configuration was
+// changed to the new name. Either way it is the same table and its changes
+// go to the same entity: dropping them would confirm the slot past them.
+// lsn is the commit LSN of the transaction, for the warning.
+func (s *Source) tableIndex(m *pglogrepl.RelationMessage, lsn pglogrepl.LSN) (int, bool) {
+	name := m.Namespace + "." + m.RelationName
+	if idx, ok := s.byName[name]; ok {
+		return idx, true
+	}
+	idx, ok := s.byOID[m.RelationID]
+	if !ok {
+		return -1, false
+	}
+	s.warnRenamed(idx, m.RelationID, name, lsn)
+	return idx, true
+}
+
+// renamedName is a configured table's OID with a name the WAL gave it.
+type renamedName struct {
+	oid  uint32
+	name string
+}
+
+// warnRenamed logs, once per OID and WAL name for the life of the Source
+// (not per RELATION message, which each session repeats), that configured
+// table idx goes by name in the WAL, and what to do about it.
+func (s *Source) warnRenamed(idx int, oid uint32, name string, lsn pglogrepl.LSN) {
+	s.renamedMu.Lock()
+	defer s.renamedMu.Unlock()
+	key := renamedName{oid: oid, name: name}
+	if s.renamedSeen[key] {
+		return
+	}
+	if s.renamedSeen == nil {
+		s.renamedSeen = map[renamedName]bool{}
+	}
+	s.renamedSeen[key] = true
+	t := &s.tables[idx]
+	s.log.Warn(LogTableRenamed, "table", t.QualifiedName(), "wal_name", name, "oid", oid, "lsn", lsn,
+		"fix", fmt.Sprintf("if %s is its name now, set `table: %s` in entities "+
+			"(keep `name:`/`topic:` so the entity stays the same: `name: %s` if it was left to default to the table's name) before the next restart: a start looks tables up by name",
+			name, name, t.Name))
+}
+
+// LogTableRenamed is the message of the warning that a configured table
+// goes by another name in the WAL (see [Source.tableIndex]).
+const LogTableRenamed = "configured table has another name in the WAL (renamed): its changes go to its entity, found by OID"
+
 // sameShape reports whether m describes the columns t decodes: same names,
 // type OIDs and, for numeric columns, precision and scale (their Avro
 // decimal depends on them; other typmods such as varchar's length do not
@@ -122,7 +174,7 @@ func sameShape(m *pglogrepl.RelationMessage, t *relation.Table) bool {
 // the WAL cannot be known. The key and replica identity are kept; a key
 // column that disappeared is the handler's to refuse.
 func (st *stream) shapeFromRelation(ctx context.Context, m *pglogrepl.RelationMessage, prev *relation.Table) (relation.Table, error) {
-	t := relation.Table{Schema: prev.Schema, Name: prev.Name, PrimaryKey: prev.PrimaryKey, IdentityFull: prev.IdentityFull}
+	t := relation.Table{Schema: prev.Schema, Name: prev.Name, OID: prev.OID, PrimaryKey: prev.PrimaryKey, IdentityFull: prev.IdentityFull}
 	for _, name := range prev.Identity {
 		for _, mc := range m.Columns {
 			if mc.Name == name {

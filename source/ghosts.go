@@ -190,7 +190,7 @@ func (r *deleteReplay) row(ctx context.Context, op Op, rel *walRel, oldTuple, ne
 // column by its place among the WAL's key columns when it was renamed
 // since (see renamedKeys).
 func (r *deleteReplay) relation(_ context.Context, m *pglogrepl.RelationMessage) (*walRel, error) {
-	idx, ok := r.src.byName[m.Namespace+"."+m.RelationName]
+	idx, ok := r.src.tableIndex(m, r.r.txn.lsn)
 	if !ok {
 		return &walRel{idx: -1}, nil
 	}

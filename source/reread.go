@@ -447,7 +447,11 @@ type rereadRow struct {
 // have no parameter encoding of their own), so the join uses the key's
 // index.
 func (st *stream) rereadRows(ctx context.Context, t *relation.Table, xids []uint32, keys [][]string, cols, dropped []int) ([]rereadRow, error) {
-	sql, err := rereadSQL(t, cols, dropped)
+	from, err := st.tableRef(ctx, t, false)
+	if err != nil {
+		return nil, err
+	}
+	sql, err := rereadSQL(t, from, cols, dropped)
 	if err != nil {
 		return nil, err
 	}
@@ -463,9 +467,22 @@ func (st *stream) rereadRows(ctx context.Context, t *relation.Table, xids []uint
 		}
 		args = append(args, col)
 	}
+	renamed := false
 	for wait := minVisibleWait; ; wait = min(2*wait, maxVisibleWait) {
 		st.src.rereads.Add(1)
 		rows, visible, err := st.rereadOnce(ctx, t, sql, args, keys, cols)
+		var pgErr *pgconn.PgError
+		if t.OID != 0 && !renamed && errors.As(err, &pgErr) && pgErr.Code == "42P01" { // undefined_table
+			// Renamed since its name was looked up: look again.
+			renamed = true
+			if from, err = st.tableRef(ctx, t, true); err != nil {
+				return nil, err
+			}
+			if sql, err = rereadSQL(t, from, cols, dropped); err != nil {
+				return nil, err
+			}
+			continue
+		}
 		if err != nil || visible {
 			return rows, err
 		}
@@ -479,12 +496,13 @@ func (st *stream) rereadRows(ctx context.Context, t *relation.Table, xids []uint
 	}
 }
 
-// rereadSQL is rereadRows' statement: $1 is the xid array, $2… one text
-// array per key column. It returns one row per key whose transaction is
+// rereadSQL is rereadRows' statement, reading t from the table named from
+// (quoted, see tableRef): $1 is the xid array, $2… one text array per key
+// column. It returns one row per key whose transaction is
 // visible: the visibility test is a WHERE on the snapshot and the key,
 // below the join, so a key read too early reads no row of the table
 // (costing no more than a probe of its own would, without its round trip).
-func rereadSQL(t *relation.Table, cols, dropped []int) (string, error) {
+func rereadSQL(t *relation.Table, from string, cols, dropped []int) (string, error) {
 	at, err := keyIndexes(t)
 	if err != nil {
 		return "", err
@@ -518,7 +536,7 @@ func rereadSQL(t *relation.Table, cols, dropped []int) (string, error) {
 	return `SELECT k.n, t.ctid IS NOT NULL, t.xmin = k.x::text::xid, ` + strings.Join(sel, ", ") + `
 		FROM txid_current_snapshot() s
 		CROSS JOIN unnest($1::bigint[], ` + strings.Join(arrays, ", ") + `) WITH ORDINALITY AS k(x, ` + strings.Join(names, ", ") + `, n)
-		LEFT JOIN ` + pgx.Identifier{t.Schema, t.Name}.Sanitize() + ` t ON ` + strings.Join(on, " AND ") + `
+		LEFT JOIN ` + from + ` t ON ` + strings.Join(on, " AND ") + `
 		WHERE txid_visible_in_snapshot((((txid_snapshot_xmax(s) >> 32)
 			- CASE WHEN k.x >= (txid_snapshot_xmax(s) & 4294967295) THEN 1 ELSE 0 END) << 32) | k.x, s)`, nil
 }
@@ -586,10 +604,46 @@ func (st *stream) rereadOnce(ctx context.Context, t *relation.Table, sql string,
 	return out, true, nil
 }
 
+// tableRef is the quoted name to read t by in SQL now. A table read from
+// the catalog is looked up by its OID, as it may have been renamed since
+// start: its configured name then names nothing, or another table. The
+// name is kept per OID for the stream's life; fresh looks it up again
+// (after a statement found no table by it). Like rowBytes, it belongs to
+// the goroutine that re-reads.
+func (st *stream) tableRef(ctx context.Context, t *relation.Table, fresh bool) (string, error) {
+	if t.OID == 0 { // not read from the catalog (tests)
+		return pgx.Identifier{t.Schema, t.Name}.Sanitize(), nil
+	}
+	if ref, ok := st.relNames[t.OID]; ok && !fresh {
+		return ref, nil
+	}
+	var schema, name string
+	err := st.sql.QueryRow(ctx, `SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1`,
+		t.OID).Scan(&schema, &name)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", fmt.Errorf("table %s (OID %d) no longer exists: it was dropped", t.QualifiedName(), t.OID)
+	}
+	if err != nil {
+		return "", fmt.Errorf("look up the name of table %s (OID %d): %w", t.QualifiedName(), t.OID, err)
+	}
+	if st.relNames == nil {
+		st.relNames = map[uint32]string{}
+	}
+	ref := pgx.Identifier{schema, name}.Sanitize()
+	st.relNames[t.OID] = ref
+	return ref, nil
+}
+
 // droppedColumns lists the indexes of t's columns the table no longer has.
 func (st *stream) droppedColumns(ctx context.Context, t *relation.Table) ([]int, error) {
-	rows, err := st.sql.Query(ctx, `SELECT attname FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped`,
-		pgx.Identifier{t.Schema, t.Name}.Sanitize())
+	var rows pgx.Rows
+	var err error
+	if t.OID != 0 { // by OID: the table may have been renamed since start
+		rows, err = st.sql.Query(ctx, `SELECT attname FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped`, t.OID)
+	} else {
+		rows, err = st.sql.Query(ctx, `SELECT attname FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped`,
+			pgx.Identifier{t.Schema, t.Name}.Sanitize())
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read the columns of %s: %w", t.QualifiedName(), err)
 	}

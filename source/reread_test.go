@@ -82,7 +82,7 @@ func TestReread(t *testing.T) {
 	}
 	// And an attempt that finds the transaction not visible reads no row
 	// of the table: a row of 1 GB costs nothing while it waits.
-	sql, err := rereadSQL(&tbl, nil, nil)
+	sql, err := rereadSQL(&tbl, pgx.Identifier{tbl.Schema, tbl.Name}.Sanitize(), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

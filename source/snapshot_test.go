@@ -461,6 +461,37 @@ func TestSnapshot(t *testing.T) {
 		}
 	})
 
+	// A row deleted before the table was renamed, restarted with the
+	// configuration naming it anew: the replayed WAL names the table by its
+	// old name, and the replay finds it by its OID.
+	t.Run("rows deleted before their table was renamed get tombstones", func(t *testing.T) {
+		t.Parallel()
+		db := newDB(t, pg, "ghosts_table", `
+			CREATE TABLE items (id int PRIMARY KEY, v text);
+			INSERT INTO items SELECT i, 'v' FROM generate_series(1, 20) i;`)
+		dir := t.TempDir()
+		published := interruptSnapshot(t, db, dir)
+		db.exec(`DELETE FROM items WHERE id = $1`, published[0])
+		db.exec(`ALTER TABLE items RENAME TO goods`)
+
+		logs, h2 := &logBuffer{}, newFakeHandler(false)
+		r := run(t, db.newSource(dir, logs, nil, "goods"), h2)
+		db.waitState(dir, "complete", func(s snapshotState) bool { return s.Complete })
+		got := r.waitChanges(t, h2, "the tombstone and the snapshot", atLeast(1+19))
+		if err := r.stop(t); err != nil {
+			t.Fatalf("second Run after cancel: got %v, want nil", err)
+		}
+		if len(got) != 20 || got[0].Op != OpDelete || got[0].Old == nil || got[0].TableIndex != 0 || got[0].Table.Name != "goods" {
+			t.Fatalf("changes: got %s, want a delete of goods then 19 snapshot rows", summarize(got))
+		}
+		if got[0].Old[0] != published[0] {
+			t.Errorf("tombstoned key: got %v, want %d", got[0].Old[0], published[0])
+		}
+		if !strings.Contains(logs.String(), LogTableRenamed) || !strings.Contains(logs.String(), "wal_name=public.items") {
+			t.Errorf("no rename warning:\n%s", logs)
+		}
+	})
+
 	// A TRUNCATE, and a delete from before a column was added and another
 	// changed type, while the snapshot was interrupted: both removed rows
 	// the failed run had published, which neither the new snapshot nor the

@@ -86,7 +86,15 @@ type Source struct {
 	cfg    Config
 	tables []relation.Table
 	byName map[string]int
-	log    *slog.Logger
+	// byOID maps the OIDs of the configured tables read from the catalog
+	// to their index: a table renamed since start (or since the WAL being
+	// replayed was written) is found by it (evolve.go, ghosts.go).
+	byOID map[uint32]int
+	// renamedSeen holds the (OID, WAL name) pairs of renamed configured
+	// tables already warned about (warnRenamed).
+	renamedMu   sync.Mutex
+	renamedSeen map[renamedName]bool
+	log         *slog.Logger
 	// rereads counts the statements run to re-read unchanged TOAST
 	// values (reread.go), for tests.
 	rereads atomic.Int64
@@ -147,9 +155,12 @@ func New(cfg Config, tables []relation.Table) (*Source, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Source{cfg: cfg, tables: tables, byName: map[string]int{}, log: cfg.Logger, stats: &Stats{}}
+	s := &Source{cfg: cfg, tables: tables, byName: map[string]int{}, byOID: map[uint32]int{}, log: cfg.Logger, stats: &Stats{}}
 	for i, t := range tables {
 		s.byName[t.Schema+"."+t.Name] = i
+		if t.OID != 0 {
+			s.byOID[t.OID] = i
+		}
 	}
 	return s, nil
 }

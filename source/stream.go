@@ -36,6 +36,10 @@ type stream struct {
 	// rowBytes is the size of a re-read row per table (reread.go's
 	// nextChunk); the re-reads' goroutine's.
 	rowBytes rowSizes
+	// relNames is the quoted current name of each configured table
+	// re-read, by OID (reread.go's tableRef); it belongs to the goroutine
+	// that re-reads, too.
+	relNames map[uint32]string
 	reported pglogrepl.LSN // last LSN sent in a status update
 	change   Change
 	guard    stallGuard // answers the server while a hand-over blocks
