@@ -151,7 +151,7 @@ entities: [{table: present}, {table: absent}]
 }
 
 // TestStatusAndCheckBoundTheSourceConnection: a source that accepts the
-// connection and never answers fails status and check within their
+// connection and never answers fails status, check and schema within their
 // bounds instead of holding them forever.
 func TestStatusAndCheckBoundTheSourceConnection(t *testing.T) {
 	t.Parallel()
@@ -185,7 +185,7 @@ data_dir: %q
 kafka: {brokers: [%q]}
 entities: [{table: t}]
 `, silent.Addr(), t.TempDir(), closedAddr(t)))
-	for _, cmd := range []string{"status", "check"} {
+	for _, cmd := range []string{"status", "check", "schema"} {
 		start := time.Now()
 		out, err := runCLI(t, cmd, "--config", cfg)
 		if err == nil {
@@ -193,6 +193,9 @@ entities: [{table: t}]
 		}
 		if took := time.Since(start); took > time.Minute {
 			t.Errorf("%s took %v against a silent source", cmd, took)
+		}
+		if err != nil {
+			out += err.Error() // schema returns the failure, not printed
 		}
 		if !strings.Contains(out, "timeout") && !strings.Contains(out, "deadline") {
 			t.Errorf("%s output does not say the connection timed out:\n%s", cmd, out)
