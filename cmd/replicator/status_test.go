@@ -315,3 +315,38 @@ read_models:
 		}
 	}
 }
+
+// TestStatusExternalBrokerDown: brokers of kafka.brokers that do not
+// answer need attention (run produces to them), naming the key; the
+// embedded broker not answering does not (it runs only inside run).
+func TestStatusExternalBrokerDown(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		kafka string
+		want  bool
+	}{
+		{fmt.Sprintf("{brokers: [%q]}", closedAddr(t)), true},
+		{fmt.Sprintf("{listen: %q}", closedAddr(t)), false},
+	} {
+		cfg, err := config.Load(writeYAML(t, fmt.Sprintf(`
+source: {url: "postgres://u@%s/d"}
+data_dir: %q
+kafka: %s
+registry: {listen: %q}
+entities: [{table: t}]
+`, closedAddr(t), t.TempDir(), tt.kafka, closedAddr(t))), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep := collectStatus(t.Context(), cfg, false, defaultMaxRetainedWAL, defaultMaxLagBytes, defaultMaxReadModelLag)
+		got := false
+		for _, a := range rep.Attention {
+			if strings.Contains(a, "kafka.brokers") {
+				got = true
+			}
+		}
+		if got != tt.want || rep.KafkaError == "" {
+			t.Errorf("kafka %s: attention %q, kafka_error %q; want an attention naming kafka.brokers: %v", tt.kafka, rep.Attention, rep.KafkaError, tt.want)
+		}
+	}
+}
