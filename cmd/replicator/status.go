@@ -192,6 +192,9 @@ cannot be read; or a republish request could not republish a
 table.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if n, _ := cmd.Flags().GetInt64("max-read-model-lag"); n < 0 {
+				return fmt.Errorf("--max-read-model-lag: %d is negative: give a number of records, 0 or more (default %d)", n, defaultMaxReadModelLag)
+			}
 			path, _ := cmd.Flags().GetString("config")
 			// A sink-only file (kafka, registry, read_models): its read
 			// models are reported, as `replicator sink` reads it.

@@ -350,3 +350,13 @@ entities: [{table: t}]
 		}
 	}
 }
+
+// TestStatusRejectsNegativeReadModelLag: a negative threshold would make
+// every read model, 0 records behind, "over --max-read-model-lag -1".
+func TestStatusRejectsNegativeReadModelLag(t *testing.T) {
+	t.Parallel()
+	out, err := runCLI(t, "status", "--config", writeYAML(t, "read_models: []\n"), "--max-read-model-lag", "-1")
+	if err == nil || !strings.Contains(err.Error(), "--max-read-model-lag: -1 is negative") {
+		t.Errorf("status --max-read-model-lag -1: got %v, want it refused naming the flag\n%s", err, out)
+	}
+}
