@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"time"
@@ -146,15 +147,17 @@ func checkReadModels(ctx context.Context, cfg *config.Config, out io.Writer, rep
 	if len(cfg.ReadModels) == 0 {
 		return
 	}
+	// As `replicator sink` starts: the broker and the registry must answer
+	// first, named with the setting to fix. Each read model's check would
+	// otherwise wait out its whole bound on a silent broker and then fail
+	// its store and registry reads too, as if they were what is down.
 	brokers, registryURL := sinkEndpoints(cfg)
-	kopts, err := kafkaOptions(cfg, brokers, nil)
-	if err != nil {
-		report("read models", err)
-		return
-	}
-	rcl, err := registry.NewClient(registry.ClientConfig{URL: registryURL, Username: cfg.Registry.Username, Password: cfg.Registry.Password, CAFile: cfg.Registry.CAFile})
-	if err != nil {
-		report("read models", fmt.Errorf("%s: %w", config.KeyRegistryURL, err))
+	kopts, kerr := sinkKafka(ctx, cfg, brokers, slog.New(slog.DiscardHandler))
+	report(fmt.Sprintf("Kafka of the read models %v", brokers), kerr)
+	rcl, rerr := sinkRegistry(ctx, cfg, registryURL)
+	report("schema registry of the read models "+config.RedactRegistryURL(registryURL), rerr)
+	if kerr != nil || rerr != nil {
+		fmt.Fprintf(out, "      note: the read models are checked once the broker and registry answer\n")
 		return
 	}
 	for i, m := range cfg.ReadModels {

@@ -155,36 +155,13 @@ entities: [{table: present}, {table: absent}]
 // bounds instead of holding them forever.
 func TestStatusAndCheckBoundTheSourceConnection(t *testing.T) {
 	t.Parallel()
-	silent, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var held sync.WaitGroup
-	held.Go(func() {
-		var conns []net.Conn
-		defer func() {
-			for _, c := range conns {
-				c.Close()
-			}
-		}()
-		for {
-			c, err := silent.Accept()
-			if err != nil {
-				return // closed by the cleanup
-			}
-			conns = append(conns, c) // held open, never answered
-		}
-	})
-	t.Cleanup(func() {
-		silent.Close()
-		held.Wait()
-	})
+	silent := silentAddr(t)
 	cfg := writeYAML(t, fmt.Sprintf(`
 source: {url: "postgres://u@%s/d"}
 data_dir: %q
 kafka: {brokers: [%q]}
 entities: [{table: t}]
-`, silent.Addr(), t.TempDir(), closedAddr(t)))
+`, silent, t.TempDir(), closedAddr(t)))
 	for _, cmd := range []string{"status", "check", "schema"} {
 		start := time.Now()
 		out, err := runCLI(t, cmd, "--config", cfg)
@@ -359,4 +336,35 @@ func TestStatusRejectsNegativeReadModelLag(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "--max-read-model-lag: -1 is negative") {
 		t.Errorf("status --max-read-model-lag -1: got %v, want it refused naming the flag\n%s", err, out)
 	}
+}
+
+// silentAddr is a loopback address that accepts connections and never
+// answers on them (a hung server), until the test ends.
+func silentAddr(t *testing.T) string {
+	t.Helper()
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held sync.WaitGroup
+	held.Go(func() {
+		var conns []net.Conn
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return // closed by the cleanup
+			}
+			conns = append(conns, c) // held open, never answered
+		}
+	})
+	t.Cleanup(func() {
+		silent.Close()
+		held.Wait()
+	})
+	return silent.Addr().String()
 }
