@@ -294,3 +294,19 @@ func TestSameListenAddr(t *testing.T) {
 		}
 	}
 }
+
+// TestEmptySectionsKeepDefaults: a section whose keys are all commented
+// out (`kafka:` alone, null in YAML) is a known key keeping its defaults,
+// not "unknown config key kafka".
+func TestEmptySectionsKeepDefaults(t *testing.T) {
+	cfg, err := Load(writeConfig(t, minimal+"kafka:\n#  brokers: [k:9092]\nlog:\nmetrics:\n"), nil)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if cfg.Kafka.Listen != "127.0.0.1:9092" || cfg.Log.Level != "info" || cfg.Metrics.StallTimeout != time.Minute {
+		t.Errorf("empty sections lost their defaults: kafka.listen %q, log.level %q, metrics.stall_timeout %v", cfg.Kafka.Listen, cfg.Log.Level, cfg.Metrics.StallTimeout)
+	}
+	if _, err := Load(writeConfig(t, minimal+"metrics: 5\n"), nil); err == nil || !strings.Contains(err.Error(), "metrics: expected a map") {
+		t.Errorf("metrics: 5: got %v, want an error saying metrics wants a mapping", err)
+	}
+}
