@@ -147,17 +147,23 @@ func checkReadModels(ctx context.Context, cfg *config.Config, out io.Writer, rep
 	if len(cfg.ReadModels) == 0 {
 		return
 	}
-	// As `replicator sink` starts: the broker and the registry must answer
-	// first, named with the setting to fix. Each read model's check would
-	// otherwise wait out its whole bound on a silent broker and then fail
-	// its store and registry reads too, as if they were what is down.
+	// As `replicator sink` starts: the broker and the registry, each named
+	// with the setting to fix (a read model's own check says only
+	// "list topics: unable to dial"). The read models are checked all the
+	// same, for their stores' problems.
 	brokers, registryURL := sinkEndpoints(cfg)
-	kopts, kerr := sinkKafka(ctx, cfg, brokers, slog.New(slog.DiscardHandler))
+	_, kerr := sinkKafka(ctx, cfg, brokers, slog.New(slog.DiscardHandler))
 	report(fmt.Sprintf("Kafka of the read models %v", brokers), kerr)
-	rcl, rerr := sinkRegistry(ctx, cfg, registryURL)
+	_, rerr := sinkRegistry(ctx, cfg, registryURL)
 	report("schema registry of the read models "+config.RedactRegistryURL(registryURL), rerr)
-	if kerr != nil || rerr != nil {
-		fmt.Fprintf(out, "      note: the read models are checked once the broker and registry answer\n")
+	kopts, err := kafkaOptions(cfg, brokers, nil)
+	if err != nil {
+		report("read models", err)
+		return
+	}
+	rcl, err := registry.NewClient(registry.ClientConfig{URL: registryURL, Username: cfg.Registry.Username, Password: cfg.Registry.Password, CAFile: cfg.Registry.CAFile})
+	if err != nil {
+		report("read models", fmt.Errorf("%s: %w", config.KeyRegistryURL, err))
 		return
 	}
 	for i, m := range cfg.ReadModels {
