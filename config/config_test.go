@@ -176,6 +176,10 @@ entities:
 		{"max message bytes too large", "source: {url: x}\nkafka: {max_message_bytes: 1000000000}\nentities: [{table: t}]\n",
 			[]string{"kafka.max_message_bytes: 1000000000 is not between", "Kafka's default is 1048588"}},
 		{"missing file", "", []string{"does not exist"}},
+		{"embedded broker and metrics on one address", minimal + "kafka: {listen: '127.0.0.1:40000'}\nmetrics: {listen: 'localhost:40000'}\n",
+			[]string{"metrics.listen: localhost:40000 is the address of kafka.listen (127.0.0.1:40000) too"}},
+		{"embedded registry on every interface and broker on its port", minimal + "kafka: {listen: '127.0.0.1:40001'}\nregistry: {listen: ':40001', username: u, password: p}\n",
+			[]string{"registry.listen: :40001 is the address of kafka.listen (127.0.0.1:40001) too"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -266,5 +270,43 @@ func TestValidateDoesNotQuoteSecrets(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), "secret") {
 		t.Errorf("error leaks the password: %v", err)
+	}
+}
+
+func TestSameListenAddr(t *testing.T) {
+	for _, tt := range []struct {
+		a, b string
+		want bool
+	}{
+		{"127.0.0.1:9092", "127.0.0.1:9092", true},
+		{"127.0.0.1:9092", "localhost:9092", true},
+		{"0.0.0.0:9092", "127.0.0.1:9092", true},
+		{":9092", "10.0.0.5:9092", true},
+		{"[::]:9092", "127.0.0.1:9092", true},
+		{"127.0.0.1:9092", "127.0.0.1:9093", false},
+		{"127.0.0.1:9092", "127.0.0.2:9092", false},
+		{"127.0.0.1:0", "127.0.0.1:0", false},
+		{"host-a:1", "host-b:1", false},
+		{"no-port", "no-port", false},
+	} {
+		if got := sameListenAddr(tt.a, tt.b); got != tt.want {
+			t.Errorf("sameListenAddr(%q, %q) = %v, want %v", tt.a, tt.b, got, tt.want)
+		}
+	}
+}
+
+// TestEmptySectionsKeepDefaults: a section whose keys are all commented
+// out (`kafka:` alone, null in YAML) is a known key keeping its defaults,
+// not "unknown config key kafka".
+func TestEmptySectionsKeepDefaults(t *testing.T) {
+	cfg, err := Load(writeConfig(t, minimal+"kafka:\n#  brokers: [k:9092]\nlog:\nmetrics:\n"), nil)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if cfg.Kafka.Listen != "127.0.0.1:9092" || cfg.Log.Level != "info" || cfg.Metrics.StallTimeout != time.Minute {
+		t.Errorf("empty sections lost their defaults: kafka.listen %q, log.level %q, metrics.stall_timeout %v", cfg.Kafka.Listen, cfg.Log.Level, cfg.Metrics.StallTimeout)
+	}
+	if _, err := Load(writeConfig(t, minimal+"metrics: 5\n"), nil); err == nil || !strings.Contains(err.Error(), "metrics: expected a map") {
+		t.Errorf("metrics: 5: got %v, want an error saying metrics wants a mapping", err)
 	}
 }

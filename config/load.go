@@ -235,8 +235,23 @@ func load(data []byte, hasFile bool, fs *pflag.FlagSet, validate func(*Config) e
 func unknownKeys(v *viper.Viper) error {
 	known := map[string]bool{}
 	collectKeys(reflect.TypeOf(Config{}), "", known)
+	sections := map[string]bool{}
+	for k := range known {
+		for i, c := range k {
+			if c == '.' {
+				sections[k[:i]] = true
+			}
+		}
+	}
 	var errs []error
 	for _, k := range v.AllKeys() {
+		if sections[k] {
+			// A section given a value that is not a mapping: `kafka:`
+			// alone, its keys commented out, is null and keeps the
+			// defaults; another value fails to decode, naming the key.
+			// Either way the key is known.
+			continue
+		}
 		if !known[k] && !strings.HasPrefix(k, KeyEntities+".") && k != KeyReadModels && !strings.HasPrefix(k, KeyReadModels+".") {
 			errs = append(errs, fmt.Errorf("unknown config key %s", k))
 		}

@@ -41,8 +41,78 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("%s: does not parse (not shown: it may hold a password): write postgres://user:password@host:5432/db with special characters percent-encoded (@ as %%40, / as %%2F, : as %%3A), or host=h user=u dbname=d with values containing spaces in single quotes", KeySourceURL))
 	}
 	errs = append(errs, c.validateEntities()...)
+	errs = append(errs, c.validateListenOverlap()...)
 	errs = append(errs, c.validateReadModels()...)
 	return errors.Join(errs...)
+}
+
+// validateListenOverlap reports two of the addresses `run` listens on
+// (the embedded broker's, the embedded registry's, metrics.listen) that
+// are one: each binds on its own, so `check` (which tries them one by
+// one) passed them while `run` failed at start with "address already in
+// use", naming only the second.
+func (c *Config) validateListenOverlap() []error {
+	type listener struct{ key, addr string }
+	var ls []listener
+	if c.EmbeddedKafka() {
+		ls = append(ls, listener{KeyKafkaListen, c.Kafka.Listen})
+	}
+	if c.EmbeddedRegistry() {
+		ls = append(ls, listener{KeyRegistryListen, c.Registry.Listen})
+	}
+	if c.Metrics.Listen != "" {
+		ls = append(ls, listener{KeyMetricsListen, c.Metrics.Listen})
+	}
+	var errs []error
+	for i, a := range ls {
+		for _, b := range ls[:i] {
+			if sameListenAddr(a.addr, b.addr) {
+				errs = append(errs, fmt.Errorf("%s: %s is the address of %s (%s) too: `replicator run` listens on both; give each its own port", a.key, a.addr, b.key, b.addr))
+			}
+		}
+	}
+	return errs
+}
+
+// sameListenAddr reports whether listening on a and then on b would
+// collide: the same port (not 0, which picks a free one) on the same
+// host, or on any host when either listens on every interface. localhost
+// is 127.0.0.1, which Go binds for it. Addresses that do not parse are
+// reported by their own checks.
+func sameListenAddr(a, b string) bool {
+	ha, pa, err := net.SplitHostPort(a)
+	if err != nil {
+		return false
+	}
+	hb, pb, err := net.SplitHostPort(b)
+	if err != nil {
+		return false
+	}
+	na, erra := net.LookupPort("tcp", pa)
+	nb, errb := net.LookupPort("tcp", pb)
+	if erra != nil || errb != nil || na == 0 || na != nb {
+		return false
+	}
+	ipa, ipb := listenIP(ha), listenIP(hb)
+	switch {
+	case ipa == nil || ipb == nil:
+		return strings.EqualFold(ha, hb)
+	case ipa.IsUnspecified() || ipb.IsUnspecified():
+		return true
+	}
+	return ipa.Equal(ipb)
+}
+
+// listenIP is the IP a listen host binds: every interface for "", the
+// loopback for localhost, nil for another name.
+func listenIP(host string) net.IP {
+	switch {
+	case host == "":
+		return net.IPv6unspecified
+	case strings.EqualFold(host, "localhost"):
+		return net.IPv4(127, 0, 0, 1)
+	}
+	return net.ParseIP(host)
 }
 
 // ValidateSink is [Config.Validate] for `sink`: at least one read model is

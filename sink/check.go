@@ -10,6 +10,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
+// checkStepTimeout bounds each party [Check] asks: the store, the broker,
+// the registry.
+const checkStepTimeout = 15 * time.Second
+
 // Check reports, without writing anything, what would stop the read model
 // at start (the store unreachable, a topic or subject missing, a needed
 // field absent, an existing table that does not fit: [fitTable]) as
@@ -29,8 +33,14 @@ func Check(ctx context.Context, cfg Config) (notes []string, problems []error) {
 		return nil, []error{fmt.Errorf("store: %w", err)}
 	}
 	defer db.Close()
-	pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
+	pctx, cancel := context.WithTimeout(ctx, checkStepTimeout)
+	defer func() { cancel() }()
+	// storeAgain gives the store's reads a new bound after the broker or
+	// the registry was asked (and may have taken theirs).
+	storeAgain := func() {
+		cancel()
+		pctx, cancel = context.WithTimeout(ctx, checkStepTimeout)
+	}
 	if err := db.PingContext(pctx); err != nil {
 		return nil, []error{fmt.Errorf("store %s does not answer: %w", d.name(), err)}
 	}
@@ -46,7 +56,14 @@ func Check(ctx context.Context, cfg Config) (notes []string, problems []error) {
 	for i, src := range m.Sources {
 		topics[i] = src.Topic
 	}
-	details, err := adm.ListTopics(pctx, topics...)
+	// The broker and the registry each get a bound of their own: one that
+	// does not answer must not use up the store's, whose reads would then
+	// fail as if the store were what is down.
+	kctx, kcancel := context.WithTimeout(ctx, checkStepTimeout)
+	details, err := adm.ListTopics(kctx, topics...)
+	kcancel()
+	storeAgain()
+	brokerAnswered := err == nil
 	if err != nil {
 		problems = append(problems, fmt.Errorf("list topics: %w", err))
 	} else {
@@ -63,7 +80,10 @@ func Check(ctx context.Context, cfg Config) (notes []string, problems []error) {
 		problems = append(problems, errors.New(stopped.Message(m.Name)))
 	}
 
-	p, err := compile(pctx, m, cfg.Registry, newAPI())
+	rctx, rcancel := context.WithTimeout(ctx, checkStepTimeout)
+	p, err := compile(rctx, m, cfg.Registry, newAPI())
+	rcancel()
+	storeAgain()
 	if err != nil {
 		return notes, append(problems, err)
 	}
@@ -101,8 +121,10 @@ func Check(ctx context.Context, cfg Config) (notes []string, problems []error) {
 		notes = append(notes, fmt.Sprintf("table %s is a rebuild's: a rebuild of read model %s runs now, or one ended before its swap (killed, failed) and left it; the next rebuild removes it, or drop it (DROP TABLE %s) when none runs",
 			d.quote(m.Table+rebuildSuffix), m.Name, d.quote(m.Table+rebuildSuffix)))
 	}
-	if cols, err := d.columns(pctx, db, offsetsTable); err == nil && cols != nil {
-		lags, err := CheckLag(pctx, adm, st, m.Name, topics, time.Now())
+	if cols, err := d.columns(pctx, db, offsetsTable); err == nil && cols != nil && brokerAnswered {
+		lctx, lcancel := context.WithTimeout(ctx, checkStepTimeout)
+		lags, err := CheckLag(lctx, adm, st, m.Name, topics, time.Now())
+		lcancel()
 		if err != nil {
 			problems = append(problems, err)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"time"
@@ -146,7 +147,15 @@ func checkReadModels(ctx context.Context, cfg *config.Config, out io.Writer, rep
 	if len(cfg.ReadModels) == 0 {
 		return
 	}
+	// As `replicator sink` starts: the broker and the registry, each named
+	// with the setting to fix (a read model's own check says only
+	// "list topics: unable to dial"). The read models are checked all the
+	// same, for their stores' problems.
 	brokers, registryURL := sinkEndpoints(cfg)
+	_, kerr := sinkKafka(ctx, cfg, brokers, slog.New(slog.DiscardHandler))
+	report(fmt.Sprintf("Kafka of the read models %v", brokers), kerr)
+	_, rerr := sinkRegistry(ctx, cfg, registryURL)
+	report("schema registry of the read models "+config.RedactRegistryURL(registryURL), rerr)
 	kopts, err := kafkaOptions(cfg, brokers, nil)
 	if err != nil {
 		report("read models", err)

@@ -14,7 +14,11 @@ import (
 // runSchema is `replicator schema`: the Avro schemas each entity would
 // register, read from the live catalog. It needs PostgreSQL only.
 func runSchema(ctx context.Context, cfg *config.Config, out io.Writer) error {
-	conn, err := source.Connect(ctx, cfg.Source.URL)
+	// Bounded as check bounds it: a server that accepts the connection
+	// and never answers would otherwise hold schema forever.
+	cctx, cancel := context.WithTimeout(ctx, checkConnectTimeout)
+	conn, err := source.Connect(cctx, cfg.Source.URL)
+	cancel()
 	if err != nil {
 		return err
 	}

@@ -544,3 +544,42 @@ read_models:
 		t.Errorf("got:\n%s\nwant the read model named once before its error", out)
 	}
 }
+
+// TestCheckReadModelsBrokerDown: check of read models whose broker does
+// not answer names the setting to fix, as `replicator sink` does, and does
+// not blame the store or the registry (both fine here) for the time a
+// silent broker took.
+func TestCheckReadModelsBrokerDown(t *testing.T) {
+	t.Parallel()
+	_, registryURL := sinkFixture(t)
+	silent := silentAddr(t)
+	store := "sqlite://" + filepath.Join(t.TempDir(), "read.db")
+	dead := closedAddr(t)
+	for _, tc := range []struct {
+		name, cfg string
+		wants     []string
+	}{
+		{"silent", fmt.Sprintf("kafka:\n  brokers: [%q]\nregistry:\n  url: %q\n", silent, registryURL) + fmt.Sprintf(sinkOnlyModel, store),
+			[]string{"FAIL  Kafka of the read models", "no Kafka broker of kafka.brokers", "ok    schema registry of the read models"}},
+		{"embedded", fmt.Sprintf("kafka:\n  listen: %q\nregistry:\n  url: %q\n", dead, registryURL) + fmt.Sprintf(sinkOnlyModel, store),
+			[]string{"kafka.brokers is empty, so this is the embedded broker of `replicator run` at kafka.listen", "start it with this config first"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			out, err := runCLI(t, "check", "--config", writeYAML(t, tc.cfg))
+			if err == nil {
+				t.Fatalf("check passed with the broker down:\n%s", out)
+			}
+			for _, w := range tc.wants {
+				if !strings.Contains(out, w) {
+					t.Errorf("check output lacks %q:\n%s", w, out)
+				}
+			}
+			for _, bad := range []string{"replicator_sink_failures", "read latest schema"} {
+				if strings.Contains(out, bad) {
+					t.Errorf("check blames the store or registry (%q) for the broker:\n%s", bad, out)
+				}
+			}
+		})
+	}
+}

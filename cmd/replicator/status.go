@@ -183,13 +183,18 @@ snapshot state in data_dir, the end offsets of the entity topics, and each read
 model's offsets stored in its store against its topics' end offsets. It exits
 with status 1 when something needs attention: the slot is missing after a
 completed snapshot, its WAL is lost, it is inactive while keeping more WAL than
---max-retained-wal-bytes, or it is more than --max-lag-bytes behind; or a read
+--max-retained-wal-bytes, or it is more than --max-lag-bytes behind; or no
+broker of kafka.brokers answers (the embedded broker answers only while
+replicator run is up, and is not a problem when it does not); or a read
 model is more than --max-read-model-lag records behind, may have missed
 tombstones, stopped with an error (recorded in its store by the sink), or
 cannot be read; or a republish request could not republish a
 table.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if n, _ := cmd.Flags().GetInt64("max-read-model-lag"); n < 0 {
+				return fmt.Errorf("--max-read-model-lag: %d is negative: give a number of records, 0 or more (default %d)", n, defaultMaxReadModelLag)
+			}
 			path, _ := cmd.Flags().GetString("config")
 			// A sink-only file (kafka, registry, read_models): its read
 			// models are reported, as `replicator sink` reads it.
@@ -307,9 +312,13 @@ func collectSourceStatus(ctx context.Context, cfg *config.Config, rep *statusRep
 
 	rep.Topics, err = topicEnds(ctx, cfg)
 	if err != nil {
-		// Not by itself a problem: the embedded broker only runs inside
-		// `replicator run`.
 		rep.KafkaError = err.Error()
+		// The embedded broker only runs inside `replicator run`: not
+		// answering is no problem by itself. The brokers of kafka.brokers
+		// are what run produces to: none answering is one.
+		if !cfg.EmbeddedKafka() {
+			attention("entity topics: %v", err)
+		}
 	}
 }
 

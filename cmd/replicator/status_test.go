@@ -151,41 +151,18 @@ entities: [{table: present}, {table: absent}]
 }
 
 // TestStatusAndCheckBoundTheSourceConnection: a source that accepts the
-// connection and never answers fails status and check within their
+// connection and never answers fails status, check and schema within their
 // bounds instead of holding them forever.
 func TestStatusAndCheckBoundTheSourceConnection(t *testing.T) {
 	t.Parallel()
-	silent, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var held sync.WaitGroup
-	held.Go(func() {
-		var conns []net.Conn
-		defer func() {
-			for _, c := range conns {
-				c.Close()
-			}
-		}()
-		for {
-			c, err := silent.Accept()
-			if err != nil {
-				return // closed by the cleanup
-			}
-			conns = append(conns, c) // held open, never answered
-		}
-	})
-	t.Cleanup(func() {
-		silent.Close()
-		held.Wait()
-	})
+	silent := silentAddr(t)
 	cfg := writeYAML(t, fmt.Sprintf(`
 source: {url: "postgres://u@%s/d"}
 data_dir: %q
 kafka: {brokers: [%q]}
 entities: [{table: t}]
-`, silent.Addr(), t.TempDir(), closedAddr(t)))
-	for _, cmd := range []string{"status", "check"} {
+`, silent, t.TempDir(), closedAddr(t)))
+	for _, cmd := range []string{"status", "check", "schema"} {
 		start := time.Now()
 		out, err := runCLI(t, cmd, "--config", cfg)
 		if err == nil {
@@ -193,6 +170,9 @@ entities: [{table: t}]
 		}
 		if took := time.Since(start); took > time.Minute {
 			t.Errorf("%s took %v against a silent source", cmd, took)
+		}
+		if err != nil {
+			out += err.Error() // schema returns the failure, not printed
 		}
 		if !strings.Contains(out, "timeout") && !strings.Contains(out, "deadline") {
 			t.Errorf("%s output does not say the connection timed out:\n%s", cmd, out)
@@ -311,4 +291,80 @@ read_models:
 			t.Errorf("status text lacks %q:\n%s", want, out)
 		}
 	}
+}
+
+// TestStatusExternalBrokerDown: brokers of kafka.brokers that do not
+// answer need attention (run produces to them), naming the key; the
+// embedded broker not answering does not (it runs only inside run).
+func TestStatusExternalBrokerDown(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		kafka string
+		want  bool
+	}{
+		{fmt.Sprintf("{brokers: [%q]}", closedAddr(t)), true},
+		{fmt.Sprintf("{listen: %q}", closedAddr(t)), false},
+	} {
+		cfg, err := config.Load(writeYAML(t, fmt.Sprintf(`
+source: {url: "postgres://u@%s/d"}
+data_dir: %q
+kafka: %s
+registry: {listen: %q}
+entities: [{table: t}]
+`, closedAddr(t), t.TempDir(), tt.kafka, closedAddr(t))), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep := collectStatus(t.Context(), cfg, false, defaultMaxRetainedWAL, defaultMaxLagBytes, defaultMaxReadModelLag)
+		got := false
+		for _, a := range rep.Attention {
+			if strings.Contains(a, "kafka.brokers") {
+				got = true
+			}
+		}
+		if got != tt.want || rep.KafkaError == "" {
+			t.Errorf("kafka %s: attention %q, kafka_error %q; want an attention naming kafka.brokers: %v", tt.kafka, rep.Attention, rep.KafkaError, tt.want)
+		}
+	}
+}
+
+// TestStatusRejectsNegativeReadModelLag: a negative threshold would make
+// every read model, 0 records behind, "over --max-read-model-lag -1".
+func TestStatusRejectsNegativeReadModelLag(t *testing.T) {
+	t.Parallel()
+	out, err := runCLI(t, "status", "--config", writeYAML(t, "read_models: []\n"), "--max-read-model-lag", "-1")
+	if err == nil || !strings.Contains(err.Error(), "--max-read-model-lag: -1 is negative") {
+		t.Errorf("status --max-read-model-lag -1: got %v, want it refused naming the flag\n%s", err, out)
+	}
+}
+
+// silentAddr is a loopback address that accepts connections and never
+// answers on them (a hung server), until the test ends.
+func silentAddr(t *testing.T) string {
+	t.Helper()
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held sync.WaitGroup
+	held.Go(func() {
+		var conns []net.Conn
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return // closed by the cleanup
+			}
+			conns = append(conns, c) // held open, never answered
+		}
+	})
+	t.Cleanup(func() {
+		silent.Close()
+		held.Wait()
+	})
+	return silent.Addr().String()
 }
