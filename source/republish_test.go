@@ -551,17 +551,10 @@ func TestRepublish(t *testing.T) {
 	t.Run("table added later", func(t *testing.T) {
 		db := newDB(t, pg, "rep_added", "CREATE TABLE a (id int PRIMARY KEY); CREATE TABLE b (id int PRIMARY KEY, v text)")
 		db.exec("INSERT INTO a SELECT generate_series(1, 10); INSERT INTO b SELECT g, 'x' || g FROM generate_series(1, 3000) g")
-		dir := t.TempDir()
-		h := newFakeHandler(false)
-		r := run(t, db.newSource(dir, nil, nil, "a"), h)
-		db.waitStreamable(dir)
-		r.waitChanges(t, h, "the snapshot of a", atLeast(10))
-		if err := r.stop(t); err != nil {
-			t.Fatal(err)
-		}
+		dir := snapshotOfAOnly(t, db)
 		logs := &logBuffer{}
-		h = newFakeHandler(false)
-		r = run(t, db.newSource(dir, logs, nil, "a", "b"), h)
+		h := newFakeHandler(false)
+		r := run(t, db.newSource(dir, logs, nil, "a", "b"), h)
 		w := startWriterOn(t, db.dsn, "b", 3000)
 		db.waitState(dir, "b republished", func(s snapshotState) bool {
 			return len(s.Republish) == 0 && len(s.RepublishDone) == 1 && slices.Contains(s.Tables, "public.b")
@@ -605,17 +598,10 @@ func TestRepublish(t *testing.T) {
 	t.Run("online snapshot of an added table cancelled", func(t *testing.T) {
 		db := newDB(t, pg, "rep_added_cancel", "CREATE TABLE a (id int PRIMARY KEY); CREATE TABLE b (id int PRIMARY KEY)")
 		db.exec("INSERT INTO a SELECT generate_series(1, 10); INSERT INTO b SELECT generate_series(1, 3000)")
-		dir := t.TempDir()
-		h := newFakeHandler(false)
-		r := run(t, db.newSource(dir, nil, nil, "a"), h)
-		db.waitStreamable(dir)
-		r.waitChanges(t, h, "the snapshot of a", atLeast(10))
-		if err := r.stop(t); err != nil {
-			t.Fatal(err)
-		}
+		dir := snapshotOfAOnly(t, db)
 		logs := &logBuffer{}
-		h = newFakeHandler(true) // b's first chunk is never acknowledged: its job stays
-		r = run(t, db.newSource(dir, logs, func(c *Config) { c.ShutdownTimeout = 200 * time.Millisecond }, "a", "b"), h)
+		h := newFakeHandler(true) // b's first chunk is never acknowledged: its job stays
+		r := run(t, db.newSource(dir, logs, func(c *Config) { c.ShutdownTimeout = 200 * time.Millisecond }, "a", "b"), h)
 		r.waitChanges(t, h, "a first chunk of b", atLeast(1))
 		if err := CancelRepublish(context.Background(), db.conn, db.name, ""); err != nil {
 			t.Fatal(err)
@@ -941,4 +927,20 @@ func TestRepublishOptionsValidate(t *testing.T) {
 			}
 		})
 	}
+}
+
+// snapshotOfAOnly runs a source configured with table a alone until a's
+// snapshot is taken, then stops it, and returns its state directory: a
+// start configured with b too then snapshots b online.
+func snapshotOfAOnly(t *testing.T, db *testDB) (dir string) {
+	t.Helper()
+	dir = t.TempDir()
+	h := newFakeHandler(false)
+	r := run(t, db.newSource(dir, nil, nil, "a"), h)
+	db.waitStreamable(dir)
+	r.waitChanges(t, h, "the snapshot of a", atLeast(10))
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
