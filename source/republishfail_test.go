@@ -54,14 +54,7 @@ func TestRepublishRefusals(t *testing.T) {
 	t.Run("table without a primary key added later", func(t *testing.T) {
 		db := newDB(t, pg, "rep_added_nokey", "CREATE TABLE a (id int PRIMARY KEY); CREATE TABLE nokey (k int NOT NULL, v text)")
 		db.exec("INSERT INTO a SELECT generate_series(1, 10); INSERT INTO nokey SELECT g, 'x' FROM generate_series(1, 10) g")
-		dir := t.TempDir()
-		h := newFakeHandler(false)
-		r := run(t, db.newSource(dir, nil, nil, "a"), h)
-		db.waitStreamable(dir)
-		r.waitChanges(t, h, "the snapshot of a", atLeast(10))
-		if err := r.stop(t); err != nil {
-			t.Fatal(err)
-		}
+		dir := snapshotOfAOnly(t, db)
 		db.waitInactive()
 
 		tables := []relation.Table{db.table("a"), db.table("nokey")}
@@ -74,7 +67,7 @@ func TestRepublishRefusals(t *testing.T) {
 			t.Errorf("CheckAddedTables with source.snapshot: never (no online snapshot): %v", err)
 		}
 
-		r = run(t, db.newSource(dir, nil, nil, "a", "nokey"), newFakeHandler(false))
+		r := run(t, db.newSource(dir, nil, nil, "a", "nokey"), newFakeHandler(false))
 		wantErr(t, "Run with the table added", r.wait(t), want...)
 		if st := db.state(dir); slices.Contains(st.Tables, "public.nokey") || len(st.Republish) != 0 {
 			t.Errorf("state after the refusal: tables %v, jobs %+v; want nokey neither recorded nor scheduled", st.Tables, st.Republish)
